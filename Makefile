@@ -1,0 +1,102 @@
+# kheap - build, test, cross-build and demo.
+#
+#   make            build/libkheap.a (core + hosted POSIX port)
+#   make check      every test in every configuration; last line "N passed, N failed"
+#   make demo       the kheap demo on the default static heap
+#   make cross      the freestanding core for x86_64, i386, aarch64, riscv64,
+#                   arm-none-eabi (Cortex-M4) with gcc, and the host with clang
+#
+# Build options (see include/kheap_config.h) pass through as variables, e.g.
+#   make KHEAP_DEBUG=2 KHEAP_DEFAULT_SIZE=1073741824
+
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+AR      ?= ar
+B       := build
+WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CSTD    := -std=c11
+OPT     ?= -O2 -g
+OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
+             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT,$(if $($(o)),-D$(o)=$($(o))))
+
+CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/kmalloc.c \
+            src/stats.c src/check.c src/default.c
+PORT_SRC := src/port/hosted.c
+HDRS     := $(wildcard include/*.h) src/kh_internal.h
+TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+
+# Hosted configurations the test suite runs in: name and extra flags.
+VARIANTS      := release asan debug3 valgrind
+FLAGS_release := $(OPT)
+FLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+                 -fno-sanitize-recover=all -DKHEAP_DEBUG=1
+FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
+FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
+LDFLAGS_asan  := -fsanitize=address,undefined
+
+HOSTED_DEFS := -DKHEAP_PORT_PAGES=1
+
+.PHONY: all check demo cross deps clean
+.DELETE_ON_ERROR:
+
+all: $(B)/libkheap.a
+
+deps:
+	tools/deps.sh build
+
+# --- the default library -------------------------------------------------
+$(B)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) -fPIC -Iinclude -c $< -o $@
+
+$(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
+	$(AR) rcs $@ $^
+
+# --- test variants ----------------------------------------------------------
+define variant
+$(B)/$(1)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $$(dir $$@)
+	$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -c $$< -o $$@
+
+$(B)/$(1)/libkheap.a: $(patsubst src/%.c,$(B)/$(1)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
+	$(AR) rcs $$@ $$^
+
+$(B)/$(1)/tests/%: tests/%.c tests/harness.h $(B)/$(1)/libkheap.a
+	@mkdir -p $$(dir $$@)
+	$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
+	  $(HOSTED_DEFS) -Iinclude -Isrc $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
+
+$(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
+endef
+$(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))
+
+# --- cross builds of the freestanding core --------------------------------
+# tools/cross.sh knows each target's compiler and flags; every target is
+# built with -ffreestanding -nostdlib and no libc headers on the path.
+CROSS_TARGETS := x86_64 i386 aarch64 riscv64 arm-none-eabi clang-x86_64
+
+cross-%: $(CORE_SRC) $(HDRS)
+	@tools/cross.sh $* $(B)/cross/$* $(OPTIONS) -- $(CORE_SRC)
+
+cross: $(addprefix cross-,$(CROSS_TARGETS))
+
+# --- demo -----------------------------------------------------------------
+$(B)/demo/hosted_demo: demo/hosted_demo.c $(B)/libkheap.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -D_GNU_SOURCE $(WARN) $(OPT) $(OPTIONS) -Iinclude $< $(B)/libkheap.a -o $@ -lpthread
+
+demo:
+	@tools/deps.sh build
+	@$(MAKE) --no-print-directory $(B)/demo/hosted_demo
+	$(B)/demo/hosted_demo
+
+# --- check ------------------------------------------------------------------
+check:
+	@tools/deps.sh build
+	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
+	  || echo "build of some tests failed; the runner counts them"
+	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)"
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,300 @@
+/*
+ * kheap.h - the whole public API of kheap, a kernel heap allocator.
+ *
+ * kheap manages memory regions the caller hands it and nothing else. It
+ * carves them into pages; pages into runs (coalesced when freed); runs into
+ * slabs of one size class; slabs feed object caches (Bonwick's kmem_cache),
+ * and the kmalloc size classes are such caches. Sizes above the largest
+ * class (KHEAP_MAX_CLASS) are page runs of their own.
+ *
+ * Conventions for every function below unless it says otherwise:
+ *  - Thread safety: safe to call from any number of threads/CPUs at once on
+ *    the same heap. The heap serialises through the port's locks (see
+ *    kheap_port.h); a lock is never held while a user constructor or
+ *    destructor runs.
+ *  - Interrupt context: allowed when the port's lock masks interrupts
+ *    (the bare-metal ports do), never with the hosted port.
+ *  - Time: "O(1)" means bounded by a constant that does not grow with the
+ *    heap size, the number of objects or the number of free runs; the
+ *    constants are given in docs/DESIGN.md. Object constructors and
+ *    destructors, copies and fills are extra, proportional to their size.
+ *  - Misuse (a pointer that kheap did not hand out, an interior pointer, a
+ *    double free) is reported through the port's report hook with the
+ *    address and the reason, and the heap is left as it was.
+ *  - Failure to allocate returns NULL, counts a failure in the statistics
+ *    and leaves the heap as it was.
+ */
+#ifndef KHEAP_H
+#define KHEAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kheap_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Page size: runs, slabs and large blocks are multiples of it. */
+#define KHEAP_PAGE_SIZE ((size_t)1 << KHEAP_PAGE_SHIFT)
+/* Largest size served by a size-class slab; larger requests get a page
+ * run of their own. */
+#define KHEAP_MAX_CLASS ((size_t)32768)
+/* Number of kmalloc size classes (see docs/SIZE_CLASSES.md). */
+#define KHEAP_NUM_CLASSES 79
+/* Longest cache name kept, including the terminating NUL. */
+#define KHEAP_NAME_MAX 24
+
+/* A heap. Opaque: it lives inside the first region given to kheap_init. */
+typedef struct kheap kheap_t;
+/* An object cache. Opaque: it lives inside its heap. */
+typedef struct kheap_cache kheap_cache_t;
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+
+enum kheap_err {
+    KHEAP_OK = 0,
+    KHEAP_EINVAL = 1,    /* NULL argument, or a bad alignment/size */
+    KHEAP_ETOOSMALL = 2, /* region below KHEAP_MIN_REGION_SIZE (first) or
+                            KHEAP_MIN_ADD_REGION_SIZE (added) */
+    KHEAP_ERANGE = 3,    /* region wraps around the address space */
+    KHEAP_EOVERLAP = 4,  /* region overlaps one the heap already has */
+    KHEAP_ETOOMANY = 5,  /* the heap already has KHEAP_MAX_REGIONS */
+    KHEAP_EBUSY = 6,     /* cache still has allocated objects */
+    KHEAP_ENOSYS = 7,    /* the port has no page hooks (KHEAP_PORT_PAGES 0) */
+};
+
+/* A constant English sentence for an error code; for KHEAP_ETOOSMALL it
+ * states both minimum sizes in bytes. Never NULL. O(1). */
+const char *kheap_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Heaps and regions                                                   */
+
+/* Make a heap over [base, base + size). base is aligned up to 64 bytes for
+ * the heap's control structure and the page array is aligned up to
+ * KHEAP_PAGE_SIZE; the bytes skipped count as metadata. kheap writes only
+ * inside that range, ever. On success *heap is set and KHEAP_OK returned.
+ * Errors: KHEAP_EINVAL (heap or base NULL), KHEAP_ERANGE (range wraps),
+ * KHEAP_ETOOSMALL (size < KHEAP_MIN_REGION_SIZE, or too little left after
+ * alignment). On error *heap is untouched and so is the memory.
+ * Time: O(size / KHEAP_PAGE_SIZE) once, to clear the page descriptors.
+ * Not thread-safe against other use of the same memory, naturally. */
+int kheap_init(kheap_t **heap, void *base, size_t size);
+
+/* Give the heap another region. Same alignment rules as kheap_init; the
+ * region must not overlap one the heap has. Its pages are usable at once.
+ * Errors: KHEAP_EINVAL, KHEAP_ERANGE, KHEAP_ETOOSMALL (below
+ * KHEAP_MIN_ADD_REGION_SIZE), KHEAP_EOVERLAP, KHEAP_ETOOMANY.
+ * Time: O(size / KHEAP_PAGE_SIZE + KHEAP_MAX_REGIONS). Thread-safe. */
+int kheap_add_region(kheap_t *heap, void *base, size_t size);
+
+/* Let the heap grow through the port's kheap_port_pages_get when a request
+ * cannot be met from its regions (each growth adds a region of at least
+ * grow_bytes, rounded up to fit the request). grow_bytes 0 turns growth
+ * off again. Errors: KHEAP_ENOSYS when the port has no page hooks. */
+int kheap_set_growable(kheap_t *heap, size_t grow_bytes);
+
+/* The address one past the last byte of the heap's highest region. */
+uintptr_t kheap_end(const kheap_t *heap);
+
+/* ------------------------------------------------------------------ */
+/* Allocation                                                          */
+
+/* A block of at least size bytes, or NULL. size 0 gives a unique minimal
+ * block that must be freed like any other. Alignment: at least 8, and the
+ * largest power of two dividing the block's size class (so a size that is
+ * a multiple of 16 gets 16, and a power-of-two size up to KHEAP_MAX_CLASS
+ * gets its own size); large blocks are page-aligned.
+ * Time: O(1). */
+void *kheap_alloc(kheap_t *heap, size_t size);
+
+/* A block of at least size bytes aligned to align, which must be a power
+ * of two (any size, also above the page size); align 0 means default.
+ * Returns NULL if align is not a power of two or size + align overflows.
+ * Time: O(1). */
+void *kheap_alloc_aligned(kheap_t *heap, size_t size, size_t align);
+
+/* n * size zeroed bytes, or NULL when the product overflows. O(1) plus
+ * the clearing. */
+void *kheap_calloc(kheap_t *heap, size_t n, size_t size);
+
+/* Resize. ptr NULL acts as kheap_alloc; size 0 frees ptr and returns NULL.
+ * Stays in place when the new size fits the block's size class (and is not
+ * under half of it), when a large block shrinks, or when a large block
+ * grows into a free run right after it; otherwise allocates, copies the
+ * smaller of the two sizes and frees. On failure returns NULL and ptr is
+ * left allocated and unchanged. A bad ptr is reported as kheap_free does
+ * and NULL is returned. Time: O(1) plus the copy. */
+void *kheap_realloc(kheap_t *heap, void *ptr, size_t size);
+
+/* Free a block from kheap_alloc*, kheap_calloc, kheap_realloc or
+ * kheap_cache_alloc (an object goes back to its own cache). NULL is a
+ * no-op. Reported and ignored: a pointer outside the heap's regions, an
+ * interior pointer, a pointer into a free run, an object its slab already
+ * holds free (double free). Time: O(1). */
+void kheap_free(kheap_t *heap, void *ptr);
+
+/* Bytes usable at ptr (the size class, the cache's object size, or the
+ * run's pages). 0 for NULL; a bad pointer (also an object its slab holds
+ * free) is reported and 0 returned. Takes the object's cache lock.
+ * Time: O(1). */
+size_t kheap_usable_size(kheap_t *heap, const void *ptr);
+
+/* ------------------------------------------------------------------ */
+/* Object caches                                                       */
+
+/* A constructor runs on an object the first time it is carved from a slab;
+ * a destructor runs when the object's slab goes back to the page layer.
+ * In between, kheap never writes to the object's bytes: it is handed out
+ * again as it was when freed (Bonwick's rule: free objects in their
+ * constructed state). The free-list link of such caches lies past the
+ * object. Neither function may call into the same cache. */
+typedef void (*kheap_ctor_fn)(void *obj);
+
+/* A cache of objects of size bytes aligned to align (a power of two no
+ * larger than KHEAP_PAGE_SIZE; 0 means 8). name is copied (truncated to
+ * KHEAP_NAME_MAX - 1). ctor and dtor may be NULL. Returns NULL when size
+ * is 0 or above KHEAP_MAX_CLASS, align is bad, or the cache structure
+ * cannot be allocated. Time: O(1). */
+kheap_cache_t *kheap_cache_create(kheap_t *heap, const char *name, size_t size,
+                                  size_t align, kheap_ctor_fn ctor,
+                                  kheap_ctor_fn dtor);
+
+/* An object, constructed, or NULL. Time: O(1) plus at most one ctor. */
+void *kheap_cache_alloc(kheap_cache_t *cache);
+
+/* Give obj back to cache. obj must come from this cache: an object of
+ * another cache or heap block is reported, as are the kheap_free misuses.
+ * Time: O(1) (plus destructors when this frees a slab beyond the
+ * KHEAP_EMPTY_SLABS_KEPT kept empty). */
+void kheap_cache_free(kheap_cache_t *cache, void *obj);
+
+/* Give every empty slab back to the page layer, running the destructor on
+ * each constructed object first. Returns the bytes given back.
+ * Time: O(empty slabs + their objects). */
+size_t kheap_cache_shrink(kheap_cache_t *cache);
+
+/* Destroy an empty cache: its slabs go back (with destructors) and the
+ * cache structure is freed. KHEAP_EBUSY, and the cache is left intact, if
+ * it still has allocated objects. The kmalloc caches cannot be destroyed
+ * (KHEAP_EINVAL). Time: as kheap_cache_shrink. */
+int kheap_cache_destroy(kheap_cache_t *cache);
+
+/* kheap_cache_shrink on every cache of the heap. Returns bytes given back
+ * to the page layer. */
+size_t kheap_reclaim(kheap_t *heap);
+
+/* ------------------------------------------------------------------ */
+/* Statistics. Every figure is exact at the moment it is read, taken under
+ * the heap's locks. Byte figures for objects are usable sizes: the size
+ * class (or cache object size, or run bytes) that the heap commits to each
+ * block, not the size asked for. */
+
+struct kheap_stats {
+    /* The seed's HeapStats. */
+    uint64_t allocated_bytes;  /* sum of usable sizes ever handed out */
+    uint64_t freed_bytes;      /* sum of usable sizes ever given back */
+    size_t used_bytes;         /* allocated_bytes - freed_bytes: live now */
+    size_t peak_bytes;         /* highest used_bytes ever */
+    uint64_t allocation_count; /* successful allocations (realloc counts
+                                  one when it moves, none in place) */
+    uint64_t free_count;       /* successful frees */
+    /* The seed's get_heap_stats triple. */
+    size_t heap_total;         /* bytes of every region handed to the heap */
+    size_t heap_used;          /* heap_total - heap_free */
+    size_t heap_free;          /* bytes in free page runs */
+    /* More. */
+    uint64_t failed_count;     /* allocations that returned NULL */
+    size_t metadata_bytes;     /* bytes not usable for objects: alignment
+                                  skipped, control structure, page
+                                  descriptors, slab bitmaps, cache
+                                  structures */
+    size_t slab_bytes;         /* bytes in pages held by slabs */
+    size_t large_bytes;        /* bytes in pages held by large blocks */
+    size_t region_count;       /* regions the heap manages */
+};
+
+/* Fill *out. O(KHEAP_MAX_REGIONS + caches). */
+void kheap_get_stats(kheap_t *heap, struct kheap_stats *out);
+
+/* The seed's get_heap_stats: (total, used, free) as in struct kheap_stats.
+ * Any pointer may be NULL. */
+void kheap_get_heap_stats(kheap_t *heap, size_t *total, size_t *used,
+                          size_t *free_bytes);
+
+/* One slabinfo row (the /proc/slabinfo columns, plus counters). */
+struct kheap_cache_info {
+    char name[KHEAP_NAME_MAX];
+    size_t active_objs;   /* objects allocated now */
+    size_t num_objs;      /* object slots in all slabs of the cache */
+    size_t objsize;       /* usable bytes per object */
+    size_t objperslab;    /* object slots per slab */
+    size_t pagesperslab;  /* pages per slab */
+    size_t active_slabs;  /* slabs with at least one object allocated */
+    size_t num_slabs;     /* all slabs, empty ones kept included */
+    uint64_t allocs;      /* successful allocations from this cache */
+    uint64_t frees;       /* frees to this cache */
+};
+
+/* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES
+ * kmalloc classes first, then caches in creation order, then kheap's own
+ * "kheap_cache" (the structures of created caches, counted as metadata).
+ * Returns the number of rows there are (which may exceed max), so a new
+ * heap has KHEAP_NUM_CLASSES + 1. O(caches). */
+size_t kheap_slabinfo(kheap_t *heap, struct kheap_cache_info *rows,
+                      size_t max);
+
+/* One cache's row. */
+void kheap_cache_info(kheap_cache_t *cache, struct kheap_cache_info *out);
+
+/* Write the statistics / the slabinfo table (caches with no slabs are
+ * skipped unless all is true) as text into buf (always NUL-terminated when
+ * len > 0). Returns the length the full text needs, excluding the NUL, as
+ * snprintf does. Freestanding: usable on a UART. */
+size_t kheap_format_stats(kheap_t *heap, char *buf, size_t len);
+size_t kheap_format_slabinfo(kheap_t *heap, char *buf, size_t len, bool all);
+
+/* ------------------------------------------------------------------ */
+/* Integrity                                                           */
+
+/* Walk every region, run, slab, free list and cache and cross-check them
+ * and the statistics. Returns NULL when all is consistent, else a constant
+ * sentence naming the first inconsistency found, and sets *addr (if not
+ * NULL) to the address it concerns. Takes every lock of the heap, so the
+ * heap is quiescent while it runs. Time: O(pages + objects). */
+const char *kheap_check(kheap_t *heap, const void **addr);
+
+/* ------------------------------------------------------------------ */
+/* The default heap: a static array of KHEAP_DEFAULT_SIZE bytes, set up on
+ * first use (no init call). Same contracts as the kheap_* functions. */
+
+kheap_t *kheap_default(void);
+void *kheap_default_alloc(size_t size);
+void *kheap_default_alloc_aligned(size_t size, size_t align);
+void *kheap_default_calloc(size_t n, size_t size);
+void *kheap_default_realloc(void *ptr, size_t size);
+void kheap_default_free(void *ptr);
+size_t kheap_default_usable_size(const void *ptr);
+/* The address one past the static array: the seed's heap_end_vaddr(). Valid
+ * before the heap is first used. */
+uintptr_t kheap_heap_end(void);
+
+#if KHEAP_KMALLOC_API
+void *kmalloc(size_t size);
+void *kzalloc(size_t size);
+void *kcalloc(size_t n, size_t size);
+void *krealloc(void *ptr, size_t size);
+void *kmalloc_aligned(size_t size, size_t align);
+void kfree(void *ptr);
+size_t ksize(const void *ptr);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KHEAP_H */

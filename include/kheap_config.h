@@ -1,0 +1,112 @@
+/*
+ * kheap_config.h - every build option of kheap, with its default.
+ *
+ * Set an option with -D on the compiler command line (the Makefile passes
+ * its variables of the same name through). Each option is defined here
+ * exactly once, so `#if` never sees an undefined macro (-Wundef).
+ */
+#ifndef KHEAP_CONFIG_H
+#define KHEAP_CONFIG_H
+
+/* log2 of the page size the heap carves regions into. 12 = 4 KiB pages.
+ * Runs, slabs and large blocks are whole pages. */
+#ifndef KHEAP_PAGE_SHIFT
+#define KHEAP_PAGE_SHIFT 12
+#endif
+
+/* Debug level, 0 to 3.
+ *  0  always-on checks only: foreign, interior, free-run and slab-level
+ *     double frees are reported (they cost O(1) and no extra memory).
+ *  1  plus internal invariant assertions on every slow-path step
+ *     (counters, list membership, slab state transitions).
+ *  2  plus poisoning: freed objects are filled with KHEAP_POISON_FREE and
+ *     checked on reuse, so a write after free is reported at the next
+ *     allocation of that object; new objects are filled with
+ *     KHEAP_POISON_ALLOC so reads of uninitialised memory show. Objects of
+ *     caches with a constructor are not poisoned (their constructed state
+ *     must survive free).
+ *  3  plus kheap_check() of the whole heap after every operation; O(heap)
+ *     per call, for tests on small heaps only. */
+#ifndef KHEAP_DEBUG
+#define KHEAP_DEBUG 0
+#endif
+
+/* Most regions one heap can hold (the first one plus kheap_add_region or
+ * growth). Pointer-to-region lookup is a binary search over this table. */
+#ifndef KHEAP_MAX_REGIONS
+#define KHEAP_MAX_REGIONS 64
+#endif
+
+/* Size in bytes of the static array behind the default heap (kmalloc,
+ * kfree, ...). 8 MiB as in the AArch64/RISC-V seed build; pass
+ * KHEAP_DEFAULT_SIZE=1073741824 for the seed's 1 GiB x86_64 heap. */
+#ifndef KHEAP_DEFAULT_SIZE
+#define KHEAP_DEFAULT_SIZE (8u * 1024u * 1024u)
+#endif
+
+/* 1: the default heap grows through the port's page hooks when its static
+ * array is full (needs KHEAP_PORT_PAGES). 0: it is fixed-size. */
+#ifndef KHEAP_DEFAULT_GROW
+#define KHEAP_DEFAULT_GROW 0
+#endif
+
+/* 1: the port supplies kheap_port_pages_get/kheap_port_pages_put, so a heap
+ * may grow (kheap_set_growable). 0: every heap is fixed-size. */
+#ifndef KHEAP_PORT_PAGES
+#define KHEAP_PORT_PAGES 0
+#endif
+
+/* 1: the kmalloc-style names (kmalloc, kfree, kzalloc, kcalloc, krealloc,
+ * kmalloc_aligned, ksize) are defined over the default heap. 0: only the
+ * kheap_default_* names are, for kernels that have their own kmalloc. */
+#ifndef KHEAP_KMALLOC_API
+#define KHEAP_KMALLOC_API 1
+#endif
+
+/* 1: tell valgrind's memcheck about every object (client requests), so
+ * leaks and uses after free inside kheap objects are reported. Hosted
+ * builds only; the requests are no-ops when not running under valgrind. */
+#ifndef KHEAP_VALGRIND
+#define KHEAP_VALGRIND 0
+#endif
+
+/* Words of storage reserved for one port lock (kheap_lock_t). The hosted
+ * port checks that its mutex fits. */
+#ifndef KHEAP_LOCK_WORDS
+#define KHEAP_LOCK_WORDS 8
+#endif
+
+/* Smallest region kheap_init accepts, in bytes. It holds the heap's own
+ * control structure, the descriptors and at least a few pages; the core
+ * checks at build time that this value is enough. */
+#ifndef KHEAP_MIN_REGION_SIZE
+#define KHEAP_MIN_REGION_SIZE 131072
+#endif
+
+/* Smallest region kheap_add_region accepts, in bytes. */
+#ifndef KHEAP_MIN_ADD_REGION_SIZE
+#define KHEAP_MIN_ADD_REGION_SIZE 16384
+#endif
+
+/* Empty slabs a cache keeps (per cache) before it gives further empty
+ * slabs back to the page layer: hysteresis against slab thrashing. */
+#ifndef KHEAP_EMPTY_SLABS_KEPT
+#define KHEAP_EMPTY_SLABS_KEPT 2
+#endif
+
+/* Bytes written into freed and new objects at KHEAP_DEBUG >= 2. */
+#ifndef KHEAP_POISON_FREE
+#define KHEAP_POISON_FREE 0x6b
+#endif
+#ifndef KHEAP_POISON_ALLOC
+#define KHEAP_POISON_ALLOC 0xa5
+#endif
+
+#if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
+#error "KHEAP_DEBUG must be 0, 1, 2 or 3"
+#endif
+#if KHEAP_PAGE_SHIFT < 10 || KHEAP_PAGE_SHIFT > 16
+#error "KHEAP_PAGE_SHIFT must be between 10 and 16"
+#endif
+
+#endif /* KHEAP_CONFIG_H */

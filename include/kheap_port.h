@@ -1,0 +1,97 @@
+/*
+ * kheap_port.h - what a platform supplies so kheap can run on it.
+ *
+ * The core (the files of src/) uses only these functions and the freestanding
+ * headers. GCC and clang require even freestanding programs to provide
+ * memcpy, memmove and memset; the core relies on that and on nothing else.
+ * A port is one C file (src/port/<name>.c) defining the functions below.
+ *
+ * Ports shipped: hosted POSIX (src/port/hosted.c).
+ */
+#ifndef KHEAP_PORT_H
+#define KHEAP_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kheap_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Storage for one lock. The port decides what the words mean (a spinlock
+ * word and saved interrupt flags, a pthread mutex, ...). */
+typedef struct kheap_lock {
+    uintptr_t word[KHEAP_LOCK_WORDS];
+} kheap_lock_t;
+
+/* Make *lock an unlocked lock. Called once per lock before any other use,
+ * from kheap_init, kheap_add_region-free paths and kheap_cache_create,
+ * never concurrently with use of the same lock. Cannot fail. */
+void kheap_port_lock_init(kheap_lock_t *lock);
+
+/* Acquire *lock, waiting as long as needed. Pre: the caller does not hold
+ * it (kheap never nests the same lock). Post: the caller holds it, and no
+ * other thread or CPU does. A bare-metal port masks interrupts on the local
+ * CPU before it spins and keeps them masked until unlock, so an interrupt
+ * handler that allocates cannot deadlock against its own CPU. kheap holds
+ * a lock only for O(1) work (or O(heap) inside kheap_check), and never
+ * across a constructor, a destructor or the report hook. */
+void kheap_port_lock(kheap_lock_t *lock);
+
+/* Release *lock. Pre: the caller holds it. Post: restores the interrupt
+ * state saved by kheap_port_lock (bare metal). */
+void kheap_port_unlock(kheap_lock_t *lock);
+
+/* What went wrong, for the report hook. */
+enum kheap_report_kind {
+    KHEAP_REPORT_FOREIGN = 1,   /* pointer is in no region of the heap */
+    KHEAP_REPORT_INTERIOR,      /* pointer is inside a block, not its start */
+    KHEAP_REPORT_FREE_RUN,      /* pointer is inside a free page run */
+    KHEAP_REPORT_DOUBLE_FREE,   /* object is already free in its slab */
+    KHEAP_REPORT_WRONG_CACHE,   /* object freed to a cache it is not from */
+    KHEAP_REPORT_CORRUPTION,    /* poison or metadata found overwritten */
+    KHEAP_REPORT_BUSY,          /* cache destroyed with objects allocated */
+};
+
+struct kheap_report {
+    enum kheap_report_kind kind;
+    const char *reason;         /* a constant English sentence */
+    const void *addr;           /* the address concerned */
+    const char *cache;          /* the cache involved, or NULL */
+    const char *function;       /* the kheap entry point that found it */
+};
+
+/* Report misuse or corruption. Called with no kheap lock held, after the
+ * heap has refused the operation (the heap is consistent when this is
+ * called). It may return (kheap then carries on: the bad operation is
+ * ignored) or not return (abort, panic). Hosted default: one line on
+ * stderr, then abort(), as glibc does. */
+void kheap_port_report(const struct kheap_report *report);
+
+/* Stop: kheap found its own metadata inconsistent (a KHEAP_DEBUG >= 1
+ * assertion failed), which only a kheap bug or a wild write into the
+ * heap's metadata can cause. Called possibly with kheap locks held; must
+ * not return and must not call into kheap. msg is a constant sentence, addr
+ * the address concerned. Hosted: one line on stderr, then abort(). */
+void kheap_port_panic(const char *msg, const void *addr)
+    __attribute__((noreturn));
+
+#if KHEAP_PORT_PAGES
+/* Fresh memory for a heap to grow into: at least bytes bytes (a multiple
+ * of KHEAP_PAGE_SIZE), aligned to KHEAP_PAGE_SIZE, never overlapping
+ * memory the heap already has. Returns NULL when there is none. Sets *got
+ * to the bytes actually given (>= bytes). May be called with the heap's
+ * page lock held: it must not call into kheap. */
+void *kheap_port_pages_get(size_t bytes, size_t *got);
+
+/* Give back memory obtained from kheap_port_pages_get (whole, as got). */
+void kheap_port_pages_put(void *base, size_t bytes);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KHEAP_PORT_H */

@@ -1,0 +1,301 @@
+/*
+ * check.c - kheap_check: walk the whole heap and cross-check it.
+ *
+ * With every lock of the heap held (caches_lock, each cache's lock in the
+ * documented order, page_lock, stats_lock) the walk visits:
+ *   every region: its runs in address order, each run's boundary and
+ *     interior descriptors, no two free runs adjacent;
+ *   every slab met on the way: owner cache valid, page count, bitmap
+ *     population == inuse, free list members inside the slab, on slot
+ *     boundaries, marked free, as many as carved - inuse; on the list its
+ *     state calls for;
+ *   every bin: each member a free-run head of the bin's length range, the
+ *     bitmap and summary words agreeing with the lists;
+ *   every cache: its partial and empty lists, and its counters against
+ *     the slabs;
+ *   the counters: pages, bitmap bytes, used bytes == the bytes of live
+ *     objects and large blocks.
+ * Time O(pages + objects); space O(1) (nothing is allocated).
+ */
+#include "kh_internal.h"
+
+struct walk {
+    const char *msg;
+    const void *addr;
+    size_t free_pages, free_runs, slab_pages, large_pages, bitmap_bytes;
+    size_t slabs, gone_slabs, user_bytes, internal_objs;
+};
+
+static bool fail(struct walk *w, const char *msg, uintptr_t addr)
+{
+    if (!w->msg) {
+        w->msg = msg;
+        w->addr = (const void *)addr;
+    }
+    return false;
+}
+
+/* Is c a cache of heap h? (It may be a garbage pointer read from a
+ * corrupted descriptor, so test where it points before reading it.) */
+static bool cache_valid(kheap_t *h, const struct kheap_cache *c)
+{
+    uintptr_t p = (uintptr_t)c;
+    if (c == &h->cache_cache)
+        return true;
+    if (p >= (uintptr_t)h->kmalloc && p < (uintptr_t)(h->kmalloc + KHEAP_NUM_CLASSES))
+        return (p - (uintptr_t)h->kmalloc) % sizeof *c == 0;
+    struct kh_page *d = kh_page_of(h, p);
+    if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
+        return false;
+    if (d->kind == KH_PG_SLAB_PART)
+        d -= d->npages;
+    if (d->cache != &h->cache_cache)
+        return false;
+    uintptr_t off = p - kh_slab_base(h, d);
+    return off % h->cache_cache.slot == 0 && c->magic == KH_CACHE_MAGIC && c->heap == h;
+}
+
+static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
+{
+    uintptr_t base = kh_slab_base(h, s);
+    struct kheap_cache *c = s->cache;
+    if (!cache_valid(h, c))
+        return fail(w, "slab's owner is not a cache of this heap", base);
+    if (s->npages != c->pages)
+        return fail(w, "slab's page count differs from its cache's", base);
+    if (s->inuse > s->carved || s->carved > c->objs)
+        return fail(w, "slab counts inconsistent (inuse > carved > objs)", base);
+    size_t set = 0;
+    for (size_t i = 0; i < c->objs; i++) {
+        bool on = kh_slab_obj_allocated(c, s, base, i);
+        if (on && i >= s->carved)
+            return fail(w, "slab bitmap marks a never-carved object", base + i * c->slot);
+        set += on;
+    }
+    if (set != s->inuse)
+        return fail(w, "slab bitmap population differs from inuse", base);
+    size_t n = 0;
+    for (void *o = s->freelist; o; n++) {
+        uintptr_t p = (uintptr_t)o, off = p - base;
+        if (n >= (size_t)(s->carved - s->inuse))
+            return fail(w, "slab free list is longer than carved - inuse", base);
+        if (p < base || off % c->slot || off / c->slot >= s->carved)
+            return fail(w, "slab free list holds a pointer that is not a free slot", p);
+        if (kh_slab_obj_allocated(c, s, base, off / c->slot))
+            return fail(w, "slab free list holds an allocated object", p);
+        kh_vg_defined((void *)(p + c->link_off), sizeof(void *));
+        o = *(void **)(p + c->link_off);
+    }
+    if (n != (size_t)(s->carved - s->inuse))
+        return fail(w, "slab free list is shorter than carved - inuse", base);
+    uint8_t want = s->inuse == 0 ? KH_LIST_EMPTY
+                   : s->inuse == c->objs ? KH_LIST_FULL
+                                         : KH_LIST_PARTIAL;
+    if (s->list == KH_LIST_GONE && s->inuse == 0)
+        w->gone_slabs++;
+    else if (s->list != want)
+        return fail(w, "slab is on the wrong list of its cache", base);
+    w->slabs++;
+    w->bitmap_bytes += c->bitmap_bytes;
+    if (c->flags & KH_CACHE_INTERNAL)
+        w->internal_objs += s->inuse;
+    else
+        w->user_bytes += (size_t)s->inuse * c->size;
+    return true;
+}
+
+static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
+{
+    struct kh_region *r = &h->regions[ri];
+    bool prev_free = false;
+    for (size_t i = 0; i < r->npages;) {
+        struct kh_page *d = &r->pages[i];
+        uintptr_t addr = r->start + i * KH_PAGE;
+        size_t n = d->npages;
+        if (d->region != ri)
+            return fail(w, "run head records the wrong region", addr);
+        if (n == 0 || n > r->npages - i)
+            return fail(w, "run length runs past its region", addr);
+        struct kh_page *t = &r->pages[i + n - 1];
+        switch (d->kind) {
+        case KH_PG_FREE:
+            if (prev_free)
+                return fail(w, "two free runs are adjacent (not coalesced)", addr);
+            if (n > 1 && (t->kind != KH_PG_FREE_TAIL || t->npages != n))
+                return fail(w, "free run's tail descriptor is wrong", addr);
+            if (d->bin != kh_bin_of(n))
+                return fail(w, "free run is in the wrong bin", addr);
+            w->free_pages += n;
+            w->free_runs++;
+            break;
+        case KH_PG_LARGE:
+            if (n > 1 && (t->kind != KH_PG_LARGE_TAIL || t->npages != n))
+                return fail(w, "large block's tail descriptor is wrong", addr);
+            w->large_pages += n;
+            w->user_bytes += n * KH_PAGE;
+            break;
+        case KH_PG_SLAB:
+            for (size_t k = 1; k < n; k++)
+                if (d[k].kind != KH_PG_SLAB_PART || d[k].npages != k)
+                    return fail(w, "slab page descriptor does not lead to its head",
+                                addr + k * KH_PAGE);
+            if (!check_slab(h, w, d))
+                return false;
+            w->slab_pages += n;
+            break;
+        default:
+            return fail(w, "page descriptor at a run start is not a run head", addr);
+        }
+        if (d->kind != KH_PG_SLAB)
+            for (size_t k = 1; k + 1 < n; k++)
+                if (d[k].kind != KH_PG_INTERIOR)
+                    return fail(w, "boundary descriptor inside a run", addr + k * KH_PAGE);
+        prev_free = d->kind == KH_PG_FREE;
+        i += n;
+    }
+    return true;
+}
+
+static bool check_bins(kheap_t *h, struct walk *w)
+{
+    size_t runs = 0;
+    for (unsigned b = 0; b < KH_NBINS; b++) {
+        bool bit = h->bin_map[b / KH_WORD_BITS] & (1ul << (b % KH_WORD_BITS));
+        if (bit != (h->bins[b] != NULL))
+            return fail(w, "bin bitmap disagrees with the bin's list", (uintptr_t)&h->bins[b]);
+        struct kh_page *prev = NULL;
+        for (struct kh_page *d = h->bins[b]; d; prev = d, d = d->next) {
+            uintptr_t addr = kh_page_addr(h, d);
+            if (++runs > w->free_runs)
+                return fail(w, "bins hold more runs than the regions have free",
+                            addr);
+            if (d->kind != KH_PG_FREE || d->bin != b || kh_bin_of(d->npages) != b)
+                return fail(w, "bin holds a run that is not a free run of its size", addr);
+            if (d->prev != prev)
+                return fail(w, "bin list back link is wrong", addr);
+        }
+    }
+    for (unsigned k = 0; k < KH_BIN_WORDS; k++)
+        if (((h->bin_summary >> k) & 1) != (h->bin_map[k] != 0))
+            return fail(w, "bin summary word disagrees with the bitmap", (uintptr_t)h->bin_map);
+    if (runs != w->free_runs)
+        return fail(w, "a free run is missing from the bins", (uintptr_t)h->bins);
+    return true;
+}
+
+static bool check_list(kheap_t *h, struct walk *w, struct kheap_cache *c,
+                       struct kh_page *head, uint8_t list, size_t count,
+                       size_t *inuse)
+{
+    size_t n = 0;
+    struct kh_page *prev = NULL;
+    for (struct kh_page *s = head; s; prev = s, s = s->next) {
+        uintptr_t addr = kh_page_addr(h, s);
+        if (++n > count)
+            return fail(w, "cache slab list is longer than its count", addr);
+        if (s->kind != KH_PG_SLAB || s->cache != c || s->list != list || s->prev != prev)
+            return fail(w, "cache slab list holds a slab that is not its own", addr);
+        *inuse += s->inuse;
+    }
+    if (n != count)
+        return fail(w, "cache slab list is shorter than its count", (uintptr_t)c);
+    return true;
+}
+
+static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_t *slabs)
+{
+    size_t inuse = 0;
+    if (c->magic != KH_CACHE_MAGIC || c->heap != h)
+        return fail(w, "cache structure is overwritten", (uintptr_t)c);
+    if (!check_list(h, w, c, c->partial, KH_LIST_PARTIAL, c->nr_partial, &inuse) ||
+        !check_list(h, w, c, c->empty, KH_LIST_EMPTY, c->nr_empty, &inuse))
+        return false;
+    if (c->active_objs != inuse + c->nr_full * c->objs)
+        return fail(w, "cache active_objs differs from its slabs", (uintptr_t)c);
+    if (c->allocs - c->frees != c->active_objs)
+        return fail(w, "cache allocs - frees differs from active_objs", (uintptr_t)c);
+    *slabs += c->nr_partial + c->nr_empty + c->nr_full;
+    return true;
+}
+
+static void lock_all(kheap_t *h, bool lock)
+{
+    void (*op)(kheap_lock_t *) = lock ? kheap_port_lock : kheap_port_unlock;
+    if (lock)
+        op(&h->caches_lock);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        op(&h->kmalloc[i].lock);
+    op(&h->cache_cache.lock);
+    for (struct kheap_cache *c = h->caches; c; c = c->next)
+        op(&c->lock);
+    op(&h->page_lock);
+    op(&h->stats_lock);
+    if (!lock)
+        op(&h->caches_lock);
+}
+
+static void check_all(kheap_t *h, struct walk *w)
+{
+    size_t total = 0, meta = 0, slabs = 0;
+    for (unsigned k = 0; k < h->nregions; k++) {
+        const struct kh_region *r = &h->regions[h->order[k]];
+        if (k && h->regions[h->order[k - 1]].end > r->start) {
+            fail(w, "region table is out of order", r->start);
+            return;
+        }
+    }
+    for (unsigned ri = 0; ri < h->nregions; ri++) {
+        total += h->regions[ri].size;
+        meta += h->regions[ri].meta_bytes;
+        if (!check_region(h, w, ri))
+            return;
+    }
+    if (!check_bins(h, w))
+        return;
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        if (!check_cache(h, w, &h->kmalloc[i], &slabs))
+            return;
+    if (!check_cache(h, w, &h->cache_cache, &slabs))
+        return;
+    size_t ncaches = 0;
+    for (struct kheap_cache *c = h->caches; c; c = c->next, ncaches++)
+        if (ncaches >= h->ncaches || !check_cache(h, w, c, &slabs))
+            return (void)fail(w, w->msg ? w->msg : "cache list is longer than its count",
+                              (uintptr_t)c);
+    uintptr_t hp = (uintptr_t)h;
+    if (ncaches != h->ncaches)
+        fail(w, "cache list is shorter than its count", hp);
+    else if (slabs + w->gone_slabs != w->slabs)
+        fail(w, "caches count a different number of slabs than the regions hold", hp);
+    else if (total != h->total_bytes || meta != h->region_meta)
+        fail(w, "region byte totals differ from the regions", hp);
+    else if (w->free_pages != h->free_pages || w->slab_pages != h->slab_pages ||
+             w->large_pages != h->large_pages)
+        fail(w, "page counters differ from the runs", hp);
+    else if (w->bitmap_bytes != h->bitmap_bytes)
+        fail(w, "slab bitmap byte count differs from the slabs", hp);
+    else if (h->used_bytes != h->allocated_bytes - h->freed_bytes)
+        fail(w, "used_bytes != allocated_bytes - freed_bytes", hp);
+    else if (h->used_bytes != w->user_bytes)
+        fail(w, "used_bytes differs from the bytes of live objects and large blocks", hp);
+    else if (h->peak_bytes < h->used_bytes)
+        fail(w, "peak_bytes is below used_bytes", hp);
+    else if (h->internal_bytes != w->internal_objs * h->cache_cache.size)
+        fail(w, "internal byte count differs from the internal objects", hp);
+}
+
+const char *kheap_check(kheap_t *h, const void **addr)
+{
+    struct walk w = {0};
+    if (!h || h->magic != KH_HEAP_MAGIC) {
+        if (addr)
+            *addr = h;
+        return "not a kheap heap (bad magic)";
+    }
+    lock_all(h, true);
+    check_all(h, &w);
+    lock_all(h, false);
+    if (w.msg && addr)
+        *addr = w.addr;
+    return w.msg;
+}

@@ -1,0 +1,110 @@
+/*
+ * default.c - the default heap: a static array, set up on first use.
+ *
+ * kheap_default_memory is the seed's HEAP_MEMORY: KHEAP_DEFAULT_SIZE bytes
+ * in BSS (8 MiB unless the build says otherwise), so the heap's end is
+ * known before the heap is first used (kheap_heap_end, the seed's
+ * heap_end_vaddr). Because BSS is zero, setting the heap up writes only
+ * the heap structure and two descriptors, whatever the array's size.
+ *
+ * First use from several threads at once: one wins the state word (0 ->
+ * 1) and sets the heap up; the others wait for the pointer to be
+ * published (release/acquire), which takes O(1) time. A thread that finds
+ * the heap set up pays one acquire load.
+ */
+#include "kh_internal.h"
+
+static unsigned char kheap_default_memory[KHEAP_DEFAULT_SIZE]
+    __attribute__((aligned(KHEAP_PAGE_SIZE)));
+static kheap_t *default_heap;
+static int default_state; /* 0 unset, 1 being set up, 2 set up */
+
+static kh_noinline kheap_t *default_setup(void)
+{
+    int expect = 0;
+    if (__atomic_compare_exchange_n(&default_state, &expect, 1, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        kheap_t *h = NULL;
+        int err = kh_heap_create(&h, kheap_default_memory, sizeof kheap_default_memory,
+                                 true);
+        if (err)
+            kheap_port_panic(kheap_strerror(err), kheap_default_memory);
+#if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
+        kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
+#endif
+        __atomic_store_n(&default_heap, h, __ATOMIC_RELEASE);
+        __atomic_store_n(&default_state, 2, __ATOMIC_RELEASE);
+        return h;
+    }
+    kheap_t *h;
+    while (!(h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE)))
+        ;
+    return h;
+}
+
+kheap_t *kheap_default(void)
+{
+    kheap_t *h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE);
+    return kh_likely(h != NULL) ? h : default_setup();
+}
+
+uintptr_t kheap_heap_end(void)
+{
+    return (uintptr_t)(kheap_default_memory + sizeof kheap_default_memory);
+}
+
+void *kheap_default_alloc(size_t size)
+{
+    return kheap_alloc(kheap_default(), size);
+}
+void *kheap_default_alloc_aligned(size_t size, size_t align)
+{
+    return kheap_alloc_aligned(kheap_default(), size, align);
+}
+void *kheap_default_calloc(size_t n, size_t size)
+{
+    return kheap_calloc(kheap_default(), n, size);
+}
+void *kheap_default_realloc(void *ptr, size_t size)
+{
+    return kheap_realloc(kheap_default(), ptr, size);
+}
+void kheap_default_free(void *ptr)
+{
+    kheap_free(kheap_default(), ptr);
+}
+size_t kheap_default_usable_size(const void *ptr)
+{
+    return kheap_usable_size(kheap_default(), ptr);
+}
+
+#if KHEAP_KMALLOC_API
+void *kmalloc(size_t size)
+{
+    return kheap_alloc(kheap_default(), size);
+}
+void *kzalloc(size_t size)
+{
+    return kheap_calloc(kheap_default(), 1, size);
+}
+void *kcalloc(size_t n, size_t size)
+{
+    return kheap_calloc(kheap_default(), n, size);
+}
+void *krealloc(void *ptr, size_t size)
+{
+    return kheap_realloc(kheap_default(), ptr, size);
+}
+void *kmalloc_aligned(size_t size, size_t align)
+{
+    return kheap_alloc_aligned(kheap_default(), size, align);
+}
+void kfree(void *ptr)
+{
+    kheap_free(kheap_default(), ptr);
+}
+size_t ksize(const void *ptr)
+{
+    return kheap_usable_size(kheap_default(), ptr);
+}
+#endif

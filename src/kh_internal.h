@@ -1,0 +1,333 @@
+/*
+ * kh_internal.h - the heap's data structures, shared by the core's layers.
+ *
+ * Layers, bottom up (one file each): region.c (regions, pointer -> page
+ * descriptor), pages.c (runs of pages: binned, split, coalesced), slab.c
+ * (a run carved into objects of one size), cache.c (object caches over
+ * slabs), kmalloc.c (size -> class -> cache, large blocks), stats.c,
+ * check.c, format.c, default.c (the static default heap).
+ *
+ * Lock order (a thread may take a lock only if it holds none listed
+ * below it):
+ *   1. kheap.caches_lock  - the list of user caches (kheap.caches).
+ *   2. kheap_cache.lock   - one cache's slab lists and counters; a thread
+ *                           holds at most one, except kheap_check, which
+ *                           takes them all in list order (kmalloc classes
+ *                           first, then the list) while holding 1.
+ *   3. kheap.page_lock    - the page layer: bins, run boundary descriptors,
+ *                           the region table, page counters.
+ *   4. kheap.stats_lock   - the byte and operation counters.
+ * No lock is held across a constructor, destructor or report.
+ */
+#ifndef KH_INTERNAL_H
+#define KH_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kheap.h"
+#include "kheap_port.h"
+
+#if KHEAP_VALGRIND
+#include <valgrind/memcheck.h>
+#define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
+#define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
+#define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
+#define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
+#else
+#define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
+#define kh_vg_free(p) ((void)(p))
+#define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
+#define kh_vg_defined(p, n) ((void)(p), (void)(n))
+#endif
+
+#define KH_PAGE ((uintptr_t)KHEAP_PAGE_SIZE)
+#define KH_PAGE_MASK (KH_PAGE - 1)
+#define KH_HEAP_MAGIC 0x6b686561u /* "khea" */
+#define KH_CACHE_MAGIC 0x6b636163u /* "kcac" */
+
+/* Slabs never span more pages than this (the page counts of every class
+ * are computed at init; see slab.c). */
+#define KH_SLAB_MAX_PAGES 64u
+/* Smallest object slot: a free object holds a pointer. */
+#define KH_MIN_SLOT 16u
+
+#define kh_likely(x) __builtin_expect(!!(x), 1)
+#define kh_unlikely(x) __builtin_expect(!!(x), 0)
+#define kh_noinline __attribute__((noinline))
+
+static inline uintptr_t kh_align_up(uintptr_t x, uintptr_t a)
+{
+    return (x + a - 1) & ~(a - 1);
+}
+static inline bool kh_is_pow2(size_t x)
+{
+    return x && !(x & (x - 1));
+}
+static inline unsigned kh_log2(size_t x) /* x > 0 */
+{
+    return (unsigned)(sizeof(long long) * 8 - 1) -
+           (unsigned)__builtin_clzll((unsigned long long)x);
+}
+
+/* ------------------------------------------------------------------ */
+/* Page descriptors.
+ *
+ * One per page of a region, in an array at the region's start. Only the
+ * boundaries of runs carry meaning: a run's first page (head) and last page
+ * (tail; for slabs every page). Every other descriptor is KH_PG_INTERIOR.
+ * Invariants, for every run [i, i+n) of a region:
+ *   desc[i].kind is FREE, LARGE or SLAB and desc[i].npages == n;
+ *   n > 1: desc[i+n-1].kind is FREE_TAIL, LARGE_TAIL or SLAB_PART with
+ *          npages == n (FREE_TAIL, LARGE_TAIL) or == n-1 (SLAB_PART);
+ *   SLAB: desc[i+k].kind == SLAB_PART and desc[i+k].npages == k, 0<k<n;
+ *   FREE and LARGE: desc[i+k].kind == INTERIOR, 0<k<n-1;
+ *   no two free runs are adjacent (free runs coalesce).
+ * So the run holding page p is found in O(1) from p or its neighbours, and
+ * a freed run merges with free neighbours in O(1).
+ */
+enum kh_page_kind {
+    KH_PG_INTERIOR = 0, /* inside a run; zero so cleared memory is valid */
+    KH_PG_FREE,
+    KH_PG_FREE_TAIL,
+    KH_PG_LARGE,
+    KH_PG_LARGE_TAIL,
+    KH_PG_SLAB,
+    KH_PG_SLAB_PART,
+};
+
+/* Which list of its cache a slab is on. */
+enum kh_slab_list {
+    KH_LIST_FULL = 0, /* on no list: every object allocated */
+    KH_LIST_PARTIAL,
+    KH_LIST_EMPTY,
+    KH_LIST_GONE,     /* taken off its cache, on its way to the page layer */
+};
+
+struct kheap_cache;
+
+struct kh_page {
+    uint8_t kind;     /* enum kh_page_kind; page_lock (stable while the run
+                         is allocated: see kh_page_of) */
+    uint8_t region;   /* index in kheap.regions; set on every boundary */
+    uint16_t inuse;   /* SLAB: objects allocated from it; cache lock */
+    uint16_t carved;  /* SLAB: objects ever carved (lazily); cache lock */
+    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock */
+    uint8_t pad;
+    uint32_t npages;  /* see the invariants above */
+    union {
+        uint32_t bin;   /* FREE head: its bin; page_lock */
+        uint32_t bits;  /* SLAB of <= 32 objects: allocation bitmap; cache
+                           lock */
+    };
+    struct kh_page *prev, *next; /* FREE: bin list (page_lock);
+                                    SLAB: cache list (cache lock) */
+    void *freelist;   /* SLAB: first free object; cache lock */
+    struct kheap_cache *cache; /* SLAB: owner, fixed while the slab lives;
+                                  LARGE: unused */
+};
+_Static_assert(sizeof(struct kh_page) == 16 + 4 * sizeof(void *),
+               "page descriptor grew: metadata budget is 2% of the heap");
+
+/* A region: [start, end) are its pages, described by pages[0 .. npages). */
+struct kh_region {
+    uintptr_t base;    /* as handed to the heap */
+    size_t size;       /* as handed to the heap */
+    uintptr_t start;   /* first page */
+    uintptr_t end;     /* one past the last page */
+    size_t npages;
+    struct kh_page *pages;
+    size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
+    bool grown;        /* obtained from kheap_port_pages_get */
+};
+
+/* ------------------------------------------------------------------ */
+/* Object caches. */
+
+enum {
+    KH_CACHE_KMALLOC = 1u << 0,  /* a kmalloc size class: not destroyable */
+    KH_CACHE_INTERNAL = 1u << 1, /* holds kheap's own structures: its
+                                    objects count as metadata */
+};
+
+struct kheap_cache {
+    /* Fixed at creation; read without a lock. */
+    uint32_t magic;
+    uint32_t flags;
+    kheap_t *heap;
+    char name[KHEAP_NAME_MAX];
+    uint32_t size;       /* usable bytes of an object */
+    uint32_t slot;       /* bytes between objects */
+    uint32_t link_off;   /* free-list link offset in a free object */
+    uint32_t align;      /* alignment of every object */
+    uint32_t objs;       /* objects per slab */
+    uint32_t pages;      /* pages per slab */
+    uint32_t slab_align; /* alignment of the slab's first page, bytes */
+    uint32_t bitmap_off; /* offset of the allocation bitmap in the slab */
+    uint32_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
+    kheap_ctor_fn ctor, dtor;
+
+    kheap_lock_t lock;
+    /* Protected by lock. Every slab of the cache is on exactly one list:
+     * partial (0 < inuse < objs), empty (inuse == 0), or none (full).
+     *   active_objs == sum of inuse over its slabs
+     *   nr_slabs == nr_partial + nr_empty + nr_full */
+    struct kh_page *partial;
+    struct kh_page *empty;
+    size_t nr_partial, nr_empty, nr_full;
+    size_t active_objs;
+    uint64_t allocs, frees;
+
+    /* Protected by kheap.caches_lock. */
+    struct kheap_cache *next, *prev;
+};
+
+/* ------------------------------------------------------------------ */
+/* The heap. Lives at the start of its first region. */
+
+/* Bins of free runs: two-level (8 sub-bins per doubling of the length in
+ * pages, exact below 16 pages), a bitmap of non-empty bins and a summary
+ * word, as TLSF does, so the first bin that can hold a length is found in
+ * O(1) (docs/DESIGN.md). Run lengths are uint32_t. */
+#define KH_BIN_SUB_SHIFT 3u
+#define KH_NBINS 240u
+#define KH_WORD_BITS (sizeof(unsigned long) * 8u)
+#define KH_BIN_WORDS ((KH_NBINS + KH_WORD_BITS - 1) / KH_WORD_BITS)
+_Static_assert(KH_BIN_WORDS <= sizeof(unsigned long) * 8u,
+               "bin summary must fit a word");
+
+struct kheap {
+    uint32_t magic;
+
+    kheap_lock_t page_lock;
+    /* Protected by page_lock. regions[] entries are written once, before
+     * being published in order[] (see region.c: lookups read without the
+     * lock). */
+    struct kh_region regions[KHEAP_MAX_REGIONS];
+    uint8_t order[KHEAP_MAX_REGIONS]; /* region indices by address */
+    unsigned nregions;
+    unsigned region_seq;              /* odd while order[] is rewritten */
+    struct kh_page *bins[KH_NBINS];
+    unsigned long bin_map[KH_BIN_WORDS];
+    unsigned long bin_summary;
+    size_t free_pages;   /* pages in free runs */
+    size_t slab_pages;   /* pages held by slabs */
+    size_t large_pages;  /* pages held by large blocks */
+    size_t bitmap_bytes; /* slab allocation bitmaps of live slabs */
+    size_t total_bytes;  /* sum of region sizes */
+    size_t region_meta;  /* sum of region meta_bytes */
+    size_t grow_bytes;   /* 0: fixed size */
+
+    kheap_lock_t stats_lock;
+    /* Protected by stats_lock. used == allocated - freed. */
+    uint64_t allocated_bytes, freed_bytes;
+    size_t used_bytes, peak_bytes;
+    uint64_t allocation_count, free_count, failed_count;
+    size_t internal_bytes; /* objects of KH_CACHE_INTERNAL caches */
+
+    kheap_lock_t caches_lock;
+    /* Protected by caches_lock: user caches in creation order. */
+    struct kheap_cache *caches, *caches_tail;
+    size_t ncaches;
+
+    /* Fixed after init. */
+    struct kheap_cache cache_cache; /* holds user kheap_cache structures */
+    struct kheap_cache kmalloc[KHEAP_NUM_CLASSES];
+};
+
+/* ------------------------------------------------------------------ */
+/* Between the layers. */
+
+/* region.c */
+int kh_region_add(kheap_t *h, uintptr_t base, size_t size, bool zeroed,
+                  bool grown);
+struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
+static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
+{
+    const struct kh_region *r = &h->regions[d->region];
+    return r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
+}
+/* The descriptor of the page holding addr, or NULL if no region has it. */
+static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
+{
+    struct kh_region *r = kh_region_of(h, addr);
+    return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
+}
+
+/* pages.c (all with page_lock held unless said) */
+struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
+                             enum kh_page_kind kind);
+void kh_run_free(kheap_t *h, struct kh_page *head);
+void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
+                 enum kh_page_kind kind);
+void kh_bins_insert(kheap_t *h, struct kh_page *head);
+void kh_bins_remove(kheap_t *h, struct kh_page *head);
+unsigned kh_bin_of(size_t npages);
+size_t kh_bin_min(unsigned bin);
+bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages);
+enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d,
+                                   uintptr_t addr);
+
+/* slab.c */
+void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
+                    size_t size, size_t align, kheap_ctor_fn ctor,
+                    kheap_ctor_fn dtor, uint32_t flags);
+size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
+enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
+                                     struct kh_page *slab);
+size_t kh_cache_release(struct kheap_cache *c, size_t keep);
+static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
+{
+    return kh_page_addr(h, s);
+}
+bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
+                           uintptr_t base, size_t idx);
+
+/* kmalloc.c */
+unsigned kh_class_of(size_t size);
+size_t kh_class_size(unsigned cls);
+
+/* Accounting (kmalloc.c): take stats_lock. Called with the lock that
+ * guards the change (the cache's, or page_lock for large blocks) still
+ * held, so kheap_check, holding every lock, sees counters and structures
+ * agree. */
+void kh_account_alloc(kheap_t *h, size_t bytes, size_t count);
+void kh_account_free(kheap_t *h, size_t bytes, size_t count);
+void kh_account_failure(kheap_t *h);
+void kh_account_internal(kheap_t *h, size_t bytes, bool add);
+
+/* reports */
+void kh_report(enum kheap_report_kind kind, const void *addr,
+               const struct kheap_cache *c, const char *function);
+const char *kh_report_reason(enum kheap_report_kind kind);
+
+#if KHEAP_DEBUG >= 1
+#define KH_ASSERT(cond, addr)                                                 \
+    do {                                                                      \
+        if (kh_unlikely(!(cond)))                                             \
+            kheap_port_panic("kheap assertion failed: " #cond,                \
+                             (const void *)(addr));                           \
+    } while (0)
+#else
+#define KH_ASSERT(cond, addr) ((void)0)
+#endif
+
+#if KHEAP_DEBUG >= 3
+void kh_debug_check(kheap_t *h, const char *function);
+#else
+#define kh_debug_check(h, f) ((void)0)
+#endif
+
+/* Lock helpers. */
+static inline void kh_lock(kheap_lock_t *l)
+{
+    kheap_port_lock(l);
+}
+static inline void kh_unlock(kheap_lock_t *l)
+{
+    kheap_port_unlock(l);
+}
+
+#endif /* KH_INTERNAL_H */

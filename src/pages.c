@@ -1,0 +1,300 @@
+/*
+ * pages.c - runs of pages: allocate, split, free, coalesce.
+ *
+ * A run is a span of whole pages of one region: free, a slab, or a large
+ * block. Boundary descriptors (kh_internal.h) give each run's length at
+ * both ends, so a freed run merges with a free neighbour on either side in
+ * O(1) (Knuth's boundary tags). Free runs sit in KH_NBINS doubly linked
+ * bins keyed by length: exact for 1..15 pages, then 8 bins per doubling
+ * (TLSF's two-level index, Masmano et al. 2004). A bitmap of non-empty
+ * bins and a summary word find the first bin at or above a length with
+ * two find-first-set operations.
+ *
+ * Allocation of n pages takes the first non-empty bin whose every run
+ * holds n (a good fit, O(1)); failing that, it looks at no more than
+ * KH_BIN_PROBE runs of n's own bin, where runs of mixed length at or above
+ * the bin's minimum sit. The leftover is split off and binned again.
+ *
+ * Invariants (page_lock held):
+ *   free_pages == sum of the lengths of all runs in the bins
+ *   free_pages + slab_pages + large_pages == sum of regions' npages
+ *   no two free runs are adjacent; every free run is in bin kh_bin_of(len)
+ */
+#include "kh_internal.h"
+
+#define KH_BIN_PROBE 8u
+
+unsigned kh_bin_of(size_t n)
+{
+    if (n < (2u << KH_BIN_SUB_SHIFT))
+        return (unsigned)n;
+    unsigned f = kh_log2(n);
+    return ((f - KH_BIN_SUB_SHIFT + 1) << KH_BIN_SUB_SHIFT) +
+           (unsigned)((n >> (f - KH_BIN_SUB_SHIFT)) & ((1u << KH_BIN_SUB_SHIFT) - 1));
+}
+
+size_t kh_bin_min(unsigned b)
+{
+    if (b < (2u << KH_BIN_SUB_SHIFT))
+        return b;
+    unsigned f = (b >> KH_BIN_SUB_SHIFT) + KH_BIN_SUB_SHIFT - 1;
+    size_t sub = b & ((1u << KH_BIN_SUB_SHIFT) - 1);
+    return (((size_t)1 << KH_BIN_SUB_SHIFT) + sub) << (f - KH_BIN_SUB_SHIFT);
+}
+
+void kh_bins_insert(kheap_t *h, struct kh_page *d)
+{
+    unsigned b = kh_bin_of(d->npages);
+    d->bin = b;
+    d->prev = NULL;
+    d->next = h->bins[b];
+    if (d->next)
+        d->next->prev = d;
+    h->bins[b] = d;
+    h->bin_map[b / KH_WORD_BITS] |= 1ul << (b % KH_WORD_BITS);
+    h->bin_summary |= 1ul << (b / KH_WORD_BITS);
+}
+
+void kh_bins_remove(kheap_t *h, struct kh_page *d)
+{
+    unsigned b = d->bin;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        h->bins[b] = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    if (!h->bins[b]) {
+        h->bin_map[b / KH_WORD_BITS] &= ~(1ul << (b % KH_WORD_BITS));
+        if (!h->bin_map[b / KH_WORD_BITS])
+            h->bin_summary &= ~(1ul << (b / KH_WORD_BITS));
+    }
+    d->prev = d->next = NULL;
+}
+
+/* First non-empty bin >= b, or KH_NBINS. */
+static unsigned bins_find(const kheap_t *h, unsigned b)
+{
+    if (b >= KH_NBINS)
+        return KH_NBINS;
+    unsigned w = b / KH_WORD_BITS;
+    unsigned long m = h->bin_map[w] & (~0ul << (b % KH_WORD_BITS));
+    if (!m) {
+        unsigned long s = (w + 1 < KH_WORD_BITS) ? h->bin_summary & (~0ul << (w + 1)) : 0;
+        if (!s)
+            return KH_NBINS;
+        w = (unsigned)__builtin_ctzl(s);
+        m = h->bin_map[w];
+    }
+    return w * (unsigned)KH_WORD_BITS + (unsigned)__builtin_ctzl(m);
+}
+
+/* Write the boundary descriptors of run [i, i+n) of region r. */
+void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
+                 enum kh_page_kind kind)
+{
+    struct kh_page *d = &r->pages[i];
+    uint8_t ri = (uint8_t)(r - h->regions);
+    d->kind = (uint8_t)kind;
+    d->region = ri;
+    d->npages = (uint32_t)n;
+    if (kind == KH_PG_SLAB) {
+        for (size_t k = 1; k < n; k++) {
+            d[k].kind = KH_PG_SLAB_PART;
+            d[k].region = ri;
+            d[k].npages = (uint32_t)k;
+        }
+    } else if (n > 1) {
+        struct kh_page *t = &r->pages[i + n - 1];
+        t->kind = (uint8_t)(kind == KH_PG_FREE ? KH_PG_FREE_TAIL : KH_PG_LARGE_TAIL);
+        t->region = ri;
+        t->npages = (uint32_t)n;
+    }
+}
+
+/* Bin the free run [i, i+n) of r; its neighbours are not free. */
+static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n)
+{
+    kh_run_mark(h, r, i, n, KH_PG_FREE);
+    kh_bins_insert(h, &r->pages[i]);
+}
+
+static struct kh_page *find_run(kheap_t *h, size_t need)
+{
+    unsigned b = kh_bin_of(need);
+    unsigned found = bins_find(h, kh_bin_min(b) < need ? b + 1 : b);
+    if (found < KH_NBINS)
+        return h->bins[found];
+    unsigned probe = 0;
+    for (struct kh_page *d = h->bins[b]; d && probe < KH_BIN_PROBE; d = d->next, probe++)
+        if (d->npages >= need)
+            return d;
+    return NULL;
+}
+
+#if KHEAP_PORT_PAGES
+/* Add a region from the port big enough for a run of need pages. */
+static bool grow(kheap_t *h, size_t need)
+{
+    if (!h->grow_bytes)
+        return false;
+    size_t meta = kh_align_up((need + 2) * sizeof(struct kh_page) + 64, KH_PAGE);
+    if (need > (SIZE_MAX - meta) / KH_PAGE)
+        return false;
+    size_t bytes = need * KH_PAGE + meta;
+    if (bytes < h->grow_bytes)
+        bytes = h->grow_bytes;
+    size_t got = 0;
+    void *p = kheap_port_pages_get(bytes, &got);
+    if (!p)
+        return false;
+    if (kh_region_add(h, (uintptr_t)p, got, true, true) != KHEAP_OK) {
+        kheap_port_pages_put(p, got);
+        return false;
+    }
+    return true;
+}
+#endif
+
+struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
+                             enum kh_page_kind kind)
+{
+    size_t extra = align > KH_PAGE ? align / KH_PAGE - 1 : 0;
+    if (npages == 0 || npages > UINT32_MAX || extra > UINT32_MAX - npages)
+        return NULL;
+    size_t need = npages + extra;
+    struct kh_page *d = find_run(h, need);
+#if KHEAP_PORT_PAGES
+    if (!d && grow(h, need))
+        d = find_run(h, need);
+#endif
+    if (!d)
+        return NULL;
+
+    struct kh_region *r = &h->regions[d->region];
+    size_t i = (size_t)(d - r->pages), len = d->npages;
+    kh_bins_remove(h, d);
+    d->kind = KH_PG_INTERIOR;
+    if (len > 1)
+        r->pages[i + len - 1].kind = KH_PG_INTERIOR;
+
+    /* Trim the pages before the alignment boundary and after the run. Both
+     * pieces border only non-free runs (the run they came from was free and
+     * free runs are never adjacent), so they need no coalescing. */
+    uintptr_t addr = r->start + i * KH_PAGE;
+    size_t lead = extra ? (kh_align_up(addr, align) - addr) / KH_PAGE : 0;
+    size_t tail = len - lead - npages;
+    if (lead)
+        put_free(h, r, i, lead);
+    if (tail)
+        put_free(h, r, i + lead + npages, tail);
+    h->free_pages -= npages;
+    if (kind == KH_PG_SLAB)
+        h->slab_pages += npages;
+    else
+        h->large_pages += npages;
+    kh_run_mark(h, r, i + lead, npages, kind);
+    return &r->pages[i + lead];
+}
+
+void kh_run_free(kheap_t *h, struct kh_page *head)
+{
+    struct kh_region *r = &h->regions[head->region];
+    size_t i = (size_t)(head - r->pages), n = head->npages;
+    h->free_pages += n;
+    /* Clear the run's boundaries: every page of a slab, the head and tail
+     * of a large block (whose interior is clear already). */
+    if (head->kind == KH_PG_SLAB) {
+        h->slab_pages -= n;
+        for (size_t k = 0; k < n; k++)
+            r->pages[i + k].kind = KH_PG_INTERIOR;
+    } else {
+        h->large_pages -= n;
+        r->pages[i].kind = KH_PG_INTERIOR;
+        r->pages[i + n - 1].kind = KH_PG_INTERIOR;
+    }
+
+    if (i > 0) {
+        struct kh_page *l = &r->pages[i - 1];
+        if (l->kind == KH_PG_FREE || l->kind == KH_PG_FREE_TAIL) {
+            size_t ln = l->npages;
+            struct kh_page *lh = &r->pages[i - ln];
+            kh_bins_remove(h, lh);
+            lh->kind = KH_PG_INTERIOR;
+            l->kind = KH_PG_INTERIOR;
+            i -= ln;
+            n += ln;
+        }
+    }
+    if (i + n < r->npages) {
+        struct kh_page *rh = &r->pages[i + n];
+        if (rh->kind == KH_PG_FREE) {
+            size_t rn = rh->npages;
+            kh_bins_remove(h, rh);
+            rh->kind = KH_PG_INTERIOR;
+            r->pages[i + n + rn - 1].kind = KH_PG_INTERIOR;
+            n += rn;
+        }
+    }
+    put_free(h, r, i, n);
+}
+
+/*
+ * Resize the large block at head to npages in place: shrink by freeing its
+ * tail, or grow into the free run right after it. Returns false (nothing
+ * changed) when the next run is not free or too short.
+ */
+bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages)
+{
+    struct kh_region *r = &h->regions[head->region];
+    size_t i = (size_t)(head - r->pages), n = head->npages;
+    if (npages == n)
+        return true;
+    if (npages == 0 || npages > UINT32_MAX)
+        return false;
+    if (npages < n) {
+        r->pages[i + n - 1].kind = KH_PG_INTERIOR;
+        kh_run_mark(h, r, i, npages, KH_PG_LARGE);
+        kh_run_mark(h, r, i + npages, n - npages, KH_PG_LARGE);
+        kh_run_free(h, &r->pages[i + npages]);
+        return true;
+    }
+    if (i + n >= r->npages)
+        return false;
+    struct kh_page *next = &r->pages[i + n];
+    size_t more = npages - n;
+    if (next->kind != KH_PG_FREE || next->npages < more)
+        return false;
+    size_t nn = next->npages;
+    kh_bins_remove(h, next);
+    next->kind = KH_PG_INTERIOR;
+    r->pages[i + n + nn - 1].kind = KH_PG_INTERIOR;
+    if (n > 1)
+        r->pages[i + n - 1].kind = KH_PG_INTERIOR;
+    if (nn > more)
+        put_free(h, r, i + npages, nn - more);
+    kh_run_mark(h, r, i, npages, KH_PG_LARGE);
+    h->free_pages -= more;
+    h->large_pages += more;
+    return true;
+}
+
+/*
+ * Why is addr, whose page descriptor d is not a slab page nor a large
+ * block's head, not a block? Only called to explain a bad pointer, so it
+ * may walk back to the run's head: O(length of that run). page_lock held.
+ */
+enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d, uintptr_t addr)
+{
+    struct kh_region *r = &h->regions[kh_region_of(h, addr) - h->regions];
+    struct kh_page *p = d;
+    while (p->kind == KH_PG_INTERIOR && p > r->pages)
+        p--;
+    switch (p->kind) {
+    case KH_PG_FREE:
+    case KH_PG_FREE_TAIL:
+        return KHEAP_REPORT_FREE_RUN;
+    default:
+        return KHEAP_REPORT_INTERIOR;
+    }
+}

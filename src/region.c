@@ -1,0 +1,266 @@
+/*
+ * region.c - regions: the memory a heap is given, and pointer -> page.
+ *
+ * A region [base, base+size) is laid out as
+ *   [struct kheap (first region only)] [page descriptors] [pad] [pages]
+ * with the descriptor array cache-line aligned and the pages page-aligned.
+ * Everything before the first page counts as metadata:
+ *   meta_bytes + npages * KHEAP_PAGE_SIZE == size.
+ * The heap keeps up to KHEAP_MAX_REGIONS regions in a table that only
+ * grows (a region is never removed), plus order[], the table's indices
+ * sorted by address. Finding the region of an address is a binary search
+ * over order[]: O(log KHEAP_MAX_REGIONS), a constant; finding the page
+ * descriptor is then one subtraction and shift. No per-object header.
+ *
+ * Locking: the table and order[] are written under page_lock. Lookups
+ * (every free) read them without a lock, as a sequence lock: the writer
+ * makes region_seq odd, rewrites order[], makes it even again. A lookup
+ * that finds a region is right whatever the writer did, because a
+ * published region's fields never change and the hit is checked against
+ * them; a lookup that misses retries if region_seq moved.
+ */
+#include "kh_internal.h"
+
+#define KH_HEADER_ALIGN 64u
+
+_Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) +
+                                            KH_HEADER_ALIGN + KH_PAGE +
+                                            8 * (KH_PAGE + sizeof(struct kh_page)),
+               "KHEAP_MIN_REGION_SIZE cannot hold the heap and 8 pages");
+_Static_assert(KHEAP_MIN_ADD_REGION_SIZE >= KH_HEADER_ALIGN + KH_PAGE +
+                                                KH_PAGE + sizeof(struct kh_page),
+               "KHEAP_MIN_ADD_REGION_SIZE cannot hold one page");
+_Static_assert(KHEAP_MAX_REGIONS <= 255, "region index is a uint8_t");
+
+#define KH_STR2(x) #x
+#define KH_STR(x) KH_STR2(x)
+
+const char *kheap_strerror(int err)
+{
+    switch (err) {
+    case KHEAP_OK:
+        return "success";
+    case KHEAP_EINVAL:
+        return "invalid argument: a NULL pointer, or a bad size or alignment";
+    case KHEAP_ETOOSMALL:
+        return "region too small: the first region needs at least " KH_STR(
+            KHEAP_MIN_REGION_SIZE) " bytes (KHEAP_MIN_REGION_SIZE), an added "
+                                   "region at least " KH_STR(
+                                       KHEAP_MIN_ADD_REGION_SIZE) " bytes";
+    case KHEAP_ERANGE:
+        return "region wraps around the end of the address space";
+    case KHEAP_EOVERLAP:
+        return "region overlaps a region the heap already has";
+    case KHEAP_ETOOMANY:
+        return "heap already has KHEAP_MAX_REGIONS (" KH_STR(
+            KHEAP_MAX_REGIONS) ") regions";
+    case KHEAP_EBUSY:
+        return "cache still has allocated objects";
+    case KHEAP_ENOSYS:
+        return "the port supplies no pages (built with KHEAP_PORT_PAGES 0)";
+    default:
+        return "unknown kheap error";
+    }
+}
+
+static int check_range(const void *base, size_t size)
+{
+    if (!base)
+        return KHEAP_EINVAL;
+    if ((uintptr_t)base + size < (uintptr_t)base)
+        return KHEAP_ERANGE;
+    return KHEAP_OK;
+}
+
+/* Publish region idx in order[] (page_lock held). */
+static void publish(kheap_t *h, unsigned idx)
+{
+    unsigned n = h->nregions, pos = n;
+    __atomic_store_n(&h->region_seq, h->region_seq + 1, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    while (pos > 0 && h->regions[h->order[pos - 1]].start > h->regions[idx].start) {
+        __atomic_store_n(&h->order[pos], h->order[pos - 1], __ATOMIC_RELEASE);
+        pos--;
+    }
+    __atomic_store_n(&h->order[pos], (uint8_t)idx, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->nregions, n + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->region_seq, h->region_seq + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Lay a region over [base, base+size), whose first `skip` bytes are already
+ * taken (the heap structure), and give its pages to the page layer. Called
+ * with page_lock held, or before the heap is shared.
+ */
+static int region_setup(kheap_t *h, uintptr_t base, size_t size, size_t skip,
+                        bool zeroed, bool grown)
+{
+    uintptr_t end = base + size;
+    uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
+    if (h->nregions >= KHEAP_MAX_REGIONS)
+        return KHEAP_ETOOMANY;
+    if (descs >= end)
+        return KHEAP_ETOOSMALL;
+    size_t n = (end - descs) / (KH_PAGE + sizeof(struct kh_page));
+    if (n > UINT32_MAX)
+        n = UINT32_MAX;
+    while (n > 0 &&
+           kh_align_up(descs + n * sizeof(struct kh_page), KH_PAGE) + n * KH_PAGE > end)
+        n--;
+    if (n == 0)
+        return KHEAP_ETOOSMALL;
+
+    unsigned idx = h->nregions;
+    struct kh_region *r = &h->regions[idx];
+    r->base = base;
+    r->size = size;
+    r->pages = (struct kh_page *)descs;
+    r->start = kh_align_up(descs + n * sizeof(struct kh_page), KH_PAGE);
+    r->npages = n;
+    r->end = r->start + n * KH_PAGE;
+    r->meta_bytes = size - n * KH_PAGE;
+    r->grown = grown;
+    if (!zeroed)
+        __builtin_memset(r->pages, 0, n * sizeof(struct kh_page));
+    publish(h, idx);
+
+    h->total_bytes += size;
+    h->region_meta += r->meta_bytes;
+    kh_run_mark(h, r, 0, n, KH_PG_FREE);
+    kh_bins_insert(h, &r->pages[0]);
+    h->free_pages += n;
+    return KHEAP_OK;
+}
+
+static bool overlaps(const kheap_t *h, uintptr_t base, size_t size)
+{
+    for (unsigned i = 0; i < h->nregions; i++) {
+        const struct kh_region *r = &h->regions[i];
+        if (base < r->base + r->size && r->base < base + size)
+            return true;
+    }
+    return false;
+}
+
+int kh_region_add(kheap_t *h, uintptr_t base, size_t size, bool zeroed,
+                  bool grown)
+{
+    if (overlaps(h, base, size))
+        return KHEAP_EOVERLAP;
+    return region_setup(h, base, size, 0, zeroed, grown);
+}
+
+int kheap_add_region(kheap_t *h, void *base, size_t size)
+{
+    int err = check_range(base, size);
+    if (!h)
+        return KHEAP_EINVAL;
+    if (err)
+        return err;
+    if (size < KHEAP_MIN_ADD_REGION_SIZE)
+        return KHEAP_ETOOSMALL;
+    kh_lock(&h->page_lock);
+    err = kh_region_add(h, (uintptr_t)base, size, false, false);
+    kh_unlock(&h->page_lock);
+    return err;
+}
+
+/* Set up the heap structure at the start of [base, base+size). zeroed: the
+ * memory is known to be all zero (BSS), so descriptors need no clearing. */
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
+{
+    int err = check_range(base, size);
+    if (!out)
+        return KHEAP_EINVAL;
+    if (err)
+        return err;
+    if (size < KHEAP_MIN_REGION_SIZE)
+        return KHEAP_ETOOSMALL;
+    uintptr_t hb = kh_align_up((uintptr_t)base, KH_HEADER_ALIGN);
+    kheap_t *h = (kheap_t *)hb;
+    __builtin_memset(h, 0, sizeof *h);
+    h->magic = KH_HEAP_MAGIC;
+    kheap_port_lock_init(&h->page_lock);
+    kheap_port_lock_init(&h->stats_lock);
+    kheap_port_lock_init(&h->caches_lock);
+    err = region_setup(h, (uintptr_t)base, size,
+                       hb - (uintptr_t)base + sizeof *h, zeroed, false);
+    if (err) {
+        h->magic = 0;
+        return err;
+    }
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        char name[KHEAP_NAME_MAX] = "kmalloc-";
+        size_t sz = kh_class_size(i), len = 8;
+        char digits[12];
+        unsigned nd = 0;
+        do {
+            digits[nd++] = (char)('0' + sz % 10);
+            sz /= 10;
+        } while (sz);
+        while (nd)
+            name[len++] = digits[--nd];
+        name[len] = 0;
+        kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
+                       NULL, KH_CACHE_KMALLOC);
+    }
+    kh_cache_setup(h, &h->cache_cache, "kheap_cache",
+                   sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
+                   KH_CACHE_INTERNAL);
+    *out = h;
+    return KHEAP_OK;
+}
+
+int kheap_init(kheap_t **heap, void *base, size_t size)
+{
+    return kh_heap_create(heap, base, size, false);
+}
+
+struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr)
+{
+    for (;;) {
+        unsigned seq = __atomic_load_n(&h->region_seq, __ATOMIC_ACQUIRE);
+        unsigned lo = 0, hi = __atomic_load_n(&h->nregions, __ATOMIC_ACQUIRE);
+        while (lo < hi) {
+            unsigned mid = (lo + hi) / 2;
+            unsigned idx = __atomic_load_n(&h->order[mid], __ATOMIC_ACQUIRE);
+            struct kh_region *r = &h->regions[idx];
+            if (addr < r->start)
+                hi = mid;
+            else if (addr >= r->end)
+                lo = mid + 1;
+            else
+                return r;
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (!(seq & 1) && __atomic_load_n(&h->region_seq, __ATOMIC_RELAXED) == seq)
+            return NULL;
+    }
+}
+
+uintptr_t kheap_end(const kheap_t *h)
+{
+    uintptr_t end = 0;
+    unsigned n = __atomic_load_n(&h->nregions, __ATOMIC_ACQUIRE);
+    for (unsigned i = 0; i < n; i++) {
+        uintptr_t e = h->regions[i].base + h->regions[i].size;
+        if (e > end)
+            end = e;
+    }
+    return end;
+}
+
+int kheap_set_growable(kheap_t *h, size_t grow_bytes)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+#if KHEAP_PORT_PAGES
+    kh_lock(&h->page_lock);
+    h->grow_bytes = kh_align_up(grow_bytes, KH_PAGE);
+    kh_unlock(&h->page_lock);
+    return KHEAP_OK;
+#else
+    (void)grow_bytes;
+    return KHEAP_ENOSYS;
+#endif
+}

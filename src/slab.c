@@ -1,0 +1,382 @@
+/*
+ * slab.c - slabs: a run of pages carved into objects of one cache.
+ *
+ * A slab is `pages` pages holding `objs` slots of `slot` bytes from its
+ * first byte, then (for more than 32 objects) an allocation bitmap at
+ * bitmap_off; with 32 objects or fewer the bitmap is the descriptor's
+ * `bits` word and the slab holds no metadata at all. The slab's own
+ * record is its first page's descriptor (out of line, Bonwick's "off-slab"
+ * layout for every size): owner cache, free list head, counts.
+ *
+ * Slots are handed out lazily: first from the free list (threaded through
+ * free objects at link_off), then by carving slot `carved` and counting it
+ * up, so a new slab costs O(1) and untouched slots are never written. A
+ * cache with a constructor keeps its link past the object (link_off ==
+ * size rounded up), so the constructed bytes survive free and realloc.
+ *
+ * Invariants for each slab s (its cache's lock held):
+ *   inuse == popcount(bitmap) <= carved <= objs
+ *   length(free list) == carved - inuse, every member's bit clear
+ *   s is on its cache's partial list iff 0 < inuse < objs, on the empty
+ *   list iff inuse == 0, on no list iff inuse == objs
+ *
+ * Slab pages are chosen per cache so the bytes left over (tail plus
+ * bitmap) are at most 1/8 of the slab (Bonwick 1994), with the fewest
+ * pages that achieve it.
+ */
+#include "kh_internal.h"
+
+#define KH_INLINE_BITS 32u
+
+static size_t bitmap_bytes_for(size_t n)
+{
+    return n <= KH_INLINE_BITS ? 0
+                               : (n + KH_WORD_BITS - 1) / KH_WORD_BITS * sizeof(unsigned long);
+}
+
+/* Objects per slab of `pages` pages at `slot` bytes, bitmap included. */
+static size_t objs_for(size_t pages, size_t slot)
+{
+    size_t bytes = pages * KH_PAGE, n = bytes / slot;
+    while (n > KH_INLINE_BITS && n * slot + bitmap_bytes_for(n) > bytes)
+        n--;
+    return n > 65535 ? 65535 : n;
+}
+
+void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
+                    size_t size, size_t align, kheap_ctor_fn ctor,
+                    kheap_ctor_fn dtor, uint32_t flags)
+{
+    __builtin_memset(c, 0, sizeof *c);
+    c->magic = KH_CACHE_MAGIC;
+    c->flags = flags;
+    c->heap = h;
+    size_t i = 0;
+    for (; name && name[i] && i < KHEAP_NAME_MAX - 1; i++)
+        c->name[i] = name[i];
+    c->name[i] = 0;
+    if (!align) {
+        /* Natural alignment: the largest power of two dividing the size,
+         * at least 8, at most a page. Power-of-two kmalloc sizes are
+         * aligned to themselves (a page-multiple slab start handles up to
+         * a page; larger ones get slab_align below). */
+        align = size & (~size + 1);
+        if (align < 8)
+            align = 8;
+        if (align > KH_PAGE && !(flags & KH_CACHE_KMALLOC))
+            align = KH_PAGE;
+    }
+    size_t slot;
+    if (ctor) {
+        c->link_off = (uint32_t)kh_align_up(size, sizeof(void *));
+        slot = kh_align_up(c->link_off + sizeof(void *), align);
+    } else {
+        c->link_off = 0;
+        slot = kh_align_up(size < sizeof(void *) ? sizeof(void *) : size, align);
+    }
+    c->size = (uint32_t)size;
+    c->slot = (uint32_t)slot;
+    c->align = (uint32_t)align;
+    c->slab_align = (uint32_t)(align > KH_PAGE ? align : KH_PAGE);
+    c->ctor = ctor;
+    c->dtor = dtor;
+
+    size_t best = 0, best_waste = (size_t)-1;
+    for (size_t p = 1; p <= KH_SLAB_MAX_PAGES; p++) {
+        size_t n = objs_for(p, slot);
+        if (!n)
+            continue;
+        size_t bytes = p * KH_PAGE, waste = bytes - n * slot;
+        if (waste * 8 <= bytes) {
+            best = p;
+            break;
+        }
+        /* Compare waste fractions without division. */
+        if (best == 0 || waste * (best * KH_PAGE) < best_waste * bytes) {
+            best = p;
+            best_waste = waste;
+        }
+    }
+    c->pages = (uint32_t)best;
+    c->objs = (uint32_t)objs_for(best, slot);
+    c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
+    c->bitmap_off = (uint32_t)(best * KH_PAGE - c->bitmap_bytes);
+    kheap_port_lock_init(&c->lock);
+}
+
+/* Set (set == true) or clear bit idx of slab s; returns its old value. */
+static bool bit_flip(const struct kheap_cache *c, struct kh_page *s,
+                     uintptr_t base, size_t idx, bool set)
+{
+    if (!c->bitmap_bytes) {
+        uint32_t m = 1u << idx;
+        bool old = s->bits & m;
+        s->bits = set ? s->bits | m : s->bits & ~m;
+        return old;
+    }
+    unsigned long *w = (unsigned long *)(base + c->bitmap_off) + idx / KH_WORD_BITS;
+    unsigned long m = 1ul << (idx % KH_WORD_BITS);
+    bool old = *w & m;
+    *w = set ? *w | m : *w & ~m;
+    return old;
+}
+
+bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
+                           uintptr_t base, size_t idx)
+{
+    if (!c->bitmap_bytes)
+        return s->bits & (1u << idx);
+    const unsigned long *w = (const unsigned long *)(base + c->bitmap_off);
+    return w[idx / KH_WORD_BITS] & (1ul << (idx % KH_WORD_BITS));
+}
+
+static void **link_of(const struct kheap_cache *c, uintptr_t obj)
+{
+    return (void **)(obj + c->link_off);
+}
+
+static void list_add(struct kheap_cache *c, struct kh_page *s, uint8_t list)
+{
+    struct kh_page **head = list == KH_LIST_PARTIAL ? &c->partial : &c->empty;
+    s->list = list;
+    if (list == KH_LIST_FULL) {
+        s->prev = s->next = NULL;
+        c->nr_full++;
+        return;
+    }
+    s->prev = NULL;
+    s->next = *head;
+    if (s->next)
+        s->next->prev = s;
+    *head = s;
+    if (list == KH_LIST_PARTIAL)
+        c->nr_partial++;
+    else
+        c->nr_empty++;
+}
+
+static void list_del(struct kheap_cache *c, struct kh_page *s)
+{
+    if (s->list == KH_LIST_FULL) {
+        c->nr_full--;
+        return;
+    }
+    struct kh_page **head = s->list == KH_LIST_PARTIAL ? &c->partial : &c->empty;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    if (s->list == KH_LIST_PARTIAL)
+        c->nr_partial--;
+    else
+        c->nr_empty--;
+    s->prev = s->next = NULL;
+}
+
+/* A new slab for c, on no list yet. Cache lock held; takes page_lock. */
+static struct kh_page *slab_new(struct kheap_cache *c)
+{
+    kheap_t *h = c->heap;
+    kh_lock(&h->page_lock);
+    struct kh_page *s = kh_run_alloc(h, c->pages, c->slab_align, KH_PG_SLAB);
+    if (s)
+        h->bitmap_bytes += c->bitmap_bytes;
+    kh_unlock(&h->page_lock);
+    if (!s)
+        return NULL;
+    /* The run is ours now: no other thread reads these fields until the
+     * slab is on a list of c, which needs c's lock. */
+    s->cache = c;
+    s->inuse = 0;
+    s->carved = 0;
+    s->bits = 0;
+    s->freelist = NULL;
+    if (c->bitmap_bytes) {
+        void *bm = (void *)(kh_slab_base(h, s) + c->bitmap_off);
+        kh_vg_defined(bm, c->bitmap_bytes);
+        __builtin_memset(bm, 0, c->bitmap_bytes);
+    }
+    return s;
+}
+
+#if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
+#define KH_POISON 1
+/* First byte of a freed object that lost its poison, or 0. */
+static uintptr_t poison_bad(const struct kheap_cache *c, uintptr_t obj)
+{
+    const unsigned char *p = (const unsigned char *)obj;
+    for (size_t k = 0; k < c->slot; k++) {
+        if (k >= c->link_off && k < c->link_off + sizeof(void *))
+            continue;
+        if (p[k] != KHEAP_POISON_FREE)
+            return obj + k;
+    }
+    return 0;
+}
+#else
+#define KH_POISON 0
+#endif
+
+size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
+{
+    kheap_t *h = c->heap;
+    uint64_t fresh = 0;
+    uintptr_t corrupt = 0;
+    size_t k = 0;
+    KH_ASSERT(n <= 64, objs);
+    kh_lock(&c->lock);
+    for (; k < n; k++) {
+        struct kh_page *s = c->partial;
+        if (!s) {
+            s = c->empty;
+            if (s)
+                list_del(c, s);
+            else if (!(s = slab_new(c)))
+                break;
+            list_add(c, s, KH_LIST_PARTIAL);
+        }
+        uintptr_t base = kh_slab_base(h, s), obj;
+        if (s->freelist) {
+            obj = (uintptr_t)s->freelist;
+            s->freelist = *link_of(c, obj);
+#if KH_POISON
+            if (!c->ctor && !corrupt)
+                corrupt = poison_bad(c, obj);
+#endif
+        } else {
+            obj = base + (uintptr_t)s->carved * c->slot;
+            s->carved++;
+            fresh |= (uint64_t)1 << k;
+        }
+        size_t idx = (obj - base) / c->slot;
+        bool was = bit_flip(c, s, base, idx, true);
+        KH_ASSERT(!was, obj);
+        (void)was;
+        s->inuse++;
+        if (s->inuse == c->objs) {
+            list_del(c, s);
+            list_add(c, s, KH_LIST_FULL);
+        }
+        objs[k] = (void *)obj;
+        kh_vg_alloc(objs[k], c->size, c->ctor ? 1 : 0);
+#if KH_POISON
+        if (!c->ctor)
+            __builtin_memset(objs[k], KHEAP_POISON_ALLOC, c->slot);
+#endif
+    }
+    c->active_objs += k;
+    c->allocs += k;
+    if (k && (c->flags & KH_CACHE_INTERNAL))
+        kh_account_internal(h, k * c->size, true);
+    else if (k)
+        kh_account_alloc(h, k * c->size, k);
+    kh_unlock(&c->lock);
+
+    if (corrupt)
+        kh_report(KHEAP_REPORT_CORRUPTION, (void *)corrupt, c, "kheap_alloc");
+    if (c->ctor)
+        for (size_t i = 0; i < k; i++)
+            if (fresh & ((uint64_t)1 << i))
+                c->ctor(objs[i]);
+    return k;
+}
+
+/* Destroy and give back a list of empty slabs linked through next. */
+static size_t slabs_free(struct kheap_cache *c, struct kh_page *list)
+{
+    kheap_t *h = c->heap;
+    size_t bytes = 0;
+    while (list) {
+        struct kh_page *s = list;
+        list = s->next;
+        uintptr_t base = kh_slab_base(h, s);
+        if (c->dtor) {
+            for (size_t i = 0; i < s->carved; i++) {
+                kh_vg_defined((void *)(base + i * c->slot), c->slot);
+                c->dtor((void *)(base + i * c->slot));
+            }
+        }
+        kh_lock(&h->page_lock);
+        h->bitmap_bytes -= c->bitmap_bytes;
+        kh_run_free(h, s);
+        kh_unlock(&h->page_lock);
+        bytes += (size_t)c->pages * KH_PAGE;
+    }
+    return bytes;
+}
+
+enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
+                                     struct kh_page *s)
+{
+    kheap_t *h = c->heap;
+    uintptr_t obj = (uintptr_t)ptr;
+    struct kh_page *release = NULL;
+    enum kheap_report_kind bad = 0;
+    kh_lock(&c->lock);
+    /* The caller found s without c's lock; under misuse (a racing double
+     * free) the slab may have gone: check again now that it is stable. */
+    if (s->kind != KH_PG_SLAB || s->cache != c) {
+        bad = KHEAP_REPORT_DOUBLE_FREE;
+        goto out;
+    }
+    uintptr_t base = kh_slab_base(h, s), off = obj - base;
+    if (off % c->slot || off / c->slot >= c->objs) {
+        bad = KHEAP_REPORT_INTERIOR;
+        goto out;
+    }
+    size_t idx = off / c->slot;
+    if (idx >= s->carved || !bit_flip(c, s, base, idx, false)) {
+        bad = KHEAP_REPORT_DOUBLE_FREE;
+        goto out;
+    }
+    kh_vg_free(ptr);
+#if KH_POISON
+    if (!c->ctor)
+        __builtin_memset(ptr, KHEAP_POISON_FREE, c->slot);
+#endif
+    kh_vg_defined(link_of(c, obj), sizeof(void *));
+    *link_of(c, obj) = s->freelist;
+    s->freelist = ptr;
+    s->inuse--;
+    if (s->inuse == 0) {
+        list_del(c, s);
+        if (c->nr_empty < KHEAP_EMPTY_SLABS_KEPT) {
+            list_add(c, s, KH_LIST_EMPTY);
+        } else {
+            release = s;
+            s->list = KH_LIST_GONE;
+            s->next = NULL;
+        }
+    } else if (s->list == KH_LIST_FULL) {
+        list_del(c, s);
+        list_add(c, s, KH_LIST_PARTIAL);
+    }
+    c->active_objs--;
+    c->frees++;
+    if (c->flags & KH_CACHE_INTERNAL)
+        kh_account_internal(h, c->size, false);
+    else
+        kh_account_free(h, c->size, 1);
+out:
+    kh_unlock(&c->lock);
+    if (release)
+        slabs_free(c, release);
+    return bad;
+}
+
+size_t kh_cache_release(struct kheap_cache *c, size_t keep)
+{
+    struct kh_page *list = NULL;
+    kh_lock(&c->lock);
+    while (c->nr_empty > keep) {
+        struct kh_page *s = c->empty;
+        list_del(c, s);
+        s->list = KH_LIST_GONE;
+        s->next = list;
+        list = s;
+    }
+    kh_unlock(&c->lock);
+    return slabs_free(c, list);
+}

@@ -1,0 +1,197 @@
+/*
+ * stats.c - the heap's statistics, and their text form.
+ *
+ * Figures come from counters kept where the work is done: page counts by
+ * the page layer (page_lock), object counts by each cache (its lock),
+ * bytes and operation counts by the accounting in kmalloc.c (stats_lock).
+ * A read takes page_lock then stats_lock, so the figures it returns belong
+ * to one moment. Identities (checked by kheap_check):
+ *   used_bytes == allocated_bytes - freed_bytes
+ *   heap_used + heap_free == heap_total
+ *   heap_free == free pages * KHEAP_PAGE_SIZE
+ *
+ * The text writers take a buffer and a length, never a libc stream, so a
+ * bare-metal kernel can print them on its console.
+ */
+#include "kh_internal.h"
+
+void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
+{
+    __builtin_memset(out, 0, sizeof *out);
+    kh_lock(&h->page_lock);
+    kh_lock(&h->stats_lock);
+    out->heap_total = h->total_bytes;
+    out->heap_free = h->free_pages * KH_PAGE;
+    out->heap_used = out->heap_total - out->heap_free;
+    out->slab_bytes = h->slab_pages * KH_PAGE;
+    out->large_bytes = h->large_pages * KH_PAGE;
+    out->region_count = h->nregions;
+    out->metadata_bytes = h->region_meta + h->bitmap_bytes + h->internal_bytes;
+    out->allocated_bytes = h->allocated_bytes;
+    out->freed_bytes = h->freed_bytes;
+    out->used_bytes = h->used_bytes;
+    out->peak_bytes = h->peak_bytes;
+    out->allocation_count = h->allocation_count;
+    out->free_count = h->free_count;
+    out->failed_count = h->failed_count;
+    kh_unlock(&h->stats_lock);
+    kh_unlock(&h->page_lock);
+}
+
+void kheap_get_heap_stats(kheap_t *h, size_t *total, size_t *used,
+                          size_t *free_bytes)
+{
+    struct kheap_stats s;
+    kheap_get_stats(h, &s);
+    if (total)
+        *total = s.heap_total;
+    if (used)
+        *used = s.heap_used;
+    if (free_bytes)
+        *free_bytes = s.heap_free;
+}
+
+/* ------------------------------------------------------------------ */
+/* Text. */
+
+struct out {
+    char *buf;
+    size_t len, pos;
+};
+
+static void put_ch(struct out *o, char ch)
+{
+    if (o->pos + 1 < o->len)
+        o->buf[o->pos] = ch;
+    o->pos++;
+}
+
+static void put_str(struct out *o, const char *s, size_t width)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        put_ch(o, s[n]);
+    for (; n < width; n++)
+        put_ch(o, ' ');
+}
+
+/* v in decimal, right-aligned in width columns. */
+static void put_num(struct out *o, uint64_t v, size_t width)
+{
+    char d[24];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t k = n; k < width; k++)
+        put_ch(o, ' ');
+    while (n)
+        put_ch(o, d[--n]);
+}
+
+/* part/whole as a percentage with two decimals. */
+static void put_pct(struct out *o, uint64_t part, uint64_t whole)
+{
+    uint64_t hundredths = whole ? part * 10000 / whole : 0;
+    put_num(o, hundredths / 100, 0);
+    put_ch(o, '.');
+    put_ch(o, (char)('0' + hundredths / 10 % 10));
+    put_ch(o, (char)('0' + hundredths % 10));
+    put_ch(o, '%');
+}
+
+static size_t finish(struct out *o)
+{
+    if (o->len)
+        o->buf[o->pos < o->len ? o->pos : o->len - 1] = 0;
+    return o->pos;
+}
+
+static void put_row(struct out *o, const char *label, const char *const *names,
+                    const uint64_t *vals, size_t n)
+{
+    put_str(o, label, 10);
+    for (size_t i = 0; i < n; i++) {
+        put_ch(o, ' ');
+        put_str(o, names[i], 0);
+        put_ch(o, ' ');
+        put_num(o, vals[i], 0);
+    }
+    put_ch(o, '\n');
+}
+
+size_t kheap_format_stats(kheap_t *h, char *buf, size_t len)
+{
+    struct kheap_stats s;
+    struct out o = {buf, len, 0};
+    kheap_get_stats(h, &s);
+    static const char *const heap_names[] = {"total", "used", "free", "regions"};
+    const uint64_t heap_vals[] = {s.heap_total, s.heap_used, s.heap_free, s.region_count};
+    put_row(&o, "heap", heap_names, heap_vals, 4);
+    static const char *const byte_names[] = {"used", "peak", "allocated", "freed"};
+    const uint64_t byte_vals[] = {s.used_bytes, s.peak_bytes, s.allocated_bytes,
+                                  s.freed_bytes};
+    put_row(&o, "bytes", byte_names, byte_vals, 4);
+    static const char *const count_names[] = {"allocations", "frees", "failed"};
+    const uint64_t count_vals[] = {s.allocation_count, s.free_count, s.failed_count};
+    put_row(&o, "counts", count_names, count_vals, 3);
+    static const char *const page_names[] = {"slab", "large", "metadata"};
+    const uint64_t page_vals[] = {s.slab_bytes, s.large_bytes, s.metadata_bytes};
+    put_str(&o, "pages", 10);
+    for (size_t i = 0; i < 3; i++) {
+        put_ch(&o, ' ');
+        put_str(&o, page_names[i], 0);
+        put_ch(&o, ' ');
+        put_num(&o, page_vals[i], 0);
+    }
+    put_str(&o, " (metadata ", 0);
+    put_pct(&o, s.metadata_bytes, s.heap_total);
+    put_str(&o, " of heap)\n", 0);
+    return finish(&o);
+}
+
+static void put_cache(struct out *o, struct kheap_cache *c, bool all)
+{
+    struct kheap_cache_info row;
+    kheap_cache_info(c, &row);
+    if (!all && row.num_slabs == 0 && row.allocs == 0)
+        return;
+    put_str(o, row.name, KHEAP_NAME_MAX);
+    const uint64_t v[] = {row.active_objs,  row.num_objs,     row.objsize,
+                          row.objperslab,   row.pagesperslab, row.active_slabs,
+                          row.num_slabs,    row.allocs,       row.frees};
+    for (size_t k = 0; k < 9; k++) {
+        put_ch(o, ' ');
+        put_num(o, v[k], 12);
+    }
+    put_ch(o, '\n');
+}
+
+size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
+{
+    struct out o = {buf, len, 0};
+    static const char *const cols[] = {"active_objs", "num_objs", "objsize",
+                                       "objperslab", "pagesperslab", "active_slabs",
+                                       "num_slabs", "allocs", "frees"};
+    put_str(&o, "# name", KHEAP_NAME_MAX);
+    for (size_t i = 0; i < 9; i++) {
+        put_ch(&o, ' ');
+        size_t w = 0;
+        while (cols[i][w])
+            w++;
+        for (; w < 12; w++)
+            put_ch(&o, ' ');
+        put_str(&o, cols[i], 0);
+    }
+    put_ch(&o, '\n');
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        put_cache(&o, &h->kmalloc[i], all);
+    /* caches_lock before each cache's lock: the heap's lock order. */
+    kh_lock(&h->caches_lock);
+    for (struct kheap_cache *c = h->caches; c; c = c->next)
+        put_cache(&o, c, all);
+    kh_unlock(&h->caches_lock);
+    put_cache(&o, &h->cache_cache, all);
+    return finish(&o);
+}

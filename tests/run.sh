@@ -1,0 +1,85 @@
+#!/bin/sh
+# The test runner behind `make check`.
+#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS"
+# Runs every test program in every hosted variant (each with the sizes
+# and wrapper that variant can afford), builds the core for every cross
+# target, runs the demo, and counts "ok" / "not ok" lines. A program that
+# dies or times out without reporting a failure counts as one failure.
+# Logs go to BUILD_DIR/test-logs/. The last line is "N passed, N failed".
+set -u
+B=$1 VARIANTS=$2 TESTS=$3 CROSS=$4
+LOG=$B/test-logs
+mkdir -p "$LOG"
+pass=0
+fail=0
+TIMEOUT=${KHEAP_TEST_TIMEOUT:-900}
+
+count() { # label logfile exit-status
+    p=$(grep -c '^ok - ' "$2")
+    f=$(grep -c '^not ok - ' "$2")
+    grep '^not ok - ' "$2" | sed "s|^|  [$1] |"
+    if [ "$3" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+        echo "  [$1] not ok - exited with status $3; last lines of $2:"
+        tail -n 8 "$2" | sed 's/^/    /'
+    fi
+    pass=$((pass + p))
+    fail=$((fail + f))
+    printf '%-28s %4d passed, %d failed\n' "$1" "$p" "$f"
+}
+
+run() { # label command...
+    label=$1
+    shift
+    out="$LOG/$label.log"
+    timeout "$TIMEOUT" "$@" >"$out" 2>&1
+    count "$label" "$out" $?
+}
+
+for v in $VARIANTS; do
+    case $v in
+    release)  envs="" wrap="" ;;
+    asan)     envs="KHEAP_TEST_OPS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1" wrap="" ;;
+    debug3)   envs="KHEAP_TEST_OPS=4000 KHEAP_TEST_HEAP=4194304 KHEAP_TEST_SMALL=1" wrap="" ;;
+    valgrind) envs="KHEAP_TEST_OPS=40000 KHEAP_TEST_SMALL=1"
+              wrap="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect" ;;
+    *)        envs="" wrap="" ;;
+    esac
+    for t in $TESTS; do
+        bin="$B/$v/tests/$t"
+        if [ ! -x "$bin" ]; then
+            echo "  [$v/$t] not ok - not built"
+            fail=$((fail + 1))
+            continue
+        fi
+        # shellcheck disable=SC2086
+        run "$v-$t" env $envs $wrap "$bin"
+    done
+done
+
+for t in $CROSS; do
+    out="$LOG/cross-$t.log"
+    make --no-print-directory "cross-$t" >"$out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && ! grep -q -i 'warning' "$out"; then
+        echo "ok - cross $t" >>"$out"
+        count "cross-$t" "$out" 0
+    else
+        echo "not ok - cross $t (see $out)" >>"$out"
+        count "cross-$t" "$out" 1
+    fi
+done
+
+out="$LOG/demo.log"
+if [ -x "$B/demo/hosted_demo" ]; then
+    timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] && echo "ok - demo" >>"$out"
+    count demo "$out" $rc
+else
+    echo "  [demo] not ok - not built"
+    fail=$((fail + 1))
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

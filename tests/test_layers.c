@@ -1,0 +1,262 @@
+/*
+ * test_layers.c - unit tests of the core's layers through their internal
+ * interfaces: size classes, bins, slab layouts, region lookup, page runs
+ * (split, coalesce, aligned runs, in-place resize) and the metadata
+ * budget.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "harness.h"
+#include "kh_internal.h"
+
+static void *map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    return p;
+}
+
+static kheap_t *new_heap(size_t bytes, void **mem)
+{
+    kheap_t *h = NULL;
+    *mem = map(bytes);
+    int err = kheap_init(&h, *mem, bytes);
+    if (err) {
+        fprintf(stderr, "kheap_init: %s\n", kheap_strerror(err));
+        exit(2);
+    }
+    return h;
+}
+
+static void check_clean(kheap_t *h)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(h, &addr);
+    CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
+}
+
+TEST(class_map_is_smallest_fitting_class)
+{
+    size_t prev = 0;
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        size_t c = kh_class_size(i);
+        CHECK(c > prev, "class %u size %zu not above previous %zu", i, c, prev);
+        CHECK(c % 8 == 0, "class %u size %zu not a multiple of 8", i, c);
+        prev = c;
+    }
+    CHECK(prev == KHEAP_MAX_CLASS, "largest class %zu != %zu", prev, (size_t)KHEAP_MAX_CLASS);
+    unsigned cls = 0;
+    for (size_t n = 0; n <= KHEAP_MAX_CLASS; n++) {
+        while (kh_class_size(cls) < (n ? n : 1))
+            cls++;
+        CHECK(kh_class_of(n) == cls, "size %zu maps to class %u, want %u", n, kh_class_of(n),
+              cls);
+    }
+}
+
+TEST(internal_waste_at_most_one_eighth_from_64)
+{
+    for (unsigned i = 1; i < KHEAP_NUM_CLASSES; i++) {
+        size_t c = kh_class_size(i), below = kh_class_size(i - 1);
+        if (c <= 64)
+            continue;
+        /* Worst request: one byte above the class below. */
+        size_t worst = c - (below + 1);
+        CHECK(worst * 8 <= c, "class %zu wastes %zu of %zu bytes (> 12.5%%)", c, worst, c);
+    }
+}
+
+TEST(bins_partition_lengths)
+{
+    for (size_t n = 1; n < (1u << 20); n++) {
+        unsigned b = kh_bin_of(n);
+        CHECK(b < KH_NBINS, "length %zu gets bin %u", n, b);
+        CHECK(kh_bin_min(b) <= n && n < kh_bin_min(b + 1),
+              "length %zu in bin %u [%zu, %zu)", n, b, kh_bin_min(b), kh_bin_min(b + 1));
+    }
+    CHECK(kh_bin_of(UINT32_MAX) < KH_NBINS, "largest run length bin %u", kh_bin_of(UINT32_MAX));
+    for (unsigned b = 1; b + 1 < KH_NBINS; b++)
+        CHECK(kh_bin_of(kh_bin_min(b)) == b, "bin %u minimum %zu maps to %u", b, kh_bin_min(b),
+              kh_bin_of(kh_bin_min(b)));
+}
+
+TEST(slab_layouts_waste_at_most_one_eighth)
+{
+    void *mem;
+    kheap_t *h = new_heap(4u << 20, &mem);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        struct kheap_cache *c = &h->kmalloc[i];
+        size_t bytes = (size_t)c->pages * KH_PAGE;
+        CHECK(c->objs >= 1, "class %u has no objects per slab", c->size);
+        CHECK((size_t)c->objs * c->slot + c->bitmap_bytes <= bytes,
+              "class %u: %u objects of %u + bitmap %u exceed %zu", c->size, c->objs, c->slot,
+              c->bitmap_bytes, bytes);
+        CHECK((bytes - (size_t)c->objs * c->slot) * 8 <= bytes,
+              "class %u: slab of %u pages leaves %zu of %zu bytes", c->size, c->pages,
+              bytes - (size_t)c->objs * c->slot, bytes);
+        CHECK(c->slot == c->size, "kmalloc class %u has slot %u", c->size, c->slot);
+    }
+    munmap(mem, 4u << 20);
+}
+
+TEST(power_of_two_classes_aligned_to_size)
+{
+    void *mem;
+    kheap_t *h = new_heap(8u << 20, &mem);
+    for (size_t sz = 16; sz <= KHEAP_MAX_CLASS; sz *= 2) {
+        void *p[4];
+        for (int k = 0; k < 4; k++) {
+            p[k] = kheap_alloc(h, sz);
+            CHECK(p[k] && ((uintptr_t)p[k] & (sz - 1)) == 0, "kheap_alloc(%zu) = %p", sz, p[k]);
+        }
+        for (int k = 0; k < 4; k++)
+            kheap_free(h, p[k]);
+    }
+    kheap_reclaim(h);
+    check_clean(h);
+    munmap(mem, 8u << 20);
+}
+
+TEST(region_lookup_bounds_and_many_regions)
+{
+    void *mem;
+    kheap_t *h = new_heap(1u << 20, &mem);
+    struct kh_region *r0 = &h->regions[0];
+    CHECK(kh_region_of(h, r0->start) == r0, "first page not found");
+    CHECK(kh_region_of(h, r0->end - 1) == r0, "last byte not found");
+    CHECK(kh_region_of(h, r0->end) == NULL, "byte past the end found");
+    CHECK(kh_region_of(h, r0->start - 1) == NULL, "metadata byte found as a page");
+    /* Regions added out of address order are still found. */
+    char *big = map(40u << 20);
+    for (int k = 7; k >= 0; k--) {
+        int err = kheap_add_region(h, big + (size_t)k * (5u << 20), 4u << 20);
+        CHECK(err == KHEAP_OK, "add_region %d: %s", k, kheap_strerror(err));
+    }
+    CHECK(h->nregions == 9, "nregions %u", h->nregions);
+    for (int k = 0; k < 8; k++) {
+        uintptr_t a = (uintptr_t)big + (size_t)k * (5u << 20) + (2u << 20);
+        struct kh_region *r = kh_region_of(h, a);
+        CHECK(r && r->start <= a && a < r->end, "address in region %d not found", k);
+        CHECK(kh_region_of(h, (uintptr_t)big + (size_t)k * (5u << 20) + (4u << 20) + 100) == NULL,
+              "gap after region %d found", k);
+    }
+    CHECK(kheap_add_region(h, big + 1000, 1u << 20) == KHEAP_EOVERLAP, "overlap accepted");
+    check_clean(h);
+    munmap(big, 40u << 20);
+    munmap(mem, 1u << 20);
+}
+
+/* Run operations straight on the page layer. */
+static struct kh_page *run_alloc(kheap_t *h, size_t n, size_t align)
+{
+    kh_lock(&h->page_lock);
+    struct kh_page *d = kh_run_alloc(h, n, align, KH_PG_LARGE);
+    kh_unlock(&h->page_lock);
+    return d;
+}
+static void run_free(kheap_t *h, struct kh_page *d)
+{
+    kh_lock(&h->page_lock);
+    kh_run_free(h, d);
+    kh_unlock(&h->page_lock);
+}
+static size_t free_runs(kheap_t *h)
+{
+    size_t n = 0;
+    for (unsigned b = 0; b < KH_NBINS; b++)
+        for (struct kh_page *d = h->bins[b]; d; d = d->next)
+            n++;
+    return n;
+}
+
+/* Runs allocated directly are not accounted as user bytes; kheap_check
+ * would flag that, so these tests compare free_pages and runs instead. */
+TEST(runs_split_and_coalesce_both_sides)
+{
+    void *mem;
+    kheap_t *h = new_heap(4u << 20, &mem);
+    size_t all = h->free_pages;
+    CHECK(free_runs(h) == 1, "fresh heap has %zu free runs", free_runs(h));
+    struct kh_page *a = run_alloc(h, 3, 0), *b = run_alloc(h, 5, 0), *c = run_alloc(h, 7, 0);
+    CHECK(a && b && c, "runs of 3, 5, 7 pages: %p %p %p", (void *)a, (void *)b, (void *)c);
+    CHECK(h->free_pages == all - 15, "free pages %zu, want %zu", h->free_pages, all - 15);
+    run_free(h, b);
+    CHECK(free_runs(h) == 2, "hole + rest: %zu runs", free_runs(h));
+    run_free(h, a); /* merges right with b's hole */
+    CHECK(free_runs(h) == 2, "a+b merged: %zu runs", free_runs(h));
+    run_free(h, c); /* merges left with a+b and right with the rest */
+    CHECK(free_runs(h) == 1 && h->free_pages == all, "all merged: %zu runs, %zu pages",
+          free_runs(h), h->free_pages);
+    munmap(mem, 4u << 20);
+}
+
+TEST(aligned_runs_and_in_place_resize)
+{
+    void *mem;
+    kheap_t *h = new_heap(16u << 20, &mem);
+    size_t all = h->free_pages;
+    struct kh_page *pad = run_alloc(h, 1, 0);
+    struct kh_page *a = run_alloc(h, 4, 1u << 20);
+    CHECK(a && (kh_page_addr(h, a) & ((1u << 20) - 1)) == 0, "1 MiB-aligned run at %#lx",
+          a ? (unsigned long)kh_page_addr(h, a) : 0ul);
+    kh_lock(&h->page_lock);
+    bool grown = kh_large_resize(h, a, 40);
+    kh_unlock(&h->page_lock);
+    CHECK(grown && a->npages == 40, "grow in place to 40 pages: %d, %u", grown, a->npages);
+    kh_lock(&h->page_lock);
+    bool shrunk = kh_large_resize(h, a, 2);
+    kh_unlock(&h->page_lock);
+    CHECK(shrunk && a->npages == 2, "shrink in place to 2 pages: %d, %u", shrunk, a->npages);
+    CHECK(h->free_pages == all - 3, "free pages %zu, want %zu", h->free_pages, all - 3);
+    struct kh_page *blocker = run_alloc(h, 1, 0);
+    (void)blocker;
+    run_free(h, a);
+    run_free(h, pad);
+    run_free(h, blocker);
+    CHECK(free_runs(h) == 1 && h->free_pages == all, "whole again: %zu runs", free_runs(h));
+    munmap(mem, 16u << 20);
+}
+
+TEST(metadata_budget)
+{
+    void *mem;
+    size_t bytes = 64u << 20;
+    kheap_t *h = new_heap(bytes, &mem);
+    struct kheap_stats s;
+    kheap_get_stats(h, &s);
+    CHECK(s.metadata_bytes * 100 <= s.heap_total * 2, "metadata %zu of %zu bytes (> 2%%)",
+          s.metadata_bytes, s.heap_total);
+    CHECK(sizeof(struct kh_page) * 1000 / KH_PAGE <= 12, "descriptor of %zu bytes per page",
+          sizeof(struct kh_page));
+    /* A heap full of the smallest objects: descriptors + bitmaps. */
+    size_t n = 0;
+    while (kheap_alloc(h, 16))
+        n++;
+    kheap_get_stats(h, &s);
+    CHECK(s.metadata_bytes * 100 <= s.heap_total * 2,
+          "full of 16-byte objects: metadata %zu of %zu bytes (> 2%%)", s.metadata_bytes,
+          s.heap_total);
+    printf("# %zu objects of 16 bytes, metadata %.2f%% of the heap\n", n,
+           100.0 * (double)s.metadata_bytes / (double)s.heap_total);
+    munmap(mem, bytes);
+}
+
+int main(void)
+{
+    RUN(class_map_is_smallest_fitting_class);
+    RUN(internal_waste_at_most_one_eighth_from_64);
+    RUN(bins_partition_lengths);
+    RUN(slab_layouts_waste_at_most_one_eighth);
+    RUN(power_of_two_classes_aligned_to_size);
+    RUN(region_lookup_bounds_and_many_regions);
+    RUN(runs_split_and_coalesce_both_sides);
+    RUN(aligned_runs_and_in_place_resize);
+    RUN(metadata_budget);
+    return harness_done();
+}

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Install every Debian package kheap's build, tests, demo and benchmarks use.
+# Idempotent and non-interactive: packages already present are skipped, and
+# `apt-get update` runs at most once, only when something is missing.
+#
+#   tools/deps.sh            everything
+#   tools/deps.sh build      compilers and test tools only (make, make check)
+set -eu
+
+build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
+  gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-i686-linux-gnu
+  gcc-arm-none-eabi libnewlib-arm-none-eabi"
+bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
+  libtcmalloc-minimal4"
+
+case "${1:-all}" in
+  build) want="$build_pkgs" ;;
+  bench) want="$bench_pkgs" ;;
+  *) want="$build_pkgs $bench_pkgs" ;;
+esac
+
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
+    echo "deps.sh: need root to install:$missing" >&2; exit 1
+  fi
+fi
+echo "deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq </dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing </dev/null
