@@ -37,7 +37,7 @@ LDFLAGS_asan  := -fsanitize=address,undefined
 
 HOSTED_DEFS := -DKHEAP_PORT_PAGES=1
 
-.PHONY: all check demo cross deps clean
+.PHONY: all check demo cross deps clean size-classes
 .DELETE_ON_ERROR:
 
 all: $(B)/libkheap.a
@@ -90,6 +90,14 @@ demo:
 	@tools/deps.sh build
 	@$(MAKE) --no-print-directory $(B)/demo/hosted_demo
 	$(B)/demo/hosted_demo
+
+# --- documents generated from the code ------------------------------------
+$(B)/tools/sizeclasses: tools/sizeclasses.c $(B)/release/libkheap.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc $< $(B)/release/libkheap.a -o $@ -lpthread
+
+size-classes: $(B)/tools/sizeclasses
+	$(B)/tools/sizeclasses > docs/SIZE_CLASSES.md
 
 # --- check ------------------------------------------------------------------
 check:

@@ -88,17 +88,16 @@ static void publish(kheap_t *h, unsigned idx)
 }
 
 /*
- * Lay a region over [base, base+size), whose first `skip` bytes are already
- * taken (the heap structure), and give its pages to the page layer. Called
- * with page_lock held, or before the heap is shared.
+ * Lay out a region over [base, base+size) whose first `skip` bytes are
+ * taken (the heap structure): fill *r and clear its descriptors unless
+ * the memory is known to be zero. Touches only the new memory, so it runs
+ * without a lock.
  */
-static int region_setup(kheap_t *h, uintptr_t base, size_t size, size_t skip,
-                        bool zeroed, bool grown)
+static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_t skip,
+                         bool zeroed)
 {
     uintptr_t end = base + size;
     uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
-    if (h->nregions >= KHEAP_MAX_REGIONS)
-        return KHEAP_ETOOMANY;
     if (descs >= end)
         return KHEAP_ETOOSMALL;
     size_t n = (end - descs) / (KH_PAGE + sizeof(struct kh_page));
@@ -109,9 +108,6 @@ static int region_setup(kheap_t *h, uintptr_t base, size_t size, size_t skip,
         n--;
     if (n == 0)
         return KHEAP_ETOOSMALL;
-
-    unsigned idx = h->nregions;
-    struct kh_region *r = &h->regions[idx];
     r->base = base;
     r->size = size;
     r->pages = (struct kh_page *)descs;
@@ -119,35 +115,42 @@ static int region_setup(kheap_t *h, uintptr_t base, size_t size, size_t skip,
     r->npages = n;
     r->end = r->start + n * KH_PAGE;
     r->meta_bytes = size - n * KH_PAGE;
-    r->grown = grown;
+    r->grown = false;
     if (!zeroed)
         __builtin_memset(r->pages, 0, n * sizeof(struct kh_page));
-    publish(h, idx);
-
-    h->total_bytes += size;
-    h->region_meta += r->meta_bytes;
-    kh_run_mark(h, r, 0, n, KH_PG_FREE);
-    kh_bins_insert(h, &r->pages[0]);
-    h->free_pages += n;
     return KHEAP_OK;
 }
 
-static bool overlaps(const kheap_t *h, uintptr_t base, size_t size)
+/* Enter a laid-out region in the heap and give its pages to the page
+ * layer. page_lock held (or the heap not yet shared). */
+static int region_enter(kheap_t *h, const struct kh_region *r)
 {
     for (unsigned i = 0; i < h->nregions; i++) {
-        const struct kh_region *r = &h->regions[i];
-        if (base < r->base + r->size && r->base < base + size)
-            return true;
+        const struct kh_region *o = &h->regions[i];
+        if (r->base < o->base + o->size && o->base < r->base + r->size)
+            return KHEAP_EOVERLAP;
     }
-    return false;
+    if (h->nregions >= KHEAP_MAX_REGIONS)
+        return KHEAP_ETOOMANY;
+    unsigned idx = h->nregions;
+    h->regions[idx] = *r;
+    publish(h, idx);
+    h->total_bytes += r->size;
+    h->region_meta += r->meta_bytes;
+    kh_run_mark(h, &h->regions[idx], 0, r->npages, KH_PG_FREE);
+    kh_bins_insert(h, &h->regions[idx].pages[0]);
+    h->free_pages += r->npages;
+    return KHEAP_OK;
 }
 
+/* Add memory from the port's page hook (page_lock held). */
 int kh_region_add(kheap_t *h, uintptr_t base, size_t size, bool zeroed,
                   bool grown)
 {
-    if (overlaps(h, base, size))
-        return KHEAP_EOVERLAP;
-    return region_setup(h, base, size, 0, zeroed, grown);
+    struct kh_region r;
+    int err = region_layout(&r, base, size, 0, zeroed);
+    r.grown = grown;
+    return err ? err : region_enter(h, &r);
 }
 
 int kheap_add_region(kheap_t *h, void *base, size_t size)
@@ -159,8 +162,24 @@ int kheap_add_region(kheap_t *h, void *base, size_t size)
         return err;
     if (size < KHEAP_MIN_ADD_REGION_SIZE)
         return KHEAP_ETOOSMALL;
+    /* Refuse an overlap before writing anything into the memory. */
     kh_lock(&h->page_lock);
-    err = kh_region_add(h, (uintptr_t)base, size, false, false);
+    for (unsigned i = 0; i < h->nregions && !err; i++) {
+        const struct kh_region *o = &h->regions[i];
+        if ((uintptr_t)base < o->base + o->size && o->base < (uintptr_t)base + size)
+            err = KHEAP_EOVERLAP;
+    }
+    if (!err && h->nregions >= KHEAP_MAX_REGIONS)
+        err = KHEAP_ETOOMANY;
+    kh_unlock(&h->page_lock);
+    if (err)
+        return err;
+    struct kh_region r;
+    err = region_layout(&r, (uintptr_t)base, size, 0, false);
+    if (err)
+        return err;
+    kh_lock(&h->page_lock);
+    err = region_enter(h, &r);
     kh_unlock(&h->page_lock);
     return err;
 }
@@ -183,8 +202,10 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kheap_port_lock_init(&h->page_lock);
     kheap_port_lock_init(&h->stats_lock);
     kheap_port_lock_init(&h->caches_lock);
-    err = region_setup(h, (uintptr_t)base, size,
-                       hb - (uintptr_t)base + sizeof *h, zeroed, false);
+    struct kh_region r;
+    err = region_layout(&r, (uintptr_t)base, size, hb - (uintptr_t)base + sizeof *h, zeroed);
+    if (!err)
+        err = region_enter(h, &r);
     if (err) {
         h->magic = 0;
         return err;
