@@ -103,6 +103,7 @@ size-classes: $(B)/tools/sizeclasses
 check:
 	@tools/deps.sh build
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
+	  $(B)/valgrind/tests/vg_probe \
 	  || echo "build of some tests failed; the runner counts them"
 	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)"
 

@@ -70,6 +70,24 @@ for t in $CROSS; do
     fi
 done
 
+# memcheck must see kheap objects: the probe leaks one and reads two
+# freed ones on purpose.
+out="$LOG/valgrind-probe.log"
+if [ -x "$B/valgrind/tests/vg_probe" ] && command -v valgrind >/dev/null; then
+    valgrind --leak-check=full "$B/valgrind/tests/vg_probe" >"$out" 2>&1
+    if grep -q 'definitely lost: 104 bytes in 1 blocks' "$out" &&
+        [ "$(grep -c 'Invalid read of size 1' "$out")" -eq 2 ]; then
+        echo "ok - valgrind reports the leaked kheap object and both uses after free" >>"$out"
+        count valgrind-probe "$out" 0
+    else
+        echo "not ok - valgrind did not report the probe's leak and uses after free" >>"$out"
+        count valgrind-probe "$out" 1
+    fi
+else
+    echo "  [valgrind-probe] not ok - not built"
+    fail=$((fail + 1))
+fi
+
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then
     timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1
