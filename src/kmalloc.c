@@ -200,7 +200,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         kh_account_failure(h);
         return NULL;
     }
-    size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
+    size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
     kh_lock(&h->page_lock);
     struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE);
     void *p = d ? (void *)kh_page_addr(h, d) : NULL;

@@ -1,0 +1,681 @@
+/*
+ * test_cache.c - object cache semantics (Bonwick's kmem_cache).
+ *
+ * Constructors run once per object slot and their state survives
+ * free/alloc (kheap never writes a constructed object's bytes);
+ * destructors run only when slabs go back, as often as constructors in
+ * the end; alignment; the kheap_cache_info and kheap_slabinfo figures; the
+ * text of kheap_format_slabinfo and kheap_format_stats; name truncation;
+ * and the arguments kheap_cache_create refuses.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "kheap_hosted.h"
+
+#define PAGE KHEAP_PAGE_SIZE
+#define HEAP_SIZE ((size_t)16 << 20)
+#define MAGIC 0x436f6e7374727563ull
+#define MAX_OBJS 8192
+
+static kheap_t *g_heap;
+static unsigned char *g_mem;
+static unsigned long g_reports;
+static struct kheap_report g_last;
+
+static void report_hook(const struct kheap_report *r)
+{
+    g_reports++;
+    g_last = *r;
+}
+
+/* ---- constructor bookkeeping: one flag per 8 bytes of the heap ---- */
+
+struct obj {
+    uint64_t magic;
+    uint64_t serial; /* which constructor call made this state */
+};
+
+static uint8_t *g_constructed; /* 1 while an address holds a built object */
+static uint64_t g_ctor_calls, g_dtor_calls, g_serial;
+static unsigned long g_ctor_twice, g_dtor_unbuilt, g_dtor_bad_magic;
+
+static size_t slot_of(const void *o)
+{
+    return (size_t)((const unsigned char *)o - g_mem) / 8;
+}
+
+static void ctor(void *o)
+{
+    struct obj *b = o;
+    if (g_constructed[slot_of(o)])
+        g_ctor_twice++;
+    g_constructed[slot_of(o)] = 1;
+    b->magic = MAGIC;
+    b->serial = ++g_serial;
+    g_ctor_calls++;
+}
+
+static void dtor(void *o)
+{
+    const struct obj *b = o;
+    if (!g_constructed[slot_of(o)])
+        g_dtor_unbuilt++;
+    if (b->magic != MAGIC)
+        g_dtor_bad_magic++;
+    g_constructed[slot_of(o)] = 0;
+    g_dtor_calls++;
+}
+
+static void reset_counters(void)
+{
+    g_ctor_calls = g_dtor_calls = 0;
+    g_ctor_twice = g_dtor_unbuilt = g_dtor_bad_magic = 0;
+}
+
+static void check_counters(const char *when)
+{
+    CHECK(g_ctor_twice == 0, "%s: %lu objects constructed twice", when,
+          g_ctor_twice);
+    CHECK(g_dtor_unbuilt == 0, "%s: %lu destructor calls on unbuilt objects",
+          when, g_dtor_unbuilt);
+    CHECK(g_dtor_bad_magic == 0,
+          "%s: %lu objects reached the dtor without the ctor's state", when,
+          g_dtor_bad_magic);
+    CHECK(g_reports == 0, "%s: unexpected report kind %d at %p (%s)", when,
+          (int)g_last.kind, g_last.addr, g_last.reason ? g_last.reason : "");
+}
+
+/* ---- fixture ---- */
+
+static void check_heap(const char *when)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_heap, &addr);
+    CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
+}
+
+static void setup(void)
+{
+    g_mem = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", HEAP_SIZE);
+    g_constructed = mmap(NULL, HEAP_SIZE / 8, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(g_constructed != MAP_FAILED, "mmap of flags failed%s", "");
+    int err = kheap_init(&g_heap, g_mem, HEAP_SIZE);
+    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
+    reset_counters();
+    g_reports = 0;
+}
+
+static void teardown(void)
+{
+    kheap_reclaim(g_heap);
+    check_heap("teardown");
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    CHECK(s.used_bytes == 0 && s.slab_bytes == 0 &&
+              s.heap_free == s.heap_total - s.metadata_bytes,
+          "teardown: used %zu slab %zu, heap_free %zu != total %zu - "
+          "metadata %zu",
+          s.used_bytes, s.slab_bytes, s.heap_free, s.heap_total,
+          s.metadata_bytes);
+    munmap(g_constructed, HEAP_SIZE / 8);
+    munmap(g_mem, HEAP_SIZE);
+}
+
+static struct kheap_cache_info info(kheap_cache_t *c)
+{
+    struct kheap_cache_info ci;
+    memset(&ci, 0xcd, sizeof ci);
+    kheap_cache_info(c, &ci);
+    return ci;
+}
+
+/* The invariants every row must satisfy. */
+static void check_info(const struct kheap_cache_info *ci, const char *when)
+{
+    CHECK(memchr(ci->name, '\0', KHEAP_NAME_MAX) != NULL,
+          "%s: cache name not NUL-terminated%s", when, "");
+    CHECK(ci->objperslab > 0 && ci->pagesperslab > 0,
+          "%s %s: objperslab %zu pagesperslab %zu", when, ci->name,
+          ci->objperslab, ci->pagesperslab);
+    CHECK(ci->objperslab * ci->objsize <= ci->pagesperslab * PAGE,
+          "%s %s: %zu objects of %zu bytes exceed %zu pages", when, ci->name,
+          ci->objperslab, ci->objsize, ci->pagesperslab);
+    CHECK(ci->num_objs == ci->num_slabs * ci->objperslab,
+          "%s %s: num_objs %zu != %zu slabs * %zu", when, ci->name,
+          ci->num_objs, ci->num_slabs, ci->objperslab);
+    CHECK(ci->active_objs <= ci->num_objs &&
+              ci->active_slabs <= ci->num_slabs &&
+              ci->active_objs <= ci->active_slabs * ci->objperslab &&
+              (ci->active_objs == 0) == (ci->active_slabs == 0),
+          "%s %s: active_objs %zu num_objs %zu active_slabs %zu num_slabs %zu",
+          when, ci->name, ci->active_objs, ci->num_objs, ci->active_slabs,
+          ci->num_slabs);
+    CHECK(ci->allocs - ci->frees == ci->active_objs,
+          "%s %s: allocs %" PRIu64 " - frees %" PRIu64 " != active %zu", when,
+          ci->name, ci->allocs, ci->frees, ci->active_objs);
+}
+
+/* ---- tests ---- */
+
+TEST(ctor_once_per_slot)
+{
+    setup();
+    kheap_cache_t *c = kheap_cache_create(g_heap, "ctor-test", 100, 8, ctor,
+                                          dtor);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    struct kheap_cache_info ci = info(c);
+    check_info(&ci, "new cache");
+    CHECK(ci.num_slabs == 0 && ci.active_objs == 0 && g_ctor_calls == 0,
+          "new cache: %zu slabs, %zu active, %" PRIu64 " ctor calls",
+          ci.num_slabs, ci.active_objs, g_ctor_calls);
+    CHECK(ci.objsize >= 100, "objsize %zu < 100", ci.objsize);
+    size_t per = ci.objperslab;
+
+    /* Two and a half slabs' worth. */
+    size_t n = per * 2 + per / 2 + 1;
+    CHECK(n <= MAX_OBJS, "objperslab %zu is absurd", per);
+    static struct obj *o[MAX_OBJS];
+    for (size_t i = 0; i < n; i++) {
+        o[i] = kheap_cache_alloc(c);
+        CHECK(o[i] != NULL, "kheap_cache_alloc #%zu failed", i);
+        CHECK(o[i]->magic == MAGIC && g_constructed[slot_of(o[i])],
+              "object #%zu %p handed out unconstructed", i, (void *)o[i]);
+        ci = info(c);
+        CHECK(ci.active_objs == i + 1, "active_objs %zu after %zu allocs",
+              ci.active_objs, i + 1);
+        CHECK(g_ctor_calls >= i + 1 && g_ctor_calls <= ci.num_objs,
+              "%" PRIu64 " ctor calls for %zu objects in %zu slots",
+              g_ctor_calls, i + 1, ci.num_objs);
+        check_info(&ci, "allocating");
+    }
+    ci = info(c);
+    CHECK(ci.num_slabs == 3 && ci.active_slabs == 3,
+          "%zu objects of %zu per slab: num_slabs %zu active_slabs %zu", n,
+          per, ci.num_slabs, ci.active_slabs);
+    CHECK(ci.allocs == n && ci.frees == 0, "allocs %" PRIu64 " frees %" PRIu64,
+          ci.allocs, ci.frees);
+
+    /* User state written between ctor and free survives the round trip. */
+    for (size_t i = 0; i < n; i++)
+        memset((unsigned char *)o[i] + sizeof(struct obj), (int)(i & 0xff),
+               100 - sizeof(struct obj));
+    uint64_t ctor_before = g_ctor_calls;
+    for (size_t i = 0; i < n; i++)
+        kheap_cache_free(c, o[i]);
+    ci = info(c);
+    check_info(&ci, "all freed");
+    CHECK(ci.active_objs == 0 && ci.active_slabs == 0,
+          "all freed: active_objs %zu active_slabs %zu", ci.active_objs,
+          ci.active_slabs);
+    CHECK(ci.num_slabs == KHEAP_EMPTY_SLABS_KEPT,
+          "all freed: %zu empty slabs kept, want KHEAP_EMPTY_SLABS_KEPT %d",
+          ci.num_slabs, KHEAP_EMPTY_SLABS_KEPT);
+    CHECK(g_ctor_calls - g_dtor_calls <= ci.num_objs,
+          "%" PRIu64 " objects constructed, %zu slots", g_ctor_calls -
+          g_dtor_calls, ci.num_objs);
+
+    /* Allocate the kept slabs' worth again: no object is built twice,
+     * and each one is exactly as it was freed. */
+    size_t again = ci.num_objs;
+    for (size_t i = 0; i < again; i++) {
+        o[i] = kheap_cache_alloc(c);
+        CHECK(o[i] != NULL, "re-alloc #%zu failed", i);
+        CHECK(o[i]->magic == MAGIC, "re-alloc #%zu %p lost the ctor state "
+              "(magic %#" PRIx64 ")", i, (void *)o[i], o[i]->magic);
+    }
+    CHECK(g_ctor_calls == ctor_before ||
+              g_ctor_calls - g_dtor_calls <= info(c).num_objs,
+          "re-alloc ran %" PRIu64 " more ctors", g_ctor_calls - ctor_before);
+    for (size_t i = 0; i < again; i++)
+        kheap_cache_free(c, o[i]);
+    check_counters("re-alloc");
+
+    /* Shrink gives the kept slabs back with their destructors. */
+    ci = info(c);
+    size_t kept = ci.num_slabs * ci.pagesperslab * PAGE;
+    size_t got = kheap_cache_shrink(c);
+    CHECK(got == kept, "kheap_cache_shrink gave %zu bytes, %zu slabs held %zu",
+          got, ci.num_slabs, kept);
+    ci = info(c);
+    CHECK(ci.num_slabs == 0 && ci.num_objs == 0,
+          "after shrink: %zu slabs, %zu objects", ci.num_slabs, ci.num_objs);
+    CHECK(g_dtor_calls == g_ctor_calls,
+          "after shrink: %" PRIu64 " dtors for %" PRIu64 " ctors",
+          g_dtor_calls, g_ctor_calls);
+    CHECK(kheap_cache_shrink(c) == 0, "second shrink gave bytes back%s", "");
+
+    int err = kheap_cache_destroy(c);
+    CHECK(err == KHEAP_OK, "kheap_cache_destroy = %d", err);
+    CHECK(g_dtor_calls == g_ctor_calls, "%" PRIu64 " dtors for %" PRIu64
+          " ctors", g_dtor_calls, g_ctor_calls);
+    check_counters("ctor test");
+    teardown();
+}
+
+TEST(state_survives_exactly)
+{
+    setup();
+    kheap_cache_t *c = kheap_cache_create(g_heap, "state", 64, 0, ctor, dtor);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    struct obj *keep = kheap_cache_alloc(c); /* keeps the slab alive */
+    struct obj *o = kheap_cache_alloc(c);
+    CHECK(keep && o, "kheap_cache_alloc failed%s", "");
+    unsigned char before[64];
+    memset((unsigned char *)o + 16, 0x77, 48);
+    memcpy(before, o, 64);
+    kheap_cache_free(c, o);
+    /* Take objects until o comes back; it must be byte for byte as left. */
+    size_t per = info(c).objperslab * 2;
+    static struct obj *got[MAX_OBJS];
+    size_t n = 0;
+    bool found = false;
+    while (n < per && !found) {
+        got[n] = kheap_cache_alloc(c);
+        CHECK(got[n] != NULL, "alloc failed%s", "");
+        found = got[n] == o;
+        n++;
+    }
+    CHECK(found, "freed object %p not handed out in %zu allocations",
+          (void *)o, n);
+    CHECK(memcmp(o, before, 64) == 0,
+          "object came back changed: serial %" PRIu64 " magic %#" PRIx64
+          " byte 20 = 0x%02x",
+          o->serial, o->magic, ((unsigned char *)o)[20]);
+    for (size_t i = 0; i < n; i++)
+        kheap_free(g_heap, got[i]); /* kheap_free finds the cache */
+    kheap_cache_free(c, keep);
+    CHECK(info(c).active_objs == 0, "active_objs %zu", info(c).active_objs);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    CHECK(g_dtor_calls == g_ctor_calls, "%" PRIu64 " dtors for %" PRIu64
+          " ctors", g_dtor_calls, g_ctor_calls);
+    check_counters("state");
+    teardown();
+}
+
+TEST(dtor_only_when_slabs_go)
+{
+    setup();
+    kheap_cache_t *c = kheap_cache_create(g_heap, "dtor-test", 500, 0, ctor,
+                                          dtor);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    size_t per = info(c).objperslab;
+    size_t n = per * 10;
+    CHECK(n <= MAX_OBJS, "objperslab %zu", per);
+    static struct obj *o[MAX_OBJS];
+    for (size_t i = 0; i < n; i++) {
+        o[i] = kheap_cache_alloc(c);
+        CHECK(o[i] != NULL, "alloc #%zu failed", i);
+    }
+    CHECK(g_dtor_calls == 0, "%" PRIu64 " dtors before any free",
+          g_dtor_calls);
+    CHECK(info(c).num_slabs == 10, "%zu slabs for 10 slabs' worth",
+          info(c).num_slabs);
+    /* Free slab by slab (in allocation order objects share slabs more
+     * or less): destructors run only as slabs are given back. */
+    size_t slabs_before = info(c).num_slabs;
+    for (size_t i = 0; i < n; i++) {
+        kheap_cache_free(c, o[i]);
+        struct kheap_cache_info ci = info(c);
+        size_t gone = slabs_before - ci.num_slabs;
+        CHECK(g_dtor_calls <= gone * per,
+              "%" PRIu64 " dtors with %zu slabs given back", g_dtor_calls,
+              gone);
+        CHECK(ci.num_slabs <= ci.active_slabs + KHEAP_EMPTY_SLABS_KEPT,
+              "%zu slabs, %zu active: more than %d empty kept", ci.num_slabs,
+              ci.active_slabs, KHEAP_EMPTY_SLABS_KEPT);
+        CHECK(g_ctor_calls - g_dtor_calls <= ci.num_objs,
+              "%" PRIu64 " built objects in %zu slots",
+              g_ctor_calls - g_dtor_calls, ci.num_objs);
+    }
+    CHECK(info(c).num_slabs == KHEAP_EMPTY_SLABS_KEPT,
+          "%zu slabs kept after freeing all", info(c).num_slabs);
+    CHECK(g_dtor_calls > 0, "no destructor ran though %zu slabs went back",
+          slabs_before - KHEAP_EMPTY_SLABS_KEPT);
+    /* kheap_reclaim reaches user caches too. */
+    size_t got = kheap_reclaim(g_heap);
+    CHECK(got >= KHEAP_EMPTY_SLABS_KEPT * info(c).pagesperslab * PAGE,
+          "kheap_reclaim gave back %zu bytes", got);
+    CHECK(info(c).num_slabs == 0 && g_dtor_calls == g_ctor_calls,
+          "after reclaim: %zu slabs, %" PRIu64 " dtors for %" PRIu64 " ctors",
+          info(c).num_slabs, g_dtor_calls, g_ctor_calls);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    check_counters("dtor test");
+    teardown();
+}
+
+TEST(alignment)
+{
+    setup();
+    static const size_t sizes[] = {1, 8, 24, 100, 1000, 5000, 32768};
+    for (size_t align = 8; align <= PAGE; align *= 2) {
+        for (unsigned s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            size_t size = sizes[s];
+            kheap_cache_t *c = kheap_cache_create(g_heap, "aligned", size,
+                                                  align, NULL, NULL);
+            CHECK(c != NULL, "kheap_cache_create(%zu, align %zu) failed",
+                  size, align);
+            struct kheap_cache_info ci = info(c);
+            check_info(&ci, "aligned");
+            CHECK(ci.objsize >= size, "objsize %zu < size %zu", ci.objsize,
+                  size);
+            void *o[40];
+            for (int i = 0; i < 40; i++) {
+                o[i] = kheap_cache_alloc(c);
+                CHECK(o[i] != NULL, "alloc(size %zu align %zu) failed", size,
+                      align);
+                CHECK((uintptr_t)o[i] % align == 0,
+                      "object %p of cache (size %zu, align %zu) misaligned",
+                      o[i], size, align);
+                CHECK(kheap_usable_size(g_heap, o[i]) == ci.objsize,
+                      "usable_size %zu != objsize %zu",
+                      kheap_usable_size(g_heap, o[i]), ci.objsize);
+                memset(o[i], i, ci.objsize);
+            }
+            /* Objects do not overlap (each holds its own fill). */
+            for (int i = 0; i < 40; i++) {
+                const unsigned char *b = o[i];
+                CHECK(b[0] == i && b[ci.objsize - 1] == i,
+                      "object %d (size %zu align %zu) overwritten", i, size,
+                      align);
+            }
+            for (int i = 0; i < 40; i++)
+                kheap_cache_free(c, o[i]);
+            CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+        }
+    }
+    /* align 0 means 8, and small alignments are allowed. */
+    for (size_t align = 0; align < 8; align = align ? align * 2 : 1) {
+        kheap_cache_t *c = kheap_cache_create(g_heap, "small-align", 13,
+                                              align, NULL, NULL);
+        CHECK(c != NULL, "kheap_cache_create(13, align %zu) failed", align);
+        void *o = kheap_cache_alloc(c);
+        CHECK(o && (align ? (uintptr_t)o % align == 0
+                          : (uintptr_t)o % 8 == 0),
+              "align %zu: object %p", align, o);
+        kheap_cache_free(c, o);
+        CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    }
+    check_counters("alignment");
+    teardown();
+}
+
+/* The size classes, from the rule. */
+static size_t class_size(unsigned i)
+{
+    if (i < 7)
+        return 16 + 8 * i;
+    size_t base = (size_t)64 << ((i - 7) / 8);
+    return base + ((i - 7) % 8 + 1) * (base / 8);
+}
+
+/* The names of the user caches in a slabinfo table, in table order: rows
+ * after the kmalloc classes whose names are not those of the built-in
+ * caches a new heap lists (builtin[0 .. nb-1]). Joined by commas. */
+static void user_rows(const struct kheap_cache_info *rows, size_t n,
+                      const struct kheap_cache_info *builtin, size_t nb,
+                      char *out, size_t len)
+{
+    out[0] = '\0';
+    for (size_t i = KHEAP_NUM_CLASSES; i < n; i++) {
+        bool is_builtin = false;
+        for (size_t j = 0; j < nb; j++)
+            is_builtin |= strcmp(rows[i].name, builtin[j].name) == 0;
+        if (!is_builtin) {
+            size_t used = strlen(out);
+            snprintf(out + used, len - used, "%s%s", used ? "," : "",
+                     rows[i].name);
+        }
+    }
+}
+
+TEST(slabinfo_rows)
+{
+    setup();
+    enum { MAXROWS = KHEAP_NUM_CLASSES + 16 };
+    static struct kheap_cache_info rows[MAXROWS];
+    /* The kmalloc classes come first, then user caches in creation order.
+     * A heap may also list built-in caches of its own (for cache
+     * structures, say) after the kmalloc classes. */
+    size_t base = kheap_slabinfo(g_heap, rows, MAXROWS);
+    CHECK(base >= KHEAP_NUM_CLASSES && base <= KHEAP_NUM_CLASSES + 4,
+          "a new heap lists %zu caches, want %d kmalloc classes (and at "
+          "most a few built-in caches)",
+          base, KHEAP_NUM_CLASSES);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        CHECK(rows[i].objsize == class_size(i),
+              "row %u (%s): objsize %zu, class rule says %zu", i,
+              rows[i].name, rows[i].objsize, class_size(i));
+        check_info(&rows[i], "kmalloc row");
+    }
+    static struct kheap_cache_info builtin[16];
+    size_t nb = base - KHEAP_NUM_CLASSES;
+    for (size_t i = 0; i < nb; i++) {
+        builtin[i] = rows[KHEAP_NUM_CLASSES + i];
+        printf("# built-in cache after the kmalloc classes: %s\n",
+               builtin[i].name);
+    }
+    char names[256];
+    CHECK(class_size(KHEAP_NUM_CLASSES - 1) == KHEAP_MAX_CLASS,
+          "rule's last class %zu", class_size(KHEAP_NUM_CLASSES - 1));
+
+    kheap_cache_t *a = kheap_cache_create(g_heap, "first", 10, 0, NULL, NULL);
+    kheap_cache_t *b = kheap_cache_create(g_heap, "second", 20, 0, NULL, NULL);
+    kheap_cache_t *c = kheap_cache_create(g_heap, "third", 30, 0, NULL, NULL);
+    CHECK(a && b && c, "kheap_cache_create failed%s", "");
+    size_t n = kheap_slabinfo(g_heap, rows, MAXROWS);
+    CHECK(n == base + 3, "%zu caches listed, %zu before 3 creates", n, base);
+    user_rows(rows, n, builtin, nb, names, sizeof names);
+    CHECK(!strcmp(names, "first,second,third"),
+          "user caches listed as '%s', want 'first,second,third'", names);
+
+    /* A kmalloc row counts its blocks. */
+    void *p[5];
+    for (int i = 0; i < 5; i++)
+        p[i] = kheap_alloc(g_heap, 200); /* class 208 */
+    n = kheap_slabinfo(g_heap, rows, MAXROWS);
+    unsigned k = 0;
+    while (k < KHEAP_NUM_CLASSES && class_size(k) != 208)
+        k++;
+    CHECK(rows[k].active_objs == 5 && rows[k].active_slabs == 1,
+          "class 208 row: active_objs %zu active_slabs %zu",
+          rows[k].active_objs, rows[k].active_slabs);
+    for (int i = 0; i < 5; i++)
+        kheap_free(g_heap, p[i]);
+
+    /* Destroying the middle one keeps the others in creation order. */
+    CHECK(kheap_cache_destroy(b) == KHEAP_OK, "destroy failed%s", "");
+    kheap_cache_t *d = kheap_cache_create(g_heap, "fourth", 40, 0, NULL, NULL);
+    CHECK(d != NULL, "kheap_cache_create failed%s", "");
+    n = kheap_slabinfo(g_heap, rows, MAXROWS);
+    user_rows(rows, n, builtin, nb, names, sizeof names);
+    CHECK(n == base + 3 && !strcmp(names, "first,third,fourth"),
+          "after destroying 'second': %zu rows, user caches '%s'", n, names);
+
+    /* A short table is filled as far as it goes; the count is full. */
+    memset(rows, 0xab, sizeof rows);
+    n = kheap_slabinfo(g_heap, rows, 10);
+    CHECK(n == base + 3, "with max 10: returned %zu", n);
+    CHECK(rows[9].objsize == class_size(9), "row 9 objsize %zu",
+          rows[9].objsize);
+    const unsigned char *after = (const unsigned char *)&rows[10];
+    CHECK(after[0] == 0xab && after[sizeof rows[10] - 1] == 0xab,
+          "kheap_slabinfo(max 10) wrote row 10%s", "");
+    n = kheap_slabinfo(g_heap, NULL, 0);
+    CHECK(n == base + 3, "kheap_slabinfo(NULL, 0) = %zu", n);
+
+    kheap_cache_destroy(a);
+    kheap_cache_destroy(c);
+    kheap_cache_destroy(d);
+    teardown();
+}
+
+/* Check snprintf-like behaviour of a formatter on a few buffer sizes. */
+static void check_format(size_t (*fmt)(kheap_t *, char *, size_t, bool),
+                         bool all, const char *what, const char *must)
+{
+    static char full[65536];
+    size_t n = fmt(g_heap, full, sizeof full, all);
+    CHECK(n > 0 && n < sizeof full, "%s: needs %zu bytes", what, n);
+    CHECK(strlen(full) == n, "%s: returned %zu, wrote %zu", what, n,
+          strlen(full));
+    if (must)
+        CHECK(strstr(full, must) != NULL, "%s: text lacks '%s':\n%s", what,
+              must, full);
+    static const size_t lens[] = {1, 2, 10, 100};
+    for (unsigned i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        char buf[128];
+        size_t len = lens[i];
+        memset(buf, 'Z', sizeof buf);
+        size_t m = fmt(g_heap, buf, len, all);
+        CHECK(m == n, "%s into %zu bytes returned %zu, full text %zu", what,
+              len, m, n);
+        size_t w = len - 1 < n ? len - 1 : n;
+        CHECK(buf[w] == '\0' && memcmp(buf, full, w) == 0,
+              "%s into %zu bytes: not the NUL-terminated prefix", what, len);
+        CHECK(buf[len] == 'Z', "%s into %zu bytes wrote byte %zu", what, len,
+              len);
+    }
+    char one = 'Z';
+    size_t m = fmt(g_heap, &one, 0, all);
+    CHECK(m == n && one == 'Z', "%s with len 0: returned %zu, byte 0x%02x",
+          what, m, (unsigned char)one);
+}
+
+static size_t format_stats(kheap_t *h, char *buf, size_t len, bool all)
+{
+    (void)all;
+    return kheap_format_stats(h, buf, len);
+}
+
+TEST(format_text)
+{
+    setup();
+    kheap_cache_t *c = kheap_cache_create(g_heap, "fmt-cache", 72, 0, NULL,
+                                          NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    /* With all, an empty cache is listed; without, only caches with slabs. */
+    check_format(kheap_format_slabinfo, true, "slabinfo(all)", "fmt-cache");
+    static char buf[65536];
+    kheap_format_slabinfo(g_heap, buf, sizeof buf, false);
+    CHECK(strstr(buf, "fmt-cache") == NULL,
+          "slabinfo without all lists the empty cache:\n%s", buf);
+    void *o = kheap_cache_alloc(c);
+    CHECK(o != NULL, "alloc failed%s", "");
+    check_format(kheap_format_slabinfo, false, "slabinfo", "fmt-cache");
+    check_format(format_stats, false, "stats", NULL);
+    kheap_cache_free(c, o);
+    kheap_cache_destroy(c);
+    kheap_format_slabinfo(g_heap, buf, sizeof buf, true);
+    CHECK(strstr(buf, "fmt-cache") == NULL,
+          "slabinfo lists a destroyed cache:\n%s", buf);
+    teardown();
+}
+
+TEST(names)
+{
+    setup();
+    const char *longname = "a-cache-name-much-longer-than-the-limit";
+    kheap_cache_t *c = kheap_cache_create(g_heap, longname, 16, 0, NULL, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    struct kheap_cache_info ci = info(c);
+    CHECK(strlen(ci.name) == KHEAP_NAME_MAX - 1 &&
+              strncmp(ci.name, longname, KHEAP_NAME_MAX - 1) == 0,
+          "name '%s' (%zu chars), want the first %d of '%s'", ci.name,
+          strlen(ci.name), KHEAP_NAME_MAX - 1, longname);
+    kheap_cache_destroy(c);
+
+    /* The name is copied, not referenced. */
+    char name[16] = "copied";
+    c = kheap_cache_create(g_heap, name, 16, 0, NULL, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    strcpy(name, "changed");
+    CHECK(strcmp(info(c).name, "copied") == 0, "name now '%s'",
+          info(c).name);
+    kheap_cache_destroy(c);
+    teardown();
+}
+
+TEST(create_refusals)
+{
+    setup();
+    struct kheap_stats s0, s1;
+    kheap_get_stats(g_heap, &s0);
+    size_t base = kheap_slabinfo(g_heap, NULL, 0);
+    static const size_t bad[][2] = {
+        {0, 8},
+        {KHEAP_MAX_CLASS + 1, 8},
+        {SIZE_MAX, 8},
+        {64, 3},
+        {64, 24},
+        {64, PAGE * 2},
+        {64, SIZE_MAX},
+    };
+    for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kheap_cache_t *c = kheap_cache_create(g_heap, "bad", bad[i][0],
+                                              bad[i][1], NULL, NULL);
+        CHECK(c == NULL, "kheap_cache_create(size %zu, align %zu) = %p",
+              bad[i][0], bad[i][1], (void *)c);
+    }
+    kheap_get_stats(g_heap, &s1);
+    CHECK(s1.metadata_bytes == s0.metadata_bytes &&
+              s1.used_bytes == s0.used_bytes,
+          "refused creates changed metadata %zu -> %zu, used %zu -> %zu",
+          s0.metadata_bytes, s1.metadata_bytes, s0.used_bytes, s1.used_bytes);
+    CHECK(kheap_slabinfo(g_heap, NULL, 0) == base,
+          "refused creates are listed: %zu caches, %zu before",
+          kheap_slabinfo(g_heap, NULL, 0), base);
+    CHECK(g_reports == 0, "refusals made %lu reports", g_reports);
+
+    /* The limits themselves are fine; a cache structure is metadata. */
+    kheap_cache_t *c = kheap_cache_create(g_heap, "max", KHEAP_MAX_CLASS, PAGE,
+                                          ctor, dtor);
+    CHECK(c != NULL, "kheap_cache_create(KHEAP_MAX_CLASS, PAGE) failed%s",
+          "");
+    kheap_get_stats(g_heap, &s1);
+    CHECK(s1.metadata_bytes > s0.metadata_bytes,
+          "a cache structure is not counted in metadata (%zu -> %zu)",
+          s0.metadata_bytes, s1.metadata_bytes);
+    CHECK(s1.used_bytes == s0.used_bytes,
+          "a cache structure is counted in used_bytes (%zu -> %zu)",
+          s0.used_bytes, s1.used_bytes);
+    struct obj *o = kheap_cache_alloc(c);
+    CHECK(o && (uintptr_t)o % PAGE == 0 && o->magic == MAGIC,
+          "object %p of the largest cache", (void *)o);
+    kheap_cache_free(c, o);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    CHECK(g_dtor_calls == g_ctor_calls, "%" PRIu64 " dtors, %" PRIu64
+          " ctors", g_dtor_calls, g_ctor_calls);
+    kheap_reclaim(g_heap);
+    kheap_get_stats(g_heap, &s1);
+    CHECK(s1.metadata_bytes == s0.metadata_bytes,
+          "destroyed cache left metadata %zu -> %zu", s0.metadata_bytes,
+          s1.metadata_bytes);
+    check_counters("refusals");
+    teardown();
+}
+
+int main(void)
+{
+    kheap_hosted_set_report_hook(report_hook);
+    RUN(ctor_once_per_slot);
+    RUN(state_survives_exactly);
+    RUN(dtor_only_when_slabs_go);
+    RUN(alignment);
+    RUN(slabinfo_rows);
+    RUN(format_text);
+    RUN(names);
+    RUN(create_refusals);
+    return harness_done();
+}

@@ -1,0 +1,577 @@
+/*
+ * test_misuse.c - bad frees and bad calls are reported and ignored.
+ *
+ * With a report hook that records each report: foreign, interior and
+ * free-run pointers, double frees, objects freed to the wrong cache,
+ * destroying a busy cache and usable_size of a bad pointer each give
+ * exactly one report of the right kind and address, leave the statistics
+ * and the heap as they were, and the heap keeps working. Impossible
+ * allocations return NULL without a report. Without a hook, a bad free
+ * prints the address on stderr and aborts (checked in a forked child).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <ctype.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "kheap_hosted.h"
+
+#define PAGE KHEAP_PAGE_SIZE
+#define HEAP_SIZE ((size_t)16 << 20)
+
+static kheap_t *g_heap;
+static unsigned char *g_mem;
+
+static unsigned long g_reports;
+static struct kheap_report g_last;
+static struct kheap_stats g_in_hook; /* stats read from inside the hook */
+
+static void report_hook(const struct kheap_report *r)
+{
+    g_reports++;
+    g_last = *r;
+    /* The hook runs with no kheap lock held: this must not deadlock. */
+    kheap_get_stats(g_heap, &g_in_hook);
+}
+
+static const char *kind_name(int k)
+{
+    static const char *const names[] = {
+        "?", "FOREIGN", "INTERIOR", "FREE_RUN", "DOUBLE_FREE", "WRONG_CACHE",
+        "CORRUPTION", "BUSY",
+    };
+    return k >= 0 && k <= KHEAP_REPORT_BUSY ? names[k] : "?";
+}
+
+static void check_heap(const char *when)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_heap, &addr);
+    CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
+}
+
+static struct kheap_stats stats(void)
+{
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    return s;
+}
+
+/* Before a misuse: remember the statistics and clear the report log. */
+static struct kheap_stats g_before;
+
+static void arm(void)
+{
+    g_reports = 0;
+    memset(&g_last, 0, sizeof g_last);
+    g_before = stats();
+}
+
+/* After a misuse: one report of kind at addr, statistics as they were, a
+ * consistent heap that still allocates. */
+static void expect_report(int kind, const void *addr, const char *what)
+{
+    CHECK(g_reports == 1, "%s: %lu reports, want exactly one %s", what,
+          g_reports, kind_name(kind));
+    CHECK((int)g_last.kind == kind, "%s: report %s (%s), want %s", what,
+          kind_name((int)g_last.kind), g_last.reason ? g_last.reason : "",
+          kind_name(kind));
+    CHECK(g_last.addr == addr, "%s: report address %p, want %p", what,
+          g_last.addr, addr);
+    CHECK(g_last.reason && g_last.reason[0],
+          "%s: report has no reason sentence (%p)", what,
+          (const void *)g_last.reason);
+    CHECK(g_last.function && g_last.function[0],
+          "%s: report names no function (%p)", what,
+          (const void *)g_last.function);
+    struct kheap_stats s = stats();
+    CHECK(s.used_bytes == g_before.used_bytes &&
+              s.free_count == g_before.free_count &&
+              s.allocation_count == g_before.allocation_count,
+          "%s changed the stats: used %zu -> %zu, frees %" PRIu64
+          " -> %" PRIu64 ", allocs %" PRIu64 " -> %" PRIu64,
+          what, g_before.used_bytes, s.used_bytes, g_before.free_count,
+          s.free_count, g_before.allocation_count, s.allocation_count);
+    CHECK(g_in_hook.used_bytes == g_before.used_bytes,
+          "%s: the hook saw used_bytes %zu, before it was %zu", what,
+          g_in_hook.used_bytes, g_before.used_bytes);
+    check_heap(what);
+    void *q = kheap_alloc(g_heap, 100);
+    CHECK(q != NULL, "%s: kheap_alloc(100) fails afterwards", what);
+    kheap_free(g_heap, q);
+    CHECK(g_reports == 1, "%s: %lu reports after using the heap again", what,
+          g_reports);
+}
+
+static void expect_no_report(const char *what)
+{
+    CHECK(g_reports == 0, "%s: unexpected report %s at %p (%s)", what,
+          kind_name((int)g_last.kind), g_last.addr,
+          g_last.reason ? g_last.reason : "");
+}
+
+/* Fresh heap per test, so one test's leftovers cannot hide another's. */
+static void setup(void)
+{
+    g_mem = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", HEAP_SIZE);
+    int err = kheap_init(&g_heap, g_mem, HEAP_SIZE);
+    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
+    kheap_hosted_set_report_hook(report_hook);
+    g_reports = 0;
+}
+
+/* Everything freed: the heap is whole and no report is pending. */
+static void teardown(void)
+{
+    kheap_reclaim(g_heap);
+    check_heap("teardown");
+    struct kheap_stats s = stats();
+    CHECK(s.used_bytes == 0 && s.heap_free == s.heap_total - s.metadata_bytes,
+          "teardown: used %zu, heap_free %zu != total %zu - metadata %zu",
+          s.used_bytes, s.heap_free, s.heap_total, s.metadata_bytes);
+    munmap(g_mem, HEAP_SIZE);
+}
+
+TEST(free_foreign)
+{
+    setup();
+    int local;
+    arm();
+    kheap_free(g_heap, &local);
+    expect_report(KHEAP_REPORT_FOREIGN, &local, "kheap_free(stack address)");
+
+    void *m = malloc(64);
+    CHECK(m != NULL, "malloc failed%s", "");
+    arm();
+    kheap_free(g_heap, m);
+    expect_report(KHEAP_REPORT_FOREIGN, m, "kheap_free(malloc'd address)");
+    free(m);
+
+    /* Just past the end of the region, and just before it. */
+    arm();
+    kheap_free(g_heap, g_mem + HEAP_SIZE);
+    expect_report(KHEAP_REPORT_FOREIGN, g_mem + HEAP_SIZE,
+                  "kheap_free(region end)");
+
+    arm();
+    kheap_free(g_heap, NULL);
+    expect_no_report("kheap_free(NULL)");
+    teardown();
+}
+
+TEST(free_interior)
+{
+    setup();
+    unsigned char *p = kheap_alloc(g_heap, 64);
+    CHECK(p != NULL, "kheap_alloc(64) failed%s", "");
+    arm();
+    kheap_free(g_heap, p + 8);
+    expect_report(KHEAP_REPORT_INTERIOR, p + 8, "kheap_free(small + 8)");
+    arm();
+    kheap_free(g_heap, p + 63);
+    expect_report(KHEAP_REPORT_INTERIOR, p + 63, "kheap_free(small + 63)");
+
+    unsigned char *l = kheap_alloc(g_heap, 64 * 1024);
+    CHECK(l != NULL, "kheap_alloc(64 KiB) failed%s", "");
+    arm();
+    kheap_free(g_heap, l + PAGE);
+    expect_report(KHEAP_REPORT_INTERIOR, l + PAGE, "kheap_free(large + 4096)");
+    arm();
+    kheap_free(g_heap, l + 1);
+    expect_report(KHEAP_REPORT_INTERIOR, l + 1, "kheap_free(large + 1)");
+    arm();
+    kheap_free(g_heap, l + 64 * 1024 - 1);
+    expect_report(KHEAP_REPORT_INTERIOR, l + 64 * 1024 - 1,
+                  "kheap_free(large last byte)");
+
+    /* A bad realloc is reported the same way and returns NULL. */
+    arm();
+    void *r = kheap_realloc(g_heap, p + 8, 200);
+    CHECK(r == NULL, "kheap_realloc(interior) = %p, want NULL", r);
+    expect_report(KHEAP_REPORT_INTERIOR, p + 8, "kheap_realloc(small + 8)");
+
+    /* The blocks themselves are intact and free normally. */
+    arm();
+    kheap_free(g_heap, p);
+    kheap_free(g_heap, l);
+    expect_no_report("freeing the real blocks");
+    CHECK(stats().free_count == g_before.free_count + 2,
+          "two good frees counted %" PRIu64,
+          stats().free_count - g_before.free_count);
+    teardown();
+}
+
+TEST(free_run)
+{
+    setup();
+    /* A live 100-byte object keeps its slab, so the checks' own
+     * kheap_alloc(100) cannot take pages from the freed run. */
+    void *warm = kheap_alloc(g_heap, 100);
+    CHECK(warm != NULL, "kheap_alloc(100) failed%s", "");
+    /* A neighbour keeps the freed run from merging with everything. */
+    unsigned char *keep = kheap_alloc(g_heap, 64 * 1024);
+    unsigned char *l = kheap_alloc(g_heap, 256 * 1024);
+    unsigned char *keep2 = kheap_alloc(g_heap, 64 * 1024);
+    CHECK(keep && l && keep2, "large allocations failed%s", "");
+    kheap_free(g_heap, l);
+
+    arm();
+    kheap_free(g_heap, l + 64 * 1024);
+    expect_report(KHEAP_REPORT_FREE_RUN, l + 64 * 1024,
+                  "kheap_free(middle of a free run)");
+    arm();
+    kheap_free(g_heap, l);
+    expect_report(KHEAP_REPORT_FREE_RUN, l, "double free of a large block");
+    arm();
+    CHECK(kheap_usable_size(g_heap, l) == 0,
+          "usable_size of a freed large block is not 0%s", "");
+    expect_report(KHEAP_REPORT_FREE_RUN, l, "kheap_usable_size(free run)");
+
+    /* Free the neighbours too: the start may now lie inside a bigger run. */
+    kheap_free(g_heap, keep);
+    kheap_free(g_heap, keep2);
+    arm();
+    kheap_free(g_heap, l);
+    expect_report(KHEAP_REPORT_FREE_RUN, l,
+                  "double free of a large block after coalescing");
+    arm();
+    kheap_free(g_heap, keep2);
+    expect_report(KHEAP_REPORT_FREE_RUN, keep2,
+                  "double free of a coalesced neighbour");
+
+    /* Pages in the middle of a big freed run are free-run pointers. */
+    unsigned char *big = kheap_alloc(g_heap, HEAP_SIZE / 2);
+    CHECK(big != NULL, "kheap_alloc(%zu) failed", HEAP_SIZE / 2);
+    kheap_free(g_heap, big);
+    arm();
+    kheap_free(g_heap, big + HEAP_SIZE / 4 + PAGE);
+    expect_report(KHEAP_REPORT_FREE_RUN, big + HEAP_SIZE / 4 + PAGE,
+                  "kheap_free(page inside a freed 8 MiB run)");
+    kheap_free(g_heap, warm);
+    teardown();
+}
+
+TEST(double_free_small)
+{
+    setup();
+    /* Two objects of one slab: the slab stays while p is freed twice. */
+    unsigned char *o[64];
+    for (int i = 0; i < 64; i++) {
+        o[i] = kheap_alloc(g_heap, 64);
+        CHECK(o[i] != NULL, "kheap_alloc(64) #%d failed", i);
+    }
+    unsigned char *p = o[10];
+    kheap_free(g_heap, p);
+    arm();
+    kheap_free(g_heap, p);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of a 64-byte "
+                  "object");
+    arm();
+    CHECK(kheap_usable_size(g_heap, p) == 0,
+          "usable_size of a free object is not 0%s", "");
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p,
+                  "kheap_usable_size(free object)");
+    arm();
+    CHECK(kheap_realloc(g_heap, p, 10) == NULL,
+          "kheap_realloc(free object) is not NULL%s", "");
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "kheap_realloc(free object)");
+
+    /* The free object is handed out once, not twice. */
+    arm();
+    unsigned char *a = kheap_alloc(g_heap, 64), *b = kheap_alloc(g_heap, 64);
+    CHECK(a && b && a != b, "two allocations gave %p and %p", (void *)a,
+          (void *)b);
+    kheap_free(g_heap, a);
+    kheap_free(g_heap, b);
+    for (int i = 0; i < 64; i++)
+        if (i != 10)
+            kheap_free(g_heap, o[i]);
+    expect_no_report("freeing the rest");
+    teardown();
+}
+
+static int g_ctor_calls, g_dtor_calls;
+static void ctor(void *o) { memset(o, 0x11, 8); g_ctor_calls++; }
+static void dtor(void *o) { (void)o; g_dtor_calls++; }
+
+TEST(wrong_cache)
+{
+    setup();
+    kheap_cache_t *c1 = kheap_cache_create(g_heap, "misuse-one", 48, 0, ctor,
+                                           dtor);
+    kheap_cache_t *c2 = kheap_cache_create(g_heap, "misuse-two", 48, 0, NULL,
+                                           NULL);
+    CHECK(c1 && c2, "kheap_cache_create failed: %p %p", (void *)c1,
+          (void *)c2);
+    unsigned char *o = kheap_cache_alloc(c1);
+    unsigned char *o2 = kheap_cache_alloc(c2);
+    unsigned char *k = kheap_alloc(g_heap, 48);
+    CHECK(o && o2 && k, "allocations failed%s", "");
+
+    arm();
+    kheap_cache_free(c2, o);
+    expect_report(KHEAP_REPORT_WRONG_CACHE, o, "object of one cache freed to "
+                  "another of the same size");
+    arm();
+    kheap_cache_free(c1, k);
+    expect_report(KHEAP_REPORT_WRONG_CACHE, k, "kmalloc block freed to a "
+                  "user cache");
+    arm();
+    kheap_cache_free(c1, o + 8);
+    expect_report(KHEAP_REPORT_INTERIOR, o + 8, "kheap_cache_free(interior)");
+    int local;
+    arm();
+    kheap_cache_free(c1, &local);
+    expect_report(KHEAP_REPORT_FOREIGN, &local, "kheap_cache_free(stack)");
+
+    /* A busy cache is not destroyed. */
+    arm();
+    int err = kheap_cache_destroy(c1);
+    CHECK(err == KHEAP_EBUSY, "kheap_cache_destroy(busy) = %d, want EBUSY",
+          err);
+    expect_report(KHEAP_REPORT_BUSY, g_last.addr, "destroying a busy cache");
+    CHECK(g_last.cache && strstr(g_last.cache, "misuse-one"),
+          "busy report names cache '%s'", g_last.cache ? g_last.cache : "");
+    CHECK(g_dtor_calls == 0, "refused destroy ran %d destructors",
+          g_dtor_calls);
+    struct kheap_cache_info ci;
+    kheap_cache_info(c1, &ci);
+    CHECK(ci.active_objs == 1, "busy cache has %zu active objects",
+          ci.active_objs);
+    unsigned char *o3 = kheap_cache_alloc(c1);
+    CHECK(o3 != NULL, "the busy cache no longer allocates%s", "");
+
+    /* Objects go back properly; then the caches go. */
+    arm();
+    kheap_cache_free(c1, o);
+    kheap_free(g_heap, o3); /* kheap_free finds the object's cache */
+    kheap_cache_free(c2, o2);
+    kheap_free(g_heap, k);
+    expect_no_report("good frees");
+    kheap_cache_info(c1, &ci);
+    CHECK(ci.active_objs == 0, "c1 has %zu active after freeing all",
+          ci.active_objs);
+    err = kheap_cache_destroy(c1);
+    CHECK(err == KHEAP_OK, "kheap_cache_destroy(c1) = %d", err);
+    CHECK(g_dtor_calls == g_ctor_calls, "destroy ran %d dtors for %d ctors",
+          g_dtor_calls, g_ctor_calls);
+    err = kheap_cache_destroy(c2);
+    CHECK(err == KHEAP_OK, "kheap_cache_destroy(c2) = %d", err);
+    expect_no_report("destroying empty caches");
+    teardown();
+}
+
+TEST(usable_size_bad)
+{
+    setup();
+    int local;
+    arm();
+    size_t u = kheap_usable_size(g_heap, &local);
+    CHECK(u == 0, "kheap_usable_size(stack) = %zu", u);
+    expect_report(KHEAP_REPORT_FOREIGN, &local, "kheap_usable_size(stack)");
+    unsigned char *p = kheap_alloc(g_heap, 100);
+    CHECK(p != NULL, "kheap_alloc failed%s", "");
+    arm();
+    u = kheap_usable_size(g_heap, p + 16);
+    CHECK(u == 0, "kheap_usable_size(interior) = %zu", u);
+    expect_report(KHEAP_REPORT_INTERIOR, p + 16, "kheap_usable_size(p + 16)");
+    arm();
+    CHECK(kheap_usable_size(g_heap, NULL) == 0, "usable_size(NULL) != 0%s",
+          "");
+    expect_no_report("kheap_usable_size(NULL)");
+    kheap_free(g_heap, p);
+    teardown();
+}
+
+TEST(impossible_allocations)
+{
+    setup();
+    unsigned char *keep = kheap_alloc(g_heap, 1000);
+    CHECK(keep != NULL, "kheap_alloc failed%s", "");
+    memset(keep, 0x3c, 1000);
+
+    arm();
+    void *p = kheap_alloc(g_heap, SIZE_MAX);
+    CHECK(p == NULL, "kheap_alloc(SIZE_MAX) = %p", p);
+    struct kheap_stats s = stats();
+    CHECK(s.failed_count == g_before.failed_count + 1,
+          "kheap_alloc(SIZE_MAX): failed_count %" PRIu64 " -> %" PRIu64,
+          g_before.failed_count, s.failed_count);
+    p = kheap_alloc(g_heap, HEAP_SIZE);
+    CHECK(p == NULL, "kheap_alloc(whole heap) = %p", p);
+    p = kheap_alloc(g_heap, SIZE_MAX - PAGE + 2); /* rounds past zero */
+    CHECK(p == NULL, "kheap_alloc(SIZE_MAX - PAGE + 2) = %p", p);
+    p = kheap_alloc_aligned(g_heap, SIZE_MAX - 100, 4096);
+    CHECK(p == NULL, "kheap_alloc_aligned(SIZE_MAX - 100, 4096) = %p", p);
+    p = kheap_alloc_aligned(g_heap, 100, (size_t)1 << (sizeof(size_t) * 8 - 1));
+    CHECK(p == NULL, "kheap_alloc_aligned(100, 2^63) = %p", p);
+    static const size_t bad_align[] = {3, 24, 48, 100, 4097, 3 << 20};
+    for (unsigned i = 0; i < sizeof bad_align / sizeof bad_align[0]; i++) {
+        p = kheap_alloc_aligned(g_heap, 100, bad_align[i]);
+        CHECK(p == NULL, "kheap_alloc_aligned(100, %zu) = %p", bad_align[i],
+              p);
+    }
+    p = kheap_calloc(g_heap, SIZE_MAX / 2 + 1, 2);
+    CHECK(p == NULL, "kheap_calloc(SIZE_MAX/2+1, 2) = %p", p);
+    p = kheap_calloc(g_heap, 2, SIZE_MAX / 2 + 1);
+    CHECK(p == NULL, "kheap_calloc(2, SIZE_MAX/2+1) = %p", p);
+    p = kheap_calloc(g_heap, SIZE_MAX, SIZE_MAX);
+    CHECK(p == NULL, "kheap_calloc(SIZE_MAX, SIZE_MAX) = %p", p);
+
+    /* A failed realloc leaves the block as it was. */
+    void *r = kheap_realloc(g_heap, keep, SIZE_MAX);
+    CHECK(r == NULL, "kheap_realloc(p, SIZE_MAX) = %p", r);
+    r = kheap_realloc(g_heap, keep, HEAP_SIZE);
+    CHECK(r == NULL, "kheap_realloc(p, whole heap) = %p", r);
+    for (int i = 0; i < 1000; i++)
+        CHECK(keep[i] == 0x3c, "failed realloc changed byte %d to 0x%02x", i,
+              keep[i]);
+    expect_no_report("impossible allocations");
+
+    s = stats();
+    CHECK(s.used_bytes == g_before.used_bytes &&
+              s.allocation_count == g_before.allocation_count,
+          "failed allocations changed used %zu -> %zu, allocs %" PRIu64
+          " -> %" PRIu64,
+          g_before.used_bytes, s.used_bytes, g_before.allocation_count,
+          s.allocation_count);
+    /* Each NULL counts at most once; the plain size failures exactly. */
+    CHECK(s.failed_count >= g_before.failed_count + 5 &&
+              s.failed_count <= g_before.failed_count + 16,
+          "16 NULL returns moved failed_count by %" PRIu64,
+          s.failed_count - g_before.failed_count);
+    check_heap("after impossible allocations");
+
+    /* align 0 means the default; a size of 0 is a real block. */
+    p = kheap_alloc_aligned(g_heap, 100, 0);
+    CHECK(p != NULL && (uintptr_t)p % 8 == 0, "kheap_alloc_aligned(100, 0) = "
+          "%p", p);
+    void *z1 = kheap_alloc(g_heap, 0), *z2 = kheap_alloc(g_heap, 0);
+    CHECK(z1 && z2 && z1 != z2, "kheap_alloc(0) twice gave %p and %p", z1,
+          z2);
+    kheap_free(g_heap, z1);
+    kheap_free(g_heap, z2);
+    kheap_free(g_heap, p);
+    kheap_free(g_heap, keep);
+    expect_no_report("frees after impossible allocations");
+    teardown();
+}
+
+/* Lower-case hex of addr without leading zeros, as text to look for. */
+static void hex_of(const void *addr, char *buf, size_t len)
+{
+    snprintf(buf, len, "%" PRIxPTR, (uintptr_t)addr);
+}
+
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && hay[i] &&
+               tolower((unsigned char)hay[i]) ==
+                   tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+TEST(format_report)
+{
+    struct kheap_report r = {KHEAP_REPORT_INTERIOR, "pointer inside a block",
+                             (const void *)(uintptr_t)0xdeadbeef0ull,
+                             "kmalloc-64", "kheap_free"};
+    char buf[256], hex[32];
+    kheap_hosted_format_report(&r, buf, sizeof buf);
+    hex_of(r.addr, hex, sizeof hex);
+    CHECK(contains_ci(buf, hex), "formatted report '%s' lacks address %s",
+          buf, hex);
+    CHECK(strstr(buf, "kheap_free"), "formatted report '%s' lacks the "
+          "function", buf);
+    char small[8];
+    memset(small, 'Z', sizeof small);
+    kheap_hosted_format_report(&r, small, 5);
+    CHECK(small[4] == '\0' && small[5] == 'Z',
+          "format into 5 bytes: byte 4 = 0x%02x, byte 5 = 0x%02x",
+          (unsigned char)small[4], (unsigned char)small[5]);
+}
+
+/* The default hook: a line on stderr with the address, then abort(). */
+TEST(default_hook_aborts)
+{
+    setup();
+    unsigned char *p = kheap_alloc(g_heap, 64);
+    CHECK(p != NULL, "kheap_alloc failed%s", "");
+    const void *bad = p + 8;
+    int fds[2];
+    CHECK(pipe(fds) == 0, "pipe failed%s", "");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork failed%s", "");
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        kheap_hosted_set_report_hook(NULL);
+        kheap_free(g_heap, (void *)bad);
+        _exit(0); /* the default hook should not return */
+    }
+    close(fds[1]);
+    char out[4096];
+    size_t n = 0;
+    ssize_t got;
+    while ((got = read(fds[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)got;
+    out[n] = '\0';
+    close(fds[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed%s", "");
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+          "child with a bad free: status %#x, want death by SIGABRT; "
+          "stderr '%s'",
+          status, out);
+    char hex[32];
+    hex_of(bad, hex, sizeof hex);
+    CHECK(contains_ci(out, hex), "stderr '%s' lacks the address %s", out,
+          hex);
+    /* The parent's hook is untouched by the child. */
+    arm();
+    kheap_free(g_heap, (void *)bad);
+    expect_report(KHEAP_REPORT_INTERIOR, bad, "interior free in the parent");
+    kheap_free(g_heap, p);
+    teardown();
+}
+
+int main(void)
+{
+    /* A hook that deadlocks on a held lock would hang: fail instead. */
+    alarm(300);
+    RUN(free_foreign);
+    RUN(free_interior);
+    RUN(free_run);
+    RUN(double_free_small);
+    RUN(wrong_cache);
+    RUN(usable_size_bad);
+    RUN(impossible_allocations);
+    RUN(format_report);
+    RUN(default_hook_aborts);
+    return harness_done();
+}

@@ -1,0 +1,564 @@
+/*
+ * test_threads.c - one heap shared by four threads.
+ *
+ * Each thread runs a random mix of kheap_alloc, kheap_alloc_aligned,
+ * kheap_realloc, kheap_free, cache alloc/free on two shared caches,
+ * statistics reads and the odd kheap_check, and hands blocks to the other
+ * threads through a small locked queue; the receiver checks the contents
+ * and frees or keeps them. Thread 0 also creates and destroys a private
+ * cache while the others work. In the end every block is accounted for:
+ * the counters match the threads' own tallies exactly, used_bytes is 0,
+ * constructors and destructors balance and kheap_check is clean.
+ *
+ * Ops per thread: KHEAP_TEST_OPS / 5 (default 200000); KHEAP_SEED replays
+ * the choices (thread interleaving is not replayed).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "kheap_hosted.h"
+
+#define PAGE KHEAP_PAGE_SIZE
+#define THREADS 4
+#define LIVE_CAP 1000
+#define QUEUE_LEN 256
+#define KMALLOC 0xff
+#define MAGIC 0x5468726561644f62ull
+#define EDGE 32
+
+static kheap_t *g_heap;
+static unsigned char *g_mem;
+static size_t g_heap_size;
+static uint64_t g_seed;
+static unsigned long g_ops;
+
+static atomic_ulong g_reports;
+static atomic_ulong g_ctor_calls, g_dtor_calls, g_dtor_bad;
+static atomic_ulong g_priv_ctor, g_priv_dtor;
+
+static void report_hook(const struct kheap_report *r)
+{
+    (void)r;
+    atomic_fetch_add(&g_reports, 1);
+}
+
+static void obj_ctor(void *o)
+{
+    uint64_t m = MAGIC;
+    memcpy(o, &m, sizeof m);
+    atomic_fetch_add(&g_ctor_calls, 1);
+}
+
+static void obj_dtor(void *o)
+{
+    uint64_t m;
+    memcpy(&m, o, sizeof m);
+    if (m != MAGIC)
+        atomic_fetch_add(&g_dtor_bad, 1);
+    atomic_fetch_add(&g_dtor_calls, 1);
+}
+
+static void priv_ctor(void *o)
+{
+    (void)o;
+    atomic_fetch_add(&g_priv_ctor, 1);
+}
+
+static void priv_dtor(void *o)
+{
+    (void)o;
+    atomic_fetch_add(&g_priv_dtor, 1);
+}
+
+/* The shared caches: [0] with a constructor, [1] without. */
+static kheap_cache_t *g_cache[2];
+static size_t g_base_caches; /* caches listed before the test made any */
+static const size_t g_cache_size[2] = {96, 1024};
+
+struct item {
+    unsigned char *p;
+    size_t size;
+    uint32_t seed;
+    uint8_t cache; /* 0, 1 or KMALLOC */
+};
+
+/* A small locked queue of blocks handed from one thread to another. */
+static struct {
+    pthread_mutex_t lock;
+    struct item q[QUEUE_LEN];
+    size_t head, n;
+} g_queue = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool queue_push(const struct item *it)
+{
+    bool ok = false;
+    pthread_mutex_lock(&g_queue.lock);
+    if (g_queue.n < QUEUE_LEN) {
+        g_queue.q[(g_queue.head + g_queue.n++) % QUEUE_LEN] = *it;
+        ok = true;
+    }
+    pthread_mutex_unlock(&g_queue.lock);
+    return ok;
+}
+
+static bool queue_pop(struct item *it)
+{
+    bool ok = false;
+    pthread_mutex_lock(&g_queue.lock);
+    if (g_queue.n) {
+        *it = g_queue.q[g_queue.head];
+        g_queue.head = (g_queue.head + 1) % QUEUE_LEN;
+        g_queue.n--;
+        ok = true;
+    }
+    pthread_mutex_unlock(&g_queue.lock);
+    return ok;
+}
+
+struct worker {
+    unsigned id;
+    uint64_t rng;
+    struct item live[LIVE_CAP];
+    size_t nlive;
+    /* What this thread did, to compare with the heap's counters. */
+    uint64_t allocs, frees, nulls, handed, received;
+    char err[512]; /* first failure, or empty */
+};
+
+static uint64_t rnd(struct worker *w)
+{
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * 0x2545F4914F6CDD1Dull;
+}
+
+/* Record the first failure and stop the thread's loop. */
+#define WCHECK(w, cond, ...)                                                  \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            if (!(w)->err[0]) {                                               \
+                int n_ = snprintf((w)->err, sizeof (w)->err,                  \
+                                  "thread %u line %d: ", (w)->id, __LINE__);  \
+                snprintf((w)->err + n_, sizeof (w)->err - (size_t)n_,         \
+                         __VA_ARGS__);                                        \
+            }                                                                 \
+            return false;                                                     \
+        }                                                                     \
+    } while (0)
+
+static unsigned char pat(uint32_t seed, size_t i)
+{
+    return (unsigned char)(((seed ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
+}
+
+static size_t pattern_from(const struct item *it)
+{
+    return it->cache == 0 ? 8 : 0; /* the ctor's magic comes first */
+}
+
+static void fill(const struct item *it)
+{
+    size_t from = pattern_from(it), n = it->size;
+    for (size_t i = from; i < n && i < from + EDGE; i++)
+        it->p[i] = pat(it->seed, i);
+    for (size_t i = n > EDGE ? n - EDGE : from; i < n; i++)
+        it->p[i] = pat(it->seed, i);
+}
+
+/* First byte below limit that lost its pattern, or SIZE_MAX. */
+static size_t verify(const struct item *it, size_t limit)
+{
+    size_t from = pattern_from(it), n = it->size;
+    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
+        if (it->p[i] != pat(it->seed, i))
+            return i;
+    for (size_t i = n > EDGE ? n - EDGE : from; i < n && i < limit; i++)
+        if (it->p[i] != pat(it->seed, i))
+            return i;
+    return SIZE_MAX;
+}
+
+static bool check_item(struct worker *w, const struct item *it,
+                       const char *when)
+{
+    size_t bad = verify(it, SIZE_MAX);
+    WCHECK(w, bad == SIZE_MAX,
+           "%s: block %p (size %zu, cache %d) byte %zu is 0x%02x, want 0x%02x",
+           when, (void *)it->p, it->size, it->cache, bad, it->p[bad],
+           pat(it->seed, bad));
+    if (it->cache == 0) {
+        uint64_t m;
+        memcpy(&m, it->p, sizeof m);
+        WCHECK(w, m == MAGIC, "%s: object %p lost its ctor magic", when,
+               (void *)it->p);
+    }
+    return true;
+}
+
+static size_t pick_size(struct worker *w)
+{
+    unsigned r = (unsigned)(rnd(w) % 100);
+    if (r < 70)
+        return 1 + (size_t)(rnd(w) % 256);
+    if (r < 95)
+        return 1 + (size_t)(rnd(w) % 8192);
+    if (r < 98)
+        return 1 + (size_t)(rnd(w) % KHEAP_MAX_CLASS);
+    return KHEAP_MAX_CLASS + (size_t)(rnd(w) % (256 * 1024));
+}
+
+static bool free_item(struct worker *w, const struct item *it)
+{
+    if (!check_item(w, it, "before free"))
+        return false;
+    if (it->cache != KMALLOC && rnd(w) % 2)
+        kheap_cache_free(g_cache[it->cache], it->p);
+    else
+        kheap_free(g_heap, it->p);
+    w->frees++;
+    return true;
+}
+
+static bool add_live(struct worker *w, unsigned char *p, size_t size,
+                     uint8_t cache)
+{
+    struct item *it = &w->live[w->nlive++];
+    it->p = p;
+    it->size = size;
+    it->seed = (uint32_t)rnd(w);
+    it->cache = cache;
+    WCHECK(w, (uintptr_t)p >= (uintptr_t)g_mem &&
+                  (uintptr_t)p + size <= (uintptr_t)g_mem + g_heap_size,
+           "block %p+%zu outside the heap", (void *)p, size);
+    size_t u = kheap_usable_size(g_heap, p);
+    WCHECK(w, u >= size, "usable_size(%p) = %zu < size %zu", (void *)p, u,
+           size);
+    fill(it);
+    return true;
+}
+
+static bool op_alloc(struct worker *w)
+{
+    if (w->nlive >= LIVE_CAP)
+        return true;
+    size_t size = pick_size(w);
+    size_t align = rnd(w) % 8 == 0 ? (size_t)8 << (rnd(w) % 10) : 0;
+    unsigned char *p = align ? kheap_alloc_aligned(g_heap, size, align)
+                             : kheap_alloc(g_heap, size);
+    if (!p) {
+        w->nulls++;
+        return true;
+    }
+    WCHECK(w, !align || (uintptr_t)p % align == 0,
+           "kheap_alloc_aligned(%zu, %zu) = %p", size, align, (void *)p);
+    w->allocs++;
+    return add_live(w, p, size, KMALLOC);
+}
+
+static bool op_cache_alloc(struct worker *w)
+{
+    if (w->nlive >= LIVE_CAP)
+        return true;
+    uint8_t c = (uint8_t)(rnd(w) % 2);
+    unsigned char *p = kheap_cache_alloc(g_cache[c]);
+    if (!p) {
+        w->nulls++;
+        return true;
+    }
+    if (c == 0) {
+        uint64_t m;
+        memcpy(&m, p, sizeof m);
+        WCHECK(w, m == MAGIC, "cache object %p handed out without its magic",
+               (void *)p);
+    }
+    w->allocs++;
+    return add_live(w, p, g_cache_size[c], c);
+}
+
+static bool op_free(struct worker *w)
+{
+    if (!w->nlive)
+        return true;
+    size_t i = (size_t)(rnd(w) % w->nlive);
+    struct item it = w->live[i];
+    w->live[i] = w->live[--w->nlive];
+    return free_item(w, &it);
+}
+
+static bool op_realloc(struct worker *w)
+{
+    if (!w->nlive)
+        return true;
+    size_t i = (size_t)(rnd(w) % w->nlive);
+    struct item *it = &w->live[i];
+    if (it->cache != KMALLOC)
+        return true;
+    if (!check_item(w, it, "before realloc"))
+        return false;
+    size_t size = rnd(w) % 2 ? pick_size(w) : it->size + rnd(w) % 64;
+    unsigned char *q = kheap_realloc(g_heap, it->p, size);
+    if (!q) {
+        w->nulls++;
+        return check_item(w, it, "after failed realloc");
+    }
+    if (q != it->p) {
+        w->allocs++;
+        w->frees++;
+    }
+    struct item moved = *it;
+    moved.p = q;
+    size_t keep = size < it->size ? size : it->size;
+    size_t bad = verify(&moved, keep);
+    WCHECK(w, bad == SIZE_MAX,
+           "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)", it->size,
+           size, bad, q[bad], pat(it->seed, bad));
+    w->live[i] = w->live[--w->nlive];
+    return add_live(w, q, size, KMALLOC);
+}
+
+static bool op_hand_over(struct worker *w)
+{
+    if (!w->nlive)
+        return true;
+    size_t i = (size_t)(rnd(w) % w->nlive);
+    if (!queue_push(&w->live[i]))
+        return true;
+    w->live[i] = w->live[--w->nlive];
+    w->handed++;
+    return true;
+}
+
+static bool op_receive(struct worker *w)
+{
+    struct item it;
+    if (!queue_pop(&it))
+        return true;
+    w->received++;
+    if (!check_item(w, &it, "received"))
+        return false;
+    if (w->nlive < LIVE_CAP && rnd(w) % 2) {
+        w->live[w->nlive++] = it; /* adopt it */
+        return true;
+    }
+    return free_item(w, &it);
+}
+
+static bool op_stats(struct worker *w)
+{
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    WCHECK(w, s.allocated_bytes - s.freed_bytes == s.used_bytes,
+           "allocated %" PRIu64 " - freed %" PRIu64 " != used %zu",
+           s.allocated_bytes, s.freed_bytes, s.used_bytes);
+    WCHECK(w, s.peak_bytes >= s.used_bytes, "peak %zu < used %zu",
+           s.peak_bytes, s.used_bytes);
+    WCHECK(w, s.heap_used + s.heap_free == s.heap_total,
+           "heap_used %zu + heap_free %zu != heap_total %zu", s.heap_used,
+           s.heap_free, s.heap_total);
+    return true;
+}
+
+static bool op_check(struct worker *w)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_heap, &addr);
+    WCHECK(w, msg == NULL, "kheap_check: %s at %p", msg, addr);
+    return true;
+}
+
+static bool op_slabinfo(struct worker *w)
+{
+    struct kheap_cache_info rows[KHEAP_NUM_CLASSES + 8];
+    size_t n = kheap_slabinfo(g_heap, rows, KHEAP_NUM_CLASSES + 8);
+    /* The shared caches, and thread 0's private one now and then. */
+    WCHECK(w, n >= g_base_caches + 2 && n <= g_base_caches + 3,
+           "kheap_slabinfo lists %zu caches, %zu before the test's", n,
+           g_base_caches);
+    return true;
+}
+
+/* A private cache born and destroyed while the others run. */
+static bool op_private_cache(struct worker *w)
+{
+    size_t size = 8 + (size_t)(rnd(w) % 2000);
+    kheap_cache_t *c = kheap_cache_create(g_heap, "thr-private", size, 64,
+                                          priv_ctor, priv_dtor);
+    WCHECK(w, c != NULL, "kheap_cache_create(%zu) failed", size);
+    void *o[16];
+    for (int i = 0; i < 16; i++) {
+        o[i] = kheap_cache_alloc(c);
+        WCHECK(w, o[i] != NULL && (uintptr_t)o[i] % 64 == 0,
+               "private cache object %p", o[i]);
+        memset(o[i], 0x5c, size);
+    }
+    for (int i = 0; i < 16; i++)
+        kheap_cache_free(c, o[i]);
+    w->allocs += 16;
+    w->frees += 16;
+    int err = kheap_cache_destroy(c);
+    WCHECK(w, err == KHEAP_OK, "kheap_cache_destroy = %d", err);
+    return true;
+}
+
+static pthread_barrier_t g_start;
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    pthread_barrier_wait(&g_start);
+    bool ok = true;
+    for (unsigned long op = 0; ok && op < g_ops; op++) {
+        unsigned r = (unsigned)(rnd(w) % 1000);
+        if (r < 300)
+            ok = op_alloc(w);
+        else if (r < 400)
+            ok = op_cache_alloc(w);
+        else if (r < 680)
+            ok = op_free(w);
+        else if (r < 780)
+            ok = op_realloc(w);
+        else if (r < 860)
+            ok = op_hand_over(w);
+        else if (r < 950)
+            ok = op_receive(w);
+        else if (r < 990)
+            ok = op_stats(w);
+        else if (r < 999)
+            ok = w->id == 1 ? op_slabinfo(w) : true;
+        else if (rnd(w) % 10 == 0)
+            ok = op_check(w);
+        if (ok && w->id == 0 && op % 5000 == 4999)
+            ok = op_private_cache(w);
+    }
+    /* Free what this thread still holds. */
+    while (ok && w->nlive)
+        ok = op_free(w);
+    return NULL;
+}
+
+TEST(shared_heap)
+{
+    g_heap_size = harness_env_long("KHEAP_TEST_SMALL", 0) ? (size_t)16 << 20
+                                                          : (size_t)64 << 20;
+    g_ops = (unsigned long)harness_env_long("KHEAP_TEST_OPS", 1000000) / 5;
+    g_mem = mmap(NULL, g_heap_size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", g_heap_size);
+    int err = kheap_init(&g_heap, g_mem, g_heap_size);
+    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
+    g_base_caches = kheap_slabinfo(g_heap, NULL, 0);
+    g_cache[0] = kheap_cache_create(g_heap, "thr-obj", g_cache_size[0], 0,
+                                    obj_ctor, obj_dtor);
+    g_cache[1] = kheap_cache_create(g_heap, "thr-big", g_cache_size[1], 256,
+                                    NULL, NULL);
+    CHECK(g_cache[0] && g_cache[1], "kheap_cache_create failed%s", "");
+
+    static struct worker w[THREADS];
+    pthread_t tid[THREADS];
+    pthread_barrier_init(&g_start, NULL, THREADS);
+    for (unsigned i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].id = i;
+        w[i].rng = (g_seed + i) * 0x9E3779B97F4A7C15ull | 1;
+        CHECK(pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0,
+              "pthread_create %u failed", i);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&g_start);
+    for (unsigned i = 0; i < THREADS; i++)
+        CHECK(!w[i].err[0], "[seed %" PRIu64 "] %s", g_seed, w[i].err);
+
+    /* Blocks still in the queue are freed here. */
+    struct item it;
+    uint64_t drained = 0;
+    while (queue_pop(&it)) {
+        CHECK(verify(&it, SIZE_MAX) == SIZE_MAX,
+              "queued block %p lost its pattern", (void *)it.p);
+        kheap_free(g_heap, it.p);
+        drained++;
+    }
+
+    uint64_t allocs = 0, frees = drained, nulls = 0, handed = 0, received = 0;
+    for (unsigned i = 0; i < THREADS; i++) {
+        allocs += w[i].allocs;
+        frees += w[i].frees;
+        nulls += w[i].nulls;
+        handed += w[i].handed;
+        received += w[i].received;
+    }
+    CHECK(handed == received + drained,
+          "%" PRIu64 " blocks handed over, %" PRIu64 " received, %" PRIu64
+          " left in the queue",
+          handed, received, drained);
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    CHECK(s.allocation_count == allocs && s.free_count == frees &&
+              allocs == frees,
+          "allocation_count %" PRIu64 " free_count %" PRIu64
+          ", threads counted %" PRIu64 " and %" PRIu64,
+          s.allocation_count, s.free_count, allocs, frees);
+    CHECK(s.failed_count == nulls, "failed_count %" PRIu64 ", threads saw %"
+          PRIu64 " NULLs", s.failed_count, nulls);
+    CHECK(nulls == 0, "%" PRIu64 " allocations failed in a %zu-byte heap",
+          nulls, g_heap_size);
+    CHECK(s.used_bytes == 0 && s.allocated_bytes == s.freed_bytes,
+          "all freed: used %zu, allocated %" PRIu64 " freed %" PRIu64,
+          s.used_bytes, s.allocated_bytes, s.freed_bytes);
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_heap, &addr);
+    CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
+
+    CHECK(kheap_cache_destroy(g_cache[0]) == KHEAP_OK &&
+              kheap_cache_destroy(g_cache[1]) == KHEAP_OK,
+          "destroying the shared caches failed%s", "");
+    CHECK(atomic_load(&g_ctor_calls) == atomic_load(&g_dtor_calls) &&
+              atomic_load(&g_dtor_bad) == 0,
+          "shared cache: %lu ctors, %lu dtors, %lu without magic",
+          atomic_load(&g_ctor_calls), atomic_load(&g_dtor_calls),
+          atomic_load(&g_dtor_bad));
+    CHECK(atomic_load(&g_priv_ctor) == atomic_load(&g_priv_dtor),
+          "private caches: %lu ctors, %lu dtors", atomic_load(&g_priv_ctor),
+          atomic_load(&g_priv_dtor));
+    CHECK(atomic_load(&g_reports) == 0, "%lu reports",
+          atomic_load(&g_reports));
+    kheap_reclaim(g_heap);
+    kheap_get_stats(g_heap, &s);
+    CHECK(s.heap_free == s.heap_total - s.metadata_bytes && s.slab_bytes == 0,
+          "emptied heap: free %zu, total %zu, metadata %zu, slab %zu",
+          s.heap_free, s.heap_total, s.metadata_bytes, s.slab_bytes);
+    printf("# %d threads x %lu ops: %" PRIu64 " allocations, %" PRIu64
+           " blocks handed over\n",
+           THREADS, g_ops, allocs, handed);
+    munmap(g_mem, g_heap_size);
+}
+
+int main(void)
+{
+    long env_seed = harness_env_long("KHEAP_SEED", -1);
+    if (env_seed >= 0) {
+        g_seed = (uint64_t)env_seed;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        g_seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) &
+                 0x7fffffffffffffffull;
+    }
+    printf("# seed %" PRIu64 "\n", g_seed);
+    kheap_hosted_set_report_hook(report_hook);
+    RUN(shared_heap);
+    return harness_done();
+}
