@@ -23,14 +23,14 @@ OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX
 CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/kmalloc.c \
             src/stats.c src/check.c src/default.c
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/kh_internal.h
+HDRS     := $(wildcard include/*.h) src/kh_internal.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.
 VARIANTS      := release asan debug3 valgrind
 FLAGS_release := $(OPT)
 FLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-                 -fno-sanitize-recover=all -DKHEAP_DEBUG=1
+                 -fno-sanitize-recover=all -DKHEAP_DEBUG=2
 FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined

@@ -254,6 +254,62 @@ TEST(metadata_budget)
     munmap(mem, bytes);
 }
 
+/* kheap_check must notice damage: break one thing at a time, expect the
+ * walk to name it, repair, expect it clean again. */
+static void expect_problem(kheap_t *h, const char *what)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(h, &addr);
+    CHECK(msg != NULL, "kheap_check missed: %s", what);
+    printf("# %s -> \"%s\" at %p\n", what, msg, addr);
+}
+
+TEST(check_finds_damage)
+{
+    void *mem;
+    kheap_t *h = new_heap(4u << 20, &mem);
+    void *small[8], *big = kheap_alloc(h, 100000);
+    for (int i = 0; i < 8; i++)
+        small[i] = kheap_alloc(h, 200);
+    kheap_free(h, small[3]);
+    kheap_free(h, small[5]);
+    check_clean(h);
+
+    struct kh_page *slab = kh_page_of(h, (uintptr_t)small[0]);
+    slab->inuse++;
+    expect_problem(h, "slab inuse off by one");
+    slab->inuse--;
+
+    void **link = (void **)small[5];
+    void *saved = *link;
+    *link = (char *)small[0] + 7;
+    expect_problem(h, "free-list link into the middle of an object");
+    *link = saved;
+
+    struct kh_page *run = kh_page_of(h, (uintptr_t)big);
+    run[run->npages - 1].npages++;
+    expect_problem(h, "large block tail length wrong");
+    run[run->npages - 1].npages--;
+
+    h->used_bytes += 8;
+    expect_problem(h, "used_bytes drifted");
+    h->used_bytes -= 8;
+
+    struct kh_region *r = &h->regions[0];
+    struct kh_page *last = &r->pages[r->npages - 1];
+    uint8_t kind = last->kind;
+    last->kind = KH_PG_FREE;
+    expect_problem(h, "free-run tail marked as a head");
+    last->kind = kind;
+
+    check_clean(h);
+    for (int i = 0; i < 8; i++)
+        if (i != 3 && i != 5)
+            kheap_free(h, small[i]);
+    kheap_free(h, big);
+    munmap(mem, 4u << 20);
+}
+
 int main(void)
 {
     RUN(class_map_is_smallest_fitting_class);
@@ -265,5 +321,6 @@ int main(void)
     RUN(runs_split_and_coalesce_both_sides);
     RUN(aligned_runs_and_in_place_resize);
     RUN(metadata_budget);
+    RUN(check_finds_damage);
     return harness_done();
 }

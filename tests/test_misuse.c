@@ -396,6 +396,32 @@ TEST(usable_size_bad)
     teardown();
 }
 
+/* KHEAP_DEBUG >= 2 poisons freed objects and checks the poison when the
+ * object is handed out again; below that level nothing is detected and
+ * the test says so. */
+TEST(write_after_free)
+{
+#if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
+    setup();
+    unsigned char *p = kheap_alloc(g_heap, 96);
+    CHECK(p != NULL, "kheap_alloc(96) failed%s", "");
+    kheap_free(g_heap, p);
+    arm();
+    p[50] = 0x42; /* the bug: a write through a stale pointer */
+    unsigned char *q = kheap_alloc(g_heap, 96);
+    CHECK(q == p, "the freed object was not reused first: %p, then %p", (void *)p, (void *)q);
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_CORRUPTION,
+          "write after free: %lu reports, last %s", g_reports, kind_name((int)g_last.kind));
+    CHECK(g_last.addr == p + 50, "write after free reported at %p, want %p", g_last.addr,
+          (void *)(p + 50));
+    kheap_free(g_heap, q);
+    check_heap("after write-after-free");
+    teardown();
+#else
+    printf("# write-after-free detection needs KHEAP_DEBUG >= 2 without valgrind\n");
+#endif
+}
+
 TEST(impossible_allocations)
 {
     setup();
@@ -570,6 +596,7 @@ int main(void)
     RUN(double_free_small);
     RUN(wrong_cache);
     RUN(usable_size_bad);
+    RUN(write_after_free);
     RUN(impossible_allocations);
     RUN(format_report);
     RUN(default_hook_aborts);
