@@ -1048,13 +1048,14 @@ TEST(model)
          * cap (or a quarter of the heap used), and again. */
         if (g_filling && g_nlive >= g_cap)
             g_filling = false;
-        if (!g_filling && (g_nlive <= g_cap / 8 ||
+        if (!g_filling && g_nlive < g_cap && (g_nlive <= g_cap / 8 ||
                            g_st.heap_free >= g_st.heap_total / 4 * 3))
             g_filling = true;
         unsigned grow = g_filling ? 450 : 150;
         unsigned frees = g_filling ? 250 : 600;
         unsigned r = (unsigned)(rnd() % 1000);
-        if (r < grow) {
+        /* At the cap an allocating draw becomes a free (the next branch). */
+        if (r < grow && g_nlive < g_cap) {
             unsigned k = (unsigned)(rnd() % 100);
             if (k < 55)
                 op_alloc();
