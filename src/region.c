@@ -123,15 +123,22 @@ static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_
 
 /* Enter a laid-out region in the heap and give its pages to the page
  * layer. page_lock held (or the heap not yet shared). */
-static int region_enter(kheap_t *h, const struct kh_region *r)
+/* Can [base, base+size) join the heap? page_lock held. O(regions). */
+static int admissible(const kheap_t *h, uintptr_t base, size_t size)
 {
     for (unsigned i = 0; i < h->nregions; i++) {
         const struct kh_region *o = &h->regions[i];
-        if (r->base < o->base + o->size && o->base < r->base + r->size)
+        if (base < o->base + o->size && o->base < base + size)
             return KHEAP_EOVERLAP;
     }
-    if (h->nregions >= KHEAP_MAX_REGIONS)
-        return KHEAP_ETOOMANY;
+    return h->nregions >= KHEAP_MAX_REGIONS ? KHEAP_ETOOMANY : KHEAP_OK;
+}
+
+static int region_enter(kheap_t *h, const struct kh_region *r)
+{
+    int err = admissible(h, r->base, r->size);
+    if (err)
+        return err;
     unsigned idx = h->nregions;
     h->regions[idx] = *r;
     publish(h, idx);
@@ -164,13 +171,7 @@ int kheap_add_region(kheap_t *h, void *base, size_t size)
         return KHEAP_ETOOSMALL;
     /* Refuse an overlap before writing anything into the memory. */
     kh_lock(&h->page_lock);
-    for (unsigned i = 0; i < h->nregions && !err; i++) {
-        const struct kh_region *o = &h->regions[i];
-        if ((uintptr_t)base < o->base + o->size && o->base < (uintptr_t)base + size)
-            err = KHEAP_EOVERLAP;
-    }
-    if (!err && h->nregions >= KHEAP_MAX_REGIONS)
-        err = KHEAP_ETOOMANY;
+    err = admissible(h, (uintptr_t)base, size);
     kh_unlock(&h->page_lock);
     if (err)
         return err;
