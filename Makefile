@@ -20,10 +20,10 @@ OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT,$(if $($(o)),-D$(o)=$($(o))))
 
-CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/kmalloc.c \
+CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/cpu.c src/kmalloc.c \
             src/stats.c src/check.c src/default.c
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/kh_internal.h Makefile
+HDRS     := $(wildcard include/*.h) src/kh_internal.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.
@@ -35,7 +35,7 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_PORT_PAGES=1
+HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo cross deps clean size-classes
 .DELETE_ON_ERROR:

@@ -98,6 +98,18 @@ int kheap_add_region(kheap_t *heap, void *base, size_t size);
  * off again. Errors: KHEAP_ENOSYS when the port has no page hooks. */
 int kheap_set_growable(kheap_t *heap, size_t grow_bytes);
 
+/* Forget the heap: it leaves the list kheap_cpu_flush walks, and every
+ * later call on it is undefined. Call it before the heap's memory is used
+ * for anything else while threads (hosted) that used the heap may still
+ * exit. O(heaps). */
+void kheap_fini(kheap_t *heap);
+
+/* For ports: CPU cpu stops using kheap (hosted: its thread exits; bare
+ * metal: it goes offline). Its magazines in every heap go back to their
+ * caches. Call it on that CPU, or after it has stopped; never while it
+ * may still allocate. O(heaps x caches). */
+void kheap_cpu_flush(unsigned cpu);
+
 /* The address one past the last byte of the heap's highest region. */
 uintptr_t kheap_end(const kheap_t *heap);
 
@@ -238,13 +250,19 @@ struct kheap_cache_info {
     size_t num_slabs;     /* all slabs, empty ones kept included */
     uint64_t allocs;      /* successful allocations from this cache */
     uint64_t frees;       /* frees to this cache */
+    size_t cached_objs;   /* free objects held in per-CPU magazines and the
+                             depot (allocated as far as the slabs know) */
+    uint64_t cpu_hits;    /* allocations and frees served by a CPU's own
+                             magazines, no lock taken */
+    uint64_t cpu_misses;  /* those that went to the depot or the slabs */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES
  * kmalloc classes first, then caches in creation order, then kheap's own
- * "kheap_cache" (the structures of created caches, counted as metadata).
+ * caches, whose bytes count as metadata: "kheap_cache" (the structures of
+ * created caches) and the "kheap_magazine-N" caches of the per-CPU layer.
  * Returns the number of rows there are (which may exceed max), so a new
- * heap has KHEAP_NUM_CLASSES + 1. O(caches). */
+ * heap has KHEAP_NUM_CLASSES + 6. O(caches x CPUs). */
 size_t kheap_slabinfo(kheap_t *heap, struct kheap_cache_info *rows,
                       size_t max);
 
@@ -261,12 +279,20 @@ size_t kheap_format_slabinfo(kheap_t *heap, char *buf, size_t len, bool all);
 /* ------------------------------------------------------------------ */
 /* Integrity                                                           */
 
-/* Walk every region, run, slab, free list and cache and cross-check them
- * and the statistics. Returns NULL when all is consistent, else a constant
- * sentence naming the first inconsistency found, and sets *addr (if not
- * NULL) to the address it concerns. Takes every lock of the heap, so the
- * heap is quiescent while it runs. Time: O(pages + objects). */
+/* Walk every region, run, slab, free list, cache and depot and
+ * cross-check them and the statistics. Returns NULL when all is
+ * consistent, else a constant sentence naming the first inconsistency
+ * found, and sets *addr (if not NULL) to the address it concerns. Takes
+ * every lock of the heap; safe while other CPUs work. The per-CPU
+ * magazines, which their CPUs use without locks, are not walked.
+ * Time: O(pages + objects). */
 const char *kheap_check(kheap_t *heap, const void **addr);
+
+/* kheap_check plus every CPU's magazines (each object an allocated slot of
+ * its cache) and the identity live + cached == handed out by the slabs.
+ * Only for a quiet heap: no other CPU or thread may be inside a kheap call
+ * on it. */
+const char *kheap_check_quiet(kheap_t *heap, const void **addr);
 
 /* ------------------------------------------------------------------ */
 /* The default heap: a static array of KHEAP_DEFAULT_SIZE bytes, set up on

@@ -37,6 +37,21 @@
 #define KHEAP_MAX_REGIONS 64
 #endif
 
+/* CPUs (hosted: concurrently running threads) that get per-CPU magazine
+ * caches. CPU indices from the port run 0 .. KHEAP_MAX_CPUS - 1; further
+ * threads (hosted) use the locked path until a slot frees up. Each CPU
+ * that uses a heap costs it one page of per-CPU state, and each user cache
+ * 64 bytes per CPU. */
+#ifndef KHEAP_MAX_CPUS
+#define KHEAP_MAX_CPUS 64
+#endif
+
+/* Most full magazines one cache's depot keeps; a CPU that frees beyond
+ * that sends whole magazines back to the slabs. */
+#ifndef KHEAP_DEPOT_MAX
+#define KHEAP_DEPOT_MAX 32
+#endif
+
 /* Size in bytes of the static array behind the default heap (kmalloc,
  * kfree, ...). 8 MiB as in the AArch64/RISC-V seed build; pass
  * KHEAP_DEFAULT_SIZE=1073741824 for the seed's 1 GiB x86_64 heap. */

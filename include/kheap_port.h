@@ -44,6 +44,38 @@ void kheap_port_lock(kheap_lock_t *lock);
  * state saved by kheap_port_lock (bare metal). */
 void kheap_port_unlock(kheap_lock_t *lock);
 
+/* The per-CPU layer's two hooks.
+ *
+ * kheap_port_cpu_enter: return the index of the CPU the caller runs on,
+ * in 0 .. KHEAP_MAX_CPUS - 1, and keep the caller on that CPU and alone in
+ * its per-CPU state until kheap_port_cpu_exit: a bare-metal port disables
+ * preemption, and interrupts too if interrupt handlers may allocate (an
+ * interrupt on the same CPU would otherwise find a magazine half-updated).
+ * Hosted, the "CPU" is a slot owned by the calling thread for its life,
+ * and nothing needs disabling. May return KHEAP_CPU_NONE (no per-CPU state
+ * for this caller: early boot, a thread beyond KHEAP_MAX_CPUS, a thread
+ * after its exit hook): kheap then uses the cache's locked path.
+ * kheap_port_cpu_exit(cpu): undo enter; cpu is what enter returned.
+ * Between the two, kheap does O(1) work, takes no lock on the hit path,
+ * and on a miss takes the cache's lock and page_lock as usual (a port that
+ * masks interrupts must therefore allow those locks to be taken with
+ * interrupts masked, which its spinlocks do).
+ *
+ * When a CPU stops (goes offline; hosted: a thread exits) the port calls
+ * kheap_cpu_flush(cpu) from that CPU or after it has stopped, so its
+ * cached objects go back to their caches in every heap.
+ *
+ * For speed the port may define both hooks as static inline functions in
+ * a header named by KHEAP_PORT_CPU_HEADER (the hosted port does); else
+ * they are ordinary functions. */
+#define KHEAP_CPU_NONE ((unsigned)KHEAP_MAX_CPUS)
+#ifdef KHEAP_PORT_CPU_HEADER
+#include KHEAP_PORT_CPU_HEADER
+#else
+unsigned kheap_port_cpu_enter(void);
+void kheap_port_cpu_exit(unsigned cpu);
+#endif
+
 /* What went wrong, for the report hook. */
 enum kheap_report_kind {
     KHEAP_REPORT_FOREIGN = 1,   /* pointer is in no region of the heap */

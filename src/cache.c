@@ -27,6 +27,16 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
         return NULL;
     }
     kh_cache_setup(h, c, name, size, align, ctor, dtor, 0);
+    /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
+     * stays the sentinel. */
+    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc_line));
+    if (!c->percpu) {
+        kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
+        kh_account_failure(h);
+        return NULL;
+    }
+    for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
+        c->percpu[k].cc.loaded = c->percpu[k].cc.prev = &kh_mag_sentinel;
 
     kh_lock(&h->caches_lock);
     c->prev = h->caches_tail;
@@ -43,7 +53,8 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
 
 size_t kheap_cache_shrink(kheap_cache_t *c)
 {
-    size_t bytes = kh_cache_release(c, 0);
+    size_t bytes = kh_cache_drain(c, false);
+    bytes += kh_cache_release(c, 0);
     kh_debug_check(c->heap, "kheap_cache_shrink");
     return bytes;
 }
@@ -55,33 +66,37 @@ int kheap_cache_destroy(kheap_cache_t *c)
     if (c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL))
         return KHEAP_EINVAL;
     kheap_t *h = c->heap;
-    kh_lock(&h->caches_lock);
-    kh_lock(&c->lock);
-    size_t live = c->active_objs;
-    if (!live) {
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            h->caches = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        else
-            h->caches_tail = c->prev;
-        h->ncaches--;
-    }
-    kh_unlock(&c->lock);
-    kh_unlock(&h->caches_lock);
-    if (live) {
+    struct kh_counts n;
+    kh_cache_counts(h, c, &n);
+    if (n.allocs != n.frees) {
         kh_report(KHEAP_REPORT_BUSY, c, c, "kheap_cache_destroy");
         return KHEAP_EBUSY;
     }
-    /* No slab is partial or full (no object is allocated): all are empty. */
+    /* Nothing is live: every object is cached or in a slab. The caller
+     * promises no CPU uses the cache any more, so every CPU's magazines
+     * may be emptied from here. */
+    kh_cache_drain(c, true);
+    kh_lock(&h->caches_lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->caches = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        h->caches_tail = c->prev;
+    h->ncaches--;
+    kh_unlock(&h->caches_lock);
     kh_cache_release(c, 0);
+    KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
+    kh_lock(&h->stats_lock);
+    h->retired_allocs += n.allocs;
+    h->retired_frees += n.frees;
+    h->retired_bytes += n.allocs * c->size;
+    kh_unlock(&h->stats_lock);
+    kh_internal_pages_free(h, c->percpu);
     c->magic = 0;
-    struct kh_page *s = kh_page_of(h, (uintptr_t)c);
-    if (s->kind == KH_PG_SLAB_PART)
-        s -= s->npages;
-    enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, s);
+    enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
     KH_ASSERT(!bad, c);
     (void)bad;
     kh_debug_check(h, "kheap_cache_destroy");
@@ -91,12 +106,20 @@ int kheap_cache_destroy(kheap_cache_t *c)
 size_t kheap_reclaim(kheap_t *h)
 {
     size_t bytes = 0;
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        bytes += kh_cache_drain(&h->kmalloc[i], false);
         bytes += kh_cache_release(&h->kmalloc[i], 0);
+    }
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next)
+    for (struct kheap_cache *c = h->caches; c; c = c->next) {
+        bytes += kh_cache_drain(c, false);
         bytes += kh_cache_release(c, 0);
+    }
     kh_unlock(&h->caches_lock);
+    /* Magazines emptied above went back to their caches: release those
+     * slabs last. */
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        bytes += kh_cache_release(&h->mag_cache[t], 0);
     bytes += kh_cache_release(&h->cache_cache, 0);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
@@ -104,18 +127,25 @@ size_t kheap_reclaim(kheap_t *h)
 
 void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 {
+    struct kh_counts n;
+    kh_cache_counts(c->heap, c, &n);
     __builtin_memcpy(out->name, c->name, KHEAP_NAME_MAX);
     out->objsize = c->size;
     out->objperslab = c->objs;
     out->pagesperslab = c->pages;
+    out->allocs = n.allocs;
+    out->frees = n.frees;
+    out->cpu_hits = n.hits;
+    out->cpu_misses = n.misses;
     kh_lock(&c->lock);
-    out->active_objs = c->active_objs;
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;
-    out->allocs = c->allocs;
-    out->frees = c->frees;
     kh_unlock(&c->lock);
     out->num_objs = out->num_slabs * c->objs;
+    /* Counters read a moment apart may disagree while other CPUs work;
+     * when the cache is quiet they are exact. */
+    out->active_objs = n.allocs - n.frees;
+    out->cached_objs = n.active > out->active_objs ? n.active - out->active_objs : 0;
 }
 
 size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)
@@ -131,5 +161,9 @@ size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)
     kh_unlock(&h->caches_lock);
     if (n < max)
         kheap_cache_info(&h->cache_cache, &rows[n]);
-    return n + 1;
+    n++;
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++, n++)
+        if (n < max)
+            kheap_cache_info(&h->mag_cache[t], &rows[n]);
+    return n;
 }

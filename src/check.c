@@ -2,7 +2,10 @@
  * check.c - kheap_check: walk the whole heap and cross-check it.
  *
  * With every lock of the heap held (caches_lock, each cache's lock in the
- * documented order, page_lock, stats_lock) the walk visits:
+ * documented order, page_lock, stats_lock) the walk visits the following.
+ * The per-CPU magazines are used without locks, so kheap_check leaves them
+ * out (it is safe at any time); kheap_check_quiet, for a heap no CPU is
+ * using, walks them too and checks live + cached == handed out.
  *   every region: its runs in address order, each run's boundary and
  *     interior descriptors, no two free runs adjacent;
  *   every slab met on the way: owner cache valid, page count, bitmap
@@ -11,8 +14,9 @@
  *     state calls for;
  *   every bin: each member a free-run head of the bin's length range, the
  *     bitmap and summary words agreeing with the lists;
- *   every cache: its partial and empty lists, and its counters against
- *     the slabs;
+ *   every cache: its partial and empty lists, its counters against the
+ *     slabs, its depot and every CPU's magazines (each object an allocated
+ *     slot of the cache; live + cached == handed out by the slabs);
  *   the counters: pages, bitmap bytes, used bytes == the bytes of live
  *     objects and large blocks.
  * Time O(pages + objects); space O(1) (nothing is allocated).
@@ -22,8 +26,9 @@
 struct walk {
     const char *msg;
     const void *addr;
-    size_t free_pages, free_runs, slab_pages, large_pages, bitmap_bytes;
-    size_t slabs, gone_slabs, user_bytes, internal_objs;
+    size_t free_pages, free_runs, slab_pages, large_pages, meta_pages, bitmap_bytes;
+    size_t slabs, gone_slabs, user_bytes, internal_bytes, mags;
+    bool quiet; /* no CPU is inside an operation: per-CPU state is stable */
 };
 
 static bool fail(struct walk *w, const char *msg, uintptr_t addr)
@@ -40,7 +45,8 @@ static bool fail(struct walk *w, const char *msg, uintptr_t addr)
 static bool cache_valid(kheap_t *h, const struct kheap_cache *c)
 {
     uintptr_t p = (uintptr_t)c;
-    if (c == &h->cache_cache)
+    if (c == &h->cache_cache ||
+        (p >= (uintptr_t)h->mag_cache && p < (uintptr_t)(h->mag_cache + KH_MAG_TYPES)))
         return true;
     if (p >= (uintptr_t)h->kmalloc && p < (uintptr_t)(h->kmalloc + KHEAP_NUM_CLASSES))
         return (p - (uintptr_t)h->kmalloc) % sizeof *c == 0;
@@ -98,7 +104,7 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
     w->slabs++;
     w->bitmap_bytes += c->bitmap_bytes;
     if (c->flags & KH_CACHE_INTERNAL)
-        w->internal_objs += s->inuse;
+        w->internal_bytes += (size_t)s->inuse * c->size;
     else
         w->user_bytes += (size_t)s->inuse * c->size;
     return true;
@@ -131,8 +137,12 @@ static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
         case KH_PG_LARGE:
             if (n > 1 && (t->kind != KH_PG_LARGE_TAIL || t->npages != n))
                 return fail(w, "large block's tail descriptor is wrong", addr);
-            w->large_pages += n;
-            w->user_bytes += n * KH_PAGE;
+            if (d->internal) {
+                w->meta_pages += n;
+            } else {
+                w->large_pages += n;
+                w->user_bytes += n * KH_PAGE;
+            }
             break;
         case KH_PG_SLAB:
             for (size_t k = 1; k < n; k++)
@@ -202,6 +212,74 @@ static bool check_list(kheap_t *h, struct walk *w, struct kheap_cache *c,
     return true;
 }
 
+/* One magazine of cache c: its objects must be allocated slots of c. */
+static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
+                      const struct kh_mag *m, size_t *cached)
+{
+    if (m == &kh_mag_sentinel)
+        return true;
+    if (m->cap != c->mag_cap || m->n > m->cap)
+        return fail(w, "magazine capacity or count is wrong", (uintptr_t)m);
+    for (uint32_t i = 0; i < m->n; i++) {
+        uintptr_t p = (uintptr_t)m->obj[i];
+        struct kh_page *d = kh_page_of(h, p);
+        if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
+            return fail(w, "magazine holds a pointer outside every slab", p);
+        struct kh_page *s = d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
+        uintptr_t off = p - kh_slab_base(h, s);
+        if (s->cache != c || off % c->slot || off / c->slot >= s->carved ||
+            !kh_slab_obj_allocated(c, s, kh_slab_base(h, s), off / c->slot))
+            return fail(w, "magazine holds an object that is not an allocated slot of its cache",
+                        p);
+    }
+    *cached += m->n;
+    w->mags++;
+    return true;
+}
+
+/* The depot and every CPU's magazines of c; their objects plus the live
+ * ones must be the objects the slabs have handed out. */
+static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
+{
+    size_t cached = 0, n = 0;
+    for (struct kh_mag *m = c->depot_full; m; m = m->next, n++)
+        if (n >= c->nr_full_mags || !check_mag(h, w, c, m, &cached))
+            return fail(w, w->msg ? w->msg : "depot full list is longer than its count",
+                        (uintptr_t)c);
+    if (n != c->nr_full_mags)
+        return fail(w, "depot full list is shorter than its count", (uintptr_t)c);
+    n = 0;
+    for (struct kh_mag *m = c->depot_empty; m; m = m->next, n++)
+        if (n >= c->nr_empty_mags || m->n || !check_mag(h, w, c, m, &cached))
+            return fail(w, w->msg ? w->msg : "depot empty list holds a non-empty magazine",
+                        (uintptr_t)c);
+    if (n != c->nr_empty_mags)
+        return fail(w, "depot empty list is shorter than its count", (uintptr_t)c);
+    if (!w->quiet)
+        return true;
+    uint64_t live = c->nocpu_allocs - c->nocpu_frees;
+    for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
+        const struct kh_cc *cc;
+        if (c->cls != KH_NO_CLASS) {
+            const struct kh_cpu *pc = h->cpu[cpu];
+            if (pc == &kh_cpu_sentinel)
+                continue;
+            if (cpu == KHEAP_MAX_CPUS)
+                return fail(w, "the no-CPU slot has per-CPU state", (uintptr_t)pc);
+            cc = &pc->cc[c->cls];
+        } else {
+            cc = &c->percpu[cpu].cc;
+        }
+        if (!check_mag(h, w, c, cc->loaded, &cached) || !check_mag(h, w, c, cc->prev, &cached))
+            return false;
+        live += cc->allocs - cc->frees;
+    }
+    if (live + cached != c->active_objs)
+        return fail(w, "live plus cached objects differ from the objects the slabs handed out",
+                    (uintptr_t)c);
+    return true;
+}
+
 static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_t *slabs)
 {
     size_t inuse = 0;
@@ -214,6 +292,8 @@ static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_
         return fail(w, "cache active_objs differs from its slabs", (uintptr_t)c);
     if (c->allocs - c->frees != c->active_objs)
         return fail(w, "cache allocs - frees differs from active_objs", (uintptr_t)c);
+    if (!(c->flags & KH_CACHE_INTERNAL) && !check_mags(h, w, c))
+        return false;
     *slabs += c->nr_partial + c->nr_empty + c->nr_full;
     return true;
 }
@@ -226,6 +306,8 @@ static void lock_all(kheap_t *h, bool lock)
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
         op(&h->kmalloc[i].lock);
     op(&h->cache_cache.lock);
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        op(&h->mag_cache[t].lock);
     for (struct kheap_cache *c = h->caches; c; c = c->next)
         op(&c->lock);
     op(&h->page_lock);
@@ -236,7 +318,7 @@ static void lock_all(kheap_t *h, bool lock)
 
 static void check_all(kheap_t *h, struct walk *w)
 {
-    size_t total = 0, meta = 0, slabs = 0;
+    size_t total = 0, meta = 0, slabs = 0, mag_objs = 0;
     for (unsigned k = 0; k < h->nregions; k++) {
         const struct kh_region *r = &h->regions[h->order[k]];
         if (k && h->regions[h->order[k - 1]].end > r->start) {
@@ -257,36 +339,44 @@ static void check_all(kheap_t *h, struct walk *w)
             return;
     if (!check_cache(h, w, &h->cache_cache, &slabs))
         return;
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        if (!check_cache(h, w, &h->mag_cache[t], &slabs))
+            return;
     size_t ncaches = 0;
     for (struct kheap_cache *c = h->caches; c; c = c->next, ncaches++)
         if (ncaches >= h->ncaches || !check_cache(h, w, c, &slabs))
             return (void)fail(w, w->msg ? w->msg : "cache list is longer than its count",
                               (uintptr_t)c);
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        mag_objs += h->mag_cache[t].active_objs;
     uintptr_t hp = (uintptr_t)h;
-    if (ncaches != h->ncaches)
+    if (w->quiet && w->mags != mag_objs)
+        fail(w, "magazines found differ from the magazines allocated", hp);
+    else if (ncaches != h->ncaches)
         fail(w, "cache list is shorter than its count", hp);
     else if (slabs + w->gone_slabs != w->slabs)
         fail(w, "caches count a different number of slabs than the regions hold", hp);
     else if (total != h->total_bytes || meta != h->region_meta)
         fail(w, "region byte totals differ from the regions", hp);
     else if (w->free_pages != h->free_pages || w->slab_pages != h->slab_pages ||
-             w->large_pages != h->large_pages)
+             w->large_pages != h->large_pages || w->meta_pages != h->meta_pages)
         fail(w, "page counters differ from the runs", hp);
     else if (w->bitmap_bytes != h->bitmap_bytes)
         fail(w, "slab bitmap byte count differs from the slabs", hp);
-    else if (h->used_bytes != h->allocated_bytes - h->freed_bytes)
-        fail(w, "used_bytes != allocated_bytes - freed_bytes", hp);
-    else if (h->used_bytes != w->user_bytes)
-        fail(w, "used_bytes differs from the bytes of live objects and large blocks", hp);
-    else if (h->peak_bytes < h->used_bytes)
-        fail(w, "peak_bytes is below used_bytes", hp);
-    else if (h->internal_bytes != w->internal_objs * h->cache_cache.size)
+    else if (h->committed_bytes != w->user_bytes)
+        fail(w, "committed bytes differ from the objects and large blocks handed out", hp);
+    else if (h->large_alloc_bytes - h->large_free_bytes != w->large_pages * KH_PAGE)
+        fail(w, "large block byte counts differ from the large blocks", hp);
+    else if (h->peak_bytes < h->committed_bytes)
+        fail(w, "peak_bytes is below the committed bytes", hp);
+    else if (h->internal_bytes != w->internal_bytes)
         fail(w, "internal byte count differs from the internal objects", hp);
 }
 
-const char *kheap_check(kheap_t *h, const void **addr)
+static const char *check(kheap_t *h, const void **addr, bool quiet)
 {
     struct walk w = {0};
+    w.quiet = quiet;
     if (!h || h->magic != KH_HEAP_MAGIC) {
         if (addr)
             *addr = h;
@@ -298,4 +388,14 @@ const char *kheap_check(kheap_t *h, const void **addr)
     if (w.msg && addr)
         *addr = w.addr;
     return w.msg;
+}
+
+const char *kheap_check(kheap_t *h, const void **addr)
+{
+    return check(h, addr, false);
+}
+
+const char *kheap_check_quiet(kheap_t *h, const void **addr)
+{
+    return check(h, addr, true);
 }

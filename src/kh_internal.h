@@ -35,11 +35,20 @@
 #define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
 #define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
 #define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
+#define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
 #else
 #define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
 #define kh_vg_free(p) ((void)(p))
 #define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
 #define kh_vg_defined(p, n) ((void)(p), (void)(n))
+#define kh_vg_undefined(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Poisoning of freed objects (KHEAP_DEBUG >= 2; valgrind does better). */
+#if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
+#define KH_POISON 1
+#else
+#define KH_POISON 0
 #endif
 
 #define KH_PAGE ((uintptr_t)KHEAP_PAGE_SIZE)
@@ -114,7 +123,8 @@ struct kh_page {
     uint16_t inuse;   /* SLAB: objects allocated from it; cache lock */
     uint16_t carved;  /* SLAB: objects ever carved (lazily); cache lock */
     uint8_t list;     /* SLAB: enum kh_slab_list; cache lock */
-    uint8_t pad;
+    uint8_t internal; /* LARGE: 1 if it holds kheap's own structures
+                         (per-CPU state), counted as metadata */
     uint32_t npages;  /* see the invariants above */
     union {
         uint32_t bin;   /* FREE head: its bin; page_lock */
@@ -136,11 +146,53 @@ struct kh_region {
     size_t size;       /* as handed to the heap */
     uintptr_t start;   /* first page */
     uintptr_t end;     /* one past the last page */
+    uintptr_t span;    /* end - start */
     size_t npages;
     struct kh_page *pages;
     size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
     bool grown;        /* obtained from kheap_port_pages_get */
 };
+
+/* ------------------------------------------------------------------ */
+/* Per-CPU magazines (cpu.c). */
+
+/* A magazine: a stack of up to cap constructed objects of one cache. */
+struct kh_mag {
+    uint32_t n;          /* objects held: obj[0 .. n) */
+    uint32_t cap;        /* 0 only for kh_mag_sentinel */
+    struct kh_mag *next; /* depot list link */
+    void *obj[];
+};
+
+/* One CPU's front of one cache. Written only by that CPU (or by
+ * kheap_cpu_flush once the CPU has stopped); the counters are read by any
+ * CPU with relaxed atomic loads and summed. */
+struct kh_cc {
+    struct kh_mag *loaded, *prev;
+    uint64_t allocs, frees;             /* every allocation / free on this CPU */
+    uint64_t alloc_misses, free_misses; /* those that left the hit path */
+};
+
+/* A kh_cc alone on its cache line(s), for the per-CPU arrays of user
+ * caches, where neighbouring entries belong to different CPUs. */
+#define KH_CACHE_LINE 64u
+struct kh_cc_line {
+    struct kh_cc cc;
+} __attribute__((aligned(KH_CACHE_LINE)));
+_Static_assert(sizeof(struct kh_cc_line) % KH_CACHE_LINE == 0,
+               "per-CPU entries must not share cache lines");
+
+/* One CPU's fronts of the kmalloc classes, allocated on the CPU's first
+ * use of the heap. The whole structure belongs to one CPU. */
+struct kh_cpu {
+    struct kh_cc cc[KHEAP_NUM_CLASSES];
+} __attribute__((aligned(KH_CACHE_LINE)));
+
+extern struct kh_mag kh_mag_sentinel;
+extern struct kh_cpu kh_cpu_sentinel;
+
+#define KH_NO_CLASS 0xffu
+#define KH_MAG_TYPES 5u
 
 /* ------------------------------------------------------------------ */
 /* Object caches. */
@@ -166,7 +218,14 @@ struct kheap_cache {
     uint32_t slab_align; /* alignment of the slab's first page, bytes */
     uint32_t bitmap_off; /* offset of the allocation bitmap in the slab */
     uint32_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
+    uint32_t span;       /* objs * slot: bytes of the slab holding slots */
+    uint32_t recip;      /* floor(2^32 / slot) + 1, for offset -> index */
     kheap_ctor_fn ctor, dtor;
+    uint32_t cls;        /* kmalloc class index, or KH_NO_CLASS */
+    uint32_t guard;      /* 1: freed objects carry the double-free key in
+                            their second word (no ctor, slot >= 2 words) */
+    uint32_t mag_cap;    /* objects per magazine (0: no per-CPU layer) */
+    struct kh_cc_line *percpu; /* user caches: [KHEAP_MAX_CPUS + 1] */
 
     kheap_lock_t lock;
     /* Protected by lock. Every slab of the cache is on exactly one list:
@@ -177,7 +236,14 @@ struct kheap_cache {
     struct kh_page *empty;
     size_t nr_partial, nr_empty, nr_full;
     size_t active_objs;
-    uint64_t allocs, frees;
+    uint64_t allocs, frees; /* objects taken from / given to slabs */
+    /* The depot (Bonwick): full and empty magazines, and the working-set
+     * minima of the current epoch (cpu.c). */
+    struct kh_mag *depot_full, *depot_empty;
+    size_t nr_full_mags, nr_empty_mags, full_min, empty_min;
+    uint32_t depot_ops;
+    /* User operations that bypassed the per-CPU layer. */
+    uint64_t nocpu_allocs, nocpu_frees;
 
     /* Protected by kheap.caches_lock. */
     struct kheap_cache *next, *prev;
@@ -215,15 +281,19 @@ struct kheap {
     size_t slab_pages;   /* pages held by slabs */
     size_t large_pages;  /* pages held by large blocks */
     size_t bitmap_bytes; /* slab allocation bitmaps of live slabs */
+    size_t meta_pages;   /* pages of kheap's own structures (per-CPU) */
     size_t total_bytes;  /* sum of region sizes */
     size_t region_meta;  /* sum of region meta_bytes */
     size_t grow_bytes;   /* 0: fixed size */
 
     kheap_lock_t stats_lock;
-    /* Protected by stats_lock. used == allocated - freed. */
-    uint64_t allocated_bytes, freed_bytes;
-    size_t used_bytes, peak_bytes;
-    uint64_t allocation_count, free_count, failed_count;
+    /* Protected by stats_lock. committed: bytes of objects handed out of
+     * slabs (live or cached in magazines) plus large blocks. */
+    size_t committed_bytes, peak_bytes;
+    uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;
+    /* Object counts of destroyed caches, so the totals do not shrink. */
+    uint64_t retired_allocs, retired_frees, retired_bytes;
+    uint64_t failed_count;
     size_t internal_bytes; /* objects of KH_CACHE_INTERNAL caches */
 
     kheap_lock_t caches_lock;
@@ -231,8 +301,16 @@ struct kheap {
     struct kheap_cache *caches, *caches_tail;
     size_t ncaches;
 
+    /* Per-CPU state of the kmalloc classes: cpu[k] is CPU k's, or
+     * &kh_cpu_sentinel until CPU k first uses the heap; written once by
+     * CPU k (release), read by others (acquire). cpu[KHEAP_CPU_NONE] stays
+     * the sentinel. */
+    struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1];
+    kheap_t *next_heap; /* registry of heaps (cpu.c) */
+
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
+    struct kheap_cache mag_cache[KH_MAG_TYPES]; /* magazines by capacity */
     struct kheap_cache kmalloc[KHEAP_NUM_CLASSES];
 };
 
@@ -240,6 +318,7 @@ struct kheap {
 /* Between the layers. */
 
 /* region.c */
+void kh_registry_add(kheap_t *h);
 int kh_region_add(kheap_t *h, uintptr_t base, size_t size, bool zeroed,
                   bool grown);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
@@ -249,9 +328,13 @@ static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
     const struct kh_region *r = &h->regions[d->region];
     return r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
 }
-/* The descriptor of the page holding addr, or NULL if no region has it. */
+/* The descriptor of the page holding addr, or NULL if no region has it.
+ * The first region (never changed after kheap_init) is tried first. */
 static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
 {
+    const struct kh_region *r0 = &h->regions[0];
+    if (kh_likely(addr - r0->start < r0->span))
+        return &r0->pages[(addr - r0->start) >> KHEAP_PAGE_SHIFT];
     struct kh_region *r = kh_region_of(h, addr);
     return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
 }
@@ -270,13 +353,40 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages);
 enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d,
                                    uintptr_t addr);
 
+/* The slab head of the slab page holding addr (a live object). */
+static inline struct kh_page *kh_slab_of(kheap_t *h, uintptr_t addr)
+{
+    struct kh_page *d = kh_page_of(h, addr);
+    return d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
+}
+
+/* Pages for kheap's own structures (zeroed; metadata), or NULL. */
+void *kh_internal_pages(kheap_t *h, size_t bytes);
+void kh_internal_pages_free(kheap_t *h, void *p);
+
+/* cpu.c */
+unsigned kh_mag_cap_for(size_t size);
+void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
+void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
+size_t kh_cache_drain(struct kheap_cache *c, bool all);
+bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
+struct kh_counts {
+    uint64_t allocs, frees, hits, misses;
+    size_t active; /* objects handed out of slabs: live + cached */
+};
+void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out);
+
 /* slab.c */
+#if KH_POISON
+uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj);
+#endif
 void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
                     size_t size, size_t align, kheap_ctor_fn ctor,
                     kheap_ctor_fn dtor, uint32_t flags);
 size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
+size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
 static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 {
@@ -293,8 +403,7 @@ size_t kh_class_size(unsigned cls);
  * guards the change (the cache's, or page_lock for large blocks) still
  * held, so kheap_check, holding every lock, sees counters and structures
  * agree. */
-void kh_account_alloc(kheap_t *h, size_t bytes, size_t count);
-void kh_account_free(kheap_t *h, size_t bytes, size_t count);
+void kh_account_commit(kheap_t *h, size_t bytes, bool add);
 void kh_account_failure(kheap_t *h);
 void kh_account_internal(kheap_t *h, size_t bytes, bool add);
 

@@ -38,30 +38,25 @@ size_t kh_class_size(unsigned i)
 }
 
 /* ------------------------------------------------------------------ */
-/* Accounting (stats_lock). */
+/* Accounting (stats_lock). Object counts per cache are kept by the
+ * per-CPU layer (cpu.c); here are the slab-level committed bytes, the
+ * large blocks and the failures. */
 
 static void note_peak(kheap_t *h)
 {
-    if (h->used_bytes > h->peak_bytes)
-        h->peak_bytes = h->used_bytes;
+    if (h->committed_bytes > h->peak_bytes)
+        h->peak_bytes = h->committed_bytes;
 }
 
-void kh_account_alloc(kheap_t *h, size_t bytes, size_t count)
+void kh_account_commit(kheap_t *h, size_t bytes, bool add)
 {
     kh_lock(&h->stats_lock);
-    h->allocated_bytes += bytes;
-    h->used_bytes += bytes;
-    h->allocation_count += count;
-    note_peak(h);
-    kh_unlock(&h->stats_lock);
-}
-
-void kh_account_free(kheap_t *h, size_t bytes, size_t count)
-{
-    kh_lock(&h->stats_lock);
-    h->freed_bytes += bytes;
-    h->used_bytes -= bytes;
-    h->free_count += count;
+    if (add) {
+        h->committed_bytes += bytes;
+        note_peak(h);
+    } else {
+        h->committed_bytes -= bytes;
+    }
     kh_unlock(&h->stats_lock);
 }
 
@@ -82,18 +77,57 @@ void kh_account_failure(kheap_t *h)
     kh_unlock(&h->stats_lock);
 }
 
-static void account_resize(kheap_t *h, size_t old, size_t new_size)
+/* A large block of `bytes` handed out (alloc) or given back; resize is a
+ * change of bytes with no count. page_lock held. */
+static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
 {
     kh_lock(&h->stats_lock);
-    if (new_size > old) {
-        h->allocated_bytes += new_size - old;
-        h->used_bytes += new_size - old;
+    if (alloc) {
+        h->large_alloc_bytes += bytes;
+        h->large_allocs += count;
+        h->committed_bytes += bytes;
         note_peak(h);
     } else {
-        h->freed_bytes += old - new_size;
-        h->used_bytes -= old - new_size;
+        h->large_free_bytes += bytes;
+        h->large_frees += count;
+        h->committed_bytes -= bytes;
     }
     kh_unlock(&h->stats_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pages for kheap's own structures. */
+
+void *kh_internal_pages(kheap_t *h, size_t bytes)
+{
+    size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
+    kh_lock(&h->page_lock);
+    struct kh_page *d = kh_run_alloc(h, npages, KH_PAGE, KH_PG_LARGE);
+    void *p = NULL;
+    if (d) {
+        d->internal = 1;
+        h->large_pages -= npages;
+        h->meta_pages += npages;
+        p = (void *)kh_page_addr(h, d);
+    }
+    kh_unlock(&h->page_lock);
+    if (p) {
+        kh_vg_undefined(p, npages * KH_PAGE);
+        __builtin_memset(p, 0, npages * KH_PAGE);
+    }
+    return p;
+}
+
+void kh_internal_pages_free(kheap_t *h, void *p)
+{
+    struct kh_page *d = kh_page_of(h, (uintptr_t)p);
+    kh_lock(&h->page_lock);
+    KH_ASSERT(d->kind == KH_PG_LARGE && d->internal, p);
+    d->internal = 0;
+    h->meta_pages -= d->npages;
+    h->large_pages += d->npages;
+    kh_run_free(h, d);
+    kh_unlock(&h->page_lock);
 }
 
 /* ------------------------------------------------------------------ */
@@ -169,6 +203,10 @@ static struct kh_page *block_of(kheap_t *h, const void *ptr,
     case KH_PG_SLAB_PART:
         return d - d->npages;
     case KH_PG_LARGE:
+        if (d->internal) {
+            *why = KHEAP_REPORT_WRONG_CACHE;
+            return NULL;
+        }
         if (!(p & KH_PAGE_MASK))
             return d;
         *why = KHEAP_REPORT_INTERIOR;
@@ -184,14 +222,116 @@ static struct kh_page *block_of(kheap_t *h, const void *ptr,
 /* ------------------------------------------------------------------ */
 /* Allocation. */
 
-static void *cache_alloc(struct kheap_cache *c, kheap_t *h)
+/* Count one operation in a per-CPU counter (see cpu.c). */
+static inline void bump(uint64_t *ctr)
 {
-    void *p;
-    if (kh_unlikely(kh_cache_take(c, &p, 1) == 0)) {
-        kh_account_failure(h);
-        return NULL;
+    __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
+}
+
+/* An object leaves kheap for its user / comes back (debug and valgrind
+ * bookkeeping; nothing in a normal build). */
+static inline void *obj_out(struct kheap_cache *c, void *p)
+{
+#if KH_POISON
+    if (p && !c->ctor) {
+        uintptr_t bad = kh_poison_bad(c, (uintptr_t)p);
+        if (bad)
+            kh_report(KHEAP_REPORT_CORRUPTION, (void *)bad, c, "kheap_alloc");
+        __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
     }
+#endif
+#if !KHEAP_VALGRIND
+    if (p && c->guard)
+        ((uintptr_t *)p)[1] = 0;
+#endif
+    if (p)
+        kh_vg_alloc(p, c->size, c->ctor ? 1 : 0);
     return p;
+}
+
+/* The double-free guard of level 0 (the idea of glibc's tcache key): an
+ * object entering a magazine gets the heap's key in its second word; a
+ * free that finds the key there looks for the object in this CPU's
+ * magazines and the depot before caching it again. Objects of caches with
+ * a constructor (whose bytes kheap must not touch) and one-word objects
+ * have no guard. The valgrind build, which may not read freed bytes,
+ * looks in the magazines on every free instead of reading a key. */
+static inline uintptr_t guard_key(const kheap_t *h)
+{
+    return (uintptr_t)h ^ (uintptr_t)0x9e3779b97f4a7c15ull;
+}
+
+/* Might ptr be cached already? The valgrind build may not read a freed
+ * object's bytes, so it always looks. */
+static inline bool guard_suspect(const kheap_t *h, const struct kheap_cache *c,
+                                 const void *ptr)
+{
+#if KHEAP_VALGRIND
+    (void)h;
+    (void)ptr;
+    return c->guard;
+#else
+    return c->guard && ((const uintptr_t *)ptr)[1] == guard_key(h);
+#endif
+}
+
+static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
+{
+#if KH_POISON
+    if (!c->ctor)
+        __builtin_memset(p, KHEAP_POISON_FREE, c->slot);
+#endif
+#if !KHEAP_VALGRIND
+    if (c->guard)
+        ((uintptr_t *)p)[1] = guard_key(h);
+#endif
+    (void)h;
+    (void)c;
+    kh_vg_free(p);
+}
+
+/* Is ptr, which carries the guard key, already cached? (Rarely asked: only
+ * when the key is found, which a live object shows only by chance.) */
+static kh_noinline bool guard_hit(kheap_t *h, struct kheap_cache *c, void *ptr)
+{
+    return kh_cpu_cached(h, c, ptr);
+}
+
+/* Both magazines missed: the depot, the slabs, and at last a reclaim of
+ * every cache's cached memory before giving up. */
+static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
+{
+    void *p = kh_cpu_alloc_slow(h, c);
+    if (!p && kheap_reclaim(h))
+        p = kh_cpu_alloc_slow(h, c);
+    if (!p)
+        kh_account_failure(h);
+    return p;
+}
+
+static inline struct kh_cc *cc_here(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->cc[c->cls] : &c->percpu[cpu].cc;
+}
+
+/* The hit path: pop from this CPU's loaded magazine. */
+static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
+                                unsigned cpu)
+{
+    struct kh_mag *m = cc->loaded;
+    void *p;
+    if (kh_likely(m->n)) {
+        p = m->obj[--m->n];
+#if KHEAP_VALGRIND
+        m->obj[m->n] = NULL; /* a stale copy would hide a leak from memcheck */
+#endif
+        bump(&cc->allocs);
+        kheap_port_cpu_exit(cpu);
+    } else {
+        kheap_port_cpu_exit(cpu);
+        p = alloc_miss(h, c);
+    }
+    return obj_out(c, p);
 }
 
 static void *large_alloc(kheap_t *h, size_t size, size_t align)
@@ -201,24 +341,35 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         return NULL;
     }
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
-    kh_lock(&h->page_lock);
-    struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE);
-    void *p = d ? (void *)kh_page_addr(h, d) : NULL;
-    if (p)
-        kh_account_alloc(h, npages * KH_PAGE, 1);
-    kh_unlock(&h->page_lock);
-    if (!p) {
-        kh_account_failure(h);
-        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        kh_lock(&h->page_lock);
+        struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE);
+        void *p = d ? (void *)kh_page_addr(h, d) : NULL;
+        if (p)
+            account_large(h, npages * KH_PAGE, true, true);
+        kh_unlock(&h->page_lock);
+        if (p) {
+            kh_vg_alloc(p, npages * KH_PAGE, 0);
+            return p;
+        }
+        /* Pages may sit in depots and kept empty slabs: get them back. */
+        if (attempt || !kheap_reclaim(h))
+            break;
     }
-    kh_vg_alloc(p, npages * KH_PAGE, 0);
-    return p;
+    kh_account_failure(h);
+    return NULL;
 }
 
 void *kheap_alloc(kheap_t *h, size_t size)
 {
-    void *p = size <= KHEAP_MAX_CLASS ? cache_alloc(&h->kmalloc[kh_class_of(size)], h)
-                                      : large_alloc(h, size, KH_PAGE);
+    void *p;
+    if (kh_likely(size <= KHEAP_MAX_CLASS)) {
+        unsigned cls = kh_class_of(size);
+        unsigned cpu = kheap_port_cpu_enter();
+        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[cls], cpu);
+    } else {
+        p = large_alloc(h, size, KH_PAGE);
+    }
     kh_debug_check(h, "kheap_alloc");
     return p;
 }
@@ -244,7 +395,8 @@ void *kheap_alloc_aligned(kheap_t *h, size_t size, size_t align)
         unsigned cls = kh_class_of(size > align ? size : align);
         while (kh_class_size(cls) & (align - 1))
             cls++;
-        p = cache_alloc(&h->kmalloc[cls], h);
+        unsigned cpu = kheap_port_cpu_enter();
+        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[cls], cpu);
     } else {
         p = large_alloc(h, size, align > KH_PAGE ? align : KH_PAGE);
     }
@@ -264,44 +416,89 @@ void *kheap_calloc(kheap_t *h, size_t n, size_t size)
     return p;
 }
 
-/* Free the block whose head is d; ptr is its address as the caller gave
- * it. Returns 0 or the reason it was refused. */
-static enum kheap_report_kind block_free(kheap_t *h, struct kh_page *d, void *ptr,
-                                         const struct kheap_cache **who)
+/* Is off the offset of a slot of c? One multiply on the common path. */
+static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
 {
-    if (d->kind == KH_PG_SLAB) {
-        struct kheap_cache *c = d->cache;
-        *who = c;
-        if (c->flags & KH_CACHE_INTERNAL)
-            return KHEAP_REPORT_WRONG_CACHE;
-        return kh_cache_give(c, ptr, d);
+    if (off >= c->span)
+        return false;
+    uint32_t q = (uint32_t)(((uint64_t)off * c->recip) >> 32);
+    return q * c->slot == off || off % c->slot == 0;
+}
+
+/* The hit path of free: push onto this CPU's loaded magazine. */
+static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
+{
+    if (kh_unlikely(guard_suspect(h, c, ptr)) && guard_hit(h, c, ptr)) {
+        kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
+        return;
     }
+    obj_in(h, c, ptr);
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cc_here(h, c, cpu);
+    struct kh_mag *m = cc->loaded;
+    if (kh_likely(m->n < m->cap)) {
+        m->obj[m->n++] = ptr;
+        bump(&cc->frees);
+        kheap_port_cpu_exit(cpu);
+        return;
+    }
+    kheap_port_cpu_exit(cpu);
+    kh_cpu_free_slow(h, c, ptr);
+}
+
+/* Free the large block whose head is d. Returns 0 or why not. */
+static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *ptr)
+{
     enum kheap_report_kind bad = 0;
     kh_lock(&h->page_lock);
-    if (d->kind == KH_PG_LARGE) {
-        kh_account_free(h, (size_t)d->npages * KH_PAGE, 1);
+    if (d->kind == KH_PG_LARGE && !d->internal) {
+        account_large(h, (size_t)d->npages * KH_PAGE, false, true);
         kh_vg_free(ptr);
         kh_run_free(h, d);
     } else {
-        /* Freed by another thread since block_of looked. */
+        /* Freed by another thread since the caller looked. */
         bad = kh_diagnose(h, d, (uintptr_t)ptr);
     }
     kh_unlock(&h->page_lock);
     return bad;
 }
 
+/* Free ptr, which must belong to `only` if that is not NULL. */
+static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const char *fn)
+{
+    uintptr_t p = (uintptr_t)ptr;
+    struct kh_page *d = kh_page_of(h, p);
+    enum kheap_report_kind why = 0;
+    const struct kheap_cache *who = only;
+    if (kh_likely(d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART))) {
+        uintptr_t skip = d->kind == KH_PG_SLAB_PART ? d->npages : 0;
+        struct kh_page *s = d - skip;
+        struct kheap_cache *c = s->cache;
+        uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
+        if (kh_likely(slot_start(c, p - base) && !(c->flags & KH_CACHE_INTERNAL) &&
+                      (!only || c == only))) {
+            cache_free(h, c, ptr);
+            kh_debug_check(h, fn);
+            return;
+        }
+        who = c;
+        why = !slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_WRONG_CACHE;
+    } else {
+        d = block_of(h, ptr, &why);
+        if (d && only)
+            why = KHEAP_REPORT_WRONG_CACHE;
+        else if (d)
+            why = large_free(h, d, ptr);
+    }
+    if (why)
+        kh_report(why, ptr, who, fn);
+    kh_debug_check(h, fn);
+}
+
 void kheap_free(kheap_t *h, void *ptr)
 {
-    if (!ptr)
-        return;
-    enum kheap_report_kind why = 0;
-    const struct kheap_cache *who = NULL;
-    struct kh_page *d = block_of(h, ptr, &why);
-    if (d)
-        why = block_free(h, d, ptr, &who);
-    if (why)
-        kh_report(why, ptr, who, "kheap_free");
-    kh_debug_check(h, "kheap_free");
+    if (ptr)
+        block_free(h, ptr, NULL, "kheap_free");
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */
@@ -318,6 +515,11 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
     uintptr_t base = kh_slab_base(h, d), off = (uintptr_t)ptr - base;
     if (off % c->slot || off / c->slot >= c->objs) {
         *why = KHEAP_REPORT_INTERIOR;
+        return 0;
+    }
+    /* Freed and cached in a magazine (the slab cannot tell)? */
+    if (guard_suspect(h, c, ptr) && guard_hit(h, c, (void *)ptr)) {
+        *why = KHEAP_REPORT_DOUBLE_FREE;
         return 0;
     }
     /* The bitmap word is shared with the slab's other objects: read it
@@ -367,8 +569,10 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
         kh_lock(&h->page_lock);
         bool ok = d->kind == KH_PG_LARGE && kh_large_resize(h, d, npages);
-        if (ok)
-            account_resize(h, old, npages * KH_PAGE);
+        if (ok && npages * KH_PAGE != old)
+            account_large(h, npages * KH_PAGE > old ? npages * KH_PAGE - old
+                                                    : old - npages * KH_PAGE,
+                          npages * KH_PAGE > old, false);
         kh_unlock(&h->page_lock);
         if (ok) {
             kh_vg_resize(ptr, old, npages * KH_PAGE);
@@ -389,24 +593,15 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
 
 void *kheap_cache_alloc(kheap_cache_t *c)
 {
-    void *p = cache_alloc(c, c->heap);
-    kh_debug_check(c->heap, "kheap_cache_alloc");
+    kheap_t *h = c->heap;
+    unsigned cpu = kheap_port_cpu_enter();
+    void *p = cache_alloc(h, c, cc_here(h, c, cpu), cpu);
+    kh_debug_check(h, "kheap_cache_alloc");
     return p;
 }
 
 void kheap_cache_free(kheap_cache_t *c, void *ptr)
 {
-    if (!ptr)
-        return;
-    kheap_t *h = c->heap;
-    enum kheap_report_kind why = 0;
-    const struct kheap_cache *who = c;
-    struct kh_page *d = block_of(h, ptr, &why);
-    if (d && (d->kind != KH_PG_SLAB || d->cache != c))
-        why = KHEAP_REPORT_WRONG_CACHE;
-    else if (d)
-        why = block_free(h, d, ptr, &who);
-    if (why)
-        kh_report(why, ptr, c, "kheap_cache_free");
-    kh_debug_check(h, "kheap_cache_free");
+    if (ptr)
+        block_free(c->heap, ptr, c, "kheap_cache_free");
 }

@@ -114,6 +114,7 @@ static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_
     r->start = kh_align_up(descs + n * sizeof(struct kh_page), KH_PAGE);
     r->npages = n;
     r->end = r->start + n * KH_PAGE;
+    r->span = n * KH_PAGE;
     r->meta_bytes = size - n * KH_PAGE;
     r->grown = false;
     if (!zeroed)
@@ -226,9 +227,21 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
         kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
                        NULL, KH_CACHE_KMALLOC);
     }
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        h->kmalloc[i].cls = i;
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
                    sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
                    KH_CACHE_INTERNAL);
+    static const char *const mag_names[KH_MAG_TYPES] = {
+        "kheap_magazine-4", "kheap_magazine-8", "kheap_magazine-16",
+        "kheap_magazine-32", "kheap_magazine-64"};
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        kh_cache_setup(h, &h->mag_cache[t], mag_names[t],
+                       sizeof(struct kh_mag) + ((size_t)4 << t) * sizeof(void *), 0,
+                       NULL, NULL, KH_CACHE_INTERNAL);
+    for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
+        h->cpu[k] = &kh_cpu_sentinel;
+    kh_registry_add(h);
     *out = h;
     return KHEAP_OK;
 }

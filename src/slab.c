@@ -66,6 +66,9 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
         if (align > KH_PAGE && !(flags & KH_CACHE_KMALLOC))
             align = KH_PAGE;
     }
+    /* Free objects hold an aligned pointer. */
+    if (align < sizeof(void *))
+        align = sizeof(void *);
     size_t slot;
     if (ctor) {
         c->link_off = (uint32_t)kh_align_up(size, sizeof(void *));
@@ -80,6 +83,9 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->slab_align = (uint32_t)(align > KH_PAGE ? align : KH_PAGE);
     c->ctor = ctor;
     c->dtor = dtor;
+    c->cls = KH_NO_CLASS;
+    c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot);
+    c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 2 * sizeof(void *);
 
     size_t best = 0, best_waste = (size_t)-1;
     for (size_t p = 1; p <= KH_SLAB_MAX_PAGES; p++) {
@@ -101,6 +107,8 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->objs = (uint32_t)objs_for(best, slot);
     c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
     c->bitmap_off = (uint32_t)(best * KH_PAGE - c->bitmap_bytes);
+    c->span = c->objs * c->slot;
+    c->recip = (uint32_t)(((uint64_t)1 << 32) / slot + 1);
     kheap_port_lock_init(&c->lock);
 }
 
@@ -201,24 +209,30 @@ static struct kh_page *slab_new(struct kheap_cache *c)
     return s;
 }
 
-#if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
-#define KH_POISON 1
-/* First byte of a freed object that lost its poison, or 0. */
-static uintptr_t poison_bad(const struct kheap_cache *c, uintptr_t obj)
+#if KH_POISON
+/* First byte of a freed object that lost its poison, or 0 (the link word
+ * excepted). */
+uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
 {
     const unsigned char *p = (const unsigned char *)obj;
     for (size_t k = 0; k < c->slot; k++) {
         if (k >= c->link_off && k < c->link_off + sizeof(void *))
             continue;
+        if (c->guard && k >= sizeof(void *) && k < 2 * sizeof(void *))
+            continue; /* the double-free key */
         if (p[k] != KHEAP_POISON_FREE)
             return obj + k;
     }
     return 0;
 }
-#else
-#define KH_POISON 0
 #endif
 
+/*
+ * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
+ * returns how many (fewer only when no page is left for a new slab). At
+ * KHEAP_DEBUG >= 2 objects leave still carrying the free poison (fresh
+ * ones get it here), which the layer above checks and replaces.
+ */
 size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
 {
     kheap_t *h = c->heap;
@@ -243,12 +257,19 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
             s->freelist = *link_of(c, obj);
 #if KH_POISON
             if (!c->ctor && !corrupt)
-                corrupt = poison_bad(c, obj);
+                corrupt = kh_poison_bad(c, obj);
 #endif
         } else {
             obj = base + (uintptr_t)s->carved * c->slot;
             s->carved++;
             fresh |= (uint64_t)1 << k;
+            /* The slot may lie where a freed block of an earlier slab
+             * was: writable again for valgrind. */
+            kh_vg_undefined((void *)obj, c->slot);
+#if KH_POISON
+            if (!c->ctor)
+                __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
+#endif
         }
         size_t idx = (obj - base) / c->slot;
         bool was = bit_flip(c, s, base, idx, true);
@@ -260,18 +281,13 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
             list_add(c, s, KH_LIST_FULL);
         }
         objs[k] = (void *)obj;
-        kh_vg_alloc(objs[k], c->size, c->ctor ? 1 : 0);
-#if KH_POISON
-        if (!c->ctor)
-            __builtin_memset(objs[k], KHEAP_POISON_ALLOC, c->slot);
-#endif
     }
     c->active_objs += k;
     c->allocs += k;
     if (k && (c->flags & KH_CACHE_INTERNAL))
         kh_account_internal(h, k * c->size, true);
     else if (k)
-        kh_account_alloc(h, k * c->size, k);
+        kh_account_commit(h, k * c->size, true);
     kh_unlock(&c->lock);
 
     if (corrupt)
@@ -307,47 +323,38 @@ static size_t slabs_free(struct kheap_cache *c, struct kh_page *list)
     return bytes;
 }
 
-enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
-                                     struct kh_page *s)
+/* Put obj back into slab s (c's lock held). Returns 0, or why not; sets
+ * *release to s when s became an empty slab beyond those kept. */
+static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
+                                          struct kh_page *s, struct kh_page **release)
 {
     kheap_t *h = c->heap;
-    uintptr_t obj = (uintptr_t)ptr;
-    struct kh_page *release = NULL;
-    enum kheap_report_kind bad = 0;
-    kh_lock(&c->lock);
     /* The caller found s without c's lock; under misuse (a racing double
      * free) the slab may have gone: check again now that it is stable. */
-    if (s->kind != KH_PG_SLAB || s->cache != c) {
-        bad = KHEAP_REPORT_DOUBLE_FREE;
-        goto out;
-    }
+    if (s->kind != KH_PG_SLAB || s->cache != c)
+        return KHEAP_REPORT_DOUBLE_FREE;
     uintptr_t base = kh_slab_base(h, s), off = obj - base;
-    if (off % c->slot || off / c->slot >= c->objs) {
-        bad = KHEAP_REPORT_INTERIOR;
-        goto out;
-    }
+    if (off % c->slot || off / c->slot >= c->objs)
+        return KHEAP_REPORT_INTERIOR;
     size_t idx = off / c->slot;
-    if (idx >= s->carved || !bit_flip(c, s, base, idx, false)) {
-        bad = KHEAP_REPORT_DOUBLE_FREE;
-        goto out;
-    }
-    kh_vg_free(ptr);
+    if (idx >= s->carved || !bit_flip(c, s, base, idx, false))
+        return KHEAP_REPORT_DOUBLE_FREE;
 #if KH_POISON
     if (!c->ctor)
-        __builtin_memset(ptr, KHEAP_POISON_FREE, c->slot);
+        __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
 #endif
     kh_vg_defined(link_of(c, obj), sizeof(void *));
     *link_of(c, obj) = s->freelist;
-    s->freelist = ptr;
+    s->freelist = (void *)obj;
     s->inuse--;
     if (s->inuse == 0) {
         list_del(c, s);
         if (c->nr_empty < KHEAP_EMPTY_SLABS_KEPT) {
             list_add(c, s, KH_LIST_EMPTY);
         } else {
-            release = s;
             s->list = KH_LIST_GONE;
-            s->next = NULL;
+            s->next = *release;
+            *release = s;
         }
     } else if (s->list == KH_LIST_FULL) {
         list_del(c, s);
@@ -358,12 +365,46 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
     if (c->flags & KH_CACHE_INTERNAL)
         kh_account_internal(h, c->size, false);
     else
-        kh_account_free(h, c->size, 1);
-out:
+        kh_account_commit(h, c->size, false);
+    return 0;
+}
+
+enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
+                                     struct kh_page *s)
+{
+    struct kh_page *release = NULL;
+    kh_lock(&c->lock);
+    enum kheap_report_kind bad = give_locked(c, (uintptr_t)ptr, s, &release);
     kh_unlock(&c->lock);
-    if (release)
-        slabs_free(c, release);
+    slabs_free(c, release);
     return bad;
+}
+
+/* Give n objects of c back to their slabs under one lock hold; returns the
+ * bytes of slabs that went back to the page layer. An object its slab
+ * already holds free (a double free that sat in a magazine) is reported
+ * and skipped. */
+size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
+{
+    kheap_t *h = c->heap;
+    struct kh_page *release = NULL;
+    void *bad_obj[8];
+    enum kheap_report_kind bad_why[8];
+    size_t nbad = 0;
+    kh_lock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        enum kheap_report_kind why =
+            give_locked(c, (uintptr_t)objs[i], kh_slab_of(h, (uintptr_t)objs[i]), &release);
+        if (why && nbad < 8) {
+            bad_obj[nbad] = objs[i];
+            bad_why[nbad++] = why;
+        }
+    }
+    kh_unlock(&c->lock);
+    size_t bytes = slabs_free(c, release);
+    for (size_t i = 0; i < nbad; i++)
+        kh_report(bad_why[i], bad_obj[i], c, "kheap_free (found when its magazine was flushed)");
+    return bytes;
 }
 
 size_t kh_cache_release(struct kheap_cache *c, size_t keep)

@@ -2,22 +2,48 @@
  * stats.c - the heap's statistics, and their text form.
  *
  * Figures come from counters kept where the work is done: page counts by
- * the page layer (page_lock), object counts by each cache (its lock),
- * bytes and operation counts by the accounting in kmalloc.c (stats_lock).
- * A read takes page_lock then stats_lock, so the figures it returns belong
- * to one moment. Identities (checked by kheap_check):
+ * the page layer (page_lock); object counts per CPU and per cache, by the
+ * per-CPU layer (each CPU writes only its own, see cpu.c) and summed here;
+ * large blocks, committed bytes and failures by the accounting in
+ * kmalloc.c (stats_lock). Object counts are summed first, then page_lock
+ * and stats_lock are taken together. On a quiet heap every figure is
+ * exact; while other CPUs work, the object counts are each exact but read
+ * a moment apart. Identities (checked by kheap_check on a quiet heap):
  *   used_bytes == allocated_bytes - freed_bytes
+ *   committed == used_bytes + bytes of objects cached in magazines
  *   heap_used + heap_free == heap_total
  *   heap_free == free pages * KHEAP_PAGE_SIZE
+ * peak_bytes is the highest committed figure: at least the true peak of
+ * used_bytes, above it by at most what the magazines held then.
  *
  * The text writers take a buffer and a length, never a libc stream, so a
  * bare-metal kernel can print them on its console.
  */
 #include "kh_internal.h"
 
+/* Add cache c's object counts to *out (its per-CPU counters summed). */
+static void add_cache(kheap_t *h, struct kheap_cache *c, struct kheap_stats *out)
+{
+    struct kh_counts n;
+    kh_cache_counts(h, c, &n);
+    out->allocation_count += n.allocs;
+    out->free_count += n.frees;
+    out->allocated_bytes += n.allocs * c->size;
+    out->freed_bytes += n.frees * c->size;
+}
+
 void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
 {
     __builtin_memset(out, 0, sizeof *out);
+    /* Object counts first: they are per CPU and per cache, read without
+     * the page lock (the cache locks come before it). */
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        add_cache(h, &h->kmalloc[i], out);
+    kh_lock(&h->caches_lock);
+    for (struct kheap_cache *c = h->caches; c; c = c->next)
+        add_cache(h, c, out);
+    kh_unlock(&h->caches_lock);
+
     kh_lock(&h->page_lock);
     kh_lock(&h->stats_lock);
     out->heap_total = h->total_bytes;
@@ -26,16 +52,19 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->slab_bytes = h->slab_pages * KH_PAGE;
     out->large_bytes = h->large_pages * KH_PAGE;
     out->region_count = h->nregions;
-    out->metadata_bytes = h->region_meta + h->bitmap_bytes + h->internal_bytes;
-    out->allocated_bytes = h->allocated_bytes;
-    out->freed_bytes = h->freed_bytes;
-    out->used_bytes = h->used_bytes;
+    out->metadata_bytes = h->region_meta + h->bitmap_bytes + h->internal_bytes +
+                          h->meta_pages * KH_PAGE;
+    out->allocation_count += h->large_allocs + h->retired_allocs;
+    out->free_count += h->large_frees + h->retired_frees;
+    out->allocated_bytes += h->large_alloc_bytes + h->retired_bytes;
+    out->freed_bytes += h->large_free_bytes + h->retired_bytes;
     out->peak_bytes = h->peak_bytes;
-    out->allocation_count = h->allocation_count;
-    out->free_count = h->free_count;
     out->failed_count = h->failed_count;
     kh_unlock(&h->stats_lock);
     kh_unlock(&h->page_lock);
+    out->used_bytes = out->allocated_bytes - out->freed_bytes;
+    if (out->peak_bytes < out->used_bytes)
+        out->peak_bytes = out->used_bytes;
 }
 
 void kheap_get_heap_stats(kheap_t *h, size_t *total, size_t *used,
@@ -158,10 +187,11 @@ static void put_cache(struct out *o, struct kheap_cache *c, bool all)
     if (!all && row.num_slabs == 0 && row.allocs == 0)
         return;
     put_str(o, row.name, KHEAP_NAME_MAX);
-    const uint64_t v[] = {row.active_objs,  row.num_objs,     row.objsize,
-                          row.objperslab,   row.pagesperslab, row.active_slabs,
-                          row.num_slabs,    row.allocs,       row.frees};
-    for (size_t k = 0; k < 9; k++) {
+    const uint64_t v[] = {row.active_objs, row.num_objs,     row.objsize,
+                          row.objperslab,  row.pagesperslab, row.active_slabs,
+                          row.num_slabs,   row.allocs,       row.frees,
+                          row.cached_objs, row.cpu_hits,     row.cpu_misses};
+    for (size_t k = 0; k < 12; k++) {
         put_ch(o, ' ');
         put_num(o, v[k], 12);
     }
@@ -173,9 +203,10 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
     struct out o = {buf, len, 0};
     static const char *const cols[] = {"active_objs", "num_objs", "objsize",
                                        "objperslab", "pagesperslab", "active_slabs",
-                                       "num_slabs", "allocs", "frees"};
+                                       "num_slabs", "allocs", "frees", "cached",
+                                       "cpu_hits", "cpu_misses"};
     put_str(&o, "# name", KHEAP_NAME_MAX);
-    for (size_t i = 0; i < 9; i++) {
+    for (size_t i = 0; i < 12; i++) {
         put_ch(&o, ' ');
         size_t w = 0;
         while (cols[i][w])
@@ -193,5 +224,7 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
         put_cache(&o, c, all);
     kh_unlock(&h->caches_lock);
     put_cache(&o, &h->cache_cache, all);
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        put_cache(&o, &h->mag_cache[t], all);
     return finish(&o);
 }

@@ -994,7 +994,7 @@ static void op_temp_cache(void)
 static void heap_check(void)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check(g_heap, &addr);
+    const char *msg = kheap_check_quiet(g_heap, &addr);
     MCHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
 }
 

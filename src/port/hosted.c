@@ -11,11 +11,13 @@
 #define _GNU_SOURCE
 #endif
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "kheap.h"
 #include "kheap_hosted.h"
 
 _Static_assert(sizeof(pthread_mutex_t) <= sizeof(kheap_lock_t),
@@ -35,6 +37,67 @@ void kheap_port_unlock(kheap_lock_t *lock)
 {
     pthread_mutex_unlock((pthread_mutex_t *)lock->word);
 }
+
+/* ------------------------------------------------------------------ */
+/* Thread slots: the hosted "CPUs" of the per-CPU layer.
+ *
+ * slot_map has a bit per slot, set while a thread owns it; a thread takes
+ * the lowest clear bit with a compare-and-swap (no lock, no system call)
+ * on its first allocation, and a thread-specific-data destructor gives it
+ * back at thread exit, after kheap_cpu_flush has returned the slot's
+ * magazines to their depots. kh_hosted_slot holds slot + 1; after the
+ * destructor it holds KHEAP_CPU_NONE + 1, so frees from later
+ * destructors of other libraries take the locked path instead of taking
+ * a new slot that nothing would give back. */
+__thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec")));
+
+#define SLOT_WORDS ((KHEAP_MAX_CPUS + 63) / 64)
+static unsigned long long slot_map[SLOT_WORDS];
+static pthread_key_t slot_key;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+static int slot_key_ok;
+
+static void slot_release(void *arg)
+{
+    unsigned slot = (unsigned)(uintptr_t)arg - 1;
+    kh_hosted_slot = KHEAP_CPU_NONE + 1;
+    kheap_cpu_flush(slot);
+    __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
+}
+
+static void slot_key_create(void)
+{
+    slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+}
+
+unsigned kh_hosted_slot_take(void)
+{
+    if (kh_hosted_slot)
+        return kh_hosted_slot - 1; /* KHEAP_CPU_NONE after exit */
+    pthread_once(&slot_once, slot_key_create);
+    if (!slot_key_ok)
+        return KHEAP_CPU_NONE;
+    for (unsigned w = 0; w < SLOT_WORDS; w++) {
+        unsigned long long m = __atomic_load_n(&slot_map[w], __ATOMIC_RELAXED);
+        while (~m) {
+            unsigned b = (unsigned)__builtin_ctzll(~m), slot = w * 64 + b;
+            if (slot >= KHEAP_MAX_CPUS)
+                break;
+            if (__atomic_compare_exchange_n(&slot_map[w], &m, m | (1ull << b), false,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                /* For a key made early, glibc keeps the value in the
+                 * thread descriptor: setting it allocates nothing. */
+                pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
+                kh_hosted_slot = slot + 1;
+                return slot;
+            }
+        }
+    }
+    return KHEAP_CPU_NONE; /* every slot taken: locked path, try next time */
+}
+
+/* ------------------------------------------------------------------ */
+/* Reports. */
 
 static kheap_report_hook_fn report_hook;
 

@@ -1,0 +1,497 @@
+/*
+ * cpu.c - per-CPU magazines in front of every cache, and their depots.
+ *
+ * Bonwick and Adams, "Magazines and Vmem" (USENIX 2001): each CPU (each
+ * thread slot when hosted) holds, for each cache, a *loaded* and a
+ * *previous* magazine: stacks of up to mag_cap constructed objects. An
+ * allocation pops from loaded, a free pushes onto it; that is the whole hit
+ * path, done in kmalloc.c / cache_alloc inline: no lock, no atomic
+ * read-modify-write, and only the CPU's own cache lines are written (its
+ * kh_cc, padded to a cache line, and its magazines). When loaded is empty
+ * (or full) and previous is full (or empty) the two swap; only when both
+ * miss does the CPU go to the cache's *depot*, a list of full and a list of
+ * empty magazines under the cache's lock, and exchange one whole magazine,
+ * so the lock is taken at most once per mag_cap/2 operations in the worst
+ * alternating pattern. A depot with no full magazine refills the loaded
+ * one with mag_cap/2 objects from the slabs in one lock hold.
+ *
+ * Magazine sizes are tuned per class, not adapted at run time: 64 objects
+ * up to 128 B, 32 up to 512 B, 16 up to 2 KiB, 8 up to 8 KiB, 4 above. A
+ * magazine then caches at most 8-32 KiB per CPU per cache, so small hot
+ * objects get long runs of hits while big objects do not pin much memory
+ * (Bonwick sizes his magazine types by object size too; his run-time
+ * growth on lock contention is not built: with 2 exchanges per mag_cap
+ * operations the depot lock is rarely contended).
+ *
+ * The depot trims itself: every KH_DEPOT_EPOCH exchanges it gives back as
+ * many full and empty magazines as it held at the least during the epoch
+ * (Bonwick's working-set rule, counted in exchanges instead of seconds),
+ * and it never keeps more than KHEAP_DEPOT_MAX full magazines: a CPU that
+ * only frees (a consumer) sends its overflow straight to the slabs, so it
+ * cannot grow without bound.
+ *
+ * Objects in magazines and depots are allocated as far as their slabs know
+ * (bit set, counted in inuse); they are *cached*, not live. The hit path
+ * counts only in its CPU's own counters, so the number cached is derived
+ * on read, not kept. Invariant per cache, when no CPU is inside its hit
+ * path:
+ *   active_objs (slab view) == live objects + objects in magazines
+ *   live objects == sum over CPUs of (allocs - frees) + nocpu_allocs -
+ *                   nocpu_frees
+ *
+ * What reaches what: the CPU's own kh_cc is written only by that CPU (or
+ * by kheap_cpu_flush for a CPU/thread that has stopped). kheap_reclaim
+ * drains the depots, the calling CPU's own magazines, and the magazines of
+ * CPUs flushed by kheap_cpu_flush; it cannot take objects out of another
+ * running CPU's magazines (that CPU uses them without a lock), so up to
+ * 2 * mag_cap objects per cache per other running CPU stay cached.
+ */
+#include "kh_internal.h"
+
+#define KH_DEPOT_EPOCH 256u
+
+struct kh_mag kh_mag_sentinel = {0, 0, NULL};
+
+/* Every CPU slot of a heap starts at this: its magazines are the sentinel,
+ * whose capacity 0 makes both hit paths miss, so the first operation on a
+ * CPU falls into the slow path, which sets the CPU up. Never written. */
+struct kh_cpu kh_cpu_sentinel = {
+    .cc = {[0 ... KHEAP_NUM_CLASSES - 1] = {.loaded = &kh_mag_sentinel,
+                                             .prev = &kh_mag_sentinel}},
+};
+
+unsigned kh_mag_cap_for(size_t size)
+{
+    return size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : size <= 8192 ? 8 : 4;
+}
+
+static unsigned mag_type(unsigned cap)
+{
+    return cap >= 64 ? 4 : cap >= 32 ? 3 : cap >= 16 ? 2 : cap >= 8 ? 1 : 0;
+}
+
+static struct kh_mag *mag_new(kheap_t *h, unsigned cap)
+{
+    struct kh_mag *m;
+    if (kh_cache_take(&h->mag_cache[mag_type(cap)], (void **)&m, 1) == 0)
+        return NULL;
+    m->n = 0;
+    m->cap = cap;
+    m->next = NULL;
+    return m;
+}
+
+static void mag_free(kheap_t *h, struct kh_mag *m)
+{
+    if (m == &kh_mag_sentinel)
+        return;
+    struct kheap_cache *mc = &h->mag_cache[mag_type(m->cap)];
+    enum kheap_report_kind bad = kh_cache_give(mc, m, kh_slab_of(h, (uintptr_t)m));
+    KH_ASSERT(!bad, m);
+    (void)bad;
+}
+
+/* Give a magazine's objects back to their slabs; it is empty after.
+ * Returns the bytes of slabs that went back to the page layer. */
+static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m)
+{
+    size_t bytes = 0;
+    if (m->n) {
+        bytes = kh_cache_give_n(c, m->obj, m->n);
+        m->n = 0;
+    }
+    return bytes;
+}
+
+/* ------------------------------------------------------------------ */
+/* The per-CPU state of a cache. */
+
+/* This CPU's front of cache c, set up if it is not yet (cpu != NONE).
+ * Runs on cpu (kheap_port_cpu_enter held). */
+static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls != KH_NO_CLASS) {
+        struct kh_cpu *pc = h->cpu[cpu];
+        if (pc == &kh_cpu_sentinel) {
+            pc = kh_internal_pages(h, sizeof *pc);
+            if (!pc)
+                return NULL;
+            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+                pc->cc[i] = (struct kh_cc){.loaded = &kh_mag_sentinel,
+                                           .prev = &kh_mag_sentinel};
+            /* Readers on other CPUs (stats, check, flush) see either the
+             * sentinel or the initialised structure. */
+            __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
+        }
+        return &pc->cc[c->cls];
+    }
+    return &c->percpu[cpu].cc;
+}
+
+/* Count one operation in a per-CPU counter: only its CPU writes it, other
+ * CPUs only read it (relaxed atomics: no read-modify-write). */
+static inline void bump(uint64_t *ctr)
+{
+    __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
+}
+
+/* Account the epoch and trim the depot (cache lock held). Returns a list of
+ * magazines (linked through next) for the caller to flush and free after
+ * unlocking. */
+static struct kh_mag *depot_tick(struct kheap_cache *c)
+{
+    if (c->nr_full_mags < c->full_min)
+        c->full_min = c->nr_full_mags;
+    if (c->nr_empty_mags < c->empty_min)
+        c->empty_min = c->nr_empty_mags;
+    if (++c->depot_ops < KH_DEPOT_EPOCH)
+        return NULL;
+    struct kh_mag *out = NULL;
+    for (size_t k = c->full_min; k && c->depot_full; k--) {
+        struct kh_mag *m = c->depot_full;
+        c->depot_full = m->next;
+        c->nr_full_mags--;
+        m->next = out;
+        out = m;
+    }
+    for (size_t k = c->empty_min; k && c->depot_empty; k--) {
+        struct kh_mag *m = c->depot_empty;
+        c->depot_empty = m->next;
+        c->nr_empty_mags--;
+        m->next = out;
+        out = m;
+    }
+    c->depot_ops = 0;
+    c->full_min = c->nr_full_mags;
+    c->empty_min = c->nr_empty_mags;
+    return out;
+}
+
+static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list)
+{
+    size_t bytes = 0;
+    while (list) {
+        struct kh_mag *m = list;
+        list = m->next;
+        bytes += mag_flush(c, m);
+        mag_free(h, m);
+    }
+    return bytes;
+}
+
+/* An object straight from the slabs, for a caller with no CPU slot (or no
+ * memory for magazines). */
+static void *alloc_direct(struct kheap_cache *c)
+{
+    void *p;
+    if (kh_cache_take(c, &p, 1) == 0)
+        return NULL;
+    kh_lock(&c->lock);
+    c->nocpu_allocs++;
+    kh_unlock(&c->lock);
+    return p;
+}
+
+void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
+    if (!cc) {
+        kheap_port_cpu_exit(cpu);
+        return alloc_direct(c);
+    }
+    bump(&cc->alloc_misses);
+    if (cc->prev->n) {
+        struct kh_mag *t = cc->loaded;
+        cc->loaded = cc->prev;
+        cc->prev = t;
+    } else {
+        /* Both empty: trade previous for a full magazine of the depot. */
+        struct kh_mag *spare = NULL, *trim = NULL;
+        kh_lock(&c->lock);
+        if (c->depot_full) {
+            struct kh_mag *full = c->depot_full;
+            c->depot_full = full->next;
+            c->nr_full_mags--;
+            if (cc->prev != &kh_mag_sentinel) {
+                cc->prev->next = c->depot_empty;
+                c->depot_empty = cc->prev;
+                c->nr_empty_mags++;
+            }
+            cc->prev = cc->loaded;
+            cc->loaded = full;
+            trim = depot_tick(c);
+        } else if (c->depot_empty && cc->loaded == &kh_mag_sentinel) {
+            spare = c->depot_empty;
+            c->depot_empty = spare->next;
+            c->nr_empty_mags--;
+        }
+        kh_unlock(&c->lock);
+        mags_release(h, c, trim);
+        if (!cc->loaded->n) {
+            /* The depot had none: fill loaded from the slabs. */
+            if (cc->loaded == &kh_mag_sentinel) {
+                struct kh_mag *m = spare ? spare : mag_new(h, c->mag_cap);
+                if (!m) {
+                    kheap_port_cpu_exit(cpu);
+                    return alloc_direct(c);
+                }
+                cc->loaded = m;
+            }
+            struct kh_mag *m = cc->loaded;
+            m->n = (uint32_t)kh_cache_take(c, m->obj, (m->cap + 1) / 2);
+            if (!m->n) {
+                kheap_port_cpu_exit(cpu);
+                return NULL;
+            }
+        }
+    }
+    struct kh_mag *m = cc->loaded;
+    void *p = m->obj[--m->n];
+#if KHEAP_VALGRIND
+    m->obj[m->n] = NULL;
+#endif
+    bump(&cc->allocs);
+    kheap_port_cpu_exit(cpu);
+    return p;
+}
+
+void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
+    if (!cc)
+        goto direct;
+    bump(&cc->free_misses);
+    if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
+        struct kh_mag *t = cc->loaded;
+        cc->loaded = cc->prev;
+        cc->prev = t;
+    } else {
+        /* Loaded is full (or the sentinel), previous full too: previous
+         * goes to the depot (or, over its bound, back to the slabs) and an
+         * empty magazine comes in. Get one before locking: mag_new takes
+         * another cache's lock. */
+        struct kh_mag *empty = NULL, *trim = NULL, *overflow = NULL;
+        kh_lock(&c->lock);
+        if (c->depot_empty) {
+            empty = c->depot_empty;
+            c->depot_empty = empty->next;
+            c->nr_empty_mags--;
+        }
+        kh_unlock(&c->lock);
+        if (!empty && !(empty = mag_new(h, c->mag_cap)))
+            goto direct;
+        struct kh_mag *old = cc->prev;
+        cc->prev = cc->loaded;
+        cc->loaded = empty;
+        if (old != &kh_mag_sentinel) {
+            kh_lock(&c->lock);
+            if (c->nr_full_mags < KHEAP_DEPOT_MAX) {
+                old->next = c->depot_full;
+                c->depot_full = old;
+                c->nr_full_mags++;
+                trim = depot_tick(c);
+            } else {
+                overflow = old;
+                overflow->next = NULL;
+            }
+            kh_unlock(&c->lock);
+        }
+        mags_release(h, c, overflow);
+        mags_release(h, c, trim);
+    }
+    cc->loaded->obj[cc->loaded->n++] = p;
+    bump(&cc->frees);
+    kheap_port_cpu_exit(cpu);
+    return;
+direct:
+    kheap_port_cpu_exit(cpu);
+    kh_cache_give_n(c, &p, 1);
+    kh_lock(&c->lock);
+    c->nocpu_frees++;
+    kh_unlock(&c->lock);
+}
+
+/* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
+ * (2 + depot)); asked only by the double-free guard. */
+bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
+{
+    bool found = false;
+    unsigned cpu = kheap_port_cpu_enter();
+    if (cpu != KHEAP_CPU_NONE) {
+        struct kh_cc *cc = cc_of(h, c, cpu);
+        const struct kh_mag *mags[2] = {cc ? cc->loaded : &kh_mag_sentinel,
+                                        cc ? cc->prev : &kh_mag_sentinel};
+        for (int k = 0; k < 2 && !found; k++)
+            for (uint32_t i = 0; i < mags[k]->n && !found; i++)
+                found = mags[k]->obj[i] == p;
+    }
+    kheap_port_cpu_exit(cpu);
+    if (!found) {
+        kh_lock(&c->lock);
+        for (const struct kh_mag *m = c->depot_full; m && !found; m = m->next)
+            for (uint32_t i = 0; i < m->n && !found; i++)
+                found = m->obj[i] == p;
+        kh_unlock(&c->lock);
+    }
+    return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* Draining. */
+
+/* Empty CPU cpu's magazines of cache c into the slabs (the caller is that
+ * CPU, or the CPU has stopped). */
+static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
+{
+    struct kh_mag *mags[2] = {cc->loaded, cc->prev};
+    size_t bytes = mag_flush(c, mags[0]) + mag_flush(c, mags[1]);
+    cc->loaded = cc->prev = &kh_mag_sentinel;
+    mag_free(h, mags[0]);
+    mag_free(h, mags[1]);
+    return bytes;
+}
+
+/* CPU cpu's front of c, or NULL if that CPU never used c's heap. */
+static struct kh_cc *cc_peek(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &c->percpu[cpu].cc;
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->cc[c->cls];
+}
+
+/* Give back the depot's magazines and the calling CPU's own; with all,
+ * every CPU's (the caller promises no other CPU uses c meanwhile). */
+size_t kh_cache_drain(struct kheap_cache *c, bool all)
+{
+    kheap_t *h = c->heap;
+    size_t bytes = 0;
+    if (c->flags & KH_CACHE_INTERNAL)
+        return 0;
+    if (all) {
+        for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+            struct kh_cc *cc = cc_peek(h, c, cpu);
+            if (cc)
+                bytes += cc_drain(h, c, cc);
+        }
+    } else {
+        unsigned cpu = kheap_port_cpu_enter();
+        struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_peek(h, c, cpu);
+        if (cc)
+            bytes += cc_drain(h, c, cc);
+        kheap_port_cpu_exit(cpu);
+    }
+    kh_lock(&c->lock);
+    struct kh_mag *list = c->depot_full, *empties = c->depot_empty;
+    while (empties) {
+        struct kh_mag *m = empties;
+        empties = m->next;
+        m->next = list;
+        list = m;
+    }
+    c->depot_full = c->depot_empty = NULL;
+    c->nr_full_mags = c->nr_empty_mags = 0;
+    c->full_min = c->empty_min = 0;
+    kh_unlock(&c->lock);
+    return bytes + mags_release(h, c, list);
+}
+
+/* Flush CPU cpu's magazines of every cache of h: cpu has stopped using h. */
+static void heap_cpu_flush(kheap_t *h, unsigned cpu)
+{
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        struct kh_cc *cc = cc_peek(h, &h->kmalloc[i], cpu);
+        if (cc)
+            cc_drain(h, &h->kmalloc[i], cc);
+    }
+    kh_lock(&h->caches_lock);
+    for (struct kheap_cache *c = h->caches; c; c = c->next)
+        cc_drain(h, c, &c->percpu[cpu].cc);
+    kh_unlock(&h->caches_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* The registry of heaps, for kheap_cpu_flush: a list under a spinlock of
+ * its own (taken only at heap creation and end and at thread exit / CPU
+ * offline, never with a heap lock held). */
+
+static kheap_t *registry;
+static int registry_lock;
+
+static void registry_acquire(void)
+{
+    while (__atomic_exchange_n(&registry_lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&registry_lock, __ATOMIC_RELAXED))
+            ;
+}
+
+static void registry_release(void)
+{
+    __atomic_store_n(&registry_lock, 0, __ATOMIC_RELEASE);
+}
+
+void kh_registry_add(kheap_t *h)
+{
+    registry_acquire();
+    h->next_heap = registry;
+    registry = h;
+    registry_release();
+}
+
+void kheap_fini(kheap_t *h)
+{
+    registry_acquire();
+    for (kheap_t **pp = &registry; *pp; pp = &(*pp)->next_heap) {
+        if (*pp == h) {
+            *pp = h->next_heap;
+            break;
+        }
+    }
+    registry_release();
+    h->magic = 0;
+}
+
+void kheap_cpu_flush(unsigned cpu)
+{
+    if (cpu >= KHEAP_CPU_NONE)
+        return;
+    registry_acquire();
+    /* Heaps are not removed while we walk (kheap_fini waits for the lock);
+     * flushing takes heap locks, which never wait for the registry. */
+    for (kheap_t *h = registry; h; h = h->next_heap)
+        heap_cpu_flush(h, cpu);
+    registry_release();
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading the per-CPU counters (any CPU; relaxed loads). */
+
+void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
+{
+    __builtin_memset(out, 0, sizeof *out);
+    if (c->flags & KH_CACHE_INTERNAL)
+        goto slab_view;
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+        const struct kh_cc *cc = cc_peek(h, c, cpu);
+        if (!cc)
+            continue;
+        out->allocs += __atomic_load_n(&cc->allocs, __ATOMIC_RELAXED);
+        out->frees += __atomic_load_n(&cc->frees, __ATOMIC_RELAXED);
+        out->misses += __atomic_load_n(&cc->alloc_misses, __ATOMIC_RELAXED) +
+                       __atomic_load_n(&cc->free_misses, __ATOMIC_RELAXED);
+    }
+    out->hits = out->allocs + out->frees - out->misses;
+slab_view:
+    kh_lock(&c->lock);
+    if (c->flags & KH_CACHE_INTERNAL) {
+        out->allocs = c->allocs;
+        out->frees = c->frees;
+    } else {
+        out->allocs += c->nocpu_allocs;
+        out->frees += c->nocpu_frees;
+    }
+    out->active = c->active_objs;
+    kh_unlock(&c->lock);
+}
