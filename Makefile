@@ -27,10 +27,12 @@ HDRS     := $(wildcard include/*.h) src/kh_internal.h src/port/hosted_cpu.h Make
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.
-VARIANTS      := release asan debug3 valgrind
+VARIANTS      := release asan tsan debug3 valgrind
 FLAGS_release := $(OPT)
 FLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
                  -fno-sanitize-recover=all -DKHEAP_DEBUG=2
+FLAGS_tsan    := -O1 -g -fsanitize=thread -DKHEAP_DEBUG=1
+LDFLAGS_tsan  := -fsanitize=thread
 FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined

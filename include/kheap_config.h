@@ -46,10 +46,14 @@
 #define KHEAP_MAX_CPUS 64
 #endif
 
-/* Most full magazines one cache's depot keeps; a CPU that frees beyond
- * that sends whole magazines back to the slabs. */
+/* Most full magazines one cache's depot keeps, and most bytes of objects
+ * in them (whichever bound is lower, at least one magazine); a CPU that
+ * frees beyond that sends whole magazines back to the slabs. */
 #ifndef KHEAP_DEPOT_MAX
 #define KHEAP_DEPOT_MAX 32
+#endif
+#ifndef KHEAP_DEPOT_BYTES
+#define KHEAP_DEPOT_BYTES (128u * 1024u)
 #endif
 
 /* Size in bytes of the static array behind the default heap (kmalloc,

@@ -35,8 +35,10 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
         kh_account_failure(h);
         return NULL;
     }
-    for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
+    for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++) {
         c->percpu[k].cc.loaded = c->percpu[k].cc.prev = &kh_mag_sentinel;
+        kh_vg_benign(&c->percpu[k].cc.allocs, 4 * sizeof(uint64_t));
+    }
 
     kh_lock(&h->caches_lock);
     c->prev = h->caches_tail;

@@ -26,9 +26,10 @@
  * The depot trims itself: every KH_DEPOT_EPOCH exchanges it gives back as
  * many full and empty magazines as it held at the least during the epoch
  * (Bonwick's working-set rule, counted in exchanges instead of seconds),
- * and it never keeps more than KHEAP_DEPOT_MAX full magazines: a CPU that
- * only frees (a consumer) sends its overflow straight to the slabs, so it
- * cannot grow without bound.
+ * and it never keeps more than depot_max full magazines (KHEAP_DEPOT_MAX,
+ * or fewer so they hold at most KHEAP_DEPOT_BYTES): a CPU that only frees
+ * (a consumer) sends its overflow straight to the slabs, so it cannot grow
+ * without bound.
  *
  * Objects in magazines and depots are allocated as far as their slabs know
  * (bit set, counted in inuse); they are *cached*, not live. The hit path
@@ -116,9 +117,11 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
             pc = kh_internal_pages(h, sizeof *pc);
             if (!pc)
                 return NULL;
-            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
                 pc->cc[i] = (struct kh_cc){.loaded = &kh_mag_sentinel,
                                            .prev = &kh_mag_sentinel};
+                kh_vg_benign(&pc->cc[i].allocs, 4 * sizeof(uint64_t));
+            }
             /* Readers on other CPUs (stats, check, flush) see either the
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
@@ -287,7 +290,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         cc->loaded = empty;
         if (old != &kh_mag_sentinel) {
             kh_lock(&c->lock);
-            if (c->nr_full_mags < KHEAP_DEPOT_MAX) {
+            if (c->nr_full_mags < c->depot_max) {
                 old->next = c->depot_full;
                 c->depot_full = old;
                 c->nr_full_mags++;
@@ -425,10 +428,12 @@ static void registry_acquire(void)
     while (__atomic_exchange_n(&registry_lock, 1, __ATOMIC_ACQUIRE))
         while (__atomic_load_n(&registry_lock, __ATOMIC_RELAXED))
             ;
+    kh_vg_locked(&registry_lock);
 }
 
 static void registry_release(void)
 {
+    kh_vg_unlocked(&registry_lock);
     __atomic_store_n(&registry_lock, 0, __ATOMIC_RELEASE);
 }
 

@@ -32,6 +32,8 @@ static kh_noinline kheap_t *default_setup(void)
 #if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
         kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
 #endif
+        kh_vg_benign(&default_heap, sizeof default_heap);
+        kh_vg_before(&default_heap);
         __atomic_store_n(&default_heap, h, __ATOMIC_RELEASE);
         __atomic_store_n(&default_state, 2, __ATOMIC_RELEASE);
         return h;
@@ -39,13 +41,18 @@ static kh_noinline kheap_t *default_setup(void)
     kheap_t *h;
     while (!(h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE)))
         ;
+    kh_vg_after(&default_heap);
     return h;
 }
 
 kheap_t *kheap_default(void)
 {
     kheap_t *h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE);
-    return kh_likely(h != NULL) ? h : default_setup();
+    if (kh_likely(h != NULL)) {
+        kh_vg_after(&default_heap);
+        return h;
+    }
+    return default_setup();
 }
 
 uintptr_t kheap_heap_end(void)

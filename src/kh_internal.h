@@ -30,13 +30,30 @@
 #include "kheap_port.h"
 
 #if KHEAP_VALGRIND
+#include <valgrind/drd.h>
 #include <valgrind/memcheck.h>
+/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
+ * accesses: mark the per-CPU counters (written by one CPU, summed by any)
+ * and the lock-free publication words as intended races, and describe the
+ * registry spinlock as a lock. */
+#define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
+#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
+#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
+#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
+#define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
+#define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
 #define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
 #define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
 #define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
 #define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
 #define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
 #else
+#define kh_vg_benign(p, n) ((void)(p), (void)(n))
+#define kh_vg_lock_created(l) ((void)(l))
+#define kh_vg_locked(l) ((void)(l))
+#define kh_vg_unlocked(l) ((void)(l))
+#define kh_vg_before(p) ((void)(p))
+#define kh_vg_after(p) ((void)(p))
 #define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
 #define kh_vg_free(p) ((void)(p))
 #define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
@@ -225,6 +242,7 @@ struct kheap_cache {
     uint32_t guard;      /* 1: freed objects carry the double-free key in
                             their second word (no ctor, slot >= 2 words) */
     uint32_t mag_cap;    /* objects per magazine (0: no per-CPU layer) */
+    uint32_t depot_max;  /* full magazines the depot may hold */
     struct kh_cc_line *percpu; /* user caches: [KHEAP_MAX_CPUS + 1] */
 
     kheap_lock_t lock;

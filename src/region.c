@@ -76,8 +76,9 @@ static int check_range(const void *base, size_t size)
 static void publish(kheap_t *h, unsigned idx)
 {
     unsigned n = h->nregions, pos = n;
-    __atomic_store_n(&h->region_seq, h->region_seq + 1, __ATOMIC_RELEASE);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    /* Odd: a read-modify-write with acquire order, so none of the stores
+     * below can be seen before it. */
+    __atomic_fetch_add(&h->region_seq, 1, __ATOMIC_ACQ_REL);
     while (pos > 0 && h->regions[h->order[pos - 1]].start > h->regions[idx].start) {
         __atomic_store_n(&h->order[pos], h->order[pos - 1], __ATOMIC_RELEASE);
         pos--;
@@ -241,6 +242,10 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
                        NULL, NULL, KH_CACHE_INTERNAL);
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
         h->cpu[k] = &kh_cpu_sentinel;
+    kh_vg_benign(h->cpu, sizeof h->cpu);
+    kh_vg_benign(&h->region_seq, sizeof h->region_seq);
+    kh_vg_benign(&h->nregions, sizeof h->nregions);
+    kh_vg_benign(h->order, sizeof h->order);
     kh_registry_add(h);
     *out = h;
     return KHEAP_OK;
@@ -267,8 +272,9 @@ struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr)
             else
                 return r;
         }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (!(seq & 1) && __atomic_load_n(&h->region_seq, __ATOMIC_RELAXED) == seq)
+        /* The loads above were acquire loads, so this one cannot be
+         * satisfied before them. */
+        if (!(seq & 1) && __atomic_load_n(&h->region_seq, __ATOMIC_ACQUIRE) == seq)
             return NULL;
     }
 }

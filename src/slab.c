@@ -85,6 +85,10 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->dtor = dtor;
     c->cls = KH_NO_CLASS;
     c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot);
+    if (c->mag_cap) {
+        size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * slot);
+        c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+    }
     c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 2 * sizeof(void *);
 
     size_t best = 0, best_waste = (size_t)-1;

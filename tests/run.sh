@@ -40,6 +40,10 @@ for v in $VARIANTS; do
     case $v in
     release)  envs="" wrap="" ;;
     asan)     envs="KHEAP_TEST_OPS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1" wrap="" ;;
+    # kheap_check holds every lock of a heap at once, more than the deadlock
+    # detector of ThreadSanitizer can track (64): data races are checked,
+    # lock order is not.
+    tsan)     envs="KHEAP_TEST_OPS=100000 KHEAP_TEST_SMALL=1 TSAN_OPTIONS=halt_on_error=1:detect_deadlocks=0" wrap="" ;;
     debug3)   envs="KHEAP_TEST_OPS=4000 KHEAP_TEST_HEAP=4194304 KHEAP_TEST_SMALL=1" wrap="" ;;
     valgrind) envs="KHEAP_TEST_OPS=40000 KHEAP_TEST_SMALL=1"
               wrap="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect" ;;
@@ -68,6 +72,15 @@ for t in $CROSS; do
         echo "not ok - cross $t (see $out)" >>"$out"
         count "cross-$t" "$out" 1
     fi
+done
+
+# The threaded tests under valgrind's drd race detector (the valgrind
+# build annotates kheap's atomics and spinlock for it).
+for t in test_threads test_default test_percpu; do
+    bin="$B/valgrind/tests/$t"
+    [ -x "$bin" ] || continue
+    run "drd-$t" env KHEAP_TEST_OPS=5000 KHEAP_TEST_SMALL=1 \
+        valgrind -q --tool=drd --error-exitcode=98 "$bin"
 done
 
 # memcheck must see kheap objects: the probe leaks one and reads two

@@ -20,6 +20,17 @@
 #include "kheap.h"
 #include "kheap_hosted.h"
 
+#if KHEAP_VALGRIND
+#include <valgrind/drd.h>
+/* drd does not see the ordering atomics give: tell it that a slot's
+ * release happens before its next owner takes it. */
+#define slot_handover_before(p) ANNOTATE_HAPPENS_BEFORE(p)
+#define slot_handover_after(p) ANNOTATE_HAPPENS_AFTER(p)
+#else
+#define slot_handover_before(p) ((void)(p))
+#define slot_handover_after(p) ((void)(p))
+#endif
+
 _Static_assert(sizeof(pthread_mutex_t) <= sizeof(kheap_lock_t),
                "kheap_lock_t cannot hold a pthread mutex: raise KHEAP_LOCK_WORDS");
 
@@ -62,6 +73,7 @@ static void slot_release(void *arg)
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
     kh_hosted_slot = KHEAP_CPU_NONE + 1;
     kheap_cpu_flush(slot);
+    slot_handover_before(&slot_map[slot / 64]);
     __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
 }
 
@@ -85,6 +97,7 @@ unsigned kh_hosted_slot_take(void)
                 break;
             if (__atomic_compare_exchange_n(&slot_map[w], &m, m | (1ull << b), false,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                slot_handover_after(&slot_map[w]);
                 /* For a key made early, glibc keeps the value in the
                  * thread descriptor: setting it allocates nothing. */
                 pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
