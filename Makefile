@@ -23,7 +23,7 @@ OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX
 CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/cpu.c src/kmalloc.c \
             src/stats.c src/check.c src/default.c
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/kh_internal.h src/port/hosted_cpu.h Makefile
+HDRS     := $(wildcard include/*.h) src/kh_internal.h src/kh_fast.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.

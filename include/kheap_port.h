@@ -67,13 +67,21 @@ void kheap_port_unlock(kheap_lock_t *lock);
  *
  * For speed the port may define both hooks as static inline functions in
  * a header named by KHEAP_PORT_CPU_HEADER (the hosted port does); else
- * they are ordinary functions. */
+ * they are ordinary functions. That header may also define
+ * kheap_port_cpu_enter_fast() (and KHEAP_PORT_CPU_ENTER_FAST 1): like
+ * enter, but it may return KHEAP_CPU_NONE rather than do slow work (the
+ * hosted port's first-use slot claim); the hit paths use it, and a miss
+ * then calls kheap_port_cpu_enter. */
 #define KHEAP_CPU_NONE ((unsigned)KHEAP_MAX_CPUS)
 #ifdef KHEAP_PORT_CPU_HEADER
 #include KHEAP_PORT_CPU_HEADER
 #else
 unsigned kheap_port_cpu_enter(void);
 void kheap_port_cpu_exit(unsigned cpu);
+#endif
+#ifndef KHEAP_PORT_CPU_ENTER_FAST
+#define KHEAP_PORT_CPU_ENTER_FAST 0
+#define kheap_port_cpu_enter_fast() kheap_port_cpu_enter()
 #endif
 
 /* What went wrong, for the report hook. */

@@ -37,7 +37,8 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
     }
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++) {
         c->percpu[k].cc.loaded = c->percpu[k].cc.prev = &kh_mag_sentinel;
-        kh_vg_benign(&c->percpu[k].cc.allocs, 4 * sizeof(uint64_t));
+        kh_vg_benign(&c->percpu[k].cc.allocs, 2 * sizeof(uint64_t));
+        kh_vg_benign(&c->percpu[k].miss, sizeof c->percpu[k].miss);
     }
 
     kh_lock(&h->caches_lock);

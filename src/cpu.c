@@ -120,8 +120,9 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
             for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
                 pc->cc[i] = (struct kh_cc){.loaded = &kh_mag_sentinel,
                                            .prev = &kh_mag_sentinel};
-                kh_vg_benign(&pc->cc[i].allocs, 4 * sizeof(uint64_t));
+                kh_vg_benign(&pc->cc[i].allocs, 2 * sizeof(uint64_t));
             }
+            kh_vg_benign(pc->miss, sizeof pc->miss);
             /* Readers on other CPUs (stats, check, flush) see either the
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
@@ -129,6 +130,12 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
         return &pc->cc[c->cls];
     }
     return &c->percpu[cpu].cc;
+}
+
+/* The miss counters that go with CPU cpu's front of c. */
+static struct kh_misses *miss_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->miss[c->cls] : &c->percpu[cpu].miss;
 }
 
 /* Count one operation in a per-CPU counter: only its CPU writes it, other
@@ -203,7 +210,7 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
         kheap_port_cpu_exit(cpu);
         return alloc_direct(c);
     }
-    bump(&cc->alloc_misses);
+    bump(&miss_of(h, c, cpu)->alloc);
     if (cc->prev->n) {
         struct kh_mag *t = cc->loaded;
         cc->loaded = cc->prev;
@@ -265,7 +272,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
     if (!cc)
         goto direct;
-    bump(&cc->free_misses);
+    bump(&miss_of(h, c, cpu)->free);
     if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
         struct kh_mag *t = cc->loaded;
         cc->loaded = cc->prev;
@@ -482,10 +489,13 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
         const struct kh_cc *cc = cc_peek(h, c, cpu);
         if (!cc)
             continue;
+        const struct kh_misses *ms = c->cls != KH_NO_CLASS
+                                         ? &h->cpu[cpu]->miss[c->cls]
+                                         : &c->percpu[cpu].miss;
         out->allocs += __atomic_load_n(&cc->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&cc->frees, __ATOMIC_RELAXED);
-        out->misses += __atomic_load_n(&cc->alloc_misses, __ATOMIC_RELAXED) +
-                       __atomic_load_n(&cc->free_misses, __ATOMIC_RELAXED);
+        out->misses += __atomic_load_n(&ms->alloc, __ATOMIC_RELAXED) +
+                       __atomic_load_n(&ms->free, __ATOMIC_RELAXED);
     }
     out->hits = out->allocs + out->frees - out->misses;
 slab_view:

@@ -12,14 +12,14 @@
  * published (release/acquire), which takes O(1) time. A thread that finds
  * the heap set up pays one acquire load.
  */
-#include "kh_internal.h"
+#include "kh_fast.h"
 
 static unsigned char kheap_default_memory[KHEAP_DEFAULT_SIZE]
     __attribute__((aligned(KHEAP_PAGE_SIZE)));
-static kheap_t *default_heap;
+kheap_t *kh_default_heap;
 static int default_state; /* 0 unset, 1 being set up, 2 set up */
 
-static kh_noinline kheap_t *default_setup(void)
+kh_noinline kheap_t *kh_default_setup(void)
 {
     int expect = 0;
     if (__atomic_compare_exchange_n(&default_state, &expect, 1, false,
@@ -32,27 +32,22 @@ static kh_noinline kheap_t *default_setup(void)
 #if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
         kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
 #endif
-        kh_vg_benign(&default_heap, sizeof default_heap);
-        kh_vg_before(&default_heap);
-        __atomic_store_n(&default_heap, h, __ATOMIC_RELEASE);
+        kh_vg_benign(&kh_default_heap, sizeof kh_default_heap);
+        kh_vg_before(&kh_default_heap);
+        __atomic_store_n(&kh_default_heap, h, __ATOMIC_RELEASE);
         __atomic_store_n(&default_state, 2, __ATOMIC_RELEASE);
         return h;
     }
     kheap_t *h;
-    while (!(h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE)))
+    while (!(h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE)))
         ;
-    kh_vg_after(&default_heap);
+    kh_vg_after(&kh_default_heap);
     return h;
 }
 
 kheap_t *kheap_default(void)
 {
-    kheap_t *h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE);
-    if (kh_likely(h != NULL)) {
-        kh_vg_after(&default_heap);
-        return h;
-    }
-    return default_setup();
+    return kh_default();
 }
 
 uintptr_t kheap_heap_end(void)
@@ -86,9 +81,20 @@ size_t kheap_default_usable_size(const void *ptr)
 }
 
 #if KHEAP_KMALLOC_API
+/* The first call: set the heap up, then allocate. Apart so kmalloc's
+ * hit path makes no call and saves no register. */
+static kh_noinline void *kmalloc_first(size_t size)
+{
+    return kheap_alloc(kh_default_setup(), size);
+}
+
 void *kmalloc(size_t size)
 {
-    return kheap_alloc(kheap_default(), size);
+    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
+    if (kh_unlikely(!h))
+        return kmalloc_first(size);
+    kh_vg_after(&kh_default_heap);
+    return kh_alloc_fast(h, size);
 }
 void *kzalloc(size_t size)
 {
@@ -106,9 +112,21 @@ void *kmalloc_aligned(size_t size, size_t align)
 {
     return kheap_alloc_aligned(kheap_default(), size, align);
 }
+static kh_noinline void kfree_first(void *ptr)
+{
+    kheap_free(kh_default_setup(), ptr);
+}
+
 void kfree(void *ptr)
 {
-    kheap_free(kheap_default(), ptr);
+    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
+    if (kh_unlikely(!h)) {
+        kfree_first(ptr);
+        return;
+    }
+    kh_vg_after(&kh_default_heap);
+    if (ptr)
+        kh_free_fast(h, ptr);
 }
 size_t ksize(const void *ptr)
 {

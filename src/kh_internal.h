@@ -186,8 +186,15 @@ struct kh_mag {
  * CPU with relaxed atomic loads and summed. */
 struct kh_cc {
     struct kh_mag *loaded, *prev;
-    uint64_t allocs, frees;             /* every allocation / free on this CPU */
-    uint64_t alloc_misses, free_misses; /* those that left the hit path */
+    uint64_t allocs, frees; /* every allocation / free on this CPU */
+};
+_Static_assert(sizeof(struct kh_cc) == 16 + 2 * sizeof(void *),
+               "kh_cc: a power of two on 64-bit, so indexing is a shift");
+
+/* The operations that left a CPU's hit path, per cache (same writers and
+ * readers as the kh_cc counters). */
+struct kh_misses {
+    uint64_t alloc, free;
 };
 
 /* A kh_cc alone on its cache line(s), for the per-CPU arrays of user
@@ -195,6 +202,7 @@ struct kh_cc {
 #define KH_CACHE_LINE 64u
 struct kh_cc_line {
     struct kh_cc cc;
+    struct kh_misses miss;
 } __attribute__((aligned(KH_CACHE_LINE)));
 _Static_assert(sizeof(struct kh_cc_line) % KH_CACHE_LINE == 0,
                "per-CPU entries must not share cache lines");
@@ -203,6 +211,7 @@ _Static_assert(sizeof(struct kh_cc_line) % KH_CACHE_LINE == 0,
  * use of the heap. The whole structure belongs to one CPU. */
 struct kh_cpu {
     struct kh_cc cc[KHEAP_NUM_CLASSES];
+    struct kh_misses miss[KHEAP_NUM_CLASSES];
 } __attribute__((aligned(KH_CACHE_LINE)));
 
 extern struct kh_mag kh_mag_sentinel;
@@ -325,6 +334,7 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1];
     kheap_t *next_heap; /* registry of heaps (cpu.c) */
+    uintptr_t guard_key; /* double-free key (kmalloc.c), fixed at init */
 
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
@@ -359,7 +369,7 @@ static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
 
 /* pages.c (all with page_lock held unless said) */
 struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
-                             enum kh_page_kind kind);
+                             enum kh_page_kind kind, bool high);
 void kh_run_free(kheap_t *h, struct kh_page *head);
 void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
                  enum kh_page_kind kind);
@@ -413,8 +423,7 @@ static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
                            uintptr_t base, size_t idx);
 
-/* kmalloc.c */
-unsigned kh_class_of(size_t size);
+/* kmalloc.c (kh_class_of is in kh_fast.h) */
 size_t kh_class_size(unsigned cls);
 
 /* Accounting (kmalloc.c): take stats_lock. Called with the lock that

@@ -17,17 +17,22 @@
  * the descriptor), object index (one division). Nothing is stored in front
  * of an object.
  */
-#include "kh_internal.h"
+#include "kh_fast.h"
 
 _Static_assert(KHEAP_NUM_CLASSES == 7 + 8 * 9, "class count");
 
-unsigned kh_class_of(size_t n)
-{
-    if (n <= 64)
-        return n <= 16 ? 0 : (unsigned)((n + 7) >> 3) - 2;
-    unsigned f = kh_log2(n - 1);
-    return 7 + ((f - 6) << 3) + (unsigned)(((n - 1) >> (f - 3)) & 7);
-}
+/* kh_small_class[(n + 7) / 8] is the class of a request of n <= 1024
+ * bytes: the smallest class of at least max(n, 1) bytes (checked against
+ * that rule for every n by tests/test_layers.c). */
+const uint8_t kh_small_class[129] = {
+    0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 15,
+    16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 23, 23, 24,
+    24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28,
+    29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31, 31, 32, 32, 32,
+    32, 32, 32, 32, 32, 33, 33, 33, 33, 33, 33, 33, 33, 34, 34, 34, 34, 34, 34,
+    34, 34, 35, 35, 35, 35, 35, 35, 35, 35, 36, 36, 36, 36, 36, 36, 36, 36, 37,
+    37, 37, 37, 37, 37, 37, 37, 38, 38, 38, 38, 38, 38, 38, 38,
+};
 
 size_t kh_class_size(unsigned i)
 {
@@ -102,7 +107,7 @@ void *kh_internal_pages(kheap_t *h, size_t bytes)
 {
     size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
     kh_lock(&h->page_lock);
-    struct kh_page *d = kh_run_alloc(h, npages, KH_PAGE, KH_PG_LARGE);
+    struct kh_page *d = kh_run_alloc(h, npages, KH_PAGE, KH_PG_LARGE, true);
     void *p = NULL;
     if (d) {
         d->internal = 1;
@@ -222,12 +227,6 @@ static struct kh_page *block_of(kheap_t *h, const void *ptr,
 /* ------------------------------------------------------------------ */
 /* Allocation. */
 
-/* Count one operation in a per-CPU counter (see cpu.c). */
-static inline void bump(uint64_t *ctr)
-{
-    __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
-}
-
 /* An object leaves kheap for its user / comes back (debug and valgrind
  * bookkeeping; nothing in a normal build). */
 static inline void *obj_out(struct kheap_cache *c, void *p)
@@ -258,7 +257,7 @@ static inline void *obj_out(struct kheap_cache *c, void *p)
  * looks in the magazines on every free instead of reading a key. */
 static inline uintptr_t guard_key(const kheap_t *h)
 {
-    return (uintptr_t)h ^ (uintptr_t)0x9e3779b97f4a7c15ull;
+    return h->guard_key;
 }
 
 /* Might ptr be cached already? The valgrind build may not read a freed
@@ -325,7 +324,7 @@ static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, struct kh_cc 
 #if KHEAP_VALGRIND
         m->obj[m->n] = NULL; /* a stale copy would hide a leak from memcheck */
 #endif
-        bump(&cc->allocs);
+        kh_bump(&cc->allocs);
         kheap_port_cpu_exit(cpu);
     } else {
         kheap_port_cpu_exit(cpu);
@@ -343,7 +342,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
     for (int attempt = 0; attempt < 2; attempt++) {
         kh_lock(&h->page_lock);
-        struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE);
+        struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE, false);
         void *p = d ? (void *)kh_page_addr(h, d) : NULL;
         if (p)
             account_large(h, npages * KH_PAGE, true, true);
@@ -361,6 +360,12 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
 }
 
 void *kheap_alloc(kheap_t *h, size_t size)
+{
+    return kh_alloc_fast(h, size);
+}
+
+/* Everything kh_alloc_fast does not do itself. */
+kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 {
     void *p;
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
@@ -438,7 +443,7 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
     struct kh_mag *m = cc->loaded;
     if (kh_likely(m->n < m->cap)) {
         m->obj[m->n++] = ptr;
-        bump(&cc->frees);
+        kh_bump(&cc->frees);
         kheap_port_cpu_exit(cpu);
         return;
     }
@@ -498,7 +503,12 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
 void kheap_free(kheap_t *h, void *ptr)
 {
     if (ptr)
-        block_free(h, ptr, NULL, "kheap_free");
+        kh_free_fast(h, ptr);
+}
+
+kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
+{
+    block_free(h, ptr, NULL, "kheap_free");
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */

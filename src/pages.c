@@ -157,7 +157,7 @@ static bool grow(kheap_t *h, size_t need)
 #endif
 
 struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
-                             enum kh_page_kind kind)
+                             enum kh_page_kind kind, bool high)
 {
     size_t extra = align > KH_PAGE ? align / KH_PAGE - 1 : 0;
     if (npages == 0 || npages > UINT32_MAX || extra > UINT32_MAX - npages)
@@ -183,6 +183,10 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
      * free runs are never adjacent), so they need no coalescing. */
     uintptr_t addr = r->start + i * KH_PAGE;
     size_t lead = extra ? (kh_align_up(addr, align) - addr) / KH_PAGE : 0;
+    /* Blocks that stay for the heap's life go at the run's end, so they do
+     * not cut the rest of it in two. */
+    if (high && !extra)
+        lead = len - npages;
     size_t tail = len - lead - npages;
     if (lead)
         put_free(h, r, i, lead);

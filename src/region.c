@@ -19,7 +19,7 @@
  * published region's fields never change and the hit is checked against
  * them; a lookup that misses retries if region_seq moved.
  */
-#include "kh_internal.h"
+#include "kh_fast.h"
 
 #define KH_HEADER_ALIGN 64u
 
@@ -246,6 +246,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(&h->region_seq, sizeof h->region_seq);
     kh_vg_benign(&h->nregions, sizeof h->nregions);
     kh_vg_benign(h->order, sizeof h->order);
+    h->guard_key = (uintptr_t)h ^ (uintptr_t)0x9e3779b97f4a7c15ull;
     kh_registry_add(h);
     *out = h;
     return KHEAP_OK;

@@ -192,7 +192,7 @@ static struct kh_page *slab_new(struct kheap_cache *c)
 {
     kheap_t *h = c->heap;
     kh_lock(&h->page_lock);
-    struct kh_page *s = kh_run_alloc(h, c->pages, c->slab_align, KH_PG_SLAB);
+    struct kh_page *s = kh_run_alloc(h, c->pages, c->slab_align, KH_PG_SLAB, false);
     if (s)
         h->bitmap_bytes += c->bitmap_bytes;
     kh_unlock(&h->page_lock);

@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 
 #include "harness.h"
-#include "kh_internal.h"
+#include "kh_fast.h"
 
 static void *map(size_t bytes)
 {
@@ -156,7 +156,7 @@ TEST(region_lookup_bounds_and_many_regions)
 static struct kh_page *run_alloc(kheap_t *h, size_t n, size_t align)
 {
     kh_lock(&h->page_lock);
-    struct kh_page *d = kh_run_alloc(h, n, align, KH_PG_LARGE);
+    struct kh_page *d = kh_run_alloc(h, n, align, KH_PG_LARGE, false);
     kh_unlock(&h->page_lock);
     return d;
 }

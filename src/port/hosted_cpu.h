@@ -20,6 +20,16 @@ static inline unsigned kheap_port_cpu_enter(void)
     return __builtin_expect(s != 0, 1) ? s - 1 : kh_hosted_slot_take();
 }
 
+/* For the hit paths: the slot, or KHEAP_CPU_NONE (a miss: the slow path
+ * then calls kheap_port_cpu_enter, which takes a slot) if there is none
+ * yet. Never calls out, so the hit paths save no registers. */
+#define KHEAP_PORT_CPU_ENTER_FAST 1
+static inline unsigned kheap_port_cpu_enter_fast(void)
+{
+    unsigned s = kh_hosted_slot;
+    return __builtin_expect(s != 0, 1) ? s - 1 : KHEAP_CPU_NONE;
+}
+
 static inline void kheap_port_cpu_exit(unsigned cpu)
 {
     (void)cpu;
