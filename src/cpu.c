@@ -41,11 +41,12 @@
  *                   nocpu_frees
  *
  * What reaches what: the CPU's own kh_cc is written only by that CPU (or
- * by kheap_cpu_flush for a CPU/thread that has stopped). kheap_reclaim
- * drains the depots, the calling CPU's own magazines, and the magazines of
- * CPUs flushed by kheap_cpu_flush; it cannot take objects out of another
- * running CPU's magazines (that CPU uses them without a lock), so up to
- * 2 * mag_cap objects per cache per other running CPU stay cached.
+ * by kheap_cpu_flush for a CPU/thread that has stopped, which hands its
+ * magazines to the depots). kheap_reclaim drains the depots and the
+ * calling CPU's own magazines into the slabs; it cannot take objects out
+ * of another running CPU's magazines (that CPU uses them without a lock),
+ * so up to 2 * mag_cap objects per cache per other running CPU stay
+ * cached.
  */
 #include "kh_internal.h"
 
@@ -408,17 +409,45 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
     return bytes + mags_release(h, c, list);
 }
 
-/* Flush CPU cpu's magazines of every cache of h: cpu has stopped using h. */
+/* Hand a stopped CPU's magazines of c to the depot, where other CPUs
+ * find their objects; what the depot has no room for goes to the slabs. */
+static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
+{
+    struct kh_mag *mags[2] = {cc->loaded, cc->prev}, *rest = NULL;
+    cc->loaded = cc->prev = &kh_mag_sentinel;
+    kh_lock(&c->lock);
+    for (int i = 0; i < 2; i++) {
+        struct kh_mag *m = mags[i];
+        if (m == &kh_mag_sentinel)
+            continue;
+        if (m->n && c->nr_full_mags < c->depot_max) {
+            m->next = c->depot_full;
+            c->depot_full = m;
+            c->nr_full_mags++;
+        } else if (!m->n && c->nr_empty_mags < c->depot_max) {
+            m->next = c->depot_empty;
+            c->depot_empty = m;
+            c->nr_empty_mags++;
+        } else {
+            m->next = rest;
+            rest = m;
+        }
+    }
+    kh_unlock(&c->lock);
+    mags_release(h, c, rest);
+}
+
+/* CPU cpu has stopped using h: its magazines go to the depots. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         struct kh_cc *cc = cc_peek(h, &h->kmalloc[i], cpu);
         if (cc)
-            cc_drain(h, &h->kmalloc[i], cc);
+            cc_return(h, &h->kmalloc[i], cc);
     }
     kh_lock(&h->caches_lock);
     for (struct kheap_cache *c = h->caches; c; c = c->next)
-        cc_drain(h, c, &c->percpu[cpu].cc);
+        cc_return(h, c, &c->percpu[cpu].cc);
     kh_unlock(&h->caches_lock);
 }
 

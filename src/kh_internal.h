@@ -214,6 +214,9 @@ struct kh_cpu {
     struct kh_misses miss[KHEAP_NUM_CLASSES];
 } __attribute__((aligned(KH_CACHE_LINE)));
 
+_Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
+               "a CPU's state starts on its own cache line");
+
 extern struct kh_mag kh_mag_sentinel;
 extern struct kh_cpu kh_cpu_sentinel;
 

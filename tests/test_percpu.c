@@ -1,0 +1,1521 @@
+/*
+ * test_percpu.c - the per-CPU magazine layer under threads that come and go.
+ *
+ * Hosted, a "CPU" is a slot a thread owns from its first kheap call until
+ * it exits; at exit kheap_cpu_flush gives the slot's magazines back to every
+ * heap. These tests aim at that layer (test_threads.c covers a fixed set of
+ * four threads sharing one heap):
+ *
+ *   stress_cross_thread  2, 4 and 8 threads on one heap, every kind of
+ *                        allocation, about half of the blocks freed by
+ *                        another thread; counters exact per cache, and the
+ *                        heap whole again after destroy + reclaim.
+ *   producer_consumer    one thread only allocates, one only frees: the
+ *                        slabs and the cached objects stay under a bound
+ *                        derived from KHEAP_DEPOT_MAX and the magazine sizes.
+ *   thread_churn         >= 1000 short-lived threads (8 alive at a time):
+ *                        their magazines come back when they exit, nothing
+ *                        stays stranded, every byte comes back.
+ *   slot_reuse           KHEAP_MAX_CPUS + 8 threads alive at once: the ones
+ *                        without a slot take the locked path and all balances.
+ *   reclaim_reach        objects cached by the calling thread go back to the
+ *                        page layer on kheap_reclaim.
+ *
+ * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
+ * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
+ * KHEAP_TEST_SMALL (nonzero: fewer threads and objects, small heaps, for
+ * valgrind and KHEAP_DEBUG=3), KHEAP_TEST_HEAP (heap bytes in small mode).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "kheap_hosted.h"
+
+#define PAGE KHEAP_PAGE_SIZE
+#define MAGIC 0x50657243707543ull /* what the constructor writes */
+#define MAX_ROWS (KHEAP_NUM_CLASSES + 16)
+
+static uint64_t g_seed;
+static bool g_small;
+static unsigned long g_ops;
+
+/* ------------------------------------------------------------------ */
+/* Messages: every failure names the seed. */
+
+static char g_msgbuf[700];
+
+static const char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *msgf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msgbuf, sizeof g_msgbuf, fmt, ap);
+    va_end(ap);
+    return g_msgbuf;
+}
+
+/* CHECK in the main thread, the seed first. */
+#define SCHECK(cond, ...)                                                     \
+    CHECK(cond, "[seed %" PRIu64 "] %s", g_seed, msgf(__VA_ARGS__))
+
+/* Failures in worker threads: the first one is kept, every thread stops. */
+static pthread_mutex_t g_err_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_err[700];
+static atomic_int g_failed;
+
+static void tfail(unsigned id, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tfail(unsigned id, const char *fmt, ...)
+{
+    pthread_mutex_lock(&g_err_lock);
+    if (!atomic_load(&g_failed)) {
+        int n = snprintf(g_err, sizeof g_err, "thread %u: ", id);
+        va_list ap;
+        va_start(ap, fmt);
+        if (n > 0 && (size_t)n < sizeof g_err)
+            vsnprintf(g_err + n, sizeof g_err - (size_t)n, fmt, ap);
+        va_end(ap);
+        atomic_store(&g_failed, 1);
+    }
+    pthread_mutex_unlock(&g_err_lock);
+}
+
+#define TCHECK(id, cond, ...)                                                 \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            tfail((id), __VA_ARGS__);                                         \
+            return false;                                                     \
+        }                                                                     \
+    } while (0)
+
+static void errors_reset(void)
+{
+    atomic_store(&g_failed, 0);
+    g_err[0] = 0;
+}
+
+/* Plain functions for conditions of SCHECK, whose text is printed: a
+ * macro such as atomic_load would print expanded. */
+static bool threads_failed(void)
+{
+    return atomic_load(&g_failed) != 0;
+}
+
+static unsigned long get(atomic_ulong *a)
+{
+    return atomic_load(a);
+}
+
+/* Reports from the heap: counted, the first one kept. */
+static atomic_ulong g_reports;
+static char g_first_report[300];
+
+static void report_hook(const struct kheap_report *r)
+{
+    if (atomic_fetch_add(&g_reports, 1) == 0)
+        kheap_hosted_format_report(r, g_first_report, sizeof g_first_report);
+}
+
+/* ------------------------------------------------------------------ */
+/* Random numbers (splitmix64, one state per thread). */
+
+static uint64_t rnd(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_for(unsigned test, unsigned thread)
+{
+    uint64_t s = g_seed ^ ((uint64_t)test << 48) ^ ((uint64_t)thread << 20);
+    rnd(&s);
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* Heaps: mmap'd memory, kheap_init; kheap_fini before munmap. */
+
+struct theap {
+    kheap_t *h;
+    unsigned char *mem;
+    size_t size;
+};
+
+static size_t heap_size_for(size_t big, size_t small)
+{
+    if (!g_small)
+        return big;
+    long env = harness_env_long("KHEAP_TEST_HEAP", 0);
+    return env > 0 ? (size_t)env : small;
+}
+
+static void heap_open(struct theap *t, size_t size)
+{
+    t->size = size;
+    t->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    SCHECK(t->mem != MAP_FAILED, "mmap(%zu) failed", size);
+    int err = kheap_init(&t->h, t->mem, size);
+    SCHECK(err == KHEAP_OK, "kheap_init(%zu) = %d (%s)", size, err, kheap_strerror(err));
+}
+
+/* Only after a test passed: a failed test leaves its heap mapped and
+ * registered, so threads that still exit can flush into it safely. */
+static void heap_close(struct theap *t)
+{
+    kheap_fini(t->h);
+    munmap(t->mem, t->size);
+    t->h = NULL;
+}
+
+/* Everything back: no slab, no large block, every page free except the
+ * metadata. */
+static void check_whole(kheap_t *h, const char *when)
+{
+    struct kheap_stats s;
+    kheap_get_stats(h, &s);
+    SCHECK(s.heap_free + s.metadata_bytes == s.heap_total && s.slab_bytes == 0 &&
+               s.large_bytes == 0 && s.used_bytes == 0,
+           "%s: heap not whole: free %zu + metadata %zu != total %zu, slab %zu, "
+           "large %zu, used %zu",
+           when, s.heap_free, s.metadata_bytes, s.heap_total, s.slab_bytes,
+           s.large_bytes, s.used_bytes);
+}
+
+static void check_quiet(kheap_t *h, const char *when)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiet(h, &addr);
+    SCHECK(msg == NULL, "%s: kheap_check_quiet: %s at %p", when, msg, addr);
+}
+
+static void check_no_reports(const char *when)
+{
+    SCHECK(get(&g_reports) == 0, "%s: %lu reports, first: %s", when,
+           atomic_load(&g_reports), g_first_report);
+}
+
+/* Objects per magazine for an object size (docs: src/cpu.c). */
+static size_t mag_cap(size_t objsize)
+{
+    return objsize <= 128 ? 64 : objsize <= 512 ? 32 : objsize <= 2048 ? 16
+         : objsize <= 8192 ? 8 : 4;
+}
+
+/* ------------------------------------------------------------------ */
+/* Blocks with a pattern, and the caches used by the tests. */
+
+enum { KIND_KM = 0, KIND_CTOR = 1, KIND_PLAIN = 2, KINDS = 3 };
+
+struct item {
+    unsigned char *p;
+    size_t size;
+    uint32_t tag;
+    uint16_t owner; /* thread that allocated it (churn) */
+    uint8_t kind;
+};
+
+#define EDGE 48
+
+static kheap_t *g_h;                /* the heap of the running test */
+static unsigned char *g_mem;        /* its memory */
+static size_t g_mem_size;
+static kheap_cache_t *g_cache[KINDS]; /* [KIND_CTOR], [KIND_PLAIN] */
+static atomic_ulong g_kind_allocs[KINDS], g_kind_frees[KINDS];
+static atomic_ulong g_ctor, g_dtor, g_dtor_bad;
+
+static void obj_ctor(void *o)
+{
+    uint64_t m = MAGIC;
+    memcpy(o, &m, sizeof m);
+    atomic_fetch_add(&g_ctor, 1);
+}
+
+static void obj_dtor(void *o)
+{
+    uint64_t m;
+    memcpy(&m, o, sizeof m);
+    if (m != MAGIC)
+        atomic_fetch_add(&g_dtor_bad, 1);
+    atomic_fetch_add(&g_dtor, 1);
+}
+
+static void test_reset(struct theap *t)
+{
+    errors_reset();
+    atomic_store(&g_reports, 0);
+    g_first_report[0] = 0;
+    g_h = t->h;
+    g_mem = t->mem;
+    g_mem_size = t->size;
+    for (int k = 0; k < KINDS; k++) {
+        g_cache[k] = NULL;
+        atomic_store(&g_kind_allocs[k], 0);
+        atomic_store(&g_kind_frees[k], 0);
+    }
+    atomic_store(&g_ctor, 0);
+    atomic_store(&g_dtor, 0);
+    atomic_store(&g_dtor_bad, 0);
+}
+
+static unsigned char pat(uint32_t tag, size_t i)
+{
+    return (unsigned char)(((tag ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
+}
+
+static size_t pat_from(const struct item *it)
+{
+    return it->kind == KIND_CTOR ? 8 : 0; /* the constructor's magic first */
+}
+
+static void fill(const struct item *it)
+{
+    size_t from = pat_from(it), n = it->size;
+    for (size_t i = from; i < n && i < from + EDGE; i++)
+        it->p[i] = pat(it->tag, i);
+    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n; i++)
+        it->p[i] = pat(it->tag, i);
+}
+
+/* First byte below limit that lost its pattern, or SIZE_MAX. */
+static size_t verify(const struct item *it, size_t limit)
+{
+    size_t from = pat_from(it), n = it->size;
+    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
+        if (it->p[i] != pat(it->tag, i))
+            return i;
+    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n && i < limit; i++)
+        if (it->p[i] != pat(it->tag, i))
+            return i;
+    return SIZE_MAX;
+}
+
+static bool check_item(unsigned id, const struct item *it, const char *when)
+{
+    size_t bad = verify(it, SIZE_MAX);
+    TCHECK(id, bad == SIZE_MAX,
+           "%s: block %p (size %zu, kind %d, owner %u) byte %zu is 0x%02x, want 0x%02x",
+           when, (void *)it->p, it->size, it->kind, it->owner, bad, it->p[bad],
+           pat(it->tag, bad));
+    if (it->kind == KIND_CTOR) {
+        uint64_t m;
+        memcpy(&m, it->p, sizeof m);
+        TCHECK(id, m == MAGIC, "%s: object %p lost its constructor's magic", when,
+               (void *)it->p);
+    }
+    return true;
+}
+
+/* Record a new block: inside the heap, usable size large enough, aligned;
+ * write its pattern. */
+static bool new_item(unsigned id, uint64_t *rng, struct item *it, void *p, size_t size,
+                     uint8_t kind)
+{
+    it->p = p;
+    it->size = size;
+    it->tag = (uint32_t)rnd(rng);
+    it->owner = (uint16_t)id;
+    it->kind = kind;
+    TCHECK(id, (uintptr_t)p >= (uintptr_t)g_mem &&
+                   (uintptr_t)p + size <= (uintptr_t)g_mem + g_mem_size,
+           "block %p+%zu outside the heap", p, size);
+    TCHECK(id, (uintptr_t)p % 8 == 0, "block %p (size %zu) not 8-aligned", p, size);
+    if (kind == KIND_CTOR) {
+        uint64_t m;
+        memcpy(&m, p, sizeof m);
+        TCHECK(id, m == MAGIC, "cache object %p handed out without its magic", p);
+    }
+    size_t u = kheap_usable_size(g_h, p);
+    TCHECK(id, u >= size, "usable_size(%p) = %zu < size %zu", p, u, size);
+    fill(it);
+    return true;
+}
+
+/* Verify and free through the block's cache or kheap_free (either is
+ * allowed for a cache object). */
+static bool free_item(unsigned id, uint64_t *rng, const struct item *it, const char *when)
+{
+    if (!check_item(id, it, when))
+        return false;
+    if (it->kind != KIND_KM && rnd(rng) % 2)
+        kheap_cache_free(g_cache[it->kind], it->p);
+    else
+        kheap_free(g_h, it->p);
+    atomic_fetch_add_explicit(&g_kind_frees[it->kind], 1, memory_order_relaxed);
+    return true;
+}
+
+static struct kheap_cache_info cache_row(kheap_cache_t *c)
+{
+    struct kheap_cache_info r;
+    kheap_cache_info(c, &r);
+    return r;
+}
+
+/* ================================================================== */
+/* 1. stress_cross_thread                                              */
+
+#define T1_MAX_THREADS 8
+#define T1_LIVE_MAX 512
+#define T1_QLEN 128
+
+struct inbox {
+    pthread_mutex_t lock;
+    struct item q[T1_QLEN];
+    size_t head, n;
+};
+
+struct w1 {
+    unsigned id, nthreads;
+    uint64_t rng;
+    unsigned long ops;
+    size_t live_cap, nlive;
+    struct item live[T1_LIVE_MAX];
+    /* What this thread did. */
+    uint64_t allocs, frees, nulls, handed, received;
+    struct inbox box;
+};
+
+static struct w1 g_w1[T1_MAX_THREADS];
+static atomic_uint g_t1_done;
+
+static bool box_push(struct inbox *b, const struct item *it)
+{
+    bool ok = false;
+    pthread_mutex_lock(&b->lock);
+    if (b->n < T1_QLEN) {
+        b->q[(b->head + b->n++) % T1_QLEN] = *it;
+        ok = true;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+static bool box_pop(struct inbox *b, struct item *it)
+{
+    bool ok = false;
+    pthread_mutex_lock(&b->lock);
+    if (b->n) {
+        *it = b->q[b->head];
+        b->head = (b->head + 1) % T1_QLEN;
+        b->n--;
+        ok = true;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+/* 1 B .. 64 KiB, mostly small. */
+static size_t t1_size(uint64_t *rng)
+{
+    unsigned r = (unsigned)(rnd(rng) % 100);
+    if (r < 70)
+        return 1 + (size_t)(rnd(rng) % 256);
+    if (r < 93)
+        return 257 + (size_t)(rnd(rng) % (4096 - 256));
+    if (r < 98)
+        return 4097 + (size_t)(rnd(rng) % (KHEAP_MAX_CLASS - 4096));
+    return KHEAP_MAX_CLASS + 1 + (size_t)(rnd(rng) % (65536 - KHEAP_MAX_CLASS));
+}
+
+static bool t1_add(struct w1 *w, void *p, size_t size, uint8_t kind)
+{
+    w->allocs++;
+    atomic_fetch_add_explicit(&g_kind_allocs[kind], 1, memory_order_relaxed);
+    return new_item(w->id, &w->rng, &w->live[w->nlive++], p, size, kind);
+}
+
+static bool t1_alloc(struct w1 *w)
+{
+    if (w->nlive >= w->live_cap)
+        return true;
+    size_t size = t1_size(&w->rng);
+    unsigned how = (unsigned)(rnd(&w->rng) % 20);
+    unsigned char *p;
+    if (how < 12) {
+        p = kheap_alloc(g_h, size);
+    } else if (how < 15) {
+        size_t align = (size_t)8 << (rnd(&w->rng) % 10); /* 8 .. 4096 */
+        p = kheap_alloc_aligned(g_h, size, align);
+        TCHECK(w->id, !p || (uintptr_t)p % align == 0,
+               "kheap_alloc_aligned(%zu, %zu) = %p", size, align, (void *)p);
+    } else if (how < 18) {
+        size_t n = 1 + (size_t)(rnd(&w->rng) % 4), each = (size + n - 1) / n;
+        size = n * each;
+        p = kheap_calloc(g_h, n, each);
+        if (p) {
+            /* All of it for small blocks; the ends and a stride for big. */
+            size_t step = size <= 4096 ? 1 : 61;
+            for (size_t i = 0; i < size; i += (i < 64 || i + 64 >= size) ? 1 : step)
+                TCHECK(w->id, p[i] == 0, "kheap_calloc(%zu, %zu) = %p: byte %zu is 0x%02x",
+                       n, each, (void *)p, i, p[i]);
+        }
+    } else {
+        p = kheap_realloc(g_h, NULL, size);
+    }
+    if (!p) {
+        w->nulls++;
+        return true;
+    }
+    return t1_add(w, p, size, KIND_KM);
+}
+
+static bool t1_cache_alloc(struct w1 *w)
+{
+    if (w->nlive >= w->live_cap)
+        return true;
+    uint8_t kind = rnd(&w->rng) % 2 ? KIND_CTOR : KIND_PLAIN;
+    unsigned char *p = kheap_cache_alloc(g_cache[kind]);
+    if (!p) {
+        w->nulls++;
+        return true;
+    }
+    TCHECK(w->id, kind != KIND_PLAIN || (uintptr_t)p % 16 == 0,
+           "object %p of the 16-aligned cache is not aligned", (void *)p);
+    if (rnd(&w->rng) % 16 == 0) {
+        struct kheap_cache_info r = cache_row(g_cache[kind]); /* racy read, exercised */
+        (void)r;
+    }
+    return t1_add(w, p, kind == KIND_CTOR ? 200 : 48, kind);
+}
+
+static bool t1_realloc(struct w1 *w)
+{
+    if (!w->nlive)
+        return true;
+    size_t i = (size_t)(rnd(&w->rng) % w->nlive);
+    struct item *it = &w->live[i];
+    if (it->kind != KIND_KM)
+        return true;
+    if (!check_item(w->id, it, "before realloc"))
+        return false;
+    size_t size = rnd(&w->rng) % 2 ? t1_size(&w->rng) : it->size + (size_t)(rnd(&w->rng) % 64);
+    unsigned char *q = kheap_realloc(g_h, it->p, size);
+    if (!q) {
+        w->nulls++;
+        return check_item(w->id, it, "after failed realloc");
+    }
+    if (q != it->p) {
+        w->allocs++;
+        w->frees++;
+        atomic_fetch_add_explicit(&g_kind_allocs[KIND_KM], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g_kind_frees[KIND_KM], 1, memory_order_relaxed);
+    }
+    struct item moved = *it;
+    moved.p = q;
+    size_t keep = size < it->size ? size : it->size;
+    size_t bad = verify(&moved, keep);
+    TCHECK(w->id, bad == SIZE_MAX, "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)",
+           it->size, size, bad, q[bad], pat(it->tag, bad));
+    w->live[i] = w->live[--w->nlive];
+    return new_item(w->id, &w->rng, &w->live[w->nlive++], q, size, KIND_KM);
+}
+
+static bool t1_receive(struct w1 *w, size_t max)
+{
+    struct item it;
+    for (size_t k = 0; k < max && box_pop(&w->box, &it); k++) {
+        w->received++;
+        w->frees++;
+        if (!free_item(w->id, &w->rng, &it, "received from another thread"))
+            return false;
+    }
+    return true;
+}
+
+/* Free one block, or hand it to another thread to free (about half). */
+static bool t1_release(struct w1 *w)
+{
+    if (!w->nlive)
+        return true;
+    size_t i = (size_t)(rnd(&w->rng) % w->nlive);
+    struct item it = w->live[i];
+    w->live[i] = w->live[--w->nlive];
+    if (rnd(&w->rng) % 2) {
+        /* A full inbox: its owner is not running just now; empty our own
+         * meanwhile (every thread does while it waits, so this ends). */
+        unsigned to = (w->id + 1 + (unsigned)(rnd(&w->rng) % (w->nthreads - 1))) % w->nthreads;
+        while (!box_push(&g_w1[to].box, &it)) {
+            if (atomic_load_explicit(&g_failed, memory_order_relaxed) ||
+                !t1_receive(w, T1_QLEN))
+                return false;
+            sched_yield();
+        }
+        w->handed++;
+        return true;
+    }
+    w->frees++;
+    return free_item(w->id, &w->rng, &it, "before free");
+}
+
+
+static bool t1_stats(struct w1 *w)
+{
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    TCHECK(w->id, s.allocated_bytes - s.freed_bytes == s.used_bytes,
+           "allocated %" PRIu64 " - freed %" PRIu64 " != used %zu", s.allocated_bytes,
+           s.freed_bytes, s.used_bytes);
+    TCHECK(w->id, s.heap_used + s.heap_free == s.heap_total,
+           "heap_used %zu + heap_free %zu != heap_total %zu", s.heap_used, s.heap_free,
+           s.heap_total);
+    return true;
+}
+
+static bool t1_check(struct w1 *w)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_h, &addr);
+    TCHECK(w->id, msg == NULL, "kheap_check while threads run: %s at %p", msg, addr);
+    return true;
+}
+
+static void *t1_main(void *arg)
+{
+    struct w1 *w = arg;
+    bool ok = true;
+    for (unsigned long op = 0; ok && op < w->ops; op++) {
+        if ((op & 255) == 0 && atomic_load_explicit(&g_failed, memory_order_relaxed))
+            break;
+        unsigned r = (unsigned)(rnd(&w->rng) % 1000);
+        if (r < 280)
+            ok = t1_alloc(w);
+        else if (r < 430)
+            ok = t1_cache_alloc(w);
+        else if (r < 530)
+            ok = t1_realloc(w);
+        else if (r < 830)
+            ok = t1_release(w);
+        else if (r < 990)
+            ok = t1_receive(w, 8);
+        else if (r < 998)
+            ok = t1_stats(w);
+        else if (rnd(&w->rng) % 4 == 0)
+            ok = t1_check(w);
+    }
+    /* Free what is left here; then keep emptying the inbox until no
+     * thread can push any more. */
+    while (ok && w->nlive) {
+        struct item it = w->live[--w->nlive];
+        w->frees++;
+        ok = free_item(w->id, &w->rng, &it, "at the end");
+    }
+    atomic_fetch_add(&g_t1_done, 1);
+    while (ok && atomic_load(&g_t1_done) < w->nthreads &&
+           !atomic_load_explicit(&g_failed, memory_order_relaxed)) {
+        ok = t1_receive(w, T1_QLEN);
+        sched_yield();
+    }
+    if (ok)
+        t1_receive(w, SIZE_MAX);
+    return NULL;
+}
+
+static void t1_run(unsigned nthreads)
+{
+    struct theap t;
+    heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
+    test_reset(&t);
+    size_t base_rows = kheap_slabinfo(g_h, NULL, 0);
+    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "pc-ctor", 200, 0, obj_ctor, obj_dtor);
+    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-plain", 48, 16, NULL, NULL);
+    SCHECK(g_cache[KIND_CTOR] && g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    SCHECK(kheap_slabinfo(g_h, NULL, 0) == base_rows + 2, "slabinfo rows %zu, want %zu",
+           kheap_slabinfo(g_h, NULL, 0), base_rows + 2);
+
+    unsigned long ops = g_ops / (2 * nthreads);
+    if (ops < 2000)
+        ops = 2000;
+    atomic_store(&g_t1_done, 0);
+    pthread_t tid[T1_MAX_THREADS];
+    for (unsigned i = 0; i < nthreads; i++) {
+        struct w1 *w = &g_w1[i];
+        memset(w, 0, sizeof *w);
+        pthread_mutex_init(&w->box.lock, NULL);
+        w->id = i;
+        w->nthreads = nthreads;
+        w->rng = rng_for(1 + nthreads, i);
+        w->ops = ops;
+        w->live_cap = g_small ? 48 : T1_LIVE_MAX;
+    }
+    for (unsigned i = 0; i < nthreads; i++)
+        SCHECK(pthread_create(&tid[i], NULL, t1_main, &g_w1[i]) == 0,
+               "pthread_create %u failed", i);
+    for (unsigned i = 0; i < nthreads; i++)
+        pthread_join(tid[i], NULL);
+    SCHECK(!threads_failed(), "%u threads: %s", nthreads, g_err);
+
+    uint64_t allocs = 0, frees = 0, nulls = 0, handed = 0, received = 0;
+    for (unsigned i = 0; i < nthreads; i++) {
+        SCHECK(g_w1[i].box.n == 0 && g_w1[i].nlive == 0,
+               "thread %u left %zu blocks in its inbox, %zu live", i, g_w1[i].box.n,
+               g_w1[i].nlive);
+        allocs += g_w1[i].allocs;
+        frees += g_w1[i].frees;
+        nulls += g_w1[i].nulls;
+        handed += g_w1[i].handed;
+        received += g_w1[i].received;
+        pthread_mutex_destroy(&g_w1[i].box.lock);
+    }
+    SCHECK(handed == received, "%" PRIu64 " handed over, %" PRIu64 " received", handed,
+           received);
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    SCHECK(s.allocation_count == allocs && s.free_count == frees && allocs == frees,
+           "%u threads: allocation_count %" PRIu64 " free_count %" PRIu64
+           ", threads counted %" PRIu64 " and %" PRIu64,
+           nthreads, s.allocation_count, s.free_count, allocs, frees);
+    SCHECK(s.failed_count == nulls && nulls == 0,
+           "failed_count %" PRIu64 ", threads saw %" PRIu64 " NULLs in a %zu-byte heap",
+           s.failed_count, nulls, t.size);
+    SCHECK(s.used_bytes == 0 && s.allocated_bytes == s.freed_bytes,
+           "all freed: used %zu, allocated %" PRIu64 " freed %" PRIu64, s.used_bytes,
+           s.allocated_bytes, s.freed_bytes);
+    check_quiet(g_h, "after join");
+    for (int k = KIND_CTOR; k <= KIND_PLAIN; k++) {
+        struct kheap_cache_info r = cache_row(g_cache[k]);
+        SCHECK(r.active_objs == 0 && r.allocs == get(&g_kind_allocs[k]) &&
+                   r.frees == get(&g_kind_frees[k]),
+               "cache %s: active %zu allocs %" PRIu64 " frees %" PRIu64
+               ", the test counted %lu and %lu",
+               r.name, r.active_objs, r.allocs, r.frees, atomic_load(&g_kind_allocs[k]),
+               atomic_load(&g_kind_frees[k]));
+    }
+    int e0 = kheap_cache_destroy(g_cache[KIND_CTOR]);
+    int e1 = kheap_cache_destroy(g_cache[KIND_PLAIN]);
+    SCHECK(e0 == KHEAP_OK && e1 == KHEAP_OK, "kheap_cache_destroy = %d, %d", e0, e1);
+    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
+           "%lu constructor calls, %lu destructor calls, %lu on objects without magic",
+           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    kheap_reclaim(g_h);
+    check_whole(g_h, "after destroy and reclaim");
+    check_quiet(g_h, "after reclaim");
+    check_no_reports("stress");
+    printf("# stress %u threads x %lu ops: %" PRIu64 " allocations (%lu + %lu from the "
+           "caches), %" PRIu64 " freed by another thread\n",
+           nthreads, ops, allocs, atomic_load(&g_kind_allocs[KIND_CTOR]),
+           atomic_load(&g_kind_allocs[KIND_PLAIN]), handed);
+    heap_close(&t);
+}
+
+TEST(stress_cross_thread)
+{
+    t1_run(2);
+    t1_run(4);
+    if (!g_small)
+        t1_run(8);
+}
+
+/* ================================================================== */
+/* 2. producer_consumer                                                */
+
+#define PC_SIZE 64
+#define PC_STREAM 256      /* queue limit while streaming */
+#define PC_BATCH 16        /* objects the producer pushes at once */
+#define PC_POP 64          /* objects the consumer takes at once */
+#define PC_BURST_MAX 16384 /* objects handed over in one go */
+#define PC_Q (PC_BURST_MAX + PC_BATCH)
+#define PC_SAMPLE 1024
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t nonempty, nonfull;
+    void *q[PC_Q];
+    size_t head, n;
+    bool done;
+} g_pc = {.lock = PTHREAD_MUTEX_INITIALIZER,
+          .nonempty = PTHREAD_COND_INITIALIZER,
+          .nonfull = PTHREAD_COND_INITIALIZER};
+
+static void *g_pc_burst_buf[PC_BURST_MAX];
+static uint64_t g_pc_total, g_pc_burst, g_pc_burst_every, g_pc_bursts;
+static size_t g_pc_km_row;
+/* Bounds: streaming (objects in flight) and quiet (the consumer idle,
+ * nothing live). */
+static size_t g_pc_cached_bound, g_pc_slab_bound, g_pc_quiet_cached_bound,
+    g_pc_quiet_slab_bound;
+static size_t g_pc_peak_slab, g_pc_peak_cached, g_pc_peak_quiet_slab, g_pc_peak_quiet_cached;
+static uint64_t g_pc_samples;
+static atomic_uint_fast64_t g_pc_freed; /* objects the consumer has freed */
+
+static void pc_push(void *const *batch, size_t nb, size_t limit)
+{
+    pthread_mutex_lock(&g_pc.lock);
+    while (g_pc.n + nb > limit)
+        pthread_cond_wait(&g_pc.nonfull, &g_pc.lock);
+    for (size_t k = 0; k < nb; k++)
+        g_pc.q[(g_pc.head + g_pc.n++) % PC_Q] = batch[k];
+    pthread_cond_signal(&g_pc.nonempty);
+    pthread_mutex_unlock(&g_pc.lock);
+}
+
+static void pc_finish(void)
+{
+    pthread_mutex_lock(&g_pc.lock);
+    g_pc.done = true;
+    pthread_cond_broadcast(&g_pc.nonempty);
+    pthread_mutex_unlock(&g_pc.lock);
+}
+
+/* Take up to max objects; 0 once the producer is done and all is taken. */
+static size_t pc_pop(void **out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&g_pc.lock);
+    while (!g_pc.n && !g_pc.done)
+        pthread_cond_wait(&g_pc.nonempty, &g_pc.lock);
+    while (n < max && g_pc.n) {
+        out[n++] = g_pc.q[g_pc.head];
+        g_pc.head = (g_pc.head + 1) % PC_Q;
+        g_pc.n--;
+    }
+    pthread_cond_signal(&g_pc.nonfull);
+    pthread_mutex_unlock(&g_pc.lock);
+    return n;
+}
+
+/* Check slab_bytes and the cached objects of both caches against the
+ * bounds. While the consumer frees, cached_objs (slab-active minus live,
+ * live read first) can only come out low, so it is safe as an upper
+ * bound. */
+static bool pc_sample(bool quiet, uint64_t done)
+{
+    size_t slab_bound = quiet ? g_pc_quiet_slab_bound : g_pc_slab_bound;
+    size_t cached_bound = quiet ? g_pc_quiet_cached_bound : g_pc_cached_bound;
+    size_t *peak_slab = quiet ? &g_pc_peak_quiet_slab : &g_pc_peak_slab;
+    size_t *peak_cached = quiet ? &g_pc_peak_quiet_cached : &g_pc_peak_cached;
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    if (s.slab_bytes > *peak_slab)
+        *peak_slab = s.slab_bytes;
+    TCHECK(0, s.slab_bytes <= slab_bound,
+           "producer/consumer (%s): slab_bytes %zu above the bound %zu after %" PRIu64
+           " objects",
+           quiet ? "consumer idle" : "streaming", s.slab_bytes, slab_bound, done);
+    struct kheap_cache_info rows[MAX_ROWS];
+    size_t nrows = kheap_slabinfo(g_h, rows, MAX_ROWS);
+    TCHECK(0, nrows <= MAX_ROWS && g_pc_km_row < nrows, "slabinfo has %zu rows", nrows);
+    struct kheap_cache_info uc = cache_row(g_cache[KIND_PLAIN]);
+    const struct kheap_cache_info *row[2] = {&rows[g_pc_km_row], &uc};
+    for (int k = 0; k < 2; k++) {
+        if (row[k]->cached_objs > *peak_cached)
+            *peak_cached = row[k]->cached_objs;
+        TCHECK(0, row[k]->cached_objs <= cached_bound,
+               "producer/consumer (%s): %s holds %zu cached objects after %" PRIu64
+               " objects, above the bound %zu",
+               quiet ? "consumer idle" : "streaming", row[k]->name, row[k]->cached_objs,
+               done, cached_bound);
+    }
+    g_pc_samples++;
+    return true;
+}
+
+/* Object i: kmalloc(64) when i is even, the user cache when odd. Its
+ * first word is i, its last ~i. */
+static void *pc_make(uint64_t i)
+{
+    uint64_t *p = i & 1 ? kheap_cache_alloc(g_cache[KIND_PLAIN]) : kheap_alloc(g_h, PC_SIZE);
+    if (!p) {
+        tfail(0, "producer: allocation %" PRIu64 " returned NULL", i);
+        return NULL;
+    }
+    p[0] = i;
+    p[PC_SIZE / 8 - 1] = ~i;
+    return p;
+}
+
+/* Streams objects through the queue; every g_pc_burst_every objects it
+ * allocates g_pc_burst at once, hands them over in one go and waits,
+ * allocating nothing, while the consumer frees them all: its frees then
+ * go to its magazines and the depot, with nobody taking them out. */
+static void *pc_producer(void *arg)
+{
+    (void)arg;
+    void *batch[PC_BATCH];
+    size_t nb = 0;
+    uint64_t i = 0;
+    while (i < g_pc_total && !atomic_load(&g_failed)) {
+        uint64_t seg_end = i + g_pc_burst_every - g_pc_burst;
+        if (seg_end > g_pc_total)
+            seg_end = g_pc_total;
+        for (; i < seg_end; i++) {
+            if (!(batch[nb++] = pc_make(i)))
+                goto out;
+            if (nb == PC_BATCH) {
+                pc_push(batch, nb, PC_STREAM);
+                nb = 0;
+            }
+            if (i % PC_SAMPLE == 0 && !pc_sample(false, i))
+                goto out;
+        }
+        if (nb)
+            pc_push(batch, nb, PC_STREAM);
+        nb = 0;
+        uint64_t burst = g_pc_total - i < g_pc_burst ? g_pc_total - i : g_pc_burst;
+        for (uint64_t k = 0; k < burst; k++, i++)
+            if (!(g_pc_burst_buf[k] = pc_make(i)))
+                goto out;
+        pc_push(g_pc_burst_buf, burst, PC_Q);
+        while (atomic_load(&g_pc_freed) < i && !atomic_load(&g_failed))
+            usleep(100);
+        if (burst) {
+            g_pc_bursts++;
+            if (!pc_sample(true, i))
+                goto out;
+        }
+    }
+out:
+    if (nb)
+        pc_push(batch, nb, PC_Q);
+    pc_finish();
+    return NULL;
+}
+
+static void *pc_consumer(void *arg)
+{
+    (void)arg;
+    void *got[PC_POP];
+    uint64_t expect = 0;
+    bool ok = true;
+    for (size_t n; (n = pc_pop(got, PC_POP)) != 0;) {
+        for (size_t k = 0; k < n; k++) {
+            uint64_t *p = got[k];
+            if (ok && (p[0] != expect || p[PC_SIZE / 8 - 1] != ~expect)) {
+                tfail(1, "consumer: object %p holds %" PRIu64 "/%" PRIx64 ", want %" PRIu64,
+                      (void *)p, p[0], p[PC_SIZE / 8 - 1], expect);
+                ok = false;
+            }
+            if (!ok)
+                continue; /* keep draining so the producer never blocks */
+            if (expect & 1 && expect & 2)
+                kheap_cache_free(g_cache[KIND_PLAIN], p);
+            else
+                kheap_free(g_h, p);
+            expect++;
+        }
+        atomic_store(&g_pc_freed, expect);
+    }
+    return NULL;
+}
+
+TEST(producer_consumer)
+{
+    struct theap t;
+    heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
+    test_reset(&t);
+    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-fifo", PC_SIZE, 0, NULL, NULL);
+    SCHECK(g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    g_pc_total = 2 * (uint64_t)g_ops;
+    /* Bursts of 8192 objects per cache, well above what a depot may keep
+     * (except in the tiny KHEAP_DEBUG=3 run). */
+    g_pc_burst = g_pc_total / 4 < PC_BURST_MAX ? g_pc_total / 4 : PC_BURST_MAX;
+    g_pc_burst_every = g_pc_total / 8 > 8 * g_pc_burst ? g_pc_total / 8 : 8 * g_pc_burst;
+    if (g_pc_burst_every > g_pc_total)
+        g_pc_burst_every = g_pc_total; /* at least one burst, at the end */
+    g_pc.head = g_pc.n = 0;
+    g_pc.done = false;
+    g_pc_peak_slab = g_pc_peak_cached = g_pc_peak_quiet_slab = g_pc_peak_quiet_cached = 0;
+    g_pc_samples = g_pc_bursts = 0;
+    atomic_store(&g_pc_freed, 0);
+
+    /* The bounds. Per cache, the objects outside the slabs' free lists are
+     * the live ones (streaming: the queue, a batch in the producer's
+     * hands, a pop in the consumer's; after a burst is freed: none) and
+     * the cached ones, in magazines: two per thread, at most
+     * KHEAP_DEPOT_MAX full ones in the depot, and while the consumer
+     * works one it is giving back (an overflow, or the depot's trimmed
+     * surplus, which left the depot). Each slab holds at least one such
+     * object, besides KHEAP_EMPTY_SLABS_KEPT empty ones; the magazines
+     * themselves (full or empty: the depot's empties replace full ones
+     * the producer took) take slabs of the kheap_magazine caches in the
+     * same way. Worst case, every object on a slab of its own; a burst
+     * left in a depot without a bound passes the cached bound 3 times
+     * over. */
+    struct kheap_cache_info rows[MAX_ROWS];
+    size_t nrows = kheap_slabinfo(g_h, rows, MAX_ROWS);
+    SCHECK(nrows <= MAX_ROWS, "slabinfo has %zu rows", nrows);
+    g_pc_km_row = SIZE_MAX;
+    size_t mag_pages = 0, base_pages = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        if (i < KHEAP_NUM_CLASSES && rows[i].objsize == PC_SIZE)
+            g_pc_km_row = i;
+        if (!strncmp(rows[i].name, "kheap_magazine", 14) && rows[i].pagesperslab > mag_pages)
+            mag_pages = rows[i].pagesperslab;
+        base_pages += rows[i].num_slabs * rows[i].pagesperslab;
+    }
+    SCHECK(g_pc_km_row != SIZE_MAX && mag_pages, "no %d-byte kmalloc class or no magazine cache",
+           PC_SIZE);
+    struct kheap_cache_info uc = cache_row(g_cache[KIND_PLAIN]);
+    size_t pages_per_obj = rows[g_pc_km_row].pagesperslab + uc.pagesperslab;
+    size_t cap = mag_cap(PC_SIZE);
+    size_t mags = 2 + 2 + KHEAP_DEPOT_MAX + 1;
+    size_t all_mags = 2 * (mags + KHEAP_DEPOT_MAX + 2) + 5 * KHEAP_EMPTY_SLABS_KEPT;
+    size_t live = PC_STREAM + PC_BATCH + PC_POP;
+    g_pc_cached_bound = mags * cap;
+    g_pc_quiet_cached_bound = (mags - 1) * cap;
+    g_pc_slab_bound = ((live + g_pc_cached_bound + KHEAP_EMPTY_SLABS_KEPT) * pages_per_obj +
+                       all_mags * mag_pages + base_pages) *
+                      PAGE;
+    g_pc_quiet_slab_bound = ((g_pc_quiet_cached_bound + KHEAP_EMPTY_SLABS_KEPT) * pages_per_obj +
+                             all_mags * mag_pages + base_pages) *
+                            PAGE;
+    printf("# producer/consumer: %" PRIu64 " objects of %d B, a burst of %" PRIu64
+           " every %" PRIu64 "; bounds per cache: %zu cached objects streaming, %zu idle; "
+           "slab_bytes <= %zu (%.1f MiB) streaming, %zu (%.1f MiB) idle [seed %" PRIu64 "]\n",
+           g_pc_total, PC_SIZE, g_pc_burst, g_pc_burst_every, g_pc_cached_bound,
+           g_pc_quiet_cached_bound, g_pc_slab_bound, g_pc_slab_bound / 1048576.0,
+           g_pc_quiet_slab_bound, g_pc_quiet_slab_bound / 1048576.0, g_seed);
+    fflush(stdout);
+
+    pthread_t prod, cons;
+    SCHECK(pthread_create(&cons, NULL, pc_consumer, NULL) == 0, "pthread_create failed");
+    SCHECK(pthread_create(&prod, NULL, pc_producer, NULL) == 0, "pthread_create failed");
+    pthread_join(prod, NULL);
+    pthread_join(cons, NULL);
+    SCHECK(!threads_failed(), "%s", g_err);
+    uint64_t freed = atomic_load(&g_pc_freed);
+    SCHECK(freed == g_pc_total, "consumer freed %" PRIu64 " of %" PRIu64, freed, g_pc_total);
+    SCHECK(g_pc_bursts > 0, "no burst was handed over");
+
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    SCHECK(s.allocation_count == g_pc_total && s.free_count == g_pc_total &&
+               s.used_bytes == 0 && s.failed_count == 0,
+           "allocation_count %" PRIu64 " free_count %" PRIu64 " (want %" PRIu64
+           "), used %zu, failed %" PRIu64,
+           s.allocation_count, s.free_count, g_pc_total, s.used_bytes, s.failed_count);
+    uc = cache_row(g_cache[KIND_PLAIN]);
+    SCHECK(uc.allocs == g_pc_total / 2 && uc.frees == g_pc_total / 2 && uc.active_objs == 0,
+           "cache %s: allocs %" PRIu64 " frees %" PRIu64 " active %zu, want %" PRIu64,
+           uc.name, uc.allocs, uc.frees, uc.active_objs, g_pc_total / 2);
+    check_quiet(g_h, "after the run");
+    SCHECK(kheap_cache_destroy(g_cache[KIND_PLAIN]) == KHEAP_OK, "kheap_cache_destroy failed");
+    kheap_reclaim(g_h);
+    check_whole(g_h, "after reclaim");
+    check_no_reports("producer/consumer");
+    printf("# producer/consumer: peaks streaming: slab_bytes %zu, cached %zu; after %" PRIu64
+           " bursts: slab_bytes %zu, cached %zu; %" PRIu64 " samples\n",
+           g_pc_peak_slab, g_pc_peak_cached, g_pc_bursts, g_pc_peak_quiet_slab,
+           g_pc_peak_quiet_cached, g_pc_samples);
+    heap_close(&t);
+}
+
+/* ================================================================== */
+/* 3. thread_churn                                                     */
+
+#define CH_ALIVE 8
+#define CH_OBJS 16   /* at most per thread */
+#define CH_REAP 16   /* at most freed by a reaper thread */
+#define CH_OBJSIZE 96 /* user cache object size */
+
+struct w3 {
+    unsigned id;
+    uint64_t rng;
+    uint64_t allocs, frees, nulls, reaped;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct item *v;
+    size_t head, tail, cap;
+} g_left = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t ch_size(uint64_t *rng)
+{
+    unsigned r = (unsigned)(rnd(rng) % 100);
+    if (r < 60)
+        return 1 + (size_t)(rnd(rng) % 256);
+    if (r < 95)
+        return 257 + (size_t)(rnd(rng) % (2048 - 256));
+    if (r < 99)
+        return 2049 + (size_t)(rnd(rng) % (8192 - 2048));
+    return 8193 + (size_t)(rnd(rng) % 32000);
+}
+
+static bool ch_work(struct w3 *w)
+{
+    struct item mine[CH_OBJS];
+    size_t n = 1 + (size_t)(rnd(&w->rng) % CH_OBJS), have = 0;
+    for (size_t k = 0; k < n; k++) {
+        bool cache = rnd(&w->rng) % 3 == 0;
+        size_t size = cache ? CH_OBJSIZE : ch_size(&w->rng);
+        void *p = cache ? kheap_cache_alloc(g_cache[KIND_CTOR]) : kheap_alloc(g_h, size);
+        if (!p) {
+            w->nulls++;
+            continue;
+        }
+        uint8_t kind = cache ? KIND_CTOR : KIND_KM;
+        w->allocs++;
+        atomic_fetch_add_explicit(&g_kind_allocs[kind], 1, memory_order_relaxed);
+        if (!new_item(w->id, &w->rng, &mine[have++], p, size, kind))
+            return false;
+    }
+    /* A reaper frees blocks of threads that have exited (every thread at
+     * least CH_ALIVE older than this one has been joined). */
+    if (w->id % 8 == 7) {
+        for (size_t k = 0; k < CH_REAP; k++) {
+            struct item it;
+            bool got = false;
+            pthread_mutex_lock(&g_left.lock);
+            if (g_left.head < g_left.tail && (unsigned)g_left.v[g_left.head].owner + CH_ALIVE <= w->id) {
+                it = g_left.v[g_left.head++];
+                got = true;
+            }
+            pthread_mutex_unlock(&g_left.lock);
+            if (!got)
+                break;
+            w->reaped++;
+            w->frees++;
+            if (!free_item(w->id, &w->rng, &it, "reaped from an exited thread"))
+                return false;
+        }
+    }
+    /* Free about a third here, leave the rest to others. */
+    for (size_t k = 0; k < have; k++) {
+        if (rnd(&w->rng) % 3 == 0) {
+            w->frees++;
+            if (!free_item(w->id, &w->rng, &mine[k], "own block"))
+                return false;
+            continue;
+        }
+        pthread_mutex_lock(&g_left.lock);
+        bool room = g_left.tail < g_left.cap;
+        if (room)
+            g_left.v[g_left.tail++] = mine[k];
+        pthread_mutex_unlock(&g_left.lock);
+        TCHECK(w->id, room, "shared list full (%zu)", g_left.cap);
+    }
+    return true;
+}
+
+static void *ch_main(void *arg)
+{
+    struct w3 *w = arg;
+    if (!atomic_load_explicit(&g_failed, memory_order_relaxed))
+        ch_work(w);
+    return NULL;
+}
+
+TEST(thread_churn)
+{
+    struct theap t;
+    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
+    test_reset(&t);
+    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "churn-obj", CH_OBJSIZE, 0, obj_ctor, obj_dtor);
+    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    unsigned nthreads = g_small ? 128 : 1000;
+    if (!g_small && g_ops > 1000000)
+        nthreads = (unsigned)(g_ops / 1000);
+    struct w3 *w = calloc(nthreads, sizeof *w);
+    g_left.cap = (size_t)nthreads * CH_OBJS;
+    g_left.v = calloc(g_left.cap, sizeof *g_left.v);
+    g_left.head = g_left.tail = 0;
+    SCHECK(w && g_left.v, "calloc failed");
+
+    pthread_t tid[CH_ALIVE];
+    unsigned created = 0;
+    for (unsigned i = 0; i < nthreads; i++) {
+        if (i >= CH_ALIVE)
+            pthread_join(tid[i % CH_ALIVE], NULL);
+        w[i].id = i;
+        w[i].rng = rng_for(20, i);
+        int err = pthread_create(&tid[i % CH_ALIVE], NULL, ch_main, &w[i]);
+        if (err) {
+            for (unsigned j = i > CH_ALIVE ? i - CH_ALIVE + 1 : 0; j < i; j++)
+                pthread_join(tid[j % CH_ALIVE], NULL);
+            SCHECK(0, "pthread_create of thread %u failed: %d", i, err);
+        }
+        created++;
+    }
+    for (unsigned j = created > CH_ALIVE ? created - CH_ALIVE : 0; j < created; j++)
+        pthread_join(tid[j % CH_ALIVE], NULL);
+    SCHECK(!threads_failed(), "%s", g_err);
+
+    uint64_t allocs = 0, frees = 0, nulls = 0, reaped = 0;
+    for (unsigned i = 0; i < nthreads; i++) {
+        allocs += w[i].allocs;
+        frees += w[i].frees;
+        nulls += w[i].nulls;
+        reaped += w[i].reaped;
+    }
+    SCHECK(nulls == 0, "%" PRIu64 " allocations failed", nulls);
+    SCHECK(reaped > 0, "no reaper freed a block of an exited thread");
+
+    /* Every thread has exited and the main thread has not touched this
+     * heap: the threads' magazines went back at exit (to the depots or the
+     * slabs), so the only cached objects are in the depots, at most
+     * KHEAP_DEPOT_MAX magazines each. */
+    struct kheap_cache_info rows[MAX_ROWS];
+    size_t nrows = kheap_slabinfo(g_h, rows, MAX_ROWS);
+    SCHECK(nrows <= MAX_ROWS, "slabinfo has %zu rows", nrows);
+    size_t cached_at_exit = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        if (!strncmp(rows[i].name, "kheap_", 6))
+            continue;
+        size_t bound = KHEAP_DEPOT_MAX * mag_cap(rows[i].objsize);
+        SCHECK(rows[i].cached_objs <= bound,
+               "after %u threads exited, cache %s holds %zu cached objects, more than "
+               "its depot can (%zu): magazines stranded",
+               nthreads, rows[i].name, rows[i].cached_objs, bound);
+        cached_at_exit += rows[i].cached_objs;
+    }
+    struct kheap_cache_info uc = cache_row(g_cache[KIND_CTOR]);
+    size_t uc_cached_at_exit = uc.cached_objs;
+    check_quiet(g_h, "after all threads exited");
+
+    /* The main thread frees the rest. */
+    uint64_t main_frees = 0;
+    uint64_t rng = rng_for(21, 0);
+    for (size_t k = g_left.head; k < g_left.tail; k++) {
+        const struct item *it = &g_left.v[k];
+        SCHECK(free_item(9999, &rng, it, "left for the main thread"), "%s", g_err);
+        main_frees++;
+    }
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    SCHECK(s.allocation_count == allocs && s.free_count == frees + main_frees &&
+               allocs == frees + main_frees && s.failed_count == 0,
+           "allocation_count %" PRIu64 " free_count %" PRIu64 ", threads %" PRIu64
+           " allocs %" PRIu64 " frees, main %" PRIu64 " frees, failed %" PRIu64,
+           s.allocation_count, s.free_count, allocs, frees, main_frees, s.failed_count);
+    SCHECK(s.used_bytes == 0, "used_bytes %zu after all freed", s.used_bytes);
+    uc = cache_row(g_cache[KIND_CTOR]);
+    SCHECK(uc.active_objs == 0 && uc.allocs == get(&g_kind_allocs[KIND_CTOR]) &&
+               uc.frees == get(&g_kind_frees[KIND_CTOR]),
+           "cache %s: active %zu allocs %" PRIu64 " frees %" PRIu64 ", counted %lu, %lu",
+           uc.name, uc.active_objs, uc.allocs, uc.frees,
+           atomic_load(&g_kind_allocs[KIND_CTOR]), atomic_load(&g_kind_frees[KIND_CTOR]));
+    check_quiet(g_h, "after the main thread freed the rest");
+
+    /* kheap_reclaim reaches the depots and the main thread's own
+     * magazines: with no other thread alive, nothing may stay cached (an
+     * exited thread's magazines left in its slot would), and the user
+     * cache, still there, keeps no slab. */
+    kheap_reclaim(g_h);
+    nrows = kheap_slabinfo(g_h, rows, MAX_ROWS);
+    for (size_t i = 0; i < nrows && i < MAX_ROWS; i++) {
+        if (!strncmp(rows[i].name, "kheap_", 6))
+            continue;
+        SCHECK(rows[i].cached_objs == 0 && rows[i].num_slabs == 0,
+               "after %u threads exited and kheap_reclaim, cache %s still holds %zu cached "
+               "objects and %zu slabs (an exited thread's magazines stranded, or reclaim "
+               "missed the depot or the caller's own)",
+               nthreads, rows[i].name, rows[i].cached_objs, rows[i].num_slabs);
+    }
+    check_quiet(g_h, "after reclaim");
+    SCHECK(kheap_cache_destroy(g_cache[KIND_CTOR]) == KHEAP_OK, "kheap_cache_destroy failed");
+    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
+           "%lu constructor calls, %lu destructor calls, %lu without magic",
+           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    kheap_reclaim(g_h);
+    check_whole(g_h, "after reclaim");
+    check_no_reports("churn");
+    printf("# churn: %u threads (<= %d alive), %" PRIu64 " allocations, %" PRIu64
+           " reaped from exited threads, %" PRIu64 " freed by main; cached after the exits: "
+           "%zu (user cache %zu)\n",
+           nthreads, CH_ALIVE, allocs, reaped, main_frees, cached_at_exit, uc_cached_at_exit);
+    free(w);
+    free(g_left.v);
+    g_left.v = NULL;
+    heap_close(&t);
+}
+
+/* ================================================================== */
+/* 4. slot_reuse                                                       */
+
+#define SR_THREADS (KHEAP_MAX_CPUS + 8)
+#define SR_K_MAX 64
+
+struct w4 {
+    unsigned id;
+    uint64_t rng;
+    struct item own[2 * SR_K_MAX];
+    struct item in[SR_K_MAX]; /* written by the predecessor */
+    size_t nin;
+    uint64_t allocs, frees, nulls;
+};
+
+static struct w4 g_w4[SR_THREADS];
+static pthread_barrier_t g_sr_first, g_sr_bar;
+static unsigned g_sr_k, g_sr_rounds;
+
+static bool sr_alloc(struct w4 *w, size_t j, bool cache)
+{
+    size_t size = cache ? 128 : 1 + (size_t)(rnd(&w->rng) % 512);
+    void *p = cache ? kheap_cache_alloc(g_cache[KIND_CTOR]) : kheap_alloc(g_h, size);
+    TCHECK(w->id, p != NULL, "allocation returned NULL");
+    uint8_t kind = cache ? KIND_CTOR : KIND_KM;
+    w->allocs++;
+    atomic_fetch_add_explicit(&g_kind_allocs[kind], 1, memory_order_relaxed);
+    return new_item(w->id, &w->rng, &w->own[j], p, size, kind);
+}
+
+static void *sr_main(void *arg)
+{
+    struct w4 *w = arg;
+    struct w4 *next = &g_w4[(w->id + 1) % SR_THREADS];
+    unsigned k = g_sr_k;
+    bool ok = true;
+    for (unsigned r = 0; r < g_sr_rounds; r++) {
+        /* k cache objects in own[0..k), k kmalloc blocks in own[k..2k). */
+        for (size_t j = 0; ok && j < 2 * (size_t)k; j++) {
+            ok = sr_alloc(w, j, j < k);
+            if (r == 0 && j == 0)
+                pthread_barrier_wait(&g_sr_first); /* everybody alive, slot or not */
+        }
+        /* The second half of each kind goes to the next thread. */
+        if (ok) {
+            size_t n = 0;
+            for (size_t j = k / 2; j < k; j++)
+                next->in[n++] = w->own[j];
+            for (size_t j = k + k / 2; j < 2 * (size_t)k; j++)
+                next->in[n++] = w->own[j];
+            next->nin = n;
+        }
+        pthread_barrier_wait(&g_sr_bar);
+        for (size_t j = 0; ok && j < k / 2; j++) {
+            w->frees += 2;
+            ok = free_item(w->id, &w->rng, &w->own[j], "own") &&
+                 free_item(w->id, &w->rng, &w->own[k + j], "own");
+        }
+        for (size_t j = 0; ok && j < w->nin; j++) {
+            w->frees++;
+            ok = free_item(w->id, &w->rng, &w->in[j], "from the previous thread");
+        }
+        w->nin = 0;
+        pthread_barrier_wait(&g_sr_bar); /* nobody exits before all are done */
+    }
+    return NULL;
+}
+
+TEST(slot_reuse)
+{
+    struct theap t;
+    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
+    test_reset(&t);
+    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "slot-obj", 128, 0, obj_ctor, obj_dtor);
+    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    /* Small: drd's cost grows steeply with 72 threads running at once. */
+    g_sr_k = g_small ? 4 : SR_K_MAX;
+    g_sr_rounds = g_small ? 1 : 8;
+    if (!g_small && g_ops < 1000000)
+        g_sr_rounds = 4;
+
+    /* The main thread holds a slot (it takes one now if it had none), so
+     * KHEAP_MAX_CPUS - 1 are left for the workers. */
+    void *o = kheap_cache_alloc(g_cache[KIND_CTOR]);
+    SCHECK(o != NULL, "kheap_cache_alloc failed");
+    kheap_cache_free(g_cache[KIND_CTOR], o);
+    struct kheap_cache_info before = cache_row(g_cache[KIND_CTOR]);
+
+    pthread_barrier_init(&g_sr_first, NULL, SR_THREADS);
+    pthread_barrier_init(&g_sr_bar, NULL, SR_THREADS);
+    pthread_t tid[SR_THREADS];
+    for (unsigned i = 0; i < SR_THREADS; i++) {
+        memset(&g_w4[i], 0, sizeof g_w4[i]);
+        g_w4[i].id = i;
+        g_w4[i].rng = rng_for(30, i);
+    }
+    for (unsigned i = 0; i < SR_THREADS; i++) {
+        int err = pthread_create(&tid[i], NULL, sr_main, &g_w4[i]);
+        /* A missing thread would leave the others on the barrier. */
+        if (err) {
+            fprintf(stderr, "test_percpu: pthread_create %u of %d failed: %d\n", i,
+                    SR_THREADS, err);
+            abort();
+        }
+    }
+    for (unsigned i = 0; i < SR_THREADS; i++)
+        pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&g_sr_first);
+    pthread_barrier_destroy(&g_sr_bar);
+    SCHECK(!threads_failed(), "%s", g_err);
+
+    uint64_t allocs = 0, frees = 0;
+    for (unsigned i = 0; i < SR_THREADS; i++) {
+        allocs += g_w4[i].allocs;
+        frees += g_w4[i].frees;
+    }
+    uint64_t per_thread = 2ull * g_sr_k * g_sr_rounds; /* cache allocs + frees */
+    SCHECK(allocs == frees && allocs == (uint64_t)SR_THREADS * 2 * g_sr_k * g_sr_rounds,
+           "threads counted %" PRIu64 " allocs and %" PRIu64 " frees", allocs, frees);
+
+    /* Operations on the per-CPU path count as CPU hits or misses; the
+     * locked path (no slot) counts neither. Each worker did per_thread
+     * cache operations, and slots never changed hands while they ran. */
+    struct kheap_cache_info uc = cache_row(g_cache[KIND_CTOR]);
+    uint64_t cpu_ops = uc.cpu_hits + uc.cpu_misses - before.cpu_hits - before.cpu_misses;
+    uint64_t slotted = cpu_ops / per_thread;
+    SCHECK(cpu_ops % per_thread == 0 && slotted == KHEAP_MAX_CPUS - 1,
+           "%" PRIu64 " cache operations on the per-CPU path; expected %d threads with a "
+           "slot x %" PRIu64 " each",
+           cpu_ops, KHEAP_MAX_CPUS - 1, per_thread);
+    SCHECK(uc.active_objs == 0 && uc.allocs == uc.frees &&
+               uc.allocs == get(&g_kind_allocs[KIND_CTOR]) + 1 &&
+               uc.frees == get(&g_kind_frees[KIND_CTOR]) + 1,
+           "cache %s: active %zu allocs %" PRIu64 " frees %" PRIu64 ", counted %lu, %lu (+1)",
+           uc.name, uc.active_objs, uc.allocs, uc.frees,
+           atomic_load(&g_kind_allocs[KIND_CTOR]), atomic_load(&g_kind_frees[KIND_CTOR]));
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    SCHECK(s.allocation_count == allocs + 1 && s.free_count == frees + 1 && s.used_bytes == 0 &&
+               s.failed_count == 0,
+           "allocation_count %" PRIu64 " free_count %" PRIu64 " (want %" PRIu64
+           "), used %zu, failed %" PRIu64,
+           s.allocation_count, s.free_count, allocs + 1, s.used_bytes, s.failed_count);
+    check_quiet(g_h, "after the threads exited");
+    SCHECK(kheap_cache_destroy(g_cache[KIND_CTOR]) == KHEAP_OK, "kheap_cache_destroy failed");
+    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
+           "%lu constructor calls, %lu destructor calls, %lu without magic",
+           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    kheap_reclaim(g_h);
+    check_whole(g_h, "after reclaim");
+    check_no_reports("slot_reuse");
+    printf("# slot_reuse: %d threads alive at once, %" PRIu64 " with a slot, %" PRIu64
+           " on the locked path\n",
+           SR_THREADS, slotted, (uint64_t)SR_THREADS - slotted);
+    heap_close(&t);
+}
+
+/* ================================================================== */
+/* 5. reclaim_reach                                                    */
+
+static size_t cached_total(kheap_t *h, bool kmalloc_only, size_t *slabs)
+{
+    struct kheap_cache_info rows[MAX_ROWS];
+    size_t n = kheap_slabinfo(h, rows, MAX_ROWS), cached = 0;
+    *slabs = 0;
+    for (size_t i = 0; i < n && i < MAX_ROWS; i++) {
+        if (!strncmp(rows[i].name, "kheap_", 6) || (kmalloc_only && i >= KHEAP_NUM_CLASSES))
+            continue;
+        cached += rows[i].cached_objs;
+        *slabs += rows[i].num_slabs;
+    }
+    return cached;
+}
+
+TEST(reclaim_reach)
+{
+    struct theap t;
+    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
+    test_reset(&t);
+    size_t nobj = g_small ? 600 : 20000;
+    void **v = calloc(nobj, sizeof *v);
+    SCHECK(v != NULL, "calloc failed");
+    uint64_t rng = rng_for(40, 0);
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < nobj; i++) {
+            size_t size = 16 + (size_t)(rnd(&rng) % 1009);
+            v[i] = kheap_alloc(g_h, size);
+            SCHECK(v[i] != NULL, "kheap_alloc(%zu) #%zu failed", size, i);
+            memset(v[i], 0x3c, size < 64 ? size : 64);
+        }
+        for (size_t i = nobj; i > 1; i--) { /* shuffle, then free */
+            size_t j = (size_t)(rnd(&rng) % i);
+            void *x = v[i - 1];
+            v[i - 1] = v[j];
+            v[j] = x;
+        }
+        for (size_t i = 0; i < nobj; i++)
+            kheap_free(g_h, v[i]);
+    }
+    free(v);
+    size_t slabs;
+    size_t cached = cached_total(g_h, true, &slabs);
+    SCHECK(cached > 0, "after %zu frees no object is cached", 3 * nobj);
+    struct kheap_stats s;
+    kheap_get_stats(g_h, &s);
+    SCHECK(s.used_bytes == 0 && s.slab_bytes > 0, "before reclaim: used %zu slab %zu",
+           s.used_bytes, s.slab_bytes);
+    size_t slab_before = s.slab_bytes;
+    size_t got = kheap_reclaim(g_h);
+    SCHECK(got > 0, "kheap_reclaim returned 0 with %zu objects cached", cached);
+    size_t cached_after = cached_total(g_h, false, &slabs);
+    SCHECK(cached_after == 0 && slabs == 0,
+           "after reclaim %zu objects cached, %zu slabs in the kmalloc caches", cached_after,
+           slabs);
+    check_whole(g_h, "after reclaim");
+    check_quiet(g_h, "after reclaim");
+    printf("# reclaim_reach: %zu objects were cached, slabs %zu bytes, reclaim gave back %zu\n",
+           cached, slab_before, got);
+
+    /* The same for a user cache that stays. */
+    kheap_cache_t *c = kheap_cache_create(g_h, "reach-obj", 256, 0, obj_ctor, obj_dtor);
+    SCHECK(c != NULL, "kheap_cache_create failed");
+    void *o[512];
+    size_t no = g_small ? 100 : 512;
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i < no; i++)
+            SCHECK((o[i] = kheap_cache_alloc(c)) != NULL, "kheap_cache_alloc #%zu failed", i);
+        for (size_t i = 0; i < no; i++)
+            kheap_cache_free(c, o[no - 1 - i]);
+    }
+    struct kheap_cache_info r = cache_row(c);
+    SCHECK(r.cached_objs > 0 && r.active_objs == 0, "cache %s: %zu cached, %zu active", r.name,
+           r.cached_objs, r.active_objs);
+    got = kheap_reclaim(g_h);
+    r = cache_row(c);
+    SCHECK(got > 0 && r.cached_objs == 0 && r.num_slabs == 0,
+           "reclaim gave back %zu; cache %s then has %zu cached, %zu slabs", got, r.name,
+           r.cached_objs, r.num_slabs);
+    SCHECK(get(&g_ctor) == get(&g_dtor),
+           "after reclaim: %lu constructor calls, %lu destructor calls", atomic_load(&g_ctor),
+           atomic_load(&g_dtor));
+    SCHECK(kheap_cache_destroy(c) == KHEAP_OK, "kheap_cache_destroy failed");
+    kheap_reclaim(g_h);
+    check_whole(g_h, "after destroy and reclaim");
+    check_quiet(g_h, "at the end");
+    check_no_reports("reclaim_reach");
+    heap_close(&t);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(void)
+{
+    long env_seed = harness_env_long("KHEAP_SEED", -1);
+    if (env_seed >= 0) {
+        g_seed = (uint64_t)env_seed;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        g_seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) &
+                 0x7fffffffffffffffull;
+    }
+    g_small = harness_env_long("KHEAP_TEST_SMALL", 0) != 0;
+    long ops = harness_env_long("KHEAP_TEST_OPS", 1000000);
+    g_ops = ops > 0 ? (unsigned long)ops : 1000000;
+    printf("# seed %" PRIu64 "\n", g_seed);
+    kheap_hosted_set_report_hook(report_hook);
+#define TIMED_RUN(name)                                                       \
+    do {                                                                      \
+        double t0_ = now();                                                   \
+        RUN(name);                                                            \
+        printf("# %s: %.2f s\n", #name, now() - t0_);                         \
+    } while (0)
+    TIMED_RUN(stress_cross_thread);
+    TIMED_RUN(producer_consumer);
+    TIMED_RUN(thread_churn);
+    TIMED_RUN(slot_reuse);
+    TIMED_RUN(reclaim_reach);
+    return harness_done();
+}
