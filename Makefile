@@ -111,3 +111,5 @@ check:
 
 clean:
 	rm -rf $(B)
+
+include bench/bench.mk

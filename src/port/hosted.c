@@ -56,11 +56,12 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * the lowest clear bit with a compare-and-swap (no lock, no system call)
  * on its first allocation, and a thread-specific-data destructor gives it
  * back at thread exit, after kheap_cpu_flush has returned the slot's
- * magazines to their depots. kh_hosted_slot holds slot + 1; after the
- * destructor it holds KHEAP_CPU_NONE + 1, so frees from later
- * destructors of other libraries take the locked path instead of taking
- * a new slot that nothing would give back. */
-__thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec")));
+ * magazines to their depots. kh_hosted_slot holds the slot, or
+ * KHEAP_CPU_NONE; after the destructor, slot_gone is set, so frees from
+ * later destructors of other libraries take the locked path instead of
+ * taking a new slot that nothing would give back. */
+__thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+static __thread int slot_gone __attribute__((tls_model("initial-exec")));
 
 #define SLOT_WORDS ((KHEAP_MAX_CPUS + 63) / 64)
 static unsigned long long slot_map[SLOT_WORDS];
@@ -71,7 +72,8 @@ static int slot_key_ok;
 static void slot_release(void *arg)
 {
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
-    kh_hosted_slot = KHEAP_CPU_NONE + 1;
+    kh_hosted_slot = KHEAP_CPU_NONE;
+    slot_gone = 1;
     kheap_cpu_flush(slot);
     slot_handover_before(&slot_map[slot / 64]);
     __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
@@ -84,8 +86,8 @@ static void slot_key_create(void)
 
 unsigned kh_hosted_slot_take(void)
 {
-    if (kh_hosted_slot)
-        return kh_hosted_slot - 1; /* KHEAP_CPU_NONE after exit */
+    if (slot_gone)
+        return KHEAP_CPU_NONE;
     pthread_once(&slot_once, slot_key_create);
     if (!slot_key_ok)
         return KHEAP_CPU_NONE;
@@ -101,7 +103,7 @@ unsigned kh_hosted_slot_take(void)
                 /* For a key made early, glibc keeps the value in the
                  * thread descriptor: setting it allocates nothing. */
                 pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
-                kh_hosted_slot = slot + 1;
+                kh_hosted_slot = slot;
                 return slot;
             }
         }

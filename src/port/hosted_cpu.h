@@ -3,10 +3,13 @@
  *
  * A "CPU" is a slot a thread owns from its first allocation to its exit
  * (src/port/hosted.c hands slots out and takes them back). The slot number
- * plus one sits in an initial-exec TLS word: reading it is one load from
- * the thread pointer, no call, no lock. 0 means no slot yet; the first
- * call takes one. Only the owning thread uses a slot, so nothing needs
+ * sits in an initial-exec TLS word: reading it is one load from the thread
+ * pointer, no call, no lock. The first call of a thread takes a slot. Only the owning thread uses a slot, so nothing needs
  * disabling between enter and exit.
+ *
+ * kh_hosted_slot holds the slot itself, KHEAP_CPU_NONE until the thread
+ * has one (the TLS initial value) and again after its exit hook, so the
+ * hit paths read it with one load and use it as it is.
  */
 #ifndef KHEAP_HOSTED_CPU_H
 #define KHEAP_HOSTED_CPU_H
@@ -17,7 +20,7 @@ unsigned kh_hosted_slot_take(void);
 static inline unsigned kheap_port_cpu_enter(void)
 {
     unsigned s = kh_hosted_slot;
-    return __builtin_expect(s != 0, 1) ? s - 1 : kh_hosted_slot_take();
+    return __builtin_expect(s != KHEAP_CPU_NONE, 1) ? s : kh_hosted_slot_take();
 }
 
 /* For the hit paths: the slot, or KHEAP_CPU_NONE (a miss: the slow path
@@ -26,8 +29,7 @@ static inline unsigned kheap_port_cpu_enter(void)
 #define KHEAP_PORT_CPU_ENTER_FAST 1
 static inline unsigned kheap_port_cpu_enter_fast(void)
 {
-    unsigned s = kh_hosted_slot;
-    return __builtin_expect(s != 0, 1) ? s - 1 : KHEAP_CPU_NONE;
+    return kh_hosted_slot;
 }
 
 static inline void kheap_port_cpu_exit(unsigned cpu)
