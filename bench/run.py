@@ -338,7 +338,11 @@ def kheap_profile(out, per_fn, per_line, n, results):
                 "# divide every count by %d for instructions per pair.\n\n" % (n, n))
         for extra in (["--inclusive=yes"], ["--auto=yes", "--threshold=100"]):
             try:
-                f.write(run(["callgrind_annotate"] + extra + [out]))
+                text = run(["callgrind_annotate"] + extra + [out])
+                # Paths relative to the tree: the file speaks of kheap only.
+                for base in (SRC_ROOT[0], ROOT):
+                    text = text.replace(base + "/", "")
+                f.write(text)
             except (RuntimeError, OSError) as e:
                 f.write("callgrind_annotate failed: %s\n" % e)
     kheap_profile.fns = fn_rows
@@ -422,7 +426,7 @@ def machine():
         mem = ", %.0f GiB RAM" % mem
     except (ValueError, OSError):
         mem = ""
-    return "%s, nproc %s%s, Linux %s" % (model, nproc, mem, os.uname().release)
+    return "%s, nproc %s%s" % (model, nproc, mem)
 
 
 def loadavg():
