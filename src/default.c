@@ -125,8 +125,7 @@ void kfree(void *ptr)
         return;
     }
     kh_vg_after(&kh_default_heap);
-    if (ptr)
-        kh_free_fast(h, ptr);
+    kh_free_fast(h, ptr);
 }
 size_t ksize(const void *ptr)
 {

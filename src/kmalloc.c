@@ -502,13 +502,13 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
 
 void kheap_free(kheap_t *h, void *ptr)
 {
-    if (ptr)
-        kh_free_fast(h, ptr);
+    kh_free_fast(h, ptr);
 }
 
 kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
 {
-    block_free(h, ptr, NULL, "kheap_free");
+    if (ptr) /* NULL fails the hit path's region test and lands here */
+        block_free(h, ptr, NULL, "kheap_free");
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */
