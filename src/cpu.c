@@ -483,6 +483,8 @@ void kh_registry_add(kheap_t *h)
 
 void kheap_fini(kheap_t *h)
 {
+    if (!h)
+        return;
     registry_acquire();
     for (kheap_t **pp = &registry; *pp; pp = &(*pp)->next_heap) {
         if (*pp == h) {

@@ -130,6 +130,7 @@ static void teardown(void)
           s.used_bytes, s.slab_bytes, s.heap_free, s.heap_total,
           s.metadata_bytes);
     munmap(g_constructed, HEAP_SIZE / 8);
+    kheap_fini(g_heap);
     munmap(g_mem, HEAP_SIZE);
 }
 

@@ -142,6 +142,7 @@ static void teardown(void)
     CHECK(s.used_bytes == 0 && s.heap_free == s.heap_total - s.metadata_bytes,
           "teardown: used %zu, heap_free %zu != total %zu - metadata %zu",
           s.used_bytes, s.heap_free, s.heap_total, s.metadata_bytes);
+    kheap_fini(g_heap);
     munmap(g_mem, HEAP_SIZE);
 }
 

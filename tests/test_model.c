@@ -1115,6 +1115,7 @@ TEST(model)
            m_max_held - fixed, m_max_req,
            m_max_req ? (double)(m_max_held - fixed) / (double)m_max_req : 0.0);
 
+    kheap_fini(g_heap);
     munmap(g_base, g_heap_size);
     munmap(g_live, g_cap * sizeof *g_live);
     munmap(g_t, g_cap * sizeof *g_t);

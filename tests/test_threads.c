@@ -543,6 +543,7 @@ TEST(shared_heap)
     printf("# %d threads x %lu ops: %" PRIu64 " allocations, %" PRIu64
            " blocks handed over\n",
            THREADS, g_ops, allocs, handed);
+    kheap_fini(g_heap);
     munmap(g_mem, g_heap_size);
 }
 
