@@ -92,11 +92,11 @@ int kheap_cache_destroy(kheap_cache_t *c)
     kh_unlock(&h->caches_lock);
     kh_cache_release(c, 0);
     KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
-    kh_lock(&h->stats_lock);
+    kh_lock(&h->page_lock);
     h->retired_allocs += n.allocs;
     h->retired_frees += n.frees;
     h->retired_bytes += n.allocs * c->size;
-    kh_unlock(&h->stats_lock);
+    kh_unlock(&h->page_lock);
     kh_internal_pages_free(h, c->percpu);
     c->magic = 0;
     enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));

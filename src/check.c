@@ -2,7 +2,7 @@
  * check.c - kheap_check: walk the whole heap and cross-check it.
  *
  * With every lock of the heap held (caches_lock, each cache's lock in the
- * documented order, page_lock, stats_lock) the walk visits the following.
+ * documented order, page_lock) the walk visits the following.
  * The per-CPU magazines are used without locks, so kheap_check leaves them
  * out (it is safe at any time); kheap_check_quiet, for a heap no CPU is
  * using, walks them too and checks live + cached == handed out.
@@ -311,7 +311,6 @@ static void lock_all(kheap_t *h, bool lock)
     for (struct kheap_cache *c = h->caches; c; c = c->next)
         op(&c->lock);
     op(&h->page_lock);
-    op(&h->stats_lock);
     if (!lock)
         op(&h->caches_lock);
 }

@@ -15,8 +15,10 @@
  *                           takes them all in list order (kmalloc classes
  *                           first, then the list) while holding 1.
  *   3. kheap.page_lock    - the page layer: bins, run boundary descriptors,
- *                           the region table, page counters.
- *   4. kheap.stats_lock   - the byte and operation counters.
+ *                           the region table, page counters, large-block and
+ *                           failure counts.
+ * The committed/peak/internal byte counters are atomics, updated on slow
+ * paths only; no lock is shared by every cache.
  * No lock is held across a constructor, destructor or report.
  */
 #ifndef KH_INTERNAL_H
@@ -257,7 +259,9 @@ struct kheap_cache {
     uint32_t depot_max;  /* full magazines the depot may hold */
     struct kh_cc_line *percpu; /* user caches: [KHEAP_MAX_CPUS + 1] */
 
-    kheap_lock_t lock;
+    /* The lock starts a cache line: the fields above, read on every free,
+     * must not share a line with what slow paths on other CPUs write. */
+    kheap_lock_t lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by lock. Every slab of the cache is on exactly one list:
      * partial (0 < inuse < objs), empty (inuse == 0), or none (full).
      *   active_objs == sum of inuse over its slabs
@@ -296,15 +300,15 @@ _Static_assert(KH_BIN_WORDS <= sizeof(unsigned long) * 8u,
 struct kheap {
     uint32_t magic;
 
-    kheap_lock_t page_lock;
+    kheap_lock_t page_lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by page_lock. regions[] entries are written once, before
      * being published in order[] (see region.c: lookups read without the
      * lock). */
-    struct kh_region regions[KHEAP_MAX_REGIONS];
+    struct kh_region regions[KHEAP_MAX_REGIONS] __attribute__((aligned(KH_CACHE_LINE)));
     uint8_t order[KHEAP_MAX_REGIONS]; /* region indices by address */
     unsigned nregions;
     unsigned region_seq;              /* odd while order[] is rewritten */
-    struct kh_page *bins[KH_NBINS];
+    struct kh_page *bins[KH_NBINS] __attribute__((aligned(KH_CACHE_LINE)));
     unsigned long bin_map[KH_BIN_WORDS];
     unsigned long bin_summary;
     size_t free_pages;   /* pages in free runs */
@@ -316,17 +320,20 @@ struct kheap {
     size_t region_meta;  /* sum of region meta_bytes */
     size_t grow_bytes;   /* 0: fixed size */
 
-    kheap_lock_t stats_lock;
-    /* Protected by stats_lock. committed: bytes of objects handed out of
-     * slabs (live or cached in magazines) plus large blocks. */
-    size_t committed_bytes, peak_bytes;
+    /* Protected by page_lock. */
     uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;
     /* Object counts of destroyed caches, so the totals do not shrink. */
     uint64_t retired_allocs, retired_frees, retired_bytes;
     uint64_t failed_count;
-    size_t internal_bytes; /* objects of KH_CACHE_INTERNAL caches */
+    /* Atomic counters: bytes of objects handed out of slabs (live or
+     * cached in magazines) plus large blocks, their highest value, and the
+     * objects of KH_CACHE_INTERNAL caches. Each on its own cache line: the
+     * slow paths of every cache update them. */
+    size_t committed_bytes __attribute__((aligned(KH_CACHE_LINE)));
+    size_t peak_bytes;
+    size_t internal_bytes __attribute__((aligned(KH_CACHE_LINE)));
 
-    kheap_lock_t caches_lock;
+    kheap_lock_t caches_lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by caches_lock: user caches in creation order. */
     struct kheap_cache *caches, *caches_tail;
     size_t ncaches;
@@ -335,7 +342,7 @@ struct kheap {
      * &kh_cpu_sentinel until CPU k first uses the heap; written once by
      * CPU k (release), read by others (acquire). cpu[KHEAP_CPU_NONE] stays
      * the sentinel. */
-    struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1];
+    struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (cpu.c) */
     uintptr_t guard_key; /* double-free key (kmalloc.c), fixed at init */
 
@@ -429,10 +436,9 @@ bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
 /* kmalloc.c (kh_class_of is in kh_fast.h) */
 size_t kh_class_size(unsigned cls);
 
-/* Accounting (kmalloc.c): take stats_lock. Called with the lock that
- * guards the change (the cache's, or page_lock for large blocks) still
- * held, so kheap_check, holding every lock, sees counters and structures
- * agree. */
+/* Accounting (kmalloc.c). Called with the lock that guards the change
+ * (the cache's, or page_lock for large blocks) still held, so
+ * kheap_check, holding every lock, sees counters and structures agree. */
 void kh_account_commit(kheap_t *h, size_t bytes, bool add);
 void kh_account_failure(kheap_t *h);
 void kh_account_internal(kheap_t *h, size_t bytes, bool add);

@@ -43,61 +43,58 @@ size_t kh_class_size(unsigned i)
 }
 
 /* ------------------------------------------------------------------ */
-/* Accounting (stats_lock). Object counts per cache are kept by the
- * per-CPU layer (cpu.c); here are the slab-level committed bytes, the
- * large blocks and the failures. */
+/* Accounting. Object counts per cache are kept by the per-CPU layer
+ * (cpu.c). The slab-level committed bytes, their peak and the internal
+ * bytes are atomic counters, updated once per batch on slow paths (never
+ * on a hit) while the lock guarding the change is held; large blocks and
+ * failures are counted under page_lock. No lock is shared by all caches. */
 
-static void note_peak(kheap_t *h)
+static void commit(kheap_t *h, size_t bytes, bool add)
 {
-    if (h->committed_bytes > h->peak_bytes)
-        h->peak_bytes = h->committed_bytes;
+    if (!add) {
+        __atomic_fetch_sub(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
+        return;
+    }
+    size_t now = __atomic_add_fetch(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
+    /* A failed exchange reloads peak; it ends when peak >= now. */
+    while (peak < now && !__atomic_compare_exchange_n(&h->peak_bytes, &peak, now, true,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
 }
 
 void kh_account_commit(kheap_t *h, size_t bytes, bool add)
 {
-    kh_lock(&h->stats_lock);
-    if (add) {
-        h->committed_bytes += bytes;
-        note_peak(h);
-    } else {
-        h->committed_bytes -= bytes;
-    }
-    kh_unlock(&h->stats_lock);
+    commit(h, bytes, add);
 }
 
 void kh_account_internal(kheap_t *h, size_t bytes, bool add)
 {
-    kh_lock(&h->stats_lock);
     if (add)
-        h->internal_bytes += bytes;
+        __atomic_fetch_add(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
     else
-        h->internal_bytes -= bytes;
-    kh_unlock(&h->stats_lock);
+        __atomic_fetch_sub(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
 }
 
 void kh_account_failure(kheap_t *h)
 {
-    kh_lock(&h->stats_lock);
+    kh_lock(&h->page_lock);
     h->failed_count++;
-    kh_unlock(&h->stats_lock);
+    kh_unlock(&h->page_lock);
 }
 
 /* A large block of `bytes` handed out (alloc) or given back; resize is a
  * change of bytes with no count. page_lock held. */
 static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
 {
-    kh_lock(&h->stats_lock);
     if (alloc) {
         h->large_alloc_bytes += bytes;
         h->large_allocs += count;
-        h->committed_bytes += bytes;
-        note_peak(h);
     } else {
         h->large_free_bytes += bytes;
         h->large_frees += count;
-        h->committed_bytes -= bytes;
     }
-    kh_unlock(&h->stats_lock);
+    commit(h, bytes, alloc);
 }
 
 /* ------------------------------------------------------------------ */

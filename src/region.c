@@ -203,7 +203,6 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     __builtin_memset(h, 0, sizeof *h);
     h->magic = KH_HEAP_MAGIC;
     kheap_port_lock_init(&h->page_lock);
-    kheap_port_lock_init(&h->stats_lock);
     kheap_port_lock_init(&h->caches_lock);
     struct kh_region r;
     err = region_layout(&r, (uintptr_t)base, size, hb - (uintptr_t)base + sizeof *h, zeroed);
@@ -238,8 +237,8 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
         "kheap_magazine-32", "kheap_magazine-64"};
     for (unsigned t = 0; t < KH_MAG_TYPES; t++)
         kh_cache_setup(h, &h->mag_cache[t], mag_names[t],
-                       sizeof(struct kh_mag) + ((size_t)4 << t) * sizeof(void *), 0,
-                       NULL, NULL, KH_CACHE_INTERNAL);
+                       sizeof(struct kh_mag) + ((size_t)4 << t) * sizeof(void *),
+                       KH_CACHE_LINE, NULL, NULL, KH_CACHE_INTERNAL);
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
         h->cpu[k] = &kh_cpu_sentinel;
     kh_vg_benign(h->cpu, sizeof h->cpu);

@@ -4,9 +4,9 @@
  * Figures come from counters kept where the work is done: page counts by
  * the page layer (page_lock); object counts per CPU and per cache, by the
  * per-CPU layer (each CPU writes only its own, see cpu.c) and summed here;
- * large blocks, committed bytes and failures by the accounting in
- * kmalloc.c (stats_lock). Object counts are summed first, then page_lock
- * and stats_lock are taken together. On a quiet heap every figure is
+ * large blocks and failures under page_lock; committed bytes, their peak
+ * and internal bytes as atomic counters (kmalloc.c). Object counts are
+ * summed first, then page_lock is taken. On a quiet heap every figure is
  * exact; while other CPUs work, the object counts are each exact but read
  * a moment apart. Identities (checked by kheap_check on a quiet heap):
  *   used_bytes == allocated_bytes - freed_bytes
@@ -45,22 +45,21 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
-    kh_lock(&h->stats_lock);
     out->heap_total = h->total_bytes;
     out->heap_free = h->free_pages * KH_PAGE;
     out->heap_used = out->heap_total - out->heap_free;
     out->slab_bytes = h->slab_pages * KH_PAGE;
     out->large_bytes = h->large_pages * KH_PAGE;
     out->region_count = h->nregions;
-    out->metadata_bytes = h->region_meta + h->bitmap_bytes + h->internal_bytes +
+    out->metadata_bytes = h->region_meta + h->bitmap_bytes +
+                          __atomic_load_n(&h->internal_bytes, __ATOMIC_RELAXED) +
                           h->meta_pages * KH_PAGE;
     out->allocation_count += h->large_allocs + h->retired_allocs;
     out->free_count += h->large_frees + h->retired_frees;
     out->allocated_bytes += h->large_alloc_bytes + h->retired_bytes;
     out->freed_bytes += h->large_free_bytes + h->retired_bytes;
-    out->peak_bytes = h->peak_bytes;
+    out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
     out->failed_count = h->failed_count;
-    kh_unlock(&h->stats_lock);
     kh_unlock(&h->page_lock);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;
     if (out->peak_bytes < out->used_bytes)
