@@ -64,7 +64,7 @@ $(B)/$(1)/obj/%.o: src/%.c $(HDRS)
 $(B)/$(1)/libkheap.a: $(patsubst src/%.c,$(B)/$(1)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 	$(AR) rcs $$@ $$^
 
-$(B)/$(1)/tests/%: tests/%.c tests/harness.h $(B)/$(1)/libkheap.a
+$(B)/$(1)/tests/%: tests/%.c tests/harness.h tests/class_rule.h $(B)/$(1)/libkheap.a
 	@mkdir -p $$(dir $$@)
 	$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
 	  $(HOSTED_DEFS) -Iinclude -Isrc $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread

@@ -141,19 +141,8 @@ static size_t log_uniform(size_t lo, size_t hi)
     return rnd_range(a, b);
 }
 
-/* ---- the size-class rule, computed independently of the library ---- */
-
-static size_t g_class[KHEAP_NUM_CLASSES];
-
-static void make_classes(void)
-{
-    size_t n = 0;
-    for (size_t s = 16; s <= 64; s += 8)
-        g_class[n++] = s;
-    for (size_t base = 64; base < KHEAP_MAX_CLASS; base *= 2)
-        for (size_t i = 1; i <= 8; i++)
-            g_class[n++] = base + i * (base / 8);
-}
+/* The size classes, from the rule (not from the library). */
+#include "class_rule.h"
 
 static size_t class_of(size_t n)
 {
