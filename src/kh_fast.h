@@ -84,10 +84,9 @@ static inline void kh_free_fast(kheap_t *h, void *ptr)
         if (kh_likely(d->kind == KH_PG_SLAB)) {
             const struct kheap_cache *c = d->cache;
             uint32_t off = (uint32_t)(p & KH_PAGE_MASK);
-            uint32_t q = (uint32_t)(((uint64_t)off * c->recip) >> 32);
             uintptr_t key = h->guard_key;
-            if (kh_likely(c->cls != KH_NO_CLASS && q * c->slot == off && off < c->span &&
-                          ((uintptr_t *)ptr)[1] != key)) {
+            if (kh_likely(c->cls != KH_NO_CLASS && (uint64_t)off * c->divtest < c->divtest &&
+                          off < c->span && ((uintptr_t *)ptr)[1] != key)) {
                 unsigned cpu = kheap_port_cpu_enter_fast();
                 struct kh_cc *cc = &h->cpu[cpu]->cc[c->cls];
                 struct kh_mag *m = cc->loaded;

@@ -250,7 +250,9 @@ struct kheap_cache {
     uint32_t bitmap_off; /* offset of the allocation bitmap in the slab */
     uint32_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
     uint32_t span;       /* objs * slot: bytes of the slab holding slots */
-    uint32_t recip;      /* floor(2^32 / slot) + 1, for offset -> index */
+    uint64_t divtest;    /* ceil(2^64 / slot): off % slot == 0 iff
+                            off * divtest (mod 2^64) < divtest, for any
+                            32-bit off (Lemire, Kaser, Kurz 2019) */
     kheap_ctor_fn ctor, dtor;
     uint32_t cls;        /* kmalloc class index, or KH_NO_CLASS */
     uint32_t guard;      /* 1: freed objects carry the double-free key in

@@ -418,13 +418,10 @@ void *kheap_calloc(kheap_t *h, size_t n, size_t size)
     return p;
 }
 
-/* Is off the offset of a slot of c? One multiply on the common path. */
+/* Is off the offset of a slot of c? One multiply, no division. */
 static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
 {
-    if (off >= c->span)
-        return false;
-    uint32_t q = (uint32_t)(((uint64_t)off * c->recip) >> 32);
-    return q * c->slot == off || off % c->slot == 0;
+    return off < c->span && (uint64_t)off * c->divtest < c->divtest;
 }
 
 /* The hit path of free: push onto this CPU's loaded magazine. */

@@ -112,7 +112,7 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
     c->bitmap_off = (uint32_t)(best * KH_PAGE - c->bitmap_bytes);
     c->span = c->objs * c->slot;
-    c->recip = (uint32_t)(((uint64_t)1 << 32) / slot + 1);
+    c->divtest = UINT64_MAX / slot + 1;
     kheap_port_lock_init(&c->lock);
 }
 

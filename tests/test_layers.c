@@ -72,6 +72,33 @@ TEST(internal_waste_at_most_one_eighth_from_64)
     }
 }
 
+/* The free path's slot test (one multiply, kh_fast.h) agrees with a
+ * division for every offset of every class's slab and a spread of
+ * user-cache slot sizes. */
+TEST(slot_test_matches_division)
+{
+    void *mem;
+    kheap_t *h = new_heap(4u << 20, &mem);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        const struct kheap_cache *c = &h->kmalloc[i];
+        for (uint32_t off = 0; off < (uint32_t)c->pages * KH_PAGE; off++) {
+            bool fast = (uint64_t)off * c->divtest < c->divtest;
+            CHECK(fast == (off % c->slot == 0), "class %u offset %u: test says %d", c->slot,
+                  off, fast);
+        }
+    }
+    /* Fewer slot sizes in the slow (valgrind, check-everything) builds. */
+    uint32_t step = harness_env_long("KHEAP_TEST_SMALL", 0) ? 1000 : 8;
+    for (uint32_t slot = 8; slot <= 40000; slot += step) {
+        uint64_t divtest = UINT64_MAX / slot + 1;
+        for (uint32_t off = 0; off < 64 * 4096; off += 4) {
+            bool fast = (uint64_t)off * divtest < divtest;
+            CHECK(fast == (off % slot == 0), "slot %u offset %u: test says %d", slot, off, fast);
+        }
+    }
+    munmap(mem, 4u << 20);
+}
+
 TEST(bins_partition_lengths)
 {
     for (size_t n = 1; n < (1u << 20); n++) {
@@ -315,6 +342,7 @@ int main(void)
 {
     RUN(class_map_is_smallest_fitting_class);
     RUN(internal_waste_at_most_one_eighth_from_64);
+    RUN(slot_test_matches_division);
     RUN(bins_partition_lengths);
     RUN(slab_layouts_waste_at_most_one_eighth);
     RUN(power_of_two_classes_aligned_to_size);
