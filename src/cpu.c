@@ -146,6 +146,25 @@ static inline void bump(uint64_t *ctr)
     __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
 }
 
+/* A depot list: pop its first magazine (NULL if empty), push one. Cache
+ * lock held. */
+static struct kh_mag *mag_pop(struct kh_mag **list, size_t *count)
+{
+    struct kh_mag *m = *list;
+    if (m) {
+        *list = m->next;
+        (*count)--;
+    }
+    return m;
+}
+
+static void mag_push(struct kh_mag **list, size_t *count, struct kh_mag *m)
+{
+    m->next = *list;
+    *list = m;
+    (*count)++;
+}
+
 /* Account the epoch and trim the depot (cache lock held). Returns a list of
  * magazines (linked through next) for the caller to flush and free after
  * unlocking. */
@@ -157,21 +176,12 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
         c->empty_min = c->nr_empty_mags;
     if (++c->depot_ops < KH_DEPOT_EPOCH)
         return NULL;
-    struct kh_mag *out = NULL;
-    for (size_t k = c->full_min; k && c->depot_full; k--) {
-        struct kh_mag *m = c->depot_full;
-        c->depot_full = m->next;
-        c->nr_full_mags--;
-        m->next = out;
-        out = m;
-    }
-    for (size_t k = c->empty_min; k && c->depot_empty; k--) {
-        struct kh_mag *m = c->depot_empty;
-        c->depot_empty = m->next;
-        c->nr_empty_mags--;
-        m->next = out;
-        out = m;
-    }
+    struct kh_mag *out = NULL, *m;
+    size_t n = 0;
+    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
+        mag_push(&out, &n, m);
+    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
+        mag_push(&out, &n, m);
     c->depot_ops = 0;
     c->full_min = c->nr_full_mags;
     c->empty_min = c->nr_empty_mags;
@@ -220,22 +230,15 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
         /* Both empty: trade previous for a full magazine of the depot. */
         struct kh_mag *spare = NULL, *trim = NULL;
         kh_lock(&c->lock);
-        if (c->depot_full) {
-            struct kh_mag *full = c->depot_full;
-            c->depot_full = full->next;
-            c->nr_full_mags--;
-            if (cc->prev != &kh_mag_sentinel) {
-                cc->prev->next = c->depot_empty;
-                c->depot_empty = cc->prev;
-                c->nr_empty_mags++;
-            }
+        struct kh_mag *full = mag_pop(&c->depot_full, &c->nr_full_mags);
+        if (full) {
+            if (cc->prev != &kh_mag_sentinel)
+                mag_push(&c->depot_empty, &c->nr_empty_mags, cc->prev);
             cc->prev = cc->loaded;
             cc->loaded = full;
             trim = depot_tick(c);
-        } else if (c->depot_empty && cc->loaded == &kh_mag_sentinel) {
-            spare = c->depot_empty;
-            c->depot_empty = spare->next;
-            c->nr_empty_mags--;
+        } else if (cc->loaded == &kh_mag_sentinel) {
+            spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim);
@@ -283,13 +286,9 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
          * goes to the depot (or, over its bound, back to the slabs) and an
          * empty magazine comes in. Get one before locking: mag_new takes
          * another cache's lock. */
-        struct kh_mag *empty = NULL, *trim = NULL, *overflow = NULL;
+        struct kh_mag *empty, *trim = NULL, *overflow = NULL;
         kh_lock(&c->lock);
-        if (c->depot_empty) {
-            empty = c->depot_empty;
-            c->depot_empty = empty->next;
-            c->nr_empty_mags--;
-        }
+        empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         kh_unlock(&c->lock);
         if (!empty && !(empty = mag_new(h, c->mag_cap)))
             goto direct;
@@ -299,9 +298,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         if (old != &kh_mag_sentinel) {
             kh_lock(&c->lock);
             if (c->nr_full_mags < c->depot_max) {
-                old->next = c->depot_full;
-                c->depot_full = old;
-                c->nr_full_mags++;
+                mag_push(&c->depot_full, &c->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
                 overflow = old;
@@ -420,18 +417,13 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
         struct kh_mag *m = mags[i];
         if (m == &kh_mag_sentinel)
             continue;
-        if (m->n && c->nr_full_mags < c->depot_max) {
-            m->next = c->depot_full;
-            c->depot_full = m;
-            c->nr_full_mags++;
-        } else if (!m->n && c->nr_empty_mags < c->depot_max) {
-            m->next = c->depot_empty;
-            c->depot_empty = m;
-            c->nr_empty_mags++;
-        } else {
-            m->next = rest;
-            rest = m;
-        }
+        size_t spill = 0;
+        if (m->n && c->nr_full_mags < c->depot_max)
+            mag_push(&c->depot_full, &c->nr_full_mags, m);
+        else if (!m->n && c->nr_empty_mags < c->depot_max)
+            mag_push(&c->depot_empty, &c->nr_empty_mags, m);
+        else
+            mag_push(&rest, &spill, m);
     }
     kh_unlock(&c->lock);
     mags_release(h, c, rest);

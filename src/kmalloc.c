@@ -49,7 +49,7 @@ size_t kh_class_size(unsigned i)
  * on a hit) while the lock guarding the change is held; large blocks and
  * failures are counted under page_lock. No lock is shared by all caches. */
 
-static void commit(kheap_t *h, size_t bytes, bool add)
+void kh_account_commit(kheap_t *h, size_t bytes, bool add)
 {
     if (!add) {
         __atomic_fetch_sub(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
@@ -61,11 +61,6 @@ static void commit(kheap_t *h, size_t bytes, bool add)
     while (peak < now && !__atomic_compare_exchange_n(&h->peak_bytes, &peak, now, true,
                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
-}
-
-void kh_account_commit(kheap_t *h, size_t bytes, bool add)
-{
-    commit(h, bytes, add);
 }
 
 void kh_account_internal(kheap_t *h, size_t bytes, bool add)
@@ -94,7 +89,7 @@ static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
         h->large_free_bytes += bytes;
         h->large_frees += count;
     }
-    commit(h, bytes, alloc);
+    kh_account_commit(h, bytes, alloc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -286,13 +281,6 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
     kh_vg_free(p);
 }
 
-/* Is ptr, which carries the guard key, already cached? (Rarely asked: only
- * when the key is found, which a live object shows only by chance.) */
-static kh_noinline bool guard_hit(kheap_t *h, struct kheap_cache *c, void *ptr)
-{
-    return kh_cpu_cached(h, c, ptr);
-}
-
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
@@ -427,7 +415,7 @@ static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
 /* The hit path of free: push onto this CPU's loaded magazine. */
 static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
 {
-    if (kh_unlikely(guard_suspect(h, c, ptr)) && guard_hit(h, c, ptr)) {
+    if (kh_unlikely(guard_suspect(h, c, ptr)) && kh_cpu_cached(h, c, ptr)) {
         kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
         return;
     }
@@ -522,7 +510,7 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
         return 0;
     }
     /* Freed and cached in a magazine (the slab cannot tell)? */
-    if (guard_suspect(h, c, ptr) && guard_hit(h, c, (void *)ptr)) {
+    if (guard_suspect(h, c, ptr) && kh_cpu_cached(h, c, (void *)ptr)) {
         *why = KHEAP_REPORT_DOUBLE_FREE;
         return 0;
     }
