@@ -80,21 +80,21 @@ size_t kheap_default_usable_size(const void *ptr)
     return kheap_usable_size(kheap_default(), ptr);
 }
 
-#if KHEAP_KMALLOC_API
-/* The first call: set the heap up, then allocate. Apart so kmalloc's
- * hit path makes no call and saves no register. */
-static kh_noinline void *kmalloc_first(size_t size)
+/* The first call: set the heap up, then go on. Apart so the hit paths
+ * make no call and save no register. */
+kh_noinline void *kh_default_alloc_first(size_t size)
 {
     return kheap_alloc(kh_default_setup(), size);
 }
+kh_noinline void kh_default_free_first(void *ptr)
+{
+    kheap_free(kh_default_setup(), ptr);
+}
 
+#if KHEAP_KMALLOC_API
 void *kmalloc(size_t size)
 {
-    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
-    if (kh_unlikely(!h))
-        return kmalloc_first(size);
-    kh_vg_after(&kh_default_heap);
-    return kh_alloc_fast(h, size);
+    return kh_default_alloc(size);
 }
 void *kzalloc(size_t size)
 {
@@ -112,20 +112,9 @@ void *kmalloc_aligned(size_t size, size_t align)
 {
     return kheap_alloc_aligned(kheap_default(), size, align);
 }
-static kh_noinline void kfree_first(void *ptr)
-{
-    kheap_free(kh_default_setup(), ptr);
-}
-
 void kfree(void *ptr)
 {
-    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
-    if (kh_unlikely(!h)) {
-        kfree_first(ptr);
-        return;
-    }
-    kh_vg_after(&kh_default_heap);
-    kh_free_fast(h, ptr);
+    kh_default_free(ptr);
 }
 size_t ksize(const void *ptr)
 {

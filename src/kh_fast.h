@@ -121,4 +121,29 @@ static inline kheap_t *kh_default(void)
     return kh_default_setup();
 }
 
+/* The default heap's malloc and free (kmalloc/kfree, and the hosted
+ * malloc shim): the hit paths inline, everything else out of line. */
+void *kh_default_alloc_first(size_t size);
+void kh_default_free_first(void *ptr);
+
+static inline void *kh_default_alloc(size_t size)
+{
+    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
+    if (kh_unlikely(!h))
+        return kh_default_alloc_first(size);
+    kh_vg_after(&kh_default_heap);
+    return kh_alloc_fast(h, size);
+}
+
+static inline void kh_default_free(void *ptr)
+{
+    kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
+    if (kh_unlikely(!h)) {
+        kh_default_free_first(ptr);
+        return;
+    }
+    kh_vg_after(&kh_default_heap);
+    kh_free_fast(h, ptr);
+}
+
 #endif /* KH_FAST_H */
