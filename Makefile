@@ -89,6 +89,11 @@ $(B)/demo/hosted_demo: demo/hosted_demo.c $(B)/libkheap.a
 	$(CC) $(CSTD) -D_GNU_SOURCE $(WARN) $(OPT) $(OPTIONS) -Iinclude $< $(B)/libkheap.a -o $@ -lpthread
 
 demo:
+	@tools/deps.sh demo
+	@$(MAKE) --no-print-directory kernel-$(ARCH)
+	demo/qemu.sh $(ARCH) $(B)/kernel/$(ARCH)/kernel.elf
+
+demo-hosted:
 	@tools/deps.sh build
 	@$(MAKE) --no-print-directory $(B)/demo/hosted_demo
 	$(B)/demo/hosted_demo
@@ -112,4 +117,5 @@ check:
 clean:
 	rm -rf $(B)
 
+include demo/demo.mk
 include bench/bench.mk

@@ -938,6 +938,11 @@ static void t_smp_stress(void)
 
 /* ------------------------------------------------------------------ */
 
+void kt_begin(const struct kt_env *e)
+{
+    env = e;
+}
+
 int kt_run_bodies(const struct kt_env *e)
 {
     env = e;

@@ -36,6 +36,10 @@ struct kt_env {
     unsigned long stress_ops; /* operations per CPU of the SMP stress */
 };
 
+/* Use env for printing (kt_printf) before kt_run_bodies, which sets it
+ * too. */
+void kt_begin(const struct kt_env *env);
+
 /* Run every test body; returns the number that failed. */
 int kt_run_bodies(const struct kt_env *env);
 
