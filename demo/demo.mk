@@ -8,12 +8,17 @@
 # (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
 # shared kernel (demo/kernel.c, demo/libc.c) and the architecture's own
 # files (demo/<arch>/: start.S, arch.c, kernel.ld).
+# KERNEL_IMAGE_<arch> is what QEMU boots.
 
 ARCH           ?= riscv64
 KERNEL_ARCHES  := riscv64 aarch64 x86_64
 # Test sizes of the kernels (TCG emulation is slow; four CPUs slower).
 DEMO_MODEL_OPS ?= 20000
 DEMO_STRESS_OPS?= 20000
+
+KERNEL_IMAGE_riscv64 := kernel.elf
+KERNEL_IMAGE_aarch64 := kernel.elf
+KERNEL_IMAGE_x86_64  := kernel32.elf
 
 KCC_riscv64    := riscv64-linux-gnu-gcc
 KFLAGS_riscv64 := -march=rv64imac_zicsr_zifencei -mabi=lp64 -mcmodel=medany -mno-relax
@@ -50,6 +55,11 @@ $(B)/kernel/$(1)/kernel.elf: $(addprefix $(B)/kernel/$(1)/,$(patsubst %.S,%.o,$(
 
 kernel-$(1): $(B)/kernel/$(1)/kernel.elf
 endef
+
+# QEMU's multiboot loader takes 32-bit ELF only; the addresses fit.
+$(B)/kernel/x86_64/kernel32.elf: $(B)/kernel/x86_64/kernel.elf
+	objcopy -O elf32-i386 $< $@
+kernel-x86_64: $(B)/kernel/x86_64/kernel32.elf
 $(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a))))
 
 .PHONY: kernels demo-hosted $(addprefix kernel-,$(KERNEL_ARCHES))

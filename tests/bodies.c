@@ -931,8 +931,8 @@ static void t_smp_stress(void)
           (unsigned long long)allocs);
     int err = kheap_cache_destroy(s_cache);
     CHECK(err == KHEAP_OK, "kheap_cache_destroy(kt_msg): %d", err);
-    kt_printf("# smp stress: %u CPUs, %llu allocations and frees, %llu objects freed on"
-              " another CPU",
+    kt_printf("# smp stress: %u CPUs, %llu allocations and frees, %llu objects handed to"
+              " the next CPU (index + 1 mod CPUs) and freed there",
               s_n, (unsigned long long)allocs, (unsigned long long)received);
 }
 

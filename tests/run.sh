@@ -1,13 +1,14 @@
 #!/bin/sh
 # The test runner behind `make check`.
-#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS"
+#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS" ["ARCH=KERNEL ..."]
 # Runs every test program in every hosted variant (each with the sizes
 # and wrapper that variant can afford), builds the core for every cross
-# target, runs the demo, and counts "ok" / "not ok" lines. A program that
+# target, runs the demo, boots each bare-metal kernel in QEMU (its test
+# lines count like any other), and counts "ok" / "not ok" lines. A program that
 # dies or times out without reporting a failure counts as one failure.
 # Logs go to BUILD_DIR/test-logs/. The last line is "N passed, N failed".
 set -u
-B=$1 VARIANTS=$2 TESTS=$3 CROSS=$4
+B=$1 VARIANTS=$2 TESTS=$3 CROSS=$4 KERNELS=${5:-}
 LOG=$B/test-logs
 mkdir -p "$LOG"
 pass=0
@@ -111,6 +112,24 @@ else
     echo "  [demo] not ok - not built"
     fail=$((fail + 1))
 fi
+
+# The bare-metal kernels: each runs its tests under QEMU with four CPUs
+# (x86_64: one) and must end with "N passed, 0 failed" and QEMU's pass
+# status within KHEAP_KERNEL_TIMEOUT seconds (demo/qemu.sh).
+for k in $KERNELS; do
+    arch=${k%%=*} image=${k#*=}
+    if [ ! -f "$image" ]; then
+        echo "  [kernel-$arch] not ok - not built"
+        fail=$((fail + 1))
+        continue
+    fi
+    out="$LOG/kernel-$arch.log"
+    start=$(date +%s)
+    demo/qemu.sh "$arch" "$image" "${KHEAP_KERNEL_TIMEOUT:-120}" >"$out" 2>&1
+    rc=$?
+    echo "# $arch kernel ran $(($(date +%s) - start)) s" >>"$out"
+    count "kernel-$arch" "$out" $rc
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
