@@ -19,7 +19,7 @@ case $arch in
   x86_64)
     qemu=qemu-system-x86_64
     # isa-debug-exit: the kernel writes v, QEMU exits with (v << 1) | 1.
-    args="-machine pc -smp ${KHEAP_KERNEL_CPUS_X86:-1} -m 128M -no-reboot
+    args="-machine pc -smp $smp -m 128M -no-reboot
           -device isa-debug-exit,iobase=0xf4,iosize=0x04"
     pass=1 ;;
   *) echo "qemu.sh: unknown architecture $arch" >&2; exit 2 ;;

@@ -3,6 +3,8 @@
  * image, long mode with an identity map. COM1 UART at 0x3f8; the 8259
  * PIC remapped to vectors 32..47 with only the PIT's line unmasked while
  * the timer test runs; the TSC, calibrated against the PIT, as the clock;
+ * secondary CPUs (APIC ids 1 .. n - 1, n from QEMU's fw_cfg) started
+ * with INIT and two SIPIs through the local APIC;
  * exit through QEMU's isa-debug-exit device at port 0xf4 (QEMU exits
  * with (value << 1) | 1: 1 means passed here).
  */
@@ -12,12 +14,17 @@
 #include "kheap_baremetal.h"
 
 const char arch_name[] = "x86_64";
-const char arch_machine[] = "QEMU pc, multiboot, long mode";
+const char arch_machine[] = "QEMU pc, multiboot, long mode, CPUs started with INIT/SIPI";
 
 #define COM1 0x3f8
 #define PIT_HZ 1193182u
 
+#define LAPIC ((volatile uint32_t *)0xfee00000)
+#define AP_TRAMP 0x8000u
+
 void irq0_entry(void);
+extern const char ap_tramp[], ap_tramp_end[];
+void x86_ap_main(void) __attribute__((noreturn));
 extern const char fault_stubs[];
 void x86_irq(void);
 void x86_fault(uint64_t vector, const uint64_t *frame);
@@ -44,6 +51,10 @@ _Static_assert(sizeof(struct idt_gate) == 16, "64-bit IDT gate");
 
 static struct idt_gate idt[48];
 static uint64_t tsc_hz;
+static struct __attribute__((packed)) {
+    uint16_t limit;
+    uint64_t base;
+} idtr;
 
 static void set_gate(unsigned v, uintptr_t fn)
 {
@@ -73,10 +84,8 @@ void arch_init(void)
     for (unsigned v = 0; v < 48; v++)
         set_gate(v, (uintptr_t)(fault_stubs + 16 * v));
     set_gate(32, (uintptr_t)irq0_entry);
-    struct __attribute__((packed)) {
-        uint16_t limit;
-        uint64_t base;
-    } idtr = {sizeof idt - 1, (uint64_t)(uintptr_t)idt};
+    idtr.limit = sizeof idt - 1;
+    idtr.base = (uint64_t)(uintptr_t)idt;
     __asm__ volatile("lidt %0" : : "m"(idtr));
     /* 8259 PICs: vectors 32..47, every line masked. */
     outb(0x20, 0x11);
@@ -99,9 +108,66 @@ void arch_putc(char c)
     outb(COM1, (uint8_t)c);
 }
 
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+/* CPUs of the machine: QEMU's fw_cfg item 0x05 (FW_CFG_NB_CPUS), two
+ * bytes little-endian through the data port 0x511. */
+static unsigned machine_cpus(void)
+{
+    outw(0x510, 0x05);
+    unsigned lo = inb(0x511), hi = inb(0x511);
+    return lo | hi << 8;
+}
+
+static void delay_us(uint64_t us)
+{
+    uint64_t t0 = arch_ticks(), n = arch_tick_hz() / 1000000 * us;
+    while (arch_ticks() - t0 < n)
+        __asm__ volatile("pause");
+}
+
+/* Interrupt command: destination APIC id, then the command; wait until
+ * the APIC has sent it. */
+static void ipi(unsigned apic_id, uint32_t cmd)
+{
+    LAPIC[0x310 / 4] = apic_id << 24;
+    LAPIC[0x300 / 4] = cmd;
+    while (LAPIC[0x300 / 4] & (1u << 12))
+        __asm__ volatile("pause");
+}
+
 unsigned arch_start_cpus(void)
 {
-    return 0;
+    unsigned n = machine_cpus(), me = kheap_bm_cpu_index(), asked = 0;
+    if (n > DEMO_MAX_CPUS)
+        n = DEMO_MAX_CPUS;
+    if (n < 2)
+        return 0;
+    volatile char *dst = (volatile char *)(uintptr_t)AP_TRAMP;
+    for (const char *p = ap_tramp; p < ap_tramp_end; p++)
+        *dst++ = *p;
+    LAPIC[0xf0 / 4] |= 0x100 | 0xff; /* APIC software enable, spurious vector */
+    for (unsigned id = 0; id < n; id++) {
+        if (id == me)
+            continue;
+        ipi(id, 0x4500);                     /* INIT, level assert */
+        delay_us(10000);
+        for (int k = 0; k < 2; k++) {
+            ipi(id, 0x4600 | (AP_TRAMP >> 12)); /* start-up at 0x8000 */
+            delay_us(200);
+        }
+        asked++;
+    }
+    return asked;
+}
+
+void x86_ap_main(void)
+{
+    __asm__ volatile("lidt %0" : : "m"(idtr));
+    kernel_secondary();
 }
 
 void arch_exit(int failed)

@@ -43,6 +43,13 @@ _start:
     adcl    $0, %edx
     addl    $8, %edi
     loop    2b
+    /* The fourth GiB holds the local APIC and other devices: uncached
+     * (PCD | PWT). */
+    movl    $pd0 + 3 * 4096, %edi
+    movl    $512, %ecx
+5:  orl     $0x18, (%edi)
+    addl    $8, %edi
+    loop    5b
     movl    $pml4, %eax
     movl    %eax, %cr3
     movl    %cr4, %eax
@@ -77,6 +84,63 @@ long_entry:
     call    kernel_main
 3:  hlt
     jmp     3b
+
+/* Secondary CPUs. arch_start_cpus copies ap_tramp..ap_tramp_end to
+ * AP_TRAMP (0x8000) and sends INIT, SIPI, SIPI with vector 0x08: the CPU
+ * starts there in real mode. It goes straight to long mode (PAE, the
+ * boot CPU's page tables, EFER.LME, then PE and PG at once), jumps to
+ * ap_long_entry through the shared GDT, takes stack n for APIC id n and
+ * calls x86_ap_main. Only addresses inside the trampoline are
+ * relocated by hand (label - ap_tramp + AP_TRAMP). */
+    .set    AP_TRAMP, 0x8000
+    .code16
+    .globl  ap_tramp, ap_tramp_end
+ap_tramp:
+    cli
+    xorw    %ax, %ax
+    movw    %ax, %ds
+    lgdtl   (ap_tramp_gdtr - ap_tramp + AP_TRAMP)
+    movl    $pml4, %eax
+    movl    %eax, %cr3
+    movl    %cr4, %eax
+    orl     $0x20, %eax
+    movl    %eax, %cr4
+    movl    $0xc0000080, %ecx
+    rdmsr
+    orl     $0x100, %eax
+    wrmsr
+    movl    %cr0, %eax
+    orl     $0x80000001, %eax
+    movl    %eax, %cr0
+    ljmpl   $0x08, $ap_long_entry
+    .align  4
+ap_tramp_gdtr:
+    .word   gdt_end - gdt - 1
+    .long   gdt
+ap_tramp_end:
+
+    .code64
+ap_long_entry:
+    movw    $0x10, %ax
+    movw    %ax, %ds
+    movw    %ax, %es
+    movw    %ax, %ss
+    xorw    %ax, %ax
+    movw    %ax, %fs
+    movw    %ax, %gs
+    movl    $1, %eax
+    cpuid
+    shrl    $24, %ebx               /* initial APIC id */
+    cmpl    $8, %ebx
+    jae     6f
+    leaq    1(%rbx), %rax
+    shlq    $14, %rax
+    addq    $__stacks_start, %rax
+    movq    %rax, %rsp
+    call    x86_ap_main
+6:  cli
+    hlt
+    jmp     6b
 
 /* Interrupt 32 (the PIT through the remapped PIC): save the registers a
  * C call may change, call x86_irq, return. The CPU left RSP 16-aligned
@@ -131,8 +195,9 @@ gdt:
     .quad   0
     .quad   0x00af9a000000ffff      /* 0x08: 64-bit code */
     .quad   0x00cf92000000ffff      /* 0x10: data */
+gdt_end:
 gdt_ptr:
-    .word   gdt_ptr - gdt - 1
+    .word   gdt_end - gdt - 1
     .long   gdt
 
     .section .pagetables, "aw", @nobits
