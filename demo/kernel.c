@@ -74,16 +74,20 @@ static void puts_text(char *text)
 /* ------------------------------------------------------------------ */
 /* CPUs. */
 
-static unsigned cpus_online = 1;          /* boot CPU included */
-static unsigned cpu_hw[DEMO_MAX_CPUS];    /* hardware index of each */
+/* A secondary claims a slot (cpus_claimed), fills cpu_hw[slot], then
+ * counts itself online (release); the boot CPU reads cpu_hw only for
+ * slots below cpus_online (acquire), so it sees them filled. */
+static unsigned cpus_claimed = 1, cpus_online = 1; /* boot CPU included */
+static unsigned cpu_hw[DEMO_MAX_CPUS];             /* hardware index of each */
 static void (*work_fn)(unsigned, void *);
 static void *work_arg;
 static unsigned work_gen, work_done;
 
 void kernel_secondary(void)
 {
-    unsigned me = __atomic_fetch_add(&cpus_online, 1, __ATOMIC_ACQ_REL);
+    unsigned me = __atomic_fetch_add(&cpus_claimed, 1, __ATOMIC_RELAXED);
     cpu_hw[me] = kheap_bm_cpu_index();
+    __atomic_fetch_add(&cpus_online, 1, __ATOMIC_RELEASE);
     unsigned seen = 0;
     for (;;) {
         unsigned gen;
