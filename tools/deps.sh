@@ -12,9 +12,10 @@ set -eu
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
   gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-i686-linux-gnu
   gcc-arm-none-eabi libnewlib-arm-none-eabi"
-# QEMU for the bare-metal kernels (RISC-V 64 is in -misc; opensbi is the
-# firmware behind -bios default; seabios boots the x86_64 kernel).
-demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86 opensbi seabios"
+# QEMU for the bare-metal kernels (RISC-V 64 is in -misc; the OpenSBI
+# firmware behind -bios default comes with qemu-system-data, SeaBIOS with
+# -x86). Cross compilers are in build_pkgs; the x86_64 kernel uses gcc.
+demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
