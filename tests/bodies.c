@@ -415,7 +415,6 @@ static void t_model_random(void)
             MCHECK(q != NULL, "krealloc(%p, %zu) failed", (void *)b->p, n);
             reallocs++;
             moved += q != b->p;
-            unsigned char *old = b->p;
             size_t old_size = b->size;
             b->p = q;
             m_check_contents(b, n < old_size ? n : old_size, "after krealloc");
@@ -426,7 +425,6 @@ static void t_model_random(void)
             b->size = n;
             m_sum += b->usable;
             fill(q, n, b->seed);
-            (void)old;
         } else if (r < 60) { /* aligned */
             size_t align = (size_t)8 << (rnd_next(&m_rng) % 14); /* 8 .. 64 KiB */
             size_t n = rnd_size(&m_rng, 1, MODEL_MAX / 2);
