@@ -11,8 +11,9 @@
  *                      of every live block: no overlap, alignment, usable
  *                      sizes from the documented class rule, contents,
  *                      exact statistics, kheap_check as it goes.
- *   exhaustion         allocate until NULL at four sizes, then free all:
- *                      every free page is back and the heap works.
+ *   exhaustion         a share of the heap at each of five sizes, then
+ *                      each size until NULL; free all: every free page
+ *                      is back and the heap works.
  *   misuse_reports     foreign, interior, free-run, double and wrong-cache
  *                      frees and a busy destroy each reported once through
  *                      the port with the right kind and address; the
@@ -469,12 +470,13 @@ static void t_model_random(void)
 /* ------------------------------------------------------------------ */
 /* exhaustion */
 
-/* Allocate blocks of size until NULL, each linked to the previous one
- * through its first word; returns the chain's head, counts in *n. */
-static void **exhaust(void **head, size_t size, size_t *n)
+/* Allocate blocks of size until NULL or until they hold budget bytes,
+ * each linked to the previous one through its first word; returns the
+ * chain's head, counts in *n. */
+static void **exhaust(void **head, size_t size, size_t budget, size_t *n)
 {
     void **p;
-    while ((p = kmalloc(size)) != NULL) {
+    for (size_t held = 0; held < budget && (p = kmalloc(size)) != NULL; held += size) {
         *p = head;
         head = p;
         (*n)++;
@@ -482,33 +484,43 @@ static void **exhaust(void **head, size_t size, size_t *n)
     return head;
 }
 
+#define NSIZES 5
+
 static void t_exhaustion(void)
 {
     kheap_t *h = kheap_default();
     kheap_reclaim(h);
     struct kheap_stats st0 = stats();
-    static const size_t sizes[] = {(size_t)256 << 10, 40000, 4096, 256, 16};
+    static const size_t sizes[NSIZES] = {(size_t)256 << 10, 40000, 4096, 256, 16};
     void **chain = NULL;
-    size_t count[5] = {0}, total = 0;
-    for (unsigned k = 0; k < 5; k++) {
-        chain = exhaust(chain, sizes[k], &count[k]);
+    size_t count[NSIZES] = {0}, total = 0;
+    /* First a share of the free memory at each size, so every size gets
+     * blocks; then every size until NULL. */
+    for (unsigned k = 0; k < NSIZES; k++)
+        chain = exhaust(chain, sizes[k], st0.heap_free / (NSIZES + 1), &count[k]);
+    for (unsigned k = 0; k < NSIZES; k++)
+        chain = exhaust(chain, sizes[k], SIZE_MAX, &count[k]);
+    for (unsigned k = 0; k < NSIZES; k++)
         total += count[k];
-    }
     struct kheap_stats st1 = stats();
     const void *bad_addr = NULL;
     const char *bad = kheap_check(h, &bad_addr);
+    void *more = kmalloc(16);
     /* Give everything back before judging, so a failure here does not
      * leave the heap full for the tests after it. */
+    kfree(more);
     while (chain) {
         void **next = *chain;
         kfree(chain);
         chain = next;
     }
     CHECK(bad == NULL, "kheap_check when full: %s at %p", bad, bad_addr);
-    CHECK(count[0] > 0 && total > count[0], "got %zu blocks of 256 KiB, %zu in all",
-          count[0], total);
-    CHECK(st1.failed_count >= st0.failed_count + 5, "failed_count %llu after 5 NULLs, was %llu",
-          (unsigned long long)st1.failed_count, (unsigned long long)st0.failed_count);
+    CHECK(more == NULL, "kmalloc(16) gave %p after it had failed", more);
+    for (unsigned k = 0; k < NSIZES; k++)
+        CHECK(count[k] > 0, "no block of %zu bytes before the heap was full", sizes[k]);
+    CHECK(st1.failed_count >= st0.failed_count + NSIZES,
+          "failed_count %llu after %d NULLs, was %llu", (unsigned long long)st1.failed_count,
+          NSIZES, (unsigned long long)st0.failed_count);
     CHECK(st1.heap_free < 64 * KHEAP_PAGE_SIZE, "heap_free %zu when kmalloc(16) fails",
           st1.heap_free);
     CHECK(st1.used_bytes >= st0.used_bytes + total * 16, "used_bytes %zu for %zu blocks",
@@ -525,8 +537,8 @@ static void t_exhaustion(void)
     CHECK(p != NULL, "kmalloc(%zu) failed after recovery", big);
     kfree(p);
     kt_printf("# exhaustion: %zu + %zu + %zu + %zu + %zu blocks of 256K/40000/4096/256/16 B"
-              " until NULL, %zu bytes free after",
-              count[0], count[1], count[2], count[3], count[4], st2.heap_free);
+              " until NULL (%zu bytes free then), %zu bytes free after",
+              count[0], count[1], count[2], count[3], count[4], st1.heap_free, st2.heap_free);
 }
 
 /* ------------------------------------------------------------------ */
