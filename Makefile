@@ -119,10 +119,9 @@ size-classes: $(B)/tools/sizeclasses
 check:
 	@tools/deps.sh check
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe kernels \
+	  $(B)/valgrind/tests/vg_probe check-kernels \
 	  || echo "build of some tests failed; the runner counts them"
-	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" \
-	  "$(foreach a,$(KERNEL_ARCHES),$(a)=$(B)/kernel/$(a)/$(KERNEL_IMAGE_$(a)))"
+	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 
 clean:
 	rm -rf $(B)

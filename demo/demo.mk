@@ -35,32 +35,43 @@ KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
                tests/class_rule.h demo/arch.h demo/demo.mk
 
+# $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel
-$(B)/kernel/$(1)/%.o: %.c $(KERNEL_HDRS)
+$(B)/$(2)/$(1)/%.o: %.c $(KERNEL_HDRS)
 	@mkdir -p $$(dir $$@)
 	$(KCC_$(1)) -std=c11 -ffreestanding -nostdinc -isystem $$$$($(KCC_$(1)) $(KFLAGS_$(1)) -print-file-name=include) \
 	  -fno-common -fno-pie -fno-stack-protector -fno-tree-loop-distribute-patterns \
-	  $(WARN) -O2 -g $(KFLAGS_$(1)) $(OPTIONS) \
+	  $(WARN) -O2 -g $(KFLAGS_$(1)) $(3) \
 	  -DKHEAP_PORT_CPU_HEADER='"port/baremetal_cpu.h"' \
 	  -DDEMO_MODEL_OPS=$(DEMO_MODEL_OPS) -DDEMO_STRESS_OPS=$(DEMO_STRESS_OPS) \
 	  -Iinclude -Isrc -Itests -Idemo -c $$< -o $$@
 
-$(B)/kernel/$(1)/%.o: %.S demo/demo.mk
+$(B)/$(2)/$(1)/%.o: %.S demo/demo.mk
 	@mkdir -p $$(dir $$@)
 	$(KCC_$(1)) $(KFLAGS_$(1)) -fno-pie -c $$< -o $$@
 
-$(B)/kernel/$(1)/kernel.elf: $(addprefix $(B)/kernel/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
+$(B)/$(2)/$(1)/kernel.elf: $(addprefix $(B)/$(2)/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
 	$(KCC_$(1)) $(KFLAGS_$(1)) $(KLINK_$(1)) -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
 	  -T demo/$(1)/kernel.ld $$(filter %.o,$$^) $(KLIBS_$(1)) -o $$@
 
-kernel-$(1): $(B)/kernel/$(1)/kernel.elf
+$(2)-$(1): $(B)/$(2)/$(1)/kernel.elf
 endef
 
 # QEMU's multiboot loader takes 32-bit ELF only; the addresses fit.
 $(B)/kernel/x86_64/kernel32.elf: $(B)/kernel/x86_64/kernel.elf
 	objcopy -O elf32-i386 $< $@
 kernel-x86_64: $(B)/kernel/x86_64/kernel32.elf
-$(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a))))
 
-.PHONY: kernels demo-hosted $(addprefix kernel-,$(KERNEL_ARCHES))
+# What make check boots: label=image, the label's first word the
+# architecture.
+CHECK_KERNELS := $(foreach a,$(KERNEL_ARCHES),$(a)=$(B)/kernel/$(a)/$(KERNEL_IMAGE_$(a))) \
+                 riscv64-debug2=$(B)/kernel-debug2/riscv64/kernel.elf
+$(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(OPTIONS))))
+# make check also boots the RISC-V kernel built with KHEAP_DEBUG=2
+# (assertions and poisoning on every slow path).
+$(eval $(call kernel,riscv64,kernel-debug2,$(filter-out -DKHEAP_DEBUG=%,$(OPTIONS)) -DKHEAP_DEBUG=2))
+$(B)/kernel-debug2/riscv64/kernel.elf: demo/riscv64/kernel.ld
+
+.PHONY: kernels check-kernels $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64
 kernels: $(addprefix kernel-,$(KERNEL_ARCHES))
+check-kernels: kernels kernel-debug2-riscv64

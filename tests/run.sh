@@ -1,6 +1,6 @@
 #!/bin/sh
 # The test runner behind `make check`.
-#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS" ["ARCH=KERNEL ..."]
+#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS" ["LABEL=KERNEL ..."]
 # Runs every test program in every hosted variant (each with the sizes
 # and wrapper that variant can afford), builds the core for every cross
 # target, runs the demo, boots each bare-metal kernel in QEMU (its test
@@ -114,21 +114,23 @@ else
 fi
 
 # The bare-metal kernels: each runs its tests under QEMU with four CPUs
-# (x86_64: one) and must end with "N passed, 0 failed" and QEMU's pass
-# status within KHEAP_KERNEL_TIMEOUT seconds (demo/qemu.sh).
+# and must end with "N passed, 0 failed" and QEMU's pass status within
+# KHEAP_KERNEL_TIMEOUT seconds (demo/qemu.sh). LABEL is the architecture,
+# optionally followed by -variant.
 for k in $KERNELS; do
-    arch=${k%%=*} image=${k#*=}
+    label=${k%%=*} image=${k#*=}
+    arch=${label%%-*}
     if [ ! -f "$image" ]; then
-        echo "  [kernel-$arch] not ok - not built"
+        echo "  [kernel-$label] not ok - not built"
         fail=$((fail + 1))
         continue
     fi
-    out="$LOG/kernel-$arch.log"
+    out="$LOG/kernel-$label.log"
     start=$(date +%s)
     demo/qemu.sh "$arch" "$image" "${KHEAP_KERNEL_TIMEOUT:-120}" >"$out" 2>&1
     rc=$?
-    echo "# $arch kernel ran $(($(date +%s) - start)) s" >>"$out"
-    count "kernel-$arch" "$out" $rc
+    echo "# $label kernel ran $(($(date +%s) - start)) s" >>"$out"
+    count "kernel-$label" "$out" $rc
 done
 
 echo "$pass passed, $fail failed"
