@@ -17,6 +17,7 @@
 
 extern const char arch_name[];   /* "riscv64", ... */
 extern const char arch_machine[];/* how the CPUs are found and started */
+extern const char arch_cpu_id[]; /* what the port's CPU index is read from */
 
 void arch_init(void);            /* boot CPU, first thing */
 void arch_putc(char c);          /* one byte on the UART */

@@ -37,8 +37,19 @@
 /* ------------------------------------------------------------------ */
 /* Console: the port's console hook and halt. */
 
+/* While capture is set, console output is also copied there (the
+ * port_report_line test reads what the port printed). Only the boot CPU
+ * sets it, while the other CPUs are idle. */
+static char *capture;
+static size_t capture_len, capture_cap;
+
 void kheap_bm_console_write(const char *s, size_t n)
 {
+    for (size_t i = 0; i < n && capture; i++)
+        if (capture_len + 1 < capture_cap) {
+            capture[capture_len++] = s[i];
+            capture[capture_len] = '\0';
+        }
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '\n')
             arch_putc('\r');
@@ -168,6 +179,49 @@ static bool port_irq_masking(void)
     return true;
 }
 
+static bool contains(const char *hay, const char *needle)
+{
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (needle[i] && hay[i] == needle[i])
+            i++;
+        if (!needle[i])
+            return true;
+    }
+    return false;
+}
+
+/* With no hook set, the port reports misuse as one console line naming
+ * the entry point, the address and the reason, and returns. */
+static int not_from_heap;
+
+static bool port_report_line(void)
+{
+    static char seen[256];
+    char want[48];
+    kt_format(want, sizeof want, "kheap_free(%p)", (void *)&not_from_heap);
+    struct kheap_stats before, after;
+    kheap_get_stats(kheap_default(), &before);
+    capture_len = 0;
+    capture_cap = sizeof seen;
+    seen[0] = '\0';
+    capture = seen;
+    kfree(&not_from_heap);
+    capture = NULL;
+    PCHECK(contains(seen, want), "the report line \"%s\" does not name %s", seen, want);
+    PCHECK(contains(seen, "not in any region"), "the report line \"%s\" gives no reason",
+           seen);
+    kheap_get_stats(kheap_default(), &after);
+    PCHECK(after.used_bytes == before.used_bytes && after.free_count == before.free_count,
+           "the refused free changed the statistics: used %zu -> %zu, frees %llu -> %llu",
+           before.used_bytes, after.used_bytes, (unsigned long long)before.free_count,
+           (unsigned long long)after.free_count);
+    const void *addr = NULL;
+    const char *bad = kheap_check(kheap_default(), &addr);
+    PCHECK(!bad, "kheap_check after the report: %s at %p", bad, addr);
+    return true;
+}
+
 /* An interrupt handler that allocates while the interrupted code
  * allocates too, on the same CPU: the port's masking makes the handler
  * wait for the heap to be left, never the other way round. */
@@ -257,7 +311,7 @@ void kernel_main(void)
               (void *)(end - KHEAP_DEFAULT_SIZE), (void *)end);
     kheap_bm_puts(text);
     char *s = text;
-    s += kt_format(s, 64, "# CPU indices (hart id / MPIDR / APIC id):");
+    s += kt_format(s, 96, "# CPU indices (%s):", arch_cpu_id);
     for (unsigned i = 0; i < n; i++)
         s += kt_format(s, 16, " %u", cpu_hw[i]);
     kheap_bm_puts(text);
@@ -276,6 +330,7 @@ void kernel_main(void)
     kt_begin(&env);
     result("port_irq_masking", port_irq_masking());
     result("irq_alloc", irq_alloc());
+    result("port_report_line", port_report_line());
 
     kt_run_bodies(&env);
 

@@ -13,6 +13,7 @@
 
 const char arch_name[] = "aarch64";
 const char arch_machine[] = "QEMU virt, EL1, CPUs started with PSCI CPU_ON";
+const char arch_cpu_id[] = "MPIDR_EL1 affinity";
 
 #define UART ((volatile uint32_t *)0x09000000)
 #define UART_FR 6 /* flag register, in words */

@@ -12,6 +12,7 @@
 
 const char arch_name[] = "riscv64";
 const char arch_machine[] = "QEMU virt, S-mode under OpenSBI, harts started with SBI HSM";
+const char arch_cpu_id[] = "hart id";
 
 #define UART ((volatile uint8_t *)0x10000000)
 #define UART_LSR 5

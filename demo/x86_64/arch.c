@@ -15,6 +15,7 @@
 
 const char arch_name[] = "x86_64";
 const char arch_machine[] = "QEMU pc, multiboot, long mode, CPUs started with INIT/SIPI";
+const char arch_cpu_id[] = "initial APIC id";
 
 #define COM1 0x3f8
 #define PIT_HZ 1193182u
