@@ -61,6 +61,8 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * later destructors of other libraries take the locked path instead of
  * taking a new slot that nothing would give back. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+__thread struct kh_cpu *kh_hosted_cpu_local
+    __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));
 
 #define SLOT_WORDS ((KHEAP_MAX_CPUS + 63) / 64)
@@ -73,6 +75,7 @@ static void slot_release(void *arg)
 {
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
     kh_hosted_slot = KHEAP_CPU_NONE;
+    kh_hosted_cpu_local = &kh_cpu_sentinel; /* the slot is no longer ours */
     slot_gone = 1;
     kheap_cpu_flush(slot);
     slot_handover_before(&slot_map[slot / 64]);
