@@ -25,7 +25,9 @@
 
 _Static_assert(KHEAP_LOCK_WORDS >= 2, "the spinlock needs two words");
 
-struct kh_bm_cpu kh_bm_cpus[KHEAP_MAX_CPUS];
+struct kh_bm_cpu kh_bm_cpus[KHEAP_MAX_CPUS] = {
+    [0 ... KHEAP_MAX_CPUS - 1] = {.local = &kh_cpu_sentinel},
+};
 
 static void put_hex(char *buf, size_t *n, size_t cap, uintptr_t v);
 static void put_str(char *buf, size_t *n, size_t cap, const char *s);

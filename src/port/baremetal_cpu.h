@@ -15,8 +15,9 @@
  *
  * Why the per-CPU words need no lock: kh_bm_cpus[cpu] is read and written
  * only by CPU cpu, and only with its interrupts masked (the mask comes
- * first in push, the restore last in pop), so nothing else runs on that
- * CPU in between; no other CPU touches the entry.
+ * first in push, the restore last in pop; kheap uses the local word only
+ * between cpu_enter and cpu_exit), so nothing else runs on that CPU in
+ * between; no other CPU touches the entry.
  */
 #ifndef KHEAP_BAREMETAL_CPU_H
 #define KHEAP_BAREMETAL_CPU_H
@@ -24,8 +25,11 @@
 #include <stdint.h>
 
 struct kh_bm_cpu {
-    unsigned depth;  /* masks taken and not yet undone */
-    uintptr_t saved; /* interrupt state from before the outermost mask */
+    unsigned depth;       /* masks taken and not yet undone */
+    uintptr_t saved;      /* interrupt state from before the outermost mask */
+    struct kh_cpu *local; /* the default heap's state of this CPU
+                             (kheap_port_cpu_local); &kh_cpu_sentinel
+                             until kheap sets it */
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct kh_bm_cpu) == 64, "one cache line per CPU");
 
@@ -138,6 +142,19 @@ static inline unsigned kheap_port_cpu_enter(void)
 static inline void kheap_port_cpu_exit(unsigned cpu)
 {
     kh_bm_pop(cpu);
+}
+
+/* The per-CPU word of the default heap, in this CPU's record. Called
+ * between enter and exit, so the CPU cannot change under the caller and
+ * only this CPU reads or writes its word. */
+#define KHEAP_PORT_CPU_LOCAL 1
+static inline struct kh_cpu *kheap_port_cpu_local(void)
+{
+    return kh_bm_cpus[kh_bm_hw_index()].local;
+}
+static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
+{
+    kh_bm_cpus[kh_bm_hw_index()].local = pc;
 }
 
 #endif /* KHEAP_BAREMETAL_CPU_H */
