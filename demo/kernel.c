@@ -4,7 +4,7 @@
  *
  * The boot CPU starts the others, which wait for work; it then runs the
  * port's own tests (interrupt masking, an interrupt handler that
- * allocates), the shared test bodies (tests/bodies.c, also run hosted)
+ * allocates, the port's report line), the shared test bodies (tests/bodies.c, also run hosted)
  * with every CPU taking part in the SMP stress, prints the statistics and
  * the slabinfo table, and "N passed, N failed", and leaves QEMU with a
  * status that says whether everything passed.
