@@ -14,7 +14,7 @@ ARCH           ?= riscv64
 KERNEL_ARCHES  := riscv64 aarch64 x86_64
 # Test sizes of the kernels (TCG emulation is slow; four CPUs slower).
 DEMO_MODEL_OPS ?= 100000
-DEMO_STRESS_OPS?= 100000
+DEMO_STRESS_OPS?= 300000
 
 KERNEL_IMAGE_riscv64 := kernel.elf
 KERNEL_IMAGE_aarch64 := kernel.elf
