@@ -3,8 +3,9 @@
  * threads standing in for CPUs. The bare-metal kernels run the same
  * bodies under QEMU (demo/kernel.c).
  *
- * Environment: KHEAP_SEED, KHEAP_TEST_OPS (scales the model test: ops /
- * 20, at most 50000), KHEAP_TEST_THREADS (default 4).
+ * Environment: KHEAP_SEED, KHEAP_TEST_OPS (the model test and each
+ * thread of the SMP stress run KHEAP_TEST_OPS / 20 operations, 1000 to
+ * 50000), KHEAP_TEST_THREADS (default 4).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
