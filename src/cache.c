@@ -29,7 +29,7 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
     kh_cache_setup(h, c, name, size, align, ctor, dtor, 0);
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
-    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc));
+    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc), false);
     if (!c->percpu) {
         kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
         kh_account_failure(h);

@@ -120,7 +120,7 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
     if (c->cls != KH_NO_CLASS) {
         struct kh_cpu *pc = h->cpu[cpu];
         if (pc == &kh_cpu_sentinel) {
-            pc = kh_internal_pages(h, sizeof *pc);
+            pc = kh_internal_pages(h, sizeof *pc, false);
             if (!pc)
                 return NULL;
             for (unsigned i = 0; i < KH_CC_COUNT; i++) {

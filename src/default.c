@@ -28,7 +28,10 @@ static void window_setup(kheap_t *h)
 {
 #if KH_FAST && KHEAP_PORT_CPU_LOCAL
     const struct kh_region *r0 = &h->regions[0];
-    h->tags = kh_internal_pages(h, r0->npages * sizeof *h->tags);
+    /* The first region was zeroed (BSS, or the port's reservation) and
+     * nothing is allocated yet: the tags cost memory only where slabs are
+     * made. */
+    h->tags = kh_internal_pages(h, r0->npages * sizeof *h->tags, true);
     if (!h->tags)
         return;
     kh_default_window.start = r0->start;

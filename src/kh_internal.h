@@ -463,8 +463,11 @@ static inline struct kh_page *kh_slab_of(kheap_t *h, uintptr_t addr)
     return d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
 }
 
-/* Pages for kheap's own structures (zeroed; metadata), or NULL. */
-void *kh_internal_pages(kheap_t *h, size_t bytes);
+/* Pages for kheap's own structures (zeroed; metadata), or NULL. fresh:
+ * the caller knows the pages were never used and read as zero (the heap
+ * was just made over zeroed memory), so they are not written, and cost no
+ * memory until touched. */
+void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh);
 void kh_internal_pages_free(kheap_t *h, void *p);
 
 /* cpu.c */

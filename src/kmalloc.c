@@ -95,7 +95,7 @@ static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
 /* ------------------------------------------------------------------ */
 /* Pages for kheap's own structures. */
 
-void *kh_internal_pages(kheap_t *h, size_t bytes)
+void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh)
 {
     size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
     kh_lock(&h->page_lock);
@@ -108,7 +108,9 @@ void *kh_internal_pages(kheap_t *h, size_t bytes)
         p = (void *)kh_page_addr(h, d);
     }
     kh_unlock(&h->page_lock);
-    if (p) {
+    if (p && fresh) {
+        kh_vg_defined(p, npages * KH_PAGE);
+    } else if (p) {
         kh_vg_undefined(p, npages * KH_PAGE);
         __builtin_memset(p, 0, npages * KH_PAGE);
     }
