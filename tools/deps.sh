@@ -4,19 +4,27 @@
 # `apt-get update` runs at most once, only when something is missing.
 #
 #   tools/deps.sh            everything
-#   tools/deps.sh build      compilers and test tools only (make, make check)
+#   tools/deps.sh build      compilers and test tools only (make)
+#   tools/deps.sh demo       compilers and QEMU for the bare-metal kernels
+#   tools/deps.sh check      both (make check)
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
   gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-i686-linux-gnu
   gcc-arm-none-eabi libnewlib-arm-none-eabi"
+# QEMU for the bare-metal kernels (RISC-V 64 is in -misc; the OpenSBI
+# firmware behind -bios default comes with qemu-system-data, SeaBIOS with
+# -x86). Cross compilers are in build_pkgs; the x86_64 kernel uses gcc.
+demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
 case "${1:-all}" in
   build) want="$build_pkgs" ;;
+  demo)  want="$build_pkgs $demo_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $bench_pkgs" ;;
 esac
 
 missing=""
