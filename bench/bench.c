@@ -17,6 +17,9 @@
  *   tput T STEPS    T threads, each: a ring of 64 live blocks of 16..512
  *                   bytes; each step frees a random one and allocates a
  *                   new random size in its place
+ *   tput-none T STEPS  the same loop without the allocator calls (each
+ *                   step reads and writes the old block): how this
+ *                   machine scales from 1 to T threads on its own
  *   pc SIZES M      producer/consumer: thread A allocates M blocks (SIZES
  *                   is "64" or "mixed" = 16..256 B) and hands them through
  *                   a lock-free single-producer/single-consumer ring to
@@ -263,6 +266,7 @@ struct tput_arg {
     double end;       /* when this thread finished */
     double cpu;       /* CPU seconds this thread spent in its steps */
     uint64_t checksum;
+    int none;         /* tput-none: the loop without allocator calls */
 };
 
 static void *tput_thread(void *varg)
@@ -282,12 +286,14 @@ static void *tput_thread(void *varg)
         uint64_t r = rng_next(&s);
         unsigned k = (unsigned)r & (RING_LIVE - 1);
         size_t n = rng_range(r, 16, 512);
-        unsigned char *old = live[k];
+        unsigned char *old = live[k], *p = old;
         sum += old[0];
-        bench_free(old);
-        unsigned char *p = bench_malloc(n);
-        if (__builtin_expect(!p, 0))
-            die("allocation failed");
+        if (!a->none) {
+            bench_free(old);
+            p = bench_malloc(n);
+            if (__builtin_expect(!p, 0))
+                die("allocation failed");
+        }
         p[0] = (unsigned char)n;
         live[k] = p;
     }
@@ -301,7 +307,7 @@ static void *tput_thread(void *varg)
     return NULL;
 }
 
-static int run_tput(unsigned threads, unsigned long steps)
+static int run_tput(unsigned threads, unsigned long steps, int none)
 {
     if (threads < 1 || threads > 64)
         die("tput: 1..64 threads");
@@ -310,7 +316,8 @@ static int run_tput(unsigned threads, unsigned long steps)
     pthread_t tid[64];
     struct tput_arg arg[64];
     for (unsigned t = 0; t < threads; t++) {
-        arg[t] = (struct tput_arg){&start, steps, 0x9e3779b97f4a7c15ull * (t + 1) | 1, 0, 0, 0};
+        arg[t] = (struct tput_arg){&start, steps, 0x9e3779b97f4a7c15ull * (t + 1) | 1, 0, 0, 0,
+                                   none};
         if (pthread_create(&tid[t], NULL, tput_thread, &arg[t]))
             die("pthread_create");
     }
@@ -330,8 +337,8 @@ static int run_tput(unsigned threads, unsigned long steps)
     double secs = t1 - t0, ops = (double)steps * threads;
     printf("RESULT mode=tput threads=%u steps=%lu ops=%.0f seconds=%.6f ops_per_s=%.0f "
            "ops_per_cpu_s=%.0f maxrss_kib=%ld allocator=%s malloc_from=%s\n",
-           threads, steps, ops, secs, ops / secs, cpu_rate, peak_rss_kib(), ALLOCATOR_KIND,
-           malloc_origin());
+           threads, steps, ops, secs, ops / secs, cpu_rate, peak_rss_kib(),
+           none ? "none" : ALLOCATOR_KIND, malloc_origin());
     return 0;
 }
 
@@ -479,12 +486,14 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "hot"))
         return run_hot(argv[2], arg_ul(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "tput"))
-        return run_tput((unsigned)arg_ul(argv[2]), arg_ul(argv[3]));
+        return run_tput((unsigned)arg_ul(argv[2]), arg_ul(argv[3]), 0);
+    if (argc == 4 && !strcmp(argv[1], "tput-none"))
+        return run_tput((unsigned)arg_ul(argv[2]), arg_ul(argv[3]), 1);
     if (argc == 4 && !strcmp(argv[1], "pc"))
         return run_pc(argv[2], arg_ul(argv[3]));
     fprintf(stderr,
             "usage: %s hot pair|pair-alone|malloc|free|loop N\n"
-            "       %s tput THREADS STEPS\n"
+            "       %s tput|tput-none THREADS STEPS\n"
             "       %s pc 64|mixed M\n",
             argv[0], argv[0], argv[0]);
     return 2;

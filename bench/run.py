@@ -356,11 +356,14 @@ kheap_profile.lines = []
 def test_tput(allocs, cfg, results):
     steps, reps = cfg["tput_steps"], cfg["reps"]
     rows = []
+    # Each round also runs the loop without allocator calls ("none", in
+    # kheap's binary): how the machine itself scales from 1 to 2 threads.
+    runs = [(a, "tput") for a in allocs] + [(("none",) + tuple(allocs[0][1:]), "tput-none")]
     for rep in range(1, reps + 1):
-        for alloc in allocs:
+        for alloc, mode in runs:
             for threads in (1, 2):
                 busy = wait_quiet(cfg)
-                r = run_harness(alloc, ["tput", threads, steps])
+                r = run_harness(alloc, [mode, threads, steps])
                 rows.append(dict(rep=rep, allocator=alloc[0], threads=threads, steps=steps,
                                  busy_before=busy,
                                  ops=int(float(r["ops"])), seconds=float(r["seconds"]),
@@ -648,6 +651,19 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
                  "cache-line sharing or spinning on a lock still shows (a thread sleeping "
                  "on a lock would not, so read it next to the wall-clock figures).")
         L.append("")
+        one = {r["rep"]: r for r in tput if r["allocator"] == "none" and r["threads"] == 1}
+        two = {r["rep"]: r for r in tput if r["allocator"] == "none" and r["threads"] == 2}
+        reps = sorted(set(one) & set(two))
+        if reps:
+            m = spread([two[k]["ops_per_s"] / one[k]["ops_per_s"] for k in reps])
+            c = spread([two[k]["ops_per_cpu_s"] / one[k]["ops_per_cpu_s"] for k in reps])
+            L.append("The machine itself: the same loop with the allocator calls left out "
+                     "(`tput-none`, each step reads and writes the old block) scaled %.2f "
+                     "(%.2f–%.2f) per round by the clock and %.2f (%.2f–%.2f) by CPU time, "
+                     "in the same rounds. An allocator cannot scale better than that here; "
+                     "the wall-clock columns above are bounded by it." % (
+                         m[0], m[1], m[2], c[0], c[1], c[2]))
+            L.append("")
         if ("kheap", 1) in med:
             bp1 = max((med[(a, 1)][0], a) for a in peers if (a, 1) in med)
             bp2 = max((med[(a, 2)][0], a) for a in peers if (a, 2) in med)
