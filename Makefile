@@ -1,6 +1,7 @@
 # kheap - build, test, cross-build and demo.
 #
-#   make            build/libkheap.a (core + hosted POSIX port)
+#   make            build/libkheap.a (core + hosted POSIX port) and
+#                   build/libkheap.so (the same plus the malloc shim)
 #   make check      every test in every configuration; last line "N passed, N failed"
 #   make demo       the kheap demo on the default static heap
 #   make cross      the freestanding core for x86_64, i386, aarch64, riscv64,
@@ -18,7 +19,7 @@ WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-
 CSTD    := -std=c11
 OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
-             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT,$(if $($(o)),-D$(o)=$($(o))))
+             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN,$(if $($(o)),-D$(o)=$($(o))))
 
 CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/cpu.c src/kmalloc.c \
             src/stats.c src/check.c src/default.c
@@ -37,12 +38,12 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo cross deps clean size-classes
 .DELETE_ON_ERROR:
 
-all: $(B)/libkheap.a
+all: $(B)/libkheap.a $(B)/libkheap.so
 
 deps:
 	tools/deps.sh build
@@ -54,6 +55,25 @@ $(B)/obj/%.o: src/%.c $(HDRS)
 
 $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 	$(AR) rcs $@ $^
+
+# --- libkheap.so: the malloc replacement --------------------------------------
+# The default heap reserves a 64 GiB first region at first use (halved until
+# the reservation fits; KHEAP_DEFAULT_RESERVE=0 for the static array) and
+# grows beyond it. Only the malloc API is exported.
+KHEAP_DEFAULT_RESERVE ?= 68719476736
+SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=0 \
+           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1)
+SO_CFLAGS := $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) $(SO_DEFS) -fPIC \
+             -fvisibility=hidden -fno-builtin-malloc -fno-builtin-calloc \
+             -fno-builtin-realloc -fno-builtin-free -Iinclude
+SHIM_SRC := src/malloc/malloc.c
+
+$(B)/so/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(SO_CFLAGS) -c $< -o $@
+
+$(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
+	$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
 
 # --- test variants ----------------------------------------------------------
 define variant
