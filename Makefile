@@ -75,6 +75,27 @@ $(B)/so/obj/%.o: src/%.c $(HDRS)
 $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
 	$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
 
+# --- tests of libkheap.so ---------------------------------------------------
+# Ordinary programs: api is linked with -lkheap, the others run under
+# LD_PRELOAD (tests/malloc/run.sh); ctorlib.so is a library with an early
+# constructor, preloaded with kheap.
+MALLOC_TESTS := $(patsubst tests/malloc/%.c,%,$(filter-out tests/malloc/ctorlib.c,$(wildcard tests/malloc/*.c)))
+MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests
+
+$(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
+
+$(B)/malloc/ctorlib.so: tests/malloc/ctorlib.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) -fPIC -shared $< -o $@ -ldl
+
+$(B)/malloc/%: tests/malloc/%.c tests/harness.h $(B)/libkheap.so
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
+
+malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so)
+
 # --- test variants ----------------------------------------------------------
 define variant
 $(B)/$(1)/obj/%.o: src/%.c $(HDRS)

@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -199,10 +200,14 @@ KH_EXPORT size_t malloc_usable_size(void *p)
 
 static char report_buf[1 << 16];
 
+/* Where the exit report goes: a copy of stderr made at start, because
+ * some programs close stderr before they exit (coreutils do). */
+static int report_fd = 2;
+
 static void put_err(const char *s, size_t n)
 {
     while (n) {
-        ssize_t w = write(2, s, n);
+        ssize_t w = write(report_fd, s, n);
         if (w <= 0)
             return;
         s += w;
@@ -226,6 +231,11 @@ static int stats_at_exit;
 __attribute__((constructor)) static void shim_start(void)
 {
     stats_at_exit = env_on("KHEAP_STATS");
+    if (stats_at_exit) {
+        int fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+        if (fd >= 0)
+            report_fd = fd;
+    }
     if (env_on("KHEAP_VERBOSE")) {
         kheap_t *h = kheap_default();
         const struct kh_region *r = &h->regions[0];
