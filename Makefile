@@ -40,7 +40,7 @@ LDFLAGS_asan  := -fsanitize=address,undefined
 
 HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
-.PHONY: all check demo cross deps clean size-classes
+.PHONY: all check demo cross deps clean size-classes malloc-tests
 .DELETE_ON_ERROR:
 
 all: $(B)/libkheap.a $(B)/libkheap.so
@@ -146,7 +146,7 @@ size-classes: $(B)/tools/sizeclasses
 check:
 	@tools/deps.sh build
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe \
+	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests \
 	  || echo "build of some tests failed; the runner counts them"
 	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)"
 

@@ -4,19 +4,24 @@
 # `apt-get update` runs at most once, only when something is missing.
 #
 #   tools/deps.sh            everything
-#   tools/deps.sh build      compilers and test tools only (make, make check)
+#   tools/deps.sh build      compilers and test tools only (make, make check),
+#                            including the real programs make check runs
+#                            under libkheap.so
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
   gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-i686-linux-gnu
   gcc-arm-none-eabi libnewlib-arm-none-eabi"
+# Programs no one here wrote, run under LD_PRELOAD=libkheap.so by make check
+# (tests/real/run.sh) and the real-program benchmark (bench/real.py).
+real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
 case "${1:-all}" in
-  build) want="$build_pkgs" ;;
+  build) want="$build_pkgs $real_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $real_pkgs $bench_pkgs" ;;
 esac
 
 missing=""
