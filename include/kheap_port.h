@@ -71,8 +71,20 @@ void kheap_port_unlock(kheap_lock_t *lock);
  * kheap_port_cpu_enter_fast() (and KHEAP_PORT_CPU_ENTER_FAST 1): like
  * enter, but it may return KHEAP_CPU_NONE rather than do slow work (the
  * hosted port's first-use slot claim); the hit paths use it, and a miss
- * then calls kheap_port_cpu_enter. */
+ * then calls kheap_port_cpu_enter.
+ *
+ * Optionally (KHEAP_PORT_CPU_LOCAL 1 in that header), a word per CPU for
+ * the default heap: kheap_port_cpu_local() returns it and
+ * kheap_port_cpu_local_set(p) writes it, both for the CPU the caller is
+ * on (between enter and exit). Its value before the first set, and after
+ * the CPU stops, must be &kh_cpu_sentinel (declared below; the hosted
+ * port's initial-exec TLS word is initialised so). kheap keeps the default
+ * heap's state of the CPU there, so kmalloc's and kfree's hit paths reach
+ * it with one load from the thread pointer (a kernel port: a per-CPU
+ * variable reached through its per-CPU base register). */
 #define KHEAP_CPU_NONE ((unsigned)KHEAP_MAX_CPUS)
+struct kh_cpu;
+extern struct kh_cpu kh_cpu_sentinel;
 #ifdef KHEAP_PORT_CPU_HEADER
 #include KHEAP_PORT_CPU_HEADER
 #else
@@ -82,6 +94,9 @@ void kheap_port_cpu_exit(unsigned cpu);
 #ifndef KHEAP_PORT_CPU_ENTER_FAST
 #define KHEAP_PORT_CPU_ENTER_FAST 0
 #define kheap_port_cpu_enter_fast() kheap_port_cpu_enter()
+#endif
+#ifndef KHEAP_PORT_CPU_LOCAL
+#define KHEAP_PORT_CPU_LOCAL 0
 #endif
 
 /* What went wrong, for the report hook. */

@@ -29,15 +29,16 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
     kh_cache_setup(h, c, name, size, align, ctor, dtor, 0);
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
-    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc_line));
+    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc), false);
     if (!c->percpu) {
         kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
         kh_account_failure(h);
         return NULL;
     }
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++) {
-        c->percpu[k].cc.loaded = c->percpu[k].cc.prev = &kh_mag_sentinel;
-        kh_vg_benign(&c->percpu[k].cc.allocs, 2 * sizeof(uint64_t));
+        kh_cc_load(&c->percpu[k], &kh_mag_sentinel);
+        c->percpu[k].prev = &kh_mag_sentinel;
+        kh_vg_benign(&c->percpu[k].allocs, 2 * sizeof(uint64_t));
         kh_vg_benign(&c->percpu[k].miss, sizeof c->percpu[k].miss);
     }
 

@@ -215,15 +215,16 @@ static bool check_list(kheap_t *h, struct walk *w, struct kheap_cache *c,
     return true;
 }
 
-/* One magazine of cache c: its objects must be allocated slots of c. */
+/* One magazine of cache c holding n objects (its n, unless it is a
+ * CPU's loaded one): they must be allocated slots of c. */
 static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
-                      const struct kh_mag *m, size_t *cached)
+                      const struct kh_mag *m, uint32_t n, size_t *cached)
 {
     if (m == &kh_mag_sentinel)
-        return true;
-    if (m->cap != c->mag_cap || m->n > m->cap)
+        return n == 0 || fail(w, "the empty magazine holds objects", (uintptr_t)m);
+    if (m->cap != c->mag_cap || n > m->cap)
         return fail(w, "magazine capacity or count is wrong", (uintptr_t)m);
-    for (uint32_t i = 0; i < m->n; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         uintptr_t p = (uintptr_t)m->obj[i];
         struct kh_page *d = kh_page_of(h, p);
         if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
@@ -235,7 +236,7 @@ static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
             return fail(w, "magazine holds an object that is not an allocated slot of its cache",
                         p);
     }
-    *cached += m->n;
+    *cached += n;
     w->mags++;
     return true;
 }
@@ -246,14 +247,14 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
 {
     size_t cached = 0, n = 0;
     for (struct kh_mag *m = c->depot_full; m; m = m->next, n++)
-        if (n >= c->nr_full_mags || !check_mag(h, w, c, m, &cached))
+        if (n >= c->nr_full_mags || !check_mag(h, w, c, m, m->n, &cached))
             return fail(w, w->msg ? w->msg : "depot full list is longer than its count",
                         (uintptr_t)c);
     if (n != c->nr_full_mags)
         return fail(w, "depot full list is shorter than its count", (uintptr_t)c);
     n = 0;
     for (struct kh_mag *m = c->depot_empty; m; m = m->next, n++)
-        if (n >= c->nr_empty_mags || m->n || !check_mag(h, w, c, m, &cached))
+        if (n >= c->nr_empty_mags || m->n || !check_mag(h, w, c, m, m->n, &cached))
             return fail(w, w->msg ? w->msg : "depot empty list holds a non-empty magazine",
                         (uintptr_t)c);
     if (n != c->nr_empty_mags)
@@ -269,11 +270,15 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
                 continue;
             if (cpu == KHEAP_MAX_CPUS)
                 return fail(w, "the no-CPU slot has per-CPU state", (uintptr_t)pc);
-            cc = &pc->cc[c->cls];
+            cc = &pc->cc[KH_CC(c->cls)];
         } else {
-            cc = &c->percpu[cpu].cc;
+            cc = &c->percpu[cpu];
         }
-        if (!check_mag(h, w, c, cc->loaded, &cached) || !check_mag(h, w, c, cc->prev, &cached))
+        if (cc->top < cc->base || cc->top > cc->limit ||
+            cc->limit != kh_cc_mag(cc)->obj + kh_cc_mag(cc)->cap)
+            return fail(w, "a CPU's loaded magazine bounds are wrong", (uintptr_t)cc);
+        if (!check_mag(h, w, c, kh_cc_mag(cc), kh_cc_held(cc), &cached) ||
+            !check_mag(h, w, c, cc->prev, cc->prev->n, &cached))
             return false;
         live += cc->allocs - cc->frees;
     }

@@ -48,7 +48,7 @@
  * so up to 2 * mag_cap objects per cache per other running CPU stay
  * cached.
  */
-#include "kh_internal.h"
+#include "kh_fast.h"
 
 #define KH_DEPOT_EPOCH 256u
 
@@ -57,9 +57,14 @@ struct kh_mag kh_mag_sentinel = {0, 0, NULL};
 /* Every CPU slot of a heap starts at this: its magazines are the sentinel,
  * whose capacity 0 makes both hit paths miss, so the first operation on a
  * CPU falls into the slow path, which sets the CPU up. Never written. */
+#define KH_CC_EMPTY                                                           \
+    {                                                                         \
+        .top = kh_mag_sentinel.obj, .base = kh_mag_sentinel.obj,              \
+        .limit = kh_mag_sentinel.obj, .prev = &kh_mag_sentinel                \
+    }
 struct kh_cpu kh_cpu_sentinel = {
-    .cc = {[0 ... KHEAP_NUM_CLASSES - 1] = {.loaded = &kh_mag_sentinel,
-                                             .prev = &kh_mag_sentinel}},
+    .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
+    .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_sentinel.cc[0]},
 };
 
 unsigned kh_mag_cap_for(size_t size)
@@ -115,22 +120,31 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
     if (c->cls != KH_NO_CLASS) {
         struct kh_cpu *pc = h->cpu[cpu];
         if (pc == &kh_cpu_sentinel) {
-            pc = kh_internal_pages(h, sizeof *pc);
+            pc = kh_internal_pages(h, sizeof *pc, false);
             if (!pc)
                 return NULL;
-            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-                pc->cc[i] = (struct kh_cc){.loaded = &kh_mag_sentinel,
-                                           .prev = &kh_mag_sentinel};
+            for (unsigned i = 0; i < KH_CC_COUNT; i++) {
+                pc->cc[i] = (struct kh_cc)KH_CC_EMPTY;
                 kh_vg_benign(&pc->cc[i].allocs, 2 * sizeof(uint64_t));
             }
+            /* Free's slot test runs on the hit path only for classes
+             * whose slabs are one page (kh_fast.h). */
+            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+                if (h->kmalloc[i].pages == 1) {
+                    pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
+                    pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
+                }
+            }
+            for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
+                pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
             kh_vg_benign(pc->miss, sizeof pc->miss);
             /* Readers on other CPUs (stats, check, flush) see either the
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
         }
-        return &pc->cc[c->cls];
+        return &pc->cc[KH_CC(c->cls)];
     }
-    return &c->percpu[cpu].cc;
+    return &c->percpu[cpu];
 }
 
 /* The miss counters that go with CPU cpu's front of c. */
@@ -139,16 +153,10 @@ static struct kh_misses *miss_of(kheap_t *h, struct kheap_cache *c, unsigned cpu
     return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->miss[c->cls] : &c->percpu[cpu].miss;
 }
 
-/* Count one operation in a per-CPU counter: only its CPU writes it, other
- * CPUs only read it (relaxed atomics: no read-modify-write). */
-static inline void bump(uint64_t *ctr)
-{
-    __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
-}
 
 /* A depot list: pop its first magazine (NULL if empty), push one. Cache
  * lock held. */
-static struct kh_mag *mag_pop(struct kh_mag **list, size_t *count)
+static struct kh_mag *mag_pop(struct kh_mag **list, uint32_t *count)
 {
     struct kh_mag *m = *list;
     if (m) {
@@ -158,7 +166,7 @@ static struct kh_mag *mag_pop(struct kh_mag **list, size_t *count)
     return m;
 }
 
-static void mag_push(struct kh_mag **list, size_t *count, struct kh_mag *m)
+static void mag_push(struct kh_mag **list, uint32_t *count, struct kh_mag *m)
 {
     m->next = *list;
     *list = m;
@@ -177,7 +185,7 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
     if (++c->depot_ops < KH_DEPOT_EPOCH)
         return NULL;
     struct kh_mag *out = NULL, *m;
-    size_t n = 0;
+    uint32_t n = 0;
     for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
         mag_push(&out, &n, m);
     for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
@@ -221,11 +229,12 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
         kheap_port_cpu_exit(cpu);
         return alloc_direct(c);
     }
-    bump(&miss_of(h, c, cpu)->alloc);
+    kh_bump(&miss_of(h, c, cpu)->alloc);
+    /* Loaded is empty (or the sentinel). */
     if (cc->prev->n) {
-        struct kh_mag *t = cc->loaded;
-        cc->loaded = cc->prev;
-        cc->prev = t;
+        struct kh_mag *full = cc->prev;
+        cc->prev = kh_cc_unload(cc);
+        kh_cc_load(cc, full);
     } else {
         /* Both empty: trade previous for a full magazine of the depot. */
         struct kh_mag *spare = NULL, *trim = NULL;
@@ -234,38 +243,39 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
         if (full) {
             if (cc->prev != &kh_mag_sentinel)
                 mag_push(&c->depot_empty, &c->nr_empty_mags, cc->prev);
-            cc->prev = cc->loaded;
-            cc->loaded = full;
+            cc->prev = kh_cc_unload(cc);
+            kh_cc_load(cc, full);
             trim = depot_tick(c);
-        } else if (cc->loaded == &kh_mag_sentinel) {
+        } else if (kh_cc_mag(cc) == &kh_mag_sentinel) {
             spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim);
-        if (!cc->loaded->n) {
+        if (cc->top == cc->base) {
             /* The depot had none: fill loaded from the slabs. */
-            if (cc->loaded == &kh_mag_sentinel) {
-                struct kh_mag *m = spare ? spare : mag_new(h, c->mag_cap);
+            struct kh_mag *m = kh_cc_mag(cc);
+            if (m == &kh_mag_sentinel) {
+                m = spare ? spare : mag_new(h, c->mag_cap);
                 if (!m) {
                     kheap_port_cpu_exit(cpu);
                     return alloc_direct(c);
                 }
-                cc->loaded = m;
             }
-            struct kh_mag *m = cc->loaded;
             m->n = (uint32_t)kh_cache_take(c, m->obj, (m->cap + 1) / 2);
+            kh_cc_load(cc, m);
             if (!m->n) {
                 kheap_port_cpu_exit(cpu);
                 return NULL;
             }
         }
     }
-    struct kh_mag *m = cc->loaded;
-    void *p = m->obj[--m->n];
+    void *p = NULL;
+    bool hit = kh_cc_pop(cc, &p);
+    KH_ASSERT(hit, cc);
+    (void)hit;
 #if KHEAP_VALGRIND
-    m->obj[m->n] = NULL;
+    *cc->top = NULL; /* a stale copy would hide a leak from memcheck */
 #endif
-    bump(&cc->allocs);
     kheap_port_cpu_exit(cpu);
     return p;
 }
@@ -276,11 +286,12 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
     if (!cc)
         goto direct;
-    bump(&miss_of(h, c, cpu)->free);
+    kh_bump(&miss_of(h, c, cpu)->free);
+    /* Loaded is full (or the sentinel). */
     if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
-        struct kh_mag *t = cc->loaded;
-        cc->loaded = cc->prev;
-        cc->prev = t;
+        struct kh_mag *empty = cc->prev;
+        cc->prev = kh_cc_unload(cc);
+        kh_cc_load(cc, empty);
     } else {
         /* Loaded is full (or the sentinel), previous full too: previous
          * goes to the depot (or, over its bound, back to the slabs) and an
@@ -293,8 +304,8 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         if (!empty && !(empty = mag_new(h, c->mag_cap)))
             goto direct;
         struct kh_mag *old = cc->prev;
-        cc->prev = cc->loaded;
-        cc->loaded = empty;
+        cc->prev = kh_cc_unload(cc);
+        kh_cc_load(cc, empty);
         if (old != &kh_mag_sentinel) {
             kh_lock(&c->lock);
             if (c->nr_full_mags < c->depot_max) {
@@ -309,8 +320,9 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         mags_release(h, c, overflow);
         mags_release(h, c, trim);
     }
-    cc->loaded->obj[cc->loaded->n++] = p;
-    bump(&cc->frees);
+    bool pushed = kh_cc_push(cc, p);
+    KH_ASSERT(pushed, p);
+    (void)pushed;
     kheap_port_cpu_exit(cpu);
     return;
 direct:
@@ -329,11 +341,12 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     unsigned cpu = kheap_port_cpu_enter();
     if (cpu != KHEAP_CPU_NONE) {
         struct kh_cc *cc = cc_of(h, c, cpu);
-        const struct kh_mag *mags[2] = {cc ? cc->loaded : &kh_mag_sentinel,
-                                        cc ? cc->prev : &kh_mag_sentinel};
-        for (int k = 0; k < 2 && !found; k++)
-            for (uint32_t i = 0; i < mags[k]->n && !found; i++)
-                found = mags[k]->obj[i] == p;
+        if (cc) {
+            for (void **q = cc->base; q < cc->top && !found; q++)
+                found = *q == p;
+            for (uint32_t i = 0; i < cc->prev->n && !found; i++)
+                found = cc->prev->obj[i] == p;
+        }
     }
     kheap_port_cpu_exit(cpu);
     if (!found) {
@@ -353,9 +366,10 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
  * CPU, or the CPU has stopped). */
 static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 {
-    struct kh_mag *mags[2] = {cc->loaded, cc->prev};
+    struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev};
     size_t bytes = mag_flush(c, mags[0]) + mag_flush(c, mags[1]);
-    cc->loaded = cc->prev = &kh_mag_sentinel;
+    kh_cc_load(cc, &kh_mag_sentinel);
+    cc->prev = &kh_mag_sentinel;
     mag_free(h, mags[0]);
     mag_free(h, mags[1]);
     return bytes;
@@ -365,9 +379,9 @@ static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 static struct kh_cc *cc_peek(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
     if (c->cls == KH_NO_CLASS)
-        return &c->percpu[cpu].cc;
+        return &c->percpu[cpu];
     struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
-    return pc == &kh_cpu_sentinel ? NULL : &pc->cc[c->cls];
+    return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
 }
 
 /* Give back the depot's magazines and the calling CPU's own; with all,
@@ -410,14 +424,15 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
  * find their objects; what the depot has no room for goes to the slabs. */
 static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 {
-    struct kh_mag *mags[2] = {cc->loaded, cc->prev}, *rest = NULL;
-    cc->loaded = cc->prev = &kh_mag_sentinel;
+    struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev}, *rest = NULL;
+    kh_cc_load(cc, &kh_mag_sentinel);
+    cc->prev = &kh_mag_sentinel;
     kh_lock(&c->lock);
     for (int i = 0; i < 2; i++) {
         struct kh_mag *m = mags[i];
         if (m == &kh_mag_sentinel)
             continue;
-        size_t spill = 0;
+        uint32_t spill = 0;
         if (m->n && c->nr_full_mags < c->depot_max)
             mag_push(&c->depot_full, &c->nr_full_mags, m);
         else if (!m->n && c->nr_empty_mags < c->depot_max)
@@ -439,7 +454,7 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu)
     }
     kh_lock(&h->caches_lock);
     for (struct kheap_cache *c = h->caches; c; c = c->next)
-        cc_return(h, c, &c->percpu[cpu].cc);
+        cc_return(h, c, &c->percpu[cpu]);
     kh_unlock(&h->caches_lock);
 }
 

@@ -23,6 +23,29 @@ static unsigned char kheap_default_memory[KHEAP_DEFAULT_SIZE]
     __attribute__((aligned(KHEAP_PAGE_SIZE)));
 kheap_t *kh_default_heap;
 static int default_state; /* 0 unset, 1 being set up, 2 set up */
+struct kh_window kh_default_window;
+
+/* Page tags for the first region, and the window kfree's hit path reads
+ * them through (kh_fast.h). Before the heap is published: no other thread
+ * makes slabs yet. Without memory for the tags the heap works, with every
+ * free on the slow path. */
+static void window_setup(kheap_t *h)
+{
+#if KH_FAST && KHEAP_PORT_CPU_LOCAL
+    const struct kh_region *r0 = &h->regions[0];
+    /* The first region was zeroed (BSS, or the port's reservation) and
+     * nothing is allocated yet: the tags cost memory only where slabs are
+     * made. */
+    h->tags = kh_internal_pages(h, r0->npages * sizeof *h->tags, true);
+    if (!h->tags)
+        return;
+    kh_default_window.start = r0->start;
+    kh_default_window.tags = h->tags;
+    __atomic_store_n(&kh_default_window.span, r0->span, __ATOMIC_RELEASE);
+#else
+    (void)h;
+#endif
+}
 
 /* Make the default heap over its first region. */
 static int reserve_first(kheap_t **h)
@@ -45,6 +68,7 @@ kh_noinline kheap_t *kh_default_setup(void)
         int err = reserve_first(&h);
         if (err)
             kheap_port_panic(kheap_strerror(err), kheap_default_memory);
+        window_setup(h);
 #if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
         kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
 #endif
@@ -96,15 +120,36 @@ size_t kheap_default_usable_size(const void *ptr)
     return kheap_usable_size(kheap_default(), ptr);
 }
 
-/* The first call: set the heap up, then go on. Apart so the hit paths
- * make no call and save no register. */
-kh_noinline void *kh_default_alloc_first(size_t size)
+/* After a miss: point the port's per-CPU word at this CPU's state of the
+ * default heap, which the miss may have just made, so the next hit path
+ * finds it. */
+static void local_sync(kheap_t *h)
 {
-    return kheap_alloc(kh_default_setup(), size);
+#if KHEAP_PORT_CPU_LOCAL
+    unsigned cpu = kheap_port_cpu_enter();
+    if (cpu != KHEAP_CPU_NONE)
+        kheap_port_cpu_local_set(h->cpu[cpu]);
+    kheap_port_cpu_exit(cpu);
+#else
+    (void)h;
+#endif
 }
-kh_noinline void kh_default_free_first(void *ptr)
+
+/* Everything kh_default_alloc/kh_default_free do not do themselves,
+ * including the first call, which sets the heap up. Apart so the hit
+ * paths make no call and save no register. */
+kh_noinline void *kh_default_alloc_slow(size_t size)
 {
-    kheap_free(kh_default_setup(), ptr);
+    kheap_t *h = kh_default();
+    void *p = kheap_alloc(h, size);
+    local_sync(h);
+    return p;
+}
+kh_noinline void kh_default_free_slow(void *ptr)
+{
+    kheap_t *h = kh_default();
+    kheap_free(h, ptr);
+    local_sync(h);
 }
 
 #if KHEAP_KMALLOC_API

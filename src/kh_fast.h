@@ -10,8 +10,14 @@
  *
  * The hit path of free checks, in O(1) and with no lock, that the pointer
  * is the start of a slot of a one-page slab of a kmalloc class in the
- * heap's first region, and that it does not carry the double-free key
- * (kmalloc.c); any doubt sends it to the slow path.
+ * heap's first region, and that it does not carry the double-free key;
+ * any doubt sends it to the slow path, which decides exactly.
+ *
+ * Two versions: kh_alloc_fast/kh_free_fast for any heap (the heap's first
+ * region and page descriptors, the CPU's state through heap->cpu[]), and
+ * kh_default_alloc/kh_default_free for the default heap, which reach the
+ * CPU's state through the port's per-CPU word and the page through the
+ * default heap's page tags (docs/DESIGN.md counts their instructions).
  */
 #ifndef KH_FAST_H
 #define KH_FAST_H
@@ -25,9 +31,21 @@
 #define KH_FAST 1
 #endif
 
-/* Every kmalloc class has room for the double-free key (its second word)
- * and no constructor, so its hit paths write the key unconditionally. */
-_Static_assert(KH_MIN_SLOT >= 2 * sizeof(void *), "kmalloc slots hold the key");
+/* The double-free key (the idea of glibc's tcache key): an object of a
+ * guarded cache that enters a magazine gets KH_GUARD_KEY in bytes 8..11,
+ * and leaves with them zero; a free that finds the key there goes to the
+ * slow path, which looks for the object in this CPU's magazines and the
+ * depot before caching it again (kmalloc.c). A live object that happens to
+ * hold the key only costs that look. Every kmalloc class is guarded (no
+ * constructor, at least 16 bytes), so its hit paths write the key
+ * unconditionally. */
+#define KH_GUARD_KEY 0xf4eeb10cu
+_Static_assert(KH_MIN_SLOT >= 12, "kmalloc slots hold the key");
+
+static inline uint32_t *kh_guard_word(void *p)
+{
+    return (uint32_t *)p + 2;
+}
 
 extern const uint8_t kh_small_class[129];
 
@@ -41,10 +59,48 @@ static inline unsigned kh_class_of(size_t n)
 }
 
 /* Count one operation in a per-CPU counter: only its CPU writes it, other
- * CPUs only read it (relaxed atomics: a plain load, add and store). */
+ * CPUs only read it. x86-64 adds in memory with one (unlocked) instruction,
+ * whose 8-byte store a reader sees whole; elsewhere, and where a thread
+ * checker must see the store, a relaxed atomic load, add and store. */
 static inline void kh_bump(uint64_t *ctr)
 {
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !KHEAP_VALGRIND
+    __asm__("incq %0" : "+m"(*ctr));
+#else
     __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED);
+#endif
+}
+
+/* Pop an object from cc's loaded magazine into *out; false if it is
+ * empty. (Not "NULL if empty": the callers would test the object again.) */
+static inline bool kh_cc_pop(struct kh_cc *cc, void **out)
+{
+    void **t = cc->top;
+    if (kh_unlikely(t == cc->base))
+        return false;
+    *out = *--t;
+    cc->top = t;
+    kh_bump(&cc->allocs);
+    return true;
+}
+
+/* Push p onto cc's loaded magazine; false if it is full. */
+static inline bool kh_cc_push(struct kh_cc *cc, void *p)
+{
+    void **t = cc->top;
+    if (kh_unlikely(t >= cc->limit))
+        return false;
+    *t = p;
+    cc->top = t + 1;
+    kh_bump(&cc->frees);
+    return true;
+}
+
+/* Is off (bytes from the start of a one-page slab) a slot of the class
+ * whose constants cc holds? One multiply and one compare. */
+static inline bool kh_cc_slot(const struct kh_cc *cc, uintptr_t off)
+{
+    return (uint64_t)(uint32_t)off * cc->divtest < cc->slot_lim;
 }
 
 void *kh_alloc_slow(kheap_t *h, size_t size);
@@ -53,21 +109,15 @@ void kh_free_slow(kheap_t *h, void *ptr);
 static inline void *kh_alloc_fast(kheap_t *h, size_t size)
 {
 #if KH_FAST
-    if (kh_likely(size <= KHEAP_MAX_CLASS)) {
-        unsigned cls = kh_class_of(size);
+    if (kh_likely(size <= KH_DIRECT_MAX)) {
         unsigned cpu = kheap_port_cpu_enter_fast();
-        struct kh_cc *cc = &h->cpu[cpu]->cc[cls];
-        struct kh_mag *m = cc->loaded;
-        uint32_t n = m->n;
-        if (kh_likely(n != 0)) {
-            void *p = m->obj[n - 1];
-            m->n = n - 1;
-            ((uintptr_t *)p)[1] = 0; /* no stale double-free key */
-            kh_bump(&cc->allocs);
-            kheap_port_cpu_exit(cpu);
+        void *p;
+        bool hit = kh_cc_pop(h->cpu[cpu]->direct[(size + 7) >> 3], &p);
+        kheap_port_cpu_exit(cpu);
+        if (kh_likely(hit)) {
+            *kh_guard_word(p) = 0;
             return p;
         }
-        kheap_port_cpu_exit(cpu);
     }
 #endif
     return kh_alloc_slow(h, size);
@@ -82,31 +132,26 @@ static inline void kh_free_fast(kheap_t *h, void *ptr)
     if (kh_likely(off0 < r0->span)) {
         const struct kh_page *d = &r0->pages[off0 >> KHEAP_PAGE_SHIFT];
         if (kh_likely(d->kind == KH_PG_SLAB)) {
-            const struct kheap_cache *c = d->cache;
-            uint32_t off = (uint32_t)(p & KH_PAGE_MASK);
-            uintptr_t key = h->guard_key;
-            if (kh_likely(c->cls != KH_NO_CLASS && (uint64_t)off * c->divtest < c->divtest &&
-                          off < c->span && ((uintptr_t *)ptr)[1] != key)) {
-                unsigned cpu = kheap_port_cpu_enter_fast();
-                struct kh_cc *cc = &h->cpu[cpu]->cc[c->cls];
-                struct kh_mag *m = cc->loaded;
-                uint32_t n = m->n;
-                if (kh_likely(n < m->cap)) {
-                    ((uintptr_t *)ptr)[1] = key;
-                    m->obj[n] = ptr;
-                    m->n = n + 1;
-                    kh_bump(&cc->frees);
-                    kheap_port_cpu_exit(cpu);
-                    return;
-                }
+            /* cc_off is 0 (a front whose slot test always fails) unless
+             * the slab's cache is a kmalloc class of one-page slabs. */
+            unsigned cpu = kheap_port_cpu_enter_fast();
+            struct kh_cc *cc = (struct kh_cc *)((char *)h->cpu[cpu] + d->cache->cc_off);
+            /* The slot test first: only then is the key word inside the
+             * object, so inside the heap. */
+            if (kh_likely(kh_cc_slot(cc, p & KH_PAGE_MASK) &&
+                          *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+                *kh_guard_word(ptr) = KH_GUARD_KEY;
                 kheap_port_cpu_exit(cpu);
+                return;
             }
+            kheap_port_cpu_exit(cpu);
         }
     }
 #endif
     kh_free_slow(h, ptr);
 }
 
+/* ------------------------------------------------------------------ */
 /* The default heap (default.c), set up on first use. */
 extern kheap_t *kh_default_heap;
 kheap_t *kh_default_setup(void);
@@ -121,16 +166,66 @@ static inline kheap_t *kh_default(void)
     return kh_default_setup();
 }
 
+/* The default heap's first region and its page tags, for kfree's hit
+ * path: span is 0 until the heap is set up, and is stored last (release)
+ * and loaded first (acquire), so a reader that sees it sees the rest. */
+struct kh_window {
+    uintptr_t start, span;
+    const uint16_t *tags;
+};
+extern struct kh_window kh_default_window;
+
 /* The default heap's malloc and free (kmalloc/kfree, and the hosted
  * malloc shim): the hit paths inline, everything else out of line. */
-void *kh_default_alloc_first(size_t size);
-void kh_default_free_first(void *ptr);
+void *kh_default_alloc_slow(size_t size);
+void kh_default_free_slow(void *ptr);
 
+#if KH_FAST && KHEAP_PORT_CPU_LOCAL
+/* The CPU's state of the default heap comes from the port's per-CPU word
+ * (the sentinel, whose magazines are empty, until the CPU's first miss on
+ * the default heap); a free's page tag gives the offset of its class's
+ * front in that state, 0 (a front whose slot test always fails) for any
+ * page that is not a one-page kmalloc slab. */
+static inline void *kh_default_alloc(size_t size)
+{
+    if (kh_likely(size <= KH_DIRECT_MAX)) {
+        unsigned cpu = kheap_port_cpu_enter_fast();
+        void *p;
+        bool hit = kh_cc_pop(kheap_port_cpu_local()->direct[(size + 7) >> 3], &p);
+        kheap_port_cpu_exit(cpu);
+        if (kh_likely(hit)) {
+            *kh_guard_word(p) = 0;
+            return p;
+        }
+    }
+    return kh_default_alloc_slow(size);
+}
+
+static inline void kh_default_free(void *ptr)
+{
+    uintptr_t span = __atomic_load_n(&kh_default_window.span, __ATOMIC_ACQUIRE);
+    uintptr_t off = (uintptr_t)ptr - kh_default_window.start;
+    if (kh_likely(off < span)) {
+        unsigned tag = __atomic_load_n(&kh_default_window.tags[off >> KHEAP_PAGE_SHIFT],
+                                       __ATOMIC_RELAXED);
+        unsigned cpu = kheap_port_cpu_enter_fast();
+        struct kh_cc *cc = (struct kh_cc *)((char *)kheap_port_cpu_local() + tag);
+        if (kh_likely(kh_cc_slot(cc, off & KH_PAGE_MASK) &&
+                      *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+            *kh_guard_word(ptr) = KH_GUARD_KEY;
+            kheap_port_cpu_exit(cpu);
+            return;
+        }
+        kheap_port_cpu_exit(cpu);
+    }
+    kh_default_free_slow(ptr);
+}
+#else
 static inline void *kh_default_alloc(size_t size)
 {
     kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
     if (kh_unlikely(!h))
-        return kh_default_alloc_first(size);
+        return kh_default_alloc_slow(size);
     kh_vg_after(&kh_default_heap);
     return kh_alloc_fast(h, size);
 }
@@ -139,11 +234,12 @@ static inline void kh_default_free(void *ptr)
 {
     kheap_t *h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE);
     if (kh_unlikely(!h)) {
-        kh_default_free_first(ptr);
+        kh_default_free_slow(ptr);
         return;
     }
     kh_vg_after(&kh_default_heap);
     kh_free_fast(h, ptr);
 }
+#endif
 
 #endif /* KH_FAST_H */

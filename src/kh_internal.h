@@ -187,44 +187,96 @@ struct kh_mag {
     void *obj[];
 };
 
-/* One CPU's front of one cache. Written only by that CPU (or by
+/* One CPU's front of one cache, alone on its cache line. The loaded
+ * magazine is held as a stack of pointers: its objects are [base, top),
+ * and it has room up to limit, so a hit reads and writes top and nothing
+ * else of the magazine header (its n is brought up to date only when the
+ * magazine is unloaded: kh_cc_unload). Written only by its CPU (or by
  * kheap_cpu_flush once the CPU has stopped); the counters are read by any
  * CPU with relaxed atomic loads and summed. */
-struct kh_cc {
-    struct kh_mag *loaded, *prev;
-    uint64_t allocs, frees; /* every allocation / free on this CPU */
-};
-_Static_assert(sizeof(struct kh_cc) == 16 + 2 * sizeof(void *),
-               "kh_cc: a power of two on 64-bit, so indexing is a shift");
-
 /* The operations that left a CPU's hit path, per cache (same writers and
  * readers as the kh_cc counters). */
 struct kh_misses {
     uint64_t alloc, free;
 };
 
-/* A kh_cc alone on its cache line(s), for the per-CPU arrays of user
- * caches, where neighbouring entries belong to different CPUs. */
+struct kh_cc {
+    void **top;   /* one past the loaded magazine's last object */
+    void **base;  /* loaded->obj: top == base when it is empty */
+    void **limit; /* loaded->obj + loaded->cap: top == limit when full */
+    struct kh_mag *prev;
+    union {
+        /* kmalloc classes (kh_cpu.cc): free's slot test (see
+         * kheap_cache.divtest), copied from the class so the hit path of
+         * free reads one line; both 0 (every test fails) in cc[0] and for
+         * classes of multi-page slabs. Their miss counters are in
+         * kh_cpu.miss. */
+        struct {
+            uint64_t divtest, slot_lim;
+        };
+        /* User caches (kheap_cache.percpu), which have no hit path for
+         * free by address: their miss counters. */
+        struct kh_misses miss;
+    };
+    uint64_t allocs, frees; /* every allocation / free on this CPU */
+} __attribute__((aligned(64)));
+
 #define KH_CACHE_LINE 64u
-struct kh_cc_line {
-    struct kh_cc cc;
-    struct kh_misses miss;
-} __attribute__((aligned(KH_CACHE_LINE)));
-_Static_assert(sizeof(struct kh_cc_line) % KH_CACHE_LINE == 0,
-               "per-CPU entries must not share cache lines");
+_Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE, "kh_cc is one cache line");
+
+
+/* Index of kmalloc class cls in kh_cpu.cc: entry 0 is a front that never
+ * hits, for the hit path of free to land on when a page has no class. */
+#define KH_CC(cls) ((cls) + 1u)
+#define KH_CC_COUNT (KHEAP_NUM_CLASSES + 1u)
+/* kh_cpu.direct covers requests up to this many bytes, by (n + 7) / 8. */
+#define KH_DIRECT_MAX 1024u
+#define KH_DIRECT_COUNT (KH_DIRECT_MAX / 8u + 1u)
 
 /* One CPU's fronts of the kmalloc classes, allocated on the CPU's first
- * use of the heap. The whole structure belongs to one CPU. */
+ * use of the heap. The whole structure belongs to one CPU. direct[] maps a
+ * small request straight to its class's front (as mimalloc's
+ * pages_free_direct does), so the hit path of allocation indexes one
+ * table that is already in the CPU's own lines. */
 struct kh_cpu {
-    struct kh_cc cc[KHEAP_NUM_CLASSES];
+    struct kh_cc cc[KH_CC_COUNT];
+    struct kh_cc *direct[KH_DIRECT_COUNT];
     struct kh_misses miss[KHEAP_NUM_CLASSES];
 } __attribute__((aligned(KH_CACHE_LINE)));
 
 _Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
                "a CPU's state starts on its own cache line");
+_Static_assert(sizeof(struct kh_cc) * KH_CC_COUNT <= 0xffffu,
+               "page tags (uint16_t) hold offsets of fronts in kh_cpu");
 
 extern struct kh_mag kh_mag_sentinel;
 extern struct kh_cpu kh_cpu_sentinel;
+
+/* The loaded magazine of a front, and the objects it holds. */
+static inline struct kh_mag *kh_cc_mag(const struct kh_cc *cc)
+{
+    return (struct kh_mag *)((char *)cc->base - offsetof(struct kh_mag, obj));
+}
+static inline uint32_t kh_cc_held(const struct kh_cc *cc)
+{
+    return (uint32_t)(cc->top - cc->base);
+}
+/* Make m the loaded magazine (its n objects count). */
+static inline void kh_cc_load(struct kh_cc *cc, struct kh_mag *m)
+{
+    cc->base = m->obj;
+    cc->top = m->obj + m->n;
+    cc->limit = m->obj + m->cap;
+}
+/* The loaded magazine with its n brought up to date, for a caller that
+ * is about to replace it. The sentinel is never written. */
+static inline struct kh_mag *kh_cc_unload(struct kh_cc *cc)
+{
+    struct kh_mag *m = kh_cc_mag(cc);
+    if (m != &kh_mag_sentinel)
+        m->n = kh_cc_held(cc);
+    return m;
+}
 
 #define KH_NO_CLASS 0xffu
 #define KH_MAG_TYPES 5u
@@ -253,17 +305,23 @@ struct kheap_cache {
     uint32_t slab_align; /* alignment of the slab's first page, bytes */
     uint32_t bitmap_off; /* offset of the allocation bitmap in the slab */
     uint32_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
-    uint32_t span;       /* objs * slot: bytes of the slab holding slots */
-    uint64_t divtest;    /* ceil(2^64 / slot): off % slot == 0 iff
-                            off * divtest (mod 2^64) < divtest, for any
-                            32-bit off (Lemire, Kaser, Kurz 2019) */
+    uint8_t cls;         /* kmalloc class index, or KH_NO_CLASS */
+    uint8_t guard;       /* 1: freed objects carry the double-free key in
+                            bytes 8..11 (no ctor; kh_fast.h) */
+    uint16_t cc_off;     /* offset of the class's kh_cc in struct kh_cpu
+                            if free has a hit path for it (a kmalloc class
+                            of one-page slabs), else 0 */
+    uint64_t divtest;    /* floor(2^64 / slot) + 1 */
+    uint64_t slot_lim;   /* objs * (slot * divtest mod 2^64): for any
+                            32-bit off, off * divtest (mod 2^64) < slot_lim
+                            iff off is the offset of one of the slab's
+                            slots (slab.c; Lemire, Kaser, Kurz 2019) */
     kheap_ctor_fn ctor, dtor;
-    uint32_t cls;        /* kmalloc class index, or KH_NO_CLASS */
-    uint32_t guard;      /* 1: freed objects carry the double-free key in
-                            their second word (no ctor, slot >= 2 words) */
     uint32_t mag_cap;    /* objects per magazine (0: no per-CPU layer) */
     uint32_t depot_max;  /* full magazines the depot may hold */
-    struct kh_cc_line *percpu; /* user caches: [KHEAP_MAX_CPUS + 1] */
+    struct kh_cc *percpu; /* user caches: [KHEAP_MAX_CPUS + 1], a line each */
+    /* (These fields fill two cache lines on 64-bit: a new one costs a
+     * line per cache, 85 of them in every heap.) */
 
     /* The lock starts a cache line: the fields above, read on every free,
      * must not share a line with what slow paths on other CPUs write. */
@@ -274,13 +332,13 @@ struct kheap_cache {
      *   nr_slabs == nr_partial + nr_empty + nr_full */
     struct kh_page *partial;
     struct kh_page *empty;
-    size_t nr_partial, nr_empty, nr_full;
+    uint32_t nr_partial, nr_empty, nr_full; /* run lengths are 32-bit */
     size_t active_objs;
     uint64_t allocs, frees; /* objects taken from / given to slabs */
     /* The depot (Bonwick): full and empty magazines, and the working-set
      * minima of the current epoch (cpu.c). */
     struct kh_mag *depot_full, *depot_empty;
-    size_t nr_full_mags, nr_empty_mags, full_min, empty_min;
+    uint32_t nr_full_mags, nr_empty_mags, full_min, empty_min;
     uint32_t depot_ops;
     /* User operations that bypassed the per-CPU layer. */
     uint64_t nocpu_allocs, nocpu_frees;
@@ -351,7 +409,12 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (cpu.c) */
-    uintptr_t guard_key; /* double-free key (kmalloc.c), fixed at init */
+    /* Page tags of the first region, or NULL: for each page, the offset
+     * in struct kh_cpu of the front of the kmalloc class whose one-page
+     * slab it is, else 0 (kh_fast.h). Written by the cache that makes or
+     * unmakes the slab, under its lock, before any object of the slab is
+     * handed out and after the last comes back. */
+    uint16_t *tags;
 
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
@@ -409,8 +472,11 @@ static inline struct kh_page *kh_slab_of(kheap_t *h, uintptr_t addr)
     return d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
 }
 
-/* Pages for kheap's own structures (zeroed; metadata), or NULL. */
-void *kh_internal_pages(kheap_t *h, size_t bytes);
+/* Pages for kheap's own structures (zeroed; metadata), or NULL. fresh:
+ * the caller knows the pages were never used and read as zero (the heap
+ * was just made over zeroed memory), so they are not written, and cost no
+ * memory until touched. */
+void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh);
 void kh_internal_pages_free(kheap_t *h, void *p);
 
 /* cpu.c */

@@ -95,7 +95,7 @@ static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
 /* ------------------------------------------------------------------ */
 /* Pages for kheap's own structures. */
 
-void *kh_internal_pages(kheap_t *h, size_t bytes)
+void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh)
 {
     size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
     kh_lock(&h->page_lock);
@@ -108,7 +108,9 @@ void *kh_internal_pages(kheap_t *h, size_t bytes)
         p = (void *)kh_page_addr(h, d);
     }
     kh_unlock(&h->page_lock);
-    if (p) {
+    if (p && fresh) {
+        kh_vg_defined(p, npages * KH_PAGE);
+    } else if (p) {
         kh_vg_undefined(p, npages * KH_PAGE);
         __builtin_memset(p, 0, npages * KH_PAGE);
     }
@@ -233,36 +235,25 @@ static inline void *obj_out(struct kheap_cache *c, void *p)
 #endif
 #if !KHEAP_VALGRIND
     if (p && c->guard)
-        ((uintptr_t *)p)[1] = 0;
+        *kh_guard_word(p) = 0;
 #endif
     if (p)
         kh_vg_alloc(p, c->size, c->ctor ? 1 : 0);
     return p;
 }
 
-/* The double-free guard of level 0 (the idea of glibc's tcache key): an
- * object entering a magazine gets the heap's key in its second word; a
- * free that finds the key there looks for the object in this CPU's
- * magazines and the depot before caching it again. Objects of caches with
- * a constructor (whose bytes kheap must not touch) and one-word objects
- * have no guard. The valgrind build, which may not read freed bytes,
- * looks in the magazines on every free instead of reading a key. */
-static inline uintptr_t guard_key(const kheap_t *h)
-{
-    return h->guard_key;
-}
-
-/* Might ptr be cached already? The valgrind build may not read a freed
- * object's bytes, so it always looks. */
-static inline bool guard_suspect(const kheap_t *h, const struct kheap_cache *c,
-                                 const void *ptr)
+/* The double-free guard of level 0 (KH_GUARD_KEY, kh_fast.h). Objects
+ * of caches with a constructor (whose bytes kheap must not touch) and
+ * small objects have no guard. The valgrind build, which may not read
+ * freed bytes, looks in the magazines on every free instead of reading a
+ * key. Might ptr be cached already? */
+static inline bool guard_suspect(const struct kheap_cache *c, const void *ptr)
 {
 #if KHEAP_VALGRIND
-    (void)h;
     (void)ptr;
     return c->guard;
 #else
-    return c->guard && ((const uintptr_t *)ptr)[1] == guard_key(h);
+    return c->guard && *kh_guard_word((void *)ptr) == KH_GUARD_KEY;
 #endif
 }
 
@@ -274,7 +265,7 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
 #endif
 #if !KHEAP_VALGRIND
     if (c->guard)
-        ((uintptr_t *)p)[1] = guard_key(h);
+        *kh_guard_word(p) = KH_GUARD_KEY;
 #endif
     (void)h;
     (void)c;
@@ -295,21 +286,18 @@ static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 
 static inline struct kh_cc *cc_here(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->cc[c->cls] : &c->percpu[cpu].cc;
+    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->cc[KH_CC(c->cls)] : &c->percpu[cpu];
 }
 
 /* The hit path: pop from this CPU's loaded magazine. */
 static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
                                 unsigned cpu)
 {
-    struct kh_mag *m = cc->loaded;
     void *p;
-    if (kh_likely(m->n)) {
-        p = m->obj[--m->n];
+    if (kh_likely(kh_cc_pop(cc, &p))) {
 #if KHEAP_VALGRIND
-        m->obj[m->n] = NULL; /* a stale copy would hide a leak from memcheck */
+        *cc->top = NULL; /* a stale copy would hide a leak from memcheck */
 #endif
-        kh_bump(&cc->allocs);
         kheap_port_cpu_exit(cpu);
     } else {
         kheap_port_cpu_exit(cpu);
@@ -356,7 +344,7 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
         unsigned cls = kh_class_of(size);
         unsigned cpu = kheap_port_cpu_enter();
-        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[cls], cpu);
+        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[KH_CC(cls)], cpu);
     } else {
         p = large_alloc(h, size, KH_PAGE);
     }
@@ -386,7 +374,7 @@ void *kheap_alloc_aligned(kheap_t *h, size_t size, size_t align)
         while (kh_class_size(cls) & (align - 1))
             cls++;
         unsigned cpu = kheap_port_cpu_enter();
-        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[cls], cpu);
+        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[KH_CC(cls)], cpu);
     } else {
         p = large_alloc(h, size, align > KH_PAGE ? align : KH_PAGE);
     }
@@ -409,23 +397,20 @@ void *kheap_calloc(kheap_t *h, size_t n, size_t size)
 /* Is off the offset of a slot of c? One multiply, no division. */
 static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
 {
-    return off < c->span && (uint64_t)off * c->divtest < c->divtest;
+    return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
 }
 
 /* The hit path of free: push onto this CPU's loaded magazine. */
 static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
 {
-    if (kh_unlikely(guard_suspect(h, c, ptr)) && kh_cpu_cached(h, c, ptr)) {
+    if (kh_unlikely(guard_suspect(c, ptr)) && kh_cpu_cached(h, c, ptr)) {
         kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
         return;
     }
     obj_in(h, c, ptr);
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cc_here(h, c, cpu);
-    struct kh_mag *m = cc->loaded;
-    if (kh_likely(m->n < m->cap)) {
-        m->obj[m->n++] = ptr;
-        kh_bump(&cc->frees);
+    if (kh_likely(kh_cc_push(cc, ptr))) {
         kheap_port_cpu_exit(cpu);
         return;
     }
@@ -510,7 +495,7 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
         return 0;
     }
     /* Freed and cached in a magazine (the slab cannot tell)? */
-    if (guard_suspect(h, c, ptr) && kh_cpu_cached(h, c, (void *)ptr)) {
+    if (guard_suspect(c, ptr) && kh_cpu_cached(h, c, (void *)ptr)) {
         *why = KHEAP_REPORT_DOUBLE_FREE;
         return 0;
     }

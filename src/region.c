@@ -227,8 +227,11 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
         kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
                        NULL, KH_CACHE_KMALLOC);
     }
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        h->kmalloc[i].cls = i;
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        h->kmalloc[i].cls = (uint8_t)i;
+        if (h->kmalloc[i].pages == 1)
+            h->kmalloc[i].cc_off = (uint16_t)offsetof(struct kh_cpu, cc[KH_CC(i)]);
+    }
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
                    sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
                    KH_CACHE_INTERNAL);
@@ -245,7 +248,6 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(&h->region_seq, sizeof h->region_seq);
     kh_vg_benign(&h->nregions, sizeof h->nregions);
     kh_vg_benign(h->order, sizeof h->order);
-    h->guard_key = (uintptr_t)h ^ (uintptr_t)0x9e3779b97f4a7c15ull;
     kh_registry_add(h);
     *out = h;
     return KHEAP_OK;

@@ -89,7 +89,7 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
         size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * slot);
         c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
     }
-    c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 2 * sizeof(void *);
+    c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 3 * sizeof(uint32_t);
 
     size_t best = 0, best_waste = (size_t)-1;
     for (size_t p = 1; p <= KH_SLAB_MAX_PAGES; p++) {
@@ -111,8 +111,15 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->objs = (uint32_t)objs_for(best, slot);
     c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
     c->bitmap_off = (uint32_t)(best * KH_PAGE - c->bitmap_bytes);
-    c->span = c->objs * c->slot;
-    c->divtest = UINT64_MAX / slot + 1;
+    /* floor(2^64 / slot) + 1: ceil(2^64 / slot) unless slot is a power of
+     * two, where the + 1 keeps e below non-zero. Then k * slot * divtest
+     * == k * e (mod 2^64) with e = slot * divtest - 2^64 in [1, slot], and
+     * any off that is not a multiple of slot gives at least divtest
+     * (Lemire, Kaser, Kurz 2019, for 32-bit off and slot); so off *
+     * divtest < objs * e holds exactly for the slots, objs * e being far
+     * below divtest. tests/test_layers.c checks it against division. */
+    c->divtest = UINT64_MAX / slot + 1 + (kh_is_pow2(slot) ? 1 : 0);
+    c->slot_lim = (uint64_t)c->objs * (uint64_t)(c->divtest * (uint64_t)slot);
     kheap_port_lock_init(&c->lock);
 }
 
@@ -187,6 +194,21 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
     s->prev = s->next = NULL;
 }
 
+/* The page tag of slab s (kheap.tags): the offset of its class's front
+ * in struct kh_cpu while it is a one-page slab of a kmalloc class, for the
+ * default heap's free hit path. Set before any object of the slab is
+ * handed out (c's lock held), cleared after the last came back and the
+ * slab left c's lists (by the thread giving it back), so a free
+ * of a live object reads a stable tag; a racing free of a bad pointer may
+ * read either value, and either way meets the slot test and the key. */
+static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
+{
+    kheap_t *h = c->heap;
+    if (!h->tags || s->region != 0 || !c->cc_off)
+        return;
+    __atomic_store_n(&h->tags[s - h->regions[0].pages], on ? c->cc_off : 0, __ATOMIC_RELAXED);
+}
+
 /* A new slab for c, on no list yet. Cache lock held; takes page_lock. */
 static struct kh_page *slab_new(struct kheap_cache *c)
 {
@@ -205,6 +227,7 @@ static struct kh_page *slab_new(struct kheap_cache *c)
     s->carved = 0;
     s->bits = 0;
     s->freelist = NULL;
+    page_tag(c, s, true);
     if (c->bitmap_bytes) {
         void *bm = (void *)(kh_slab_base(h, s) + c->bitmap_off);
         kh_vg_defined(bm, c->bitmap_bytes);
@@ -222,7 +245,7 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
     for (size_t k = 0; k < c->slot; k++) {
         if (k >= c->link_off && k < c->link_off + sizeof(void *))
             continue;
-        if (c->guard && k >= sizeof(void *) && k < 2 * sizeof(void *))
+        if (c->guard && k >= 2 * sizeof(uint32_t) && k < 3 * sizeof(uint32_t))
             continue; /* the double-free key */
         if (p[k] != KHEAP_POISON_FREE)
             return obj + k;
@@ -318,6 +341,7 @@ static size_t slabs_free(struct kheap_cache *c, struct kh_page *list)
                 c->dtor((void *)(base + i * c->slot));
             }
         }
+        page_tag(c, s, false);
         kh_lock(&h->page_lock);
         h->bitmap_bytes -= c->bitmap_bytes;
         kh_run_free(h, s);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +27,11 @@
 
 static uintptr_t g_end;
 static unsigned long g_reports;
+static struct kheap_report g_last;
 
 static void report_hook(const struct kheap_report *r)
 {
-    (void)r;
+    g_last = *r;
     g_reports++;
 }
 
@@ -317,6 +319,91 @@ TEST(fill_default)
     CHECK(g_reports == 0, "%lu unexpected reports", g_reports);
 }
 
+
+/* The kmalloc-32 row of the default heap's slabinfo. */
+static struct kheap_cache_info row32(void)
+{
+    static struct kheap_cache_info rows[KHEAP_NUM_CLASSES + 6];
+    kheap_slabinfo(kheap_default(), rows, KHEAP_NUM_CLASSES + 6);
+    for (size_t i = 0; i < KHEAP_NUM_CLASSES; i++)
+        if (!strcmp(rows[i].name, "kmalloc-32"))
+            return rows[i];
+    CHECK(0, "no kmalloc-32 row%s", "");
+    return rows[0];
+}
+
+/* Expect ptr's kfree to be reported as kind, at ptr, and the heap to be
+ * the same after. */
+static void expect_report(void *ptr, enum kheap_report_kind kind, const char *what)
+{
+    struct kheap_stats s0 = stats();
+    unsigned long n = g_reports;
+    kfree(ptr);
+    struct kheap_stats s1 = stats();
+    CHECK(g_reports == n + 1, "%s: %lu reports, want 1", what, g_reports - n);
+    CHECK(g_last.kind == kind && g_last.addr == ptr, "%s: report %d at %p (\"%s\"), want %d at %p",
+          what, (int)g_last.kind, g_last.addr, g_last.reason, (int)kind, ptr);
+    CHECK(s1.used_bytes == s0.used_bytes && s1.free_count == s0.free_count,
+          "%s: used %zu -> %zu, frees %" PRIu64 " -> %" PRIu64, what, s0.used_bytes,
+          s1.used_bytes, s0.free_count, s1.free_count);
+    check_heap(what);
+}
+
+/* kmalloc/kfree's own hit paths (the per-CPU word and the page tags):
+ * they hit, and every bad pointer they see still reaches the exact
+ * checks of the slow path. */
+TEST(kfree_hit_path_and_misuse)
+{
+    void *warm = kmalloc(32);
+    kfree(warm);
+    struct kheap_cache_info r0 = row32();
+    for (int i = 0; i < 1000; i++) {
+        void *p = kmalloc(32);
+        CHECK(p != NULL, "kmalloc(32) = NULL%s", "");
+        *(volatile char *)p = 1;
+        kfree(p);
+    }
+    struct kheap_cache_info r1 = row32();
+    CHECK(r1.cpu_hits - r0.cpu_hits >= 1990 && r1.cpu_misses - r0.cpu_misses <= 10,
+          "1000 pairs: %" PRIu64 " hits, %" PRIu64 " misses", r1.cpu_hits - r0.cpu_hits,
+          r1.cpu_misses - r0.cpu_misses);
+    CHECK(r1.allocs - r0.allocs == 1000 && r1.frees - r0.frees == 1000,
+          "1000 pairs counted as %" PRIu64 " allocations and %" PRIu64 " frees",
+          r1.allocs - r0.allocs, r1.frees - r0.frees);
+
+    unsigned long reports0 = g_reports;
+    static const size_t sizes[] = {16, 24, 48, 64, 96, 200, 512, 1000, 3000, 20000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        char what[64];
+        unsigned char *p = kmalloc(sizes[k]), *q = kmalloc(sizes[k]);
+        CHECK(p && q, "kmalloc(%zu) = NULL", sizes[k]);
+        snprintf(what, sizeof what, "interior pointer of %zu bytes", sizes[k]);
+        expect_report(p + 8, KHEAP_REPORT_INTERIOR, what);
+        /* A live object holding the key is freed, not reported. */
+        memset(p, 0, sizes[k]);
+        memcpy(p + 8, &(uint32_t){0xf4eeb10cu}, 4);
+        unsigned long n = g_reports;
+        kfree(p);
+        CHECK(g_reports == n, "a live %zu-byte object holding the key was reported",
+              sizes[k]);
+        snprintf(what, sizeof what, "double free of %zu bytes", sizes[k]);
+        expect_report(p, KHEAP_REPORT_DOUBLE_FREE, what);
+        kfree(q);
+        snprintf(what, sizeof what, "second double free of %zu bytes", sizes[k]);
+        expect_report(q, KHEAP_REPORT_DOUBLE_FREE, what);
+    }
+    int local;
+    expect_report(&local, KHEAP_REPORT_FOREIGN, "pointer to the stack");
+    /* The heap's own structure sits at the start of the array. */
+    void *own = (void *)kheap_default();
+    unsigned long n = g_reports;
+    kfree(own);
+    CHECK(g_reports == n + 1 && g_last.addr == own, "kfree of the heap structure: %lu reports",
+          g_reports - n);
+    check_heap("after kfree of the heap structure");
+    g_reports = reports0;
+}
+
 int main(void)
 {
     kheap_hosted_set_report_hook(report_hook);
@@ -326,5 +413,6 @@ int main(void)
     RUN(same_heap);
     RUN(kmalloc_family);
     RUN(fill_default);
+    RUN(kfree_hit_path_and_misuse);
     return harness_done();
 }

@@ -72,28 +72,36 @@ TEST(internal_waste_at_most_one_eighth_from_64)
     }
 }
 
-/* The free path's slot test (one multiply, kh_fast.h) agrees with a
- * division for every offset of every class's slab and a spread of
- * user-cache slot sizes. */
+/* The free path's slot test (one multiply and one compare: slab.c,
+ * kh_fast.h) agrees with a division for every offset of every class's
+ * slab and of the page after it, and for a spread of other slot sizes
+ * and object counts. */
 TEST(slot_test_matches_division)
 {
     void *mem;
     kheap_t *h = new_heap(4u << 20, &mem);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         const struct kheap_cache *c = &h->kmalloc[i];
-        for (uint32_t off = 0; off < (uint32_t)c->pages * KH_PAGE; off++) {
-            bool fast = (uint64_t)off * c->divtest < c->divtest;
-            CHECK(fast == (off % c->slot == 0), "class %u offset %u: test says %d", c->slot,
-                  off, fast);
+        for (uint32_t off = 0; off < ((uint32_t)c->pages + 1) * KH_PAGE; off++) {
+            bool fast = (uint64_t)off * c->divtest < c->slot_lim;
+            bool slot = off % c->slot == 0 && off / c->slot < c->objs;
+            CHECK(fast == slot, "class %u offset %u: test says %d", c->slot, off, fast);
         }
     }
     /* Fewer slot sizes in the slow (valgrind, check-everything) builds. */
     uint32_t step = harness_env_long("KHEAP_TEST_SMALL", 0) ? 1000 : 8;
-    for (uint32_t slot = 8; slot <= 40000; slot += step) {
-        uint64_t divtest = UINT64_MAX / slot + 1;
-        for (uint32_t off = 0; off < 64 * 4096; off += 4) {
-            bool fast = (uint64_t)off * divtest < divtest;
-            CHECK(fast == (off % slot == 0), "slot %u offset %u: test says %d", slot, off, fast);
+    for (uint32_t size = 8; size <= 40000; size += step) {
+        /* Every size, and the power of two at or below it. */
+        uint32_t sizes[2] = {size, 1u << kh_log2(size)};
+        for (int k = 0; k < 2; k++) {
+            uint32_t slot = sizes[k], objs = 64 * 4096 / slot - (slot & 1);
+            uint64_t divtest = UINT64_MAX / slot + 1 + (kh_is_pow2(slot) ? 1 : 0);
+            uint64_t lim = (uint64_t)objs * (divtest * slot);
+            for (uint32_t off = 0; off < 65 * 4096; off += 4) {
+                bool fast = (uint64_t)off * divtest < lim;
+                bool want = off % slot == 0 && off / slot < objs;
+                CHECK(fast == want, "slot %u offset %u: test says %d", slot, off, fast);
+            }
         }
     }
     munmap(mem, 4u << 20);

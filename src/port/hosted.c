@@ -70,6 +70,8 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * fork: the first slot taken in the process also registers kheap's fork
  * handlers (fork_prepare and friends below). */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+__thread struct kh_cpu *kh_hosted_cpu_local
+    __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));
 static __thread int slot_taking __attribute__((tls_model("initial-exec")));
 
@@ -83,6 +85,7 @@ static void slot_release(void *arg)
 {
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
     kh_hosted_slot = KHEAP_CPU_NONE;
+    kh_hosted_cpu_local = &kh_cpu_sentinel; /* the slot is no longer ours */
     slot_gone = 1;
     kheap_cpu_flush(slot);
     slot_handover_before(&slot_map[slot / 64]);

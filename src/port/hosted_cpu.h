@@ -37,4 +37,18 @@ static inline void kheap_port_cpu_exit(unsigned cpu)
     (void)cpu;
 }
 
+/* The default heap's state for this thread's slot: &kh_cpu_sentinel
+ * until the thread's first miss on the default heap, and again from its
+ * exit hook on (hosted.c). */
+#define KHEAP_PORT_CPU_LOCAL 1
+extern __thread struct kh_cpu *kh_hosted_cpu_local __attribute__((tls_model("initial-exec")));
+static inline struct kh_cpu *kheap_port_cpu_local(void)
+{
+    return kh_hosted_cpu_local;
+}
+static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
+{
+    kh_hosted_cpu_local = pc;
+}
+
 #endif /* KHEAP_HOSTED_CPU_H */
