@@ -13,6 +13,9 @@
 ifeq ($(origin CC),default)
 CC      := gcc
 endif
+ifeq ($(origin CXX),default)
+CXX     := g++
+endif
 AR      ?= ar
 B       := build
 WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -94,7 +97,11 @@ $(B)/malloc/%: tests/malloc/%.c tests/harness.h $(B)/libkheap.so
 	@mkdir -p $(dir $@)
 	$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
 
-malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so)
+$(B)/malloc/cxx: tests/malloc/cxx.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
+
+malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx)
 
 # --- test variants ----------------------------------------------------------
 define variant

@@ -29,6 +29,7 @@ prog api "$M/api"
 prog ctor env LD_PRELOAD="$SO $(cd "$M" && pwd)/ctorlib.so" "$M/ctor"
 prog fork env LD_PRELOAD="$SO" "$M/fork"
 prog threads env LD_PRELOAD="$SO" "$M/threads"
+prog c++ env LD_PRELOAD="$SO" "$M/cxx"
 prog rss env LD_PRELOAD="$SO" "$M/rss"
 # 1.5 GB of address space: the 64 GiB reservation halves until it fits.
 prog limits sh -c "ulimit -v 1500000 && LD_PRELOAD='$SO' exec '$M/limits'"
