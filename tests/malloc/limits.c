@@ -23,6 +23,10 @@ TEST(limit_is_set)
           "no address-space limit: run under `ulimit -v`");
 }
 
+/* Large blocks take the address space (each written on one page only, so
+ * the test needs little memory); then small blocks fill what is left. */
+static unsigned nlarge;
+
 TEST(large_blocks_until_enomem)
 {
     unsigned n = 0;
@@ -42,14 +46,12 @@ TEST(large_blocks_until_enomem)
         blocks[i] = malloc(8 << 20);
         CHECK(blocks[i] != NULL, "after freeing, malloc %u of 8 MiB failed", i);
     }
-    for (unsigned i = 0; i < n; i++)
-        free(blocks[i]), blocks[i] = NULL;
+    nlarge = n;
 }
 
 TEST(small_blocks_until_enomem)
 {
-    /* Small objects fill slabs until the heap cannot grow; a chain keeps
-     * them without another array. */
+    /* A chain through the blocks keeps them without another array. */
     void **head = NULL;
     size_t count = 0;
     errno = 0;
@@ -62,16 +64,22 @@ TEST(small_blocks_until_enomem)
         count++;
     }
     CHECK(errno == ENOMEM, "small malloc returned NULL with errno %d", errno);
-    printf("# %zu blocks of 4000 bytes before ENOMEM\n", count);
+    printf("# then %zu blocks of 4000 bytes before ENOMEM\n", count);
     errno = 0;
     void *q = calloc(1000, 1000);
     CHECK(q == NULL && errno == ENOMEM, "calloc at the limit = %p errno %d", q, errno);
+    errno = 0;
+    q = realloc(head, 100 << 20);
+    CHECK(q == NULL && errno == ENOMEM, "realloc at the limit = %p errno %d",
+          q, errno);
     while (head) {
         void **next = *head;
         free(head);
         head = next;
     }
-    q = malloc(1 << 20);
+    for (unsigned i = 0; i < nlarge; i++)
+        free(blocks[i]), blocks[i] = NULL;
+    q = malloc(64 << 20);
     CHECK(q != NULL, "malloc after freeing everything failed");
     free(q);
 }
