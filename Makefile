@@ -3,7 +3,9 @@
 #   make            build/libkheap.a (core + hosted POSIX port) and
 #                   build/libkheap.so (the same plus the malloc shim)
 #   make check      every test in every configuration; last line "N passed, N failed"
-#   make demo       the kheap demo on the default static heap
+#   make demo       boot the bare-metal demo kernel (ARCH=riscv64, aarch64 or
+#                   x86_64) in QEMU: kheap's default heap as a kernel heap
+#   make demo-hosted  the hosted demo on the default static heap
 #   make cross      the freestanding core for x86_64, i386, aarch64, riscv64,
 #                   arm-none-eabi (Cortex-M4) with gcc, and the host with clang
 #
@@ -43,7 +45,7 @@ LDFLAGS_asan  := -fsanitize=address,undefined
 
 HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
-.PHONY: all check demo cross deps clean size-classes malloc-tests
+.PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests
 .DELETE_ON_ERROR:
 
 all: $(B)/libkheap.a $(B)/libkheap.so
@@ -117,6 +119,13 @@ $(B)/$(1)/tests/%: tests/%.c tests/harness.h tests/class_rule.h $(B)/$(1)/libkhe
 	$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
 	  $(HOSTED_DEFS) -Iinclude -Isrc $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
+# The shared test bodies (also run by the bare-metal kernels).
+$(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h tests/class_rule.h \
+                             $(B)/$(1)/libkheap.a
+	@mkdir -p $$(dir $$@)
+	$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc \
+	  tests/test_bodies.c tests/bodies.c $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
+
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))
@@ -137,6 +146,11 @@ $(B)/demo/hosted_demo: demo/hosted_demo.c $(B)/libkheap.a
 	$(CC) $(CSTD) -D_GNU_SOURCE $(WARN) $(OPT) $(OPTIONS) -Iinclude $< $(B)/libkheap.a -o $@ -lpthread
 
 demo:
+	@tools/deps.sh demo
+	@$(MAKE) --no-print-directory kernel-$(ARCH)
+	demo/qemu.sh $(ARCH) $(B)/kernel/$(ARCH)/$(KERNEL_IMAGE_$(ARCH))
+
+demo-hosted:
 	@tools/deps.sh build
 	@$(MAKE) --no-print-directory $(B)/demo/hosted_demo
 	$(B)/demo/hosted_demo
@@ -151,13 +165,14 @@ size-classes: $(B)/tools/sizeclasses
 
 # --- check ------------------------------------------------------------------
 check:
-	@tools/deps.sh build
+	@tools/deps.sh check
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests \
+	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels \
 	  || echo "build of some tests failed; the runner counts them"
-	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)"
+	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 
 clean:
 	rm -rf $(B)
 
+include demo/demo.mk
 include bench/bench.mk

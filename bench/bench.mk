@@ -21,7 +21,7 @@ bench-quick:
 	bench/run.sh --quick
 
 bench-real:
-	tools/deps.sh build
+	tools/deps.sh real
 	tools/deps.sh bench || echo "bench-real: some peers could not be installed" >&2
 	python3 bench/real.py
 

@@ -6,7 +6,10 @@
  * memcpy, memmove and memset; the core relies on that and on nothing else.
  * A port is one C file (src/port/<name>.c) defining the functions below.
  *
- * Ports shipped: hosted POSIX (src/port/hosted.c).
+ * Ports shipped: hosted POSIX (src/port/hosted.c); bare metal for
+ * RISC-V 64, AArch64 and x86_64 (src/port/baremetal.c, with the inline
+ * per-CPU hooks in src/port/baremetal_cpu.h; docs/PORTING.md says how to
+ * put kheap into a kernel).
  */
 #ifndef KHEAP_PORT_H
 #define KHEAP_PORT_H

@@ -400,10 +400,35 @@ static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
     return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
 }
 
+/* Is ptr, a slot of c in slab s (base: its first byte), allocated as far
+ * as the slab knows? The bitmap word is shared with the slab's other
+ * objects: read it under c's lock. */
+static bool slab_holds(struct kheap_cache *c, const struct kh_page *s, uintptr_t base,
+                       const void *ptr)
+{
+    uintptr_t idx = ((uintptr_t)ptr - base) / c->slot;
+    kh_lock(&c->lock);
+    bool live = s->kind == KH_PG_SLAB && s->cache == c && idx < s->carved &&
+                kh_slab_obj_allocated(c, s, base, idx);
+    kh_unlock(&c->lock);
+    return live;
+}
+
+/* A free that found the double-free key: the object is free already if a
+ * magazine of this CPU or the depot holds it, or if its slab has it (it
+ * was freed and went back, carrying the key). */
+static kh_noinline bool freed_already(kheap_t *h, struct kheap_cache *c, void *ptr)
+{
+    if (kh_cpu_cached(h, c, ptr))
+        return true;
+    struct kh_page *s = kh_slab_of(h, (uintptr_t)ptr);
+    return !slab_holds(c, s, kh_slab_base(h, s), ptr);
+}
+
 /* The hit path of free: push onto this CPU's loaded magazine. */
 static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
 {
-    if (kh_unlikely(guard_suspect(c, ptr)) && kh_cpu_cached(h, c, ptr)) {
+    if (kh_unlikely(guard_suspect(c, ptr)) && freed_already(h, c, ptr)) {
         kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
         return;
     }
@@ -499,13 +524,7 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
         *why = KHEAP_REPORT_DOUBLE_FREE;
         return 0;
     }
-    /* The bitmap word is shared with the slab's other objects: read it
-     * under the cache's lock. */
-    kh_lock(&c->lock);
-    bool live = d->kind == KH_PG_SLAB && d->cache == c &&
-                off / c->slot < d->carved && kh_slab_obj_allocated(c, d, base, off / c->slot);
-    kh_unlock(&c->lock);
-    if (!live) {
+    if (!slab_holds(c, d, base, ptr)) {
         *why = KHEAP_REPORT_DOUBLE_FREE;
         return 0;
     }

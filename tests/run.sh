@@ -1,13 +1,14 @@
 #!/bin/sh
 # The test runner behind `make check`.
-#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS"
+#   tests/run.sh BUILD_DIR "VARIANTS" "TESTS" "CROSS_TARGETS" ["LABEL=KERNEL ..."]
 # Runs every test program in every hosted variant (each with the sizes
 # and wrapper that variant can afford), builds the core for every cross
-# target, runs the demo, and counts "ok" / "not ok" lines. A program that
+# target, runs the demo, boots each bare-metal kernel in QEMU (its test
+# lines count like any other), and counts "ok" / "not ok" lines. A program that
 # dies or times out without reporting a failure counts as one failure.
 # Logs go to BUILD_DIR/test-logs/. The last line is "N passed, N failed".
 set -u
-B=$1 VARIANTS=$2 TESTS=$3 CROSS=$4
+B=$1 VARIANTS=$2 TESTS=$3 CROSS=$4 KERNELS=${5:-}
 LOG=$B/test-logs
 mkdir -p "$LOG"
 pass=0
@@ -116,6 +117,26 @@ else
     echo "  [demo] not ok - not built"
     fail=$((fail + 1))
 fi
+
+# The bare-metal kernels: each runs its tests under QEMU with four CPUs
+# and must end with "N passed, 0 failed" and QEMU's pass status within
+# KHEAP_KERNEL_TIMEOUT seconds (demo/qemu.sh). LABEL is the architecture,
+# optionally followed by -variant.
+for k in $KERNELS; do
+    label=${k%%=*} image=${k#*=}
+    arch=${label%%-*}
+    if [ ! -f "$image" ]; then
+        echo "  [kernel-$label] not ok - not built"
+        fail=$((fail + 1))
+        continue
+    fi
+    out="$LOG/kernel-$label.log"
+    start=$(date +%s)
+    demo/qemu.sh "$arch" "$image" "${KHEAP_KERNEL_TIMEOUT:-120}" >"$out" 2>&1
+    rc=$?
+    echo "# $label kernel ran $(($(date +%s) - start)) s" >>"$out"
+    count "kernel-$label" "$out" $rc
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

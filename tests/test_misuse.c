@@ -304,6 +304,33 @@ TEST(double_free_small)
     teardown();
 }
 
+/* The second free comes after the first copy left the magazines for its
+ * slab (kheap_reclaim sends it there): the slab's bitmap has it free. */
+TEST(double_free_after_reclaim)
+{
+    setup();
+    unsigned char *o[16];
+    for (int i = 0; i < 16; i++) {
+        o[i] = kheap_alloc(g_heap, 64);
+        CHECK(o[i] != NULL, "kheap_alloc(64) #%d failed", i);
+    }
+    unsigned char *p = o[5];
+    kheap_free(g_heap, p);
+    kheap_reclaim(g_heap); /* the slab stays: 15 objects are live */
+    arm();
+    kheap_free(g_heap, p);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of an object back in its slab");
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiet(g_heap, &addr);
+    CHECK(msg == NULL, "after the reported double free: %s at %p", msg, addr);
+    arm();
+    for (int i = 0; i < 16; i++)
+        if (i != 5)
+            kheap_free(g_heap, o[i]);
+    expect_no_report("freeing the rest");
+    teardown();
+}
+
 static int g_ctor_calls, g_dtor_calls;
 static void ctor(void *o) { memset(o, 0x11, 8); g_ctor_calls++; }
 static void dtor(void *o) { (void)o; g_dtor_calls++; }
@@ -595,6 +622,7 @@ int main(void)
     RUN(free_interior);
     RUN(free_run);
     RUN(double_free_small);
+    RUN(double_free_after_reclaim);
     RUN(wrong_cache);
     RUN(usable_size_bad);
     RUN(write_after_free);

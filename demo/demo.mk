@@ -1,0 +1,77 @@
+# The bare-metal demo kernels: kheap's default heap as the heap of a small
+# kernel on riscv64, aarch64 and x86_64 under QEMU (included by Makefile).
+#
+#   make demo [ARCH=riscv64|aarch64|x86_64]   build, boot and show the output
+#   make kernels                              build all three
+#
+# Each kernel is the freestanding core, the bare-metal port
+# (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
+# shared kernel (demo/kernel.c, demo/libc.c) and the architecture's own
+# files (demo/<arch>/: start.S, arch.c, kernel.ld).
+# KERNEL_IMAGE_<arch> is what QEMU boots.
+
+ARCH           ?= riscv64
+KERNEL_ARCHES  := riscv64 aarch64 x86_64
+# Test sizes of the kernels (TCG emulation is slow; four CPUs slower).
+DEMO_MODEL_OPS ?= 100000
+DEMO_STRESS_OPS?= 300000
+
+KERNEL_IMAGE_riscv64 := kernel.elf
+KERNEL_IMAGE_aarch64 := kernel.elf
+KERNEL_IMAGE_x86_64  := kernel32.elf
+
+KCC_riscv64    := riscv64-linux-gnu-gcc
+KFLAGS_riscv64 := -march=rv64imac_zicsr_zifencei -mabi=lp64 -mcmodel=medany -mno-relax
+KCC_aarch64    := aarch64-linux-gnu-gcc
+KFLAGS_aarch64 := -mcpu=cortex-a57 -mgeneral-regs-only -mno-outline-atomics -mstrict-align
+KCC_x86_64     := gcc
+KFLAGS_x86_64  := -m64 -march=x86-64 -mno-red-zone -mgeneral-regs-only -mcmodel=small
+KLINK_x86_64   := -m64 -Wl,-z,max-page-size=4096
+KLIBS_aarch64  := -lgcc
+KLIBS_x86_64   := -lgcc
+
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
+             demo/$(1)/arch.c demo/$(1)/start.S
+KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
+               tests/class_rule.h demo/arch.h demo/demo.mk
+
+# $(1) architecture, $(2) build directory under $(B), $(3) build options.
+define kernel
+$(B)/$(2)/$(1)/%.o: %.c $(KERNEL_HDRS)
+	@mkdir -p $$(dir $$@)
+	$(KCC_$(1)) -std=c11 -ffreestanding -nostdinc -isystem $$$$($(KCC_$(1)) $(KFLAGS_$(1)) -print-file-name=include) \
+	  -fno-common -fno-pie -fno-stack-protector -fno-tree-loop-distribute-patterns \
+	  $(WARN) -O2 -g $(KFLAGS_$(1)) $(3) \
+	  -DKHEAP_PORT_CPU_HEADER='"port/baremetal_cpu.h"' \
+	  -DDEMO_MODEL_OPS=$(DEMO_MODEL_OPS) -DDEMO_STRESS_OPS=$(DEMO_STRESS_OPS) \
+	  -Iinclude -Isrc -Itests -Idemo -c $$< -o $$@
+
+$(B)/$(2)/$(1)/%.o: %.S demo/demo.mk
+	@mkdir -p $$(dir $$@)
+	$(KCC_$(1)) $(KFLAGS_$(1)) -fno-pie -c $$< -o $$@
+
+$(B)/$(2)/$(1)/kernel.elf: $(addprefix $(B)/$(2)/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
+	$(KCC_$(1)) $(KFLAGS_$(1)) $(KLINK_$(1)) -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
+	  -T demo/$(1)/kernel.ld $$(filter %.o,$$^) $(KLIBS_$(1)) -o $$@
+
+$(2)-$(1): $(B)/$(2)/$(1)/kernel.elf
+endef
+
+# QEMU's multiboot loader takes 32-bit ELF only; the addresses fit.
+$(B)/kernel/x86_64/kernel32.elf: $(B)/kernel/x86_64/kernel.elf
+	objcopy -O elf32-i386 $< $@
+kernel-x86_64: $(B)/kernel/x86_64/kernel32.elf
+
+# What make check boots: label=image, the label's first word the
+# architecture.
+CHECK_KERNELS := $(foreach a,$(KERNEL_ARCHES),$(a)=$(B)/kernel/$(a)/$(KERNEL_IMAGE_$(a))) \
+                 riscv64-debug2=$(B)/kernel-debug2/riscv64/kernel.elf
+$(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(OPTIONS))))
+# make check also boots the RISC-V kernel built with KHEAP_DEBUG=2
+# (assertions and poisoning on every slow path).
+$(eval $(call kernel,riscv64,kernel-debug2,$(filter-out -DKHEAP_DEBUG=%,$(OPTIONS)) -DKHEAP_DEBUG=2))
+$(B)/kernel-debug2/riscv64/kernel.elf: demo/riscv64/kernel.ld
+
+.PHONY: kernels check-kernels $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64
+kernels: $(addprefix kernel-,$(KERNEL_ARCHES))
+check-kernels: kernels kernel-debug2-riscv64

@@ -1,0 +1,347 @@
+/*
+ * kernel.c - the demo kernel every architecture shares: kheap's default
+ * heap (the static array in BSS, KHEAP_DEFAULT_SIZE bytes) is its heap.
+ *
+ * The boot CPU starts the others, which wait for work; it then runs the
+ * port's own tests (interrupt masking, an interrupt handler that
+ * allocates, the port's report line), the shared test bodies (tests/bodies.c, also run hosted)
+ * with every CPU taking part in the SMP stress, prints the statistics and
+ * the slabinfo table, and "N passed, N failed", and leaves QEMU with a
+ * status that says whether everything passed.
+ *
+ * Work for the other CPUs: kernel_main publishes (fn, arg) and bumps
+ * work_gen (release); each secondary that sees a new generation (acquire)
+ * runs fn and bumps work_done (release); run_all waits for work_done
+ * (acquire) to reach the number of secondaries, so everything they wrote
+ * is visible to the boot CPU after run_all.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arch.h"
+#include "bodies.h"
+#include "kheap.h"
+#include "kheap_baremetal.h"
+
+#ifndef DEMO_MODEL_OPS
+#define DEMO_MODEL_OPS 20000
+#endif
+#ifndef DEMO_STRESS_OPS
+#define DEMO_STRESS_OPS 20000
+#endif
+#ifndef DEMO_SEED
+#define DEMO_SEED 0 /* 0: from the clock */
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Console: the port's console hook and halt. */
+
+/* While capture is set, console output is also copied there (the
+ * port_report_line test reads what the port printed). Only the boot CPU
+ * sets it, while the other CPUs are idle. */
+static char *capture;
+static size_t capture_len, capture_cap;
+
+void kheap_bm_console_write(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && capture; i++)
+        if (capture_len + 1 < capture_cap) {
+            capture[capture_len++] = s[i];
+            capture[capture_len] = '\0';
+        }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n')
+            arch_putc('\r');
+        arch_putc(s[i]);
+    }
+}
+
+void kheap_bm_halt(void)
+{
+    arch_exit(1);
+}
+
+static void puts_line(const char *s)
+{
+    kheap_bm_puts(s);
+}
+
+/* Print a multi-line text as whole lines. */
+static void puts_text(char *text)
+{
+    char *line = text;
+    for (char *p = text; *p; p++) {
+        if (*p == '\n') {
+            *p = '\0';
+            kheap_bm_puts(line);
+            line = p + 1;
+        }
+    }
+    if (*line)
+        kheap_bm_puts(line);
+}
+
+/* ------------------------------------------------------------------ */
+/* CPUs. */
+
+/* A secondary claims a slot (cpus_claimed), fills cpu_hw[slot], then
+ * counts itself online (release); the boot CPU reads cpu_hw only for
+ * slots below cpus_online (acquire), so it sees them filled. */
+static unsigned cpus_claimed = 1, cpus_online = 1; /* boot CPU included */
+static unsigned cpu_hw[DEMO_MAX_CPUS];             /* hardware index of each */
+static void (*work_fn)(unsigned, void *);
+static void *work_arg;
+static unsigned work_gen, work_done;
+
+void kernel_secondary(void)
+{
+    unsigned me = __atomic_fetch_add(&cpus_claimed, 1, __ATOMIC_RELAXED);
+    cpu_hw[me] = kheap_bm_cpu_index();
+    __atomic_fetch_add(&cpus_online, 1, __ATOMIC_RELEASE);
+    unsigned seen = 0;
+    for (;;) {
+        unsigned gen;
+        while ((gen = __atomic_load_n(&work_gen, __ATOMIC_ACQUIRE)) == seen)
+            ;
+        seen = gen;
+        work_fn(me, work_arg);
+        __atomic_fetch_add(&work_done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void run_all(void (*fn)(unsigned, void *), void *arg)
+{
+    unsigned n = __atomic_load_n(&cpus_online, __ATOMIC_ACQUIRE);
+    work_fn = fn;
+    work_arg = arg;
+    __atomic_store_n(&work_done, 0, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&work_gen, 1, __ATOMIC_RELEASE);
+    fn(0, arg);
+    while (__atomic_load_n(&work_done, __ATOMIC_ACQUIRE) < n - 1)
+        ;
+}
+
+static kt_report_fn set_hook(kt_report_fn fn)
+{
+    return kheap_bm_set_report_hook(fn);
+}
+
+/* ------------------------------------------------------------------ */
+/* The port's own tests. */
+
+static char why[200];
+
+#define PCHECK(cond, ...)                                                     \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            kt_format(why, sizeof why, __VA_ARGS__);                          \
+            return false;                                                     \
+        }                                                                     \
+    } while (0)
+
+static void result(const char *name, bool ok)
+{
+    if (ok) {
+        kt_printf("ok - %s", name);
+        kt_passed++;
+    } else {
+        kt_printf("not ok - %s: %s", name, why);
+        kt_failed++;
+    }
+}
+
+/* Locks and the per-CPU layer mask interrupts, nest, and restore them
+ * only at the outermost release, in any release order. */
+static bool port_irq_masking(void)
+{
+    arch_irqs_enable();
+    PCHECK(arch_irqs_on(), "interrupts did not come on");
+    kheap_lock_t a, b;
+    kheap_port_lock_init(&a);
+    kheap_port_lock_init(&b);
+    kheap_port_lock(&a);
+    PCHECK(!arch_irqs_on(), "interrupts on while a kheap lock is held");
+    unsigned cpu = kheap_port_cpu_enter();
+    PCHECK(cpu == kheap_bm_cpu_index(), "cpu_enter gave %u, this CPU is %u", cpu,
+           kheap_bm_cpu_index());
+    kheap_port_lock(&b);
+    kheap_port_unlock(&a); /* out of order, as kheap_check does */
+    PCHECK(!arch_irqs_on(), "interrupts on after an inner release");
+    kheap_port_cpu_exit(cpu);
+    PCHECK(!arch_irqs_on(), "interrupts on with a lock still held");
+    kheap_port_unlock(&b);
+    PCHECK(arch_irqs_on(), "interrupts still masked after the last release");
+    void *p = kmalloc(40);
+    PCHECK(p && arch_irqs_on(), "kmalloc left interrupts masked");
+    kfree(p);
+    PCHECK(arch_irqs_on(), "kfree left interrupts masked");
+    return true;
+}
+
+static bool contains(const char *hay, const char *needle)
+{
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (needle[i] && hay[i] == needle[i])
+            i++;
+        if (!needle[i])
+            return true;
+    }
+    return false;
+}
+
+/* With no hook set, the port reports misuse as one console line naming
+ * the entry point, the address and the reason, and returns. */
+static int not_from_heap;
+
+static bool port_report_line(void)
+{
+    static char seen[256];
+    char want[48];
+    kt_format(want, sizeof want, "kheap_free(%p)", (void *)&not_from_heap);
+    struct kheap_stats before, after;
+    kheap_get_stats(kheap_default(), &before);
+    capture_len = 0;
+    capture_cap = sizeof seen;
+    seen[0] = '\0';
+    capture = seen;
+    kfree(&not_from_heap);
+    capture = NULL;
+    PCHECK(contains(seen, want), "the report line \"%s\" does not name %s", seen, want);
+    PCHECK(contains(seen, "not in any region"), "the report line \"%s\" gives no reason",
+           seen);
+    kheap_get_stats(kheap_default(), &after);
+    PCHECK(after.used_bytes == before.used_bytes && after.free_count == before.free_count,
+           "the refused free changed the statistics: used %zu -> %zu, frees %llu -> %llu",
+           before.used_bytes, after.used_bytes, (unsigned long long)before.free_count,
+           (unsigned long long)after.free_count);
+    const void *addr = NULL;
+    const char *bad = kheap_check(kheap_default(), &addr);
+    PCHECK(!bad, "kheap_check after the report: %s at %p", bad, addr);
+    return true;
+}
+
+/* An interrupt handler that allocates while the interrupted code
+ * allocates too, on the same CPU: the port's masking makes the handler
+ * wait for the heap to be left, never the other way round. */
+#define IRQ_ROUNDS 50
+
+static unsigned irq_count;
+static void *irq_keep[4];
+static int irq_bad;
+
+void demo_irq_handler(void)
+{
+    static const size_t sizes[4] = {24, 200, 3000, 70000};
+    unsigned k = irq_count % 4;
+    if (irq_keep[k]) {
+        if (*(unsigned *)irq_keep[k] != irq_count - 4)
+            irq_bad = 1;
+        kfree(irq_keep[k]);
+    }
+    irq_keep[k] = kmalloc(sizes[k]);
+    if (!irq_keep[k])
+        irq_bad = 1;
+    else
+        *(unsigned *)irq_keep[k] = irq_count;
+    __atomic_store_n(&irq_count, irq_count + 1, __ATOMIC_RELEASE);
+    if (irq_count < IRQ_ROUNDS)
+        arch_timer_arm();
+}
+
+static bool irq_alloc(void)
+{
+    if (!arch_timer_arm()) {
+        kt_format(why, sizeof why, "no timer interrupt on this architecture");
+        return false;
+    }
+    uint64_t t0 = arch_ticks(), limit = arch_tick_hz() * 20;
+    unsigned long loops = 0;
+    void *mine[8] = {0};
+    while (__atomic_load_n(&irq_count, __ATOMIC_ACQUIRE) < IRQ_ROUNDS) {
+        unsigned k = loops++ % 8;
+        kfree(mine[k]);
+        mine[k] = kmalloc(16 + 700 * k);
+        PCHECK(mine[k], "kmalloc failed between interrupts");
+        if (arch_ticks() - t0 > limit) {
+            arch_timer_disarm();
+            PCHECK(0, "%u of %d timer interrupts in 20 s", irq_count, IRQ_ROUNDS);
+        }
+    }
+    arch_timer_disarm();
+    for (unsigned k = 0; k < 8; k++)
+        kfree(mine[k]);
+    kheap_bm_irq_push(); /* no handler may run while we tidy up */
+    for (unsigned k = 0; k < 4; k++) {
+        kfree(irq_keep[k]);
+        irq_keep[k] = NULL;
+    }
+    kheap_bm_irq_pop();
+    PCHECK(!irq_bad, "an allocation in the handler failed or was overwritten");
+    const void *addr = NULL;
+    const char *bad = kheap_check(kheap_default(), &addr);
+    PCHECK(!bad, "kheap_check: %s at %p", bad, addr);
+    kt_printf("# irq: %d timer interrupts allocated and freed while the CPU ran "
+              "%lu kmalloc/kfree pairs",
+              IRQ_ROUNDS, loops);
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+
+static char text[16384];
+
+void kernel_main(void)
+{
+    arch_init();
+    uint64_t t0 = arch_ticks();
+    unsigned asked = arch_start_cpus();
+    /* Wait (bounded) for the CPUs that were started to come up. */
+    while (__atomic_load_n(&cpus_online, __ATOMIC_ACQUIRE) < asked + 1 &&
+           arch_ticks() - t0 < arch_tick_hz() * 5)
+        ;
+    unsigned n = __atomic_load_n(&cpus_online, __ATOMIC_ACQUIRE);
+    cpu_hw[0] = kheap_bm_cpu_index();
+    uintptr_t end = kheap_heap_end();
+    kt_format(text, sizeof text,
+              "# kheap demo kernel, %s: %u CPUs online (%s), heap: static array of %u KiB "
+              "at [%p, %p)",
+              arch_name, n, arch_machine, (unsigned)(KHEAP_DEFAULT_SIZE >> 10),
+              (void *)(end - KHEAP_DEFAULT_SIZE), (void *)end);
+    kheap_bm_puts(text);
+    char *s = text;
+    s += kt_format(s, 96, "# CPU indices (%s):", arch_cpu_id);
+    for (unsigned i = 0; i < n; i++)
+        s += kt_format(s, 16, " %u", cpu_hw[i]);
+    kheap_bm_puts(text);
+
+    uint64_t seed = DEMO_SEED ? (uint64_t)DEMO_SEED : arch_ticks();
+    struct kt_env env = {
+        .platform = arch_name,
+        .puts = puts_line,
+        .ncpus = n,
+        .run_all = run_all,
+        .set_report_hook = set_hook,
+        .seed = seed,
+        .model_ops = DEMO_MODEL_OPS,
+        .stress_ops = DEMO_STRESS_OPS,
+    };
+    kt_begin(&env);
+    result("port_irq_masking", port_irq_masking());
+    result("irq_alloc", irq_alloc());
+    result("port_report_line", port_report_line());
+
+    kt_run_bodies(&env);
+
+    kheap_bm_puts("# statistics of the default heap:");
+    kheap_format_stats(kheap_default(), text, sizeof text);
+    puts_text(text);
+    kheap_bm_puts("# slabinfo (caches with slabs):");
+    kheap_format_slabinfo(kheap_default(), text, sizeof text, false);
+    puts_text(text);
+    uint64_t ms = (arch_ticks() - t0) * 1000 / arch_tick_hz();
+    kt_printf("# %s: %u CPUs, %lu ms", arch_name, n, (unsigned long)ms);
+    kt_printf("%d passed, %d failed", kt_passed, kt_failed);
+    arch_exit(kt_failed);
+}

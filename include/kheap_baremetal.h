@@ -1,0 +1,66 @@
+/*
+ * kheap_baremetal.h - extras of the bare-metal port (src/port/baremetal.c)
+ * for RISC-V 64 (S-mode), AArch64 (EL1) and x86_64 (long mode, ring 0).
+ * Not part of the freestanding core.
+ *
+ * What the port does:
+ *  - Locks are spinlocks that mask interrupts on the local CPU from before
+ *    they spin until after they are released (RISC-V: sstatus.SIE;
+ *    AArch64: DAIF.I and DAIF.F; x86_64: RFLAGS.IF). The masking nests per
+ *    CPU: interrupts come back on when the CPU's last lock is released and
+ *    it has left the per-CPU layer, whatever the order of the releases.
+ *  - kheap_port_cpu_enter masks interrupts too (preemption = interrupts
+ *    masked) and returns the CPU index from the hardware: RISC-V the hart
+ *    id, which the kernel keeps in the tp register (S-mode cannot read
+ *    mhartid; the SBI passes it in a0 at entry); AArch64 MPIDR_EL1
+ *    (Aff0 + 16 * Aff1); x86_64 the initial APIC id (CPUID leaf 1).
+ *  - Reports print one line on the console and return (the bad operation
+ *    is ignored), unless a hook is set; panics print and stop the machine
+ *    through the kernel's kheap_bm_halt.
+ *
+ * What the kernel supplies (ordinary functions it defines):
+ */
+#ifndef KHEAP_BAREMETAL_H
+#define KHEAP_BAREMETAL_H
+
+#include <stddef.h>
+
+#include "kheap_port.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Write n bytes to the console. Called from any CPU, with interrupts
+ * masked; the port serialises calls with its own console lock. */
+void kheap_bm_console_write(const char *s, size_t n);
+
+/* Stop the machine after a panic; never returns. */
+void kheap_bm_halt(void) __attribute__((noreturn));
+
+/* What the port offers. */
+
+typedef void (*kheap_bm_report_fn)(const struct kheap_report *report);
+
+/* Route reports to fn instead of the console line. NULL restores the
+ * console line. Returns the previous hook. */
+kheap_bm_report_fn kheap_bm_set_report_hook(kheap_bm_report_fn fn);
+
+/* One console line, made whole under the console lock: lines from
+ * several CPUs do not interleave. s need not end in a newline (one is
+ * added). Usable from interrupt context. */
+void kheap_bm_puts(const char *s);
+
+/* Mask interrupts on this CPU (nesting), and undo it: what the port's
+ * locks and kheap_port_cpu_enter do, for kernel code of its own. */
+void kheap_bm_irq_push(void);
+void kheap_bm_irq_pop(void);
+
+/* The calling CPU's index as kheap sees it (see above). */
+unsigned kheap_bm_cpu_index(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KHEAP_BAREMETAL_H */
