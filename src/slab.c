@@ -24,7 +24,7 @@
  * bitmap) are at most 1/8 of the slab (Bonwick 1994), with the fewest
  * pages that achieve it.
  */
-#include "kh_internal.h"
+#include "kh_fast.h" /* the double-free key */
 
 #define KH_INLINE_BITS 32u
 
@@ -370,6 +370,10 @@ static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
 #if KH_POISON
     if (!c->ctor)
         __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
+    /* A freed object keeps its key in the slab, so a second free finds
+     * it (kmalloc.c: freed_already). */
+    if (c->guard)
+        *kh_guard_word((void *)obj) = KH_GUARD_KEY;
 #endif
     kh_vg_defined(link_of(c, obj), sizeof(void *));
     *link_of(c, obj) = s->freelist;
