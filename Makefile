@@ -1,6 +1,7 @@
 # kheap - build, test, cross-build and demo.
 #
-#   make            build/libkheap.a (core + hosted POSIX port)
+#   make            build/libkheap.a (core + hosted POSIX port) and
+#                   build/libkheap.so (the same plus the malloc shim)
 #   make check      every test in every configuration; last line "N passed, N failed"
 #   make demo       boot the bare-metal demo kernel (ARCH=riscv64, aarch64 or
 #                   x86_64) in QEMU: kheap's default heap as a kernel heap
@@ -14,13 +15,16 @@
 ifeq ($(origin CC),default)
 CC      := gcc
 endif
+ifeq ($(origin CXX),default)
+CXX     := g++
+endif
 AR      ?= ar
 B       := build
 WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CSTD    := -std=c11
 OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
-             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT,$(if $($(o)),-D$(o)=$($(o))))
+             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN,$(if $($(o)),-D$(o)=$($(o))))
 
 CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/cpu.c src/kmalloc.c \
             src/stats.c src/check.c src/default.c
@@ -39,12 +43,12 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
-.PHONY: all check demo demo-hosted cross deps clean size-classes
+.PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests
 .DELETE_ON_ERROR:
 
-all: $(B)/libkheap.a
+all: $(B)/libkheap.a $(B)/libkheap.so
 
 deps:
 	tools/deps.sh build
@@ -56,6 +60,50 @@ $(B)/obj/%.o: src/%.c $(HDRS)
 
 $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 	$(AR) rcs $@ $^
+
+# --- libkheap.so: the malloc replacement --------------------------------------
+# The default heap reserves a 64 GiB (32-bit hosts: 1 GiB) first region at
+# first use (halved until the reservation fits; KHEAP_DEFAULT_RESERVE=0 for
+# the static array) and grows beyond it. Only the malloc API is exported.
+KHEAP_DEFAULT_RESERVE ?= $(if $(filter 64,$(shell getconf LONG_BIT)),68719476736,1073741824)
+SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=0 \
+           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1)
+SO_CFLAGS := $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) $(SO_DEFS) -fPIC \
+             -fvisibility=hidden -fno-builtin-malloc -fno-builtin-calloc \
+             -fno-builtin-realloc -fno-builtin-free -Iinclude
+SHIM_SRC := src/malloc/malloc.c
+
+$(B)/so/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(SO_CFLAGS) -c $< -o $@
+
+$(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
+	$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
+
+# --- tests of libkheap.so ---------------------------------------------------
+# Ordinary programs: api is linked with -lkheap, the others run under
+# LD_PRELOAD (tests/malloc/run.sh); ctorlib.so is a library with an early
+# constructor, preloaded with kheap.
+MALLOC_TESTS := $(patsubst tests/malloc/%.c,%,$(filter-out tests/malloc/ctorlib.c,$(wildcard tests/malloc/*.c)))
+MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests
+
+$(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
+
+$(B)/malloc/ctorlib.so: tests/malloc/ctorlib.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) -fPIC -shared $< -o $@ -ldl
+
+$(B)/malloc/%: tests/malloc/%.c tests/harness.h $(B)/libkheap.so
+	@mkdir -p $(dir $@)
+	$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
+
+$(B)/malloc/cxx: tests/malloc/cxx.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
+
+malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx)
 
 # --- test variants ----------------------------------------------------------
 define variant
@@ -119,7 +167,7 @@ size-classes: $(B)/tools/sizeclasses
 check:
 	@tools/deps.sh check
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe check-kernels \
+	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels \
 	  || echo "build of some tests failed; the runner counts them"
 	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 

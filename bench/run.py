@@ -729,6 +729,25 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
     return "\n".join(L)
 
 
+def keep_real_section(doc, text):
+    """The real-program section bench/real.py wrote into doc survives this
+    rewrite: it goes back in before the Reproducing section."""
+    begin, end = "<!-- real programs: written by bench/real.py -->", "<!-- end of real programs -->"
+    try:
+        with open(doc) as f:
+            old = f.read()
+    except OSError:
+        return text
+    if begin not in old or end not in old:
+        return text
+    section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
+    marker = "## Reproducing"
+    if marker in text:
+        i = text.index(marker)
+        return text[:i] + section + text[i:]
+    return text + "\n" + section
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -760,6 +779,7 @@ def main():
     elapsed = time.time() - t0
     meta = dict(commit=commit, load=(load0, loadavg()), elapsed=elapsed)
     text = report(args, cfg, names, missing, hot, tput, pc, meta, results)
+    text = keep_real_section(doc, text)
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))

@@ -110,6 +110,17 @@ void kheap_fini(kheap_t *heap);
  * may still allocate. O(heaps x caches). */
 void kheap_cpu_flush(unsigned cpu);
 
+/* For ports, around fork(): kheap_lock_all takes every lock of every heap
+ * (in the documented order), so no heap is halfway through a locked
+ * operation when the address space is copied; kheap_unlock_all releases
+ * them, in the parent and in the child (whose only thread is the one that
+ * called kheap_lock_all). Between the two the caller must not call kheap.
+ * The per-CPU magazines of other threads are not locked: the child leaves
+ * their CPUs' (hosted: slots') state untouched (src/port/hosted.c).
+ * O(heaps x caches). */
+void kheap_lock_all(void);
+void kheap_unlock_all(void);
+
 /* The address one past the last byte of the heap's highest region. */
 uintptr_t kheap_end(const kheap_t *heap);
 

@@ -121,11 +121,44 @@
 #define KHEAP_POISON_ALLOC 0xa5
 #endif
 
+/* Bytes of address space the default heap's first region reserves from
+ * the port (kheap_port_pages_reserve) on first use, instead of using its
+ * static array: one large first region keeps every free on the hit path.
+ * The port may give less (the hosted port halves the size until the
+ * reservation succeeds, so `ulimit -v` still works); if it gives nothing,
+ * the static array is used. 0: always the static array. Needs
+ * KHEAP_PORT_PAGES. The malloc shim (libkheap.so) uses 64 GiB. */
+#ifndef KHEAP_DEFAULT_RESERVE
+#define KHEAP_DEFAULT_RESERVE 0
+#endif
+
+/* 1: the port supplies kheap_port_pages_purge, and the page layer hands
+ * the pages of large free runs back to the platform (hosted: madvise) once
+ * more than KHEAP_PURGE_SLACK bytes of freed pages may still be resident.
+ * 0: free pages stay as they are. */
+#ifndef KHEAP_PORT_PURGE
+#define KHEAP_PORT_PURGE 0
+#endif
+
+/* Purge hysteresis: bytes of freed, possibly resident pages the heap keeps
+ * before it purges (so a program that frees and reallocates the same large
+ * size does not fault its pages in every round), and the smallest free run
+ * worth a purge. */
+#ifndef KHEAP_PURGE_SLACK
+#define KHEAP_PURGE_SLACK (64u * 1024u * 1024u)
+#endif
+#ifndef KHEAP_PURGE_MIN
+#define KHEAP_PURGE_MIN (256u * 1024u)
+#endif
+
 #if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
 #error "KHEAP_DEBUG must be 0, 1, 2 or 3"
 #endif
 #if KHEAP_PAGE_SHIFT < 10 || KHEAP_PAGE_SHIFT > 16
 #error "KHEAP_PAGE_SHIFT must be between 10 and 16"
+#endif
+#if KHEAP_DEFAULT_RESERVE && !KHEAP_PORT_PAGES
+#error "KHEAP_DEFAULT_RESERVE needs KHEAP_PORT_PAGES"
 #endif
 
 #endif /* KHEAP_CONFIG_H */

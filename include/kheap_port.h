@@ -148,6 +148,27 @@ void *kheap_port_pages_get(size_t bytes, size_t *got);
 void kheap_port_pages_put(void *base, size_t bytes);
 #endif
 
+#if KHEAP_PORT_PAGES && KHEAP_DEFAULT_RESERVE
+/* Address space for the default heap's first region, asked once, at its
+ * first use: zero-filled, aligned to KHEAP_PAGE_SIZE, of at most max and at
+ * least min bytes (the port gives what it can in between, e.g. halving on
+ * failure), with pages that cost nothing until touched. Sets *got. Returns
+ * NULL when it cannot give min: the heap then uses its static array. Must
+ * not call into kheap (it runs inside the first allocation). */
+void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
+#endif
+
+#if KHEAP_PORT_PURGE
+/* The pages [addr, addr + bytes) (page-aligned, whole pages) are free and
+ * their contents are no longer needed: the platform may take their
+ * physical memory back. They stay part of the heap: they must remain
+ * mapped and readable and writable, and read as anything afterwards (the
+ * heap never assumes free pages hold zero). Called with the heap's
+ * page_lock held: must not call into kheap. Hosted: madvise(MADV_DONTNEED).
+ * Absent (KHEAP_PORT_PURGE 0): freed pages stay resident. */
+void kheap_port_pages_purge(void *addr, size_t bytes);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

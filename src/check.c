@@ -26,7 +26,7 @@
 struct walk {
     const char *msg;
     const void *addr;
-    size_t free_pages, free_runs, slab_pages, large_pages, meta_pages, bitmap_bytes;
+    size_t free_pages, free_runs, dirty_pages, slab_pages, large_pages, meta_pages, bitmap_bytes;
     size_t slabs, gone_slabs, user_bytes, internal_bytes, mags;
     bool quiet; /* no CPU is inside an operation: per-CPU state is stable */
 };
@@ -131,7 +131,10 @@ static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
                 return fail(w, "free run's tail descriptor is wrong", addr);
             if (d->bin != kh_bin_of(n))
                 return fail(w, "free run is in the wrong bin", addr);
+            if (d->dirty > n)
+                return fail(w, "free run counts more dirty pages than it has", addr);
             w->free_pages += n;
+            w->dirty_pages += d->dirty;
             w->free_runs++;
             break;
         case KH_PG_LARGE:
@@ -303,7 +306,7 @@ static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_
     return true;
 }
 
-static void lock_all(kheap_t *h, bool lock)
+void kh_heap_lock_all(kheap_t *h, bool lock)
 {
     void (*op)(kheap_lock_t *) = lock ? kheap_port_lock : kheap_port_unlock;
     if (lock)
@@ -365,6 +368,8 @@ static void check_all(kheap_t *h, struct walk *w)
     else if (w->free_pages != h->free_pages || w->slab_pages != h->slab_pages ||
              w->large_pages != h->large_pages || w->meta_pages != h->meta_pages)
         fail(w, "page counters differ from the runs", hp);
+    else if (w->dirty_pages != h->dirty_pages)
+        fail(w, "dirty page count differs from the free runs", hp);
     else if (w->bitmap_bytes != h->bitmap_bytes)
         fail(w, "slab bitmap byte count differs from the slabs", hp);
     else if (h->committed_bytes != w->user_bytes)
@@ -386,9 +391,9 @@ static const char *check(kheap_t *h, const void **addr, bool quiet)
             *addr = h;
         return "not a kheap heap (bad magic)";
     }
-    lock_all(h, true);
+    kh_heap_lock_all(h, true);
     check_all(h, &w);
-    lock_all(h, false);
+    kh_heap_lock_all(h, false);
     if (w.msg && addr)
         *addr = w.addr;
     return w.msg;

@@ -548,3 +548,22 @@ slab_view:
     out->active = c->active_objs;
     kh_unlock(&c->lock);
 }
+
+/* Every lock of every heap, for fork: the registry first (heap locks are
+ * taken under it elsewhere too), then each heap's in its lock order.
+ * Heaps are independent, so their order does not matter: no thread holds
+ * locks of two heaps at once, except kheap_cpu_flush, which holds the
+ * registry, so it cannot run while we take them. */
+void kheap_lock_all(void)
+{
+    registry_acquire();
+    for (kheap_t *h = registry; h; h = h->next_heap)
+        kh_heap_lock_all(h, true);
+}
+
+void kheap_unlock_all(void)
+{
+    for (kheap_t *h = registry; h; h = h->next_heap)
+        kh_heap_lock_all(h, false);
+    registry_release();
+}

@@ -11,6 +11,11 @@
  * 1) and sets the heap up; the others wait for the pointer to be
  * published (release/acquire), which takes O(1) time. A thread that finds
  * the heap set up pays one acquire load.
+ *
+ * With KHEAP_DEFAULT_RESERVE (the malloc shim), the first region is
+ * instead address space the port reserves at first use (zero-filled, so
+ * setup is as cheap); the static array is the fallback when the port
+ * cannot reserve even KHEAP_DEFAULT_SIZE bytes.
  */
 #include "kh_fast.h"
 
@@ -42,14 +47,25 @@ static void window_setup(kheap_t *h)
 #endif
 }
 
+/* Make the default heap over its first region. */
+static int reserve_first(kheap_t **h)
+{
+#if KHEAP_DEFAULT_RESERVE
+    size_t got = 0;
+    void *m = kheap_port_pages_reserve(KHEAP_DEFAULT_RESERVE, KHEAP_DEFAULT_SIZE, &got);
+    if (m && kh_heap_create(h, m, got, true) == KHEAP_OK)
+        return KHEAP_OK;
+#endif
+    return kh_heap_create(h, kheap_default_memory, sizeof kheap_default_memory, true);
+}
+
 kh_noinline kheap_t *kh_default_setup(void)
 {
     int expect = 0;
     if (__atomic_compare_exchange_n(&default_state, &expect, 1, false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         kheap_t *h = NULL;
-        int err = kh_heap_create(&h, kheap_default_memory, sizeof kheap_default_memory,
-                                 true);
+        int err = reserve_first(&h);
         if (err)
             kheap_port_panic(kheap_strerror(err), kheap_default_memory);
         window_setup(h);

@@ -152,7 +152,11 @@ struct kh_page {
     };
     struct kh_page *prev, *next; /* FREE: bin list (page_lock);
                                     SLAB: cache list (cache lock) */
-    void *freelist;   /* SLAB: first free object; cache lock */
+    union {
+        void *freelist;   /* SLAB: first free object; cache lock */
+        uintptr_t dirty;  /* FREE head: at most this many of the run's
+                             pages may be resident (pages.c); page_lock */
+    };
     struct kheap_cache *cache; /* SLAB: owner, fixed while the slab lives;
                                   LARGE: unused */
 };
@@ -379,6 +383,7 @@ struct kheap {
     size_t total_bytes;  /* sum of region sizes */
     size_t region_meta;  /* sum of region meta_bytes */
     size_t grow_bytes;   /* 0: fixed size */
+    size_t dirty_pages;  /* sum of the free runs' dirty counts */
 
     /* Protected by page_lock. */
     uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;
@@ -441,6 +446,10 @@ static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
     struct kh_region *r = kh_region_of(h, addr);
     return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
 }
+
+/* check.c: take (lock true) or release every lock of h in the lock
+ * order; for kheap_check and for fork (kheap_lock_all). */
+void kh_heap_lock_all(kheap_t *h, bool lock);
 
 /* pages.c (all with page_lock held unless said) */
 struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,

@@ -15,8 +15,26 @@
  * KH_BIN_PROBE runs of n's own bin, where runs of mixed length at or above
  * the bin's minimum sit. The leftover is split off and binned again.
  *
+ * Purging (KHEAP_PORT_PURGE): each free run's head counts `dirty`, at
+ * most how many of its pages may still be resident (touched since they
+ * were last purged or given to the heap). A freed run adds its length; a
+ * run that is split by an allocation assumes the allocation took its
+ * dirty pages first (allocations come from a run's low end, where freed
+ * blocks merge), so the pieces left keep what exceeds the allocation.
+ * When more than KHEAP_PURGE_SLACK bytes of free pages are dirty, a freed
+ * run (after coalescing) of at least KHEAP_PURGE_MIN bytes is purged
+ * whole and becomes clean: the slack is the hysteresis that lets a
+ * program free and reallocate the same large size without faulting its
+ * pages in again each time. Purged pages stay free heap pages: no figure
+ * of the statistics changes, only the process's resident memory. The
+ * count is an estimate (an allocation may take clean pages of a dirty
+ * run), so resident free memory can exceed the slack by what such splits
+ * misplace; it never leads to purging memory that is in use.
+ *
  * Invariants (page_lock held):
  *   free_pages == sum of the lengths of all runs in the bins
+ *   dirty_pages == sum of the dirty counts of all runs in the bins
+ *   dirty <= npages for every free run
  *   free_pages + slab_pages + large_pages == sum of regions' npages
  *   no two free runs are adjacent; every free run is in bin kh_bin_of(len)
  */
@@ -46,6 +64,7 @@ void kh_bins_insert(kheap_t *h, struct kh_page *d)
 {
     unsigned b = kh_bin_of(d->npages);
     d->bin = b;
+    h->dirty_pages += d->dirty;
     d->prev = NULL;
     d->next = h->bins[b];
     if (d->next)
@@ -69,6 +88,8 @@ void kh_bins_remove(kheap_t *h, struct kh_page *d)
         if (!h->bin_map[b / KH_WORD_BITS])
             h->bin_summary &= ~(1ul << (b / KH_WORD_BITS));
     }
+    h->dirty_pages -= d->dirty;
+    d->dirty = 0;
     d->prev = d->next = NULL;
 }
 
@@ -112,10 +133,12 @@ void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
     }
 }
 
-/* Bin the free run [i, i+n) of r; its neighbours are not free. */
-static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n)
+/* Bin the free run [i, i+n) of r, of which at most dirty pages may be
+ * resident; its neighbours are not free. */
+static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n, size_t dirty)
 {
     kh_run_mark(h, r, i, n, KH_PG_FREE);
+    r->pages[i].dirty = dirty < n ? dirty : n;
     kh_bins_insert(h, &r->pages[i]);
 }
 
@@ -173,6 +196,7 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
 
     struct kh_region *r = &h->regions[d->region];
     size_t i = (size_t)(d - r->pages), len = d->npages;
+    size_t dirty = d->dirty;
     kh_bins_remove(h, d);
     d->kind = KH_PG_INTERIOR;
     if (len > 1)
@@ -188,10 +212,13 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
     if (high && !extra)
         lead = len - npages;
     size_t tail = len - lead - npages;
+    /* The allocation is taken to hold the dirty pages first; what it
+     * cannot hold stays with the pieces. */
+    dirty = dirty > npages ? dirty - npages : 0;
     if (lead)
-        put_free(h, r, i, lead);
+        put_free(h, r, i, lead, dirty);
     if (tail)
-        put_free(h, r, i + lead + npages, tail);
+        put_free(h, r, i + lead + npages, tail, dirty > lead ? dirty - lead : 0);
     h->free_pages -= npages;
     if (kind == KH_PG_SLAB)
         h->slab_pages += npages;
@@ -201,10 +228,27 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
     return &r->pages[i + lead];
 }
 
+#if KHEAP_PORT_PURGE
+/* Purge the free run at d (just binned) if dirty free pages exceed the
+ * slack. The madvise-like call runs under page_lock: the run must not be
+ * handed out while its pages are being dropped. */
+static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d)
+{
+    if (h->dirty_pages <= KHEAP_PURGE_SLACK / KH_PAGE || !d->dirty ||
+        (size_t)d->npages < KHEAP_PURGE_MIN / KH_PAGE)
+        return;
+    uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
+    kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
+    h->dirty_pages -= d->dirty;
+    d->dirty = 0;
+}
+#endif
+
 void kh_run_free(kheap_t *h, struct kh_page *head)
 {
     struct kh_region *r = &h->regions[head->region];
     size_t i = (size_t)(head - r->pages), n = head->npages;
+    size_t dirty = n; /* every page of the run may have been touched */
     h->free_pages += n;
     /* Clear the run's boundaries: every page of a slab, the head and tail
      * of a large block (whose interior is clear already). */
@@ -223,6 +267,7 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
         if (l->kind == KH_PG_FREE || l->kind == KH_PG_FREE_TAIL) {
             size_t ln = l->npages;
             struct kh_page *lh = &r->pages[i - ln];
+            dirty += lh->dirty;
             kh_bins_remove(h, lh);
             lh->kind = KH_PG_INTERIOR;
             l->kind = KH_PG_INTERIOR;
@@ -234,13 +279,17 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
         struct kh_page *rh = &r->pages[i + n];
         if (rh->kind == KH_PG_FREE) {
             size_t rn = rh->npages;
+            dirty += rh->dirty;
             kh_bins_remove(h, rh);
             rh->kind = KH_PG_INTERIOR;
             r->pages[i + n + rn - 1].kind = KH_PG_INTERIOR;
             n += rn;
         }
     }
-    put_free(h, r, i, n);
+    put_free(h, r, i, n, dirty);
+#if KHEAP_PORT_PURGE
+    purge(h, r, &r->pages[i]);
+#endif
 }
 
 /*
@@ -269,14 +318,14 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages)
     size_t more = npages - n;
     if (next->kind != KH_PG_FREE || next->npages < more)
         return false;
-    size_t nn = next->npages;
+    size_t nn = next->npages, dirty = next->dirty;
     kh_bins_remove(h, next);
     next->kind = KH_PG_INTERIOR;
     r->pages[i + n + nn - 1].kind = KH_PG_INTERIOR;
     if (n > 1)
         r->pages[i + n - 1].kind = KH_PG_INTERIOR;
     if (nn > more)
-        put_free(h, r, i + npages, nn - more);
+        put_free(h, r, i + npages, nn - more, dirty > more ? dirty - more : 0);
     kh_run_mark(h, r, i, npages, KH_PG_LARGE);
     h->free_pages -= more;
     h->large_pages += more;

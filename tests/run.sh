@@ -102,6 +102,11 @@ else
     fail=$((fail + 1))
 fi
 
+# libkheap.so: its own tests (API, start-up, fork, threads, limits, RSS,
+# bad frees, environment), then real programs compared with glibc.
+run malloc tests/malloc/run.sh "$B"
+run real-programs tests/real/run.sh "$B"
+
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then
     timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1

@@ -6,7 +6,9 @@
 #   tools/deps.sh            everything
 #   tools/deps.sh build      compilers and test tools only (make)
 #   tools/deps.sh demo       compilers and QEMU for the bare-metal kernels
-#   tools/deps.sh check      both (make check)
+#   tools/deps.sh real       compilers and the real programs run under
+#                            libkheap.so (tests/real, bench/real.py)
+#   tools/deps.sh check      all three (make check)
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
@@ -16,15 +18,19 @@ build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
 # firmware behind -bios default comes with qemu-system-data, SeaBIOS with
 # -x86). Cross compilers are in build_pkgs; the x86_64 kernel uses gcc.
 demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86"
+# Programs no one here wrote, run under LD_PRELOAD=libkheap.so by make check
+# (tests/real/run.sh) and the real-program benchmark (bench/real.py).
+real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
 case "${1:-all}" in
   build) want="$build_pkgs" ;;
   demo)  want="$build_pkgs $demo_pkgs" ;;
-  check) want="$build_pkgs $demo_pkgs" ;;
+  real)  want="$build_pkgs $real_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs $real_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $bench_pkgs" ;;
 esac
 
 missing=""

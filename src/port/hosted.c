@@ -59,11 +59,21 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * magazines to their depots. kh_hosted_slot holds the slot, or
  * KHEAP_CPU_NONE; after the destructor, slot_gone is set, so frees from
  * later destructors of other libraries take the locked path instead of
- * taking a new slot that nothing would give back. */
+ * taking a new slot that nothing would give back.
+ *
+ * Reentrancy: taking a slot may allocate (pthread_once, pthread_atfork,
+ * pthread_setspecific for a late key all may call malloc, which may be
+ * kheap). slot_taking marks the thread as inside kh_hosted_slot_take; a
+ * nested call returns KHEAP_CPU_NONE, so the nested allocation takes the
+ * locked path instead of recursing (or waiting on its own pthread_once).
+ *
+ * fork: the first slot taken in the process also registers kheap's fork
+ * handlers (fork_prepare and friends below). */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 __thread struct kh_cpu *kh_hosted_cpu_local
     __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));
+static __thread int slot_taking __attribute__((tls_model("initial-exec")));
 
 #define SLOT_WORDS ((KHEAP_MAX_CPUS + 63) / 64)
 static unsigned long long slot_map[SLOT_WORDS];
@@ -82,15 +92,48 @@ static void slot_release(void *arg)
     __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
 }
 
+/* fork() while other threads use kheap: the forking thread takes every
+ * kheap lock first, so the child never inherits a heap halfway through a
+ * locked operation, and both sides release them after.
+ *
+ * The child's only thread is the one that forked. The slots of the other
+ * threads stay taken in the child, with their magazines as they were:
+ * those threads may have been inside a hit path, which runs without a
+ * lock, so their per-CPU state may be half-updated and must not be reused
+ * or flushed. The child thus has KHEAP_MAX_CPUS minus those slots; its
+ * further threads beyond that use the locked path. The objects in those
+ * magazines stay allocated in the child (at most two magazines per class
+ * per thread that was running). */
+static void fork_prepare(void)
+{
+    kheap_lock_all();
+}
+
+static void fork_release(void)
+{
+    kheap_unlock_all();
+}
+
 static void slot_key_create(void)
 {
     slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+    pthread_atfork(fork_prepare, fork_release, fork_release);
 }
+
+static unsigned slot_take(void);
 
 unsigned kh_hosted_slot_take(void)
 {
-    if (slot_gone)
+    if (slot_gone || slot_taking)
         return KHEAP_CPU_NONE;
+    slot_taking = 1;
+    unsigned slot = slot_take();
+    slot_taking = 0;
+    return slot;
+}
+
+static unsigned slot_take(void)
+{
     pthread_once(&slot_once, slot_key_create);
     if (!slot_key_ok)
         return KHEAP_CPU_NONE;
@@ -183,5 +226,33 @@ void *kheap_port_pages_get(size_t bytes, size_t *got)
 void kheap_port_pages_put(void *base, size_t bytes)
 {
     munmap(base, bytes);
+}
+#endif
+
+#if KHEAP_PORT_PAGES && KHEAP_DEFAULT_RESERVE
+/* MAP_NORESERVE: the reservation is address space only; pages cost memory
+ * when first touched. Halving finds the largest power-of-two fraction of
+ * max that the address-space limit (ulimit -v) or the overcommit policy
+ * allows. */
+void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got)
+{
+    for (size_t bytes = max; bytes >= min && bytes >= (size_t)KHEAP_PAGE_SIZE; bytes /= 2) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) {
+            *got = bytes;
+            return p;
+        }
+    }
+    return NULL;
+}
+#endif
+
+#if KHEAP_PORT_PURGE
+/* Private anonymous pages read as zero after MADV_DONTNEED and come back
+ * on the next touch; the range stays mapped. */
+void kheap_port_pages_purge(void *addr, size_t bytes)
+{
+    madvise(addr, bytes, MADV_DONTNEED);
 }
 #endif
