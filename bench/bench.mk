@@ -1,16 +1,19 @@
 # kheap's benchmarks; included from the Makefile (`include bench/bench.mk`).
 #
-#   make bench          full run (a few minutes): bench/results/*.csv and
-#                       docs/BENCHMARKS.md
-#   make bench-quick    reduced run (< 3 minutes): bench/results/quick/
-#   make bench-real     real programs (python3, sqlite3, git, gcc, perl, lua,
-#                       sort, g++) under kheap's libkheap.so and the peers:
-#                       bench/results/real.csv and a section of
-#                       docs/BENCHMARKS.md (about 5 minutes)
+#   make bench          full run (about half an hour): the hot path, thread
+#                       scaling, producer/consumer, the workload suite and
+#                       the real programs; bench/results/*.csv,
+#                       docs/BENCHMARKS.md and its charts
+#                       (docs/bench-time.png, docs/bench-rss.png)
+#   make bench-quick    reduced run (under 5 minutes): bench/results/quick/
+#   make bench-real     the real programs alone (python3, sqlite3, git, gcc,
+#                       perl, lua, sort, g++): bench/results/real.csv and
+#                       their section of docs/BENCHMARKS.md
 #   make bench-clean    remove bench/build/
 #
 # bench/run.sh builds what it needs itself (libkheap.a with a 256 MiB
-# default heap, through the Makefile's release rules, into bench/build/).
+# default heap into bench/build/ for bench/bench.c; build/libkheap.so for
+# the workloads and real programs, through the Makefile's release rules).
 
 .PHONY: bench bench-quick bench-real bench-clean
 

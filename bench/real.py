@@ -190,17 +190,14 @@ def splice(doc_text, section):
     return doc_text.rstrip("\n") + "\n\n" + section
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", help="comma-separated workload names")
-    ap.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
-    args = ap.parse_args()
+def measure(reps, only=None):
+    """Run the workloads (all, or those named in only) reps rounds.
+    Returns (rows, allocator names, missing peers, seconds): rows maps
+    (workload, allocator) to [(wall s, peak RSS KiB)]; bench/results/
+    real.csv gets every run."""
     global WORKLOADS
-    if args.only:
-        want = set(args.only.split(","))
-        WORKLOADS = [w for w in WORKLOADS if w[0] in want]
+    if only:
+        WORKLOADS = [w for w in WORKLOADS if w[0] in only]
     for tool in ("/usr/bin/time", "g++", "sqlite3", "git", "perl", "lua5.4", "python3"):
         if not (os.path.exists(tool) or shutil.which(tool)):
             raise RuntimeError("%s is not installed: run tools/deps.sh" % tool)
@@ -219,14 +216,14 @@ def main():
     csv_rows = []
     try:
         prepare(work)
-        for rep in range(args.reps):
+        for rep in range(reps):
             for name, _, argv in WORKLOADS:
                 for a, pre in allocs:
                     wall, rss = timed(argv, pre, work)
                     rows.setdefault((name, a), []).append((wall, rss))
                     csv_rows.append(dict(round=rep + 1, workload=name, allocator=a,
                                          wall_s="%.3f" % wall, max_rss_kib=rss))
-            log("round %d of %d done (%.0f s)" % (rep + 1, args.reps, time.time() - t0))
+            log("real: round %d of %d done (%.0f s)" % (rep + 1, reps, time.time() - t0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(RESULTS, exist_ok=True)
@@ -234,7 +231,18 @@ def main():
         w = csv.DictWriter(f, fieldnames=["round", "workload", "allocator", "wall_s", "max_rss_kib"])
         w.writeheader()
         w.writerows(csv_rows)
-    section = report(rows, [a for a, _ in allocs], args.reps, time.time() - t0, missing)
+    return rows, [a for a, _ in allocs], missing, time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    rows, names, missing, elapsed = measure(args.reps, set(args.only.split(",")) if args.only else None)
+    section = report(rows, names, args.reps, elapsed, missing)
     if args.no_doc:
         print(section)
         return

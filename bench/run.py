@@ -11,7 +11,7 @@ Allocators: kheap (its default heap through kmalloc/kfree, built with a
 put in front of it with LD_PRELOAD. The harness is bench/bench.c, compiled
 once against libkheap.a (-DBENCH_KHEAP) and once against malloc.
 
-Three tests:
+Five tests:
   hot   callgrind instruction counts for malloc(32)+free pairs, for
         malloc(32) alone and free alone (batches of 64); deterministic, so
         one run each
@@ -19,6 +19,11 @@ Three tests:
         1 and 2 threads; medians of interleaved runs
   pc    producer/consumer through a lock-free ring, 64 B and 16..256 B
         blocks; time and peak RSS; medians of interleaved runs
+  suite the workloads of bench/workloads.c (bench/suite.py), kheap as
+        libkheap.so; time and peak RSS
+  real  real programs (bench/real.py), kheap as libkheap.so
+The summary tables and charts put suite and real together: each test's
+time and peak RSS over the best allocator's, and their geometric means.
 
 Only the Python standard library is used.
 """
@@ -46,10 +51,14 @@ CONFIGS = {
     # pc_m: blocks handed over; reps: interleaved runs per timed config
     # max_wait: seconds a timed run may wait for the machine to be quiet;
     # wait_budget: seconds all of them together may wait
+    # suite_*: bench/suite.py's scale and rounds; real_*: bench/real.py's
+    # rounds and workloads (None: all)
     "full": dict(hot_n=1_000_000, tput_steps=20_000_000, pc_m=5_000_000, reps=5,
-                 max_wait=10, wait_budget=120),
+                 max_wait=10, wait_budget=120, suite_scale=1.0, suite_reps=5,
+                 real_reps=5, real_only=None),
     "quick": dict(hot_n=200_000, tput_steps=8_000_000, pc_m=2_000_000, reps=3,
-                  max_wait=2, wait_budget=20),
+                  max_wait=2, wait_budget=20, suite_scale=0.25, suite_reps=3,
+                  real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"}),
 }
 
 # name, harness, library to preload (None: no preload), what dladdr must
@@ -519,8 +528,10 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
              "`malloc`/`free`, which are glibc's or, through `LD_PRELOAD`, a peer's (the "
              "harness checks with `dladdr` where `malloc` came from). Every block is "
              "written and its pointer stored to a volatile sink, so no allocation can be "
-             "optimised away. kheap is not a malloc replacement yet: it serves only the "
-             "harness's own calls, while the peers also serve libc's." % KHEAP_DEFAULT_SIZE)
+             "optimised away. In these three tests kheap serves only the harness's own "
+             "calls, while the peers also serve libc's; in the workloads and the real "
+             "programs kheap is `libkheap.so`, put in front of glibc's malloc like the "
+             "peers." % KHEAP_DEFAULT_SIZE)
     L.append("")
     L.append("The machine's cores are shared with other work, so timed tests run "
              "interleaved (every allocator once, then again: A B C D E A B C D E ...), "
@@ -729,6 +740,82 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
     return "\n".join(L)
 
 
+def insert_before(text, heading, section):
+    """section, placed before the first line starting with heading (or at
+    the end)."""
+    i = text.find("\n" + heading)
+    if i < 0:
+        return text.rstrip("\n") + "\n\n" + section
+    return text[:i + 1] + section + "\n" + text[i + 1:]
+
+
+def summary(suite, suite_rows, suite_names, real_rows, chart_dir):
+    """The summary: every workload and real program, time and peak RSS
+    relative to the best allocator of each, geometric means, the targets,
+    and two charts (docs/bench-time.png, docs/bench-rss.png)."""
+    med_t = suite.medians(suite_rows, suite_names, "seconds") if suite_rows else {}
+    med_r = suite.medians(suite_rows, suite_names, "rss_kib") if suite_rows else {}
+    names = list(suite_names)
+    if real_rows:
+        rows, rnames, _, _ = real_rows
+        for n in rnames:
+            if n not in names:
+                names.append(n)
+        for (w, a), vals in rows.items():
+            for med, k in ((med_t, 0), (med_r, 1)):
+                v = [x[k] for x in vals]
+                med.setdefault("real: " + w, {})[a] = spread(v)
+    order = [n for n in ("kheap", "glibc", "jemalloc", "mimalloc", "tcmalloc") if n in names]
+    L = ["## Summary: workloads and real programs", ""]
+    L.append("Every workload of `bench/workloads.c` and every real program, kheap as "
+             "`libkheap.so`; each cell is the allocator's median over the best allocator's "
+             "median for that test (1.00 is the best, lower is better); the last row is the "
+             "geometric mean over the tests. Medians with their min–max are in the "
+             "sections *Workloads* and *Real programs* below.")
+    L.append("")
+    for title, med in (("Time", med_t), ("Peak RSS", med_r)):
+        L.append("### %s, relative to the best" % title)
+        L.append("")
+        L.append("| test | " + " | ".join(order) + " |")
+        L.append("|---|" + "---:|" * len(order))
+        ratios = {n: [] for n in order}
+        for test, by in med.items():
+            best = min(v[0] for v in by.values())
+            cells = []
+            for n in order:
+                if n in by and best > 0:
+                    ratios[n].append(by[n][0] / best)
+                    cells.append("%.2f" % (by[n][0] / best))
+                else:
+                    cells.append("—")
+            L.append("| %s | %s |" % (test, " | ".join(cells)))
+        gm = {n: suite.geomean(ratios[n]) for n in order}
+        L.append("| **geometric mean** | " + " | ".join("**%.2f**" % gm[n] for n in order) + " |")
+        L.append("")
+        if title == "Time":
+            gm_t = gm
+        else:
+            gm_r = gm
+    if "kheap" in order and "mimalloc" in order:
+        peers = [n for n in order if n != "kheap"]
+        worst = sorted(((by["kheap"][0] / min(by[p][0] for p in peers if p in by), t)
+                        for t, by in med_t.items()
+                        if "kheap" in by and any(p in by for p in peers)), reverse=True)
+        L.append("Targets: geometric mean of time ≤ 0.9 × mimalloc's: kheap/mimalloc = "
+                 "**%.2f**; no test slower than 1.5 × the best peer: worst %s at **%.2f** "
+                 "(over 1.5: %s); geometric mean of peak RSS ≤ mimalloc's: kheap/mimalloc = "
+                 "**%.2f**." % (gm_t["kheap"] / gm_t["mimalloc"], worst[0][1], worst[0][0],
+                                ", ".join("%s %.2f" % (t, r) for r, t in worst if r > 1.5)
+                                or "none", gm_r["kheap"] / gm_r["mimalloc"]))
+        L.append("")
+    charts = suite.charts(med_t, med_r, order, chart_dir)
+    for f in charts:
+        L.append("![%s](%s)" % (f[:-4], f))
+    if charts:
+        L.append("")
+    return L
+
+
 def keep_real_section(doc, text):
     """The real-program section bench/real.py wrote into doc survives this
     rewrite: it goes back in before the Reproducing section."""
@@ -752,7 +839,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,tput,pc", help="comma-separated subset of hot,tput,pc")
+    ap.add_argument("--only", default="hot,tput,pc,suite,real",
+                    help="comma-separated subset of hot,tput,pc,suite,real")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
                     "of the work tree")
@@ -776,10 +864,36 @@ def main():
     hot = test_hot(allocs, cfg, results) if "hot" in only else []
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
+    import suite  # noqa: E402  (imports this module back for its helpers)
+    import real  # noqa: E402
+    suite_rows, suite_names, suite_missing = [], [], []
+    if "suite" in only:
+        suite.build()
+        sallocs, suite_missing = suite.allocators()
+        suite_names = [a[0] for a in sallocs]
+        suite_rows = suite.run_suite(sallocs, dict(scale=cfg["suite_scale"],
+                                                   reps=cfg["suite_reps"]), None, results)
+    real_rows = None
+    if "real" in only:
+        real.RESULTS = results
+        real_rows = real.measure(cfg["real_reps"], cfg["real_only"])
     elapsed = time.time() - t0
     meta = dict(commit=commit, load=(load0, loadavg()), elapsed=elapsed)
     text = report(args, cfg, names, missing, hot, tput, pc, meta, results)
-    text = keep_real_section(doc, text)
+    extra = []
+    if suite_rows or real_rows:
+        extra = summary(suite, suite_rows, suite_names, real_rows,
+                        os.path.dirname(doc) if not args.quick else results)
+    if suite_rows:
+        extra += suite.report(suite_rows, suite_names, suite_missing,
+                              dict(scale=cfg["suite_scale"], reps=cfg["suite_reps"]), [])
+    text = insert_before(text, "## Hot path", "\n".join(extra) + "\n") if extra else text
+    if real_rows:
+        rows, rnames, rmissing, rsecs = real_rows
+        text = insert_before(text, "## Reproducing",
+                             real.report(rows, rnames, cfg["real_reps"], rsecs, rmissing) + "\n")
+    else:
+        text = keep_real_section(doc, text)
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))

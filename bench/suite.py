@@ -2,7 +2,10 @@
 """The workload suite: bench/workloads.c under every allocator.
 
     python3 bench/suite.py [--quick] [--reps N] [--only larson,rptest,...]
-    python3 bench/suite.py --smoke     every test once, tiny, kheap and glibc
+    python3 bench/suite.py --smoke [--lib build/libkheap.so]
+                                       every workload once, tiny, under kheap
+                                       and glibc, and every mode of
+                                       bench/bench.c once under kheap
 
 One binary, bench/build/workloads, runs each test with glibc's malloc and
 with LD_PRELOAD of libkheap.so, jemalloc, mimalloc and tcmalloc,
@@ -58,8 +61,11 @@ def build():
     return WORKLOADS
 
 
-def kheap_so():
-    """build/libkheap.so, made by the Makefile's release rules."""
+def kheap_so(path=None):
+    """build/libkheap.so, made by the Makefile's release rules (or path, if
+    given and built)."""
+    if path:
+        return path if os.path.exists(path) else None
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
            and not k.startswith("KHEAP_")}
@@ -73,10 +79,10 @@ def kheap_so():
     return path if os.path.exists(path) else None
 
 
-def allocators(smoke=False):
+def allocators(smoke=False, lib=None):
     """[(name, preload or None, origin substring)] and the names missing."""
     out, missing = [], []
-    so = kheap_so()
+    so = kheap_so(lib)
     if so:
         out.append(("kheap", so, "libkheap"))
     else:
@@ -274,19 +280,42 @@ def report(rows, names, missing, cfg, chart_files):
     return L
 
 
+def smoke_harness(kheap):
+    """bench/bench.c's modes, once each with tiny counts, under kheap's
+    libkheap.so. Returns the number of failures."""
+    out = os.path.join(BUILD, "bench-malloc")
+    base.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+              os.path.join(base.BENCH, "bench.c"), "-o", out, "-lpthread", "-ldl"])
+    alloc = ("kheap", out, kheap[1], kheap[2])
+    failed = 0
+    for args in (["hot", "pair", 6400], ["hot", "pair-alone", 6400], ["hot", "malloc", 6400],
+                 ["hot", "free", 6400], ["hot", "loop", 6400], ["tput", 1, 20000],
+                 ["tput", 2, 20000], ["tput-none", 2, 20000], ["pc", "64", 20000],
+                 ["pc", "mixed", 20000]):
+        what = " ".join(str(a) for a in args)
+        try:
+            base.run_harness(alloc, args)
+            print("ok - bench.c %s under kheap" % what)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print("not ok - bench.c %s under kheap: %s" % (what, e))
+            failed += 1
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only")
+    ap.add_argument("--lib", help="with --smoke: the libkheap.so to test")
     args = ap.parse_args()
     cfg = dict(CONFIGS["smoke" if args.smoke else "quick" if args.quick else "full"])
     if args.reps:
         cfg["reps"] = args.reps
     only = set(args.only.split(",")) if args.only else None
     build()
-    allocs, missing = allocators(smoke=args.smoke)
+    allocs, missing = allocators(smoke=args.smoke, lib=args.lib)
     if args.smoke:
         # make check: every test once, tiny, under kheap and glibc; a
         # failure (bad block, crash, wrong malloc) is a failed check.
@@ -294,6 +323,8 @@ def main():
         if "kheap" in missing:
             print("not ok - suite smoke: libkheap.so is not built")
             failed += 1
+        else:
+            failed += smoke_harness(allocs[0])
         for label, test, threads, _ in TESTS:
             for alloc in allocs:
                 try:

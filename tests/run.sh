@@ -107,6 +107,11 @@ fi
 run malloc tests/malloc/run.sh "$B"
 run real-programs tests/real/run.sh "$B"
 
+# Every benchmark once with tiny counts: the workloads under kheap and
+# glibc, bench/bench.c's modes under kheap (speed is measured by make
+# bench, not here).
+run bench-smoke python3 bench/suite.py --smoke --lib "$B/libkheap.so"
+
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then
     timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1
