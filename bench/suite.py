@@ -200,7 +200,7 @@ def charts(med_t, med_r, names, outdir):
             f.write("test " + " ".join(names) + "\n")
             for test, by in med.items():
                 best = min(v[0] for v in by.values())
-                f.write(test + " " + " ".join(
+                f.write('"%s" ' % test + " ".join(
                     "%.4f" % (by[n][0] / best) if n in by and best > 0 else "NaN"
                     for n in names) + "\n")
         png = os.path.join(outdir, stem + ".png")
@@ -211,7 +211,7 @@ def charts(med_t, med_r, names, outdir):
             "set title '%s (lower is better)'" % title,
             "set style data histogram", "set style histogram cluster gap 1",
             "set style fill solid border -1", "set boxwidth 0.9",
-            "set key top left", "set yrange [0:*]", "set grid ytics",
+            "set key outside right top", "set yrange [0:*]", "set grid ytics",
             "set xtics rotate by -30",
             "plot " + ", ".join("'%s' using %d:xtic(1) title columnheader(%d)" % (dat, i + 2, i + 2)
                                 for i in range(len(names))),
