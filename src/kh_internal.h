@@ -384,6 +384,7 @@ struct kheap {
     size_t region_meta;  /* sum of region meta_bytes */
     size_t grow_bytes;   /* 0: fixed size */
     size_t dirty_pages;  /* sum of the free runs' dirty counts */
+    size_t purge_peak;   /* pages in use at the recent peak (pages.c) */
 
     /* Protected by page_lock. */
     uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;

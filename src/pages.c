@@ -21,11 +21,19 @@
  * run that is split by an allocation assumes the allocation took its
  * dirty pages first (allocations come from a run's low end, where freed
  * blocks merge), so the pieces left keep what exceeds the allocation.
- * When more than KHEAP_PURGE_SLACK bytes of free pages are dirty, a freed
- * run (after coalescing) of at least KHEAP_PURGE_MIN bytes is purged
- * whole and becomes clean: the slack is the hysteresis that lets a
- * program free and reallocate the same large size without faulting its
- * pages in again each time. Purged pages stay free heap pages: no figure
+ * When more free pages are dirty than the slack allows, a freed run
+ * (after coalescing) of at least KHEAP_PURGE_MIN bytes is purged whole
+ * and becomes clean. The slack is KHEAP_PURGE_SLACK bytes, or twice the
+ * pages in use at the recent peak if that is more: the hysteresis that
+ * lets a program free and reallocate blocks of the sizes it works with
+ * without faulting their pages in again each time (a fixed 64 MiB made a
+ * program churning four blocks of up to 32 MiB fault 800 000 times where
+ * it needed 42 000, and take 4.8 times tcmalloc's time: docs/BENCHMARKS.md,
+ * "large"; with this rule it faults 89 000 times and is level). The recent
+ * peak follows the pages in use up, and drops to them when they fall
+ * below an eighth of it, so a program that frees most of what it used
+ * goes back to the fixed slack: free memory stays resident only while it
+ * is of the order of what the program uses. Purged pages stay free heap pages: no figure
  * of the statistics changes, only the process's resident memory. The
  * count is an estimate (an allocation may take clean pages of a dirty
  * run), so resident free memory can exceed the slack by what such splits
@@ -232,10 +240,16 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
 /* Purge the free run at d (just binned) if dirty free pages exceed the
  * slack. The madvise-like call runs under page_lock: the run must not be
  * handed out while its pages are being dropped. */
-static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d)
+static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d, size_t freed)
 {
-    if (h->dirty_pages <= KHEAP_PURGE_SLACK / KH_PAGE || !d->dirty ||
-        (size_t)d->npages < KHEAP_PURGE_MIN / KH_PAGE)
+    size_t slack = KHEAP_PURGE_SLACK / KH_PAGE, used = h->slab_pages + h->large_pages;
+    if (used + freed > h->purge_peak)
+        h->purge_peak = used + freed; /* in use just before this free */
+    else if (used < h->purge_peak / 8)
+        h->purge_peak = used;
+    if (slack < 2 * h->purge_peak)
+        slack = 2 * h->purge_peak;
+    if (h->dirty_pages <= slack || !d->dirty || (size_t)d->npages < KHEAP_PURGE_MIN / KH_PAGE)
         return;
     uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
     kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
@@ -247,7 +261,7 @@ static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d)
 void kh_run_free(kheap_t *h, struct kh_page *head)
 {
     struct kh_region *r = &h->regions[head->region];
-    size_t i = (size_t)(head - r->pages), n = head->npages;
+    size_t i = (size_t)(head - r->pages), n = head->npages, freed = n;
     size_t dirty = n; /* every page of the run may have been touched */
     h->free_pages += n;
     /* Clear the run's boundaries: every page of a slab, the head and tail
@@ -288,7 +302,7 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
     }
     put_free(h, r, i, n, dirty);
 #if KHEAP_PORT_PURGE
-    purge(h, r, &r->pages[i]);
+    purge(h, r, &r->pages[i], freed);
 #endif
 }
 

@@ -53,7 +53,8 @@ TEST(gigabyte_freed_goes_back)
     printf("# RSS %ld MiB at start, %ld MiB with 1 GiB live, %ld MiB after freeing it\n",
            start, peak, end);
     CHECK(peak - start >= 1000, "1 GiB written but RSS rose only %ld MiB", peak - start);
-    /* The purge keeps at most KHEAP_PURGE_SLACK (64 MiB) of freed pages. */
+    /* Once nearly everything is freed the purge keeps at most
+     * KHEAP_PURGE_SLACK (64 MiB) of freed pages resident. */
     CHECK(end - start <= 80, "RSS still %ld MiB above the start after freeing", end - start);
 }
 
