@@ -286,6 +286,16 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
     if (!cc)
         goto direct;
+    /* This CPU's first touch of the cache is a free: the object came from
+     * another CPU. Cached here, it would be this CPU's next allocation,
+     * sharing its cache lines with the other CPU's objects (the passive
+     * false sharing of Hoard's cache-scratch test). It goes to its slab
+     * instead, so this CPU's first allocations come from a refill of its
+     * own, whose last objects (popped first) are slots nobody else uses.
+     * Once per CPU and cache: a CPU that only frees caches the rest. */
+    if (cc->allocs == 0 && cc->frees == 0 && kh_cc_mag(cc) == &kh_mag_sentinel &&
+        cc->prev == &kh_mag_sentinel)
+        goto direct;
     kh_bump(&miss_of(h, c, cpu)->free);
     /* Loaded is full (or the sentinel). */
     if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
