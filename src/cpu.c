@@ -293,10 +293,11 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
      * instead, so this CPU's first allocations come from a refill of its
      * own, whose last objects (popped first) are slots nobody else uses.
      * Once per CPU and cache: a CPU that only frees caches the rest. */
-    if (cc->allocs == 0 && cc->frees == 0 && kh_cc_mag(cc) == &kh_mag_sentinel &&
-        cc->prev == &kh_mag_sentinel)
+    struct kh_misses *miss = miss_of(h, c, cpu);
+    bool first = cc->allocs == 0 && miss->alloc == 0 && miss->free == 0;
+    kh_bump(&miss->free); /* counted, so the next free is not the first */
+    if (first)
         goto direct;
-    kh_bump(&miss_of(h, c, cpu)->free);
     /* Loaded is full (or the sentinel). */
     if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
         struct kh_mag *empty = cc->prev;
