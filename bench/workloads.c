@@ -502,17 +502,24 @@ static void *ms_thread(void *arg)
     return NULL;
 }
 
-static unsigned long run_mstress(void)
+/* THREADS threads of fn, each counting its operations in its argument;
+ * returns their sum. */
+static unsigned long run_counted(void *(*fn)(void *))
 {
     unsigned long ops[256];
     struct threads th = {.n = 0};
     for (unsigned t = 0; t < nthreads; t++)
-        spawn(&th, ms_thread, &ops[t]);
+        spawn(&th, fn, &ops[t]);
     join(&th);
     unsigned long sum = 0;
     for (unsigned t = 0; t < nthreads; t++)
         sum += ops[t];
     return sum;
+}
+
+static unsigned long run_mstress(void)
+{
+    return run_counted(ms_thread);
 }
 
 /* ------------------------------------------------------------------ */
@@ -617,15 +624,7 @@ static void *kernel_thread(void *arg)
 
 static unsigned long run_kernel(void)
 {
-    unsigned long ops[256];
-    struct threads th = {.n = 0};
-    for (unsigned t = 0; t < nthreads; t++)
-        spawn(&th, kernel_thread, &ops[t]);
-    join(&th);
-    unsigned long sum = 0;
-    for (unsigned t = 0; t < nthreads; t++)
-        sum += ops[t];
-    return sum;
+    return run_counted(kernel_thread);
 }
 
 /* ------------------------------------------------------------------ */
