@@ -303,6 +303,8 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
     put_free(h, r, i, n, dirty);
 #if KHEAP_PORT_PURGE
     purge(h, r, &r->pages[i], freed);
+#else
+    (void)freed;
 #endif
 }
 
