@@ -57,7 +57,7 @@ CONFIGS = {
                  max_wait=10, wait_budget=120, suite_scale=1.0, suite_reps=5,
                  real_reps=5, real_only=None),
     "quick": dict(hot_n=200_000, tput_steps=8_000_000, pc_m=2_000_000, reps=3,
-                  max_wait=2, wait_budget=20, suite_scale=0.25, suite_reps=3,
+                  max_wait=2, wait_budget=20, suite_scale=0.2, suite_reps=2,
                   real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"}),
 }
 
