@@ -19,6 +19,16 @@ ifeq ($(origin CXX),default)
 CXX     := g++
 endif
 AR      ?= ar
+# Quiet output: one line per file ("CC src/core/slab.c"); V=1 shows the
+# full commands.
+V       ?= 0
+ifeq ($(V),1)
+Q       :=
+msg     := @true
+else
+Q       := @
+msg     := @printf '  %-7s %s\n'
+endif
 B       := build
 WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CSTD    := -std=c11
@@ -26,10 +36,10 @@ OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN,$(if $($(o)),-D$(o)=$($(o))))
 
-CORE_SRC := src/region.c src/pages.c src/slab.c src/cache.c src/cpu.c src/kmalloc.c \
-            src/stats.c src/check.c src/default.c
+CORE_SRC := $(addprefix src/core/,region.c pages.c slab.c cache.c cpu.c kmalloc.c \
+              stats.c check.c default.c)
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/kh_internal.h src/kh_fast.h src/port/hosted_cpu.h Makefile
+HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.
@@ -56,10 +66,12 @@ deps:
 # --- the default library -------------------------------------------------
 $(B)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) -fPIC -Iinclude -c $< -o $@
+	$(msg) CC $<
+	$(Q)$(CC) $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) -fPIC -Iinclude -c $< -o $@
 
 $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
-	$(AR) rcs $@ $^
+	$(msg) AR $@
+	$(Q)$(AR) rcs $@ $^
 
 # --- libkheap.so: the malloc replacement --------------------------------------
 # The default heap reserves a 64 GiB (32-bit hosts: 1 GiB) first region at
@@ -70,15 +82,17 @@ SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=
            $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1)
 SO_CFLAGS := $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) $(SO_DEFS) -fPIC \
              -fvisibility=hidden -fno-builtin-malloc -fno-builtin-calloc \
-             -fno-builtin-realloc -fno-builtin-free -Iinclude
+             -fno-builtin-realloc -fno-builtin-free -Iinclude -Isrc/core
 SHIM_SRC := src/malloc/malloc.c
 
 $(B)/so/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SO_CFLAGS) -c $< -o $@
+	$(msg) CC $<
+	$(Q)$(CC) $(SO_CFLAGS) -c $< -o $@
 
 $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
-	$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
+	$(msg) LD $@
+	$(Q)$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
 
 # --- tests of libkheap.so ---------------------------------------------------
 # Ordinary programs: api is linked with -lkheap, the others run under
@@ -89,19 +103,23 @@ MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itest
 
 $(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so
 	@mkdir -p $(dir $@)
-	$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
+	$(msg) LD $@
+	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
 
 $(B)/malloc/ctorlib.so: tests/malloc/ctorlib.c
 	@mkdir -p $(dir $@)
-	$(CC) $(MT_CFLAGS) -fPIC -shared $< -o $@ -ldl
+	$(msg) LD $@
+	$(Q)$(CC) $(MT_CFLAGS) -fPIC -shared $< -o $@ -ldl
 
 $(B)/malloc/%: tests/malloc/%.c tests/harness.h $(B)/libkheap.so
 	@mkdir -p $(dir $@)
-	$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
+	$(msg) LD $@
+	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
 
 $(B)/malloc/cxx: tests/malloc/cxx.cpp
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
+	$(msg) CXX $@
+	$(Q)$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
 
 malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx)
 
@@ -109,21 +127,25 @@ malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx)
 define variant
 $(B)/$(1)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -c $$< -o $$@
+	$(msg) CC $$<
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -c $$< -o $$@
 
 $(B)/$(1)/libkheap.a: $(patsubst src/%.c,$(B)/$(1)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
-	$(AR) rcs $$@ $$^
+	$(msg) AR $$@
+	$(Q)$(AR) rcs $$@ $$^
 
 $(B)/$(1)/tests/%: tests/%.c tests/harness.h tests/class_rule.h $(B)/$(1)/libkheap.a
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
-	  $(HOSTED_DEFS) -Iinclude -Isrc $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
+	$(msg) LD $$@
+	$(Q)$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
+	  $(HOSTED_DEFS) -Iinclude -Isrc/core $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
 # The shared test bodies (also run by the bare-metal kernels).
 $(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h tests/class_rule.h \
                              $(B)/$(1)/libkheap.a
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc \
+	$(msg) LD $$@
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core \
 	  tests/test_bodies.c tests/bodies.c $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
@@ -143,7 +165,8 @@ cross: $(addprefix cross-,$(CROSS_TARGETS))
 # --- demo -----------------------------------------------------------------
 $(B)/demo/hosted_demo: demo/hosted_demo.c $(B)/libkheap.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) -D_GNU_SOURCE $(WARN) $(OPT) $(OPTIONS) -Iinclude $< $(B)/libkheap.a -o $@ -lpthread
+	$(msg) LD $@
+	$(Q)$(CC) $(CSTD) -D_GNU_SOURCE $(WARN) $(OPT) $(OPTIONS) -Iinclude $< $(B)/libkheap.a -o $@ -lpthread
 
 demo:
 	@tools/deps.sh demo
@@ -158,7 +181,8 @@ demo-hosted:
 # --- documents generated from the code ------------------------------------
 $(B)/tools/sizeclasses: tools/sizeclasses.c $(B)/release/libkheap.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) -O2 $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc $< $(B)/release/libkheap.a -o $@ -lpthread
+	$(msg) LD $@
+	$(Q)$(CC) $(CSTD) $(WARN) -O2 $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core $< $(B)/release/libkheap.a -o $@ -lpthread
 
 size-classes: $(B)/tools/sizeclasses
 	$(B)/tools/sizeclasses > docs/SIZE_CLASSES.md

@@ -39,19 +39,22 @@ KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/
 define kernel
 $(B)/$(2)/$(1)/%.o: %.c $(KERNEL_HDRS)
 	@mkdir -p $$(dir $$@)
-	$(KCC_$(1)) -std=c11 -ffreestanding -nostdinc -isystem $$$$($(KCC_$(1)) $(KFLAGS_$(1)) -print-file-name=include) \
+	$(msg) CC $$<
+	$(Q)$(KCC_$(1)) -std=c11 -ffreestanding -nostdinc -isystem $$$$($(KCC_$(1)) $(KFLAGS_$(1)) -print-file-name=include) \
 	  -fno-common -fno-pie -fno-stack-protector -fno-tree-loop-distribute-patterns \
 	  $(WARN) -O2 -g $(KFLAGS_$(1)) $(3) \
 	  -DKHEAP_PORT_CPU_HEADER='"port/baremetal_cpu.h"' \
 	  -DDEMO_MODEL_OPS=$(DEMO_MODEL_OPS) -DDEMO_STRESS_OPS=$(DEMO_STRESS_OPS) \
-	  -Iinclude -Isrc -Itests -Idemo -c $$< -o $$@
+	  -Iinclude -Isrc -Isrc/core -Itests -Idemo -c $$< -o $$@
 
 $(B)/$(2)/$(1)/%.o: %.S demo/demo.mk
 	@mkdir -p $$(dir $$@)
-	$(KCC_$(1)) $(KFLAGS_$(1)) -fno-pie -c $$< -o $$@
+	$(msg) AS $$<
+	$(Q)$(KCC_$(1)) $(KFLAGS_$(1)) -fno-pie -c $$< -o $$@
 
 $(B)/$(2)/$(1)/kernel.elf: $(addprefix $(B)/$(2)/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
-	$(KCC_$(1)) $(KFLAGS_$(1)) $(KLINK_$(1)) -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
+	$(msg) LD $$@
+	$(Q)$(KCC_$(1)) $(KFLAGS_$(1)) $(KLINK_$(1)) -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
 	  -T demo/$(1)/kernel.ld $$(filter %.o,$$^) $(KLIBS_$(1)) -o $$@
 
 $(2)-$(1): $(B)/$(2)/$(1)/kernel.elf
@@ -59,7 +62,8 @@ endef
 
 # QEMU's multiboot loader takes 32-bit ELF only; the addresses fit.
 $(B)/kernel/x86_64/kernel32.elf: $(B)/kernel/x86_64/kernel.elf
-	objcopy -O elf32-i386 $< $@
+	$(msg) OBJCOPY $@
+	$(Q)objcopy -O elf32-i386 $< $@
 kernel-x86_64: $(B)/kernel/x86_64/kernel32.elf
 
 # What make check boots: label=image, the label's first word the

@@ -143,7 +143,7 @@
 /* Purge hysteresis: bytes of freed, possibly resident pages the heap keeps
  * before it purges (so a program that frees and reallocates the same large
  * size does not fault its pages in every round; the page layer keeps twice
- * the pages recently in use if that is more: src/pages.c), and the
+ * the pages recently in use if that is more: src/core/pages.c), and the
  * smallest free run worth a purge. */
 #ifndef KHEAP_PURGE_SLACK
 #define KHEAP_PURGE_SLACK (64u * 1024u * 1024u)

@@ -209,7 +209,7 @@ static void check_no_reports(const char *when)
            atomic_load(&g_reports), g_first_report);
 }
 
-/* Objects per magazine for an object size (docs: src/cpu.c). */
+/* Objects per magazine for an object size (docs: src/core/cpu.c). */
 static size_t mag_cap(size_t objsize)
 {
     return objsize <= 128 ? 64 : objsize <= 512 ? 32 : objsize <= 2048 ? 16

@@ -4,7 +4,7 @@
  * with -lkheap).
  *
  * malloc and free are the default heap's inline hit paths
- * (kh_default_alloc / kh_default_free, src/kh_fast.h); every other call
+ * (kh_default_alloc / kh_default_free, src/core/kh_fast.h); every other call
  * goes through the public kheap_* API on kheap_default(). The default
  * heap sets itself up on its first allocation, whoever makes it (the
  * dynamic loader, a constructor of any priority, dlsym), so there is no
