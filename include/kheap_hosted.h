@@ -11,14 +11,6 @@
 extern "C" {
 #endif
 
-typedef void (*kheap_report_hook_fn)(const struct kheap_report *report);
-
-/* Route reports to fn instead of the default (one line on stderr, then
- * abort()). When fn returns, kheap carries on with the bad operation
- * ignored. NULL restores the default. Returns the previous hook. Set it
- * before other threads use the heap; it is read without a lock. */
-kheap_report_hook_fn kheap_hosted_set_report_hook(kheap_report_hook_fn fn);
-
 typedef void (*kheap_idle_hook_fn)(void);
 
 /* Call fn whenever a thread releases the last kheap lock it holds: on
