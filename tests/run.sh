@@ -107,9 +107,11 @@ else
 fi
 
 # libkheap.so: its own tests (API, start-up, fork, threads, limits, RSS,
-# bad frees, environment), then real programs compared with glibc.
+# bad frees, environment, glibc's extensions, live statistics), then real programs compared with glibc.
 run malloc tests/malloc/run.sh "$B"
 run real-programs tests/real/run.sh "$B"
+# tools/kheap-top on a recorded file, its chart, and live in tmux.
+run kheap-top tests/tools/kheap-top.sh "$B"
 
 # Every benchmark once with tiny counts: the workloads under kheap and
 # glibc, bench/bench.c's modes under kheap (speed is measured by make

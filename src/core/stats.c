@@ -50,6 +50,8 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->slab_bytes = h->slab_pages * KH_PAGE;
     out->large_bytes = h->large_pages * KH_PAGE;
     out->region_count = h->nregions;
+    out->large_count = (size_t)(h->large_allocs - h->large_frees);
+    out->dirty_bytes = h->dirty_pages * KH_PAGE;
     out->metadata_bytes = h->region_meta + h->bitmap_bytes +
                           __atomic_load_n(&h->internal_bytes, __ATOMIC_RELAXED) +
                           h->meta_pages * KH_PAGE;
