@@ -45,7 +45,7 @@ inline() { # "map" file...
     map=$1
     shift
     printf '%s\n' "$@" >"$tmp/files"
-    awk -v map="$map" -v coredir="src/core" '
+    awk -v map="$map" -v coredir="src/core" -v renames="$tmp/renames" '
     function emit(path,    line, name, hdr, probe, st) {
         printf "/* ---- %s ---- */\n", path
         while ((st = (getline line < path)) > 0) {
@@ -85,14 +85,44 @@ inline() { # "map" file...
             split(pairs[i], kv, "=")
             repl[kv[1]] = kv[2]
         }
+        while ((getline line < renames) > 0) {
+            split(line, fn, " ")
+            ren[fn[1]] = ren[fn[1]] " " fn[2]
+        }
     }
-    { emit($0) }
+    {
+        k = split(ren[$0], names, " ")
+        tag = $0
+        sub(/^.*\//, "", tag)
+        sub(/\.c$/, "", tag)
+        for (i = 1; i <= k; i++)
+            printf "#define %s kh_%s_%s /* static in several files */\n", names[i], tag, names[i]
+        emit($0)
+        for (i = 1; i <= k; i++)
+            printf "#undef %s\n", names[i]
+    }
     END { exit failed }' "$tmp/files"
+}
+
+# The file-scope static names of each file ("file name" lines): the
+# identifier before the first "(" of a line starting with "static" (a
+# function), else the one before "=", ";" or "[" (a variable).
+statics() { # file...
+    for f; do
+        awk -v f="$f" '/^static / && !/^static inline/ {
+            line = $0
+            if (line ~ /\(/) sub(/\(.*/, "", line); else sub(/[=;[].*/, "", line)
+            sub(/[ \t*]+$/, "", line)
+            n = split(line, w, /[ \t*]+/)
+            if (w[n] ~ /^[A-Za-z_][A-Za-z_0-9]*$/) print f, w[n]
+        }' "$f"
+    done | sort -u
 }
 
 tmp="$out/.amalgamate.$$"
 mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+: >"$tmp/renames"
 
 # kheap.h: the options, then the API (its include of kheap_config.h dropped).
 {
@@ -105,11 +135,20 @@ trap 'rm -rf "$tmp"' EXIT
     inline "kheap_config.h=kheap.h" include/kheap_port.h
 } >"$tmp/kheap_port.h"
 
+# Names static in more than one core file would clash in one translation
+# unit: each file gets its own spelling of them (#define before it, #undef
+# after it).
+statics "$@" >"$tmp/statics"
+awk '{ n[$2]++ } END { for (k in n) if (n[k] > 1) print k }' "$tmp/statics" >"$tmp/clashes"
+awk 'NR == FNR { c[$1] = 1; next } ($2 in c)' "$tmp/clashes" "$tmp/statics" >"$tmp/renames.core"
+
 {
     banner "kheap.c: the freestanding core"
+    cp "$tmp/renames.core" "$tmp/renames"
     inline "kheap_config.h=kheap.h kheap.h=kheap.h kheap_port.h=kheap_port.h" "$@"
 } >"$tmp/kheap.c"
 
+: >"$tmp/renames"
 {
     banner "kheap_port_template.c: a port to copy and fill in"
     inline "" src/port/template.c
