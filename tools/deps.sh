@@ -10,7 +10,8 @@
 #                            libkheap.so (tests/real, bench/real.py)
 #   tools/deps.sh package    compilers and the packaging tools (make
 #                            install, the .deb, CMake, pkg-config)
-#   tools/deps.sh check      all four (make check)
+#   tools/deps.sh tools      tmux and gnuplot, for the tests of tools/kheap-top
+#   tools/deps.sh check      all of these but bench (make check)
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
@@ -26,6 +27,8 @@ real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
 # Packaging: make install's pkg-config test, the Debian package and its
 # lintian check (tools/deb-check.sh), the CMake consumers.
 package_pkgs="dpkg-dev debhelper fakeroot lintian pkg-config cmake"
+# tools/kheap-top: its live view is tested in tmux, its chart drawn by gnuplot.
+tool_pkgs="python3 tmux gnuplot-nox"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
@@ -34,9 +37,10 @@ case "${1:-all}" in
   demo)  want="$build_pkgs $demo_pkgs" ;;
   real)  want="$build_pkgs $real_pkgs" ;;
   package) want="$build_pkgs $package_pkgs" ;;
-  check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs" ;;
+  tools) want="$tool_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $bench_pkgs" ;;
 esac
 
 missing=""
