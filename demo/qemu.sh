@@ -22,6 +22,12 @@ case $arch in
     args="-machine pc -smp $smp -m 128M -no-reboot
           -device isa-debug-exit,iobase=0xf4,iosize=0x04"
     pass=1 ;;
+  cortex-m)
+    # One CPU (the board has one); semihosting SYS_EXIT_EXTENDED gives
+    # the status.
+    qemu=qemu-system-arm
+    args="-machine mps2-an385 -semihosting-config enable=on,target=native"
+    pass=0 ;;
   *) echo "qemu.sh: unknown architecture $arch" >&2; exit 2 ;;
 esac
 command -v $qemu >/dev/null 2>&1 || { echo "qemu.sh: $qemu not installed (tools/deps.sh demo)" >&2; exit 2; }

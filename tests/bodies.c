@@ -87,11 +87,13 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             continue;
         }
         f++;
-        int width = 0, longs = 0;
+        int width = 0, longs = 0, sized = 0;
         while (*f >= '0' && *f <= '9')
             width = width * 10 + (*f++ - '0');
         while (*f == 'l' || *f == 'z') {
-            longs += *f == 'z' ? 2 : 1;
+            /* z: size_t, which is not long long on 32-bit targets */
+            longs += *f == 'l';
+            sized |= *f == 'z';
             f++;
         }
         switch (*f) {
@@ -108,7 +110,8 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             out_c(&o, (char)va_arg(ap, int));
             break;
         case 'd': {
-            long long v = longs >= 2 ? va_arg(ap, long long)
+            long long v = sized ? va_arg(ap, ptrdiff_t)
+                          : longs >= 2 ? va_arg(ap, long long)
                           : longs ? va_arg(ap, long) : va_arg(ap, int);
             if (v < 0) {
                 out_c(&o, '-');
@@ -120,7 +123,8 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
         }
         case 'u':
         case 'x': {
-            unsigned long long v = longs >= 2 ? va_arg(ap, unsigned long long)
+            unsigned long long v = sized ? va_arg(ap, size_t)
+                                   : longs >= 2 ? va_arg(ap, unsigned long long)
                                    : longs ? va_arg(ap, unsigned long)
                                            : va_arg(ap, unsigned);
             out_u(&o, v, *f == 'x' ? 16 : 10, width);
@@ -821,10 +825,11 @@ static bool msg_free(struct worker *w, unsigned idx, struct msg *m)
            idx, (void *)m);
     for (size_t i = sizeof *m; i < m->size && i < sizeof *m + 64; i++)
         WCHECK(w, b[i] == pat(m->seed, i), "CPU %u: object %p from CPU %u byte %zu overwritten",
-               idx, (void *)m, m->from, i);
+               idx, (void *)m, (unsigned)m->from, i);
     for (size_t i = m->size > 64 ? m->size - 64 : 0; i < m->size; i++)
         WCHECK(w, i < sizeof *m || b[i] == pat(m->seed, i),
-               "CPU %u: object %p from CPU %u byte %zu overwritten", idx, (void *)m, m->from, i);
+               "CPU %u: object %p from CPU %u byte %zu overwritten", idx, (void *)m,
+               (unsigned)m->from, i);
     m->magic = 0;
     if (m->cached)
         kheap_cache_free(s_cache, m);
