@@ -39,7 +39,7 @@ KLIBS_x86_64   := -lgcc
 KCC_cortex-m    := arm-none-eabi-gcc
 KFLAGS_cortex-m := -mcpu=cortex-m3 -mthumb -mfloat-abi=soft
 KLIBS_cortex-m  := -lgcc
-CM_HEAP_SIZE    ?= 262144
+CM_HEAP_SIZE    ?= 524288
 KOPTS_cortex-m  := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=%,$(OPTIONS)) \
                    -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
 

@@ -226,6 +226,9 @@ static bool port_report_line(void)
  * allocates too, on the same CPU: the port's masking makes the handler
  * wait for the heap to be left, never the other way round. */
 #define IRQ_ROUNDS 50
+/* The handler's largest block: a large block (beyond the slab classes)
+ * that a microcontroller-sized heap still holds. */
+#define IRQ_BIG (KHEAP_DEFAULT_SIZE >= (1u << 20) ? 70000u : (unsigned)KHEAP_MAX_CLASS + 1u)
 
 static unsigned irq_count;
 static void *irq_keep[4];
@@ -233,7 +236,7 @@ static int irq_bad;
 
 void demo_irq_handler(void)
 {
-    static const size_t sizes[4] = {24, 200, 3000, 70000};
+    static const size_t sizes[4] = {24, 200, 3000, IRQ_BIG};
     unsigned k = irq_count % 4;
     if (irq_keep[k]) {
         if (*(unsigned *)irq_keep[k] != irq_count - 4)
@@ -263,7 +266,7 @@ static bool irq_alloc(void)
         unsigned k = loops++ % 8;
         kfree(mine[k]);
         mine[k] = kmalloc(16 + 700 * k);
-        PCHECK(mine[k], "kmalloc failed between interrupts");
+        PCHECK(mine[k], "kmalloc(%u) failed between interrupts", 16 + 700 * k);
         if (arch_ticks() - t0 > limit) {
             arch_timer_disarm();
             PCHECK(0, "%u of %d timer interrupts in 20 s", irq_count, IRQ_ROUNDS);
@@ -278,7 +281,8 @@ static bool irq_alloc(void)
         irq_keep[k] = NULL;
     }
     kheap_bm_irq_pop();
-    PCHECK(!irq_bad, "an allocation in the handler failed or was overwritten");
+    PCHECK(!irq_bad, "an allocation in the handler (24, 200, 3000 or %u bytes) failed or was"
+           " overwritten", IRQ_BIG);
     const void *addr = NULL;
     const char *bad = kheap_check(kheap_default(), &addr);
     PCHECK(!bad, "kheap_check: %s at %p", bad, addr);
@@ -314,6 +318,15 @@ void kernel_main(void)
     s += kt_format(s, 96, "# CPU indices (%s):", arch_cpu_id);
     for (unsigned i = 0; i < n; i++)
         s += kt_format(s, 16, " %u", cpu_hw[i]);
+    kheap_bm_puts(text);
+
+    /* The fixed cost: what the heap takes for itself before any
+     * allocation (control structure, page descriptors, the caches). */
+    struct kheap_stats st;
+    kheap_get_stats(kheap_default(), &st);
+    kt_format(text, sizeof text,
+              "# at init: %zu bytes of metadata, %zu of %zu bytes free (%zu-byte pages)",
+              st.metadata_bytes, st.heap_free, st.heap_total, (size_t)KHEAP_PAGE_SIZE);
     kheap_bm_puts(text);
 
     uint64_t seed = DEMO_SEED ? (uint64_t)DEMO_SEED : arch_ticks();
