@@ -9,9 +9,9 @@
  *    they spin until after they are released (RISC-V: sstatus.SIE;
  *    AArch64: DAIF.I and DAIF.F; x86_64: RFLAGS.IF; Cortex-M: PRIMASK,
  *    which leaves NMI and HardFault, so those handlers must not call
- *    kheap). The masking nests per
- *    CPU: interrupts come back on when the CPU's last lock is released and
- *    it has left the per-CPU layer, whatever the order of the releases.
+ *    kheap). The masking nests per CPU: interrupts come back on when the
+ *    CPU's last lock is released and it has left the per-CPU layer,
+ *    whatever the order of the releases.
  *  - kheap_port_cpu_enter masks interrupts too (preemption = interrupts
  *    masked) and returns the CPU index from the hardware: RISC-V the hart
  *    id, which the kernel keeps in the tp register (S-mode cannot read
@@ -21,6 +21,12 @@
  *    is never contended: an interrupt handler that finds a kheap lock held
  *    cannot run, since the holder masked interrupts; taking a lock twice
  *    (a handler not masked by PRIMASK, or a bug) is a panic, not a spin.
+ *  - Cortex-M: ARMv7-M has no 8-byte exclusive loads and stores, so GCC
+ *    calls __atomic_load_8, __atomic_store_8, __atomic_fetch_add_8,
+ *    __atomic_exchange_8 and __atomic_compare_exchange_8 for the core's
+ *    64-bit counters; the port defines them, masking interrupts around
+ *    plain accesses (atomic on one CPU, not against DMA or another
+ *    master). A kernel that links libatomic must leave them out.
  *  - Reports print one line on the console and return (the bad operation
  *    is ignored), unless kheap_set_report_hook (kheap.h) routes them
  *    elsewhere; panics print and stop the machine through the kernel's
