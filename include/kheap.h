@@ -170,8 +170,12 @@ void *kheap_calloc(kheap_t *heap, size_t n, size_t size);
 
 /* Resize. ptr NULL acts as kheap_alloc; size 0 frees ptr and returns NULL.
  * Stays in place when the new size fits the block's size class (and is not
- * under half of it), when a large block shrinks, or when a large block
- * grows into a free run right after it; otherwise allocates, copies the
+ * under half of it), when a large block shrinks (giving the tail of its
+ * run back) to a size above KHEAP_MAX_CLASS or to one whose class rounds to
+ * whole pages, or when a large block grows into a free run right after it.
+ * A large block shrunk to a smaller class size moves to that class, so it
+ * keeps the class rounding of the new size, not a page (if the class has
+ * no memory it shrinks in place instead). Otherwise allocates, copies the
  * smaller of the two sizes and frees. On failure returns NULL and ptr is
  * left allocated and unchanged. A bad ptr is reported as kheap_free does
  * and NULL is returned. Time: O(1) plus the copy. */

@@ -422,7 +422,21 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
     if (d->kind == KH_PG_SLAB) {
         if (size <= old && (size >= old / 2 || old <= 2 * KH_MIN_SLOT))
             return ptr;
-    } else if (size <= SIZE_MAX - KH_PAGE) {
+    } else if (size < old && size <= KHEAP_MAX_CLASS &&
+               kh_class_size(kh_class_of(size)) < kh_align_up(size, KH_PAGE)) {
+        /* A large block shrunk to a class size moves to its class when the
+         * class rounds size to less than whole pages do: it then keeps the
+         * class rounding (at most KHEAP_MAX_CLASS bytes are copied), not a
+         * page for a few bytes. If the class has no memory, the block
+         * shrinks in place below. */
+        void *q = kheap_alloc(h, size);
+        if (q) {
+            __builtin_memcpy(q, ptr, size);
+            kheap_free(h, ptr);
+            return q;
+        }
+    }
+    if (d->kind != KH_PG_SLAB && size <= SIZE_MAX - KH_PAGE) {
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
         kh_lock(&h->page_lock);
         bool ok = d->kind == KH_PG_LARGE && kh_large_resize(h, d, npages);

@@ -31,6 +31,12 @@ prog fork env LD_PRELOAD="$SO" "$M/fork"
 prog threads env LD_PRELOAD="$SO" "$M/threads"
 prog c++ env LD_PRELOAD="$SO" "$M/cxx"
 prog rss env LD_PRELOAD="$SO" "$M/rss"
+# Memory that follows use, against the C library's malloc in the same run:
+# the plain run prints its figure, the preloaded run checks against it.
+for mode in realloc; do
+    g=$("$M/shrink" $mode)
+    prog shrink-$mode env LD_PRELOAD="$SO" "$M/shrink" $mode "$g"
+done
 # 1.5 GB of address space: the 64 GiB reservation halves until it fits.
 prog limits sh -c "ulimit -v 1500000 && LD_PRELOAD='$SO' exec '$M/limits'"
 
