@@ -302,6 +302,36 @@ struct kheap_stats {
                                   KHEAP_PORT_PURGE */
 };
 
+/* Decay (the default length of an epoch is KHEAP_DECAY_MS, 1000 ms).
+ * Memory that stays idle for a whole epoch goes down a layer when the
+ * epoch ends: depot magazines beyond the epoch's working set to their
+ * slabs, empty slabs that stayed empty to the page layer, free pages that
+ * stayed resident and free through the epoch (runs of any length) to the
+ * platform (kheap_port_pages_purge). Each layer gives back only the least
+ * it held during the epoch, so a program that frees and reallocates within
+ * an epoch keeps its memory, and one that stops gives it back one to two
+ * epochs later. While decay runs, the immediate purge of kheap_set_purge
+ * keeps room for twice the peak use of this epoch and the last (not only
+ * of the moment), so alloc/free cycles of any size reuse their pages.
+ *
+ * kheap_set_decay: set the epoch length; 0 turns decay off (memory then
+ * stays in the magazines, depots and slabs until kheap_reclaim, and the
+ * purge follows its immediate rule alone). Returns KHEAP_OK, or
+ * KHEAP_EINVAL for a NULL heap. Thread-safe; O(1).
+ *
+ * kheap_tick: end the epoch if now_ms (a monotonic millisecond clock, any
+ * origin) is at or past its end, and do the decay; otherwise return at
+ * once. The first call starts the first epoch. Returns the bytes given
+ * back to the layer below (slabs and pages freed, pages purged). With a
+ * port clock (KHEAP_PORT_CLOCK: hosted) the slow paths call it
+ * themselves, so a program never needs to; without one, a kernel calls
+ * it from its timer or idle loop. Nothing runs on a thread of kheap's
+ * own. Only one thread decays a heap at a time (others return 0 at
+ * once). Takes the heap's locks in order: call it with none held. Time:
+ * O(caches + free runs purged), plus the port's purge calls. */
+int kheap_set_decay(kheap_t *heap, unsigned ms);
+size_t kheap_tick(kheap_t *heap, uint64_t now_ms);
+
 /* Fill *out. O(KHEAP_MAX_REGIONS + caches). */
 void kheap_get_stats(kheap_t *heap, struct kheap_stats *out);
 

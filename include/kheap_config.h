@@ -152,6 +152,25 @@
 #define KHEAP_PURGE_MIN (256u * 1024u)
 #endif
 
+/* 1: the port supplies kheap_port_clock_ms (a monotonic clock), which the
+ * slow paths read to drive decay (kheap_set_decay). 0: decay runs only when
+ * the kernel calls kheap_tick. */
+#ifndef KHEAP_PORT_CLOCK
+#define KHEAP_PORT_CLOCK 0
+#endif
+
+/* Decay: the length in milliseconds of a decay epoch. Memory that stays
+ * idle for a whole epoch (free objects in depot magazines, empty slabs,
+ * free resident pages) goes down a layer at the epoch's end, so it returns
+ * to the platform between one and two epochs after its last use, while a
+ * program that frees and reallocates within an epoch keeps it. Settable
+ * per heap at run time (kheap_set_decay; libkheap.so: KHEAP_DECAY_MS).
+ * 0: no decay (memory stays where it is until kheap_reclaim/kheap_purge,
+ * and the purge follows the immediate rule of src/core/pages.c). */
+#ifndef KHEAP_DECAY_MS
+#define KHEAP_DECAY_MS 1000
+#endif
+
 #if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
 #error "KHEAP_DEBUG must be 0, 1, 2 or 3"
 #endif

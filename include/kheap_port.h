@@ -170,6 +170,15 @@ void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
 void kheap_port_pages_purge(void *addr, size_t bytes);
 #endif
 
+#if KHEAP_PORT_CLOCK
+/* Milliseconds on a monotonic clock (any origin; it must never go back).
+ * Read on slow paths only, never on a hit path, to drive decay; may be
+ * called with kheap locks held, so it must not call into kheap. A coarse
+ * clock is enough (hosted: CLOCK_MONOTONIC_COARSE). Without it
+ * (KHEAP_PORT_CLOCK 0) the kernel drives decay with kheap_tick. */
+uint64_t kheap_port_clock_ms(void);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,6 +123,60 @@ size_t kheap_reclaim(kheap_t *h)
     return bytes;
 }
 
+/* ------------------------------------------------------------------ */
+/* Decay: memory idle for a whole epoch goes down a layer at its end.
+ * Bonwick's working-set rule at every layer: each layer counts the least
+ * it held during the epoch (depot magazines, empty slabs, resident free
+ * pages) and gives back that many, which were idle all epoch. A program
+ * that frees and reallocates within an epoch never reaches a minimum
+ * above what it reuses, so it keeps its memory (hysteresis); one that
+ * stops gives it all back one to two epochs later. The magazines go to
+ * the slabs before the slabs are looked at, and the slabs to the pages
+ * before the pages, so an idle heap empties in one epoch's end. */
+
+int kheap_set_decay(kheap_t *h, unsigned ms)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+    __atomic_store_n(&h->decay_ms, (uint32_t)ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->decay_next, (uint64_t)0, __ATOMIC_RELAXED);
+    if (!ms) {
+        /* Back to the immediate purge rule of pages.c. */
+        kh_lock(&h->page_lock);
+        h->decay_driven = false;
+        h->purge_peak_prev = 0;
+        kh_unlock(&h->page_lock);
+    }
+    return KHEAP_OK;
+}
+
+size_t kheap_tick(kheap_t *h, uint64_t now_ms)
+{
+    if (!h)
+        return 0;
+    uint32_t ms = __atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED);
+    uint64_t next = __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED);
+    if (!ms || now_ms < next || __atomic_exchange_n(&h->decay_busy, 1u, __ATOMIC_ACQUIRE))
+        return 0;
+    size_t bytes = 0;
+    __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
+    if (next) { /* the first call only starts the first epoch */
+        kh_lock(&h->caches_lock);
+        kh_each_cache(h, c) {
+            bytes += kh_depot_decay(h, c);
+            bytes += kh_cache_decay(c);
+        }
+        kh_unlock(&h->caches_lock);
+        bytes += kh_pages_decay(h);
+        __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
+    } else {
+        kh_pages_decay(h); /* sets the minima: nothing was idle before */
+    }
+    __atomic_store_n(&h->decay_busy, 0u, __ATOMIC_RELEASE);
+    kh_debug_check(h, "kheap_tick");
+    return bytes;
+}
+
 void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 {
     struct kh_counts n;

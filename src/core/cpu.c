@@ -204,6 +204,27 @@ static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *lis
     return bytes;
 }
 
+/* The working-set rule of depot_tick, at the end of a decay epoch (time)
+ * rather than of KH_DEPOT_EPOCH exchanges: a depot that saw no exchange
+ * all epoch gives back every magazine. */
+size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c)
+{
+    if (!c->mag_cap)
+        return 0;
+    struct kh_mag *out = NULL, *m;
+    uint32_t n = 0;
+    kh_lock(&c->lock);
+    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
+        mag_push(&out, &n, m);
+    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
+        mag_push(&out, &n, m);
+    c->depot_ops = 0;
+    c->full_min = c->nr_full_mags;
+    c->empty_min = c->nr_empty_mags;
+    kh_unlock(&c->lock);
+    return out ? mags_release(h, c, out) : 0;
+}
+
 /* An object straight from the slabs, for a caller with no CPU slot (or no
  * memory for magazines). */
 static void *alloc_direct(struct kheap_cache *c)

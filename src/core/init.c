@@ -46,6 +46,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     h->magic = KH_HEAP_MAGIC;
     h->purge_slack = KHEAP_PURGE_SLACK / KH_PAGE;
     h->purge_min = KHEAP_PURGE_MIN / KH_PAGE;
+    h->decay_ms = KHEAP_DECAY_MS;
     kheap_port_lock_init(&h->page_lock);
     kheap_port_lock_init(&h->caches_lock);
     err = kh_region_enter(h, &r, &r0); /* the first region: cannot fail */

@@ -123,6 +123,9 @@ struct kh_region {
     struct kh_page *pages;
     size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
     bool grown;        /* obtained from kheap_port_pages_get */
+    size_t touched;    /* pages [touched, npages) that are free were never
+                          touched since the region was added or were
+                          purged since (pages.c); page_lock */
 };
 
 #define KH_NO_CLASS 0xffu
@@ -193,6 +196,7 @@ struct kheap_cache {
     struct kh_mag *depot_full, *depot_empty;
     uint32_t nr_full_mags, nr_empty_mags, full_min, empty_min;
     uint32_t depot_ops;
+    uint32_t slab_empty_min; /* least nr_empty in this decay epoch */
     /* User operations that bypassed the per-CPU layer. */
     uint64_t nocpu_allocs, nocpu_frees;
 
@@ -240,6 +244,10 @@ struct kheap {
     size_t purge_peak;   /* pages in use at the recent peak (pages.c) */
     size_t purge_slack;  /* pages: kheap_set_purge (default KHEAP_PURGE_SLACK) */
     size_t purge_min;    /* pages: kheap_set_purge (default KHEAP_PURGE_MIN) */
+    size_t purge_peak_prev; /* purge_peak of the previous decay epoch */
+    size_t dirty_min;    /* least dirty_pages in this decay epoch */
+    bool decay_driven;   /* a decay epoch has ended (pages.c) */
+    uint64_t purged_pages; /* pages handed to kheap_port_pages_purge */
 
     /* Protected by page_lock. */
     uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;
@@ -253,6 +261,12 @@ struct kheap {
     size_t committed_bytes __attribute__((aligned(KH_CACHE_LINE)));
     size_t peak_bytes;
     size_t internal_bytes __attribute__((aligned(KH_CACHE_LINE)));
+    /* Decay (cache.c: kheap_tick). Atomics: read on slow paths, written
+     * once an epoch. */
+    uint64_t decay_next __attribute__((aligned(KH_CACHE_LINE))); /* ms */
+    uint32_t decay_ms;   /* epoch length; 0: no decay */
+    uint32_t decay_busy; /* 1 while a thread runs the decay */
+    uint64_t decay_epochs;
 
     kheap_lock_t caches_lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by caches_lock: user caches in creation order. */
@@ -376,6 +390,9 @@ void kh_pages_add(kheap_t *h, struct kh_region *r);
  * written, and cost no memory until touched. */
 void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh);
 void kh_internal_pages_free(kheap_t *h, void *p);
+/* End of a decay epoch: purge the free pages that stayed resident and
+ * idle through it; no lock held. Returns the bytes purged. */
+size_t kh_pages_decay(kheap_t *h);
 
 /* slab.c */
 #if KH_POISON
@@ -389,6 +406,9 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
 size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
+/* End of a decay epoch: empty slabs that stayed empty through it go back
+ * to the page layer. Returns their bytes. */
+size_t kh_cache_decay(struct kheap_cache *c);
 static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 {
     return kh_page_addr(h, s);
@@ -415,6 +435,9 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
 size_t kh_cache_drain(struct kheap_cache *c, bool all);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
+/* End of a decay epoch: depot magazines beyond the epoch's working set go
+ * back to the slabs. Returns the bytes of slabs that went to the pages. */
+size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */

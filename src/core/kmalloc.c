@@ -129,10 +129,24 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
     kh_vg_free(p);
 }
 
+/* Decay is driven from the slow paths (a magazine exchange, a large
+ * block), with no lock held: the port's clock is read there, never on a
+ * hit path; kheap_tick returns at once unless an epoch has ended. */
+static inline void decay_poll(kheap_t *h)
+{
+#if KHEAP_PORT_CLOCK
+    if (__atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED))
+        kheap_tick(h, kheap_port_clock_ms());
+#else
+    (void)h;
+#endif
+}
+
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
+    decay_poll(h);
     void *p = kh_cpu_alloc_slow(h, c);
     if (!p && kheap_reclaim(h))
         p = kh_cpu_alloc_slow(h, c);
@@ -176,6 +190,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         return NULL;
     }
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
+    decay_poll(h);
     for (int attempt = 0; attempt < 2; attempt++) {
         kh_lock(&h->page_lock);
         struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE, false);
@@ -300,6 +315,7 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
     }
     kheap_port_cpu_exit(cpu);
     kh_cpu_free_slow(h, c, ptr);
+    decay_poll(h);
 }
 
 /* Free the large block whose head is d. Returns 0 or why not. */
@@ -316,6 +332,8 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
         bad = kh_diagnose(h, d, (uintptr_t)ptr);
     }
     kh_unlock(&h->page_lock);
+    if (!bad)
+        decay_poll(h);
     return bad;
 }
 

@@ -152,8 +152,20 @@ void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
 static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n, size_t dirty)
 {
     kh_run_mark(h, r, i, n, KH_PG_FREE);
-    r->pages[i].dirty = dirty < n ? dirty : n;
+    /* Pages at or past the region's touched frontier are clean. */
+    size_t touched = r->touched > i ? r->touched - i : 0;
+    if (touched > n)
+        touched = n;
+    r->pages[i].dirty = dirty < touched ? dirty : touched;
     kh_bins_insert(h, &r->pages[i]);
+}
+
+/* A decay epoch's working set of resident free pages: the least there
+ * were at any moment of the epoch (page_lock held). */
+static inline void note_dirty_min(kheap_t *h)
+{
+    if (h->dirty_pages < h->dirty_min)
+        h->dirty_min = h->dirty_pages;
 }
 
 static struct kh_page *find_run(kheap_t *h, size_t need)
@@ -237,6 +249,12 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
         put_free(h, r, i, lead, dirty);
     if (tail)
         put_free(h, r, i + lead + npages, tail, dirty > lead ? dirty - lead : 0);
+    /* Blocks for the heap's life at a run's high end do not move the
+     * frontier (the 64 GiB reservation would become "touched" to its
+     * end); kh_run_free purges them at once if they are ever freed. */
+    if (!(high && !extra) && i + lead + npages > r->touched)
+        r->touched = i + lead + npages;
+    note_dirty_min(h);
     h->free_pages -= npages;
     if (kind == KH_PG_SLAB)
         h->slab_pages += npages;
@@ -247,26 +265,80 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
 }
 
 #if KHEAP_PORT_PURGE
+/* Purge the free run at d: only the part below its region's touched
+ * frontier (past it, pages were never touched or were purged already),
+ * and only if it may hold resident pages. A run that reaches the
+ * frontier moves it down to the run's start. page_lock held: the run
+ * must not be handed out while its pages are being dropped. Returns the
+ * pages it counted as resident. */
+static size_t purge_run(kheap_t *h, struct kh_region *r, struct kh_page *d)
+{
+    size_t i = (size_t)(d - r->pages), n = d->npages, was = d->dirty;
+    if (!was)
+        return 0;
+    size_t end = i + n < r->touched ? i + n : r->touched;
+    if (end > i) {
+        kheap_port_pages_purge((void *)(r->start + (i << KHEAP_PAGE_SHIFT)),
+                               (end - i) * KH_PAGE);
+        h->purged_pages += end - i;
+        if (end == r->touched)
+            r->touched = i;
+    }
+    h->dirty_pages -= was;
+    d->dirty = 0;
+    note_dirty_min(h);
+    return was;
+}
+
 /* Purge the free run at d (just binned) if dirty free pages exceed the
- * slack. The madvise-like call runs under page_lock: the run must not be
- * handed out while its pages are being dropped. */
+ * slack: KHEAP_PURGE_SLACK, or twice the pages in use at the recent peak
+ * if that is more (see the top of the file). */
 static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d, size_t freed)
 {
     size_t slack = h->purge_slack, used = h->slab_pages + h->large_pages;
     if (used + freed > h->purge_peak)
         h->purge_peak = used + freed; /* in use just before this free */
-    else if (used < h->purge_peak / 8)
+    else if (!h->decay_driven && used < h->purge_peak / 8)
         h->purge_peak = used;
-    if (slack < 2 * h->purge_peak)
-        slack = 2 * h->purge_peak;
+    size_t peak = h->purge_peak > h->purge_peak_prev ? h->purge_peak : h->purge_peak_prev;
+    if (slack < 2 * peak)
+        slack = 2 * peak;
     if (h->dirty_pages <= slack || !d->dirty || (size_t)d->npages < h->purge_min)
         return;
-    uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
-    kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
-    h->dirty_pages -= d->dirty;
-    d->dirty = 0;
+    purge_run(h, r, d);
+}
+
+/* Purge free runs, the longest bins first, until at most keep pages may
+ * be resident. Returns the pages purged. page_lock held. */
+static size_t purge_down(kheap_t *h, size_t keep)
+{
+    size_t dropped = 0;
+    for (unsigned b = KH_NBINS; b-- > 0 && h->dirty_pages > keep;)
+        for (struct kh_page *d = h->bins[b]; d && h->dirty_pages > keep; d = d->next)
+            dropped += purge_run(h, &h->regions[d->region], d);
+    return dropped;
 }
 #endif
+
+size_t kh_pages_decay(kheap_t *h)
+{
+    size_t dropped = 0;
+    kh_lock(&h->page_lock);
+    /* The peak of use the purge rule keeps room for is the higher of this
+     * epoch's and the last one's: a program that stops using memory gives
+     * it back one to two epochs later, not at its first free. */
+    h->decay_driven = true;
+    h->purge_peak_prev = h->purge_peak;
+    h->purge_peak = h->slab_pages + h->large_pages;
+#if KHEAP_PORT_PURGE
+    /* Pages that stayed free and resident through the whole epoch. */
+    size_t idle = h->dirty_min < h->dirty_pages ? h->dirty_min : h->dirty_pages;
+    dropped = purge_down(h, h->dirty_pages - idle);
+#endif
+    h->dirty_min = h->dirty_pages;
+    kh_unlock(&h->page_lock);
+    return dropped * KH_PAGE;
+}
 
 int kheap_set_purge(kheap_t *h, size_t slack_bytes, size_t min_bytes)
 {
@@ -291,20 +363,8 @@ int kheap_set_purge(kheap_t *h, size_t slack_bytes, size_t min_bytes)
 size_t kheap_purge(kheap_t *h, size_t keep_bytes)
 {
 #if KHEAP_PORT_PURGE
-    size_t keep = keep_bytes / KH_PAGE, dropped = 0;
     kh_lock(&h->page_lock);
-    for (unsigned b = KH_NBINS; b-- > 0 && h->dirty_pages > keep;) {
-        for (struct kh_page *d = h->bins[b]; d && h->dirty_pages > keep; d = d->next) {
-            if (!d->dirty)
-                continue;
-            struct kh_region *r = &h->regions[d->region];
-            uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
-            kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
-            dropped += d->dirty;
-            h->dirty_pages -= d->dirty;
-            d->dirty = 0;
-        }
-    }
+    size_t dropped = purge_down(h, keep_bytes / KH_PAGE);
     kh_unlock(&h->page_lock);
     return dropped * KH_PAGE;
 #else
@@ -319,6 +379,19 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
     struct kh_region *r = &h->regions[head->region];
     size_t i = (size_t)(head - r->pages), n = head->npages, freed = n;
     size_t dirty = n; /* every page of the run may have been touched */
+    if (i + n > r->touched) {
+#if KHEAP_PORT_PURGE
+        if (i >= r->touched) {
+            /* Past the frontier (kheap's own blocks at a run's high end):
+             * purged now, so every free page past the frontier stays
+             * clean. */
+            kheap_port_pages_purge((void *)(r->start + (i << KHEAP_PAGE_SHIFT)), n * KH_PAGE);
+            h->purged_pages += n;
+            dirty = 0;
+        } else
+#endif
+            r->touched = i + n;
+    }
     h->free_pages += n;
     /* Clear the run's boundaries: every page of a slab, the head and tail
      * of a large block (whose interior is clear already). */
@@ -399,6 +472,9 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages)
     if (nn > more)
         put_free(h, r, i + npages, nn - more, dirty > more ? dirty - more : 0);
     kh_run_mark(h, r, i, npages, KH_PG_LARGE);
+    if (i + npages > r->touched)
+        r->touched = i + npages;
+    note_dirty_min(h);
     h->free_pages -= more;
     h->large_pages += more;
     return true;
@@ -432,6 +508,8 @@ enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d, uintptr_t addr
 void kh_pages_add(kheap_t *h, struct kh_region *r)
 {
     kh_run_mark(h, r, 0, r->npages, KH_PG_FREE);
+    r->touched = 0;
+    r->pages[0].dirty = 0;
     kh_bins_insert(h, &r->pages[0]);
     h->free_pages += r->npages;
 }

@@ -187,10 +187,13 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
         *head = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    if (s->list == KH_LIST_PARTIAL)
+    if (s->list == KH_LIST_PARTIAL) {
         c->nr_partial--;
-    else
+    } else {
         c->nr_empty--;
+        if (c->nr_empty < c->slab_empty_min)
+            c->slab_empty_min = c->nr_empty;
+    }
     s->prev = s->next = NULL;
 }
 
@@ -436,6 +439,19 @@ size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
     size_t bytes = slabs_free(c, release);
     for (size_t i = 0; i < nbad; i++)
         kh_report(bad_why[i], bad_obj[i], c, "kheap_free (found when its magazine was flushed)");
+    return bytes;
+}
+
+size_t kh_cache_decay(struct kheap_cache *c)
+{
+    kh_lock(&c->lock);
+    size_t idle = c->slab_empty_min < c->nr_empty ? c->slab_empty_min : c->nr_empty;
+    size_t keep = c->nr_empty - idle;
+    kh_unlock(&c->lock);
+    size_t bytes = idle ? kh_cache_release(c, keep) : 0;
+    kh_lock(&c->lock);
+    c->slab_empty_min = c->nr_empty;
+    kh_unlock(&c->lock);
     return bytes;
 }
 

@@ -917,6 +917,18 @@ static void options_start(void)
     }
     if (set)
         set_purge(slack, min);
+    /* The decay epoch in milliseconds, 0 for none (at most a day). */
+    v = getenv("KHEAP_DECAY_MS");
+    if (v && *v) {
+        size_t ms = 0;
+        const char *p = v;
+        while (*p >= '0' && *p <= '9' && ms <= 86400000u)
+            ms = ms * 10 + (size_t)(*p++ - '0');
+        if (p != v && !*p && ms <= 86400000u)
+            kheap_set_decay(kheap_default(), (unsigned)ms);
+        else
+            bad_option("KHEAP_DECAY_MS", v, "not a count of milliseconds up to 86400000");
+    }
     v = getenv("KHEAP_SAMPLE_RATE");
     if (v && *v)
         bad_option("KHEAP_SAMPLE_RATE", v, "this build has no allocation sampler");

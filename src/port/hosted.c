@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kheap.h"
@@ -265,5 +266,21 @@ void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got)
 void kheap_port_pages_purge(void *addr, size_t bytes)
 {
     madvise(addr, bytes, MADV_DONTNEED);
+}
+#endif
+
+#if KHEAP_PORT_CLOCK
+/* The coarse monotonic clock: a read of the vDSO's page, no system call,
+ * at the timer tick's resolution (1-10 ms), which decay's epochs of a
+ * second do not notice. */
+uint64_t kheap_port_clock_ms(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 #endif

@@ -205,3 +205,9 @@ void kheap_port_panic(const char *msg, const void *addr)
 #if KHEAP_PORT_PURGE
 #error "KHEAP_PORT_PURGE: define kheap_port_pages_purge here"
 #endif
+/* Optional: a monotonic millisecond clock (KHEAP_PORT_CLOCK 1) that the
+ * slow paths read to drive decay; without it, call kheap_tick from the
+ * kernel's timer or idle loop. */
+#if KHEAP_PORT_CLOCK
+#error "KHEAP_PORT_CLOCK: define kheap_port_clock_ms here"
+#endif

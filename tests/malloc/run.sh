@@ -33,7 +33,7 @@ prog c++ env LD_PRELOAD="$SO" "$M/cxx"
 prog rss env LD_PRELOAD="$SO" "$M/rss"
 # Memory that follows use, against the C library's malloc in the same run:
 # the plain run prints its figure, the preloaded run checks against it.
-for mode in realloc; do
+for mode in realloc cycles; do
     g=$("$M/shrink" $mode)
     prog shrink-$mode env LD_PRELOAD="$SO" "$M/shrink" $mode "$g"
 done
@@ -76,7 +76,8 @@ fi
 
 # glibc's malloc extensions: mallinfo2/mallinfo, malloc_stats, malloc_trim,
 # malloc_info, mallopt against what the program allocated.
-prog mallinfo env LD_PRELOAD="$SO" "$M/mallinfo"
+# (The purge's immediate rule alone: decay off.)
+prog mallinfo env KHEAP_DECAY_MS=0 LD_PRELOAD="$SO" "$M/mallinfo"
 
 # Run-time options: the purge settings from the environment, bad values
 # reported once (naming the variable and the value) and ignored.
@@ -86,16 +87,16 @@ keepcost() { # env... -- prints the keepcost figure (and stderr to $T/err)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 MIB=1048576
-k_default=$(keepcost env LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
-k_big=$(keepcost env KHEAP_PURGE_SLACK=1g LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+k_default=$(keepcost env KHEAP_DECAY_MS=0 LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+k_big=$(keepcost env KHEAP_DECAY_MS=0 KHEAP_PURGE_SLACK=1g LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
 if [ -n "$k_default" ] && [ -n "$k_big" ] && [ "$k_default" -le $((64 * MIB)) ] &&
     [ "$k_big" -ge $((128 * MIB)) ]; then
     echo "ok - KHEAP_PURGE_SLACK=1g keeps 128 MiB of freed pages resident ($k_big bytes; default $k_default)"
 else
     echo "not ok - KHEAP_PURGE_SLACK: keepcost '$k_big' with 1g, '$k_default' by default"
 fi
-k_min0=$(keepcost env KHEAP_PURGE_SLACK=0 LD_PRELOAD="$SO" "$M/mallinfo" guarded)
-k_min64=$(keepcost env KHEAP_PURGE_SLACK=0 KHEAP_PURGE_MIN=64m LD_PRELOAD="$SO" "$M/mallinfo" guarded)
+k_min0=$(keepcost env KHEAP_DECAY_MS=0 KHEAP_PURGE_SLACK=0 LD_PRELOAD="$SO" "$M/mallinfo" guarded)
+k_min64=$(keepcost env KHEAP_DECAY_MS=0 KHEAP_PURGE_SLACK=0 KHEAP_PURGE_MIN=64m LD_PRELOAD="$SO" "$M/mallinfo" guarded)
 if [ "$k_min0" = $((24 * MIB)) ] && [ "$k_min64" = $((32 * MIB)) ]; then
     echo "ok - KHEAP_PURGE_MIN=64m: runs of 8 MiB are not purged ($k_min64 bytes kept, $k_min0 without)"
 else
@@ -103,7 +104,7 @@ else
 fi
 for bad in KHEAP_PURGE_SLACK=lots KHEAP_PURGE_SLACK=-1 KHEAP_PURGE_MIN=0 KHEAP_PURGE_MIN=3x \
     KHEAP_PURGE_SLACK=99999999999999999999 KHEAP_SAMPLE_RATE=100; do
-    k=$(keepcost env "$bad" LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+    k=$(keepcost env KHEAP_DECAY_MS=0 "$bad" LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
     if [ "$(cat "$T/err")" = "kheap: ignoring $bad: $(sed -n 's/^kheap: ignoring [^:]*: //p' "$T/err")" ] &&
         [ "$(wc -l <"$T/err")" -eq 1 ] && [ "$k" = "$k_default" ]; then
         echo "ok - $bad is reported once and ignored: $(cat "$T/err")"
