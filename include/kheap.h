@@ -300,6 +300,16 @@ struct kheap_stats {
                                   purged or given to the heap (an upper
                                   estimate, see kheap_purge); 0 without
                                   KHEAP_PORT_PURGE */
+    /* Where the memory the program does not use is (so a user can see why
+     * the resident size is what it is). Free objects, allocated as far as
+     * their slabs know (part of slab_bytes): */
+    size_t magazine_bytes;     /* in the CPUs' (hosted: threads') magazines */
+    size_t depot_bytes;        /* in the caches' depots */
+    size_t empty_slab_bytes;   /* pages of empty slabs the caches keep */
+    /* Free pages (heap_free == dirty_bytes + purged_bytes): */
+    size_t purged_bytes;       /* not resident: purged, or never touched */
+    uint64_t purged_total;     /* bytes ever handed to the port's purge */
+    uint64_t decay_epochs;     /* decay epochs ended (kheap_tick) */
 };
 
 /* Decay (the default length of an epoch is KHEAP_DECAY_MS, 1000 ms).
@@ -357,6 +367,9 @@ struct kheap_cache_info {
     uint64_t cpu_hits;    /* allocations and frees served by a CPU's own
                              magazines, no lock taken */
     uint64_t cpu_misses;  /* those that went to the depot or the slabs */
+    size_t depot_objs;    /* of cached_objs, those in the depot's magazines
+                             (the rest are in the CPUs' own) */
+    size_t empty_slabs;   /* slabs with no object allocated, kept */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES

@@ -192,12 +192,18 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;
+    out->empty_slabs = c->nr_empty;
+    out->depot_objs = 0;
+    for (const struct kh_mag *m = c->depot_full; m; m = m->next)
+        out->depot_objs += m->n;
     kh_unlock(&c->lock);
     out->num_objs = out->num_slabs * c->objs;
     /* Counters read a moment apart may disagree while other CPUs work;
      * when the cache is quiet they are exact. */
     out->active_objs = n.allocs - n.frees;
     out->cached_objs = n.active > out->active_objs ? n.active - out->active_objs : 0;
+    if (out->depot_objs > out->cached_objs)
+        out->depot_objs = out->cached_objs; /* read a moment apart */
 }
 
 size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)

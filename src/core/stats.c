@@ -21,15 +21,19 @@
  */
 #include "kh_internal.h"
 
-/* Add cache c's object counts to *out (its per-CPU counters summed). */
-static void add_cache(kheap_t *h, struct kheap_cache *c, struct kheap_stats *out)
+/* Add cache c's object counts to *out (its per-CPU counters summed), and
+ * where its free objects and empty slabs are. */
+static void add_cache(struct kheap_cache *c, struct kheap_stats *out)
 {
-    struct kh_counts n;
-    kh_cache_counts(h, c, &n);
-    out->allocation_count += n.allocs;
-    out->free_count += n.frees;
-    out->allocated_bytes += n.allocs * c->size;
-    out->freed_bytes += n.frees * c->size;
+    struct kheap_cache_info row;
+    kheap_cache_info(c, &row);
+    out->allocation_count += row.allocs;
+    out->free_count += row.frees;
+    out->allocated_bytes += row.allocs * c->size;
+    out->freed_bytes += row.frees * c->size;
+    out->depot_bytes += row.depot_objs * c->size;
+    out->magazine_bytes += (row.cached_objs - row.depot_objs) * c->size;
+    out->empty_slab_bytes += row.empty_slabs * c->pages * KH_PAGE;
 }
 
 void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
@@ -40,7 +44,7 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     kh_lock(&h->caches_lock);
     kh_each_cache(h, c)
         if (!(c->flags & KH_CACHE_INTERNAL))
-            add_cache(h, c, out);
+            add_cache(c, out);
     kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
@@ -52,6 +56,8 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->region_count = h->nregions;
     out->large_count = (size_t)(h->large_allocs - h->large_frees);
     out->dirty_bytes = h->dirty_pages * KH_PAGE;
+    out->purged_bytes = (h->free_pages - h->dirty_pages) * KH_PAGE;
+    out->purged_total = h->purged_pages * KH_PAGE;
     out->metadata_bytes = h->region_meta + h->bitmap_bytes +
                           __atomic_load_n(&h->internal_bytes, __ATOMIC_RELAXED) +
                           h->meta_pages * KH_PAGE;
@@ -62,6 +68,7 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
     out->failed_count = h->failed_count;
     kh_unlock(&h->page_lock);
+    out->decay_epochs = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;
     if (out->peak_bytes < out->used_bytes)
         out->peak_bytes = out->used_bytes;
@@ -177,6 +184,14 @@ size_t kheap_format_stats(kheap_t *h, char *buf, size_t len)
     put_str(&o, " (metadata ", 0);
     put_pct(&o, s.metadata_bytes, s.heap_total);
     put_str(&o, " of heap)\n", 0);
+    static const char *const idle_names[] = {"magazines", "depots", "empty_slabs",
+                                             "free_resident", "free_purged"};
+    const uint64_t idle_vals[] = {s.magazine_bytes, s.depot_bytes, s.empty_slab_bytes,
+                                  s.dirty_bytes, s.purged_bytes};
+    put_row(&o, "idle", idle_names, idle_vals, 5);
+    static const char *const decay_names[] = {"epochs", "purged_total"};
+    const uint64_t decay_vals[] = {s.decay_epochs, s.purged_total};
+    put_row(&o, "decay", decay_names, decay_vals, 2);
     return finish(&o);
 }
 
@@ -190,8 +205,9 @@ static void put_cache(struct out *o, struct kheap_cache *c, bool all)
     const uint64_t v[] = {row.active_objs, row.num_objs,     row.objsize,
                           row.objperslab,  row.pagesperslab, row.active_slabs,
                           row.num_slabs,   row.allocs,       row.frees,
-                          row.cached_objs, row.cpu_hits,     row.cpu_misses};
-    for (size_t k = 0; k < 12; k++) {
+                          row.cached_objs, row.cpu_hits,     row.cpu_misses,
+                          row.depot_objs,  row.empty_slabs};
+    for (size_t k = 0; k < 14; k++) {
         put_ch(o, ' ');
         put_num(o, v[k], 12);
     }
@@ -204,9 +220,9 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
     static const char *const cols[] = {"active_objs", "num_objs", "objsize",
                                        "objperslab", "pagesperslab", "active_slabs",
                                        "num_slabs", "allocs", "frees", "cached",
-                                       "cpu_hits", "cpu_misses"};
+                                       "cpu_hits", "cpu_misses", "depot", "empty_slabs"};
     put_str(&o, "# name", KHEAP_NAME_MAX);
-    for (size_t i = 0; i < 12; i++) {
+    for (size_t i = 0; i < 14; i++) {
         put_ch(&o, ' ');
         size_t w = 0;
         while (cols[i][w])
