@@ -669,6 +669,67 @@ TEST(create_refusals)
     teardown();
 }
 
+/* Decay driven by kheap_tick, as a kernel without a port clock drives it
+ * (the times are far past the real clock the hosted slow paths read, so
+ * only these calls end epochs): memory idle for an epoch goes down every
+ * layer, memory reused in every epoch stays. */
+TEST(decay_by_tick)
+{
+    setup();
+    enum { N = 20000, BIG = 8u << 20 };
+    static void *objs[N];
+    const uint64_t t0 = (uint64_t)1 << 62;
+    CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
+    for (int i = 0; i < N; i++) {
+        objs[i] = kheap_alloc(g_heap, 64 + (size_t)(i % 4) * 64);
+        CHECK(objs[i] != NULL, "alloc %d", i);
+    }
+    for (int i = 0; i < N; i++)
+        kheap_free(g_heap, objs[i]);
+    void *big = kheap_alloc(g_heap, BIG);
+    CHECK(big != NULL, "alloc of 8 MiB%s", "");
+    memset(big, 1, BIG);
+    kheap_free(g_heap, big);
+    struct kheap_stats s0, s1;
+    kheap_get_stats(g_heap, &s0);
+    CHECK(s0.dirty_bytes >= BIG && s0.depot_bytes + s0.empty_slab_bytes > 0,
+          "before: dirty %zu, depots %zu, empty slabs %zu", s0.dirty_bytes, s0.depot_bytes,
+          s0.empty_slab_bytes);
+    size_t back = 0;
+    for (uint64_t k = 0; k < 4; k++)
+        back += kheap_tick(g_heap, t0 + k * 1000);
+    CHECK(kheap_tick(g_heap, t0 + 3500) == 0, "a tick within the epoch did work%s", "");
+    kheap_get_stats(g_heap, &s1);
+    printf("# idle: depots %zu -> %zu, empty slabs %zu -> %zu, resident free %zu -> %zu, "
+           "purged %zu -> %zu bytes; %zu bytes given back, %llu epochs\n",
+           s0.depot_bytes, s1.depot_bytes, s0.empty_slab_bytes, s1.empty_slab_bytes,
+           s0.dirty_bytes, s1.dirty_bytes, s0.purged_bytes, s1.purged_bytes, back,
+           (unsigned long long)s1.decay_epochs);
+    CHECK(s1.depot_bytes == 0 && s1.empty_slab_bytes == 0 && s1.dirty_bytes == 0,
+          "after 3 idle epochs: depots %zu, empty slabs %zu, resident free %zu",
+          s1.depot_bytes, s1.empty_slab_bytes, s1.dirty_bytes);
+    CHECK(s1.decay_epochs >= 3 && s1.purged_total >= BIG, "epochs %llu, purged %llu",
+          (unsigned long long)s1.decay_epochs, (unsigned long long)s1.purged_total);
+    CHECK(s1.heap_free == s1.dirty_bytes + s1.purged_bytes, "free %zu != %zu + %zu",
+          s1.heap_free, s1.dirty_bytes, s1.purged_bytes);
+    /* Hysteresis: a block freed and allocated again in every epoch keeps
+     * its pages resident. */
+    for (uint64_t k = 4; k < 8; k++) {
+        big = kheap_alloc(g_heap, BIG);
+        CHECK(big != NULL, "alloc of 8 MiB, epoch %d", (int)k);
+        memset(big, 2, BIG);
+        kheap_free(g_heap, big);
+        kheap_tick(g_heap, t0 + k * 1000);
+    }
+    kheap_get_stats(g_heap, &s1);
+    CHECK(s1.dirty_bytes >= BIG, "a block reused every epoch was purged (resident free %zu)",
+          s1.dirty_bytes);
+    CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK && kheap_tick(g_heap, t0 + 100000) == 0,
+          "decay off still ticks%s", "");
+    check_heap("decay");
+    teardown();
+}
+
 int main(void)
 {
     kheap_set_report_hook(report_hook);
@@ -680,5 +741,6 @@ int main(void)
     RUN(format_text);
     RUN(names);
     RUN(create_refusals);
+    RUN(decay_by_tick);
     return harness_done();
 }
