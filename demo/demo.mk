@@ -5,7 +5,7 @@
 #   make kernels                              build all three
 #
 # Each kernel is the freestanding core, the bare-metal port
-# (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
+# (src/port/baremetal.c), the shared test bodies (tests/bodies.c, tests/support.c), the
 # shared kernel (demo/kernel.c, demo/libc.c) and the architecture's own
 # files (demo/<arch>/: start.S, arch.c, kernel.ld).
 # KERNEL_IMAGE_<arch> is what QEMU boots.
@@ -30,10 +30,10 @@ KLINK_x86_64   := -m64 -Wl,-z,max-page-size=4096
 KLIBS_aarch64  := -lgcc
 KLIBS_x86_64   := -lgcc
 
-KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/class_rule.h demo/arch.h demo/demo.mk
+               tests/support.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel
