@@ -102,7 +102,7 @@ $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(S
 MALLOC_TESTS := $(patsubst tests/malloc/%.c,%,$(filter-out tests/malloc/ctorlib.c,$(wildcard tests/malloc/*.c)))
 MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests -Iinclude
 # The hosted test support that needs no kheap (tests/harness.c).
-TEST_HDRS := tests/harness.h tests/support.h
+TEST_HDRS := tests/harness.h tests/support.h tests/rand.h
 
 $(B)/malloc/obj/harness.o: tests/harness.c $(TEST_HDRS)
 	@mkdir -p $(dir $@)

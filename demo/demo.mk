@@ -33,7 +33,7 @@ KLIBS_x86_64   := -lgcc
 KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/support.h demo/arch.h demo/demo.mk
+               tests/support.h tests/rand.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel
