@@ -89,6 +89,34 @@ const char *kt_report_kind_name(int kind)
     return kind >= 0 && kind <= KHEAP_REPORT_BUSY ? names[kind] : "?";
 }
 
+/* ---- block contents ---- */
+
+/* The start of the tail edge: never below from. */
+static size_t tail_start(size_t n, size_t from, size_t edge)
+{
+    return n > from + edge ? n - edge : from;
+}
+
+void kt_pattern_fill(unsigned char *p, size_t n, size_t from, size_t edge, uint32_t seed)
+{
+    for (size_t i = from; i < n && i < from + edge; i++)
+        p[i] = kt_pattern(seed, i);
+    for (size_t i = tail_start(n, from, edge); i < n; i++)
+        p[i] = kt_pattern(seed, i);
+}
+
+size_t kt_pattern_find_bad(const unsigned char *p, size_t n, size_t from, size_t edge,
+                           uint32_t seed, size_t limit)
+{
+    for (size_t i = from; i < n && i < from + edge && i < limit; i++)
+        if (p[i] != kt_pattern(seed, i))
+            return i;
+    for (size_t i = tail_start(n, from, edge); i < n && i < limit; i++)
+        if (p[i] != kt_pattern(seed, i))
+            return i;
+    return SIZE_MAX;
+}
+
 /* ---- the counting constructor/destructor pair ---- */
 
 static unsigned long c_ctor, c_dtor, c_dtor_bad;

@@ -9,6 +9,7 @@
  *   size classes     kt_class[], computed from the documented rule
  *   report capture   kt_capture_reports: the one place that installs
  *                    kheap's report hook for a test
+ *   block contents   kt_pattern_fill / kt_pattern_find_bad
  *   object caches    kt_ctor / kt_dtor: a counting constructor and
  *                    destructor pair that checks the constructed state
  *
@@ -52,6 +53,22 @@ unsigned long kt_reports(void);
 struct kheap_report kt_last_report(void);
 /* Name of a report kind ("DOUBLE_FREE"), "?" for an unknown one. */
 const char *kt_report_kind_name(int kind);
+
+/* ---- block contents: a pattern at both edges of a block ----
+ * Byte i of a block tagged seed holds kt_pattern(seed, i). Only the first
+ * `edge` bytes from `from` and the last `edge` bytes are written and
+ * checked, so large blocks cost little; bytes below `from` (a
+ * constructor's state) are left alone. */
+
+static inline unsigned char kt_pattern(uint32_t seed, size_t i)
+{
+    return (unsigned char)(((seed ^ (uint32_t)i) * 0x9e3779b1u) >> 24);
+}
+
+void kt_pattern_fill(unsigned char *p, size_t n, size_t from, size_t edge, uint32_t seed);
+/* The first byte below limit that lost its pattern, or SIZE_MAX. */
+size_t kt_pattern_find_bad(const unsigned char *p, size_t n, size_t from, size_t edge,
+                           uint32_t seed, size_t limit);
 
 /* ---- a constructor/destructor pair for object caches ----
  * kt_ctor writes KT_CTOR_MAGIC into the first 8 bytes of the object (so

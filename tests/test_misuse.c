@@ -270,6 +270,18 @@ static void free_64s_but(unsigned char **o, int n, int skip)
     expect_no_report("freeing the rest");
 }
 
+/* Free p twice (with kheap_reclaim between the two if asked): the second
+ * free is exactly one DOUBLE_FREE report. */
+static void free_twice(unsigned char *p, bool reclaim_between, const char *what)
+{
+    kheap_free(g_heap, p);
+    if (reclaim_between)
+        kheap_reclaim(g_heap);
+    arm();
+    kheap_free(g_heap, p);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, what);
+}
+
 TEST(double_free_small)
 {
     setup();
@@ -277,11 +289,7 @@ TEST(double_free_small)
     unsigned char *o[64];
     alloc_64s(o, 64);
     unsigned char *p = o[10];
-    kheap_free(g_heap, p);
-    arm();
-    kheap_free(g_heap, p);
-    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of a 64-byte "
-                  "object");
+    free_twice(p, false, "double free of a 64-byte object");
     arm();
     CHECK(kheap_usable_size(g_heap, p) == 0,
           "usable_size of a free object is not 0%s", "");
@@ -311,11 +319,8 @@ TEST(double_free_after_reclaim)
     unsigned char *o[16];
     alloc_64s(o, 16);
     unsigned char *p = o[5];
-    kheap_free(g_heap, p);
-    kheap_reclaim(g_heap); /* the slab stays: 15 objects are live */
-    arm();
-    kheap_free(g_heap, p);
-    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of an object back in its slab");
+    /* The slab stays over the reclaim: 15 objects are live. */
+    free_twice(p, true, "double free of an object back in its slab");
     const void *addr = NULL;
     const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "after the reported double free: %s at %p", msg, addr);

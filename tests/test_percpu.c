@@ -202,6 +202,15 @@ static size_t g_mem_size;
 static kheap_cache_t *g_cache[KINDS]; /* [KIND_CTOR], [KIND_PLAIN] */
 static atomic_ulong g_kind_allocs[KINDS], g_kind_frees[KINDS];
 
+/* g_cache[kind] of the running test: with kt_ctor/kt_dtor for KIND_CTOR. */
+static void new_cache(int kind, const char *name, size_t size, size_t align)
+{
+    bool ctor = kind == KIND_CTOR;
+    g_cache[kind] = kheap_cache_create(g_h, name, size, align, ctor ? kt_ctor : NULL,
+                                       ctor ? kt_dtor : NULL);
+    SCHECK(g_cache[kind] != NULL, "kheap_cache_create(%s) failed", name);
+}
+
 /* Every constructor call had its destructor call, on an object that
  * still held the constructor's magic (caches of kt_ctor/kt_dtor). */
 static void check_ctors_balanced(const char *when)
@@ -212,8 +221,11 @@ static void check_ctors_balanced(const char *when)
            when, n.ctor, n.dtor, n.dtor_bad);
 }
 
-static void test_reset(struct kt_heap *t)
+/* The start of every test: a heap of its own (big bytes, small bytes in
+ * small mode), and every counter at 0. */
+static void test_open(struct kt_heap *t, size_t big, size_t small)
 {
+    kt_heap_open(t, heap_size_for(big, small));
     errors_reset();
     kt_reports_reset();
     g_first_report[0] = 0;
@@ -228,11 +240,6 @@ static void test_reset(struct kt_heap *t)
     kt_ctor_reset();
 }
 
-static unsigned char pat(uint32_t tag, size_t i)
-{
-    return (unsigned char)(((tag ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
-}
-
 static size_t pat_from(const struct item *it)
 {
     return it->kind == KIND_CTOR ? 8 : 0; /* the constructor's magic first */
@@ -240,24 +247,13 @@ static size_t pat_from(const struct item *it)
 
 static void fill(const struct item *it)
 {
-    size_t from = pat_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE; i++)
-        it->p[i] = pat(it->tag, i);
-    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n; i++)
-        it->p[i] = pat(it->tag, i);
+    kt_pattern_fill(it->p, it->size, pat_from(it), EDGE, it->tag);
 }
 
 /* First byte below limit that lost its pattern, or SIZE_MAX. */
 static size_t verify(const struct item *it, size_t limit)
 {
-    size_t from = pat_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
-        if (it->p[i] != pat(it->tag, i))
-            return i;
-    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n && i < limit; i++)
-        if (it->p[i] != pat(it->tag, i))
-            return i;
-    return SIZE_MAX;
+    return kt_pattern_find_bad(it->p, it->size, pat_from(it), EDGE, it->tag, limit);
 }
 
 static bool check_item(unsigned id, const struct item *it, const char *when)
@@ -266,7 +262,7 @@ static bool check_item(unsigned id, const struct item *it, const char *when)
     TCHECK(id, bad == SIZE_MAX,
            "%s: block %p (size %zu, kind %d, owner %u) byte %zu is 0x%02x, want 0x%02x",
            when, (void *)it->p, it->size, it->kind, it->owner, bad, it->p[bad],
-           pat(it->tag, bad));
+           kt_pattern(it->tag, bad));
     if (it->kind == KIND_CTOR) {
         uint64_t m;
         memcpy(&m, it->p, sizeof m);
@@ -476,7 +472,7 @@ static bool t1_realloc(struct w1 *w)
     size_t keep = size < it->size ? size : it->size;
     size_t bad = verify(&moved, keep);
     TCHECK(w->id, bad == SIZE_MAX, "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)",
-           it->size, size, bad, q[bad], pat(it->tag, bad));
+           it->size, size, bad, q[bad], kt_pattern(it->tag, bad));
     w->live[i] = w->live[--w->nlive];
     return new_item(w->id, &w->rng, &w->live[w->nlive++], q, size, KIND_KM);
 }
@@ -584,12 +580,10 @@ static void *t1_main(void *arg)
 static void t1_run(unsigned nthreads)
 {
     struct kt_heap t;
-    kt_heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
-    test_reset(&t);
+    test_open(&t, (size_t)64 << 20, (size_t)8 << 20);
     size_t base_rows = kheap_slabinfo(g_h, NULL, 0);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "pc-ctor", 200, 0, kt_ctor, kt_dtor);
-    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-plain", 48, 16, NULL, NULL);
-    SCHECK(g_cache[KIND_CTOR] && g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    new_cache(KIND_CTOR, "pc-ctor", 200, 0);
+    new_cache(KIND_PLAIN, "pc-plain", 48, 16);
     SCHECK(kheap_slabinfo(g_h, NULL, 0) == base_rows + 2, "slabinfo rows %zu, want %zu",
            kheap_slabinfo(g_h, NULL, 0), base_rows + 2);
 
@@ -869,10 +863,8 @@ static void *pc_consumer(void *arg)
 TEST(producer_consumer)
 {
     struct kt_heap t;
-    kt_heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-fifo", PC_SIZE, 0, NULL, NULL);
-    SCHECK(g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    test_open(&t, (size_t)64 << 20, (size_t)8 << 20);
+    new_cache(KIND_PLAIN, "pc-fifo", PC_SIZE, 0);
     g_pc_total = 2 * (uint64_t)g_ops;
     /* Bursts of 8192 objects per cache, well above what a depot may keep
      * (except in the tiny KHEAP_DEBUG=3 run). */
@@ -1067,10 +1059,8 @@ static void *ch_main(void *arg)
 TEST(thread_churn)
 {
     struct kt_heap t;
-    kt_heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "churn-obj", CH_OBJSIZE, 0, kt_ctor, kt_dtor);
-    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
+    new_cache(KIND_CTOR, "churn-obj", CH_OBJSIZE, 0);
     unsigned nthreads = g_small ? 128 : 1000;
     if (!g_small && g_ops > 1000000)
         nthreads = (unsigned)(g_ops / 1000);
@@ -1257,10 +1247,8 @@ static void *sr_main(void *arg)
 TEST(slot_reuse)
 {
     struct kt_heap t;
-    kt_heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "slot-obj", 128, 0, kt_ctor, kt_dtor);
-    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
+    new_cache(KIND_CTOR, "slot-obj", 128, 0);
     /* Small: drd's cost grows steeply with 72 threads running at once. */
     g_sr_k = g_small ? 4 : SR_K_MAX;
     g_sr_rounds = g_small ? 1 : 8;
@@ -1361,8 +1349,7 @@ static size_t cached_total(kheap_t *h, bool kmalloc_only, size_t *slabs)
 TEST(reclaim_reach)
 {
     struct kt_heap t;
-    kt_heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
     size_t nobj = g_small ? 600 : 20000;
     void **v = calloc(nobj, sizeof *v);
     SCHECK(v != NULL, "calloc failed");

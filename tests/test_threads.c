@@ -128,11 +128,6 @@ static uint64_t rnd(struct worker *w)
         }                                                                     \
     } while (0)
 
-static unsigned char pat(uint32_t seed, size_t i)
-{
-    return (unsigned char)(((seed ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
-}
-
 static size_t pattern_from(const struct item *it)
 {
     return it->cache == 0 ? 8 : 0; /* the ctor's magic comes first */
@@ -140,24 +135,13 @@ static size_t pattern_from(const struct item *it)
 
 static void fill(const struct item *it)
 {
-    size_t from = pattern_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE; i++)
-        it->p[i] = pat(it->seed, i);
-    for (size_t i = n > EDGE ? n - EDGE : from; i < n; i++)
-        it->p[i] = pat(it->seed, i);
+    kt_pattern_fill(it->p, it->size, pattern_from(it), EDGE, it->seed);
 }
 
 /* First byte below limit that lost its pattern, or SIZE_MAX. */
 static size_t verify(const struct item *it, size_t limit)
 {
-    size_t from = pattern_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
-        if (it->p[i] != pat(it->seed, i))
-            return i;
-    for (size_t i = n > EDGE ? n - EDGE : from; i < n && i < limit; i++)
-        if (it->p[i] != pat(it->seed, i))
-            return i;
-    return SIZE_MAX;
+    return kt_pattern_find_bad(it->p, it->size, pattern_from(it), EDGE, it->seed, limit);
 }
 
 static bool check_item(struct worker *w, const struct item *it,
@@ -167,7 +151,7 @@ static bool check_item(struct worker *w, const struct item *it,
     WCHECK(w, bad == SIZE_MAX,
            "%s: block %p (size %zu, cache %d) byte %zu is 0x%02x, want 0x%02x",
            when, (void *)it->p, it->size, it->cache, bad, it->p[bad],
-           pat(it->seed, bad));
+           kt_pattern(it->seed, bad));
     if (it->cache == 0) {
         uint64_t m;
         memcpy(&m, it->p, sizeof m);
@@ -293,7 +277,7 @@ static bool op_realloc(struct worker *w)
     size_t bad = verify(&moved, keep);
     WCHECK(w, bad == SIZE_MAX,
            "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)", it->size,
-           size, bad, q[bad], pat(it->seed, bad));
+           size, bad, q[bad], kt_pattern(it->seed, bad));
     w->live[i] = w->live[--w->nlive];
     return add_live(w, q, size, KMALLOC);
 }
