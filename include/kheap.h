@@ -246,7 +246,8 @@ size_t kheap_reclaim(kheap_t *heap);
 
 /* Set the heap's purge rule: when a free leaves more than slack_bytes of
  * free pages possibly resident (or twice the pages recently in use, if
- * that is more), the coalesced free run is purged if it is at least
+ * that is more: with decay on, the peak of this decay epoch and the last;
+ * kheap_set_decay), the coalesced free run is purged if it is at least
  * min_bytes long. slack_bytes is rounded down and min_bytes up to whole
  * pages; slack 0 purges at every free of a run of min_bytes or more.
  * Both apply from the next free on. Defaults: KHEAP_PURGE_SLACK and

@@ -34,7 +34,12 @@
  * peak follows the pages in use up, and drops to them when they fall
  * below an eighth of it, so a program that frees most of what it used
  * goes back to the fixed slack: free memory stays resident only while it
- * is of the order of what the program uses. Purged pages stay free heap pages: no figure
+ * is of the order of what the program uses. With decay on (kheap_tick,
+ * cache.c) the peak is instead the higher of this decay epoch's and the
+ * last one's, so cycles of any size keep their pages, and kh_pages_decay
+ * purges, at an epoch's end, the free pages that stayed resident through
+ * it (runs of any length). Each region's touched frontier keeps purges
+ * off pages never touched or already purged (purge_run). Purged pages stay free heap pages: no figure
  * of the statistics changes, only the process's resident memory. The
  * count is an estimate (an allocation may take clean pages of a dirty
  * run), so resident free memory can exceed the slack by what such splits
