@@ -80,6 +80,11 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(h->cpu, sizeof h->cpu);
     kh_vg_benign(&h->region_seq, sizeof h->region_seq);
     kh_vg_benign(&h->nregions, sizeof h->nregions);
+    /* Decay's atomics: read on slow paths, written once an epoch. */
+    kh_vg_benign(&h->decay_next, sizeof h->decay_next);
+    kh_vg_benign(&h->decay_ms, sizeof h->decay_ms);
+    kh_vg_benign(&h->decay_busy, sizeof h->decay_busy);
+    kh_vg_benign(&h->decay_epochs, sizeof h->decay_epochs);
     kh_vg_benign(h->order, sizeof h->order);
     window_setup(h, zeroed);
     kh_registry_add(h);
