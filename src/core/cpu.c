@@ -445,13 +445,11 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 /* CPU cpu has stopped using h: its magazines go to the depots. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
         if (cc)
             cc_return(h, c, cc);
     }
-    kh_unlock(&h->caches_lock);
 }
 
 void kheap_cpu_flush(unsigned cpu)

@@ -27,7 +27,9 @@
  *                           creation and end, by kheap_cpu_flush and
  *                           around fork, before any heap lock.
  *   1. kheap.caches_lock  - the list of user caches (kheap.caches); held
- *                           across walks over every cache (kh_each_cache).
+ *                           across the user caches of a walk over every
+ *                           cache (kh_each_cache_locking), never across the
+ *                           built-in caches, whose reports run lock-free.
  *   2. kheap_cache.lock   - one cache's slab lists, depot and counters; a
  *                           thread holds at most one, except lock-all
  *                           (kheap_check, fork), which takes them all in
@@ -303,27 +305,51 @@ void kh_registry_add(kheap_t *h);
 void kh_heap_lock_all(kheap_t *h, bool lock);
 
 /* Every cache of a heap, in one order: the kmalloc classes, the user
- * caches (creation order), the magazine caches, the cache of cache
- * structures. The walk reads the user caches' list: the caller holds
- * caches_lock (or the heap is not yet shared). */
-static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c)
+ * caches (creation order), the cache of cache structures, the magazine
+ * caches (by capacity).
+ *   kh_each_cache(h, c)          the caller holds caches_lock, which
+ *                                guards the user caches' list (or every
+ *                                lock: kheap_check, fork);
+ *   kh_each_cache_locking(h, c)  the walk takes caches_lock itself while
+ *                                it is among the user caches, and only
+ *                                then, so the built-in caches are visited
+ *                                with no lock held (their reports and
+ *                                destructors run lock-free, as kheap.h
+ *                                promises). The loop must run to its end.
+ */
+static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c,
+                                                bool locking)
 {
+    struct kheap_cache *next;
     if (!c)
         return &h->kmalloc[0];
     if (c->flags & KH_CACHE_KMALLOC) {
         if (c != &h->kmalloc[KHEAP_NUM_CLASSES - 1])
             return (struct kheap_cache *)c + 1;
-        return h->caches ? h->caches : &h->mag_cache[0];
+        if (locking)
+            kheap_port_lock(&h->caches_lock);
+        if (h->caches)
+            return h->caches;
+        next = &h->cache_cache;
+    } else if (!(c->flags & KH_CACHE_INTERNAL)) {
+        if (c->next)
+            return c->next;
+        next = &h->cache_cache;
+    } else if (c == &h->cache_cache) {
+        return &h->mag_cache[0];
+    } else {
+        return c == &h->mag_cache[KH_MAG_TYPES - 1] ? NULL : (struct kheap_cache *)c + 1;
     }
-    if (!(c->flags & KH_CACHE_INTERNAL))
-        return c->next ? c->next : &h->mag_cache[0];
-    if (c == &h->cache_cache)
-        return NULL;
-    return c == &h->mag_cache[KH_MAG_TYPES - 1] ? &h->cache_cache
-                                                : (struct kheap_cache *)c + 1;
+    if (locking)
+        kheap_port_unlock(&h->caches_lock);
+    return next;
 }
 #define kh_each_cache(h, c)                                                   \
-    for (struct kheap_cache *c = kh_cache_next(h, NULL); c; c = kh_cache_next(h, c))
+    for (struct kheap_cache *c = kh_cache_next(h, NULL, false); c;           \
+         c = kh_cache_next(h, c, false))
+#define kh_each_cache_locking(h, c)                                           \
+    for (struct kheap_cache *c = kh_cache_next(h, NULL, true); c;            \
+         c = kh_cache_next(h, c, true))
 
 /* region.c */
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
