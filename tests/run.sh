@@ -65,8 +65,11 @@ for v in $VARIANTS; do
 done
 
 # The core's layering: no file calls a file above it (tools/layers.sh, on
-# the release build's objects; CORE_SRC lists the core bottom up).
-run layers tools/layers.sh "$B/release/obj/core" ${CORE_SRC:-}
+# the objects of the release build and of the builds that compile code the
+# release leaves out; CORE_SRC lists the core bottom up).
+for v in release debug3 valgrind; do
+    run "layers-$v" tools/layers.sh "$B/$v/obj/core" ${CORE_SRC:-}
+done
 
 for t in $CROSS; do
     out="$LOG/cross-$t.log"

@@ -226,8 +226,12 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
         return alloc_direct(c);
     }
     kh_bump(&miss_of(h, c, cpu)->alloc);
-    /* Loaded is empty (or the sentinel). */
-    if (cc->prev->n) {
+    /* Loaded is empty (or the sentinel), unless the hit path looked at
+     * another front: the port's per-CPU word was still the sentinel's
+     * while this CPU's state of the heap was set up (default.c). */
+    if (cc->top != cc->base) {
+        /* A hit after all: the pop below takes it. */
+    } else if (cc->prev->n) {
         struct kh_mag *full = cc->prev;
         cc->prev = kh_cc_unload(cc);
         kh_cc_load(cc, full);

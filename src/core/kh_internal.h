@@ -50,6 +50,45 @@
 
 #include "kh_front.h"
 
+#if KHEAP_VALGRIND
+#include <valgrind/drd.h>
+#include <valgrind/memcheck.h>
+/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
+ * accesses: mark the per-CPU counters (written by one CPU, summed by any)
+ * and the lock-free publication words as intended races, and describe the
+ * registry spinlock as a lock. */
+#define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
+#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
+#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
+#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
+#define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
+#define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
+#define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
+#define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
+#define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
+#define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
+#define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
+#else
+#define kh_vg_benign(p, n) ((void)(p), (void)(n))
+#define kh_vg_lock_created(l) ((void)(l))
+#define kh_vg_locked(l) ((void)(l))
+#define kh_vg_unlocked(l) ((void)(l))
+#define kh_vg_before(p) ((void)(p))
+#define kh_vg_after(p) ((void)(p))
+#define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
+#define kh_vg_free(p) ((void)(p))
+#define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
+#define kh_vg_defined(p, n) ((void)(p), (void)(n))
+#define kh_vg_undefined(p, n) ((void)(p), (void)(n))
+#endif
+
+#define KH_HEAP_MAGIC 0x6b686561u /* "khea" */
+#define KH_CACHE_MAGIC 0x6b636163u /* "kcac" */
+
+/* Slabs never span more pages than this (the page counts of every class
+ * are computed at init; see slab.c). */
+#define KH_SLAB_MAX_PAGES 64u
+
 /* ------------------------------------------------------------------ */
 /* Page descriptors.
  *
@@ -267,11 +306,11 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (heap.c) */
-    /* The first region and its page tags (tags NULL if there was no
-     * memory for them: every free then takes the slow path). A tag is
-     * written by the cache that makes or unmakes the slab, under its
-     * lock, before any object of the slab is handed out and after the
-     * last comes back (slab.c). Fixed after init otherwise. */
+    /* The first region and its page tags (laid out after its
+     * descriptors: kh_region_tags). A tag is written by the cache that
+     * makes or unmakes the slab, under its lock, before any object of the
+     * slab is handed out and after the last comes back (slab.c). Fixed
+     * after init otherwise. */
     struct kh_window window;
 
     /* Fixed after init. */
@@ -353,10 +392,17 @@ static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_c
 
 /* region.c */
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
+int kh_region_check(const void *base, size_t size, bool first);
 int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
                       bool zeroed);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
+/* The page tags of the first region: after its descriptors, counted in
+ * its meta_bytes. */
+static inline uint16_t *kh_region_tags(const struct kh_region *r0)
+{
+    return (uint16_t *)(r0->pages + r0->npages);
+}
 static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
 {
     const struct kh_region *r = &h->regions[d->region];

@@ -5,7 +5,7 @@
  * the page layer (page_lock); object counts per CPU and per cache, by the
  * per-CPU layer (each CPU writes only its own, see cpu.c) and summed here;
  * large blocks and failures under page_lock; committed bytes, their peak
- * and internal bytes as atomic counters (kmalloc.c). Object counts are
+ * and internal bytes as atomic counters (heap.c). Object counts are
  * summed first, then page_lock is taken. On a quiet heap every figure is
  * exact; while other CPUs work, the object counts are each exact but read
  * a moment apart. Identities (checked by kheap_check on a quiet heap):
