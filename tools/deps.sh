@@ -8,7 +8,9 @@
 #   tools/deps.sh demo       compilers and QEMU for the bare-metal kernels
 #   tools/deps.sh real       compilers and the real programs run under
 #                            libkheap.so (tests/real, bench/real.py)
-#   tools/deps.sh check      all three (make check)
+#   tools/deps.sh rust       Debian's cargo and rustc, when no cargo is on
+#                            PATH (the Rust crate, bindings/rust)
+#   tools/deps.sh check      build, demo, real and rust (make check)
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
@@ -24,13 +26,22 @@ real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
+# The Rust crate (bindings/rust) builds with Debian 12's cargo/rustc 1.63
+# and with newer ones: a cargo already on PATH (e.g. from rustup) is used
+# as it is, else Debian's is installed.
+rust_pkgs=""
+if ! command -v cargo >/dev/null 2>&1; then
+  rust_pkgs="cargo rustc"
+fi
+
 case "${1:-all}" in
   build) want="$build_pkgs" ;;
   demo)  want="$build_pkgs $demo_pkgs" ;;
   real)  want="$build_pkgs $real_pkgs" ;;
-  check) want="$build_pkgs $demo_pkgs $real_pkgs" ;;
+  rust)  want="$build_pkgs $rust_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs $real_pkgs $rust_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $real_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $rust_pkgs $bench_pkgs" ;;
 esac
 
 missing=""
