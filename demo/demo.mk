@@ -3,6 +3,8 @@
 #
 #   make demo [ARCH=riscv64|aarch64|x86_64]   build, boot and show the output
 #   make kernels                              build all three
+#   make kernel-rust-x86_64                   the x86_64 kernel with the Rust
+#                                             library of demo/rust (cargo)
 #
 # Each kernel is the freestanding core, the bare-metal port
 # (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the

@@ -528,6 +528,21 @@ impl KHeap {
         ffi::kheap_usable_size(h, ptr as *const c_void)
     }
 
+    /// Forget the heap: it is uninitialised again (allocations return
+    /// null) and may be [`init`](KHeap::init)ed anew, over the same memory
+    /// or other memory. Nothing is written to the regions.
+    ///
+    /// # Safety
+    /// No block of the heap may be used afterwards, no other thread or CPU
+    /// may be inside a call on it, and it must not be the global allocator
+    /// of a program that still runs.
+    pub unsafe fn fini(&self) {
+        let h = self.heap.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !h.is_null() {
+            ffi::kheap_fini(h);
+        }
+    }
+
     /// Whether [`init`](KHeap::init) has succeeded.
     pub fn is_initialised(&self) -> bool {
         !self.raw().is_null()
