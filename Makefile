@@ -36,10 +36,10 @@ OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN,$(if $($(o)),-D$(o)=$($(o))))
 
-CORE_SRC := $(addprefix src/core/,region.c pages.c slab.c cache.c cpu.c kmalloc.c \
-              stats.c check.c default.c)
+CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c kmalloc.c \
+              stats.c init.c default.c)
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
+HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 # Hosted configurations the test suite runs in: name and extra flags.

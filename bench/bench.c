@@ -3,6 +3,10 @@
  *
  *   -DBENCH_KHEAP   calls kheap's default heap (kmalloc / kfree), linked
  *                   with libkheap.a built with a 256 MiB default heap;
+ *   -DBENCH_KHEAP -DBENCH_KHEAP_INIT
+ *                   calls kheap_alloc / kheap_free on a heap made with
+ *                   kheap_init over 256 MiB of mapped memory (the path a
+ *                   kernel's own heaps take);
  *   (otherwise)     calls malloc / free: glibc's, or the peer that
  *                   LD_PRELOAD puts in front (jemalloc, mimalloc, tcmalloc).
  *
@@ -50,7 +54,14 @@
 
 #include <valgrind/callgrind.h>
 
-#ifdef BENCH_KHEAP
+#ifdef BENCH_KHEAP_INIT
+#include <sys/mman.h>
+#include "kheap.h"
+#define ALLOCATOR_KIND "kheap_init"
+static kheap_t *bench_heap;
+#define bench_malloc(n) kheap_alloc(bench_heap, n)
+#define bench_free(p) kheap_free(bench_heap, p)
+#elif defined(BENCH_KHEAP)
 #include "kheap.h"
 #define ALLOCATOR_KIND "kheap"
 #define bench_malloc(n) kmalloc(n)
@@ -483,6 +494,13 @@ static unsigned long arg_ul(const char *s)
 
 int main(int argc, char **argv)
 {
+#ifdef BENCH_KHEAP_INIT
+    size_t bytes = (size_t)256 << 20;
+    void *region = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int err = region == MAP_FAILED ? KHEAP_EINVAL : kheap_init(&bench_heap, region, bytes);
+    if (err)
+        die(kheap_strerror(err));
+#endif
     if (argc == 4 && !strcmp(argv[1], "hot"))
         return run_hot(argv[2], arg_ul(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "tput"))

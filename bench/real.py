@@ -54,8 +54,8 @@ sed -i s/1/one/ f1*.txt && git commit -q -a -m second &&
 git log --stat --format="%H %s" >/dev/null && git gc -q && git fsck --no-progress
 """
 GCC = """
-for f in kmalloc slab pages cpu region; do
-  gcc -O2 -std=c11 -DKHEAP_PORT_PAGES=1 -I"$ROOT/include" -I"$ROOT/src" -c "$ROOT/src/$f.c" -o $f.o || exit 1
+for f in slab pages cpu region check; do
+  gcc -O2 -std=c11 -DKHEAP_PORT_PAGES=1 -I"$ROOT/include" -I"$ROOT/src" -I"$ROOT/src/core" -c "$ROOT/src/core/$f.c" -o $f.o || exit 1
 done
 """
 SORT = """

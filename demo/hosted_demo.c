@@ -194,7 +194,7 @@ int main(int argc, char **argv)
     char buf[32768];
 
     printf("kheap demo: default heap of %u bytes ends at %#lx\n",
-           (unsigned)KHEAP_DEFAULT_SIZE, (unsigned long)kheap_heap_end());
+           (unsigned)KHEAP_DEFAULT_SIZE, (unsigned long)kheap_default_end());
     kheap_t *h = kheap_default();
     task_cache = kheap_cache_create(h, "task_struct", sizeof(struct task), 64, NULL, NULL);
     inode_cache = kheap_cache_create(h, "inode", sizeof(struct inode), 0, inode_ctor, NULL);
@@ -254,7 +254,7 @@ int main(int argc, char **argv)
               kheap_cache_destroy(skb_cache);
     size_t back = kheap_reclaim(h);
     const void *addr = NULL;
-    const char *problem = kheap_check_quiet(h, &addr);
+    const char *problem = kheap_check_quiescent(h, &addr);
     struct kheap_stats s;
     kheap_get_stats(h, &s);
     printf("\n-- after shutdown: %zu bytes of empty slabs reclaimed --\n", back);

@@ -127,7 +127,7 @@ static void run_all(void (*fn)(unsigned, void *), void *arg)
 
 static kt_report_fn set_hook(kt_report_fn fn)
 {
-    return kheap_bm_set_report_hook(fn);
+    return kheap_set_report_hook(fn);
 }
 
 /* ------------------------------------------------------------------ */
@@ -339,7 +339,7 @@ void kernel_main(void)
         ;
     unsigned n = __atomic_load_n(&cpus_online, __ATOMIC_ACQUIRE);
     cpu_hw[0] = kheap_bm_cpu_index();
-    uintptr_t end = kheap_heap_end();
+    uintptr_t end = kheap_default_end();
     kt_format(text, sizeof text,
               "# kheap demo kernel, %s: %u CPUs online (%s), heap: static array of %u KiB "
               "at [%p, %p)",

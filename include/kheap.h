@@ -19,8 +19,8 @@
  *    constants are given in docs/DESIGN.md. Object constructors and
  *    destructors, copies and fills are extra, proportional to their size.
  *  - Misuse (a pointer that kheap did not hand out, an interior pointer, a
- *    double free) is reported through the port's report hook with the
- *    address and the reason, and the heap is left as it was.
+ *    double free) is reported (kheap_set_report_hook) with the address,
+ *    the cache and the reason, and the heap is left as it was.
  *  - Failure to allocate returns NULL, counts a failure in the statistics
  *    and leaves the heap as it was.
  */
@@ -70,6 +70,21 @@ enum kheap_err {
 /* A constant English sentence for an error code; for KHEAP_ETOOSMALL it
  * states both minimum sizes in bytes. Never NULL. O(1). */
 const char *kheap_strerror(int err);
+
+/* Misuse reports. Every misuse kheap refuses (a bad free, a double free, a
+ * wrong cache, poison found overwritten, a busy cache destroyed) is
+ * described by a struct kheap_report (kheap_port.h: kind, a constant
+ * sentence, the address, the cache, the kheap function) and handed to the
+ * hook, or, with no hook set, to the port's sink (hosted: one line on
+ * stderr, then abort(), as glibc does; bare metal: one console line, and
+ * the bad operation is ignored). The hook is called with no kheap lock
+ * held and the heap consistent; when it returns, kheap carries on with the
+ * bad operation ignored. One hook serves every heap. NULL restores the
+ * port's sink. Returns the previous hook. Thread-safe (an atomic
+ * exchange); a report racing with the change goes to either. */
+struct kheap_report;
+typedef void (*kheap_report_fn)(const struct kheap_report *report);
+kheap_report_fn kheap_set_report_hook(kheap_report_fn fn);
 
 /* ------------------------------------------------------------------ */
 /* Heaps and regions                                                   */
@@ -301,9 +316,9 @@ const char *kheap_check(kheap_t *heap, const void **addr);
 
 /* kheap_check plus every CPU's magazines (each object an allocated slot of
  * its cache) and the identity live + cached == handed out by the slabs.
- * Only for a quiet heap: no other CPU or thread may be inside a kheap call
- * on it. */
-const char *kheap_check_quiet(kheap_t *heap, const void **addr);
+ * Only for a quiescent heap: no other CPU or thread may be inside a kheap
+ * call on it. */
+const char *kheap_check_quiescent(kheap_t *heap, const void **addr);
 
 /* ------------------------------------------------------------------ */
 /* The default heap: a static array of KHEAP_DEFAULT_SIZE bytes, set up on
@@ -316,9 +331,10 @@ void *kheap_default_calloc(size_t n, size_t size);
 void *kheap_default_realloc(void *ptr, size_t size);
 void kheap_default_free(void *ptr);
 size_t kheap_default_usable_size(const void *ptr);
-/* The address one past the static array: the seed's heap_end_vaddr(). Valid
- * before the heap is first used. */
-uintptr_t kheap_heap_end(void);
+/* The address one past the default heap's static array: the seed's
+ * heap_end_vaddr(). Valid before the heap is first used. (kheap_end(h) is
+ * the end of any heap's highest region.) */
+uintptr_t kheap_default_end(void);
 
 #if KHEAP_KMALLOC_API
 void *kmalloc(size_t size);

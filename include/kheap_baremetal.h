@@ -15,8 +15,9 @@
  *    mhartid; the SBI passes it in a0 at entry); AArch64 MPIDR_EL1
  *    (Aff0 + 16 * Aff1); x86_64 the initial APIC id (CPUID leaf 1).
  *  - Reports print one line on the console and return (the bad operation
- *    is ignored), unless a hook is set; panics print and stop the machine
- *    through the kernel's kheap_bm_halt.
+ *    is ignored), unless kheap_set_report_hook (kheap.h) routes them
+ *    elsewhere; panics print and stop the machine through the kernel's
+ *    kheap_bm_halt.
  *
  * What the kernel supplies (ordinary functions it defines):
  */
@@ -39,12 +40,6 @@ void kheap_bm_console_write(const char *s, size_t n);
 void kheap_bm_halt(void) __attribute__((noreturn));
 
 /* What the port offers. */
-
-typedef void (*kheap_bm_report_fn)(const struct kheap_report *report);
-
-/* Route reports to fn instead of the console line. NULL restores the
- * console line. Returns the previous hook. */
-kheap_bm_report_fn kheap_bm_set_report_hook(kheap_bm_report_fn fn);
 
 /* One console line, made whole under the console lock: lines from
  * several CPUs do not interleave. s need not end in a newline (one is

@@ -11,14 +11,6 @@
 extern "C" {
 #endif
 
-typedef void (*kheap_report_hook_fn)(const struct kheap_report *report);
-
-/* Route reports to fn instead of the default (one line on stderr, then
- * abort()). When fn returns, kheap carries on with the bad operation
- * ignored. NULL restores the default. Returns the previous hook. Set it
- * before other threads use the heap; it is read without a lock. */
-kheap_report_hook_fn kheap_hosted_set_report_hook(kheap_report_hook_fn fn);
-
 /* Format a report as the default hook prints it (no trailing newline). */
 void kheap_hosted_format_report(const struct kheap_report *report, char *buf,
                                 size_t len);

@@ -121,9 +121,10 @@ struct kheap_report {
     const char *function;       /* the kheap entry point that found it */
 };
 
-/* Report misuse or corruption. Called with no kheap lock held, after the
- * heap has refused the operation (the heap is consistent when this is
- * called). It may return (kheap then carries on: the bad operation is
+/* The default sink of misuse reports: kheap calls it for a report when no
+ * hook is set (kheap_set_report_hook, kheap.h). Called with no kheap lock
+ * held, after the heap has refused the operation (the heap is consistent
+ * when this is called). It may return (kheap then carries on: the bad operation is
  * ignored) or not return (abort, panic). Hosted default: one line on
  * stderr, then abort(), as glibc does. */
 void kheap_port_report(const struct kheap_report *report);

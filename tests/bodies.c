@@ -23,7 +23,7 @@
  *                      when slabs go back, slabinfo rows agree.
  *   smp_stress         every CPU allocates and frees at once, and passes
  *                      objects to the next CPU, which checks and frees
- *                      them; kheap_check_quiet and the statistics after.
+ *                      them; kheap_check_quiescent and the statistics after.
  */
 #include "bodies.h"
 
@@ -293,14 +293,14 @@ static void t_default_heap(void)
     struct kheap_stats st = stats();
     CHECK(st.heap_total == KHEAP_DEFAULT_SIZE, "heap_total %zu, static array %zu",
           st.heap_total, (size_t)KHEAP_DEFAULT_SIZE);
-    CHECK(kheap_end(h) == kheap_heap_end(), "kheap_end %p, kheap_heap_end %p",
-          (void *)kheap_end(h), (void *)kheap_heap_end());
+    CHECK(kheap_end(h) == kheap_default_end(), "kheap_end %p, kheap_default_end %p",
+          (void *)kheap_end(h), (void *)kheap_default_end());
     CHECK(st.region_count == 1, "region_count %zu", st.region_count);
     void *p = kmalloc(100);
-    uintptr_t start = kheap_heap_end() - KHEAP_DEFAULT_SIZE;
-    CHECK(p && (uintptr_t)p >= start && (uintptr_t)p < kheap_heap_end(),
+    uintptr_t start = kheap_default_end() - KHEAP_DEFAULT_SIZE;
+    CHECK(p && (uintptr_t)p >= start && (uintptr_t)p < kheap_default_end(),
           "kmalloc(100) = %p, outside the static array [%p, %p)", p, (void *)start,
-          (void *)kheap_heap_end());
+          (void *)kheap_default_end());
     kfree(p);
     check_heap("on the default heap");
 }
@@ -930,8 +930,8 @@ static void t_smp_stress(void)
     CHECK(allocs == frees, "%llu allocations, %llu frees", (unsigned long long)allocs,
           (unsigned long long)frees);
     const void *addr = NULL;
-    const char *why = kheap_check_quiet(h, &addr);
-    CHECK(why == NULL, "kheap_check_quiet after the stress: %s at %p", why, addr);
+    const char *why = kheap_check_quiescent(h, &addr);
+    CHECK(why == NULL, "kheap_check_quiescent after the stress: %s at %p", why, addr);
     struct kheap_stats st1 = stats();
     CHECK(st1.used_bytes == st0.used_bytes, "used_bytes %zu after the stress, was %zu",
           st1.used_bytes, st0.used_bytes);

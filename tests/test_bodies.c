@@ -57,7 +57,7 @@ static void run_all(void (*fn)(unsigned, void *), void *arg)
 
 static kt_report_fn set_hook(kt_report_fn fn)
 {
-    return kheap_hosted_set_report_hook(fn);
+    return kheap_set_report_hook(fn);
 }
 
 static long env_long(const char *name, long dflt)

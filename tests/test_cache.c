@@ -99,7 +99,7 @@ static void check_counters(const char *when)
 static void check_heap(const char *when)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(g_heap, &addr);
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
 }
 
@@ -671,7 +671,7 @@ TEST(create_refusals)
 
 int main(void)
 {
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     RUN(ctor_once_per_slot);
     RUN(state_survives_exactly);
     RUN(dtor_only_when_slabs_go);

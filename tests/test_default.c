@@ -3,7 +3,7 @@
  *
  * No kheap_init: the first call sets the heap up, once, even when four
  * threads make it at the same moment. Every block lies inside the static
- * array that ends at kheap_heap_end(), and the statistics of the default
+ * array that ends at kheap_default_end(), and the statistics of the default
  * heap follow the calls.
  */
 #ifndef _GNU_SOURCE
@@ -58,11 +58,11 @@ static struct kheap_stats stats(void)
 
 TEST(heap_end_before_use)
 {
-    g_end = kheap_heap_end();
-    CHECK(g_end != 0 && g_end % 8 == 0, "kheap_heap_end() = %#" PRIxPTR,
+    g_end = kheap_default_end();
+    CHECK(g_end != 0 && g_end % 8 == 0, "kheap_default_end() = %#" PRIxPTR,
           g_end);
-    CHECK(kheap_heap_end() == g_end, "kheap_heap_end changed %#" PRIxPTR
-          " -> %#" PRIxPTR, g_end, kheap_heap_end());
+    CHECK(kheap_default_end() == g_end, "kheap_default_end changed %#" PRIxPTR
+          " -> %#" PRIxPTR, g_end, kheap_default_end());
 }
 
 struct first_use {
@@ -170,11 +170,11 @@ TEST(same_heap)
     kheap_t *h = kheap_default();
     CHECK(h != NULL && kheap_default() == h, "kheap_default() not stable%s",
           "");
-    CHECK(kheap_heap_end() == g_end, "kheap_heap_end moved to %#" PRIxPTR,
-          kheap_heap_end());
+    CHECK(kheap_default_end() == g_end, "kheap_default_end moved to %#" PRIxPTR,
+          kheap_default_end());
 #if !KHEAP_DEFAULT_GROW
     CHECK(kheap_end(h) == g_end,
-          "kheap_end(default) %#" PRIxPTR " != kheap_heap_end() %#" PRIxPTR,
+          "kheap_end(default) %#" PRIxPTR " != kheap_default_end() %#" PRIxPTR,
           kheap_end(h), g_end);
 #endif
     struct kheap_stats st = stats();
@@ -406,7 +406,7 @@ TEST(kfree_hit_path_and_misuse)
 
 int main(void)
 {
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     /* Order matters: the first two run before anything touches the heap. */
     RUN(heap_end_before_use);
     RUN(concurrent_first_use);

@@ -69,7 +69,7 @@ static size_t natural_align(size_t u)
 static void check_heap(kheap_t *h, const char *when)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(h, &addr);
+    const char *msg = kheap_check_quiescent(h, &addr);
     CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
 }
 
@@ -637,7 +637,7 @@ TEST(too_many_regions)
 int main(void)
 {
     make_classes();
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     RUN(init_refusals);
     RUN(every_size_class);
     RUN(large_runs);

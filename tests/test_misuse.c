@@ -57,7 +57,7 @@ static const char *kind_name(int k)
 static void check_heap(const char *when)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(g_heap, &addr);
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
 }
 
@@ -129,7 +129,7 @@ static void setup(void)
     CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", HEAP_SIZE);
     int err = kheap_init(&g_heap, g_mem, HEAP_SIZE);
     CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     g_reports = 0;
 }
 
@@ -321,7 +321,7 @@ TEST(double_free_after_reclaim)
     kheap_free(g_heap, p);
     expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of an object back in its slab");
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(g_heap, &addr);
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "after the reported double free: %s at %p", msg, addr);
     arm();
     for (int i = 0; i < 16; i++)
@@ -584,7 +584,7 @@ TEST(default_hook_aborts)
         dup2(fds[1], 2);
         close(fds[0]);
         close(fds[1]);
-        kheap_hosted_set_report_hook(NULL);
+        kheap_set_report_hook(NULL);
         kheap_free(g_heap, (void *)bad);
         _exit(0); /* the default hook should not return */
     }

@@ -983,7 +983,7 @@ static void op_temp_cache(void)
 static void heap_check(void)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(g_heap, &addr);
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
     MCHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
 }
 
@@ -1124,7 +1124,7 @@ int main(void)
     g_rng = g_seed * 0x9E3779B97F4A7C15ull + 1;
     printf("# seed %" PRIu64 "\n", g_seed);
     make_classes();
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     RUN(model);
     return harness_done();
 }

@@ -199,8 +199,8 @@ static void check_whole(kheap_t *h, const char *when)
 static void check_quiet(kheap_t *h, const char *when)
 {
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(h, &addr);
-    SCHECK(msg == NULL, "%s: kheap_check_quiet: %s at %p", when, msg, addr);
+    const char *msg = kheap_check_quiescent(h, &addr);
+    SCHECK(msg == NULL, "%s: kheap_check_quiescent: %s at %p", when, msg, addr);
 }
 
 static void check_no_reports(const char *when)
@@ -1505,7 +1505,7 @@ int main(void)
     long ops = harness_env_long("KHEAP_TEST_OPS", 1000000);
     g_ops = ops > 0 ? (unsigned long)ops : 1000000;
     printf("# seed %" PRIu64 "\n", g_seed);
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
 #define TIMED_RUN(name)                                                       \
     do {                                                                      \
         double t0_ = now();                                                   \

@@ -519,7 +519,7 @@ TEST(shared_heap)
           "all freed: used %zu, allocated %" PRIu64 " freed %" PRIu64,
           s.used_bytes, s.allocated_bytes, s.freed_bytes);
     const void *addr = NULL;
-    const char *msg = kheap_check_quiet(g_heap, &addr);
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
 
     CHECK(kheap_cache_destroy(g_cache[0]) == KHEAP_OK &&
@@ -559,7 +559,7 @@ int main(void)
                  0x7fffffffffffffffull;
     }
     printf("# seed %" PRIu64 "\n", g_seed);
-    kheap_hosted_set_report_hook(report_hook);
+    kheap_set_report_hook(report_hook);
     RUN(shared_heap);
     return harness_done();
 }

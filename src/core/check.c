@@ -4,7 +4,7 @@
  * With every lock of the heap held (caches_lock, each cache's lock in the
  * documented order, page_lock) the walk visits the following.
  * The per-CPU magazines are used without locks, so kheap_check leaves them
- * out (it is safe at any time); kheap_check_quiet, for a heap no CPU is
+ * out (it is safe at any time); kheap_check_quiescent, for a heap no CPU is
  * using, walks them too and checks live + cached == handed out.
  *   every region: its runs in address order, each run's boundary and
  *     interior descriptors, no two free runs adjacent;
@@ -53,8 +53,7 @@ static bool cache_valid(kheap_t *h, const struct kheap_cache *c)
     struct kh_page *d = kh_page_of(h, p);
     if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
         return false;
-    if (d->kind == KH_PG_SLAB_PART)
-        d -= d->npages;
+    d = kh_slab_head(d);
     if (d->cache != &h->cache_cache)
         return false;
     uintptr_t off = p - kh_slab_base(h, d);
@@ -85,7 +84,7 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
         uintptr_t p = (uintptr_t)o, off = p - base;
         if (n >= (size_t)(s->carved - s->inuse))
             return fail(w, "slab free list is longer than carved - inuse", base);
-        if (p < base || off % c->slot || off / c->slot >= s->carved)
+        if (kh_slot_of(c, off) >= s->carved)
             return fail(w, "slab free list holds a pointer that is not a free slot", p);
         if (kh_slab_obj_allocated(c, s, base, off / c->slot))
             return fail(w, "slab free list holds an allocated object", p);
@@ -229,10 +228,10 @@ static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
         struct kh_page *d = kh_page_of(h, p);
         if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
             return fail(w, "magazine holds a pointer outside every slab", p);
-        struct kh_page *s = d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
-        uintptr_t off = p - kh_slab_base(h, s);
-        if (s->cache != c || off % c->slot || off / c->slot >= s->carved ||
-            !kh_slab_obj_allocated(c, s, kh_slab_base(h, s), off / c->slot))
+        struct kh_page *s = kh_slab_head(d);
+        uintptr_t base = kh_slab_base(h, s);
+        size_t idx = kh_slot_of(c, p - base);
+        if (s->cache != c || idx >= s->carved || !kh_slab_obj_allocated(c, s, base, idx))
             return fail(w, "magazine holds an object that is not an allocated slot of its cache",
                         p);
     }
@@ -304,23 +303,6 @@ static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_
         return false;
     *slabs += c->nr_partial + c->nr_empty + c->nr_full;
     return true;
-}
-
-void kh_heap_lock_all(kheap_t *h, bool lock)
-{
-    void (*op)(kheap_lock_t *) = lock ? kheap_port_lock : kheap_port_unlock;
-    if (lock)
-        op(&h->caches_lock);
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        op(&h->kmalloc[i].lock);
-    op(&h->cache_cache.lock);
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-        op(&h->mag_cache[t].lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next)
-        op(&c->lock);
-    op(&h->page_lock);
-    if (!lock)
-        op(&h->caches_lock);
 }
 
 static void check_all(kheap_t *h, struct walk *w)
@@ -404,7 +386,7 @@ const char *kheap_check(kheap_t *h, const void **addr)
     return check(h, addr, false);
 }
 
-const char *kheap_check_quiet(kheap_t *h, const void **addr)
+const char *kheap_check_quiescent(kheap_t *h, const void **addr)
 {
     return check(h, addr, true);
 }

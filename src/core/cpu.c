@@ -48,7 +48,7 @@
  * so up to 2 * mag_cap objects per cache per other running CPU stay
  * cached.
  */
-#include "kh_fast.h"
+#include "kh_internal.h"
 
 #define KH_DEPOT_EPOCH 256u
 
@@ -66,11 +66,6 @@ struct kh_cpu kh_cpu_sentinel = {
     .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
     .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_sentinel.cc[0]},
 };
-
-unsigned kh_mag_cap_for(size_t size)
-{
-    return size <= 128 ? 64 : size <= 512 ? 32 : size <= 2048 ? 16 : size <= 8192 ? 8 : 4;
-}
 
 static unsigned mag_type(unsigned cap)
 {
@@ -469,61 +464,15 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu)
     kh_unlock(&h->caches_lock);
 }
 
-/* ------------------------------------------------------------------ */
-/* The registry of heaps, for kheap_cpu_flush: a list under a spinlock of
- * its own (taken only at heap creation and end and at thread exit / CPU
- * offline, never with a heap lock held). */
-
-static kheap_t *registry;
-static int registry_lock;
-
-static void registry_acquire(void)
-{
-    while (__atomic_exchange_n(&registry_lock, 1, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(&registry_lock, __ATOMIC_RELAXED))
-            ;
-    kh_vg_locked(&registry_lock);
-}
-
-static void registry_release(void)
-{
-    kh_vg_unlocked(&registry_lock);
-    __atomic_store_n(&registry_lock, 0, __ATOMIC_RELEASE);
-}
-
-void kh_registry_add(kheap_t *h)
-{
-    registry_acquire();
-    h->next_heap = registry;
-    registry = h;
-    registry_release();
-}
-
-void kheap_fini(kheap_t *h)
-{
-    if (!h)
-        return;
-    registry_acquire();
-    for (kheap_t **pp = &registry; *pp; pp = &(*pp)->next_heap) {
-        if (*pp == h) {
-            *pp = h->next_heap;
-            break;
-        }
-    }
-    registry_release();
-    h->magic = 0;
-}
-
 void kheap_cpu_flush(unsigned cpu)
 {
     if (cpu >= KHEAP_CPU_NONE)
         return;
-    registry_acquire();
     /* Heaps are not removed while we walk (kheap_fini waits for the lock);
      * flushing takes heap locks, which never wait for the registry. */
-    for (kheap_t *h = registry; h; h = h->next_heap)
+    for (kheap_t *h = kh_registry_acquire(); h; h = h->next_heap)
         heap_cpu_flush(h, cpu);
-    registry_release();
+    kh_registry_release();
 }
 
 /* ------------------------------------------------------------------ */
@@ -560,21 +509,3 @@ slab_view:
     kh_unlock(&c->lock);
 }
 
-/* Every lock of every heap, for fork: the registry first (heap locks are
- * taken under it elsewhere too), then each heap's in its lock order.
- * Heaps are independent, so their order does not matter: no thread holds
- * locks of two heaps at once, except kheap_cpu_flush, which holds the
- * registry, so it cannot run while we take them. */
-void kheap_lock_all(void)
-{
-    registry_acquire();
-    for (kheap_t *h = registry; h; h = h->next_heap)
-        kh_heap_lock_all(h, true);
-}
-
-void kheap_unlock_all(void)
-{
-    for (kheap_t *h = registry; h; h = h->next_heap)
-        kh_heap_lock_all(h, false);
-    registry_release();
-}

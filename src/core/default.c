@@ -3,7 +3,7 @@
  *
  * kheap_default_memory is the seed's HEAP_MEMORY: KHEAP_DEFAULT_SIZE bytes
  * in BSS (8 MiB unless the build says otherwise), so the heap's end is
- * known before the heap is first used (kheap_heap_end, the seed's
+ * known before the heap is first used (kheap_default_end, the seed's
  * heap_end_vaddr). Because BSS is zero, setting the heap up writes only
  * the heap structure and two descriptors, whatever the array's size.
  *
@@ -17,33 +17,33 @@
  * setup is as cheap); the static array is the fallback when the port
  * cannot reserve even KHEAP_DEFAULT_SIZE bytes.
  */
+#include "kh_internal.h"
 #include "kh_fast.h"
 
 static unsigned char kheap_default_memory[KHEAP_DEFAULT_SIZE]
     __attribute__((aligned(KHEAP_PAGE_SIZE)));
-kheap_t *kh_default_heap;
+static kheap_t *default_heap;
 static int default_state; /* 0 unset, 1 being set up, 2 set up */
-struct kh_window kh_default_window;
 
-/* Page tags for the first region, and the window kfree's hit path reads
- * them through (kh_fast.h). Before the heap is published: no other thread
- * makes slabs yet. Without memory for the tags the heap works, with every
- * free on the slow path. */
-static void window_setup(kheap_t *h)
+/* The hit paths' view of the default heap (kh_fast.h): a copy of its
+ * window, published once set up (span last), and, for a port without a
+ * per-CPU word, its CPU states: the sentinel's until then, so the first
+ * calls miss and come here. */
+struct kh_window kh_default_window;
+#if !KHEAP_PORT_CPU_LOCAL
+static struct kh_cpu *const no_cpus[KHEAP_MAX_CPUS + 1] = {
+    [0 ... KHEAP_MAX_CPUS] = &kh_cpu_sentinel};
+struct kh_cpu *const *kh_default_cpus = no_cpus;
+#endif
+
+/* Before the heap is published, by the thread that set it up. */
+static void publish(kheap_t *h)
 {
-#if KH_FAST && KHEAP_PORT_CPU_LOCAL
-    const struct kh_region *r0 = &h->regions[0];
-    /* The first region was zeroed (BSS, or the port's reservation) and
-     * nothing is allocated yet: the tags cost memory only where slabs are
-     * made. */
-    h->tags = kh_internal_pages(h, r0->npages * sizeof *h->tags, true);
-    if (!h->tags)
-        return;
-    kh_default_window.start = r0->start;
-    kh_default_window.tags = h->tags;
-    __atomic_store_n(&kh_default_window.span, r0->span, __ATOMIC_RELEASE);
-#else
-    (void)h;
+    kh_default_window.start = h->window.start;
+    kh_default_window.tags = h->window.tags;
+    __atomic_store_n(&kh_default_window.span, h->window.span, __ATOMIC_RELEASE);
+#if !KHEAP_PORT_CPU_LOCAL
+    __atomic_store_n(&kh_default_cpus, (struct kh_cpu *const *)h->cpu, __ATOMIC_RELEASE);
 #endif
 }
 
@@ -59,7 +59,8 @@ static int reserve_first(kheap_t **h)
     return kh_heap_create(h, kheap_default_memory, sizeof kheap_default_memory, true);
 }
 
-kh_noinline kheap_t *kh_default_setup(void)
+/* First use: one caller sets the heap up, the others wait for it. */
+static kh_noinline kheap_t *setup(void)
 {
     int expect = 0;
     if (__atomic_compare_exchange_n(&default_state, &expect, 1, false,
@@ -68,29 +69,34 @@ kh_noinline kheap_t *kh_default_setup(void)
         int err = reserve_first(&h);
         if (err)
             kheap_port_panic(kheap_strerror(err), kheap_default_memory);
-        window_setup(h);
+        publish(h);
 #if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
         kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
 #endif
-        kh_vg_benign(&kh_default_heap, sizeof kh_default_heap);
-        kh_vg_before(&kh_default_heap);
-        __atomic_store_n(&kh_default_heap, h, __ATOMIC_RELEASE);
+        kh_vg_benign(&default_heap, sizeof default_heap);
+        kh_vg_before(&default_heap);
+        __atomic_store_n(&default_heap, h, __ATOMIC_RELEASE);
         __atomic_store_n(&default_state, 2, __ATOMIC_RELEASE);
         return h;
     }
     kheap_t *h;
-    while (!(h = __atomic_load_n(&kh_default_heap, __ATOMIC_ACQUIRE)))
+    while (!(h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE)))
         ;
-    kh_vg_after(&kh_default_heap);
+    kh_vg_after(&default_heap);
     return h;
 }
 
 kheap_t *kheap_default(void)
 {
-    return kh_default();
+    kheap_t *h = __atomic_load_n(&default_heap, __ATOMIC_ACQUIRE);
+    if (kh_likely(h != NULL)) {
+        kh_vg_after(&default_heap);
+        return h;
+    }
+    return setup();
 }
 
-uintptr_t kheap_heap_end(void)
+uintptr_t kheap_default_end(void)
 {
     return (uintptr_t)(kheap_default_memory + sizeof kheap_default_memory);
 }
@@ -140,15 +146,15 @@ static void local_sync(kheap_t *h)
  * paths make no call and save no register. */
 kh_noinline void *kh_default_alloc_slow(size_t size)
 {
-    kheap_t *h = kh_default();
-    void *p = kheap_alloc(h, size);
+    kheap_t *h = kheap_default();
+    void *p = kh_alloc_slow(h, size);
     local_sync(h);
     return p;
 }
 kh_noinline void kh_default_free_slow(void *ptr)
 {
-    kheap_t *h = kh_default();
-    kheap_free(h, ptr);
+    kheap_t *h = kheap_default();
+    kh_free_slow(h, ptr);
     local_sync(h);
 }
 

@@ -1,19 +1,37 @@
 /*
  * kh_internal.h - the heap's data structures, shared by the core's layers.
  *
- * Layers, bottom up (one file each): region.c (regions, pointer -> page
- * descriptor), pages.c (runs of pages: binned, split, coalesced), slab.c
- * (a run carved into objects of one size), cache.c (object caches over
- * slabs), kmalloc.c (size -> class -> cache, large blocks), stats.c,
- * check.c, format.c, default.c (the static default heap).
+ * Layers, bottom up; each file calls only files listed before it and the
+ * port (tools/layers.sh checks the object files in make check):
+ *   heap.c     the heap's own services: errors, reports, accounting, size
+ *              classes, the registry of heaps, lock-all
+ *   region.c   regions: layout, the region table, pointer -> page
+ *   pages.c    runs of pages: bins, split, coalesce, purge; regions'
+ *              pages, growth, pages for kheap's own structures
+ *   slab.c     a run carved into the objects of one cache; cache setup
+ *   cpu.c      per-CPU magazines and depots; kheap_cpu_flush
+ *   check.c    kheap_check, kheap_check_quiescent, the debug check
+ *   cache.c    object caches: create, shrink, destroy, reclaim, slabinfo
+ *   kmalloc.c  size -> class, large blocks, pointer -> block, realloc,
+ *              kheap_alloc/kheap_free and the caches' alloc/free
+ *   stats.c    statistics and their text form
+ *   init.c     kheap_init: a heap made out of every layer
+ *   default.c  the default heap, kmalloc/kfree
+ * kh_front.h holds what the hit paths touch (the per-CPU fronts, the
+ * class map, magazine pop/push, the double-free key), kh_fast.h the hit
+ * paths themselves.
  *
  * Lock order (a thread may take a lock only if it holds none listed
  * below it):
- *   1. kheap.caches_lock  - the list of user caches (kheap.caches).
- *   2. kheap_cache.lock   - one cache's slab lists and counters; a thread
- *                           holds at most one, except kheap_check, which
- *                           takes them all in list order (kmalloc classes
- *                           first, then the list) while holding 1.
+ *   0. the registry lock  - the list of heaps (heap.c); taken at heap
+ *                           creation and end, by kheap_cpu_flush and
+ *                           around fork, before any heap lock.
+ *   1. kheap.caches_lock  - the list of user caches (kheap.caches); held
+ *                           across walks over every cache (kh_each_cache).
+ *   2. kheap_cache.lock   - one cache's slab lists, depot and counters; a
+ *                           thread holds at most one, except lock-all
+ *                           (kheap_check, fork), which takes them all in
+ *                           the walk's order while holding 1.
  *   3. kheap.page_lock    - the page layer: bins, run boundary descriptors,
  *                           the region table, page counters, large-block and
  *                           failure counts.
@@ -28,76 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kheap.h"
-#include "kheap_port.h"
-
-#if KHEAP_VALGRIND
-#include <valgrind/drd.h>
-#include <valgrind/memcheck.h>
-/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
- * accesses: mark the per-CPU counters (written by one CPU, summed by any)
- * and the lock-free publication words as intended races, and describe the
- * registry spinlock as a lock. */
-#define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
-#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
-#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
-#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
-#define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
-#define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
-#define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
-#define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
-#define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
-#define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
-#define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
-#else
-#define kh_vg_benign(p, n) ((void)(p), (void)(n))
-#define kh_vg_lock_created(l) ((void)(l))
-#define kh_vg_locked(l) ((void)(l))
-#define kh_vg_unlocked(l) ((void)(l))
-#define kh_vg_before(p) ((void)(p))
-#define kh_vg_after(p) ((void)(p))
-#define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
-#define kh_vg_free(p) ((void)(p))
-#define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
-#define kh_vg_defined(p, n) ((void)(p), (void)(n))
-#define kh_vg_undefined(p, n) ((void)(p), (void)(n))
-#endif
-
-/* Poisoning of freed objects (KHEAP_DEBUG >= 2; valgrind does better). */
-#if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
-#define KH_POISON 1
-#else
-#define KH_POISON 0
-#endif
-
-#define KH_PAGE ((uintptr_t)KHEAP_PAGE_SIZE)
-#define KH_PAGE_MASK (KH_PAGE - 1)
-#define KH_HEAP_MAGIC 0x6b686561u /* "khea" */
-#define KH_CACHE_MAGIC 0x6b636163u /* "kcac" */
-
-/* Slabs never span more pages than this (the page counts of every class
- * are computed at init; see slab.c). */
-#define KH_SLAB_MAX_PAGES 64u
-/* Smallest object slot: a free object holds a pointer. */
-#define KH_MIN_SLOT 16u
-
-#define kh_likely(x) __builtin_expect(!!(x), 1)
-#define kh_unlikely(x) __builtin_expect(!!(x), 0)
-#define kh_noinline __attribute__((noinline))
-
-static inline uintptr_t kh_align_up(uintptr_t x, uintptr_t a)
-{
-    return (x + a - 1) & ~(a - 1);
-}
-static inline bool kh_is_pow2(size_t x)
-{
-    return x && !(x & (x - 1));
-}
-static inline unsigned kh_log2(size_t x) /* x > 0 */
-{
-    return (unsigned)(sizeof(long long) * 8 - 1) -
-           (unsigned)__builtin_clzll((unsigned long long)x);
-}
+#include "kh_front.h"
 
 /* ------------------------------------------------------------------ */
 /* Page descriptors.
@@ -176,110 +125,14 @@ struct kh_region {
     bool grown;        /* obtained from kheap_port_pages_get */
 };
 
-/* ------------------------------------------------------------------ */
-/* Per-CPU magazines (cpu.c). */
-
-/* A magazine: a stack of up to cap constructed objects of one cache. */
-struct kh_mag {
-    uint32_t n;          /* objects held: obj[0 .. n) */
-    uint32_t cap;        /* 0 only for kh_mag_sentinel */
-    struct kh_mag *next; /* depot list link */
-    void *obj[];
-};
-
-/* One CPU's front of one cache, alone on its cache line. The loaded
- * magazine is held as a stack of pointers: its objects are [base, top),
- * and it has room up to limit, so a hit reads and writes top and nothing
- * else of the magazine header (its n is brought up to date only when the
- * magazine is unloaded: kh_cc_unload). Written only by its CPU (or by
- * kheap_cpu_flush once the CPU has stopped); the counters are read by any
- * CPU with relaxed atomic loads and summed. */
-/* The operations that left a CPU's hit path, per cache (same writers and
- * readers as the kh_cc counters). */
-struct kh_misses {
-    uint64_t alloc, free;
-};
-
-struct kh_cc {
-    void **top;   /* one past the loaded magazine's last object */
-    void **base;  /* loaded->obj: top == base when it is empty */
-    void **limit; /* loaded->obj + loaded->cap: top == limit when full */
-    struct kh_mag *prev;
-    union {
-        /* kmalloc classes (kh_cpu.cc): free's slot test (see
-         * kheap_cache.divtest), copied from the class so the hit path of
-         * free reads one line; both 0 (every test fails) in cc[0] and for
-         * classes of multi-page slabs. Their miss counters are in
-         * kh_cpu.miss. */
-        struct {
-            uint64_t divtest, slot_lim;
-        };
-        /* User caches (kheap_cache.percpu), which have no hit path for
-         * free by address: their miss counters. */
-        struct kh_misses miss;
-    };
-    uint64_t allocs, frees; /* every allocation / free on this CPU */
-} __attribute__((aligned(64)));
-
-#define KH_CACHE_LINE 64u
-_Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE, "kh_cc is one cache line");
-
-
-/* Index of kmalloc class cls in kh_cpu.cc: entry 0 is a front that never
- * hits, for the hit path of free to land on when a page has no class. */
-#define KH_CC(cls) ((cls) + 1u)
-#define KH_CC_COUNT (KHEAP_NUM_CLASSES + 1u)
-/* kh_cpu.direct covers requests up to this many bytes, by (n + 7) / 8. */
-#define KH_DIRECT_MAX 1024u
-#define KH_DIRECT_COUNT (KH_DIRECT_MAX / 8u + 1u)
-
-/* One CPU's fronts of the kmalloc classes, allocated on the CPU's first
- * use of the heap. The whole structure belongs to one CPU. direct[] maps a
- * small request straight to its class's front (as mimalloc's
- * pages_free_direct does), so the hit path of allocation indexes one
- * table that is already in the CPU's own lines. */
-struct kh_cpu {
-    struct kh_cc cc[KH_CC_COUNT];
-    struct kh_cc *direct[KH_DIRECT_COUNT];
-    struct kh_misses miss[KHEAP_NUM_CLASSES];
-} __attribute__((aligned(KH_CACHE_LINE)));
-
-_Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
-               "a CPU's state starts on its own cache line");
-_Static_assert(sizeof(struct kh_cc) * KH_CC_COUNT <= 0xffffu,
-               "page tags (uint16_t) hold offsets of fronts in kh_cpu");
-
-extern struct kh_mag kh_mag_sentinel;
-extern struct kh_cpu kh_cpu_sentinel;
-
-/* The loaded magazine of a front, and the objects it holds. */
-static inline struct kh_mag *kh_cc_mag(const struct kh_cc *cc)
-{
-    return (struct kh_mag *)((char *)cc->base - offsetof(struct kh_mag, obj));
-}
-static inline uint32_t kh_cc_held(const struct kh_cc *cc)
-{
-    return (uint32_t)(cc->top - cc->base);
-}
-/* Make m the loaded magazine (its n objects count). */
-static inline void kh_cc_load(struct kh_cc *cc, struct kh_mag *m)
-{
-    cc->base = m->obj;
-    cc->top = m->obj + m->n;
-    cc->limit = m->obj + m->cap;
-}
-/* The loaded magazine with its n brought up to date, for a caller that
- * is about to replace it. The sentinel is never written. */
-static inline struct kh_mag *kh_cc_unload(struct kh_cc *cc)
-{
-    struct kh_mag *m = kh_cc_mag(cc);
-    if (m != &kh_mag_sentinel)
-        m->n = kh_cc_held(cc);
-    return m;
-}
-
 #define KH_NO_CLASS 0xffu
 #define KH_MAG_TYPES 5u
+
+/* Objects per magazine of a cache of slot-byte objects (cpu.c says why). */
+static inline unsigned kh_mag_cap_for(size_t slot)
+{
+    return slot <= 128 ? 64 : slot <= 512 ? 32 : slot <= 2048 ? 16 : slot <= 8192 ? 8 : 4;
+}
 
 /* ------------------------------------------------------------------ */
 /* Object caches. */
@@ -409,13 +262,13 @@ struct kheap {
      * CPU k (release), read by others (acquire). cpu[KHEAP_CPU_NONE] stays
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
-    kheap_t *next_heap; /* registry of heaps (cpu.c) */
-    /* Page tags of the first region, or NULL: for each page, the offset
-     * in struct kh_cpu of the front of the kmalloc class whose one-page
-     * slab it is, else 0 (kh_fast.h). Written by the cache that makes or
-     * unmakes the slab, under its lock, before any object of the slab is
-     * handed out and after the last comes back. */
-    uint16_t *tags;
+    kheap_t *next_heap; /* registry of heaps (heap.c) */
+    /* The first region and its page tags (tags NULL if there was no
+     * memory for them: every free then takes the slow path). A tag is
+     * written by the cache that makes or unmakes the slab, under its
+     * lock, before any object of the slab is handed out and after the
+     * last comes back (slab.c). Fixed after init otherwise. */
+    struct kh_window window;
 
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
@@ -424,14 +277,57 @@ struct kheap {
 };
 
 /* ------------------------------------------------------------------ */
-/* Between the layers. */
+/* Between the layers, bottom up. */
+
+#define KH_HEADER_ALIGN 64u
+
+/* heap.c */
+void kh_report(enum kheap_report_kind kind, const void *addr,
+               const struct kheap_cache *c, const char *function);
+const char *kh_report_reason(enum kheap_report_kind kind);
+/* Accounting. Called with the lock that guards the change (the cache's,
+ * or page_lock for large blocks) still held, so kheap_check, holding
+ * every lock, sees counters and structures agree. */
+void kh_account_commit(kheap_t *h, size_t bytes, bool add);
+void kh_account_failure(kheap_t *h);
+void kh_account_internal(kheap_t *h, size_t bytes, bool add);
+size_t kh_class_size(unsigned cls);
+/* The registry: acquire returns the first heap, the lock held. */
+kheap_t *kh_registry_acquire(void);
+void kh_registry_release(void);
+void kh_registry_add(kheap_t *h);
+/* Take (lock true) or release every lock of h in the lock order. */
+void kh_heap_lock_all(kheap_t *h, bool lock);
+
+/* Every cache of a heap, in one order: the kmalloc classes, the user
+ * caches (creation order), the magazine caches, the cache of cache
+ * structures. The walk reads the user caches' list: the caller holds
+ * caches_lock (or the heap is not yet shared). */
+static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c)
+{
+    if (!c)
+        return &h->kmalloc[0];
+    if (c->flags & KH_CACHE_KMALLOC) {
+        if (c != &h->kmalloc[KHEAP_NUM_CLASSES - 1])
+            return (struct kheap_cache *)c + 1;
+        return h->caches ? h->caches : &h->mag_cache[0];
+    }
+    if (!(c->flags & KH_CACHE_INTERNAL))
+        return c->next ? c->next : &h->mag_cache[0];
+    if (c == &h->cache_cache)
+        return NULL;
+    return c == &h->mag_cache[KH_MAG_TYPES - 1] ? &h->cache_cache
+                                                : (struct kheap_cache *)c + 1;
+}
+#define kh_each_cache(h, c)                                                   \
+    for (struct kheap_cache *c = kh_cache_next(h, NULL); c; c = kh_cache_next(h, c))
 
 /* region.c */
-void kh_registry_add(kheap_t *h);
-int kh_region_add(kheap_t *h, uintptr_t base, size_t size, bool zeroed,
-                  bool grown);
+int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
+int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
+                      bool zeroed);
+int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
-int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
 static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
 {
     const struct kh_region *r = &h->regions[d->region];
@@ -447,12 +343,18 @@ static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
     struct kh_region *r = kh_region_of(h, addr);
     return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
 }
+/* The head of the slab that the slab page d belongs to. */
+static inline struct kh_page *kh_slab_head(struct kh_page *d)
+{
+    return d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
+}
+/* The slab head of the slab page holding addr (a live object). */
+static inline struct kh_page *kh_slab_of(kheap_t *h, uintptr_t addr)
+{
+    return kh_slab_head(kh_page_of(h, addr));
+}
 
-/* check.c: take (lock true) or release every lock of h in the lock
- * order; for kheap_check and for fork (kheap_lock_all). */
-void kh_heap_lock_all(kheap_t *h, bool lock);
-
-/* pages.c (all with page_lock held unless said) */
+/* pages.c (page_lock held unless said) */
 struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
                              enum kh_page_kind kind, bool high);
 void kh_run_free(kheap_t *h, struct kh_page *head);
@@ -465,32 +367,13 @@ size_t kh_bin_min(unsigned bin);
 bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages);
 enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d,
                                    uintptr_t addr);
-
-/* The slab head of the slab page holding addr (a live object). */
-static inline struct kh_page *kh_slab_of(kheap_t *h, uintptr_t addr)
-{
-    struct kh_page *d = kh_page_of(h, addr);
-    return d->kind == KH_PG_SLAB_PART ? d - d->npages : d;
-}
-
-/* Pages for kheap's own structures (zeroed; metadata), or NULL. fresh:
- * the caller knows the pages were never used and read as zero (the heap
- * was just made over zeroed memory), so they are not written, and cost no
- * memory until touched. */
+void kh_pages_add(kheap_t *h, struct kh_region *r);
+/* Pages for kheap's own structures (zeroed; metadata), or NULL; no lock
+ * held. fresh: the caller knows the pages were never used and read as
+ * zero (the heap was just made over zeroed memory), so they are not
+ * written, and cost no memory until touched. */
 void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh);
 void kh_internal_pages_free(kheap_t *h, void *p);
-
-/* cpu.c */
-unsigned kh_mag_cap_for(size_t size);
-void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
-void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
-size_t kh_cache_drain(struct kheap_cache *c, bool all);
-bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
-struct kh_counts {
-    uint64_t allocs, frees, hits, misses;
-    size_t active; /* objects handed out of slabs: live + cached */
-};
-void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out);
 
 /* slab.c */
 #if KH_POISON
@@ -510,21 +393,55 @@ static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 }
 bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
                            uintptr_t base, size_t idx);
+/* Is off (bytes from the start of a slab of c) the start of one of its
+ * slots? One multiply and one compare (kheap_cache.divtest). */
+static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
+{
+    return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
+}
+/* The index of the slot of c that starts off bytes into one of its slabs,
+ * or c->objs if no slot starts there (off may be anything). */
+static inline size_t kh_slot_of(const struct kheap_cache *c, uintptr_t off)
+{
+    return off < ((uintptr_t)c->pages << KHEAP_PAGE_SHIFT) && kh_slot_start(c, off)
+               ? off / c->slot
+               : c->objs;
+}
 
-/* kmalloc.c (kh_class_of is in kh_fast.h) */
-size_t kh_class_size(unsigned cls);
+/* cpu.c */
+void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
+void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
+size_t kh_cache_drain(struct kheap_cache *c, bool all);
+bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
+struct kh_counts {
+    uint64_t allocs, frees, hits, misses;
+    size_t active; /* objects handed out of slabs: live + cached */
+};
+void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out);
+/* CPU cpu's front of cache c: in the CPU's state for a kmalloc class
+ * (NULL if that CPU never used the heap), in the cache's own array for a
+ * user cache. */
+static inline struct kh_cc *kh_cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &c->percpu[cpu];
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
+}
 
-/* Accounting (kmalloc.c). Called with the lock that guards the change
- * (the cache's, or page_lock for large blocks) still held, so
- * kheap_check, holding every lock, sees counters and structures agree. */
-void kh_account_commit(kheap_t *h, size_t bytes, bool add);
-void kh_account_failure(kheap_t *h);
-void kh_account_internal(kheap_t *h, size_t bytes, bool add);
+/* check.c */
+#if KHEAP_DEBUG >= 3
+void kh_debug_check(kheap_t *h, const char *function);
+#else
+#define kh_debug_check(h, f) ((void)0)
+#endif
 
-/* reports */
-void kh_report(enum kheap_report_kind kind, const void *addr,
-               const struct kheap_cache *c, const char *function);
-const char *kh_report_reason(enum kheap_report_kind kind);
+/* kmalloc.c */
+void *kh_alloc_slow(kheap_t *h, size_t size);
+void kh_free_slow(kheap_t *h, void *ptr);
+
+/* init.c */
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
 
 #if KHEAP_DEBUG >= 1
 #define KH_ASSERT(cond, addr)                                                 \
@@ -535,12 +452,6 @@ const char *kh_report_reason(enum kheap_report_kind kind);
     } while (0)
 #else
 #define KH_ASSERT(cond, addr) ((void)0)
-#endif
-
-#if KHEAP_DEBUG >= 3
-void kh_debug_check(kheap_t *h, const char *function);
-#else
-#define kh_debug_check(h, f) ((void)0)
 #endif
 
 /* Lock helpers. */

@@ -1,82 +1,25 @@
 /*
- * kmalloc.c - sizes to caches, large blocks, and the byte accounting.
+ * kmalloc.c - blocks: sizes to classes, large blocks, pointers to blocks.
  *
- * Size classes (KHEAP_NUM_CLASSES of them): 16 to 64 in steps of 8, then 8
- * classes per doubling up to KHEAP_MAX_CLASS (72..128 by 8, 144..256 by 16,
- * ..., 18432..32768 by 2048). With 8 steps per doubling a request just
- * above a class boundary wastes under 1/9 of its block: at most 12.5% from
- * 64 bytes up (docs/SIZE_CLASSES.md lists every class). Each class is a
- * kheap_cache inside the heap structure; the size -> class map is a few
- * shifts, no table and no search.
- *
- * Larger requests are large blocks: a page run of their own, found in O(1)
- * by the page layer; over-aligned ones are cut out of a longer run.
+ * A request of at most KHEAP_MAX_CLASS bytes is an object of its size
+ * class (heap.c has the classes), a kheap_cache inside the heap
+ * structure; a larger one is a large block: a page run of its own, found
+ * in O(1) by the page layer; over-aligned ones are cut out of a longer
+ * run.
  *
  * A pointer is mapped to its block in O(1): region (binary search over at
  * most KHEAP_MAX_REGIONS), page descriptor (index), slab head (offset in
- * the descriptor), object index (one division). Nothing is stored in front
- * of an object.
+ * the descriptor), slot (one multiply: kh_slot_start). Nothing is stored
+ * in front of an object.
+ *
+ * kheap_alloc and kheap_free run the hit paths (kh_fast.h) with the
+ * heap's own CPU states and window; everything else is here, out of line:
+ * misses, large blocks, user caches, bad pointers, and the builds that
+ * watch every object (KH_FAST 0), whose slow paths pop and push the
+ * magazines themselves.
  */
+#include "kh_internal.h"
 #include "kh_fast.h"
-
-_Static_assert(KHEAP_NUM_CLASSES == 7 + 8 * 9, "class count");
-
-/* kh_small_class[(n + 7) / 8] is the class of a request of n <= 1024
- * bytes: the smallest class of at least max(n, 1) bytes (checked against
- * that rule for every n by tests/test_layers.c). */
-const uint8_t kh_small_class[129] = {
-    0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 15,
-    16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 23, 23, 24,
-    24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28,
-    29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31, 31, 32, 32, 32,
-    32, 32, 32, 32, 32, 33, 33, 33, 33, 33, 33, 33, 33, 34, 34, 34, 34, 34, 34,
-    34, 34, 35, 35, 35, 35, 35, 35, 35, 35, 36, 36, 36, 36, 36, 36, 36, 36, 37,
-    37, 37, 37, 37, 37, 37, 37, 38, 38, 38, 38, 38, 38, 38, 38,
-};
-
-size_t kh_class_size(unsigned i)
-{
-    if (i < 7)
-        return 16 + 8 * (size_t)i;
-    unsigned k = (i - 7) / 8, j = (i - 7) % 8;
-    return ((size_t)64 << k) + (size_t)(j + 1) * ((size_t)8 << k);
-}
-
-/* ------------------------------------------------------------------ */
-/* Accounting. Object counts per cache are kept by the per-CPU layer
- * (cpu.c). The slab-level committed bytes, their peak and the internal
- * bytes are atomic counters, updated once per batch on slow paths (never
- * on a hit) while the lock guarding the change is held; large blocks and
- * failures are counted under page_lock. No lock is shared by all caches. */
-
-void kh_account_commit(kheap_t *h, size_t bytes, bool add)
-{
-    if (!add) {
-        __atomic_fetch_sub(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
-        return;
-    }
-    size_t now = __atomic_add_fetch(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
-    size_t peak = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
-    /* A failed exchange reloads peak; it ends when peak >= now. */
-    while (peak < now && !__atomic_compare_exchange_n(&h->peak_bytes, &peak, now, true,
-                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        ;
-}
-
-void kh_account_internal(kheap_t *h, size_t bytes, bool add)
-{
-    if (add)
-        __atomic_fetch_add(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
-    else
-        __atomic_fetch_sub(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
-}
-
-void kh_account_failure(kheap_t *h)
-{
-    kh_lock(&h->page_lock);
-    h->failed_count++;
-    kh_unlock(&h->page_lock);
-}
 
 /* A large block of `bytes` handed out (alloc) or given back; resize is a
  * change of bytes with no count. page_lock held. */
@@ -91,92 +34,6 @@ static void account_large(kheap_t *h, size_t bytes, bool alloc, bool count)
     }
     kh_account_commit(h, bytes, alloc);
 }
-
-/* ------------------------------------------------------------------ */
-/* Pages for kheap's own structures. */
-
-void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh)
-{
-    size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
-    kh_lock(&h->page_lock);
-    struct kh_page *d = kh_run_alloc(h, npages, KH_PAGE, KH_PG_LARGE, true);
-    void *p = NULL;
-    if (d) {
-        d->internal = 1;
-        h->large_pages -= npages;
-        h->meta_pages += npages;
-        p = (void *)kh_page_addr(h, d);
-    }
-    kh_unlock(&h->page_lock);
-    if (p && fresh) {
-        kh_vg_defined(p, npages * KH_PAGE);
-    } else if (p) {
-        kh_vg_undefined(p, npages * KH_PAGE);
-        __builtin_memset(p, 0, npages * KH_PAGE);
-    }
-    return p;
-}
-
-void kh_internal_pages_free(kheap_t *h, void *p)
-{
-    struct kh_page *d = kh_page_of(h, (uintptr_t)p);
-    kh_lock(&h->page_lock);
-    KH_ASSERT(d->kind == KH_PG_LARGE && d->internal, p);
-    d->internal = 0;
-    h->meta_pages -= d->npages;
-    h->large_pages += d->npages;
-    kh_run_free(h, d);
-    kh_unlock(&h->page_lock);
-}
-
-/* ------------------------------------------------------------------ */
-/* Reports. */
-
-const char *kh_report_reason(enum kheap_report_kind kind)
-{
-    switch (kind) {
-    case KHEAP_REPORT_FOREIGN:
-        return "pointer is not in any region of this heap";
-    case KHEAP_REPORT_INTERIOR:
-        return "pointer is inside a block, not at its start";
-    case KHEAP_REPORT_FREE_RUN:
-        return "pointer is inside a free page run (double free of a large "
-               "block, or a stale pointer)";
-    case KHEAP_REPORT_DOUBLE_FREE:
-        return "object is already free in its slab (double free)";
-    case KHEAP_REPORT_WRONG_CACHE:
-        return "object does not belong to this cache";
-    case KHEAP_REPORT_CORRUPTION:
-        return "freed object was written to after free (poison overwritten)";
-    case KHEAP_REPORT_BUSY:
-        return "cache destroyed while objects are still allocated";
-    }
-    return "unknown problem";
-}
-
-void kh_report(enum kheap_report_kind kind, const void *addr,
-               const struct kheap_cache *c, const char *function)
-{
-    struct kheap_report r = {
-        .kind = kind,
-        .reason = kh_report_reason(kind),
-        .addr = addr,
-        .cache = c ? c->name : NULL,
-        .function = function,
-    };
-    kheap_port_report(&r);
-}
-
-#if KHEAP_DEBUG >= 3
-void kh_debug_check(kheap_t *h, const char *function)
-{
-    const void *addr = NULL;
-    const char *msg = kheap_check(h, &addr);
-    (void)function;
-    if (msg)
-        kheap_port_panic(msg, addr);
-}
-#endif
 
 /* ------------------------------------------------------------------ */
 /* Pointer -> block. */
@@ -200,7 +57,7 @@ static struct kh_page *block_of(kheap_t *h, const void *ptr,
     case KH_PG_SLAB:
         return d;
     case KH_PG_SLAB_PART:
-        return d - d->npages;
+        return kh_slab_head(d);
     case KH_PG_LARGE:
         if (d->internal) {
             *why = KHEAP_REPORT_WRONG_CACHE;
@@ -284,25 +141,30 @@ static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
     return p;
 }
 
+/* This CPU's front of c (the sentinel's for KHEAP_CPU_NONE, or before
+ * the CPU's first use of the heap: every pop and push on it misses). */
 static inline struct kh_cc *cc_here(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
     return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->cc[KH_CC(c->cls)] : &c->percpu[cpu];
 }
 
-/* The hit path: pop from this CPU's loaded magazine. */
-static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
-                                unsigned cpu)
+/* An object of c: a pop from this CPU's loaded magazine, unless the hit
+ * path (kh_fast.h) has just found it empty (tried), else the miss path. */
+static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, bool tried)
 {
-    void *p;
-    if (kh_likely(kh_cc_pop(cc, &p))) {
+    void *p = NULL;
+    if (!tried) {
+        unsigned cpu = kheap_port_cpu_enter();
+        struct kh_cc *cc = cc_here(h, c, cpu);
+        if (kh_cc_pop(cc, &p)) {
 #if KHEAP_VALGRIND
-        *cc->top = NULL; /* a stale copy would hide a leak from memcheck */
+            *cc->top = NULL; /* a stale copy would hide a leak from memcheck */
 #endif
+        }
         kheap_port_cpu_exit(cpu);
-    } else {
-        kheap_port_cpu_exit(cpu);
-        p = alloc_miss(h, c);
     }
+    if (kh_unlikely(!p))
+        p = alloc_miss(h, c);
     return obj_out(c, p);
 }
 
@@ -334,17 +196,20 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
 
 void *kheap_alloc(kheap_t *h, size_t size)
 {
-    return kh_alloc_fast(h, size);
+    void *p;
+    if (kh_likely(kh_hit_alloc(h->cpu, size, &p)))
+        return p;
+    return kh_alloc_slow(h, size);
 }
 
-/* Everything kh_alloc_fast does not do itself. */
+/* Everything the allocation hit does not do. A miss of the hit path comes
+ * straight to the miss path: the hit path tried every request of up to
+ * KH_DIRECT_MAX bytes in a build that has it. */
 kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 {
     void *p;
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
-        unsigned cls = kh_class_of(size);
-        unsigned cpu = kheap_port_cpu_enter();
-        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[KH_CC(cls)], cpu);
+        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST && size <= KH_DIRECT_MAX);
     } else {
         p = large_alloc(h, size, KH_PAGE);
     }
@@ -373,8 +238,7 @@ void *kheap_alloc_aligned(kheap_t *h, size_t size, size_t align)
         unsigned cls = kh_class_of(size > align ? size : align);
         while (kh_class_size(cls) & (align - 1))
             cls++;
-        unsigned cpu = kheap_port_cpu_enter();
-        p = cache_alloc(h, &h->kmalloc[cls], &h->cpu[cpu]->cc[KH_CC(cls)], cpu);
+        p = cache_alloc(h, &h->kmalloc[cls], false);
     } else {
         p = large_alloc(h, size, align > KH_PAGE ? align : KH_PAGE);
     }
@@ -392,12 +256,6 @@ void *kheap_calloc(kheap_t *h, size_t n, size_t size)
     if (p)
         __builtin_memset(p, 0, n * size);
     return p;
-}
-
-/* Is off the offset of a slot of c? One multiply, no division. */
-static inline bool slot_start(const struct kheap_cache *c, uintptr_t off)
-{
-    return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
 }
 
 /* Is ptr, a slot of c in slab s (base: its first byte), allocated as far
@@ -472,14 +330,14 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
         struct kh_page *s = d - skip;
         struct kheap_cache *c = s->cache;
         uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
-        if (kh_likely(slot_start(c, p - base) && !(c->flags & KH_CACHE_INTERNAL) &&
+        if (kh_likely(kh_slot_start(c, p - base) && !(c->flags & KH_CACHE_INTERNAL) &&
                       (!only || c == only))) {
             cache_free(h, c, ptr);
             kh_debug_check(h, fn);
             return;
         }
         who = c;
-        why = !slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_WRONG_CACHE;
+        why = !kh_slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_WRONG_CACHE;
     } else {
         d = block_of(h, ptr, &why);
         if (d && only)
@@ -494,7 +352,9 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
 
 void kheap_free(kheap_t *h, void *ptr)
 {
-    kh_free_fast(h, ptr);
+    if (kh_likely(kh_hit_free(h->cpu, &h->window, ptr)))
+        return;
+    kh_free_slow(h, ptr);
 }
 
 kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
@@ -514,8 +374,8 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
     if (d->kind == KH_PG_LARGE)
         return (size_t)d->npages * KH_PAGE;
     struct kheap_cache *c = d->cache;
-    uintptr_t base = kh_slab_base(h, d), off = (uintptr_t)ptr - base;
-    if (off % c->slot || off / c->slot >= c->objs) {
+    uintptr_t base = kh_slab_base(h, d);
+    if (kh_slot_of(c, (uintptr_t)ptr - base) >= c->objs) {
         *why = KHEAP_REPORT_INTERIOR;
         return 0;
     }
@@ -590,8 +450,7 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
 void *kheap_cache_alloc(kheap_cache_t *c)
 {
     kheap_t *h = c->heap;
-    unsigned cpu = kheap_port_cpu_enter();
-    void *p = cache_alloc(h, c, cc_here(h, c, cpu), cpu);
+    void *p = cache_alloc(h, c, false);
     kh_debug_check(h, "kheap_cache_alloc");
     return p;
 }

@@ -39,6 +39,11 @@
  * run), so resident free memory can exceed the slack by what such splits
  * misplace; it never leads to purging memory that is in use.
  *
+ * The layer also takes in the pages of new regions (kheap_add_region,
+ * growth through the port, kh_pages_add) and hands out page runs for
+ * kheap's own structures (kh_internal_pages: per-CPU state, page tags),
+ * which count as metadata.
+ *
  * Invariants (page_lock held):
  *   free_pages == sum of the lengths of all runs in the bins
  *   dirty_pages == sum of the dirty counts of all runs in the bins
@@ -179,10 +184,14 @@ static bool grow(kheap_t *h, size_t need)
     void *p = kheap_port_pages_get(bytes, &got);
     if (!p)
         return false;
-    if (kh_region_add(h, (uintptr_t)p, got, true, true) != KHEAP_OK) {
+    struct kh_region r, *in;
+    if (kh_region_prepare(&r, p, got, 0, false, true) != KHEAP_OK ||
+        kh_region_enter(h, &r, &in) != KHEAP_OK) {
         kheap_port_pages_put(p, got);
         return false;
     }
+    in->grown = true;
+    kh_pages_add(h, in);
     return true;
 }
 #endif
@@ -366,4 +375,89 @@ enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d, uintptr_t addr
     default:
         return KHEAP_REPORT_INTERIOR;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Regions' pages, and growth. */
+
+/* A region just entered (kh_region_enter): its pages become one free
+ * run. page_lock held, or the heap not yet shared. */
+void kh_pages_add(kheap_t *h, struct kh_region *r)
+{
+    kh_run_mark(h, r, 0, r->npages, KH_PG_FREE);
+    kh_bins_insert(h, &r->pages[0]);
+    h->free_pages += r->npages;
+}
+
+int kheap_add_region(kheap_t *h, void *base, size_t size)
+{
+    if (!h || !base)
+        return KHEAP_EINVAL;
+    /* Refuse an overlap before writing anything into the memory. */
+    kh_lock(&h->page_lock);
+    int err = kh_region_admissible(h, (uintptr_t)base, size);
+    kh_unlock(&h->page_lock);
+    struct kh_region r, *in;
+    if (!err)
+        err = kh_region_prepare(&r, base, size, 0, false, false);
+    if (err)
+        return err;
+    kh_lock(&h->page_lock);
+    err = kh_region_enter(h, &r, &in);
+    if (!err)
+        kh_pages_add(h, in);
+    kh_unlock(&h->page_lock);
+    return err;
+}
+
+int kheap_set_growable(kheap_t *h, size_t grow_bytes)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+#if KHEAP_PORT_PAGES
+    kh_lock(&h->page_lock);
+    h->grow_bytes = kh_align_up(grow_bytes, KH_PAGE);
+    kh_unlock(&h->page_lock);
+    return KHEAP_OK;
+#else
+    (void)grow_bytes;
+    return KHEAP_ENOSYS;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* Pages for kheap's own structures. */
+
+void *kh_internal_pages(kheap_t *h, size_t bytes, bool fresh)
+{
+    size_t npages = (bytes + KH_PAGE - 1) / KH_PAGE;
+    kh_lock(&h->page_lock);
+    struct kh_page *d = kh_run_alloc(h, npages, KH_PAGE, KH_PG_LARGE, true);
+    void *p = NULL;
+    if (d) {
+        d->internal = 1;
+        h->large_pages -= npages;
+        h->meta_pages += npages;
+        p = (void *)kh_page_addr(h, d);
+    }
+    kh_unlock(&h->page_lock);
+    if (p && fresh) {
+        kh_vg_defined(p, npages * KH_PAGE);
+    } else if (p) {
+        kh_vg_undefined(p, npages * KH_PAGE);
+        __builtin_memset(p, 0, npages * KH_PAGE);
+    }
+    return p;
+}
+
+void kh_internal_pages_free(kheap_t *h, void *p)
+{
+    struct kh_page *d = kh_page_of(h, (uintptr_t)p);
+    kh_lock(&h->page_lock);
+    KH_ASSERT(d->kind == KH_PG_LARGE && d->internal, p);
+    d->internal = 0;
+    h->meta_pages -= d->npages;
+    h->large_pages += d->npages;
+    kh_run_free(h, d);
+    kh_unlock(&h->page_lock);
 }

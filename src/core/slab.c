@@ -24,7 +24,7 @@
  * bitmap) are at most 1/8 of the slab (Bonwick 1994), with the fewest
  * pages that achieve it.
  */
-#include "kh_fast.h" /* the double-free key */
+#include "kh_internal.h"
 
 #define KH_INLINE_BITS 32u
 
@@ -204,9 +204,9 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
 static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
 {
     kheap_t *h = c->heap;
-    if (!h->tags || s->region != 0 || !c->cc_off)
+    if (!h->window.tags || s->region != 0 || !c->cc_off)
         return;
-    __atomic_store_n(&h->tags[s - h->regions[0].pages], on ? c->cc_off : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->window.tags[s - h->regions[0].pages], on ? c->cc_off : 0, __ATOMIC_RELAXED);
 }
 
 /* A new slab for c, on no list yet. Cache lock held; takes page_lock. */
@@ -361,10 +361,10 @@ static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
      * free) the slab may have gone: check again now that it is stable. */
     if (s->kind != KH_PG_SLAB || s->cache != c)
         return KHEAP_REPORT_DOUBLE_FREE;
-    uintptr_t base = kh_slab_base(h, s), off = obj - base;
-    if (off % c->slot || off / c->slot >= c->objs)
+    uintptr_t base = kh_slab_base(h, s);
+    size_t idx = kh_slot_of(c, obj - base);
+    if (idx >= c->objs)
         return KHEAP_REPORT_INTERIOR;
-    size_t idx = off / c->slot;
     if (idx >= s->carved || !bit_flip(c, s, base, idx, false))
         return KHEAP_REPORT_DOUBLE_FREE;
 #if KH_POISON

@@ -238,12 +238,14 @@ __attribute__((constructor)) static void shim_start(void)
     }
     if (env_on("KHEAP_VERBOSE")) {
         kheap_t *h = kheap_default();
-        const struct kh_region *r = &h->regions[0];
+        struct kheap_stats s;
+        kheap_get_stats(h, &s);
         int n = snprintf(report_buf, sizeof report_buf,
-                         "kheap: libkheap.so: default heap %p, first region %zu MiB "
+                         "kheap: libkheap.so: default heap %p, %zu MiB in %zu region(s) "
                          "(%zu pages), page size %zu, %u per-thread slots\n",
-                         (void *)h, (size_t)(r->size >> 20), r->npages,
-                         (size_t)KHEAP_PAGE_SIZE, (unsigned)KHEAP_MAX_CPUS);
+                         (void *)h, (size_t)(s.heap_total >> 20), (size_t)s.region_count,
+                         s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE,
+                         (unsigned)KHEAP_MAX_CPUS);
         if (n > 0)
             put_err(report_buf, bounded((size_t)n));
     }

@@ -130,20 +130,9 @@ void kheap_bm_puts(const char *s)
     kheap_port_unlock(&console_lock);
 }
 
-static kheap_bm_report_fn report_hook;
-
-kheap_bm_report_fn kheap_bm_set_report_hook(kheap_bm_report_fn fn)
-{
-    return __atomic_exchange_n(&report_hook, fn, __ATOMIC_ACQ_REL);
-}
-
+/* The default sink (kheap_set_report_hook replaces it). */
 void kheap_port_report(const struct kheap_report *r)
 {
-    kheap_bm_report_fn fn = __atomic_load_n(&report_hook, __ATOMIC_ACQUIRE);
-    if (fn) {
-        fn(r);
-        return;
-    }
     char line[200];
     size_t n = 0;
     put_str(line, &n, sizeof line, "kheap: ");

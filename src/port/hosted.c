@@ -4,7 +4,7 @@
  * Locks are pthread mutexes (sanitizers and valgrind's thread checkers
  * understand them). Pages come from anonymous mmap, zero-filled. Reports
  * print one line on stderr and abort, as glibc does for a bad free,
- * unless a hook is set (kheap_hosted_set_report_hook), which tests use to
+ * unless a hook is set (kheap_set_report_hook), which tests use to
  * make reports return.
  */
 #ifndef _GNU_SOURCE
@@ -160,13 +160,6 @@ static unsigned slot_take(void)
 /* ------------------------------------------------------------------ */
 /* Reports. */
 
-static kheap_report_hook_fn report_hook;
-
-kheap_report_hook_fn kheap_hosted_set_report_hook(kheap_report_hook_fn fn)
-{
-    return __atomic_exchange_n(&report_hook, fn, __ATOMIC_ACQ_REL);
-}
-
 void kheap_hosted_format_report(const struct kheap_report *r, char *buf, size_t len)
 {
     snprintf(buf, len, "kheap: %s(%p): %s%s%s%s", r->function ? r->function : "kheap",
@@ -192,13 +185,9 @@ static void put_line(const char *s)
         return;
 }
 
+/* The default sink (kheap_set_report_hook replaces it). */
 void kheap_port_report(const struct kheap_report *r)
 {
-    kheap_report_hook_fn fn = __atomic_load_n(&report_hook, __ATOMIC_ACQUIRE);
-    if (fn) {
-        fn(r);
-        return;
-    }
     char line[512];
     kheap_hosted_format_report(r, line, sizeof line);
     put_line(line);

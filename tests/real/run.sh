@@ -66,8 +66,8 @@ sed -i s/1/one/ f1*.txt && git commit -q -a -m second &&
 git log --stat --format="%H %s" && git gc -q && git fsck --no-progress &&
 git rev-list --count HEAD'
 workload gcc "gcc sha256sum" 10000 '
-for f in kmalloc slab pages; do
-  gcc -O2 -std=c11 -DKHEAP_PORT_PAGES=1 -I"$ROOT/include" -I"$ROOT/src" -c "$ROOT/src/$f.c" -o $f.o &&
+for f in slab pages cpu; do
+  gcc -O2 -std=c11 -DKHEAP_PORT_PAGES=1 -I"$ROOT/include" -I"$ROOT/src" -I"$ROOT/src/core" -c "$ROOT/src/core/$f.c" -o $f.o &&
   sha256sum $f.o || exit 1
 done'
 workload perl "perl" 1000000 'perl "$T/words.pl"'

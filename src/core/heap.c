@@ -1,0 +1,241 @@
+/*
+ * heap.c - the heap's own services, under every layer.
+ *
+ * What any layer may need of the heap as a whole, and that needs no layer
+ * itself: error strings, the report hook and its reasons, the byte
+ * accounting, the size-class geometry, the registry of heaps, and taking
+ * every lock of a heap (kheap_check, fork). It calls only the port. The
+ * walk over a heap's caches is inline (kh_cache_next, kh_internal.h), so
+ * lock-all needs no layer above either.
+ *
+ * Accounting: the slab-level committed bytes, their peak and the internal
+ * bytes are atomic counters, updated once per batch on slow paths (never
+ * on a hit) while the lock guarding the change is held; failures are
+ * counted under page_lock. Object counts per cache are kept by the
+ * per-CPU layer (cpu.c). No lock is shared by all caches.
+ *
+ * The registry is a list of heaps under a spinlock of its own, taken only
+ * at heap creation and end, at thread exit / CPU offline (kheap_cpu_flush)
+ * and around fork; it comes before every heap lock.
+ */
+#include "kh_internal.h"
+
+#define KH_STR2(x) #x
+#define KH_STR(x) KH_STR2(x)
+
+const char *kheap_strerror(int err)
+{
+    switch (err) {
+    case KHEAP_OK:
+        return "success";
+    case KHEAP_EINVAL:
+        return "invalid argument: a NULL pointer, or a bad size or alignment";
+    case KHEAP_ETOOSMALL:
+        return "region too small: the first region needs at least " KH_STR(
+            KHEAP_MIN_REGION_SIZE) " bytes (KHEAP_MIN_REGION_SIZE), an added "
+                                   "region at least " KH_STR(
+                                       KHEAP_MIN_ADD_REGION_SIZE) " bytes";
+    case KHEAP_ERANGE:
+        return "region wraps around the end of the address space";
+    case KHEAP_EOVERLAP:
+        return "region overlaps a region the heap already has";
+    case KHEAP_ETOOMANY:
+        return "heap already has KHEAP_MAX_REGIONS (" KH_STR(
+            KHEAP_MAX_REGIONS) ") regions";
+    case KHEAP_EBUSY:
+        return "cache still has allocated objects";
+    case KHEAP_ENOSYS:
+        return "the port supplies no pages (built with KHEAP_PORT_PAGES 0)";
+    default:
+        return "unknown kheap error";
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reports: one hook for every heap, the port's sink until one is set. */
+
+static kheap_report_fn report_hook;
+
+kheap_report_fn kheap_set_report_hook(kheap_report_fn fn)
+{
+    return __atomic_exchange_n(&report_hook, fn, __ATOMIC_ACQ_REL);
+}
+
+const char *kh_report_reason(enum kheap_report_kind kind)
+{
+    switch (kind) {
+    case KHEAP_REPORT_FOREIGN:
+        return "pointer is not in any region of this heap";
+    case KHEAP_REPORT_INTERIOR:
+        return "pointer is inside a block, not at its start";
+    case KHEAP_REPORT_FREE_RUN:
+        return "pointer is inside a free page run (double free of a large "
+               "block, or a stale pointer)";
+    case KHEAP_REPORT_DOUBLE_FREE:
+        return "object is already free in its slab (double free)";
+    case KHEAP_REPORT_WRONG_CACHE:
+        return "object does not belong to this cache";
+    case KHEAP_REPORT_CORRUPTION:
+        return "freed object was written to after free (poison overwritten)";
+    case KHEAP_REPORT_BUSY:
+        return "cache destroyed while objects are still allocated";
+    }
+    return "unknown problem";
+}
+
+void kh_report(enum kheap_report_kind kind, const void *addr,
+               const struct kheap_cache *c, const char *function)
+{
+    struct kheap_report r = {
+        .kind = kind,
+        .reason = kh_report_reason(kind),
+        .addr = addr,
+        .cache = c ? c->name : NULL,
+        .function = function,
+    };
+    kheap_report_fn fn = __atomic_load_n(&report_hook, __ATOMIC_ACQUIRE);
+    if (fn)
+        fn(&r);
+    else
+        kheap_port_report(&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Accounting. */
+
+void kh_account_commit(kheap_t *h, size_t bytes, bool add)
+{
+    if (!add) {
+        __atomic_fetch_sub(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
+        return;
+    }
+    size_t now = __atomic_add_fetch(&h->committed_bytes, bytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
+    /* A failed exchange reloads peak; it ends when peak >= now. */
+    while (peak < now && !__atomic_compare_exchange_n(&h->peak_bytes, &peak, now, true,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+void kh_account_internal(kheap_t *h, size_t bytes, bool add)
+{
+    if (add)
+        __atomic_fetch_add(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_sub(&h->internal_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+void kh_account_failure(kheap_t *h)
+{
+    kh_lock(&h->page_lock);
+    h->failed_count++;
+    kh_unlock(&h->page_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Size classes: 16 to 64 in steps of 8, then 8 classes per doubling up
+ * to KHEAP_MAX_CLASS (72..128 by 8, 144..256 by 16, ..., 18432..32768 by
+ * 2048). With 8 steps per doubling a request just above a class boundary
+ * wastes under 1/9 of its block: at most 12.5% from 64 bytes up
+ * (docs/SIZE_CLASSES.md lists every class). The size -> class map is a
+ * table up to 1 KiB and a few shifts above (kh_class_of). */
+
+_Static_assert(KHEAP_NUM_CLASSES == 7 + 8 * 9, "class count");
+
+/* kh_small_class[(n + 7) / 8] is the class of a request of n <= 1024
+ * bytes: the smallest class of at least max(n, 1) bytes (checked against
+ * that rule for every n by tests/test_layers.c). */
+const uint8_t kh_small_class[129] = {
+    0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 15,
+    16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 23, 23, 24,
+    24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28,
+    29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31, 31, 32, 32, 32,
+    32, 32, 32, 32, 32, 33, 33, 33, 33, 33, 33, 33, 33, 34, 34, 34, 34, 34, 34,
+    34, 34, 35, 35, 35, 35, 35, 35, 35, 35, 36, 36, 36, 36, 36, 36, 36, 36, 37,
+    37, 37, 37, 37, 37, 37, 37, 38, 38, 38, 38, 38, 38, 38, 38,
+};
+
+size_t kh_class_size(unsigned i)
+{
+    if (i < 7)
+        return 16 + 8 * (size_t)i;
+    unsigned k = (i - 7) / 8, j = (i - 7) % 8;
+    return ((size_t)64 << k) + (size_t)(j + 1) * ((size_t)8 << k);
+}
+
+/* ------------------------------------------------------------------ */
+/* The registry of heaps. */
+
+static kheap_t *registry;
+static int registry_lock;
+
+kheap_t *kh_registry_acquire(void)
+{
+    while (__atomic_exchange_n(&registry_lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&registry_lock, __ATOMIC_RELAXED))
+            ;
+    kh_vg_locked(&registry_lock);
+    return registry;
+}
+
+void kh_registry_release(void)
+{
+    kh_vg_unlocked(&registry_lock);
+    __atomic_store_n(&registry_lock, 0, __ATOMIC_RELEASE);
+}
+
+void kh_registry_add(kheap_t *h)
+{
+    h->next_heap = kh_registry_acquire();
+    registry = h;
+    kh_registry_release();
+}
+
+void kheap_fini(kheap_t *h)
+{
+    if (!h)
+        return;
+    kh_registry_acquire();
+    for (kheap_t **pp = &registry; *pp; pp = &(*pp)->next_heap) {
+        if (*pp == h) {
+            *pp = h->next_heap;
+            break;
+        }
+    }
+    kh_registry_release();
+    h->magic = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Every lock of a heap, in the lock order: caches_lock, each cache's in
+ * the walk's order (the only place two cache locks are held at once),
+ * page_lock. */
+void kh_heap_lock_all(kheap_t *h, bool lock)
+{
+    void (*op)(kheap_lock_t *) = lock ? kheap_port_lock : kheap_port_unlock;
+    if (lock)
+        op(&h->caches_lock);
+    kh_each_cache(h, c)
+        op(&c->lock);
+    op(&h->page_lock);
+    if (!lock)
+        op(&h->caches_lock);
+}
+
+/* Every lock of every heap, for fork: the registry first (heap locks are
+ * taken under it elsewhere too), then each heap's in its lock order.
+ * Heaps are independent, so their order does not matter: no thread holds
+ * locks of two heaps at once, except kheap_cpu_flush, which holds the
+ * registry, so it cannot run while we take them. */
+void kheap_lock_all(void)
+{
+    for (kheap_t *h = kh_registry_acquire(); h; h = h->next_heap)
+        kh_heap_lock_all(h, true);
+}
+
+void kheap_unlock_all(void)
+{
+    for (kheap_t *h = registry; h; h = h->next_heap)
+        kh_heap_lock_all(h, false);
+    kh_registry_release();
+}

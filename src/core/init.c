@@ -1,0 +1,97 @@
+/*
+ * init.c - making a heap: the top of the core's layers.
+ *
+ * kheap_init lays the heap structure (struct kheap) at the start of its
+ * first region, enters the region and gives its pages to the page layer,
+ * sets up the kmalloc classes and the internal caches (the cache of user
+ * cache structures, the magazines by capacity), points every CPU slot at
+ * the sentinel state and enters the heap in the registry. Only this file
+ * builds a heap out of every layer; nothing below calls it.
+ */
+#include "kh_internal.h"
+
+/* The page tags of the first region and the window the free hit reads
+ * them through (kh_fast.h). Without memory for the tags the heap works,
+ * with every free on the slow path (span stays 0). fresh: the region was
+ * zeroed and nothing is allocated yet, so the tags cost memory only where
+ * slabs are made. */
+static void window_setup(kheap_t *h, bool fresh)
+{
+#if KH_FAST
+    const struct kh_region *r0 = &h->regions[0];
+    h->window.tags = kh_internal_pages(h, r0->npages * sizeof *h->window.tags, fresh);
+    if (!h->window.tags)
+        return;
+    h->window.start = r0->start;
+    h->window.span = r0->span;
+#else
+    (void)h, (void)fresh;
+#endif
+}
+
+/* Set up the heap structure at the start of [base, base+size). zeroed: the
+ * memory is known to be all zero (BSS), so descriptors need no clearing. */
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
+{
+    if (!out)
+        return KHEAP_EINVAL;
+    uintptr_t hb = kh_align_up((uintptr_t)base, KH_HEADER_ALIGN);
+    struct kh_region r, *r0;
+    int err = kh_region_prepare(&r, base, size, hb - (uintptr_t)base + sizeof(struct kheap),
+                                true, zeroed);
+    if (err)
+        return err;
+    kheap_t *h = (kheap_t *)hb;
+    __builtin_memset(h, 0, sizeof *h);
+    h->magic = KH_HEAP_MAGIC;
+    kheap_port_lock_init(&h->page_lock);
+    kheap_port_lock_init(&h->caches_lock);
+    err = kh_region_enter(h, &r, &r0); /* the first region: cannot fail */
+    KH_ASSERT(!err, base);
+    kh_pages_add(h, r0);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        char name[KHEAP_NAME_MAX] = "kmalloc-";
+        size_t sz = kh_class_size(i), len = 8;
+        char digits[12];
+        unsigned nd = 0;
+        do {
+            digits[nd++] = (char)('0' + sz % 10);
+            sz /= 10;
+        } while (sz);
+        while (nd)
+            name[len++] = digits[--nd];
+        name[len] = 0;
+        kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
+                       NULL, KH_CACHE_KMALLOC);
+    }
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        h->kmalloc[i].cls = (uint8_t)i;
+        if (h->kmalloc[i].pages == 1)
+            h->kmalloc[i].cc_off = (uint16_t)offsetof(struct kh_cpu, cc[KH_CC(i)]);
+    }
+    kh_cache_setup(h, &h->cache_cache, "kheap_cache",
+                   sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
+                   KH_CACHE_INTERNAL);
+    static const char *const mag_names[KH_MAG_TYPES] = {
+        "kheap_magazine-4", "kheap_magazine-8", "kheap_magazine-16",
+        "kheap_magazine-32", "kheap_magazine-64"};
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        kh_cache_setup(h, &h->mag_cache[t], mag_names[t],
+                       sizeof(struct kh_mag) + ((size_t)4 << t) * sizeof(void *),
+                       KH_CACHE_LINE, NULL, NULL, KH_CACHE_INTERNAL);
+    for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
+        h->cpu[k] = &kh_cpu_sentinel;
+    kh_vg_benign(h->cpu, sizeof h->cpu);
+    kh_vg_benign(&h->region_seq, sizeof h->region_seq);
+    kh_vg_benign(&h->nregions, sizeof h->nregions);
+    kh_vg_benign(h->order, sizeof h->order);
+    window_setup(h, zeroed);
+    kh_registry_add(h);
+    *out = h;
+    return KHEAP_OK;
+}
+
+int kheap_init(kheap_t **heap, void *base, size_t size)
+{
+    return kh_heap_create(heap, base, size, false);
+}
