@@ -136,7 +136,6 @@ struct Hole {
 
 struct FirstFit {
     head: Hole, // dummy: head.next is the first hole
-    base: usize,
     size: usize,
     free: usize,
 }
@@ -154,7 +153,7 @@ impl FirstFit {
         let h = b as *mut Hole;
         (*h).size = size;
         (*h).next = std::ptr::null_mut();
-        FirstFit { head: Hole { size: 0, next: h }, base: b, size, free: size }
+        FirstFit { head: Hole { size: 0, next: h }, size, free: size }
     }
 
     unsafe fn alloc(&mut self, size: usize, align: usize) -> *mut u8 {
@@ -216,7 +215,7 @@ impl FirstFit {
             (*h).size += (*cur).size;
             (*h).next = (*cur).next;
         }
-        if prev != &mut self.head as *mut Hole && prev as usize + (*prev).size == addr {
+        if !std::ptr::eq(prev, &self.head) && prev as usize + (*prev).size == addr {
             (*prev).size += (*h).size;
             (*prev).next = (*h).next;
         } else {
@@ -288,6 +287,33 @@ impl Replay for KH {
     }
 }
 
+/// Rust's System allocator (glibc malloc); it has no exact held figure.
+struct Sys;
+impl Replay for Sys {
+    unsafe fn a(&mut self, size: usize, align: usize) -> *mut u8 {
+        System.alloc(Layout::from_size_align_unchecked(size, align))
+    }
+    unsafe fn f(&mut self, p: *mut u8, size: usize, align: usize) {
+        System.dealloc(p, Layout::from_size_align_unchecked(size, align))
+    }
+    fn held(&self) -> usize {
+        0
+    }
+}
+
+/// The empty allocator for the loop's own cost: hands out one scratch
+/// block (large enough for every size) and frees nothing.
+struct Null(*mut u8);
+impl Replay for Null {
+    unsafe fn a(&mut self, _size: usize, _align: usize) -> *mut u8 {
+        self.0
+    }
+    unsafe fn f(&mut self, _p: *mut u8, _size: usize, _align: usize) {}
+    fn held(&self) -> usize {
+        0
+    }
+}
+
 impl Replay for FirstFit {
     unsafe fn a(&mut self, size: usize, align: usize) -> *mut u8 {
         self.alloc(size, align)
@@ -297,6 +323,25 @@ impl Replay for FirstFit {
     }
     fn held(&self) -> usize {
         FirstFit::held(self)
+    }
+}
+
+/// 1024 steps of the steady state: free a random live object, allocate a
+/// new one. Not inlined, so callgrind can count its instructions alone
+/// (`make bench-rust-callgrind`).
+#[inline(never)]
+fn steady_state<R: Replay>(r: &mut R, rng: &mut Rng, objs: &mut Vec<(*mut u8, usize, usize)>, live_bytes: &mut usize) {
+    for _ in 0..1024 {
+        let i = rng.below(objs.len() as u64) as usize;
+        let (p, s, a) = objs.swap_remove(i);
+        unsafe { r.f(p, s, a) };
+        *live_bytes -= s;
+        let (s, a) = draw(rng);
+        let p = unsafe { r.a(s, a) };
+        assert!(!p.is_null(), "out of memory in the replay");
+        unsafe { *p = 1 };
+        objs.push((p, s, a));
+        *live_bytes += s;
     }
 }
 
@@ -322,18 +367,7 @@ fn replay<R: Replay>(r: &mut R, live: usize, steps: usize, limit: Duration, seed
         let t = Instant::now();
         let mut done = 0;
         while done < steps {
-            for _ in 0..1024 {
-                let i = rng.below(objs.len() as u64) as usize;
-                let (p, s, a) = objs.swap_remove(i);
-                r.f(p, s, a);
-                live_bytes -= s;
-                let (s, a) = draw(&mut rng);
-                let p = r.a(s, a);
-                assert!(!p.is_null(), "out of memory in the replay");
-                *p = 1;
-                objs.push((p, s, a));
-                live_bytes += s;
-            }
+            steady_state(r, &mut rng, &mut objs, &mut live_bytes);
             done += 1024;
             peak_held = peak_held.max(r.held());
             peak_live = peak_live.max(live_bytes);
@@ -367,12 +401,16 @@ fn trace_table(rounds: usize, quick: bool) {
     println!("First-fit runs up to 10^5 live objects (one round there, at most 4 s of steps): building 10^6");
     println!("objects alone walks a hole list that grows with the page-aligned blocks' front pieces.");
     println!();
-    println!("| live objects | kheap ns/op | first-fit ns/op | first-fit / kheap | kheap peak held / peak live | first-fit peak held / peak live | first-fit ops measured |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("System is glibc's malloc on the same trace; \"loop\" is the replay loop with an allocator that does");
+    println!("nothing (random choice of the victim, the live array, the write to each new block): the cost of the");
+    println!("harness, which grows with the live set through cache and TLB misses like every column.");
+    println!();
+    println!("| live objects | kheap ns/op | System ns/op | loop ns/op | first-fit ns/op | first-fit / kheap | kheap peak held / peak live | first-fit peak held / peak live | first-fit ops measured |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000, 1_000_000] };
     for &live in sizes {
         let steps = if quick { 10_000 } else { 1_000_000 };
-        let (mut kn, mut fnn) = (Vec::new(), Vec::new());
+        let (mut kn, mut fnn, mut sn, mut nn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut kr, mut fr) = (None, None);
         // First-fit gets fewer rounds and a time limit at large live sets:
         // its cost grows with the number of holes.
@@ -382,6 +420,9 @@ fn trace_table(rounds: usize, quick: bool) {
             let k = replay(&mut KH, live, steps, Duration::from_secs(60), 42 + round as u64);
             kn.push(k.ns_per_op);
             kr = Some(k);
+            unsafe { HEAP.fini() };
+            sn.push(replay(&mut Sys, live, steps, Duration::from_secs(60), 42 + round as u64).ns_per_op);
+            nn.push(replay(&mut Null(REGION.as_mut_ptr()), live, steps, Duration::from_secs(60), 42 + round as u64).ns_per_op);
             if round < ff_rounds {
                 unsafe { HEAP.fini() };
                 let mut ff = unsafe { FirstFit::new(REGION.as_mut_ptr(), REGION.len()) };
@@ -392,13 +433,16 @@ fn trace_table(rounds: usize, quick: bool) {
         }
         let k = kr.unwrap();
         let km = median(kn);
+        let (sm, nm) = (median(sn), median(nn));
         match fr {
             Some(f) => {
                 let fm = median(fnn);
                 println!(
-                    "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {} |",
+                    "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {} |",
                     live,
                     km,
+                    sm,
+                    nm,
                     fm,
                     fm / km,
                     k.peak_held as f64 / k.peak_live as f64,
@@ -407,9 +451,11 @@ fn trace_table(rounds: usize, quick: bool) {
                 );
             }
             None => println!(
-                "| {} | {:.1} | not run | | {:.3} | | |",
+                "| {} | {:.1} | {:.1} | {:.1} | not run | | {:.3} | | |",
                 live,
                 km,
+                sm,
+                nm,
                 k.peak_held as f64 / k.peak_live as f64
             ),
         }
@@ -417,11 +463,41 @@ fn trace_table(rounds: usize, quick: bool) {
     println!();
 }
 
+/// Under callgrind (`make bench-rust-callgrind`): one replay, chosen by
+/// KHEAP_BENCH_ALLOC (kheap, firstfit, system, loop) and KHEAP_BENCH_LIVE,
+/// 20480 steps; callgrind counts steady_state alone.
+fn callgrind_one(which: &str) {
+    let live: usize = std::env::var("KHEAP_BENCH_LIVE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let steps = 20 * 1024;
+    let lim = Duration::from_secs(3600);
+    match which {
+        "kheap" => {
+            fresh_heap();
+            replay(&mut KH, live, steps, lim, 42);
+        }
+        "firstfit" => {
+            let mut ff = unsafe { FirstFit::new(REGION.as_mut_ptr(), REGION.len()) };
+            replay(&mut ff, live, steps, lim, 42);
+        }
+        "system" => {
+            replay(&mut Sys, live, steps, lim, 42);
+        }
+        _ => {
+            replay(&mut Null(REGION.as_mut_ptr()), live, steps, lim, 42);
+        }
+    }
+    println!("{} {} live: {} operations", which, live, 2 * steps);
+}
+
 fn main() {
     #[cfg(not(feature = "std"))]
     unsafe {
         kheap::set_hooks(&hooks::HOOKS)
     };
+    if let Ok(which) = std::env::var("KHEAP_BENCH_ALLOC") {
+        callgrind_one(&which);
+        return;
+    }
     // cargo bench passes --bench; ignore arguments.
     let quick = std::env::var_os("KHEAP_BENCH_QUICK").is_some();
     let rounds = std::env::var("KHEAP_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if quick { 1 } else { 5 });

@@ -90,7 +90,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 pub use cache::{CacheBox, ObjectCache};
 #[cfg(not(any(feature = "std", feature = "extern-core")))]
-pub use port::{cpu_flush, set_hooks, Hooks, Report};
+pub use port::{cpu_flush, set_hooks, Hooks, PagesGetFn, Report};
 
 /// kheap's page size: regions are carved into pages of this many bytes.
 pub const PAGE_SIZE: usize = 4096;
@@ -180,6 +180,12 @@ pub struct Region<const N: usize>(UnsafeCell<[u8; N]>);
 // SAFETY: the bytes are only reached through the raw pointer, whose user
 // (the heap) synchronises.
 unsafe impl<const N: usize> Sync for Region<N> {}
+
+impl<const N: usize> Default for Region<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl<const N: usize> Region<N> {
     /// Zeroed memory (in BSS when the `Region` is a static).

@@ -18,6 +18,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::ffi;
 
+/// [`Hooks::pages_get`]: given a byte count, fresh memory (base, bytes).
+pub type PagesGetFn = fn(bytes: usize) -> Option<(*mut u8, usize)>;
+
 /// What the kernel tells kheap about its machine. Every function may be
 /// called on any CPU, with interrupts masked, possibly while kheap holds
 /// a lock: none may allocate from or call into a kheap heap.
@@ -46,7 +49,7 @@ pub struct Hooks {
     /// `None`. `None` here: heaps never grow.
     ///
     /// [`KHeap::set_growable`]: crate::KHeap::set_growable
-    pub pages_get: Option<fn(bytes: usize) -> Option<(*mut u8, usize)>>,
+    pub pages_get: Option<PagesGetFn>,
     /// Take back memory from `pages_get`, whole.
     pub pages_put: Option<fn(base: *mut u8, bytes: usize)>,
 }
