@@ -46,9 +46,10 @@ bench-rust:
 	@mkdir -p $(B)
 	cd bindings/rust && for f in "" "--features std"; do \
 	  CARGO_TARGET_DIR=$(CURDIR)/$(B)/rust cargo bench --offline --quiet $$f || exit 1; \
-	done | tee $(CURDIR)/$(B)/bench-rust.md
+	done > $(CURDIR)/$(B)/bench-rust.md
 	bench/rust_callgrind.sh "$$(cd bindings/rust && CARGO_TARGET_DIR=$(CURDIR)/$(B)/rust \
 	  cargo bench --offline --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')" \
-	  | tee -a $(B)/bench-rust.md
+	  >> $(B)/bench-rust.md
+	cat $(B)/bench-rust.md
 	python3 bench/rust_doc.py < $(B)/bench-rust.md
 .PHONY: bench-rust
