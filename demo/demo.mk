@@ -86,9 +86,14 @@ $(B)/kernel-debug2/riscv64/kernel.elf: demo/riscv64/kernel.ld
 # (start.S), and the Rust code runs with interrupts masked (red zone).
 RUST_KERNEL_LIB := $(B)/rust-kernel/x86_64-unknown-linux-gnu/release/libkheap_demo.a
 KEXTRA_kernel-rust := $(RUST_KERNEL_LIB)
-$(RUST_KERNEL_LIB): $(wildcard demo/rust/src/*.rs demo/rust/Cargo.* bindings/rust/src/*.rs bindings/rust/Cargo.* bindings/rust/build.rs)
+# Rust before 1.68 (Debian 12: 1.63) needs the then-unstable default alloc
+# error handler for a no_std library (demo/rust/build.rs): allowed for
+# those versions only.
+RUST_OLD = $(shell $${RUSTC:-rustc} --version 2>/dev/null | awk '{split($$2, v, "."); print (v[1] == 1 && v[2] < 68)}')
+$(RUST_KERNEL_LIB): $(wildcard demo/rust/src/*.rs demo/rust/Cargo.* demo/rust/build.rs bindings/rust/src/*.rs bindings/rust/Cargo.* bindings/rust/build.rs)
 	$(msg) CARGO $@
-	$(Q)CARGO_TARGET_DIR=$(B)/rust-kernel RUSTFLAGS="-C relocation-model=static -C code-model=small" \
+	$(Q)$(if $(filter 1,$(RUST_OLD)),RUSTC_BOOTSTRAP=1) \
+	  CARGO_TARGET_DIR=$(B)/rust-kernel RUSTFLAGS="-C relocation-model=static -C code-model=small" \
 	  cargo build --offline --release --quiet --manifest-path demo/rust/Cargo.toml \
 	  --target x86_64-unknown-linux-gnu
 $(eval $(call kernel,x86_64,kernel-rust,$(OPTIONS) -DDEMO_RUST=1))

@@ -5,8 +5,11 @@
 //!
 //! Built for the installed `x86_64-unknown-linux-gnu` core and alloc with
 //! `panic = "abort"` and a static relocation model; no extra target.
+//! Rust 1.68 or later; with 1.63 (Debian 12) see build.rs.
 
 #![no_std]
+#![allow(unknown_lints, unexpected_cfgs)]
+#![cfg_attr(old_alloc_error_handler, feature(default_alloc_error_handler))]
 
 extern crate alloc;
 
@@ -198,4 +201,13 @@ pub extern "C" fn rust_eh_personality() {
     puts("rust: rust_eh_personality called with panic = abort");
     // SAFETY: the kernel's halt never returns.
     unsafe { kheap_bm_halt() }
+}
+
+/// Rust before 1.68: alloc's (unused) `__rg_oom` names the `oom` lang item,
+/// `rust_oom`, which only an `#[alloc_error_handler]` would define. The
+/// default handler this library uses (`__rdl_oom`, a panic) never calls it.
+#[cfg(old_alloc_error_handler)]
+#[no_mangle]
+pub fn rust_oom(_layout: core::alloc::Layout) -> ! {
+    panic!("rust_oom called")
 }
