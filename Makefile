@@ -193,7 +193,7 @@ check:
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
 	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels \
 	  || echo "build of some tests failed; the runner counts them"
-	@tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
+	@CORE_SRC="$(CORE_SRC)" tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 
 clean:
 	rm -rf $(B)

@@ -227,6 +227,32 @@ int kheap_cache_destroy(kheap_cache_t *cache);
 size_t kheap_reclaim(kheap_t *heap);
 
 /* ------------------------------------------------------------------ */
+/* Purging: handing free pages' memory back to the platform
+ * (KHEAP_PORT_PURGE; hosted: madvise(MADV_DONTNEED)). Purged pages stay
+ * free pages of the heap: no figure of the statistics changes except
+ * dirty_bytes. */
+
+/* Set the heap's purge rule: when a free leaves more than slack_bytes of
+ * free pages possibly resident (or twice the pages recently in use, if
+ * that is more), the coalesced free run is purged if it is at least
+ * min_bytes long. slack_bytes is rounded down and min_bytes up to whole
+ * pages; slack 0 purges at every free of a run of min_bytes or more.
+ * Both apply from the next free on. Defaults: KHEAP_PURGE_SLACK and
+ * KHEAP_PURGE_MIN (kheap_config.h). Errors: KHEAP_EINVAL (heap NULL),
+ * KHEAP_ENOSYS (the port has no purge hook; nothing changes).
+ * Time: O(1). Thread-safe (takes the page lock). */
+int kheap_set_purge(kheap_t *heap, size_t slack_bytes, size_t min_bytes);
+
+/* Purge free runs now, the longest first, until at most keep_bytes of free
+ * pages may still be resident (whatever their length: min_bytes does not
+ * apply). Returns the bytes of pages purged that may have been resident
+ * (0 when nothing was, or without KHEAP_PORT_PURGE). Call kheap_reclaim
+ * first to turn empty slabs into free runs too (malloc_trim does both).
+ * Time: O(free runs + bins), plus the port's purge calls, all under the
+ * page lock. Thread-safe. */
+size_t kheap_purge(kheap_t *heap, size_t keep_bytes);
+
+/* ------------------------------------------------------------------ */
 /* Statistics. Every figure is exact at the moment it is read, taken under
  * the heap's locks. Byte figures for objects are usable sizes: the size
  * class (or cache object size, or run bytes) that the heap commits to each
@@ -254,6 +280,14 @@ struct kheap_stats {
     size_t slab_bytes;         /* bytes in pages held by slabs */
     size_t large_bytes;        /* bytes in pages held by large blocks */
     size_t region_count;       /* regions the heap manages */
+    size_t large_count;        /* large blocks (page runs of their own)
+                                  allocated now; their bytes are
+                                  large_bytes */
+    size_t dirty_bytes;        /* bytes of free pages that may still be
+                                  resident: touched since they were last
+                                  purged or given to the heap (an upper
+                                  estimate, see kheap_purge); 0 without
+                                  KHEAP_PORT_PURGE */
 };
 
 /* Fill *out. O(KHEAP_MAX_REGIONS + caches). */

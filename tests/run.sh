@@ -62,6 +62,10 @@ for v in $VARIANTS; do
     done
 done
 
+# The core's layering: no file calls a file above it (tools/layers.sh, on
+# the release build's objects; CORE_SRC lists the core bottom up).
+run layers tools/layers.sh "$B/release/obj/core" ${CORE_SRC:-}
+
 for t in $CROSS; do
     out="$LOG/cross-$t.log"
     make --no-print-directory "cross-$t" >"$out" 2>&1
@@ -103,9 +107,11 @@ else
 fi
 
 # libkheap.so: its own tests (API, start-up, fork, threads, limits, RSS,
-# bad frees, environment), then real programs compared with glibc.
+# bad frees, environment, glibc's extensions, live statistics), then real programs compared with glibc.
 run malloc tests/malloc/run.sh "$B"
 run real-programs tests/real/run.sh "$B"
+# tools/kheap-top on a recorded file, its chart, and live in tmux.
+run kheap-top tests/tools/kheap-top.sh "$B"
 
 # Every benchmark once with tiny counts: the workloads under kheap and
 # glibc, bench/bench.c's modes under kheap (speed is measured by make

@@ -10,7 +10,8 @@
  * under caches_lock, for slabinfo, reclaim and kheap_check.
  *
  * Allocation and free of objects are in kmalloc.c, next to the kmalloc
- * paths they share.
+ * paths they share. kheap_reclaim and slabinfo walk every cache of the
+ * heap (kh_each_cache).
  */
 #include "kh_internal.h"
 
@@ -110,21 +111,14 @@ int kheap_cache_destroy(kheap_cache_t *c)
 size_t kheap_reclaim(kheap_t *h)
 {
     size_t bytes = 0;
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        bytes += kh_cache_drain(&h->kmalloc[i], false);
-        bytes += kh_cache_release(&h->kmalloc[i], 0);
-    }
+    /* The walk ends with the magazine caches and the cache of cache
+     * structures: the magazines emptied before them went back there. */
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next) {
+    kh_each_cache(h, c) {
         bytes += kh_cache_drain(c, false);
         bytes += kh_cache_release(c, 0);
     }
     kh_unlock(&h->caches_lock);
-    /* Magazines emptied above went back to their caches: release those
-     * slabs last. */
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-        bytes += kh_cache_release(&h->mag_cache[t], 0);
-    bytes += kh_cache_release(&h->cache_cache, 0);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
 }
@@ -155,19 +149,12 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)
 {
     size_t n = 0;
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++, n++)
-        if (n < max)
-            kheap_cache_info(&h->kmalloc[i], &rows[n]);
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next, n++)
+    kh_each_cache(h, c) {
         if (n < max)
             kheap_cache_info(c, &rows[n]);
+        n++;
+    }
     kh_unlock(&h->caches_lock);
-    if (n < max)
-        kheap_cache_info(&h->cache_cache, &rows[n]);
-    n++;
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++, n++)
-        if (n < max)
-            kheap_cache_info(&h->mag_cache[t], &rows[n]);
     return n;
 }

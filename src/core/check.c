@@ -262,17 +262,11 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
         return true;
     uint64_t live = c->nocpu_allocs - c->nocpu_frees;
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
-        const struct kh_cc *cc;
-        if (c->cls != KH_NO_CLASS) {
-            const struct kh_cpu *pc = h->cpu[cpu];
-            if (pc == &kh_cpu_sentinel)
-                continue;
-            if (cpu == KHEAP_MAX_CPUS)
-                return fail(w, "the no-CPU slot has per-CPU state", (uintptr_t)pc);
-            cc = &pc->cc[KH_CC(c->cls)];
-        } else {
-            cc = &c->percpu[cpu];
-        }
+        const struct kh_cc *cc = kh_cc_of(h, c, cpu);
+        if (!cc)
+            continue;
+        if (cpu == KHEAP_CPU_NONE && c->cls != KH_NO_CLASS)
+            return fail(w, "the no-CPU slot has per-CPU state", (uintptr_t)cc);
         if (cc->top < cc->base || cc->top > cc->limit ||
             cc->limit != kh_cc_mag(cc)->obj + kh_cc_mag(cc)->cap)
             return fail(w, "a CPU's loaded magazine bounds are wrong", (uintptr_t)cc);
@@ -323,19 +317,14 @@ static void check_all(kheap_t *h, struct walk *w)
     }
     if (!check_bins(h, w))
         return;
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        if (!check_cache(h, w, &h->kmalloc[i], &slabs))
-            return;
-    if (!check_cache(h, w, &h->cache_cache, &slabs))
-        return;
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-        if (!check_cache(h, w, &h->mag_cache[t], &slabs))
-            return;
     size_t ncaches = 0;
-    for (struct kheap_cache *c = h->caches; c; c = c->next, ncaches++)
-        if (ncaches >= h->ncaches || !check_cache(h, w, c, &slabs))
-            return (void)fail(w, w->msg ? w->msg : "cache list is longer than its count",
-                              (uintptr_t)c);
+    kh_each_cache(h, c) {
+        bool user = !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
+        if (user && ncaches++ >= h->ncaches)
+            return (void)fail(w, "cache list is longer than its count", (uintptr_t)c);
+        if (!check_cache(h, w, c, &slabs))
+            return;
+    }
     for (unsigned t = 0; t < KH_MAG_TYPES; t++)
         mag_objs += h->mag_cache[t].active_objs;
     uintptr_t hp = (uintptr_t)h;
@@ -390,3 +379,16 @@ const char *kheap_check_quiescent(kheap_t *h, const void **addr)
 {
     return check(h, addr, true);
 }
+
+#if KHEAP_DEBUG >= 3
+/* After every operation of a KHEAP_DEBUG 3 build: the whole heap, or a
+ * panic naming the first inconsistency. */
+void kh_debug_check(kheap_t *h, const char *function)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check(h, &addr);
+    (void)function;
+    if (msg)
+        kheap_port_panic(msg, addr);
+}
+#endif

@@ -5,7 +5,7 @@
  * thread slot when hosted) holds, for each cache, a *loaded* and a
  * *previous* magazine: stacks of up to mag_cap constructed objects. An
  * allocation pops from loaded, a free pushes onto it; that is the whole hit
- * path, done in kmalloc.c / cache_alloc inline: no lock, no atomic
+ * path (kh_fast.h, and kmalloc.c's cache_alloc/cache_free): no lock, no atomic
  * read-modify-write, and only the CPU's own cache lines are written (its
  * kh_cc, padded to a cache line, and its magazines). When loaded is empty
  * (or full) and previous is full (or empty) the two swap; only when both
@@ -108,9 +108,10 @@ static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m)
 /* ------------------------------------------------------------------ */
 /* The per-CPU state of a cache. */
 
-/* This CPU's front of cache c, set up if it is not yet (cpu != NONE).
+/* This CPU's front of cache c, its state set up if it is not yet (cpu !=
+ * NONE); NULL if there is no memory for it.
  * Runs on cpu (kheap_port_cpu_enter held). */
-static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+static struct kh_cc *cc_setup(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
     if (c->cls != KH_NO_CLASS) {
         struct kh_cpu *pc = h->cpu[cpu];
@@ -137,15 +138,15 @@ static struct kh_cc *cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
         }
-        return &pc->cc[KH_CC(c->cls)];
     }
-    return &c->percpu[cpu];
+    return kh_cc_of(h, c, cpu);
 }
 
-/* The miss counters that go with CPU cpu's front of c. */
+/* The miss counters that go with CPU cpu's front of c (the CPU has
+ * used the heap: its front is not the sentinel's). */
 static struct kh_misses *miss_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->miss[c->cls] : &c->percpu[cpu].miss;
+    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->miss[c->cls] : &kh_cc_of(h, c, cpu)->miss;
 }
 
 
@@ -219,7 +220,7 @@ static void *alloc_direct(struct kheap_cache *c)
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 {
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
     if (!cc) {
         kheap_port_cpu_exit(cpu);
         return alloc_direct(c);
@@ -278,7 +279,7 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
 {
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_of(h, c, cpu);
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
     if (!cc)
         goto direct;
     /* This CPU's first touch of the cache is a free: the object came from
@@ -346,7 +347,7 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     bool found = false;
     unsigned cpu = kheap_port_cpu_enter();
     if (cpu != KHEAP_CPU_NONE) {
-        struct kh_cc *cc = cc_of(h, c, cpu);
+        struct kh_cc *cc = cc_setup(h, c, cpu);
         if (cc) {
             for (void **q = cc->base; q < cc->top && !found; q++)
                 found = *q == p;
@@ -381,15 +382,6 @@ static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
     return bytes;
 }
 
-/* CPU cpu's front of c, or NULL if that CPU never used c's heap. */
-static struct kh_cc *cc_peek(kheap_t *h, struct kheap_cache *c, unsigned cpu)
-{
-    if (c->cls == KH_NO_CLASS)
-        return &c->percpu[cpu];
-    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
-    return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
-}
-
 /* Give back the depot's magazines and the calling CPU's own; with all,
  * every CPU's (the caller promises no other CPU uses c meanwhile). */
 size_t kh_cache_drain(struct kheap_cache *c, bool all)
@@ -400,13 +392,13 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
         return 0;
     if (all) {
         for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
-            struct kh_cc *cc = cc_peek(h, c, cpu);
+            struct kh_cc *cc = kh_cc_of(h, c, cpu);
             if (cc)
                 bytes += cc_drain(h, c, cc);
         }
     } else {
         unsigned cpu = kheap_port_cpu_enter();
-        struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_peek(h, c, cpu);
+        struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : kh_cc_of(h, c, cpu);
         if (cc)
             bytes += cc_drain(h, c, cc);
         kheap_port_cpu_exit(cpu);
@@ -453,14 +445,12 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 /* CPU cpu has stopped using h: its magazines go to the depots. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        struct kh_cc *cc = cc_peek(h, &h->kmalloc[i], cpu);
-        if (cc)
-            cc_return(h, &h->kmalloc[i], cc);
-    }
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next)
-        cc_return(h, c, &c->percpu[cpu]);
+    kh_each_cache(h, c) {
+        struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
+        if (cc)
+            cc_return(h, c, cc);
+    }
     kh_unlock(&h->caches_lock);
 }
 
@@ -484,12 +474,10 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
     if (c->flags & KH_CACHE_INTERNAL)
         goto slab_view;
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
-        const struct kh_cc *cc = cc_peek(h, c, cpu);
+        const struct kh_cc *cc = kh_cc_of(h, c, cpu);
         if (!cc)
             continue;
-        const struct kh_misses *ms = c->cls != KH_NO_CLASS
-                                         ? &h->cpu[cpu]->miss[c->cls]
-                                         : &c->percpu[cpu].miss;
+        const struct kh_misses *ms = miss_of(h, c, cpu);
         out->allocs += __atomic_load_n(&cc->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&cc->frees, __ATOMIC_RELAXED);
         out->misses += __atomic_load_n(&ms->alloc, __ATOMIC_RELAXED) +

@@ -16,6 +16,11 @@
  * instead address space the port reserves at first use (zero-filled, so
  * setup is as cheap); the static array is the fallback when the port
  * cannot reserve even KHEAP_DEFAULT_SIZE bytes.
+ *
+ * kmalloc and kfree run the same hit paths as every heap (kh_fast.h),
+ * with the default heap's window copied into kh_default_window and, where
+ * the port has a per-CPU word, the CPU's state read from it. Their misses
+ * come here and go straight to kmalloc.c's slow paths.
  */
 #include "kh_internal.h"
 #include "kh_fast.h"

@@ -44,6 +44,8 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kheap_t *h = (kheap_t *)hb;
     __builtin_memset(h, 0, sizeof *h);
     h->magic = KH_HEAP_MAGIC;
+    h->purge_slack = KHEAP_PURGE_SLACK / KH_PAGE;
+    h->purge_min = KHEAP_PURGE_MIN / KH_PAGE;
     kheap_port_lock_init(&h->page_lock);
     kheap_port_lock_init(&h->caches_lock);
     err = kh_region_enter(h, &r, &r0); /* the first region: cannot fail */

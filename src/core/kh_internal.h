@@ -238,6 +238,8 @@ struct kheap {
     size_t grow_bytes;   /* 0: fixed size */
     size_t dirty_pages;  /* sum of the free runs' dirty counts */
     size_t purge_peak;   /* pages in use at the recent peak (pages.c) */
+    size_t purge_slack;  /* pages: kheap_set_purge (default KHEAP_PURGE_SLACK) */
+    size_t purge_min;    /* pages: kheap_set_purge (default KHEAP_PURGE_MIN) */
 
     /* Protected by page_lock. */
     uint64_t large_allocs, large_frees, large_alloc_bytes, large_free_bytes;

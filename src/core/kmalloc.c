@@ -141,11 +141,12 @@ static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
     return p;
 }
 
-/* This CPU's front of c (the sentinel's for KHEAP_CPU_NONE, or before
- * the CPU's first use of the heap: every pop and push on it misses). */
+/* This CPU's front of c, or the sentinel's (KHEAP_CPU_NONE, or before
+ * the CPU's first use of the heap), on which every pop and push misses. */
 static inline struct kh_cc *cc_here(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    return c->cls != KH_NO_CLASS ? &h->cpu[cpu]->cc[KH_CC(c->cls)] : &c->percpu[cpu];
+    struct kh_cc *cc = kh_cc_of(h, c, cpu);
+    return cc ? cc : &kh_cpu_sentinel.cc[0];
 }
 
 /* An object of c: a pop from this CPU's loaded magazine, unless the hit

@@ -23,7 +23,8 @@
  * blocks merge), so the pieces left keep what exceeds the allocation.
  * When more free pages are dirty than the slack allows, a freed run
  * (after coalescing) of at least KHEAP_PURGE_MIN bytes is purged whole
- * and becomes clean. The slack is KHEAP_PURGE_SLACK bytes, or twice the
+ * and becomes clean. The slack is KHEAP_PURGE_SLACK bytes (both figures
+ * can be set per heap, kheap_set_purge), or twice the
  * pages in use at the recent peak if that is more: the hysteresis that
  * lets a program free and reallocate blocks of the sizes it works with
  * without faulting their pages in again each time (a fixed 64 MiB made a
@@ -251,14 +252,14 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
  * handed out while its pages are being dropped. */
 static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d, size_t freed)
 {
-    size_t slack = KHEAP_PURGE_SLACK / KH_PAGE, used = h->slab_pages + h->large_pages;
+    size_t slack = h->purge_slack, used = h->slab_pages + h->large_pages;
     if (used + freed > h->purge_peak)
         h->purge_peak = used + freed; /* in use just before this free */
     else if (used < h->purge_peak / 8)
         h->purge_peak = used;
     if (slack < 2 * h->purge_peak)
         slack = 2 * h->purge_peak;
-    if (h->dirty_pages <= slack || !d->dirty || (size_t)d->npages < KHEAP_PURGE_MIN / KH_PAGE)
+    if (h->dirty_pages <= slack || !d->dirty || (size_t)d->npages < h->purge_min)
         return;
     uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
     kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
@@ -266,6 +267,52 @@ static void purge(kheap_t *h, struct kh_region *r, struct kh_page *d, size_t fre
     d->dirty = 0;
 }
 #endif
+
+int kheap_set_purge(kheap_t *h, size_t slack_bytes, size_t min_bytes)
+{
+#if KHEAP_PORT_PURGE
+    if (!h)
+        return KHEAP_EINVAL;
+    kh_lock(&h->page_lock);
+    h->purge_slack = slack_bytes / KH_PAGE;
+    h->purge_min = (min_bytes + KH_PAGE - 1) / KH_PAGE;
+    kh_unlock(&h->page_lock);
+    return KHEAP_OK;
+#else
+    (void)h;
+    (void)slack_bytes;
+    (void)min_bytes;
+    return KHEAP_ENOSYS;
+#endif
+}
+
+/* Purge free runs, the longest bins first, until at most keep_bytes of
+ * free pages may be resident. */
+size_t kheap_purge(kheap_t *h, size_t keep_bytes)
+{
+#if KHEAP_PORT_PURGE
+    size_t keep = keep_bytes / KH_PAGE, dropped = 0;
+    kh_lock(&h->page_lock);
+    for (unsigned b = KH_NBINS; b-- > 0 && h->dirty_pages > keep;) {
+        for (struct kh_page *d = h->bins[b]; d && h->dirty_pages > keep; d = d->next) {
+            if (!d->dirty)
+                continue;
+            struct kh_region *r = &h->regions[d->region];
+            uintptr_t addr = r->start + ((uintptr_t)(d - r->pages) << KHEAP_PAGE_SHIFT);
+            kheap_port_pages_purge((void *)addr, (size_t)d->npages * KH_PAGE);
+            dropped += d->dirty;
+            h->dirty_pages -= d->dirty;
+            d->dirty = 0;
+        }
+    }
+    kh_unlock(&h->page_lock);
+    return dropped * KH_PAGE;
+#else
+    (void)h;
+    (void)keep_bytes;
+    return 0;
+#endif
+}
 
 void kh_run_free(kheap_t *h, struct kh_page *head)
 {

@@ -37,11 +37,10 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     __builtin_memset(out, 0, sizeof *out);
     /* Object counts first: they are per CPU and per cache, read without
      * the page lock (the cache locks come before it). */
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        add_cache(h, &h->kmalloc[i], out);
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next)
-        add_cache(h, c, out);
+    kh_each_cache(h, c)
+        if (!(c->flags & KH_CACHE_INTERNAL))
+            add_cache(h, c, out);
     kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
@@ -51,6 +50,8 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->slab_bytes = h->slab_pages * KH_PAGE;
     out->large_bytes = h->large_pages * KH_PAGE;
     out->region_count = h->nregions;
+    out->large_count = (size_t)(h->large_allocs - h->large_frees);
+    out->dirty_bytes = h->dirty_pages * KH_PAGE;
     out->metadata_bytes = h->region_meta + h->bitmap_bytes +
                           __atomic_load_n(&h->internal_bytes, __ATOMIC_RELAXED) +
                           h->meta_pages * KH_PAGE;
@@ -215,15 +216,10 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
         put_str(&o, cols[i], 0);
     }
     put_ch(&o, '\n');
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        put_cache(&o, &h->kmalloc[i], all);
     /* caches_lock before each cache's lock: the heap's lock order. */
     kh_lock(&h->caches_lock);
-    for (struct kheap_cache *c = h->caches; c; c = c->next)
+    kh_each_cache(h, c)
         put_cache(&o, c, all);
     kh_unlock(&h->caches_lock);
-    put_cache(&o, &h->cache_cache, all);
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-        put_cache(&o, &h->mag_cache[t], all);
     return finish(&o);
 }

@@ -30,14 +30,21 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kh_fast.h"
+#include "kheap_hosted.h"
 
 #define KH_EXPORT __attribute__((visibility("default")))
 
@@ -193,21 +200,21 @@ KH_EXPORT size_t malloc_usable_size(void *p)
 }
 
 /* ------------------------------------------------------------------ */
-/* Environment: KHEAP_STATS=1 prints the statistics and slabinfo on
- * stderr at exit; KHEAP_VERBOSE=1 says at start where the heap is.
- * Output goes straight to file descriptor 2 from a static buffer: no
- * stdio, no allocation, so it works whatever state the program is in. */
+/* Output without stdio and without allocation: reports, the exit
+ * statistics and the live statistics writer run inside malloc, or in a
+ * program whose stdio is in any state. */
 
 static char report_buf[1 << 16];
 
-/* Where the exit report goes: a copy of stderr made at start, because
- * some programs close stderr before they exit (coreutils do). */
+/* Where reports go: a copy of stderr made at start when KHEAP_STATS is
+ * set, because some programs close stderr before they exit (coreutils
+ * do). */
 static int report_fd = 2;
 
-static void put_err(const char *s, size_t n)
+static void put_fd(int fd, const char *s, size_t n)
 {
     while (n) {
-        ssize_t w = write(report_fd, s, n);
+        ssize_t w = write(fd, s, n);
         if (w <= 0)
             return;
         s += w;
@@ -215,10 +222,59 @@ static void put_err(const char *s, size_t n)
     }
 }
 
+static void put_err(const char *s, size_t n)
+{
+    put_fd(report_fd, s, n);
+}
+
 static size_t bounded(size_t need)
 {
     return need < sizeof report_buf - 1 ? need : sizeof report_buf - 1;
 }
+
+/* A growing line of text in a fixed buffer; what does not fit is cut. */
+struct text {
+    char *buf;
+    size_t len, pos;
+};
+
+static void t_str(struct text *t, const char *s)
+{
+    for (; *s; s++)
+        if (t->pos < t->len)
+            t->buf[t->pos++] = *s;
+}
+
+static void t_u64(struct text *t, uint64_t v)
+{
+    char d[24];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n && t->pos < t->len)
+        t->buf[t->pos++] = d[--n];
+}
+
+/* One line on stderr naming an environment variable, its value and why
+ * it was ignored. Each variable is read once, at start: once per value. */
+static void bad_option(const char *name, const char *value, const char *why)
+{
+    char line[512];
+    struct text t = {line, sizeof line - 1, 0};
+    t_str(&t, "kheap: ignoring ");
+    t_str(&t, name);
+    t_str(&t, "=");
+    t_str(&t, value);
+    t_str(&t, ": ");
+    t_str(&t, why);
+    line[t.pos++] = '\n';
+    put_fd(2, line, t.pos);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parsing the environment's values. */
 
 static int env_on(const char *name)
 {
@@ -226,10 +282,658 @@ static int env_on(const char *name)
     return v && *v && *v != '0';
 }
 
+static int lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+static int same_word(const char *a, const char *b)
+{
+    while (*a && *b && lower(*a) == lower(*b))
+        a++, b++;
+    return !*a && !*b;
+}
+
+/* A byte count: decimal digits, optionally followed by k, m or g (each
+ * 1024 times the one before; "KiB", "MiB", "GiB", "KB", "M"... alike).
+ * false for anything else and for overflow. */
+static bool parse_bytes(const char *s, size_t *out)
+{
+    size_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (SIZE_MAX - (size_t)(*p - '0')) / 10)
+            return false;
+        v = v * 10 + (size_t)(*p - '0');
+    }
+    unsigned shift = 0;
+    if (*p) {
+        switch (lower(*p)) {
+        case 'k': shift = 10; break;
+        case 'm': shift = 20; break;
+        case 'g': shift = 30; break;
+        default: return false;
+        }
+        p++;
+        if (*p && !same_word(p, "ib") && !same_word(p, "b"))
+            return false;
+        if (v > (SIZE_MAX >> shift))
+            return false;
+    }
+    *out = v << shift;
+    return true;
+}
+
+/* Seconds with at most three decimals ("2", "0.5"), as milliseconds, at
+ * most a day. */
+static bool parse_seconds(const char *s, uint64_t *ms)
+{
+    uint64_t whole = 0, frac = 0;
+    unsigned nfrac = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        whole = whole * 10 + (uint64_t)(*p - '0');
+        if (whole > 86400)
+            return false;
+    }
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            if (++nfrac > 3)
+                return false;
+            frac = frac * 10 + (uint64_t)(*p - '0');
+        }
+        if (!nfrac)
+            return false;
+    }
+    if (*p)
+        return false;
+    while (nfrac++ < 3)
+        frac *= 10;
+    *ms = whole * 1000 + frac;
+    return *ms <= 86400000;
+}
+
+/* A signal the user may name for the statistics: USR1, USR2, HUP, WINCH
+ * (with or without "SIG"), RTMIN+n, or a number that is none of the
+ * signals a program cannot or should not catch. 0 if none. */
+static int parse_signal(const char *s)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {{"usr1", SIGUSR1}, {"usr2", SIGUSR2}, {"hup", SIGHUP}, {"winch", SIGWINCH}};
+    if (lower(s[0]) == 's' && lower(s[1]) == 'i' && lower(s[2]) == 'g')
+        s += 3;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (same_word(s, names[i].name))
+            return names[i].sig;
+    int base = 0, n = 0;
+    const char *p = s;
+    if (lower(p[0]) == 'r' && lower(p[1]) == 't' && lower(p[2]) == 'm' &&
+        lower(p[3]) == 'i' && lower(p[4]) == 'n') {
+        base = SIGRTMIN;
+        p += 5;
+        if (!*p)
+            return base;
+        if (*p++ != '+')
+            return 0;
+    }
+    if (*p < '0' || *p > '9')
+        return 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > 1000)
+            return 0;
+    }
+    if (*p)
+        return 0;
+    n += base;
+    if (n <= 0 || n >= NSIG || (base && n > SIGRTMAX))
+        return 0;
+    switch (n) {
+    case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGBUS: case SIGILL:
+    case SIGFPE: case SIGABRT: case SIGTRAP: case SIGSYS:
+        return 0;
+    default:
+        return n;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Summaries of the default heap for the glibc extensions and the live
+ * statistics: the statistics plus every slabinfo row, in one static
+ * buffer under sum_lock (mallinfo and friends wait for it; the live
+ * writer, which runs inside malloc, only tries it). In a forked child the
+ * lock starts over (shim_fork_child). */
+
+#define MAX_ROWS 256
+static struct kheap_cache_info rows[MAX_ROWS];
+static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct summary {
+    struct kheap_stats st;
+    size_t nrows;           /* rows in rows[] (at most MAX_ROWS) */
+    size_t free_slots;      /* free object slots of the kmalloc classes' slabs */
+    size_t free_slot_bytes;
+    size_t cached_objs;     /* objects cached in per-CPU magazines and depots */
+    size_t cached_bytes;
+};
+
+/* Fill *s and rows[]; sum_lock held. Only the kmalloc classes' rows count
+ * in the free figures: kheap's own caches hold its metadata. */
+static void summarise(struct summary *s)
+{
+    kheap_t *h = kheap_default();
+    __builtin_memset(s, 0, sizeof *s);
+    kheap_get_stats(h, &s->st);
+    size_t n = kheap_slabinfo(h, rows, MAX_ROWS);
+    s->nrows = n < MAX_ROWS ? n : MAX_ROWS;
+    for (size_t i = 0; i < s->nrows && i < KHEAP_NUM_CLASSES; i++) {
+        const struct kheap_cache_info *r = &rows[i];
+        size_t slots = r->num_objs >= r->active_objs ? r->num_objs - r->active_objs : 0;
+        s->free_slots += slots;
+        s->free_slot_bytes += slots * r->objsize;
+        s->cached_objs += r->cached_objs;
+        s->cached_bytes += r->cached_objs * r->objsize;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* glibc's malloc extensions, from kheap's figures (README: "mallinfo"):
+ *   arena     slab_bytes: pages held by slabs (kmalloc classes and
+ *             kheap's own caches), the analogue of glibc's sbrk heap
+ *   ordblks   free object slots in the kmalloc classes' slabs
+ *   smblks    objects cached in per-CPU magazines and depots (glibc's
+ *             fastbins and tcache are its free caches)
+ *   hblks     large blocks allocated now (glibc: mmapped chunks)
+ *   hblkhd    bytes of those large blocks
+ *   usmblks   peak_bytes (glibc always reports 0 here)
+ *   fsmblks   bytes of the cached objects
+ *   uordblks  bytes of live objects in slabs (used_bytes - large_bytes)
+ *   fordblks  arena - uordblks: slab bytes not holding a live object
+ *             (free slots, cached objects, kheap's own objects, slab
+ *             leftovers)
+ *   keepcost  dirty_bytes: free pages still resident, what malloc_trim
+ *             can give back
+ * So uordblks + hblkhd is what the program holds, in usable sizes, and
+ * arena + hblkhd what the heap has in pages for it, as with glibc. */
+
+static struct mallinfo2 info_of(const struct summary *s)
+{
+    struct mallinfo2 m;
+    __builtin_memset(&m, 0, sizeof m);
+    size_t live_small = s->st.used_bytes > s->st.large_bytes ? s->st.used_bytes - s->st.large_bytes : 0;
+    m.arena = s->st.slab_bytes;
+    m.ordblks = s->free_slots;
+    m.smblks = s->cached_objs;
+    m.hblks = s->st.large_count;
+    m.hblkhd = s->st.large_bytes;
+    m.usmblks = s->st.peak_bytes;
+    m.fsmblks = s->cached_bytes;
+    m.uordblks = live_small;
+    m.fordblks = m.arena > live_small ? m.arena - live_small : 0;
+    m.keepcost = s->st.dirty_bytes;
+    return m;
+}
+
+KH_EXPORT struct mallinfo2 mallinfo2(void)
+{
+    struct summary s;
+    pthread_mutex_lock(&sum_lock);
+    summarise(&s);
+    pthread_mutex_unlock(&sum_lock);
+    return info_of(&s);
+}
+
+/* The int version: each figure saturates at INT_MAX (glibc's wraps). */
+static int clamp_int(size_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+KH_EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo m;
+    m.arena = clamp_int(m2.arena);
+    m.ordblks = clamp_int(m2.ordblks);
+    m.smblks = clamp_int(m2.smblks);
+    m.hblks = clamp_int(m2.hblks);
+    m.hblkhd = clamp_int(m2.hblkhd);
+    m.usmblks = clamp_int(m2.usmblks);
+    m.fsmblks = clamp_int(m2.fsmblks);
+    m.uordblks = clamp_int(m2.uordblks);
+    m.fordblks = clamp_int(m2.fordblks);
+    m.keepcost = clamp_int(m2.keepcost);
+    return m;
+}
+
+/* glibc's layout on stderr. kheap keeps no maxima of large blocks: the
+ * last two lines give the large blocks now. */
+KH_EXPORT void malloc_stats(void)
+{
+    struct summary s;
+    pthread_mutex_lock(&sum_lock);
+    summarise(&s);
+    pthread_mutex_unlock(&sum_lock);
+    struct mallinfo2 m = info_of(&s);
+    fprintf(stderr, "Arena 0:\n");
+    fprintf(stderr, "system bytes     = %10zu\n", m.arena);
+    fprintf(stderr, "in use bytes     = %10zu\n", m.uordblks);
+    fprintf(stderr, "Total (incl. mmap):\n");
+    fprintf(stderr, "system bytes     = %10zu\n", m.arena + m.hblkhd);
+    fprintf(stderr, "in use bytes     = %10zu\n", m.uordblks + m.hblkhd);
+    fprintf(stderr, "large blocks     = %10zu\n", m.hblks);
+    fprintf(stderr, "large bytes      = %10zu\n", m.hblkhd);
+}
+
+/* Empty slabs of every cache go back to the page layer, then every free
+ * run still resident beyond pad bytes is purged. 1 if memory went back to
+ * the system, as glibc. The objects cached in magazines stay. */
+KH_EXPORT int malloc_trim(size_t pad)
+{
+    kheap_t *h = kheap_default();
+    kheap_reclaim(h);
+    return kheap_purge(h, pad) > 0;
+}
+
+/* The purge settings in force (KHEAP_PURGE_SLACK/MIN, mallopt). */
+static size_t purge_slack = KHEAP_PURGE_SLACK, purge_min = KHEAP_PURGE_MIN;
+static pthread_mutex_t purge_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int set_purge(size_t slack, size_t min)
+{
+    pthread_mutex_lock(&purge_lock);
+    int err = kheap_set_purge(kheap_default(), slack, min);
+    if (!err) {
+        purge_slack = slack;
+        purge_min = min;
+    }
+    pthread_mutex_unlock(&purge_lock);
+    return err;
+}
+
+/* M_TRIM_THRESHOLD (bytes, >= 0) sets the purge slack: free memory kept
+ * resident before freed runs are given back; the rest have no meaning
+ * for kheap and return 0 (README: "mallopt"). 1 on success, as glibc. */
+KH_EXPORT int mallopt(int param, int value)
+{
+    switch (param) {
+    case M_TRIM_THRESHOLD:
+        if (value < 0)
+            return 0;
+        return set_purge((size_t)value, purge_min) == 0;
+    default:
+        return 0;
+    }
+}
+
+/* glibc's XML (version 1), one heap: the kheap default heap. <sizes> lists
+ * the kmalloc classes with free slots (from/to: the class's size range,
+ * count and total: its free slots). "fast" is the cached objects, "rest"
+ * the free slots, "mmap" the large blocks; system "current" is arena +
+ * large bytes, "max" the peak of live bytes (kheap keeps no peak of its
+ * pages); aspace is every region's bytes (all read-write). */
+KH_EXPORT int malloc_info(int options, FILE *fp)
+{
+    if (options != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct summary s;
+    struct {
+        size_t size, free;
+    } cls[KHEAP_NUM_CLASSES];
+    size_t ncls = 0;
+    pthread_mutex_lock(&sum_lock);
+    summarise(&s);
+    for (size_t i = 0; i < s.nrows && i < KHEAP_NUM_CLASSES; i++) {
+        cls[ncls].size = rows[i].objsize;
+        cls[ncls].free = rows[i].num_objs >= rows[i].active_objs
+                             ? rows[i].num_objs - rows[i].active_objs : 0;
+        ncls++;
+    }
+    pthread_mutex_unlock(&sum_lock);
+    struct mallinfo2 m = info_of(&s);
+    size_t current = m.arena + m.hblkhd;
+    size_t max = s.st.peak_bytes > current ? s.st.peak_bytes : current;
+    fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
+    size_t from = 1;
+    for (size_t i = 0; i < ncls; i++) {
+        if (cls[i].free)
+            fprintf(fp, "  <size from=\"%zu\" to=\"%zu\" total=\"%zu\" count=\"%zu\"/>\n",
+                    from, cls[i].size, cls[i].free * cls[i].size, cls[i].free);
+        from = cls[i].size + 1;
+    }
+    fprintf(fp, "</sizes>\n");
+    fprintf(fp, "<total type=\"fast\" count=\"%zu\" size=\"%zu\"/>\n", s.cached_objs, s.cached_bytes);
+    fprintf(fp, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", s.free_slots, s.free_slot_bytes);
+    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n", m.arena);
+    fprintf(fp, "<system type=\"max\" size=\"%zu\"/>\n", max);
+    fprintf(fp, "<aspace type=\"total\" size=\"%zu\"/>\n", s.st.heap_total);
+    fprintf(fp, "<aspace type=\"mprotect\" size=\"%zu\"/>\n", s.st.heap_total);
+    fprintf(fp, "</heap>\n");
+    fprintf(fp, "<total type=\"fast\" count=\"%zu\" size=\"%zu\"/>\n", s.cached_objs, s.cached_bytes);
+    fprintf(fp, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", s.free_slots, s.free_slot_bytes);
+    fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", m.hblks, m.hblkhd);
+    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n", current);
+    fprintf(fp, "<system type=\"max\" size=\"%zu\"/>\n", max);
+    fprintf(fp, "<aspace type=\"total\" size=\"%zu\"/>\n", s.st.heap_total);
+    fprintf(fp, "<aspace type=\"mprotect\" size=\"%zu\"/>\n", s.st.heap_total);
+    fprintf(fp, "</malloc>\n");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Live statistics (README: "Live statistics"; docs/DESIGN.md says why).
+ *
+ * A record (format below) goes to KHEAP_STATS_FILE at start, every
+ * KHEAP_STATS_INTERVAL seconds, when KHEAP_STATS_SIGNAL arrives, and at
+ * exit. kheap runs no thread of its own: the signal handler only sets a
+ * flag, and the hosted port's idle hook (kheap_hosted_set_idle_hook),
+ * which runs when a thread leaves a slow path holding no kheap lock,
+ * writes the record when the flag is set or the interval has passed. So
+ * the writer never waits for a lock its own thread holds, never
+ * allocates, and runs in one thread at a time (live_busy); a thread that
+ * finds it busy goes on. A program that makes no slow-path call (blocked,
+ * or only hitting its magazines) writes nothing until it does.
+ *
+ * Snapshot mode writes the record to PATH.PID.tmp and renames it over
+ * PATH, so readers see whole records; KHEAP_STATS_APPEND=1 appends each
+ * record to PATH with one write(2), a history for charts (a reader may
+ * see the last record cut short: it ends with its "end" line). */
+
+static struct {
+    bool on, append;
+    int signo;
+    pid_t pid;
+    uint64_t interval_ms;
+    char path[1024], tmp[1100];
+} live;
+static uint64_t live_seq, live_next_ms;
+static int live_busy, live_requested;
+static char live_buf[1 << 16];
+
+static uint64_t now_ms(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void t_kv(struct text *t, const char *key, uint64_t v)
+{
+    t_str(t, " ");
+    t_str(t, key);
+    t_str(t, " ");
+    t_u64(t, v);
+}
+
+/* A name as one word: spaces and control characters become '_'. */
+static void t_word(struct text *t, const char *s)
+{
+    for (; *s; s++)
+        if (t->pos < t->len)
+            t->buf[t->pos++] = (*s <= ' ' || *s == 127) ? '_' : *s;
+}
+
+/*
+ * The record, one fact per line, fields separated by single spaces:
+ *   kheap-stats 1
+ *   time <unix seconds>.<ms> pid <pid> seq <n> reason <start|interval|signal|exit>
+ *   heap <name> <value> ... (every field of struct kheap_stats, then
+ *        cached_bytes, free_slot_bytes)
+ *   columns name active_objs num_objs objsize objperslab pagesperslab
+ *           active_slabs num_slabs allocs frees cached_objs cpu_hits cpu_misses
+ *   cache <the columns' values>      (every slabinfo row)
+ *   end <n>
+ * sum_lock held.
+ */
+static size_t live_format(const char *reason)
+{
+    struct summary s;
+    summarise(&s);
+    const struct kheap_stats *st = &s.st;
+    uint64_t t_ms = now_ms(CLOCK_REALTIME);
+    struct text t = {live_buf, sizeof live_buf - 16, 0};
+    uint64_t seq = ++live_seq;
+    t_str(&t, "kheap-stats 1\ntime ");
+    t_u64(&t, t_ms / 1000);
+    t_str(&t, ".");
+    char ms[4] = {(char)('0' + t_ms % 1000 / 100), (char)('0' + t_ms % 100 / 10),
+                  (char)('0' + t_ms % 10), 0};
+    t_str(&t, ms);
+    t_kv(&t, "pid", (uint64_t)live.pid);
+    t_kv(&t, "seq", seq);
+    t_str(&t, " reason ");
+    t_str(&t, reason);
+    t_str(&t, "\nheap");
+    t_kv(&t, "allocated_bytes", st->allocated_bytes);
+    t_kv(&t, "freed_bytes", st->freed_bytes);
+    t_kv(&t, "used_bytes", st->used_bytes);
+    t_kv(&t, "peak_bytes", st->peak_bytes);
+    t_kv(&t, "allocation_count", st->allocation_count);
+    t_kv(&t, "free_count", st->free_count);
+    t_kv(&t, "heap_total", st->heap_total);
+    t_kv(&t, "heap_used", st->heap_used);
+    t_kv(&t, "heap_free", st->heap_free);
+    t_kv(&t, "failed_count", st->failed_count);
+    t_kv(&t, "metadata_bytes", st->metadata_bytes);
+    t_kv(&t, "slab_bytes", st->slab_bytes);
+    t_kv(&t, "large_bytes", st->large_bytes);
+    t_kv(&t, "region_count", st->region_count);
+    t_kv(&t, "large_count", st->large_count);
+    t_kv(&t, "dirty_bytes", st->dirty_bytes);
+    t_kv(&t, "cached_bytes", s.cached_bytes);
+    t_kv(&t, "free_slot_bytes", s.free_slot_bytes);
+    t_str(&t, "\ncolumns name active_objs num_objs objsize objperslab pagesperslab "
+              "active_slabs num_slabs allocs frees cached_objs cpu_hits cpu_misses\n");
+    for (size_t i = 0; i < s.nrows; i++) {
+        const struct kheap_cache_info *r = &rows[i];
+        /* A row is written whole or not at all, so "end" always fits. */
+        if (t.len - t.pos < 512)
+            break;
+        t_str(&t, "cache ");
+        t_word(&t, r->name);
+        const uint64_t v[] = {r->active_objs, r->num_objs, r->objsize, r->objperslab,
+                              r->pagesperslab, r->active_slabs, r->num_slabs, r->allocs,
+                              r->frees, r->cached_objs, r->cpu_hits, r->cpu_misses};
+        for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+            t_str(&t, " ");
+            t_u64(&t, v[k]);
+        }
+        t_str(&t, "\n");
+    }
+    t.len = sizeof live_buf;
+    t_str(&t, "end ");
+    t_u64(&t, seq);
+    t_str(&t, "\n");
+    return t.pos;
+}
+
+/* Write one record; sum_lock held. On an error the writer stops, after
+ * one line on stderr. */
+static void live_write(const char *reason)
+{
+    size_t n = live_format(reason);
+    int fd;
+    if (live.append)
+        fd = open(live.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    else
+        fd = open(live.tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0;
+    if (ok) {
+        ok = write(fd, live_buf, n) == (ssize_t)n;
+        ok = close(fd) == 0 && ok;
+    }
+    if (ok && !live.append)
+        ok = rename(live.tmp, live.path) == 0;
+    if (!ok) {
+        char num[24];
+        struct text t = {num, sizeof num - 1, 0};
+        t_u64(&t, (uint64_t)errno);
+        num[t.pos] = 0;
+        live.on = false;
+        char line[1300];
+        struct text l = {line, sizeof line - 1, 0};
+        t_str(&l, "kheap: KHEAP_STATS_FILE=");
+        t_str(&l, live.path);
+        t_str(&l, ": cannot write it (errno ");
+        t_str(&l, num);
+        t_str(&l, "); live statistics stop\n");
+        put_fd(2, line, l.pos);
+    }
+}
+
+static void live_signal(int sig)
+{
+    (void)sig;
+    __atomic_store_n(&live_requested, 1, __ATOMIC_RELAXED);
+}
+
+/* The idle hook: cheap unless a record is due. */
+static void live_hook(void)
+{
+    bool asked = __atomic_load_n(&live_requested, __ATOMIC_RELAXED);
+    if (!asked && (!live.interval_ms ||
+                   now_ms(CLOCK_MONOTONIC_COARSE) < __atomic_load_n(&live_next_ms, __ATOMIC_RELAXED)))
+        return;
+    if (__atomic_exchange_n(&live_busy, 1, __ATOMIC_ACQUIRE))
+        return;
+    int saved = errno;
+    if (!live.on || getpid() != live.pid) {
+        /* A forked child: the file is its parent's. */
+        live.on = false;
+        kheap_hosted_set_idle_hook(NULL);
+    } else if (pthread_mutex_trylock(&sum_lock) == 0) {
+        asked = __atomic_exchange_n(&live_requested, 0, __ATOMIC_RELAXED);
+        uint64_t now = now_ms(CLOCK_MONOTONIC_COARSE);
+        bool due = live.interval_ms && now >= live_next_ms;
+        if (due)
+            __atomic_store_n(&live_next_ms, now + live.interval_ms, __ATOMIC_RELAXED);
+        if (asked || due)
+            live_write(asked ? "signal" : "interval");
+        pthread_mutex_unlock(&sum_lock);
+    }
+    __atomic_store_n(&live_busy, 0, __ATOMIC_RELEASE);
+    errno = saved;
+}
+
+static void live_start(void)
+{
+    const char *path = getenv("KHEAP_STATS_FILE");
+    const char *iv = getenv("KHEAP_STATS_INTERVAL");
+    const char *sg = getenv("KHEAP_STATS_SIGNAL");
+    if (!path || !*path) {
+        if (iv && *iv)
+            bad_option("KHEAP_STATS_INTERVAL", iv, "needs KHEAP_STATS_FILE");
+        if (sg && *sg)
+            bad_option("KHEAP_STATS_SIGNAL", sg, "needs KHEAP_STATS_FILE");
+        return;
+    }
+    size_t len = strlen(path);
+    if (len >= sizeof live.path) {
+        bad_option("KHEAP_STATS_FILE", path, "path longer than 1023 bytes");
+        return;
+    }
+    memcpy(live.path, path, len + 1);
+    live.pid = getpid();
+    {
+        struct text t = {live.tmp, sizeof live.tmp - 1, 0};
+        t_str(&t, live.path);
+        t_str(&t, ".");
+        t_u64(&t, (uint64_t)live.pid);
+        t_str(&t, ".tmp");
+        live.tmp[t.pos] = 0;
+    }
+    live.append = env_on("KHEAP_STATS_APPEND");
+    live.interval_ms = sg && *sg ? 0 : 1000;
+    if (iv && *iv) {
+        uint64_t ms;
+        if (!parse_seconds(iv, &ms))
+            bad_option("KHEAP_STATS_INTERVAL", iv,
+                       "not a number of seconds from 0 to 86400 with at most 3 decimals");
+        else if (ms && ms < 10)
+            bad_option("KHEAP_STATS_INTERVAL", iv, "below 0.01 seconds");
+        else
+            live.interval_ms = ms;
+    }
+    if (sg && *sg) {
+        int sig = parse_signal(sg);
+        struct sigaction sa;
+        __builtin_memset(&sa, 0, sizeof sa);
+        sa.sa_handler = live_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (!sig)
+            bad_option("KHEAP_STATS_SIGNAL", sg,
+                       "not USR1, USR2, HUP, WINCH, RTMIN+n or a catchable signal number");
+        else if (sigaction(sig, &sa, NULL) != 0)
+            bad_option("KHEAP_STATS_SIGNAL", sg, "sigaction refused it");
+        else
+            live.signo = sig;
+    }
+    live.on = true;
+    pthread_mutex_lock(&sum_lock);
+    live_write("start");
+    pthread_mutex_unlock(&sum_lock);
+    if (!live.on)
+        return;
+    live_next_ms = now_ms(CLOCK_MONOTONIC_COARSE) + live.interval_ms;
+    if (live.interval_ms || live.signo)
+        kheap_hosted_set_idle_hook(live_hook);
+}
+
+/* ------------------------------------------------------------------ */
+/* Run-time options (README: "Environment"), read once at start. A bad
+ * value is reported on stderr, naming the variable and the value, and the
+ * default stays. */
+
+static void options_start(void)
+{
+    size_t slack = KHEAP_PURGE_SLACK, min = KHEAP_PURGE_MIN;
+    bool set = false;
+    const char *v = getenv("KHEAP_PURGE_SLACK");
+    if (v && *v) {
+        if (parse_bytes(v, &slack))
+            set = true;
+        else {
+            bad_option("KHEAP_PURGE_SLACK", v, "not a byte count (digits, optional k, m or g)");
+            slack = KHEAP_PURGE_SLACK;
+        }
+    }
+    v = getenv("KHEAP_PURGE_MIN");
+    if (v && *v) {
+        if (parse_bytes(v, &min) && min > 0)
+            set = true;
+        else {
+            bad_option("KHEAP_PURGE_MIN", v, "not a byte count above 0 (digits, optional k, m or g)");
+            min = KHEAP_PURGE_MIN;
+        }
+    }
+    if (set)
+        set_purge(slack, min);
+    v = getenv("KHEAP_SAMPLE_RATE");
+    if (v && *v)
+        bad_option("KHEAP_SAMPLE_RATE", v, "this build has no allocation sampler");
+}
+
+static void shim_fork_child(void)
+{
+    pthread_mutex_init(&sum_lock, NULL);
+    pthread_mutex_init(&purge_lock, NULL);
+}
+
 static int stats_at_exit;
 
 __attribute__((constructor)) static void shim_start(void)
 {
+    pthread_atfork(NULL, NULL, shim_fork_child);
+    options_start();
     stats_at_exit = env_on("KHEAP_STATS");
     if (stats_at_exit) {
         int fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
@@ -242,17 +946,28 @@ __attribute__((constructor)) static void shim_start(void)
         kheap_get_stats(h, &s);
         int n = snprintf(report_buf, sizeof report_buf,
                          "kheap: libkheap.so: default heap %p, %zu MiB in %zu region(s) "
-                         "(%zu pages), page size %zu, %u per-thread slots\n",
+                         "(%zu pages), page size %zu, %u per-thread slots, purge slack %zu, "
+                         "purge minimum %zu\n",
                          (void *)h, (size_t)(s.heap_total >> 20), (size_t)s.region_count,
                          s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE,
-                         (unsigned)KHEAP_MAX_CPUS);
+                         (unsigned)KHEAP_MAX_CPUS, purge_slack, purge_min);
         if (n > 0)
             put_err(report_buf, bounded((size_t)n));
     }
+    live_start();
 }
 
 __attribute__((destructor)) static void shim_end(void)
 {
+    if (live.on && getpid() == live.pid) {
+        kheap_hosted_set_idle_hook(NULL);
+        while (__atomic_exchange_n(&live_busy, 1, __ATOMIC_ACQUIRE))
+            sched_yield();
+        pthread_mutex_lock(&sum_lock);
+        live_write("exit");
+        pthread_mutex_unlock(&sum_lock);
+        __atomic_store_n(&live_busy, 0, __ATOMIC_RELEASE);
+    }
     if (!stats_at_exit)
         return;
     kheap_t *h = kheap_default();

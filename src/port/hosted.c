@@ -39,14 +39,36 @@ void kheap_port_lock_init(kheap_lock_t *lock)
     pthread_mutex_init((pthread_mutex_t *)lock->word, NULL);
 }
 
+/* The idle hook (kheap_hosted_set_idle_hook): each thread counts the kheap
+ * locks it holds; when it releases its last one, the hook runs, at most
+ * once at a time per thread (the hook's own kheap calls do not call it
+ * again). Only slow paths take locks, so the hit paths never see it. */
+static kheap_idle_hook_fn idle_hook;
+static __thread unsigned lock_depth __attribute__((tls_model("initial-exec")));
+static __thread int in_idle_hook __attribute__((tls_model("initial-exec")));
+
+kheap_idle_hook_fn kheap_hosted_set_idle_hook(kheap_idle_hook_fn fn)
+{
+    return __atomic_exchange_n(&idle_hook, fn, __ATOMIC_ACQ_REL);
+}
+
 void kheap_port_lock(kheap_lock_t *lock)
 {
+    lock_depth++;
     pthread_mutex_lock((pthread_mutex_t *)lock->word);
 }
 
 void kheap_port_unlock(kheap_lock_t *lock)
 {
     pthread_mutex_unlock((pthread_mutex_t *)lock->word);
+    if (--lock_depth == 0 && !in_idle_hook) {
+        kheap_idle_hook_fn fn = __atomic_load_n(&idle_hook, __ATOMIC_ACQUIRE);
+        if (fn) {
+            in_idle_hook = 1;
+            fn();
+            in_idle_hook = 0;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ */

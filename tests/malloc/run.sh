@@ -67,3 +67,103 @@ if [ -z "$out" ]; then
 else
     echo "not ok - output on stderr without KHEAP_STATS: $out"
 fi
+
+# glibc's malloc extensions: mallinfo2/mallinfo, malloc_stats, malloc_trim,
+# malloc_info, mallopt against what the program allocated.
+prog mallinfo env LD_PRELOAD="$SO" "$M/mallinfo"
+
+# Run-time options: the purge settings from the environment, bad values
+# reported once (naming the variable and the value) and ignored.
+keepcost() { # env... -- prints the keepcost figure (and stderr to $T/err)
+    "$@" 2>"$T/err" | sed -n 's/^keepcost //p'
+}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+MIB=1048576
+k_default=$(keepcost env LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+k_big=$(keepcost env KHEAP_PURGE_SLACK=1g LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+if [ -n "$k_default" ] && [ -n "$k_big" ] && [ "$k_default" -le $((64 * MIB)) ] &&
+    [ "$k_big" -ge $((128 * MIB)) ]; then
+    echo "ok - KHEAP_PURGE_SLACK=1g keeps 128 MiB of freed pages resident ($k_big bytes; default $k_default)"
+else
+    echo "not ok - KHEAP_PURGE_SLACK: keepcost '$k_big' with 1g, '$k_default' by default"
+fi
+k_min0=$(keepcost env KHEAP_PURGE_SLACK=0 LD_PRELOAD="$SO" "$M/mallinfo" guarded)
+k_min64=$(keepcost env KHEAP_PURGE_SLACK=0 KHEAP_PURGE_MIN=64m LD_PRELOAD="$SO" "$M/mallinfo" guarded)
+if [ "$k_min0" = $((24 * MIB)) ] && [ "$k_min64" = $((32 * MIB)) ]; then
+    echo "ok - KHEAP_PURGE_MIN=64m: runs of 8 MiB are not purged ($k_min64 bytes kept, $k_min0 without)"
+else
+    echo "not ok - KHEAP_PURGE_MIN: keepcost '$k_min64' with 64m, '$k_min0' without (want 32 and 24 MiB)"
+fi
+for bad in KHEAP_PURGE_SLACK=lots KHEAP_PURGE_SLACK=-1 KHEAP_PURGE_MIN=0 KHEAP_PURGE_MIN=3x \
+    KHEAP_PURGE_SLACK=99999999999999999999 KHEAP_SAMPLE_RATE=100; do
+    k=$(keepcost env "$bad" LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
+    if [ "$(cat "$T/err")" = "kheap: ignoring $bad: $(sed -n 's/^kheap: ignoring [^:]*: //p' "$T/err")" ] &&
+        [ "$(wc -l <"$T/err")" -eq 1 ] && [ "$k" = "$k_default" ]; then
+        echo "ok - $bad is reported once and ignored: $(cat "$T/err")"
+    else
+        echo "not ok - $bad: keepcost '$k' (default '$k_default'), stderr:"
+        sed 's/^/#   /' "$T/err"
+    fi
+done
+
+# Live statistics. Records: "kheap-stats 1", "time ... reason R", "heap
+# ...", "columns ...", one "cache" line per slabinfo row, "end SEQ".
+records() { grep -c '^end ' "$1"; }
+check_records() { # file: every record whole, the heap and every cache row in it
+    awk '
+        /^kheap-stats 1$/ { if (open) bad = 1; open = 1; rows = 0; heap = 0; next }
+        /^time / { seq = $6; next }
+        /^heap / { heap = 1; next }
+        /^columns / { next }
+        /^cache / { rows++; if (NF != 14) bad = 1; next }
+        /^end / { if (!open || !heap || rows < 85 || $2 != seq) bad = 1; open = 0; n++; next }
+        { bad = 1 }
+        END { exit (bad || open || n == 0) }' "$1"
+}
+LOGF=$T/live.log
+out=$(KHEAP_STATS_FILE="$LOGF" KHEAP_STATS_APPEND=1 KHEAP_STATS_INTERVAL=0.1 \
+    LD_PRELOAD="$SO" "$M/churn" 1 fork 2>&1)
+n=$(records "$LOGF")
+pids=$(sed -n 's/^time .* pid \([0-9]*\) .*/\1/p' "$LOGF" | sort -u | wc -l)
+last_1024=$(awk '/^cache kmalloc-1024 / { a = $3 } END { print a + 0 }' "$LOGF")
+if [ "$out" = "held 1000" ] && check_records "$LOGF" && [ "$n" -ge 5 ] && [ "$pids" -eq 1 ] &&
+    [ "$(sed -n '2s/.* reason //p' "$LOGF")" = start ] &&
+    [ "$(grep '^time' "$LOGF" | tail -n 1 | sed 's/.* reason //')" = exit ] &&
+    grep -q 'reason interval$' "$LOGF" && [ "$last_1024" -ge 1000 ]; then
+    echo "ok - KHEAP_STATS_INTERVAL=0.1 appends $n whole records in 1 s (start, interval, exit; one pid across fork; 1000 held blocks in kmalloc-1024 at exit)"
+else
+    echo "not ok - live statistics, interval: $n records, $pids pids, kmalloc-1024 at exit '$last_1024', output '$out'"
+    head -n 3 "$LOGF" | sed 's/^/#   /'
+fi
+cp "$LOGF" "$B/malloc/live-sample.log" 2>/dev/null
+
+SNAP=$T/snap
+LD_PRELOAD="$SO" KHEAP_STATS_FILE="$SNAP" KHEAP_STATS_SIGNAL=USR2 "$M/churn" 2 >/dev/null 2>&1 &
+pid=$!
+sleep 0.5
+first=$(sed -n 's/^time .* reason //p' "$SNAP" 2>/dev/null)
+kill -USR2 $pid
+sleep 0.5
+second=$(sed -n 's/^time .* reason //p' "$SNAP" 2>/dev/null)
+wait $pid
+rc=$?
+last=$(sed -n 's/^time .* reason //p' "$SNAP" 2>/dev/null)
+left=$(ls "$T" | grep -c '\.tmp$')
+if [ $rc -eq 0 ] && [ "$first" = start ] && [ "$second" = signal ] && [ "$last" = exit ] &&
+    [ "$left" -eq 0 ] && [ "$(records "$SNAP")" -eq 1 ] && check_records "$SNAP"; then
+    echo "ok - KHEAP_STATS_SIGNAL=USR2 rewrites the snapshot (start, signal, exit), whole, no temporary file left"
+else
+    echo "not ok - live statistics, signal: status $rc, reasons '$first' '$second' '$last', $left temporary files"
+fi
+
+for bad in KHEAP_STATS_INTERVAL=soon KHEAP_STATS_INTERVAL=0.001 KHEAP_STATS_SIGNAL=KILL \
+    KHEAP_STATS_SIGNAL=USR3; do
+    out=$(env "$bad" KHEAP_STATS_FILE="$T/bad" LD_PRELOAD="$SO" "$M/churn" 0.1 2>&1 >/dev/null)
+    if [ "$(printf '%s\n' "$out" | grep -c "^kheap: ignoring $bad: ")" -eq 1 ] &&
+        [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [ "$(records "$T/bad")" -eq 1 ]; then
+        echo "ok - $bad is reported once and ignored: $out"
+    else
+        echo "not ok - $bad: stderr: $out"
+    fi
+done
