@@ -90,7 +90,7 @@ KEXTRA_kernel-rust := $(RUST_KERNEL_LIB)
 # error handler for a no_std library (demo/rust/build.rs): allowed for
 # those versions only.
 RUST_OLD = $(shell $${RUSTC:-rustc} --version 2>/dev/null | awk '{split($$2, v, "."); print (v[1] == 1 && v[2] < 68)}')
-$(RUST_KERNEL_LIB): $(wildcard demo/rust/src/*.rs demo/rust/Cargo.* demo/rust/build.rs bindings/rust/src/*.rs bindings/rust/Cargo.* bindings/rust/build.rs)
+$(RUST_KERNEL_LIB): include/kheap.h $(wildcard demo/rust/src/*.rs demo/rust/Cargo.* demo/rust/build.rs bindings/rust/src/*.rs bindings/rust/Cargo.* bindings/rust/build.rs)
 	$(msg) CARGO $@
 	$(Q)$(if $(filter 1,$(RUST_OLD)),RUSTC_BOOTSTRAP=1) \
 	  CARGO_TARGET_DIR=$(B)/rust-kernel RUSTFLAGS="-C relocation-model=static -C code-model=small" \

@@ -33,15 +33,16 @@ fn main() {
     let target = env::var("TARGET").expect("TARGET");
     println!("cargo:rerun-if-env-changed=CC_{}", target.replace('-', "_"));
 
-    if env::var_os("CARGO_FEATURE_EXTERN_CORE").is_some() {
-        return;
-    }
     let std_port = env::var_os("CARGO_FEATURE_STD").is_some();
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let objdir = out.join("obj");
     fs::create_dir_all(&objdir).expect("create OUT_DIR/obj");
 
     let cc = compiler(&target);
+    check_layouts(&cc, &root, &out);
+    if env::var_os("CARGO_FEATURE_EXTERN_CORE").is_some() {
+        return;
+    }
     let mut flags: Vec<String> = vec!["-std=c11".into()];
     flags.extend(makefile_warnings(&root));
     flags.extend(["-O2", "-g", "-fno-common"].iter().map(|s| s.to_string()));
@@ -101,6 +102,83 @@ fn main() {
     if std_port {
         println!("cargo:rustc-link-lib=pthread");
     }
+}
+
+/// The fields of the C structures that src/ffi.rs mirrors, in order, with
+/// their C types. Keep in step with src/ffi.rs.
+const STATS: &[(&str, &str)] = &[
+    ("allocated_bytes", "uint64_t"),
+    ("freed_bytes", "uint64_t"),
+    ("used_bytes", "size_t"),
+    ("peak_bytes", "size_t"),
+    ("allocation_count", "uint64_t"),
+    ("free_count", "uint64_t"),
+    ("heap_total", "size_t"),
+    ("heap_used", "size_t"),
+    ("heap_free", "size_t"),
+    ("failed_count", "uint64_t"),
+    ("metadata_bytes", "size_t"),
+    ("slab_bytes", "size_t"),
+    ("large_bytes", "size_t"),
+    ("region_count", "size_t"),
+    ("large_count", "size_t"),
+    ("dirty_bytes", "size_t"),
+];
+const CACHE_INFO: &[(&str, &str)] = &[
+    ("name", "char[KHEAP_NAME_MAX]"),
+    ("active_objs", "size_t"),
+    ("num_objs", "size_t"),
+    ("objsize", "size_t"),
+    ("objperslab", "size_t"),
+    ("pagesperslab", "size_t"),
+    ("active_slabs", "size_t"),
+    ("num_slabs", "size_t"),
+    ("allocs", "uint64_t"),
+    ("frees", "uint64_t"),
+    ("cached_objs", "size_t"),
+    ("cpu_hits", "uint64_t"),
+    ("cpu_misses", "uint64_t"),
+];
+
+/// Compile (syntax only) static assertions that include/kheap.h's
+/// structures have exactly the fields above, in that order, of those
+/// sizes, with nothing after the last one.
+fn check_layouts(cc: &str, root: &Path, out: &Path) {
+    let mut c = String::from("#include <stddef.h>\n#include <stdint.h>\n#include \"kheap.h\"\n");
+    for (name, fields) in [("kheap_stats", STATS), ("kheap_cache_info", CACHE_INFO)] {
+        let s = format!("struct {}", name);
+        for (i, (f, ty)) in fields.iter().enumerate() {
+            let (base, dim) = match ty.find('[') {
+                Some(k) => (&ty[..k], &ty[k..]),
+                None => (*ty, ""),
+            };
+            c += &format!(
+                "_Static_assert(sizeof(((({s} *)0)->{f})) == sizeof({base}{dim}), \"{s}.{f}: not {ty} (src/ffi.rs)\");\n",
+                s = s, f = f, base = base, dim = if dim.is_empty() { "" } else { dim }, ty = ty
+            );
+            if i > 0 {
+                let (p, _) = fields[i - 1];
+                c += &format!(
+                    "_Static_assert(offsetof({s}, {f}) == offsetof({s}, {p}) + sizeof((({s} *)0)->{p}), \"{s}.{f}: not right after {p} (src/ffi.rs)\");\n",
+                    s = s, f = f, p = p
+                );
+            } else {
+                c += &format!("_Static_assert(offsetof({s}, {f}) == 0, \"{s}.{f}: not first (src/ffi.rs)\");\n", s = s, f = f);
+            }
+        }
+        let (last, _) = fields[fields.len() - 1];
+        c += &format!(
+            "_Static_assert(sizeof({s}) == offsetof({s}, {l}) + sizeof((({s} *)0)->{l}), \"{s}: fields after {l} that src/ffi.rs lacks\");\n",
+            s = s, l = last
+        );
+    }
+    let file = out.join("layout_check.c");
+    fs::write(&file, c).expect("write layout_check.c");
+    run(Command::new(cc)
+        .arg("-std=c11")
+        .arg("-fsyntax-only")
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(&file));
 }
 
 /// The C compiler for `target` (see the file's comment).

@@ -1,5 +1,8 @@
 //! The C API of kheap (`include/kheap.h`), as far as the crate uses it.
 //! Layouts follow the header exactly; char pointers are `*const u8`.
+//! build.rs checks the two structures' field lists (names, order, sizes,
+//! nothing after the last) against the header with the C compiler, so a
+//! change there stops the build instead of corrupting memory.
 
 #![allow(non_camel_case_types, dead_code)]
 
@@ -42,6 +45,8 @@ pub struct kheap_stats {
     pub slab_bytes: usize,
     pub large_bytes: usize,
     pub region_count: usize,
+    pub large_count: usize,
+    pub dirty_bytes: usize,
 }
 
 /// `struct kheap_cache_info`.

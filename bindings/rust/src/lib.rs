@@ -239,6 +239,12 @@ pub struct HeapStats {
     pub large_bytes: usize,
     /// Regions the heap manages.
     pub region_count: usize,
+    /// Large blocks (page runs of their own) allocated now; their bytes
+    /// are `large_bytes`.
+    pub large_count: usize,
+    /// Bytes of free pages that may still be resident (an upper estimate;
+    /// 0 when the port cannot purge pages, as the Rust port).
+    pub dirty_bytes: usize,
 }
 
 /// One row of kheap's slabinfo table: a cache (the kmalloc size classes
@@ -441,6 +447,8 @@ impl KHeap {
             slab_bytes: s.slab_bytes,
             large_bytes: s.large_bytes,
             region_count: s.region_count,
+            large_count: s.large_count,
+            dirty_bytes: s.dirty_bytes,
         }
     }
 
