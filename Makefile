@@ -8,6 +8,13 @@
 #   make demo-hosted  the hosted demo on the default static heap
 #   make cross      the freestanding core for x86_64, i386, aarch64, riscv64,
 #                   arm-none-eabi (Cortex-M4) with gcc, and the host with clang
+#   make install    headers, libkheap.a, libkheap.so.0, kheap.pc, CMake files
+#                   and kheap(3) under PREFIX (/usr/local), staged in DESTDIR;
+#                   make uninstall removes them
+#   make amalgamation  dist/kheap.c, dist/kheap.h, dist/kheap_port.h and
+#                   dist/kheap_port_template.c: the core as two files
+#   make deb        the Debian packages, built from a copy of the tree in
+#                   build/deb/ (the .deb files land there)
 #
 # Build options (see include/kheap_config.h) pass through as variables, e.g.
 #   make KHEAP_DEBUG=2 KHEAP_DEFAULT_SIZE=1073741824
@@ -42,6 +49,12 @@ PORT_SRC := src/port/hosted.c
 HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
+# The release, from include/kheap.h; libkheap.so's soname carries the major
+# number.
+KHEAP_VERSION := $(shell sed -n 's/^\#define KHEAP_VERSION "\(.*\)"$$/\1/p' include/kheap.h)
+SOVERSION     := $(firstword $(subst ., ,$(KHEAP_VERSION)))
+SONAME        := libkheap.so.$(SOVERSION)
+
 # Hosted configurations the test suite runs in: name and extra flags.
 VARIANTS      := release asan tsan debug3 valgrind
 FLAGS_release := $(OPT)
@@ -55,10 +68,11 @@ LDFLAGS_asan  := -fsanitize=address,undefined
 
 HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
-.PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests
+.PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
+        install uninstall amalgamation deb
 .DELETE_ON_ERROR:
 
-all: $(B)/libkheap.a $(B)/libkheap.so
+all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME)
 
 deps:
 	tools/deps.sh build
@@ -90,9 +104,14 @@ $(B)/so/obj/%.o: src/%.c $(HDRS)
 	$(msg) CC $<
 	$(Q)$(CC) $(SO_CFLAGS) -c $< -o $@
 
+# The soname is libkheap.so.MAJOR; build/libkheap.so.MAJOR is a link to
+# build/libkheap.so, so programs linked with -L build -lkheap find it.
 $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
 	$(msg) LD $@
-	$(Q)$(CC) -shared -Wl,-z,defs -o $@ $^ -lpthread
+	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ -lpthread
+
+$(B)/$(SONAME): $(B)/libkheap.so
+	$(Q)ln -sf libkheap.so $@
 
 # --- tests of libkheap.so ---------------------------------------------------
 # Ordinary programs: api is linked with -lkheap, the others run under
@@ -101,7 +120,7 @@ $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(S
 MALLOC_TESTS := $(patsubst tests/malloc/%.c,%,$(filter-out tests/malloc/ctorlib.c,$(wildcard tests/malloc/*.c)))
 MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests
 
-$(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so
+$(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so $(B)/$(SONAME)
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
 	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
@@ -187,16 +206,116 @@ $(B)/tools/sizeclasses: tools/sizeclasses.c $(B)/release/libkheap.a
 size-classes: $(B)/tools/sizeclasses
 	$(B)/tools/sizeclasses > docs/SIZE_CLASSES.md
 
+# --- install ----------------------------------------------------------------
+# The GNU directory variables; DESTDIR stages the whole tree (packages).
+# What goes where, and who uses what:
+#   libkheap.a + kheap.pc + the CMake package: the kheap_* API with the
+#     hosted port, linked statically (pkg-config --libs kheap names the
+#     archive, so -lkheap's shared library never replaces the program's
+#     malloc by surprise);
+#   libkheap.so.MAJOR: the malloc replacement (LD_PRELOAD it, or link
+#     -lkheap through the libkheap.so link); it exports only the malloc API;
+#   libkheap-debug.so: installed when it has been built;
+#   kheap_config.h: the options the library was built with written in, so
+#     a program compiles against the same page size and API as the archive.
+PREFIX       ?= /usr/local
+EXEC_PREFIX  ?= $(PREFIX)
+INCLUDEDIR   ?= $(PREFIX)/include
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR     ?= $(LIBDIR)/cmake/kheap
+MANDIR       ?= $(PREFIX)/share/man
+INSTALL      ?= install
+REAL_SO      := libkheap.so.$(KHEAP_VERSION)
+INSTALL_HDRS := include/kheap.h include/kheap_port.h $(wildcard include/kheap_hosted.h)
+INSTALLED_DEFS := $(patsubst -D%,%,$(OPTIONS)) KHEAP_PORT_PAGES=1 KHEAP_PORT_PURGE=1
+
+$(B)/install/kheap_config.h: include/kheap_config.h Makefile
+	@mkdir -p $(dir $@)
+	$(msg) GEN $@
+	$(Q){ sed -n '1,/^#define KHEAP_CONFIG_H/p' $<; \
+	  printf '\n/* The options the installed libkheap.a was built with. */\n'; \
+	  for d in $(INSTALLED_DEFS); do printf '#define %s %s\n' "$${d%%=*}" "$${d#*=}"; done; \
+	  sed '1,/^#define KHEAP_CONFIG_H/d' $<; } >$@
+
+$(B)/install/kheap.pc: tools/kheap.pc.in Makefile
+	@mkdir -p $(dir $@)
+	$(msg) GEN $@
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' \
+	  -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	  -e 's|@VERSION@|$(KHEAP_VERSION)|' $< >$@
+
+# The CMake package finds its files relative to its own directory, so the
+# installed tree can move (and works under DESTDIR).
+$(B)/install/kheapConfig.cmake: cmake/kheapConfig-make.cmake.in Makefile
+	@mkdir -p $(dir $@)
+	$(msg) GEN $@
+	$(Q)sed -e "s|@PREFIX_FROM_CMAKEDIR@|$$(realpath -m --relative-to=$(CMAKEDIR) $(PREFIX))|" \
+	  -e "s|@LIBDIR_REL@|$$(realpath -m --relative-to=$(PREFIX) $(LIBDIR))|" \
+	  -e "s|@INCLUDEDIR_REL@|$$(realpath -m --relative-to=$(PREFIX) $(INCLUDEDIR))|" \
+	  -e 's|@VERSION@|$(KHEAP_VERSION)|' $< >$@
+
+$(B)/install/kheapConfigVersion.cmake: cmake/kheapConfigVersion.cmake.in Makefile
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@VERSION@|$(KHEAP_VERSION)|' -e 's|@MAJOR@|$(SOVERSION)|' $< >$@
+
+INSTALL_GEN := $(addprefix $(B)/install/,kheap_config.h kheap.pc kheapConfig.cmake \
+                 kheapConfigVersion.cmake)
+
+install: $(B)/libkheap.a $(B)/libkheap.so $(INSTALL_GEN)
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 644 $(INSTALL_HDRS) $(B)/install/kheap_config.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(B)/libkheap.a $(DESTDIR)$(LIBDIR)/libkheap.a
+	$(INSTALL) -m 755 $(B)/libkheap.so $(DESTDIR)$(LIBDIR)/$(REAL_SO)
+	ln -sf $(REAL_SO) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libkheap.so
+	$(if $(wildcard $(B)/libkheap-debug.so),$(INSTALL) -m 755 $(B)/libkheap-debug.so $(DESTDIR)$(LIBDIR)/)
+	$(INSTALL) -m 644 $(B)/install/kheap.pc $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc
+	$(INSTALL) -m 644 $(B)/install/kheapConfig.cmake $(B)/install/kheapConfigVersion.cmake \
+	  $(DESTDIR)$(CMAKEDIR)/
+	$(INSTALL) -m 644 man/kheap.3 $(DESTDIR)$(MANDIR)/man3/kheap.3
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDRS)) kheap_config.h) \
+	  $(addprefix $(DESTDIR)$(LIBDIR)/,libkheap.a $(REAL_SO) $(SONAME) libkheap.so libkheap-debug.so) \
+	  $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc $(DESTDIR)$(MANDIR)/man3/kheap.3 \
+	  $(addprefix $(DESTDIR)$(CMAKEDIR)/,kheapConfig.cmake kheapConfigVersion.cmake)
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+
+# --- the single-file distribution ------------------------------------------
+# Generated, not committed (dist/ is in .gitignore): see README, "Install".
+AMALG_INPUTS := tools/amalgamate.sh $(CORE_SRC) $(wildcard src/core/*.h) \
+                include/kheap.h include/kheap_config.h include/kheap_port.h src/port/template.c
+define amalgamation
+$(1)/kheap.c $(1)/kheap.h $(1)/kheap_port.h $(1)/kheap_port_template.c &: $(AMALG_INPUTS)
+	$(msg) GEN $(1)/kheap.c
+	$(Q)tools/amalgamate.sh $(1) $(KHEAP_VERSION) $(CORE_SRC)
+endef
+$(eval $(call amalgamation,dist))
+$(eval $(call amalgamation,$(B)/dist))
+amalgamation: dist/kheap.c
+
+# --- Debian packages ---------------------------------------------------------
+# dpkg-buildpackage writes its results next to the tree it builds, so it
+# builds a copy under build/deb/ (tools/deb-check.sh also installs the
+# packages when run as root, and runs lintian on them).
+deb:
+	@tools/deps.sh package
+	tools/deb-check.sh $(B)/deb build
+
 # --- check ------------------------------------------------------------------
 check:
 	@tools/deps.sh check
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels \
+	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels amalgamation-checks \
 	  || echo "build of some tests failed; the runner counts them"
-	@CORE_SRC="$(CORE_SRC)" tests/run.sh "$(B)" "$(VARIANTS)" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
+	@CORE_SRC="$(CORE_SRC)" tests/run.sh "$(B)" "$(VARIANTS) amalg" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 
 clean:
 	rm -rf $(B)
 
 include demo/demo.mk
+include tests/pkg/pkg.mk
 include bench/bench.mk

@@ -1,10 +1,11 @@
 # The bare-metal demo kernels: kheap's default heap as the heap of a small
-# kernel on riscv64, aarch64 and x86_64 under QEMU (included by Makefile).
+# kernel on riscv64, aarch64, x86_64 and Cortex-M (one CPU) under QEMU
+# (included by Makefile).
 #
-#   make demo [ARCH=riscv64|aarch64|x86_64]   build, boot and show the output
-#   make kernels                              build all three
-#   make kernel-rust-x86_64                   the x86_64 kernel with the Rust
-#                                             library of demo/rust (cargo)
+#   make demo [ARCH=riscv64|aarch64|x86_64|cortex-m]   build, boot, show the output
+#   make kernels                                       build all four
+#   make kernel-rust-x86_64                            the x86_64 kernel with the
+#                                                      Rust library of demo/rust
 #
 # Each kernel is the freestanding core, the bare-metal port
 # (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
@@ -13,7 +14,7 @@
 # KERNEL_IMAGE_<arch> is what QEMU boots.
 
 ARCH           ?= riscv64
-KERNEL_ARCHES  := riscv64 aarch64 x86_64
+KERNEL_ARCHES  := riscv64 aarch64 x86_64 cortex-m
 # Test sizes of the kernels (TCG emulation is slow; four CPUs slower).
 DEMO_MODEL_OPS ?= 100000
 DEMO_STRESS_OPS?= 300000
@@ -21,6 +22,7 @@ DEMO_STRESS_OPS?= 300000
 KERNEL_IMAGE_riscv64 := kernel.elf
 KERNEL_IMAGE_aarch64 := kernel.elf
 KERNEL_IMAGE_x86_64  := kernel32.elf
+KERNEL_IMAGE_cortex-m := kernel.elf
 
 KCC_riscv64    := riscv64-linux-gnu-gcc
 KFLAGS_riscv64 := -march=rv64imac_zicsr_zifencei -mabi=lp64 -mcmodel=medany -mno-relax
@@ -31,6 +33,17 @@ KFLAGS_x86_64  := -m64 -march=x86-64 -mno-red-zone -mgeneral-regs-only -mcmodel=
 KLINK_x86_64   := -m64 -Wl,-z,max-page-size=4096
 KLIBS_aarch64  := -lgcc
 KLIBS_x86_64   := -lgcc
+# Cortex-M3 (ARMv7-M, Thumb-2, no FPU) on QEMU mps2-an385; the code runs
+# on a Cortex-M4 too. One CPU, and a heap the size of a microcontroller's
+# RAM rather than the 8 MiB default: CM_HEAP_SIZE bytes (the smallest
+# power of two with which the default profile passes the kernel's tests;
+# KHEAP_DEFAULT_SIZE=... overrides it).
+KCC_cortex-m    := arm-none-eabi-gcc
+KFLAGS_cortex-m := -mcpu=cortex-m3 -mthumb -mfloat-abi=soft
+KLIBS_cortex-m  := -lgcc
+CM_HEAP_SIZE    ?= 524288
+KOPTS_cortex-m  := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=%,$(OPTIONS)) \
+                   -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
 
 KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
@@ -72,7 +85,7 @@ kernel-x86_64: $(B)/kernel/x86_64/kernel32.elf
 # architecture.
 CHECK_KERNELS := $(foreach a,$(KERNEL_ARCHES),$(a)=$(B)/kernel/$(a)/$(KERNEL_IMAGE_$(a))) \
                  riscv64-debug2=$(B)/kernel-debug2/riscv64/kernel.elf
-$(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(OPTIONS))))
+$(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(or $(KOPTS_$(a)),$(OPTIONS)))))
 # make check also boots the RISC-V kernel built with KHEAP_DEBUG=2
 # (assertions and poisoning on every slow path).
 $(eval $(call kernel,riscv64,kernel-debug2,$(filter-out -DKHEAP_DEBUG=%,$(OPTIONS)) -DKHEAP_DEBUG=2))

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Boot one demo kernel in QEMU and pass its console through.
-#   demo/qemu.sh ARCH KERNEL_ELF [TIMEOUT_SECONDS]
+#   demo/qemu.sh ARCH KERNEL_ELF [TIMEOUT_SECONDS]   (env: KHEAP_KERNEL_CPUS,
+#   KHEAP_KERNEL_TIMEOUT, KHEAP_QEMU_EXTRA)
 # Exit status 0 only when QEMU reported the kernel's pass status and the
 # kernel's last word was "N passed, 0 failed"; 1 otherwise (a failure,
 # a crash, or no end within the timeout).
@@ -22,8 +23,18 @@ case $arch in
     args="-machine pc -smp $smp -m 128M -no-reboot
           -device isa-debug-exit,iobase=0xf4,iosize=0x04"
     pass=1 ;;
+  cortex-m)
+    # One CPU (the board has one); semihosting SYS_EXIT_EXTENDED gives
+    # the status.
+    qemu=qemu-system-arm
+    args="-machine mps2-an385 -semihosting-config enable=on,target=native"
+    pass=0 ;;
   *) echo "qemu.sh: unknown architecture $arch" >&2; exit 2 ;;
 esac
+# KHEAP_QEMU_EXTRA: more QEMU options, e.g. "-icount shift=0" (one
+# virtual nanosecond per instruction: the kernels' hit-path line then
+# gives instruction counts).
+args="$args ${KHEAP_QEMU_EXTRA:-}"
 command -v $qemu >/dev/null 2>&1 || { echo "qemu.sh: $qemu not installed (tools/deps.sh demo)" >&2; exit 2; }
 log=$(mktemp)
 # shellcheck disable=SC2086

@@ -37,6 +37,14 @@
 extern "C" {
 #endif
 
+/* The release. The major number changes with every incompatible change of
+ * this API or of libkheap.so's exports (its soname is libkheap.so.MAJOR);
+ * the minor number with additions; the patch number with fixes. */
+#define KHEAP_VERSION_MAJOR 0
+#define KHEAP_VERSION_MINOR 1
+#define KHEAP_VERSION_PATCH 0
+#define KHEAP_VERSION "0.1.0"
+
 /* Page size: runs, slabs and large blocks are multiples of it. */
 #define KHEAP_PAGE_SIZE ((size_t)1 << KHEAP_PAGE_SHIFT)
 /* Largest size served by a size-class slab; larger requests get a page

@@ -24,6 +24,12 @@
  *   smp_stress         every CPU allocates and frees at once, and passes
  *                      objects to the next CPU, which checks and frees
  *                      them; kheap_check_quiescent and the statistics after.
+ *
+ * On a default heap smaller than KT_FULL_HEAP (a microcontroller's) the
+ * tests that hold much memory at once, or need several CPUs, run scaled
+ * down: each such test prints "# scaled <name>: <what and why>" before
+ * its result and counts in kt_scaled. At KT_FULL_HEAP and above every
+ * test runs at its full size.
  */
 #include "bodies.h"
 
@@ -45,7 +51,7 @@ static void *kt_jmp[5];
 
 #define KT_MAX_CPUS 16
 
-int kt_passed, kt_failed;
+int kt_passed, kt_failed, kt_scaled;
 static const struct kt_env *env;
 static char fail_msg[320];
 
@@ -87,11 +93,13 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             continue;
         }
         f++;
-        int width = 0, longs = 0;
+        int width = 0, longs = 0, sized = 0;
         while (*f >= '0' && *f <= '9')
             width = width * 10 + (*f++ - '0');
         while (*f == 'l' || *f == 'z') {
-            longs += *f == 'z' ? 2 : 1;
+            /* z: size_t, which is not long long on 32-bit targets */
+            longs += *f == 'l';
+            sized |= *f == 'z';
             f++;
         }
         switch (*f) {
@@ -108,7 +116,8 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
             out_c(&o, (char)va_arg(ap, int));
             break;
         case 'd': {
-            long long v = longs >= 2 ? va_arg(ap, long long)
+            long long v = sized ? va_arg(ap, ptrdiff_t)
+                          : longs >= 2 ? va_arg(ap, long long)
                           : longs ? va_arg(ap, long) : va_arg(ap, int);
             if (v < 0) {
                 out_c(&o, '-');
@@ -120,7 +129,8 @@ size_t kt_vformat(char *buf, size_t len, const char *fmt, va_list ap)
         }
         case 'u':
         case 'x': {
-            unsigned long long v = longs >= 2 ? va_arg(ap, unsigned long long)
+            unsigned long long v = sized ? va_arg(ap, size_t)
+                                   : longs >= 2 ? va_arg(ap, unsigned long long)
                                    : longs ? va_arg(ap, unsigned long)
                                            : va_arg(ap, unsigned);
             out_u(&o, v, *f == 'x' ? 16 : 10, width);
@@ -213,6 +223,40 @@ static struct kheap_stats stats(void)
     struct kheap_stats st;
     kheap_get_stats(kheap_default(), &st);
     return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Scaling to small heaps. */
+
+#define KT_FULL_HEAP ((size_t)4 << 20)
+
+/* The default heap's size, set by kt_run_bodies. */
+static size_t kt_heap;
+
+static bool small_heap(void)
+{
+    return kt_heap < KT_FULL_HEAP;
+}
+
+/* Say that the running test is scaled, and why (once per test). */
+static const char *scaled_test;
+
+__attribute__((format(printf, 2, 3))) static void note_scaled(const char *test,
+                                                              const char *fmt, ...)
+{
+    char line[256];
+    size_t n = kt_format(line, sizeof line, "# scaled %s: ", test);
+    if (n < sizeof line) {
+        va_list ap;
+        va_start(ap, fmt);
+        kt_vformat(line + n, sizeof line - n, fmt, ap);
+        va_end(ap);
+    }
+    env->puts(line);
+    if (scaled_test != test) {
+        scaled_test = test;
+        kt_scaled++;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -321,6 +365,9 @@ struct mblock {
 };
 
 static struct mblock m_live[MODEL_LIVE];
+static unsigned m_cap;        /* live blocks at most (MODEL_LIVE unscaled) */
+static size_t m_max;          /* largest size asked (MODEL_MAX unscaled) */
+static unsigned m_align_steps;/* alignments 8 << 0 .. 8 << (steps - 1) */
 static unsigned m_n;
 static size_t m_sum;          /* sum of usable sizes of live blocks */
 static unsigned long m_op;
@@ -399,11 +446,29 @@ static void t_model_random(void)
     m_rng = env->seed;
     m_n = 0;
     m_sum = 0;
+    m_cap = MODEL_LIVE;
+    m_max = MODEL_MAX;
+    m_align_steps = 14;
+    if (small_heap()) {
+        /* Random sizes touch most size classes, each holding a slab of
+         * one to eight pages: live blocks and sizes shrink with the heap,
+         * so the model's blocks fit with room for those slabs. */
+        m_cap = (unsigned)(MODEL_LIVE * (kt_heap >> 10) / (KT_FULL_HEAP >> 10));
+        m_cap = m_cap < 32 ? 32 : m_cap;
+        m_max = kt_heap / 64;
+        while (m_align_steps > 1 && ((size_t)8 << (m_align_steps - 1)) > kt_heap / 32)
+            m_align_steps--;
+        note_scaled("model_random",
+                    "%u live blocks (%d), sizes up to %zu (%zu), alignment up to %zu (65536):"
+                    " a %zu KiB heap",
+                    m_cap, MODEL_LIVE, m_max, MODEL_MAX, (size_t)8 << (m_align_steps - 1),
+                    kt_heap >> 10);
+    }
     struct kheap_stats st0 = stats();
     uint64_t base_net = st0.allocation_count - st0.free_count, reallocs = 0, moved = 0;
     for (m_op = 0; m_op < env->model_ops; m_op++) {
         unsigned r = (unsigned)(rnd_next(&m_rng) % 100);
-        if (m_n == MODEL_LIVE || (m_n > 0 && r < 35)) { /* free */
+        if (m_n == m_cap || (m_n > 0 && r < 35)) { /* free */
             unsigned i = (unsigned)(rnd_next(&m_rng) % m_n);
             m_check_contents(&m_live[i], m_live[i].size, "before kfree");
             kfree(m_live[i].p);
@@ -411,7 +476,7 @@ static void t_model_random(void)
         } else if (m_n > 0 && r < 50) { /* realloc */
             unsigned i = (unsigned)(rnd_next(&m_rng) % m_n);
             struct mblock *b = &m_live[i];
-            size_t n = rnd_size(&m_rng, 1, MODEL_MAX);
+            size_t n = rnd_size(&m_rng, 1, m_max);
             unsigned char *q = krealloc(b->p, n);
             MCHECK(q != NULL, "krealloc(%p, %zu) failed", (void *)b->p, n);
             reallocs++;
@@ -427,8 +492,9 @@ static void t_model_random(void)
             m_sum += b->usable;
             fill(q, n, b->seed);
         } else if (r < 60) { /* aligned */
-            size_t align = (size_t)8 << (rnd_next(&m_rng) % 14); /* 8 .. 64 KiB */
-            size_t n = rnd_size(&m_rng, 1, MODEL_MAX / 2);
+            /* 8 .. 64 KiB unscaled */
+            size_t align = (size_t)8 << (rnd_next(&m_rng) % m_align_steps);
+            size_t n = rnd_size(&m_rng, 1, m_max / 2);
             unsigned char *p = kmalloc_aligned(n, align);
             MCHECK(p != NULL, "kmalloc_aligned(%zu, %zu) failed", n, align);
             m_add(p, n, align, M_ALIGNED);
@@ -442,7 +508,7 @@ static void t_model_random(void)
             MCHECK(ksize(m_live[i].p) == m_live[i].usable, "ksize(%p) %zu, was %zu",
                    (void *)m_live[i].p, ksize(m_live[i].p), m_live[i].usable);
         } else {
-            size_t n = rnd_size(&m_rng, 0, MODEL_MAX);
+            size_t n = rnd_size(&m_rng, 0, m_max);
             unsigned char *p = kmalloc(n);
             MCHECK(p != NULL, "kmalloc(%zu) failed", n);
             m_add(p, n, 0, M_KMALLOC);
@@ -491,7 +557,14 @@ static void t_exhaustion(void)
     kheap_t *h = kheap_default();
     kheap_reclaim(h);
     struct kheap_stats st0 = stats();
-    static const size_t sizes[NSIZES] = {(size_t)256 << 10, 40000, 4096, 256, 16};
+    size_t sizes[NSIZES] = {(size_t)256 << 10, 40000, 4096, 256, 16};
+    if (small_heap()) {
+        /* Every size must fit once in a share of the free memory. */
+        sizes[0] = kt_heap / 4;
+        sizes[1] = KHEAP_MAX_CLASS + 1 + KHEAP_PAGE_SIZE / 2;
+        note_scaled("exhaustion", "blocks of %zu and %zu bytes (262144 and 40000): a %zu KiB"
+                    " heap", sizes[0], sizes[1], kt_heap >> 10);
+    }
     void **chain = NULL;
     size_t count[NSIZES] = {0}, total = 0;
     /* First a share of the free memory at each size, so every size gets
@@ -536,9 +609,10 @@ static void t_exhaustion(void)
     void *p = kmalloc(big);
     CHECK(p != NULL, "kmalloc(%zu) failed after recovery", big);
     kfree(p);
-    kt_printf("# exhaustion: %zu + %zu + %zu + %zu + %zu blocks of 256K/40000/4096/256/16 B"
+    kt_printf("# exhaustion: %zu + %zu + %zu + %zu + %zu blocks of %zu/%zu/4096/256/16 B"
               " until NULL (%zu bytes free then), %zu bytes free after",
-              count[0], count[1], count[2], count[3], count[4], st1.heap_free, st2.heap_free);
+              count[0], count[1], count[2], count[3], count[4], sizes[0], sizes[1],
+              st1.heap_free, st2.heap_free);
 }
 
 /* ------------------------------------------------------------------ */
@@ -594,8 +668,14 @@ static void t_misuse_reports(void)
     unsigned char *small = kmalloc(64);
     CHECK(small, "kmalloc(64) failed");
     MISUSE("free inside a small object", KHEAP_REPORT_INTERIOR, small + 8, kfree(small + 8));
-    unsigned char *large = kmalloc(100000);
-    CHECK(large, "kmalloc(100000) failed");
+    size_t large_size = 100000;
+    if (small_heap()) {
+        large_size = KHEAP_MAX_CLASS + 1;
+        note_scaled("misuse_reports", "the large block is %zu bytes (100000): a %zu KiB heap",
+                    large_size, kt_heap >> 10);
+    }
+    unsigned char *large = kmalloc(large_size);
+    CHECK(large, "kmalloc(%zu) failed", large_size);
     MISUSE("free inside a large block", KHEAP_REPORT_INTERIOR, large + 4096,
            kfree(large + 4096));
     kfree(large);
@@ -657,11 +737,18 @@ static void t_object_caches(void)
 {
     kheap_t *h = kheap_default();
     static struct kt_inode *objs[NOBJ];
+    unsigned nobj = NOBJ, nbuf = 64;
+    if (small_heap()) {
+        nobj = kt_heap / 1024 < NOBJ ? (unsigned)(kt_heap / 1024) : NOBJ;
+        nbuf = (unsigned)(kt_heap / 16384);
+        note_scaled("object_caches", "%u inodes (%d) and %u buffers of 3000 bytes (64): a %zu"
+                    " KiB heap", nobj, NOBJ, nbuf, kt_heap >> 10);
+    }
     ctor_runs = dtor_runs = 0;
     kheap_cache_t *c = kheap_cache_create(h, "kt_inode", sizeof(struct kt_inode), 64,
                                           inode_ctor, inode_dtor);
     CHECK(c, "kheap_cache_create(kt_inode) failed");
-    for (unsigned i = 0; i < NOBJ; i++) {
+    for (unsigned i = 0; i < nobj; i++) {
         objs[i] = kheap_cache_alloc(c);
         CHECK(objs[i], "kheap_cache_alloc %u failed", i);
         CHECK((uintptr_t)objs[i] % 64 == 0, "object %p not 64-aligned", (void *)objs[i]);
@@ -670,17 +757,17 @@ static void t_object_caches(void)
         objs[i]->uses++;
     }
     unsigned long built = ctor_runs;
-    CHECK(built >= NOBJ, "%lu constructor runs for %d objects", built, NOBJ);
+    CHECK(built >= nobj, "%lu constructor runs for %u objects", built, nobj);
     struct kheap_cache_info info;
     kheap_cache_info(c, &info);
-    CHECK(info.objsize >= sizeof(struct kt_inode) && info.active_objs >= NOBJ,
+    CHECK(info.objsize >= sizeof(struct kt_inode) && info.active_objs >= nobj,
           "slabinfo objsize %zu active_objs %zu", info.objsize, info.active_objs);
-    for (unsigned i = 0; i < NOBJ; i++)
+    for (unsigned i = 0; i < nobj; i++)
         kheap_cache_free(c, objs[i]);
     /* Bonwick: freed objects keep their constructed state, so the second
      * round finds them constructed and used once, with no new ctor run. */
     unsigned reused = 0;
-    for (unsigned i = 0; i < NOBJ; i++) {
+    for (unsigned i = 0; i < nobj; i++) {
         objs[i] = kheap_cache_alloc(c);
         CHECK(objs[i], "kheap_cache_alloc %u failed (second round)", i);
         CHECK(objs[i]->magic == INODE_MAGIC && objs[i]->self == objs[i],
@@ -689,25 +776,25 @@ static void t_object_caches(void)
         objs[i]->uses++;
     }
     CHECK(ctor_runs == built, "constructors ran %lu more times on reuse", ctor_runs - built);
-    CHECK(reused == NOBJ, "%u of %d objects came back with their state", reused, NOBJ);
+    CHECK(reused == nobj, "%u of %u objects came back with their state", reused, nobj);
 
     /* A cache without constructor, objects of 3000 bytes across slabs. */
     kheap_cache_t *d = kheap_cache_create(h, "kt_buf3000", 3000, 0, NULL, NULL);
     CHECK(d, "kheap_cache_create(kt_buf3000) failed");
     static unsigned char *bufs[64];
-    for (unsigned i = 0; i < 64; i++) {
+    for (unsigned i = 0; i < nbuf; i++) {
         bufs[i] = kheap_cache_alloc(d);
         CHECK(bufs[i], "kt_buf3000 alloc %u failed", i);
         fill(bufs[i], 3000, i);
     }
-    for (unsigned i = 0; i < 64; i++) {
+    for (unsigned i = 0; i < nbuf; i++) {
         size_t bad = verify(bufs[i], 3000, 3000, i);
         CHECK(bad == 3000, "kt_buf3000 object %u byte %zu overwritten", i, bad);
         kheap_cache_free(d, bufs[i]);
     }
     check_heap("with two user caches");
 
-    for (unsigned i = 0; i < NOBJ; i++)
+    for (unsigned i = 0; i < nobj; i++)
         kheap_cache_free(c, objs[i]);
     CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy of kt_inode failed");
     CHECK(dtor_runs == ctor_runs, "%lu destructor runs for %lu constructed objects",
@@ -752,6 +839,7 @@ struct worker {
 static struct ring s_ring[KT_MAX_CPUS];
 static struct worker s_res[KT_MAX_CPUS];
 static unsigned s_n, s_done;
+static size_t s_big_lo = 32768, s_big_hi = 131072; /* 1 in 32 messages */
 static kheap_cache_t *s_cache;
 
 static bool ring_put(struct ring *r, void *p)
@@ -793,7 +881,7 @@ static bool msg_new(struct worker *w, unsigned idx, uint64_t *rng, struct msg **
         size = 96;
         m = kheap_cache_alloc(s_cache);
     } else {
-        size = rnd_next(rng) % 32 == 0 ? rnd_size(rng, 32768, 131072)
+        size = rnd_next(rng) % 32 == 0 ? rnd_size(rng, s_big_lo, s_big_hi)
                                        : rnd_size(rng, sizeof *m, 4096);
         m = kmalloc(size);
     }
@@ -821,10 +909,11 @@ static bool msg_free(struct worker *w, unsigned idx, struct msg *m)
            idx, (void *)m);
     for (size_t i = sizeof *m; i < m->size && i < sizeof *m + 64; i++)
         WCHECK(w, b[i] == pat(m->seed, i), "CPU %u: object %p from CPU %u byte %zu overwritten",
-               idx, (void *)m, m->from, i);
+               idx, (void *)m, (unsigned)m->from, i);
     for (size_t i = m->size > 64 ? m->size - 64 : 0; i < m->size; i++)
         WCHECK(w, i < sizeof *m || b[i] == pat(m->seed, i),
-               "CPU %u: object %p from CPU %u byte %zu overwritten", idx, (void *)m, m->from, i);
+               "CPU %u: object %p from CPU %u byte %zu overwritten", idx, (void *)m,
+               (unsigned)m->from, i);
     m->magic = 0;
     if (m->cached)
         kheap_cache_free(s_cache, m);
@@ -909,6 +998,17 @@ static void t_smp_stress(void)
     kheap_t *h = kheap_default();
     s_n = env->ncpus < KT_MAX_CPUS ? env->ncpus : KT_MAX_CPUS;
     s_done = 0;
+    s_big_lo = 32768;
+    s_big_hi = 131072;
+    if (small_heap()) {
+        s_big_lo = kt_heap / 128;
+        s_big_hi = kt_heap / 32;
+        note_scaled("smp_stress", "big messages of %zu to %zu bytes (32768 to 131072): a %zu"
+                    " KiB heap", s_big_lo, s_big_hi, kt_heap >> 10);
+    }
+    if (s_n == 1)
+        note_scaled("smp_stress", "one CPU: it hands objects to its own inbox, so nothing is"
+                    " freed on another CPU and nothing runs concurrently");
     for (unsigned i = 0; i < KT_MAX_CPUS; i++) {
         s_ring[i].head = s_ring[i].tail = 0;
         s_res[i] = (struct worker){0};
@@ -956,6 +1056,7 @@ void kt_begin(const struct kt_env *e)
 int kt_run_bodies(const struct kt_env *e)
 {
     env = e;
+    kt_heap = stats().heap_total;
     kt_printf("# kheap test bodies on %s: %u CPUs, seed %llu, %lu model ops,"
               " %lu stress ops per CPU",
               e->platform, e->ncpus, (unsigned long long)e->seed, e->model_ops,
@@ -968,5 +1069,9 @@ int kt_run_bodies(const struct kt_env *e)
     run_test("object_caches", t_object_caches);
     run_test("smp_stress", t_smp_stress);
     run_test("default_heap_after", t_default_heap);
+    if (kt_scaled)
+        kt_printf("# %d tests scaled down (see the \"# scaled\" lines): a %zu KiB heap is below"
+                  " the %zu KiB of the full tests, or one CPU", kt_scaled, kt_heap >> 10,
+                  KT_FULL_HEAP >> 10);
     return kt_failed - before;
 }

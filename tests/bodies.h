@@ -43,8 +43,10 @@ void kt_begin(const struct kt_env *env);
 /* Run every test body; returns the number that failed. */
 int kt_run_bodies(const struct kt_env *env);
 
-/* Results so far. */
-extern int kt_passed, kt_failed;
+/* Results so far, and how many of the tests run scaled down (smaller
+ * or fewer blocks on a heap below 4 MiB, one CPU), each with a
+ * "# scaled <test>: <why>" line. */
+extern int kt_passed, kt_failed, kt_scaled;
 
 /* snprintf for the formats the tests use: %s %c %d %u %x %p %%, with the
  * l, ll and z length modifiers. Returns the length the full text needs. */

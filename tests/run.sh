@@ -46,6 +46,8 @@ for v in $VARIANTS; do
     # lock order is not.
     tsan)     envs="KHEAP_TEST_OPS=100000 KHEAP_TEST_SMALL=1 TSAN_OPTIONS=halt_on_error=1:detect_deadlocks=0" wrap="" ;;
     debug3)   envs="KHEAP_TEST_OPS=4000 KHEAP_TEST_HEAP=4194304 KHEAP_TEST_SMALL=1" wrap="" ;;
+    # The release tests linked with the single-file distribution.
+    amalg)    envs="" wrap="" ;;
     valgrind) envs="KHEAP_TEST_OPS=40000 KHEAP_TEST_SMALL=1"
               wrap="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect" ;;
     *)        envs="" wrap="" ;;
@@ -113,6 +115,11 @@ run real-programs tests/real/run.sh "$B"
 # tools/kheap-top on a recorded file, its chart, and live in tmux.
 run kheap-top tests/tools/kheap-top.sh "$B"
 
+# Packaging: the port template of the single-file distribution, that
+# distribution cross-built for a Cortex-M4, make install and uninstall with
+# pkg-config, the CMake package both ways, the Debian packages.
+run packaging tests/pkg/run.sh "$B"
+
 # Every benchmark once with tiny counts: the workloads under kheap and
 # glibc, bench/bench.c's modes under kheap (speed is measured by make
 # bench, not here).
@@ -139,12 +146,16 @@ else
 fi
 
 # The bare-metal kernels: each runs its tests under QEMU with four CPUs
+# (Cortex-M: one)
 # and must end with "N passed, 0 failed" and QEMU's pass status within
 # KHEAP_KERNEL_TIMEOUT seconds (demo/qemu.sh). LABEL is the architecture,
 # optionally followed by -variant.
 for k in $KERNELS; do
     label=${k%%=*} image=${k#*=}
-    arch=${label%%-*}
+    case $label in # the architecture is the label's first word
+    cortex-m*) arch=cortex-m ;; # ... or "cortex-m", which has a dash
+    *) arch=${label%%-*} ;;
+    esac
     if [ ! -f "$image" ]; then
         echo "  [kernel-$label] not ok - not built"
         fail=$((fail + 1))

@@ -8,10 +8,12 @@
 #   tools/deps.sh demo       compilers and QEMU for the bare-metal kernels
 #   tools/deps.sh real       compilers and the real programs run under
 #                            libkheap.so (tests/real, bench/real.py)
+#   tools/deps.sh package    compilers and the packaging tools (make
+#                            install, the .deb, CMake, pkg-config)
 #   tools/deps.sh tools      tmux and gnuplot, for the tests of tools/kheap-top
 #   tools/deps.sh rust       Debian's cargo and rustc, when no cargo is on
 #                            PATH (the Rust crate, bindings/rust)
-#   tools/deps.sh check      build, demo, real, tools and rust (make check)
+#   tools/deps.sh check      all of these but bench (make check)
 set -eu
 
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
@@ -24,6 +26,9 @@ demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86"
 # Programs no one here wrote, run under LD_PRELOAD=libkheap.so by make check
 # (tests/real/run.sh) and the real-program benchmark (bench/real.py).
 real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
+# Packaging: make install's pkg-config test, the Debian package and its
+# lintian check (tools/deb-check.sh), the CMake consumers.
+package_pkgs="dpkg-dev debhelper fakeroot lintian pkg-config cmake"
 # tools/kheap-top: its live view is tested in tmux, its chart drawn by gnuplot.
 tool_pkgs="python3 tmux gnuplot-nox"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
@@ -41,11 +46,12 @@ case "${1:-all}" in
   build) want="$build_pkgs" ;;
   demo)  want="$build_pkgs $demo_pkgs" ;;
   real)  want="$build_pkgs $real_pkgs" ;;
+  package) want="$build_pkgs $package_pkgs" ;;
   tools) want="$tool_pkgs" ;;
   rust)  want="$build_pkgs $rust_pkgs" ;;
-  check) want="$build_pkgs $demo_pkgs $real_pkgs $tool_pkgs $rust_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $real_pkgs $tool_pkgs $rust_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs $bench_pkgs" ;;
 esac
 
 missing=""

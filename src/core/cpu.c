@@ -483,7 +483,10 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
         out->misses += __atomic_load_n(&ms->alloc, __ATOMIC_RELAXED) +
                        __atomic_load_n(&ms->free, __ATOMIC_RELAXED);
     }
-    out->hits = out->allocs + out->frees - out->misses;
+    /* A miss that found no object (the heap full) counts as a miss and
+     * not as an allocation: hits cannot go below 0. */
+    out->hits = out->allocs + out->frees > out->misses ? out->allocs + out->frees - out->misses
+                                                       : 0;
 slab_view:
     kh_lock(&c->lock);
     if (c->flags & KH_CACHE_INTERNAL) {

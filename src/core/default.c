@@ -42,7 +42,7 @@ struct kh_cpu *const *kh_default_cpus = no_cpus;
 #endif
 
 /* Before the heap is published, by the thread that set it up. */
-static void publish(kheap_t *h)
+static void publish_window(kheap_t *h)
 {
     kh_default_window.start = h->window.start;
     kh_default_window.tags = h->window.tags;
@@ -74,7 +74,7 @@ static kh_noinline kheap_t *setup(void)
         int err = reserve_first(&h);
         if (err)
             kheap_port_panic(kheap_strerror(err), kheap_default_memory);
-        publish(h);
+        publish_window(h);
 #if KHEAP_DEFAULT_GROW && KHEAP_PORT_PAGES
         kheap_set_growable(h, KHEAP_DEFAULT_SIZE);
 #endif

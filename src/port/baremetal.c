@@ -156,3 +156,73 @@ void kheap_port_panic(const char *msg, const void *addr)
     emergency_line("kheap: panic: ", msg, (uintptr_t)addr);
     kheap_bm_halt();
 }
+
+#if defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+/* ------------------------------------------------------------------ */
+/* 8-byte atomics on Cortex-M. ARMv7-M has LDREX/STREX for 1, 2 and 4
+ * bytes but no LDREXD/STREXD, so GCC calls these library functions for
+ * the core's 64-bit counters (there is no libatomic here). On one CPU an
+ * operation is atomic when no interrupt splits it: each masks interrupts
+ * around its plain accesses (which is also as strong as any memory order
+ * asked for). Not valid for memory shared with another bus master. */
+uint64_t __atomic_load_8(const volatile void *mem, int order);
+void __atomic_store_8(volatile void *mem, uint64_t val, int order);
+uint64_t __atomic_fetch_add_8(volatile void *mem, uint64_t val, int order);
+uint64_t __atomic_exchange_8(volatile void *mem, uint64_t val, int order);
+bool __atomic_compare_exchange_8(volatile void *mem, void *expected, uint64_t desired,
+                                 bool weak, int success, int failure);
+
+uint64_t __atomic_load_8(const volatile void *mem, int order)
+{
+    (void)order;
+    uintptr_t s = kh_bm_irq_save();
+    uint64_t v = *(const volatile uint64_t *)mem;
+    kh_bm_irq_restore(s);
+    return v;
+}
+
+void __atomic_store_8(volatile void *mem, uint64_t val, int order)
+{
+    (void)order;
+    uintptr_t s = kh_bm_irq_save();
+    *(volatile uint64_t *)mem = val;
+    kh_bm_irq_restore(s);
+}
+
+uint64_t __atomic_fetch_add_8(volatile void *mem, uint64_t val, int order)
+{
+    (void)order;
+    uintptr_t s = kh_bm_irq_save();
+    uint64_t old = *(volatile uint64_t *)mem;
+    *(volatile uint64_t *)mem = old + val;
+    kh_bm_irq_restore(s);
+    return old;
+}
+
+uint64_t __atomic_exchange_8(volatile void *mem, uint64_t val, int order)
+{
+    (void)order;
+    uintptr_t s = kh_bm_irq_save();
+    uint64_t old = *(volatile uint64_t *)mem;
+    *(volatile uint64_t *)mem = val;
+    kh_bm_irq_restore(s);
+    return old;
+}
+
+bool __atomic_compare_exchange_8(volatile void *mem, void *expected, uint64_t desired,
+                                 bool weak, int success, int failure)
+{
+    (void)weak;
+    (void)success;
+    (void)failure;
+    uintptr_t s = kh_bm_irq_save();
+    uint64_t cur = *(volatile uint64_t *)mem;
+    bool ok = cur == *(uint64_t *)expected;
+    if (ok)
+        *(volatile uint64_t *)mem = desired;
+    else
+        *(uint64_t *)expected = cur;
+    kh_bm_irq_restore(s);
+    return ok;
+}
+#endif

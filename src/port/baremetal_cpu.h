@@ -3,7 +3,7 @@
  * hit paths, and the three machine primitives they stand on: mask
  * interrupts and return what they were, restore them, read this CPU's
  * index. One set per architecture: RISC-V 64 in S-mode, AArch64 at EL1,
- * x86_64 in ring 0.
+ * x86_64 in ring 0, Cortex-M (ARMv7-M, one CPU) in privileged mode.
  *
  * Masking nests per CPU (xv6's push_off/pop_off): kh_bm_cpus[cpu] holds
  * the depth and the interrupt state from before the outermost mask, and
@@ -107,8 +107,34 @@ static inline void kh_bm_relax(void)
 {
     __asm__ volatile("pause" : : : "memory");
 }
+#elif defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+/* PRIMASK (bit 0 set: every configurable-priority interrupt masked, so
+ * SysTick and all NVIC interrupts; NMI and HardFault are not maskable and
+ * must not call kheap). Saved and restored whole. Needs privileged code:
+ * in unprivileged thread mode CPSID is ignored. */
+static inline uintptr_t kh_bm_irq_save(void)
+{
+    uint32_t m;
+    __asm__ volatile("mrs %0, primask\n\tcpsid i" : "=r"(m) : : "memory");
+    return m;
+}
+static inline void kh_bm_irq_restore(uintptr_t s)
+{
+    __asm__ volatile("msr primask, %0" : : "r"((uint32_t)s) : "memory");
+}
+/* One CPU: its index is 0. A lock found held on one CPU is held by the
+ * code it interrupted, which the port reports as taken twice rather than
+ * spinning (kheap_port_lock). */
+static inline unsigned kh_bm_hw_index(void)
+{
+    return 0;
+}
+static inline void kh_bm_relax(void)
+{
+    __asm__ volatile("nop" : : : "memory");
+}
 #else
-#error "the bare-metal port knows riscv64, aarch64 and x86_64"
+#error "the bare-metal port knows riscv64, aarch64, x86_64 and Cortex-M"
 #endif
 
 /* Mask interrupts (nesting) and return this CPU's index. */
