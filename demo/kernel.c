@@ -454,8 +454,8 @@ void kernel_main(void)
     result("rust_global_alloc_every_cpu", rust_alloc(n));
 #else
     kt_run_bodies(&env);
-    hit_path_cost();
 #endif
+    hit_path_cost();
 
     kheap_bm_puts("# statistics of the default heap:");
     kheap_format_stats(kheap_default(), text, sizeof text);
