@@ -28,19 +28,20 @@ time and peak RSS over the best allocator's, and their geometric means.
 Only the Python standard library is used.
 """
 import argparse
-import csv
 import datetime
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
-BUILD = os.path.join(BENCH, "build")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
+                    make_env, run, run_harness, script_main, wait_quiet, write_csv)
+import real  # noqa: E402
+import suite  # noqa: E402
+
 KHEAP_DEFAULT_SIZE = 268435456  # 256 MiB: the default heap the harness uses
 SRC_ROOT = [ROOT]  # the kheap tree measured (the work tree or a snapshot)
 HOT_SIZE = 32
@@ -61,49 +62,8 @@ CONFIGS = {
                   real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"}),
 }
 
-# name, harness, library to preload (None: no preload), what dladdr must
-# report as the origin of malloc
-PEERS = [
-    ("glibc", None, "libc.so"),
-    ("jemalloc", "libjemalloc.so.2", "libjemalloc"),
-    ("mimalloc", "libmimalloc.so.2", "libmimalloc"),
-    ("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal"),
-]
 PEER_PACKAGES = {"glibc": "libc6", "jemalloc": "libjemalloc2",
                  "mimalloc": "libmimalloc2.0", "tcmalloc": "libtcmalloc-minimal4"}
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def run(cmd, env=None, timeout=900, cwd=ROOT):
-    """Run cmd, return stdout; raise with its stderr on failure."""
-    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise RuntimeError("command failed (%d): %s\n%s%s" % (
-            p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-4000:]))
-    return p.stdout
-
-
-def libdirs():
-    dirs = []
-    try:
-        multiarch = run(["gcc", "-print-multiarch"]).strip()
-        if multiarch:
-            dirs += ["/usr/lib/" + multiarch, "/lib/" + multiarch]
-    except (RuntimeError, OSError):
-        pass
-    return dirs + ["/usr/lib64", "/usr/lib", "/usr/local/lib"]
-
-
-def find_lib(name):
-    for d in libdirs():
-        path = os.path.join(d, name)
-        if os.path.exists(path):
-            return path
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -135,16 +95,13 @@ def build(tree):
     shutil.rmtree(libdir, ignore_errors=True)
     # Nothing from the caller's make or environment may change the build:
     # not its command-line variables, not OPT, not a KHEAP_* option.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
-           and not k.startswith("KHEAP_")}
+    env = make_env()
     lib = os.path.join(libdir, "release", "libkheap.a")
     log("build: %s (KHEAP_DEFAULT_SIZE=%d)" % (os.path.relpath(lib, ROOT), KHEAP_DEFAULT_SIZE))
     run(["make", "--no-print-directory", "-f", "Makefile", "-j%d" % (os.cpu_count() or 1),
          "B=" + b, "KHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE,
          os.path.join(b, "release", "libkheap.a")], env=env, cwd=tree)
-    flags = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Wshadow",
-             "-Wstrict-prototypes", "-Werror"]
+    flags = CFLAGS + ["-g", "-Wstrict-prototypes"]
     src = os.path.join(BENCH, "bench.c")
     out_malloc = os.path.join(BUILD, "bench-malloc")
     out_kheap = os.path.join(BUILD, "bench-kheap")
@@ -174,57 +131,6 @@ def allocators(bin_kheap, bin_malloc):
             missing.append(name)
             log("warning: %s not found (%s); `tools/deps.sh bench` installs it" % (lib, name))
     return out, missing
-
-
-def cpu_times():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
-    return sum(v), idle
-
-
-def busy_fraction(interval=0.25):
-    """Share of all CPUs busy over interval seconds (this process sleeps)."""
-    t0, i0 = cpu_times()
-    time.sleep(interval)
-    t1, i1 = cpu_times()
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
-
-
-def wait_quiet(cfg):
-    """Before a timed run: wait (up to cfg["max_wait"] s, and no more than
-    cfg["wait_budget"] s over the whole run) until other work on the machine
-    uses under a fifth of its CPUs. Returns the busy share seen last, which
-    the CSVs record."""
-    start = time.time()
-    deadline = start + min(cfg["max_wait"], cfg["wait_budget"])
-    while True:
-        b = busy_fraction()
-        if b < 0.2 or time.time() >= deadline:
-            cfg["wait_budget"] = max(0.0, cfg["wait_budget"] - (time.time() - start))
-            return round(b, 2)
-        time.sleep(0.5)
-
-
-def parse_result(text):
-    for line in text.splitlines():
-        if line.startswith("RESULT "):
-            return dict(kv.split("=", 1) for kv in line.split()[1:])
-    raise RuntimeError("no RESULT line in:\n" + text)
-
-
-def run_harness(alloc, args, wrapper=(), timeout=900):
-    name, binary, preload, origin = alloc
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    if preload:
-        env["LD_PRELOAD"] = preload
-    res = parse_result(run(list(wrapper) + [binary] + [str(a) for a in args],
-                           env=env, timeout=timeout))
-    if origin not in res["malloc_from"]:
-        raise RuntimeError("%s: malloc comes from %s, not %s: preload failed"
-                           % (name, res["malloc_from"], origin))
-    return res
 
 
 # ---------------------------------------------------------------------------
@@ -405,14 +311,6 @@ def test_pc(allocs, cfg, results):
               ["rep", "allocator", "sizes", "m", "seconds", "ops_per_s", "maxrss_kib",
                "busy_before"])
     return rows
-
-
-def write_csv(path, rows, fields):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
 
 
 # ---------------------------------------------------------------------------
@@ -870,8 +768,6 @@ def main():
     hot = test_hot(allocs, cfg, results) if "hot" in only else []
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
-    import suite  # noqa: E402  (imports this module back for its helpers)
-    import real  # noqa: E402
     suite_rows, suite_names, suite_missing = [], [], []
     if "suite" in only:
         suite.build()
@@ -906,8 +802,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        print("bench: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    script_main(main, "bench")

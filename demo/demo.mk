@@ -8,7 +8,7 @@
 #                                                      Rust library of demo/rust
 #
 # Each kernel is the freestanding core, the bare-metal port
-# (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
+# (src/port/baremetal.c), the shared test bodies (tests/bodies.c, tests/support.c), the
 # shared kernel (demo/kernel.c, demo/libc.c) and the architecture's own
 # files (demo/<arch>/: start.S, arch.c, kernel.ld).
 # KERNEL_IMAGE_<arch> is what QEMU boots.
@@ -45,10 +45,10 @@ CM_HEAP_SIZE    ?= 524288
 KOPTS_cortex-m  := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=%,$(OPTIONS)) \
                    -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
 
-KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/class_rule.h demo/arch.h demo/demo.mk
+               tests/support.h tests/rand.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel

@@ -125,11 +125,6 @@ static void run_all(void (*fn)(unsigned, void *), void *arg)
         ;
 }
 
-static kt_report_fn set_hook(kt_report_fn fn)
-{
-    return kheap_set_report_hook(fn);
-}
-
 /* ------------------------------------------------------------------ */
 /* The port's own tests. */
 
@@ -441,7 +436,6 @@ void kernel_main(void)
         .puts = puts_line,
         .ncpus = n,
         .run_all = run_all,
-        .set_report_hook = set_hook,
         .seed = seed,
         .model_ops = DEMO_MODEL_OPS,
         .stress_ops = DEMO_STRESS_OPS,

@@ -52,17 +52,10 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     KH_ASSERT(!err, base);
     kh_pages_add(h, r0);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        _Static_assert(KHEAP_MAX_CLASS <= 9999999 && KHEAP_NAME_MAX >= 8 + 7 + 1,
+                       "\"kmalloc-\" and the class size fit a cache name");
         char name[KHEAP_NAME_MAX] = "kmalloc-";
-        size_t sz = kh_class_size(i), len = 8;
-        char digits[12];
-        unsigned nd = 0;
-        do {
-            digits[nd++] = (char)('0' + sz % 10);
-            sz /= 10;
-        } while (sz);
-        while (nd)
-            name[len++] = digits[--nd];
-        name[len] = 0;
+        name[8 + kh_decimal(name + 8, kh_class_size(i))] = 0;
         kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
                        NULL, KH_CACHE_KMALLOC);
     }

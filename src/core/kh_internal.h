@@ -294,6 +294,7 @@ void kh_account_commit(kheap_t *h, size_t bytes, bool add);
 void kh_account_failure(kheap_t *h);
 void kh_account_internal(kheap_t *h, size_t bytes, bool add);
 size_t kh_class_size(unsigned cls);
+size_t kh_decimal(char *buf, uint64_t v);
 /* The registry: acquire returns the first heap, the lock held. */
 kheap_t *kh_registry_acquire(void);
 void kh_registry_release(void);

@@ -204,13 +204,13 @@ void *kheap_alloc(kheap_t *h, size_t size)
 }
 
 /* Everything the allocation hit does not do. A miss of the hit path comes
- * straight to the miss path: the hit path tried every request of up to
- * KH_DIRECT_MAX bytes in a build that has it. */
+ * straight to the miss path: the hit path tried every class in a build
+ * that has it. */
 kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 {
     void *p;
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
-        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST && size <= KH_DIRECT_MAX);
+        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST);
     } else {
         p = large_alloc(h, size, KH_PAGE);
     }

@@ -107,16 +107,12 @@ static void put_str(struct out *o, const char *s, size_t width)
 /* v in decimal, right-aligned in width columns. */
 static void put_num(struct out *o, uint64_t v, size_t width)
 {
-    char d[24];
-    size_t n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    char d[20];
+    size_t n = kh_decimal(d, v);
     for (size_t k = n; k < width; k++)
         put_ch(o, ' ');
-    while (n)
-        put_ch(o, d[--n]);
+    for (size_t k = 0; k < n; k++)
+        put_ch(o, d[k]);
 }
 
 /* part/whole as a percentage with two decimals. */
