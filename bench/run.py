@@ -729,22 +729,28 @@ def summary(suite, suite_rows, suite_names, real_rows, chart_dir):
 
 
 def keep_real_section(doc, text):
-    """The real-program section bench/real.py wrote into doc survives this
-    rewrite: it goes back in before the Reproducing section."""
-    begin, end = "<!-- real programs: written by bench/real.py -->", "<!-- end of real programs -->"
+    """The sections other scripts wrote into doc survive this rewrite: the
+    real programs (bench/real.py) and the Rust crate (make bench-rust, via
+    bench/rust_doc.py) go back in before the Reproducing section."""
     try:
         with open(doc) as f:
             old = f.read()
     except OSError:
         return text
-    if begin not in old or end not in old:
-        return text
-    section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
-    marker = "## Reproducing"
-    if marker in text:
-        i = text.index(marker)
-        return text[:i] + section + text[i:]
-    return text + "\n" + section
+    for begin, end in (("<!-- real programs: written by bench/real.py -->",
+                        "<!-- end of real programs -->"),
+                       ("<!-- rust crate: written by make bench-rust -->",
+                        "<!-- end of rust crate -->")):
+        if begin not in old or end not in old:
+            continue
+        section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
+        marker = "## Reproducing"
+        if marker in text:
+            i = text.index(marker)
+            text = text[:i] + section + text[i:]
+        else:
+            text = text + "\n" + section
+    return text
 
 
 def main():

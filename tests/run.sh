@@ -128,6 +128,15 @@ run packaging tests/pkg/run.sh "$B"
 # bench, not here).
 run bench-smoke python3 bench/suite.py --smoke --lib "$B/libkheap.so"
 
+# The Rust crate (bindings/rust): its #[global_allocator] test programs
+# with the crate's own Rust port (no_std) and with the hosted port (feature
+# std). cargo is Debian's (tools/deps.sh) unless one is already on PATH.
+for f in rust-port:"" rust-std:"--features std"; do
+    # shellcheck disable=SC2086
+    run "${f%%:*}" env CARGO_TARGET_DIR="$B/rust" \
+        cargo test --offline --manifest-path bindings/rust/Cargo.toml ${f#*:}
+done
+
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then
     timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1
