@@ -84,6 +84,10 @@ def source_tree(rev):
     return dest, "%s (snapshot of `%s`, not the work tree)" % (full[:12], rev)
 
 
+# The hot test's second kheap row: the hit path on a kheap_init heap.
+INIT_NAME = "kheap, kheap_init heap"
+
+
 def build(tree):
     """libkheap.a with the big default heap, through the Makefile's own
     release rules in a build directory of ours; then the two harnesses."""
@@ -105,14 +109,20 @@ def build(tree):
     src = os.path.join(BENCH, "bench.c")
     out_malloc = os.path.join(BUILD, "bench-malloc")
     out_kheap = os.path.join(BUILD, "bench-kheap")
-    log("build: %s, %s" % (os.path.relpath(out_malloc, ROOT), os.path.relpath(out_kheap, ROOT)))
+    out_init = os.path.join(BUILD, "bench-kheap-init")
+    log("build: %s, %s, %s" % (os.path.relpath(out_malloc, ROOT), os.path.relpath(out_kheap, ROOT),
+                               os.path.relpath(out_init, ROOT)))
     run([cc] + flags + [src, "-o", out_malloc, "-lpthread"])
-    run([cc] + flags + ["-DBENCH_KHEAP", "-I" + os.path.join(tree, "include"),
-                        "-I" + os.path.join(tree, "src"), "-DKHEAP_PORT_PAGES=1",
-                        '-DKHEAP_PORT_CPU_HEADER="port/hosted_cpu.h"',
-                        "-DKHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE,
-                        src, lib, "-o", out_kheap, "-lpthread"])
-    return out_kheap, out_malloc
+    kheap_flags = ["-DBENCH_KHEAP", "-I" + os.path.join(tree, "include"),
+                   "-I" + os.path.join(tree, "src"), "-DKHEAP_PORT_PAGES=1",
+                   '-DKHEAP_PORT_CPU_HEADER="port/hosted_cpu.h"',
+                   "-DKHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE]
+    run([cc] + flags + kheap_flags + [src, lib, "-o", out_kheap, "-lpthread"])
+    # The same hit path on a heap made with kheap_init (kheap_alloc and
+    # kheap_free), for the hot test only.
+    run([cc] + flags + kheap_flags + ["-DBENCH_KHEAP_INIT", src, lib, "-o", out_init,
+                                      "-lpthread"])
+    return out_kheap, out_malloc, out_init
 
 
 def allocators(bin_kheap, bin_malloc):
@@ -468,7 +478,7 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
     best_peer = min((by[(a, "pair")]["per_op"] for a in peers if (a, "pair") in by),
                     default=None)
     mi = by.get(("mimalloc", "pair"))
-    for a in names:
+    for a in names[:1] + [INIT_NAME] + names[1:]:
         if (a, "pair") not in by:
             continue
         p = by[(a, "pair")]
@@ -481,7 +491,11 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
     L.append("")
     L.append("Ratios are instruction counts over the other's: below 1 is fewer "
              "instructions. glibc's and the peers' counts include the PLT jump into the "
-             "shared library; kheap is linked statically.")
+             "shared library; kheap is linked statically. *kheap, kheap_init heap*: "
+             "the same hit path through `kheap_alloc`/`kheap_free` on a heap made with "
+             "`kheap_init` (the harness loads the heap pointer for each call, and the "
+             "CPU's state comes from the heap's array instead of the port's per-CPU "
+             "word).")
     L.append("")
     if kheap_profile.fns:
         L.append("### Where kheap's pair goes")
@@ -715,22 +729,28 @@ def summary(suite, suite_rows, suite_names, real_rows, chart_dir):
 
 
 def keep_real_section(doc, text):
-    """The real-program section bench/real.py wrote into doc survives this
-    rewrite: it goes back in before the Reproducing section."""
-    begin, end = "<!-- real programs: written by bench/real.py -->", "<!-- end of real programs -->"
+    """The sections other scripts wrote into doc survive this rewrite: the
+    real programs (bench/real.py) and the Rust crate (make bench-rust, via
+    bench/rust_doc.py) go back in before the Reproducing section."""
     try:
         with open(doc) as f:
             old = f.read()
     except OSError:
         return text
-    if begin not in old or end not in old:
-        return text
-    section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
-    marker = "## Reproducing"
-    if marker in text:
-        i = text.index(marker)
-        return text[:i] + section + text[i:]
-    return text + "\n" + section
+    for begin, end in (("<!-- real programs: written by bench/real.py -->",
+                        "<!-- end of real programs -->"),
+                       ("<!-- rust crate: written by make bench-rust -->",
+                        "<!-- end of rust crate -->")):
+        if begin not in old or end not in old:
+            continue
+        section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
+        marker = "## Reproducing"
+        if marker in text:
+            i = text.index(marker)
+            text = text[:i] + section + text[i:]
+        else:
+            text = text + "\n" + section
+    return text
 
 
 def main():
@@ -756,10 +776,11 @@ def main():
     load0 = loadavg()
     tree, commit = source_tree(args.rev)
     SRC_ROOT[0] = tree
-    bin_kheap, bin_malloc = build(tree)
+    bin_kheap, bin_malloc, bin_init = build(tree)
     allocs, missing = allocators(bin_kheap, bin_malloc)
     names = [a[0] for a in allocs]
-    hot = test_hot(allocs, cfg, results) if "hot" in only else []
+    init_alloc = (INIT_NAME, bin_init, None, "libkheap.a")
+    hot = test_hot([allocs[0], init_alloc] + allocs[1:], cfg, results) if "hot" in only else []
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
     suite_rows, suite_names, suite_missing = [], [], []

@@ -111,14 +111,12 @@ int kheap_cache_destroy(kheap_cache_t *c)
 size_t kheap_reclaim(kheap_t *h)
 {
     size_t bytes = 0;
-    /* The walk ends with the magazine caches and the cache of cache
-     * structures: the magazines emptied before them went back there. */
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    /* The walk ends with the magazine caches: the magazines emptied
+     * before them went back there. */
+    kh_each_cache_locking(h, c) {
         bytes += kh_cache_drain(c, false);
         bytes += kh_cache_release(c, 0);
     }
-    kh_unlock(&h->caches_lock);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
 }
@@ -161,12 +159,10 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
     size_t bytes = 0;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
     if (next) { /* the first call only starts the first epoch */
-        kh_lock(&h->caches_lock);
-        kh_each_cache(h, c) {
+        kh_each_cache_locking(h, c) {
             bytes += kh_depot_decay(h, c);
             bytes += kh_cache_decay(c);
         }
-        kh_unlock(&h->caches_lock);
         bytes += kh_pages_decay(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
     } else {
@@ -209,12 +205,10 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)
 {
     size_t n = 0;
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    kh_each_cache_locking(h, c) {
         if (n < max)
             kheap_cache_info(c, &rows[n]);
         n++;
     }
-    kh_unlock(&h->caches_lock);
     return n;
 }

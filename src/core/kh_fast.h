@@ -15,7 +15,9 @@
  * The page's class comes from the heap's window: its first region and
  * the page tags over it (struct kh_window), the same for every heap.
  * A miss returns false and the caller goes to its noinline slow path
- * (kmalloc.c, default.c), which never tries the same magazine again.
+ * (kmalloc.c, default.c). An allocation's slow path does not pop the
+ * magazine the hit path found empty; a free's may push again (it cannot
+ * tell a full magazine from a page the hit path does not serve).
  *
  * The free hit checks, in O(1) and with no lock, that the pointer is the
  * start of a slot of a one-page slab of a kmalloc class in the heap's

@@ -5,7 +5,7 @@
  * the page layer (page_lock); object counts per CPU and per cache, by the
  * per-CPU layer (each CPU writes only its own, see cpu.c) and summed here;
  * large blocks and failures under page_lock; committed bytes, their peak
- * and internal bytes as atomic counters (kmalloc.c). Object counts are
+ * and internal bytes as atomic counters (heap.c). Object counts are
  * summed first, then page_lock is taken. On a quiet heap every figure is
  * exact; while other CPUs work, the object counts are each exact but read
  * a moment apart. Identities (checked by kheap_check on a quiet heap):
@@ -41,11 +41,9 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     __builtin_memset(out, 0, sizeof *out);
     /* Object counts first: they are per CPU and per cache, read without
      * the page lock (the cache locks come before it). */
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c)
+    kh_each_cache_locking(h, c)
         if (!(c->flags & KH_CACHE_INTERNAL))
             add_cache(c, out);
-    kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
     out->heap_total = h->total_bytes;
@@ -228,10 +226,7 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
         put_str(&o, cols[i], 0);
     }
     put_ch(&o, '\n');
-    /* caches_lock before each cache's lock: the heap's lock order. */
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c)
+    kh_each_cache_locking(h, c)
         put_cache(&o, c, all);
-    kh_unlock(&h->caches_lock);
     return finish(&o);
 }
