@@ -155,6 +155,8 @@ impl<'h, T, F: Fn() -> T> ObjectCache<'h, T, F> {
             cached_objs: 0,
             cpu_hits: 0,
             cpu_misses: 0,
+            depot_objs: 0,
+            empty_slabs: 0,
         };
         // SAFETY: self.cache is a live cache; r is a valid out pointer.
         unsafe { ffi::kheap_cache_info(self.cache.as_ptr(), &mut r) };
