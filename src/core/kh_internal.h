@@ -432,6 +432,11 @@ static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
     struct kh_region *r = kh_region_of(h, addr);
     return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
 }
+/* Is d (NULL: no page) a page of a slab? */
+static inline bool kh_is_slab_page(const struct kh_page *d)
+{
+    return d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART);
+}
 /* The head of the slab that the slab page d belongs to. */
 static inline struct kh_page *kh_slab_head(struct kh_page *d)
 {
