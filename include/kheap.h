@@ -219,6 +219,40 @@ void *kheap_cache_alloc(kheap_cache_t *cache);
  * KHEAP_EMPTY_SLABS_KEPT kept empty). */
 void kheap_cache_free(kheap_cache_t *cache, void *obj);
 
+/* ------------------------------------------------------------------ */
+/* Bulk allocation and free                                            */
+
+/* n objects of cache into out[0 .. n-1], constructed, or none. They come
+ * from this CPU's magazines first (no lock), then the depot's full
+ * magazines (one hold of the cache's lock), then the slabs (one hold per
+ * 64 objects). All or nothing: when the heap cannot give n objects, even
+ * after kheap_reclaim, every object taken goes back, out[] holds nothing
+ * usable, one failure is counted and 0 is returned; the heap's
+ * statistics are then as before (slabs made meanwhile may remain as
+ * kept empty slabs). Returns n on success, 0 when n is 0 or cache or out
+ * is NULL. Counted in slabinfo's bulk_allocs (and in allocs, not in
+ * cpu_hits). Time: O(n) plus at most one ctor per object. */
+size_t kheap_cache_alloc_bulk(kheap_cache_t *cache, size_t n, void **out);
+
+/* Free objs[0 .. n-1] (NULL entries are skipped) to cache: each is
+ * checked as kheap_cache_free checks it (misuse reported, that object
+ * skipped, the rest freed). Valid objects go into this CPU's magazines
+ * while there is room, the rest to their slabs, up to 64 per hold of the
+ * cache's lock. Time: O(n) (plus destructors of slabs given back). */
+void kheap_cache_free_bulk(kheap_cache_t *cache, size_t n, void **objs);
+
+/* n blocks of size bytes each (alignment as kheap_alloc) into out, or
+ * none: as kheap_cache_alloc_bulk on size's class. Above KHEAP_MAX_CLASS
+ * the blocks are page runs allocated one by one (one page-lock hold
+ * each); on failure those already made are freed again (the allocation
+ * and free counts then show them). Returns n or 0. Time: O(n). */
+size_t kheap_alloc_bulk(kheap_t *heap, size_t size, size_t n, void **out);
+
+/* Free ptrs[0 .. n-1], each as kheap_free would (NULL skipped, misuse
+ * reported); consecutive objects of one cache are freed as one batch, as
+ * kheap_cache_free_bulk does. Time: O(n). */
+void kheap_free_bulk(kheap_t *heap, size_t n, void **ptrs);
+
 /* Give every empty slab back to the page layer, running the destructor on
  * each constructed object first. Returns the bytes given back.
  * Time: O(empty slabs + their objects). */
@@ -323,6 +357,9 @@ struct kheap_cache_info {
     uint64_t cpu_hits;    /* allocations and frees served by a CPU's own
                              magazines, no lock taken */
     uint64_t cpu_misses;  /* those that went to the depot or the slabs */
+    uint64_t bulk_allocs; /* objects allocated by the bulk calls (counted
+                             in allocs, not in cpu_hits) */
+    uint64_t bulk_frees;  /* objects freed by the bulk calls */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES

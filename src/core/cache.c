@@ -135,6 +135,8 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->frees = n.frees;
     out->cpu_hits = n.hits;
     out->cpu_misses = n.misses;
+    out->bulk_allocs = __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
+    out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;

@@ -487,6 +487,10 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
      * not as an allocation: hits cannot go below 0. */
     out->hits = out->allocs + out->frees > out->misses ? out->allocs + out->frees - out->misses
                                                        : 0;
+    /* Bulk objects (and the other calls that bypass the hit path) count
+     * as allocations and frees, not as hits. */
+    out->allocs += __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
+    out->frees += __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
 slab_view:
     kh_lock(&c->lock);
     if (c->flags & KH_CACHE_INTERNAL) {
@@ -500,3 +504,93 @@ slab_view:
     kh_unlock(&c->lock);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Bulk: many objects through the magazines and the depot at once. */
+
+/* Up to n objects of c into out: first this CPU's loaded and previous
+ * magazines (no lock), then the depot's full magazines (one hold of the
+ * cache lock; the magazines emptied go to the depot's empty list). Returns
+ * how many; the caller takes the rest from the slabs. */
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n)
+{
+    size_t k = 0;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    if (cc) {
+        size_t m = kh_cc_held(cc);
+        if (m > n)
+            m = n;
+        cc->top -= m;
+        __builtin_memcpy(out, cc->top, m * sizeof(void *));
+#if KHEAP_VALGRIND
+        __builtin_memset(cc->top, 0, m * sizeof(void *));
+#endif
+        k = m;
+        struct kh_mag *pm = cc->prev;
+        if (k < n && pm->n) {
+            m = pm->n < n - k ? pm->n : n - k;
+            pm->n -= (uint32_t)m;
+            __builtin_memcpy(out + k, pm->obj + pm->n, m * sizeof(void *));
+#if KHEAP_VALGRIND
+            __builtin_memset(pm->obj + pm->n, 0, m * sizeof(void *));
+#endif
+            k += m;
+        }
+    }
+    kheap_port_cpu_exit(cpu);
+    if (k < n && cc) {
+        kh_lock(&c->lock);
+        struct kh_mag *full;
+        while (k < n && (full = c->depot_full)) {
+            size_t m = full->n < n - k ? full->n : n - k;
+            full->n -= (uint32_t)m;
+            __builtin_memcpy(out + k, full->obj + full->n, m * sizeof(void *));
+            k += m;
+            if (!full->n) {
+                full = mag_pop(&c->depot_full, &c->nr_full_mags);
+                mag_push(&c->depot_empty, &c->nr_empty_mags, full);
+            }
+        }
+        if (c->full_min > c->nr_full_mags)
+            c->full_min = c->nr_full_mags;
+        kh_unlock(&c->lock);
+    }
+    return k;
+}
+
+/* Put up to n objects of c from objs into this CPU's loaded and previous
+ * magazines (no lock). Returns how many went in; the caller gives the rest
+ * to the slabs. */
+size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
+{
+    size_t k = 0;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    if (cc && kh_cc_mag(cc) == &kh_mag_sentinel) {
+        /* No magazine loaded yet (this CPU's first use of c, or after a
+         * drain): load an empty one, as the free slow path would. */
+        kh_lock(&c->lock);
+        struct kh_mag *m = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        kh_unlock(&c->lock);
+        if (m || (m = mag_new(h, c->mag_cap)))
+            kh_cc_load(cc, m);
+    }
+    if (cc) {
+        size_t m = (size_t)(cc->limit - cc->top);
+        if (m > n)
+            m = n;
+        __builtin_memcpy(cc->top, objs, m * sizeof(void *));
+        cc->top += m;
+        k = m;
+        struct kh_mag *pm = cc->prev;
+        if (k < n && pm->n < pm->cap) {
+            m = pm->cap - pm->n < n - k ? pm->cap - pm->n : n - k;
+            __builtin_memcpy(pm->obj + pm->n, objs + k, m * sizeof(void *));
+            pm->n += (uint32_t)m;
+            k += m;
+        }
+    }
+    kheap_port_cpu_exit(cpu);
+    return k;
+}

@@ -196,6 +196,14 @@ struct kheap_cache {
     /* User operations that bypassed the per-CPU layer. */
     uint64_t nocpu_allocs, nocpu_frees;
 
+    /* Counters of the calls that do not go through a CPU's hit path
+     * (kmalloc.c): objects of bulk calls. Relaxed atomic adds, once per
+     * call, on their own line, away from the lock's. They count in the
+     * cache's allocs/frees (kh_cache_counts). */
+    struct {
+        uint64_t bulk_allocs, bulk_frees;
+    } xc __attribute__((aligned(KH_CACHE_LINE)));
+
     /* Protected by kheap.caches_lock. */
     struct kheap_cache *next, *prev;
 };
@@ -415,6 +423,8 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
 size_t kh_cache_drain(struct kheap_cache *c, bool all);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n);
+size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */

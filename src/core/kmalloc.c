@@ -461,3 +461,161 @@ void kheap_cache_free(kheap_cache_t *c, void *ptr)
     if (ptr)
         block_free(c->heap, ptr, c, "kheap_cache_free");
 }
+
+/* ------------------------------------------------------------------ */
+/* Bulk allocation and free. */
+
+static void xc_add(uint64_t *ctr, uint64_t n)
+{
+    __atomic_fetch_add(ctr, n, __ATOMIC_RELAXED);
+}
+
+/* n objects of c into out from the magazines, the depot and the slabs
+ * (in that order; one hold of each lock per batch, KH_BULK_SLAB objects
+ * per hold of the slab lock). All or nothing: what was taken goes back
+ * to the magazines and slabs when the heap cannot give n, even after a
+ * reclaim. Objects are not yet handed out (obj_out). */
+#define KH_BULK_SLAB 64u
+static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
+{
+    size_t k = kh_cpu_take_n(h, c, out, n);
+    for (int attempt = 0; k < n; attempt++) {
+        size_t want = n - k < KH_BULK_SLAB ? n - k : KH_BULK_SLAB;
+        size_t got = kh_cache_take(c, out + k, want);
+        k += got;
+        if (got == want)
+            continue;
+        if (attempt || !kheap_reclaim(h)) {
+            size_t put = kh_cpu_put_n(h, c, out, k);
+            if (put < k)
+                kh_cache_give_n(c, out + put, k - put);
+            kh_account_failure(h);
+            return false;
+        }
+    }
+    return true;
+}
+
+size_t kheap_cache_alloc_bulk(kheap_cache_t *c, size_t n, void **out)
+{
+    if (!c || !out || n == 0)
+        return 0;
+    kheap_t *h = c->heap;
+    if (!bulk_take(h, c, n, out))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        obj_out(c, out[i]);
+    xc_add(&c->xc.bulk_allocs, n);
+    kh_debug_check(h, "kheap_cache_alloc_bulk");
+    return n;
+}
+
+/* Objects of c that passed block_free's checks, gathered for one
+ * batch: into the magazines, the rest to the slabs in one lock hold. */
+static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
+{
+    if (!n)
+        return;
+    size_t put = kh_cpu_put_n(h, c, objs, n);
+    if (put < n)
+        kh_cache_give_n(c, objs + put, n - put);
+    xc_add(&c->xc.bulk_frees, n);
+}
+
+/* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
+ * would, reports included; consecutive objects of one cache go in
+ * batches of up to 64. */
+static void free_bulk(kheap_t *h, struct kheap_cache *only, size_t n, void **objs,
+                      const char *fn)
+{
+    void *batch[64];
+    size_t nb = 0;
+    struct kheap_cache *bc = NULL;
+    for (size_t i = 0; i < n; i++) {
+        void *ptr = objs[i];
+        if (!ptr)
+            continue;
+        uintptr_t p = (uintptr_t)ptr;
+        struct kh_page *d = kh_page_of(h, p);
+        struct kheap_cache *c = NULL;
+        if (kh_likely(d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART))) {
+            uintptr_t skip = d->kind == KH_PG_SLAB_PART ? d->npages : 0;
+            struct kheap_cache *sc = (d - skip)->cache;
+            uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
+            if (kh_slot_start(sc, p - base) && !(sc->flags & KH_CACHE_INTERNAL) &&
+                (!only || sc == only))
+                c = sc;
+        }
+        if (c && guard_suspect(c, ptr)) {
+            /* Maybe freed already: in this batch, in a magazine, or in
+             * its slab. The batch so far goes first, so a second free of
+             * one object in it is found where the first put it. */
+            if (bc) {
+                bulk_give(h, bc, batch, nb);
+                nb = 0;
+            }
+            if (freed_already(h, c, ptr)) {
+                kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, fn);
+                continue;
+            }
+        }
+        if (!c) {
+            /* Large blocks and misuse: one at a time, as block_free. */
+            if (bc)
+                bulk_give(h, bc, batch, nb);
+            nb = 0;
+            bc = NULL;
+            block_free(h, ptr, only, fn);
+            continue;
+        }
+        if (c != bc || nb == 64) {
+            if (bc)
+                bulk_give(h, bc, batch, nb);
+            nb = 0;
+            bc = c;
+        }
+        obj_in(h, c, ptr);
+        batch[nb++] = ptr;
+    }
+    if (bc)
+        bulk_give(h, bc, batch, nb);
+    kh_debug_check(h, fn);
+}
+
+void kheap_cache_free_bulk(kheap_cache_t *c, size_t n, void **objs)
+{
+    if (c && objs)
+        free_bulk(c->heap, c, n, objs, "kheap_cache_free_bulk");
+}
+
+size_t kheap_alloc_bulk(kheap_t *h, size_t size, size_t n, void **out)
+{
+    if (!h || !out || n == 0)
+        return 0;
+    if (size <= KHEAP_MAX_CLASS) {
+        struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
+        if (!bulk_take(h, c, n, out))
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            obj_out(c, out[i]);
+        xc_add(&c->xc.bulk_allocs, n);
+        kh_debug_check(h, "kheap_alloc_bulk");
+        return n;
+    }
+    /* Large blocks: page runs one by one; all or nothing. */
+    for (size_t i = 0; i < n; i++) {
+        out[i] = large_alloc(h, size, KH_PAGE);
+        if (!out[i]) {
+            while (i--)
+                kheap_free(h, out[i]);
+            return 0;
+        }
+    }
+    return n;
+}
+
+void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
+{
+    if (h && ptrs)
+        free_bulk(h, NULL, n, ptrs, "kheap_free_bulk");
+}

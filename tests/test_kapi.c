@@ -1,0 +1,245 @@
+/*
+ * test_kapi.c - the kernel API around the caches: bulk allocation and
+ * free, reserves and memory pools, per-cache tuning and the slabinfo
+ * counters, shrinkers and the low-water mark, and KHEAP_NOLOCK
+ * allocation from a signal handler standing in for an NMI.
+ *
+ * Every test makes its own heap over fresh memory and ends with
+ * kheap_check_quiescent, so the counters and the structures must agree.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "kheap_hosted.h"
+
+static unsigned long g_reports;
+static struct kheap_report g_last;
+
+static void report_hook(const struct kheap_report *r)
+{
+    g_reports++;
+    g_last = *r;
+}
+
+static void *map(size_t size)
+{
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m == MAP_FAILED ? NULL : m;
+}
+
+/* A heap over size fresh bytes (unmapped by heap_end). */
+static kheap_t *heap_new(size_t size, void **mem)
+{
+    kheap_t *h = NULL;
+    *mem = map(size);
+    CHECK(*mem, "mmap of %zu bytes failed", size);
+    int e = kheap_init(&h, *mem, size);
+    CHECK(e == KHEAP_OK, "kheap_init: %s", kheap_strerror(e));
+    return h;
+}
+
+static void heap_end(kheap_t *h, void *mem, size_t size)
+{
+    const void *where = NULL;
+    const char *bad = kheap_check_quiescent(h, &where);
+    CHECK(!bad, "kheap_check_quiescent: %s at %p", bad, where);
+    kheap_fini(h);
+    munmap(mem, size);
+}
+
+static struct kheap_cache_info info_of(kheap_cache_t *c)
+{
+    struct kheap_cache_info i;
+    kheap_cache_info(c, &i);
+    return i;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* n objects of size bytes: distinct, not overlapping, each writable. */
+static void check_distinct(void **objs, size_t n, size_t size)
+{
+    void **s = malloc(n * sizeof *s);
+    CHECK(s, "malloc");
+    memcpy(s, objs, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_ptr);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(s[i], "object %zu is NULL", i);
+        if (i)
+            CHECK((uintptr_t)s[i] >= (uintptr_t)s[i - 1] + size, "objects %p and %p overlap",
+                  s[i - 1], s[i]);
+        memset(s[i], 0x5a, size);
+    }
+    free(s);
+}
+
+/* ---- bulk ---- */
+
+static unsigned long g_ctor;
+static void count_ctor(void *o)
+{
+    g_ctor++;
+    *(uint64_t *)o = 0xc0ffee;
+}
+
+TEST(bulk_cache)
+{
+    void *mem;
+    size_t hs = (size_t)16 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *c = kheap_cache_create(h, "bulk", 72, 8, count_ctor, NULL);
+    CHECK(c, "cache_create");
+    enum { N = 3000 };
+    static void *objs[N];
+    g_ctor = 0;
+    CHECK(kheap_cache_alloc_bulk(c, N, objs) == N, "bulk of %d", N);
+    for (size_t i = 0; i < N; i++)
+        CHECK(*(uint64_t *)objs[i] == 0xc0ffee, "object %zu not constructed", i);
+    CHECK(g_ctor == N, "%lu constructor calls for %d fresh objects", g_ctor, N);
+    struct kheap_cache_info ci = info_of(c);
+    CHECK(ci.active_objs == N && ci.allocs == N, "active %zu allocs %" PRIu64, ci.active_objs,
+          ci.allocs);
+    CHECK(ci.bulk_allocs == N && ci.cpu_hits == 0, "bulk_allocs %" PRIu64 " cpu_hits %" PRIu64,
+          ci.bulk_allocs, ci.cpu_hits);
+    /* 60 freed fit this CPU's loaded magazine: the next bulk takes them
+     * back, constructed as they were (no constructor call). */
+    kheap_cache_free_bulk(c, 60, objs);
+    CHECK(info_of(c).cached_objs == 60, "%zu cached after freeing 60",
+          info_of(c).cached_objs);
+    CHECK(kheap_cache_alloc_bulk(c, 60, objs) == 60, "second bulk");
+    CHECK(g_ctor == N, "objects from magazines were constructed again (%lu)", g_ctor);
+    kheap_cache_free_bulk(c, N / 2, objs);
+    CHECK(kheap_cache_alloc_bulk(c, N / 2, objs) == N / 2, "third bulk");
+    check_distinct(objs, N, 72);
+    kheap_cache_free_bulk(c, N, objs);
+    ci = info_of(c);
+    CHECK(ci.active_objs == 0 && ci.bulk_frees == N + N / 2 + 60, "active %zu bulk_frees %" PRIu64,
+          ci.active_objs, ci.bulk_frees);
+    /* Bulk and single calls mix. */
+    void *one = kheap_cache_alloc(c);
+    CHECK(kheap_cache_alloc_bulk(c, 10, objs) == 10, "bulk after single");
+    kheap_cache_free(c, one);
+    kheap_cache_free_bulk(c, 10, objs);
+    CHECK(kheap_cache_alloc_bulk(c, 0, objs) == 0 && kheap_cache_alloc_bulk(NULL, 3, objs) == 0,
+          "n 0 or no cache must give 0");
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy after bulk frees");
+    heap_end(h, mem, hs);
+}
+
+TEST(bulk_kmalloc)
+{
+    void *mem;
+    size_t hs = (size_t)32 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    static const size_t sizes[] = {1, 32, 200, 1000, 5000, 32768, 40000, 300000};
+    static void *objs[600];
+    struct kheap_stats s0, s1;
+    kheap_get_stats(h, &s0);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k] > 32768 ? 20 : 600;
+        CHECK(kheap_alloc_bulk(h, sizes[k], n, objs) == n, "bulk of %zu x %zu", n, sizes[k]);
+        for (size_t i = 0; i < n; i++)
+            CHECK(kheap_usable_size(h, objs[i]) >= sizes[k], "block %zu too small", i);
+        check_distinct(objs, n, sizes[k]);
+        kheap_free(h, objs[n / 2]);
+        objs[n / 2] = NULL; /* skipped by the free */
+        kheap_free(h, objs[n / 2 + 1]);
+        objs[n / 2 + 1] = NULL;
+        kheap_free_bulk(h, n, objs);
+        kheap_free(h, NULL);
+    }
+    /* Mixed sizes in one free_bulk. */
+    for (size_t i = 0; i < 600; i++)
+        objs[i] = kheap_alloc(h, sizes[i % 8]);
+    kheap_free_bulk(h, 600, objs);
+    kheap_get_stats(h, &s1);
+    CHECK(s1.used_bytes == s0.used_bytes, "used %zu after, %zu before", s1.used_bytes,
+          s0.used_bytes);
+    CHECK(s1.allocation_count == s1.free_count, "allocations %" PRIu64 " frees %" PRIu64,
+          s1.allocation_count, s1.free_count);
+    heap_end(h, mem, hs);
+}
+
+TEST(bulk_exhaustion)
+{
+    void *mem;
+    size_t hs = (size_t)2 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *c = kheap_cache_create(h, "ex", 256, 0, NULL, NULL);
+    CHECK(c, "cache_create");
+    size_t n = hs / 64; /* more than the heap can hold */
+    static void *objs[((size_t)2 << 20) / 64];
+    void *keep = kheap_cache_alloc(c);
+    struct kheap_stats s0, s1;
+    kheap_get_stats(h, &s0);
+    struct kheap_cache_info i0 = info_of(c), i1;
+    CHECK(kheap_cache_alloc_bulk(c, n / 4, objs) == 0, "bulk of %zu x 256 B fit in 2 MiB",
+          n / 4);
+    CHECK(kheap_alloc_bulk(h, 100, n, objs) == 0, "kmalloc bulk of %zu x 100 B fit", n);
+    CHECK(kheap_alloc_bulk(h, 100000, 64, objs) == 0, "64 large blocks of 100 kB fit");
+    kheap_get_stats(h, &s1);
+    i1 = info_of(c);
+    CHECK(s1.used_bytes == s0.used_bytes, "used %zu after failed bulk, %zu before",
+          s1.used_bytes, s0.used_bytes);
+    CHECK(s1.failed_count >= s0.failed_count + 3, "failures %" PRIu64 " -> %" PRIu64,
+          s0.failed_count, s1.failed_count);
+    CHECK(i1.active_objs == i0.active_objs && i1.allocs == i0.allocs,
+          "cache changed by a failed bulk: active %zu -> %zu", i0.active_objs, i1.active_objs);
+    const char *bad = kheap_check(h, NULL);
+    CHECK(!bad, "check after failed bulk: %s", bad);
+    /* What does fit still comes all at once. */
+    CHECK(kheap_cache_alloc_bulk(c, 1000, objs) == 1000, "1000 x 256 B after the failure");
+    kheap_cache_free_bulk(c, 1000, objs);
+    kheap_cache_free(c, keep);
+    heap_end(h, mem, hs);
+}
+
+TEST(bulk_misuse)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *a = kheap_cache_create(h, "a", 48, 0, NULL, NULL);
+    kheap_cache_t *b = kheap_cache_create(h, "b", 48, 0, NULL, NULL);
+    CHECK(a && b, "cache_create");
+    void *objs[8];
+    CHECK(kheap_cache_alloc_bulk(a, 6, objs) == 6, "bulk");
+    void *other = kheap_cache_alloc(b);
+    static char not_heap[64];
+    objs[6] = other;          /* wrong cache */
+    objs[7] = not_heap;       /* foreign */
+    void *dup[3] = {objs[0], objs[1], objs[0]};
+    g_reports = 0;
+    kheap_cache_free_bulk(a, 8, objs);
+    CHECK(g_reports == 2, "%lu reports for a wrong-cache and a foreign pointer", g_reports);
+    g_reports = 0;
+    kheap_cache_free_bulk(a, 3, dup);
+    CHECK(g_reports >= 2 && g_last.kind == KHEAP_REPORT_DOUBLE_FREE,
+          "%lu reports (last kind %d) for three frees of freed objects", g_reports,
+          (int)g_last.kind);
+    CHECK(info_of(a).active_objs == 0, "a still has %zu objects", info_of(a).active_objs);
+    kheap_cache_free(b, other);
+    heap_end(h, mem, hs);
+}
+
+int main(void)
+{
+    kheap_set_report_hook(report_hook);
+    RUN(bulk_cache);
+    RUN(bulk_kmalloc);
+    RUN(bulk_exhaustion);
+    RUN(bulk_misuse);
+    return harness_done();
+}
