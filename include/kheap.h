@@ -73,6 +73,7 @@ enum kheap_err {
     KHEAP_ETOOMANY = 5,  /* the heap already has KHEAP_MAX_REGIONS */
     KHEAP_EBUSY = 6,     /* cache still has allocated objects */
     KHEAP_ENOSYS = 7,    /* the port has no page hooks (KHEAP_PORT_PAGES 0) */
+    KHEAP_ENOMEM = 8,    /* the heap cannot give the objects asked for */
 };
 
 /* A constant English sentence for an error code; for KHEAP_ETOOSMALL it
@@ -253,6 +254,61 @@ size_t kheap_alloc_bulk(kheap_t *heap, size_t size, size_t n, void **out);
  * kheap_cache_free_bulk does. Time: O(n). */
 void kheap_free_bulk(kheap_t *heap, size_t n, void **ptrs);
 
+/* ------------------------------------------------------------------ */
+/* Reserves: objects set aside for a section that must not fail         */
+
+/* A reserve: allocated objects of one cache, held for its owner. Start
+ * it zeroed (KHEAP_RESERVE_INIT). It belongs to the caller: kheap never
+ * touches it but in these calls, and the caller must not use one reserve
+ * from two places at once. */
+struct kheap_reserve {
+    kheap_cache_t *cache; /* set by the first fill */
+    void *head;           /* the objects, linked through a word of each */
+    size_t count;         /* objects held */
+};
+#define KHEAP_RESERVE_INIT {0, 0, 0}
+
+/* Top r up to n objects of cache (a reserve holding n or more is left as
+ * it is). The objects are allocated as by kheap_cache_alloc_bulk (they
+ * count as allocated, in bulk_allocs). All or nothing: if the heap cannot
+ * give them, even after kheap_reclaim, r is left as it was and
+ * KHEAP_ENOMEM returned. Errors: KHEAP_EINVAL (cache or r NULL, or r
+ * already holds objects of another cache). Takes locks: call it where
+ * allocation may wait, before the section. Time: O(n). */
+int kheap_reserve_fill(kheap_cache_t *cache, size_t n, struct kheap_reserve *r);
+
+/* One object of r's cache, constructed, or NULL only when r is empty: it
+ * cannot fail while r holds objects. Takes no lock, calls nothing,
+ * touches only r and the object (and one relaxed atomic counter,
+ * slabinfo's reserve_allocs): safe with interrupts off, with any kheap
+ * lock held, in an interrupt handler (if that handler is r's only user
+ * meanwhile). The object's first word (for a cache with a constructor,
+ * a word past the object) holds a link while it is in r. Free it as any
+ * object of the cache. Time: O(1). */
+void *kheap_reserve_alloc(struct kheap_reserve *r);
+
+/* Free the objects r still holds (kheap_cache_free_bulk) and empty it;
+ * r can be filled again. Returns how many. Time: O(objects held). */
+size_t kheap_reserve_return(struct kheap_reserve *r);
+
+/* A memory pool (Linux's mempool): a cache plus a reserve kept at min
+ * objects, so that min allocations can always be met. mempool_alloc asks
+ * the cache first and takes from the reserve only when the cache fails;
+ * mempool_free refills the reserve first (after the checks
+ * kheap_cache_free makes: misuse is reported and ignored) and frees to
+ * the cache once it holds min. Like a reserve it belongs to its caller,
+ * who serialises its use. */
+struct kheap_mempool {
+    struct kheap_reserve r;
+    size_t min;
+};
+/* Errors as kheap_reserve_fill; on error the pool is empty and unusable. */
+int kheap_mempool_init(struct kheap_mempool *pool, kheap_cache_t *cache, size_t min);
+void *kheap_mempool_alloc(struct kheap_mempool *pool);
+void kheap_mempool_free(struct kheap_mempool *pool, void *obj);
+/* Return the reserve's objects to the cache. The pool is unusable after. */
+void kheap_mempool_destroy(struct kheap_mempool *pool);
+
 /* Give every empty slab back to the page layer, running the destructor on
  * each constructed object first. Returns the bytes given back.
  * Time: O(empty slabs + their objects). */
@@ -360,6 +416,8 @@ struct kheap_cache_info {
     uint64_t bulk_allocs; /* objects allocated by the bulk calls (counted
                              in allocs, not in cpu_hits) */
     uint64_t bulk_frees;  /* objects freed by the bulk calls */
+    uint64_t reserve_allocs; /* objects taken from reserves (allocated,
+                                as bulk_allocs, when the reserve filled) */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES

@@ -234,6 +234,102 @@ TEST(bulk_misuse)
     heap_end(h, mem, hs);
 }
 
+/* ---- reserves and memory pools ---- */
+
+TEST(reserve)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *c = kheap_cache_create(h, "res", 100, 0, count_ctor, NULL);
+    kheap_cache_t *other = kheap_cache_create(h, "other", 100, 0, NULL, NULL);
+    CHECK(c && other, "cache_create");
+    struct kheap_reserve r = KHEAP_RESERVE_INIT;
+    CHECK(kheap_reserve_fill(c, 200, &r) == KHEAP_OK && r.count == 200, "fill 200: %zu",
+          r.count);
+    CHECK(kheap_reserve_fill(c, 150, &r) == KHEAP_OK && r.count == 200,
+          "fill to 150 must keep 200: %zu", r.count);
+    CHECK(kheap_reserve_fill(other, 10, &r) == KHEAP_EINVAL, "fill from another cache");
+    CHECK(kheap_reserve_fill(NULL, 10, &r) == KHEAP_EINVAL, "fill from NULL");
+    struct kheap_cache_info i0 = info_of(c);
+    CHECK(i0.active_objs == 200, "reserved objects count as allocated: %zu", i0.active_objs);
+    /* 200 allocations that cannot fail; constructed objects, distinct. */
+    static void *got[200];
+    for (int i = 0; i < 200; i++) {
+        got[i] = kheap_reserve_alloc(&r);
+        CHECK(got[i], "reserve_alloc %d of 200 failed", i);
+        CHECK(*(uint64_t *)got[i] == 0xc0ffee, "reserved object %d not constructed", i);
+    }
+    check_distinct(got, 200, 100);
+    CHECK(kheap_reserve_alloc(&r) == NULL && r.count == 0, "an empty reserve gave an object");
+    CHECK(info_of(c).reserve_allocs == 200 && info_of(c).active_objs == 200,
+          "reserve_allocs %" PRIu64, info_of(c).reserve_allocs);
+    kheap_cache_free_bulk(c, 200, got);
+    /* Return hands back what is left. */
+    CHECK(kheap_reserve_fill(c, 50, &r) == KHEAP_OK, "refill");
+    void *one = kheap_reserve_alloc(&r);
+    CHECK(kheap_reserve_return(&r) == 49 && r.count == 0, "return");
+    kheap_cache_free(c, one);
+    CHECK(info_of(c).active_objs == 0, "%zu left", info_of(c).active_objs);
+    /* A reserve larger than the heap can give: refused whole. */
+    struct kheap_stats s0, s1;
+    kheap_get_stats(h, &s0);
+    struct kheap_reserve big = KHEAP_RESERVE_INIT;
+    CHECK(kheap_reserve_fill(c, hs / 100, &big) == KHEAP_ENOMEM, "fill of %zu fit", hs / 100);
+    CHECK(big.count == 0 && big.head == NULL, "a failed fill left %zu objects", big.count);
+    CHECK(kheap_reserve_fill(c, 10, &big) == KHEAP_OK, "fill 10");
+    CHECK(kheap_reserve_fill(c, hs / 100, &big) == KHEAP_ENOMEM && big.count == 10,
+          "a failed top-up changed the reserve: %zu", big.count);
+    kheap_reserve_return(&big);
+    kheap_get_stats(h, &s1);
+    CHECK(s1.used_bytes == s0.used_bytes, "used %zu, was %zu", s1.used_bytes, s0.used_bytes);
+    heap_end(h, mem, hs);
+}
+
+TEST(mempool)
+{
+    void *mem;
+    size_t hs = (size_t)2 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *c = kheap_cache_create(h, "pool", 512, 0, NULL, NULL);
+    CHECK(c, "cache_create");
+    struct kheap_mempool pool;
+    CHECK(kheap_mempool_init(&pool, c, 16) == KHEAP_OK, "mempool_init");
+    /* Exhaust the heap through the pool: the last 16 come from the reserve. */
+    static void *objs[8192];
+    size_t n = 0;
+    while (n < 8192 && (objs[n] = kheap_mempool_alloc(&pool)))
+        n++;
+    CHECK(n > 16 && n < 8192, "%zu objects", n);
+    CHECK(pool.r.count == 0, "the reserve was not used up: %zu", pool.r.count);
+    CHECK(kheap_cache_alloc(c) == NULL, "the heap was not full");
+    /* Frees refill the reserve first, then go to the cache. */
+    for (size_t i = 0; i < 20; i++)
+        kheap_mempool_free(&pool, objs[--n]);
+    CHECK(pool.r.count == 16, "reserve holds %zu after 20 frees", pool.r.count);
+    g_reports = 0;
+    kheap_mempool_free(&pool, objs[n - 1]);
+    kheap_mempool_free(&pool, objs[n - 1]); /* the cache has it now */
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_DOUBLE_FREE, "%lu reports", g_reports);
+    n--;
+    /* A double free into the reserve itself is refused too. */
+    struct kheap_mempool p2;
+    CHECK(kheap_mempool_init(&p2, c, 0) == KHEAP_OK, "second pool");
+    p2.min = 4;
+    void *x = objs[--n];
+    kheap_mempool_free(&p2, x);
+    g_reports = 0;
+    kheap_mempool_free(&p2, x);
+    CHECK(g_reports == 1 && p2.r.count == 1, "double free into a reserve: %lu reports",
+          g_reports);
+    kheap_mempool_destroy(&p2);
+    while (n)
+        kheap_mempool_free(&pool, objs[--n]);
+    kheap_mempool_destroy(&pool);
+    CHECK(info_of(c).active_objs == 0, "%zu left", info_of(c).active_objs);
+    heap_end(h, mem, hs);
+}
+
 int main(void)
 {
     kheap_set_report_hook(report_hook);
@@ -241,5 +337,7 @@ int main(void)
     RUN(bulk_kmalloc);
     RUN(bulk_exhaustion);
     RUN(bulk_misuse);
+    RUN(reserve);
+    RUN(mempool);
     return harness_done();
 }

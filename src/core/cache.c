@@ -137,6 +137,7 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->cpu_misses = n.misses;
     out->bulk_allocs = __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
     out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
+    out->reserve_allocs = __atomic_load_n(&c->xc.reserve_allocs, __ATOMIC_RELAXED);
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;

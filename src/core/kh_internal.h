@@ -198,10 +198,13 @@ struct kheap_cache {
 
     /* Counters of the calls that do not go through a CPU's hit path
      * (kmalloc.c): objects of bulk calls. Relaxed atomic adds, once per
-     * call, on their own line, away from the lock's. They count in the
-     * cache's allocs/frees (kh_cache_counts). */
+     * call, on their own line, away from the lock's. bulk counts in the
+     * cache's allocs/frees (kh_cache_counts); reserve_allocs only says
+     * how many reserved objects (counted in bulk_allocs when their
+     * reserve was filled) were taken. */
     struct {
         uint64_t bulk_allocs, bulk_frees;
+        uint64_t reserve_allocs;
     } xc __attribute__((aligned(KH_CACHE_LINE)));
 
     /* Protected by kheap.caches_lock. */

@@ -619,3 +619,146 @@ void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
     if (h && ptrs)
         free_bulk(h, NULL, n, ptrs, "kheap_free_bulk");
 }
+
+/* ------------------------------------------------------------------ */
+/* Reserves and memory pools.
+ *
+ * A reserve holds allocated objects of one cache, linked through the
+ * cache's link word (link_off: the object's first word, or past the
+ * object for caches with a constructor, so constructed bytes stay as they
+ * are). Taking one is an unlink: no lock, no call, no failure while any
+ * is left. The reserve belongs to its caller, who serialises its use. */
+
+static void **reserve_link(const struct kheap_cache *c, void *obj)
+{
+    return (void **)((char *)obj + c->link_off);
+}
+
+int kheap_reserve_fill(kheap_cache_t *c, size_t n, struct kheap_reserve *r)
+{
+    if (!c || !r || (r->cache && r->cache != c) || c->magic != KH_CACHE_MAGIC)
+        return KHEAP_EINVAL;
+    r->cache = c;
+    void *batch[64];
+    size_t added = 0;
+    while (r->count < n) {
+        size_t want = n - r->count < 64 ? n - r->count : 64;
+        if (kheap_cache_alloc_bulk(c, want, batch) != want) {
+            /* All or nothing: the objects added by this call go back. */
+            while (added) {
+                size_t k = added < 64 ? added : 64;
+                for (size_t i = 0; i < k; i++) {
+                    batch[i] = r->head;
+                    r->head = *reserve_link(c, r->head);
+                }
+                r->count -= k;
+                added -= k;
+                kheap_cache_free_bulk(c, k, batch);
+            }
+            return KHEAP_ENOMEM;
+        }
+        for (size_t i = 0; i < want; i++) {
+            *reserve_link(c, batch[i]) = r->head;
+            r->head = batch[i];
+        }
+        r->count += want;
+        added += want;
+    }
+    return KHEAP_OK;
+}
+
+void *kheap_reserve_alloc(struct kheap_reserve *r)
+{
+    void *p = r->head;
+    if (kh_unlikely(!p))
+        return NULL;
+    struct kheap_cache *c = r->cache;
+    r->head = *reserve_link(c, p);
+    r->count--;
+    __atomic_fetch_add(&c->xc.reserve_allocs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+
+size_t kheap_reserve_return(struct kheap_reserve *r)
+{
+    size_t n = 0;
+    if (!r || !r->cache)
+        return 0;
+    struct kheap_cache *c = r->cache;
+    void *batch[64];
+    while (r->head) {
+        size_t k = 0;
+        while (r->head && k < 64) {
+            batch[k++] = r->head;
+            r->head = *reserve_link(c, r->head);
+        }
+        kheap_cache_free_bulk(c, k, batch);
+        n += k;
+    }
+    r->count = 0;
+    return n;
+}
+
+int kheap_mempool_init(struct kheap_mempool *pool, kheap_cache_t *c, size_t min)
+{
+    if (!pool)
+        return KHEAP_EINVAL;
+    pool->r.cache = NULL;
+    pool->r.head = NULL;
+    pool->r.count = 0;
+    pool->min = min;
+    int e = kheap_reserve_fill(c, min, &pool->r);
+    if (e)
+        pool->r.cache = NULL;
+    return e;
+}
+
+void *kheap_mempool_alloc(struct kheap_mempool *pool)
+{
+    struct kheap_cache *c = pool->r.cache;
+    void *p = kheap_cache_alloc(c);
+    return p ? p : kheap_reserve_alloc(&pool->r);
+}
+
+void kheap_mempool_free(struct kheap_mempool *pool, void *obj)
+{
+    struct kheap_cache *c = pool->r.cache;
+    if (!obj)
+        return;
+    if (pool->r.count >= pool->min) {
+        kheap_cache_free(c, obj);
+        return;
+    }
+    /* Refill the reserve with it, after the checks a free makes. */
+    kheap_t *h = c->heap;
+    struct kh_page *d = kh_page_of(h, (uintptr_t)obj);
+    enum kheap_report_kind why = 0;
+    if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART)) {
+        why = d ? KHEAP_REPORT_WRONG_CACHE : KHEAP_REPORT_FOREIGN;
+    } else {
+        struct kh_page *s = kh_slab_head(d);
+        uintptr_t base = kh_slab_base(h, s);
+        if (s->cache != c)
+            why = KHEAP_REPORT_WRONG_CACHE;
+        else if (kh_slot_of(c, (uintptr_t)obj - base) >= c->objs)
+            why = KHEAP_REPORT_INTERIOR;
+        else if (!slab_holds(c, s, base, obj) || (guard_suspect(c, obj) && kh_cpu_cached(h, c, obj)))
+            why = KHEAP_REPORT_DOUBLE_FREE;
+        for (void *q = pool->r.head; q && !why; q = *reserve_link(c, q))
+            if (q == obj)
+                why = KHEAP_REPORT_DOUBLE_FREE;
+    }
+    if (why) {
+        kh_report(why, obj, c, "kheap_mempool_free");
+        return;
+    }
+    *reserve_link(c, obj) = pool->r.head;
+    pool->r.head = obj;
+    pool->r.count++;
+}
+
+void kheap_mempool_destroy(struct kheap_mempool *pool)
+{
+    if (pool && pool->r.cache)
+        kheap_reserve_return(&pool->r);
+}
