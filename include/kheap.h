@@ -211,6 +211,29 @@ kheap_cache_t *kheap_cache_create(kheap_t *heap, const char *name, size_t size,
                                   size_t align, kheap_ctor_fn ctor,
                                   kheap_ctor_fn dtor);
 
+/* Per-cache tuning of the per-CPU layer, for kheap_cache_create_tuned.
+ * KHEAP_TUNE_DEFAULT in a field keeps kheap_cache_create's choice. */
+#define KHEAP_TUNE_DEFAULT 0xffffffffu
+#define KHEAP_TUNE_DEPOT_MAX 65536u
+struct kheap_cache_tuning {
+    /* Objects per magazine: 0 turns the per-CPU layer off (every
+     * operation takes the cache's lock); 1 .. 64 round down to 4, 8, 16,
+     * 32 or 64 (at least 4). Default: by object size, 64 objects up to
+     * 128 bytes down to 4 above 8 KiB. */
+    unsigned mag_cap;
+    /* Full magazines the depot may hold, 0 .. KHEAP_TUNE_DEPOT_MAX (0:
+     * overflowing magazines go straight back to the slabs). Default:
+     * KHEAP_DEPOT_MAX, or fewer so they hold at most KHEAP_DEPOT_BYTES. */
+    unsigned depot_max;
+};
+
+/* kheap_cache_create with the per-CPU layer tuned by *tune (NULL: the
+ * defaults). Returns NULL also when a field is out of range. The
+ * values show in slabinfo (mag_cap, depot_max). Time: O(1). */
+kheap_cache_t *kheap_cache_create_tuned(kheap_t *heap, const char *name, size_t size,
+                                        size_t align, kheap_ctor_fn ctor, kheap_ctor_fn dtor,
+                                        const struct kheap_cache_tuning *tune);
+
 /* An object, constructed, or NULL. Time: O(1) plus at most one ctor. */
 void *kheap_cache_alloc(kheap_cache_t *cache);
 
@@ -418,6 +441,8 @@ struct kheap_cache_info {
     uint64_t bulk_frees;  /* objects freed by the bulk calls */
     uint64_t reserve_allocs; /* objects taken from reserves (allocated,
                                 as bulk_allocs, when the reserve filled) */
+    unsigned mag_cap;     /* objects per magazine (0: no per-CPU layer) */
+    unsigned depot_max;   /* full magazines the depot may hold */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES

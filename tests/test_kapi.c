@@ -330,6 +330,56 @@ TEST(mempool)
     heap_end(h, mem, hs);
 }
 
+/* ---- per-cache tuning ---- */
+
+TEST(tuning)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *dflt = kheap_cache_create(h, "dflt", 64, 0, NULL, NULL);
+    struct kheap_cache_tuning off = {0, KHEAP_TUNE_DEFAULT}, small = {10, 0};
+    struct kheap_cache_tuning bad1 = {65, KHEAP_TUNE_DEFAULT}, bad2 = {8, KHEAP_TUNE_DEPOT_MAX + 1};
+    kheap_cache_t *c0 = kheap_cache_create_tuned(h, "nomag", 64, 0, NULL, NULL, &off);
+    kheap_cache_t *c8 = kheap_cache_create_tuned(h, "mag8", 64, 0, NULL, NULL, &small);
+    CHECK(dflt && c0 && c8, "create_tuned");
+    CHECK(!kheap_cache_create_tuned(h, "x", 64, 0, NULL, NULL, &bad1) &&
+              !kheap_cache_create_tuned(h, "x", 64, 0, NULL, NULL, &bad2),
+          "out-of-range tuning accepted");
+    struct kheap_cache_info i = info_of(dflt);
+    CHECK(i.mag_cap == 64 && i.depot_max > 0, "default mag_cap %u depot_max %u", i.mag_cap,
+          i.depot_max);
+    CHECK(info_of(c0).mag_cap == 0, "mag_cap 0 became %u", info_of(c0).mag_cap);
+    CHECK(info_of(c8).mag_cap == 8 && info_of(c8).depot_max == 0, "10 -> mag_cap %u, depot %u",
+          info_of(c8).mag_cap, info_of(c8).depot_max);
+    static void *objs[500];
+    kheap_cache_t *cs[3] = {dflt, c0, c8};
+    for (int k = 0; k < 3; k++) {
+        for (int round = 0; round < 3; round++) {
+            for (int j = 0; j < 500; j++)
+                CHECK(objs[j] = kheap_cache_alloc(cs[k]), "alloc");
+            for (int j = 0; j < 500; j++)
+                kheap_cache_free(cs[k], objs[j]);
+        }
+        i = info_of(cs[k]);
+        CHECK(i.active_objs == 0 && i.allocs == 1500 && i.frees == 1500,
+              "%s: active %zu allocs %" PRIu64, i.name, i.active_objs, i.allocs);
+    }
+    CHECK(info_of(c0).cached_objs == 0 && info_of(c0).cpu_hits == 0,
+          "no magazines, yet %zu cached and %" PRIu64 " hits", info_of(c0).cached_objs,
+          info_of(c0).cpu_hits);
+    /* Two magazines of 8 and no depot: at most 16 cached. */
+    CHECK(info_of(c8).cached_objs <= 16 && info_of(c8).cpu_hits > 0, "mag8: %zu cached",
+          info_of(c8).cached_objs);
+    CHECK(info_of(dflt).cached_objs > 16, "default: only %zu cached", info_of(dflt).cached_objs);
+    /* Bulk calls honour the tuning too. */
+    CHECK(kheap_cache_alloc_bulk(c0, 300, objs) == 300, "bulk without magazines");
+    kheap_cache_free_bulk(c0, 300, objs);
+    CHECK(info_of(c0).cached_objs == 0, "bulk cached %zu without magazines",
+          info_of(c0).cached_objs);
+    heap_end(h, mem, hs);
+}
+
 int main(void)
 {
     kheap_set_report_hook(report_hook);
@@ -339,5 +389,6 @@ int main(void)
     RUN(bulk_misuse);
     RUN(reserve);
     RUN(mempool);
+    RUN(tuning);
     return harness_done();
 }

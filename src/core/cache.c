@@ -19,8 +19,18 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
                                   size_t align, kheap_ctor_fn ctor,
                                   kheap_ctor_fn dtor)
 {
+    return kheap_cache_create_tuned(h, name, size, align, ctor, dtor, NULL);
+}
+
+kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t size,
+                                        size_t align, kheap_ctor_fn ctor, kheap_ctor_fn dtor,
+                                        const struct kheap_cache_tuning *tune)
+{
     if (!h || size == 0 || size > KHEAP_MAX_CLASS ||
         (align && (!kh_is_pow2(align) || align > KH_PAGE)))
+        return NULL;
+    if (tune && ((tune->mag_cap != KHEAP_TUNE_DEFAULT && tune->mag_cap > 64) ||
+                 (tune->depot_max != KHEAP_TUNE_DEFAULT && tune->depot_max > KHEAP_TUNE_DEPOT_MAX)))
         return NULL;
     struct kheap_cache *c;
     if (kh_cache_take(&h->cache_cache, (void **)&c, 1) == 0) {
@@ -28,6 +38,17 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
         return NULL;
     }
     kh_cache_setup(h, c, name, size, align, ctor, dtor, 0);
+    if (tune && tune->mag_cap != KHEAP_TUNE_DEFAULT) {
+        /* Magazines come in the capacities of the magazine caches. */
+        unsigned cap = tune->mag_cap;
+        c->mag_cap = cap == 0 ? 0 : cap >= 64 ? 64 : cap >= 32 ? 32 : cap >= 16 ? 16 : cap >= 8 ? 8 : 4;
+        if (c->mag_cap) { /* the default depot bound for this capacity */
+            size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * c->slot);
+            c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+        }
+    }
+    if (tune && tune->depot_max != KHEAP_TUNE_DEFAULT)
+        c->depot_max = tune->depot_max;
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
     c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc), false);
@@ -138,6 +159,8 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->bulk_allocs = __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
     out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
     out->reserve_allocs = __atomic_load_n(&c->xc.reserve_allocs, __ATOMIC_RELAXED);
+    out->mag_cap = c->mag_cap;
+    out->depot_max = c->depot_max;
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;

@@ -220,7 +220,7 @@ static void *alloc_direct(struct kheap_cache *c)
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 {
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     if (!cc) {
         kheap_port_cpu_exit(cpu);
         return alloc_direct(c);
@@ -279,7 +279,7 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
 {
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     if (!cc)
         goto direct;
     /* This CPU's first touch of the cache is a free: the object came from
