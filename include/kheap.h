@@ -343,9 +343,55 @@ size_t kheap_cache_shrink(kheap_cache_t *cache);
  * (KHEAP_EINVAL). Time: as kheap_cache_shrink. */
 int kheap_cache_destroy(kheap_cache_t *cache);
 
-/* kheap_cache_shrink on every cache of the heap. Returns bytes given back
- * to the page layer. */
+/* The heap's shrinkers (below), then kheap_cache_shrink on every cache of
+ * the heap. Returns bytes given back to the page layer. */
 size_t kheap_reclaim(kheap_t *heap);
+
+/* ------------------------------------------------------------------ */
+/* Shrinkers and memory pressure                                       */
+
+/* A shrinker: a callback of the heap's user that frees memory it holds
+ * in the heap (caches of its own objects, say) when the heap runs short.
+ * want_bytes is how much the heap would like back (SIZE_MAX: as much as
+ * it can spare); it returns about how many bytes it freed (0 if none).
+ * Rules:
+ *  - It runs with no kheap lock held, on the thread whose allocation or
+ *    reclaim started the pass.
+ *  - It may free into the heap (kheap_free, kheap_cache_free, bulk frees)
+ *    and allocate from other caches, but must not allocate from the
+ *    cache whose failing allocation is being retried (that allocation
+ *    would fail again: no new pass starts while one runs), and must not
+ *    register or unregister shrinkers.
+ *  - One pass at a time per heap: an allocation that fails while a pass
+ *    runs (on any CPU, also inside a shrinker) fails without waiting for
+ *    it and without starting another.
+ *  - A pass calls the shrinkers in registration order until they report
+ *    want_bytes freed in all.
+ * When passes run: (1) before an allocation fails (kheap_alloc*,
+ * kheap_cache_alloc, the bulk calls, reserve fills): the pass, then
+ * kheap_reclaim's return of cached memory, then one retry; (2) from
+ * kheap_reclaim; (3) when an allocation takes the heap's free pages
+ * below the low-water mark (kheap_set_low_water), right after that
+ * allocation, with want_bytes SIZE_MAX, followed by the reclaim of cached
+ * memory; once per crossing of the mark downwards. */
+typedef size_t (*kheap_shrink_fn)(kheap_t *heap, size_t want_bytes, void *arg);
+#define KHEAP_MAX_SHRINKERS 8
+
+/* Add fn (called with arg) to the heap's shrinkers. Errors: KHEAP_EINVAL
+ * (heap or fn NULL), KHEAP_ETOOMANY (KHEAP_MAX_SHRINKERS registered).
+ * The same fn may be registered with different args. O(1). */
+int kheap_shrinker_register(kheap_t *heap, kheap_shrink_fn fn, void *arg);
+
+/* Remove the shrinker registered with fn and arg. When it returns, no
+ * pass is still calling it (it waits for a running pass to end, so it
+ * must not be called from a shrinker). KHEAP_EINVAL if there is no such
+ * shrinker. O(KHEAP_MAX_SHRINKERS) plus the wait. */
+int kheap_shrinker_unregister(kheap_t *heap, kheap_shrink_fn fn, void *arg);
+
+/* Set the low-water mark: when an allocation takes the heap's free page
+ * runs from at least bytes to below it, a shrinker pass runs (see above).
+ * Rounded up to whole pages; 0 (the default) turns it off. O(1). */
+int kheap_set_low_water(kheap_t *heap, size_t bytes);
 
 /* ------------------------------------------------------------------ */
 /* Purging: handing free pages' memory back to the platform
@@ -409,6 +455,7 @@ struct kheap_stats {
                                   purged or given to the heap (an upper
                                   estimate, see kheap_purge); 0 without
                                   KHEAP_PORT_PURGE */
+    uint64_t shrink_passes;    /* shrinker passes run (kheap_shrinker_*) */
 };
 
 /* Fill *out. O(KHEAP_MAX_REGIONS + caches). */
@@ -441,6 +488,9 @@ struct kheap_cache_info {
     uint64_t bulk_frees;  /* objects freed by the bulk calls */
     uint64_t reserve_allocs; /* objects taken from reserves (allocated,
                                 as bulk_allocs, when the reserve filled) */
+    uint64_t shrink_calls; /* shrinker passes run for this cache's
+                              allocations (failing, or under the
+                              low-water mark) */
     unsigned mag_cap;     /* objects per magazine (0: no per-CPU layer) */
     unsigned depot_max;   /* full magazines the depot may hold */
 };

@@ -380,6 +380,231 @@ TEST(tuning)
     heap_end(h, mem, hs);
 }
 
+/* ---- shrinkers ---- */
+
+/* A user's cache of objects it could drop: the shrinker frees them. */
+struct hoard {
+    kheap_t *h;
+    void *objs[65536];
+    size_t n;
+    unsigned long calls, depth, max_depth;
+    size_t last_want;
+    int mode; /* 0 frees all, 1 frees nothing, 2 frees and allocates */
+    kheap_cache_t *other, *failing;
+    unsigned long nested_ok;
+};
+static struct hoard g_hoard;
+
+static size_t hoard_shrink(kheap_t *h, size_t want, void *arg)
+{
+    struct hoard *o = arg;
+    size_t freed = 0;
+    o->calls++;
+    o->last_want = want;
+    if (++o->depth > o->max_depth)
+        o->max_depth = o->depth;
+    if (h == o->h && o->mode != 1) {
+        freed = o->n * 1024;
+        kheap_free_bulk(h, o->n, o->objs);
+        o->n = 0;
+    }
+    if (o->mode == 2) {
+        /* Allocating from another cache is allowed. */
+        void *x = kheap_cache_alloc(o->other);
+        if (x) {
+            o->nested_ok++;
+            kheap_cache_free(o->other, x);
+        }
+    }
+    o->depth--;
+    return freed;
+}
+
+/* Fill the heap with droppable objects (the shrinker holds back meanwhile,
+ * or it would make room forever). */
+static void hoard_fill(struct hoard *o, size_t max)
+{
+    int mode = o->mode;
+    unsigned long calls = o->calls;
+    o->mode = 1;
+    while (o->n < max && o->n < 65536 && (o->objs[o->n] = kheap_alloc(o->h, 1024)))
+        o->n++;
+    o->mode = mode;
+    o->calls = calls;
+}
+
+TEST(shrinker_frees_enough)
+{
+    void *mem;
+    size_t hs = (size_t)4 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    struct hoard *o = &g_hoard;
+    memset(o, 0, sizeof *o);
+    o->h = h;
+    hoard_fill(o, 65536); /* the heap is full of droppable objects */
+    CHECK(kheap_alloc(h, 1024) == NULL, "heap not full");
+    uint64_t fails0;
+    struct kheap_stats st;
+    kheap_get_stats(h, &st);
+    fails0 = st.failed_count;
+    CHECK(kheap_shrinker_register(h, hoard_shrink, o) == KHEAP_OK, "register");
+    /* A large block: the shrinker frees everything, the retry succeeds. */
+    void *big = kheap_alloc(h, (size_t)1 << 20);
+    CHECK(big, "allocation failed although the shrinker freed %zu objects", o->n);
+    CHECK(o->calls == 1 && o->n == 0 && o->last_want == SIZE_MAX, "calls %lu", o->calls);
+    kheap_get_stats(h, &st);
+    CHECK(st.failed_count == fails0 && st.shrink_passes == 1, "failures %" PRIu64
+          " passes %" PRIu64, st.failed_count, st.shrink_passes);
+    kheap_free(h, big);
+    /* A small object of a full user cache: counted in its shrink_calls. */
+    kheap_cache_t *c = kheap_cache_create(h, "victim", 2000, 0, NULL, NULL);
+    CHECK(c, "cache_create");
+    hoard_fill(o, 65536);
+    static void *vs[4096];
+    size_t nv = 0;
+    while (nv < 4096 && (vs[nv] = kheap_cache_alloc(c)))
+        nv++;
+    /* Pass 2 made room; pass 3 (the last failure) found nothing left. */
+    CHECK(nv > 0 && nv < 4096 && o->calls == 3 && o->n == 0,
+          "%zu objects, %lu calls: the shrinker made room once", nv, o->calls);
+    CHECK(info_of(c).shrink_calls >= 1, "shrink_calls %" PRIu64, info_of(c).shrink_calls);
+    kheap_cache_free_bulk(c, nv, vs);
+    /* kheap_reclaim calls it too. */
+    hoard_fill(o, 10);
+    kheap_reclaim(h);
+    CHECK(o->calls == 4 && o->n == 0, "reclaim did not call the shrinker (%lu)", o->calls);
+    CHECK(kheap_shrinker_unregister(h, hoard_shrink, o) == KHEAP_OK, "unregister");
+    CHECK(kheap_shrinker_unregister(h, hoard_shrink, o) == KHEAP_EINVAL, "unregister twice");
+    kheap_reclaim(h);
+    CHECK(o->calls == 4, "called after unregister");
+    heap_end(h, mem, hs);
+}
+
+TEST(shrinker_frees_nothing)
+{
+    void *mem;
+    size_t hs = (size_t)4 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    struct hoard *o = &g_hoard;
+    memset(o, 0, sizeof *o);
+    o->h = h;
+    o->mode = 1;
+    hoard_fill(o, 65536);
+    CHECK(kheap_shrinker_register(h, hoard_shrink, o) == KHEAP_OK, "register");
+    struct kheap_stats s0, s1;
+    kheap_get_stats(h, &s0);
+    CHECK(kheap_alloc(h, (size_t)1 << 20) == NULL, "allocation met from nothing");
+    CHECK(kheap_alloc(h, 1024) == NULL, "small allocation met from nothing");
+    kheap_get_stats(h, &s1);
+    CHECK(o->calls == 2, "one pass per failing allocation: %lu", o->calls);
+    CHECK(s1.failed_count == s0.failed_count + 2 && s1.used_bytes == s0.used_bytes,
+          "failures %" PRIu64 " -> %" PRIu64, s0.failed_count, s1.failed_count);
+    /* Registration limits. */
+    for (int i = 1; i < KHEAP_MAX_SHRINKERS; i++)
+        CHECK(kheap_shrinker_register(h, hoard_shrink, (char *)o + i) == KHEAP_OK, "reg %d", i);
+    CHECK(kheap_shrinker_register(h, hoard_shrink, o) == KHEAP_ETOOMANY, "9th register");
+    CHECK(kheap_shrinker_register(h, NULL, o) == KHEAP_EINVAL, "NULL fn");
+    for (int i = 1; i < KHEAP_MAX_SHRINKERS; i++)
+        kheap_shrinker_unregister(h, hoard_shrink, (char *)o + i);
+    kheap_shrinker_unregister(h, hoard_shrink, o);
+    kheap_free_bulk(h, o->n, o->objs);
+    o->n = 0;
+    heap_end(h, mem, hs);
+}
+
+/* A second shrinker that frees into the heap and allocates from the
+ * failing cache: no nested pass, no recursion. */
+static size_t greedy_shrink(kheap_t *h, size_t want, void *arg)
+{
+    struct hoard *o = arg;
+    (void)want;
+    o->calls++;
+    if (++o->depth > o->max_depth)
+        o->max_depth = o->depth;
+    void *x = kheap_cache_alloc(o->failing); /* the rule says: don't */
+    if (x)
+        kheap_cache_free(o->failing, x);
+    void *y = kheap_alloc(h, 64);
+    if (y) {
+        o->nested_ok++;
+        kheap_free(h, y);
+    }
+    o->depth--;
+    return 0;
+}
+
+TEST(shrinker_frees_into_heap)
+{
+    void *mem;
+    size_t hs = (size_t)4 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    struct hoard *o = &g_hoard;
+    memset(o, 0, sizeof *o);
+    o->h = h;
+    o->mode = 2;
+    o->other = kheap_cache_create(h, "other", 32, 0, NULL, NULL);
+    o->failing = kheap_cache_create(h, "failing", 3000, 0, NULL, NULL);
+    CHECK(o->other && o->failing, "cache_create");
+    static struct hoard g2;
+    memset(&g2, 0, sizeof g2);
+    g2.h = h;
+    g2.failing = o->failing;
+    CHECK(kheap_shrinker_register(h, greedy_shrink, &g2) == KHEAP_OK, "register greedy");
+    CHECK(kheap_shrinker_register(h, hoard_shrink, o) == KHEAP_OK, "register hoard");
+    hoard_fill(o, 65536);
+    void *x = kheap_cache_alloc(o->failing);
+    CHECK(x, "the hoard's frees did not make room");
+    /* greedy ran once at the end of the fill and once for x; its own
+     * allocation from the failing cache started no nested pass. */
+    CHECK(g2.calls == 2 && o->calls == 1 && g2.max_depth == 1 && o->max_depth == 1,
+          "calls %lu/%lu depth %lu/%lu", g2.calls, o->calls, g2.max_depth, o->max_depth);
+    kheap_cache_free(o->failing, x);
+    kheap_shrinker_unregister(h, greedy_shrink, &g2);
+    kheap_shrinker_unregister(h, hoard_shrink, o);
+    heap_end(h, mem, hs);
+}
+
+TEST(low_water)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    struct hoard *o = &g_hoard;
+    memset(o, 0, sizeof *o);
+    o->h = h;
+    o->mode = 1; /* only count */
+    CHECK(kheap_shrinker_register(h, hoard_shrink, o) == KHEAP_OK, "register");
+    CHECK(kheap_set_low_water(h, (size_t)2 << 20) == KHEAP_OK, "set_low_water");
+    static void *blk[64];
+    size_t n = 0;
+    struct kheap_stats st;
+    do {
+        blk[n] = kheap_alloc(h, (size_t)256 << 10);
+        CHECK(blk[n], "block %zu", n);
+        n++;
+        kheap_get_stats(h, &st);
+    } while (st.heap_free >= ((size_t)2 << 20) && n < 64);
+    CHECK(o->calls == 1 && o->last_want == SIZE_MAX, "%lu calls after crossing the mark",
+          o->calls);
+    blk[n] = kheap_alloc(h, (size_t)256 << 10);
+    CHECK(blk[n++] && o->calls == 1, "called again below the mark (%lu)", o->calls);
+    /* Back above, then below again: one more pass. */
+    while (n)
+        kheap_free(h, blk[--n]);
+    for (n = 0; n < 64; n++) {
+        blk[n] = kheap_alloc(h, (size_t)256 << 10);
+        kheap_get_stats(h, &st);
+        if (st.heap_free < ((size_t)2 << 20))
+            break;
+    }
+    CHECK(o->calls == 2, "second crossing: %lu calls", o->calls);
+    for (size_t i = 0; i <= n && i < 64; i++)
+        kheap_free(h, blk[i]);
+    kheap_set_low_water(h, 0);
+    kheap_shrinker_unregister(h, hoard_shrink, o);
+    heap_end(h, mem, hs);
+}
+
 int main(void)
 {
     kheap_set_report_hook(report_hook);
@@ -390,5 +615,9 @@ int main(void)
     RUN(reserve);
     RUN(mempool);
     RUN(tuning);
+    RUN(shrinker_frees_enough);
+    RUN(shrinker_frees_nothing);
+    RUN(shrinker_frees_into_heap);
+    RUN(low_water);
     return harness_done();
 }

@@ -129,7 +129,84 @@ int kheap_cache_destroy(kheap_cache_t *c)
     return KHEAP_OK;
 }
 
-size_t kheap_reclaim(kheap_t *h)
+/* ------------------------------------------------------------------ */
+/* Shrinkers. */
+
+int kheap_shrinker_register(kheap_t *h, kheap_shrink_fn fn, void *arg)
+{
+    if (!h || !fn)
+        return KHEAP_EINVAL;
+    int e = KHEAP_ETOOMANY;
+    kh_lock(&h->page_lock);
+    if (h->nshrinkers < KHEAP_MAX_SHRINKERS) {
+        h->shrinkers[h->nshrinkers].fn = fn;
+        h->shrinkers[h->nshrinkers].arg = arg;
+        h->nshrinkers++;
+        e = KHEAP_OK;
+    }
+    kh_unlock(&h->page_lock);
+    return e;
+}
+
+int kheap_shrinker_unregister(kheap_t *h, kheap_shrink_fn fn, void *arg)
+{
+    if (!h || !fn)
+        return KHEAP_EINVAL;
+    int e = KHEAP_EINVAL;
+    kh_lock(&h->page_lock);
+    for (unsigned i = 0; i < h->nshrinkers; i++) {
+        if (h->shrinkers[i].fn == fn && h->shrinkers[i].arg == arg) {
+            for (unsigned k = i + 1; k < h->nshrinkers; k++)
+                h->shrinkers[k - 1] = h->shrinkers[k];
+            h->nshrinkers--;
+            e = KHEAP_OK;
+            break;
+        }
+    }
+    kh_unlock(&h->page_lock);
+    /* A pass that copied the list before the removal may still call fn:
+     * wait for it (a shrinker never unregisters, so this ends). */
+    while (e == KHEAP_OK && __atomic_load_n(&h->shrinking, __ATOMIC_ACQUIRE))
+        ;
+    return e;
+}
+
+int kheap_set_low_water(kheap_t *h, size_t bytes)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+    kh_lock(&h->page_lock);
+    h->low_water = (bytes + KH_PAGE - 1) / KH_PAGE;
+    kh_unlock(&h->page_lock);
+    return KHEAP_OK;
+}
+
+size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who)
+{
+    struct kh_shrinker list[KHEAP_MAX_SHRINKERS];
+    if (__atomic_exchange_n(&h->shrinking, 1, __ATOMIC_ACQUIRE))
+        return 0; /* one pass at a time: a nested or concurrent one is not run */
+    kh_lock(&h->page_lock);
+    unsigned n = h->nshrinkers;
+    for (unsigned i = 0; i < n; i++)
+        list[i] = h->shrinkers[i];
+    kh_unlock(&h->page_lock);
+    size_t got = 0;
+    for (unsigned i = 0; i < n && got < want; i++) {
+        size_t b = list[i].fn(h, want - got, list[i].arg);
+        got = b > want - got ? want : got + b;
+    }
+    if (n) {
+        __atomic_fetch_add(&h->shrink_passes, 1, __ATOMIC_RELAXED);
+        if (who)
+            __atomic_fetch_add(&who->xc.shrink_calls, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&h->shrinking, 0, __ATOMIC_RELEASE);
+    return got;
+}
+
+/* Every cache's cached memory back to the page layer. */
+static size_t reclaim_caches(kheap_t *h)
 {
     size_t bytes = 0;
     /* The walk ends with the magazine caches and the cache of cache
@@ -142,6 +219,18 @@ size_t kheap_reclaim(kheap_t *h)
     kh_unlock(&h->caches_lock);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
+}
+
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who)
+{
+    size_t got = kh_shrink(h, SIZE_MAX, who);
+    return got + reclaim_caches(h);
+}
+
+size_t kheap_reclaim(kheap_t *h)
+{
+    kh_shrink(h, SIZE_MAX, NULL);
+    return reclaim_caches(h);
 }
 
 void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
@@ -159,6 +248,7 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->bulk_allocs = __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
     out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
     out->reserve_allocs = __atomic_load_n(&c->xc.reserve_allocs, __ATOMIC_RELAXED);
+    out->shrink_calls = __atomic_load_n(&c->xc.shrink_calls, __ATOMIC_RELAXED);
     out->mag_cap = c->mag_cap;
     out->depot_max = c->depot_max;
     kh_lock(&c->lock);

@@ -205,6 +205,7 @@ struct kheap_cache {
     struct {
         uint64_t bulk_allocs, bulk_frees;
         uint64_t reserve_allocs;
+        uint64_t shrink_calls; /* shrinker passes this cache's allocations ran */
     } xc __attribute__((aligned(KH_CACHE_LINE)));
 
     /* Protected by kheap.caches_lock. */
@@ -276,6 +277,18 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (heap.c) */
+    /* Shrinkers (cache.c): registered callbacks in registration order,
+     * and the low-water mark; page_lock. */
+    struct kh_shrinker {
+        kheap_shrink_fn fn;
+        void *arg;
+    } shrinkers[KHEAP_MAX_SHRINKERS];
+    unsigned nshrinkers;
+    size_t low_water;       /* pages; 0: none (kheap_set_low_water) */
+    unsigned pressure;      /* atomic: an allocation took free pages below
+                               low_water (pages.c); cleared by the pass */
+    unsigned shrinking;     /* atomic: a shrinker pass is running */
+    uint64_t shrink_passes; /* atomic: passes run */
     /* The first region and its page tags (tags NULL if there was no
      * memory for them: every free then takes the slow path). A tag is
      * written by the cache that makes or unmakes the slab, under its
@@ -450,6 +463,17 @@ void kh_debug_check(kheap_t *h, const char *function);
 #else
 #define kh_debug_check(h, f) ((void)0)
 #endif
+
+/* cache.c */
+/* A shrinker pass (no lock held): each registered shrinker is asked, in
+ * registration order, until they report want bytes freed. Counted in
+ * who's shrink_calls when who is not NULL. Returns the bytes reported;
+ * 0 at once when a pass is already running (on any CPU). */
+size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who);
+/* kheap_reclaim, its shrinker pass counted in who's shrink_calls;
+ * returns the bytes given back plus those the shrinkers reported (0:
+ * retrying an allocation is pointless). */
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who);
 
 /* kmalloc.c */
 void *kh_alloc_slow(kheap_t *h, size_t size);

@@ -131,13 +131,31 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
 
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
+/* Free pages fell below the low-water mark: a shrinker pass, and the
+ * cached memory back to the page layer. No lock held. */
+static kh_noinline void pressure_relief(kheap_t *h, struct kheap_cache *who)
+{
+    if (__atomic_exchange_n(&h->pressure, 0, __ATOMIC_RELAXED))
+        kh_reclaim(h, who);
+}
+
+static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
+{
+    if (kh_unlikely(__atomic_load_n(&h->pressure, __ATOMIC_RELAXED)))
+        pressure_relief(h, who);
+}
+
+/* Both magazines missed: the depot, the slabs, and at last the shrinkers
+ * and a reclaim of every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
     void *p = kh_cpu_alloc_slow(h, c);
-    if (!p && kheap_reclaim(h))
+    if (!p && kh_reclaim(h, c))
         p = kh_cpu_alloc_slow(h, c);
     if (!p)
         kh_account_failure(h);
+    else
+        pressure_check(h, c);
     return p;
 }
 
@@ -185,10 +203,12 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         kh_unlock(&h->page_lock);
         if (p) {
             kh_vg_alloc(p, npages * KH_PAGE, 0);
+            pressure_check(h, NULL);
             return p;
         }
-        /* Pages may sit in depots and kept empty slabs: get them back. */
-        if (attempt || !kheap_reclaim(h))
+        /* Pages may sit in depots and kept empty slabs, or be freed by the
+         * shrinkers: get them back. */
+        if (attempt || !kh_reclaim(h, NULL))
             break;
     }
     kh_account_failure(h);
@@ -485,7 +505,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
         k += got;
         if (got == want)
             continue;
-        if (attempt || !kheap_reclaim(h)) {
+        if (attempt || !kh_reclaim(h, c)) {
             size_t put = kh_cpu_put_n(h, c, out, k);
             if (put < k)
                 kh_cache_give_n(c, out + put, k - put);
@@ -493,6 +513,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
             return false;
         }
     }
+    pressure_check(h, c);
     return true;
 }
 

@@ -61,6 +61,7 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->freed_bytes += h->large_free_bytes + h->retired_bytes;
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
     out->failed_count = h->failed_count;
+    out->shrink_passes = __atomic_load_n(&h->shrink_passes, __ATOMIC_RELAXED);
     kh_unlock(&h->page_lock);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;
     if (out->peak_bytes < out->used_bytes)
