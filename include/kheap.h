@@ -192,6 +192,46 @@ void kheap_free(kheap_t *heap, void *ptr);
 size_t kheap_usable_size(kheap_t *heap, const void *ptr);
 
 /* ------------------------------------------------------------------ */
+/* Allocation from any context                                         */
+
+/* Flags of the *_flags calls. */
+#define KHEAP_NOLOCK 1u
+
+/* kheap_alloc with flags; flags 0 is kheap_alloc. With KHEAP_NOLOCK the
+ * call may be made from any context: an NMI, a tracing hook, a signal
+ * handler (hosted), an interrupt handler that interrupted this CPU
+ * anywhere, also inside kheap with a heap lock held. Such a call
+ *  - never spins or waits on a lock: it takes locks only with the port's
+ *    trylock (kheap_port.h), and gives up when one is busy;
+ *  - takes an object from this CPU's previous magazine of size's class
+ *    (refilled from the depot under a trylock), or else from a slab the
+ *    class already has (trylock; no new slab, so no page lock);
+ *  - returns NULL rather than waiting: when the magazine is empty and a
+ *    lock busy, when this CPU was interrupted inside a slow path of the
+ *    heap (docs/DESIGN.md, "Allocation from any context", says why that
+ *    is the one case the magazine cannot be used), for sizes above
+ *    KHEAP_MAX_CLASS, and for unknown flags.
+ * It does not run shrinkers, reclaim, constructors, the report hook or
+ * the KHEAP_DEBUG 3 check, and does not check the free poison. A NULL
+ * is counted in slabinfo's nolock_fails, not in failed_count.
+ * Time: O(1), bounded: no loop waits for anything. */
+void *kheap_alloc_flags(kheap_t *heap, size_t size, unsigned flags);
+
+/* kheap_free with flags; flags 0 is kheap_free. With KHEAP_NOLOCK, safe
+ * in the same contexts as kheap_alloc_flags: the block goes onto this
+ * CPU's previous magazine when there is room (or a trylock gets an empty
+ * one from the depot); otherwise (no room, a lock busy, a large block,
+ * an object that may be a double free) it is pushed on a per-CPU list of
+ * deferred frees with one compare-and-swap, and freed, with every
+ * check of kheap_free, by the CPU's next miss of the hit path or
+ * kheap_reclaim; until then it counts as allocated. Misuse found without
+ * a lock (a foreign, interior or already-deferred pointer) is not freed
+ * and is reported at that same later point, since the report hook may
+ * not be safe in the caller's context. Time: O(1), plus a scan of at most
+ * 4096 blocks already deferred on this CPU (the double-free check). */
+void kheap_free_flags(kheap_t *heap, void *ptr, unsigned flags);
+
+/* ------------------------------------------------------------------ */
 /* Object caches                                                       */
 
 /* A constructor runs on an object the first time it is carved from a slab;
@@ -236,6 +276,14 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *heap, const char *name, size_t 
 
 /* An object, constructed, or NULL. Time: O(1) plus at most one ctor. */
 void *kheap_cache_alloc(kheap_cache_t *cache);
+
+/* kheap_cache_alloc / kheap_cache_free with flags, as kheap_alloc_flags
+ * and kheap_free_flags (KHEAP_NOLOCK: no constructor runs, so only
+ * objects constructed before can be handed out: a fresh slot of a cache
+ * with a constructor is never carved). A cache created with mag_cap 0
+ * serves KHEAP_NOLOCK only from its slabs. */
+void *kheap_cache_alloc_flags(kheap_cache_t *cache, unsigned flags);
+void kheap_cache_free_flags(kheap_cache_t *cache, void *obj, unsigned flags);
 
 /* Give obj back to cache. obj must come from this cache: an object of
  * another cache or heap block is reported, as are the kheap_free misuses.
@@ -491,6 +539,12 @@ struct kheap_cache_info {
     uint64_t shrink_calls; /* shrinker passes run for this cache's
                               allocations (failing, or under the
                               low-water mark) */
+    uint64_t nolock_allocs; /* KHEAP_NOLOCK allocations that succeeded */
+    uint64_t nolock_frees;  /* KHEAP_NOLOCK frees cached at once */
+    uint64_t nolock_fails;  /* KHEAP_NOLOCK allocations that returned NULL
+                               (not in the heap's failed_count) */
+    uint64_t nolock_deferred; /* KHEAP_NOLOCK frees deferred to the CPU's
+                                 list (counted in frees once taken) */
     unsigned mag_cap;     /* objects per magazine (0: no per-CPU layer) */
     unsigned depot_max;   /* full magazines the depot may hold */
 };

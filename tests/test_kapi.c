@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #endif
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -605,6 +607,306 @@ TEST(low_water)
     heap_end(h, mem, hs);
 }
 
+/* ---- KHEAP_NOLOCK ---- */
+
+TEST(nolock_basic)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    /* A new heap: no magazine, no slab of the class: nothing to give
+     * without a lock. */
+    CHECK(kheap_alloc_flags(h, 100, KHEAP_NOLOCK) == NULL, "NOLOCK from nothing");
+    CHECK(kheap_alloc_flags(h, 100000, KHEAP_NOLOCK) == NULL, "NOLOCK large block");
+    CHECK(kheap_alloc_flags(h, 100, 0x80) == NULL, "unknown flag accepted");
+    /* Once the class has a slab and this CPU magazines, it works. */
+    static void *objs[300];
+    for (int i = 0; i < 300; i++)
+        objs[i] = kheap_alloc(h, 100);
+    for (int i = 0; i < 300; i++)
+        kheap_free(h, objs[i]);
+    size_t got = 0;
+    for (int i = 0; i < 300; i++)
+        if ((objs[i] = kheap_alloc_flags(h, 100, KHEAP_NOLOCK)))
+            got++;
+    CHECK(got >= 64, "only %zu of 300 NOLOCK allocations with objects cached", got);
+    check_distinct(objs, got, 100);
+    for (int i = 0; i < 300; i++)
+        kheap_free_flags(h, objs[i], KHEAP_NOLOCK);
+    struct kheap_cache_info ci;
+    struct kheap_cache_info rows[KHEAP_NUM_CLASSES + 8];
+    size_t nrows = kheap_slabinfo(h, rows, KHEAP_NUM_CLASSES + 8);
+    uint64_t na = 0, nf = 0, nd = 0;
+    for (size_t i = 0; i < nrows && i < KHEAP_NUM_CLASSES + 8; i++) {
+        na += rows[i].nolock_allocs;
+        nf += rows[i].nolock_frees;
+        nd += rows[i].nolock_deferred;
+    }
+    CHECK(na == got && nf + nd == got, "nolock allocs %" PRIu64 " frees %" PRIu64
+          " deferred %" PRIu64 " for %zu", na, nf, nd, got);
+    /* A user cache with a constructor: only constructed objects. */
+    kheap_cache_t *c = kheap_cache_create(h, "ctor", 40, 0, count_ctor, NULL);
+    /* (NOLOCK uses the previous magazine, which 100 allocations and 100
+     * frees leave full.) */
+    for (int i = 0; i < 100; i++)
+        objs[i] = kheap_cache_alloc(c);
+    for (int i = 0; i < 100; i++)
+        kheap_cache_free(c, objs[i]);
+    void *y = kheap_cache_alloc_flags(c, KHEAP_NOLOCK);
+    CHECK(y && *(uint64_t *)y == 0xc0ffee, "NOLOCK cache object %p not constructed", y);
+    kheap_cache_free_flags(c, y, KHEAP_NOLOCK);
+    ci = info_of(c);
+    CHECK(ci.nolock_allocs == 1 && ci.nolock_frees + ci.nolock_deferred == 1,
+          "cache counters %" PRIu64 "/%" PRIu64, ci.nolock_allocs, ci.nolock_frees);
+    kheap_reclaim(h);
+    struct kheap_stats st;
+    kheap_get_stats(h, &st);
+    CHECK(st.used_bytes == 0, "%zu bytes used after the deferred frees were taken",
+          st.used_bytes);
+    heap_end(h, mem, hs);
+}
+
+TEST(nolock_locks_held)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    kheap_cache_t *c = kheap_cache_create(h, "held", 128, 0, NULL, NULL);
+    static void *objs[200];
+    for (int i = 0; i < 200; i++)
+        objs[i] = kheap_alloc(h, 48);
+    for (int i = 0; i < 200; i++)
+        kheap_free(h, objs[i]);
+    for (int i = 0; i < 200; i++)
+        objs[i] = kheap_cache_alloc(c);
+    for (int i = 0; i < 200; i++)
+        kheap_cache_free(c, objs[i]);
+    /* Every lock of every heap held by this thread: a NOLOCK call must
+     * neither wait nor take one. */
+    kheap_lock_all();
+    size_t got = 0, cgot = 0;
+    for (int i = 0; i < 100; i++) {
+        objs[i] = kheap_alloc_flags(h, 48, KHEAP_NOLOCK);
+        got += objs[i] != NULL;
+        objs[100 + i] = kheap_cache_alloc_flags(c, KHEAP_NOLOCK);
+        cgot += objs[100 + i] != NULL;
+    }
+    for (int i = 0; i < 100; i++) {
+        kheap_free_flags(h, objs[i], KHEAP_NOLOCK);
+        kheap_cache_free_flags(c, objs[100 + i], KHEAP_NOLOCK);
+    }
+    kheap_unlock_all();
+    CHECK(got > 0 && got < 100 && cgot > 0 && cgot < 100,
+          "%zu and %zu of 100 with every lock held: from the magazines only", got, cgot);
+    kheap_reclaim(h);
+    CHECK(info_of(c).active_objs == 0, "%zu left", info_of(c).active_objs);
+    heap_end(h, mem, hs);
+}
+
+TEST(nolock_misuse)
+{
+    void *mem;
+    size_t hs = (size_t)8 << 20;
+    kheap_t *h = heap_new(hs, &mem);
+    static char foreign[64];
+    void *p = kheap_alloc(h, 200);
+    g_reports = 0;
+    kheap_free_flags(h, foreign, KHEAP_NOLOCK);
+    CHECK(g_reports == 0, "a report from a NOLOCK call");
+    kheap_reclaim(h);
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_FOREIGN && g_last.addr == foreign,
+          "%lu reports, kind %d", g_reports, (int)g_last.kind);
+    g_reports = 0;
+    kheap_free_flags(h, (char *)p + 8, KHEAP_NOLOCK);
+    kheap_reclaim(h);
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_INTERIOR, "interior: %lu", g_reports);
+    /* Double free: the second is found, now or when the list is taken. */
+    g_reports = 0;
+    kheap_free_flags(h, p, KHEAP_NOLOCK);
+    kheap_free_flags(h, p, KHEAP_NOLOCK);
+    kheap_reclaim(h);
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_DOUBLE_FREE, "double: %lu reports",
+          g_reports);
+    /* Wrong cache. */
+    kheap_cache_t *a = kheap_cache_create(h, "a", 64, 0, NULL, NULL);
+    kheap_cache_t *b = kheap_cache_create(h, "b", 64, 0, NULL, NULL);
+    void *q = kheap_cache_alloc(a);
+    g_reports = 0;
+    kheap_cache_free_flags(b, q, KHEAP_NOLOCK);
+    kheap_reclaim(h);
+    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_WRONG_CACHE, "wrong cache: %lu",
+          g_reports);
+    kheap_cache_free(a, q);
+    /* A large block is deferred (it needs the page lock). */
+    void *big = kheap_alloc(h, 100000);
+    kheap_free_flags(h, big, KHEAP_NOLOCK);
+    struct kheap_stats st;
+    kheap_get_stats(h, &st);
+    CHECK(st.large_count == 1, "large block freed at once without its lock?");
+    kheap_reclaim(h);
+    kheap_get_stats(h, &st);
+    CHECK(st.large_count == 0 && st.used_bytes == 0, "large %zu used %zu", st.large_count,
+          st.used_bytes);
+    heap_end(h, mem, hs);
+}
+
+/* The stress: a worker thread allocates and frees without pause; another
+ * thread interrupts it with signals; the handler, standing in for an NMI,
+ * allocates and frees with KHEAP_NOLOCK on the worker's CPU slot while
+ * the worker is anywhere, often inside kheap (hit paths, slow paths,
+ * holding locks). Every block carries a pattern checked before it is
+ * freed, so a block handed out twice shows. */
+static kheap_t *s_heap;
+static kheap_cache_t *s_cache;
+static int s_stop;
+static unsigned long s_sig_ok, s_sig_null, s_sig_bad, s_work_bad;
+static unsigned long s_signals;
+static void *s_keep[16];
+static unsigned s_keep_i;
+
+static void stamp(void *p, size_t n, unsigned v)
+{
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(v + i);
+}
+static bool stamped(const void *p, size_t n, unsigned v)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)(v + i))
+            return false;
+    return true;
+}
+
+static void nmi_handler(int sig)
+{
+    (void)sig;
+    __atomic_store_n(&s_signals, s_signals + 1, __ATOMIC_RELAXED);
+    static const size_t sz[4] = {24, 100, 700, 3000};
+    for (int k = 0; k < 4; k++) {
+        size_t n = sz[(s_signals + (unsigned)k) & 3];
+        void *p = kheap_alloc_flags(s_heap, n, KHEAP_NOLOCK);
+        if (!p) {
+            s_sig_null++;
+            continue;
+        }
+        s_sig_ok++;
+        stamp(p, n, 0xa0);
+        /* Keep some for a while: their frees come in later signals. */
+        unsigned i = s_keep_i++ & 15;
+        void *old = s_keep[i];
+        s_keep[i] = p;
+        if (old) {
+            /* (Only KHEAP_NOLOCK calls here: kheap_usable_size takes a
+             * lock the worker may hold.) */
+            if (!stamped(old, 24, 0xa0))
+                s_sig_bad++;
+            kheap_free_flags(s_heap, old, KHEAP_NOLOCK);
+        }
+    }
+    void *o = kheap_cache_alloc_flags(s_cache, KHEAP_NOLOCK);
+    if (o) {
+        stamp(o, 56, 0x33);
+        if (!stamped(o, 56, 0x33))
+            s_sig_bad++;
+        kheap_cache_free_flags(s_cache, o, KHEAP_NOLOCK);
+    }
+}
+
+static pthread_t s_worker;
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    enum { LIVE = 256 };
+    void *live[LIVE] = {0};
+    size_t lsz[LIVE] = {0};
+    uint64_t x = 88172645463325252ull;
+    while (!__atomic_load_n(&s_stop, __ATOMIC_RELAXED)) {
+        for (int r = 0; r < 1000; r++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            unsigned i = (unsigned)(x % LIVE);
+            if (live[i]) {
+                if (!stamped(live[i], lsz[i] < 32 ? lsz[i] : 32, (unsigned)i))
+                    s_work_bad++;
+                if (lsz[i] == 56)
+                    kheap_cache_free(s_cache, live[i]);
+                else if ((x >> 20) & 1)
+                    kheap_free(s_heap, live[i]);
+                else
+                    kheap_free_bulk(s_heap, 1, &live[i]);
+                live[i] = NULL;
+            } else {
+                size_t n = (x >> 32) % 8 == 0 ? 56 : 8 + (x >> 40) % 4000;
+                live[i] = n == 56 ? kheap_cache_alloc(s_cache) : kheap_alloc(s_heap, n);
+                lsz[i] = n;
+                if (live[i])
+                    stamp(live[i], n < 32 ? n : 32, i);
+            }
+        }
+        if ((x & 0xff) == 0)
+            kheap_reclaim(s_heap);
+    }
+    for (unsigned i = 0; i < LIVE; i++)
+        if (live[i])
+            lsz[i] == 56 ? kheap_cache_free(s_cache, live[i]) : kheap_free(s_heap, live[i]);
+    /* Signals are blocked from here: the handler's kept blocks go. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    for (unsigned i = 0; i < 16; i++)
+        kheap_free(s_heap, s_keep[i]);
+    kheap_reclaim(s_heap);
+    return NULL;
+}
+
+TEST(nolock_signal_stress)
+{
+    void *mem;
+    size_t hs = (size_t)32 << 20;
+    s_heap = heap_new(hs, &mem);
+    s_cache = kheap_cache_create(s_heap, "nmi", 56, 0, NULL, NULL);
+    CHECK(s_cache, "cache_create");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = nmi_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    s_stop = 0;
+    CHECK(pthread_create(&s_worker, NULL, worker_main, NULL) == 0, "pthread_create");
+    long rounds = harness_env_long("KHEAP_TEST_OPS", 1000000) / 20;
+    if (rounds < 2000)
+        rounds = 2000;
+    if (rounds > 10000)
+        rounds = 10000;
+    /* One signal at a time (a pending signal is not queued twice): wait
+     * until the handler has run before sending the next. */
+    for (long i = 0; i < rounds; i++) {
+        unsigned long before = __atomic_load_n(&s_signals, __ATOMIC_RELAXED);
+        pthread_kill(s_worker, SIGUSR1);
+        for (long spin = 0; spin < 1000000 && __atomic_load_n(&s_signals, __ATOMIC_RELAXED) == before;
+             spin++)
+            if (spin > 100)
+                sched_yield();
+    }
+    __atomic_store_n(&s_stop, 1, __ATOMIC_RELAXED);
+    pthread_join(s_worker, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    printf("# nolock stress: %lu signals, %lu NOLOCK allocations, %lu NULL\n", s_signals,
+           s_sig_ok, s_sig_null);
+    CHECK(s_signals > 0 && s_sig_ok > 0, "%lu signals, %lu allocations in them", s_signals,
+          s_sig_ok);
+    CHECK(!s_sig_bad && !s_work_bad, "blocks overwritten: %lu in handlers, %lu in the worker",
+          s_sig_bad, s_work_bad);
+    kheap_reclaim(s_heap);
+    struct kheap_stats st;
+    kheap_get_stats(s_heap, &st);
+    CHECK(st.used_bytes == 0, "%zu bytes still used", st.used_bytes);
+    heap_end(s_heap, mem, hs);
+}
+
 int main(void)
 {
     kheap_set_report_hook(report_hook);
@@ -619,5 +921,9 @@ int main(void)
     RUN(shrinker_frees_nothing);
     RUN(shrinker_frees_into_heap);
     RUN(low_water);
+    RUN(nolock_basic);
+    RUN(nolock_locks_held);
+    RUN(nolock_misuse);
+    RUN(nolock_signal_stress);
     return harness_done();
 }

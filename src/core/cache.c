@@ -221,16 +221,10 @@ static size_t reclaim_caches(kheap_t *h)
     return bytes;
 }
 
-size_t kh_reclaim(kheap_t *h, struct kheap_cache *who)
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk)
 {
     size_t got = kh_shrink(h, SIZE_MAX, who);
-    return got + reclaim_caches(h);
-}
-
-size_t kheap_reclaim(kheap_t *h)
-{
-    kh_shrink(h, SIZE_MAX, NULL);
-    return reclaim_caches(h);
+    return (count_shrunk ? got : 0) + reclaim_caches(h);
 }
 
 void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
@@ -249,6 +243,10 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
     out->reserve_allocs = __atomic_load_n(&c->xc.reserve_allocs, __ATOMIC_RELAXED);
     out->shrink_calls = __atomic_load_n(&c->xc.shrink_calls, __ATOMIC_RELAXED);
+    out->nolock_allocs = __atomic_load_n(&c->xc.nolock_allocs, __ATOMIC_RELAXED);
+    out->nolock_frees = __atomic_load_n(&c->xc.nolock_frees, __ATOMIC_RELAXED);
+    out->nolock_fails = __atomic_load_n(&c->xc.nolock_fails, __ATOMIC_RELAXED);
+    out->nolock_deferred = __atomic_load_n(&c->xc.nolock_deferred, __ATOMIC_RELAXED);
     out->mag_cap = c->mag_cap;
     out->depot_max = c->depot_max;
     kh_lock(&c->lock);

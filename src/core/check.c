@@ -260,7 +260,8 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
         return fail(w, "depot empty list is shorter than its count", (uintptr_t)c);
     if (!w->quiet)
         return true;
-    uint64_t live = c->nocpu_allocs - c->nocpu_frees + c->xc.bulk_allocs - c->xc.bulk_frees;
+    uint64_t live = c->nocpu_allocs - c->nocpu_frees + c->xc.bulk_allocs - c->xc.bulk_frees +
+                    c->xc.nolock_allocs - c->xc.nolock_frees;
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
         if (!cc)

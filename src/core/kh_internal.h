@@ -205,6 +205,7 @@ struct kheap_cache {
     struct {
         uint64_t bulk_allocs, bulk_frees;
         uint64_t reserve_allocs;
+        uint64_t nolock_allocs, nolock_frees, nolock_fails, nolock_deferred;
         uint64_t shrink_calls; /* shrinker passes this cache's allocations ran */
     } xc __attribute__((aligned(KH_CACHE_LINE)));
 
@@ -277,6 +278,29 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (heap.c) */
+    /* Per CPU (index KHEAP_CPU_NONE: threads with no CPU slot), a line
+     * each, for KHEAP_NOLOCK (cpu.c, kmalloc.c):
+     *   busy      non-zero while the CPU runs a slow path that changes its
+     *             fronts of any cache of this heap (previous magazines,
+     *             loads, swaps), or a KHEAP_NOLOCK call that uses them; a
+     *             KHEAP_NOLOCK call that finds it non-zero leaves the
+     *             fronts alone. Written only by its CPU with atomic adds,
+     *             so an interrupt between any two instructions reads it
+     *             right. The hit paths never touch it.
+     *   deferred  KHEAP_NOLOCK frees that found no room and no lock: a
+     *             stack of blocks linked through their link word (their
+     *             cache's link_off; 0 for a large block), pushed with a
+     *             compare-and-swap, taken whole with an exchange by the
+     *             CPU's own slow paths and kheap_reclaim. A deferred block
+     *             counts as allocated until it is taken.
+     *   bad       a pointer a KHEAP_NOLOCK free refused (misuse), kept to
+     *             be reported when the list is next taken. */
+    struct kh_nolock {
+        unsigned busy;
+        void *deferred;
+        void *bad;
+        unsigned bad_kind;
+    } __attribute__((aligned(KH_CACHE_LINE))) nl[KHEAP_MAX_CPUS + 1];
     /* Shrinkers (cache.c): registered callbacks in registration order,
      * and the low-water mark; page_lock. */
     struct kh_shrinker {
@@ -412,6 +436,7 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
 size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
+size_t kh_cache_take_try(struct kheap_cache *c, void **obj);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
 static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 {
@@ -441,6 +466,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
 size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n);
 size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
+struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpu);
+void kh_nolock_end(kheap_t *h, unsigned cpu);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */
@@ -470,10 +497,12 @@ void kh_debug_check(kheap_t *h, const char *function);
  * who's shrink_calls when who is not NULL. Returns the bytes reported;
  * 0 at once when a pass is already running (on any CPU). */
 size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who);
-/* kheap_reclaim, its shrinker pass counted in who's shrink_calls;
- * returns the bytes given back plus those the shrinkers reported (0:
- * retrying an allocation is pointless). */
-size_t kh_reclaim(kheap_t *h, struct kheap_cache *who);
+/* A shrinker pass (counted in who's shrink_calls), then every cache's
+ * cached memory back to the page layer (kheap_reclaim, in kmalloc.c,
+ * also takes the deferred KHEAP_NOLOCK frees first). Returns the bytes
+ * given back, plus those the shrinkers reported if count_shrunk (then 0
+ * means retrying an allocation is pointless). */
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk);
 
 /* kmalloc.c */
 void *kh_alloc_slow(kheap_t *h, size_t size);

@@ -131,12 +131,14 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
 
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
+static void deferred_drain(kheap_t *h);
+
 /* Free pages fell below the low-water mark: a shrinker pass, and the
  * cached memory back to the page layer. No lock held. */
 static kh_noinline void pressure_relief(kheap_t *h, struct kheap_cache *who)
 {
     if (__atomic_exchange_n(&h->pressure, 0, __ATOMIC_RELAXED))
-        kh_reclaim(h, who);
+        kh_reclaim(h, who, true);
 }
 
 static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
@@ -149,8 +151,9 @@ static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
  * and a reclaim of every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
+    deferred_drain(h);
     void *p = kh_cpu_alloc_slow(h, c);
-    if (!p && kh_reclaim(h, c))
+    if (!p && kh_reclaim(h, c, true))
         p = kh_cpu_alloc_slow(h, c);
     if (!p)
         kh_account_failure(h);
@@ -208,7 +211,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         }
         /* Pages may sit in depots and kept empty slabs, or be freed by the
          * shrinkers: get them back. */
-        if (attempt || !kh_reclaim(h, NULL))
+        if (attempt || !kh_reclaim(h, NULL, true))
             break;
     }
     kh_account_failure(h);
@@ -382,6 +385,7 @@ kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
 {
     if (ptr) /* NULL fails the hit path's region test and lands here */
         block_free(h, ptr, NULL, "kheap_free");
+    deferred_drain(h);
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */
@@ -505,7 +509,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
         k += got;
         if (got == want)
             continue;
-        if (attempt || !kh_reclaim(h, c)) {
+        if (attempt || !kh_reclaim(h, c, true)) {
             size_t put = kh_cpu_put_n(h, c, out, k);
             if (put < k)
                 kh_cache_give_n(c, out + put, k - put);
@@ -782,4 +786,212 @@ void kheap_mempool_destroy(struct kheap_mempool *pool)
 {
     if (pool && pool->r.cache)
         kheap_reserve_return(&pool->r);
+}
+
+/* ------------------------------------------------------------------ */
+/* KHEAP_NOLOCK: allocation and free from any context (cpu.c explains
+ * why touching the previous magazine is safe). Nothing here waits, takes
+ * a lock other than by trylock, calls a constructor or the report hook. */
+
+/* The word a deferred block is linked through: its cache's link word, or
+ * the first word of a large block. Pre: ptr is a block the heap handed
+ * out (checked by the caller), so its descriptors are stable. */
+static void **defer_link(kheap_t *h, void *ptr)
+{
+    struct kh_page *d = kh_page_of(h, (uintptr_t)ptr);
+    if (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)
+        return (void **)((char *)ptr + kh_slab_head(d)->cache->link_off);
+    return (void **)ptr;
+}
+
+/* Remember a refused pointer for a report when the list is next taken
+ * (a KHEAP_NOLOCK context may not call the hook). One per CPU: a second
+ * before the first is reported replaces it. */
+static void nolock_refuse(kheap_t *h, unsigned idx, void *ptr, enum kheap_report_kind why)
+{
+    __atomic_store_n(&h->nl[idx].bad_kind, (unsigned)why, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->nl[idx].bad, ptr, __ATOMIC_RELEASE);
+}
+
+/* Push ptr (validated) on list idx; a block already on it is refused as a
+ * double free. The scan follows links only to blocks of the heap and at
+ * most KH_DEFER_SCAN steps, so even a list another thread is taking
+ * (index KHEAP_CPU_NONE) cannot lead it astray for long. */
+#define KH_DEFER_SCAN 4096u
+static void defer_push(kheap_t *h, unsigned idx, void *ptr)
+{
+    void **head = &h->nl[idx].deferred;
+    void *old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    unsigned steps = 0;
+    for (void *q = old; q && steps < KH_DEFER_SCAN; steps++) {
+        if (q == ptr) {
+            nolock_refuse(h, idx, ptr, KHEAP_REPORT_DOUBLE_FREE);
+            return;
+        }
+        if (!kh_page_of(h, (uintptr_t)q))
+            break;
+        q = *defer_link(h, q);
+    }
+    void **link = defer_link(h, ptr);
+    do
+        *link = old;
+    while (!__atomic_compare_exchange_n(head, &old, ptr, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_ACQUIRE));
+}
+
+/* Take list idx and free its blocks as kheap_free would (reports
+ * included), and report a refused pointer. Normal context only. */
+static void deferred_take(kheap_t *h, unsigned idx)
+{
+    void *bad = __atomic_exchange_n(&h->nl[idx].bad, NULL, __ATOMIC_ACQUIRE);
+    if (bad)
+        kh_report((enum kheap_report_kind)__atomic_load_n(&h->nl[idx].bad_kind,
+                                                          __ATOMIC_RELAXED),
+                  bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
+    void *p = __atomic_exchange_n(&h->nl[idx].deferred, NULL, __ATOMIC_ACQUIRE);
+    while (p) {
+        void *next = *defer_link(h, p);
+        block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
+        p = next;
+    }
+}
+
+/* The calling CPU's list and the list of threads with no CPU, if they
+ * hold anything: on the miss paths, one load each when they are empty. */
+static void deferred_drain(kheap_t *h)
+{
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(cpu);
+    if (kh_unlikely(__atomic_load_n(&h->nl[cpu].deferred, __ATOMIC_RELAXED) ||
+                    __atomic_load_n(&h->nl[cpu].bad, __ATOMIC_RELAXED)))
+        deferred_take(h, cpu);
+    if (cpu != KHEAP_CPU_NONE &&
+        kh_unlikely(__atomic_load_n(&h->nl[KHEAP_CPU_NONE].deferred, __ATOMIC_RELAXED) ||
+                    __atomic_load_n(&h->nl[KHEAP_CPU_NONE].bad, __ATOMIC_RELAXED)))
+        deferred_take(h, KHEAP_CPU_NONE);
+}
+
+size_t kheap_reclaim(kheap_t *h)
+{
+    deferred_drain(h);
+    return kh_reclaim(h, NULL, false);
+}
+
+/* obj_out without the poison check, which may report. */
+static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
+{
+#if KH_POISON
+    if (!c->ctor)
+        __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
+#endif
+#if !KHEAP_VALGRIND
+    if (c->guard)
+        *kh_guard_word(p) = 0;
+#endif
+    kh_vg_alloc(p, c->size, c->ctor ? 1 : 0);
+    return p;
+}
+
+static void *alloc_nolock(struct kheap_cache *c)
+{
+    kheap_t *h = c->heap;
+    void *p = NULL;
+    unsigned cpu;
+    struct kh_mag *m = kh_nolock_begin(h, c, true, &cpu);
+    if (m) {
+        p = m->obj[--m->n];
+#if KHEAP_VALGRIND
+        m->obj[m->n] = NULL;
+#endif
+        kh_nolock_end(h, cpu);
+    } else if (!kh_cache_take_try(c, &p)) {
+        __atomic_fetch_add(&c->xc.nolock_fails, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    __atomic_fetch_add(&c->xc.nolock_allocs, 1, __ATOMIC_RELAXED);
+    return obj_out_nolock(c, p);
+}
+
+/* Free ptr (to `only` if not NULL) from any context. */
+static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
+{
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(cpu);
+    uintptr_t p = (uintptr_t)ptr;
+    struct kh_page *d = kh_page_of(h, p);
+    if (d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)) {
+        struct kh_page *s = kh_slab_head(d);
+        struct kheap_cache *c = s->cache;
+        uintptr_t base = kh_slab_base(h, s);
+        if (!kh_slot_start(c, p - base) || (c->flags & KH_CACHE_INTERNAL) ||
+            (only && c != only)) {
+            nolock_refuse(h, cpu, ptr,
+                          !kh_slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR
+                                                      : KHEAP_REPORT_WRONG_CACHE);
+            return;
+        }
+        /* An object carrying the key may be free already: only the
+         * deferred free (block_free, which can look) may decide. */
+        if (!guard_suspect(c, ptr)) {
+            unsigned fcpu;
+            struct kh_mag *m = kh_nolock_begin(h, c, false, &fcpu);
+            if (m) {
+                obj_in(h, c, ptr);
+                m->obj[m->n++] = ptr;
+                kh_nolock_end(h, fcpu);
+                __atomic_fetch_add(&c->xc.nolock_frees, 1, __ATOMIC_RELAXED);
+                return;
+            }
+        }
+        __atomic_fetch_add(&c->xc.nolock_deferred, 1, __ATOMIC_RELAXED);
+        defer_push(h, cpu, ptr);
+        return;
+    }
+    if (d && d->kind == KH_PG_LARGE && !d->internal && !(p & KH_PAGE_MASK) && !only) {
+        defer_push(h, cpu, ptr); /* a page run: the page lock is needed */
+        return;
+    }
+    nolock_refuse(h, cpu, ptr,
+                  !d ? KHEAP_REPORT_FOREIGN
+                     : d->kind == KH_PG_LARGE || d->kind == KH_PG_INTERIOR ? KHEAP_REPORT_INTERIOR
+                     : only ? KHEAP_REPORT_WRONG_CACHE
+                            : KHEAP_REPORT_FREE_RUN);
+}
+
+void *kheap_alloc_flags(kheap_t *h, size_t size, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK))
+        return flags ? NULL : kheap_alloc(h, size);
+    if (flags & ~(unsigned)KHEAP_NOLOCK || size > KHEAP_MAX_CLASS)
+        return NULL;
+    return alloc_nolock(&h->kmalloc[kh_class_of(size)]);
+}
+
+void kheap_free_flags(kheap_t *h, void *ptr, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK)) {
+        kheap_free(h, ptr);
+        return;
+    }
+    if (ptr)
+        free_nolock(h, ptr, NULL);
+}
+
+void *kheap_cache_alloc_flags(kheap_cache_t *c, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK))
+        return flags ? NULL : kheap_cache_alloc(c);
+    if (flags & ~(unsigned)KHEAP_NOLOCK)
+        return NULL;
+    return alloc_nolock(c);
+}
+
+void kheap_cache_free_flags(kheap_cache_t *c, void *ptr, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK)) {
+        kheap_cache_free(c, ptr);
+        return;
+    }
+    if (ptr)
+        free_nolock(c->heap, ptr, c);
 }
