@@ -504,6 +504,10 @@ struct kheap_stats {
                                   estimate, see kheap_purge); 0 without
                                   KHEAP_PORT_PURGE */
     uint64_t shrink_passes;    /* shrinker passes run (kheap_shrinker_*) */
+    uint64_t nolock_fails;     /* KHEAP_NOLOCK allocations that returned
+                                  NULL (every cache; also those made before
+                                  the kmalloc classes' rows count them) */
+    uint64_t nolock_deferred;  /* KHEAP_NOLOCK frees deferred (the same) */
 };
 
 /* Fill *out. O(KHEAP_MAX_REGIONS + caches). */
@@ -539,12 +543,19 @@ struct kheap_cache_info {
     uint64_t shrink_calls; /* shrinker passes run for this cache's
                               allocations (failing, or under the
                               low-water mark) */
-    uint64_t nolock_allocs; /* KHEAP_NOLOCK allocations that succeeded */
+    uint64_t nolock_allocs; /* KHEAP_NOLOCK allocations that succeeded
+                               (this and the next are kept modulo 2^32 per
+                               CPU) */
     uint64_t nolock_frees;  /* KHEAP_NOLOCK frees cached at once */
     uint64_t nolock_fails;  /* KHEAP_NOLOCK allocations that returned NULL
                                (not in the heap's failed_count) */
     uint64_t nolock_deferred; /* KHEAP_NOLOCK frees deferred to the CPU's
-                                 list (counted in frees once taken) */
+                                 list (counted in frees once taken)
+                               (nolock_fails and nolock_deferred of a
+                               kmalloc class count from the heap's first
+                               bulk call, shrinker pass or deferred free
+                               taken, which make the kmalloc classes'
+                               counters; kheap_stats has the totals) */
     unsigned mag_cap;     /* objects per magazine (0: no per-CPU layer) */
     unsigned depot_max;   /* full magazines the depot may hold */
 };

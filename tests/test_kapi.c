@@ -642,8 +642,13 @@ TEST(nolock_basic)
         nf += rows[i].nolock_frees;
         nd += rows[i].nolock_deferred;
     }
+    struct kheap_stats st0;
+    kheap_get_stats(h, &st0);
+    nd = st0.nolock_deferred;
     CHECK(na == got && nf + nd == got, "nolock allocs %" PRIu64 " frees %" PRIu64
           " deferred %" PRIu64 " for %zu", na, nf, nd, got);
+    /* (The large and the bad-flag calls have no class to count in.) */
+    CHECK(st0.nolock_fails == 300 - got + 1, "nolock_fails %" PRIu64, st0.nolock_fails);
     /* A user cache with a constructor: only constructed objects. */
     kheap_cache_t *c = kheap_cache_create(h, "ctor", 40, 0, count_ctor, NULL);
     /* (NOLOCK uses the previous magazine, which 100 allocations and 100

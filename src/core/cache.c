@@ -51,7 +51,8 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
         c->depot_max = tune->depot_max;
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
-    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc), false);
+    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc) +
+                                         sizeof(struct kh_ucx), false);
     if (!c->percpu) {
         kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
         kh_account_failure(h);
@@ -198,8 +199,9 @@ size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who)
     }
     if (n) {
         __atomic_fetch_add(&h->shrink_passes, 1, __ATOMIC_RELAXED);
-        if (who)
-            __atomic_fetch_add(&who->xc.shrink_calls, 1, __ATOMIC_RELAXED);
+        struct kh_xc *x = who ? kh_xc_get(h, who) : NULL;
+        if (x)
+            __atomic_fetch_add(&x->shrink_calls, 1, __ATOMIC_RELAXED);
     }
     __atomic_store_n(&h->shrinking, 0, __ATOMIC_RELEASE);
     return got;
@@ -239,14 +241,26 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->frees = n.frees;
     out->cpu_hits = n.hits;
     out->cpu_misses = n.misses;
-    out->bulk_allocs = __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
-    out->bulk_frees = __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
-    out->reserve_allocs = __atomic_load_n(&c->xc.reserve_allocs, __ATOMIC_RELAXED);
-    out->shrink_calls = __atomic_load_n(&c->xc.shrink_calls, __ATOMIC_RELAXED);
-    out->nolock_allocs = __atomic_load_n(&c->xc.nolock_allocs, __ATOMIC_RELAXED);
-    out->nolock_frees = __atomic_load_n(&c->xc.nolock_frees, __ATOMIC_RELAXED);
-    out->nolock_fails = __atomic_load_n(&c->xc.nolock_fails, __ATOMIC_RELAXED);
-    out->nolock_deferred = __atomic_load_n(&c->xc.nolock_deferred, __ATOMIC_RELAXED);
+    /* The bypass counters: the cache's own, or the kmalloc classes' once
+     * made (zero before); the KHEAP_NOLOCK objects from the per-CPU
+     * counts. */
+    struct kh_xc *x = kh_xc_of(c->heap, c), none = {0, 0, 0, 0, 0, 0};
+    if (!x)
+        x = &none;
+    out->bulk_allocs = __atomic_load_n(&x->bulk_allocs, __ATOMIC_RELAXED);
+    out->bulk_frees = __atomic_load_n(&x->bulk_frees, __ATOMIC_RELAXED);
+    out->reserve_allocs = __atomic_load_n(&x->reserve_allocs, __ATOMIC_RELAXED);
+    out->shrink_calls = __atomic_load_n(&x->shrink_calls, __ATOMIC_RELAXED);
+    out->nolock_fails = __atomic_load_n(&x->nolock_fails, __ATOMIC_RELAXED);
+    out->nolock_deferred = __atomic_load_n(&x->nolock_deferred, __ATOMIC_RELAXED);
+    out->nolock_allocs = out->nolock_frees = 0;
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS && !(c->flags & KH_CACHE_INTERNAL); cpu++) {
+        const struct kh_nlc *nl = kh_nlc_of(c->heap, c, cpu);
+        if (nl) {
+            out->nolock_allocs += __atomic_load_n(&nl->allocs, __ATOMIC_RELAXED);
+            out->nolock_frees += __atomic_load_n(&nl->frees, __ATOMIC_RELAXED);
+        }
+    }
     out->mag_cap = c->mag_cap;
     out->depot_max = c->depot_max;
     kh_lock(&c->lock);

@@ -260,8 +260,7 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
         return fail(w, "depot empty list is shorter than its count", (uintptr_t)c);
     if (!w->quiet)
         return true;
-    uint64_t live = c->nocpu_allocs - c->nocpu_frees + c->xc.bulk_allocs - c->xc.bulk_frees +
-                    c->xc.nolock_allocs - c->xc.nolock_frees;
+    uint64_t live = c->nocpu_allocs - c->nocpu_frees;
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
         if (!cc)
@@ -275,8 +274,12 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
             !check_mag(h, w, c, cc->prev, cc->prev->n, &cached))
             return false;
         live += cc->allocs - cc->frees;
+        const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
+        if (nl && cpu != KHEAP_CPU_NONE)
+            live += (uint64_t)nl->allocs - nl->frees;
     }
-    if (live + cached != c->active_objs)
+    /* (KHEAP_NOLOCK counts are kept modulo 2^32: compare modulo 2^32.) */
+    if ((uint32_t)(live + cached) != (uint32_t)c->active_objs)
         return fail(w, "live plus cached objects differ from the objects the slabs handed out",
                     (uintptr_t)c);
     return true;

@@ -217,17 +217,18 @@ static void *alloc_direct(struct kheap_cache *c)
     return p;
 }
 
-/* The CPU's busy word (kheap.nl): marked around every change of its
- * fronts by a slow path. Acquire on entry and release on exit keep the
- * compiler from moving the changes out of the marked stretch; an
- * interrupt on this CPU sees the word as it is, whole. */
-static inline void busy_on(kheap_t *h, unsigned cpu)
+/* The CPU's busy word of c's front (kh_busy_of): marked around every
+ * change of the front by a slow path. Acquire on entry and release on
+ * exit keep the compiler from moving the changes out of the marked
+ * stretch; an interrupt on this CPU sees the word whole. The front is set
+ * up (the caller has a kh_cc for it). */
+static inline void busy_on(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    __atomic_fetch_add(&h->nl[cpu].busy, 1, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(kh_busy_of(h, c, cpu), 1, __ATOMIC_ACQUIRE);
 }
-static inline void busy_off(kheap_t *h, unsigned cpu)
+static inline void busy_off(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    __atomic_fetch_sub(&h->nl[cpu].busy, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
 }
 
 /* The miss path of allocation on this CPU's front cc (busy marked).
@@ -291,9 +292,9 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
     bool direct = !cc;
     void *p = NULL;
     if (cc) {
-        busy_on(h, cpu);
+        busy_on(h, c, cpu);
         p = alloc_front(h, c, cc, cpu, &direct);
-        busy_off(h, cpu);
+        busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
     return direct ? alloc_direct(c) : p;
@@ -361,9 +362,9 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     bool cached = false;
     if (cc) {
-        busy_on(h, cpu);
+        busy_on(h, c, cpu);
         cached = free_front(h, c, cc, cpu, p);
-        busy_off(h, cpu);
+        busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
     if (cached)
@@ -383,12 +384,12 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     if (cpu != KHEAP_CPU_NONE) {
         struct kh_cc *cc = cc_setup(h, c, cpu);
         if (cc) {
-            busy_on(h, cpu);
+            busy_on(h, c, cpu);
             for (void **q = cc->base; q < cc->top && !found; q++)
                 found = *q == p;
             for (uint32_t i = 0; i < cc->prev->n && !found; i++)
                 found = cc->prev->obj[i] == p;
-            busy_off(h, cpu);
+            busy_off(h, c, cpu);
         }
     }
     kheap_port_cpu_exit(cpu);
@@ -436,9 +437,9 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
         unsigned cpu = kheap_port_cpu_enter();
         struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
-            busy_on(h, cpu);
+            busy_on(h, c, cpu);
             bytes += cc_drain(h, c, cc);
-            busy_off(h, cpu);
+            busy_off(h, c, cpu);
         }
         kheap_port_cpu_exit(cpu);
     }
@@ -484,15 +485,17 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 /* CPU cpu has stopped using h: its magazines go to the depots. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
-    busy_on(h, cpu); /* a signal on an exiting thread leaves its fronts be */
     kh_lock(&h->caches_lock);
     kh_each_cache(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
-        if (cc)
+        if (cc) {
+            /* A signal on an exiting thread leaves its fronts be. */
+            busy_on(h, c, cpu);
             cc_return(h, c, cc);
+            busy_off(h, c, cpu);
+        }
     }
     kh_unlock(&h->caches_lock);
-    busy_off(h, cpu);
 }
 
 void kheap_cpu_flush(unsigned cpu)
@@ -528,12 +531,14 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
      * not as an allocation: hits cannot go below 0. */
     out->hits = out->allocs + out->frees > out->misses ? out->allocs + out->frees - out->misses
                                                        : 0;
-    /* Bulk objects (and the other calls that bypass the hit path) count
-     * as allocations and frees, not as hits. */
-    out->allocs += __atomic_load_n(&c->xc.bulk_allocs, __ATOMIC_RELAXED);
-    out->frees += __atomic_load_n(&c->xc.bulk_frees, __ATOMIC_RELAXED);
-    out->allocs += __atomic_load_n(&c->xc.nolock_allocs, __ATOMIC_RELAXED);
-    out->frees += __atomic_load_n(&c->xc.nolock_frees, __ATOMIC_RELAXED);
+    /* KHEAP_NOLOCK objects count as allocations and frees, not as hits. */
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+        const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
+        if (nl) {
+            out->allocs += __atomic_load_n(&nl->allocs, __ATOMIC_RELAXED);
+            out->frees += __atomic_load_n(&nl->frees, __ATOMIC_RELAXED);
+        }
+    }
 slab_view:
     kh_lock(&c->lock);
     if (c->flags & KH_CACHE_INTERNAL) {
@@ -555,13 +560,13 @@ slab_view:
  * magazines (no lock), then the depot's full magazines (one hold of the
  * cache lock; the magazines emptied go to the depot's empty list). Returns
  * how many; the caller takes the rest from the slabs. */
-size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n)
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, size_t *from_mags)
 {
     size_t k = 0;
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     if (cc) {
-        busy_on(h, cpu);
+        busy_on(h, c, cpu);
         size_t m = kh_cc_held(cc);
         if (m > n)
             m = n;
@@ -581,9 +586,10 @@ size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n)
 #endif
             k += m;
         }
-        busy_off(h, cpu);
+        busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
+    *from_mags = k;
     if (k < n && cc) {
         kh_lock(&c->lock);
         struct kh_mag *full;
@@ -613,7 +619,7 @@ size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     if (cc)
-        busy_on(h, cpu);
+        busy_on(h, c, cpu);
     if (cc && kh_cc_mag(cc) == &kh_mag_sentinel) {
         /* No magazine loaded yet (this CPU's first use of c, or after a
          * drain): load an empty one, as the free slow path would. */
@@ -637,7 +643,7 @@ size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
             pm->n += (uint32_t)m;
             k += m;
         }
-        busy_off(h, cpu);
+        busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
     return k;
@@ -694,7 +700,7 @@ struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, un
     *cpup = cpu;
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : kh_cc_of(h, c, cpu);
     if (cc) {
-        if (__atomic_fetch_add(&h->nl[cpu].busy, 1, __ATOMIC_ACQUIRE) == 0) {
+        if (__atomic_fetch_add(kh_busy_of(h, c, cpu), 1, __ATOMIC_ACQUIRE) == 0) {
             struct kh_mag *m = cc->prev;
             bool ok = alloc ? m->n > 0 : m != &kh_mag_sentinel && m->n < m->cap;
             if (!ok && kheap_port_trylock(&c->lock)) {
@@ -717,14 +723,60 @@ struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, un
             if (ok)
                 return m;
         }
-        __atomic_fetch_sub(&h->nl[cpu].busy, 1, __ATOMIC_RELEASE);
+        __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
     }
     kheap_port_cpu_exit(cpu);
     return NULL;
 }
 
-void kh_nolock_end(kheap_t *h, unsigned cpu)
+void kh_nolock_end(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    __atomic_fetch_sub(&h->nl[cpu].busy, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
     kheap_port_cpu_exit(cpu);
+}
+
+/* Count n objects of a bulk call (from_mags of them through this CPU's
+ * magazines) as allocations (alloc) or frees on this CPU: in the front's
+ * counters, the rest also as misses, so cpu_hits counts only what the
+ * magazines served; with no front, in the cache's no-CPU counters. */
+void kh_cpu_account(kheap_t *h, struct kheap_cache *c, size_t n, size_t from_mags, bool alloc)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : kh_cc_of(h, c, cpu);
+    if (cc) {
+        busy_on(h, c, cpu);
+        uint64_t *ctr = alloc ? &cc->allocs : &cc->frees;
+        struct kh_misses *ms = miss_of(h, c, cpu);
+        uint64_t *mctr = alloc ? &ms->alloc : &ms->free;
+        __atomic_store_n(ctr, *ctr + n, __ATOMIC_RELAXED);
+        __atomic_store_n(mctr, *mctr + (n - from_mags), __ATOMIC_RELAXED);
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    if (!cc) {
+        kh_lock(&c->lock);
+        if (alloc)
+            c->nocpu_allocs += n;
+        else
+            c->nocpu_frees += n;
+        kh_unlock(&c->lock);
+    }
+}
+
+/* c's counters of bulk, reserve and KHEAP_NOLOCK calls, made for the
+ * kmalloc classes on first need (internal pages; no lock held). NULL only
+ * if there is no memory for them. */
+struct kh_xc *kh_xc_get(kheap_t *h, struct kheap_cache *c)
+{
+    struct kh_xc *x = kh_xc_of(h, c);
+    if (x || c->cls == KH_NO_CLASS || (c->flags & KH_CACHE_INTERNAL))
+        return x;
+    struct kh_xc *arr = kh_internal_pages(h, KHEAP_NUM_CLASSES * sizeof *arr, false);
+    if (!arr)
+        return NULL;
+    struct kh_xc *none = NULL;
+    if (!__atomic_compare_exchange_n(&h->kxc, &none, arr, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        kh_internal_pages_free(h, arr); /* another CPU made them first */
+    return kh_xc_of(h, c);
 }

@@ -196,19 +196,6 @@ struct kheap_cache {
     /* User operations that bypassed the per-CPU layer. */
     uint64_t nocpu_allocs, nocpu_frees;
 
-    /* Counters of the calls that do not go through a CPU's hit path
-     * (kmalloc.c): objects of bulk calls. Relaxed atomic adds, once per
-     * call, on their own line, away from the lock's. bulk counts in the
-     * cache's allocs/frees (kh_cache_counts); reserve_allocs only says
-     * how many reserved objects (counted in bulk_allocs when their
-     * reserve was filled) were taken. */
-    struct {
-        uint64_t bulk_allocs, bulk_frees;
-        uint64_t reserve_allocs;
-        uint64_t nolock_allocs, nolock_frees, nolock_fails, nolock_deferred;
-        uint64_t shrink_calls; /* shrinker passes this cache's allocations ran */
-    } xc __attribute__((aligned(KH_CACHE_LINE)));
-
     /* Protected by kheap.caches_lock. */
     struct kheap_cache *next, *prev;
 };
@@ -278,29 +265,27 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (heap.c) */
-    /* Per CPU (index KHEAP_CPU_NONE: threads with no CPU slot), a line
-     * each, for KHEAP_NOLOCK (cpu.c, kmalloc.c):
-     *   busy      non-zero while the CPU runs a slow path that changes its
-     *             fronts of any cache of this heap (previous magazines,
-     *             loads, swaps), or a KHEAP_NOLOCK call that uses them; a
-     *             KHEAP_NOLOCK call that finds it non-zero leaves the
-     *             fronts alone. Written only by its CPU with atomic adds,
-     *             so an interrupt between any two instructions reads it
-     *             right. The hit paths never touch it.
-     *   deferred  KHEAP_NOLOCK frees that found no room and no lock: a
-     *             stack of blocks linked through their link word (their
-     *             cache's link_off; 0 for a large block), pushed with a
-     *             compare-and-swap, taken whole with an exchange by the
-     *             CPU's own slow paths and kheap_reclaim. A deferred block
-     *             counts as allocated until it is taken.
-     *   bad       a pointer a KHEAP_NOLOCK free refused (misuse), kept to
-     *             be reported when the list is next taken. */
-    struct kh_nolock {
-        unsigned busy;
-        void *deferred;
-        void *bad;
-        unsigned bad_kind;
-    } __attribute__((aligned(KH_CACHE_LINE))) nl[KHEAP_MAX_CPUS + 1];
+    /* KHEAP_NOLOCK frees that found no room and no lock (kmalloc.c): per
+     * CPU (index KHEAP_CPU_NONE: threads with no CPU slot), a stack of
+     * blocks linked through their link word (their cache's link_off; 0
+     * for a large block), pushed with a compare-and-swap by any context
+     * of that CPU, taken whole with an exchange by its slow paths and by
+     * kheap_reclaim. A deferred block counts as allocated until taken. */
+    void *deferred[KHEAP_MAX_CPUS + 1];
+    /* A pointer a KHEAP_NOLOCK free refused (misuse), and why; reported
+     * when deferred frees are next taken. A later one replaces it. */
+    void *nolock_bad;
+    unsigned nolock_bad_kind;
+    /* The kmalloc classes' counters of bulk, reserve and KHEAP_NOLOCK
+     * calls and shrinker passes (struct kh_xc): made on first need by a
+     * call that may allocate (cpu.c: kh_xc_get), NULL until then. What
+     * happens before (a KHEAP_NOLOCK failure or deferral) counts in
+     * xc_early. Written once (release), read with acquire. */
+    struct kh_xc *kxc;
+    struct kh_xc {
+        uint64_t bulk_allocs, bulk_frees, reserve_allocs;
+        uint64_t nolock_fails, nolock_deferred, shrink_calls;
+    } xc_early;
     /* Shrinkers (cache.c): registered callbacks in registration order,
      * and the low-water mark; page_lock. */
     struct kh_shrinker {
@@ -464,10 +449,10 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
 size_t kh_cache_drain(struct kheap_cache *c, bool all);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
-size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n);
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, size_t *from_mags);
 size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
 struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpu);
-void kh_nolock_end(kheap_t *h, unsigned cpu);
+void kh_nolock_end(kheap_t *h, struct kheap_cache *c, unsigned cpu);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */
@@ -483,6 +468,50 @@ static inline struct kh_cc *kh_cc_of(kheap_t *h, struct kheap_cache *c, unsigned
     struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
     return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
 }
+/* What a user cache keeps after its fronts, in the same allocation
+ * (c->percpu[KHEAP_MAX_CPUS + 1]): per CPU its busy word and KHEAP_NOLOCK
+ * counts (the kmalloc classes have theirs in struct kh_cpu), and the
+ * cache's counters of the calls that bypass the hit path. */
+struct kh_ucx {
+    unsigned busy[KHEAP_MAX_CPUS + 1];
+    struct kh_nlc nlc[KHEAP_MAX_CPUS + 1];
+    struct kh_xc xc;
+};
+static inline struct kh_ucx *kh_ucx_of(const struct kheap_cache *c)
+{
+    return (struct kh_ucx *)(c->percpu + KHEAP_MAX_CPUS + 1);
+}
+/* CPU cpu's busy word for c's front, or NULL when the front is not set
+ * up (a kmalloc class on a CPU that never used the heap). */
+static inline unsigned *kh_busy_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->busy[cpu];
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->busy;
+}
+/* CPU cpu's KHEAP_NOLOCK counts of c (same condition). */
+static inline struct kh_nlc *kh_nlc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->nlc[cpu];
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->nlc[c->cls];
+}
+/* c's counters of bulk, reserve and KHEAP_NOLOCK calls, or NULL if not
+ * yet made (a kmalloc class: kh_xc_get makes them) or c is one of
+ * kheap's own caches. */
+static inline struct kh_xc *kh_xc_of(kheap_t *h, struct kheap_cache *c)
+{
+    if (c->flags & KH_CACHE_INTERNAL)
+        return NULL; /* kheap's own caches: no per-CPU layer, no counters */
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->xc;
+    struct kh_xc *x = __atomic_load_n(&h->kxc, __ATOMIC_ACQUIRE);
+    return x ? &x[c->cls] : NULL;
+}
+struct kh_xc *kh_xc_get(kheap_t *h, struct kheap_cache *c);
+void kh_cpu_account(kheap_t *h, struct kheap_cache *c, size_t n, size_t from_mags, bool alloc);
 
 /* check.c */
 #if KHEAP_DEBUG >= 3

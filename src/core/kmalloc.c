@@ -502,7 +502,8 @@ static void xc_add(uint64_t *ctr, uint64_t n)
 #define KH_BULK_SLAB 64u
 static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
 {
-    size_t k = kh_cpu_take_n(h, c, out, n);
+    size_t from_mags;
+    size_t k = kh_cpu_take_n(h, c, out, n, &from_mags);
     for (int attempt = 0; k < n; attempt++) {
         size_t want = n - k < KH_BULK_SLAB ? n - k : KH_BULK_SLAB;
         size_t got = kh_cache_take(c, out + k, want);
@@ -517,6 +518,10 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
             return false;
         }
     }
+    kh_cpu_account(h, c, n, from_mags, true);
+    struct kh_xc *x = kh_xc_get(h, c);
+    if (x)
+        xc_add(&x->bulk_allocs, n);
     pressure_check(h, c);
     return true;
 }
@@ -530,7 +535,6 @@ size_t kheap_cache_alloc_bulk(kheap_cache_t *c, size_t n, void **out)
         return 0;
     for (size_t i = 0; i < n; i++)
         obj_out(c, out[i]);
-    xc_add(&c->xc.bulk_allocs, n);
     kh_debug_check(h, "kheap_cache_alloc_bulk");
     return n;
 }
@@ -542,9 +546,14 @@ static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     if (!n)
         return;
     size_t put = kh_cpu_put_n(h, c, objs, n);
+    /* Counted before the slabs see the rest, so no reader finds more
+     * objects in the slabs than the counts allow. */
+    kh_cpu_account(h, c, n, put, false);
+    struct kh_xc *x = kh_xc_get(h, c);
+    if (x)
+        xc_add(&x->bulk_frees, n);
     if (put < n)
         kh_cache_give_n(c, objs + put, n - put);
-    xc_add(&c->xc.bulk_frees, n);
 }
 
 /* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
@@ -623,7 +632,6 @@ size_t kheap_alloc_bulk(kheap_t *h, size_t size, size_t n, void **out)
             return 0;
         for (size_t i = 0; i < n; i++)
             obj_out(c, out[i]);
-        xc_add(&c->xc.bulk_allocs, n);
         kh_debug_check(h, "kheap_alloc_bulk");
         return n;
     }
@@ -700,7 +708,7 @@ void *kheap_reserve_alloc(struct kheap_reserve *r)
     struct kheap_cache *c = r->cache;
     r->head = *reserve_link(c, p);
     r->count--;
-    __atomic_fetch_add(&c->xc.reserve_allocs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&kh_ucx_of(c)->xc.reserve_allocs, 1, __ATOMIC_RELAXED);
     return p;
 }
 
@@ -805,12 +813,12 @@ static void **defer_link(kheap_t *h, void *ptr)
 }
 
 /* Remember a refused pointer for a report when the list is next taken
- * (a KHEAP_NOLOCK context may not call the hook). One per CPU: a second
- * before the first is reported replaces it. */
-static void nolock_refuse(kheap_t *h, unsigned idx, void *ptr, enum kheap_report_kind why)
+ * (a KHEAP_NOLOCK context may not call the hook). One per heap: a
+ * second before the first is reported replaces it. */
+static void nolock_refuse(kheap_t *h, void *ptr, enum kheap_report_kind why)
 {
-    __atomic_store_n(&h->nl[idx].bad_kind, (unsigned)why, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->nl[idx].bad, ptr, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->nolock_bad_kind, (unsigned)why, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->nolock_bad, ptr, __ATOMIC_RELEASE);
 }
 
 /* Push ptr (validated) on list idx; a block already on it is refused as a
@@ -820,12 +828,12 @@ static void nolock_refuse(kheap_t *h, unsigned idx, void *ptr, enum kheap_report
 #define KH_DEFER_SCAN 4096u
 static void defer_push(kheap_t *h, unsigned idx, void *ptr)
 {
-    void **head = &h->nl[idx].deferred;
+    void **head = &h->deferred[idx];
     void *old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
     unsigned steps = 0;
     for (void *q = old; q && steps < KH_DEFER_SCAN; steps++) {
         if (q == ptr) {
-            nolock_refuse(h, idx, ptr, KHEAP_REPORT_DOUBLE_FREE);
+            nolock_refuse(h, ptr, KHEAP_REPORT_DOUBLE_FREE);
             return;
         }
         if (!kh_page_of(h, (uintptr_t)q))
@@ -843,12 +851,9 @@ static void defer_push(kheap_t *h, unsigned idx, void *ptr)
  * included), and report a refused pointer. Normal context only. */
 static void deferred_take(kheap_t *h, unsigned idx)
 {
-    void *bad = __atomic_exchange_n(&h->nl[idx].bad, NULL, __ATOMIC_ACQUIRE);
-    if (bad)
-        kh_report((enum kheap_report_kind)__atomic_load_n(&h->nl[idx].bad_kind,
-                                                          __ATOMIC_RELAXED),
-                  bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
-    void *p = __atomic_exchange_n(&h->nl[idx].deferred, NULL, __ATOMIC_ACQUIRE);
+    void *p = __atomic_exchange_n(&h->deferred[idx], NULL, __ATOMIC_ACQUIRE);
+    /* From here on the kmalloc classes count their own deferrals. */
+    (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
         void *next = *defer_link(h, p);
         block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
@@ -862,13 +867,17 @@ static void deferred_drain(kheap_t *h)
 {
     unsigned cpu = kheap_port_cpu_enter_fast();
     kheap_port_cpu_exit(cpu);
-    if (kh_unlikely(__atomic_load_n(&h->nl[cpu].deferred, __ATOMIC_RELAXED) ||
-                    __atomic_load_n(&h->nl[cpu].bad, __ATOMIC_RELAXED)))
+    if (kh_unlikely(__atomic_load_n(&h->deferred[cpu], __ATOMIC_RELAXED) != NULL))
         deferred_take(h, cpu);
     if (cpu != KHEAP_CPU_NONE &&
-        kh_unlikely(__atomic_load_n(&h->nl[KHEAP_CPU_NONE].deferred, __ATOMIC_RELAXED) ||
-                    __atomic_load_n(&h->nl[KHEAP_CPU_NONE].bad, __ATOMIC_RELAXED)))
+        kh_unlikely(__atomic_load_n(&h->deferred[KHEAP_CPU_NONE], __ATOMIC_RELAXED) != NULL))
         deferred_take(h, KHEAP_CPU_NONE);
+    if (kh_unlikely(__atomic_load_n(&h->nolock_bad, __ATOMIC_RELAXED) != NULL)) {
+        unsigned why = __atomic_load_n(&h->nolock_bad_kind, __ATOMIC_RELAXED);
+        void *bad = __atomic_exchange_n(&h->nolock_bad, NULL, __ATOMIC_ACQUIRE);
+        if (bad)
+            kh_report((enum kheap_report_kind)why, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
+    }
 }
 
 size_t kheap_reclaim(kheap_t *h)
@@ -892,23 +901,38 @@ static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
     return p;
 }
 
+/* c's KHEAP_NOLOCK failures and deferrals: in its counters, or (a kmalloc
+ * class whose counters are not made yet) in the heap's early ones. */
+static struct kh_xc *xc_nolock(kheap_t *h, struct kheap_cache *c)
+{
+    struct kh_xc *x = kh_xc_of(h, c);
+    return x ? x : &h->xc_early;
+}
+
 static void *alloc_nolock(struct kheap_cache *c)
 {
     kheap_t *h = c->heap;
     void *p = NULL;
     unsigned cpu;
-    struct kh_mag *m = kh_nolock_begin(h, c, true, &cpu);
+    /* Counted on this CPU: a caller with no CPU slot (or, for a kmalloc
+     * class, a CPU that never used the heap) gets nothing. */
+    unsigned here = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(here);
+    struct kh_nlc *nl = here == KHEAP_CPU_NONE ? NULL : kh_nlc_of(h, c, here);
+    struct kh_mag *m = nl ? kh_nolock_begin(h, c, true, &cpu) : NULL;
     if (m) {
         p = m->obj[--m->n];
 #if KHEAP_VALGRIND
         m->obj[m->n] = NULL;
 #endif
-        kh_nolock_end(h, cpu);
-    } else if (!kh_cache_take_try(c, &p)) {
-        __atomic_fetch_add(&c->xc.nolock_fails, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&nl->allocs, 1, __ATOMIC_RELAXED);
+        kh_nolock_end(h, c, cpu);
+    } else if (nl && kh_cache_take_try(c, &p)) {
+        __atomic_fetch_add(&nl->allocs, 1, __ATOMIC_RELAXED);
+    } else {
+        __atomic_fetch_add(&xc_nolock(h, c)->nolock_fails, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    __atomic_fetch_add(&c->xc.nolock_allocs, 1, __ATOMIC_RELAXED);
     return obj_out_nolock(c, p);
 }
 
@@ -925,7 +949,7 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
         uintptr_t base = kh_slab_base(h, s);
         if (!kh_slot_start(c, p - base) || (c->flags & KH_CACHE_INTERNAL) ||
             (only && c != only)) {
-            nolock_refuse(h, cpu, ptr,
+            nolock_refuse(h, ptr,
                           !kh_slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR
                                                       : KHEAP_REPORT_WRONG_CACHE);
             return;
@@ -938,12 +962,12 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
             if (m) {
                 obj_in(h, c, ptr);
                 m->obj[m->n++] = ptr;
-                kh_nolock_end(h, fcpu);
-                __atomic_fetch_add(&c->xc.nolock_frees, 1, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&kh_nlc_of(h, c, fcpu)->frees, 1, __ATOMIC_RELAXED);
+                kh_nolock_end(h, c, fcpu);
                 return;
             }
         }
-        __atomic_fetch_add(&c->xc.nolock_deferred, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&xc_nolock(h, c)->nolock_deferred, 1, __ATOMIC_RELAXED);
         defer_push(h, cpu, ptr);
         return;
     }
@@ -951,7 +975,7 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
         defer_push(h, cpu, ptr); /* a page run: the page lock is needed */
         return;
     }
-    nolock_refuse(h, cpu, ptr,
+    nolock_refuse(h, ptr,
                   !d ? KHEAP_REPORT_FOREIGN
                      : d->kind == KH_PG_LARGE || d->kind == KH_PG_INTERIOR ? KHEAP_REPORT_INTERIOR
                      : only ? KHEAP_REPORT_WRONG_CACHE

@@ -38,9 +38,18 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     /* Object counts first: they are per CPU and per cache, read without
      * the page lock (the cache locks come before it). */
     kh_lock(&h->caches_lock);
-    kh_each_cache(h, c)
-        if (!(c->flags & KH_CACHE_INTERNAL))
-            add_cache(h, c, out);
+    out->nolock_fails = __atomic_load_n(&h->xc_early.nolock_fails, __ATOMIC_RELAXED);
+    out->nolock_deferred = __atomic_load_n(&h->xc_early.nolock_deferred, __ATOMIC_RELAXED);
+    kh_each_cache(h, c) {
+        if (c->flags & KH_CACHE_INTERNAL)
+            continue;
+        add_cache(h, c, out);
+        const struct kh_xc *x = kh_xc_of(h, c);
+        if (x) {
+            out->nolock_fails += __atomic_load_n(&x->nolock_fails, __ATOMIC_RELAXED);
+            out->nolock_deferred += __atomic_load_n(&x->nolock_deferred, __ATOMIC_RELAXED);
+        }
+    }
     kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
