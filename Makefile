@@ -48,6 +48,7 @@ CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c c
 PORT_SRC := src/port/hosted.c
 HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+TEST_SUPPORT := support.o harness.o
 
 # The release, from include/kheap.h; libkheap.so's soname carries the major
 # number.
@@ -118,22 +119,29 @@ $(B)/$(SONAME): $(B)/libkheap.so
 # LD_PRELOAD (tests/malloc/run.sh); ctorlib.so is a library with an early
 # constructor, preloaded with kheap.
 MALLOC_TESTS := $(patsubst tests/malloc/%.c,%,$(filter-out tests/malloc/ctorlib.c,$(wildcard tests/malloc/*.c)))
-MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests
+MT_CFLAGS := $(CSTD) $(WARN) -Wno-missing-prototypes -O1 -g -D_GNU_SOURCE -Itests -Iinclude
+# The hosted test support that needs no kheap (tests/harness.c).
+TEST_HDRS := tests/harness.h tests/support.h tests/rand.h
 
-$(B)/malloc/api: tests/malloc/api.c tests/harness.h $(B)/libkheap.so $(B)/$(SONAME)
+$(B)/malloc/obj/harness.o: tests/harness.c $(TEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(msg) CC $<
+	$(Q)$(CC) $(MT_CFLAGS) -c $< -o $@
+
+$(B)/malloc/api: tests/malloc/api.c $(B)/malloc/obj/harness.o $(TEST_HDRS) $(B)/libkheap.so $(B)/$(SONAME)
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
-	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
+	$(Q)$(CC) $(MT_CFLAGS) $< $(B)/malloc/obj/harness.o -o $@ -L$(B) -lkheap -Wl,-rpath,'$$ORIGIN/..' -ldl -lpthread
 
 $(B)/malloc/ctorlib.so: tests/malloc/ctorlib.c
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
 	$(Q)$(CC) $(MT_CFLAGS) -fPIC -shared $< -o $@ -ldl
 
-$(B)/malloc/%: tests/malloc/%.c tests/harness.h $(B)/libkheap.so
+$(B)/malloc/%: tests/malloc/%.c $(B)/malloc/obj/harness.o $(TEST_HDRS) $(B)/libkheap.so
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
-	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -ldl -lpthread
+	$(Q)$(CC) $(MT_CFLAGS) $< $(B)/malloc/obj/harness.o -o $@ -ldl -lpthread
 
 $(B)/malloc/cxx: tests/malloc/cxx.cpp
 	@mkdir -p $(dir $@)
@@ -153,19 +161,28 @@ $(B)/$(1)/libkheap.a: $(patsubst src/%.c,$(B)/$(1)/obj/%.o,$(CORE_SRC) $(PORT_SR
 	$(msg) AR $$@
 	$(Q)$(AR) rcs $$@ $$^
 
-$(B)/$(1)/tests/%: tests/%.c tests/harness.h tests/class_rule.h $(B)/$(1)/libkheap.a
+# The shared test support (tests/support.c, tests/harness.c), built with
+# the variant's flags and linked into every test.
+$(B)/$(1)/tests/obj/%.o: tests/%.c $(TEST_HDRS) $(HDRS)
+	@mkdir -p $$(dir $$@)
+	$(msg) CC $$<
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -c $$< -o $$@
+
+$(B)/$(1)/tests/%: tests/%.c $(TEST_HDRS) $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a
 	@mkdir -p $$(dir $$@)
 	$(msg) LD $$@
 	$(Q)$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_$(1)) $(OPTIONS) \
-	  $(HOSTED_DEFS) -Iinclude -Isrc/core $$< $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
+	  $(HOSTED_DEFS) -Iinclude -Isrc/core $$< $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) \
+	  $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
 # The shared test bodies (also run by the bare-metal kernels).
-$(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h tests/class_rule.h \
-                             $(B)/$(1)/libkheap.a
+$(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $(TEST_HDRS) \
+                             $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a
 	@mkdir -p $$(dir $$@)
 	$(msg) LD $$@
 	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core \
-	  tests/test_bodies.c tests/bodies.c $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
+	  tests/test_bodies.c tests/bodies.c $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) \
+	  $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef

@@ -57,6 +57,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "rand.h"
+
 #include <valgrind/callgrind.h>
 
 #ifdef BENCH_KHEAP_INIT
@@ -144,22 +146,12 @@ static const char *malloc_origin(void)
 #endif
 }
 
-/* xorshift64*: a few instructions and no division; each thread has its
- * own state. */
-static inline uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
-/* lo..hi inclusive from the high 32 bits, by multiply and shift. */
+/* Random numbers: kt_rand (tests/rand.h, xorshift64*), a few
+ * instructions and no division; each thread has its own state. lo..hi
+ * inclusive from the high 32 bits of r. */
 static inline size_t rng_range(uint64_t r, size_t lo, size_t hi)
 {
-    return lo + (size_t)(((r >> 32) * (uint64_t)(hi - lo + 1)) >> 32);
+    return lo + (size_t)kt_rand_scale(r, (uint64_t)(hi - lo + 1));
 }
 
 static void *must_alloc(size_t n)
@@ -375,7 +367,7 @@ static void *tput_thread(void *varg)
     uint64_t s = a->seed;
     unsigned char *live[RING_LIVE];
     for (int i = 0; i < RING_LIVE; i++) {
-        size_t n = rng_range(rng_next(&s), 16, 512);
+        size_t n = rng_range(kt_rand(&s), 16, 512);
         live[i] = must_alloc(n);
         live[i][0] = (unsigned char)n;
     }
@@ -383,7 +375,7 @@ static void *tput_thread(void *varg)
     double cpu0 = thread_cpu_seconds();
     uint64_t sum = 0;
     for (unsigned long i = 0; i < a->steps; i++) {
-        uint64_t r = rng_next(&s);
+        uint64_t r = kt_rand(&s);
         unsigned k = (unsigned)r & (RING_LIVE - 1);
         size_t n = rng_range(r, 16, 512);
         unsigned char *old = live[k], *p = old;
@@ -514,7 +506,7 @@ static void *producer(void *varg)
     uint64_t s = 0x243f6a8885a308d3ull;
     pthread_barrier_wait(a->start);
     for (unsigned long i = 0; i < a->m; i++) {
-        size_t n = a->mixed ? rng_range(rng_next(&s), 16, 256) : 64;
+        size_t n = a->mixed ? rng_range(kt_rand(&s), 16, 256) : 64;
         uint64_t *p = bench_malloc(n);
         if (__builtin_expect(!p, 0))
             die("allocation failed");

@@ -10,6 +10,10 @@
 #                       perl, lua, sort, g++): bench/results/real.csv and
 #                       their section of docs/BENCHMARKS.md
 #   make bench-clean    remove bench/build/
+#   make bench-rust     the Rust crate (bindings/rust): GlobalAlloc against
+#                       Rust's System allocator and kernel-like trace
+#                       replays against a first-fit list (a few minutes);
+#                       its section of docs/BENCHMARKS.md
 #
 # bench/run.sh builds what it needs itself (libkheap.a with a 256 MiB
 # default heap into bench/build/ for bench/bench.c; build/libkheap.so for
@@ -30,3 +34,22 @@ bench-real:
 
 bench-clean:
 	rm -rf bench/build
+
+# The Rust crate (bindings/rust/benches/kheap_bench.rs, a plain binary):
+# GlobalAlloc against Rust's System allocator, and kernel-like trace
+# replays against a first-fit list like the seed's, with the crate's Rust
+# port and with the hosted port. Markdown tables on stdout, then into
+# their own section of docs/BENCHMARKS.md (bench/rust_doc.py; the rest of
+# the file is left alone).
+bench-rust:
+	@tools/deps.sh rust
+	@mkdir -p $(B)
+	cd bindings/rust && for f in "" "--features std"; do \
+	  CARGO_TARGET_DIR=$(CURDIR)/$(B)/rust cargo bench --offline --quiet $$f || exit 1; \
+	done > $(CURDIR)/$(B)/bench-rust.md
+	bench/rust_callgrind.sh "$$(cd bindings/rust && CARGO_TARGET_DIR=$(CURDIR)/$(B)/rust \
+	  cargo bench --offline --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')" \
+	  >> $(B)/bench-rust.md
+	cat $(B)/bench-rust.md
+	python3 bench/rust_doc.py < $(B)/bench-rust.md
+.PHONY: bench-rust

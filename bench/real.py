@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import BENCH, ROOT, find_lib, log, make_env, script_main  # noqa: E402
+
 BUILD = os.path.join(BENCH, "build", "real")
 RESULTS = os.path.join(BENCH, "results")
 DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
@@ -85,23 +86,8 @@ WORKLOADS = [
 ]
 
 
-def log(msg):
-    print(msg, flush=True)
-
-
-def find_lib(name):
-    for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-              "/usr/lib64", "/usr/lib", "/usr/local/lib"):
-        p = os.path.join(d, name)
-        if os.path.exists(p):
-            return p
-    return None
-
-
 def build():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
-           and not k.startswith("KHEAP_")}
+    env = make_env()
     b = os.path.relpath(BUILD, ROOT)
     subprocess.run(["make", "--no-print-directory", "-j%d" % (os.cpu_count() or 1), "B=" + b,
                     os.path.join(b, "libkheap.so")], cwd=ROOT, env=env, check=True,
@@ -254,8 +240,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, subprocess.CalledProcessError) as e:
-        print("bench/real.py: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    script_main(main, "bench/real.py", (RuntimeError, subprocess.CalledProcessError))

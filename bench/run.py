@@ -28,19 +28,20 @@ time and peak RSS over the best allocator's, and their geometric means.
 Only the Python standard library is used.
 """
 import argparse
-import csv
 import datetime
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
-BUILD = os.path.join(BENCH, "build")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
+                    make_env, run, run_harness, script_main, wait_quiet, write_csv)
+import real  # noqa: E402
+import suite  # noqa: E402
+
 KHEAP_DEFAULT_SIZE = 268435456  # 256 MiB: the default heap the harness uses
 SRC_ROOT = [ROOT]  # the kheap tree measured (the work tree or a snapshot)
 HOT_SIZE = 32
@@ -61,49 +62,8 @@ CONFIGS = {
                   real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"}),
 }
 
-# name, harness, library to preload (None: no preload), what dladdr must
-# report as the origin of malloc
-PEERS = [
-    ("glibc", None, "libc.so"),
-    ("jemalloc", "libjemalloc.so.2", "libjemalloc"),
-    ("mimalloc", "libmimalloc.so.2", "libmimalloc"),
-    ("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal"),
-]
 PEER_PACKAGES = {"glibc": "libc6", "jemalloc": "libjemalloc2",
                  "mimalloc": "libmimalloc2.0", "tcmalloc": "libtcmalloc-minimal4"}
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def run(cmd, env=None, timeout=900, cwd=ROOT):
-    """Run cmd, return stdout; raise with its stderr on failure."""
-    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise RuntimeError("command failed (%d): %s\n%s%s" % (
-            p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-4000:]))
-    return p.stdout
-
-
-def libdirs():
-    dirs = []
-    try:
-        multiarch = run(["gcc", "-print-multiarch"]).strip()
-        if multiarch:
-            dirs += ["/usr/lib/" + multiarch, "/lib/" + multiarch]
-    except (RuntimeError, OSError):
-        pass
-    return dirs + ["/usr/lib64", "/usr/lib", "/usr/local/lib"]
-
-
-def find_lib(name):
-    for d in libdirs():
-        path = os.path.join(d, name)
-        if os.path.exists(path):
-            return path
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +84,10 @@ def source_tree(rev):
     return dest, "%s (snapshot of `%s`, not the work tree)" % (full[:12], rev)
 
 
+# The hot test's second kheap row: the hit path on a kheap_init heap.
+INIT_NAME = "kheap, kheap_init heap"
+
+
 def build(tree):
     """libkheap.a with the big default heap, through the Makefile's own
     release rules in a build directory of ours; then the two harnesses."""
@@ -135,27 +99,30 @@ def build(tree):
     shutil.rmtree(libdir, ignore_errors=True)
     # Nothing from the caller's make or environment may change the build:
     # not its command-line variables, not OPT, not a KHEAP_* option.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
-           and not k.startswith("KHEAP_")}
+    env = make_env()
     lib = os.path.join(libdir, "release", "libkheap.a")
     log("build: %s (KHEAP_DEFAULT_SIZE=%d)" % (os.path.relpath(lib, ROOT), KHEAP_DEFAULT_SIZE))
     run(["make", "--no-print-directory", "-f", "Makefile", "-j%d" % (os.cpu_count() or 1),
          "B=" + b, "KHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE,
          os.path.join(b, "release", "libkheap.a")], env=env, cwd=tree)
-    flags = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Wshadow",
-             "-Wstrict-prototypes", "-Werror"]
+    flags = CFLAGS + ["-g", "-Wstrict-prototypes"]
     src = os.path.join(BENCH, "bench.c")
     out_malloc = os.path.join(BUILD, "bench-malloc")
     out_kheap = os.path.join(BUILD, "bench-kheap")
-    log("build: %s, %s" % (os.path.relpath(out_malloc, ROOT), os.path.relpath(out_kheap, ROOT)))
+    out_init = os.path.join(BUILD, "bench-kheap-init")
+    log("build: %s, %s, %s" % (os.path.relpath(out_malloc, ROOT), os.path.relpath(out_kheap, ROOT),
+                               os.path.relpath(out_init, ROOT)))
     run([cc] + flags + [src, "-o", out_malloc, "-lpthread"])
-    run([cc] + flags + ["-DBENCH_KHEAP", "-I" + os.path.join(tree, "include"),
-                        "-I" + os.path.join(tree, "src"), "-DKHEAP_PORT_PAGES=1",
-                        '-DKHEAP_PORT_CPU_HEADER="port/hosted_cpu.h"',
-                        "-DKHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE,
-                        src, lib, "-o", out_kheap, "-lpthread"])
-    return out_kheap, out_malloc
+    kheap_flags = ["-DBENCH_KHEAP", "-I" + os.path.join(tree, "include"),
+                   "-I" + os.path.join(tree, "src"), "-DKHEAP_PORT_PAGES=1",
+                   '-DKHEAP_PORT_CPU_HEADER="port/hosted_cpu.h"',
+                   "-DKHEAP_DEFAULT_SIZE=%d" % KHEAP_DEFAULT_SIZE]
+    run([cc] + flags + kheap_flags + [src, lib, "-o", out_kheap, "-lpthread"])
+    # The same hit path on a heap made with kheap_init (kheap_alloc and
+    # kheap_free), for the hot test only.
+    run([cc] + flags + kheap_flags + ["-DBENCH_KHEAP_INIT", src, lib, "-o", out_init,
+                                      "-lpthread"])
+    return out_kheap, out_malloc, out_init
 
 
 def allocators(bin_kheap, bin_malloc):
@@ -174,57 +141,6 @@ def allocators(bin_kheap, bin_malloc):
             missing.append(name)
             log("warning: %s not found (%s); `tools/deps.sh bench` installs it" % (lib, name))
     return out, missing
-
-
-def cpu_times():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
-    return sum(v), idle
-
-
-def busy_fraction(interval=0.25):
-    """Share of all CPUs busy over interval seconds (this process sleeps)."""
-    t0, i0 = cpu_times()
-    time.sleep(interval)
-    t1, i1 = cpu_times()
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
-
-
-def wait_quiet(cfg):
-    """Before a timed run: wait (up to cfg["max_wait"] s, and no more than
-    cfg["wait_budget"] s over the whole run) until other work on the machine
-    uses under a fifth of its CPUs. Returns the busy share seen last, which
-    the CSVs record."""
-    start = time.time()
-    deadline = start + min(cfg["max_wait"], cfg["wait_budget"])
-    while True:
-        b = busy_fraction()
-        if b < 0.2 or time.time() >= deadline:
-            cfg["wait_budget"] = max(0.0, cfg["wait_budget"] - (time.time() - start))
-            return round(b, 2)
-        time.sleep(0.5)
-
-
-def parse_result(text):
-    for line in text.splitlines():
-        if line.startswith("RESULT "):
-            return dict(kv.split("=", 1) for kv in line.split()[1:])
-    raise RuntimeError("no RESULT line in:\n" + text)
-
-
-def run_harness(alloc, args, wrapper=(), timeout=900):
-    name, binary, preload, origin = alloc
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    if preload:
-        env["LD_PRELOAD"] = preload
-    res = parse_result(run(list(wrapper) + [binary] + [str(a) for a in args],
-                           env=env, timeout=timeout))
-    if origin not in res["malloc_from"]:
-        raise RuntimeError("%s: malloc comes from %s, not %s: preload failed"
-                           % (name, res["malloc_from"], origin))
-    return res
 
 
 # ---------------------------------------------------------------------------
@@ -428,14 +344,6 @@ def test_pc(allocs, cfg, results):
     return rows
 
 
-def write_csv(path, rows, fields):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-
-
 # ---------------------------------------------------------------------------
 # Summaries and the report
 
@@ -610,7 +518,7 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk=()):
     best_peer = min((by[(a, "pair")]["per_op"] for a in peers if (a, "pair") in by),
                     default=None)
     mi = by.get(("mimalloc", "pair"))
-    for a in names:
+    for a in names[:1] + [INIT_NAME] + names[1:]:
         if (a, "pair") not in by:
             continue
         p = by[(a, "pair")]
@@ -623,7 +531,11 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk=()):
     L.append("")
     L.append("Ratios are instruction counts over the other's: below 1 is fewer "
              "instructions. glibc's and the peers' counts include the PLT jump into the "
-             "shared library; kheap is linked statically.")
+             "shared library; kheap is linked statically. *kheap, kheap_init heap*: "
+             "the same hit path through `kheap_alloc`/`kheap_free` on a heap made with "
+             "`kheap_init` (the harness loads the heap pointer for each call, and the "
+             "CPU's state comes from the heap's array instead of the port's per-CPU "
+             "word).")
     L.append("")
     if kheap_profile.fns:
         L.append("### Where kheap's pair goes")
@@ -857,22 +769,28 @@ def summary(suite, suite_rows, suite_names, real_rows, chart_dir):
 
 
 def keep_real_section(doc, text):
-    """The real-program section bench/real.py wrote into doc survives this
-    rewrite: it goes back in before the Reproducing section."""
-    begin, end = "<!-- real programs: written by bench/real.py -->", "<!-- end of real programs -->"
+    """The sections other scripts wrote into doc survive this rewrite: the
+    real programs (bench/real.py) and the Rust crate (make bench-rust, via
+    bench/rust_doc.py) go back in before the Reproducing section."""
     try:
         with open(doc) as f:
             old = f.read()
     except OSError:
         return text
-    if begin not in old or end not in old:
-        return text
-    section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
-    marker = "## Reproducing"
-    if marker in text:
-        i = text.index(marker)
-        return text[:i] + section + text[i:]
-    return text + "\n" + section
+    for begin, end in (("<!-- real programs: written by bench/real.py -->",
+                        "<!-- end of real programs -->"),
+                       ("<!-- rust crate: written by make bench-rust -->",
+                        "<!-- end of rust crate -->")):
+        if begin not in old or end not in old:
+            continue
+        section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
+        marker = "## Reproducing"
+        if marker in text:
+            i = text.index(marker)
+            text = text[:i] + section + text[i:]
+        else:
+            text = text + "\n" + section
+    return text
 
 
 def main():
@@ -898,15 +816,14 @@ def main():
     load0 = loadavg()
     tree, commit = source_tree(args.rev)
     SRC_ROOT[0] = tree
-    bin_kheap, bin_malloc = build(tree)
+    bin_kheap, bin_malloc, bin_init = build(tree)
     allocs, missing = allocators(bin_kheap, bin_malloc)
     names = [a[0] for a in allocs]
-    hot = test_hot(allocs, cfg, results) if "hot" in only else []
+    init_alloc = (INIT_NAME, bin_init, None, "libkheap.a")
+    hot = test_hot([allocs[0], init_alloc] + allocs[1:], cfg, results) if "hot" in only else []
     bulk = test_bulk(allocs, cfg, results) if "hot" in only else []
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
-    import suite  # noqa: E402  (imports this module back for its helpers)
-    import real  # noqa: E402
     suite_rows, suite_names, suite_missing = [], [], []
     if "suite" in only:
         suite.build()
@@ -941,8 +858,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        print("bench: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    script_main(main, "bench")

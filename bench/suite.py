@@ -26,10 +26,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as base  # noqa: E402  (bench/run.py: helpers shared by the runners)
+import common  # noqa: E402  (bench/common.py: what the benchmark scripts share)
 
-ROOT = base.ROOT
-BUILD = os.path.join(base.BUILD, "suite")
+ROOT = common.ROOT
+BUILD = os.path.join(common.BUILD, "suite")
 WORKLOADS = os.path.join(BUILD, "workloads")
 
 # name in the tables, test, threads, what it is
@@ -55,9 +55,8 @@ CONFIGS = {
 
 def build():
     os.makedirs(BUILD, exist_ok=True)
-    src = os.path.join(base.BENCH, "workloads.c")
-    base.run(["gcc", "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Wshadow", "-Werror",
-              src, "-o", WORKLOADS, "-lpthread", "-ldl"])
+    src = os.path.join(common.BENCH, "workloads.c")
+    common.run(["gcc"] + common.CFLAGS + ["-g", src, "-o", WORKLOADS, "-lpthread", "-ldl"])
     return WORKLOADS
 
 
@@ -66,14 +65,11 @@ def kheap_so(path=None):
     given and built)."""
     if path:
         return path if os.path.exists(path) else None
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
-           and not k.startswith("KHEAP_")}
     try:
-        base.run(["make", "--no-print-directory", "-j%d" % (os.cpu_count() or 1),
-                  "build/libkheap.so"], env=env)
+        common.run(["make", "--no-print-directory", "-j%d" % (os.cpu_count() or 1),
+                    "build/libkheap.so"], env=common.make_env())
     except RuntimeError as e:
-        base.log("suite: no libkheap.so (%s)" % str(e).splitlines()[0])
+        common.log("suite: no libkheap.so (%s)" % str(e).splitlines()[0])
         return None
     path = os.path.join(ROOT, "build", "libkheap.so")
     return path if os.path.exists(path) else None
@@ -87,13 +83,13 @@ def allocators(smoke=False, lib=None):
         out.append(("kheap", so, "libkheap"))
     else:
         missing.append("kheap")
-    for name, lib, origin in base.PEERS:
+    for name, lib, origin in common.PEERS:
         if smoke and lib is not None:
             continue
         if lib is None:
             out.append((name, None, origin))
             continue
-        path = base.find_lib(lib)
+        path = common.find_lib(lib)
         if path:
             out.append((name, path, origin))
         else:
@@ -117,8 +113,8 @@ def run_one(alloc, test, threads, scale):
         env["LD_PRELOAD"] = preload
     tf = os.path.join(BUILD, "time.out")
     cmd = ["/usr/bin/time", "-o", tf, "-f", "%e %M", WORKLOADS, test, repr(scale), str(threads)]
-    out = base.run(cmd, env=env, timeout=900)
-    res = base.parse_result(out)
+    out = common.run(cmd, env=env, timeout=900)
+    res = common.parse_result(out)
     if origin not in res.get("malloc_from", ""):
         raise RuntimeError("%s: malloc came from %s, not %s" % (name, res.get("malloc_from"), origin))
     wall, rss = parse_time(tf)
@@ -133,14 +129,14 @@ def run_suite(allocs, cfg, only=None, results=None):
     for rep in range(1, cfg["reps"] + 1):
         for label, test, threads, _ in tests:
             for alloc in allocs:
-                busy = base.wait_quiet(quiet)
+                busy = common.wait_quiet(quiet)
                 r = run_one(alloc, test, threads, cfg["scale"])
                 r.update(rep=rep, test=label, allocator=alloc[0], busy_before=busy)
                 rows.append(r)
-                base.log("suite: rep %d %-9s %-9s %8.3f s  peak RSS %7.1f MiB" % (
+                common.log("suite: rep %d %-9s %-9s %8.3f s  peak RSS %7.1f MiB" % (
                     rep, label, alloc[0], r["seconds"], r["rss_kib"] / 1024.0))
     if results:
-        base.write_csv(os.path.join(results, "suite.csv"), rows,
+        common.write_csv(os.path.join(results, "suite.csv"), rows,
                        ["rep", "test", "allocator", "seconds", "wall", "rss_kib", "ops", "check",
                         "busy_before"])
     return rows
@@ -190,7 +186,7 @@ def charts(med_t, med_r, names, outdir):
     """Two PNG bar charts (time and peak RSS, relative to the best per test)
     with gnuplot; returns the file names written, or [] without gnuplot."""
     if not shutil.which("gnuplot"):
-        base.log("suite: no gnuplot, no charts")
+        common.log("suite: no gnuplot, no charts")
         return []
     written = []
     for med, stem, title in ((med_t, "bench-time", "time relative to the best allocator"),
@@ -206,7 +202,7 @@ def charts(med_t, med_r, names, outdir):
         png = os.path.join(outdir, stem + ".png")
         script = "\n".join([
             "set terminal pngcairo size 1100,480 font ',10'" if "pngcairo" in
-            base.run(["gnuplot", "-e", "set terminal"]) else "set terminal png size 1100,480",
+            common.run(["gnuplot", "-e", "set terminal"]) else "set terminal png size 1100,480",
             "set output '%s'" % png,
             "set title '%s (lower is better)'" % title,
             "set style data histogram", "set style histogram cluster gap 1",
@@ -284,8 +280,8 @@ def smoke_harness(kheap):
     """bench/bench.c's modes, once each with tiny counts, under kheap's
     libkheap.so. Returns the number of failures."""
     out = os.path.join(BUILD, "bench-malloc")
-    base.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
-              os.path.join(base.BENCH, "bench.c"), "-o", out, "-lpthread", "-ldl"])
+    common.run(["gcc"] + common.CFLAGS + [os.path.join(common.BENCH, "bench.c"), "-o", out,
+                                          "-lpthread", "-ldl"])
     alloc = ("kheap", out, kheap[1], kheap[2])
     failed = 0
     for args in (["hot", "pair", 6400], ["hot", "pair-alone", 6400], ["hot", "malloc", 6400],
@@ -294,7 +290,7 @@ def smoke_harness(kheap):
                  ["pc", "mixed", 20000]):
         what = " ".join(str(a) for a in args)
         try:
-            base.run_harness(alloc, args)
+            common.run_harness(alloc, args)
             print("ok - bench.c %s under kheap" % what)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             print("not ok - bench.c %s under kheap: %s" % (what, e))
@@ -339,13 +335,9 @@ def main():
     rows = run_suite(allocs, cfg, only)
     names = [a[0] for a in allocs]
     print("\n".join(report(rows, names, missing, cfg, [])))
-    base.log("suite: %.0f s" % (time.time() - t0))
+    common.log("suite: %.0f s" % (time.time() - t0))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        print("suite: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    common.script_main(main, "suite")

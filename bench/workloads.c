@@ -51,6 +51,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "rand.h" /* kt_rand: xorshift64*, no division, no shared state */
+
 static double scale = 1.0;
 static unsigned nthreads = 1;
 
@@ -82,22 +84,6 @@ static unsigned long scaled(unsigned long full)
     return v < 1 ? 1 : (unsigned long)v;
 }
 
-/* xorshift64*: no division, no libc state shared between threads. */
-static inline uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
-/* A size in [lo, hi], by a multiply instead of a division. */
-static inline size_t rnd_size(uint64_t *s, size_t lo, size_t hi)
-{
-    return lo + (size_t)(((rnd(s) >> 32) * (uint64_t)(hi - lo + 1)) >> 32);
-}
 
 /* Mark a block: its first and last bytes hold the low byte of its size. */
 static inline void mark(unsigned char *p, size_t n)
@@ -151,10 +137,10 @@ static void *larson_thread(void *arg)
 {
     struct larson_arr *a = arg;
     for (unsigned long i = 0; i < a->steps; i++) {
-        size_t k = (size_t)(((rnd(&a->seed) >> 32) * LARSON_SLOTS) >> 32);
+        size_t k = (size_t)kt_rand_below(&a->seed, LARSON_SLOTS);
         check(a->p[k], a->n[k]);
         free(a->p[k]);
-        a->n[k] = rnd_size(&a->seed, 16, 1024);
+        a->n[k] = kt_rand_range(&a->seed, 16, 1024);
         a->p[k] = xmalloc(a->n[k]);
         mark(a->p[k], a->n[k]);
     }
@@ -171,7 +157,7 @@ static unsigned long run_larson(void)
         arr[t].ops = 0;
         arr[t].steps = scaled(20000000) / rounds;
         for (size_t k = 0; k < LARSON_SLOTS; k++) {
-            arr[t].n[k] = rnd_size(&arr[t].seed, 16, 1024);
+            arr[t].n[k] = kt_rand_range(&arr[t].seed, 16, 1024);
             arr[t].p[k] = xmalloc(arr[t].n[k]);
             mark(arr[t].p[k], arr[t].n[k]);
         }
@@ -228,7 +214,7 @@ static void *xm_producer(void *arg)
     for (unsigned long b = 0; b < a->batches; b++) {
         struct xm_batch *x = xmalloc(sizeof *x);
         for (int i = 0; i < XM_BATCH; i++) {
-            x->n[i] = rnd_size(&seed, 16, 512);
+            x->n[i] = kt_rand_range(&seed, 16, 512);
             x->p[i] = xmalloc(x->n[i]);
             mark(x->p[i], x->n[i]);
         }
@@ -364,9 +350,9 @@ struct rp_arg {
  * in it (16..31, 32..63, ... 8192..16384). */
 static size_t rp_size(uint64_t *s)
 {
-    unsigned band = (unsigned)(((rnd(s) >> 32) * 10) >> 32);
+    unsigned band = (unsigned)kt_rand_below(s, 10);
     size_t lo = (size_t)16 << band;
-    return rnd_size(s, lo, 2 * lo - 1);
+    return kt_rand_range(s, lo, 2 * lo - 1);
 }
 
 static void *rp_thread(void *arg)
@@ -382,9 +368,9 @@ static void *rp_thread(void *arg)
     }
     struct rp_box *mine = &a->boxes[a->id], *next = &a->boxes[(a->id + 1) % nthreads];
     for (unsigned long i = 0; i < a->steps; i++) {
-        size_t k = (size_t)(((rnd(&seed) >> 32) * RP_SLOTS) >> 32);
+        size_t k = (size_t)kt_rand_below(&seed, RP_SLOTS);
         check(p[k], n[k]);
-        uint64_t r = rnd(&seed);
+        uint64_t r = kt_rand(&seed);
         if (nthreads > 1 && (r & 7) == 0) {
             /* Hand the block to the next thread, which frees it; free
              * whatever was waiting in the slot. */
@@ -457,7 +443,7 @@ static void *ms_thread(void *arg)
     unsigned long n_ops = 0;
     for (unsigned r = 0; r < rounds; r++) {
         for (unsigned l = 0; l < MS_LISTS; l++) {
-            uint64_t x = rnd(&seed);
+            uint64_t x = kt_rand(&seed);
             if (list[l] && (x & 3) != 0)
                 continue; /* three lists in four live on */
             while (list[l]) {
@@ -473,9 +459,9 @@ static void *ms_thread(void *arg)
                 n_ops++;
                 list[l] = nx;
             }
-            unsigned len = (unsigned)rnd_size(&seed, 20, 200);
+            unsigned len = (unsigned)kt_rand_range(&seed, 20, 200);
             for (unsigned i = 0; i < len; i++) {
-                size_t sz = rnd_size(&seed, 16, 128);
+                size_t sz = kt_rand_range(&seed, 16, 128);
                 struct node *nd = xmalloc(sz);
                 nd->size = (uint32_t)sz;
                 nd->value = (uint32_t)(uintptr_t)nd;
@@ -543,8 +529,8 @@ static unsigned long run_large(void)
         if (live[k]) {
             if (live[k][0] != (unsigned char)size[k] || live[k][size[k] - 1] != (unsigned char)size[k])
                 atomic_fetch_add(&bad_blocks, 1);
-            if (rnd(&seed) & 1) {
-                size_t n = rnd_size(&seed, 256 << 10, 32 << 20);
+            if (kt_rand(&seed) & 1) {
+                size_t n = kt_rand_range(&seed, 256 << 10, 32 << 20);
                 unsigned char *q = realloc(live[k], n);
                 if (!q)
                     die("out of memory");
@@ -556,7 +542,7 @@ static unsigned long run_large(void)
             }
             free(live[k]);
         }
-        size[k] = rnd_size(&seed, 256 << 10, 32 << 20);
+        size[k] = kt_rand_range(&seed, 256 << 10, 32 << 20);
         live[k] = xmalloc(size[k]);
         touch(live[k], size[k], (unsigned char)size[k]);
         sum += live[k][0];
@@ -601,7 +587,7 @@ static void *kernel_thread(void *arg)
     struct kobj *objs[64];
     void *small[64];
     for (unsigned long r = 0; r < rounds; r++) {
-        unsigned burst = 1 + (unsigned)(((rnd(&seed) >> 32) * 64) >> 32);
+        unsigned burst = 1 + (unsigned)kt_rand_below(&seed, 64);
         for (unsigned i = 0; i < burst; i++)
             objs[i] = kobj_new();
         for (unsigned i = 0; i < burst; i++) {

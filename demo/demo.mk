@@ -4,9 +4,11 @@
 #
 #   make demo [ARCH=riscv64|aarch64|x86_64|cortex-m]   build, boot, show the output
 #   make kernels                                       build all four
+#   make kernel-rust-x86_64                            the x86_64 kernel with the
+#                                                      Rust library of demo/rust
 #
 # Each kernel is the freestanding core, the bare-metal port
-# (src/port/baremetal.c), the shared test bodies (tests/bodies.c), the
+# (src/port/baremetal.c), the shared test bodies (tests/bodies.c, tests/support.c), the
 # shared kernel (demo/kernel.c, demo/libc.c) and the architecture's own
 # files (demo/<arch>/: start.S, arch.c, kernel.ld).
 # KERNEL_IMAGE_<arch> is what QEMU boots.
@@ -43,10 +45,10 @@ CM_HEAP_SIZE    ?= 524288
 KOPTS_cortex-m  := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=%,$(OPTIONS)) \
                    -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
 
-KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/class_rule.h demo/arch.h demo/demo.mk
+               tests/support.h tests/rand.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel
@@ -65,10 +67,10 @@ $(B)/$(2)/$(1)/%.o: %.S demo/demo.mk
 	$(msg) AS $$<
 	$(Q)$(KCC_$(1)) $(KFLAGS_$(1)) -fno-pie -c $$< -o $$@
 
-$(B)/$(2)/$(1)/kernel.elf: $(addprefix $(B)/$(2)/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
+$(B)/$(2)/$(1)/kernel.elf: $(KEXTRA_$(2)) $(addprefix $(B)/$(2)/$(1)/,$(patsubst %.S,%.o,$(patsubst %.c,%.o,$(call KERNEL_SRC,$(1))))) demo/$(1)/kernel.ld
 	$(msg) LD $$@
 	$(Q)$(KCC_$(1)) $(KFLAGS_$(1)) $(KLINK_$(1)) -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
-	  -T demo/$(1)/kernel.ld $$(filter %.o,$$^) $(KLIBS_$(1)) -o $$@
+	  -T demo/$(1)/kernel.ld $$(filter %.o,$$^) $(KEXTRA_$(2)) $(KLIBS_$(1)) -o $$@
 
 $(2)-$(1): $(B)/$(2)/$(1)/kernel.elf
 endef
@@ -89,6 +91,31 @@ $(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(or $(KOPTS_$(a))
 $(eval $(call kernel,riscv64,kernel-debug2,$(filter-out -DKHEAP_DEBUG=%,$(OPTIONS)) -DKHEAP_DEBUG=2))
 $(B)/kernel-debug2/riscv64/kernel.elf: demo/riscv64/kernel.ld
 
-.PHONY: kernels check-kernels $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64
+# The x86_64 kernel with a Rust library (demo/rust) whose
+# #[global_allocator] is the kheap crate (bindings/rust, feature
+# extern-core: the kernel links kheap's core and port once, in C). Built
+# for the installed x86_64-unknown-linux-gnu core/alloc with
+# panic = "abort" and a static relocation model; SSE is on in this kernel
+# (start.S), and the Rust code runs with interrupts masked (red zone).
+RUST_KERNEL_LIB := $(B)/rust-kernel/x86_64-unknown-linux-gnu/release/libkheap_demo.a
+KEXTRA_kernel-rust := $(RUST_KERNEL_LIB)
+# Rust before 1.68 (Debian 12: 1.63) needs the then-unstable default alloc
+# error handler for a no_std library (demo/rust/build.rs): allowed for
+# those versions only.
+RUST_OLD = $(shell $${RUSTC:-rustc} --version 2>/dev/null | awk '{split($$2, v, "."); print (v[1] == 1 && v[2] < 68)}')
+$(RUST_KERNEL_LIB): include/kheap.h $(wildcard demo/rust/src/*.rs demo/rust/Cargo.* demo/rust/build.rs bindings/rust/src/*.rs bindings/rust/Cargo.* bindings/rust/build.rs)
+	$(msg) CARGO $@
+	$(Q)$(if $(filter 1,$(RUST_OLD)),RUSTC_BOOTSTRAP=1) \
+	  CARGO_TARGET_DIR=$(B)/rust-kernel RUSTFLAGS="-C relocation-model=static -C code-model=small" \
+	  cargo build --offline --release --quiet --manifest-path demo/rust/Cargo.toml \
+	  --target x86_64-unknown-linux-gnu
+$(eval $(call kernel,x86_64,kernel-rust,$(OPTIONS) -DDEMO_RUST=1))
+$(B)/kernel-rust/x86_64/kernel32.elf: $(B)/kernel-rust/x86_64/kernel.elf
+	$(msg) OBJCOPY $@
+	$(Q)objcopy -O elf32-i386 $< $@
+kernel-rust-x86_64: $(B)/kernel-rust/x86_64/kernel32.elf
+CHECK_KERNELS += x86_64-rust=$(B)/kernel-rust/x86_64/kernel32.elf
+
+.PHONY: kernels check-kernels kernel-rust-x86_64 $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64
 kernels: $(addprefix kernel-,$(KERNEL_ARCHES))
-check-kernels: kernels kernel-debug2-riscv64
+check-kernels: kernels kernel-debug2-riscv64 kernel-rust-x86_64

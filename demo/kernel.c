@@ -30,6 +30,9 @@
 #ifndef DEMO_STRESS_OPS
 #define DEMO_STRESS_OPS 20000
 #endif
+#ifndef DEMO_RUST
+#define DEMO_RUST 0 /* 1: also run the Rust library (demo/rust) */
+#endif
 #ifndef DEMO_SEED
 #define DEMO_SEED 0 /* 0: from the clock */
 #endif
@@ -120,11 +123,6 @@ static void run_all(void (*fn)(unsigned, void *), void *arg)
     fn(0, arg);
     while (__atomic_load_n(&work_done, __ATOMIC_ACQUIRE) < n - 1)
         ;
-}
-
-static kt_report_fn set_hook(kt_report_fn fn)
-{
-    return kheap_set_report_hook(fn);
 }
 
 /* ------------------------------------------------------------------ */
@@ -454,6 +452,39 @@ static void hit_path_cost(void)
 
 static char text[16384];
 
+#if DEMO_RUST
+/* The Rust library of demo/rust: kheap::KHeap as its #[global_allocator]
+ * over a static region of its own (kheap's core and this port are the
+ * kernel's, linked once). */
+bool rust_heap_init(void);
+void rust_heap_work(unsigned cpu, unsigned n, unsigned phase);
+bool rust_heap_result(char *buf, size_t len);
+
+static unsigned rust_ncpus;
+
+static void rust_phase(unsigned cpu, void *arg)
+{
+    /* Rust's precompiled core uses the red zone below the stack pointer,
+     * which an interrupt on this stack would overwrite: none meanwhile. */
+    kheap_bm_irq_push();
+    rust_heap_work(cpu, rust_ncpus, (unsigned)(uintptr_t)arg);
+    kheap_bm_irq_pop();
+}
+
+static bool rust_alloc(unsigned n)
+{
+    char line[200];
+    PCHECK(rust_heap_init(), "the Rust heap did not initialise, or allocated before init");
+    rust_ncpus = n;
+    run_all(rust_phase, (void *)0); /* Vec, BTreeMap, Box on every CPU */
+    run_all(rust_phase, (void *)1); /* each frees what the previous left */
+    bool ok = rust_heap_result(line, sizeof line);
+    kt_printf("# rust on %u CPUs: %s", n, line);
+    PCHECK(ok, "%s", line);
+    return true;
+}
+#endif
+
 void kernel_main(void)
 {
     arch_init();
@@ -493,7 +524,6 @@ void kernel_main(void)
         .puts = puts_line,
         .ncpus = n,
         .run_all = run_all,
-        .set_report_hook = set_hook,
         .seed = seed,
         .model_ops = DEMO_MODEL_OPS,
         .stress_ops = DEMO_STRESS_OPS,
@@ -505,8 +535,11 @@ void kernel_main(void)
     result("irq_alloc", irq_alloc());
     result("nolock_irq", nolock_irq());
     result("port_report_line", port_report_line());
-
+#if DEMO_RUST
+    result("rust_global_alloc_every_cpu", rust_alloc(n));
+#else
     kt_run_bodies(&env);
+#endif
     hit_path_cost();
 
     kheap_bm_puts("# statistics of the default heap:");

@@ -1,6 +1,7 @@
 /*
  * libc.c - the four functions GCC may call even in a freestanding
- * program (memset, memcpy, memmove, memcmp), for the demo kernels. Built
+ * program (memset, memcpy, memmove, memcmp), for the demo kernels, and
+ * the two more Rust's core and alloc call (bcmp, strlen). Built
  * with -fno-tree-loop-distribute-patterns, so the loops below are not
  * turned back into calls to themselves.
  */
@@ -11,6 +12,8 @@ void *memset(void *dst, int c, size_t n);
 void *memcpy(void *restrict dst, const void *restrict src, size_t n);
 void *memmove(void *dst, const void *src, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
+int bcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
 
 void *memset(void *dst, int c, size_t n)
 {
@@ -60,6 +63,19 @@ int memcmp(const void *a, const void *b, size_t n)
         if (x[i] != y[i])
             return x[i] < y[i] ? -1 : 1;
     return 0;
+}
+
+int bcmp(const void *a, const void *b, size_t n)
+{
+    return memcmp(a, b, n);
+}
+
+size_t strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
 }
 
 #if defined(__riscv)

@@ -35,7 +35,7 @@
 
 #include <stdbool.h>
 
-#include "class_rule.h"
+#include "support.h"
 
 #if __STDC_HOSTED__
 #include <setjmp.h>
@@ -208,7 +208,7 @@ static void run_test(const char *name, void (*fn)(void))
         kt_printf("not ok - %s: %s", name, fail_msg);
         kt_failed++;
     }
-    env->set_report_hook(NULL);
+    kt_release_reports();
 }
 
 static void check_heap(const char *when)
@@ -262,22 +262,14 @@ __attribute__((format(printf, 2, 3))) static void note_scaled(const char *test,
 /* ------------------------------------------------------------------ */
 /* Random numbers and contents. */
 
-static uint64_t rnd_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* A size from lo to hi, uniform in its logarithm (many small, some big). */
 static size_t rnd_size(uint64_t *s, size_t lo, size_t hi)
 {
     unsigned bits = 0;
     while (((size_t)1 << (bits + 1)) <= hi)
         bits++;
-    size_t top = (size_t)1 << (rnd_next(s) % (bits + 1));
-    size_t v = top + rnd_next(s) % top;
+    size_t top = (size_t)1 << kt_rand_below(s, bits + 1);
+    size_t v = top + (size_t)kt_rand_below(s, top);
     return v < lo ? lo : v > hi ? hi : v;
 }
 
@@ -322,8 +314,8 @@ static size_t rule_usable(size_t n)
     if (n > KHEAP_MAX_CLASS)
         return (n + KHEAP_PAGE_SIZE - 1) & ~(KHEAP_PAGE_SIZE - 1);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
-        if (g_class[i] >= n)
-            return g_class[i];
+        if (kt_class[i] >= n)
+            return kt_class[i];
     return 0;
 }
 
@@ -411,7 +403,7 @@ static void m_add(unsigned char *p, size_t size, size_t align, uint8_t kind)
     b->p = p;
     b->size = size;
     b->usable = usable;
-    b->seed = (uint32_t)rnd_next(&m_rng);
+    b->seed = (uint32_t)kt_rand(&m_rng);
     b->kind = kind;
     fill(p, size, b->seed);
     m_sum += usable;
@@ -442,8 +434,8 @@ static void m_stats(size_t base_used, uint64_t base_net)
 
 static void t_model_random(void)
 {
-    make_classes();
-    m_rng = env->seed;
+    kt_make_classes();
+    m_rng = kt_rand_seed(env->seed, 0);
     m_n = 0;
     m_sum = 0;
     m_cap = MODEL_LIVE;
@@ -467,14 +459,14 @@ static void t_model_random(void)
     struct kheap_stats st0 = stats();
     uint64_t base_net = st0.allocation_count - st0.free_count, reallocs = 0, moved = 0;
     for (m_op = 0; m_op < env->model_ops; m_op++) {
-        unsigned r = (unsigned)(rnd_next(&m_rng) % 100);
+        unsigned r = (unsigned)kt_rand_below(&m_rng, 100);
         if (m_n == m_cap || (m_n > 0 && r < 35)) { /* free */
-            unsigned i = (unsigned)(rnd_next(&m_rng) % m_n);
+            unsigned i = (unsigned)kt_rand_below(&m_rng, m_n);
             m_check_contents(&m_live[i], m_live[i].size, "before kfree");
             kfree(m_live[i].p);
             m_remove(i);
         } else if (m_n > 0 && r < 50) { /* realloc */
-            unsigned i = (unsigned)(rnd_next(&m_rng) % m_n);
+            unsigned i = (unsigned)kt_rand_below(&m_rng, m_n);
             struct mblock *b = &m_live[i];
             size_t n = rnd_size(&m_rng, 1, m_max);
             unsigned char *q = krealloc(b->p, n);
@@ -493,18 +485,18 @@ static void t_model_random(void)
             fill(q, n, b->seed);
         } else if (r < 60) { /* aligned */
             /* 8 .. 64 KiB unscaled */
-            size_t align = (size_t)8 << (rnd_next(&m_rng) % m_align_steps);
+            size_t align = (size_t)8 << kt_rand_below(&m_rng, m_align_steps);
             size_t n = rnd_size(&m_rng, 1, m_max / 2);
             unsigned char *p = kmalloc_aligned(n, align);
             MCHECK(p != NULL, "kmalloc_aligned(%zu, %zu) failed", n, align);
             m_add(p, n, align, M_ALIGNED);
         } else if (r < 68) { /* calloc */
-            size_t k = 1 + rnd_next(&m_rng) % 16, each = rnd_size(&m_rng, 1, 256);
+            size_t k = 1 + kt_rand_below(&m_rng, 16), each = rnd_size(&m_rng, 1, 256);
             unsigned char *p = kcalloc(k, each);
             MCHECK(p != NULL, "kcalloc(%zu, %zu) failed", k, each);
             m_add(p, k * each, 0, M_CALLOC);
         } else if (r < 72 && m_n > 0) { /* usable size */
-            unsigned i = (unsigned)(rnd_next(&m_rng) % m_n);
+            unsigned i = (unsigned)kt_rand_below(&m_rng, m_n);
             MCHECK(ksize(m_live[i].p) == m_live[i].usable, "ksize(%p) %zu, was %zu",
                    (void *)m_live[i].p, ksize(m_live[i].p), m_live[i].usable);
         } else {
@@ -618,14 +610,12 @@ static void t_exhaustion(void)
 /* ------------------------------------------------------------------ */
 /* misuse_reports */
 
-static struct kheap_report r_last;
-static unsigned r_count;
 static char r_line[200];
 
-static void record_report(const struct kheap_report *r)
+/* Every report captured is printed as a comment line. */
+static void print_report(const struct kheap_report *r, unsigned long nth)
 {
-    r_last = *r;
-    r_count++;
+    (void)nth;
     kt_format(r_line, sizeof r_line, "# report: %s(%p): %s%s%s%s",
               r->function ? r->function : "?", r->addr, r->reason,
               r->cache ? " [cache " : "", r->cache ? r->cache : "", r->cache ? "]" : "");
@@ -635,9 +625,11 @@ static void record_report(const struct kheap_report *r)
 /* Expect exactly one report of kind about addr from what just ran, and
  * the heap's used bytes and integrity unchanged. */
 static void expect_report(const char *what, enum kheap_report_kind kind, const void *addr,
-                          unsigned before, size_t used_before)
+                          unsigned long before, size_t used_before)
 {
-    CHECK(r_count == before + 1, "%s: %u reports, want 1", what, r_count - before);
+    unsigned long count = kt_reports();
+    struct kheap_report r_last = kt_last_report();
+    CHECK(count == before + 1, "%s: %lu reports, want 1", what, count - before);
     CHECK(r_last.kind == kind, "%s: report kind %d, want %d", what, (int)r_last.kind,
           (int)kind);
     CHECK(r_last.addr == addr, "%s: report names %p, want %p", what, r_last.addr, addr);
@@ -652,12 +644,12 @@ static int not_heap_object;
 static void t_misuse_reports(void)
 {
     kheap_t *h = kheap_default();
-    env->set_report_hook(record_report);
-    unsigned c0;
+    kt_capture_reports(print_report);
+    unsigned long c0;
     size_t u0;
 #define MISUSE(what, kind, addr, stmt)                                        \
     do {                                                                      \
-        c0 = r_count;                                                         \
+        c0 = kt_reports();                                                    \
         u0 = stats().used_bytes;                                              \
         stmt;                                                                 \
         expect_report(what, kind, addr, c0, u0);                              \
@@ -693,10 +685,10 @@ static void t_misuse_reports(void)
            err = kheap_cache_destroy(a));
     CHECK(err == KHEAP_EBUSY, "kheap_cache_destroy of a busy cache: %d", err);
     kheap_cache_free(a, o);
-    CHECK(r_count == c0 + 1, "a good free was reported: %s", r_line);
+    CHECK(kt_reports() == c0 + 1, "a good free was reported: %s", r_line);
     CHECK(kheap_cache_destroy(a) == KHEAP_OK && kheap_cache_destroy(b) == KHEAP_OK,
           "destroy of empty caches failed");
-    env->set_report_hook(NULL);
+    kt_release_reports();
     check_heap("after the misuse reports");
 #undef MISUSE
 }
@@ -876,12 +868,12 @@ static bool msg_new(struct worker *w, unsigned idx, uint64_t *rng, struct msg **
 {
     struct msg *m;
     size_t size;
-    bool cached = rnd_next(rng) % 4 == 0;
+    bool cached = kt_rand_below(rng, 4) == 0;
     if (cached) {
         size = 96;
         m = kheap_cache_alloc(s_cache);
     } else {
-        size = rnd_next(rng) % 32 == 0 ? rnd_size(rng, s_big_lo, s_big_hi)
+        size = kt_rand_below(rng, 32) == 0 ? rnd_size(rng, s_big_lo, s_big_hi)
                                        : rnd_size(rng, sizeof *m, 4096);
         m = kmalloc(size);
     }
@@ -890,7 +882,7 @@ static bool msg_new(struct worker *w, unsigned idx, uint64_t *rng, struct msg **
     unsigned char *b = (unsigned char *)m;
     m->magic = MSG_MAGIC;
     m->from = idx;
-    m->seed = (uint32_t)rnd_next(rng);
+    m->seed = (uint32_t)kt_rand(rng);
     m->cached = cached;
     m->size = size;
     for (size_t i = sizeof *m; i < size && i < sizeof *m + 64; i++)
@@ -939,10 +931,10 @@ static bool stress_run(unsigned idx)
     struct worker *w = &s_res[idx];
     struct msg *local[LOCAL];
     unsigned nlocal = 0;
-    uint64_t rng = env->seed ^ (0x51ed270b27ull * (idx + 1));
+    uint64_t rng = kt_rand_seed(env->seed, 1 + idx);
     struct ring *next = &s_ring[(idx + 1) % s_n];
     for (unsigned long op = 0; op < env->stress_ops; op++) {
-        unsigned r = (unsigned)(rnd_next(&rng) % 100);
+        unsigned r = (unsigned)kt_rand_below(&rng, 100);
         if (r < 40 || nlocal == 0) {
             if (nlocal == LOCAL) {
                 if (!msg_free(w, idx, local[--nlocal]))
@@ -952,13 +944,13 @@ static bool stress_run(unsigned idx)
                 return false;
             nlocal++;
         } else if (r < 60) {
-            unsigned i = (unsigned)(rnd_next(&rng) % nlocal);
+            unsigned i = (unsigned)kt_rand_below(&rng, nlocal);
             struct msg *m = local[i];
             local[i] = local[--nlocal];
             if (!msg_free(w, idx, m))
                 return false;
         } else if (r < 85) {
-            unsigned i = (unsigned)(rnd_next(&rng) % nlocal);
+            unsigned i = (unsigned)kt_rand_below(&rng, nlocal);
             struct msg *m = local[i];
             local[i] = local[--nlocal];
             if (ring_put(next, m))

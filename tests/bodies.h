@@ -17,8 +17,6 @@
 #include "kheap.h"
 #include "kheap_port.h"
 
-typedef void (*kt_report_fn)(const struct kheap_report *report);
-
 struct kt_env {
     const char *platform;     /* printed in the first line */
     /* Print one line (a newline is added). Any CPU may call it. */
@@ -28,9 +26,6 @@ struct kt_env {
     /* Run fn(index, arg) for index 0 .. ncpus - 1 at the same time, each
      * on its own CPU, and return when every call has returned. */
     void (*run_all)(void (*fn)(unsigned index, void *arg), void *arg);
-    /* Route kheap's reports to fn (NULL: the platform's default); returns
-     * the previous hook. */
-    kt_report_fn (*set_report_hook)(kt_report_fn fn);
     uint64_t seed;            /* random seed (printed, to replay) */
     unsigned long model_ops;  /* operations of the randomized model test */
     unsigned long stress_ops; /* operations per CPU of the SMP stress */

@@ -1,5 +1,8 @@
 /*
- * harness.h - the test harness: TAP-style lines the runner counts.
+ * harness.h - the hosted part of kheap's test support: the TAP-style
+ * harness the runner counts, the environment, seeds, mapped regions and
+ * heaps on them, the resident size. Includes support.h (the part that also
+ * runs on bare metal).
  *
  *   TEST(name) { ... CHECK(cond, "fmt", ...); ... }
  *   int main(void) { RUN(name); ...; return harness_done(); }
@@ -8,32 +11,31 @@
  * failed CHECK prints the file, line, the condition and the message with
  * its values, and ends the test. harness_done() returns nonzero if any
  * test failed.
+ *
+ * harness.c holds what needs no kheap (the malloc shim's tests link it
+ * alone); kt_heap_open and kt_heap_close are in support.c.
  */
 #ifndef KHEAP_TEST_HARNESS_H
 #define KHEAP_TEST_HARNESS_H
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-static jmp_buf harness_jmp;
-static int harness_failed_tests;
-static int harness_passed_tests;
-static char harness_msg[1024];
+#include "support.h"
 
-static inline void harness_fail(const char *file, int line, const char *cond,
-                                const char *fmt, ...)
-{
-    int n = snprintf(harness_msg, sizeof harness_msg, "%s:%d: %s: ", file,
-                     line, cond);
-    va_list ap;
-    va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof harness_msg)
-        vsnprintf(harness_msg + n, sizeof harness_msg - (size_t)n, fmt, ap);
-    va_end(ap);
-    longjmp(harness_jmp, 1);
-}
+/* ---- the harness ---- */
+
+extern jmp_buf harness_jmp;
+extern int harness_failed_tests, harness_passed_tests;
+extern char harness_msg[1024];
+
+/* Record the failure and end the running test (longjmp to RUN). */
+_Noreturn void harness_fail(const char *file, int line, const char *cond,
+                            const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #define TEST(name) static void test_##name(void)
 
@@ -57,16 +59,37 @@ static inline void harness_fail(const char *file, int line, const char *cond,
         fflush(stdout);                                                       \
     } while (0)
 
-static inline int harness_done(void)
-{
-    return harness_failed_tests ? 1 : 0;
-}
+/* Nonzero if any test failed: main's return value. */
+int harness_done(void);
 
-/* Integer from the environment, for sizes of randomized runs. */
-static inline long harness_env_long(const char *name, long dflt)
-{
-    const char *s = getenv(name);
-    return s && *s ? strtol(s, NULL, 0) : dflt;
-}
+/* ---- the environment ---- */
+
+/* Integer from the environment (strtol base 0), dflt if unset or empty. */
+long kt_env_long(const char *name, long dflt);
+
+/* The run's random seed: KHEAP_SEED if set (to replay a run), otherwise
+ * from the clock and the process id; below 2^63. Printed as "# seed N". */
+uint64_t kt_seed(void);
+
+/* ---- memory ---- */
+
+/* n bytes of anonymous read-write memory, reserved lazily (no swap
+ * reservation), or NULL. */
+void *kt_map(size_t n);
+void kt_unmap(void *p, size_t n);
+
+/* A heap on a region of its own: kt_heap_open maps size bytes and runs
+ * kheap_init on them, failing the running test (CHECK) if either fails;
+ * kt_heap_close runs kheap_fini and unmaps. */
+struct kt_heap {
+    kheap_t *h;
+    unsigned char *mem;
+    size_t size;
+};
+void kt_heap_open(struct kt_heap *t, size_t size);
+void kt_heap_close(struct kt_heap *t);
+
+/* The process's resident set size in KiB (0 if /proc is not there). */
+long kt_rss_kib(void);
 
 #endif /* KHEAP_TEST_HARNESS_H */

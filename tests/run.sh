@@ -65,8 +65,11 @@ for v in $VARIANTS; do
 done
 
 # The core's layering: no file calls a file above it (tools/layers.sh, on
-# the release build's objects; CORE_SRC lists the core bottom up).
-run layers tools/layers.sh "$B/release/obj/core" ${CORE_SRC:-}
+# the objects of the release build and of the builds that compile code the
+# release leaves out; CORE_SRC lists the core bottom up).
+for v in release debug3 valgrind; do
+    run "layers-$v" tools/layers.sh "$B/$v/obj/core" ${CORE_SRC:-}
+done
 
 for t in $CROSS; do
     out="$LOG/cross-$t.log"
@@ -124,6 +127,15 @@ run packaging tests/pkg/run.sh "$B"
 # glibc, bench/bench.c's modes under kheap (speed is measured by make
 # bench, not here).
 run bench-smoke python3 bench/suite.py --smoke --lib "$B/libkheap.so"
+
+# The Rust crate (bindings/rust): its #[global_allocator] test programs
+# with the crate's own Rust port (no_std) and with the hosted port (feature
+# std). cargo is Debian's (tools/deps.sh) unless one is already on PATH.
+for f in rust-port:"" rust-std:"--features std"; do
+    # shellcheck disable=SC2086
+    run "${f%%:*}" env CARGO_TARGET_DIR="$B/rust" \
+        cargo test --offline --manifest-path bindings/rust/Cargo.toml ${f#*:}
+done
 
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then

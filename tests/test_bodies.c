@@ -13,10 +13,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "bodies.h"
-#include "kheap_hosted.h"
+#include "harness.h"
 
 static void put_line(const char *s)
 {
@@ -55,21 +54,10 @@ static void run_all(void (*fn)(unsigned, void *), void *arg)
         pthread_join(t[i], NULL);
 }
 
-static kt_report_fn set_hook(kt_report_fn fn)
-{
-    return kheap_set_report_hook(fn);
-}
-
-static long env_long(const char *name, long dflt)
-{
-    const char *s = getenv(name);
-    return s && *s ? strtol(s, NULL, 0) : dflt;
-}
-
 int main(void)
 {
-    long ops = env_long("KHEAP_TEST_OPS", 1000000) / 20;
-    g_threads = (unsigned)env_long("KHEAP_TEST_THREADS", 4);
+    long ops = kt_env_long("KHEAP_TEST_OPS", 1000000) / 20;
+    g_threads = (unsigned)kt_env_long("KHEAP_TEST_THREADS", 4);
     if (g_threads < 1 || g_threads > 64)
         g_threads = 4;
     struct kt_env e = {
@@ -77,8 +65,7 @@ int main(void)
         .puts = put_line,
         .ncpus = g_threads,
         .run_all = run_all,
-        .set_report_hook = set_hook,
-        .seed = (uint64_t)env_long("KHEAP_SEED", (long)time(NULL)),
+        .seed = kt_seed(),
         .model_ops = (unsigned long)(ops < 1000 ? 1000 : ops > 50000 ? 50000 : ops),
         .stress_ops = (unsigned long)(ops < 1000 ? 1000 : ops > 50000 ? 50000 : ops),
     };

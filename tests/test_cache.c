@@ -15,27 +15,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "harness.h"
 #include "kheap.h"
-#include "kheap_hosted.h"
 
 #define PAGE KHEAP_PAGE_SIZE
 #define HEAP_SIZE ((size_t)16 << 20)
 #define MAGIC 0x436f6e7374727563ull
 #define MAX_OBJS 8192
 
+static struct kt_heap g_region;
 static kheap_t *g_heap;
 static unsigned char *g_mem;
-static unsigned long g_reports;
-static struct kheap_report g_last;
-
-static void report_hook(const struct kheap_report *r)
-{
-    g_reports++;
-    g_last = *r;
-}
 
 /* ---- constructor bookkeeping: one flag per 8 bytes of the heap ---- */
 
@@ -90,8 +81,9 @@ static void check_counters(const char *when)
     CHECK(g_dtor_bad_magic == 0,
           "%s: %lu objects reached the dtor without the ctor's state", when,
           g_dtor_bad_magic);
-    CHECK(g_reports == 0, "%s: unexpected report kind %d at %p (%s)", when,
-          (int)g_last.kind, g_last.addr, g_last.reason ? g_last.reason : "");
+    struct kheap_report last = kt_last_report();
+    CHECK(kt_reports() == 0, "%s: unexpected report %s at %p (%s)", when,
+          kt_report_kind_name((int)last.kind), last.addr, last.reason ? last.reason : "");
 }
 
 /* ---- fixture ---- */
@@ -105,16 +97,13 @@ static void check_heap(const char *when)
 
 static void setup(void)
 {
-    g_mem = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", HEAP_SIZE);
-    g_constructed = mmap(NULL, HEAP_SIZE / 8, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    CHECK(g_constructed != MAP_FAILED, "mmap of flags failed%s", "");
-    int err = kheap_init(&g_heap, g_mem, HEAP_SIZE);
-    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
+    kt_heap_open(&g_region, HEAP_SIZE);
+    g_heap = g_region.h;
+    g_mem = g_region.mem;
+    g_constructed = kt_map(HEAP_SIZE / 8);
+    CHECK(g_constructed != NULL, "mmap of flags failed%s", "");
     reset_counters();
-    g_reports = 0;
+    kt_reports_reset();
 }
 
 static void teardown(void)
@@ -129,9 +118,8 @@ static void teardown(void)
           "metadata %zu",
           s.used_bytes, s.slab_bytes, s.heap_free, s.heap_total,
           s.metadata_bytes);
-    munmap(g_constructed, HEAP_SIZE / 8);
-    kheap_fini(g_heap);
-    munmap(g_mem, HEAP_SIZE);
+    kt_unmap(g_constructed, HEAP_SIZE / 8);
+    kt_heap_close(&g_region);
 }
 
 static struct kheap_cache_info info(kheap_cache_t *c)
@@ -639,7 +627,7 @@ TEST(create_refusals)
     CHECK(kheap_slabinfo(g_heap, NULL, 0) == base,
           "refused creates are listed: %zu caches, %zu before",
           kheap_slabinfo(g_heap, NULL, 0), base);
-    CHECK(g_reports == 0, "refusals made %lu reports", g_reports);
+    CHECK(kt_reports() == 0, "refusals made %lu reports", kt_reports());
 
     /* The limits themselves are fine; a cache structure is metadata. */
     kheap_cache_t *c = kheap_cache_create(g_heap, "max", KHEAP_MAX_CLASS, PAGE,
@@ -671,7 +659,7 @@ TEST(create_refusals)
 
 int main(void)
 {
-    kheap_set_report_hook(report_hook);
+    kt_capture_reports(NULL);
     RUN(ctor_once_per_slot);
     RUN(state_survives_exactly);
     RUN(dtor_only_when_slabs_go);

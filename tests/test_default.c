@@ -19,22 +19,12 @@
 
 #include "harness.h"
 #include "kheap.h"
-#include "kheap_hosted.h"
 
 #define PAGE KHEAP_PAGE_SIZE
 #define THREADS 4
 #define PER_THREAD 1000
 
 static uintptr_t g_end;
-static unsigned long g_reports;
-static struct kheap_report g_last;
-
-static void report_hook(const struct kheap_report *r)
-{
-    g_last = *r;
-    g_reports++;
-}
-
 /* Inside the static array [end - KHEAP_DEFAULT_SIZE, end). */
 static bool in_array(const void *p, size_t len)
 {
@@ -316,7 +306,7 @@ TEST(fill_default)
           "emptied default heap: used %zu, free %zu, total %zu, metadata %zu",
           s1.used_bytes, s1.heap_free, s1.heap_total, s1.metadata_bytes);
     check_heap("filled and emptied");
-    CHECK(g_reports == 0, "%lu unexpected reports", g_reports);
+    CHECK(kt_reports() == 0, "%lu unexpected reports", kt_reports());
 }
 
 
@@ -337,12 +327,13 @@ static struct kheap_cache_info row32(void)
 static void expect_report(void *ptr, enum kheap_report_kind kind, const char *what)
 {
     struct kheap_stats s0 = stats();
-    unsigned long n = g_reports;
+    unsigned long n = kt_reports();
     kfree(ptr);
     struct kheap_stats s1 = stats();
-    CHECK(g_reports == n + 1, "%s: %lu reports, want 1", what, g_reports - n);
-    CHECK(g_last.kind == kind && g_last.addr == ptr, "%s: report %d at %p (\"%s\"), want %d at %p",
-          what, (int)g_last.kind, g_last.addr, g_last.reason, (int)kind, ptr);
+    CHECK(kt_reports() == n + 1, "%s: %lu reports, want 1", what, kt_reports() - n);
+    struct kheap_report last = kt_last_report();
+    CHECK(last.kind == kind && last.addr == ptr, "%s: report %d at %p (\"%s\"), want %d at %p",
+          what, (int)last.kind, last.addr, last.reason, (int)kind, ptr);
     CHECK(s1.used_bytes == s0.used_bytes && s1.free_count == s0.free_count,
           "%s: used %zu -> %zu, frees %" PRIu64 " -> %" PRIu64, what, s0.used_bytes,
           s1.used_bytes, s0.free_count, s1.free_count);
@@ -371,7 +362,6 @@ TEST(kfree_hit_path_and_misuse)
           "1000 pairs counted as %" PRIu64 " allocations and %" PRIu64 " frees",
           r1.allocs - r0.allocs, r1.frees - r0.frees);
 
-    unsigned long reports0 = g_reports;
     static const size_t sizes[] = {16, 24, 48, 64, 96, 200, 512, 1000, 3000, 20000};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         char what[64];
@@ -382,9 +372,9 @@ TEST(kfree_hit_path_and_misuse)
         /* A live object holding the key is freed, not reported. */
         memset(p, 0, sizes[k]);
         memcpy(p + 8, &(uint32_t){0xf4eeb10cu}, 4);
-        unsigned long n = g_reports;
+        unsigned long n = kt_reports();
         kfree(p);
-        CHECK(g_reports == n, "a live %zu-byte object holding the key was reported",
+        CHECK(kt_reports() == n, "a live %zu-byte object holding the key was reported",
               sizes[k]);
         snprintf(what, sizeof what, "double free of %zu bytes", sizes[k]);
         expect_report(p, KHEAP_REPORT_DOUBLE_FREE, what);
@@ -396,17 +386,17 @@ TEST(kfree_hit_path_and_misuse)
     expect_report(&local, KHEAP_REPORT_FOREIGN, "pointer to the stack");
     /* The heap's own structure sits at the start of the array. */
     void *own = (void *)kheap_default();
-    unsigned long n = g_reports;
+    unsigned long n = kt_reports();
     kfree(own);
-    CHECK(g_reports == n + 1 && g_last.addr == own, "kfree of the heap structure: %lu reports",
-          g_reports - n);
+    CHECK(kt_reports() == n + 1 && kt_last_report().addr == own, "kfree of the heap structure: %lu reports",
+          kt_reports() - n);
     check_heap("after kfree of the heap structure");
-    g_reports = reports0;
+    kt_reports_reset();
 }
 
 int main(void)
 {
-    kheap_set_report_hook(report_hook);
+    kt_capture_reports(NULL);
     /* Order matters: the first two run before anything touches the heap. */
     RUN(heap_end_before_use);
     RUN(concurrent_first_use);

@@ -14,44 +14,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "harness.h"
 #include "kheap.h"
-#include "kheap_hosted.h"
 #include "kh_internal.h" /* struct kh_cpu */
 
 #define PAGE KHEAP_PAGE_SIZE
 #define HEAP_SIZE ((size_t)8 << 20)
 #define GUARD 0x5a
 
-static unsigned long g_reports;
-static struct kheap_report g_last_report;
-static uint64_t g_rng = 0x853c49e6748fea9bull;
-
-static void report_hook(const struct kheap_report *r)
-{
-    g_reports++;
-    g_last_report = *r;
-}
-
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1Dull;
-}
-
-static void *map(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-/* The size classes, from the rule (not from the library). */
-#include "class_rule.h"
+static uint64_t g_rng = 0x853c49e6748fea9bull; /* fixed: the same fills every run */
 
 static size_t round_page(size_t n)
 {
@@ -101,8 +73,8 @@ static void check_whole(kheap_t *h, const struct kheap_stats *fresh,
               "%s: heap_free %zu metadata %zu, fresh heap had %zu and %zu",
               when, s.heap_free, s.metadata_bytes, fresh->heap_free,
               fresh->metadata_bytes);
-    CHECK(g_reports == 0, "%s: unexpected report kind %d at %p", when,
-          (int)g_last_report.kind, g_last_report.addr);
+    CHECK(kt_reports() == 0, "%s: unexpected report %s at %p", when,
+          kt_report_kind_name((int)kt_last_report().kind), kt_last_report().addr);
 }
 
 struct blk {
@@ -136,7 +108,7 @@ static void check_disjoint(struct blk *b, size_t n, uintptr_t lo,
 static void shuffle(struct blk *b, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(rnd() % i);
+        size_t j = (size_t)kt_rand_below(&g_rng, i);
         struct blk t = b[i - 1];
         b[i - 1] = b[j];
         b[j] = t;
@@ -144,6 +116,7 @@ static void shuffle(struct blk *b, size_t n)
 }
 
 struct fixture {
+    struct kt_heap region;
     unsigned char *mem;
     size_t size;
     kheap_t *h;
@@ -154,12 +127,10 @@ struct fixture {
 
 static void fixture_open(struct fixture *f, size_t size)
 {
-    f->mem = map(size);
+    kt_heap_open(&f->region, size);
+    f->mem = f->region.mem;
     f->size = size;
-    CHECK(f->mem != NULL, "mmap(%zu) failed", size);
-    int err = kheap_init(&f->h, f->mem, size);
-    CHECK(err == KHEAP_OK, "kheap_init(%zu) = %d (%s)", size, err,
-          kheap_strerror(err));
+    f->h = f->region.h;
     kheap_get_stats(f->h, &f->fresh);
     CHECK(f->fresh.heap_total == size, "heap_total %zu, region was %zu",
           f->fresh.heap_total, size);
@@ -171,10 +142,10 @@ static void fixture_open(struct fixture *f, size_t size)
     CHECK(f->blks != NULL, "malloc of %zu block records failed", f->max_blks);
 }
 
-static void fixture_close(struct fixture *f, size_t size)
+static void fixture_close(struct fixture *f)
 {
     free(f->blks);
-    munmap(f->mem, size);
+    kt_heap_close(&f->region);
 }
 
 /* Allocate size (aligned to align, 0 = plain kheap_alloc) until NULL;
@@ -249,19 +220,19 @@ TEST(every_size_class)
 {
     /* Slow variants (KHEAP_DEBUG=3 checks the heap after every call) get
      * a small heap: still many slabs per class. */
-    size_t size = harness_env_long("KHEAP_TEST_SMALL", 0) ? (size_t)256 << 10
+    size_t size = kt_env_long("KHEAP_TEST_SMALL", 0) ? (size_t)256 << 10
                                                           : HEAP_SIZE;
     struct fixture f;
     fixture_open(&f, size);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        size_t c = g_class[i];
+        size_t c = kt_class[i];
         fill_and_empty(&f, c, 0, c, "kheap_alloc");
         /* One byte over the previous class lands in this one too. */
-        size_t below = i ? g_class[i - 1] + 1 : 1;
+        size_t below = i ? kt_class[i - 1] + 1 : 1;
         if (i % 8 == 0)
             fill_and_empty(&f, below, 0, c, "kheap_alloc");
     }
-    fixture_close(&f, size);
+    fixture_close(&f);
 }
 
 TEST(large_runs)
@@ -279,7 +250,7 @@ TEST(large_runs)
               "kheap_alloc(%zu): %zu runs of %zu bytes in %zu free bytes",
               sizes[i], n, u, f.fresh.heap_free);
     }
-    fixture_close(&f, HEAP_SIZE);
+    fixture_close(&f);
 }
 
 TEST(large_aligned)
@@ -294,7 +265,7 @@ TEST(large_aligned)
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
         fill_and_empty(&f, cases[i][0], cases[i][1], 0,
                        "kheap_alloc_aligned");
-    fixture_close(&f, HEAP_SIZE);
+    fixture_close(&f);
 }
 
 TEST(mixed_fill)
@@ -309,10 +280,10 @@ TEST(mixed_fill)
         unsigned run_of_nulls = 0;
         /* Alternate small and large until 64 NULLs in a row. */
         for (unsigned k = 0; run_of_nulls < 64; k++) {
-            size_t size = k % 2 ? 1 + (size_t)(rnd() % KHEAP_MAX_CLASS)
+            size_t size = k % 2 ? 1 + (size_t)kt_rand_below(&g_rng, KHEAP_MAX_CLASS)
                                 : KHEAP_MAX_CLASS + 1 +
-                                      (size_t)(rnd() % (512 * 1024));
-            void *p = rnd() % 8 ? kheap_alloc(f.h, size)
+                                      (size_t)kt_rand_below(&g_rng, (512 * 1024));
+            void *p = kt_rand_below(&g_rng, 8) ? kheap_alloc(f.h, size)
                                 : kheap_alloc_aligned(f.h, size, 16384);
             if (!p) {
                 nulls++;
@@ -345,13 +316,13 @@ TEST(mixed_fill)
         }
         check_whole(f.h, &f.fresh, "mixed fill");
     }
-    fixture_close(&f, HEAP_SIZE);
+    fixture_close(&f);
 }
 
 TEST(init_refusals)
 {
     size_t size = KHEAP_MIN_REGION_SIZE;
-    unsigned char *mem = map(size);
+    unsigned char *mem = kt_map(size);
     CHECK(mem != NULL, "mmap(%zu) failed", size);
     memset(mem, GUARD, size);
     kheap_t *sentinel = (kheap_t *)(uintptr_t)0x1234;
@@ -399,7 +370,7 @@ TEST(init_refusals)
     CHECK(p != NULL, "minimum heap cannot give a %zu-byte block", PAGE);
     kheap_free(h, p);
     check_whole(h, NULL, "minimum heap");
-    munmap(mem, size);
+    kt_unmap(mem, size);
 }
 
 struct range {
@@ -415,10 +386,10 @@ static void heavy_use(kheap_t *h, const struct range *r, size_t nr,
     for (int pass = 0; pass < 2; pass++) {
         unsigned nulls = 0;
         while (nulls < 32 && n < max) {
-            size_t size = rnd() % 4 ? (size_t)(rnd() % 3000)
-                                    : (size_t)(rnd() % 200000);
-            size_t align = (size_t)64 << (rnd() % 12);
-            void *p = rnd() % 4 ? kheap_alloc(h, size)
+            size_t size = kt_rand_below(&g_rng, 4) ? (size_t)kt_rand_below(&g_rng, 3000)
+                                    : (size_t)kt_rand_below(&g_rng, 200000);
+            size_t align = (size_t)64 << kt_rand_below(&g_rng, 12);
+            void *p = kt_rand_below(&g_rng, 4) ? kheap_alloc(h, size)
                                 : kheap_alloc_aligned(h, size, align);
             if (!p) {
                 nulls++;
@@ -449,7 +420,7 @@ TEST(unaligned_base_and_guards)
 {
     size_t size = (size_t)2 << 20;
     size_t total = PAGE + size + PAGE;
-    unsigned char *m = map(total);
+    unsigned char *m = kt_map(total);
     CHECK(m != NULL, "mmap(%zu) failed", total);
     memset(m, GUARD, total);
     /* An odd base and an odd size. */
@@ -479,15 +450,15 @@ TEST(unaligned_base_and_guards)
     for (size_t i = PAGE + 1 + len; i < total; i++)
         CHECK(m[i] == GUARD, "byte %zu after the region was written (0x%02x)",
               i - (PAGE + 1 + len), m[i]);
-    munmap(m, total);
+    kt_unmap(m, total);
 }
 
 TEST(add_region)
 {
     size_t size1 = (size_t)1 << 20, size2 = (size_t)4 << 20;
     size_t total2 = PAGE + size2 + PAGE;
-    unsigned char *m1 = map(size1);
-    unsigned char *m2 = map(total2);
+    unsigned char *m1 = kt_map(size1);
+    unsigned char *m2 = kt_map(total2);
     CHECK(m1 && m2, "mmap failed%s", "");
     memset(m2, GUARD, total2);
     unsigned char *r2 = m2 + PAGE + 8; /* 8-aligned, not page-aligned */
@@ -571,8 +542,8 @@ TEST(add_region)
     for (size_t i = PAGE + 8 + size2; i < total2; i++)
         CHECK(m2[i] == GUARD, "byte %zu after the added region was written",
               i - (PAGE + 8 + size2));
-    munmap(m1, size1);
-    munmap(m2, total2);
+    kt_unmap(m1, size1);
+    kt_unmap(m2, total2);
 }
 
 TEST(too_many_regions)
@@ -582,7 +553,7 @@ TEST(too_many_regions)
     size_t each = 2 * KHEAP_MIN_ADD_REGION_SIZE;
     size_t n = KHEAP_MAX_REGIONS; /* one more than the heap takes */
     size_t size = KHEAP_MIN_REGION_SIZE + n * (each + PAGE);
-    unsigned char *m = map(size);
+    unsigned char *m = kt_map(size);
     CHECK(m != NULL, "mmap(%zu) failed", size);
     kheap_t *h;
     int err = kheap_init(&h, m, KHEAP_MIN_REGION_SIZE);
@@ -631,13 +602,13 @@ TEST(too_many_regions)
         kheap_free(h, (void *)b[i].p);
     free(b);
     check_whole(h, NULL, "64 regions");
-    munmap(m, size);
+    kt_unmap(m, size);
 }
 
 int main(void)
 {
-    make_classes();
-    kheap_set_report_hook(report_hook);
+    kt_make_classes();
+    kt_capture_reports(NULL);
     RUN(init_refusals);
     RUN(every_size_class);
     RUN(large_runs);

@@ -22,14 +22,10 @@
 #include "kheap.h"
 #include "kheap_hosted.h"
 
-static unsigned long g_reports;
-static struct kheap_report g_last;
-
-static void report_hook(const struct kheap_report *r)
-{
-    g_reports++;
-    g_last = *r;
-}
+/* Reports go to the test (kt_capture_reports, in main): how many since
+ * the last reset, and the last one. */
+#define g_reports kt_reports()
+#define g_last kt_last_report()
 
 static void *map(size_t size)
 {
@@ -223,10 +219,10 @@ TEST(bulk_misuse)
     objs[6] = other;          /* wrong cache */
     objs[7] = not_heap;       /* foreign */
     void *dup[3] = {objs[0], objs[1], objs[0]};
-    g_reports = 0;
+    kt_reports_reset();
     kheap_cache_free_bulk(a, 8, objs);
     CHECK(g_reports == 2, "%lu reports for a wrong-cache and a foreign pointer", g_reports);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_cache_free_bulk(a, 3, dup);
     CHECK(g_reports >= 2 && g_last.kind == KHEAP_REPORT_DOUBLE_FREE,
           "%lu reports (last kind %d) for three frees of freed objects", g_reports,
@@ -309,7 +305,7 @@ TEST(mempool)
     for (size_t i = 0; i < 20; i++)
         kheap_mempool_free(&pool, objs[--n]);
     CHECK(pool.r.count == 16, "reserve holds %zu after 20 frees", pool.r.count);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_mempool_free(&pool, objs[n - 1]);
     kheap_mempool_free(&pool, objs[n - 1]); /* the cache has it now */
     CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_DOUBLE_FREE, "%lu reports", g_reports);
@@ -320,7 +316,7 @@ TEST(mempool)
     p2.min = 4;
     void *x = objs[--n];
     kheap_mempool_free(&p2, x);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_mempool_free(&p2, x);
     CHECK(g_reports == 1 && p2.r.count == 1, "double free into a reserve: %lu reports",
           g_reports);
@@ -715,18 +711,18 @@ TEST(nolock_misuse)
     kheap_t *h = heap_new(hs, &mem);
     static char foreign[64];
     void *p = kheap_alloc(h, 200);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_free_flags(h, foreign, KHEAP_NOLOCK);
     CHECK(g_reports == 0, "a report from a NOLOCK call");
     kheap_reclaim(h);
     CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_FOREIGN && g_last.addr == foreign,
           "%lu reports, kind %d", g_reports, (int)g_last.kind);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_free_flags(h, (char *)p + 8, KHEAP_NOLOCK);
     kheap_reclaim(h);
     CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_INTERIOR, "interior: %lu", g_reports);
     /* Double free: the second is found, now or when the list is taken. */
-    g_reports = 0;
+    kt_reports_reset();
     kheap_free_flags(h, p, KHEAP_NOLOCK);
     kheap_free_flags(h, p, KHEAP_NOLOCK);
     kheap_reclaim(h);
@@ -736,7 +732,7 @@ TEST(nolock_misuse)
     kheap_cache_t *a = kheap_cache_create(h, "a", 64, 0, NULL, NULL);
     kheap_cache_t *b = kheap_cache_create(h, "b", 64, 0, NULL, NULL);
     void *q = kheap_cache_alloc(a);
-    g_reports = 0;
+    kt_reports_reset();
     kheap_cache_free_flags(b, q, KHEAP_NOLOCK);
     kheap_reclaim(h);
     CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_WRONG_CACHE, "wrong cache: %lu",
@@ -881,7 +877,7 @@ TEST(nolock_signal_stress)
     sigaction(SIGUSR1, &sa, NULL);
     s_stop = 0;
     CHECK(pthread_create(&s_worker, NULL, worker_main, NULL) == 0, "pthread_create");
-    long rounds = harness_env_long("KHEAP_TEST_OPS", 1000000) / 20;
+    long rounds = kt_env_long("KHEAP_TEST_OPS", 1000000) / 20;
     if (rounds < 2000)
         rounds = 2000;
     if (rounds > 10000)
@@ -914,7 +910,7 @@ TEST(nolock_signal_stress)
 
 int main(void)
 {
-    kheap_set_report_hook(report_hook);
+    kt_capture_reports(NULL);
     RUN(bulk_cache);
     RUN(bulk_kmalloc);
     RUN(bulk_exhaustion);

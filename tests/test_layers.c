@@ -7,33 +7,11 @@
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "harness.h"
 #include "kh_internal.h"
 #include "kh_fast.h"
 
-static void *map(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        exit(2);
-    }
-    return p;
-}
-
-static kheap_t *new_heap(size_t bytes, void **mem)
-{
-    kheap_t *h = NULL;
-    *mem = map(bytes);
-    int err = kheap_init(&h, *mem, bytes);
-    if (err) {
-        fprintf(stderr, "kheap_init: %s\n", kheap_strerror(err));
-        exit(2);
-    }
-    return h;
-}
 
 static void check_clean(kheap_t *h)
 {
@@ -79,8 +57,9 @@ TEST(internal_waste_at_most_one_eighth_from_64)
  * and object counts. */
 TEST(slot_test_matches_division)
 {
-    void *mem;
-    kheap_t *h = new_heap(4u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         const struct kheap_cache *c = &h->kmalloc[i];
         for (uint32_t off = 0; off < ((uint32_t)c->pages + 1) * KH_PAGE; off++) {
@@ -90,7 +69,7 @@ TEST(slot_test_matches_division)
         }
     }
     /* Fewer slot sizes in the slow (valgrind, check-everything) builds. */
-    uint32_t step = harness_env_long("KHEAP_TEST_SMALL", 0) ? 1000 : 8;
+    uint32_t step = kt_env_long("KHEAP_TEST_SMALL", 0) ? 1000 : 8;
     for (uint32_t size = 8; size <= 40000; size += step) {
         /* Every size, and the power of two at or below it. */
         uint32_t sizes[2] = {size, 1u << kh_log2(size)};
@@ -105,7 +84,7 @@ TEST(slot_test_matches_division)
             }
         }
     }
-    munmap(mem, 4u << 20);
+    kt_heap_close(&t);
 }
 
 TEST(bins_partition_lengths)
@@ -124,8 +103,9 @@ TEST(bins_partition_lengths)
 
 TEST(slab_layouts_waste_at_most_one_eighth)
 {
-    void *mem;
-    kheap_t *h = new_heap(4u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         struct kheap_cache *c = &h->kmalloc[i];
         size_t bytes = (size_t)c->pages * KH_PAGE;
@@ -138,13 +118,14 @@ TEST(slab_layouts_waste_at_most_one_eighth)
               bytes - (size_t)c->objs * c->slot, bytes);
         CHECK(c->slot == c->size, "kmalloc class %u has slot %u", c->size, c->slot);
     }
-    munmap(mem, 4u << 20);
+    kt_heap_close(&t);
 }
 
 TEST(power_of_two_classes_aligned_to_size)
 {
-    void *mem;
-    kheap_t *h = new_heap(8u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 8u << 20);
+    kheap_t *h = t.h;
     for (size_t sz = 16; sz <= KHEAP_MAX_CLASS; sz *= 2) {
         void *p[4];
         for (int k = 0; k < 4; k++) {
@@ -156,20 +137,22 @@ TEST(power_of_two_classes_aligned_to_size)
     }
     kheap_reclaim(h);
     check_clean(h);
-    munmap(mem, 8u << 20);
+    kt_heap_close(&t);
 }
 
 TEST(region_lookup_bounds_and_many_regions)
 {
-    void *mem;
-    kheap_t *h = new_heap(1u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 1u << 20);
+    kheap_t *h = t.h;
     struct kh_region *r0 = &h->regions[0];
     CHECK(kh_region_of(h, r0->start) == r0, "first page not found");
     CHECK(kh_region_of(h, r0->end - 1) == r0, "last byte not found");
     CHECK(kh_region_of(h, r0->end) == NULL, "byte past the end found");
     CHECK(kh_region_of(h, r0->start - 1) == NULL, "metadata byte found as a page");
     /* Regions added out of address order are still found. */
-    char *big = map(40u << 20);
+    char *big = kt_map(40u << 20);
+    CHECK(big != NULL, "mmap of 40 MiB failed%s", "");
     for (int k = 7; k >= 0; k--) {
         int err = kheap_add_region(h, big + (size_t)k * (5u << 20), 4u << 20);
         CHECK(err == KHEAP_OK, "add_region %d: %s", k, kheap_strerror(err));
@@ -184,8 +167,8 @@ TEST(region_lookup_bounds_and_many_regions)
     }
     CHECK(kheap_add_region(h, big + 1000, 1u << 20) == KHEAP_EOVERLAP, "overlap accepted");
     check_clean(h);
-    munmap(big, 40u << 20);
-    munmap(mem, 1u << 20);
+    kt_unmap(big, 40u << 20);
+    kt_heap_close(&t);
 }
 
 /* Run operations straight on the page layer. */
@@ -215,8 +198,9 @@ static size_t free_runs(kheap_t *h)
  * would flag that, so these tests compare free_pages and runs instead. */
 TEST(runs_split_and_coalesce_both_sides)
 {
-    void *mem;
-    kheap_t *h = new_heap(4u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
     size_t all = h->free_pages;
     CHECK(free_runs(h) == 1, "fresh heap has %zu free runs", free_runs(h));
     struct kh_page *a = run_alloc(h, 3, 0), *b = run_alloc(h, 5, 0), *c = run_alloc(h, 7, 0);
@@ -229,13 +213,14 @@ TEST(runs_split_and_coalesce_both_sides)
     run_free(h, c); /* merges left with a+b and right with the rest */
     CHECK(free_runs(h) == 1 && h->free_pages == all, "all merged: %zu runs, %zu pages",
           free_runs(h), h->free_pages);
-    munmap(mem, 4u << 20);
+    kt_heap_close(&t);
 }
 
 TEST(aligned_runs_and_in_place_resize)
 {
-    void *mem;
-    kheap_t *h = new_heap(16u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 16u << 20);
+    kheap_t *h = t.h;
     size_t all = h->free_pages;
     struct kh_page *pad = run_alloc(h, 1, 0);
     struct kh_page *a = run_alloc(h, 4, 1u << 20);
@@ -256,14 +241,15 @@ TEST(aligned_runs_and_in_place_resize)
     run_free(h, pad);
     run_free(h, blocker);
     CHECK(free_runs(h) == 1 && h->free_pages == all, "whole again: %zu runs", free_runs(h));
-    munmap(mem, 16u << 20);
+    kt_heap_close(&t);
 }
 
 TEST(metadata_budget)
 {
-    void *mem;
+    struct kt_heap t;
     size_t bytes = 64u << 20;
-    kheap_t *h = new_heap(bytes, &mem);
+    kt_heap_open(&t, bytes);
+    kheap_t *h = t.h;
     struct kheap_stats s;
     kheap_get_stats(h, &s);
     CHECK(s.metadata_bytes * 100 <= s.heap_total * 2, "metadata %zu of %zu bytes (> 2%%)",
@@ -273,9 +259,9 @@ TEST(metadata_budget)
     /* A heap full of the smallest objects: descriptors + bitmaps. Four
      * million allocations: too many for the valgrind and check-every-
      * operation builds, which run the rest of this test. */
-    if (harness_env_long("KHEAP_TEST_SMALL", 0)) {
+    if (kt_env_long("KHEAP_TEST_SMALL", 0)) {
         printf("# full-heap metadata figure skipped in this build\n");
-        munmap(mem, bytes);
+        kt_heap_close(&t);
         return;
     }
     size_t n = 0;
@@ -291,7 +277,7 @@ TEST(metadata_budget)
           s.metadata_bytes, tags, s.heap_total);
     printf("# %zu objects of 16 bytes, metadata %.2f%% of the heap\n", n,
            100.0 * (double)s.metadata_bytes / (double)s.heap_total);
-    munmap(mem, bytes);
+    kt_heap_close(&t);
 }
 
 /* kheap_check must notice damage: break one thing at a time, expect the
@@ -306,8 +292,9 @@ static void expect_problem(kheap_t *h, const char *what)
 
 TEST(check_finds_damage)
 {
-    void *mem;
-    kheap_t *h = new_heap(4u << 20, &mem);
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
     void *small[8], *big = kheap_alloc(h, 100000);
     for (int i = 0; i < 8; i++)
         small[i] = kheap_alloc(h, 200);
@@ -348,7 +335,7 @@ TEST(check_finds_damage)
         if (i != 3 && i != 5)
             kheap_free(h, small[i]);
     kheap_free(h, big);
-    munmap(mem, 4u << 20);
+    kt_heap_close(&t);
 }
 
 int main(void)

@@ -18,7 +18,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,28 +29,18 @@
 #define PAGE KHEAP_PAGE_SIZE
 #define HEAP_SIZE ((size_t)16 << 20)
 
+static struct kt_heap g_region;
 static kheap_t *g_heap;
 static unsigned char *g_mem;
 
-static unsigned long g_reports;
-static struct kheap_report g_last;
 static struct kheap_stats g_in_hook; /* stats read from inside the hook */
 
-static void report_hook(const struct kheap_report *r)
+static void read_stats_in_hook(const struct kheap_report *r, unsigned long nth)
 {
-    g_reports++;
-    g_last = *r;
+    (void)r;
+    (void)nth;
     /* The hook runs with no kheap lock held: this must not deadlock. */
     kheap_get_stats(g_heap, &g_in_hook);
-}
-
-static const char *kind_name(int k)
-{
-    static const char *const names[] = {
-        "?", "FOREIGN", "INTERIOR", "FREE_RUN", "DOUBLE_FREE", "WRONG_CACHE",
-        "CORRUPTION", "BUSY",
-    };
-    return k >= 0 && k <= KHEAP_REPORT_BUSY ? names[k] : "?";
 }
 
 static void check_heap(const char *when)
@@ -73,8 +62,7 @@ static struct kheap_stats g_before;
 
 static void arm(void)
 {
-    g_reports = 0;
-    memset(&g_last, 0, sizeof g_last);
+    kt_reports_reset();
     g_before = stats();
 }
 
@@ -82,19 +70,20 @@ static void arm(void)
  * consistent heap that still allocates. */
 static void expect_report(int kind, const void *addr, const char *what)
 {
-    CHECK(g_reports == 1, "%s: %lu reports, want exactly one %s", what,
-          g_reports, kind_name(kind));
-    CHECK((int)g_last.kind == kind, "%s: report %s (%s), want %s", what,
-          kind_name((int)g_last.kind), g_last.reason ? g_last.reason : "",
-          kind_name(kind));
-    CHECK(g_last.addr == addr, "%s: report address %p, want %p", what,
-          g_last.addr, addr);
-    CHECK(g_last.reason && g_last.reason[0],
+    struct kheap_report last = kt_last_report();
+    CHECK(kt_reports() == 1, "%s: %lu reports, want exactly one %s", what,
+          kt_reports(), kt_report_kind_name(kind));
+    CHECK((int)last.kind == kind, "%s: report %s (%s), want %s", what,
+          kt_report_kind_name((int)last.kind), last.reason ? last.reason : "",
+          kt_report_kind_name(kind));
+    CHECK(last.addr == addr, "%s: report address %p, want %p", what,
+          last.addr, addr);
+    CHECK(last.reason && last.reason[0],
           "%s: report has no reason sentence (%p)", what,
-          (const void *)g_last.reason);
-    CHECK(g_last.function && g_last.function[0],
+          (const void *)last.reason);
+    CHECK(last.function && last.function[0],
           "%s: report names no function (%p)", what,
-          (const void *)g_last.function);
+          (const void *)last.function);
     struct kheap_stats s = stats();
     CHECK(s.used_bytes == g_before.used_bytes &&
               s.free_count == g_before.free_count &&
@@ -110,27 +99,26 @@ static void expect_report(int kind, const void *addr, const char *what)
     void *q = kheap_alloc(g_heap, 100);
     CHECK(q != NULL, "%s: kheap_alloc(100) fails afterwards", what);
     kheap_free(g_heap, q);
-    CHECK(g_reports == 1, "%s: %lu reports after using the heap again", what,
-          g_reports);
+    CHECK(kt_reports() == 1, "%s: %lu reports after using the heap again", what,
+          kt_reports());
 }
 
 static void expect_no_report(const char *what)
 {
-    CHECK(g_reports == 0, "%s: unexpected report %s at %p (%s)", what,
-          kind_name((int)g_last.kind), g_last.addr,
-          g_last.reason ? g_last.reason : "");
+    struct kheap_report last = kt_last_report();
+    CHECK(kt_reports() == 0, "%s: unexpected report %s at %p (%s)", what,
+          kt_report_kind_name((int)last.kind), last.addr,
+          last.reason ? last.reason : "");
 }
 
 /* Fresh heap per test, so one test's leftovers cannot hide another's. */
 static void setup(void)
 {
-    g_mem = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", HEAP_SIZE);
-    int err = kheap_init(&g_heap, g_mem, HEAP_SIZE);
-    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
-    kheap_set_report_hook(report_hook);
-    g_reports = 0;
+    kt_heap_open(&g_region, HEAP_SIZE);
+    g_heap = g_region.h;
+    g_mem = g_region.mem;
+    kt_capture_reports(read_stats_in_hook);
+    kt_reports_reset();
 }
 
 /* Everything freed: the heap is whole and no report is pending. */
@@ -142,8 +130,7 @@ static void teardown(void)
     CHECK(s.used_bytes == 0 && s.heap_free == s.heap_total - s.metadata_bytes,
           "teardown: used %zu, heap_free %zu != total %zu - metadata %zu",
           s.used_bytes, s.heap_free, s.heap_total, s.metadata_bytes);
-    kheap_fini(g_heap);
-    munmap(g_mem, HEAP_SIZE);
+    kt_heap_close(&g_region);
 }
 
 TEST(free_foreign)
@@ -265,21 +252,44 @@ TEST(free_run)
     teardown();
 }
 
+/* n objects of 64 bytes, all in one or a few slabs. */
+static void alloc_64s(unsigned char **o, int n)
+{
+    for (int i = 0; i < n; i++) {
+        o[i] = kheap_alloc(g_heap, 64);
+        CHECK(o[i] != NULL, "kheap_alloc(64) #%d failed", i);
+    }
+}
+
+/* Free o[0 .. n - 1] except o[skip] (freed already), with no report. */
+static void free_64s_but(unsigned char **o, int n, int skip)
+{
+    for (int i = 0; i < n; i++)
+        if (i != skip)
+            kheap_free(g_heap, o[i]);
+    expect_no_report("freeing the rest");
+}
+
+/* Free p twice (with kheap_reclaim between the two if asked): the second
+ * free is exactly one DOUBLE_FREE report. */
+static void free_twice(unsigned char *p, bool reclaim_between, const char *what)
+{
+    kheap_free(g_heap, p);
+    if (reclaim_between)
+        kheap_reclaim(g_heap);
+    arm();
+    kheap_free(g_heap, p);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, what);
+}
+
 TEST(double_free_small)
 {
     setup();
     /* Two objects of one slab: the slab stays while p is freed twice. */
     unsigned char *o[64];
-    for (int i = 0; i < 64; i++) {
-        o[i] = kheap_alloc(g_heap, 64);
-        CHECK(o[i] != NULL, "kheap_alloc(64) #%d failed", i);
-    }
+    alloc_64s(o, 64);
     unsigned char *p = o[10];
-    kheap_free(g_heap, p);
-    arm();
-    kheap_free(g_heap, p);
-    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of a 64-byte "
-                  "object");
+    free_twice(p, false, "double free of a 64-byte object");
     arm();
     CHECK(kheap_usable_size(g_heap, p) == 0,
           "usable_size of a free object is not 0%s", "");
@@ -297,10 +307,7 @@ TEST(double_free_small)
           (void *)b);
     kheap_free(g_heap, a);
     kheap_free(g_heap, b);
-    for (int i = 0; i < 64; i++)
-        if (i != 10)
-            kheap_free(g_heap, o[i]);
-    expect_no_report("freeing the rest");
+    free_64s_but(o, 64, 10);
     teardown();
 }
 
@@ -310,24 +317,15 @@ TEST(double_free_after_reclaim)
 {
     setup();
     unsigned char *o[16];
-    for (int i = 0; i < 16; i++) {
-        o[i] = kheap_alloc(g_heap, 64);
-        CHECK(o[i] != NULL, "kheap_alloc(64) #%d failed", i);
-    }
+    alloc_64s(o, 16);
     unsigned char *p = o[5];
-    kheap_free(g_heap, p);
-    kheap_reclaim(g_heap); /* the slab stays: 15 objects are live */
-    arm();
-    kheap_free(g_heap, p);
-    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "double free of an object back in its slab");
+    /* The slab stays over the reclaim: 15 objects are live. */
+    free_twice(p, true, "double free of an object back in its slab");
     const void *addr = NULL;
     const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "after the reported double free: %s at %p", msg, addr);
     arm();
-    for (int i = 0; i < 16; i++)
-        if (i != 5)
-            kheap_free(g_heap, o[i]);
-    expect_no_report("freeing the rest");
+    free_64s_but(o, 16, 5);
     teardown();
 }
 
@@ -370,9 +368,10 @@ TEST(wrong_cache)
     int err = kheap_cache_destroy(c1);
     CHECK(err == KHEAP_EBUSY, "kheap_cache_destroy(busy) = %d, want EBUSY",
           err);
-    expect_report(KHEAP_REPORT_BUSY, g_last.addr, "destroying a busy cache");
-    CHECK(g_last.cache && strstr(g_last.cache, "misuse-one"),
-          "busy report names cache '%s'", g_last.cache ? g_last.cache : "");
+    struct kheap_report last = kt_last_report();
+    expect_report(KHEAP_REPORT_BUSY, last.addr, "destroying a busy cache");
+    CHECK(last.cache && strstr(last.cache, "misuse-one"),
+          "busy report names cache '%s'", last.cache ? last.cache : "");
     CHECK(g_dtor_calls == 0, "refused destroy ran %d destructors",
           g_dtor_calls);
     struct kheap_cache_info ci;
@@ -438,9 +437,10 @@ TEST(write_after_free)
     p[50] = 0x42; /* the bug: a write through a stale pointer */
     unsigned char *q = kheap_alloc(g_heap, 96);
     CHECK(q == p, "the freed object was not reused first: %p, then %p", (void *)p, (void *)q);
-    CHECK(g_reports == 1 && g_last.kind == KHEAP_REPORT_CORRUPTION,
-          "write after free: %lu reports, last %s", g_reports, kind_name((int)g_last.kind));
-    CHECK(g_last.addr == p + 50, "write after free reported at %p, want %p", g_last.addr,
+    struct kheap_report last = kt_last_report();
+    CHECK(kt_reports() == 1 && last.kind == KHEAP_REPORT_CORRUPTION,
+          "write after free: %lu reports, last %s", kt_reports(), kt_report_kind_name((int)last.kind));
+    CHECK(last.addr == p + 50, "write after free reported at %p, want %p", last.addr,
           (void *)(p + 50));
     kheap_free(g_heap, q);
     check_heap("after write-after-free");
@@ -584,7 +584,7 @@ TEST(default_hook_aborts)
         dup2(fds[1], 2);
         close(fds[0]);
         close(fds[1]);
-        kheap_set_report_hook(NULL);
+        kt_release_reports();
         kheap_free(g_heap, (void *)bad);
         _exit(0); /* the default hook should not return */
     }

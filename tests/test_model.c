@@ -20,13 +20,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "harness.h"
 #include "kheap.h"
-#include "kheap_hosted.h"
 
 /* Every failure message carries the seed and op number for replay. */
 #define MCHECK(cond, fmt, ...)                                                \
@@ -74,6 +70,7 @@ static uint64_t g_seed;
 static unsigned long g_op;
 static uint64_t g_rng;
 
+static struct kt_heap g_region;
 static kheap_t *g_heap;
 static unsigned char *g_base;
 static size_t g_heap_size;
@@ -96,29 +93,16 @@ static uint64_t m_allocs, m_frees, m_failed, m_nulls;
 static struct kheap_stats g_st; /* snapshot after the last op */
 static bool g_filling = true;
 
-static unsigned long g_reports;
-static struct kheap_report g_last_report;
-
-static void report_hook(const struct kheap_report *r)
-{
-    g_reports++;
-    g_last_report = *r;
-}
-
 /* ---- randomness ---- */
 
 static uint64_t rnd(void)
 {
-    /* xorshift64* */
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1Dull;
+    return kt_rand(&g_rng);
 }
 
 static size_t rnd_range(size_t lo, size_t hi) /* inclusive */
 {
-    return lo + (size_t)(rnd() % (uint64_t)(hi - lo + 1));
+    return kt_rand_range(&g_rng, lo, hi);
 }
 
 static unsigned log2_floor(size_t x)
@@ -141,8 +125,7 @@ static size_t log_uniform(size_t lo, size_t hi)
     return rnd_range(a, b);
 }
 
-/* The size classes, from the rule (not from the library). */
-#include "class_rule.h"
+/* The size classes come from the rule (kt_class), not from the library. */
 
 static size_t class_of(size_t n)
 {
@@ -462,11 +445,12 @@ static void verify_stats(void)
 {
     struct kheap_stats s;
     kheap_get_stats(g_heap, &s);
-    MCHECK(g_reports == 0,
-           "unexpected report kind %d addr %p (%s) in %s",
-           (int)g_last_report.kind, g_last_report.addr,
-           g_last_report.reason ? g_last_report.reason : "?",
-           g_last_report.function ? g_last_report.function : "?");
+    struct kheap_report last = kt_last_report();
+    MCHECK(kt_reports() == 0,
+           "unexpected report %s addr %p (%s) in %s",
+           kt_report_kind_name((int)last.kind), last.addr,
+           last.reason ? last.reason : "?",
+           last.function ? last.function : "?");
     MCHECK(s.used_bytes == m_used, "used_bytes %zu != model %zu (%zu live)",
            s.used_bytes, m_used, g_nlive);
     MCHECK(s.allocation_count == m_allocs,
@@ -528,7 +512,7 @@ static void read_slab_needs(void)
     static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
     kheap_slabinfo(g_heap, rows, KHEAP_NUM_CLASSES);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        size_t a = natural_align(g_class[i]);
+        size_t a = natural_align(kt_class[i]);
         g_slab_need[i] = rows[i].pagesperslab + (a > PAGE ? a / PAGE - 1 : 0);
         if (g_slab_need[i] > g_slab_need_max)
             g_slab_need_max = g_slab_need[i];
@@ -538,7 +522,7 @@ static void read_slab_needs(void)
 static size_t class_index(size_t c)
 {
     size_t i = 0;
-    while (i < KHEAP_NUM_CLASSES - 1 && g_class[i] < c)
+    while (i < KHEAP_NUM_CLASSES - 1 && kt_class[i] < c)
         i++;
     return i;
 }
@@ -635,7 +619,7 @@ static size_t pick_size(void)
     if (r < 800)
         return log_uniform(257, KHEAP_MAX_CLASS);
     if (r < 880) /* a class boundary, or one off it */
-        return g_class[rnd() % KHEAP_NUM_CLASSES] + rnd_range(0, 2) - 1;
+        return kt_class[rnd() % KHEAP_NUM_CLASSES] + rnd_range(0, 2) - 1;
     if (r < 950) /* a page multiple, or one off it */
         return rnd_range(1, 64) * PAGE + rnd_range(0, 2) - 1;
     if (r < 985)
@@ -987,40 +971,31 @@ static void heap_check(void)
     MCHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
 }
 
-static void *map(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
 TEST(model)
 {
-    unsigned long ops = (unsigned long)harness_env_long("KHEAP_TEST_OPS",
+    unsigned long ops = (unsigned long)kt_env_long("KHEAP_TEST_OPS",
                                                         1000000);
     unsigned long check_every =
-        (unsigned long)harness_env_long("KHEAP_CHECK_EVERY", 20000);
+        (unsigned long)kt_env_long("KHEAP_CHECK_EVERY", 20000);
     /* KHEAP_TEST_SMALL: slow variants (valgrind, debug) get smaller
      * defaults. */
-    bool small = harness_env_long("KHEAP_TEST_SMALL", 0) != 0;
-    g_heap_size = (size_t)harness_env_long("KHEAP_TEST_HEAP",
+    bool small = kt_env_long("KHEAP_TEST_SMALL", 0) != 0;
+    g_heap_size = (size_t)kt_env_long("KHEAP_TEST_HEAP",
                                            small ? 32L << 20 : 256L << 20);
-    g_cap = (size_t)harness_env_long("KHEAP_TEST_LIVE", small ? 5000 : 20000);
+    g_cap = (size_t)kt_env_long("KHEAP_TEST_LIVE", small ? 5000 : 20000);
     if (check_every == 0)
         check_every = 1;
 
-    g_base = map(g_heap_size);
-    MCHECK(g_base != NULL, "mmap of %zu bytes failed", g_heap_size);
-    g_live = map(g_cap * sizeof *g_live);
-    g_t = map(g_cap * sizeof *g_t);
+    g_live = kt_map(g_cap * sizeof *g_live);
+    g_t = kt_map(g_cap * sizeof *g_t);
     MCHECK(g_live && g_t, "mmap of the model (%zu live) failed", g_cap);
     for (size_t i = 0; i < g_cap; i++)
         g_t[i].l = i + 1 < g_cap ? (int32_t)(i + 1) : -1;
     g_tfree = 0;
 
-    int err = kheap_init(&g_heap, g_base, g_heap_size);
-    MCHECK(err == KHEAP_OK, "kheap_init(%zu) = %d (%s)", g_heap_size, err,
-           kheap_strerror(err));
+    kt_heap_open(&g_region, g_heap_size);
+    g_heap = g_region.h;
+    g_base = g_region.mem;
     kheap_get_stats(g_heap, &g_st);
     MCHECK(g_st.used_bytes == 0 && g_st.allocation_count == 0,
            "fresh heap: used %zu allocs %" PRIu64, g_st.used_bytes,
@@ -1104,27 +1079,17 @@ TEST(model)
            m_max_held - fixed, m_max_req,
            m_max_req ? (double)(m_max_held - fixed) / (double)m_max_req : 0.0);
 
-    kheap_fini(g_heap);
-    munmap(g_base, g_heap_size);
-    munmap(g_live, g_cap * sizeof *g_live);
-    munmap(g_t, g_cap * sizeof *g_t);
+    kt_heap_close(&g_region);
+    kt_unmap(g_live, g_cap * sizeof *g_live);
+    kt_unmap(g_t, g_cap * sizeof *g_t);
 }
 
 int main(void)
 {
-    long env_seed = harness_env_long("KHEAP_SEED", -1);
-    if (env_seed >= 0) {
-        g_seed = (uint64_t)env_seed;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        g_seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec ^
-                  (uint64_t)getpid() << 32) & 0x7fffffffffffffffull;
-    }
-    g_rng = g_seed * 0x9E3779B97F4A7C15ull + 1;
-    printf("# seed %" PRIu64 "\n", g_seed);
-    make_classes();
-    kheap_set_report_hook(report_hook);
+    g_seed = kt_seed();
+    g_rng = kt_rand_seed(g_seed, 0);
+    kt_make_classes();
+    kt_capture_reports(NULL);
     RUN(model);
     return harness_done();
 }

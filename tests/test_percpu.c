@@ -36,7 +36,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +44,7 @@
 #include "kheap_hosted.h"
 
 #define PAGE KHEAP_PAGE_SIZE
-#define MAGIC 0x50657243707543ull /* what the constructor writes */
+#define MAGIC KT_CTOR_MAGIC /* what kt_ctor writes */
 #define MAX_ROWS (KHEAP_NUM_CLASSES + 16)
 
 static uint64_t g_seed;
@@ -118,68 +117,34 @@ static unsigned long get(atomic_ulong *a)
     return atomic_load(a);
 }
 
-/* Reports from the heap: counted, the first one kept. */
-static atomic_ulong g_reports;
+/* Reports from the heap: counted, the text of the first one kept. */
 static char g_first_report[300];
 
-static void report_hook(const struct kheap_report *r)
+static void keep_first_report(const struct kheap_report *r, unsigned long nth)
 {
-    if (atomic_fetch_add(&g_reports, 1) == 0)
+    if (nth == 1)
         kheap_hosted_format_report(r, g_first_report, sizeof g_first_report);
 }
 
 /* ------------------------------------------------------------------ */
-/* Random numbers (splitmix64, one state per thread). */
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* Random numbers (kt_rand), one state per test and thread. */
 
 static uint64_t rng_for(unsigned test, unsigned thread)
 {
-    uint64_t s = g_seed ^ ((uint64_t)test << 48) ^ ((uint64_t)thread << 20);
-    rnd(&s);
-    return s;
+    return kt_rand_seed(g_seed, (uint64_t)test << 32 | thread);
 }
 
 /* ------------------------------------------------------------------ */
-/* Heaps: mmap'd memory, kheap_init; kheap_fini before munmap. */
-
-struct theap {
-    kheap_t *h;
-    unsigned char *mem;
-    size_t size;
-};
+/* Heaps: kt_heap_open; kt_heap_close only after a test passed (a failed
+ * test leaves its heap mapped and registered, so threads that still exit
+ * can flush into it safely). */
 
 static size_t heap_size_for(size_t big, size_t small)
 {
     if (!g_small)
         return big;
-    long env = harness_env_long("KHEAP_TEST_HEAP", 0);
+    long env = kt_env_long("KHEAP_TEST_HEAP", 0);
     return env > 0 ? (size_t)env : small;
-}
-
-static void heap_open(struct theap *t, size_t size)
-{
-    t->size = size;
-    t->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    SCHECK(t->mem != MAP_FAILED, "mmap(%zu) failed", size);
-    int err = kheap_init(&t->h, t->mem, size);
-    SCHECK(err == KHEAP_OK, "kheap_init(%zu) = %d (%s)", size, err, kheap_strerror(err));
-}
-
-/* Only after a test passed: a failed test leaves its heap mapped and
- * registered, so threads that still exit can flush into it safely. */
-static void heap_close(struct theap *t)
-{
-    kheap_fini(t->h);
-    munmap(t->mem, t->size);
-    t->h = NULL;
 }
 
 /* Everything back: no slab, no large block, every page free except the
@@ -205,8 +170,8 @@ static void check_quiet(kheap_t *h, const char *when)
 
 static void check_no_reports(const char *when)
 {
-    SCHECK(get(&g_reports) == 0, "%s: %lu reports, first: %s", when,
-           atomic_load(&g_reports), g_first_report);
+    SCHECK(kt_reports() == 0, "%s: %lu reports, first: %s", when, kt_reports(),
+           g_first_report);
 }
 
 /* Objects per magazine for an object size (docs: src/core/cpu.c). */
@@ -236,28 +201,33 @@ static unsigned char *g_mem;        /* its memory */
 static size_t g_mem_size;
 static kheap_cache_t *g_cache[KINDS]; /* [KIND_CTOR], [KIND_PLAIN] */
 static atomic_ulong g_kind_allocs[KINDS], g_kind_frees[KINDS];
-static atomic_ulong g_ctor, g_dtor, g_dtor_bad;
 
-static void obj_ctor(void *o)
+/* g_cache[kind] of the running test: with kt_ctor/kt_dtor for KIND_CTOR. */
+static void new_cache(int kind, const char *name, size_t size, size_t align)
 {
-    uint64_t m = MAGIC;
-    memcpy(o, &m, sizeof m);
-    atomic_fetch_add(&g_ctor, 1);
+    bool ctor = kind == KIND_CTOR;
+    g_cache[kind] = kheap_cache_create(g_h, name, size, align, ctor ? kt_ctor : NULL,
+                                       ctor ? kt_dtor : NULL);
+    SCHECK(g_cache[kind] != NULL, "kheap_cache_create(%s) failed", name);
 }
 
-static void obj_dtor(void *o)
+/* Every constructor call had its destructor call, on an object that
+ * still held the constructor's magic (caches of kt_ctor/kt_dtor). */
+static void check_ctors_balanced(const char *when)
 {
-    uint64_t m;
-    memcpy(&m, o, sizeof m);
-    if (m != MAGIC)
-        atomic_fetch_add(&g_dtor_bad, 1);
-    atomic_fetch_add(&g_dtor, 1);
+    struct kt_ctor_counts n = kt_ctor_counts();
+    SCHECK(n.ctor == n.dtor && n.dtor_bad == 0,
+           "%s: %lu constructor calls, %lu destructor calls, %lu on objects without magic",
+           when, n.ctor, n.dtor, n.dtor_bad);
 }
 
-static void test_reset(struct theap *t)
+/* The start of every test: a heap of its own (big bytes, small bytes in
+ * small mode), and every counter at 0. */
+static void test_open(struct kt_heap *t, size_t big, size_t small)
 {
+    kt_heap_open(t, heap_size_for(big, small));
     errors_reset();
-    atomic_store(&g_reports, 0);
+    kt_reports_reset();
     g_first_report[0] = 0;
     g_h = t->h;
     g_mem = t->mem;
@@ -267,14 +237,7 @@ static void test_reset(struct theap *t)
         atomic_store(&g_kind_allocs[k], 0);
         atomic_store(&g_kind_frees[k], 0);
     }
-    atomic_store(&g_ctor, 0);
-    atomic_store(&g_dtor, 0);
-    atomic_store(&g_dtor_bad, 0);
-}
-
-static unsigned char pat(uint32_t tag, size_t i)
-{
-    return (unsigned char)(((tag ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
+    kt_ctor_reset();
 }
 
 static size_t pat_from(const struct item *it)
@@ -284,24 +247,13 @@ static size_t pat_from(const struct item *it)
 
 static void fill(const struct item *it)
 {
-    size_t from = pat_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE; i++)
-        it->p[i] = pat(it->tag, i);
-    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n; i++)
-        it->p[i] = pat(it->tag, i);
+    kt_pattern_fill(it->p, it->size, pat_from(it), EDGE, it->tag);
 }
 
 /* First byte below limit that lost its pattern, or SIZE_MAX. */
 static size_t verify(const struct item *it, size_t limit)
 {
-    size_t from = pat_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
-        if (it->p[i] != pat(it->tag, i))
-            return i;
-    for (size_t i = n > from + EDGE ? n - EDGE : from; i < n && i < limit; i++)
-        if (it->p[i] != pat(it->tag, i))
-            return i;
-    return SIZE_MAX;
+    return kt_pattern_find_bad(it->p, it->size, pat_from(it), EDGE, it->tag, limit);
 }
 
 static bool check_item(unsigned id, const struct item *it, const char *when)
@@ -310,7 +262,7 @@ static bool check_item(unsigned id, const struct item *it, const char *when)
     TCHECK(id, bad == SIZE_MAX,
            "%s: block %p (size %zu, kind %d, owner %u) byte %zu is 0x%02x, want 0x%02x",
            when, (void *)it->p, it->size, it->kind, it->owner, bad, it->p[bad],
-           pat(it->tag, bad));
+           kt_pattern(it->tag, bad));
     if (it->kind == KIND_CTOR) {
         uint64_t m;
         memcpy(&m, it->p, sizeof m);
@@ -327,7 +279,7 @@ static bool new_item(unsigned id, uint64_t *rng, struct item *it, void *p, size_
 {
     it->p = p;
     it->size = size;
-    it->tag = (uint32_t)rnd(rng);
+    it->tag = (uint32_t)kt_rand(rng);
     it->owner = (uint16_t)id;
     it->kind = kind;
     TCHECK(id, (uintptr_t)p >= (uintptr_t)g_mem &&
@@ -351,7 +303,7 @@ static bool free_item(unsigned id, uint64_t *rng, const struct item *it, const c
 {
     if (!check_item(id, it, when))
         return false;
-    if (it->kind != KIND_KM && rnd(rng) % 2)
+    if (it->kind != KIND_KM && kt_rand(rng) % 2)
         kheap_cache_free(g_cache[it->kind], it->p);
     else
         kheap_free(g_h, it->p);
@@ -422,14 +374,14 @@ static bool box_pop(struct inbox *b, struct item *it)
 /* 1 B .. 64 KiB, mostly small. */
 static size_t t1_size(uint64_t *rng)
 {
-    unsigned r = (unsigned)(rnd(rng) % 100);
+    unsigned r = (unsigned)(kt_rand(rng) % 100);
     if (r < 70)
-        return 1 + (size_t)(rnd(rng) % 256);
+        return 1 + (size_t)(kt_rand(rng) % 256);
     if (r < 93)
-        return 257 + (size_t)(rnd(rng) % (4096 - 256));
+        return 257 + (size_t)(kt_rand(rng) % (4096 - 256));
     if (r < 98)
-        return 4097 + (size_t)(rnd(rng) % (KHEAP_MAX_CLASS - 4096));
-    return KHEAP_MAX_CLASS + 1 + (size_t)(rnd(rng) % (65536 - KHEAP_MAX_CLASS));
+        return 4097 + (size_t)(kt_rand(rng) % (KHEAP_MAX_CLASS - 4096));
+    return KHEAP_MAX_CLASS + 1 + (size_t)(kt_rand(rng) % (65536 - KHEAP_MAX_CLASS));
 }
 
 static bool t1_add(struct w1 *w, void *p, size_t size, uint8_t kind)
@@ -444,17 +396,17 @@ static bool t1_alloc(struct w1 *w)
     if (w->nlive >= w->live_cap)
         return true;
     size_t size = t1_size(&w->rng);
-    unsigned how = (unsigned)(rnd(&w->rng) % 20);
+    unsigned how = (unsigned)(kt_rand(&w->rng) % 20);
     unsigned char *p;
     if (how < 12) {
         p = kheap_alloc(g_h, size);
     } else if (how < 15) {
-        size_t align = (size_t)8 << (rnd(&w->rng) % 10); /* 8 .. 4096 */
+        size_t align = (size_t)8 << (kt_rand(&w->rng) % 10); /* 8 .. 4096 */
         p = kheap_alloc_aligned(g_h, size, align);
         TCHECK(w->id, !p || (uintptr_t)p % align == 0,
                "kheap_alloc_aligned(%zu, %zu) = %p", size, align, (void *)p);
     } else if (how < 18) {
-        size_t n = 1 + (size_t)(rnd(&w->rng) % 4), each = (size + n - 1) / n;
+        size_t n = 1 + (size_t)(kt_rand(&w->rng) % 4), each = (size + n - 1) / n;
         size = n * each;
         p = kheap_calloc(g_h, n, each);
         if (p) {
@@ -478,7 +430,7 @@ static bool t1_cache_alloc(struct w1 *w)
 {
     if (w->nlive >= w->live_cap)
         return true;
-    uint8_t kind = rnd(&w->rng) % 2 ? KIND_CTOR : KIND_PLAIN;
+    uint8_t kind = kt_rand(&w->rng) % 2 ? KIND_CTOR : KIND_PLAIN;
     unsigned char *p = kheap_cache_alloc(g_cache[kind]);
     if (!p) {
         w->nulls++;
@@ -486,7 +438,7 @@ static bool t1_cache_alloc(struct w1 *w)
     }
     TCHECK(w->id, kind != KIND_PLAIN || (uintptr_t)p % 16 == 0,
            "object %p of the 16-aligned cache is not aligned", (void *)p);
-    if (rnd(&w->rng) % 16 == 0) {
+    if (kt_rand(&w->rng) % 16 == 0) {
         struct kheap_cache_info r = cache_row(g_cache[kind]); /* racy read, exercised */
         (void)r;
     }
@@ -497,13 +449,13 @@ static bool t1_realloc(struct w1 *w)
 {
     if (!w->nlive)
         return true;
-    size_t i = (size_t)(rnd(&w->rng) % w->nlive);
+    size_t i = (size_t)(kt_rand(&w->rng) % w->nlive);
     struct item *it = &w->live[i];
     if (it->kind != KIND_KM)
         return true;
     if (!check_item(w->id, it, "before realloc"))
         return false;
-    size_t size = rnd(&w->rng) % 2 ? t1_size(&w->rng) : it->size + (size_t)(rnd(&w->rng) % 64);
+    size_t size = kt_rand(&w->rng) % 2 ? t1_size(&w->rng) : it->size + (size_t)(kt_rand(&w->rng) % 64);
     unsigned char *q = kheap_realloc(g_h, it->p, size);
     if (!q) {
         w->nulls++;
@@ -520,7 +472,7 @@ static bool t1_realloc(struct w1 *w)
     size_t keep = size < it->size ? size : it->size;
     size_t bad = verify(&moved, keep);
     TCHECK(w->id, bad == SIZE_MAX, "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)",
-           it->size, size, bad, q[bad], pat(it->tag, bad));
+           it->size, size, bad, q[bad], kt_pattern(it->tag, bad));
     w->live[i] = w->live[--w->nlive];
     return new_item(w->id, &w->rng, &w->live[w->nlive++], q, size, KIND_KM);
 }
@@ -542,13 +494,13 @@ static bool t1_release(struct w1 *w)
 {
     if (!w->nlive)
         return true;
-    size_t i = (size_t)(rnd(&w->rng) % w->nlive);
+    size_t i = (size_t)(kt_rand(&w->rng) % w->nlive);
     struct item it = w->live[i];
     w->live[i] = w->live[--w->nlive];
-    if (rnd(&w->rng) % 2) {
+    if (kt_rand(&w->rng) % 2) {
         /* A full inbox: its owner is not running just now; empty our own
          * meanwhile (every thread does while it waits, so this ends). */
-        unsigned to = (w->id + 1 + (unsigned)(rnd(&w->rng) % (w->nthreads - 1))) % w->nthreads;
+        unsigned to = (w->id + 1 + (unsigned)(kt_rand(&w->rng) % (w->nthreads - 1))) % w->nthreads;
         while (!box_push(&g_w1[to].box, &it)) {
             if (atomic_load_explicit(&g_failed, memory_order_relaxed) ||
                 !t1_receive(w, T1_QLEN))
@@ -591,7 +543,7 @@ static void *t1_main(void *arg)
     for (unsigned long op = 0; ok && op < w->ops; op++) {
         if ((op & 255) == 0 && atomic_load_explicit(&g_failed, memory_order_relaxed))
             break;
-        unsigned r = (unsigned)(rnd(&w->rng) % 1000);
+        unsigned r = (unsigned)(kt_rand(&w->rng) % 1000);
         if (r < 280)
             ok = t1_alloc(w);
         else if (r < 430)
@@ -604,7 +556,7 @@ static void *t1_main(void *arg)
             ok = t1_receive(w, 8);
         else if (r < 998)
             ok = t1_stats(w);
-        else if (rnd(&w->rng) % 4 == 0)
+        else if (kt_rand(&w->rng) % 4 == 0)
             ok = t1_check(w);
     }
     /* Free what is left here; then keep emptying the inbox until no
@@ -627,13 +579,11 @@ static void *t1_main(void *arg)
 
 static void t1_run(unsigned nthreads)
 {
-    struct theap t;
-    heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
-    test_reset(&t);
+    struct kt_heap t;
+    test_open(&t, (size_t)64 << 20, (size_t)8 << 20);
     size_t base_rows = kheap_slabinfo(g_h, NULL, 0);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "pc-ctor", 200, 0, obj_ctor, obj_dtor);
-    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-plain", 48, 16, NULL, NULL);
-    SCHECK(g_cache[KIND_CTOR] && g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    new_cache(KIND_CTOR, "pc-ctor", 200, 0);
+    new_cache(KIND_PLAIN, "pc-plain", 48, 16);
     SCHECK(kheap_slabinfo(g_h, NULL, 0) == base_rows + 2, "slabinfo rows %zu, want %zu",
            kheap_slabinfo(g_h, NULL, 0), base_rows + 2);
 
@@ -698,9 +648,7 @@ static void t1_run(unsigned nthreads)
     int e0 = kheap_cache_destroy(g_cache[KIND_CTOR]);
     int e1 = kheap_cache_destroy(g_cache[KIND_PLAIN]);
     SCHECK(e0 == KHEAP_OK && e1 == KHEAP_OK, "kheap_cache_destroy = %d, %d", e0, e1);
-    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
-           "%lu constructor calls, %lu destructor calls, %lu on objects without magic",
-           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    check_ctors_balanced("stress");
     kheap_reclaim(g_h);
     check_whole(g_h, "after destroy and reclaim");
     check_quiet(g_h, "after reclaim");
@@ -709,7 +657,7 @@ static void t1_run(unsigned nthreads)
            "caches), %" PRIu64 " freed by another thread\n",
            nthreads, ops, allocs, atomic_load(&g_kind_allocs[KIND_CTOR]),
            atomic_load(&g_kind_allocs[KIND_PLAIN]), handed);
-    heap_close(&t);
+    kt_heap_close(&t);
 }
 
 TEST(stress_cross_thread)
@@ -914,11 +862,9 @@ static void *pc_consumer(void *arg)
 
 TEST(producer_consumer)
 {
-    struct theap t;
-    heap_open(&t, heap_size_for((size_t)64 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_PLAIN] = kheap_cache_create(g_h, "pc-fifo", PC_SIZE, 0, NULL, NULL);
-    SCHECK(g_cache[KIND_PLAIN], "kheap_cache_create failed");
+    struct kt_heap t;
+    test_open(&t, (size_t)64 << 20, (size_t)8 << 20);
+    new_cache(KIND_PLAIN, "pc-fifo", PC_SIZE, 0);
     g_pc_total = 2 * (uint64_t)g_ops;
     /* Bursts of 8192 objects per cache, well above what a depot may keep
      * (except in the tiny KHEAP_DEBUG=3 run). */
@@ -1011,7 +957,7 @@ TEST(producer_consumer)
            " bursts: slab_bytes %zu, cached %zu; %" PRIu64 " samples\n",
            g_pc_peak_slab, g_pc_peak_cached, g_pc_bursts, g_pc_peak_quiet_slab,
            g_pc_peak_quiet_cached, g_pc_samples);
-    heap_close(&t);
+    kt_heap_close(&t);
 }
 
 /* ================================================================== */
@@ -1036,22 +982,22 @@ static struct {
 
 static size_t ch_size(uint64_t *rng)
 {
-    unsigned r = (unsigned)(rnd(rng) % 100);
+    unsigned r = (unsigned)(kt_rand(rng) % 100);
     if (r < 60)
-        return 1 + (size_t)(rnd(rng) % 256);
+        return 1 + (size_t)(kt_rand(rng) % 256);
     if (r < 95)
-        return 257 + (size_t)(rnd(rng) % (2048 - 256));
+        return 257 + (size_t)(kt_rand(rng) % (2048 - 256));
     if (r < 99)
-        return 2049 + (size_t)(rnd(rng) % (8192 - 2048));
-    return 8193 + (size_t)(rnd(rng) % 32000);
+        return 2049 + (size_t)(kt_rand(rng) % (8192 - 2048));
+    return 8193 + (size_t)(kt_rand(rng) % 32000);
 }
 
 static bool ch_work(struct w3 *w)
 {
     struct item mine[CH_OBJS];
-    size_t n = 1 + (size_t)(rnd(&w->rng) % CH_OBJS), have = 0;
+    size_t n = 1 + (size_t)(kt_rand(&w->rng) % CH_OBJS), have = 0;
     for (size_t k = 0; k < n; k++) {
-        bool cache = rnd(&w->rng) % 3 == 0;
+        bool cache = kt_rand(&w->rng) % 3 == 0;
         size_t size = cache ? CH_OBJSIZE : ch_size(&w->rng);
         void *p = cache ? kheap_cache_alloc(g_cache[KIND_CTOR]) : kheap_alloc(g_h, size);
         if (!p) {
@@ -1086,7 +1032,7 @@ static bool ch_work(struct w3 *w)
     }
     /* Free about a third here, leave the rest to others. */
     for (size_t k = 0; k < have; k++) {
-        if (rnd(&w->rng) % 3 == 0) {
+        if (kt_rand(&w->rng) % 3 == 0) {
             w->frees++;
             if (!free_item(w->id, &w->rng, &mine[k], "own block"))
                 return false;
@@ -1112,11 +1058,9 @@ static void *ch_main(void *arg)
 
 TEST(thread_churn)
 {
-    struct theap t;
-    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "churn-obj", CH_OBJSIZE, 0, obj_ctor, obj_dtor);
-    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    struct kt_heap t;
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
+    new_cache(KIND_CTOR, "churn-obj", CH_OBJSIZE, 0);
     unsigned nthreads = g_small ? 128 : 1000;
     if (!g_small && g_ops > 1000000)
         nthreads = (unsigned)(g_ops / 1000);
@@ -1218,9 +1162,7 @@ TEST(thread_churn)
     }
     check_quiet(g_h, "after reclaim");
     SCHECK(kheap_cache_destroy(g_cache[KIND_CTOR]) == KHEAP_OK, "kheap_cache_destroy failed");
-    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
-           "%lu constructor calls, %lu destructor calls, %lu without magic",
-           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    check_ctors_balanced("churn");
     kheap_reclaim(g_h);
     check_whole(g_h, "after reclaim");
     check_no_reports("churn");
@@ -1231,7 +1173,7 @@ TEST(thread_churn)
     free(w);
     free(g_left.v);
     g_left.v = NULL;
-    heap_close(&t);
+    kt_heap_close(&t);
 }
 
 /* ================================================================== */
@@ -1255,7 +1197,7 @@ static unsigned g_sr_k, g_sr_rounds;
 
 static bool sr_alloc(struct w4 *w, size_t j, bool cache)
 {
-    size_t size = cache ? 128 : 1 + (size_t)(rnd(&w->rng) % 512);
+    size_t size = cache ? 128 : 1 + (size_t)(kt_rand(&w->rng) % 512);
     void *p = cache ? kheap_cache_alloc(g_cache[KIND_CTOR]) : kheap_alloc(g_h, size);
     TCHECK(w->id, p != NULL, "allocation returned NULL");
     uint8_t kind = cache ? KIND_CTOR : KIND_KM;
@@ -1304,11 +1246,9 @@ static void *sr_main(void *arg)
 
 TEST(slot_reuse)
 {
-    struct theap t;
-    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
-    g_cache[KIND_CTOR] = kheap_cache_create(g_h, "slot-obj", 128, 0, obj_ctor, obj_dtor);
-    SCHECK(g_cache[KIND_CTOR], "kheap_cache_create failed");
+    struct kt_heap t;
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
+    new_cache(KIND_CTOR, "slot-obj", 128, 0);
     /* Small: drd's cost grows steeply with 72 threads running at once. */
     g_sr_k = g_small ? 4 : SR_K_MAX;
     g_sr_rounds = g_small ? 1 : 8;
@@ -1379,16 +1319,14 @@ TEST(slot_reuse)
            s.allocation_count, s.free_count, allocs + 1, s.used_bytes, s.failed_count);
     check_quiet(g_h, "after the threads exited");
     SCHECK(kheap_cache_destroy(g_cache[KIND_CTOR]) == KHEAP_OK, "kheap_cache_destroy failed");
-    SCHECK(get(&g_ctor) == get(&g_dtor) && get(&g_dtor_bad) == 0,
-           "%lu constructor calls, %lu destructor calls, %lu without magic",
-           atomic_load(&g_ctor), atomic_load(&g_dtor), atomic_load(&g_dtor_bad));
+    check_ctors_balanced("slot_reuse");
     kheap_reclaim(g_h);
     check_whole(g_h, "after reclaim");
     check_no_reports("slot_reuse");
     printf("# slot_reuse: %d threads alive at once, %" PRIu64 " with a slot, %" PRIu64
            " on the locked path\n",
            SR_THREADS, slotted, (uint64_t)SR_THREADS - slotted);
-    heap_close(&t);
+    kt_heap_close(&t);
 }
 
 /* ================================================================== */
@@ -1410,22 +1348,21 @@ static size_t cached_total(kheap_t *h, bool kmalloc_only, size_t *slabs)
 
 TEST(reclaim_reach)
 {
-    struct theap t;
-    heap_open(&t, heap_size_for((size_t)32 << 20, (size_t)8 << 20));
-    test_reset(&t);
+    struct kt_heap t;
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
     size_t nobj = g_small ? 600 : 20000;
     void **v = calloc(nobj, sizeof *v);
     SCHECK(v != NULL, "calloc failed");
     uint64_t rng = rng_for(40, 0);
     for (int round = 0; round < 3; round++) {
         for (size_t i = 0; i < nobj; i++) {
-            size_t size = 16 + (size_t)(rnd(&rng) % 1009);
+            size_t size = 16 + (size_t)(kt_rand(&rng) % 1009);
             v[i] = kheap_alloc(g_h, size);
             SCHECK(v[i] != NULL, "kheap_alloc(%zu) #%zu failed", size, i);
             memset(v[i], 0x3c, size < 64 ? size : 64);
         }
         for (size_t i = nobj; i > 1; i--) { /* shuffle, then free */
-            size_t j = (size_t)(rnd(&rng) % i);
+            size_t j = (size_t)(kt_rand(&rng) % i);
             void *x = v[i - 1];
             v[i - 1] = v[j];
             v[j] = x;
@@ -1454,7 +1391,7 @@ TEST(reclaim_reach)
            cached, slab_before, got);
 
     /* The same for a user cache that stays. */
-    kheap_cache_t *c = kheap_cache_create(g_h, "reach-obj", 256, 0, obj_ctor, obj_dtor);
+    kheap_cache_t *c = kheap_cache_create(g_h, "reach-obj", 256, 0, kt_ctor, kt_dtor);
     SCHECK(c != NULL, "kheap_cache_create failed");
     void *o[512];
     size_t no = g_small ? 100 : 512;
@@ -1472,15 +1409,13 @@ TEST(reclaim_reach)
     SCHECK(got > 0 && r.cached_objs == 0 && r.num_slabs == 0,
            "reclaim gave back %zu; cache %s then has %zu cached, %zu slabs", got, r.name,
            r.cached_objs, r.num_slabs);
-    SCHECK(get(&g_ctor) == get(&g_dtor),
-           "after reclaim: %lu constructor calls, %lu destructor calls", atomic_load(&g_ctor),
-           atomic_load(&g_dtor));
+    check_ctors_balanced("after reclaim");
     SCHECK(kheap_cache_destroy(c) == KHEAP_OK, "kheap_cache_destroy failed");
     kheap_reclaim(g_h);
     check_whole(g_h, "after destroy and reclaim");
     check_quiet(g_h, "at the end");
     check_no_reports("reclaim_reach");
-    heap_close(&t);
+    kt_heap_close(&t);
 }
 
 static double now(void)
@@ -1492,20 +1427,11 @@ static double now(void)
 
 int main(void)
 {
-    long env_seed = harness_env_long("KHEAP_SEED", -1);
-    if (env_seed >= 0) {
-        g_seed = (uint64_t)env_seed;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        g_seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) &
-                 0x7fffffffffffffffull;
-    }
-    g_small = harness_env_long("KHEAP_TEST_SMALL", 0) != 0;
-    long ops = harness_env_long("KHEAP_TEST_OPS", 1000000);
+    g_seed = kt_seed();
+    g_small = kt_env_long("KHEAP_TEST_SMALL", 0) != 0;
+    long ops = kt_env_long("KHEAP_TEST_OPS", 1000000);
     g_ops = ops > 0 ? (unsigned long)ops : 1000000;
-    printf("# seed %" PRIu64 "\n", g_seed);
-    kheap_set_report_hook(report_hook);
+    kt_capture_reports(keep_first_report);
 #define TIMED_RUN(name)                                                       \
     do {                                                                      \
         double t0_ = now();                                                   \

@@ -22,20 +22,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "harness.h"
 #include "kheap.h"
-#include "kheap_hosted.h"
 
 #define PAGE KHEAP_PAGE_SIZE
 #define THREADS 4
 #define LIVE_CAP 1000
 #define QUEUE_LEN 256
 #define KMALLOC 0xff
-#define MAGIC 0x5468726561644f62ull
+#define MAGIC KT_CTOR_MAGIC /* what kt_ctor writes */
 #define EDGE 32
 
 static kheap_t *g_heap;
@@ -44,31 +40,7 @@ static size_t g_heap_size;
 static uint64_t g_seed;
 static unsigned long g_ops;
 
-static atomic_ulong g_reports;
-static atomic_ulong g_ctor_calls, g_dtor_calls, g_dtor_bad;
 static atomic_ulong g_priv_ctor, g_priv_dtor;
-
-static void report_hook(const struct kheap_report *r)
-{
-    (void)r;
-    atomic_fetch_add(&g_reports, 1);
-}
-
-static void obj_ctor(void *o)
-{
-    uint64_t m = MAGIC;
-    memcpy(o, &m, sizeof m);
-    atomic_fetch_add(&g_ctor_calls, 1);
-}
-
-static void obj_dtor(void *o)
-{
-    uint64_t m;
-    memcpy(&m, o, sizeof m);
-    if (m != MAGIC)
-        atomic_fetch_add(&g_dtor_bad, 1);
-    atomic_fetch_add(&g_dtor_calls, 1);
-}
 
 static void priv_ctor(void *o)
 {
@@ -139,10 +111,7 @@ struct worker {
 
 static uint64_t rnd(struct worker *w)
 {
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * 0x2545F4914F6CDD1Dull;
+    return kt_rand(&w->rng);
 }
 
 /* Record the first failure and stop the thread's loop. */
@@ -159,11 +128,6 @@ static uint64_t rnd(struct worker *w)
         }                                                                     \
     } while (0)
 
-static unsigned char pat(uint32_t seed, size_t i)
-{
-    return (unsigned char)(((seed ^ (uint32_t)i) * 0x9E3779B1u) >> 24);
-}
-
 static size_t pattern_from(const struct item *it)
 {
     return it->cache == 0 ? 8 : 0; /* the ctor's magic comes first */
@@ -171,24 +135,13 @@ static size_t pattern_from(const struct item *it)
 
 static void fill(const struct item *it)
 {
-    size_t from = pattern_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE; i++)
-        it->p[i] = pat(it->seed, i);
-    for (size_t i = n > EDGE ? n - EDGE : from; i < n; i++)
-        it->p[i] = pat(it->seed, i);
+    kt_pattern_fill(it->p, it->size, pattern_from(it), EDGE, it->seed);
 }
 
 /* First byte below limit that lost its pattern, or SIZE_MAX. */
 static size_t verify(const struct item *it, size_t limit)
 {
-    size_t from = pattern_from(it), n = it->size;
-    for (size_t i = from; i < n && i < from + EDGE && i < limit; i++)
-        if (it->p[i] != pat(it->seed, i))
-            return i;
-    for (size_t i = n > EDGE ? n - EDGE : from; i < n && i < limit; i++)
-        if (it->p[i] != pat(it->seed, i))
-            return i;
-    return SIZE_MAX;
+    return kt_pattern_find_bad(it->p, it->size, pattern_from(it), EDGE, it->seed, limit);
 }
 
 static bool check_item(struct worker *w, const struct item *it,
@@ -198,7 +151,7 @@ static bool check_item(struct worker *w, const struct item *it,
     WCHECK(w, bad == SIZE_MAX,
            "%s: block %p (size %zu, cache %d) byte %zu is 0x%02x, want 0x%02x",
            when, (void *)it->p, it->size, it->cache, bad, it->p[bad],
-           pat(it->seed, bad));
+           kt_pattern(it->seed, bad));
     if (it->cache == 0) {
         uint64_t m;
         memcpy(&m, it->p, sizeof m);
@@ -324,7 +277,7 @@ static bool op_realloc(struct worker *w)
     size_t bad = verify(&moved, keep);
     WCHECK(w, bad == SIZE_MAX,
            "realloc %zu -> %zu lost byte %zu (0x%02x, want 0x%02x)", it->size,
-           size, bad, q[bad], pat(it->seed, bad));
+           size, bad, q[bad], kt_pattern(it->seed, bad));
     w->live[i] = w->live[--w->nlive];
     return add_live(w, q, size, KMALLOC);
 }
@@ -453,15 +406,14 @@ TEST(shared_heap)
 {
     /* Room for the live sets and what four threads' magazines cache. */
     g_heap_size = (size_t)64 << 20;
-    g_ops = (unsigned long)harness_env_long("KHEAP_TEST_OPS", 1000000) / 5;
-    g_mem = mmap(NULL, g_heap_size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    CHECK(g_mem != MAP_FAILED, "mmap(%zu) failed", g_heap_size);
-    int err = kheap_init(&g_heap, g_mem, g_heap_size);
-    CHECK(err == KHEAP_OK, "kheap_init = %d (%s)", err, kheap_strerror(err));
+    g_ops = (unsigned long)kt_env_long("KHEAP_TEST_OPS", 1000000) / 5;
+    struct kt_heap region;
+    kt_heap_open(&region, g_heap_size);
+    g_heap = region.h;
+    g_mem = region.mem;
     g_base_caches = kheap_slabinfo(g_heap, NULL, 0);
     g_cache[0] = kheap_cache_create(g_heap, "thr-obj", g_cache_size[0], 0,
-                                    obj_ctor, obj_dtor);
+                                    kt_ctor, kt_dtor);
     g_cache[1] = kheap_cache_create(g_heap, "thr-big", g_cache_size[1], 256,
                                     NULL, NULL);
     CHECK(g_cache[0] && g_cache[1], "kheap_cache_create failed%s", "");
@@ -472,7 +424,7 @@ TEST(shared_heap)
     for (unsigned i = 0; i < THREADS; i++) {
         memset(&w[i], 0, sizeof w[i]);
         w[i].id = i;
-        w[i].rng = (g_seed + i) * 0x9E3779B97F4A7C15ull | 1;
+        w[i].rng = kt_rand_seed(g_seed, i);
         CHECK(pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0,
               "pthread_create %u failed", i);
     }
@@ -525,16 +477,15 @@ TEST(shared_heap)
     CHECK(kheap_cache_destroy(g_cache[0]) == KHEAP_OK &&
               kheap_cache_destroy(g_cache[1]) == KHEAP_OK,
           "destroying the shared caches failed%s", "");
-    CHECK(atomic_load(&g_ctor_calls) == atomic_load(&g_dtor_calls) &&
-              atomic_load(&g_dtor_bad) == 0,
-          "shared cache: %lu ctors, %lu dtors, %lu without magic",
-          atomic_load(&g_ctor_calls), atomic_load(&g_dtor_calls),
-          atomic_load(&g_dtor_bad));
+    struct kt_ctor_counts n = kt_ctor_counts();
+    CHECK(n.ctor == n.dtor && n.dtor_bad == 0,
+          "shared cache: %lu ctors, %lu dtors, %lu without magic", n.ctor, n.dtor,
+          n.dtor_bad);
     CHECK(atomic_load(&g_priv_ctor) == atomic_load(&g_priv_dtor),
           "private caches: %lu ctors, %lu dtors", atomic_load(&g_priv_ctor),
           atomic_load(&g_priv_dtor));
-    CHECK(atomic_load(&g_reports) == 0, "%lu reports",
-          atomic_load(&g_reports));
+    CHECK(kt_reports() == 0, "%lu reports, the first %s at %p", kt_reports(),
+          kt_report_kind_name((int)kt_last_report().kind), kt_last_report().addr);
     kheap_reclaim(g_heap);
     kheap_get_stats(g_heap, &s);
     CHECK(s.heap_free == s.heap_total - s.metadata_bytes && s.slab_bytes == 0,
@@ -543,23 +494,13 @@ TEST(shared_heap)
     printf("# %d threads x %lu ops: %" PRIu64 " allocations, %" PRIu64
            " blocks handed over\n",
            THREADS, g_ops, allocs, handed);
-    kheap_fini(g_heap);
-    munmap(g_mem, g_heap_size);
+    kt_heap_close(&region);
 }
 
 int main(void)
 {
-    long env_seed = harness_env_long("KHEAP_SEED", -1);
-    if (env_seed >= 0) {
-        g_seed = (uint64_t)env_seed;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        g_seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) &
-                 0x7fffffffffffffffull;
-    }
-    printf("# seed %" PRIu64 "\n", g_seed);
-    kheap_set_report_hook(report_hook);
+    g_seed = kt_seed();
+    kt_capture_reports(NULL);
     RUN(shared_heap);
     return harness_done();
 }

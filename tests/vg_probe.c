@@ -6,9 +6,8 @@
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#include "kheap.h"
+#include "harness.h"
 
 /* In a function of its own so no register or live stack slot of main
  * keeps the pointer. */
@@ -27,9 +26,9 @@ static __attribute__((noinline)) void scrub_stack(void)
 int main(void)
 {
     size_t bytes = 1u << 20;
-    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *mem = kt_map(bytes);
     kheap_t *h;
-    if (mem == MAP_FAILED || kheap_init(&h, mem, bytes))
+    if (!mem || kheap_init(&h, mem, bytes))
         return 2;
     /* The region's first page address is in the region table, a pointer
      * memcheck would follow: keep the leak off that page. */

@@ -11,6 +11,8 @@
 #   tools/deps.sh package    compilers and the packaging tools (make
 #                            install, the .deb, CMake, pkg-config)
 #   tools/deps.sh tools      tmux and gnuplot, for the tests of tools/kheap-top
+#   tools/deps.sh rust       Debian's cargo and rustc, when no cargo is on
+#                            PATH (the Rust crate, bindings/rust)
 #   tools/deps.sh check      all of these but bench (make check)
 set -eu
 
@@ -32,15 +34,24 @@ tool_pkgs="python3 tmux gnuplot-nox"
 bench_pkgs="hyperfine time gnuplot-nox libjemalloc2 libmimalloc2.0
   libtcmalloc-minimal4"
 
+# The Rust crate (bindings/rust) builds with Debian 12's cargo/rustc 1.63
+# and with newer ones: a cargo already on PATH (e.g. from rustup) is used
+# as it is, else Debian's is installed.
+rust_pkgs=""
+if ! command -v cargo >/dev/null 2>&1; then
+  rust_pkgs="cargo rustc"
+fi
+
 case "${1:-all}" in
   build) want="$build_pkgs" ;;
   demo)  want="$build_pkgs $demo_pkgs" ;;
   real)  want="$build_pkgs $real_pkgs" ;;
   package) want="$build_pkgs $package_pkgs" ;;
   tools) want="$tool_pkgs" ;;
-  check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs" ;;
+  rust)  want="$build_pkgs $rust_pkgs" ;;
+  check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs $bench_pkgs" ;;
 esac
 
 missing=""

@@ -10,6 +10,7 @@
 set -eu
 dir=$1
 shift
+[ $# -gt 0 ] || { echo "not ok - layers: no core files given"; exit 1; }
 nm=${NM:-nm}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -20,7 +21,7 @@ for f in "$@"; do
   [ -f "$o" ] || { echo "layers: $o missing (build it first)" >&2; exit 2; }
   i=$((i + 1))
   # Defined (text, data, bss, read-only) and undefined symbols.
-  $nm -P "$o" | awk -v i="$i" -v f="$f" '$2 ~ /^[TDBRVW]$/ { print $1, i, f }' >>"$tmp/defs"
+  $nm -P "$o" | awk -v i="$i" -v f="$f" '$2 ~ /^[TDBRVWCGSi]$/ { print $1, i, f }' >>"$tmp/defs"
   $nm -P -u "$o" | awk -v i="$i" -v f="$f" '{ print $1, i, f }' >>"$tmp/uses"
 done
 

@@ -53,14 +53,16 @@ _start:
     movl    $pml4, %eax
     movl    %eax, %cr3
     movl    %cr4, %eax
-    orl     $0x20, %eax             /* PAE */
+    orl     $0x620, %eax            /* PAE; OSFXSR, OSXMMEXCPT: SSE usable
+                                       (Rust's precompiled core uses it) */
     movl    %eax, %cr4
     movl    $0xc0000080, %ecx       /* EFER */
     rdmsr
     orl     $0x100, %eax            /* LME */
     wrmsr
     movl    %cr0, %eax
-    orl     $0x80000001, %eax       /* PG, PE */
+    andl    $~4, %eax               /* no x87 emulation (EM) */
+    orl     $0x80000003, %eax       /* PG, PE, MP */
     movl    %eax, %cr0
     lgdt    gdt_ptr
     ljmp    $0x08, $long_entry
@@ -103,14 +105,15 @@ ap_tramp:
     movl    $pml4, %eax
     movl    %eax, %cr3
     movl    %cr4, %eax
-    orl     $0x20, %eax
+    orl     $0x620, %eax
     movl    %eax, %cr4
     movl    $0xc0000080, %ecx
     rdmsr
     orl     $0x100, %eax
     wrmsr
     movl    %cr0, %eax
-    orl     $0x80000001, %eax
+    andl    $~4, %eax
+    orl     $0x80000003, %eax
     movl    %eax, %cr0
     ljmpl   $0x08, $ap_long_entry
     .align  4

@@ -211,14 +211,12 @@ size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who)
 static size_t reclaim_caches(kheap_t *h)
 {
     size_t bytes = 0;
-    /* The walk ends with the magazine caches and the cache of cache
-     * structures: the magazines emptied before them went back there. */
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    /* The walk ends with the magazine caches: the magazines emptied
+     * before them went back there. */
+    kh_each_cache_locking(h, c) {
         bytes += kh_cache_drain(c, false);
         bytes += kh_cache_release(c, 0);
     }
-    kh_unlock(&h->caches_lock);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
 }
@@ -277,12 +275,10 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 size_t kheap_slabinfo(kheap_t *h, struct kheap_cache_info *rows, size_t max)
 {
     size_t n = 0;
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    kh_each_cache_locking(h, c) {
         if (n < max)
             kheap_cache_info(c, &rows[n]);
         n++;
     }
-    kh_unlock(&h->caches_lock);
     return n;
 }

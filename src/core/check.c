@@ -51,13 +51,13 @@ static bool cache_valid(kheap_t *h, const struct kheap_cache *c)
     if (p >= (uintptr_t)h->kmalloc && p < (uintptr_t)(h->kmalloc + KHEAP_NUM_CLASSES))
         return (p - (uintptr_t)h->kmalloc) % sizeof *c == 0;
     struct kh_page *d = kh_page_of(h, p);
-    if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
+    if (!kh_is_slab_page(d))
         return false;
     d = kh_slab_head(d);
     if (d->cache != &h->cache_cache)
         return false;
-    uintptr_t off = p - kh_slab_base(h, d);
-    return off % h->cache_cache.slot == 0 && c->magic == KH_CACHE_MAGIC && c->heap == h;
+    return kh_slot_of(&h->cache_cache, p - kh_slab_base(h, d)) < h->cache_cache.objs &&
+           c->magic == KH_CACHE_MAGIC && c->heap == h;
 }
 
 static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
@@ -81,12 +81,13 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
         return fail(w, "slab bitmap population differs from inuse", base);
     size_t n = 0;
     for (void *o = s->freelist; o; n++) {
-        uintptr_t p = (uintptr_t)o, off = p - base;
+        uintptr_t p = (uintptr_t)o;
+        size_t idx = kh_slot_of(c, p - base);
         if (n >= (size_t)(s->carved - s->inuse))
             return fail(w, "slab free list is longer than carved - inuse", base);
-        if (kh_slot_of(c, off) >= s->carved)
+        if (idx >= s->carved)
             return fail(w, "slab free list holds a pointer that is not a free slot", p);
-        if (kh_slab_obj_allocated(c, s, base, off / c->slot))
+        if (kh_slab_obj_allocated(c, s, base, idx))
             return fail(w, "slab free list holds an allocated object", p);
         kh_vg_defined((void *)(p + c->link_off), sizeof(void *));
         o = *(void **)(p + c->link_off);
@@ -226,7 +227,7 @@ static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
     for (uint32_t i = 0; i < n; i++) {
         uintptr_t p = (uintptr_t)m->obj[i];
         struct kh_page *d = kh_page_of(h, p);
-        if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART))
+        if (!kh_is_slab_page(d))
             return fail(w, "magazine holds a pointer outside every slab", p);
         struct kh_page *s = kh_slab_head(d);
         uintptr_t base = kh_slab_base(h, s);

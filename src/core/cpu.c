@@ -238,8 +238,12 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
                          bool *direct)
 {
     kh_bump(&miss_of(h, c, cpu)->alloc);
-    /* Loaded is empty (or the sentinel). */
-    if (cc->prev->n) {
+    /* Loaded is empty (or the sentinel), unless the hit path looked at
+     * another front: the port's per-CPU word was still the sentinel's
+     * while this CPU's state of the heap was set up (default.c). */
+    if (cc->top != cc->base) {
+        /* A hit after all: the pop below takes it. */
+    } else if (cc->prev->n) {
         struct kh_mag *full = cc->prev;
         cc->prev = kh_cc_unload(cc);
         kh_cc_load(cc, full);
@@ -485,8 +489,7 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 /* CPU cpu has stopped using h: its magazines go to the depots. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c) {
+    kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
             /* A signal on an exiting thread leaves its fronts be. */
@@ -495,7 +498,6 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu)
             busy_off(h, c, cpu);
         }
     }
-    kh_unlock(&h->caches_lock);
 }
 
 void kheap_cpu_flush(unsigned cpu)

@@ -53,6 +53,22 @@ const char *kheap_strerror(int err)
     }
 }
 
+/* v in decimal into buf, which has room for its digits (20 at most), no
+ * terminator; returns the number of digits. For the text forms and the
+ * kmalloc caches' names. */
+size_t kh_decimal(char *buf, uint64_t v)
+{
+    char d[20];
+    size_t n = 0, k = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        buf[k++] = d[--n];
+    return k;
+}
+
 /* ------------------------------------------------------------------ */
 /* Reports: one hook for every heap, the port's sink until one is set. */
 

@@ -10,23 +10,16 @@
  */
 #include "kh_internal.h"
 
-/* The page tags of the first region and the window the free hit reads
- * them through (kh_fast.h). Without memory for the tags the heap works,
- * with every free on the slow path (span stays 0). fresh: the region was
- * zeroed and nothing is allocated yet, so the tags cost memory only where
- * slabs are made. */
-static void window_setup(kheap_t *h, bool fresh)
+/* The window the free hit path reads (kh_fast.h): the first region and
+ * its page tags, which its layout placed after the descriptors (zero in
+ * zeroed memory, cleared otherwise, so they cost memory only where slabs
+ * are made). */
+static void window_setup(kheap_t *h)
 {
-#if KH_FAST
     const struct kh_region *r0 = &h->regions[0];
-    h->window.tags = kh_internal_pages(h, r0->npages * sizeof *h->window.tags, fresh);
-    if (!h->window.tags)
-        return;
+    h->window.tags = kh_region_tags(r0);
     h->window.start = r0->start;
     h->window.span = r0->span;
-#else
-    (void)h, (void)fresh;
-#endif
 }
 
 /* Set up the heap structure at the start of [base, base+size). zeroed: the
@@ -52,17 +45,10 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     KH_ASSERT(!err, base);
     kh_pages_add(h, r0);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        _Static_assert(KHEAP_MAX_CLASS <= 9999999 && KHEAP_NAME_MAX >= 8 + 7 + 1,
+                       "\"kmalloc-\" and the class size fit a cache name");
         char name[KHEAP_NAME_MAX] = "kmalloc-";
-        size_t sz = kh_class_size(i), len = 8;
-        char digits[12];
-        unsigned nd = 0;
-        do {
-            digits[nd++] = (char)('0' + sz % 10);
-            sz /= 10;
-        } while (sz);
-        while (nd)
-            name[len++] = digits[--nd];
-        name[len] = 0;
+        name[8 + kh_decimal(name + 8, kh_class_size(i))] = 0;
         kh_cache_setup(h, &h->kmalloc[i], name, kh_class_size(i), 0, NULL,
                        NULL, KH_CACHE_KMALLOC);
     }
@@ -87,7 +73,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(&h->region_seq, sizeof h->region_seq);
     kh_vg_benign(&h->nregions, sizeof h->nregions);
     kh_vg_benign(h->order, sizeof h->order);
-    window_setup(h, zeroed);
+    window_setup(h);
     kh_registry_add(h);
     *out = h;
     return KHEAP_OK;

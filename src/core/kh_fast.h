@@ -15,7 +15,9 @@
  * The page's class comes from the heap's window: its first region and
  * the page tags over it (struct kh_window), the same for every heap.
  * A miss returns false and the caller goes to its noinline slow path
- * (kmalloc.c, default.c), which never tries the same magazine again.
+ * (kmalloc.c, default.c). An allocation's slow path does not pop the
+ * magazine the hit path found empty; a free's may push again (it cannot
+ * tell a full magazine from a page the hit path does not serve).
  *
  * The free hit checks, in O(1) and with no lock, that the pointer is the
  * start of a slot of a one-page slab of a kmalloc class in the heap's
@@ -38,18 +40,29 @@ static inline struct kh_cpu *kh_cpu_here(struct kh_cpu *const *cpus, unsigned cp
     return cpus[cpu];
 }
 
-/* Allocation hit: an object of size's class into *out, or false. */
+/* Allocation hit: an object of size's class into *out, or false. Up to
+ * KH_DIRECT_MAX bytes the class's front comes from the CPU's direct[]
+ * table; larger classes compute their class (a few shifts) on a branch of
+ * their own, so the small requests' path is as it was. */
 static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **out)
 {
 #if KH_FAST
+    struct kh_cc *cc;
+    unsigned cpu;
     if (kh_likely(size <= KH_DIRECT_MAX)) {
-        unsigned cpu = kheap_port_cpu_enter_fast();
-        bool hit = kh_cc_pop(kh_cpu_here(cpus, cpu)->direct[(size + 7) >> 3], out);
-        kheap_port_cpu_exit(cpu);
-        if (kh_likely(hit)) {
-            *kh_guard_word(*out) = 0;
-            return true;
-        }
+        cpu = kheap_port_cpu_enter_fast();
+        cc = kh_cpu_here(cpus, cpu)->direct[(size + 7) >> 3];
+    } else if (size <= KHEAP_MAX_CLASS) {
+        cpu = kheap_port_cpu_enter_fast();
+        cc = &kh_cpu_here(cpus, cpu)->cc[KH_CC(kh_class_of(size))];
+    } else {
+        return false;
+    }
+    bool hit = kh_cc_pop(cc, out);
+    kheap_port_cpu_exit(cpu);
+    if (kh_likely(hit)) {
+        *kh_guard_word(*out) = 0;
+        return true;
     }
 #else
     (void)cpus, (void)size, (void)out;

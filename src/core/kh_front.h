@@ -19,38 +19,6 @@
 #include "kheap.h"
 #include "kheap_port.h"
 
-#if KHEAP_VALGRIND
-#include <valgrind/drd.h>
-#include <valgrind/memcheck.h>
-/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
- * accesses: mark the per-CPU counters (written by one CPU, summed by any)
- * and the lock-free publication words as intended races, and describe the
- * registry spinlock as a lock. */
-#define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
-#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
-#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
-#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
-#define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
-#define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
-#define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
-#define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
-#define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
-#define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
-#define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
-#else
-#define kh_vg_benign(p, n) ((void)(p), (void)(n))
-#define kh_vg_lock_created(l) ((void)(l))
-#define kh_vg_locked(l) ((void)(l))
-#define kh_vg_unlocked(l) ((void)(l))
-#define kh_vg_before(p) ((void)(p))
-#define kh_vg_after(p) ((void)(p))
-#define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
-#define kh_vg_free(p) ((void)(p))
-#define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
-#define kh_vg_defined(p, n) ((void)(p), (void)(n))
-#define kh_vg_undefined(p, n) ((void)(p), (void)(n))
-#endif
-
 /* Poisoning of freed objects (KHEAP_DEBUG >= 2; valgrind does better). */
 #if KHEAP_DEBUG >= 2 && !KHEAP_VALGRIND
 #define KH_POISON 1
@@ -60,12 +28,7 @@
 
 #define KH_PAGE ((uintptr_t)KHEAP_PAGE_SIZE)
 #define KH_PAGE_MASK (KH_PAGE - 1)
-#define KH_HEAP_MAGIC 0x6b686561u /* "khea" */
-#define KH_CACHE_MAGIC 0x6b636163u /* "kcac" */
 
-/* Slabs never span more pages than this (the page counts of every class
- * are computed at init; see slab.c). */
-#define KH_SLAB_MAX_PAGES 64u
 /* Smallest object slot: a free object holds a pointer. */
 #define KH_MIN_SLOT 16u
 
@@ -97,12 +60,20 @@ static inline unsigned kh_log2(size_t x) /* x > 0 */
 /* ------------------------------------------------------------------ */
 /* Per-CPU magazines (cpu.c). */
 
+#define KH_CACHE_LINE 64u
+
 /* A magazine: a stack of up to cap constructed objects of one cache. */
 struct kh_mag {
     uint32_t n;          /* objects held: obj[0 .. n) */
     uint32_t cap;        /* 0 only for kh_mag_sentinel */
     struct kh_mag *next; /* depot list link */
     void *obj[];
+};
+
+/* The operations that left a CPU's hit path, per cache (same writers and
+ * readers as the kh_cc counters). */
+struct kh_misses {
+    uint64_t alloc, free;
 };
 
 /* One CPU's front of one cache, alone on its cache line. The loaded
@@ -112,12 +83,6 @@ struct kh_mag {
  * magazine is unloaded: kh_cc_unload). Written only by its CPU (or by
  * kheap_cpu_flush once the CPU has stopped); the counters are read by any
  * CPU with relaxed atomic loads and summed. */
-/* The operations that left a CPU's hit path, per cache (same writers and
- * readers as the kh_cc counters). */
-struct kh_misses {
-    uint64_t alloc, free;
-};
-
 struct kh_cc {
     void **top;   /* one past the loaded magazine's last object */
     void **base;  /* loaded->obj: top == base when it is empty */
@@ -137,9 +102,8 @@ struct kh_cc {
         struct kh_misses miss;
     };
     uint64_t allocs, frees; /* every allocation / free on this CPU */
-} __attribute__((aligned(64)));
+} __attribute__((aligned(KH_CACHE_LINE)));
 
-#define KH_CACHE_LINE 64u
 _Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE, "kh_cc is one cache line");
 
 

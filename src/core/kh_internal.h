@@ -27,7 +27,9 @@
  *                           creation and end, by kheap_cpu_flush and
  *                           around fork, before any heap lock.
  *   1. kheap.caches_lock  - the list of user caches (kheap.caches); held
- *                           across walks over every cache (kh_each_cache).
+ *                           across the user caches of a walk over every
+ *                           cache (kh_each_cache_locking), never across the
+ *                           built-in caches, whose reports run lock-free.
  *   2. kheap_cache.lock   - one cache's slab lists, depot and counters; a
  *                           thread holds at most one, except lock-all
  *                           (kheap_check, fork), which takes them all in
@@ -47,6 +49,45 @@
 #include <stdint.h>
 
 #include "kh_front.h"
+
+#if KHEAP_VALGRIND
+#include <valgrind/drd.h>
+#include <valgrind/memcheck.h>
+/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
+ * accesses: mark the per-CPU counters (written by one CPU, summed by any)
+ * and the lock-free publication words as intended races, and describe the
+ * registry spinlock as a lock. */
+#define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
+#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
+#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
+#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
+#define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
+#define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
+#define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
+#define kh_vg_free(p) VALGRIND_FREELIKE_BLOCK(p, 0)
+#define kh_vg_resize(p, o, n) VALGRIND_RESIZEINPLACE_BLOCK(p, o, n, 0)
+#define kh_vg_defined(p, n) VALGRIND_MAKE_MEM_DEFINED(p, n)
+#define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
+#else
+#define kh_vg_benign(p, n) ((void)(p), (void)(n))
+#define kh_vg_lock_created(l) ((void)(l))
+#define kh_vg_locked(l) ((void)(l))
+#define kh_vg_unlocked(l) ((void)(l))
+#define kh_vg_before(p) ((void)(p))
+#define kh_vg_after(p) ((void)(p))
+#define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
+#define kh_vg_free(p) ((void)(p))
+#define kh_vg_resize(p, o, n) ((void)(p), (void)(o), (void)(n))
+#define kh_vg_defined(p, n) ((void)(p), (void)(n))
+#define kh_vg_undefined(p, n) ((void)(p), (void)(n))
+#endif
+
+#define KH_HEAP_MAGIC 0x6b686561u /* "khea" */
+#define KH_CACHE_MAGIC 0x6b636163u /* "kcac" */
+
+/* Slabs never span more pages than this (the page counts of every class
+ * are computed at init; see slab.c). */
+#define KH_SLAB_MAX_PAGES 64u
 
 /* ------------------------------------------------------------------ */
 /* Page descriptors.
@@ -298,11 +339,11 @@ struct kheap {
                                low_water (pages.c); cleared by the pass */
     unsigned shrinking;     /* atomic: a shrinker pass is running */
     uint64_t shrink_passes; /* atomic: passes run */
-    /* The first region and its page tags (tags NULL if there was no
-     * memory for them: every free then takes the slow path). A tag is
-     * written by the cache that makes or unmakes the slab, under its
-     * lock, before any object of the slab is handed out and after the
-     * last comes back (slab.c). Fixed after init otherwise. */
+    /* The first region and its page tags (laid out after its
+     * descriptors: kh_region_tags). A tag is written by the cache that
+     * makes or unmakes the slab, under its lock, before any object of the
+     * slab is handed out and after the last comes back (slab.c). Fixed
+     * after init otherwise. */
     struct kh_window window;
 
     /* Fixed after init. */
@@ -327,6 +368,7 @@ void kh_account_commit(kheap_t *h, size_t bytes, bool add);
 void kh_account_failure(kheap_t *h);
 void kh_account_internal(kheap_t *h, size_t bytes, bool add);
 size_t kh_class_size(unsigned cls);
+size_t kh_decimal(char *buf, uint64_t v);
 /* The registry: acquire returns the first heap, the lock held. */
 kheap_t *kh_registry_acquire(void);
 void kh_registry_release(void);
@@ -335,34 +377,65 @@ void kh_registry_add(kheap_t *h);
 void kh_heap_lock_all(kheap_t *h, bool lock);
 
 /* Every cache of a heap, in one order: the kmalloc classes, the user
- * caches (creation order), the magazine caches, the cache of cache
- * structures. The walk reads the user caches' list: the caller holds
- * caches_lock (or the heap is not yet shared). */
-static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c)
+ * caches (creation order), the cache of cache structures, the magazine
+ * caches (by capacity).
+ *   kh_each_cache(h, c)          the caller holds caches_lock, which
+ *                                guards the user caches' list (or every
+ *                                lock: kheap_check, fork);
+ *   kh_each_cache_locking(h, c)  the walk takes caches_lock itself while
+ *                                it is among the user caches, and only
+ *                                then, so the built-in caches are visited
+ *                                with no lock held (their reports and
+ *                                destructors run lock-free, as kheap.h
+ *                                promises). The loop must run to its end.
+ */
+static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c,
+                                                bool locking)
 {
+    struct kheap_cache *next;
     if (!c)
         return &h->kmalloc[0];
     if (c->flags & KH_CACHE_KMALLOC) {
         if (c != &h->kmalloc[KHEAP_NUM_CLASSES - 1])
             return (struct kheap_cache *)c + 1;
-        return h->caches ? h->caches : &h->mag_cache[0];
+        if (locking)
+            kheap_port_lock(&h->caches_lock);
+        if (h->caches)
+            return h->caches;
+        next = &h->cache_cache;
+    } else if (!(c->flags & KH_CACHE_INTERNAL)) {
+        if (c->next)
+            return c->next;
+        next = &h->cache_cache;
+    } else if (c == &h->cache_cache) {
+        return &h->mag_cache[0];
+    } else {
+        return c == &h->mag_cache[KH_MAG_TYPES - 1] ? NULL : (struct kheap_cache *)c + 1;
     }
-    if (!(c->flags & KH_CACHE_INTERNAL))
-        return c->next ? c->next : &h->mag_cache[0];
-    if (c == &h->cache_cache)
-        return NULL;
-    return c == &h->mag_cache[KH_MAG_TYPES - 1] ? &h->cache_cache
-                                                : (struct kheap_cache *)c + 1;
+    if (locking)
+        kheap_port_unlock(&h->caches_lock);
+    return next;
 }
 #define kh_each_cache(h, c)                                                   \
-    for (struct kheap_cache *c = kh_cache_next(h, NULL); c; c = kh_cache_next(h, c))
+    for (struct kheap_cache *c = kh_cache_next(h, NULL, false); c;           \
+         c = kh_cache_next(h, c, false))
+#define kh_each_cache_locking(h, c)                                           \
+    for (struct kheap_cache *c = kh_cache_next(h, NULL, true); c;            \
+         c = kh_cache_next(h, c, true))
 
 /* region.c */
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
+int kh_region_check(const void *base, size_t size, bool first);
 int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
                       bool zeroed);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
+/* The page tags of the first region: after its descriptors, counted in
+ * its meta_bytes. */
+static inline uint16_t *kh_region_tags(const struct kh_region *r0)
+{
+    return (uint16_t *)(r0->pages + r0->npages);
+}
 static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
 {
     const struct kh_region *r = &h->regions[d->region];
@@ -377,6 +450,11 @@ static inline struct kh_page *kh_page_of(kheap_t *h, uintptr_t addr)
         return &r0->pages[(addr - r0->start) >> KHEAP_PAGE_SHIFT];
     struct kh_region *r = kh_region_of(h, addr);
     return r ? &r->pages[(addr - r->start) >> KHEAP_PAGE_SHIFT] : NULL;
+}
+/* Is d (NULL: no page) a page of a slab? */
+static inline bool kh_is_slab_page(const struct kh_page *d)
+{
+    return d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART);
 }
 /* The head of the slab that the slab page d belongs to. */
 static inline struct kh_page *kh_slab_head(struct kh_page *d)

@@ -227,13 +227,13 @@ void *kheap_alloc(kheap_t *h, size_t size)
 }
 
 /* Everything the allocation hit does not do. A miss of the hit path comes
- * straight to the miss path: the hit path tried every request of up to
- * KH_DIRECT_MAX bytes in a build that has it. */
+ * straight to the miss path: the hit path tried every class in a build
+ * that has it. */
 kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 {
     void *p;
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
-        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST && size <= KH_DIRECT_MAX);
+        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST);
     } else {
         p = large_alloc(h, size, KH_PAGE);
     }
@@ -288,7 +288,7 @@ void *kheap_calloc(kheap_t *h, size_t n, size_t size)
 static bool slab_holds(struct kheap_cache *c, const struct kh_page *s, uintptr_t base,
                        const void *ptr)
 {
-    uintptr_t idx = ((uintptr_t)ptr - base) / c->slot;
+    size_t idx = kh_slot_of(c, (uintptr_t)ptr - base);
     kh_lock(&c->lock);
     bool live = s->kind == KH_PG_SLAB && s->cache == c && idx < s->carved &&
                 kh_slab_obj_allocated(c, s, base, idx);
@@ -349,19 +349,17 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
     struct kh_page *d = kh_page_of(h, p);
     enum kheap_report_kind why = 0;
     const struct kheap_cache *who = only;
-    if (kh_likely(d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART))) {
-        uintptr_t skip = d->kind == KH_PG_SLAB_PART ? d->npages : 0;
-        struct kh_page *s = d - skip;
+    if (kh_likely(kh_is_slab_page(d))) {
+        struct kh_page *s = kh_slab_head(d);
         struct kheap_cache *c = s->cache;
-        uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
-        if (kh_likely(kh_slot_start(c, p - base) && !(c->flags & KH_CACHE_INTERNAL) &&
-                      (!only || c == only))) {
+        bool slot = kh_slot_of(c, p - kh_slab_base(h, s)) < c->objs;
+        if (kh_likely(slot && !(c->flags & KH_CACHE_INTERNAL) && (!only || c == only))) {
             cache_free(h, c, ptr);
             kh_debug_check(h, fn);
             return;
         }
         who = c;
-        why = !kh_slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_WRONG_CACHE;
+        why = slot ? KHEAP_REPORT_WRONG_CACHE : KHEAP_REPORT_INTERIOR;
     } else {
         d = block_of(h, ptr, &why);
         if (d && only)

@@ -442,11 +442,14 @@ void kh_pages_add(kheap_t *h, struct kh_region *r)
 
 int kheap_add_region(kheap_t *h, void *base, size_t size)
 {
-    if (!h || !base)
+    if (!h)
         return KHEAP_EINVAL;
+    int err = kh_region_check(base, size, false);
+    if (err)
+        return err;
     /* Refuse an overlap before writing anything into the memory. */
     kh_lock(&h->page_lock);
-    int err = kh_region_admissible(h, (uintptr_t)base, size);
+    err = kh_region_admissible(h, (uintptr_t)base, size);
     kh_unlock(&h->page_lock);
     struct kh_region r, *in;
     if (!err)

@@ -24,7 +24,7 @@
 
 _Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) +
                                             KH_HEADER_ALIGN + KH_PAGE +
-                                            8 * (KH_PAGE + sizeof(struct kh_page)),
+                                            8 * (KH_PAGE + sizeof(struct kh_page) + 2),
                "KHEAP_MIN_REGION_SIZE cannot hold the heap and 8 pages");
 _Static_assert(KHEAP_MIN_ADD_REGION_SIZE >= KH_HEADER_ALIGN + KH_PAGE +
                                                 KH_PAGE + sizeof(struct kh_page),
@@ -50,35 +50,36 @@ static void publish(kheap_t *h, unsigned idx)
 /*
  * Lay out a region over [base, base+size) whose first `skip` bytes are
  * taken (the heap structure): fill *r and clear its descriptors unless
- * the memory is known to be zero. Touches only the new memory, so it runs
- * without a lock.
+ * the memory is known to be zero. With tags (the first region), a page
+ * tag (uint16_t) per page follows the descriptors: kh_region_tags. Touches
+ * only the new memory, so it runs without a lock.
  */
 static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_t skip,
-                         bool zeroed)
+                         bool zeroed, bool tags)
 {
     uintptr_t end = base + size;
     uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
+    size_t per_page = sizeof(struct kh_page) + (tags ? sizeof(uint16_t) : 0);
     if (descs >= end)
         return KHEAP_ETOOSMALL;
-    size_t n = (end - descs) / (KH_PAGE + sizeof(struct kh_page));
+    size_t n = (end - descs) / (KH_PAGE + per_page);
     if (n > UINT32_MAX)
         n = UINT32_MAX;
-    while (n > 0 &&
-           kh_align_up(descs + n * sizeof(struct kh_page), KH_PAGE) + n * KH_PAGE > end)
+    while (n > 0 && kh_align_up(descs + n * per_page, KH_PAGE) + n * KH_PAGE > end)
         n--;
     if (n == 0)
         return KHEAP_ETOOSMALL;
     r->base = base;
     r->size = size;
     r->pages = (struct kh_page *)descs;
-    r->start = kh_align_up(descs + n * sizeof(struct kh_page), KH_PAGE);
+    r->start = kh_align_up(descs + n * per_page, KH_PAGE);
     r->npages = n;
     r->end = r->start + n * KH_PAGE;
     r->span = n * KH_PAGE;
     r->meta_bytes = size - n * KH_PAGE;
     r->grown = false;
     if (!zeroed)
-        __builtin_memset(r->pages, 0, n * sizeof(struct kh_page));
+        __builtin_memset(r->pages, 0, n * per_page);
     return KHEAP_OK;
 }
 
@@ -110,13 +111,9 @@ int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **ou
     return KHEAP_OK;
 }
 
-/* Check and lay out [base, base+size) as a region that skips its first
- * `skip` bytes (the heap structure of a first region); first: the heap's
- * first region, with its own minimum size. Writes only into the new
- * memory, and nothing on error; the caller has made sure the memory is
- * not the heap's already (kh_region_admissible). */
-int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
-                      bool zeroed)
+/* Can [base, base+size) be a region at all (first: the heap's first,
+ * with its own minimum size)? Looks at the arguments only. */
+int kh_region_check(const void *base, size_t size, bool first)
 {
     if (!base)
         return KHEAP_EINVAL;
@@ -124,7 +121,19 @@ int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip,
         return KHEAP_ERANGE;
     if (size < (first ? KHEAP_MIN_REGION_SIZE : KHEAP_MIN_ADD_REGION_SIZE))
         return KHEAP_ETOOSMALL;
-    return region_layout(r, (uintptr_t)base, size, skip, zeroed);
+    return KHEAP_OK;
+}
+
+/* Check and lay out [base, base+size) as a region that skips its first
+ * `skip` bytes (the heap structure of a first region); the first region
+ * also gets the heap's page tags (kh_region_tags). Writes only into the
+ * new memory, and nothing on error; the caller has made sure the memory
+ * is not the heap's already (kh_region_admissible). */
+int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
+                      bool zeroed)
+{
+    int err = kh_region_check(base, size, first);
+    return err ? err : region_layout(r, (uintptr_t)base, size, skip, zeroed, first);
 }
 
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr)

@@ -5,7 +5,7 @@
  * the page layer (page_lock); object counts per CPU and per cache, by the
  * per-CPU layer (each CPU writes only its own, see cpu.c) and summed here;
  * large blocks and failures under page_lock; committed bytes, their peak
- * and internal bytes as atomic counters (kmalloc.c). Object counts are
+ * and internal bytes as atomic counters (heap.c). Object counts are
  * summed first, then page_lock is taken. On a quiet heap every figure is
  * exact; while other CPUs work, the object counts are each exact but read
  * a moment apart. Identities (checked by kheap_check on a quiet heap):
@@ -37,10 +37,9 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     __builtin_memset(out, 0, sizeof *out);
     /* Object counts first: they are per CPU and per cache, read without
      * the page lock (the cache locks come before it). */
-    kh_lock(&h->caches_lock);
     out->nolock_fails = __atomic_load_n(&h->xc_early.nolock_fails, __ATOMIC_RELAXED);
     out->nolock_deferred = __atomic_load_n(&h->xc_early.nolock_deferred, __ATOMIC_RELAXED);
-    kh_each_cache(h, c) {
+    kh_each_cache_locking(h, c) {
         if (c->flags & KH_CACHE_INTERNAL)
             continue;
         add_cache(h, c, out);
@@ -50,7 +49,6 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
             out->nolock_deferred += __atomic_load_n(&x->nolock_deferred, __ATOMIC_RELAXED);
         }
     }
-    kh_unlock(&h->caches_lock);
 
     kh_lock(&h->page_lock);
     out->heap_total = h->total_bytes;
@@ -117,16 +115,12 @@ static void put_str(struct out *o, const char *s, size_t width)
 /* v in decimal, right-aligned in width columns. */
 static void put_num(struct out *o, uint64_t v, size_t width)
 {
-    char d[24];
-    size_t n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    char d[20];
+    size_t n = kh_decimal(d, v);
     for (size_t k = n; k < width; k++)
         put_ch(o, ' ');
-    while (n)
-        put_ch(o, d[--n]);
+    for (size_t k = 0; k < n; k++)
+        put_ch(o, d[k]);
 }
 
 /* part/whole as a percentage with two decimals. */
@@ -226,10 +220,7 @@ size_t kheap_format_slabinfo(kheap_t *h, char *buf, size_t len, bool all)
         put_str(&o, cols[i], 0);
     }
     put_ch(&o, '\n');
-    /* caches_lock before each cache's lock: the heap's lock order. */
-    kh_lock(&h->caches_lock);
-    kh_each_cache(h, c)
+    kh_each_cache_locking(h, c)
         put_cache(&o, c, all);
-    kh_unlock(&h->caches_lock);
     return finish(&o);
 }

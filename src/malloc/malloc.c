@@ -28,6 +28,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -205,6 +206,181 @@ KH_EXPORT size_t malloc_usable_size(void *p)
  * program whose stdio is in any state. */
 
 static char report_buf[1 << 16];
+
+/* ------------------------------------------------------------------ */
+/* C++'s allocation functions, defined here so that new and delete reach
+ * the hit paths directly instead of through libstdc++'s operator new and a
+ * second call to malloc. The names are the Itanium C++ ABI's manglings
+ * (size_t is "m" where it is unsigned long, "j" where it is unsigned int).
+ * When kheap cannot meet a request, the C++ library's own function of the
+ * same name is asked (dlsym RTLD_NEXT): it calls this malloc again in its
+ * new_handler loop and throws std::bad_alloc (or returns NULL for the
+ * nothrow forms), so the standard's failure rules hold without C++ code
+ * here. A program without a C++ library never calls these. The sizes of
+ * sized delete only restate what kheap knows (checking them belongs to
+ * the debug build). */
+#if __SIZEOF_SIZE_T__ == __SIZEOF_LONG__
+#define KH_SZ "m"
+#else
+#define KH_SZ "j"
+#endif
+#define KH_NEW(name) KH_EXPORT void *name
+#define KH_DEL(name) KH_EXPORT void name
+
+static void put_err(const char *s, size_t n);
+
+/* The C++ library's function called sym, for a request kheap refused,
+ * called with the arguments of its own form: al is 0 for the forms
+ * without alignment, nt NULL for the throwing ones. */
+static kh_noinline void *cxx_fallback(const char *sym, size_t n, size_t al, const void *nt)
+{
+    void *next = dlsym(RTLD_NEXT, sym);
+    if (!next) {
+        static const char msg[] = "kheap: libkheap.so: out of memory in operator new, and "
+                                  "no C++ library to throw std::bad_alloc\n";
+        put_err(msg, sizeof msg - 1);
+        abort();
+    }
+    if (al && nt)
+        return ((void *(*)(size_t, size_t, const void *))next)(n, al, nt);
+    if (al)
+        return ((void *(*)(size_t, size_t))next)(n, al);
+    if (nt)
+        return ((void *(*)(size_t, const void *))next)(n, nt);
+    return ((void *(*)(size_t))next)(n);
+}
+
+static inline void *cxx_new(size_t n, const char *sym, const void *nt)
+{
+    void *p = kh_default_alloc(round_size(n));
+    return kh_likely(p != NULL) ? p : cxx_fallback(sym, n, 0, nt);
+}
+
+static inline void *cxx_new_aligned(size_t n, size_t al, const char *sym, const void *nt)
+{
+    void *p = al <= MALLOC_ALIGN ? kh_default_alloc(round_size(n))
+                                 : kheap_alloc_aligned(kheap_default(), round_size(n), al);
+    return p ? p : cxx_fallback(sym, n, al ? al : 1, nt);
+}
+
+#define KH_SYM(s) __asm__(s)
+KH_NEW(kh_new)(size_t n) KH_SYM("_Znw" KH_SZ);
+KH_NEW(kh_new_array)(size_t n) KH_SYM("_Zna" KH_SZ);
+KH_NEW(kh_new_nothrow)(size_t n, const void *nt) KH_SYM("_Znw" KH_SZ "RKSt9nothrow_t");
+KH_NEW(kh_new_array_nothrow)(size_t n, const void *nt) KH_SYM("_Zna" KH_SZ "RKSt9nothrow_t");
+KH_NEW(kh_new_al)(size_t n, size_t al) KH_SYM("_Znw" KH_SZ "St11align_val_t");
+KH_NEW(kh_new_array_al)(size_t n, size_t al) KH_SYM("_Zna" KH_SZ "St11align_val_t");
+KH_NEW(kh_new_al_nothrow)(size_t n, size_t al, const void *nt)
+    KH_SYM("_Znw" KH_SZ "St11align_val_tRKSt9nothrow_t");
+KH_NEW(kh_new_array_al_nothrow)(size_t n, size_t al, const void *nt)
+    KH_SYM("_Zna" KH_SZ "St11align_val_tRKSt9nothrow_t");
+KH_DEL(kh_delete)(void *p) KH_SYM("_ZdlPv");
+KH_DEL(kh_delete_array)(void *p) KH_SYM("_ZdaPv");
+KH_DEL(kh_delete_sized)(void *p, size_t n) KH_SYM("_ZdlPv" KH_SZ);
+KH_DEL(kh_delete_array_sized)(void *p, size_t n) KH_SYM("_ZdaPv" KH_SZ);
+KH_DEL(kh_delete_nothrow)(void *p, const void *nt) KH_SYM("_ZdlPvRKSt9nothrow_t");
+KH_DEL(kh_delete_array_nothrow)(void *p, const void *nt) KH_SYM("_ZdaPvRKSt9nothrow_t");
+KH_DEL(kh_delete_al)(void *p, size_t al) KH_SYM("_ZdlPvSt11align_val_t");
+KH_DEL(kh_delete_array_al)(void *p, size_t al) KH_SYM("_ZdaPvSt11align_val_t");
+KH_DEL(kh_delete_sized_al)(void *p, size_t n, size_t al) KH_SYM("_ZdlPv" KH_SZ "St11align_val_t");
+KH_DEL(kh_delete_array_sized_al)(void *p, size_t n, size_t al)
+    KH_SYM("_ZdaPv" KH_SZ "St11align_val_t");
+KH_DEL(kh_delete_al_nothrow)(void *p, size_t al, const void *nt)
+    KH_SYM("_ZdlPvSt11align_val_tRKSt9nothrow_t");
+KH_DEL(kh_delete_array_al_nothrow)(void *p, size_t al, const void *nt)
+    KH_SYM("_ZdaPvSt11align_val_tRKSt9nothrow_t");
+
+KH_NEW(kh_new)(size_t n)
+{
+    return cxx_new(n, "_Znw" KH_SZ, NULL);
+}
+KH_NEW(kh_new_array)(size_t n)
+{
+    return cxx_new(n, "_Zna" KH_SZ, NULL);
+}
+KH_NEW(kh_new_nothrow)(size_t n, const void *nt)
+{
+    return cxx_new(n, "_Znw" KH_SZ "RKSt9nothrow_t", nt);
+}
+KH_NEW(kh_new_array_nothrow)(size_t n, const void *nt)
+{
+    return cxx_new(n, "_Zna" KH_SZ "RKSt9nothrow_t", nt);
+}
+KH_NEW(kh_new_al)(size_t n, size_t al)
+{
+    return cxx_new_aligned(n, al, "_Znw" KH_SZ "St11align_val_t", NULL);
+}
+KH_NEW(kh_new_array_al)(size_t n, size_t al)
+{
+    return cxx_new_aligned(n, al, "_Zna" KH_SZ "St11align_val_t", NULL);
+}
+KH_NEW(kh_new_al_nothrow)(size_t n, size_t al, const void *nt)
+{
+    return cxx_new_aligned(n, al, "_Znw" KH_SZ "St11align_val_tRKSt9nothrow_t", nt);
+}
+KH_NEW(kh_new_array_al_nothrow)(size_t n, size_t al, const void *nt)
+{
+    return cxx_new_aligned(n, al, "_Zna" KH_SZ "St11align_val_tRKSt9nothrow_t", nt);
+}
+/* Every delete is free: kheap finds the block's class from its address. */
+KH_DEL(kh_delete)(void *p)
+{
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array)(void *p)
+{
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_sized)(void *p, size_t n)
+{
+    (void)n;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array_sized)(void *p, size_t n)
+{
+    (void)n;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_nothrow)(void *p, const void *nt)
+{
+    (void)nt;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array_nothrow)(void *p, const void *nt)
+{
+    (void)nt;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_al)(void *p, size_t al)
+{
+    (void)al;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array_al)(void *p, size_t al)
+{
+    (void)al;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_sized_al)(void *p, size_t n, size_t al)
+{
+    (void)n, (void)al;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array_sized_al)(void *p, size_t n, size_t al)
+{
+    (void)n, (void)al;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_al_nothrow)(void *p, size_t al, const void *nt)
+{
+    (void)al, (void)nt;
+    kh_default_free(p);
+}
+KH_DEL(kh_delete_array_al_nothrow)(void *p, size_t al, const void *nt)
+{
+    (void)al, (void)nt;
+    kh_default_free(p);
+}
 
 /* Where reports go: a copy of stderr made at start when KHEAP_STATS is
  * set, because some programs close stderr before they exit (coreutils

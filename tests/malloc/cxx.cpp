@@ -1,6 +1,6 @@
 // cxx.cpp - C++ allocation under libkheap.so: new/delete (plain, array,
-// sized, over-aligned, nothrow) reach kheap through malloc and free, and a
-// failed new throws std::bad_alloc. Run under LD_PRELOAD.
+// sized, over-aligned, nothrow) are kheap's own operators, and a failed
+// new throws std::bad_alloc. Run under LD_PRELOAD.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +37,46 @@ int main()
     bool ours = dladdr(reinterpret_cast<void *>(fn), &info) && info.dli_fname &&
                 std::strstr(info.dli_fname, "libkheap.so");
     EXPECT("malloc_is_kheap", ours, "malloc comes from %s", info.dli_fname ? info.dli_fname : "?");
+
+    // libkheap.so defines the C++ operators itself: each form resolves to
+    // it, not to the C++ library.
+    struct {
+        const char *name;
+        void *fn;
+    } ops[] = {
+        {"new", reinterpret_cast<void *>(static_cast<void *(*)(size_t)>(&::operator new))},
+        {"new[]", reinterpret_cast<void *>(static_cast<void *(*)(size_t)>(&::operator new[]))},
+        {"delete", reinterpret_cast<void *>(static_cast<void (*)(void *)>(&::operator delete))},
+        {"sized delete",
+         reinterpret_cast<void *>(static_cast<void (*)(void *, size_t)>(&::operator delete))},
+        {"aligned new", reinterpret_cast<void *>(
+                            static_cast<void *(*)(size_t, std::align_val_t)>(&::operator new))},
+        {"nothrow new", reinterpret_cast<void *>(static_cast<void *(*)(
+                            size_t, const std::nothrow_t &) noexcept>(&::operator new))},
+    };
+    const char *foreign = nullptr;
+    for (auto &op : ops) {
+        Dl_info oi{};
+        if (!dladdr(op.fn, &oi) || !oi.dli_fname || !std::strstr(oi.dli_fname, "libkheap.so"))
+            foreign = op.name;
+    }
+    EXPECT("operators_are_kheap", !foreign, "operator %s is not libkheap.so's", foreign);
+
+    // Sized and aligned deletes of every form give the blocks back.
+    for (size_t n : {1ul, 24ul, 1000ul, 5000ul, 300000ul}) {
+        void *a = ::operator new(n);
+        ::operator delete(a, n);
+        void *b = ::operator new[](n);
+        ::operator delete[](b, n);
+        void *c = ::operator new(n, std::align_val_t(64));
+        bool c64 = (reinterpret_cast<uintptr_t>(c) & 63) == 0;
+        ::operator delete(c, n, std::align_val_t(64));
+        void *d = ::operator new[](n, std::align_val_t(4096), std::nothrow);
+        bool d4k = d && (reinterpret_cast<uintptr_t>(d) & 4095) == 0;
+        ::operator delete[](d, std::align_val_t(4096), std::nothrow);
+        EXPECT("sized_and_aligned_forms", c64 && d4k, "n %zu: 64-aligned %d, 4096-aligned %d", n,
+               c64, d4k);
+    }
 
     // kheap's malloc_usable_size aborts on a pointer it did not hand out,
     // so a usable size at least the request shows new went through kheap.

@@ -21,14 +21,13 @@ static volatile int stop;
 
 static void *churn(void *arg)
 {
-    uintptr_t seed = (uintptr_t)arg * 2654435761u + 1;
+    uint64_t rng = kt_rand_seed(0, (uintptr_t)arg);
     void *ring[64] = {0};
     while (!stop) {
         for (unsigned i = 0; i < 64; i++) {
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            size_t n = (seed >> 33) % 3000 + 1;
-            if ((seed >> 20) % 97 == 0)
-                n = 100000 + (seed >> 40) % 300000; /* a large block now and then */
+            size_t n = kt_rand_range(&rng, 1, 3000);
+            if (kt_rand_below(&rng, 97) == 0)
+                n = kt_rand_range(&rng, 100000, 399999); /* a large block now and then */
             free(ring[i]);
             ring[i] = malloc(n);
             if (ring[i])

@@ -22,18 +22,6 @@
 /* Blocks live here, so the compiler cannot drop a malloc/free pair. */
 static void *volatile held[20000];
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = 0;
-        fclose(f);
-    }
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 #define MIB ((size_t)1 << 20)
 
 /* Write n bytes at p so that the stores stay (a memset right before a
@@ -130,13 +118,13 @@ TEST(trim_gives_memory_back)
     for (int i = 1; i < N; i++)
         free(held[i]);
     struct mallinfo2 a = mallinfo2();
-    long r0 = rss_kib();
+    long r0 = kt_rss_kib();
     /* Nothing allocates between the two calls: the second finds
      * nothing to give back. */
     int t1 = malloc_trim(0);
     struct mallinfo2 b = mallinfo2();
     int t2 = malloc_trim(0);
-    long r1 = rss_kib();
+    long r1 = kt_rss_kib();
     printf("# before malloc_trim: RSS %ld KiB, arena %zu, keepcost %zu; after: RSS %ld KiB, "
            "arena %zu, keepcost %zu; returns %d then %d\n",
            r0, a.arena, a.keepcost, r1, b.arena, b.keepcost, t1, t2);

@@ -14,14 +14,7 @@
 
 static long rss_mib(void)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = 0;
-        fclose(f);
-    }
-    return res * sysconf(_SC_PAGESIZE) / (1 << 20);
+    return kt_rss_kib() / 1024;
 }
 
 static long minor_faults(void)

@@ -133,18 +133,6 @@ TEST(blocks_freed_by_other_threads)
     CHECK(bad_blocks == 0, "%d blocks arrived changed", bad_blocks);
 }
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = 0;
-        fclose(f);
-    }
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void *short_thread(void *arg)
 {
     void **mine = malloc(300 * sizeof *mine);
@@ -161,14 +149,14 @@ TEST(many_threads_return_their_caches)
     long before = 0;
     for (int round = 0; round < 250; round++) {
         if (round == 10)
-            before = rss_kib();
+            before = kt_rss_kib();
         pthread_t t[16];
         for (int i = 0; i < 16; i++)
             CHECK(pthread_create(&t[i], NULL, short_thread, NULL) == 0, "pthread_create");
         for (int i = 0; i < 16; i++)
             pthread_join(t[i], NULL);
     }
-    long after = rss_kib();
+    long after = kt_rss_kib();
     printf("# 4000 threads: RSS %ld KiB after 160 threads, %ld KiB after 4000\n", before, after);
     /* Each thread caches up to ~300 KiB in its magazines; 3840 threads
      * that kept them would add about a gigabyte. */

@@ -35,18 +35,22 @@ $(AMALG)/libkheap.a: $(AMALG)/obj/kheap.o $(AMALG)/obj/hosted.o
 
 # The hosted tests over the amalgamation (the white-box ones still read
 # src/core's internal headers, which the amalgamation inlines).
-$(AMALG)/tests/%: tests/%.c tests/harness.h tests/class_rule.h $(AMALG)/libkheap.a
+# The test support (tests/support.c, tests/harness.c) is compiled with each.
+AMALG_TEST_SUPPORT := tests/support.c tests/harness.c
+
+$(AMALG)/tests/%: tests/%.c $(TEST_HDRS) $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
 	$(Q)$(CC) $(CSTD) $(WARN) -Wno-missing-prototypes $(FLAGS_release) $(OPTIONS) \
-	  $(HOSTED_DEFS) -I$(AMALG)/inc -Isrc/core $< $(AMALG)/libkheap.a -o $@ -lpthread
+	  $(HOSTED_DEFS) -I$(AMALG)/inc -Isrc/core $< $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a \
+	  -o $@ -lpthread
 
-$(AMALG)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h tests/class_rule.h \
-                            $(AMALG)/libkheap.a
+$(AMALG)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $(TEST_HDRS) \
+                            $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
 	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_release) $(OPTIONS) $(HOSTED_DEFS) -I$(AMALG)/inc -Isrc/core \
-	  tests/test_bodies.c tests/bodies.c $(AMALG)/libkheap.a -o $@ -lpthread
+	  tests/test_bodies.c tests/bodies.c $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a -o $@ -lpthread
 
 amalg-tests: $(addprefix $(AMALG)/tests/,$(TESTS))
 
@@ -59,10 +63,10 @@ $(AMALG)/template_test: tests/pkg/template_main.c $(B)/dist/kheap.c $(B)/dist/kh
 	  $(B)/dist/kheap.c $(B)/dist/kheap_port_template.c -o $@
 
 # The RISC-V 64 demo kernel with kheap.c in place of src/core/*.c.
-AMALG_KSRC := $(B)/dist/kheap.c src/port/baremetal.c tests/bodies.c demo/kernel.c demo/libc.c \
+AMALG_KSRC := $(B)/dist/kheap.c src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
               demo/riscv64/arch.c demo/riscv64/start.S
 $(B)/kernel-amalg/riscv64/kernel.elf: $(AMALG_KSRC) $(AMALG)/inc/.stamp src/port/baremetal_cpu.h \
-                                      tests/bodies.h tests/class_rule.h demo/arch.h \
+                                      tests/bodies.h tests/support.h tests/rand.h demo/arch.h \
                                       demo/riscv64/kernel.ld demo/demo.mk
 	@mkdir -p $(dir $@)
 	$(msg) LD $@

@@ -1,0 +1,139 @@
+"""What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
+bench/real.py): paths, the peer allocators, running commands and the
+harnesses, waiting for a quiet machine, CSV output, the build environment.
+Only the Python standard library is used.
+"""
+import csv
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+BUILD = os.path.join(BENCH, "build")
+# How the harnesses (bench/bench.c, bench/workloads.c) are compiled; tests/
+# holds rand.h, the random generator they share with the tests.
+CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Werror",
+          "-I" + os.path.join(ROOT, "tests")]
+
+# name, harness, library to preload (None: no preload), what dladdr must
+# report as the origin of malloc
+PEERS = [
+    ("glibc", None, "libc.so"),
+    ("jemalloc", "libjemalloc.so.2", "libjemalloc"),
+    ("mimalloc", "libmimalloc.so.2", "libmimalloc"),
+    ("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal"),
+]
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def run(cmd, env=None, timeout=900, cwd=ROOT):
+    """Run cmd, return stdout; raise with its stderr on failure."""
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError("command failed (%d): %s\n%s%s" % (
+            p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-4000:]))
+    return p.stdout
+
+
+def libdirs():
+    dirs = []
+    try:
+        multiarch = run(["gcc", "-print-multiarch"]).strip()
+        if multiarch:
+            dirs += ["/usr/lib/" + multiarch, "/lib/" + multiarch]
+    except (RuntimeError, OSError):
+        pass
+    return dirs + ["/usr/lib64", "/usr/lib", "/usr/local/lib"]
+
+
+def find_lib(name):
+    for d in libdirs():
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def make_env():
+    """The environment for building kheap through its Makefile: nothing from
+    the caller's make or environment may change the build (not its
+    command-line variables, not OPT, not a KHEAP_* option)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "OPT")
+            and not k.startswith("KHEAP_")}
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v), idle
+
+
+def busy_fraction(interval=0.25):
+    """Share of all CPUs busy over interval seconds (this process sleeps)."""
+    t0, i0 = cpu_times()
+    time.sleep(interval)
+    t1, i1 = cpu_times()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(cfg):
+    """Before a timed run: wait (up to cfg["max_wait"] s, and no more than
+    cfg["wait_budget"] s over the whole run) until other work on the machine
+    uses under a fifth of its CPUs. Returns the busy share seen last, which
+    the CSVs record."""
+    start = time.time()
+    deadline = start + min(cfg["max_wait"], cfg["wait_budget"])
+    while True:
+        b = busy_fraction()
+        if b < 0.2 or time.time() >= deadline:
+            cfg["wait_budget"] = max(0.0, cfg["wait_budget"] - (time.time() - start))
+            return round(b, 2)
+        time.sleep(0.5)
+
+
+def parse_result(text):
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            return dict(kv.split("=", 1) for kv in line.split()[1:])
+    raise RuntimeError("no RESULT line in:\n" + text)
+
+
+def run_harness(alloc, args, wrapper=(), timeout=900):
+    name, binary, preload, origin = alloc
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    res = parse_result(run(list(wrapper) + [binary] + [str(a) for a in args],
+                           env=env, timeout=timeout))
+    if origin not in res["malloc_from"]:
+        raise RuntimeError("%s: malloc comes from %s, not %s: preload failed"
+                           % (name, res["malloc_from"], origin))
+    return res
+
+
+def write_csv(path, rows, fields):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
+                                    subprocess.CalledProcessError)):
+    """Run a script's main(); its errors end it with one line on stderr
+    and status 1, its return value is the exit status."""
+    try:
+        sys.exit(main())
+    except errors as e:
+        print("%s: %s" % (name, e), file=sys.stderr)
+        sys.exit(1)
