@@ -123,6 +123,9 @@ const STATS: &[(&str, &str)] = &[
     ("region_count", "size_t"),
     ("large_count", "size_t"),
     ("dirty_bytes", "size_t"),
+    ("shrink_passes", "uint64_t"),
+    ("nolock_fails", "uint64_t"),
+    ("nolock_deferred", "uint64_t"),
 ];
 const CACHE_INFO: &[(&str, &str)] = &[
     ("name", "char[KHEAP_NAME_MAX]"),
@@ -138,6 +141,16 @@ const CACHE_INFO: &[(&str, &str)] = &[
     ("cached_objs", "size_t"),
     ("cpu_hits", "uint64_t"),
     ("cpu_misses", "uint64_t"),
+    ("bulk_allocs", "uint64_t"),
+    ("bulk_frees", "uint64_t"),
+    ("reserve_allocs", "uint64_t"),
+    ("shrink_calls", "uint64_t"),
+    ("nolock_allocs", "uint64_t"),
+    ("nolock_frees", "uint64_t"),
+    ("nolock_fails", "uint64_t"),
+    ("nolock_deferred", "uint64_t"),
+    ("mag_cap", "unsigned"),
+    ("depot_max", "unsigned"),
 ];
 
 /// Compile (syntax only) static assertions that include/kheap.h's

@@ -64,6 +64,7 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
         kh_vg_benign(&c->percpu[k].allocs, 2 * sizeof(uint64_t));
         kh_vg_benign(&c->percpu[k].miss, sizeof c->percpu[k].miss);
     }
+    kh_vg_benign(kh_ucx_of(c), sizeof(struct kh_ucx));
 
     kh_lock(&h->caches_lock);
     c->prev = h->caches_tail;

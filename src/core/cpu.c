@@ -134,6 +134,8 @@ static struct kh_cc *cc_setup(kheap_t *h, struct kheap_cache *c, unsigned cpu)
             for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
                 pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
             kh_vg_benign(pc->miss, sizeof pc->miss);
+            kh_vg_benign(&pc->busy, sizeof pc->busy);
+            kh_vg_benign(pc->nlc, sizeof pc->nlc);
             /* Readers on other CPUs (stats, check, flush) see either the
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
@@ -776,6 +778,7 @@ struct kh_xc *kh_xc_get(kheap_t *h, struct kheap_cache *c)
     struct kh_xc *arr = kh_internal_pages(h, KHEAP_NUM_CLASSES * sizeof *arr, false);
     if (!arr)
         return NULL;
+    kh_vg_benign(arr, KHEAP_NUM_CLASSES * sizeof *arr);
     struct kh_xc *none = NULL;
     if (!__atomic_compare_exchange_n(&h->kxc, &none, arr, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE))

@@ -47,6 +47,9 @@ pub struct kheap_stats {
     pub region_count: usize,
     pub large_count: usize,
     pub dirty_bytes: usize,
+    pub shrink_passes: u64,
+    pub nolock_fails: u64,
+    pub nolock_deferred: u64,
 }
 
 /// `struct kheap_cache_info`.
@@ -66,6 +69,16 @@ pub struct kheap_cache_info {
     pub cached_objs: usize,
     pub cpu_hits: u64,
     pub cpu_misses: u64,
+    pub bulk_allocs: u64,
+    pub bulk_frees: u64,
+    pub reserve_allocs: u64,
+    pub shrink_calls: u64,
+    pub nolock_allocs: u64,
+    pub nolock_frees: u64,
+    pub nolock_fails: u64,
+    pub nolock_deferred: u64,
+    pub mag_cap: u32,
+    pub depot_max: u32,
 }
 
 /// `struct kheap_report` (include/kheap_port.h).

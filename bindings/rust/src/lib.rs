@@ -497,6 +497,16 @@ impl KHeap {
                 cached_objs: 0,
                 cpu_hits: 0,
                 cpu_misses: 0,
+                bulk_allocs: 0,
+                bulk_frees: 0,
+                reserve_allocs: 0,
+                shrink_calls: 0,
+                nolock_allocs: 0,
+                nolock_frees: 0,
+                nolock_fails: 0,
+                nolock_deferred: 0,
+                mag_cap: 0,
+                depot_max: 0,
             };
             let mut rows = alloc::vec::Vec::new();
             // Caches may be created between the count and the copy.
