@@ -18,6 +18,11 @@
  *   hot malloc N    N malloc(32) in batches of 64, frees not counted
  *   hot free   N    N free of 32-byte blocks, in batches of 64
  *   hot loop   N    the pair loop with no allocator call (harness cost)
+ *   bulk WHAT  N    (kheap only) N objects of 64 bytes allocated and freed
+ *                   in batches of 64 by the bulk calls (WHAT kmalloc-bulk,
+ *                   cache-bulk) or by loops of single calls
+ *                   (kmalloc-single, cache-single); per object, the
+ *                   allocation and the free are collected
  *   tput T STEPS    T threads, each: a ring of 64 live blocks of 16..512
  *                   bytes; each step frees a random one and allocates a
  *                   new random size in its place
@@ -260,6 +265,90 @@ static int run_hot(const char *what, unsigned long n)
 }
 
 /* ------------------------------------------------------------------ */
+/* Bulk calls against loops of single calls (kheap only). */
+
+#if defined(BENCH_KHEAP)
+#ifndef BENCH_KHEAP_INIT
+#define bench_heap_handle() kheap_default()
+#else
+#define bench_heap_handle() bench_heap
+#endif
+#define BULK_SIZE 64
+/* bulk WHAT N: N objects of BULK_SIZE bytes allocated and freed in batches
+ * of HOT_BATCH, with HOT_KEEP others live; collected: the allocations and
+ * the frees. WHAT: kmalloc-bulk (kheap_alloc_bulk / kheap_free_bulk),
+ * kmalloc-single (the same with kheap_alloc / kheap_free in a loop),
+ * cache-bulk (kheap_cache_alloc_bulk / kheap_cache_free_bulk) and
+ * cache-single (kheap_cache_alloc / kheap_cache_free), the cache one of
+ * BULK_SIZE-byte objects. */
+static int run_bulk(const char *what, unsigned long n)
+{
+    kheap_t *h = bench_heap_handle();
+    int cache = !strncmp(what, "cache-", 6);
+    int bulk = strstr(what, "-bulk") != NULL;
+    if (n % HOT_BATCH || (strcmp(what, "kmalloc-bulk") && strcmp(what, "kmalloc-single") &&
+                          strcmp(what, "cache-bulk") && strcmp(what, "cache-single")))
+        die("bulk: kmalloc-bulk|kmalloc-single|cache-bulk|cache-single, N a multiple of 64");
+    kheap_cache_t *c = kheap_cache_create(h, "bench", BULK_SIZE, 0, NULL, NULL);
+    if (!c)
+        die("kheap_cache_create failed");
+    void *keep[HOT_KEEP], *batch[HOT_BATCH];
+    for (int i = 0; i < HOT_KEEP; i++)
+        keep[i] = cache ? kheap_cache_alloc(c) : kheap_alloc(h, BULK_SIZE);
+    double t0 = 0;
+    for (int measured = 0; measured < 2; measured++) {
+        unsigned long rounds = measured ? n : HOT_WARMUP;
+        if (measured) {
+            t0 = now_seconds();
+            CALLGRIND_START_INSTRUMENTATION;
+            CALLGRIND_TOGGLE_COLLECT;
+        }
+        for (unsigned long done = 0; done < rounds; done += HOT_BATCH) {
+            if (bulk) {
+                size_t got = cache ? kheap_cache_alloc_bulk(c, HOT_BATCH, batch)
+                                   : kheap_alloc_bulk(h, BULK_SIZE, HOT_BATCH, batch);
+                if (got != HOT_BATCH)
+                    die("bulk allocation failed");
+            } else {
+                for (int j = 0; j < HOT_BATCH; j++)
+                    if (!(batch[j] = cache ? kheap_cache_alloc(c) : kheap_alloc(h, BULK_SIZE)))
+                        die("allocation failed");
+            }
+            for (int j = 0; j < HOT_BATCH; j++)
+                *(volatile unsigned char *)batch[j] = (unsigned char)j;
+            sink = batch[HOT_BATCH - 1];
+            if (bulk) {
+                if (cache)
+                    kheap_cache_free_bulk(c, HOT_BATCH, batch);
+                else
+                    kheap_free_bulk(h, HOT_BATCH, batch);
+            } else {
+                for (int j = 0; j < HOT_BATCH; j++) {
+                    if (cache)
+                        kheap_cache_free(c, batch[j]);
+                    else
+                        kheap_free(h, batch[j]);
+                }
+            }
+        }
+    }
+    CALLGRIND_TOGGLE_COLLECT;
+    CALLGRIND_STOP_INSTRUMENTATION;
+    double t = now_seconds() - t0;
+    for (int i = 0; i < HOT_KEEP; i++) {
+        if (cache)
+            kheap_cache_free(c, keep[i]);
+        else
+            kheap_free(h, keep[i]);
+    }
+    printf("RESULT mode=bulk what=%s n=%lu seconds=%.6f ns_per_op=%.3f "
+           "maxrss_kib=%ld allocator=%s malloc_from=%s\n",
+           what, n, t, t * 1e9 / (double)n, peak_rss_kib(), ALLOCATOR_KIND, malloc_origin());
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------ */
 /* Throughput: T threads, each with its own ring of live blocks. */
 
 struct tput_arg {
@@ -495,6 +584,10 @@ int main(int argc, char **argv)
 #endif
     if (argc == 4 && !strcmp(argv[1], "hot"))
         return run_hot(argv[2], arg_ul(argv[3]));
+#if defined(BENCH_KHEAP)
+    if (argc == 4 && !strcmp(argv[1], "bulk"))
+        return run_bulk(argv[2], arg_ul(argv[3]));
+#endif
     if (argc == 4 && !strcmp(argv[1], "tput"))
         return run_tput((unsigned)arg_ul(argv[2]), arg_ul(argv[3]), 0);
     if (argc == 4 && !strcmp(argv[1], "tput-none"))

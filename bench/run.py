@@ -237,6 +237,27 @@ def test_hot(allocs, cfg, results):
     return rows
 
 
+def test_bulk(allocs, cfg, results):
+    """kheap's bulk calls against loops of single calls: callgrind
+    instructions per object (its allocation and its free), 64-byte objects
+    in batches of 64, kmalloc classes and a kheap_cache."""
+    n = cfg["hot_n"]
+    cgdir = os.path.join(BUILD, "callgrind")
+    os.makedirs(cgdir, exist_ok=True)
+    rows = []
+    alloc = [a for a in allocs if a[0] == "kheap"][0]
+    for what in ["kmalloc-single", "kmalloc-bulk", "cache-single", "cache-bulk"]:
+        out = os.path.join(cgdir, "kheap-bulk-%s.out" % what)
+        wrapper = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
+                   "--collect-atstart=no", "--callgrind-out-file=" + out]
+        run_harness(alloc, ["bulk", what, n], wrapper=wrapper)
+        total, _, _ = parse_callgrind(out)
+        rows.append(dict(test=what, n=n, instructions=total, per_object=round(total / n, 2)))
+        log("bulk: %-15s %7.1f instructions per object" % (what, total / n))
+    write_csv(os.path.join(results, "bulk.csv"), rows, ["test", "n", "instructions", "per_object"])
+    return rows
+
+
 def kheap_profile(out, per_fn, per_line, n, results):
     """kheap's hot path by function and by source line, and
     callgrind_annotate's own view of it, into results/."""
@@ -402,7 +423,7 @@ def fmt_ratio(x):
     return "%.2f" % x if x is not None else "–"
 
 
-def report(args, cfg, names, missing, hot, tput, pc, meta, results):
+def report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk=()):
     elapsed = meta["elapsed"]
     L = []
     L.append("# kheap benchmarks")
@@ -451,6 +472,25 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results):
                  cfg["reps"], cfg["max_wait"], CONFIGS["quick" if args.quick else "full"]
                  ["wait_budget"], busy_summary(tput + pc)))
     L.append("")
+
+    # --- bulk calls
+    if bulk:
+        bb = {r["test"]: r for r in bulk}
+        L.append("## Bulk calls: instructions per object")
+        L.append("")
+        L.append("kheap only (`bench/bench.c bulk`, callgrind as for the hot path): %d objects "
+                 "of 64 bytes allocated and freed in batches of 64, with 64 others live; each "
+                 "object's allocation and free are collected, harness included. *single*: a "
+                 "loop of `kheap_alloc`/`kheap_free` (or `kheap_cache_alloc`/"
+                 "`kheap_cache_free`); *bulk*: one `kheap_alloc_bulk` and one "
+                 "`kheap_free_bulk` (or the cache's) per batch." % bulk[0]["n"])
+        L.append("")
+        L.append("| objects from | single calls | bulk calls | bulk / single |")
+        L.append("|---|---:|---:|---:|")
+        for kind, label in (("kmalloc", "a kmalloc class (64 B)"), ("cache", "a kheap_cache (64 B)")):
+            s1, b1 = bb["%s-single" % kind]["per_object"], bb["%s-bulk" % kind]["per_object"]
+            L.append("| %s | %.1f | %.1f | %.2f |" % (label, s1, b1, b1 / s1))
+        L.append("")
 
     # --- hot path
     by = {(r["allocator"], r["test"]): r for r in hot}
@@ -781,6 +821,7 @@ def main():
     names = [a[0] for a in allocs]
     init_alloc = (INIT_NAME, bin_init, None, "libkheap.a")
     hot = test_hot([allocs[0], init_alloc] + allocs[1:], cfg, results) if "hot" in only else []
+    bulk = test_bulk(allocs, cfg, results) if "hot" in only else []
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
     suite_rows, suite_names, suite_missing = [], [], []
@@ -796,7 +837,7 @@ def main():
         real_rows = real.measure(cfg["real_reps"], cfg["real_only"])
     elapsed = time.time() - t0
     meta = dict(commit=commit, load=(load0, loadavg()), elapsed=elapsed)
-    text = report(args, cfg, names, missing, hot, tput, pc, meta, results)
+    text = report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk)
     extra = []
     if suite_rows or real_rows:
         extra = summary(suite, suite_rows, suite_names, real_rows,

@@ -73,6 +73,7 @@ enum kheap_err {
     KHEAP_ETOOMANY = 5,  /* the heap already has KHEAP_MAX_REGIONS */
     KHEAP_EBUSY = 6,     /* cache still has allocated objects */
     KHEAP_ENOSYS = 7,    /* the port has no page hooks (KHEAP_PORT_PAGES 0) */
+    KHEAP_ENOMEM = 8,    /* the heap cannot give the objects asked for */
 };
 
 /* A constant English sentence for an error code; for KHEAP_ETOOSMALL it
@@ -195,6 +196,46 @@ void kheap_free(kheap_t *heap, void *ptr);
 size_t kheap_usable_size(kheap_t *heap, const void *ptr);
 
 /* ------------------------------------------------------------------ */
+/* Allocation from any context                                         */
+
+/* Flags of the *_flags calls. */
+#define KHEAP_NOLOCK 1u
+
+/* kheap_alloc with flags; flags 0 is kheap_alloc. With KHEAP_NOLOCK the
+ * call may be made from any context: an NMI, a tracing hook, a signal
+ * handler (hosted), an interrupt handler that interrupted this CPU
+ * anywhere, also inside kheap with a heap lock held. Such a call
+ *  - never spins or waits on a lock: it takes locks only with the port's
+ *    trylock (kheap_port.h), and gives up when one is busy;
+ *  - takes an object from this CPU's previous magazine of size's class
+ *    (refilled from the depot under a trylock), or else from a slab the
+ *    class already has (trylock; no new slab, so no page lock);
+ *  - returns NULL rather than waiting: when the magazine is empty and a
+ *    lock busy, when this CPU was interrupted inside a slow path of the
+ *    heap (docs/DESIGN.md, "Allocation from any context", says why that
+ *    is the one case the magazine cannot be used), for sizes above
+ *    KHEAP_MAX_CLASS, and for unknown flags.
+ * It does not run shrinkers, reclaim, constructors, the report hook or
+ * the KHEAP_DEBUG 3 check, and does not check the free poison. A NULL
+ * is counted in slabinfo's nolock_fails, not in failed_count.
+ * Time: O(1), bounded: no loop waits for anything. */
+void *kheap_alloc_flags(kheap_t *heap, size_t size, unsigned flags);
+
+/* kheap_free with flags; flags 0 is kheap_free. With KHEAP_NOLOCK, safe
+ * in the same contexts as kheap_alloc_flags: the block goes onto this
+ * CPU's previous magazine when there is room (or a trylock gets an empty
+ * one from the depot); otherwise (no room, a lock busy, a large block,
+ * an object that may be a double free) it is pushed on a per-CPU list of
+ * deferred frees with one compare-and-swap, and freed, with every
+ * check of kheap_free, by the CPU's next miss of the hit path or
+ * kheap_reclaim; until then it counts as allocated. Misuse found without
+ * a lock (a foreign, interior or already-deferred pointer) is not freed
+ * and is reported at that same later point, since the report hook may
+ * not be safe in the caller's context. Time: O(1), plus a scan of at most
+ * 4096 blocks already deferred on this CPU (the double-free check). */
+void kheap_free_flags(kheap_t *heap, void *ptr, unsigned flags);
+
+/* ------------------------------------------------------------------ */
 /* Object caches                                                       */
 
 /* A constructor runs on an object the first time it is carved from a slab;
@@ -214,14 +255,134 @@ kheap_cache_t *kheap_cache_create(kheap_t *heap, const char *name, size_t size,
                                   size_t align, kheap_ctor_fn ctor,
                                   kheap_ctor_fn dtor);
 
+/* Per-cache tuning of the per-CPU layer, for kheap_cache_create_tuned.
+ * KHEAP_TUNE_DEFAULT in a field keeps kheap_cache_create's choice. */
+#define KHEAP_TUNE_DEFAULT 0xffffffffu
+#define KHEAP_TUNE_DEPOT_MAX 65536u
+struct kheap_cache_tuning {
+    /* Objects per magazine: 0 turns the per-CPU layer off (every
+     * operation takes the cache's lock); 1 .. 64 round down to 4, 8, 16,
+     * 32 or 64 (at least 4). Default: by object size, 64 objects up to
+     * 128 bytes down to 4 above 8 KiB. */
+    unsigned mag_cap;
+    /* Full magazines the depot may hold, 0 .. KHEAP_TUNE_DEPOT_MAX (0:
+     * overflowing magazines go straight back to the slabs). Default:
+     * KHEAP_DEPOT_MAX, or fewer so they hold at most KHEAP_DEPOT_BYTES. */
+    unsigned depot_max;
+};
+
+/* kheap_cache_create with the per-CPU layer tuned by *tune (NULL: the
+ * defaults). Returns NULL also when a field is out of range. The
+ * values show in slabinfo (mag_cap, depot_max). Time: O(1). */
+kheap_cache_t *kheap_cache_create_tuned(kheap_t *heap, const char *name, size_t size,
+                                        size_t align, kheap_ctor_fn ctor, kheap_ctor_fn dtor,
+                                        const struct kheap_cache_tuning *tune);
+
 /* An object, constructed, or NULL. Time: O(1) plus at most one ctor. */
 void *kheap_cache_alloc(kheap_cache_t *cache);
+
+/* kheap_cache_alloc / kheap_cache_free with flags, as kheap_alloc_flags
+ * and kheap_free_flags (KHEAP_NOLOCK: no constructor runs, so only
+ * objects constructed before can be handed out: a fresh slot of a cache
+ * with a constructor is never carved). A cache created with mag_cap 0
+ * serves KHEAP_NOLOCK only from its slabs. */
+void *kheap_cache_alloc_flags(kheap_cache_t *cache, unsigned flags);
+void kheap_cache_free_flags(kheap_cache_t *cache, void *obj, unsigned flags);
 
 /* Give obj back to cache. obj must come from this cache: an object of
  * another cache or heap block is reported, as are the kheap_free misuses.
  * Time: O(1) (plus destructors when this frees a slab beyond the
  * KHEAP_EMPTY_SLABS_KEPT kept empty). */
 void kheap_cache_free(kheap_cache_t *cache, void *obj);
+
+/* ------------------------------------------------------------------ */
+/* Bulk allocation and free                                            */
+
+/* n objects of cache into out[0 .. n-1], constructed, or none. They come
+ * from this CPU's magazines first (no lock), then the depot's full
+ * magazines (one hold of the cache's lock), then the slabs (one hold per
+ * 64 objects). All or nothing: when the heap cannot give n objects, even
+ * after kheap_reclaim, every object taken goes back, out[] holds nothing
+ * usable, one failure is counted and 0 is returned; the heap's
+ * statistics are then as before (slabs made meanwhile may remain as
+ * kept empty slabs). Returns n on success, 0 when n is 0 or cache or out
+ * is NULL. Counted in slabinfo's bulk_allocs (and in allocs, not in
+ * cpu_hits). Time: O(n) plus at most one ctor per object. */
+size_t kheap_cache_alloc_bulk(kheap_cache_t *cache, size_t n, void **out);
+
+/* Free objs[0 .. n-1] (NULL entries are skipped) to cache: each is
+ * checked as kheap_cache_free checks it (misuse reported, that object
+ * skipped, the rest freed). Valid objects go into this CPU's magazines
+ * while there is room, the rest to their slabs, up to 64 per hold of the
+ * cache's lock. Time: O(n) (plus destructors of slabs given back). */
+void kheap_cache_free_bulk(kheap_cache_t *cache, size_t n, void **objs);
+
+/* n blocks of size bytes each (alignment as kheap_alloc) into out, or
+ * none: as kheap_cache_alloc_bulk on size's class. Above KHEAP_MAX_CLASS
+ * the blocks are page runs allocated one by one (one page-lock hold
+ * each); on failure those already made are freed again (the allocation
+ * and free counts then show them). Returns n or 0. Time: O(n). */
+size_t kheap_alloc_bulk(kheap_t *heap, size_t size, size_t n, void **out);
+
+/* Free ptrs[0 .. n-1], each as kheap_free would (NULL skipped, misuse
+ * reported); consecutive objects of one cache are freed as one batch, as
+ * kheap_cache_free_bulk does. Time: O(n). */
+void kheap_free_bulk(kheap_t *heap, size_t n, void **ptrs);
+
+/* ------------------------------------------------------------------ */
+/* Reserves: objects set aside for a section that must not fail         */
+
+/* A reserve: allocated objects of one cache, held for its owner. Start
+ * it zeroed (KHEAP_RESERVE_INIT). It belongs to the caller: kheap never
+ * touches it but in these calls, and the caller must not use one reserve
+ * from two places at once. */
+struct kheap_reserve {
+    kheap_cache_t *cache; /* set by the first fill */
+    void *head;           /* the objects, linked through a word of each */
+    size_t count;         /* objects held */
+};
+#define KHEAP_RESERVE_INIT {0, 0, 0}
+
+/* Top r up to n objects of cache (a reserve holding n or more is left as
+ * it is). The objects are allocated as by kheap_cache_alloc_bulk (they
+ * count as allocated, in bulk_allocs). All or nothing: if the heap cannot
+ * give them, even after kheap_reclaim, r is left as it was and
+ * KHEAP_ENOMEM returned. Errors: KHEAP_EINVAL (cache or r NULL, or r
+ * already holds objects of another cache). Takes locks: call it where
+ * allocation may wait, before the section. Time: O(n). */
+int kheap_reserve_fill(kheap_cache_t *cache, size_t n, struct kheap_reserve *r);
+
+/* One object of r's cache, constructed, or NULL only when r is empty: it
+ * cannot fail while r holds objects. Takes no lock, calls nothing,
+ * touches only r and the object (and one relaxed atomic counter,
+ * slabinfo's reserve_allocs): safe with interrupts off, with any kheap
+ * lock held, in an interrupt handler (if that handler is r's only user
+ * meanwhile). The object's first word (for a cache with a constructor,
+ * a word past the object) holds a link while it is in r. Free it as any
+ * object of the cache. Time: O(1). */
+void *kheap_reserve_alloc(struct kheap_reserve *r);
+
+/* Free the objects r still holds (kheap_cache_free_bulk) and empty it;
+ * r can be filled again. Returns how many. Time: O(objects held). */
+size_t kheap_reserve_return(struct kheap_reserve *r);
+
+/* A memory pool (Linux's mempool): a cache plus a reserve kept at min
+ * objects, so that min allocations can always be met. mempool_alloc asks
+ * the cache first and takes from the reserve only when the cache fails;
+ * mempool_free refills the reserve first (after the checks
+ * kheap_cache_free makes: misuse is reported and ignored) and frees to
+ * the cache once it holds min. Like a reserve it belongs to its caller,
+ * who serialises its use. */
+struct kheap_mempool {
+    struct kheap_reserve r;
+    size_t min;
+};
+/* Errors as kheap_reserve_fill; on error the pool is empty and unusable. */
+int kheap_mempool_init(struct kheap_mempool *pool, kheap_cache_t *cache, size_t min);
+void *kheap_mempool_alloc(struct kheap_mempool *pool);
+void kheap_mempool_free(struct kheap_mempool *pool, void *obj);
+/* Return the reserve's objects to the cache. The pool is unusable after. */
+void kheap_mempool_destroy(struct kheap_mempool *pool);
 
 /* Give every empty slab back to the page layer, running the destructor on
  * each constructed object first. Returns the bytes given back.
@@ -234,9 +395,55 @@ size_t kheap_cache_shrink(kheap_cache_t *cache);
  * (KHEAP_EINVAL). Time: as kheap_cache_shrink. */
 int kheap_cache_destroy(kheap_cache_t *cache);
 
-/* kheap_cache_shrink on every cache of the heap. Returns bytes given back
- * to the page layer. */
+/* The heap's shrinkers (below), then kheap_cache_shrink on every cache of
+ * the heap. Returns bytes given back to the page layer. */
 size_t kheap_reclaim(kheap_t *heap);
+
+/* ------------------------------------------------------------------ */
+/* Shrinkers and memory pressure                                       */
+
+/* A shrinker: a callback of the heap's user that frees memory it holds
+ * in the heap (caches of its own objects, say) when the heap runs short.
+ * want_bytes is how much the heap would like back (SIZE_MAX: as much as
+ * it can spare); it returns about how many bytes it freed (0 if none).
+ * Rules:
+ *  - It runs with no kheap lock held, on the thread whose allocation or
+ *    reclaim started the pass.
+ *  - It may free into the heap (kheap_free, kheap_cache_free, bulk frees)
+ *    and allocate from other caches, but must not allocate from the
+ *    cache whose failing allocation is being retried (that allocation
+ *    would fail again: no new pass starts while one runs), and must not
+ *    register or unregister shrinkers.
+ *  - One pass at a time per heap: an allocation that fails while a pass
+ *    runs (on any CPU, also inside a shrinker) fails without waiting for
+ *    it and without starting another.
+ *  - A pass calls the shrinkers in registration order until they report
+ *    want_bytes freed in all.
+ * When passes run: (1) before an allocation fails (kheap_alloc*,
+ * kheap_cache_alloc, the bulk calls, reserve fills): the pass, then
+ * kheap_reclaim's return of cached memory, then one retry; (2) from
+ * kheap_reclaim; (3) when an allocation takes the heap's free pages
+ * below the low-water mark (kheap_set_low_water), right after that
+ * allocation, with want_bytes SIZE_MAX, followed by the reclaim of cached
+ * memory; once per crossing of the mark downwards. */
+typedef size_t (*kheap_shrink_fn)(kheap_t *heap, size_t want_bytes, void *arg);
+#define KHEAP_MAX_SHRINKERS 8
+
+/* Add fn (called with arg) to the heap's shrinkers. Errors: KHEAP_EINVAL
+ * (heap or fn NULL), KHEAP_ETOOMANY (KHEAP_MAX_SHRINKERS registered).
+ * The same fn may be registered with different args. O(1). */
+int kheap_shrinker_register(kheap_t *heap, kheap_shrink_fn fn, void *arg);
+
+/* Remove the shrinker registered with fn and arg. When it returns, no
+ * pass is still calling it (it waits for a running pass to end, so it
+ * must not be called from a shrinker). KHEAP_EINVAL if there is no such
+ * shrinker. O(KHEAP_MAX_SHRINKERS) plus the wait. */
+int kheap_shrinker_unregister(kheap_t *heap, kheap_shrink_fn fn, void *arg);
+
+/* Set the low-water mark: when an allocation takes the heap's free page
+ * runs from at least bytes to below it, a shrinker pass runs (see above).
+ * Rounded up to whole pages; 0 (the default) turns it off. O(1). */
+int kheap_set_low_water(kheap_t *heap, size_t bytes);
 
 /* ------------------------------------------------------------------ */
 /* Purging: handing free pages' memory back to the platform
@@ -311,6 +518,11 @@ struct kheap_stats {
     size_t purged_bytes;       /* not resident: purged, or never touched */
     uint64_t purged_total;     /* bytes ever handed to the port's purge */
     uint64_t decay_epochs;     /* decay epochs ended (kheap_tick) */
+    uint64_t shrink_passes;    /* shrinker passes run (kheap_shrinker_*) */
+    uint64_t nolock_fails;     /* KHEAP_NOLOCK allocations that returned
+                                  NULL (every cache; also those made before
+                                  the kmalloc classes' rows count them) */
+    uint64_t nolock_deferred;  /* KHEAP_NOLOCK frees deferred (the same) */
 };
 
 /* Decay (the default length of an epoch is KHEAP_DECAY_MS, 1000 ms).
@@ -371,6 +583,29 @@ struct kheap_cache_info {
     size_t depot_objs;    /* of cached_objs, those in the depot's magazines
                              (the rest are in the CPUs' own) */
     size_t empty_slabs;   /* slabs with no object allocated, kept */
+    uint64_t bulk_allocs; /* objects allocated by the bulk calls (counted
+                             in allocs, not in cpu_hits) */
+    uint64_t bulk_frees;  /* objects freed by the bulk calls */
+    uint64_t reserve_allocs; /* objects taken from reserves (allocated,
+                                as bulk_allocs, when the reserve filled) */
+    uint64_t shrink_calls; /* shrinker passes run for this cache's
+                              allocations (failing, or under the
+                              low-water mark) */
+    uint64_t nolock_allocs; /* KHEAP_NOLOCK allocations that succeeded
+                               (this and the next are kept modulo 2^32 per
+                               CPU) */
+    uint64_t nolock_frees;  /* KHEAP_NOLOCK frees cached at once */
+    uint64_t nolock_fails;  /* KHEAP_NOLOCK allocations that returned NULL
+                               (not in the heap's failed_count) */
+    uint64_t nolock_deferred; /* KHEAP_NOLOCK frees deferred to the CPU's
+                                 list (counted in frees once taken)
+                               (nolock_fails and nolock_deferred of a
+                               kmalloc class count from the heap's first
+                               bulk call, shrinker pass or deferred free
+                               taken, which make the kmalloc classes'
+                               counters; kheap_stats has the totals) */
+    unsigned mag_cap;     /* objects per magazine (0: no per-CPU layer) */
+    unsigned depot_max;   /* full magazines the depot may hold */
 };
 
 /* Fill rows[0 .. max-1] with one row per cache: the KHEAP_NUM_CLASSES

@@ -102,6 +102,32 @@ void kheap_port_cpu_exit(unsigned cpu);
 #define KHEAP_PORT_CPU_LOCAL 0
 #endif
 
+/* Optional: try to acquire *lock without waiting (KHEAP_PORT_TRYLOCK 1 in
+ * the port's CPU header, which the hosted and bare-metal ports set).
+ * Returns non-zero with the lock held, as kheap_port_lock would leave it
+ * (released with kheap_port_unlock), or 0 at once when the lock is held
+ * by anyone, this CPU included (an interrupt handler whose CPU holds the
+ * lock gets 0, never a deadlock and never a "taken twice" panic). Must
+ * be callable from any context kheap_alloc_flags(KHEAP_NOLOCK) is used
+ * in: an interrupt handler, an NMI, a signal handler (hosted:
+ * pthread_mutex_trylock, which is a single atomic operation on
+ * glibc). Between a successful trylock and its unlock kheap does O(1)
+ * work and takes no other lock. A port without it gets the fallback
+ * below: always "busy", so KHEAP_NOLOCK calls use only the CPU's own
+ * magazines. */
+#ifndef KHEAP_PORT_TRYLOCK
+#define KHEAP_PORT_TRYLOCK 0
+#endif
+#if KHEAP_PORT_TRYLOCK
+int kheap_port_trylock(kheap_lock_t *lock);
+#else
+static inline int kheap_port_trylock(kheap_lock_t *lock)
+{
+    (void)lock;
+    return 0;
+}
+#endif
+
 /* What went wrong, for the report hook. */
 enum kheap_report_kind {
     KHEAP_REPORT_FOREIGN = 1,   /* pointer is in no region of the heap */

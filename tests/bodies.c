@@ -1045,6 +1045,51 @@ void kt_begin(const struct kt_env *e)
     env = e;
 }
 
+/* ------------------------------------------------------------------ */
+/* Bulk calls and a reserve used with interrupts off (bare metal: the
+ * port's masking; hosted: no masking, the same calls). */
+
+static void t_bulk_and_reserve(void)
+{
+    kheap_t *h = kheap_default();
+    kheap_cache_t *c = kheap_cache_create(h, "kt_reserve", 96, 0, NULL, NULL);
+    CHECK(c, "kheap_cache_create");
+    enum { N = 48 };
+    static void *objs[N];
+    struct kheap_stats s0 = stats();
+    CHECK(kheap_cache_alloc_bulk(c, N, objs) == N, "bulk of %d", N);
+    for (unsigned i = 0; i < N; i++)
+        fill(objs[i], 96, i);
+    for (unsigned i = 0; i < N; i++)
+        CHECK(verify(objs[i], 96, 96, i) == 96, "bulk object %u overwritten", i);
+    kheap_cache_free_bulk(c, N, objs);
+    CHECK(kheap_alloc_bulk(h, 200, N, objs) == N, "kmalloc bulk of %d", N);
+    kheap_free_bulk(h, N, objs);
+    /* A reserve filled where allocation may wait, used where it may not. */
+    struct kheap_reserve r = KHEAP_RESERVE_INIT;
+    CHECK(kheap_reserve_fill(c, N, &r) == KHEAP_OK, "reserve_fill %d", N);
+    unsigned got = 0;
+    if (env->irq_off)
+        env->irq_off();
+    for (unsigned i = 0; i < N; i++) {
+        objs[i] = kheap_reserve_alloc(&r);
+        got += objs[i] != NULL;
+        if (objs[i])
+            fill(objs[i], 96, 1000 + i);
+    }
+    void *extra = kheap_reserve_alloc(&r);
+    if (env->irq_on)
+        env->irq_on();
+    CHECK(got == N && extra == NULL, "%u of %d from the reserve, one more %p", got, N, extra);
+    for (unsigned i = 0; i < N; i++)
+        CHECK(verify(objs[i], 96, 96, 1000 + i) == 96, "reserved object %u overwritten", i);
+    kheap_cache_free_bulk(c, N, objs);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy");
+    struct kheap_stats s1 = stats();
+    CHECK(s1.used_bytes == s0.used_bytes, "used %zu, was %zu", s1.used_bytes, s0.used_bytes);
+    check_heap("after bulk and reserve");
+}
+
 int kt_run_bodies(const struct kt_env *e)
 {
     env = e;
@@ -1058,6 +1103,7 @@ int kt_run_bodies(const struct kt_env *e)
     run_test("model_random", t_model_random);
     run_test("exhaustion", t_exhaustion);
     run_test("misuse_reports", t_misuse_reports);
+    run_test("bulk_and_reserve", t_bulk_and_reserve);
     run_test("object_caches", t_object_caches);
     run_test("smp_stress", t_smp_stress);
     run_test("default_heap_after", t_default_heap);

@@ -29,6 +29,11 @@ struct kt_env {
     uint64_t seed;            /* random seed (printed, to replay) */
     unsigned long model_ops;  /* operations of the randomized model test */
     unsigned long stress_ops; /* operations per CPU of the SMP stress */
+    /* Optional (NULL: not available, e.g. hosted): mask this CPU's
+     * interrupts (nesting) and undo it, for the sections that must not
+     * fail (the reserve body). */
+    void (*irq_off)(void);
+    void (*irq_on)(void);
 };
 
 /* Use env for printing (kt_printf) before kt_run_bodies, which sets it

@@ -129,6 +129,9 @@ const STATS: &[(&str, &str)] = &[
     ("purged_bytes", "size_t"),
     ("purged_total", "uint64_t"),
     ("decay_epochs", "uint64_t"),
+    ("shrink_passes", "uint64_t"),
+    ("nolock_fails", "uint64_t"),
+    ("nolock_deferred", "uint64_t"),
 ];
 const CACHE_INFO: &[(&str, &str)] = &[
     ("name", "char[KHEAP_NAME_MAX]"),
@@ -146,6 +149,16 @@ const CACHE_INFO: &[(&str, &str)] = &[
     ("cpu_misses", "uint64_t"),
     ("depot_objs", "size_t"),
     ("empty_slabs", "size_t"),
+    ("bulk_allocs", "uint64_t"),
+    ("bulk_frees", "uint64_t"),
+    ("reserve_allocs", "uint64_t"),
+    ("shrink_calls", "uint64_t"),
+    ("nolock_allocs", "uint64_t"),
+    ("nolock_frees", "uint64_t"),
+    ("nolock_fails", "uint64_t"),
+    ("nolock_deferred", "uint64_t"),
+    ("mag_cap", "unsigned"),
+    ("depot_max", "unsigned"),
 ];
 
 /// Compile (syntax only) static assertions that include/kheap.h's

@@ -19,8 +19,18 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
                                   size_t align, kheap_ctor_fn ctor,
                                   kheap_ctor_fn dtor)
 {
+    return kheap_cache_create_tuned(h, name, size, align, ctor, dtor, NULL);
+}
+
+kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t size,
+                                        size_t align, kheap_ctor_fn ctor, kheap_ctor_fn dtor,
+                                        const struct kheap_cache_tuning *tune)
+{
     if (!h || size == 0 || size > KHEAP_MAX_CLASS ||
         (align && (!kh_is_pow2(align) || align > KH_PAGE)))
+        return NULL;
+    if (tune && ((tune->mag_cap != KHEAP_TUNE_DEFAULT && tune->mag_cap > 64) ||
+                 (tune->depot_max != KHEAP_TUNE_DEFAULT && tune->depot_max > KHEAP_TUNE_DEPOT_MAX)))
         return NULL;
     struct kheap_cache *c;
     if (kh_cache_take(&h->cache_cache, (void **)&c, 1) == 0) {
@@ -28,9 +38,21 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
         return NULL;
     }
     kh_cache_setup(h, c, name, size, align, ctor, dtor, 0);
+    if (tune && tune->mag_cap != KHEAP_TUNE_DEFAULT) {
+        /* Magazines come in the capacities of the magazine caches. */
+        unsigned cap = tune->mag_cap;
+        c->mag_cap = cap == 0 ? 0 : cap >= 64 ? 64 : cap >= 32 ? 32 : cap >= 16 ? 16 : cap >= 8 ? 8 : 4;
+        if (c->mag_cap) { /* the default depot bound for this capacity */
+            size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * c->slot);
+            c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+        }
+    }
+    if (tune && tune->depot_max != KHEAP_TUNE_DEFAULT)
+        c->depot_max = tune->depot_max;
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
-    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc), false);
+    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc) +
+                                         sizeof(struct kh_ucx), false);
     if (!c->percpu) {
         kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
         kh_account_failure(h);
@@ -42,6 +64,7 @@ kheap_cache_t *kheap_cache_create(kheap_t *h, const char *name, size_t size,
         kh_vg_benign(&c->percpu[k].allocs, 2 * sizeof(uint64_t));
         kh_vg_benign(&c->percpu[k].miss, sizeof c->percpu[k].miss);
     }
+    kh_vg_benign(kh_ucx_of(c), sizeof(struct kh_ucx));
 
     kh_lock(&h->caches_lock);
     c->prev = h->caches_tail;
@@ -108,7 +131,85 @@ int kheap_cache_destroy(kheap_cache_t *c)
     return KHEAP_OK;
 }
 
-size_t kheap_reclaim(kheap_t *h)
+/* ------------------------------------------------------------------ */
+/* Shrinkers. */
+
+int kheap_shrinker_register(kheap_t *h, kheap_shrink_fn fn, void *arg)
+{
+    if (!h || !fn)
+        return KHEAP_EINVAL;
+    int e = KHEAP_ETOOMANY;
+    kh_lock(&h->page_lock);
+    if (h->nshrinkers < KHEAP_MAX_SHRINKERS) {
+        h->shrinkers[h->nshrinkers].fn = fn;
+        h->shrinkers[h->nshrinkers].arg = arg;
+        h->nshrinkers++;
+        e = KHEAP_OK;
+    }
+    kh_unlock(&h->page_lock);
+    return e;
+}
+
+int kheap_shrinker_unregister(kheap_t *h, kheap_shrink_fn fn, void *arg)
+{
+    if (!h || !fn)
+        return KHEAP_EINVAL;
+    int e = KHEAP_EINVAL;
+    kh_lock(&h->page_lock);
+    for (unsigned i = 0; i < h->nshrinkers; i++) {
+        if (h->shrinkers[i].fn == fn && h->shrinkers[i].arg == arg) {
+            for (unsigned k = i + 1; k < h->nshrinkers; k++)
+                h->shrinkers[k - 1] = h->shrinkers[k];
+            h->nshrinkers--;
+            e = KHEAP_OK;
+            break;
+        }
+    }
+    kh_unlock(&h->page_lock);
+    /* A pass that copied the list before the removal may still call fn:
+     * wait for it (a shrinker never unregisters, so this ends). */
+    while (e == KHEAP_OK && __atomic_load_n(&h->shrinking, __ATOMIC_ACQUIRE))
+        ;
+    return e;
+}
+
+int kheap_set_low_water(kheap_t *h, size_t bytes)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+    kh_lock(&h->page_lock);
+    h->low_water = (bytes + KH_PAGE - 1) / KH_PAGE;
+    kh_unlock(&h->page_lock);
+    return KHEAP_OK;
+}
+
+size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who)
+{
+    struct kh_shrinker list[KHEAP_MAX_SHRINKERS];
+    if (__atomic_exchange_n(&h->shrinking, 1, __ATOMIC_ACQUIRE))
+        return 0; /* one pass at a time: a nested or concurrent one is not run */
+    kh_lock(&h->page_lock);
+    unsigned n = h->nshrinkers;
+    for (unsigned i = 0; i < n; i++)
+        list[i] = h->shrinkers[i];
+    kh_unlock(&h->page_lock);
+    size_t got = 0;
+    for (unsigned i = 0; i < n && got < want; i++) {
+        size_t b = list[i].fn(h, want - got, list[i].arg);
+        got = b > want - got ? want : got + b;
+    }
+    if (n) {
+        __atomic_fetch_add(&h->shrink_passes, 1, __ATOMIC_RELAXED);
+        struct kh_xc *x = who ? kh_xc_get(h, who) : NULL;
+        if (x)
+            __atomic_fetch_add(&x->shrink_calls, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&h->shrinking, 0, __ATOMIC_RELEASE);
+    return got;
+}
+
+/* Every cache's cached memory back to the page layer. */
+static size_t reclaim_caches(kheap_t *h)
 {
     size_t bytes = 0;
     /* The walk ends with the magazine caches: the magazines emptied
@@ -173,6 +274,12 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
     return bytes;
 }
 
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk)
+{
+    size_t got = kh_shrink(h, SIZE_MAX, who);
+    return (count_shrunk ? got : 0) + reclaim_caches(h);
+}
+
 void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 {
     struct kh_counts n;
@@ -185,6 +292,28 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     out->frees = n.frees;
     out->cpu_hits = n.hits;
     out->cpu_misses = n.misses;
+    /* The bypass counters: the cache's own, or the kmalloc classes' once
+     * made (zero before); the KHEAP_NOLOCK objects from the per-CPU
+     * counts. */
+    struct kh_xc *x = kh_xc_of(c->heap, c), none = {0, 0, 0, 0, 0, 0};
+    if (!x)
+        x = &none;
+    out->bulk_allocs = __atomic_load_n(&x->bulk_allocs, __ATOMIC_RELAXED);
+    out->bulk_frees = __atomic_load_n(&x->bulk_frees, __ATOMIC_RELAXED);
+    out->reserve_allocs = __atomic_load_n(&x->reserve_allocs, __ATOMIC_RELAXED);
+    out->shrink_calls = __atomic_load_n(&x->shrink_calls, __ATOMIC_RELAXED);
+    out->nolock_fails = __atomic_load_n(&x->nolock_fails, __ATOMIC_RELAXED);
+    out->nolock_deferred = __atomic_load_n(&x->nolock_deferred, __ATOMIC_RELAXED);
+    out->nolock_allocs = out->nolock_frees = 0;
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS && !(c->flags & KH_CACHE_INTERNAL); cpu++) {
+        const struct kh_nlc *nl = kh_nlc_of(c->heap, c, cpu);
+        if (nl) {
+            out->nolock_allocs += __atomic_load_n(&nl->allocs, __ATOMIC_RELAXED);
+            out->nolock_frees += __atomic_load_n(&nl->frees, __ATOMIC_RELAXED);
+        }
+    }
+    out->mag_cap = c->mag_cap;
+    out->depot_max = c->depot_max;
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;

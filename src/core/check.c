@@ -275,8 +275,12 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
             !check_mag(h, w, c, cc->prev, cc->prev->n, &cached))
             return false;
         live += cc->allocs - cc->frees;
+        const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
+        if (nl && cpu != KHEAP_CPU_NONE)
+            live += (uint64_t)nl->allocs - nl->frees;
     }
-    if (live + cached != c->active_objs)
+    /* (KHEAP_NOLOCK counts are kept modulo 2^32: compare modulo 2^32.) */
+    if ((uint32_t)(live + cached) != (uint32_t)c->active_objs)
         return fail(w, "live plus cached objects differ from the objects the slabs handed out",
                     (uintptr_t)c);
     return true;

@@ -134,6 +134,8 @@ static struct kh_cc *cc_setup(kheap_t *h, struct kheap_cache *c, unsigned cpu)
             for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
                 pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
             kh_vg_benign(pc->miss, sizeof pc->miss);
+            kh_vg_benign(&pc->busy, sizeof pc->busy);
+            kh_vg_benign(pc->nlc, sizeof pc->nlc);
             /* Readers on other CPUs (stats, check, flush) see either the
              * sentinel or the initialised structure. */
             __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
@@ -238,14 +240,26 @@ static void *alloc_direct(struct kheap_cache *c)
     return p;
 }
 
-void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
+/* The CPU's busy word of c's front (kh_busy_of): marked around every
+ * change of the front by a slow path. Acquire on entry and release on
+ * exit keep the compiler from moving the changes out of the marked
+ * stretch; an interrupt on this CPU sees the word whole. The front is set
+ * up (the caller has a kh_cc for it). */
+static inline void busy_on(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
-    if (!cc) {
-        kheap_port_cpu_exit(cpu);
-        return alloc_direct(c);
-    }
+    __atomic_fetch_add(kh_busy_of(h, c, cpu), 1, __ATOMIC_ACQUIRE);
+}
+static inline void busy_off(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
+}
+
+/* The miss path of allocation on this CPU's front cc (busy marked).
+ * Returns the object, or NULL with *direct set when the caller should go
+ * to the slabs directly (no memory for a magazine), or NULL. */
+static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
+                         bool *direct)
+{
     kh_bump(&miss_of(h, c, cpu)->alloc);
     /* Loaded is empty (or the sentinel), unless the hit path looked at
      * another front: the port's per-CPU word was still the sentinel's
@@ -278,16 +292,14 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
             if (m == &kh_mag_sentinel) {
                 m = spare ? spare : mag_new(h, c->mag_cap);
                 if (!m) {
-                    kheap_port_cpu_exit(cpu);
-                    return alloc_direct(c);
+                    *direct = true;
+                    return NULL;
                 }
             }
             m->n = (uint32_t)kh_cache_take(c, m->obj, (m->cap + 1) / 2);
             kh_cc_load(cc, m);
-            if (!m->n) {
-                kheap_port_cpu_exit(cpu);
+            if (!m->n)
                 return NULL;
-            }
         }
     }
     void *p = NULL;
@@ -297,16 +309,29 @@ void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 #if KHEAP_VALGRIND
     *cc->top = NULL; /* a stale copy would hide a leak from memcheck */
 #endif
-    kheap_port_cpu_exit(cpu);
     return p;
 }
 
-void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
+void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 {
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : cc_setup(h, c, cpu);
-    if (!cc)
-        goto direct;
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    bool direct = !cc;
+    void *p = NULL;
+    if (cc) {
+        busy_on(h, c, cpu);
+        p = alloc_front(h, c, cc, cpu, &direct);
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    return direct ? alloc_direct(c) : p;
+}
+
+/* The miss path of free on this CPU's front cc (busy marked). False: the
+ * caller gives p to its slab. */
+static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
+                       void *p)
+{
     /* This CPU's first touch of the cache is a free: the object came from
      * another CPU. Cached here, it would be this CPU's next allocation,
      * sharing its cache lines with the other CPU's objects (the passive
@@ -318,7 +343,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     bool first = cc->allocs == 0 && miss->alloc == 0 && miss->free == 0;
     kh_bump(&miss->free); /* counted, so the next free is not the first */
     if (first)
-        goto direct;
+        return false;
     /* Loaded is full (or the sentinel). */
     if (cc->prev->n == 0 && cc->prev != &kh_mag_sentinel) {
         struct kh_mag *empty = cc->prev;
@@ -334,7 +359,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         kh_unlock(&c->lock);
         if (!empty && !(empty = mag_new(h, c->mag_cap)))
-            goto direct;
+            return false;
         struct kh_mag *old = cc->prev;
         cc->prev = kh_cc_unload(cc);
         kh_cc_load(cc, empty);
@@ -355,10 +380,22 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     bool pushed = kh_cc_push(cc, p);
     KH_ASSERT(pushed, p);
     (void)pushed;
+    return true;
+}
+
+void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    bool cached = false;
+    if (cc) {
+        busy_on(h, c, cpu);
+        cached = free_front(h, c, cc, cpu, p);
+        busy_off(h, c, cpu);
+    }
     kheap_port_cpu_exit(cpu);
-    return;
-direct:
-    kheap_port_cpu_exit(cpu);
+    if (cached)
+        return;
     kh_cache_give_n(c, &p, 1);
     kh_lock(&c->lock);
     c->nocpu_frees++;
@@ -374,10 +411,12 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     if (cpu != KHEAP_CPU_NONE) {
         struct kh_cc *cc = cc_setup(h, c, cpu);
         if (cc) {
+            busy_on(h, c, cpu);
             for (void **q = cc->base; q < cc->top && !found; q++)
                 found = *q == p;
             for (uint32_t i = 0; i < cc->prev->n && !found; i++)
                 found = cc->prev->obj[i] == p;
+            busy_off(h, c, cpu);
         }
     }
     kheap_port_cpu_exit(cpu);
@@ -424,8 +463,11 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
     } else {
         unsigned cpu = kheap_port_cpu_enter();
         struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : kh_cc_of(h, c, cpu);
-        if (cc)
+        if (cc) {
+            busy_on(h, c, cpu);
             bytes += cc_drain(h, c, cc);
+            busy_off(h, c, cpu);
+        }
         kheap_port_cpu_exit(cpu);
     }
     kh_lock(&c->lock);
@@ -472,8 +514,12 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
     kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
-        if (cc)
+        if (cc) {
+            /* A signal on an exiting thread leaves its fronts be. */
+            busy_on(h, c, cpu);
             cc_return(h, c, cc);
+            busy_off(h, c, cpu);
+        }
     }
 }
 
@@ -510,6 +556,14 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
      * not as an allocation: hits cannot go below 0. */
     out->hits = out->allocs + out->frees > out->misses ? out->allocs + out->frees - out->misses
                                                        : 0;
+    /* KHEAP_NOLOCK objects count as allocations and frees, not as hits. */
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+        const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
+        if (nl) {
+            out->allocs += __atomic_load_n(&nl->allocs, __ATOMIC_RELAXED);
+            out->frees += __atomic_load_n(&nl->frees, __ATOMIC_RELAXED);
+        }
+    }
 slab_view:
     kh_lock(&c->lock);
     if (c->flags & KH_CACHE_INTERNAL) {
@@ -523,3 +577,232 @@ slab_view:
     kh_unlock(&c->lock);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Bulk: many objects through the magazines and the depot at once. */
+
+/* Up to n objects of c into out: first this CPU's loaded and previous
+ * magazines (no lock), then the depot's full magazines (one hold of the
+ * cache lock; the magazines emptied go to the depot's empty list). Returns
+ * how many; the caller takes the rest from the slabs. */
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, size_t *from_mags)
+{
+    size_t k = 0;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    if (cc) {
+        busy_on(h, c, cpu);
+        size_t m = kh_cc_held(cc);
+        if (m > n)
+            m = n;
+        cc->top -= m;
+        __builtin_memcpy(out, cc->top, m * sizeof(void *));
+#if KHEAP_VALGRIND
+        __builtin_memset(cc->top, 0, m * sizeof(void *));
+#endif
+        k = m;
+        struct kh_mag *pm = cc->prev;
+        if (k < n && pm->n) {
+            m = pm->n < n - k ? pm->n : n - k;
+            pm->n -= (uint32_t)m;
+            __builtin_memcpy(out + k, pm->obj + pm->n, m * sizeof(void *));
+#if KHEAP_VALGRIND
+            __builtin_memset(pm->obj + pm->n, 0, m * sizeof(void *));
+#endif
+            k += m;
+        }
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    *from_mags = k;
+    if (k < n && cc) {
+        kh_lock(&c->lock);
+        struct kh_mag *full;
+        while (k < n && (full = c->depot_full)) {
+            size_t m = full->n < n - k ? full->n : n - k;
+            full->n -= (uint32_t)m;
+            __builtin_memcpy(out + k, full->obj + full->n, m * sizeof(void *));
+            k += m;
+            if (!full->n) {
+                full = mag_pop(&c->depot_full, &c->nr_full_mags);
+                mag_push(&c->depot_empty, &c->nr_empty_mags, full);
+            }
+        }
+        if (c->full_min > c->nr_full_mags)
+            c->full_min = c->nr_full_mags;
+        kh_unlock(&c->lock);
+    }
+    return k;
+}
+
+/* Put up to n objects of c from objs into this CPU's loaded and previous
+ * magazines (no lock). Returns how many went in; the caller gives the rest
+ * to the slabs. */
+size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
+{
+    size_t k = 0;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
+    if (cc)
+        busy_on(h, c, cpu);
+    if (cc && kh_cc_mag(cc) == &kh_mag_sentinel) {
+        /* No magazine loaded yet (this CPU's first use of c, or after a
+         * drain): load an empty one, as the free slow path would. */
+        kh_lock(&c->lock);
+        struct kh_mag *m = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        kh_unlock(&c->lock);
+        if (m || (m = mag_new(h, c->mag_cap)))
+            kh_cc_load(cc, m);
+    }
+    if (cc) {
+        size_t m = (size_t)(cc->limit - cc->top);
+        if (m > n)
+            m = n;
+        __builtin_memcpy(cc->top, objs, m * sizeof(void *));
+        cc->top += m;
+        k = m;
+        struct kh_mag *pm = cc->prev;
+        if (k < n && pm->n < pm->cap) {
+            m = pm->cap - pm->n < n - k ? pm->cap - pm->n : n - k;
+            __builtin_memcpy(pm->obj + pm->n, objs + k, m * sizeof(void *));
+            pm->n += (uint32_t)m;
+            k += m;
+        }
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    return k;
+}
+
+/* ------------------------------------------------------------------ */
+/* KHEAP_NOLOCK: the previous magazine, from any context.
+ *
+ * A KHEAP_NOLOCK call may run in an interrupt (bare metal: an NMI, or a
+ * handler that interrupts code with interrupts on; hosted: a signal
+ * handler) that interrupted this very CPU anywhere, also in the middle of
+ * a magazine operation. Why what it does cannot break the interrupted
+ * code, case by case:
+ *
+ *  - The hit paths (kh_fast.h, cache_alloc/cache_free) touch only the
+ *    front's top pointer, the loaded magazine's slots and the front's two
+ *    counters. A hit interrupted between its load of top and its store
+ *    would lose any change made meanwhile to those. KHEAP_NOLOCK never
+ *    touches them: it uses only the *previous* magazine (cc->prev, its n
+ *    and its slots), which no hit path reads or writes, and counts in the
+ *    cache's atomic counters. So the hit path needs no marking and costs
+ *    not one instruction more.
+ *  - The slow paths (alloc_front, free_front, the bulk moves, drains,
+ *    kh_cpu_cached) do change prev, and swap the loaded and previous
+ *    magazines. They run marked: the CPU's busy word is non-zero from
+ *    before their first access to a front to after their last. A
+ *    KHEAP_NOLOCK call takes the word with an atomic add and backs off
+ *    (leaving the fronts alone) unless it was zero. As the interrupt runs
+ *    to its end before the interrupted code resumes, a zero word means no
+ *    slow path of this CPU is between its first and last front access,
+ *    and the interrupted code cannot see prev change under it. The add
+ *    also guards against a nested interrupt running a second
+ *    KHEAP_NOLOCK call on the same front.
+ *  - Locks: a KHEAP_NOLOCK call takes a lock only with kheap_port_trylock,
+ *    which fails at once if anyone holds it, this CPU included. So it
+ *    never waits, never deadlocks against the code it interrupted, and
+ *    what it changes under the lock (the depot's lists; a slab's free
+ *    list in kh_cache_take_try) no one else is changing.
+ *  - Other CPUs never touch this CPU's prev, except kheap_cpu_flush and
+ *    kh_cache_drain(all), which run only once the CPU has stopped using
+ *    the heap or the cache.
+ * The one thing a marked slow path costs a KHEAP_NOLOCK call is its
+ * magazines: it then tries the slabs (trylock) or fails/defers.
+ */
+
+/* The previous magazine of this CPU's front of c, if it has an object
+ * (alloc) or room for one (free), swapping it with a depot magazine
+ * under a trylock if need be; NULL if none or if the front is busy. On
+ * success the front stays marked busy and the CPU entered:
+ * kh_nolock_end undoes both. */
+struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpup)
+{
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    *cpup = cpu;
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : kh_cc_of(h, c, cpu);
+    if (cc) {
+        if (__atomic_fetch_add(kh_busy_of(h, c, cpu), 1, __ATOMIC_ACQUIRE) == 0) {
+            struct kh_mag *m = cc->prev;
+            bool ok = alloc ? m->n > 0 : m != &kh_mag_sentinel && m->n < m->cap;
+            if (!ok && kheap_port_trylock(&c->lock)) {
+                struct kh_mag *x = NULL;
+                if (alloc) {
+                    x = mag_pop(&c->depot_full, &c->nr_full_mags);
+                    if (x && m != &kh_mag_sentinel)
+                        mag_push(&c->depot_empty, &c->nr_empty_mags, m);
+                } else if (m == &kh_mag_sentinel || c->nr_full_mags < c->depot_max) {
+                    x = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+                    if (x && m != &kh_mag_sentinel)
+                        mag_push(&c->depot_full, &c->nr_full_mags, m);
+                }
+                kh_unlock(&c->lock);
+                if (x) {
+                    cc->prev = m = x;
+                    ok = true;
+                }
+            }
+            if (ok)
+                return m;
+        }
+        __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
+    }
+    kheap_port_cpu_exit(cpu);
+    return NULL;
+}
+
+void kh_nolock_end(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    __atomic_fetch_sub(kh_busy_of(h, c, cpu), 1, __ATOMIC_RELEASE);
+    kheap_port_cpu_exit(cpu);
+}
+
+/* Count n objects of a bulk call (from_mags of them through this CPU's
+ * magazines) as allocations (alloc) or frees on this CPU: in the front's
+ * counters, the rest also as misses, so cpu_hits counts only what the
+ * magazines served; with no front, in the cache's no-CPU counters. */
+void kh_cpu_account(kheap_t *h, struct kheap_cache *c, size_t n, size_t from_mags, bool alloc)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : kh_cc_of(h, c, cpu);
+    if (cc) {
+        busy_on(h, c, cpu);
+        uint64_t *ctr = alloc ? &cc->allocs : &cc->frees;
+        struct kh_misses *ms = miss_of(h, c, cpu);
+        uint64_t *mctr = alloc ? &ms->alloc : &ms->free;
+        __atomic_store_n(ctr, *ctr + n, __ATOMIC_RELAXED);
+        __atomic_store_n(mctr, *mctr + (n - from_mags), __ATOMIC_RELAXED);
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    if (!cc) {
+        kh_lock(&c->lock);
+        if (alloc)
+            c->nocpu_allocs += n;
+        else
+            c->nocpu_frees += n;
+        kh_unlock(&c->lock);
+    }
+}
+
+/* c's counters of bulk, reserve and KHEAP_NOLOCK calls, made for the
+ * kmalloc classes on first need (internal pages; no lock held). NULL only
+ * if there is no memory for them. */
+struct kh_xc *kh_xc_get(kheap_t *h, struct kheap_cache *c)
+{
+    struct kh_xc *x = kh_xc_of(h, c);
+    if (x || c->cls == KH_NO_CLASS || (c->flags & KH_CACHE_INTERNAL))
+        return x;
+    struct kh_xc *arr = kh_internal_pages(h, KHEAP_NUM_CLASSES * sizeof *arr, false);
+    if (!arr)
+        return NULL;
+    kh_vg_benign(arr, KHEAP_NUM_CLASSES * sizeof *arr);
+    struct kh_xc *none = NULL;
+    if (!__atomic_compare_exchange_n(&h->kxc, &none, arr, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        kh_internal_pages_free(h, arr); /* another CPU made them first */
+    return kh_xc_of(h, c);
+}

@@ -46,6 +46,8 @@ const char *kheap_strerror(int err)
         return "cache still has allocated objects";
     case KHEAP_ENOSYS:
         return "the port supplies no pages (built with KHEAP_PORT_PAGES 0)";
+    case KHEAP_ENOMEM:
+        return "the heap cannot give the objects asked for";
     default:
         return "unknown kheap error";
     }

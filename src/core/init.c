@@ -79,6 +79,14 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(&h->decay_busy, sizeof h->decay_busy);
     kh_vg_benign(&h->decay_epochs, sizeof h->decay_epochs);
     kh_vg_benign(h->order, sizeof h->order);
+    /* Atomics of the KHEAP_NOLOCK, counter and shrinker words. */
+    kh_vg_benign(h->deferred, sizeof h->deferred);
+    kh_vg_benign(&h->nolock_bad, sizeof h->nolock_bad + sizeof h->nolock_bad_kind);
+    kh_vg_benign(&h->kxc, sizeof h->kxc);
+    kh_vg_benign(&h->xc_early, sizeof h->xc_early);
+    kh_vg_benign(&h->pressure, sizeof h->pressure);
+    kh_vg_benign(&h->shrinking, sizeof h->shrinking);
+    kh_vg_benign(&h->shrink_passes, sizeof h->shrink_passes);
     window_setup(h);
     kh_registry_add(h);
     *out = h;

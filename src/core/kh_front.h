@@ -124,7 +124,20 @@ struct kh_cpu {
     struct kh_cc cc[KH_CC_COUNT];
     struct kh_cc *direct[KH_DIRECT_COUNT];
     struct kh_misses miss[KHEAP_NUM_CLASSES];
+    /* KHEAP_NOLOCK (cpu.c, kmalloc.c). busy: non-zero while this CPU runs
+     * a slow path that changes its fronts of this heap's kmalloc classes
+     * (previous magazines, loads, swaps), or a KHEAP_NOLOCK call that
+     * uses one; a KHEAP_NOLOCK call that finds it non-zero leaves the
+     * fronts alone. nlc: objects KHEAP_NOLOCK calls took from and gave to
+     * the class on this CPU. Written only by this CPU, with atomic adds,
+     * so an interrupt between any two of its instructions sees them
+     * whole; the hit paths never touch them. */
+    unsigned busy;
+    struct kh_nlc {
+        uint32_t allocs, frees; /* modulo 2^32 */
+    } nlc[KHEAP_NUM_CLASSES];
 } __attribute__((aligned(KH_CACHE_LINE)));
+_Static_assert(sizeof(struct kh_cpu) <= 8192, "a CPU's state fits two pages");
 
 _Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
                "a CPU's state starts on its own cache line");

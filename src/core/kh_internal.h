@@ -320,6 +320,39 @@ struct kheap {
      * the sentinel. */
     struct kh_cpu *cpu[KHEAP_MAX_CPUS + 1] __attribute__((aligned(KH_CACHE_LINE)));
     kheap_t *next_heap; /* registry of heaps (heap.c) */
+    /* KHEAP_NOLOCK frees that found no room and no lock (kmalloc.c): per
+     * CPU (index KHEAP_CPU_NONE: threads with no CPU slot), a stack of
+     * blocks linked through their link word (their cache's link_off; 0
+     * for a large block), pushed with a compare-and-swap by any context
+     * of that CPU, taken whole with an exchange by its slow paths and by
+     * kheap_reclaim. A deferred block counts as allocated until taken. */
+    void *deferred[KHEAP_MAX_CPUS + 1];
+    /* A pointer a KHEAP_NOLOCK free refused (misuse), and why; reported
+     * when deferred frees are next taken. A later one replaces it. */
+    void *nolock_bad;
+    unsigned nolock_bad_kind;
+    /* The kmalloc classes' counters of bulk, reserve and KHEAP_NOLOCK
+     * calls and shrinker passes (struct kh_xc): made on first need by a
+     * call that may allocate (cpu.c: kh_xc_get), NULL until then. What
+     * happens before (a KHEAP_NOLOCK failure or deferral) counts in
+     * xc_early. Written once (release), read with acquire. */
+    struct kh_xc *kxc;
+    struct kh_xc {
+        uint64_t bulk_allocs, bulk_frees, reserve_allocs;
+        uint64_t nolock_fails, nolock_deferred, shrink_calls;
+    } xc_early;
+    /* Shrinkers (cache.c): registered callbacks in registration order,
+     * and the low-water mark; page_lock. */
+    struct kh_shrinker {
+        kheap_shrink_fn fn;
+        void *arg;
+    } shrinkers[KHEAP_MAX_SHRINKERS];
+    unsigned nshrinkers;
+    size_t low_water;       /* pages; 0: none (kheap_set_low_water) */
+    unsigned pressure;      /* atomic: an allocation took free pages below
+                               low_water (pages.c); cleared by the pass */
+    unsigned shrinking;     /* atomic: a shrinker pass is running */
+    uint64_t shrink_passes; /* atomic: passes run */
     /* The first region and its page tags (laid out after its
      * descriptors: kh_region_tags). A tag is written by the cache that
      * makes or unmakes the slab, under its lock, before any object of the
@@ -483,6 +516,7 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
 size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
+size_t kh_cache_take_try(struct kheap_cache *c, void **obj);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
 /* End of a decay epoch: empty slabs that stayed empty through it go back
  * to the page layer. Returns their bytes. */
@@ -516,6 +550,10 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
 /* End of a decay epoch: depot magazines beyond the epoch's working set go
  * back to the slabs. Returns the bytes of slabs that went to the pages. */
 size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c);
+size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, size_t *from_mags);
+size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
+struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpu);
+void kh_nolock_end(kheap_t *h, struct kheap_cache *c, unsigned cpu);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */
@@ -531,6 +569,50 @@ static inline struct kh_cc *kh_cc_of(kheap_t *h, struct kheap_cache *c, unsigned
     struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
     return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
 }
+/* What a user cache keeps after its fronts, in the same allocation
+ * (c->percpu[KHEAP_MAX_CPUS + 1]): per CPU its busy word and KHEAP_NOLOCK
+ * counts (the kmalloc classes have theirs in struct kh_cpu), and the
+ * cache's counters of the calls that bypass the hit path. */
+struct kh_ucx {
+    unsigned busy[KHEAP_MAX_CPUS + 1];
+    struct kh_nlc nlc[KHEAP_MAX_CPUS + 1];
+    struct kh_xc xc;
+};
+static inline struct kh_ucx *kh_ucx_of(const struct kheap_cache *c)
+{
+    return (struct kh_ucx *)(c->percpu + KHEAP_MAX_CPUS + 1);
+}
+/* CPU cpu's busy word for c's front, or NULL when the front is not set
+ * up (a kmalloc class on a CPU that never used the heap). */
+static inline unsigned *kh_busy_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->busy[cpu];
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->busy;
+}
+/* CPU cpu's KHEAP_NOLOCK counts of c (same condition). */
+static inline struct kh_nlc *kh_nlc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->nlc[cpu];
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    return pc == &kh_cpu_sentinel ? NULL : &pc->nlc[c->cls];
+}
+/* c's counters of bulk, reserve and KHEAP_NOLOCK calls, or NULL if not
+ * yet made (a kmalloc class: kh_xc_get makes them) or c is one of
+ * kheap's own caches. */
+static inline struct kh_xc *kh_xc_of(kheap_t *h, struct kheap_cache *c)
+{
+    if (c->flags & KH_CACHE_INTERNAL)
+        return NULL; /* kheap's own caches: no per-CPU layer, no counters */
+    if (c->cls == KH_NO_CLASS)
+        return &kh_ucx_of(c)->xc;
+    struct kh_xc *x = __atomic_load_n(&h->kxc, __ATOMIC_ACQUIRE);
+    return x ? &x[c->cls] : NULL;
+}
+struct kh_xc *kh_xc_get(kheap_t *h, struct kheap_cache *c);
+void kh_cpu_account(kheap_t *h, struct kheap_cache *c, size_t n, size_t from_mags, bool alloc);
 
 /* check.c */
 #if KHEAP_DEBUG >= 3
@@ -538,6 +620,19 @@ void kh_debug_check(kheap_t *h, const char *function);
 #else
 #define kh_debug_check(h, f) ((void)0)
 #endif
+
+/* cache.c */
+/* A shrinker pass (no lock held): each registered shrinker is asked, in
+ * registration order, until they report want bytes freed. Counted in
+ * who's shrink_calls when who is not NULL. Returns the bytes reported;
+ * 0 at once when a pass is already running (on any CPU). */
+size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who);
+/* A shrinker pass (counted in who's shrink_calls), then every cache's
+ * cached memory back to the page layer (kheap_reclaim, in kmalloc.c,
+ * also takes the deferred KHEAP_NOLOCK frees first). Returns the bytes
+ * given back, plus those the shrinkers reported if count_shrunk (then 0
+ * means retrying an allocation is pointless). */
+size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk);
 
 /* kmalloc.c */
 void *kh_alloc_slow(kheap_t *h, size_t size);

@@ -144,14 +144,35 @@ static inline void decay_poll(kheap_t *h)
 
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
+static void deferred_drain(kheap_t *h);
+
+/* Free pages fell below the low-water mark: a shrinker pass, and the
+ * cached memory back to the page layer. No lock held. */
+static kh_noinline void pressure_relief(kheap_t *h, struct kheap_cache *who)
+{
+    if (__atomic_exchange_n(&h->pressure, 0, __ATOMIC_RELAXED))
+        kh_reclaim(h, who, true);
+}
+
+static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
+{
+    if (kh_unlikely(__atomic_load_n(&h->pressure, __ATOMIC_RELAXED)))
+        pressure_relief(h, who);
+}
+
+/* Both magazines missed: the depot, the slabs, and at last the shrinkers
+ * and a reclaim of every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
+    deferred_drain(h);
     decay_poll(h);
     void *p = kh_cpu_alloc_slow(h, c);
-    if (!p && kheap_reclaim(h))
+    if (!p && kh_reclaim(h, c, true))
         p = kh_cpu_alloc_slow(h, c);
     if (!p)
         kh_account_failure(h);
+    else
+        pressure_check(h, c);
     return p;
 }
 
@@ -200,10 +221,12 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         kh_unlock(&h->page_lock);
         if (p) {
             kh_vg_alloc(p, npages * KH_PAGE, 0);
+            pressure_check(h, NULL);
             return p;
         }
-        /* Pages may sit in depots and kept empty slabs: get them back. */
-        if (attempt || !kheap_reclaim(h))
+        /* Pages may sit in depots and kept empty slabs, or be freed by the
+         * shrinkers: get them back. */
+        if (attempt || !kh_reclaim(h, NULL, true))
             break;
     }
     kh_account_failure(h);
@@ -378,6 +401,7 @@ kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
 {
     if (ptr) /* NULL fails the hit path's region test and lands here */
         block_free(h, ptr, NULL, "kheap_free");
+    deferred_drain(h);
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */
@@ -490,4 +514,538 @@ void kheap_cache_free(kheap_cache_t *c, void *ptr)
 {
     if (ptr)
         block_free(c->heap, ptr, c, "kheap_cache_free");
+}
+
+/* ------------------------------------------------------------------ */
+/* Bulk allocation and free. */
+
+static void xc_add(uint64_t *ctr, uint64_t n)
+{
+    __atomic_fetch_add(ctr, n, __ATOMIC_RELAXED);
+}
+
+/* n objects of c into out from the magazines, the depot and the slabs
+ * (in that order; one hold of each lock per batch, KH_BULK_SLAB objects
+ * per hold of the slab lock). All or nothing: what was taken goes back
+ * to the magazines and slabs when the heap cannot give n, even after a
+ * reclaim. Objects are not yet handed out (obj_out). */
+#define KH_BULK_SLAB 64u
+static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
+{
+    size_t from_mags;
+    size_t k = kh_cpu_take_n(h, c, out, n, &from_mags);
+    for (int attempt = 0; k < n; attempt++) {
+        size_t want = n - k < KH_BULK_SLAB ? n - k : KH_BULK_SLAB;
+        size_t got = kh_cache_take(c, out + k, want);
+        k += got;
+        if (got == want)
+            continue;
+        if (attempt || !kh_reclaim(h, c, true)) {
+            size_t put = kh_cpu_put_n(h, c, out, k);
+            if (put < k)
+                kh_cache_give_n(c, out + put, k - put);
+            kh_account_failure(h);
+            return false;
+        }
+    }
+    kh_cpu_account(h, c, n, from_mags, true);
+    struct kh_xc *x = kh_xc_get(h, c);
+    if (x)
+        xc_add(&x->bulk_allocs, n);
+    pressure_check(h, c);
+    return true;
+}
+
+size_t kheap_cache_alloc_bulk(kheap_cache_t *c, size_t n, void **out)
+{
+    if (!c || !out || n == 0)
+        return 0;
+    kheap_t *h = c->heap;
+    if (!bulk_take(h, c, n, out))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        obj_out(c, out[i]);
+    kh_debug_check(h, "kheap_cache_alloc_bulk");
+    return n;
+}
+
+/* Objects of c that passed block_free's checks, gathered for one
+ * batch: into the magazines, the rest to the slabs in one lock hold. */
+static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
+{
+    if (!n)
+        return;
+    size_t put = kh_cpu_put_n(h, c, objs, n);
+    /* Counted before the slabs see the rest, so no reader finds more
+     * objects in the slabs than the counts allow. */
+    kh_cpu_account(h, c, n, put, false);
+    struct kh_xc *x = kh_xc_get(h, c);
+    if (x)
+        xc_add(&x->bulk_frees, n);
+    if (put < n)
+        kh_cache_give_n(c, objs + put, n - put);
+}
+
+/* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
+ * would, reports included; consecutive objects of one cache go in
+ * batches of up to 64. */
+static void free_bulk(kheap_t *h, struct kheap_cache *only, size_t n, void **objs,
+                      const char *fn)
+{
+    void *batch[64];
+    size_t nb = 0;
+    struct kheap_cache *bc = NULL;
+    for (size_t i = 0; i < n; i++) {
+        void *ptr = objs[i];
+        if (!ptr)
+            continue;
+        uintptr_t p = (uintptr_t)ptr;
+        struct kh_page *d = kh_page_of(h, p);
+        struct kheap_cache *c = NULL;
+        if (kh_likely(d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART))) {
+            uintptr_t skip = d->kind == KH_PG_SLAB_PART ? d->npages : 0;
+            struct kheap_cache *sc = (d - skip)->cache;
+            uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
+            if (kh_slot_start(sc, p - base) && !(sc->flags & KH_CACHE_INTERNAL) &&
+                (!only || sc == only))
+                c = sc;
+        }
+        if (c && guard_suspect(c, ptr)) {
+            /* Maybe freed already: in this batch, in a magazine, or in
+             * its slab. The batch so far goes first, so a second free of
+             * one object in it is found where the first put it. */
+            if (bc) {
+                bulk_give(h, bc, batch, nb);
+                nb = 0;
+            }
+            if (freed_already(h, c, ptr)) {
+                kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, fn);
+                continue;
+            }
+        }
+        if (!c) {
+            /* Large blocks and misuse: one at a time, as block_free. */
+            if (bc)
+                bulk_give(h, bc, batch, nb);
+            nb = 0;
+            bc = NULL;
+            block_free(h, ptr, only, fn);
+            continue;
+        }
+        if (c != bc || nb == 64) {
+            if (bc)
+                bulk_give(h, bc, batch, nb);
+            nb = 0;
+            bc = c;
+        }
+        obj_in(h, c, ptr);
+        batch[nb++] = ptr;
+    }
+    if (bc)
+        bulk_give(h, bc, batch, nb);
+    kh_debug_check(h, fn);
+}
+
+void kheap_cache_free_bulk(kheap_cache_t *c, size_t n, void **objs)
+{
+    if (c && objs)
+        free_bulk(c->heap, c, n, objs, "kheap_cache_free_bulk");
+}
+
+size_t kheap_alloc_bulk(kheap_t *h, size_t size, size_t n, void **out)
+{
+    if (!h || !out || n == 0)
+        return 0;
+    if (size <= KHEAP_MAX_CLASS) {
+        struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
+        if (!bulk_take(h, c, n, out))
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            obj_out(c, out[i]);
+        kh_debug_check(h, "kheap_alloc_bulk");
+        return n;
+    }
+    /* Large blocks: page runs one by one; all or nothing. */
+    for (size_t i = 0; i < n; i++) {
+        out[i] = large_alloc(h, size, KH_PAGE);
+        if (!out[i]) {
+            while (i--)
+                kheap_free(h, out[i]);
+            return 0;
+        }
+    }
+    return n;
+}
+
+void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
+{
+    if (h && ptrs)
+        free_bulk(h, NULL, n, ptrs, "kheap_free_bulk");
+}
+
+/* ------------------------------------------------------------------ */
+/* Reserves and memory pools.
+ *
+ * A reserve holds allocated objects of one cache, linked through the
+ * cache's link word (link_off: the object's first word, or past the
+ * object for caches with a constructor, so constructed bytes stay as they
+ * are). Taking one is an unlink: no lock, no call, no failure while any
+ * is left. The reserve belongs to its caller, who serialises its use. */
+
+static void **reserve_link(const struct kheap_cache *c, void *obj)
+{
+    return (void **)((char *)obj + c->link_off);
+}
+
+int kheap_reserve_fill(kheap_cache_t *c, size_t n, struct kheap_reserve *r)
+{
+    if (!c || !r || (r->cache && r->cache != c) || c->magic != KH_CACHE_MAGIC)
+        return KHEAP_EINVAL;
+    r->cache = c;
+    void *batch[64];
+    size_t added = 0;
+    while (r->count < n) {
+        size_t want = n - r->count < 64 ? n - r->count : 64;
+        if (kheap_cache_alloc_bulk(c, want, batch) != want) {
+            /* All or nothing: the objects added by this call go back. */
+            while (added) {
+                size_t k = added < 64 ? added : 64;
+                for (size_t i = 0; i < k; i++) {
+                    batch[i] = r->head;
+                    r->head = *reserve_link(c, r->head);
+                }
+                r->count -= k;
+                added -= k;
+                kheap_cache_free_bulk(c, k, batch);
+            }
+            return KHEAP_ENOMEM;
+        }
+        for (size_t i = 0; i < want; i++) {
+            *reserve_link(c, batch[i]) = r->head;
+            r->head = batch[i];
+        }
+        r->count += want;
+        added += want;
+    }
+    return KHEAP_OK;
+}
+
+void *kheap_reserve_alloc(struct kheap_reserve *r)
+{
+    void *p = r->head;
+    if (kh_unlikely(!p))
+        return NULL;
+    struct kheap_cache *c = r->cache;
+    r->head = *reserve_link(c, p);
+    r->count--;
+    __atomic_fetch_add(&kh_ucx_of(c)->xc.reserve_allocs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+
+size_t kheap_reserve_return(struct kheap_reserve *r)
+{
+    size_t n = 0;
+    if (!r || !r->cache)
+        return 0;
+    struct kheap_cache *c = r->cache;
+    void *batch[64];
+    while (r->head) {
+        size_t k = 0;
+        while (r->head && k < 64) {
+            batch[k++] = r->head;
+            r->head = *reserve_link(c, r->head);
+        }
+        kheap_cache_free_bulk(c, k, batch);
+        n += k;
+    }
+    r->count = 0;
+    return n;
+}
+
+int kheap_mempool_init(struct kheap_mempool *pool, kheap_cache_t *c, size_t min)
+{
+    if (!pool)
+        return KHEAP_EINVAL;
+    pool->r.cache = NULL;
+    pool->r.head = NULL;
+    pool->r.count = 0;
+    pool->min = min;
+    int e = kheap_reserve_fill(c, min, &pool->r);
+    if (e)
+        pool->r.cache = NULL;
+    return e;
+}
+
+void *kheap_mempool_alloc(struct kheap_mempool *pool)
+{
+    struct kheap_cache *c = pool->r.cache;
+    void *p = kheap_cache_alloc(c);
+    return p ? p : kheap_reserve_alloc(&pool->r);
+}
+
+void kheap_mempool_free(struct kheap_mempool *pool, void *obj)
+{
+    struct kheap_cache *c = pool->r.cache;
+    if (!obj)
+        return;
+    if (pool->r.count >= pool->min) {
+        kheap_cache_free(c, obj);
+        return;
+    }
+    /* Refill the reserve with it, after the checks a free makes. */
+    kheap_t *h = c->heap;
+    struct kh_page *d = kh_page_of(h, (uintptr_t)obj);
+    enum kheap_report_kind why = 0;
+    if (!d || (d->kind != KH_PG_SLAB && d->kind != KH_PG_SLAB_PART)) {
+        why = d ? KHEAP_REPORT_WRONG_CACHE : KHEAP_REPORT_FOREIGN;
+    } else {
+        struct kh_page *s = kh_slab_head(d);
+        uintptr_t base = kh_slab_base(h, s);
+        if (s->cache != c)
+            why = KHEAP_REPORT_WRONG_CACHE;
+        else if (kh_slot_of(c, (uintptr_t)obj - base) >= c->objs)
+            why = KHEAP_REPORT_INTERIOR;
+        else if (!slab_holds(c, s, base, obj) || (guard_suspect(c, obj) && kh_cpu_cached(h, c, obj)))
+            why = KHEAP_REPORT_DOUBLE_FREE;
+        for (void *q = pool->r.head; q && !why; q = *reserve_link(c, q))
+            if (q == obj)
+                why = KHEAP_REPORT_DOUBLE_FREE;
+    }
+    if (why) {
+        kh_report(why, obj, c, "kheap_mempool_free");
+        return;
+    }
+    *reserve_link(c, obj) = pool->r.head;
+    pool->r.head = obj;
+    pool->r.count++;
+}
+
+void kheap_mempool_destroy(struct kheap_mempool *pool)
+{
+    if (pool && pool->r.cache)
+        kheap_reserve_return(&pool->r);
+}
+
+/* ------------------------------------------------------------------ */
+/* KHEAP_NOLOCK: allocation and free from any context (cpu.c explains
+ * why touching the previous magazine is safe). Nothing here waits, takes
+ * a lock other than by trylock, calls a constructor or the report hook. */
+
+/* The word a deferred block is linked through: its cache's link word, or
+ * the first word of a large block. Pre: ptr is a block the heap handed
+ * out (checked by the caller), so its descriptors are stable. */
+static void **defer_link(kheap_t *h, void *ptr)
+{
+    struct kh_page *d = kh_page_of(h, (uintptr_t)ptr);
+    if (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)
+        return (void **)((char *)ptr + kh_slab_head(d)->cache->link_off);
+    return (void **)ptr;
+}
+
+/* Remember a refused pointer for a report when the list is next taken
+ * (a KHEAP_NOLOCK context may not call the hook). One per heap: a
+ * second before the first is reported replaces it. */
+static void nolock_refuse(kheap_t *h, void *ptr, enum kheap_report_kind why)
+{
+    __atomic_store_n(&h->nolock_bad_kind, (unsigned)why, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->nolock_bad, ptr, __ATOMIC_RELEASE);
+}
+
+/* Push ptr (validated) on list idx; a block already on it is refused as a
+ * double free. The scan follows links only to blocks of the heap and at
+ * most KH_DEFER_SCAN steps, so even a list another thread is taking
+ * (index KHEAP_CPU_NONE) cannot lead it astray for long. */
+#define KH_DEFER_SCAN 4096u
+static void defer_push(kheap_t *h, unsigned idx, void *ptr)
+{
+    void **head = &h->deferred[idx];
+    void *old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    unsigned steps = 0;
+    for (void *q = old; q && steps < KH_DEFER_SCAN; steps++) {
+        if (q == ptr) {
+            nolock_refuse(h, ptr, KHEAP_REPORT_DOUBLE_FREE);
+            return;
+        }
+        if (!kh_page_of(h, (uintptr_t)q))
+            break;
+        q = *defer_link(h, q);
+    }
+    void **link = defer_link(h, ptr);
+    do
+        *link = old;
+    while (!__atomic_compare_exchange_n(head, &old, ptr, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_ACQUIRE));
+}
+
+/* Take list idx and free its blocks as kheap_free would (reports
+ * included), and report a refused pointer. Normal context only. */
+static void deferred_take(kheap_t *h, unsigned idx)
+{
+    void *p = __atomic_exchange_n(&h->deferred[idx], NULL, __ATOMIC_ACQUIRE);
+    /* From here on the kmalloc classes count their own deferrals. */
+    (void)kh_xc_get(h, &h->kmalloc[0]);
+    while (p) {
+        void *next = *defer_link(h, p);
+        block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
+        p = next;
+    }
+}
+
+/* The calling CPU's list and the list of threads with no CPU, if they
+ * hold anything: on the miss paths, one load each when they are empty. */
+static void deferred_drain(kheap_t *h)
+{
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(cpu);
+    if (kh_unlikely(__atomic_load_n(&h->deferred[cpu], __ATOMIC_RELAXED) != NULL))
+        deferred_take(h, cpu);
+    if (cpu != KHEAP_CPU_NONE &&
+        kh_unlikely(__atomic_load_n(&h->deferred[KHEAP_CPU_NONE], __ATOMIC_RELAXED) != NULL))
+        deferred_take(h, KHEAP_CPU_NONE);
+    if (kh_unlikely(__atomic_load_n(&h->nolock_bad, __ATOMIC_RELAXED) != NULL)) {
+        unsigned why = __atomic_load_n(&h->nolock_bad_kind, __ATOMIC_RELAXED);
+        void *bad = __atomic_exchange_n(&h->nolock_bad, NULL, __ATOMIC_ACQUIRE);
+        if (bad)
+            kh_report((enum kheap_report_kind)why, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
+    }
+}
+
+size_t kheap_reclaim(kheap_t *h)
+{
+    deferred_drain(h);
+    return kh_reclaim(h, NULL, false);
+}
+
+/* obj_out without the poison check, which may report. */
+static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
+{
+#if KH_POISON
+    if (!c->ctor)
+        __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
+#endif
+#if !KHEAP_VALGRIND
+    if (c->guard)
+        *kh_guard_word(p) = 0;
+#endif
+    kh_vg_alloc(p, c->size, c->ctor ? 1 : 0);
+    return p;
+}
+
+/* c's KHEAP_NOLOCK failures and deferrals: in its counters, or (a kmalloc
+ * class whose counters are not made yet) in the heap's early ones. */
+static struct kh_xc *xc_nolock(kheap_t *h, struct kheap_cache *c)
+{
+    struct kh_xc *x = kh_xc_of(h, c);
+    return x ? x : &h->xc_early;
+}
+
+static void *alloc_nolock(struct kheap_cache *c)
+{
+    kheap_t *h = c->heap;
+    void *p = NULL;
+    unsigned cpu;
+    /* Counted on this CPU: a caller with no CPU slot (or, for a kmalloc
+     * class, a CPU that never used the heap) gets nothing. */
+    unsigned here = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(here);
+    struct kh_nlc *nl = here == KHEAP_CPU_NONE ? NULL : kh_nlc_of(h, c, here);
+    struct kh_mag *m = nl ? kh_nolock_begin(h, c, true, &cpu) : NULL;
+    if (m) {
+        p = m->obj[--m->n];
+#if KHEAP_VALGRIND
+        m->obj[m->n] = NULL;
+#endif
+        __atomic_fetch_add(&nl->allocs, 1, __ATOMIC_RELAXED);
+        kh_nolock_end(h, c, cpu);
+    } else if (nl && kh_cache_take_try(c, &p)) {
+        __atomic_fetch_add(&nl->allocs, 1, __ATOMIC_RELAXED);
+    } else {
+        __atomic_fetch_add(&xc_nolock(h, c)->nolock_fails, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    return obj_out_nolock(c, p);
+}
+
+/* Free ptr (to `only` if not NULL) from any context. */
+static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
+{
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(cpu);
+    uintptr_t p = (uintptr_t)ptr;
+    struct kh_page *d = kh_page_of(h, p);
+    if (d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)) {
+        struct kh_page *s = kh_slab_head(d);
+        struct kheap_cache *c = s->cache;
+        uintptr_t base = kh_slab_base(h, s);
+        if (!kh_slot_start(c, p - base) || (c->flags & KH_CACHE_INTERNAL) ||
+            (only && c != only)) {
+            nolock_refuse(h, ptr,
+                          !kh_slot_start(c, p - base) ? KHEAP_REPORT_INTERIOR
+                                                      : KHEAP_REPORT_WRONG_CACHE);
+            return;
+        }
+        /* An object carrying the key may be free already: only the
+         * deferred free (block_free, which can look) may decide. */
+        if (!guard_suspect(c, ptr)) {
+            unsigned fcpu;
+            struct kh_mag *m = kh_nolock_begin(h, c, false, &fcpu);
+            if (m) {
+                obj_in(h, c, ptr);
+                m->obj[m->n++] = ptr;
+                __atomic_fetch_add(&kh_nlc_of(h, c, fcpu)->frees, 1, __ATOMIC_RELAXED);
+                kh_nolock_end(h, c, fcpu);
+                return;
+            }
+        }
+        __atomic_fetch_add(&xc_nolock(h, c)->nolock_deferred, 1, __ATOMIC_RELAXED);
+        defer_push(h, cpu, ptr);
+        return;
+    }
+    if (d && d->kind == KH_PG_LARGE && !d->internal && !(p & KH_PAGE_MASK) && !only) {
+        defer_push(h, cpu, ptr); /* a page run: the page lock is needed */
+        return;
+    }
+    nolock_refuse(h, ptr,
+                  !d ? KHEAP_REPORT_FOREIGN
+                     : d->kind == KH_PG_LARGE || d->kind == KH_PG_INTERIOR ? KHEAP_REPORT_INTERIOR
+                     : only ? KHEAP_REPORT_WRONG_CACHE
+                            : KHEAP_REPORT_FREE_RUN);
+}
+
+void *kheap_alloc_flags(kheap_t *h, size_t size, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK))
+        return flags ? NULL : kheap_alloc(h, size);
+    if (flags & ~(unsigned)KHEAP_NOLOCK || size > KHEAP_MAX_CLASS)
+        return NULL;
+    return alloc_nolock(&h->kmalloc[kh_class_of(size)]);
+}
+
+void kheap_free_flags(kheap_t *h, void *ptr, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK)) {
+        kheap_free(h, ptr);
+        return;
+    }
+    if (ptr)
+        free_nolock(h, ptr, NULL);
+}
+
+void *kheap_cache_alloc_flags(kheap_cache_t *c, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK))
+        return flags ? NULL : kheap_cache_alloc(c);
+    if (flags & ~(unsigned)KHEAP_NOLOCK)
+        return NULL;
+    return alloc_nolock(c);
+}
+
+void kheap_cache_free_flags(kheap_cache_t *c, void *ptr, unsigned flags)
+{
+    if (!(flags & KHEAP_NOLOCK)) {
+        kheap_cache_free(c, ptr);
+        return;
+    }
+    if (ptr)
+        free_nolock(c->heap, ptr, c);
 }

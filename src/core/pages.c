@@ -260,6 +260,10 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
     if (!(high && !extra) && i + lead + npages > r->touched)
         r->touched = i + lead + npages;
     note_dirty_min(h);
+    /* Crossing the low-water mark downwards asks for a shrinker pass
+     * (kmalloc.c runs it once no lock is held). */
+    if (kh_unlikely(h->free_pages >= h->low_water && h->free_pages - npages < h->low_water))
+        __atomic_store_n(&h->pressure, 1, __ATOMIC_RELAXED);
     h->free_pages -= npages;
     if (kind == KH_PG_SLAB)
         h->slab_pages += npages;

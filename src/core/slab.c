@@ -330,6 +330,51 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
     return k;
 }
 
+/* For KHEAP_NOLOCK: one object of c from a slab it already has, if c's
+ * lock can be had without waiting; 0 if not (busy, or no slab with a
+ * free slot, or the only slot would need the constructor). Takes no other
+ * lock (no new slab: that needs page_lock) and calls nothing: no
+ * constructor, no report (the poison of the object is not checked). */
+size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
+{
+    kheap_t *h = c->heap;
+    if (!kheap_port_trylock(&c->lock))
+        return 0;
+    struct kh_page *s = c->partial ? c->partial : c->empty;
+    uintptr_t o = 0;
+    if (s) {
+        uintptr_t base = kh_slab_base(h, s);
+        if (s->freelist) {
+            o = (uintptr_t)s->freelist;
+            s->freelist = *link_of(c, o);
+        } else if (!c->ctor && s->carved < c->objs) {
+            o = base + (uintptr_t)s->carved * c->slot;
+            s->carved++;
+            kh_vg_undefined((void *)o, c->slot);
+        }
+        if (o) {
+            if (s->list == KH_LIST_EMPTY) {
+                list_del(c, s);
+                list_add(c, s, KH_LIST_PARTIAL);
+            }
+            bool was = bit_flip(c, s, base, (o - base) / c->slot, true);
+            KH_ASSERT(!was, o);
+            (void)was;
+            s->inuse++;
+            if (s->inuse == c->objs) {
+                list_del(c, s);
+                list_add(c, s, KH_LIST_FULL);
+            }
+            c->active_objs++;
+            c->allocs++;
+            kh_account_commit(h, c->size, true);
+        }
+    }
+    kh_unlock(&c->lock);
+    *obj = (void *)o;
+    return o != 0;
+}
+
 /* Destroy and give back a list of empty slabs linked through next. */
 static size_t slabs_free(struct kheap_cache *c, struct kh_page *list)
 {

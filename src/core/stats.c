@@ -41,9 +41,18 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     __builtin_memset(out, 0, sizeof *out);
     /* Object counts first: they are per CPU and per cache, read without
      * the page lock (the cache locks come before it). */
-    kh_each_cache_locking(h, c)
-        if (!(c->flags & KH_CACHE_INTERNAL))
-            add_cache(c, out);
+    out->nolock_fails = __atomic_load_n(&h->xc_early.nolock_fails, __ATOMIC_RELAXED);
+    out->nolock_deferred = __atomic_load_n(&h->xc_early.nolock_deferred, __ATOMIC_RELAXED);
+    kh_each_cache_locking(h, c) {
+        if (c->flags & KH_CACHE_INTERNAL)
+            continue;
+        add_cache(c, out);
+        const struct kh_xc *x = kh_xc_of(h, c);
+        if (x) {
+            out->nolock_fails += __atomic_load_n(&x->nolock_fails, __ATOMIC_RELAXED);
+            out->nolock_deferred += __atomic_load_n(&x->nolock_deferred, __ATOMIC_RELAXED);
+        }
+    }
 
     kh_lock(&h->page_lock);
     out->heap_total = h->total_bytes;
@@ -65,6 +74,7 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->freed_bytes += h->large_free_bytes + h->retired_bytes;
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
     out->failed_count = h->failed_count;
+    out->shrink_passes = __atomic_load_n(&h->shrink_passes, __ATOMIC_RELAXED);
     kh_unlock(&h->page_lock);
     out->decay_epochs = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;

@@ -69,6 +69,20 @@ void kheap_port_lock(kheap_lock_t *lock)
     __atomic_store_n(&lock->word[1], cpu + 1u, __ATOMIC_RELAXED);
 }
 
+/* As kheap_port_lock, but a lock held by anyone (this CPU too: an
+ * interrupt handler whose CPU holds it) is "busy" at once. */
+int kheap_port_trylock(kheap_lock_t *lock)
+{
+    unsigned cpu = kh_bm_push();
+    if (__atomic_load_n(&lock->word[1], __ATOMIC_RELAXED) == cpu + 1u ||
+        __atomic_exchange_n(&lock->word[0], 1, __ATOMIC_ACQUIRE)) {
+        kh_bm_pop(cpu);
+        return 0;
+    }
+    __atomic_store_n(&lock->word[1], cpu + 1u, __ATOMIC_RELAXED);
+    return 1;
+}
+
 void kheap_port_unlock(kheap_lock_t *lock)
 {
     unsigned cpu = (unsigned)__atomic_load_n(&lock->word[1], __ATOMIC_RELAXED) - 1u;

@@ -183,4 +183,7 @@ static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
     kh_bm_cpus[kh_bm_hw_index()].local = pc;
 }
 
+/* kheap_port_trylock is in baremetal.c. */
+#define KHEAP_PORT_TRYLOCK 1
+
 #endif /* KHEAP_BAREMETAL_CPU_H */

@@ -59,9 +59,28 @@ void kheap_port_lock(kheap_lock_t *lock)
     pthread_mutex_lock((pthread_mutex_t *)lock->word);
 }
 
+/* Locks taken by kheap_port_trylock and not yet released. kheap holds
+ * such a lock alone (no other lock is taken or released meanwhile), so
+ * while this is non-zero the next unlock on this thread is of that lock:
+ * it must not run the idle hook, for the trylock may have been taken in
+ * a signal handler. */
+static __thread unsigned try_depth __attribute__((tls_model("initial-exec")));
+
+int kheap_port_trylock(kheap_lock_t *lock)
+{
+    if (pthread_mutex_trylock((pthread_mutex_t *)lock->word) != 0)
+        return 0; /* EBUSY, also when this thread holds it */
+    try_depth++;
+    return 1;
+}
+
 void kheap_port_unlock(kheap_lock_t *lock)
 {
     pthread_mutex_unlock((pthread_mutex_t *)lock->word);
+    if (try_depth) {
+        try_depth--;
+        return;
+    }
     if (--lock_depth == 0 && !in_idle_hook) {
         kheap_idle_hook_fn fn = __atomic_load_n(&idle_hook, __ATOMIC_ACQUIRE);
         if (fn) {

@@ -51,4 +51,7 @@ static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
     kh_hosted_cpu_local = pc;
 }
 
+/* kheap_port_trylock is in hosted.c. */
+#define KHEAP_PORT_TRYLOCK 1
+
 #endif /* KHEAP_HOSTED_CPU_H */

@@ -136,6 +136,13 @@ void kheap_port_lock(kheap_lock_t *lock)
     __atomic_store_n(&lock->word[1], cpu + 1u, __ATOMIC_RELAXED);
 }
 
+/* Optional: kheap_port_trylock (kheap_port.h), for KHEAP_NOLOCK calls. A
+ * port with a CPU header defines KHEAP_PORT_TRYLOCK 1 there and this:
+ *     int kheap_port_trylock(kheap_lock_t *lock)
+ * as kheap_port_lock, but "busy" (0) at once, with interrupts restored,
+ * when word[1] holds this CPU or the exchange finds the lock taken. Without
+ * it kheap_port.h supplies a fallback that always says busy. */
+
 void kheap_port_unlock(kheap_lock_t *lock)
 {
     unsigned cpu = (unsigned)__atomic_load_n(&lock->word[1], __ATOMIC_RELAXED) - 1u;

@@ -157,6 +157,16 @@ impl<'h, T, F: Fn() -> T> ObjectCache<'h, T, F> {
             cpu_misses: 0,
             depot_objs: 0,
             empty_slabs: 0,
+            bulk_allocs: 0,
+            bulk_frees: 0,
+            reserve_allocs: 0,
+            shrink_calls: 0,
+            nolock_allocs: 0,
+            nolock_frees: 0,
+            nolock_fails: 0,
+            nolock_deferred: 0,
+            mag_cap: 0,
+            depot_max: 0,
         };
         // SAFETY: self.cache is a live cache; r is a valid out pointer.
         unsafe { ffi::kheap_cache_info(self.cache.as_ptr(), &mut r) };

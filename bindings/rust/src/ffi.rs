@@ -53,6 +53,9 @@ pub struct kheap_stats {
     pub purged_bytes: usize,
     pub purged_total: u64,
     pub decay_epochs: u64,
+    pub shrink_passes: u64,
+    pub nolock_fails: u64,
+    pub nolock_deferred: u64,
 }
 
 /// `struct kheap_cache_info`.
@@ -74,6 +77,16 @@ pub struct kheap_cache_info {
     pub cpu_misses: u64,
     pub depot_objs: usize,
     pub empty_slabs: usize,
+    pub bulk_allocs: u64,
+    pub bulk_frees: u64,
+    pub reserve_allocs: u64,
+    pub shrink_calls: u64,
+    pub nolock_allocs: u64,
+    pub nolock_frees: u64,
+    pub nolock_fails: u64,
+    pub nolock_deferred: u64,
+    pub mag_cap: u32,
+    pub depot_max: u32,
 }
 
 /// `struct kheap_report` (include/kheap_port.h).

@@ -523,6 +523,16 @@ impl KHeap {
                 cpu_misses: 0,
                 depot_objs: 0,
                 empty_slabs: 0,
+                bulk_allocs: 0,
+                bulk_frees: 0,
+                reserve_allocs: 0,
+                shrink_calls: 0,
+                nolock_allocs: 0,
+                nolock_frees: 0,
+                nolock_fails: 0,
+                nolock_deferred: 0,
+                mag_cap: 0,
+                depot_max: 0,
             };
             let mut rows = alloc::vec::Vec::new();
             // Caches may be created between the count and the copy.
