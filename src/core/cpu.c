@@ -171,6 +171,24 @@ static void mag_push(struct kh_mag **list, uint32_t *count, struct kh_mag *m)
     (*count)++;
 }
 
+/* The working-set rule: take off the depot as many full and empty
+ * magazines as it held at the least since the last trim (idle all that
+ * time), and start a new count. Cache lock held. Returns them as a list
+ * (linked through next) for the caller to flush and free after unlocking. */
+static struct kh_mag *depot_trim(struct kheap_cache *c)
+{
+    struct kh_mag *out = NULL, *m;
+    uint32_t n = 0;
+    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
+        mag_push(&out, &n, m);
+    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
+        mag_push(&out, &n, m);
+    c->depot_ops = 0;
+    c->full_min = c->nr_full_mags;
+    c->empty_min = c->nr_empty_mags;
+    return out;
+}
+
 /* Account the epoch and trim the depot (cache lock held). Returns a list of
  * magazines (linked through next) for the caller to flush and free after
  * unlocking. */
@@ -182,16 +200,7 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
         c->empty_min = c->nr_empty_mags;
     if (++c->depot_ops < KH_DEPOT_EPOCH)
         return NULL;
-    struct kh_mag *out = NULL, *m;
-    uint32_t n = 0;
-    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
-        mag_push(&out, &n, m);
-    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
-        mag_push(&out, &n, m);
-    c->depot_ops = 0;
-    c->full_min = c->nr_full_mags;
-    c->empty_min = c->nr_empty_mags;
-    return out;
+    return depot_trim(c);
 }
 
 static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list)
@@ -213,16 +222,8 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c)
 {
     if (!c->mag_cap)
         return 0;
-    struct kh_mag *out = NULL, *m;
-    uint32_t n = 0;
     kh_lock(&c->lock);
-    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
-        mag_push(&out, &n, m);
-    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
-        mag_push(&out, &n, m);
-    c->depot_ops = 0;
-    c->full_min = c->nr_full_mags;
-    c->empty_min = c->nr_empty_mags;
+    struct kh_mag *out = depot_trim(c);
     kh_unlock(&c->lock);
     return out ? mags_release(h, c, out) : 0;
 }
