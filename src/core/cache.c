@@ -100,10 +100,9 @@ int kheap_cache_destroy(kheap_cache_t *c)
         kh_report(KHEAP_REPORT_BUSY, c, c, "kheap_cache_destroy");
         return KHEAP_EBUSY;
     }
-    /* Nothing is live: every object is cached or in a slab. The caller
-     * promises no CPU uses the cache any more, so every CPU's magazines
-     * may be emptied from here. */
-    kh_cache_drain(c, true);
+    /* Off the list first: a thread that exits meanwhile (kheap_cpu_flush
+     * walks the list under caches_lock) then cannot hand this cache's
+     * magazines back while they are emptied below. */
     kh_lock(&h->caches_lock);
     if (c->prev)
         c->prev->next = c->next;
@@ -115,6 +114,10 @@ int kheap_cache_destroy(kheap_cache_t *c)
         h->caches_tail = c->prev;
     h->ncaches--;
     kh_unlock(&h->caches_lock);
+    /* Nothing is live: every object is cached or in a slab. The caller
+     * promises no CPU uses the cache any more, so every CPU's magazines
+     * may be emptied from here. */
+    kh_cache_drain(c, true);
     kh_cache_release(c, 0);
     KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
     kh_lock(&h->page_lock);
