@@ -20,17 +20,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &size, &res) != 2)
-            res = 0;
-        fclose(f);
-    }
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "harness.h"
 
 static long minor_faults(void)
 {
@@ -46,7 +36,7 @@ static int realloc_mode(long glibc_kib)
 {
     static char *keep[NREADS];
     size_t max_usable = 0;
-    long before = rss_kib();
+    long before = kt_rss_kib();
     for (int i = 0; i < NREADS; i++) {
         char *p = malloc(READ_SIZE);
         if (!p) {
@@ -64,7 +54,7 @@ static int realloc_mode(long glibc_kib)
             max_usable = u;
         keep[i] = q;
     }
-    long growth = rss_kib() - before;
+    long growth = kt_rss_kib() - before;
     for (int i = 0; i < NREADS; i++)
         free(keep[i]);
     if (glibc_kib < 0) {

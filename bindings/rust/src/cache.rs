@@ -141,33 +141,7 @@ impl<'h, T, F: Fn() -> T> ObjectCache<'h, T, F> {
 
     /// The cache's slabinfo row.
     pub fn info(&self) -> SlabInfo {
-        let mut r = ffi::kheap_cache_info {
-            name: [0; ffi::NAME_MAX],
-            active_objs: 0,
-            num_objs: 0,
-            objsize: 0,
-            objperslab: 0,
-            pagesperslab: 0,
-            active_slabs: 0,
-            num_slabs: 0,
-            allocs: 0,
-            frees: 0,
-            cached_objs: 0,
-            cpu_hits: 0,
-            cpu_misses: 0,
-            depot_objs: 0,
-            empty_slabs: 0,
-            bulk_allocs: 0,
-            bulk_frees: 0,
-            reserve_allocs: 0,
-            shrink_calls: 0,
-            nolock_allocs: 0,
-            nolock_frees: 0,
-            nolock_fails: 0,
-            nolock_deferred: 0,
-            mag_cap: 0,
-            depot_max: 0,
-        };
+        let mut r = ffi::kheap_cache_info::default();
         // SAFETY: self.cache is a live cache; r is a valid out pointer.
         unsafe { ffi::kheap_cache_info(self.cache.as_ptr(), &mut r) };
         SlabInfo::from_ffi(&r)

@@ -60,7 +60,7 @@ pub struct kheap_stats {
 
 /// `struct kheap_cache_info`.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct kheap_cache_info {
     pub name: [u8; NAME_MAX],
     pub active_objs: usize,

@@ -507,33 +507,7 @@ impl KHeap {
         let mut out = alloc::vec::Vec::new();
         let h = self.raw();
         if !h.is_null() {
-            let empty = ffi::kheap_cache_info {
-                name: [0; ffi::NAME_MAX],
-                active_objs: 0,
-                num_objs: 0,
-                objsize: 0,
-                objperslab: 0,
-                pagesperslab: 0,
-                active_slabs: 0,
-                num_slabs: 0,
-                allocs: 0,
-                frees: 0,
-                cached_objs: 0,
-                cpu_hits: 0,
-                cpu_misses: 0,
-                depot_objs: 0,
-                empty_slabs: 0,
-                bulk_allocs: 0,
-                bulk_frees: 0,
-                reserve_allocs: 0,
-                shrink_calls: 0,
-                nolock_allocs: 0,
-                nolock_frees: 0,
-                nolock_fails: 0,
-                nolock_deferred: 0,
-                mag_cap: 0,
-                depot_max: 0,
-            };
+            let empty = ffi::kheap_cache_info::default();
             let mut rows = alloc::vec::Vec::new();
             // Caches may be created between the count and the copy.
             loop {
