@@ -41,7 +41,8 @@ WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-
 CSTD    := -std=c11
 OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
-             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS,$(if $($(o)),-D$(o)=$($(o))))
+             KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS \
+             KHEAP_REDZONE KHEAP_QUARANTINE_COUNT KHEAP_QUARANTINE_BYTES,$(if $($(o)),-D$(o)=$($(o))))
 
 CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c kmalloc.c \
               stats.c init.c default.c)
@@ -73,7 +74,7 @@ HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -D
         install uninstall amalgamation deb
 .DELETE_ON_ERROR:
 
-all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME)
+all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME) $(B)/libkheap-debug.so
 
 deps:
 	tools/deps.sh build
@@ -114,6 +115,21 @@ $(B)/libkheap.so: $(patsubst src/%.c,$(B)/so/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(S
 $(B)/$(SONAME): $(B)/libkheap.so
 	$(Q)ln -sf libkheap.so $@
 
+# libkheap-debug.so: the same malloc replacement built at KHEAP_DEBUG 2
+# with redzones and the quarantine (include/kheap_config.h, KHEAP_REDZONE):
+# LD_PRELOAD it instead of libkheap.so to find overflows, uses after free,
+# double and mismatched frees. Same soname, so a program linked with
+# -lkheap can run with it.
+DEBUG_SO_FLAGS := $(filter-out -DKHEAP_DEBUG=% -DKHEAP_REDZONE=%,$(SO_CFLAGS)) -DKHEAP_DEBUG=2 -DKHEAP_REDZONE=1
+$(B)/sodebug/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(msg) CC $<
+	$(Q)$(CC) $(DEBUG_SO_FLAGS) -c $< -o $@
+
+$(B)/libkheap-debug.so: $(patsubst src/%.c,$(B)/sodebug/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
+	$(msg) LD $@
+	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ -lpthread
+
 # --- tests of libkheap.so ---------------------------------------------------
 # Ordinary programs: api is linked with -lkheap, the others run under
 # LD_PRELOAD (tests/malloc/run.sh); ctorlib.so is a library with an early
@@ -143,12 +159,19 @@ $(B)/malloc/%: tests/malloc/%.c $(B)/malloc/obj/harness.o $(TEST_HDRS) $(B)/libk
 	$(msg) LD $@
 	$(Q)$(CC) $(MT_CFLAGS) $< $(B)/malloc/obj/harness.o -o $@ -ldl -lpthread
 
+# misuse calls the C++ operators by their symbols: linked with the C++
+# library, so that the C library's run has them too.
+$(B)/malloc/misuse: tests/malloc/misuse.c $(B)/libkheap.so $(B)/libkheap-debug.so
+	@mkdir -p $(dir $@)
+	$(msg) LD $@
+	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -Wl,--no-as-needed -lstdc++ -Wl,--as-needed -ldl
+
 $(B)/malloc/cxx: tests/malloc/cxx.cpp
 	@mkdir -p $(dir $@)
 	$(msg) CXX $@
 	$(Q)$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
 
-malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx)
+malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx) $(B)/libkheap-debug.so
 
 # --- test variants ----------------------------------------------------------
 define variant

@@ -195,6 +195,24 @@ void kheap_free(kheap_t *heap, void *ptr);
  * Time: O(1). */
 size_t kheap_usable_size(kheap_t *heap, const void *ptr);
 
+/* What a block was allocated as. A build with KHEAP_REDZONE (the debug
+ * build, libkheap-debug.so) records it and reports a free as another kind
+ * (KHEAP_REPORT_KIND_MISMATCH); other builds ignore it. */
+enum kheap_block_kind {
+    KHEAP_BLOCK_MALLOC = 0, /* kheap_alloc, malloc, ... */
+    KHEAP_BLOCK_NEW,        /* C++ new */
+    KHEAP_BLOCK_NEW_ARRAY,  /* C++ new[] */
+};
+/* kheap_alloc_aligned (align 0: none) of a block of the given kind. */
+void *kheap_alloc_as(kheap_t *heap, size_t size, size_t align, enum kheap_block_kind kind);
+/* kheap_free of a block of the given kind; size: the size the caller
+ * allocated (a sized free, C++ sized delete), or 0. In a KHEAP_REDZONE
+ * build a wrong kind or size is reported and the free refused. */
+void kheap_free_as(kheap_t *heap, void *ptr, size_t size, enum kheap_block_kind kind);
+/* KHEAP_REDZONE builds: check and free every block in the quarantine
+ * now; returns how many. 0 in other builds. */
+size_t kheap_quarantine_drain(kheap_t *heap);
+
 /* ------------------------------------------------------------------ */
 /* Allocation from any context                                         */
 

@@ -121,6 +121,29 @@
 #define KHEAP_POISON_ALLOC 0xa5
 #endif
 
+/* Redzones and a quarantine around every block of the kmalloc API
+ * (kheap_alloc, kheap_realloc, ..., the malloc shim; not the object
+ * caches): a 16-byte header (size, kind, state) and canary bytes before
+ * and after each block, checked when it is freed or reallocated; freed
+ * blocks wait in a FIFO of at most KHEAP_QUARANTINE_COUNT blocks and
+ * KHEAP_QUARANTINE_BYTES bytes (at most an eighth of the heap's first
+ * region), filled with KHEAP_POISON_FREE, and are checked for writes when
+ * they leave it. Needs KHEAP_DEBUG >= 2; libkheap-debug.so is built with
+ * it. KHEAP_NOLOCK allocations of the kmalloc classes fail (NULL) in such
+ * a build: the quarantine takes a lock. */
+#ifndef KHEAP_REDZONE
+#define KHEAP_REDZONE 0
+#endif
+#ifndef KHEAP_REDZONE_BYTE
+#define KHEAP_REDZONE_BYTE 0xfd
+#endif
+#ifndef KHEAP_QUARANTINE_COUNT
+#define KHEAP_QUARANTINE_COUNT 1024
+#endif
+#ifndef KHEAP_QUARANTINE_BYTES
+#define KHEAP_QUARANTINE_BYTES (4u << 20)
+#endif
+
 /* Bytes of address space the default heap's first region reserves from
  * the port (kheap_port_pages_reserve) on first use, instead of using its
  * static array: one large first region keeps every free on the hit path.
@@ -171,6 +194,9 @@
 #define KHEAP_DECAY_MS 1000
 #endif
 
+#if KHEAP_REDZONE && (KHEAP_DEBUG < 2 || KHEAP_VALGRIND)
+#error "KHEAP_REDZONE needs KHEAP_DEBUG >= 2 and no KHEAP_VALGRIND"
+#endif
 #if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
 #error "KHEAP_DEBUG must be 0, 1, 2 or 3"
 #endif

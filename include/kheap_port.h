@@ -137,6 +137,12 @@ enum kheap_report_kind {
     KHEAP_REPORT_WRONG_CACHE,   /* object freed to a cache it is not from */
     KHEAP_REPORT_CORRUPTION,    /* poison or metadata found overwritten */
     KHEAP_REPORT_BUSY,          /* cache destroyed with objects allocated */
+    /* Found by the redzones and the quarantine (KHEAP_REDZONE builds): */
+    KHEAP_REPORT_OVERFLOW,      /* bytes after the block were written */
+    KHEAP_REPORT_UNDERFLOW,     /* bytes before the block were written */
+    KHEAP_REPORT_USE_AFTER_FREE, /* the block was written after its free */
+    KHEAP_REPORT_KIND_MISMATCH, /* freed as another kind (free of new[], ...) */
+    KHEAP_REPORT_SIZE_MISMATCH, /* sized free with a size not the block's */
 };
 
 struct kheap_report {
@@ -145,6 +151,11 @@ struct kheap_report {
     const void *addr;           /* the address concerned */
     const char *cache;          /* the cache involved, or NULL */
     const char *function;       /* the kheap entry point that found it */
+    /* KHEAP_REDZONE builds fill these for the reports of the debug
+     * blocks (0 elsewhere): the block's size as asked for, and the first
+     * damaged byte (a redzone's or the freed block's). */
+    size_t size;
+    const void *where;
 };
 
 /* The default sink of misuse reports: kheap calls it for a report when no

@@ -84,9 +84,10 @@ const char *kt_report_kind_name(int kind)
 {
     static const char *const names[] = {
         "?", "FOREIGN", "INTERIOR", "FREE_RUN", "DOUBLE_FREE", "WRONG_CACHE",
-        "CORRUPTION", "BUSY",
+        "CORRUPTION", "BUSY", "OVERFLOW", "UNDERFLOW", "USE_AFTER_FREE", "KIND_MISMATCH",
+        "SIZE_MISMATCH",
     };
-    return kind >= 0 && kind <= KHEAP_REPORT_BUSY ? names[kind] : "?";
+    return kind >= 0 && kind <= KHEAP_REPORT_SIZE_MISMATCH ? names[kind] : "?";
 }
 
 /* ---- block contents ---- */

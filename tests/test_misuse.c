@@ -547,9 +547,11 @@ static bool contains_ci(const char *hay, const char *needle)
 
 TEST(format_report)
 {
-    struct kheap_report r = {KHEAP_REPORT_INTERIOR, "pointer inside a block",
-                             (const void *)(uintptr_t)0xdeadbeef0ull,
-                             "kmalloc-64", "kheap_free"};
+    struct kheap_report r = {.kind = KHEAP_REPORT_INTERIOR,
+                             .reason = "pointer inside a block",
+                             .addr = (const void *)(uintptr_t)0xdeadbeef0ull,
+                             .cache = "kmalloc-64",
+                             .function = "kheap_free"};
     char buf[256], hex[32];
     kheap_hosted_format_report(&r, buf, sizeof buf);
     hex_of(r.addr, hex, sizeof hex);
@@ -557,6 +559,14 @@ TEST(format_report)
           buf, hex);
     CHECK(strstr(buf, "kheap_free"), "formatted report '%s' lacks the "
           "function", buf);
+    /* A redzone report also names the block's size and the damage. */
+    struct kheap_report o = r;
+    o.kind = KHEAP_REPORT_OVERFLOW;
+    o.size = 24;
+    o.where = (const char *)r.addr + 24;
+    kheap_hosted_format_report(&o, buf, sizeof buf);
+    CHECK(strstr(buf, "24 bytes") && strstr(buf, "offset 24"),
+          "formatted overflow report '%s' lacks the size or the offset", buf);
     char small[8];
     memset(small, 'Z', sizeof small);
     kheap_hosted_format_report(&r, small, 5);

@@ -90,19 +90,30 @@ const char *kh_report_reason(enum kheap_report_kind kind)
         return "pointer is inside a free page run (double free of a large "
                "block, or a stale pointer)";
     case KHEAP_REPORT_DOUBLE_FREE:
-        return "object is already free in its slab (double free)";
+        return "block is already free (double free)";
     case KHEAP_REPORT_WRONG_CACHE:
         return "object does not belong to this cache";
     case KHEAP_REPORT_CORRUPTION:
         return "freed object was written to after free (poison overwritten)";
     case KHEAP_REPORT_BUSY:
         return "cache destroyed while objects are still allocated";
+    case KHEAP_REPORT_OVERFLOW:
+        return "bytes after the block were overwritten (heap overflow)";
+    case KHEAP_REPORT_UNDERFLOW:
+        return "bytes before the block were overwritten (heap underflow)";
+    case KHEAP_REPORT_USE_AFTER_FREE:
+        return "freed block was written to while in quarantine (use after free)";
+    case KHEAP_REPORT_KIND_MISMATCH:
+        return "block freed as another kind than it was allocated as "
+               "(free of new, delete of new[], ...)";
+    case KHEAP_REPORT_SIZE_MISMATCH:
+        return "sized free with a size that is not the block's";
     }
     return "unknown problem";
 }
 
-void kh_report(enum kheap_report_kind kind, const void *addr,
-               const struct kheap_cache *c, const char *function)
+void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kheap_cache *c,
+                  const char *function, size_t size, const void *where)
 {
     struct kheap_report r = {
         .kind = kind,
@@ -110,12 +121,20 @@ void kh_report(enum kheap_report_kind kind, const void *addr,
         .addr = addr,
         .cache = c ? c->name : NULL,
         .function = function,
+        .size = size,
+        .where = where,
     };
     kheap_report_fn fn = __atomic_load_n(&report_hook, __ATOMIC_ACQUIRE);
     if (fn)
         fn(&r);
     else
         kheap_port_report(&r);
+}
+
+void kh_report(enum kheap_report_kind kind, const void *addr,
+               const struct kheap_cache *c, const char *function)
+{
+    kh_report_at(kind, addr, c, function, 0, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -236,6 +255,9 @@ void kh_heap_lock_all(kheap_t *h, bool lock)
     kh_each_cache(h, c)
         op(&c->lock);
     op(&h->page_lock);
+#if KHEAP_REDZONE
+    op(&h->q_lock);
+#endif
     if (!lock)
         op(&h->caches_lock);
 }

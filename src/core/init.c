@@ -42,6 +42,10 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     h->decay_ms = KHEAP_DECAY_MS;
     kheap_port_lock_init(&h->page_lock);
     kheap_port_lock_init(&h->caches_lock);
+#if KHEAP_REDZONE
+    kheap_port_lock_init(&h->q_lock);
+    h->q_limit = size / 8 < KHEAP_QUARANTINE_BYTES ? size / 8 : KHEAP_QUARANTINE_BYTES;
+#endif
     err = kh_region_enter(h, &r, &r0); /* the first region: cannot fail */
     KH_ASSERT(!err, base);
     kh_pages_add(h, r0);

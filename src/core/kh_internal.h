@@ -37,6 +37,8 @@
  *   3. kheap.page_lock    - the page layer: bins, run boundary descriptors,
  *                           the region table, page counters, large-block and
  *                           failure counts.
+ *   4. kheap.q_lock       - the quarantine of KHEAP_REDZONE builds; a leaf,
+ *                           held over no call but a redzone check.
  * The committed/peak/internal byte counters are atomics, updated on slow
  * paths only; no lock is shared by every cache.
  * No lock is held across a constructor, destructor or report.
@@ -309,6 +311,18 @@ struct kheap {
     uint32_t decay_busy; /* 1 while a thread runs the decay */
     uint64_t decay_epochs;
 
+#if KHEAP_REDZONE
+    /* The quarantine of freed debug blocks (kmalloc.c): q_ring holds
+     * q_count user pointers from q_head on, oldest first, q_bytes bytes
+     * of blocks in all, at most q_limit. q_lock protects them; it is taken
+     * with no other kheap lock held, and the blocks it lets go are freed
+     * after it is released. */
+    kheap_lock_t q_lock __attribute__((aligned(KH_CACHE_LINE)));
+    unsigned q_head, q_count;
+    size_t q_bytes, q_limit;
+    void *q_ring[KHEAP_QUARANTINE_COUNT];
+#endif
+
     kheap_lock_t caches_lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by caches_lock: user caches in creation order. */
     struct kheap_cache *caches, *caches_tail;
@@ -374,6 +388,9 @@ struct kheap {
 /* heap.c */
 void kh_report(enum kheap_report_kind kind, const void *addr,
                const struct kheap_cache *c, const char *function);
+/* The same, with the block's size and the first damaged byte. */
+void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kheap_cache *c,
+                  const char *function, size_t size, const void *where);
 const char *kh_report_reason(enum kheap_report_kind kind);
 /* Accounting. Called with the lock that guards the change (the cache's,
  * or page_lock for large blocks) still held, so kheap_check, holding

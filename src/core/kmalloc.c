@@ -145,6 +145,10 @@ static inline void decay_poll(kheap_t *h)
 /* Both magazines missed: the depot, the slabs, and at last a reclaim of
  * every cache's cached memory before giving up. */
 static void deferred_drain(kheap_t *h);
+#if KHEAP_REDZONE
+static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, const char *fn);
+static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const char *fn);
+#endif
 
 /* Free pages fell below the low-water mark: a shrinker pass, and the
  * cached memory back to the page layer. No lock held. */
@@ -247,6 +251,9 @@ void *kheap_alloc(kheap_t *h, size_t size)
 kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 {
     void *p;
+#if KHEAP_REDZONE
+    return rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_alloc");
+#endif
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
         p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST);
     } else {
@@ -254,6 +261,24 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     }
     kh_debug_check(h, "kheap_alloc");
     return p;
+}
+
+/* A block of at least size bytes aligned to align (a power of two above
+ * 8): an object of the smallest class whose size is a multiple of align
+ * (its objects are aligned to it: slabs start on a page boundary; at most
+ * 8 steps, the next power of two is one), or a large block. Sets *usable
+ * to the bytes it has. */
+static void *block_alloc(kheap_t *h, size_t size, size_t align, size_t *usable)
+{
+    if (align <= KH_PAGE && size <= KHEAP_MAX_CLASS) {
+        unsigned cls = kh_class_of(size > align ? size : align);
+        while (kh_class_size(cls) & (align - 1))
+            cls++;
+        *usable = kh_class_size(cls);
+        return cache_alloc(h, &h->kmalloc[cls], false);
+    }
+    *usable = size <= SIZE_MAX - KH_PAGE ? kh_align_up(size, KH_PAGE) : 0;
+    return large_alloc(h, size, align > KH_PAGE ? align : KH_PAGE);
 }
 
 void *kheap_alloc_aligned(kheap_t *h, size_t size, size_t align)
@@ -270,17 +295,11 @@ void *kheap_alloc_aligned(kheap_t *h, size_t size, size_t align)
         kh_account_failure(h);
         return NULL;
     }
-    if (align <= KH_PAGE && size <= KHEAP_MAX_CLASS) {
-        /* The smallest class at or above size whose size is a multiple of
-         * align: its objects are aligned to align (slabs start on a page
-         * boundary). At most 8 steps: the next power of two is one. */
-        unsigned cls = kh_class_of(size > align ? size : align);
-        while (kh_class_size(cls) & (align - 1))
-            cls++;
-        p = cache_alloc(h, &h->kmalloc[cls], false);
-    } else {
-        p = large_alloc(h, size, align > KH_PAGE ? align : KH_PAGE);
-    }
+#if KHEAP_REDZONE
+    return rz_alloc(h, size, align, KHEAP_BLOCK_MALLOC, "kheap_alloc_aligned");
+#endif
+    size_t usable;
+    p = block_alloc(h, size, align, &usable);
     kh_debug_check(h, "kheap_alloc_aligned");
     return p;
 }
@@ -399,6 +418,13 @@ void kheap_free(kheap_t *h, void *ptr)
 
 kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
 {
+#if KHEAP_REDZONE
+    if (ptr)
+        rz_free(h, ptr, KHEAP_BLOCK_MALLOC, 0, "kheap_free");
+    else
+        deferred_drain(h);
+    return;
+#endif
     if (ptr) /* NULL fails the hit path's region test and lands here */
         block_free(h, ptr, NULL, "kheap_free");
     deferred_drain(h);
@@ -432,10 +458,319 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
     return c->size;
 }
 
+#if KHEAP_REDZONE
+/* ------------------------------------------------------------------ */
+/* The debug build's blocks (KHEAP_REDZONE).
+ *
+ * A block of the kmalloc API is cut out of a longer one, raw:
+ *
+ *   raw                       p = raw + left
+ *   | canary ... | header 16 | size bytes | canary ... to raw's end |
+ *
+ * left is 16, or the alignment asked for if larger, so p keeps it; at
+ * least RZ_TAIL canary bytes follow the block. The header holds the size
+ * asked for, the kind (malloc, new, new[]) and a state word, derived from
+ * p, that tells a live block from a quarantined one; its last bytes are
+ * the first an underflow reaches. A free checks the header and both
+ * canaries, fills the block with KHEAP_POISON_FREE and puts it in the
+ * quarantine; when it leaves the quarantine (the oldest first) the poison
+ * and canaries are checked again before the block really goes back. A
+ * second free of a quarantined block finds its state word: exact, however
+ * many CPUs are involved. */
+#define RZ_HEAD 16u
+#define RZ_TAIL 16u
+#define RZ_BYTE ((unsigned char)KHEAP_REDZONE_BYTE)
+
+struct rz_head {
+    uint64_t size_kind; /* size << 2 | kind */
+    uint32_t left;      /* bytes from raw to p */
+    uint32_t state;     /* rz_state(p, live) */
+};
+_Static_assert(sizeof(struct rz_head) == RZ_HEAD, "the header is 16 bytes");
+
+static uint32_t rz_state(const void *p, bool live)
+{
+    uint32_t m = (uint32_t)((uintptr_t)p >> 4) * 0x9e3779b1u;
+    return m ^ (live ? 0x4c495645u : 0x46524545u);
+}
+
+static struct rz_head *rz_head(const void *p)
+{
+    return (struct rz_head *)((uintptr_t)p - RZ_HEAD);
+}
+
+/* The first byte of [from, to) that is not b, or NULL. */
+static const void *rz_damage(const void *from, const void *to, unsigned char b)
+{
+    for (const unsigned char *q = from; q < (const unsigned char *)to; q++)
+        if (*q != b)
+            return q;
+    return NULL;
+}
+
+static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, const char *fn)
+{
+    size_t left = align > RZ_HEAD ? align : RZ_HEAD;
+    if (size > (SIZE_MAX >> 2) - left - RZ_TAIL) {
+        kh_account_failure(h);
+        return NULL;
+    }
+    size_t usable;
+    unsigned char *raw = block_alloc(h, left + size + RZ_TAIL, left, &usable);
+    if (!raw)
+        return NULL;
+    unsigned char *p = raw + left;
+    __builtin_memset(raw, RZ_BYTE, left - RZ_HEAD);
+    struct rz_head *hd = rz_head(p);
+    hd->size_kind = (uint64_t)size << 2 | kind;
+    hd->left = (uint32_t)left;
+    hd->state = rz_state(p, true);
+    __builtin_memset(p + size, RZ_BYTE, usable - left - size);
+    kh_debug_check(h, fn);
+    (void)fn;
+    return p;
+}
+
+/* The raw block under the debug block at p, if p is one (live or
+ * quarantined): its header, with *raw and *usable set. Else NULL, with
+ * *why, *who and *where (an underflow's first damaged byte) set. */
+static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t *usable,
+                               enum kheap_report_kind *why, struct kheap_cache **who,
+                               const void **where)
+{
+    uintptr_t a = (uintptr_t)p;
+    struct kh_page *d = kh_page_of(h, a);
+    uintptr_t r = 0;
+    struct kheap_cache *c = NULL;
+    if (d && kh_is_slab_page(d)) {
+        struct kh_page *s = kh_slab_head(d);
+        c = s->cache;
+        *who = c;
+        uintptr_t base = kh_slab_base(h, s);
+        size_t idx = (a - base) / c->slot;
+        if (!(c->flags & KH_CACHE_KMALLOC) || idx >= c->objs) {
+            *why = idx >= c->objs ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_WRONG_CACHE;
+            return NULL;
+        }
+        r = base + idx * c->slot;
+        *usable = c->size;
+    } else if (d && d->kind == KH_PG_LARGE && !d->internal && (a & KH_PAGE_MASK)) {
+        r = kh_page_addr(h, d); /* left is below a page */
+        *usable = (size_t)d->npages * KH_PAGE;
+    } else if (d && kh_page_of(h, a - RZ_HEAD)) {
+        /* Aligned to a page or more: the header says how far back raw is. */
+        uintptr_t left = rz_head(p)->left;
+        struct kh_page *hd = left <= a ? kh_page_of(h, a - left) : NULL;
+        if (hd && hd->kind == KH_PG_LARGE && !hd->internal && !((a - left) & KH_PAGE_MASK) &&
+            a + RZ_TAIL <= kh_page_addr(h, hd) + (size_t)hd->npages * KH_PAGE) {
+            r = a - left;
+            *usable = (size_t)hd->npages * KH_PAGE;
+        }
+    }
+    if (!r) {
+        if (!block_of(h, p, why)) /* a foreign pointer, a free run, ... */
+            return NULL;
+        *why = KHEAP_REPORT_INTERIOR;
+        return NULL;
+    }
+    struct rz_head *hd = rz_head(p);
+    if (a - r >= RZ_HEAD && hd->left == a - r &&
+        (hd->state == rz_state(p, true) || hd->state == rz_state(p, false))) {
+        *raw = (unsigned char *)r;
+        return hd;
+    }
+    /* No header of a block for p: a block already gone back (double
+     * free), a header overwritten from below (underflow), or a pointer
+     * into a block. */
+    if (c && freed_already(h, c, (void *)r))
+        *why = KHEAP_REPORT_DOUBLE_FREE;
+    else if (a - r == RZ_HEAD || (a - r >= RZ_HEAD && hd->left == a - r)) {
+        /* The damaged byte nearest the block: the state word's bytes as
+         * they should read, from the last down. */
+        uint32_t want = rz_state(p, true);
+        const unsigned char *w = (const unsigned char *)&want, *g = (const unsigned char *)&hd->state;
+        *why = KHEAP_REPORT_UNDERFLOW;
+        *where = &hd->state;
+        for (int i = 3; i >= 0; i--)
+            if (w[i] != g[i]) {
+                *where = g + i;
+                break;
+            }
+    } else
+        *why = KHEAP_REPORT_INTERIOR;
+    return NULL;
+}
+
+/* Check the canaries of a block: report an overflow or underflow.
+ * cause: the report when the damage is found after free. */
+static void rz_check(const unsigned char *raw, size_t usable, const void *p, size_t size,
+                     const char *fn, bool freed)
+{
+    const void *under = rz_damage(raw, rz_head(p), RZ_BYTE);
+    const void *over = rz_damage((const unsigned char *)p + size, raw + usable, RZ_BYTE);
+    if (under)
+        kh_report_at(freed ? KHEAP_REPORT_USE_AFTER_FREE : KHEAP_REPORT_UNDERFLOW, p, NULL, fn,
+                     size, under);
+    if (over)
+        kh_report_at(freed ? KHEAP_REPORT_USE_AFTER_FREE : KHEAP_REPORT_OVERFLOW, p, NULL, fn,
+                     size, over);
+}
+
+/* A block leaves the quarantine: its poison, header and canaries are
+ * checked, then the raw block is freed. */
+static void rz_release(kheap_t *h, void *p, const char *fn)
+{
+    struct rz_head *hd = rz_head(p);
+    size_t size = (size_t)(hd->size_kind >> 2);
+    unsigned char *raw = (unsigned char *)p - hd->left;
+    struct kh_page *d = kh_page_of(h, (uintptr_t)raw);
+    size_t usable = kh_is_slab_page(d) ? kh_slab_head(d)->cache->size
+                                       : (size_t)d->npages * KH_PAGE;
+    const void *bad = rz_damage(p, (unsigned char *)p + size, KHEAP_POISON_FREE);
+    if (bad)
+        kh_report_at(KHEAP_REPORT_USE_AFTER_FREE, p, NULL, fn, size, bad);
+    rz_check(raw, usable, p, size, fn, true);
+    block_free(h, raw, NULL, fn);
+}
+
+/* Free the debug block at p as kind (size: the size a sized free gave,
+ * or 0). Misuse is reported and the free refused, except damaged
+ * canaries: reported, and the block freed. */
+static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const char *fn)
+{
+    unsigned char *raw;
+    size_t usable;
+    enum kheap_report_kind why = 0;
+    struct kheap_cache *who = NULL;
+    const void *where = NULL;
+    struct rz_head *hd = rz_find(h, p, &raw, &usable, &why, &who, &where);
+    if (!hd) {
+        kh_report_at(why, p, who, fn, 0, where);
+        return;
+    }
+    size_t size = (size_t)(hd->size_kind >> 2);
+    if (hd->state != rz_state(p, true)) {
+        kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, size, NULL);
+        return;
+    }
+    if ((hd->size_kind & 3) != kind) {
+        kh_report_at(KHEAP_REPORT_KIND_MISMATCH, p, NULL, fn, size, NULL);
+        return;
+    }
+    if (size_given && size_given != size) {
+        kh_report_at(KHEAP_REPORT_SIZE_MISMATCH, p, NULL, fn, size, NULL);
+        return;
+    }
+    rz_check(raw, usable, p, size, fn, false);
+    __builtin_memset(p, KHEAP_POISON_FREE, size);
+    hd->state = rz_state(p, false);
+    /* Into the quarantine; the oldest blocks leave it while it is over
+     * its bounds (taken out under q_lock, freed after it). */
+    void *out[8];
+    unsigned nout = 0;
+    size_t cost = usable;
+    kh_lock(&h->q_lock);
+    for (;;) {
+        bool full = h->q_count == KHEAP_QUARANTINE_COUNT ||
+                    (h->q_count && h->q_bytes + cost > h->q_limit);
+        if (!full || nout == sizeof out / sizeof out[0])
+            break;
+        void *old = h->q_ring[h->q_head];
+        h->q_head = (h->q_head + 1) % KHEAP_QUARANTINE_COUNT;
+        h->q_count--;
+        struct rz_head *oh = rz_head(old);
+        h->q_bytes -= oh->left + (size_t)(oh->size_kind >> 2) + RZ_TAIL;
+        out[nout++] = old;
+    }
+    bool kept = h->q_count < KHEAP_QUARANTINE_COUNT && cost <= h->q_limit;
+    if (kept) {
+        h->q_ring[(h->q_head + h->q_count) % KHEAP_QUARANTINE_COUNT] = p;
+        h->q_count++;
+        h->q_bytes += hd->left + size + RZ_TAIL;
+    }
+    kh_unlock(&h->q_lock);
+    (void)cost;
+    for (unsigned i = 0; i < nout; i++)
+        rz_release(h, out[i], fn);
+    if (!kept) /* larger than the whole quarantine */
+        rz_release(h, p, fn);
+    deferred_drain(h);
+}
+
+/* Let every quarantined block go (kheap_reclaim, kheap_check_quiescent). */
+static size_t rz_flush(kheap_t *h)
+{
+    size_t n = 0;
+    for (;;) {
+        kh_lock(&h->q_lock);
+        void *p = NULL;
+        if (h->q_count) {
+            p = h->q_ring[h->q_head];
+            h->q_head = (h->q_head + 1) % KHEAP_QUARANTINE_COUNT;
+            h->q_count--;
+            struct rz_head *hd = rz_head(p);
+            h->q_bytes -= hd->left + (size_t)(hd->size_kind >> 2) + RZ_TAIL;
+        }
+        kh_unlock(&h->q_lock);
+        if (!p)
+            return n;
+        rz_release(h, p, "kheap_reclaim");
+        n++;
+    }
+}
+
+/* The live debug block at p for realloc and usable_size: its header, or
+ * NULL after a report. */
+static struct rz_head *rz_live(kheap_t *h, void *p, unsigned char **raw, size_t *usable,
+                               const char *fn)
+{
+    enum kheap_report_kind why = 0;
+    struct kheap_cache *who = NULL;
+    const void *where = NULL;
+    struct rz_head *hd = rz_find(h, p, raw, usable, &why, &who, &where);
+    if (!hd)
+        kh_report_at(why, p, who, fn, 0, where);
+    else if (hd->state != rz_state(p, true))
+        kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, (size_t)(hd->size_kind >> 2), NULL);
+    else
+        return hd;
+    return NULL;
+}
+
+/* realloc always moves a debug block, so a stale pointer to the old one
+ * finds it in the quarantine. */
+static void *rz_realloc(kheap_t *h, void *p, size_t size)
+{
+    unsigned char *raw;
+    size_t usable;
+    struct rz_head *hd = rz_live(h, p, &raw, &usable, "kheap_realloc");
+    if (!hd)
+        return NULL;
+    size_t old = (size_t)(hd->size_kind >> 2);
+    if ((hd->size_kind & 3) != KHEAP_BLOCK_MALLOC) {
+        kh_report_at(KHEAP_REPORT_KIND_MISMATCH, p, NULL, "kheap_realloc", old, NULL);
+        return NULL;
+    }
+    rz_check(raw, usable, p, old, "kheap_realloc", false);
+    void *q = rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_realloc");
+    if (!q)
+        return NULL;
+    __builtin_memcpy(q, p, old < size ? old : size);
+    rz_free(h, p, KHEAP_BLOCK_MALLOC, 0, "kheap_realloc");
+    return q;
+}
+#endif /* KHEAP_REDZONE */
+
 size_t kheap_usable_size(kheap_t *h, const void *ptr)
 {
     if (!ptr)
         return 0;
+#if KHEAP_REDZONE
+    unsigned char *raw;
+    size_t usable;
+    struct rz_head *hd = rz_live(h, (void *)ptr, &raw, &usable, "kheap_usable_size");
+    return hd ? (size_t)(hd->size_kind >> 2) : 0;
+#endif
     struct kh_page *d;
     enum kheap_report_kind why = 0;
     size_t n = block_size(h, ptr, &d, &why);
@@ -452,6 +787,9 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
         kheap_free(h, ptr);
         return NULL;
     }
+#if KHEAP_REDZONE
+    return rz_realloc(h, ptr, size);
+#endif
     struct kh_page *d;
     enum kheap_report_kind why = 0;
     size_t old = block_size(h, ptr, &d, &why);
@@ -656,6 +994,17 @@ size_t kheap_alloc_bulk(kheap_t *h, size_t size, size_t n, void **out)
 {
     if (!h || !out || n == 0)
         return 0;
+#if KHEAP_REDZONE
+    for (size_t i = 0; i < n; i++) {
+        out[i] = rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_alloc_bulk");
+        if (!out[i]) {
+            while (i--)
+                rz_free(h, out[i], KHEAP_BLOCK_MALLOC, 0, "kheap_alloc_bulk");
+            return 0;
+        }
+    }
+    return n;
+#endif
     if (size <= KHEAP_MAX_CLASS) {
         struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
         if (!bulk_take(h, c, n, out))
@@ -679,6 +1028,12 @@ size_t kheap_alloc_bulk(kheap_t *h, size_t size, size_t n, void **out)
 
 void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
 {
+#if KHEAP_REDZONE
+    for (size_t i = 0; h && ptrs && i < n; i++)
+        if (ptrs[i])
+            rz_free(h, ptrs[i], KHEAP_BLOCK_MALLOC, 0, "kheap_free_bulk");
+    return;
+#endif
     if (h && ptrs)
         free_bulk(h, NULL, n, ptrs, "kheap_free_bulk");
 }
@@ -886,6 +1241,12 @@ static void deferred_take(kheap_t *h, unsigned idx)
     (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
         void *next = *defer_link(h, p);
+#if KHEAP_REDZONE
+        struct kh_page *d = kh_page_of(h, (uintptr_t)p);
+        if (!kh_is_slab_page(d) || (kh_slab_head(d)->cache->flags & KH_CACHE_KMALLOC))
+            rz_free(h, p, KHEAP_BLOCK_MALLOC, 0, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
+        else
+#endif
         block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
         p = next;
     }
@@ -1016,7 +1377,7 @@ void *kheap_alloc_flags(kheap_t *h, size_t size, unsigned flags)
 {
     if (!(flags & KHEAP_NOLOCK))
         return flags ? NULL : kheap_alloc(h, size);
-    if (flags & ~(unsigned)KHEAP_NOLOCK || size > KHEAP_MAX_CLASS)
+    if (flags & ~(unsigned)KHEAP_NOLOCK || size > KHEAP_MAX_CLASS || KHEAP_REDZONE)
         return NULL;
     return alloc_nolock(&h->kmalloc[kh_class_of(size)]);
 }
@@ -1027,6 +1388,15 @@ void kheap_free_flags(kheap_t *h, void *ptr, unsigned flags)
         kheap_free(h, ptr);
         return;
     }
+#if KHEAP_REDZONE
+    /* The block's checks and the quarantine take locks: later. */
+    if (ptr && kh_page_of(h, (uintptr_t)ptr)) {
+        unsigned cpu = kheap_port_cpu_enter_fast();
+        kheap_port_cpu_exit(cpu);
+        defer_push(h, cpu, ptr);
+        return;
+    }
+#endif
     if (ptr)
         free_nolock(h, ptr, NULL);
 }
@@ -1048,4 +1418,45 @@ void kheap_cache_free_flags(kheap_cache_t *c, void *ptr, unsigned flags)
     }
     if (ptr)
         free_nolock(c->heap, ptr, c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Blocks of a kind (the C++ operators, sized frees). */
+
+void *kheap_alloc_as(kheap_t *h, size_t size, size_t align, enum kheap_block_kind kind)
+{
+#if KHEAP_REDZONE
+    if ((unsigned)kind > KHEAP_BLOCK_NEW_ARRAY || (align > 16 && !kh_is_pow2(align)) ||
+        size > SIZE_MAX - align) {
+        kh_account_failure(h);
+        return NULL;
+    }
+    return rz_alloc(h, size, align, kind, "kheap_alloc_as");
+#else
+    (void)kind;
+    return kheap_alloc_aligned(h, size, align);
+#endif
+}
+
+void kheap_free_as(kheap_t *h, void *ptr, size_t size, enum kheap_block_kind kind)
+{
+#if KHEAP_REDZONE
+    if (ptr)
+        rz_free(h, ptr, kind, size, "kheap_free_as");
+    else
+        deferred_drain(h);
+#else
+    (void)size, (void)kind;
+    kheap_free(h, ptr);
+#endif
+}
+
+size_t kheap_quarantine_drain(kheap_t *h)
+{
+#if KHEAP_REDZONE
+    return rz_flush(h);
+#else
+    (void)h;
+    return 0;
+#endif
 }

@@ -63,7 +63,11 @@ _Static_assert(MALLOC_ALIGN <= 16 && (16 % MALLOC_ALIGN) == 0,
  * Never overflows: sizes near SIZE_MAX are not rounded. */
 static inline size_t round_size(size_t n)
 {
+#if KHEAP_REDZONE
+    return n; /* the debug blocks keep the exact size: a redzone follows */
+#else
     return n <= KHEAP_MAX_CLASS ? (n + 15) & ~(size_t)15 : n;
+#endif
 }
 
 static inline void *nomem(void)
@@ -85,18 +89,27 @@ KH_EXPORT void free(void *p)
     kh_default_free(p);
 }
 
-/* C23: the size and alignment only restate what kheap knows. */
+/* C23: the size and alignment only restate what kheap knows; the debug
+ * build checks the size. */
 KH_EXPORT void free_sized(void *p, size_t size)
 {
+#if KHEAP_REDZONE
+    kheap_free_as(kheap_default(), p, size, KHEAP_BLOCK_MALLOC);
+#else
     (void)size;
     kh_default_free(p);
+#endif
 }
 
 KH_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
 {
     (void)align;
+#if KHEAP_REDZONE
+    kheap_free_as(kheap_default(), p, size, KHEAP_BLOCK_MALLOC);
+#else
     (void)size;
     kh_default_free(p);
+#endif
 }
 
 KH_EXPORT void *calloc(size_t n, size_t size)
@@ -250,18 +263,42 @@ static kh_noinline void *cxx_fallback(const char *sym, size_t n, size_t al, cons
     return ((void *(*)(size_t))next)(n);
 }
 
+/* The debug build records whether a block came from new or new[] (the
+ * symbol's fourth letter: _Znw, _Zna) and checks it at delete, with the
+ * size of a sized delete. */
+#if KHEAP_REDZONE
+static inline enum kheap_block_kind cxx_kind(const char *sym)
+{
+    return sym[3] == 'a' ? KHEAP_BLOCK_NEW_ARRAY : KHEAP_BLOCK_NEW;
+}
+#endif
+
 static inline void *cxx_new(size_t n, const char *sym, const void *nt)
 {
+#if KHEAP_REDZONE
+    void *p = kheap_alloc_as(kheap_default(), n, 0, cxx_kind(sym));
+#else
     void *p = kh_default_alloc(round_size(n));
+#endif
     return kh_likely(p != NULL) ? p : cxx_fallback(sym, n, 0, nt);
 }
 
 static inline void *cxx_new_aligned(size_t n, size_t al, const char *sym, const void *nt)
 {
+#if KHEAP_REDZONE
+    void *p = kheap_alloc_as(kheap_default(), n, al, cxx_kind(sym));
+#else
     void *p = al <= MALLOC_ALIGN ? kh_default_alloc(round_size(n))
                                  : kheap_alloc_aligned(kheap_default(), round_size(n), al);
+#endif
     return p ? p : cxx_fallback(sym, n, al ? al : 1, nt);
 }
+
+#if KHEAP_REDZONE
+#define CXX_FREE(p, n, kind) kheap_free_as(kheap_default(), (p), (n), (kind))
+#else
+#define CXX_FREE(p, n, kind) ((void)(n), kh_default_free(p))
+#endif
 
 #define KH_SYM(s) __asm__(s)
 KH_NEW(kh_new)(size_t n) KH_SYM("_Znw" KH_SZ);
@@ -322,64 +359,63 @@ KH_NEW(kh_new_array_al_nothrow)(size_t n, size_t al, const void *nt)
 {
     return cxx_new_aligned(n, al, "_Zna" KH_SZ "St11align_val_tRKSt9nothrow_t", nt);
 }
-/* Every delete is free: kheap finds the block's class from its address. */
+/* Every delete is free: kheap finds the block's class from its address.
+ * The debug build checks the kind, and the size of a sized delete. */
 KH_DEL(kh_delete)(void *p)
 {
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array)(void *p)
 {
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_sized)(void *p, size_t n)
 {
-    (void)n;
-    kh_default_free(p);
+    CXX_FREE(p, n, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_sized)(void *p, size_t n)
 {
-    (void)n;
-    kh_default_free(p);
+    CXX_FREE(p, n, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_nothrow)(void *p, const void *nt)
 {
     (void)nt;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_nothrow)(void *p, const void *nt)
 {
     (void)nt;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_al)(void *p, size_t al)
 {
     (void)al;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_al)(void *p, size_t al)
 {
     (void)al;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_sized_al)(void *p, size_t n, size_t al)
 {
-    (void)n, (void)al;
-    kh_default_free(p);
+    (void)al;
+    CXX_FREE(p, n, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_sized_al)(void *p, size_t n, size_t al)
 {
-    (void)n, (void)al;
-    kh_default_free(p);
+    (void)al;
+    CXX_FREE(p, n, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_al_nothrow)(void *p, size_t al, const void *nt)
 {
     (void)al, (void)nt;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_al_nothrow)(void *p, size_t al, const void *nt)
 {
     (void)al, (void)nt;
-    kh_default_free(p);
+    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
 }
 
 /* Where reports go: a copy of stderr made at start when KHEAP_STATS is

@@ -204,9 +204,12 @@ static unsigned slot_take(void)
 
 void kheap_hosted_format_report(const struct kheap_report *r, char *buf, size_t len)
 {
-    snprintf(buf, len, "kheap: %s(%p): %s%s%s%s", r->function ? r->function : "kheap",
-             r->addr, r->reason, r->cache ? " [cache " : "", r->cache ? r->cache : "",
-             r->cache ? "]" : "");
+    int n = snprintf(buf, len, "kheap: %s(%p): %s%s%s%s", r->function ? r->function : "kheap",
+                     r->addr, r->reason, r->cache ? " [cache " : "", r->cache ? r->cache : "",
+                     r->cache ? "]" : "");
+    if (r->where && n > 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, " [block %p, %zu bytes; damage at %p, offset %td]",
+                 r->addr, r->size, r->where, (const char *)r->where - (const char *)r->addr);
 }
 
 /* Write without stdio's buffers or locks: the report may come from a

@@ -97,6 +97,8 @@ pub struct kheap_report {
     pub addr: *const c_void,
     pub cache: *const u8,
     pub function: *const u8,
+    pub size: usize,
+    pub where_: *const c_void,
 }
 
 /// `kheap_lock_t`: KHEAP_LOCK_WORDS (8) words.

@@ -1,0 +1,177 @@
+/*
+ * misuse - one heap misuse per run, for the table of what each malloc
+ * finds (tests/malloc/run.sh runs it under glibc, libkheap.so and
+ * libkheap-debug.so).
+ *   misuse CASE
+ * Does the misuse, then ends normally: a malloc that finds it reports and
+ * aborts first. Prints "survived" when nothing stopped it. The C++ cases
+ * call the operators by their symbols, found at run time (skipped, exit
+ * 77, when no library defines them).
+ */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every case is a misuse on purpose. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+#endif
+
+/* Out of the compiler's sight, so it cannot drop or warn about them. */
+static void *volatile sink;
+/* memcpy called as a program calls it, not expanded inline. */
+static void *(*volatile copy)(void *, const void *, size_t) = memcpy;
+static void *launder(void *p)
+{
+    void *volatile v = p;
+    return v;
+}
+static void poke(void *p, long off, int v)
+{
+    ((volatile unsigned char *)p)[off] = (unsigned char)v;
+}
+static int peek(const void *p, long off)
+{
+    return ((const volatile unsigned char *)p)[off];
+}
+
+/* Frees and allocations enough to push a block out of a quarantine. */
+static void churn(void)
+{
+    for (int i = 0; i < 4096; i++) {
+        void *p = launder(malloc(48 + (size_t)(i % 7) * 16));
+        sink = p;
+        free(p);
+    }
+}
+
+typedef void *(*new_fn)(size_t);
+typedef void (*del_fn)(void *);
+typedef void (*sdel_fn)(void *, size_t);
+static void *sym(const char *name)
+{
+    void *f = dlsym(RTLD_DEFAULT, name);
+    if (!f) {
+        printf("skip: no %s\n", name);
+        exit(77);
+    }
+    return f;
+}
+#if __SIZEOF_SIZE_T__ == 8
+#define SZ "m"
+#else
+#define SZ "j"
+#endif
+
+int main(int argc, char **argv)
+{
+    const char *c = argc > 1 ? argv[1] : "";
+    char src[1 << 12];
+    memset(src, 'x', sizeof src);
+    if (!strcmp(c, "overflow-1")) {
+        char *p = launder(malloc(24));
+        poke(p, 24, 1);
+        free(p);
+    } else if (!strcmp(c, "overflow-32-memcpy")) {
+        char *p = launder(malloc(100));
+        sink = copy(p, src, 132);
+        free(p);
+    } else if (!strcmp(c, "overflow-medium")) {
+        char *p = launder(malloc(3000));
+        poke(p, 3000, 1);
+        free(p);
+    } else if (!strcmp(c, "overflow-large")) {
+        char *p = launder(malloc(300000));
+        poke(p, 300000, 1);
+        free(p);
+    } else if (!strcmp(c, "underflow-1")) {
+        char *p = launder(malloc(40));
+        poke(p, -1, 1);
+        free(p);
+    } else if (!strcmp(c, "underflow-large")) {
+        char *p = launder(malloc(300000));
+        poke(p, -1, 1);
+        free(p);
+    } else if (!strcmp(c, "use-after-free-write")) {
+        char *p = launder(malloc(64)), *stale = launder(p);
+        free(p);
+        poke(stale, 8, 1);
+        churn();
+    } else if (!strcmp(c, "use-after-free-write-realloc")) {
+        char *p = launder(malloc(64)), *stale = launder(p);
+        char *q = realloc(p, 64);
+        sink = q;
+        if (q != stale)
+            poke(stale, 20, 1); /* the old block, which realloc let go */
+        churn();
+        free(q);
+    } else if (!strcmp(c, "use-after-free-write-large")) {
+        char *p = launder(malloc(200000)), *stale = launder(p);
+        free(p);
+        poke(stale, 100, 1);
+        churn();
+        for (int i = 0; i < 64; i++) {
+            void *q = launder(malloc(200000));
+            free(q);
+        }
+    } else if (!strcmp(c, "zero-size-write")) {
+        char *p = launder(malloc(0));
+        poke(p, 0, 1);
+        free(p);
+    } else if (!strcmp(c, "double-free")) {
+        char *p = launder(malloc(32));
+        free(p);
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-delayed")) {
+        char *p = launder(malloc(32));
+        free(p);
+        for (int i = 0; i < 100; i++)
+            free(launder(malloc(32)));
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-after-reuse")) {
+        char *p = launder(malloc(32));
+        free(p);
+        void *q = launder(malloc(32));
+        sink = q;
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-large")) {
+        char *p = launder(malloc(300000));
+        free(p);
+        free(launder(p));
+    } else if (!strcmp(c, "new-array-delete")) {
+        void *p = ((new_fn)sym("_Zna" SZ))(40);
+        ((del_fn)sym("_ZdlPv"))(p);
+    } else if (!strcmp(c, "new-delete-array")) {
+        void *p = ((new_fn)sym("_Znw" SZ))(40);
+        ((del_fn)sym("_ZdaPv"))(p);
+    } else if (!strcmp(c, "malloc-delete")) {
+        void *p = launder(malloc(40));
+        ((del_fn)sym("_ZdlPv"))(p);
+    } else if (!strcmp(c, "sized-delete-wrong-size")) {
+        void *p = ((new_fn)sym("_Znw" SZ))(40);
+        ((sdel_fn)sym("_ZdlPv" SZ))(p, 48);
+    } else if (!strcmp(c, "stale-data")) {
+        /* Not a report: the next owner of freed memory must not see its
+         * contents. Exit 3 if it does. */
+        for (int i = 0; i < 64; i++) {
+            char *p = launder(malloc(256));
+            memset(p, 0x5c, 256);
+            free(p);
+            char *q = launder(malloc(256));
+            for (int k = 16; k < 256; k++)
+                if (peek(q, k) == 0x5c) {
+                    printf("stale byte at %d\n", k);
+                    return 3;
+                }
+            free(q);
+        }
+        printf("no stale data\n");
+        return 0;
+    } else {
+        fprintf(stderr, "misuse: unknown case '%s'\n", c);
+        return 2;
+    }
+    printf("survived\n");
+    return 0;
+}
