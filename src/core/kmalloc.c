@@ -649,7 +649,8 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
         return;
     }
     size_t size = (size_t)(hd->size_kind >> 2);
-    if (hd->state != rz_state(p, true)) {
+    uint32_t live = rz_state(p, true);
+    if (hd->state != live) {
         kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, size, NULL);
         return;
     }
@@ -661,14 +662,20 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
         kh_report_at(KHEAP_REPORT_SIZE_MISMATCH, p, NULL, fn, size, NULL);
         return;
     }
+    /* Two frees of one block racing: one turns the state word, the
+     * other finds it turned and reports. */
+    if (!__atomic_compare_exchange_n(&hd->state, &live, rz_state(p, false), false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, size, NULL);
+        return;
+    }
     rz_check(raw, usable, p, size, fn, false);
     __builtin_memset(p, KHEAP_POISON_FREE, size);
-    hd->state = rz_state(p, false);
     /* Into the quarantine; the oldest blocks leave it while it is over
      * its bounds (taken out under q_lock, freed after it). */
     void *out[8];
     unsigned nout = 0;
-    size_t cost = usable;
+    size_t cost = hd->left + size + RZ_TAIL;
     kh_lock(&h->q_lock);
     for (;;) {
         bool full = h->q_count == KHEAP_QUARANTINE_COUNT ||
@@ -686,10 +693,9 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
     if (kept) {
         h->q_ring[(h->q_head + h->q_count) % KHEAP_QUARANTINE_COUNT] = p;
         h->q_count++;
-        h->q_bytes += hd->left + size + RZ_TAIL;
+        h->q_bytes += cost;
     }
     kh_unlock(&h->q_lock);
-    (void)cost;
     for (unsigned i = 0; i < nout; i++)
         rz_release(h, out[i], fn);
     if (!kept) /* larger than the whole quarantine */
