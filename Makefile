@@ -118,8 +118,7 @@ $(B)/$(SONAME): $(B)/libkheap.so
 # libkheap-debug.so: the same malloc replacement built at KHEAP_DEBUG 2
 # with redzones and the quarantine (include/kheap_config.h, KHEAP_REDZONE):
 # LD_PRELOAD it instead of libkheap.so to find overflows, uses after free,
-# double and mismatched frees. Same soname, so a program linked with
-# -lkheap can run with it.
+# double and mismatched frees. It is installed under LIBDIR/kheap/.
 DEBUG_SO_FLAGS := $(filter-out -DKHEAP_DEBUG=% -DKHEAP_REDZONE=%,$(SO_CFLAGS)) -DKHEAP_DEBUG=2 -DKHEAP_REDZONE=1
 $(B)/sodebug/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -128,7 +127,7 @@ $(B)/sodebug/obj/%.o: src/%.c $(HDRS)
 
 $(B)/libkheap-debug.so: $(patsubst src/%.c,$(B)/sodebug/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
 	$(msg) LD $@
-	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ -lpthread
+	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,libkheap-debug.so $(LDFLAGS) -o $@ $^ -lpthread
 
 # --- tests of libkheap.so ---------------------------------------------------
 # Ordinary programs: api is linked with -lkheap, the others run under
@@ -255,7 +254,9 @@ size-classes: $(B)/tools/sizeclasses
 #     malloc by surprise);
 #   libkheap.so.MAJOR: the malloc replacement (LD_PRELOAD it, or link
 #     -lkheap through the libkheap.so link); it exports only the malloc API;
-#   libkheap-debug.so: installed when it has been built;
+#   kheap/libkheap-debug.so: the debug malloc replacement, for LD_PRELOAD
+#     only, in a directory of its own so the dynamic linker's cache and
+#     -lkheap never pick it (installed when it has been built);
 #   kheap_config.h: the options the library was built with written in, so
 #     a program compiles against the same page size and API as the archive.
 PREFIX       ?= /usr/local
@@ -311,7 +312,8 @@ install: $(B)/libkheap.a $(B)/libkheap.so $(INSTALL_GEN)
 	$(INSTALL) -m 755 $(B)/libkheap.so $(DESTDIR)$(LIBDIR)/$(REAL_SO)
 	ln -sf $(REAL_SO) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libkheap.so
-	$(if $(wildcard $(B)/libkheap-debug.so),$(INSTALL) -m 755 $(B)/libkheap-debug.so $(DESTDIR)$(LIBDIR)/)
+	$(if $(wildcard $(B)/libkheap-debug.so),$(INSTALL) -d $(DESTDIR)$(LIBDIR)/kheap && \
+	  $(INSTALL) -m 755 $(B)/libkheap-debug.so $(DESTDIR)$(LIBDIR)/kheap/)
 	$(INSTALL) -m 644 $(B)/install/kheap.pc $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc
 	$(INSTALL) -m 644 $(B)/install/kheapConfig.cmake $(B)/install/kheapConfigVersion.cmake \
 	  $(DESTDIR)$(CMAKEDIR)/
@@ -319,10 +321,10 @@ install: $(B)/libkheap.a $(B)/libkheap.so $(INSTALL_GEN)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDRS)) kheap_config.h) \
-	  $(addprefix $(DESTDIR)$(LIBDIR)/,libkheap.a $(REAL_SO) $(SONAME) libkheap.so libkheap-debug.so) \
+	  $(addprefix $(DESTDIR)$(LIBDIR)/,libkheap.a $(REAL_SO) $(SONAME) libkheap.so kheap/libkheap-debug.so) \
 	  $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc $(DESTDIR)$(MANDIR)/man3/kheap.3 \
 	  $(addprefix $(DESTDIR)$(CMAKEDIR)/,kheapConfig.cmake kheapConfigVersion.cmake)
-	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+	-rmdir $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(LIBDIR)/kheap 2>/dev/null
 
 # --- the single-file distribution ------------------------------------------
 # Generated, not committed (dist/ is in .gitignore): see README, "Install".

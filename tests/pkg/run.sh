@@ -115,6 +115,8 @@ check "the linked program runs on kheap (KHEAP_VERBOSE=1 reports the default hea
     sh -c "KHEAP_VERBOSE=1 LD_LIBRARY_PATH='$L' '$T/uses_malloc' 2>&1 | grep -q '^kheap: libkheap.so: default heap'"
 check "LD_PRELOAD of the installed libkheap.so.0: KHEAP_STATS=1 prints the statistics at exit" \
     sh -c "KHEAP_STATS=1 LD_PRELOAD='$L/libkheap.so.0' sort /dev/null 2>&1 | grep -q '^kheap: statistics at exit'"
+check "LD_PRELOAD of the installed kheap/libkheap-debug.so: a program runs as under the C library" \
+    sh -c "[ \"\$(LD_PRELOAD='$L/kheap/libkheap-debug.so' sort -r '$0')\" = \"\$(sort -r '$0')\" ]"
 
 # --- CMake ----------------------------------------------------------------
 cmake_consumer() { # label build-dir cmake-args...
