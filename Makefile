@@ -15,6 +15,8 @@
 #                   dist/kheap_port_template.c: the core as two files
 #   make deb        the Debian packages, built from a copy of the tree in
 #                   build/deb/ (the .deb files land there)
+#   make fuzz       the libFuzzer harnesses of tests/fuzz/, 10 minutes
+#                   (FUZZ_SECONDS=N for another time), growing their corpus
 #
 # Build options (see include/kheap_config.h) pass through as variables, e.g.
 #   make KHEAP_DEBUG=2 KHEAP_DEFAULT_SIZE=1073741824
@@ -71,7 +73,7 @@ LDFLAGS_asan  := -fsanitize=address,undefined
 HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
-        install uninstall amalgamation deb
+        install uninstall amalgamation deb fuzz fuzz-build
 .DELETE_ON_ERROR:
 
 all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME) $(B)/libkheap-debug.so
@@ -209,6 +211,52 @@ $(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))
+
+# --- fuzzing ------------------------------------------------------------------
+# libFuzzer harnesses (tests/fuzz/): clang with the fuzzer, ASan and UBSan,
+# the core and the hosted port built with the same flags at KHEAP_DEBUG=2.
+# make fuzz runs fuzz_api for FUZZ_SECONDS and fuzz_misuse for a third of
+# that, one after the other (one process each: the machines this runs on
+# have two cores), growing the committed corpus in tests/fuzz/corpus/, then
+# merges each corpus down to the inputs that add coverage. Crash inputs
+# land in build/fuzz/crashes/. make check runs them on a copy (tests/run.sh).
+FUZZ_CC        := clang
+FUZZ_FLAGS     := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                  -fno-omit-frame-pointer -DKHEAP_DEBUG=2
+FUZZ_HARNESSES := fuzz_api fuzz_misuse
+FUZZ_SECONDS   ?= 600
+FUZZ_MAX_LEN   := 4096
+FUZZ_OBJS      := $(patsubst %.c,$(B)/fuzz/obj/%.o,$(CORE_SRC) $(PORT_SRC) tests/support.c tests/harness.c)
+
+$(B)/fuzz/obj/%.o: %.c $(HDRS) $(TEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(msg) CC $<
+	$(Q)$(FUZZ_CC) $(CSTD) $(WARN) $(FUZZ_FLAGS) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -c $< -o $@
+
+$(addprefix $(B)/fuzz/,$(FUZZ_HARNESSES)): $(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(msg) LD $@
+	$(Q)$(FUZZ_CC) $(CSTD) $(WARN) $(FUZZ_FLAGS) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Itests \
+	  $< $(FUZZ_OBJS) -o $@ -lpthread
+
+fuzz-build: $(addprefix $(B)/fuzz/,$(FUZZ_HARNESSES))
+
+fuzz:
+	@tools/deps.sh build
+	@$(MAKE) --no-print-directory fuzz-build
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	  t=$(FUZZ_SECONDS); [ $$h = fuzz_api ] || t=$$(( $(FUZZ_SECONDS) / 3 + 1 )); \
+	  mkdir -p tests/fuzz/corpus/$$h $(B)/fuzz/crashes; \
+	  echo "$$h: $$t s, corpus tests/fuzz/corpus/$$h"; \
+	  $(B)/fuzz/$$h -max_total_time=$$t -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+	    -artifact_prefix=$(B)/fuzz/crashes/$$h- tests/fuzz/corpus/$$h; \
+	  rm -rf $(B)/fuzz/merge/$$h; mkdir -p $(B)/fuzz/merge/$$h; \
+	  $(B)/fuzz/$$h -merge=1 -max_len=$(FUZZ_MAX_LEN) $(B)/fuzz/merge/$$h tests/fuzz/corpus/$$h \
+	    2>$(B)/fuzz/merge/$$h.log; \
+	  rm -f tests/fuzz/corpus/$$h/*; cp $(B)/fuzz/merge/$$h/* tests/fuzz/corpus/$$h/; \
+	  echo "$$h: corpus merged to $$(ls tests/fuzz/corpus/$$h | wc -l) inputs," \
+	    "$$(du -sk tests/fuzz/corpus/$$h | cut -f1) KiB"; \
+	done
 
 # --- cross builds of the freestanding core --------------------------------
 # tools/cross.sh knows each target's compiler and flags; every target is
@@ -354,7 +402,7 @@ check:
 	@# fails now is counted as missing, not booted from an old image.
 	@rm -f $(foreach k,$(CHECK_KERNELS),$(lastword $(subst =, ,$(k))))
 	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
-	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels amalgamation-checks \
+	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels amalgamation-checks fuzz-build \
 	  || echo "build of some tests failed; the runner counts them"
 	@CORE_SRC="$(CORE_SRC)" tests/run.sh "$(B)" "$(VARIANTS) amalg" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"
 

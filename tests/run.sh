@@ -141,6 +141,39 @@ for f in rust-port:"" rust-std:"--features std"; do
         cargo test --offline --manifest-path bindings/rust/Cargo.toml ${f#*:}
 done
 
+# The libFuzzer harnesses (tests/fuzz/), KHEAP_FUZZ_SECONDS (30) each, on
+# a copy of the committed corpus, so that the run leaves the tree as it was.
+for h in fuzz_api fuzz_misuse; do
+    bin="$B/fuzz/$h"
+    if [ ! -x "$bin" ]; then
+        echo "  [$h] not ok - not built"
+        fail=$((fail + 1))
+        continue
+    fi
+    work="$B/fuzz/check/$h"
+    rm -rf "$work"
+    mkdir -p "$work/corpus" "$work/crash"
+    cp tests/fuzz/corpus/"$h"/* "$work/corpus/" 2>/dev/null
+    out="$LOG/$h.log"
+    timeout "$TIMEOUT" "$bin" -max_total_time="${KHEAP_FUZZ_SECONDS:-30}" -max_len=4096 \
+        -artifact_prefix="$work/crash/" "$work/corpus" >"$out" 2>&1
+    rc=$?
+    crash=$(find "$work/crash" -type f | head -n 1)
+    if [ $rc -eq 0 ] && [ -z "$crash" ]; then
+        runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$out")
+        secs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$out")
+        echo "ok - $h: ${runs:-?} runs in ${secs:-?} s, corpus $(find "$work/corpus" -type f | wc -l)" >>"$out"
+    else
+        first=$(grep -m 1 -E '^fuzz: |ERROR: |SUMMARY: ' "$out")
+        echo "not ok - $h: crash ${crash:-(no crash file)}: $first" >>"$out"
+        [ $rc -ne 0 ] || rc=1
+    fi
+    count "$h" "$out" $rc
+    if [ $rc -ne 0 ]; then
+        grep -m 4 -E '^fuzz: |ERROR: |^    #[0-9] ' "$out" | sed 's/^/    /'
+    fi
+done
+
 out="$LOG/demo.log"
 if [ -x "$B/demo/hosted_demo" ]; then
     timeout "$TIMEOUT" "$B/demo/hosted_demo" 5000 >"$out" 2>&1

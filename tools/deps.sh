@@ -16,6 +16,8 @@
 #   tools/deps.sh check      all of these but bench (make check)
 set -eu
 
+# clang with libclang-rt (sanitizers, libFuzzer) builds the cross check
+# clang-x86_64 and the fuzzing harnesses of tests/fuzz/.
 build_pkgs="make gcc g++ clang libc6-dev libclang-rt-14-dev valgrind
   gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-i686-linux-gnu
   gcc-arm-none-eabi libnewlib-arm-none-eabi"
