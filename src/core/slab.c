@@ -476,6 +476,11 @@ size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
     for (size_t i = 0; i < n; i++) {
         enum kheap_report_kind why =
             give_locked(c, (uintptr_t)objs[i], kh_slab_of(h, (uintptr_t)objs[i]), &release);
+        /* A refused object was counted as freed by whoever freed it (a
+         * CPU's counter, or nocpu_frees): that free did not happen, so it
+         * is taken back here, keeping live + cached == active_objs. */
+        if (why && !(c->flags & KH_CACHE_INTERNAL))
+            c->nocpu_frees--;
         if (why && nbad < 8) {
             bad_obj[nbad] = objs[i];
             bad_why[nbad++] = why;
