@@ -40,7 +40,7 @@ B       := build
 WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CSTD    := -std=c11
 OPT     ?= -O2 -g
-OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
+OPTIONS := $(foreach o,KHEAP_PROFILE_SMALL KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS,$(if $($(o)),-D$(o)=$($(o))))
 
 CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c kmalloc.c \
@@ -67,7 +67,7 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
         install uninstall amalgamation deb

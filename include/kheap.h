@@ -49,9 +49,10 @@ extern "C" {
 #define KHEAP_PAGE_SIZE ((size_t)1 << KHEAP_PAGE_SHIFT)
 /* Largest size served by a size-class slab; larger requests get a page
  * run of their own. */
-#define KHEAP_MAX_CLASS ((size_t)32768)
-/* Number of kmalloc size classes (see docs/SIZE_CLASSES.md). */
-#define KHEAP_NUM_CLASSES 79
+#define KHEAP_MAX_CLASS ((size_t)1 << KHEAP_MAX_CLASS_SHIFT)
+/* Number of kmalloc size classes (see docs/SIZE_CLASSES.md): 79 by
+ * default, 15 in the small-system profile. */
+#define KHEAP_NUM_CLASSES (7 + ((KHEAP_MAX_CLASS_SHIFT - 6) << KHEAP_CLASS_SUB_SHIFT))
 /* Longest cache name kept, including the terminating NUL. */
 #define KHEAP_NAME_MAX 24
 

@@ -69,7 +69,9 @@ struct kh_cpu kh_cpu_sentinel = {
 
 static unsigned mag_type(unsigned cap)
 {
-    return cap >= 64 ? 4 : cap >= 32 ? 3 : cap >= 16 ? 2 : cap >= 8 ? 1 : 0;
+    unsigned t = cap >= 64 ? 4 : cap >= 32 ? 3 : cap >= 16 ? 2 : cap >= 8 ? 1 : 0;
+    KH_ASSERT(t < KH_MAG_TYPES, (void *)0);
+    return t;
 }
 
 static struct kh_mag *mag_new(kheap_t *h, unsigned cap)
@@ -409,7 +411,7 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
 {
     bool found = false;
     unsigned cpu = kheap_port_cpu_enter();
-    if (cpu != KHEAP_CPU_NONE) {
+    if (cpu != KHEAP_CPU_NONE && c->mag_cap) {
         struct kh_cc *cc = cc_setup(h, c, cpu);
         if (cc) {
             busy_on(h, c, cpu);
