@@ -529,10 +529,22 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj);
 void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
                     size_t size, size_t align, kheap_ctor_fn ctor,
                     kheap_ctor_fn dtor, uint32_t flags);
-size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
+/* Take up to n objects of c (returns how many), or give n back (returns
+ * the bytes of slabs that went to the page layer), under one hold of c's
+ * lock; the _counted forms also add the number to *count (a counter c's
+ * lock protects, or NULL) in the same hold. */
+size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
+size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
+static inline size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
+{
+    return kh_cache_take_counted(c, objs, n, NULL);
+}
+static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
+{
+    return kh_cache_give_counted(c, objs, n, NULL);
+}
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
-size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
 size_t kh_cache_take_try(struct kheap_cache *c, void **obj);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
 /* End of a decay epoch: empty slabs that stayed empty through it go back
