@@ -184,6 +184,17 @@ $(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $
 	  tests/test_bodies.c tests/bodies.c $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) \
 	  $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
+# Small heaps (tests/small.c, also run by the Cortex-M kernel).
+$(B)/$(1)/tests/test_small: tests/test_small.c tests/small.c tests/small.h tests/bodies.c \
+                            tests/bodies.h $(TEST_HDRS) \
+                            $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a
+	@mkdir -p $$(dir $$@)
+	$(msg) LD $$@
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core \
+	  tests/test_small.c tests/small.c tests/bodies.c \
+	  $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a -o $$@ \
+	  $(LDFLAGS_$(1)) -lpthread
+
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))

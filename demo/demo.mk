@@ -46,14 +46,15 @@ KLIBS_cortex-m  := -lgcc
 CM_HEAP_SIZE    ?= 16384
 CM_DEFAULT_HEAP_SIZE ?= 524288
 CM_OPTIONS      := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=% -DKHEAP_PROFILE_SMALL=%,$(OPTIONS))
-KOPTS_cortex-m  := $(CM_OPTIONS) -DKHEAP_PROFILE_SMALL=1 \
+KOPTS_cortex-m  := $(CM_OPTIONS) -DKHEAP_PROFILE_SMALL=1 -DDEMO_SMALL=1 \
                    -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
 KOPTS_cmdefault := $(CM_OPTIONS) -DKHEAP_DEFAULT_SIZE=$(CM_DEFAULT_HEAP_SIZE) -DKHEAP_MAX_CPUS=1
 
-KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c tests/small.c \
+             demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/support.h tests/rand.h demo/arch.h demo/demo.mk
+               tests/support.h tests/small.h tests/rand.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel

@@ -23,12 +23,16 @@
 #include "bodies.h"
 #include "kheap.h"
 #include "kheap_baremetal.h"
+#include "small.h"
 
 #ifndef DEMO_MODEL_OPS
 #define DEMO_MODEL_OPS 20000
 #endif
 #ifndef DEMO_STRESS_OPS
 #define DEMO_STRESS_OPS 20000
+#endif
+#ifndef DEMO_SMALL
+#define DEMO_SMALL 0 /* 1: also run the small-heap tests (tests/small.c) */
 #endif
 #ifndef DEMO_RUST
 #define DEMO_RUST 0 /* 1: also run the Rust library (demo/rust) */
@@ -550,6 +554,12 @@ void kernel_main(void)
     result("rust_global_alloc_every_cpu", rust_alloc(n));
 #else
     kt_run_bodies(&env);
+#endif
+#if DEMO_SMALL
+    /* Heaps of their own (kheap_init) over an arena of 64 KiB, apart from
+     * the default heap. */
+    static unsigned char small_arena[64 << 10] __attribute__((aligned(KHEAP_PAGE_SIZE)));
+    kt_run_small(small_arena, sizeof small_arena);
 #endif
     hit_path_cost();
 
