@@ -231,8 +231,11 @@ $(B)/tools/sizeclasses: tools/sizeclasses.c $(B)/release/libkheap.a
 	$(msg) LD $@
 	$(Q)$(CC) $(CSTD) $(WARN) -O2 $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core $< $(B)/release/libkheap.a -o $@ -lpthread
 
+# ... and of the small-system profile, built in $(B)/small.
 size-classes: $(B)/tools/sizeclasses
 	$(B)/tools/sizeclasses > docs/SIZE_CLASSES.md
+	$(MAKE) --no-print-directory B=$(B)/small KHEAP_PROFILE_SMALL=1 $(B)/small/tools/sizeclasses
+	$(B)/small/tools/sizeclasses > docs/SIZE_CLASSES_SMALL.md
 
 # --- install ----------------------------------------------------------------
 # The GNU directory variables; DESTDIR stages the whole tree (packages).

@@ -6,14 +6,18 @@
  * come from the Cortex-M kernel, a 32-bit build).
  *
  *   test_small            the tests
- *   test_small cg N [L]   N kheap_alloc(32) + kheap_free pairs on a
+ *   test_small cg N [L [M]]  N kheap_alloc(32) + kheap_free pairs on a
  *                         64 KiB heap (the minimum region if larger), with
  *                         callgrind collecting only around them (run it
  *                         under valgrind --tool=callgrind
  *                         --collect-atstart=no); with L other 32-byte
  *                         blocks live (default 64, as in
- *                         docs/BENCHMARKS.md)
+ *                         docs/BENCHMARKS.md). M: pair (the default),
+ *                         alloc or free: batches of 16 allocations then 16
+ *                         frees, collecting only around the allocations or
+ *                         only around the frees.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +37,7 @@ static void put_line(const char *s)
 
 static void *volatile sink;
 
-static int callgrind_pairs(long n, int live)
+static int callgrind_pairs(long n, int live, const char *mode)
 {
     size_t size = KHEAP_MIN_REGION_SIZE > 65536 ? KHEAP_MIN_REGION_SIZE : 65536;
     kheap_t *h;
@@ -49,25 +53,47 @@ static int callgrind_pairs(long n, int live)
         sink = p;
         kheap_free(h, p);
     }
-    CALLGRIND_TOGGLE_COLLECT;
-    for (long i = 0; i < n; i++) {
-        void *p = kheap_alloc(h, 32);
-        *(long *)p = i;
-        sink = p;
-        kheap_free(h, p);
+    bool on_alloc = strcmp(mode, "alloc") == 0, on_free = strcmp(mode, "free") == 0;
+    if (on_alloc || on_free) {
+        void *batch[16];
+        for (long i = 0; i < n; i += 16) {
+            if (on_alloc)
+                CALLGRIND_TOGGLE_COLLECT;
+            for (int k = 0; k < 16; k++)
+                batch[k] = kheap_alloc(h, 32);
+            if (on_alloc)
+                CALLGRIND_TOGGLE_COLLECT;
+            for (int k = 0; k < 16; k++)
+                *(long *)batch[k] = k;
+            if (on_free)
+                CALLGRIND_TOGGLE_COLLECT;
+            for (int k = 0; k < 16; k++)
+                kheap_free(h, batch[k]);
+            if (on_free)
+                CALLGRIND_TOGGLE_COLLECT;
+        }
+    } else {
+        CALLGRIND_TOGGLE_COLLECT;
+        for (long i = 0; i < n; i++) {
+            void *p = kheap_alloc(h, 32);
+            *(long *)p = i;
+            sink = p;
+            kheap_free(h, p);
+        }
+        CALLGRIND_TOGGLE_COLLECT;
     }
-    CALLGRIND_TOGGLE_COLLECT;
     for (int i = 0; i < live; i++)
         kheap_free(h, keep[i]);
-    printf("# %ld kheap_alloc(32) + kheap_free pairs on a %zu-byte heap, %d other blocks"
-           " live\n", n, size, live);
+    printf("# %ld kheap_alloc(32) + kheap_free (%s) on a %zu-byte heap, %d other blocks"
+           " live\n", n, mode, size, live);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "cg") == 0)
-        return callgrind_pairs(atol(argv[2]), argc > 3 ? atoi(argv[3]) : 64);
+        return callgrind_pairs(atol(argv[2]), argc > 3 ? atoi(argv[3]) : 64,
+                               argc > 4 ? argv[4] : "pair");
     struct kt_env e = {.platform = "hosted", .puts = put_line, .ncpus = 1};
     kt_begin(&e);
     int failed = kt_run_small(arena, ARENA);
