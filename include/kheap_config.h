@@ -8,7 +8,7 @@
 #ifndef KHEAP_CONFIG_H
 #define KHEAP_CONFIG_H
 
-/* The small-system profile, for a microcontroller's heap of 4 to 64 KiB
+/* The small-system profile, for a microcontroller's heap of 8 to 64 KiB
  * on one CPU (docs/PORTING.md, "A microcontroller"). 1 changes the
  * defaults of the options below that do not say otherwise (each can still
  * be set on its own with -D); 0, the default, leaves every option as
