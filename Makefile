@@ -42,7 +42,7 @@ B       := build
 WARN    := -Wall -Wextra -Wundef -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CSTD    := -std=c11
 OPT     ?= -O2 -g
-OPTIONS := $(foreach o,KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
+OPTIONS := $(foreach o,KHEAP_PROFILE_SMALL KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS \
              KHEAP_REDZONE KHEAP_QUARANTINE_COUNT KHEAP_QUARANTINE_BYTES,$(if $($(o)),-D$(o)=$($(o))))
 
@@ -70,7 +70,7 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
         install uninstall amalgamation deb fuzz fuzz-build
@@ -208,6 +208,17 @@ $(B)/$(1)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $
 	  tests/test_bodies.c tests/bodies.c $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) \
 	  $(B)/$(1)/libkheap.a -o $$@ $(LDFLAGS_$(1)) -lpthread
 
+# Small heaps (tests/small.c, also run by the Cortex-M kernel).
+$(B)/$(1)/tests/test_small: tests/test_small.c tests/small.c tests/small.h tests/bodies.c \
+                            tests/bodies.h $(TEST_HDRS) \
+                            $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a
+	@mkdir -p $$(dir $$@)
+	$(msg) LD $$@
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_$(1)) $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core \
+	  tests/test_small.c tests/small.c tests/bodies.c \
+	  $(addprefix $(B)/$(1)/tests/obj/,$(TEST_SUPPORT)) $(B)/$(1)/libkheap.a -o $$@ \
+	  $(LDFLAGS_$(1)) -lpthread
+
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))
@@ -290,8 +301,11 @@ $(B)/tools/sizeclasses: tools/sizeclasses.c $(B)/release/libkheap.a
 	$(msg) LD $@
 	$(Q)$(CC) $(CSTD) $(WARN) -O2 $(OPTIONS) $(HOSTED_DEFS) -Iinclude -Isrc/core $< $(B)/release/libkheap.a -o $@ -lpthread
 
+# ... and of the small-system profile, built in $(B)/small.
 size-classes: $(B)/tools/sizeclasses
 	$(B)/tools/sizeclasses > docs/SIZE_CLASSES.md
+	$(MAKE) --no-print-directory B=$(B)/small KHEAP_PROFILE_SMALL=1 $(B)/small/tools/sizeclasses
+	$(B)/small/tools/sizeclasses > docs/SIZE_CLASSES_SMALL.md
 
 # --- install ----------------------------------------------------------------
 # The GNU directory variables; DESTDIR stages the whole tree (packages).

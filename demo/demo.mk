@@ -35,20 +35,26 @@ KLIBS_aarch64  := -lgcc
 KLIBS_x86_64   := -lgcc
 # Cortex-M3 (ARMv7-M, Thumb-2, no FPU) on QEMU mps2-an385; the code runs
 # on a Cortex-M4 too. One CPU, and a heap the size of a microcontroller's
-# RAM rather than the 8 MiB default: CM_HEAP_SIZE bytes (the smallest
-# power of two with which the default profile passes the kernel's tests;
-# KHEAP_DEFAULT_SIZE=... overrides it).
+# RAM rather than the 8 MiB default: CM_HEAP_SIZE bytes (16 KiB) in the
+# small-system profile (KHEAP_PROFILE_SMALL=1; KHEAP_DEFAULT_SIZE=...
+# overrides the size). make check also boots the default profile on
+# CM_DEFAULT_HEAP_SIZE bytes (512 KiB, the smallest power of two with
+# which it passes the kernel's tests): kernel-cmdefault-cortex-m.
 KCC_cortex-m    := arm-none-eabi-gcc
 KFLAGS_cortex-m := -mcpu=cortex-m3 -mthumb -mfloat-abi=soft
 KLIBS_cortex-m  := -lgcc
-CM_HEAP_SIZE    ?= 524288
-KOPTS_cortex-m  := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=%,$(OPTIONS)) \
+CM_HEAP_SIZE    ?= 16384
+CM_DEFAULT_HEAP_SIZE ?= 524288
+CM_OPTIONS      := $(filter-out -DKHEAP_DEFAULT_SIZE=% -DKHEAP_MAX_CPUS=% -DKHEAP_PROFILE_SMALL=%,$(OPTIONS))
+KOPTS_cortex-m  := $(CM_OPTIONS) -DKHEAP_PROFILE_SMALL=1 -DDEMO_SMALL=1 \
                    -DKHEAP_DEFAULT_SIZE=$(or $(KHEAP_DEFAULT_SIZE),$(CM_HEAP_SIZE)) -DKHEAP_MAX_CPUS=1
+KOPTS_cmdefault := $(CM_OPTIONS) -DKHEAP_DEFAULT_SIZE=$(CM_DEFAULT_HEAP_SIZE) -DKHEAP_MAX_CPUS=1
 
-KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c demo/kernel.c demo/libc.c \
+KERNEL_SRC = $(CORE_SRC) src/port/baremetal.c tests/bodies.c tests/support.c tests/small.c \
+             demo/kernel.c demo/libc.c \
              demo/$(1)/arch.c demo/$(1)/start.S
 KERNEL_HDRS := $(HDRS) src/port/baremetal_cpu.h include/kheap_baremetal.h tests/bodies.h \
-               tests/support.h tests/rand.h demo/arch.h demo/demo.mk
+               tests/support.h tests/small.h tests/rand.h demo/arch.h demo/demo.mk
 
 # $(1) architecture, $(2) build directory under $(B), $(3) build options.
 define kernel
@@ -90,6 +96,9 @@ $(foreach a,$(KERNEL_ARCHES),$(eval $(call kernel,$(a),kernel,$(or $(KOPTS_$(a))
 # (assertions and poisoning on every slow path).
 $(eval $(call kernel,riscv64,kernel-debug2,$(filter-out -DKHEAP_DEBUG=%,$(OPTIONS)) -DKHEAP_DEBUG=2))
 $(B)/kernel-debug2/riscv64/kernel.elf: demo/riscv64/kernel.ld
+# ... and the Cortex-M kernel in the default profile.
+$(eval $(call kernel,cortex-m,kernel-cmdefault,$(KOPTS_cmdefault)))
+CHECK_KERNELS += cortex-m-default=$(B)/kernel-cmdefault/cortex-m/kernel.elf
 
 # The x86_64 kernel with a Rust library (demo/rust) whose
 # #[global_allocator] is the kheap crate (bindings/rust, feature
@@ -116,6 +125,7 @@ $(B)/kernel-rust/x86_64/kernel32.elf: $(B)/kernel-rust/x86_64/kernel.elf
 kernel-rust-x86_64: $(B)/kernel-rust/x86_64/kernel32.elf
 CHECK_KERNELS += x86_64-rust=$(B)/kernel-rust/x86_64/kernel32.elf
 
-.PHONY: kernels check-kernels kernel-rust-x86_64 $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64
+.PHONY: kernels check-kernels kernel-rust-x86_64 $(addprefix kernel-,$(KERNEL_ARCHES)) kernel-debug2-riscv64 \
+        kernel-cmdefault-cortex-m
 kernels: $(addprefix kernel-,$(KERNEL_ARCHES))
-check-kernels: kernels kernel-debug2-riscv64 kernel-rust-x86_64
+check-kernels: kernels kernel-debug2-riscv64 kernel-cmdefault-cortex-m kernel-rust-x86_64

@@ -23,12 +23,16 @@
 #include "bodies.h"
 #include "kheap.h"
 #include "kheap_baremetal.h"
+#include "small.h"
 
 #ifndef DEMO_MODEL_OPS
 #define DEMO_MODEL_OPS 20000
 #endif
 #ifndef DEMO_STRESS_OPS
 #define DEMO_STRESS_OPS 20000
+#endif
+#ifndef DEMO_SMALL
+#define DEMO_SMALL 0 /* 1: also run the small-heap tests (tests/small.c) */
 #endif
 #ifndef DEMO_RUST
 #define DEMO_RUST 0 /* 1: also run the Rust library (demo/rust) */
@@ -227,6 +231,13 @@ static bool port_report_line(void)
 /* The handler's largest block: a large block (beyond the slab classes)
  * that a microcontroller-sized heap still holds. */
 #define IRQ_BIG (KHEAP_DEFAULT_SIZE >= (1u << 20) ? 70000u : (unsigned)KHEAP_MAX_CLASS + 1u)
+/* A heap of less than 64 KiB (the small-system profile's 16 KiB) has
+ * about 10 KiB free: the handler's middle block and the interrupted
+ * code's blocks (16 + IRQ_STEP * k bytes, k < 8) shrink to fit beside
+ * the handler's. */
+#define TINY_HEAP (KHEAP_DEFAULT_SIZE < (64u << 10))
+#define IRQ_MID (TINY_HEAP ? 600u : 3000u)
+#define IRQ_STEP (TINY_HEAP ? 100u : 700u)
 
 static unsigned irq_count;
 static void *irq_keep[4];
@@ -269,7 +280,7 @@ void demo_irq_handler(void)
         nolock_handler();
         return;
     }
-    static const size_t sizes[4] = {24, 200, 3000, IRQ_BIG};
+    static const size_t sizes[4] = {24, 200, IRQ_MID, IRQ_BIG};
     unsigned k = irq_count % 4;
     if (irq_keep[k]) {
         if (*(unsigned *)irq_keep[k] != irq_count - 4)
@@ -298,8 +309,8 @@ static bool irq_alloc(void)
     while (__atomic_load_n(&irq_count, __ATOMIC_ACQUIRE) < IRQ_ROUNDS) {
         unsigned k = loops++ % 8;
         kfree(mine[k]);
-        mine[k] = kmalloc(16 + 700 * k);
-        PCHECK(mine[k], "kmalloc(%u) failed between interrupts", 16 + 700 * k);
+        mine[k] = kmalloc(16 + IRQ_STEP * k);
+        PCHECK(mine[k], "kmalloc(%u) failed between interrupts", 16 + IRQ_STEP * k);
         if (arch_ticks() - t0 > limit) {
             arch_timer_disarm();
             PCHECK(0, "%u of %d timer interrupts in 20 s", irq_count, IRQ_ROUNDS);
@@ -314,8 +325,8 @@ static bool irq_alloc(void)
         irq_keep[k] = NULL;
     }
     kheap_bm_irq_pop();
-    PCHECK(!irq_bad, "an allocation in the handler (24, 200, 3000 or %u bytes) failed or was"
-           " overwritten", IRQ_BIG);
+    PCHECK(!irq_bad, "an allocation in the handler (24, 200, %u or %u bytes) failed or was"
+           " overwritten", IRQ_MID, IRQ_BIG);
     const void *addr = NULL;
     const char *bad = kheap_check(kheap_default(), &addr);
     PCHECK(!bad, "kheap_check: %s at %p", bad, addr);
@@ -335,11 +346,12 @@ static bool nolock_irq(void)
     kheap_t *h = kheap_default();
     /* Objects in this CPU's previous magazines of both classes: a round
      * of allocations and frees leaves them full. */
-    static void *warm[300];
+    enum { WARM = TINY_HEAP ? 8 : 300 };
+    static void *warm[WARM];
     for (unsigned j = 0; j < 2; j++) {
-        for (unsigned i = 0; i < 300; i++)
+        for (unsigned i = 0; i < WARM; i++)
             warm[i] = kmalloc(j ? 200 : 24);
-        for (unsigned i = 0; i < 300; i++)
+        for (unsigned i = 0; i < WARM; i++)
             kfree(warm[i]);
     }
     irq_count = 0;
@@ -367,8 +379,11 @@ static bool nolock_irq(void)
     kheap_reclaim(h); /* frees deferred in the handler are taken now */
     PCHECK(armed, "no timer interrupt on this architecture");
     PCHECK(irq_count >= NL_ROUNDS, "%u of %d timer interrupts in 20 s", irq_count, NL_ROUNDS);
-    PCHECK(nl_ok > 0 && !nl_bad, "%u NOLOCK allocations succeeded, %u overwritten", nl_ok,
-           nl_bad);
+    /* Without the per-CPU layer (KHEAP_PERCPU 0) there are no magazines
+     * to serve from while the locks are held: every NOLOCK allocation
+     * must fail cleanly, and every free be deferred. */
+    PCHECK((KHEAP_PERCPU ? nl_ok > 0 : nl_ok == 0) && !nl_bad,
+           "%u NOLOCK allocations succeeded, %u overwritten", nl_ok, nl_bad);
     const void *addr = NULL;
     const char *bad = kheap_check(h, &addr);
     PCHECK(!bad, "kheap_check: %s at %p", bad, addr);
@@ -539,6 +554,12 @@ void kernel_main(void)
     result("rust_global_alloc_every_cpu", rust_alloc(n));
 #else
     kt_run_bodies(&env);
+#endif
+#if DEMO_SMALL
+    /* Heaps of their own (kheap_init) over an arena of 64 KiB, apart from
+     * the default heap. */
+    static unsigned char small_arena[64 << 10] __attribute__((aligned(KHEAP_PAGE_SIZE)));
+    kt_run_small(small_arena, sizeof small_arena);
 #endif
     hit_path_cost();
 

@@ -49,9 +49,10 @@ extern "C" {
 #define KHEAP_PAGE_SIZE ((size_t)1 << KHEAP_PAGE_SHIFT)
 /* Largest size served by a size-class slab; larger requests get a page
  * run of their own. */
-#define KHEAP_MAX_CLASS ((size_t)32768)
-/* Number of kmalloc size classes (see docs/SIZE_CLASSES.md). */
-#define KHEAP_NUM_CLASSES 79
+#define KHEAP_MAX_CLASS ((size_t)1 << KHEAP_MAX_CLASS_SHIFT)
+/* Number of kmalloc size classes (see docs/SIZE_CLASSES.md): 79 by
+ * default, 15 in the small-system profile (docs/SIZE_CLASSES_SMALL.md). */
+#define KHEAP_NUM_CLASSES (7 + ((KHEAP_MAX_CLASS_SHIFT - 6) << KHEAP_CLASS_SUB_SHIFT))
 /* Longest cache name kept, including the terminating NUL. */
 #define KHEAP_NAME_MAX 24
 
@@ -280,8 +281,9 @@ kheap_cache_t *kheap_cache_create(kheap_t *heap, const char *name, size_t size,
 struct kheap_cache_tuning {
     /* Objects per magazine: 0 turns the per-CPU layer off (every
      * operation takes the cache's lock); 1 .. 64 round down to 4, 8, 16,
-     * 32 or 64 (at least 4). Default: by object size, 64 objects up to
-     * 128 bytes down to 4 above 8 KiB. */
+     * 32 or 64 (at least 4; at most 4 << (KHEAP_MAG_TYPES - 1): 4 in the
+     * small-system profile). Default: by object size, 64 objects up to
+     * 128 bytes down to 4 above 8 KiB; 0 with KHEAP_PERCPU 0. */
     unsigned mag_cap;
     /* Full magazines the depot may hold, 0 .. KHEAP_TUNE_DEPOT_MAX (0:
      * overflowing magazines go straight back to the slabs). Default:
@@ -631,7 +633,8 @@ struct kheap_cache_info {
  * caches, whose bytes count as metadata: "kheap_cache" (the structures of
  * created caches) and the "kheap_magazine-N" caches of the per-CPU layer.
  * Returns the number of rows there are (which may exceed max), so a new
- * heap has KHEAP_NUM_CLASSES + 6. O(caches x CPUs). */
+ * heap has KHEAP_NUM_CLASSES + 1 + KHEAP_MAG_TYPES (+ 6 by default, + 2 in
+ * the small-system profile). O(caches x CPUs). */
 size_t kheap_slabinfo(kheap_t *heap, struct kheap_cache_info *rows,
                       size_t max);
 

@@ -8,6 +8,78 @@
 #ifndef KHEAP_CONFIG_H
 #define KHEAP_CONFIG_H
 
+/* The small-system profile, for a microcontroller's heap of 8 to 64 KiB
+ * on one CPU (docs/PORTING.md, "A microcontroller"). 1 changes the
+ * defaults of the options below that do not say otherwise (each can still
+ * be set on its own with -D); 0, the default, leaves every option as
+ * written. What 1 sets:
+ *   KHEAP_PAGE_SHIFT 9          512-byte pages
+ *   KHEAP_CLASS_SUB_SHIFT 1     2 classes per doubling above 64 B
+ *   KHEAP_MAX_CLASS_SHIFT 10    slabs up to 1 KiB: 15 classes in all
+ *   KHEAP_PERCPU 0              no per-CPU magazines unless a user cache
+ *                               asks for them (kheap_cache_create_tuned)
+ *   KHEAP_MAX_CPUS 1, KHEAP_MAX_REGIONS 4, KHEAP_LOCK_WORDS 2,
+ *   KHEAP_CACHE_LINE 16, KHEAP_MAG_TYPES 1 (magazines of 4),
+ *   KHEAP_BIN_SUB_SHIFT 1, KHEAP_EMPTY_SLABS_KEPT 1,
+ *   KHEAP_DEPOT_MAX 2, KHEAP_DEPOT_BYTES 2048,
+ *   KHEAP_MIN_REGION_SIZE 8192 (32-bit) or 12288 (64-bit),
+ *   KHEAP_MIN_ADD_REGION_SIZE 2048, KHEAP_DEFAULT_SIZE 16384. */
+#ifndef KHEAP_PROFILE_SMALL
+#define KHEAP_PROFILE_SMALL 0
+#endif
+#if KHEAP_PROFILE_SMALL
+#ifndef KHEAP_PAGE_SHIFT
+#define KHEAP_PAGE_SHIFT 9
+#endif
+#ifndef KHEAP_CLASS_SUB_SHIFT
+#define KHEAP_CLASS_SUB_SHIFT 1
+#endif
+#ifndef KHEAP_MAX_CLASS_SHIFT
+#define KHEAP_MAX_CLASS_SHIFT 10
+#endif
+#ifndef KHEAP_PERCPU
+#define KHEAP_PERCPU 0
+#endif
+#ifndef KHEAP_MAX_CPUS
+#define KHEAP_MAX_CPUS 1
+#endif
+#ifndef KHEAP_MAX_REGIONS
+#define KHEAP_MAX_REGIONS 4
+#endif
+#ifndef KHEAP_LOCK_WORDS
+#define KHEAP_LOCK_WORDS 2
+#endif
+#ifndef KHEAP_CACHE_LINE
+#define KHEAP_CACHE_LINE 16
+#endif
+#ifndef KHEAP_MAG_TYPES
+#define KHEAP_MAG_TYPES 1
+#endif
+#ifndef KHEAP_BIN_SUB_SHIFT
+#define KHEAP_BIN_SUB_SHIFT 1
+#endif
+#ifndef KHEAP_EMPTY_SLABS_KEPT
+#define KHEAP_EMPTY_SLABS_KEPT 1
+#endif
+#ifndef KHEAP_DEPOT_MAX
+#define KHEAP_DEPOT_MAX 2
+#endif
+#ifndef KHEAP_DEPOT_BYTES
+#define KHEAP_DEPOT_BYTES 2048u
+#endif
+#if !defined(KHEAP_MIN_REGION_SIZE) && __SIZEOF_POINTER__ == 4
+#define KHEAP_MIN_REGION_SIZE 8192
+#elif !defined(KHEAP_MIN_REGION_SIZE)
+#define KHEAP_MIN_REGION_SIZE 12288
+#endif
+#ifndef KHEAP_MIN_ADD_REGION_SIZE
+#define KHEAP_MIN_ADD_REGION_SIZE 2048
+#endif
+#ifndef KHEAP_DEFAULT_SIZE
+#define KHEAP_DEFAULT_SIZE 16384u
+#endif
+#endif /* KHEAP_PROFILE_SMALL */
+
 /* log2 of the page size the heap carves regions into. 12 = 4 KiB pages.
  * Runs, slabs and large blocks are whole pages. */
 #ifndef KHEAP_PAGE_SHIFT
@@ -95,9 +167,54 @@
 #define KHEAP_LOCK_WORDS 8
 #endif
 
+/* The kmalloc size classes: 16 to 64 bytes in steps of 8, then
+ * 2^KHEAP_CLASS_SUB_SHIFT classes per doubling up to the largest,
+ * 2^KHEAP_MAX_CLASS_SHIFT bytes (KHEAP_MAX_CLASS); larger requests are
+ * page runs. A request just above a class boundary wastes under
+ * 1 / (2^KHEAP_CLASS_SUB_SHIFT + 1) of its block from 64 bytes up:
+ * 3 (8 per doubling, up to 32 KiB): 79 classes, under 11.1 %;
+ * 1 (2 per doubling, up to 1 KiB): 15 classes, under 33.3 %
+ * (docs/SIZE_CLASSES.md). */
+#ifndef KHEAP_CLASS_SUB_SHIFT
+#define KHEAP_CLASS_SUB_SHIFT 3
+#endif
+#ifndef KHEAP_MAX_CLASS_SHIFT
+#define KHEAP_MAX_CLASS_SHIFT 15
+#endif
+
+/* 1: every cache gets per-CPU magazines (docs/DESIGN.md, "Per-CPU
+ * magazines"), and kheap_alloc/kheap_free and kmalloc/kfree have their
+ * lock-free hit paths. 0: no cache has them unless created with a
+ * kheap_cache_tuning that asks (mag_cap > 0); every other operation takes
+ * the cache's lock and goes to the slabs, and no per-CPU state is ever
+ * allocated: the choice for one CPU and a small heap. */
+#ifndef KHEAP_PERCPU
+#define KHEAP_PERCPU 1
+#endif
+
+/* Bytes structures are padded to so that what different CPUs write does
+ * not share a cache line (a power of two, 16 or more). */
+#ifndef KHEAP_CACHE_LINE
+#define KHEAP_CACHE_LINE 64
+#endif
+
+/* Magazine capacities there are caches for: 4, 8, ... 4 << (types - 1);
+ * from 1 to 5 (capacity 64). Larger kheap_cache_tuning.mag_cap values
+ * round down to the largest. */
+#ifndef KHEAP_MAG_TYPES
+#define KHEAP_MAG_TYPES 5
+#endif
+
+/* Free-run bins per doubling of the run length, as a log2 (exact bins
+ * below 2^(shift+1) pages): 3 gives 240 bins, 2 gives 124, 1 gives 64. */
+#ifndef KHEAP_BIN_SUB_SHIFT
+#define KHEAP_BIN_SUB_SHIFT 3
+#endif
+
 /* Smallest region kheap_init accepts, in bytes. It holds the heap's own
- * control structure, the descriptors and at least a few pages; the core
- * checks at build time that this value is enough. */
+ * control structure, the descriptors and at least 8 pages (4 in the
+ * small-system profile); the core checks at build time that this value
+ * is enough. */
 #ifndef KHEAP_MIN_REGION_SIZE
 #define KHEAP_MIN_REGION_SIZE 131072
 #endif
@@ -200,8 +317,23 @@
 #if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
 #error "KHEAP_DEBUG must be 0, 1, 2 or 3"
 #endif
-#if KHEAP_PAGE_SHIFT < 10 || KHEAP_PAGE_SHIFT > 16
-#error "KHEAP_PAGE_SHIFT must be between 10 and 16"
+#if KHEAP_PAGE_SHIFT < 9 || KHEAP_PAGE_SHIFT > 16
+#error "KHEAP_PAGE_SHIFT must be between 9 and 16"
+#endif
+#if KHEAP_MAX_CLASS_SHIFT < 10 || KHEAP_MAX_CLASS_SHIFT > 15
+#error "KHEAP_MAX_CLASS_SHIFT must be between 10 and 15"
+#endif
+#if KHEAP_CLASS_SUB_SHIFT < 1 || KHEAP_CLASS_SUB_SHIFT > 3
+#error "KHEAP_CLASS_SUB_SHIFT must be 1, 2 or 3"
+#endif
+#if KHEAP_BIN_SUB_SHIFT < 1 || KHEAP_BIN_SUB_SHIFT > 3
+#error "KHEAP_BIN_SUB_SHIFT must be 1, 2 or 3"
+#endif
+#if KHEAP_MAG_TYPES < 1 || KHEAP_MAG_TYPES > 5
+#error "KHEAP_MAG_TYPES must be between 1 and 5"
+#endif
+#if KHEAP_CACHE_LINE < 16 || (KHEAP_CACHE_LINE & (KHEAP_CACHE_LINE - 1))
+#error "KHEAP_CACHE_LINE must be a power of two, at least 16"
 #endif
 #if KHEAP_DEFAULT_RESERVE && !KHEAP_PORT_PAGES
 #error "KHEAP_DEFAULT_RESERVE needs KHEAP_PORT_PAGES"

@@ -233,6 +233,10 @@ static struct kheap_stats stats(void)
 /* The default heap's size, set by kt_run_bodies. */
 static size_t kt_heap;
 
+/* Below this, a heap's fixed metadata is a large part of it (the
+ * small-system profile's 16 KiB heap): a few tests scale further. */
+#define TINY_HEAP ((size_t)64 << 10)
+
 static bool small_heap(void)
 {
     return kt_heap < KT_FULL_HEAP;
@@ -448,6 +452,10 @@ static void t_model_random(void)
         m_cap = (unsigned)(MODEL_LIVE * (kt_heap >> 10) / (KT_FULL_HEAP >> 10));
         m_cap = m_cap < 32 ? 32 : m_cap;
         m_max = kt_heap / 64;
+        if (kt_heap < TINY_HEAP) {
+            m_cap = 12; /* 15 classes' slabs take much of what is free */
+            m_max = kt_heap / 128;
+        }
         while (m_align_steps > 1 && ((size_t)8 << (m_align_steps - 1)) > kt_heap / 32)
             m_align_steps--;
         note_scaled("model_random",
@@ -491,7 +499,7 @@ static void t_model_random(void)
             MCHECK(p != NULL, "kmalloc_aligned(%zu, %zu) failed", n, align);
             m_add(p, n, align, M_ALIGNED);
         } else if (r < 68) { /* calloc */
-            size_t k = 1 + kt_rand_below(&m_rng, 16), each = rnd_size(&m_rng, 1, 256);
+            size_t k = 1 + kt_rand_below(&m_rng, kt_heap < TINY_HEAP ? 4 : 16), each = rnd_size(&m_rng, 1, m_max < 256 ? m_max : 256);
             unsigned char *p = kcalloc(k, each);
             MCHECK(p != NULL, "kcalloc(%zu, %zu) failed", k, each);
             m_add(p, k * each, 0, M_CALLOC);
@@ -554,8 +562,14 @@ static void t_exhaustion(void)
         /* Every size must fit once in a share of the free memory. */
         sizes[0] = kt_heap / 4;
         sizes[1] = KHEAP_MAX_CLASS + 1 + KHEAP_PAGE_SIZE / 2;
-        note_scaled("exhaustion", "blocks of %zu and %zu bytes (262144 and 40000): a %zu KiB"
-                    " heap", sizes[0], sizes[1], kt_heap >> 10);
+        if (kt_heap < TINY_HEAP) {
+            /* The heap's metadata takes a third of it: a share is not
+             * much more than 1 KiB. */
+            sizes[0] = kt_heap / 16;
+            sizes[2] = kt_heap / 32;
+        }
+        note_scaled("exhaustion", "blocks of %zu, %zu and %zu bytes (262144, 40000 and 4096):"
+                    " a %zu KiB heap", sizes[0], sizes[1], sizes[2], kt_heap >> 10);
     }
     void **chain = NULL;
     size_t count[NSIZES] = {0}, total = 0;
@@ -597,14 +611,14 @@ static void t_exhaustion(void)
     CHECK(st2.heap_free == st0.heap_free, "heap_free %zu after freeing all, was %zu",
           st2.heap_free, st0.heap_free);
     check_heap("after recovery");
-    size_t big = st2.heap_free / 2;
+    size_t big = st2.heap_free / (kt_heap < TINY_HEAP ? 4 : 2);
     void *p = kmalloc(big);
     CHECK(p != NULL, "kmalloc(%zu) failed after recovery", big);
     kfree(p);
-    kt_printf("# exhaustion: %zu + %zu + %zu + %zu + %zu blocks of %zu/%zu/4096/256/16 B"
+    kt_printf("# exhaustion: %zu + %zu + %zu + %zu + %zu blocks of %zu/%zu/%zu/256/16 B"
               " until NULL (%zu bytes free then), %zu bytes free after",
               count[0], count[1], count[2], count[3], count[4], sizes[0], sizes[1],
-              st1.heap_free, st2.heap_free);
+              sizes[2], st1.heap_free, st2.heap_free);
 }
 
 /* ------------------------------------------------------------------ */
@@ -668,8 +682,8 @@ static void t_misuse_reports(void)
     }
     unsigned char *large = kmalloc(large_size);
     CHECK(large, "kmalloc(%zu) failed", large_size);
-    MISUSE("free inside a large block", KHEAP_REPORT_INTERIOR, large + 4096,
-           kfree(large + 4096));
+    MISUSE("free inside a large block", KHEAP_REPORT_INTERIOR, large + KHEAP_PAGE_SIZE,
+           kfree(large + KHEAP_PAGE_SIZE));
     kfree(large);
     MISUSE("second free of a large block", KHEAP_REPORT_FREE_RUN, large, kfree(large));
     kfree(small);
@@ -731,7 +745,8 @@ static void t_object_caches(void)
     static struct kt_inode *objs[NOBJ];
     unsigned nobj = NOBJ, nbuf = 64;
     if (small_heap()) {
-        nobj = kt_heap / 1024 < NOBJ ? (unsigned)(kt_heap / 1024) : NOBJ;
+        size_t per = kt_heap < TINY_HEAP ? 2048 : 1024; /* bytes of heap per inode */
+        nobj = kt_heap / per < NOBJ ? (unsigned)(kt_heap / per) : NOBJ;
         nbuf = (unsigned)(kt_heap / 16384);
         note_scaled("object_caches", "%u inodes (%d) and %u buffers of 3000 bytes (64): a %zu"
                     " KiB heap", nobj, NOBJ, nbuf, kt_heap >> 10);
@@ -740,6 +755,17 @@ static void t_object_caches(void)
     kheap_cache_t *c = kheap_cache_create(h, "kt_inode", sizeof(struct kt_inode), 64,
                                           inode_ctor, inode_dtor);
     CHECK(c, "kheap_cache_create(kt_inode) failed");
+    if (kt_heap < TINY_HEAP) {
+        /* Reuse keeps the constructed state only in slabs the cache keeps
+         * empty (KHEAP_EMPTY_SLABS_KEPT); a tiny heap has room for few. */
+        struct kheap_cache_info i0;
+        kheap_cache_info(c, &i0);
+        size_t fit = i0.objperslab * KHEAP_EMPTY_SLABS_KEPT;
+        if (fit < nobj)
+            nobj = (unsigned)fit;
+        note_scaled("object_caches", "%u inodes: what %d kept empty slabs hold",
+                    nobj, KHEAP_EMPTY_SLABS_KEPT);
+    }
     for (unsigned i = 0; i < nobj; i++) {
         objs[i] = kheap_cache_alloc(c);
         CHECK(objs[i], "kheap_cache_alloc %u failed", i);
@@ -770,18 +796,20 @@ static void t_object_caches(void)
     CHECK(ctor_runs == built, "constructors ran %lu more times on reuse", ctor_runs - built);
     CHECK(reused == nobj, "%u of %u objects came back with their state", reused, nobj);
 
-    /* A cache without constructor, objects of 3000 bytes across slabs. */
-    kheap_cache_t *d = kheap_cache_create(h, "kt_buf3000", 3000, 0, NULL, NULL);
+    /* A cache without constructor, objects of 3000 bytes across slabs
+     * (or of the largest class's size less a bit, where that is less). */
+    const size_t bsz = KHEAP_MAX_CLASS - 24 < 3000 ? KHEAP_MAX_CLASS - 24 : 3000;
+    kheap_cache_t *d = kheap_cache_create(h, "kt_buf3000", bsz, 0, NULL, NULL);
     CHECK(d, "kheap_cache_create(kt_buf3000) failed");
     static unsigned char *bufs[64];
     for (unsigned i = 0; i < nbuf; i++) {
         bufs[i] = kheap_cache_alloc(d);
         CHECK(bufs[i], "kt_buf3000 alloc %u failed", i);
-        fill(bufs[i], 3000, i);
+        fill(bufs[i], bsz, i);
     }
     for (unsigned i = 0; i < nbuf; i++) {
-        size_t bad = verify(bufs[i], 3000, 3000, i);
-        CHECK(bad == 3000, "kt_buf3000 object %u byte %zu overwritten", i, bad);
+        size_t bad = verify(bufs[i], bsz, bsz, i);
+        CHECK(bad == bsz, "kt_buf3000 object %u byte %zu overwritten", i, bad);
         kheap_cache_free(d, bufs[i]);
     }
     check_heap("with two user caches");
@@ -832,12 +860,16 @@ static struct ring s_ring[KT_MAX_CPUS];
 static struct worker s_res[KT_MAX_CPUS];
 static unsigned s_n, s_done;
 static size_t s_big_lo = 32768, s_big_hi = 131072; /* 1 in 32 messages */
+/* Other messages' largest size, messages a CPU holds, messages an inbox
+ * holds. */
+static size_t s_max = 4096;
+static unsigned s_local = LOCAL, s_ring_cap = RING;
 static kheap_cache_t *s_cache;
 
 static bool ring_put(struct ring *r, void *p)
 {
     uintptr_t t = r->tail, h = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-    if (t - h == RING)
+    if (t - h == s_ring_cap)
         return false;
     r->slot[t % RING] = p;
     __atomic_store_n(&r->tail, t + 1, __ATOMIC_RELEASE);
@@ -874,7 +906,7 @@ static bool msg_new(struct worker *w, unsigned idx, uint64_t *rng, struct msg **
         m = kheap_cache_alloc(s_cache);
     } else {
         size = kt_rand_below(rng, 32) == 0 ? rnd_size(rng, s_big_lo, s_big_hi)
-                                       : rnd_size(rng, sizeof *m, 4096);
+                                       : rnd_size(rng, sizeof *m, s_max);
         m = kmalloc(size);
     }
     WCHECK(w, m != NULL, "CPU %u: allocation of %zu bytes failed", idx, size);
@@ -936,7 +968,7 @@ static bool stress_run(unsigned idx)
     for (unsigned long op = 0; op < env->stress_ops; op++) {
         unsigned r = (unsigned)kt_rand_below(&rng, 100);
         if (r < 40 || nlocal == 0) {
-            if (nlocal == LOCAL) {
+            if (nlocal == s_local) {
                 if (!msg_free(w, idx, local[--nlocal]))
                     return false;
             }
@@ -998,6 +1030,17 @@ static void t_smp_stress(void)
         note_scaled("smp_stress", "big messages of %zu to %zu bytes (32768 to 131072): a %zu"
                     " KiB heap", s_big_lo, s_big_hi, kt_heap >> 10);
     }
+    s_max = 4096;
+    s_local = LOCAL;
+    s_ring_cap = RING;
+    if (kt_heap < TINY_HEAP) {
+        s_max = kt_heap / 128;
+        s_local = 3;
+        s_ring_cap = 3;
+        s_big_hi = kt_heap / 64;
+        note_scaled("smp_stress", "messages up to %zu bytes (4096), %u held and %u in an"
+                    " inbox (%d, %d)", s_max, s_local, s_ring_cap, LOCAL, RING);
+    }
     if (s_n == 1)
         note_scaled("smp_stress", "one CPU: it hands objects to its own inbox, so nothing is"
                     " freed on another CPU and nothing runs concurrently");
@@ -1054,20 +1097,26 @@ static void t_bulk_and_reserve(void)
     kheap_t *h = kheap_default();
     kheap_cache_t *c = kheap_cache_create(h, "kt_reserve", 96, 0, NULL, NULL);
     CHECK(c, "kheap_cache_create");
-    enum { N = 48 };
-    static void *objs[N];
+    enum { NMAX = 48 };
+    static void *objs[NMAX];
+    /* 48 objects of 96 and of 200 bytes do not fit beside a tiny heap's
+     * metadata. */
+    const unsigned N = kt_heap < TINY_HEAP ? 12 : NMAX;
+    if (N < NMAX)
+        note_scaled("bulk_and_reserve", "%u objects (%d): a %zu KiB heap", N, (int)NMAX,
+                    kt_heap >> 10);
     struct kheap_stats s0 = stats();
-    CHECK(kheap_cache_alloc_bulk(c, N, objs) == N, "bulk of %d", N);
+    CHECK(kheap_cache_alloc_bulk(c, N, objs) == N, "bulk of %u", N);
     for (unsigned i = 0; i < N; i++)
         fill(objs[i], 96, i);
     for (unsigned i = 0; i < N; i++)
         CHECK(verify(objs[i], 96, 96, i) == 96, "bulk object %u overwritten", i);
     kheap_cache_free_bulk(c, N, objs);
-    CHECK(kheap_alloc_bulk(h, 200, N, objs) == N, "kmalloc bulk of %d", N);
+    CHECK(kheap_alloc_bulk(h, 200, N, objs) == N, "kmalloc bulk of %u", N);
     kheap_free_bulk(h, N, objs);
     /* A reserve filled where allocation may wait, used where it may not. */
     struct kheap_reserve r = KHEAP_RESERVE_INIT;
-    CHECK(kheap_reserve_fill(c, N, &r) == KHEAP_OK, "reserve_fill %d", N);
+    CHECK(kheap_reserve_fill(c, N, &r) == KHEAP_OK, "reserve_fill %u", N);
     unsigned got = 0;
     if (env->irq_off)
         env->irq_off();
@@ -1080,7 +1129,7 @@ static void t_bulk_and_reserve(void)
     void *extra = kheap_reserve_alloc(&r);
     if (env->irq_on)
         env->irq_on();
-    CHECK(got == N && extra == NULL, "%u of %d from the reserve, one more %p", got, N, extra);
+    CHECK(got == N && extra == NULL, "%u of %u from the reserve, one more %p", got, N, extra);
     for (unsigned i = 0; i < N; i++)
         CHECK(verify(objs[i], 96, 96, 1000 + i) == 96, "reserved object %u overwritten", i);
     kheap_cache_free_bulk(c, N, objs);

@@ -13,9 +13,11 @@ void kt_make_classes(void)
     size_t n = 0;
     for (size_t s = 16; s <= 64; s += 8)
         kt_class[n++] = s;
+    /* 2^KHEAP_CLASS_SUB_SHIFT classes per doubling (kheap_config.h). */
+    const size_t sub = (size_t)1 << KHEAP_CLASS_SUB_SHIFT;
     for (size_t base = 64; base < KHEAP_MAX_CLASS; base *= 2)
-        for (size_t i = 1; i <= 8; i++)
-            kt_class[n++] = base + i * (base / 8);
+        for (size_t i = 1; i <= sub; i++)
+            kt_class[n++] = base + i * (base / sub);
 }
 
 /* ---- report capture ---- */

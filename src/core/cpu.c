@@ -69,7 +69,9 @@ struct kh_cpu kh_cpu_sentinel = {
 
 static unsigned mag_type(unsigned cap)
 {
-    return cap >= 64 ? 4 : cap >= 32 ? 3 : cap >= 16 ? 2 : cap >= 8 ? 1 : 0;
+    unsigned t = cap >= 64 ? 4 : cap >= 32 ? 3 : cap >= 16 ? 2 : cap >= 8 ? 1 : 0;
+    KH_ASSERT(t < KH_MAG_TYPES, (void *)0);
+    return t;
 }
 
 static struct kh_mag *mag_new(kheap_t *h, unsigned cap)
@@ -229,16 +231,12 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c)
 }
 
 /* An object straight from the slabs, for a caller with no CPU slot (or no
- * memory for magazines). */
+ * memory for magazines), or of a cache with no per-CPU layer: one hold
+ * of the cache's lock. */
 static void *alloc_direct(struct kheap_cache *c)
 {
     void *p;
-    if (kh_cache_take(c, &p, 1) == 0)
-        return NULL;
-    kh_lock(&c->lock);
-    c->nocpu_allocs++;
-    kh_unlock(&c->lock);
-    return p;
+    return kh_cache_take_counted(c, &p, 1, &c->nocpu_allocs) ? p : NULL;
 }
 
 /* The CPU's busy word of c's front (kh_busy_of): marked around every
@@ -315,6 +313,8 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
 
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c)
 {
+    if (!c->mag_cap) /* no per-CPU layer (KHEAP_PERCPU 0, or tuned off) */
+        return alloc_direct(c);
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     bool direct = !cc;
@@ -386,6 +386,10 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
 
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
 {
+    if (!c->mag_cap) { /* no per-CPU layer */
+        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees);
+        return;
+    }
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cpu == KHEAP_CPU_NONE || !c->mag_cap ? NULL : cc_setup(h, c, cpu);
     bool cached = false;
@@ -395,12 +399,8 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
-    if (cached)
-        return;
-    kh_cache_give_n(c, &p, 1);
-    kh_lock(&c->lock);
-    c->nocpu_frees++;
-    kh_unlock(&c->lock);
+    if (!cached)
+        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees);
 }
 
 /* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
@@ -409,7 +409,7 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
 {
     bool found = false;
     unsigned cpu = kheap_port_cpu_enter();
-    if (cpu != KHEAP_CPU_NONE) {
+    if (cpu != KHEAP_CPU_NONE && c->mag_cap) {
         struct kh_cc *cc = cc_setup(h, c, cpu);
         if (cc) {
             busy_on(h, c, cpu);

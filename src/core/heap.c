@@ -170,19 +170,25 @@ void kh_account_failure(kheap_t *h)
 }
 
 /* ------------------------------------------------------------------ */
-/* Size classes: 16 to 64 in steps of 8, then 8 classes per doubling up
- * to KHEAP_MAX_CLASS (72..128 by 8, 144..256 by 16, ..., 18432..32768 by
- * 2048). With 8 steps per doubling a request just above a class boundary
- * wastes under 1/9 of its block: at most 12.5% from 64 bytes up
+/* Size classes: 16 to 64 in steps of 8, then 2^KHEAP_CLASS_SUB_SHIFT
+ * classes per doubling up to KHEAP_MAX_CLASS. By default 8 per doubling
+ * to 32 KiB (72..128 by 8, 144..256 by 16, ..., 18432..32768 by 2048): a
+ * request just above a class boundary wastes under 1/9 of its block, at
+ * most 11.1% from 64 bytes up; the small-system profile has 2 per
+ * doubling to 1 KiB (96, 128, 192, ..., 768, 1024): under 1/3
  * (docs/SIZE_CLASSES.md lists every class). The size -> class map is a
  * table up to 1 KiB and a few shifts above (kh_class_of). */
 
-_Static_assert(KHEAP_NUM_CLASSES == 7 + 8 * 9, "class count");
+#define KH_CLASS_SUB (1u << KHEAP_CLASS_SUB_SHIFT)
+_Static_assert(KHEAP_NUM_CLASSES == 7 + KH_CLASS_SUB * (KHEAP_MAX_CLASS_SHIFT - 6),
+               "class count");
+_Static_assert(KHEAP_NUM_CLASSES <= KH_NO_CLASS, "class indices fit kheap_cache.cls");
 
 /* kh_small_class[(n + 7) / 8] is the class of a request of n <= 1024
  * bytes: the smallest class of at least max(n, 1) bytes (checked against
  * that rule for every n by tests/test_layers.c). */
 const uint8_t kh_small_class[129] = {
+#if KHEAP_CLASS_SUB_SHIFT == 3
     0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 15,
     16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 23, 23, 24,
     24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28,
@@ -190,14 +196,33 @@ const uint8_t kh_small_class[129] = {
     32, 32, 32, 32, 32, 33, 33, 33, 33, 33, 33, 33, 33, 34, 34, 34, 34, 34, 34,
     34, 34, 35, 35, 35, 35, 35, 35, 35, 35, 36, 36, 36, 36, 36, 36, 36, 36, 37,
     37, 37, 37, 37, 37, 37, 37, 38, 38, 38, 38, 38, 38, 38, 38,
+#elif KHEAP_CLASS_SUB_SHIFT == 2
+     0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7,  8,  8,  9,  9, 10, 10, 11,
+    11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15,
+    15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17,
+    17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19,
+    19, 19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 20,
+    20, 20, 20, 20, 20, 20, 20, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21,
+    21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22,
+    22, 22, 22,
+#else
+     0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7,  7,  7,  8,  8,  8,  8,  9,
+     9,  9,  9,  9,  9,  9,  9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11,
+    11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12,
+    12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13,
+    13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13,
+    13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14,
+    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14,
+    14, 14, 14,
+#endif
 };
 
 size_t kh_class_size(unsigned i)
 {
     if (i < 7)
         return 16 + 8 * (size_t)i;
-    unsigned k = (i - 7) / 8, j = (i - 7) % 8;
-    return ((size_t)64 << k) + (size_t)(j + 1) * ((size_t)8 << k);
+    unsigned k = (i - 7) >> KHEAP_CLASS_SUB_SHIFT, j = (i - 7) & (KH_CLASS_SUB - 1);
+    return ((size_t)64 << k) + (size_t)(j + 1) * ((size_t)(64 / KH_CLASS_SUB) << k);
 }
 
 /* ------------------------------------------------------------------ */

@@ -65,13 +65,13 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
                    sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
                    KH_CACHE_INTERNAL);
-    static const char *const mag_names[KH_MAG_TYPES] = {
-        "kheap_magazine-4", "kheap_magazine-8", "kheap_magazine-16",
-        "kheap_magazine-32", "kheap_magazine-64"};
-    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-        kh_cache_setup(h, &h->mag_cache[t], mag_names[t],
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++) {
+        char name[KHEAP_NAME_MAX] = "kheap_magazine-";
+        name[15 + kh_decimal(name + 15, (uint64_t)4 << t)] = 0;
+        kh_cache_setup(h, &h->mag_cache[t], name,
                        sizeof(struct kh_mag) + ((size_t)4 << t) * sizeof(void *),
                        KH_CACHE_LINE, NULL, NULL, KH_CACHE_INTERNAL);
+    }
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++)
         h->cpu[k] = &kh_cpu_sentinel;
     kh_vg_benign(h->cpu, sizeof h->cpu);

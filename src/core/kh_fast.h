@@ -46,7 +46,7 @@ static inline struct kh_cpu *kh_cpu_here(struct kh_cpu *const *cpus, unsigned cp
  * their own, so the small requests' path is as it was. */
 static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **out)
 {
-#if KH_FAST
+#if KH_FAST && KHEAP_PERCPU
     struct kh_cc *cc;
     unsigned cpu;
     if (kh_likely(size <= KH_DIRECT_MAX)) {
@@ -73,7 +73,7 @@ static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **
 /* Free hit: ptr pushed onto this CPU's magazine of its class, or false. */
 static inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_window *w, void *ptr)
 {
-#if KH_FAST
+#if KH_FAST && KHEAP_PERCPU
     uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
     uintptr_t off = (uintptr_t)ptr - w->start;
     if (kh_likely(off < span)) {

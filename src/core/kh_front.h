@@ -60,7 +60,7 @@ static inline unsigned kh_log2(size_t x) /* x > 0 */
 /* ------------------------------------------------------------------ */
 /* Per-CPU magazines (cpu.c). */
 
-#define KH_CACHE_LINE 64u
+#define KH_CACHE_LINE ((unsigned)KHEAP_CACHE_LINE)
 
 /* A magazine: a stack of up to cap constructed objects of one cache. */
 struct kh_mag {
@@ -104,7 +104,9 @@ struct kh_cc {
     uint64_t allocs, frees; /* every allocation / free on this CPU */
 } __attribute__((aligned(KH_CACHE_LINE)));
 
-_Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE, "kh_cc is one cache line");
+_Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE || KH_CACHE_LINE < 64,
+               "kh_cc is one cache line");
+_Static_assert(sizeof(struct kh_cc) % KH_CACHE_LINE == 0, "kh_cc is padded to lines");
 
 
 /* Index of kmalloc class cls in kh_cpu.cc: entry 0 is a front that never
@@ -197,7 +199,9 @@ static inline unsigned kh_class_of(size_t n)
     if (kh_likely(n <= 1024))
         return kh_small_class[(n + 7) >> 3];
     unsigned f = kh_log2(n - 1);
-    return 7 + ((f - 6) << 3) + (unsigned)(((n - 1) >> (f - 3)) & 7);
+    return 7 + ((f - 6) << KHEAP_CLASS_SUB_SHIFT) +
+           (unsigned)(((n - 1) >> (f - KHEAP_CLASS_SUB_SHIFT)) &
+                      ((1u << KHEAP_CLASS_SUB_SHIFT) - 1));
 }
 
 /* Count one operation in a per-CPU counter: only its CPU writes it, other

@@ -172,12 +172,18 @@ struct kh_region {
 };
 
 #define KH_NO_CLASS 0xffu
-#define KH_MAG_TYPES 5u
+#define KH_MAG_TYPES ((unsigned)KHEAP_MAG_TYPES)
+/* The largest magazine: tuned capacities round down to it. */
+#define KH_MAG_MAX (4u << (KH_MAG_TYPES - 1))
 
-/* Objects per magazine of a cache of slot-byte objects (cpu.c says why). */
+/* Objects per magazine of a cache of slot-byte objects (cpu.c says why);
+ * 0 without the per-CPU layer (KHEAP_PERCPU 0). */
 static inline unsigned kh_mag_cap_for(size_t slot)
 {
-    return slot <= 128 ? 64 : slot <= 512 ? 32 : slot <= 2048 ? 16 : slot <= 8192 ? 8 : 4;
+    if (!KHEAP_PERCPU)
+        return 0;
+    unsigned cap = slot <= 128 ? 64 : slot <= 512 ? 32 : slot <= 2048 ? 16 : slot <= 8192 ? 8 : 4;
+    return cap < KH_MAG_MAX ? cap : KH_MAG_MAX;
 }
 
 /* ------------------------------------------------------------------ */
@@ -189,21 +195,32 @@ enum {
                                     objects count as metadata */
 };
 
+/* A slab's geometry (bytes and counts within one slab): 16 bits when
+ * the largest slab, KH_SLAB_MAX_PAGES pages, is under 64 KiB (pages of
+ * 512 bytes or less), which saves 18 bytes a cache. */
+#if KHEAP_PAGE_SHIFT <= 9
+typedef uint16_t kh_geom_t;
+#else
+typedef uint32_t kh_geom_t;
+#endif
+_Static_assert(((uint64_t)KH_SLAB_MAX_PAGES << KHEAP_PAGE_SHIFT) - 1 <= (kh_geom_t)-1,
+               "a slab's bytes fit kh_geom_t");
+
 struct kheap_cache {
     /* Fixed at creation; read without a lock. */
     uint32_t magic;
     uint32_t flags;
     kheap_t *heap;
     char name[KHEAP_NAME_MAX];
-    uint32_t size;       /* usable bytes of an object */
-    uint32_t slot;       /* bytes between objects */
-    uint32_t link_off;   /* free-list link offset in a free object */
-    uint32_t align;      /* alignment of every object */
-    uint32_t objs;       /* objects per slab */
-    uint32_t pages;      /* pages per slab */
-    uint32_t slab_align; /* alignment of the slab's first page, bytes */
-    uint32_t bitmap_off; /* offset of the allocation bitmap in the slab */
-    uint32_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
+    kh_geom_t size;       /* usable bytes of an object */
+    kh_geom_t slot;       /* bytes between objects */
+    kh_geom_t link_off;   /* free-list link offset in a free object */
+    kh_geom_t align;      /* alignment of every object */
+    kh_geom_t objs;       /* objects per slab */
+    kh_geom_t pages;      /* pages per slab */
+    kh_geom_t slab_align; /* alignment of the slab's first page, bytes */
+    kh_geom_t bitmap_off; /* offset of the allocation bitmap in the slab */
+    kh_geom_t bitmap_bytes; /* 0: the bitmap is kh_page.bits (objs <= 32) */
     uint8_t cls;         /* kmalloc class index, or KH_NO_CLASS */
     uint8_t guard;       /* 1: freed objects carry the double-free key in
                             bytes 8..11 (no ctor; kh_fast.h) */
@@ -254,8 +271,8 @@ struct kheap_cache {
  * pages, exact below 16 pages), a bitmap of non-empty bins and a summary
  * word, as TLSF does, so the first bin that can hold a length is found in
  * O(1) (docs/DESIGN.md). Run lengths are uint32_t. */
-#define KH_BIN_SUB_SHIFT 3u
-#define KH_NBINS 240u
+#define KH_BIN_SUB_SHIFT ((unsigned)KHEAP_BIN_SUB_SHIFT)
+#define KH_NBINS ((33u - KH_BIN_SUB_SHIFT) << KH_BIN_SUB_SHIFT) /* 240, 124, 64 */
 #define KH_WORD_BITS (sizeof(unsigned long) * 8u)
 #define KH_BIN_WORDS ((KH_NBINS + KH_WORD_BITS - 1) / KH_WORD_BITS)
 _Static_assert(KH_BIN_WORDS <= sizeof(unsigned long) * 8u,
@@ -383,7 +400,7 @@ struct kheap {
 /* ------------------------------------------------------------------ */
 /* Between the layers, bottom up. */
 
-#define KH_HEADER_ALIGN 64u
+#define KH_HEADER_ALIGN KH_CACHE_LINE
 
 /* heap.c */
 void kh_report(enum kheap_report_kind kind, const void *addr,
@@ -529,10 +546,22 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj);
 void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
                     size_t size, size_t align, kheap_ctor_fn ctor,
                     kheap_ctor_fn dtor, uint32_t flags);
-size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n);
+/* Take up to n objects of c (returns how many), or give n back (returns
+ * the bytes of slabs that went to the page layer), under one hold of c's
+ * lock; the _counted forms also add the number to *count (a counter c's
+ * lock protects, or NULL) in the same hold. */
+size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
+size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
+static inline size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
+{
+    return kh_cache_take_counted(c, objs, n, NULL);
+}
+static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
+{
+    return kh_cache_give_counted(c, objs, n, NULL);
+}
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
-size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n);
 size_t kh_cache_take_try(struct kheap_cache *c, void **obj);
 size_t kh_cache_release(struct kheap_cache *c, size_t keep);
 /* End of a decay epoch: empty slabs that stayed empty through it go back

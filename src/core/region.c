@@ -22,10 +22,12 @@
 #include "kh_internal.h"
 
 
+/* Pages a first region of KHEAP_MIN_REGION_SIZE holds at least. */
+#define KH_MIN_REGION_PAGES (KHEAP_PROFILE_SMALL ? 4u : 8u)
 _Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) +
                                             KH_HEADER_ALIGN + KH_PAGE +
-                                            8 * (KH_PAGE + sizeof(struct kh_page) + 2),
-               "KHEAP_MIN_REGION_SIZE cannot hold the heap and 8 pages");
+                                            KH_MIN_REGION_PAGES * (KH_PAGE + sizeof(struct kh_page) + 2),
+               "KHEAP_MIN_REGION_SIZE cannot hold the heap and its minimum of pages");
 _Static_assert(KHEAP_MIN_ADD_REGION_SIZE >= KH_HEADER_ALIGN + KH_PAGE +
                                                 KH_PAGE + sizeof(struct kh_page),
                "KHEAP_MIN_ADD_REGION_SIZE cannot hold one page");

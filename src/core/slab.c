@@ -264,7 +264,7 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  * KHEAP_DEBUG >= 2 objects leave still carrying the free poison (fresh
  * ones get it here), which the layer above checks and replaces.
  */
-size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
+size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
 {
     kheap_t *h = c->heap;
     uint64_t fresh = 0;
@@ -315,6 +315,8 @@ size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
     }
     c->active_objs += k;
     c->allocs += k;
+    if (count)
+        *count += k;
     if (k && (c->flags & KH_CACHE_INTERNAL))
         kh_account_internal(h, k * c->size, true);
     else if (k)
@@ -465,7 +467,7 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
  * bytes of slabs that went back to the page layer. An object its slab
  * already holds free (a double free that sat in a magazine) is reported
  * and skipped. */
-size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
+size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
 {
     kheap_t *h = c->heap;
     struct kh_page *release = NULL;
@@ -486,6 +488,8 @@ size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
             bad_why[nbad++] = why;
         }
     }
+    if (count)
+        *count += n;
     kh_unlock(&c->lock);
     size_t bytes = slabs_free(c, release);
     for (size_t i = 0; i < nbad; i++)

@@ -52,6 +52,14 @@ $(AMALG)/tests/test_bodies: tests/test_bodies.c tests/bodies.c tests/bodies.h $(
 	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_release) $(OPTIONS) $(HOSTED_DEFS) -I$(AMALG)/inc -Isrc/core \
 	  tests/test_bodies.c tests/bodies.c $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a -o $@ -lpthread
 
+$(AMALG)/tests/test_small: tests/test_small.c tests/small.c tests/small.h tests/bodies.c \
+                           tests/bodies.h $(TEST_HDRS) $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a
+	@mkdir -p $(dir $@)
+	$(msg) LD $@
+	$(Q)$(CC) $(CSTD) $(WARN) $(FLAGS_release) $(OPTIONS) $(HOSTED_DEFS) -I$(AMALG)/inc -Isrc/core \
+	  tests/test_small.c tests/small.c tests/bodies.c $(AMALG_TEST_SUPPORT) $(AMALG)/libkheap.a \
+	  -o $@ -lpthread
+
 amalg-tests: $(addprefix $(AMALG)/tests/,$(TESTS))
 
 # The port template as shipped, run hosted: only the distribution's files.
