@@ -890,8 +890,6 @@ TEST(nolock_signal_stress)
         rounds = 2000;
     if (rounds > 10000)
         rounds = 10000;
-    if (kt_env_long("KHEAP_TEST_SMALL", 0))
-        rounds = 200;
     /* One signal at a time (a pending signal is not queued twice): wait
      * until the handler has run before sending the next. Valgrind delivers
      * a signal to a thread that makes no system calls only when it next

@@ -115,12 +115,16 @@ int kheap_cache_destroy(kheap_cache_t *c)
     else
         h->caches_tail = c->prev;
     h->ncaches--;
-    kh_unlock(&h->caches_lock);
     /* Nothing is live: every object is cached or in a slab. The caller
      * promises no CPU uses the cache any more, so every CPU's magazines
-     * may be emptied from here. */
+     * may be emptied from here. caches_lock stays held while they are
+     * (the cache's lock and the page lock come after it in the order):
+     * kheap_check, which walks every slab holding the locks of the listed
+     * caches only, then cannot read this cache's slabs while they
+     * change. */
     kh_cache_drain(c, true);
     kh_cache_release(c, 0);
+    kh_unlock(&h->caches_lock);
     KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
     kh_lock(&h->page_lock);
     h->retired_allocs += n.allocs;
