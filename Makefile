@@ -44,9 +44,9 @@ CSTD    := -std=c11
 OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_PROFILE_SMALL KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS \
-             KHEAP_REDZONE KHEAP_QUARANTINE_COUNT KHEAP_QUARANTINE_BYTES,$(if $($(o)),-D$(o)=$($(o))))
+             KHEAP_REDZONE KHEAP_QUARANTINE_COUNT KHEAP_QUARANTINE_BYTES KHEAP_SAMPLE_RATE KHEAP_GUARD_SLOTS,$(if $($(o)),-D$(o)=$($(o))))
 
-CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c kmalloc.c \
+CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c guard.c kmalloc.c \
               stats.c init.c default.c)
 PORT_SRC := src/port/hosted.c
 HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
@@ -70,7 +70,7 @@ FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_PROTECT=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
         install uninstall amalgamation deb fuzz fuzz-build
@@ -331,7 +331,7 @@ MANDIR       ?= $(PREFIX)/share/man
 INSTALL      ?= install
 REAL_SO      := libkheap.so.$(KHEAP_VERSION)
 INSTALL_HDRS := include/kheap.h include/kheap_port.h $(wildcard include/kheap_hosted.h)
-INSTALLED_DEFS := $(patsubst -D%,%,$(OPTIONS)) KHEAP_PORT_PAGES=1 KHEAP_PORT_PURGE=1 KHEAP_PORT_CLOCK=1
+INSTALLED_DEFS := $(patsubst -D%,%,$(OPTIONS)) KHEAP_PORT_PAGES=1 KHEAP_PORT_PURGE=1 KHEAP_PORT_CLOCK=1 KHEAP_PORT_PROTECT=1
 
 $(B)/install/kheap_config.h: include/kheap_config.h Makefile
 	@mkdir -p $(dir $@)

@@ -73,7 +73,8 @@ enum kheap_err {
     KHEAP_EOVERLAP = 4,  /* region overlaps one the heap already has */
     KHEAP_ETOOMANY = 5,  /* the heap already has KHEAP_MAX_REGIONS */
     KHEAP_EBUSY = 6,     /* cache still has allocated objects */
-    KHEAP_ENOSYS = 7,    /* the port has no page hooks (KHEAP_PORT_PAGES 0) */
+    KHEAP_ENOSYS = 7,    /* the port lacks a hook: pages (KHEAP_PORT_PAGES 0) or
+                            page protection (KHEAP_PORT_PROTECT 0) */
     KHEAP_ENOMEM = 8,    /* the heap cannot give the objects asked for */
 };
 
@@ -213,6 +214,38 @@ void kheap_free_as(kheap_t *heap, void *ptr, size_t size, enum kheap_block_kind 
 /* KHEAP_REDZONE builds: check and free every block in the quarantine
  * now; returns how many. 0 in other builds. */
 size_t kheap_quarantine_drain(kheap_t *heap);
+
+/* Sampled guard blocks (KFENCE and GWP-ASan's idea; docs/DESIGN.md):
+ * about one allocation in `every` of at most KHEAP_PAGE_SIZE bytes gets
+ * a page of its own between inaccessible pages, against the page's end or
+ * its start in turn. An access past either end faults at once, and so
+ * does an access after its free while the page waits to be reused (the
+ * least recently freed of KHEAP_GUARD_SLOTS pages is reused first); a
+ * smaller overflow inside the page is found at free. The sampling costs
+ * nothing on the hit paths: a countdown is checked when a magazine runs
+ * empty, so allocations served by a magazine that never runs empty are
+ * not sampled. A sampled block behaves as any other (free, realloc,
+ * usable size: its exact size; KHEAP_NOLOCK frees defer it).
+ *
+ * kheap_set_sample: 0 turns sampling off; the first non-zero call takes
+ * the pool, 2 * KHEAP_GUARD_SLOTS + 1 pages of the heap's address space
+ * (metadata in the statistics; only the pages of live sampled blocks are
+ * touched), for the heap's life. Errors: KHEAP_EINVAL (heap NULL),
+ * KHEAP_ENOSYS (the port cannot protect pages: KHEAP_PORT_PROTECT 0, a
+ * KHEAP_REDZONE build, or the platform refused), KHEAP_ENOMEM (no room
+ * for the pool). Heaps start with KHEAP_SAMPLE_RATE (default 0);
+ * libkheap.so reads KHEAP_SAMPLE_RATE from the environment.
+ *
+ * kheap_guard_fault: for the platform's fault handler. If addr is in the
+ * heap's guard pool, reports the access (KHEAP_REPORT_OVERFLOW,
+ * _UNDERFLOW or _USE_AFTER_FREE, with the block's address and size, and
+ * addr as `where`) through the report hook and returns 1; the caller must
+ * not retry the access (the hosted default hook aborts). Returns 0 for an
+ * address that is not the pool's. Takes no lock: safe in a signal or
+ * exception handler. */
+int kheap_set_sample(kheap_t *heap, unsigned long every);
+unsigned long kheap_get_sample(kheap_t *heap);
+int kheap_guard_fault(kheap_t *heap, const void *addr);
 
 /* ------------------------------------------------------------------ */
 /* Allocation from any context                                         */
@@ -543,6 +576,9 @@ struct kheap_stats {
                                   NULL (every cache; also those made before
                                   the kmalloc classes' rows count them) */
     uint64_t nolock_deferred;  /* KHEAP_NOLOCK frees deferred (the same) */
+    uint64_t sampled_count;    /* blocks ever given a guard page
+                                  (kheap_set_sample) */
+    size_t sampled_live;       /* of which allocated now */
 };
 
 /* Decay (the default length of an epoch is KHEAP_DECAY_MS, 1000 ms).

@@ -261,6 +261,30 @@
 #define KHEAP_QUARANTINE_BYTES (4u << 20)
 #endif
 
+/* Sampled guard blocks (src/core/guard.c), as KFENCE and GWP-ASan do:
+ * about one allocation in N of at most a page gets a page of its own
+ * between inaccessible pages, placed against the page's end or its start
+ * in turn; a stray access past either end, or after its free, faults and
+ * is reported (kheap_guard_fault). N is set per heap at run time
+ * (kheap_set_sample; libkheap.so: KHEAP_SAMPLE_RATE) and starts at
+ * KHEAP_SAMPLE_RATE; 0 turns sampling off. Needs the port's page
+ * protection hook (KHEAP_PORT_PROTECT 1: hosted has it). The decision
+ * costs nothing on the hit paths: a countdown checked when a magazine
+ * runs empty. KHEAP_GUARD_SLOTS blocks, live and recently freed, can hold
+ * a guard page at once; the pool takes 2 * KHEAP_GUARD_SLOTS + 1 pages of
+ * the heap's address space (only the pages of live blocks are touched),
+ * and is made on the first kheap_set_sample that turns sampling on.
+ * KHEAP_GUARD_SLOTS 0 leaves the sampler out of the build. */
+#ifndef KHEAP_PORT_PROTECT
+#define KHEAP_PORT_PROTECT 0
+#endif
+#ifndef KHEAP_GUARD_SLOTS
+#define KHEAP_GUARD_SLOTS 32
+#endif
+#ifndef KHEAP_SAMPLE_RATE
+#define KHEAP_SAMPLE_RATE 0
+#endif
+
 /* Bytes of address space the default heap's first region reserves from
  * the port (kheap_port_pages_reserve) on first use, instead of using its
  * static array: one large first region keeps every free on the hit path.
@@ -334,6 +358,9 @@
 #endif
 #if KHEAP_CACHE_LINE < 16 || (KHEAP_CACHE_LINE & (KHEAP_CACHE_LINE - 1))
 #error "KHEAP_CACHE_LINE must be a power of two, at least 16"
+#endif
+#if KHEAP_GUARD_SLOTS < 0 || KHEAP_GUARD_SLOTS > 255
+#error "KHEAP_GUARD_SLOTS must be between 0 and 255"
 #endif
 #if KHEAP_DEFAULT_RESERVE && !KHEAP_PORT_PAGES
 #error "KHEAP_DEFAULT_RESERVE needs KHEAP_PORT_PAGES"

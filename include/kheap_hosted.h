@@ -5,6 +5,7 @@
 #ifndef KHEAP_HOSTED_H
 #define KHEAP_HOSTED_H
 
+#include "kheap.h"
 #include "kheap_port.h"
 
 #ifdef __cplusplus
@@ -27,6 +28,21 @@ kheap_idle_hook_fn kheap_hosted_set_idle_hook(kheap_idle_hook_fn fn);
 /* Format a report as the default hook prints it (no trailing newline). */
 void kheap_hosted_format_report(const struct kheap_report *report, char *buf,
                                 size_t len);
+
+#if KHEAP_PORT_PROTECT
+/* Pass the faults in heap's guard pool (kheap_set_sample) to
+ * kheap_guard_fault, through a SIGSEGV handler installed on the first
+ * call (SA_ONSTACK: it runs on the thread's alternate stack if it has
+ * one). A reported fault ends the process as the report hook decides
+ * (the default hook aborts; if the hook returns, the access faults again
+ * with the default action, SIGSEGV). Faults elsewhere go to the handler
+ * that was installed before, or get the default action. A program that
+ * installs its own SIGSEGV handler later replaces this one (it may call
+ * kheap_guard_fault itself). Up to 8 heaps. Returns 0, KHEAP_EINVAL,
+ * KHEAP_ETOOMANY or KHEAP_ENOSYS (sigaction failed). libkheap.so calls
+ * it for the default heap when KHEAP_SAMPLE_RATE is set. */
+int kheap_hosted_catch_faults(kheap_t *heap);
+#endif
 
 #ifdef __cplusplus
 }

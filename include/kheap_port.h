@@ -207,6 +207,19 @@ void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
 void kheap_port_pages_purge(void *addr, size_t bytes);
 #endif
 
+#if KHEAP_PORT_PROTECT
+/* Make the pages [addr, addr + bytes) (page-aligned, whole pages, all
+ * inside the heap) inaccessible (access 0: any read or write faults) or
+ * readable and writable again (access 1). Returns 0, or non-zero if the
+ * platform cannot (the hosted port refuses when its pages are larger
+ * than KHEAP_PAGE_SIZE). Used only by the sampled guard blocks
+ * (kheap_set_sample), on their slow paths, with no kheap lock held but
+ * the guard lock; must not call into kheap. Hosted: mprotect. A kernel's
+ * page-fault handler then passes faults in such pages to
+ * kheap_guard_fault. */
+int kheap_port_protect(void *addr, size_t bytes, int access);
+#endif
+
 #if KHEAP_PORT_CLOCK
 /* Milliseconds on a monotonic clock (any origin; it must never go back).
  * Read on slow paths only, never on a hit path, to drive decay; may be

@@ -132,6 +132,8 @@ const STATS: &[(&str, &str)] = &[
     ("shrink_passes", "uint64_t"),
     ("nolock_fails", "uint64_t"),
     ("nolock_deferred", "uint64_t"),
+    ("sampled_count", "uint64_t"),
+    ("sampled_live", "size_t"),
 ];
 const CACHE_INFO: &[(&str, &str)] = &[
     ("name", "char[KHEAP_NAME_MAX]"),

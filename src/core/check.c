@@ -333,6 +333,23 @@ static void check_all(kheap_t *h, struct walk *w)
     for (unsigned t = 0; t < KH_MAG_TYPES; t++)
         mag_objs += h->mag_cache[t].active_objs;
     uintptr_t hp = (uintptr_t)h;
+#if KH_GUARDS
+    /* Sampled blocks: their bytes are committed; every slot is either
+     * held (live, or being freed) or once in the FIFO of free slots. */
+    size_t held = 0;
+    unsigned char seen[KHEAP_GUARD_SLOTS] = {0};
+    for (unsigned k = 0; k < KHEAP_GUARD_SLOTS; k++)
+        held += h->g_slot[k].state == KH_GS_LIVE || h->g_slot[k].state == KH_GS_FREEING;
+    for (unsigned i = 0; i < h->g_nfree; i++)
+        seen[h->g_ring[(h->g_head + i) % KHEAP_GUARD_SLOTS]]++;
+    for (unsigned k = 0; k < KHEAP_GUARD_SLOTS && h->g_end; k++)
+        if (seen[k] > 1 || (seen[k] == 0) != (h->g_slot[k].state == KH_GS_LIVE ||
+                                  h->g_slot[k].state == KH_GS_FREEING))
+            return (void)fail(w, "a guard slot is both free and held, or neither", h->g_start);
+    if (h->g_end && held != h->g_allocs - h->g_frees)
+        return (void)fail(w, "live sampled blocks differ from their counts", h->g_start);
+    w->user_bytes += (size_t)(h->g_alloc_bytes - h->g_free_bytes);
+#endif
     if (w->quiet && w->mags != mag_objs)
         fail(w, "magazines found differ from the magazines allocated", hp);
     else if (ncaches != h->ncaches)

@@ -45,7 +45,8 @@ const char *kheap_strerror(int err)
     case KHEAP_EBUSY:
         return "cache still has allocated objects";
     case KHEAP_ENOSYS:
-        return "the port supplies no pages (built with KHEAP_PORT_PAGES 0)";
+        return "the port lacks the hook this needs (pages: KHEAP_PORT_PAGES; "
+               "page protection: KHEAP_PORT_PROTECT)";
     case KHEAP_ENOMEM:
         return "the heap cannot give the objects asked for";
     default:
@@ -115,9 +116,16 @@ const char *kh_report_reason(enum kheap_report_kind kind)
 void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kheap_cache *c,
                   const char *function, size_t size, const void *where)
 {
+    kh_report_why(kind, NULL, addr, c, function, size, where);
+}
+
+void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
+                   const struct kheap_cache *c, const char *function, size_t size,
+                   const void *where)
+{
     struct kheap_report r = {
         .kind = kind,
-        .reason = kh_report_reason(kind),
+        .reason = reason ? reason : kh_report_reason(kind),
         .addr = addr,
         .cache = c ? c->name : NULL,
         .function = function,
@@ -265,13 +273,20 @@ void kheap_fini(kheap_t *h)
         }
     }
     kh_registry_release();
+#if KH_GUARDS
+    /* The guard pool's pages become ordinary memory again, for whatever
+     * the heap's memory is used for next. */
+    uintptr_t end = __atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE);
+    if (end)
+        (void)kheap_port_protect((void *)h->g_start, end - h->g_start, 1);
+#endif
     h->magic = 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Every lock of a heap, in the lock order: caches_lock, each cache's in
  * the walk's order (the only place two cache locks are held at once),
- * page_lock. */
+ * page_lock, q_lock, g_lock. */
 void kh_heap_lock_all(kheap_t *h, bool lock)
 {
     void (*op)(kheap_lock_t *) = lock ? kheap_port_lock : kheap_port_unlock;
@@ -282,6 +297,9 @@ void kh_heap_lock_all(kheap_t *h, bool lock)
     op(&h->page_lock);
 #if KHEAP_REDZONE
     op(&h->q_lock);
+#endif
+#if KH_GUARDS
+    op(&h->g_lock);
 #endif
     if (!lock)
         op(&h->caches_lock);

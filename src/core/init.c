@@ -42,6 +42,15 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     h->decay_ms = KHEAP_DECAY_MS;
     kheap_port_lock_init(&h->page_lock);
     kheap_port_lock_init(&h->caches_lock);
+#if KH_GUARDS
+    kheap_port_lock_init(&h->g_lock);
+    /* The sampler's atomics: read on miss paths and by the fault handler
+     * without the lock (guard.c says why that is safe). */
+    kh_vg_benign(&h->g_every, sizeof h->g_every);
+    kh_vg_benign(&h->g_left, sizeof h->g_left);
+    kh_vg_benign(&h->g_end, sizeof h->g_end);
+    kh_vg_benign(h->g_slot, sizeof h->g_slot);
+#endif
 #if KHEAP_REDZONE
     kheap_port_lock_init(&h->q_lock);
     h->q_limit = size / 8 < KHEAP_QUARANTINE_BYTES ? size / 8 : KHEAP_QUARANTINE_BYTES;
@@ -93,6 +102,8 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(&h->shrink_passes, sizeof h->shrink_passes);
     window_setup(h);
     kh_registry_add(h);
+    if (KHEAP_SAMPLE_RATE) /* the sampler is best effort: no pool, no sampling */
+        (void)kheap_set_sample(h, KHEAP_SAMPLE_RATE);
     *out = h;
     return KHEAP_OK;
 }

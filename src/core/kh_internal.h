@@ -39,6 +39,9 @@
  *                           failure counts.
  *   4. kheap.q_lock       - the quarantine of KHEAP_REDZONE builds; a leaf,
  *                           held over no call but a redzone check.
+ *   5. kheap.g_lock       - the sampled guard blocks (guard.c); a leaf,
+ *                           held over nothing but the port's page
+ *                           protection hook.
  * The committed/peak/internal byte counters are atomics, updated on slow
  * paths only; no lock is shared by every cache.
  * No lock is held across a constructor, destructor or report.
@@ -264,6 +267,21 @@ struct kheap_cache {
     struct kheap_cache *next, *prev;
 };
 
+/* The sampled guard blocks (guard.c) are built when the port can protect
+ * pages; the debug build has its own redzones instead. */
+#if KHEAP_PORT_PROTECT && KHEAP_GUARD_SLOTS > 0 && !KHEAP_REDZONE
+#define KH_GUARDS 1
+#else
+#define KH_GUARDS 0
+#endif
+/* A guard slot's states (kheap.g_slot). */
+enum {
+    KH_GS_UNUSED = 0, /* never held a block */
+    KH_GS_LIVE,       /* holds a live block: its page is accessible */
+    KH_GS_FREEING,    /* being freed by one thread */
+    KH_GS_FREED,      /* freed: its page is inaccessible */
+};
+
 /* ------------------------------------------------------------------ */
 /* The heap. Lives at the start of its first region. */
 
@@ -340,6 +358,31 @@ struct kheap {
     void *q_ring[KHEAP_QUARANTINE_COUNT];
 #endif
 
+#if KH_GUARDS
+    /* Sampled guard blocks (guard.c). g_every (one allocation in g_every
+     * is sampled; 0: off) and g_left (the countdown to the next) are
+     * atomics, read and counted down on the miss paths. The pool
+     * [g_start, g_end) is made once, under g_lock, and g_end is stored
+     * last (release): a reader that loads g_end (acquire) and finds it
+     * non-zero may use g_start, which never changes again. g_lock
+     * protects the rest: the slots, the FIFO of free slots (g_ring:
+     * g_nfree slot numbers from g_head on, the longest free first), the
+     * placement toggle and the counters. */
+    unsigned long g_every;
+    long g_left;
+    uintptr_t g_start, g_end;
+    kheap_lock_t g_lock __attribute__((aligned(KH_CACHE_LINE)));
+    struct kh_gslot {
+        uintptr_t addr; /* the block; 0: the slot was never used */
+        size_t size;    /* bytes asked for */
+        unsigned state; /* KH_GS_*, below; atomic: the fault handler
+                           reads it without the lock */
+    } g_slot[KHEAP_GUARD_SLOTS];
+    uint8_t g_ring[KHEAP_GUARD_SLOTS];
+    unsigned g_head, g_nfree, g_flip;
+    uint64_t g_allocs, g_frees, g_alloc_bytes, g_free_bytes;
+#endif
+
     kheap_lock_t caches_lock __attribute__((aligned(KH_CACHE_LINE)));
     /* Protected by caches_lock: user caches in creation order. */
     struct kheap_cache *caches, *caches_tail;
@@ -408,6 +451,10 @@ void kh_report(enum kheap_report_kind kind, const void *addr,
 /* The same, with the block's size and the first damaged byte. */
 void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kheap_cache *c,
                   const char *function, size_t size, const void *where);
+/* The same, with a reason other than the kind's (NULL: the kind's). */
+void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
+                   const struct kheap_cache *c, const char *function, size_t size,
+                   const void *where);
 const char *kh_report_reason(enum kheap_report_kind kind);
 /* Accounting. Called with the lock that guards the change (the cache's,
  * or page_lock for large blocks) still held, so kheap_check, holding
@@ -587,6 +634,50 @@ static inline size_t kh_slot_of(const struct kheap_cache *c, uintptr_t off)
                ? off / c->slot
                : c->objs;
 }
+
+/* guard.c (KH_GUARDS), below kmalloc.c */
+#if KH_GUARDS
+/* Is p in h's pool of guard pages? O(1), no lock. */
+static inline bool kh_guard_owns(kheap_t *h, const void *p)
+{
+    uintptr_t end = __atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE);
+    return end && (uintptr_t)p - h->g_start < end - h->g_start;
+}
+/* The miss path of an allocation of size bytes, whose class serves about
+ * step allocations per magazine refill: a guarded block if the countdown
+ * says this one is sampled (and a slot is free), else NULL. */
+void *kh_guard_sample(kheap_t *h, size_t size, unsigned step);
+/* Free (size_given 0: unknown) the block at p, which kh_guard_owns;
+ * reports misuse. */
+void kh_guard_free(kheap_t *h, void *p, size_t size_given, const char *fn);
+/* A block at p (kh_guard_owns) was on a list of deferred frees, linked
+ * through its first word: mend what that did to its page's fill. */
+void kh_guard_unlinked(kheap_t *h, void *p);
+/* The size of the live guarded block at p, or 0 and *why. */
+size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why);
+/* Sampled blocks ever allocated and freed, and their bytes. */
+void kh_guard_stats(kheap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *abytes,
+                    uint64_t *fbytes);
+#else /* no sampler: nothing is in the pool, and these are never called */
+static inline bool kh_guard_owns(kheap_t *h, const void *p)
+{
+    (void)h, (void)p;
+    return false;
+}
+static inline void kh_guard_free(kheap_t *h, void *p, size_t size_given, const char *fn)
+{
+    (void)h, (void)p, (void)size_given, (void)fn;
+}
+static inline size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why)
+{
+    (void)h, (void)p, (void)why;
+    return 0;
+}
+static inline void kh_guard_unlinked(kheap_t *h, void *p)
+{
+    (void)h, (void)p;
+}
+#endif
 
 /* cpu.c */
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);

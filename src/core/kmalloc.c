@@ -255,7 +255,15 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     return rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_alloc");
 #endif
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
-        p = cache_alloc(h, &h->kmalloc[kh_class_of(size)], KH_FAST);
+        struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
+#if KH_GUARDS
+        /* The hit path missed: a magazine refill, about mag_cap
+         * allocations, counts towards the next sampled block. */
+        if (kh_unlikely(__atomic_load_n(&h->g_every, __ATOMIC_RELAXED)) &&
+            (p = kh_guard_sample(h, size, KH_FAST ? c->mag_cap : 1)) != NULL)
+            return p;
+#endif
+        p = cache_alloc(h, c, KH_FAST);
     } else {
         p = large_alloc(h, size, KH_PAGE);
     }
@@ -397,6 +405,12 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
         }
         who = c;
         why = slot ? KHEAP_REPORT_WRONG_CACHE : KHEAP_REPORT_INTERIOR;
+    } else if (kh_guard_owns(h, ptr)) {
+        if (!only) {
+            kh_guard_free(h, ptr, 0, fn);
+            return;
+        }
+        why = KHEAP_REPORT_WRONG_CACHE;
     } else {
         d = block_of(h, ptr, &why);
         if (d && only)
@@ -777,11 +791,11 @@ size_t kheap_usable_size(kheap_t *h, const void *ptr)
     struct rz_head *hd = rz_live(h, (void *)ptr, &raw, &usable, "kheap_usable_size");
     return hd ? (size_t)(hd->size_kind >> 2) : 0;
 #endif
-    struct kh_page *d;
+    struct kh_page *d = NULL;
     enum kheap_report_kind why = 0;
-    size_t n = block_size(h, ptr, &d, &why);
-    if (!n)
-        kh_report(why, ptr, NULL, "kheap_usable_size");
+    size_t n = kh_guard_owns(h, ptr) ? kh_guard_size(h, ptr, &why) : block_size(h, ptr, &d, &why);
+    if (!n) /* naming the slab's cache when the pointer is in one */
+        kh_report(why, ptr, kh_is_slab_page(d) ? d->cache : NULL, "kheap_usable_size");
     return n;
 }
 
@@ -798,6 +812,20 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
 #endif
     struct kh_page *d;
     enum kheap_report_kind why = 0;
+    if (kh_guard_owns(h, ptr)) {
+        /* A sampled block always moves: a stale pointer to it faults. */
+        size_t had = kh_guard_size(h, ptr, &why);
+        if (!had) {
+            kh_report(why, ptr, NULL, "kheap_realloc");
+            return NULL;
+        }
+        void *q = kheap_alloc(h, size);
+        if (q) {
+            __builtin_memcpy(q, ptr, had < size ? had : size);
+            kheap_free(h, ptr);
+        }
+        return q;
+    }
     size_t old = block_size(h, ptr, &d, &why);
     if (!old) {
         kh_report(why, ptr, NULL, "kheap_realloc");
@@ -1247,6 +1275,8 @@ static void deferred_take(kheap_t *h, unsigned idx)
     (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
         void *next = *defer_link(h, p);
+        if (kh_guard_owns(h, p))
+            kh_guard_unlinked(h, p);
 #if KHEAP_REDZONE
         struct kh_page *d = kh_page_of(h, (uintptr_t)p);
         if (!kh_is_slab_page(d) || (kh_slab_head(d)->cache->flags & KH_CACHE_KMALLOC))
@@ -1372,6 +1402,19 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
         defer_push(h, cpu, ptr); /* a page run: the page lock is needed */
         return;
     }
+#if KH_GUARDS
+    if (kh_guard_owns(h, ptr) && !only) {
+        /* A sampled block: the guard lock is needed. Its slot is read
+         * without the lock; only a double free racing with this one could
+         * change it, and the deferred free decides again. */
+        enum kheap_report_kind why = 0;
+        if (kh_guard_size(h, ptr, &why))
+            defer_push(h, cpu, ptr);
+        else
+            nolock_refuse(h, ptr, why);
+        return;
+    }
+#endif
     nolock_refuse(h, ptr,
                   !d ? KHEAP_REPORT_FOREIGN
                      : d->kind == KH_PG_LARGE || d->kind == KH_PG_INTERIOR ? KHEAP_REPORT_INTERIOR

@@ -76,6 +76,16 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->failed_count = h->failed_count;
     out->shrink_passes = __atomic_load_n(&h->shrink_passes, __ATOMIC_RELAXED);
     kh_unlock(&h->page_lock);
+#if KH_GUARDS
+    uint64_t ga, gf, gab, gfb;
+    kh_guard_stats(h, &ga, &gf, &gab, &gfb);
+    out->allocation_count += ga;
+    out->free_count += gf;
+    out->allocated_bytes += gab;
+    out->freed_bytes += gfb;
+    out->sampled_count = ga;
+    out->sampled_live = (size_t)(ga - gf);
+#endif
     out->decay_epochs = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;
     if (out->peak_bytes < out->used_bytes)
@@ -196,6 +206,11 @@ size_t kheap_format_stats(kheap_t *h, char *buf, size_t len)
     static const char *const decay_names[] = {"epochs", "purged_total"};
     const uint64_t decay_vals[] = {s.decay_epochs, s.purged_total};
     put_row(&o, "decay", decay_names, decay_vals, 2);
+    if (s.sampled_count) { /* only once blocks were sampled: the lines stay as they were */
+        static const char *const guard_names[] = {"sampled", "live"};
+        const uint64_t guard_vals[] = {s.sampled_count, s.sampled_live};
+        put_row(&o, "guard", guard_names, guard_vals, 2);
+    }
     return finish(&o);
 }
 

@@ -1141,9 +1141,21 @@ static void options_start(void)
         else
             bad_option("KHEAP_DECAY_MS", v, "not a count of milliseconds up to 86400000");
     }
+    /* Sampled guard blocks: about one allocation in N, 0 for none. */
     v = getenv("KHEAP_SAMPLE_RATE");
-    if (v && *v)
-        bad_option("KHEAP_SAMPLE_RATE", v, "this build has no allocation sampler");
+    if (v && *v) {
+        unsigned long n = 0;
+        const char *p = v;
+        while (*p >= '0' && *p <= '9' && n <= 1000000000ul)
+            n = n * 10 + (unsigned long)(*p++ - '0');
+        int err;
+        if (p == v || *p || n > 1000000000ul)
+            bad_option("KHEAP_SAMPLE_RATE", v, "not a count of allocations up to 1000000000");
+        else if ((err = kheap_set_sample(kheap_default(), n)) != 0)
+            bad_option("KHEAP_SAMPLE_RATE", v, kheap_strerror(err));
+        else if (n && (err = kheap_hosted_catch_faults(kheap_default())) != 0)
+            bad_option("KHEAP_SAMPLE_RATE", v, kheap_strerror(err));
+    }
 }
 
 static void shim_fork_child(void)

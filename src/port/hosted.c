@@ -306,3 +306,82 @@ uint64_t kheap_port_clock_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 #endif
+
+#if KHEAP_PORT_PROTECT
+/* mprotect, on whole pages of the platform: it must not be larger than
+ * kheap's page, or protecting one of kheap's pages would take its
+ * neighbours too (a 16 or 64 KiB page kernel: the sampler stays off). */
+int kheap_port_protect(void *addr, size_t bytes, int access)
+{
+    static long os_page;
+    long pg = __atomic_load_n(&os_page, __ATOMIC_RELAXED);
+    if (!pg) {
+        pg = sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&os_page, pg, __ATOMIC_RELAXED);
+    }
+    if (pg <= 0 || (unsigned long)pg > KHEAP_PAGE_SIZE || (uintptr_t)addr % (unsigned long)pg)
+        return -1;
+    return mprotect(addr, bytes, access ? PROT_READ | PROT_WRITE : PROT_NONE);
+}
+
+/* The SIGSEGV handler of kheap_hosted_catch_faults: a fault in the guard
+ * pool of one of the heaps is reported (kheap_guard_fault); any other goes
+ * to the handler that was there before, or kills the process as the
+ * default action does. Heaps are only ever added, with atomic stores, so
+ * the handler reads the table without a lock. */
+#include <signal.h>
+
+#define FAULT_HEAPS 8
+static kheap_t *fault_heaps[FAULT_HEAPS];
+static struct sigaction fault_prev;
+static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_fault(int sig, siginfo_t *si, void *ctx)
+{
+    for (unsigned i = 0; i < FAULT_HEAPS; i++) {
+        kheap_t *h = __atomic_load_n(&fault_heaps[i], __ATOMIC_ACQUIRE);
+        if (h && kheap_guard_fault(h, si->si_addr)) {
+            /* Reported, and the hook returned: the access must not be
+             * retried as if nothing happened. Returning with the default
+             * action set repeats the fault, which now ends the process
+             * with SIGSEGV, the signal the bug deserved. */
+            signal(SIGSEGV, SIG_DFL);
+            return;
+        }
+    }
+    if ((fault_prev.sa_flags & SA_SIGINFO) && fault_prev.sa_sigaction) {
+        fault_prev.sa_sigaction(sig, si, ctx);
+    } else if (fault_prev.sa_handler != SIG_DFL && fault_prev.sa_handler != SIG_IGN) {
+        fault_prev.sa_handler(sig);
+    } else {
+        signal(SIGSEGV, SIG_DFL); /* the fault repeats, and kills */
+    }
+}
+
+int kheap_hosted_catch_faults(kheap_t *h)
+{
+    int err = 0;
+    if (!h)
+        return KHEAP_EINVAL;
+    pthread_mutex_lock(&fault_lock);
+    unsigned i = 0;
+    while (i < FAULT_HEAPS && fault_heaps[i] && fault_heaps[i] != h)
+        i++;
+    if (i == FAULT_HEAPS) {
+        err = KHEAP_ETOOMANY;
+    } else if (!fault_heaps[i]) {
+        if (i == 0) {
+            struct sigaction sa;
+            sa.sa_sigaction = on_fault;
+            sigemptyset(&sa.sa_mask);
+            sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+            if (sigaction(SIGSEGV, &sa, &fault_prev))
+                err = KHEAP_ENOSYS;
+        }
+        if (!err)
+            __atomic_store_n(&fault_heaps[i], h, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&fault_lock);
+    return err;
+}
+#endif

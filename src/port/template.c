@@ -218,3 +218,9 @@ void kheap_port_panic(const char *msg, const void *addr)
 #if KHEAP_PORT_CLOCK
 #error "KHEAP_PORT_CLOCK: define kheap_port_clock_ms here"
 #endif
+/* Optional: page protection (KHEAP_PORT_PROTECT 1) for the sampled guard
+ * blocks (kheap_set_sample); then pass the faults your page-fault handler
+ * takes in heap memory to kheap_guard_fault. */
+#if KHEAP_PORT_PROTECT
+#error "KHEAP_PORT_PROTECT: define kheap_port_protect here"
+#endif

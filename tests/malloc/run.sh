@@ -49,6 +49,7 @@ DSO=$(cd "$B" && pwd)/libkheap-debug.so
 found() { # how case: the cause kheap or glibc printed, or what happened
     case $1 in
     glibc) out=$(sh -c "'$M/misuse' $2" 2>&1) ;;
+    sampled) out=$(sh -c "KHEAP_SAMPLE_RATE=1 LD_PRELOAD='$SO' '$M/misuse' $2" 2>&1) ;;
     *) out=$(sh -c "LD_PRELOAD='$1' '$M/misuse' $2" 2>&1) ;;
     esac
     rc=$?
@@ -75,7 +76,8 @@ for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     d=$(found "$DSO" "$c")
     r=$(found "$SO" "$c")
     g=$(found glibc "$c")
-    echo "# misuse $c | glibc: $g | libkheap.so: $r | libkheap-debug.so: $d"
+    sa=$(found sampled "$c")
+    echo "# misuse $c | glibc: $g | libkheap.so: $r | libkheap.so, KHEAP_SAMPLE_RATE=1: $sa | libkheap-debug.so: $d"
     case $d in
     *"$want"*) echo "ok - debug: $c: $d" ;;
     *) echo "not ok - debug: $c: wanted '$want', got '$d'" ;;
@@ -87,6 +89,28 @@ for c in double-free double-free-delayed double-free-large; do
     *"double free"* | *"stale pointer"*) echo "ok - libkheap.so still finds $c: $r" ;;
     *) echo "not ok - libkheap.so no longer finds $c: $r" ;;
     esac
+done
+# The sampled guard blocks of libkheap.so, every allocation sampled while
+# slots last (KHEAP_SAMPLE_RATE=1): these cases are found whichever end of
+# its page the block is placed against (a fault, or the page's fill
+# checked at free).
+for pair in overflow-32-memcpy:"heap overflow" underflow-1:"heap underflow" \
+    use-after-free-write:"use after free" use-after-free-write-realloc:"use after free" \
+    zero-size-write:"heap overflow"; do
+    c=${pair%%:*} want=${pair#*:}
+    sa=$(found sampled "$c")
+    case $sa in
+    *"$want"*) echo "ok - sampled: $c: $sa" ;;
+    *) echo "not ok - sampled: $c: wanted '$want', got '$sa'" ;;
+    esac
+done
+# Sampling every allocation changes no program's output.
+for cmd in "sort -r $0" "awk {n+=NF}END{print(n)} $0"; do
+    if [ "$(KHEAP_SAMPLE_RATE=1 LD_PRELOAD="$SO" $cmd 2>&1 | md5sum)" = "$($cmd 2>&1 | md5sum)" ]; then
+        echo "ok - KHEAP_SAMPLE_RATE=1 runs '${cmd%% *}' with the same output as the C library"
+    else
+        echo "not ok - KHEAP_SAMPLE_RATE=1 changes the output of '$cmd'"
+    fi
 done
 # The debug library runs ordinary programs as the C library does.
 for cmd in "sort -r $0" "awk {n+=NF}END{print(n)} $0"; do
@@ -160,7 +184,7 @@ else
     echo "not ok - KHEAP_PURGE_MIN: keepcost '$k_min64' with 64m, '$k_min0' without (want 32 and 24 MiB)"
 fi
 for bad in KHEAP_PURGE_SLACK=lots KHEAP_PURGE_SLACK=-1 KHEAP_PURGE_MIN=0 KHEAP_PURGE_MIN=3x \
-    KHEAP_PURGE_SLACK=99999999999999999999 KHEAP_SAMPLE_RATE=100; do
+    KHEAP_PURGE_SLACK=99999999999999999999 KHEAP_SAMPLE_RATE=many KHEAP_SAMPLE_RATE=-5; do
     k=$(keepcost env KHEAP_DECAY_MS=0 "$bad" LD_PRELOAD="$SO" "$M/mallinfo" keepcost)
     if [ "$(cat "$T/err")" = "kheap: ignoring $bad: $(sed -n 's/^kheap: ignoring [^:]*: //p' "$T/err")" ] &&
         [ "$(wc -l <"$T/err")" -eq 1 ] && [ "$k" = "$k_default" ]; then

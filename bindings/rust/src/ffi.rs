@@ -56,6 +56,8 @@ pub struct kheap_stats {
     pub shrink_passes: u64,
     pub nolock_fails: u64,
     pub nolock_deferred: u64,
+    pub sampled_count: u64,
+    pub sampled_live: usize,
 }
 
 /// `struct kheap_cache_info`.

@@ -1,0 +1,370 @@
+/*
+ * guard.c - sampled guard blocks: a page of its own for about one
+ * allocation in N, between pages that fault.
+ *
+ * The idea is KFENCE's and GWP-ASan's (docs/DESIGN.md, "Sampled guard
+ * blocks", cites them): a few allocations, chosen at random intervals,
+ * are placed where a stray access faults at once, so a production build
+ * finds overflows and uses after free at no cost on its hit paths.
+ *
+ * The pool is one run of 2 * KHEAP_GUARD_SLOTS + 1 pages, taken from the
+ * heap as metadata the first time sampling is turned on
+ * (kheap_set_sample) and kept for the heap's life. Its even pages are
+ * guard pages, inaccessible for ever; odd page 2k + 1 is slot k's data
+ * page, accessible only while slot k holds a live block:
+ *
+ *     | guard | slot 0 | guard | slot 1 | guard | ... | slot S-1 | guard |
+ *
+ * A sampled block is placed against the end of its page or against its
+ * start, in turn, so an overflow runs into the next guard page or an
+ * underflow into the previous one. What the block does not use of its
+ * page is filled with KH_GUARD_FILL and checked at free, which finds the
+ * small overflows that stay inside the page. On free the data page is
+ * made inaccessible and the slot joins the tail of a FIFO of free slots:
+ * the slot freed longest ago is used next, so a freed block's page stays
+ * inaccessible while every other slot is used once (a use after free
+ * faults for that long).
+ *
+ * When: the miss paths count a countdown (kheap.g_left) down by the
+ * allocations a magazine refill serves, and the allocation that takes it
+ * to zero or below is sampled; the hit paths do not change. A block is
+ * sampled only if it fits a page (up to KHEAP_PAGE_SIZE bytes) and a slot
+ * is free; else it is allocated as usual.
+ *
+ * A fault in the pool reaches kheap_guard_fault from the platform's
+ * fault handler (hosted: kheap_hosted_catch_faults installs one), which
+ * reports the block: an overflow, an underflow or a use after free.
+ *
+ * Pool pages are tagged as metadata (a run of kheap's own), so the free
+ * hit path (kh_fast.h) misses on them, and the page layer and the checker
+ * never read them.
+ */
+#include "kh_internal.h"
+
+#define KH_LONG_MAX ((long)(~0ul >> 1))
+
+#if KH_GUARDS
+
+#define KH_GUARD_PAGES (2u * KHEAP_GUARD_SLOTS + 1u)
+/* What fills the unused part of a data page, checked at free. */
+#define KH_GUARD_FILL 0xfc
+
+static uintptr_t slot_page(const kheap_t *h, unsigned k)
+{
+    return h->g_start + (2u * k + 1u) * KH_PAGE;
+}
+
+static unsigned slot_state(const struct kh_gslot *s)
+{
+    return __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+}
+
+/* Make the pool: its pages inaccessible, every slot free. Pages are taken
+ * with no lock held and given back if another thread made the pool
+ * first. */
+static int pool_make(kheap_t *h)
+{
+    if (__atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE))
+        return 0;
+    size_t bytes = (size_t)KH_GUARD_PAGES * KH_PAGE;
+    /* fresh: the pages are not zeroed (their contents never matter), so
+     * the pool costs no memory until a block uses a slot. */
+    void *pool = kh_internal_pages(h, bytes, true);
+    if (!pool)
+        return KHEAP_ENOMEM;
+    if (kheap_port_protect(pool, bytes, 0)) {
+        (void)kheap_port_protect(pool, bytes, 1);
+        kh_internal_pages_free(h, pool);
+        return KHEAP_ENOSYS;
+    }
+    kh_lock(&h->g_lock);
+    bool mine = !h->g_end;
+    if (mine) {
+        h->g_start = (uintptr_t)pool;
+        for (unsigned k = 0; k < KHEAP_GUARD_SLOTS; k++)
+            h->g_ring[k] = (uint8_t)k;
+        h->g_head = 0;
+        h->g_nfree = KHEAP_GUARD_SLOTS;
+        __atomic_store_n(&h->g_end, (uintptr_t)pool + bytes, __ATOMIC_RELEASE);
+    }
+    kh_unlock(&h->g_lock);
+    if (!mine) {
+        (void)kheap_port_protect(pool, bytes, 1);
+        kh_internal_pages_free(h, pool);
+    }
+    return 0;
+}
+
+int kheap_set_sample(kheap_t *h, unsigned long every)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+    if (every) {
+        int err = pool_make(h);
+        if (err)
+            return err;
+    }
+    /* Racing with a miss path that reloads the countdown is harmless:
+     * the next sample comes after one interval or the other. */
+    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&h->g_every, every, __ATOMIC_RELAXED);
+    return 0;
+}
+
+unsigned long kheap_get_sample(kheap_t *h)
+{
+    return h ? __atomic_load_n(&h->g_every, __ATOMIC_RELAXED) : 0;
+}
+
+/* Take the free slot freed longest ago and place a block of size bytes
+ * in it; NULL if every slot is in use. */
+static void *guard_alloc(kheap_t *h, size_t size)
+{
+    kh_lock(&h->g_lock);
+    if (!h->g_nfree) {
+        kh_unlock(&h->g_lock);
+        return NULL;
+    }
+    unsigned k = h->g_ring[h->g_head];
+    h->g_head = (h->g_head + 1) % KHEAP_GUARD_SLOTS;
+    h->g_nfree--;
+    bool at_end = (h->g_flip ^= 1u) != 0;
+    /* 16-byte aligned, as malloc's blocks are, so at least 16 bytes of
+     * the page from the block on: a block can be linked through its
+     * first word (a KHEAP_NOLOCK free defers it so: kh_guard_unlinked),
+     * and a zero-size block is inside its page (a write to it spoils the
+     * fill). */
+    size_t place = size ? size : 1;
+    uintptr_t page = slot_page(h, k);
+    uintptr_t p = at_end ? (page + KH_PAGE - place) & ~(uintptr_t)15 : page;
+    struct kh_gslot *s = &h->g_slot[k];
+    s->addr = p;
+    s->size = size;
+    h->g_allocs++;
+    h->g_alloc_bytes += size;
+    kh_account_commit(h, size, true);
+    __atomic_store_n(&s->state, KH_GS_LIVE, __ATOMIC_RELEASE);
+    kh_unlock(&h->g_lock);
+    /* The slot is this thread's now: nobody else touches its page until
+     * the block is freed. A page the platform will not open again leaves
+     * the slot taken and the allocation to the usual path. */
+    if (kh_unlikely(kheap_port_protect((void *)page, KH_PAGE, 1))) {
+        kh_lock(&h->g_lock);
+        h->g_allocs--;
+        h->g_alloc_bytes -= size;
+        kh_account_commit(h, size, false);
+        __atomic_store_n(&s->state, KH_GS_FREED, __ATOMIC_RELEASE);
+        h->g_ring[(h->g_head + h->g_nfree) % KHEAP_GUARD_SLOTS] = (uint8_t)k;
+        h->g_nfree++;
+        kh_unlock(&h->g_lock);
+        return NULL;
+    }
+    __builtin_memset((void *)page, KH_GUARD_FILL, p - page);
+    __builtin_memset((void *)p, 0, size); /* no stale data of the last user */
+    __builtin_memset((void *)(p + size), KH_GUARD_FILL, page + KH_PAGE - p - size);
+    return (void *)p;
+}
+
+void *kh_guard_sample(kheap_t *h, size_t size, unsigned step)
+{
+    unsigned long every = __atomic_load_n(&h->g_every, __ATOMIC_RELAXED);
+    if (!every || size > KH_PAGE)
+        return NULL;
+    long left = __atomic_sub_fetch(&h->g_left, (long)(step ? step : 1), __ATOMIC_RELAXED);
+    if (left > 0)
+        return NULL;
+    /* Two threads may both take it below zero: each reloads, and two
+     * blocks are sampled close together, which only samples a little
+     * more. */
+    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every),
+                     __ATOMIC_RELAXED);
+    return guard_alloc(h, size);
+}
+
+/* The first byte of [from, to) that is not b, or NULL. */
+static const void *fill_damage(uintptr_t from, uintptr_t to)
+{
+    for (const unsigned char *q = (const unsigned char *)from; (uintptr_t)q < to; q++)
+        if (*q != KH_GUARD_FILL)
+            return q;
+    return NULL;
+}
+
+/* Slot k's block at p, if p is one and it is live; else 0 and *why. */
+static struct kh_gslot *slot_of(kheap_t *h, const void *p, unsigned *k,
+                                enum kheap_report_kind *why)
+{
+    uintptr_t idx = ((uintptr_t)p - h->g_start) >> KHEAP_PAGE_SHIFT;
+    if (!(idx & 1u)) {
+        *why = KHEAP_REPORT_FREE_RUN; /* a guard page: never a block */
+        return NULL;
+    }
+    *k = (unsigned)(idx >> 1);
+    struct kh_gslot *s = &h->g_slot[*k];
+    unsigned st = slot_state(s);
+    if (s->addr != (uintptr_t)p || st == KH_GS_UNUSED) {
+        *why = KHEAP_REPORT_INTERIOR;
+        return NULL;
+    }
+    if (st != KH_GS_LIVE) {
+        *why = KHEAP_REPORT_DOUBLE_FREE;
+        return NULL;
+    }
+    return s;
+}
+
+size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why)
+{
+    unsigned k;
+    struct kh_gslot *s = slot_of(h, p, &k, why);
+    return s ? s->size : 0;
+}
+
+void kh_guard_free(kheap_t *h, void *ptr, size_t size_given, const char *fn)
+{
+    unsigned k = 0;
+    enum kheap_report_kind why = 0;
+    kh_lock(&h->g_lock);
+    struct kh_gslot *s = slot_of(h, ptr, &k, &why);
+    if (s)
+        __atomic_store_n(&s->state, KH_GS_FREEING, __ATOMIC_RELAXED);
+    kh_unlock(&h->g_lock);
+    if (!s) {
+        kh_report(why, ptr, NULL, fn);
+        return;
+    }
+    /* Only this thread frees the block now (a second free finds FREEING
+     * and is refused): check its fill, then shut its page. */
+    uintptr_t page = slot_page(h, k), p = (uintptr_t)ptr;
+    size_t size = s->size;
+    const void *under = fill_damage(page, p);
+    const void *over = fill_damage(p + size, page + KH_PAGE);
+    if (kheap_port_protect((void *)page, KH_PAGE, 0))
+        kheap_port_panic("kheap: a guard page cannot be protected again", (void *)page);
+    kh_lock(&h->g_lock);
+    __atomic_store_n(&s->state, KH_GS_FREED, __ATOMIC_RELEASE);
+    h->g_ring[(h->g_head + h->g_nfree) % KHEAP_GUARD_SLOTS] = (uint8_t)k;
+    h->g_nfree++;
+    h->g_frees++;
+    h->g_free_bytes += size;
+    kh_account_commit(h, size, false);
+    kh_unlock(&h->g_lock);
+    /* Reported once the block is freed: the heap is whole whatever the
+     * hook does. */
+    if (over)
+        kh_report_at(KHEAP_REPORT_OVERFLOW, ptr, NULL, fn, size, over);
+    else if (under)
+        kh_report_at(KHEAP_REPORT_UNDERFLOW, ptr, NULL, fn, size, under);
+    else if (size_given && size_given != size)
+        kh_report_at(KHEAP_REPORT_SIZE_MISMATCH, ptr, NULL, fn, size, NULL);
+}
+
+void kh_guard_unlinked(kheap_t *h, void *ptr)
+{
+    unsigned k;
+    enum kheap_report_kind why;
+    struct kh_gslot *s = slot_of(h, ptr, &k, &why);
+    /* The deferring thread's link word covered the fill of a block under
+     * 8 bytes: put it back (an overflow into those bytes is not seen). */
+    if (s && s->size < sizeof(void *))
+        __builtin_memset((char *)ptr + s->size, KH_GUARD_FILL, sizeof(void *) - s->size);
+}
+
+/* ------------------------------------------------------------------ */
+/* Faults. Called from a fault handler, maybe a signal handler: it takes
+ * no lock (the faulting thread may hold one), and reads the slots with
+ * atomic loads. A slot that changes while it reads (another thread
+ * allocating or freeing it) can only make the report name the wrong
+ * block of two neighbours; the fault itself was real. */
+
+int kheap_guard_fault(kheap_t *h, const void *addr)
+{
+    if (!h || !kh_guard_owns(h, addr))
+        return 0;
+    uintptr_t a = (uintptr_t)addr;
+    uintptr_t idx = (a - h->g_start) >> KHEAP_PAGE_SHIFT;
+    const struct kh_gslot *s = NULL;
+    enum kheap_report_kind kind = KHEAP_REPORT_FOREIGN;
+    const char *why = "access to a guard page next to no sampled block";
+    if (idx & 1u) {
+        s = &h->g_slot[idx >> 1];
+        if (slot_state(s) == KH_GS_UNUSED)
+            s = NULL;
+        kind = KHEAP_REPORT_USE_AFTER_FREE;
+        why = "access to a sampled block after its free (use after free)";
+        if (!s) {
+            kind = KHEAP_REPORT_FOREIGN;
+            why = "access to a guard page that never held a block";
+        }
+    } else {
+        /* A guard page: past the end of the block on its left, or before
+         * the start of the one on its right. A live block is the likelier
+         * culprit; between two live ones (or two freed), the nearer. */
+        const struct kh_gslot *left = idx ? &h->g_slot[(idx >> 1) - 1] : NULL;
+        const struct kh_gslot *right = idx < 2u * KHEAP_GUARD_SLOTS ? &h->g_slot[idx >> 1] : NULL;
+        unsigned ls = left ? slot_state(left) : KH_GS_UNUSED;
+        unsigned rs = right ? slot_state(right) : KH_GS_UNUSED;
+        bool l_live = ls == KH_GS_LIVE, r_live = rs == KH_GS_LIVE;
+        bool pick_left;
+        if (l_live != r_live)
+            pick_left = l_live;
+        else if (ls == KH_GS_UNUSED || rs == KH_GS_UNUSED)
+            pick_left = rs == KH_GS_UNUSED;
+        else
+            pick_left = a - (left->addr + left->size) <= right->addr - a;
+        s = pick_left ? left : right;
+        if (s && slot_state(s) == KH_GS_UNUSED)
+            s = NULL;
+        if (s && slot_state(s) != KH_GS_LIVE) {
+            kind = KHEAP_REPORT_USE_AFTER_FREE;
+            why = pick_left ? "access past the end of a freed sampled block "
+                              "(use after free and overflow)"
+                            : "access before the start of a freed sampled block "
+                              "(use after free and underflow)";
+        } else if (s) {
+            kind = pick_left ? KHEAP_REPORT_OVERFLOW : KHEAP_REPORT_UNDERFLOW;
+            why = pick_left ? "access past the end of a sampled block hit its guard page "
+                              "(heap overflow)"
+                            : "access before the start of a sampled block hit its guard "
+                              "page (heap underflow)";
+        }
+    }
+    kh_report_why(kind, why, s ? (const void *)s->addr : addr, NULL, "kheap_guard_fault",
+                  s ? s->size : 0, addr);
+    return 1;
+}
+
+void kh_guard_stats(kheap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *abytes,
+                    uint64_t *fbytes)
+{
+    kh_lock(&h->g_lock);
+    *allocs = h->g_allocs;
+    *frees = h->g_frees;
+    *abytes = h->g_alloc_bytes;
+    *fbytes = h->g_free_bytes;
+    kh_unlock(&h->g_lock);
+}
+
+#else /* !KH_GUARDS */
+
+int kheap_set_sample(kheap_t *h, unsigned long every)
+{
+    if (!h)
+        return KHEAP_EINVAL;
+    return every ? KHEAP_ENOSYS : 0;
+}
+
+unsigned long kheap_get_sample(kheap_t *h)
+{
+    (void)h;
+    return 0;
+}
+
+int kheap_guard_fault(kheap_t *h, const void *addr)
+{
+    (void)h, (void)addr;
+    return 0;
+}
+
+#endif /* KH_GUARDS */
