@@ -44,6 +44,25 @@ static bool at_page_end(const void *p, size_t size)
     return end <= kh_round_page(end) && kh_round_page(end) - end < 16 &&
            ((uintptr_t)p & ~(PAGE - 1)) == ((kh_round_page(end) - 1) & ~(PAGE - 1));
 }
+/* A heap of HEAP_SIZE sampling every allocation that misses, with its
+ * reports captured; close_sampled checks it is whole and ends it. */
+static void open_sampled(struct kt_heap *t)
+{
+    kt_heap_open(t, HEAP_SIZE);
+    kt_capture_reports(NULL);
+    kt_reports_reset();
+    CHECK(kheap_set_sample(t->h, 1) == 0, "sampling on");
+}
+
+static void close_sampled(struct kt_heap *t, const char *when)
+{
+    CHECK(kt_reports() == 0, "%s: %lu reports left, last %s", when, kt_reports(),
+          kt_report_kind_name(kt_last_report().kind));
+    heap_whole(t->h, when);
+    kt_release_reports();
+    kt_heap_close(t);
+}
+
 static void expect_report(int kind, const void *addr, size_t size, const void *where,
                           const char *what)
 {
@@ -154,10 +173,7 @@ static void two_blocks(kheap_t *h, size_t size, unsigned char **at_end, unsigned
 TEST(faults_reported)
 {
     struct kt_heap t;
-    kt_heap_open(&t, HEAP_SIZE);
-    kt_capture_reports(NULL);
-    kt_reports_reset();
-    CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
+    open_sampled(&t);
     unsigned char *e, *s;
     two_blocks(t.h, 200, &e, &s);
     /* Past the end of the block at its page's end: the next page. */
@@ -175,9 +191,7 @@ TEST(faults_reported)
     kheap_free(t.h, s);
     CHECK(kheap_guard_fault(t.h, s + 199) == 1, "use after free not the pool's");
     expect_report(KHEAP_REPORT_USE_AFTER_FREE, s, 200, s + 199, "use after free at the start");
-    heap_whole(t.h, "after the faults");
-    kt_release_reports();
-    kt_heap_close(&t);
+    close_sampled(&t, "after the faults");
 }
 
 /* A small overflow or underflow stays in the page: the fill finds it at
@@ -185,10 +199,7 @@ TEST(faults_reported)
 TEST(fill_checked_at_free)
 {
     struct kt_heap t;
-    kt_heap_open(&t, HEAP_SIZE);
-    kt_capture_reports(NULL);
-    kt_reports_reset();
-    CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
+    open_sampled(&t);
     unsigned char *e, *s;
     two_blocks(t.h, 40, &e, &s);
     s[40] = 1; /* inside s's page, past its end */
@@ -205,18 +216,13 @@ TEST(fill_checked_at_free)
     expect_report(KHEAP_REPORT_OVERFLOW, z, 0, z, "write through a zero-size block");
     struct kheap_stats st = stats_of(t.h);
     CHECK(st.sampled_live == 0, "%zu sampled blocks still live", st.sampled_live);
-    heap_whole(t.h, "after the damaged frees");
-    kt_release_reports();
-    kt_heap_close(&t);
+    close_sampled(&t, "after the damaged frees");
 }
 
 TEST(bad_frees)
 {
     struct kt_heap t;
-    kt_heap_open(&t, HEAP_SIZE);
-    kt_capture_reports(NULL);
-    kt_reports_reset();
-    CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
+    open_sampled(&t);
     unsigned char *e, *s;
     two_blocks(t.h, 64, &e, &s);
     struct kheap_stats before = stats_of(t.h);
@@ -250,18 +256,13 @@ TEST(bad_frees)
     CHECK(after.sampled_live == 0 && after.free_count == before.free_count + 2,
           "%zu live, %llu frees", after.sampled_live,
           (unsigned long long)(after.free_count - before.free_count));
-    heap_whole(t.h, "after the bad frees");
-    kt_release_reports();
-    kt_heap_close(&t);
+    close_sampled(&t, "after the bad frees");
 }
 
 TEST(realloc_moves)
 {
     struct kt_heap t;
-    kt_heap_open(&t, HEAP_SIZE);
-    kt_capture_reports(NULL);
-    kt_reports_reset();
-    CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
+    open_sampled(&t);
     unsigned char *p = kheap_alloc(t.h, 300);
     CHECK(p && kheap_usable_size(t.h, p) == 300, "sampled");
     for (int i = 0; i < 300; i++)
@@ -277,10 +278,7 @@ TEST(realloc_moves)
     for (int i = 0; i < 200; i++)
         CHECK(r[i] == (unsigned char)i, "byte %d lost growing", i);
     kheap_free(t.h, r);
-    CHECK(kt_reports() == 0, "reports");
-    heap_whole(t.h, "after realloc");
-    kt_release_reports();
-    kt_heap_close(&t);
+    close_sampled(&t, "after realloc");
 }
 
 /* KHEAP_GUARD_SLOTS blocks at most; the slot freed longest ago is the
@@ -355,10 +353,7 @@ TEST(rate)
 TEST(nolock_free_deferred)
 {
     struct kt_heap t;
-    kt_heap_open(&t, HEAP_SIZE);
-    kt_capture_reports(NULL);
-    kt_reports_reset();
-    CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
+    open_sampled(&t);
     void *p = kheap_alloc(t.h, 3), *q = kheap_alloc(t.h, 700);
     CHECK(stats_of(t.h).sampled_live == 2, "sampled");
     kheap_free_flags(t.h, p, KHEAP_NOLOCK);
@@ -370,9 +365,8 @@ TEST(nolock_free_deferred)
               kt_last_report().addr == q,
           "%lu reports, %s at %p", kt_reports(), kt_report_kind_name(kt_last_report().kind),
           kt_last_report().addr);
-    heap_whole(t.h, "after deferred frees");
-    kt_release_reports();
-    kt_heap_close(&t);
+    kt_reports_reset();
+    close_sampled(&t, "after deferred frees");
 }
 
 /* Threads allocating and freeing with sampling on: every block keeps its
