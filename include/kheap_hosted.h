@@ -40,8 +40,12 @@ void kheap_hosted_format_report(const struct kheap_report *report, char *buf,
  * installs its own SIGSEGV handler later replaces this one (it may call
  * kheap_guard_fault itself). Up to 8 heaps. Returns 0, KHEAP_EINVAL,
  * KHEAP_ETOOMANY or KHEAP_ENOSYS (sigaction failed). libkheap.so calls
- * it for the default heap when KHEAP_SAMPLE_RATE is set. */
+ * it for the default heap when KHEAP_SAMPLE_RATE is set.
+ * kheap_hosted_forget_faults: take the heap out again; call it before
+ * kheap_fini or before the heap's memory goes, with no fault of the heap
+ * being handled (the handler reads the heap). */
 int kheap_hosted_catch_faults(kheap_t *heap);
+void kheap_hosted_forget_faults(kheap_t *heap);
 #endif
 
 #ifdef __cplusplus

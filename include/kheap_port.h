@@ -213,8 +213,8 @@ void kheap_port_pages_purge(void *addr, size_t bytes);
  * readable and writable again (access 1). Returns 0, or non-zero if the
  * platform cannot (the hosted port refuses when its pages are larger
  * than KHEAP_PAGE_SIZE). Used only by the sampled guard blocks
- * (kheap_set_sample), on their slow paths, with no kheap lock held but
- * the guard lock; must not call into kheap. Hosted: mprotect. A kernel's
+ * (kheap_set_sample), on their slow paths, with no kheap lock held; must
+ * not call into kheap. Hosted: mprotect. A kernel's
  * page-fault handler then passes faults in such pages to
  * kheap_guard_fault. */
 int kheap_port_protect(void *addr, size_t bytes, int access);

@@ -37,12 +37,25 @@ static void heap_whole(kheap_t *h, const char *when)
 
 /* Was p sampled? Its usable size is exactly what was asked, and it is at
  * one end of its own page; the statistics count it. */
+/* The alignment a block of size bytes has: its class's (the largest
+ * power of two dividing the class size, kheap.h), at least 16, at most a
+ * page. */
+static uintptr_t class_align(size_t size)
+{
+    unsigned c = 0;
+    while (c + 1 < KHEAP_NUM_CLASSES && kt_class[c] < size)
+        c++;
+    uintptr_t a = kt_class[c] & (~kt_class[c] + 1);
+    return a < 16 ? 16 : a > PAGE ? PAGE : a;
+}
+
+/* Placed against its page's end: no other byte of its alignment fits
+ * after it. */
 static bool at_page_end(const void *p, size_t size)
 {
-    size_t place = size < 8 ? 8 : size;
-    uintptr_t end = (uintptr_t)p + place;
-    return end <= kh_round_page(end) && kh_round_page(end) - end < 16 &&
-           ((uintptr_t)p & ~(PAGE - 1)) == ((kh_round_page(end) - 1) & ~(PAGE - 1));
+    uintptr_t end = (uintptr_t)p + (size ? size : 1);
+    uintptr_t page_end = ((uintptr_t)p & ~(PAGE - 1)) + PAGE;
+    return end <= page_end && page_end - end < class_align(size);
 }
 /* A heap of HEAP_SIZE sampling every allocation that misses, with its
  * reports captured; close_sampled checks it is whole and ends it. */
@@ -101,7 +114,7 @@ TEST(off_until_asked)
  * empty gets a page; they alternate between the page's end and start. */
 TEST(sampled_blocks)
 {
-    static const size_t sizes[] = {1, 8, 24, 100, 1000, 2048, 4000, (size_t)KHEAP_PAGE_SIZE};
+    static const size_t sizes[] = {1, 8, 24, 100, 1000, 2048, 2500, 4000, (size_t)KHEAP_PAGE_SIZE};
     enum { N = sizeof sizes / sizeof sizes[0] };
     struct kt_heap t;
     kt_heap_open(&t, HEAP_SIZE);
@@ -113,14 +126,18 @@ TEST(sampled_blocks)
     for (int i = 0; i < N; i++) {
         p[i] = kheap_alloc(t.h, sizes[i]);
         CHECK(p[i], "alloc %zu", sizes[i]);
-        CHECK(((uintptr_t)p[i] & 15) == 0, "%p is not 16-aligned", (void *)p[i]);
+        /* Aligned as its class: to the largest power of two dividing the
+         * class size, at least 16 (kheap.h). */
+        uintptr_t align = class_align(sizes[i]);
+        CHECK(((uintptr_t)p[i] & (align - 1)) == 0, "sampled %zu at %p is not %zu-aligned",
+              sizes[i], (void *)p[i], (size_t)align);
         CHECK(kheap_usable_size(t.h, p[i]) == sizes[i], "usable %zu of a sampled %zu",
               kheap_usable_size(t.h, p[i]), sizes[i]);
         for (size_t k = 0; k < sizes[i]; k++)
             CHECK(p[i][k] == 0, "sampled block of %zu has stale byte %zu", sizes[i], k);
         memset(p[i], 0x5a, sizes[i]);
         bool start = ((uintptr_t)p[i] & (PAGE - 1)) == 0;
-        bool end = at_page_end(p[i], sizes[i]);
+        bool end = at_page_end(p[i], sizes[i]) && (!start || sizes[i] >= PAGE - 15);
         CHECK(start || end, "block of %zu at %p is at neither end of a page", sizes[i],
               (void *)p[i]);
         ends += end && !start;
@@ -208,9 +225,22 @@ TEST(fill_checked_at_free)
     e[-5] = 1; /* inside e's page, before its start */
     kheap_free(t.h, e);
     expect_report(KHEAP_REPORT_UNDERFLOW, e, 40, e - 5, "underflow at free");
-    /* A zero-size block: any write to it is past its end. */
+    /* A zero-size block: live, of usable size 0, reallocated and freed
+     * from any context like another; any write to it is past its end. */
     unsigned char *z = kheap_alloc(t.h, 0);
     CHECK(z && stats_of(t.h).sampled_live == 1, "malloc(0) not sampled");
+    CHECK(kheap_usable_size(t.h, z) == 0 && kt_reports() == 0, "usable size of a sampled "
+          "zero-size block: %zu, %lu reports", kheap_usable_size(t.h, z), kt_reports());
+    unsigned char *z2 = kheap_realloc(t.h, z, 10);
+    CHECK(z2 && z2 != z && kt_reports() == 0, "realloc of a sampled zero-size block");
+    kheap_free(t.h, z2);
+    z = kheap_alloc(t.h, 0);
+    kheap_free_flags(t.h, z, KHEAP_NOLOCK);
+    kheap_reclaim(t.h);
+    CHECK(stats_of(t.h).sampled_live == 0 && kt_reports() == 0,
+          "KHEAP_NOLOCK free of a sampled zero-size block: %zu live, %lu reports",
+          stats_of(t.h).sampled_live, kt_reports());
+    z = kheap_alloc(t.h, 0);
     z[0] = 1;
     kheap_free(t.h, z);
     expect_report(KHEAP_REPORT_OVERFLOW, z, 0, z, "write through a zero-size block");
@@ -483,9 +513,14 @@ static int child_fault(kheap_t *h, int how, char *out, size_t len)
         else if (how == 2) {
             kheap_free(h, (void *)e);
             (void)e[0];
-        } else {
+        } else if (how == 3) {
             volatile uintptr_t nowhere = 8; /* not the heap's */
             *(volatile int *)nowhere = 1;
+        } else if (how == 4) {
+            raise(SIGSEGV); /* sent, not a fault: still the default action */
+        } else {
+            kheap_hosted_forget_faults(h); /* no longer kheap's to report */
+            e[128 + 20] = 1;
         }
         _exit(0);
     }
@@ -518,14 +553,20 @@ TEST(real_faults)
         printf("# fault case %d: %s\n", how, out);
     }
     char out[256];
-    int st = child_fault(t.h, 3, out, sizeof out);
-    /* The handler that was there before gets it: none (the default
-     * action, SIGSEGV), or a sanitizer's, which ends the process its own
-     * way. */
-    CHECK(!out[0] && !(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3)),
-          "a fault outside the pool: status %#x, report '%s'", st, out);
-    printf("# a fault outside the pool: %s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
-           WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    int st;
+    /* Not kheap's: a fault outside the pool, a SIGSEGV sent by raise, a
+     * fault in the pool of a heap taken out again. The handler that was
+     * there before gets them: none (the default action, SIGSEGV), or a
+     * sanitizer's, which ends the process its own way. */
+    static const char *const other[] = {"a fault outside the pool", "raise(SIGSEGV)",
+                                        "a fault after kheap_hosted_forget_faults"};
+    for (int how = 3; how <= 5; how++) {
+        st = child_fault(t.h, how, out, sizeof out);
+        CHECK(!out[0] && !(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3)),
+              "%s: status %#x, report '%s'", other[how - 3], st, out);
+        printf("# %s: %s %d\n", other[how - 3], WIFSIGNALED(st) ? "signal" : "exit",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    }
     kt_heap_close(&t);
 }
 

@@ -463,6 +463,24 @@ TEST(usable_size_bad)
     CHECK(kheap_usable_size(g_heap, NULL) == 0, "usable_size(NULL) != 0%s",
           "");
     expect_no_report("kheap_usable_size(NULL)");
+    /* kheap's own structures (a user cache's is an object of kheap's
+     * internal cache of caches) are no blocks: usable_size and realloc
+     * refuse them as free does, naming the cache. */
+    kheap_cache_t *c = kheap_cache_create(g_heap, "misuse-own", 64, 0, NULL, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    arm();
+    u = kheap_usable_size(g_heap, c);
+    CHECK(u == 0, "kheap_usable_size(a cache structure) = %zu", u);
+    expect_report(KHEAP_REPORT_WRONG_CACHE, c, "kheap_usable_size(a cache structure)");
+    CHECK(kt_last_report().cache && !strcmp(kt_last_report().cache, "kheap_cache"),
+          "the report names cache '%s'", kt_last_report().cache ? kt_last_report().cache : "");
+    arm();
+    void *q = kheap_realloc(g_heap, c, 10);
+    CHECK(q == NULL, "kheap_realloc(a cache structure) = %p", q);
+    expect_report(KHEAP_REPORT_WRONG_CACHE, c, "kheap_realloc(a cache structure)");
+    arm();
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "the cache was harmed%s", "");
+    expect_no_report("destroying the cache");
     kheap_free(g_heap, p);
     teardown();
 }

@@ -334,18 +334,20 @@ static void check_all(kheap_t *h, struct walk *w)
         mag_objs += h->mag_cache[t].active_objs;
     uintptr_t hp = (uintptr_t)h;
 #if KH_GUARDS
-    /* Sampled blocks: their bytes are committed; every slot is either
-     * held (live, or being freed) or once in the FIFO of free slots. */
+    /* Sampled blocks: their bytes are committed; the FIFO of free slots
+     * holds each unused or freed slot once and no other, and the live
+     * slots (being freed included) are the counted ones. */
     size_t held = 0;
     unsigned char seen[KHEAP_GUARD_SLOTS] = {0};
-    for (unsigned k = 0; k < KHEAP_GUARD_SLOTS; k++)
-        held += h->g_slot[k].state == KH_GS_LIVE || h->g_slot[k].state == KH_GS_FREEING;
     for (unsigned i = 0; i < h->g_nfree; i++)
         seen[h->g_ring[(h->g_head + i) % KHEAP_GUARD_SLOTS]]++;
-    for (unsigned k = 0; k < KHEAP_GUARD_SLOTS && h->g_end; k++)
-        if (seen[k] > 1 || (seen[k] == 0) != (h->g_slot[k].state == KH_GS_LIVE ||
-                                  h->g_slot[k].state == KH_GS_FREEING))
-            return (void)fail(w, "a guard slot is both free and held, or neither", h->g_start);
+    for (unsigned k = 0; k < KHEAP_GUARD_SLOTS && h->g_end; k++) {
+        unsigned st = h->g_slot[k].state;
+        held += st == KH_GS_LIVE || st == KH_GS_FREEING;
+        if (seen[k] != (st == KH_GS_UNUSED || st == KH_GS_FREED))
+            return (void)fail(w, "a guard slot is in the FIFO of free slots wrongly",
+                              h->g_start);
+    }
     if (h->g_end && held != h->g_allocs - h->g_frees)
         return (void)fail(w, "live sampled blocks differ from their counts", h->g_start);
     w->user_bytes += (size_t)(h->g_alloc_bytes - h->g_free_bytes);

@@ -31,6 +31,8 @@
  * sampled only if it fits a page (up to KHEAP_PAGE_SIZE bytes) and a slot
  * is free; else it is allocated as usual.
  *
+ * kheap_port_protect is called with no kheap lock held.
+ *
  * A fault in the pool reaches kheap_guard_fault from the platform's
  * fault handler (hosted: kheap_hosted_catch_faults installs one), which
  * reports the block: an overflow, an underflow or a use after free.
@@ -104,9 +106,11 @@ int kheap_set_sample(kheap_t *h, unsigned long every)
         if (err)
             return err;
     }
-    /* Racing with a miss path that reloads the countdown is harmless:
-     * the next sample comes after one interval or the other. */
-    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every),
+    /* g_left: allocations to go before the next miss samples (so 1
+     * samples every miss). Racing with a miss path that reloads the
+     * countdown is harmless: the next sample comes after one interval or
+     * the other. */
+    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every - 1),
                      __ATOMIC_RELAXED);
     __atomic_store_n(&h->g_every, every, __ATOMIC_RELAXED);
     return 0;
@@ -117,8 +121,15 @@ unsigned long kheap_get_sample(kheap_t *h)
     return h ? __atomic_load_n(&h->g_every, __ATOMIC_RELAXED) : 0;
 }
 
+/* Give slot k back to the tail of the FIFO (g_lock held). */
+static void slot_release(kheap_t *h, unsigned k)
+{
+    h->g_ring[(h->g_head + h->g_nfree) % KHEAP_GUARD_SLOTS] = (uint8_t)k;
+    h->g_nfree++;
+}
+
 /* Take the free slot freed longest ago and place a block of size bytes
- * in it; NULL if every slot is in use. */
+ * in it; NULL if every slot is in use (or its page will not open). */
 static void *guard_alloc(kheap_t *h, size_t size)
 {
     kh_lock(&h->g_lock);
@@ -130,15 +141,33 @@ static void *guard_alloc(kheap_t *h, size_t size)
     h->g_head = (h->g_head + 1) % KHEAP_GUARD_SLOTS;
     h->g_nfree--;
     bool at_end = (h->g_flip ^= 1u) != 0;
-    /* 16-byte aligned, as malloc's blocks are, so at least 16 bytes of
-     * the page from the block on: a block can be linked through its
-     * first word (a KHEAP_NOLOCK free defers it so: kh_guard_unlinked),
-     * and a zero-size block is inside its page (a write to it spoils the
-     * fill). */
-    size_t place = size ? size : 1;
-    uintptr_t page = slot_page(h, k);
-    uintptr_t p = at_end ? (page + KH_PAGE - place) & ~(uintptr_t)15 : page;
     struct kh_gslot *s = &h->g_slot[k];
+    /* The slot is this thread's until it goes live: out of the FIFO, and
+     * not counted yet; its page is still shut. */
+    __atomic_store_n(&s->state, KH_GS_OPENING, __ATOMIC_RELAXED);
+    kh_unlock(&h->g_lock);
+
+    uintptr_t page = slot_page(h, k);
+    if (kh_unlikely(kheap_port_protect((void *)page, KH_PAGE, 1))) {
+        /* A page the platform will not open: the slot is given up (it
+         * would fail again), and the allocation takes the usual path. */
+        kh_lock(&h->g_lock);
+        __atomic_store_n(&s->state, KH_GS_RETIRED, __ATOMIC_RELEASE);
+        kh_unlock(&h->g_lock);
+        return NULL;
+    }
+    /* Aligned as the block's class is (kheap.h: to the largest power of
+     * two dividing the class size, at least 16, at most a page). At least
+     * one byte is placed, so a zero-size block lies inside its page and
+     * a write to it spoils the fill. */
+    size_t cls = kh_class_size(kh_class_of(size));
+    uintptr_t align = (uintptr_t)(cls & (~cls + 1u));
+    align = align < 16 ? 16 : align > KH_PAGE ? KH_PAGE : align;
+    uintptr_t p = at_end ? (page + KH_PAGE - (size ? size : 1)) & ~(align - 1) : page;
+    __builtin_memset((void *)page, KH_GUARD_FILL, p - page);
+    __builtin_memset((void *)p, 0, size); /* no stale data of the last user */
+    __builtin_memset((void *)(p + size), KH_GUARD_FILL, page + KH_PAGE - p - size);
+    kh_lock(&h->g_lock);
     s->addr = p;
     s->size = size;
     h->g_allocs++;
@@ -146,43 +175,27 @@ static void *guard_alloc(kheap_t *h, size_t size)
     kh_account_commit(h, size, true);
     __atomic_store_n(&s->state, KH_GS_LIVE, __ATOMIC_RELEASE);
     kh_unlock(&h->g_lock);
-    /* The slot is this thread's now: nobody else touches its page until
-     * the block is freed. A page the platform will not open again leaves
-     * the slot taken and the allocation to the usual path. */
-    if (kh_unlikely(kheap_port_protect((void *)page, KH_PAGE, 1))) {
-        kh_lock(&h->g_lock);
-        h->g_allocs--;
-        h->g_alloc_bytes -= size;
-        kh_account_commit(h, size, false);
-        __atomic_store_n(&s->state, KH_GS_FREED, __ATOMIC_RELEASE);
-        h->g_ring[(h->g_head + h->g_nfree) % KHEAP_GUARD_SLOTS] = (uint8_t)k;
-        h->g_nfree++;
-        kh_unlock(&h->g_lock);
-        return NULL;
-    }
-    __builtin_memset((void *)page, KH_GUARD_FILL, p - page);
-    __builtin_memset((void *)p, 0, size); /* no stale data of the last user */
-    __builtin_memset((void *)(p + size), KH_GUARD_FILL, page + KH_PAGE - p - size);
     return (void *)p;
 }
 
-void *kh_guard_sample(kheap_t *h, size_t size, unsigned step)
+void *kh_guard_sample(kheap_t *h, size_t size)
 {
     unsigned long every = __atomic_load_n(&h->g_every, __ATOMIC_RELAXED);
-    if (!every || size > KH_PAGE)
+    if (!every || size > KH_PAGE || __atomic_load_n(&h->g_left, __ATOMIC_RELAXED) > 0)
         return NULL;
-    long left = __atomic_sub_fetch(&h->g_left, (long)(step ? step : 1), __ATOMIC_RELAXED);
-    if (left > 0)
-        return NULL;
-    /* Two threads may both take it below zero: each reloads, and two
-     * blocks are sampled close together, which only samples a little
-     * more. */
-    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every),
+    /* Two threads may both find it run out: each reloads, and two blocks
+     * are sampled close together, which only samples a little more. */
+    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every - 1),
                      __ATOMIC_RELAXED);
     return guard_alloc(h, size);
 }
 
-/* The first byte of [from, to) that is not b, or NULL. */
+void kh_guard_count(kheap_t *h, size_t served)
+{
+    __atomic_sub_fetch(&h->g_left, (long)served, __ATOMIC_RELAXED);
+}
+
+/* The first byte of [from, to) that is not the fill, or NULL. */
 static const void *fill_damage(uintptr_t from, uintptr_t to)
 {
     for (const unsigned char *q = (const unsigned char *)from; (uintptr_t)q < to; q++)
@@ -191,7 +204,8 @@ static const void *fill_damage(uintptr_t from, uintptr_t to)
     return NULL;
 }
 
-/* Slot k's block at p, if p is one and it is live; else 0 and *why. */
+/* Slot k's block at p, if p is one and it is live; else NULL and *why.
+ * Reads the slot with no lock: callers that act on it take g_lock. */
 static struct kh_gslot *slot_of(kheap_t *h, const void *p, unsigned *k,
                                 enum kheap_report_kind *why)
 {
@@ -203,7 +217,7 @@ static struct kh_gslot *slot_of(kheap_t *h, const void *p, unsigned *k,
     *k = (unsigned)(idx >> 1);
     struct kh_gslot *s = &h->g_slot[*k];
     unsigned st = slot_state(s);
-    if (s->addr != (uintptr_t)p || st == KH_GS_UNUSED) {
+    if (s->addr != (uintptr_t)p || st == KH_GS_UNUSED || st == KH_GS_RETIRED) {
         *why = KHEAP_REPORT_INTERIOR;
         return NULL;
     }
@@ -214,14 +228,21 @@ static struct kh_gslot *slot_of(kheap_t *h, const void *p, unsigned *k,
     return s;
 }
 
-size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why)
+bool kh_guard_live(kheap_t *h, const void *p, size_t *size, enum kheap_report_kind *why)
 {
     unsigned k;
     struct kh_gslot *s = slot_of(h, p, &k, why);
-    return s ? s->size : 0;
+    if (s)
+        *size = s->size;
+    return s != NULL;
 }
 
-void kh_guard_free(kheap_t *h, void *ptr, size_t size_given, const char *fn)
+void **kh_guard_link(kheap_t *h, const void *p)
+{
+    return &h->g_slot[((uintptr_t)p - h->g_start) >> (KHEAP_PAGE_SHIFT + 1)].link;
+}
+
+void kh_guard_free(kheap_t *h, void *ptr, const char *fn)
 {
     unsigned k = 0;
     enum kheap_report_kind why = 0;
@@ -240,12 +261,13 @@ void kh_guard_free(kheap_t *h, void *ptr, size_t size_given, const char *fn)
     size_t size = s->size;
     const void *under = fill_damage(page, p);
     const void *over = fill_damage(p + size, page + KH_PAGE);
-    if (kheap_port_protect((void *)page, KH_PAGE, 0))
-        kheap_port_panic("kheap: a guard page cannot be protected again", (void *)page);
+    /* A page the platform will not shut again (hosted: mprotect out of
+     * memory for its mappings) stays open: its slot is given up. */
+    bool shut = kheap_port_protect((void *)page, KH_PAGE, 0) == 0;
     kh_lock(&h->g_lock);
-    __atomic_store_n(&s->state, KH_GS_FREED, __ATOMIC_RELEASE);
-    h->g_ring[(h->g_head + h->g_nfree) % KHEAP_GUARD_SLOTS] = (uint8_t)k;
-    h->g_nfree++;
+    __atomic_store_n(&s->state, shut ? KH_GS_FREED : KH_GS_RETIRED, __ATOMIC_RELEASE);
+    if (shut)
+        slot_release(h, k);
     h->g_frees++;
     h->g_free_bytes += size;
     kh_account_commit(h, size, false);
@@ -256,19 +278,6 @@ void kh_guard_free(kheap_t *h, void *ptr, size_t size_given, const char *fn)
         kh_report_at(KHEAP_REPORT_OVERFLOW, ptr, NULL, fn, size, over);
     else if (under)
         kh_report_at(KHEAP_REPORT_UNDERFLOW, ptr, NULL, fn, size, under);
-    else if (size_given && size_given != size)
-        kh_report_at(KHEAP_REPORT_SIZE_MISMATCH, ptr, NULL, fn, size, NULL);
-}
-
-void kh_guard_unlinked(kheap_t *h, void *ptr)
-{
-    unsigned k;
-    enum kheap_report_kind why;
-    struct kh_gslot *s = slot_of(h, ptr, &k, &why);
-    /* The deferring thread's link word covered the fill of a block under
-     * 8 bytes: put it back (an overflow into those bytes is not seen). */
-    if (s && s->size < sizeof(void *))
-        __builtin_memset((char *)ptr + s->size, KH_GUARD_FILL, sizeof(void *) - s->size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -289,7 +298,7 @@ int kheap_guard_fault(kheap_t *h, const void *addr)
     const char *why = "access to a guard page next to no sampled block";
     if (idx & 1u) {
         s = &h->g_slot[idx >> 1];
-        if (slot_state(s) == KH_GS_UNUSED)
+        if (slot_state(s) == KH_GS_UNUSED || !s->addr)
             s = NULL;
         kind = KHEAP_REPORT_USE_AFTER_FREE;
         why = "access to a sampled block after its free (use after free)";
@@ -299,23 +308,18 @@ int kheap_guard_fault(kheap_t *h, const void *addr)
         }
     } else {
         /* A guard page: past the end of the block on its left, or before
-         * the start of the one on its right. A live block is the likelier
-         * culprit; between two live ones (or two freed), the nearer. */
+         * the start of the one on its right; the nearer of the two that
+         * ever held a block, a live one if they are as near. */
         const struct kh_gslot *left = idx ? &h->g_slot[(idx >> 1) - 1] : NULL;
         const struct kh_gslot *right = idx < 2u * KHEAP_GUARD_SLOTS ? &h->g_slot[idx >> 1] : NULL;
         unsigned ls = left ? slot_state(left) : KH_GS_UNUSED;
         unsigned rs = right ? slot_state(right) : KH_GS_UNUSED;
-        bool l_live = ls == KH_GS_LIVE, r_live = rs == KH_GS_LIVE;
-        bool pick_left;
-        if (l_live != r_live)
-            pick_left = l_live;
-        else if (ls == KH_GS_UNUSED || rs == KH_GS_UNUSED)
-            pick_left = rs == KH_GS_UNUSED;
-        else
-            pick_left = a - (left->addr + left->size) <= right->addr - a;
-        s = pick_left ? left : right;
-        if (s && slot_state(s) == KH_GS_UNUSED)
-            s = NULL;
+        bool l_used = ls != KH_GS_UNUSED && ls != KH_GS_RETIRED && left->addr;
+        bool r_used = rs != KH_GS_UNUSED && rs != KH_GS_RETIRED && right->addr;
+        uintptr_t ld = l_used ? a - (left->addr + left->size) : ~(uintptr_t)0;
+        uintptr_t rd = r_used ? right->addr - a : ~(uintptr_t)0;
+        bool pick_left = ld < rd || (ld == rd && ls == KH_GS_LIVE);
+        s = pick_left ? (l_used ? left : NULL) : (r_used ? right : NULL);
         if (s && slot_state(s) != KH_GS_LIVE) {
             kind = KHEAP_REPORT_USE_AFTER_FREE;
             why = pick_left ? "access past the end of a freed sampled block "

@@ -40,8 +40,8 @@
  *   4. kheap.q_lock       - the quarantine of KHEAP_REDZONE builds; a leaf,
  *                           held over no call but a redzone check.
  *   5. kheap.g_lock       - the sampled guard blocks (guard.c); a leaf,
- *                           held over nothing but the port's page
- *                           protection hook.
+ *                           held over no call (the port's protection
+ *                           hook runs with no kheap lock held).
  * The committed/peak/internal byte counters are atomics, updated on slow
  * paths only; no lock is shared by every cache.
  * No lock is held across a constructor, destructor or report.
@@ -276,10 +276,14 @@ struct kheap_cache {
 #endif
 /* A guard slot's states (kheap.g_slot). */
 enum {
-    KH_GS_UNUSED = 0, /* never held a block */
+    KH_GS_UNUSED = 0, /* never held a block; in the FIFO of free slots */
+    KH_GS_OPENING,    /* taken by one thread, its page being opened; not
+                         counted, not in the FIFO */
     KH_GS_LIVE,       /* holds a live block: its page is accessible */
-    KH_GS_FREEING,    /* being freed by one thread */
-    KH_GS_FREED,      /* freed: its page is inaccessible */
+    KH_GS_FREEING,    /* being freed by one thread; still counted */
+    KH_GS_FREED,      /* freed: its page is inaccessible; in the FIFO */
+    KH_GS_RETIRED,    /* its page could not be opened or shut: never used
+                         again */
 };
 
 /* ------------------------------------------------------------------ */
@@ -375,6 +379,8 @@ struct kheap {
     struct kh_gslot {
         uintptr_t addr; /* the block; 0: the slot was never used */
         size_t size;    /* bytes asked for */
+        void *link;     /* a deferred KHEAP_NOLOCK free's list link
+                           (kmalloc.c: defer_link) */
         unsigned state; /* KH_GS_*, below; atomic: the fault handler
                            reads it without the lock */
     } g_slot[KHEAP_GUARD_SLOTS];
@@ -643,18 +649,19 @@ static inline bool kh_guard_owns(kheap_t *h, const void *p)
     uintptr_t end = __atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE);
     return end && (uintptr_t)p - h->g_start < end - h->g_start;
 }
-/* The miss path of an allocation of size bytes, whose class serves about
- * step allocations per magazine refill: a guarded block if the countdown
- * says this one is sampled (and a slot is free), else NULL. */
-void *kh_guard_sample(kheap_t *h, size_t size, unsigned step);
-/* Free (size_given 0: unknown) the block at p, which kh_guard_owns;
- * reports misuse. */
-void kh_guard_free(kheap_t *h, void *p, size_t size_given, const char *fn);
-/* A block at p (kh_guard_owns) was on a list of deferred frees, linked
- * through its first word: mend what that did to its page's fill. */
-void kh_guard_unlinked(kheap_t *h, void *p);
-/* The size of the live guarded block at p, or 0 and *why. */
-size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why);
+/* The miss path of an allocation of size bytes: a guarded block if the
+ * countdown has run out (and a slot is free), else NULL. */
+void *kh_guard_sample(kheap_t *h, size_t size);
+/* A miss was served from a magazine refill that serves `served`
+ * allocations in all: count them down. */
+void kh_guard_count(kheap_t *h, size_t served);
+/* Free the block at p, which kh_guard_owns; reports misuse. */
+void kh_guard_free(kheap_t *h, void *p, const char *fn);
+/* Is p a live guarded block? Its size in *size; else *why. */
+bool kh_guard_live(kheap_t *h, const void *p, size_t *size, enum kheap_report_kind *why);
+/* Where a deferred free of the block at p (kh_guard_live) keeps its link:
+ * in its slot, which stays readable when the block's page is shut. */
+void **kh_guard_link(kheap_t *h, const void *p);
 /* Sampled blocks ever allocated and freed, and their bytes. */
 void kh_guard_stats(kheap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *abytes,
                     uint64_t *fbytes);
@@ -664,18 +671,20 @@ static inline bool kh_guard_owns(kheap_t *h, const void *p)
     (void)h, (void)p;
     return false;
 }
-static inline void kh_guard_free(kheap_t *h, void *p, size_t size_given, const char *fn)
+static inline void kh_guard_free(kheap_t *h, void *p, const char *fn)
 {
-    (void)h, (void)p, (void)size_given, (void)fn;
+    (void)h, (void)p, (void)fn;
 }
-static inline size_t kh_guard_size(kheap_t *h, const void *p, enum kheap_report_kind *why)
+static inline bool kh_guard_live(kheap_t *h, const void *p, size_t *size,
+                                 enum kheap_report_kind *why)
 {
-    (void)h, (void)p, (void)why;
-    return 0;
+    (void)h, (void)p, (void)size, (void)why;
+    return false;
 }
-static inline void kh_guard_unlinked(kheap_t *h, void *p)
+static inline void **kh_guard_link(kheap_t *h, const void *p)
 {
-    (void)h, (void)p;
+    (void)h;
+    return (void **)p;
 }
 #endif
 

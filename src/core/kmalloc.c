@@ -237,6 +237,35 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
     return NULL;
 }
 
+#if KH_GUARDS
+/* The miss path with sampling on (guard.c): a sampled block when the
+ * countdown has run out; else the usual allocation, which counts down the
+ * allocations it serves: those of the refill this miss made (what this
+ * CPU's magazine now holds, and this one), or 1 where every allocation
+ * takes the slow path (no hit path, no CPU state). */
+static kh_noinline void *sampled_alloc(kheap_t *h, struct kheap_cache *c, size_t size)
+{
+    void *p = kh_guard_sample(h, size);
+    if (p) {
+        kh_debug_check(h, "kheap_alloc");
+        return p;
+    }
+    p = cache_alloc(h, c, KH_FAST);
+    if (p) {
+        size_t served = 1;
+        if (KH_FAST) {
+            unsigned cpu = kheap_port_cpu_enter();
+            struct kh_cc *cc = kh_cc_of(h, c, cpu);
+            served += cc ? kh_cc_held(cc) : 0;
+            kheap_port_cpu_exit(cpu);
+        }
+        kh_guard_count(h, served);
+    }
+    kh_debug_check(h, "kheap_alloc");
+    return p;
+}
+#endif
+
 void *kheap_alloc(kheap_t *h, size_t size)
 {
     void *p;
@@ -257,11 +286,8 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
         struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
 #if KH_GUARDS
-        /* The hit path missed: a magazine refill, about mag_cap
-         * allocations, counts towards the next sampled block. */
-        if (kh_unlikely(__atomic_load_n(&h->g_every, __ATOMIC_RELAXED)) &&
-            (p = kh_guard_sample(h, size, KH_FAST ? c->mag_cap : 1)) != NULL)
-            return p;
+        if (kh_unlikely(__atomic_load_n(&h->g_every, __ATOMIC_RELAXED)))
+            return sampled_alloc(h, c, size);
 #endif
         p = cache_alloc(h, c, KH_FAST);
     } else {
@@ -407,7 +433,8 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
         why = slot ? KHEAP_REPORT_WRONG_CACHE : KHEAP_REPORT_INTERIOR;
     } else if (kh_guard_owns(h, ptr)) {
         if (!only) {
-            kh_guard_free(h, ptr, 0, fn);
+            kh_guard_free(h, ptr, fn);
+            kh_debug_check(h, fn);
             return;
         }
         why = KHEAP_REPORT_WRONG_CACHE;
@@ -458,6 +485,10 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
     uintptr_t base = kh_slab_base(h, d);
     if (kh_slot_of(c, (uintptr_t)ptr - base) >= c->objs) {
         *why = KHEAP_REPORT_INTERIOR;
+        return 0;
+    }
+    if (c->flags & KH_CACHE_INTERNAL) { /* kheap's own structure, as block_free says */
+        *why = KHEAP_REPORT_WRONG_CACHE;
         return 0;
     }
     /* Freed and cached in a magazine (the slab cannot tell)? */
@@ -793,7 +824,13 @@ size_t kheap_usable_size(kheap_t *h, const void *ptr)
 #endif
     struct kh_page *d = NULL;
     enum kheap_report_kind why = 0;
-    size_t n = kh_guard_owns(h, ptr) ? kh_guard_size(h, ptr, &why) : block_size(h, ptr, &d, &why);
+    size_t n = 0;
+    if (kh_guard_owns(h, ptr)) {
+        if (!kh_guard_live(h, ptr, &n, &why)) /* a live one may have size 0 */
+            kh_report(why, ptr, NULL, "kheap_usable_size");
+        return n;
+    }
+    n = block_size(h, ptr, &d, &why);
     if (!n) /* naming the slab's cache when the pointer is in one */
         kh_report(why, ptr, kh_is_slab_page(d) ? d->cache : NULL, "kheap_usable_size");
     return n;
@@ -814,8 +851,8 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
     enum kheap_report_kind why = 0;
     if (kh_guard_owns(h, ptr)) {
         /* A sampled block always moves: a stale pointer to it faults. */
-        size_t had = kh_guard_size(h, ptr, &why);
-        if (!had) {
+        size_t had = 0;
+        if (!kh_guard_live(h, ptr, &had, &why)) {
             kh_report(why, ptr, NULL, "kheap_realloc");
             return NULL;
         }
@@ -1220,11 +1257,14 @@ void kheap_mempool_destroy(struct kheap_mempool *pool)
  * why touching the previous magazine is safe). Nothing here waits, takes
  * a lock other than by trylock, calls a constructor or the report hook. */
 
-/* The word a deferred block is linked through: its cache's link word, or
- * the first word of a large block. Pre: ptr is a block the heap handed
- * out (checked by the caller), so its descriptors are stable. */
+/* The word a deferred block is linked through: its cache's link word,
+ * the first word of a large block, or a sampled block's slot. Pre: ptr is
+ * a block the heap handed out (checked by the caller), so its descriptors
+ * are stable. */
 static void **defer_link(kheap_t *h, void *ptr)
 {
+    if (kh_guard_owns(h, ptr)) /* its page is shut once it is freed */
+        return kh_guard_link(h, ptr);
     struct kh_page *d = kh_page_of(h, (uintptr_t)ptr);
     if (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)
         return (void **)((char *)ptr + kh_slab_head(d)->cache->link_off);
@@ -1275,8 +1315,6 @@ static void deferred_take(kheap_t *h, unsigned idx)
     (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
         void *next = *defer_link(h, p);
-        if (kh_guard_owns(h, p))
-            kh_guard_unlinked(h, p);
 #if KHEAP_REDZONE
         struct kh_page *d = kh_page_of(h, (uintptr_t)p);
         if (!kh_is_slab_page(d) || (kh_slab_head(d)->cache->flags & KH_CACHE_KMALLOC))
@@ -1408,7 +1446,8 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
          * without the lock; only a double free racing with this one could
          * change it, and the deferred free decides again. */
         enum kheap_report_kind why = 0;
-        if (kh_guard_size(h, ptr, &why))
+        size_t size;
+        if (kh_guard_live(h, ptr, &size, &why))
             defer_push(h, cpu, ptr);
         else
             nolock_refuse(h, ptr, why);

@@ -1153,8 +1153,11 @@ static void options_start(void)
             bad_option("KHEAP_SAMPLE_RATE", v, "not a count of allocations up to 1000000000");
         else if ((err = kheap_set_sample(kheap_default(), n)) != 0)
             bad_option("KHEAP_SAMPLE_RATE", v, kheap_strerror(err));
-        else if (n && (err = kheap_hosted_catch_faults(kheap_default())) != 0)
+        else if (n && (err = kheap_hosted_catch_faults(kheap_default())) != 0) {
+            /* No handler, no sampling: a fault would go unexplained. */
+            kheap_set_sample(kheap_default(), 0);
             bad_option("KHEAP_SAMPLE_RATE", v, kheap_strerror(err));
+        }
     }
 }
 

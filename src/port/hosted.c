@@ -327,35 +327,50 @@ int kheap_port_protect(void *addr, size_t bytes, int access)
 /* The SIGSEGV handler of kheap_hosted_catch_faults: a fault in the guard
  * pool of one of the heaps is reported (kheap_guard_fault); any other goes
  * to the handler that was there before, or kills the process as the
- * default action does. Heaps are only ever added, with atomic stores, so
- * the handler reads the table without a lock. */
+ * default action does. The handler reads the table with atomic loads and
+ * no lock (a signal handler may not wait); kheap_hosted_forget_faults
+ * takes a heap out before its memory goes. */
 #include <signal.h>
 
 #define FAULT_HEAPS 8
 static kheap_t *fault_heaps[FAULT_HEAPS];
 static struct sigaction fault_prev;
+static int fault_installed;
 static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The default action, for a fault (returning repeats the access, which
+ * faults again) or a SIGSEGV sent by kill or raise (si_code <= 0, not
+ * repeated by returning: sent again). */
+static void fault_default(int sig, const siginfo_t *si)
+{
+    signal(sig, SIG_DFL);
+    if (si->si_code <= 0)
+        raise(sig);
+}
 
 static void on_fault(int sig, siginfo_t *si, void *ctx)
 {
-    for (unsigned i = 0; i < FAULT_HEAPS; i++) {
+    for (unsigned i = 0; i < FAULT_HEAPS && si->si_code > 0; i++) {
         kheap_t *h = __atomic_load_n(&fault_heaps[i], __ATOMIC_ACQUIRE);
         if (h && kheap_guard_fault(h, si->si_addr)) {
             /* Reported, and the hook returned: the access must not be
              * retried as if nothing happened. Returning with the default
              * action set repeats the fault, which now ends the process
              * with SIGSEGV, the signal the bug deserved. */
-            signal(SIGSEGV, SIG_DFL);
+            fault_default(sig, si);
             return;
         }
     }
-    if ((fault_prev.sa_flags & SA_SIGINFO) && fault_prev.sa_sigaction) {
+    /* Called as the kernel would have called it (its mask and flags are
+     * not applied: the common way to chain, as crash reporters do). */
+    if ((fault_prev.sa_flags & SA_SIGINFO) && fault_prev.sa_sigaction)
         fault_prev.sa_sigaction(sig, si, ctx);
-    } else if (fault_prev.sa_handler != SIG_DFL && fault_prev.sa_handler != SIG_IGN) {
+    else if (fault_prev.sa_handler == SIG_IGN && si->si_code <= 0)
+        return; /* a sent SIGSEGV the program ignored */
+    else if (fault_prev.sa_handler != SIG_DFL && fault_prev.sa_handler != SIG_IGN)
         fault_prev.sa_handler(sig);
-    } else {
-        signal(SIGSEGV, SIG_DFL); /* the fault repeats, and kills */
-    }
+    else
+        fault_default(sig, si);
 }
 
 int kheap_hosted_catch_faults(kheap_t *h)
@@ -364,24 +379,39 @@ int kheap_hosted_catch_faults(kheap_t *h)
     if (!h)
         return KHEAP_EINVAL;
     pthread_mutex_lock(&fault_lock);
-    unsigned i = 0;
-    while (i < FAULT_HEAPS && fault_heaps[i] && fault_heaps[i] != h)
-        i++;
+    unsigned i, free_i = FAULT_HEAPS;
+    for (i = 0; i < FAULT_HEAPS && fault_heaps[i] != h; i++)
+        if (!fault_heaps[i] && free_i == FAULT_HEAPS)
+            free_i = i;
     if (i == FAULT_HEAPS) {
-        err = KHEAP_ETOOMANY;
-    } else if (!fault_heaps[i]) {
-        if (i == 0) {
+        if (free_i == FAULT_HEAPS)
+            err = KHEAP_ETOOMANY;
+        if (!err && !fault_installed) {
+            /* The previous action is read before ours goes in, so a fault
+             * on another thread in between finds it. */
             struct sigaction sa;
+            if (sigaction(SIGSEGV, NULL, &fault_prev))
+                err = KHEAP_ENOSYS;
             sa.sa_sigaction = on_fault;
             sigemptyset(&sa.sa_mask);
             sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-            if (sigaction(SIGSEGV, &sa, &fault_prev))
+            if (!err && sigaction(SIGSEGV, &sa, NULL))
                 err = KHEAP_ENOSYS;
+            fault_installed = !err;
         }
         if (!err)
-            __atomic_store_n(&fault_heaps[i], h, __ATOMIC_RELEASE);
+            __atomic_store_n(&fault_heaps[free_i], h, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&fault_lock);
     return err;
+}
+
+void kheap_hosted_forget_faults(kheap_t *h)
+{
+    pthread_mutex_lock(&fault_lock);
+    for (unsigned i = 0; i < FAULT_HEAPS; i++)
+        if (fault_heaps[i] == h)
+            __atomic_store_n(&fault_heaps[i], NULL, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&fault_lock);
 }
 #endif
