@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
                     make_env, run, run_harness, script_main, wait_quiet, write_csv)
 import real  # noqa: E402
+import sampled  # noqa: E402
 import suite  # noqa: E402
 
 KHEAP_DEFAULT_SIZE = 268435456  # 256 MiB: the default heap the harness uses
@@ -780,7 +781,8 @@ def keep_real_section(doc, text):
     for begin, end in (("<!-- real programs: written by bench/real.py -->",
                         "<!-- end of real programs -->"),
                        ("<!-- rust crate: written by make bench-rust -->",
-                        "<!-- end of rust crate -->")):
+                        "<!-- end of rust crate -->"),
+                       (sampled.BEGIN, sampled.END)):
         if begin not in old or end not in old:
             continue
         section = old[old.index(begin):old.index(end) + len(end)] + "\n\n"
@@ -797,8 +799,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,tput,pc,suite,real",
-                    help="comma-separated subset of hot,tput,pc,suite,real")
+    ap.add_argument("--only", default="hot,tput,pc,suite,real,sampled",
+                    help="comma-separated subset of hot,tput,pc,suite,real,sampled")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
                     "of the work tree")
@@ -831,6 +833,9 @@ def main():
         suite_names = [a[0] for a in sallocs]
         suite_rows = suite.run_suite(sallocs, dict(scale=cfg["suite_scale"],
                                                    reps=cfg["suite_reps"]), None, results)
+    sampled_rows = None
+    if "sampled" in only:
+        sampled_rows = sampled.measure(cfg["reps"], 0.1 if args.quick else 1.0)
     real_rows = None
     if "real" in only:
         real.RESULTS = results
@@ -852,6 +857,13 @@ def main():
                              real.report(rows, rnames, cfg["real_reps"], rsecs, rmissing) + "\n")
     else:
         text = keep_real_section(doc, text)
+    section = sampled.report(sampled_rows) if sampled_rows else sampled.kept(doc)
+    if sampled_rows or (section and sampled.BEGIN not in text):
+        if sampled.BEGIN in text:
+            text = text[:text.index(sampled.BEGIN)] + section + \
+                text[text.index(sampled.END) + len(sampled.END):]
+        else:
+            text = insert_before(text, "## Reproducing", section + "\n")
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))

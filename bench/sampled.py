@@ -55,7 +55,7 @@ def run_once(so, test, threads, rate, scale):
     return secs, ru.ru_maxrss, int(m.group(1)) if m else 0
 
 
-def measure(reps=5, scale=0.25):
+def measure(reps=5, scale=1.0):
     suite.build()
     so = suite.kheap_so()
     if not so:
@@ -104,6 +104,18 @@ def report(measured):
     return "\n".join(L)
 
 
+def kept(doc):
+    """The section as doc has it now, or None."""
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if BEGIN not in text or END not in text:
+        return None
+    return text[text.index(BEGIN):text.index(END) + len(END)]
+
+
 def write_doc(section):
     doc = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
     with open(doc) as f:
@@ -123,7 +135,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--print", action="store_true", help="print the section, leave the doc alone")
     args = ap.parse_args()
     section = report(measure(args.reps, args.scale))

@@ -212,7 +212,8 @@ TEST(faults_reported)
 }
 
 /* A small overflow or underflow stays in the page: the fill finds it at
- * free, after the block is freed (the heap stays whole). */
+ * free, after the block is freed (the heap stays whole). A zero-size
+ * block has no bytes to fill: its page is never opened. */
 TEST(fill_checked_at_free)
 {
     struct kt_heap t;
@@ -226,7 +227,8 @@ TEST(fill_checked_at_free)
     kheap_free(t.h, e);
     expect_report(KHEAP_REPORT_UNDERFLOW, e, 40, e - 5, "underflow at free");
     /* A zero-size block: live, of usable size 0, reallocated and freed
-     * from any context like another; any write to it is past its end. */
+     * from any context like another; its page stays shut, so any access
+     * through it faults. */
     unsigned char *z = kheap_alloc(t.h, 0);
     CHECK(z && stats_of(t.h).sampled_live == 1, "malloc(0) not sampled");
     CHECK(kheap_usable_size(t.h, z) == 0 && kt_reports() == 0, "usable size of a sampled "
@@ -241,9 +243,11 @@ TEST(fill_checked_at_free)
           "KHEAP_NOLOCK free of a sampled zero-size block: %zu live, %lu reports",
           stats_of(t.h).sampled_live, kt_reports());
     z = kheap_alloc(t.h, 0);
-    z[0] = 1;
+    CHECK(kheap_guard_fault(t.h, z + 3) == 1, "access through a zero-size block not the pool's");
+    expect_report(KHEAP_REPORT_OVERFLOW, z, 0, z + 3, "access through a zero-size block");
     kheap_free(t.h, z);
-    expect_report(KHEAP_REPORT_OVERFLOW, z, 0, z, "write through a zero-size block");
+    CHECK(kheap_guard_fault(t.h, z) == 1, "access after free not the pool's");
+    expect_report(KHEAP_REPORT_USE_AFTER_FREE, z, 0, z, "access through a freed zero-size block");
     struct kheap_stats st = stats_of(t.h);
     CHECK(st.sampled_live == 0, "%zu sampled blocks still live", st.sampled_live);
     close_sampled(&t, "after the damaged frees");

@@ -64,7 +64,7 @@ static unsigned slot_state(const struct kh_gslot *s)
 /* Make the pool: its pages inaccessible, every slot free. Pages are taken
  * with no lock held and given back if another thread made the pool
  * first. */
-static int pool_make(kheap_t *h)
+int kh_guard_pool(kheap_t *h)
 {
     if (__atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE))
         return 0;
@@ -101,8 +101,10 @@ int kheap_set_sample(kheap_t *h, unsigned long every)
 {
     if (!h)
         return KHEAP_EINVAL;
+    if (KHEAP_REDZONE && every) /* every block there has redzones */
+        return KHEAP_ENOSYS;
     if (every) {
-        int err = pool_make(h);
+        int err = kh_guard_pool(h);
         if (err)
             return err;
     }
@@ -148,7 +150,9 @@ static void *guard_alloc(kheap_t *h, size_t size)
     kh_unlock(&h->g_lock);
 
     uintptr_t page = slot_page(h, k);
-    if (kh_unlikely(kheap_port_protect((void *)page, KH_PAGE, 1))) {
+    /* A zero-size block keeps its page shut: any access through it
+     * faults, a read as much as a write. */
+    if (size && kh_unlikely(kheap_port_protect((void *)page, KH_PAGE, 1))) {
         /* A page the platform will not open: the slot is given up (it
          * would fail again), and the allocation takes the usual path. */
         kh_lock(&h->g_lock);
@@ -157,16 +161,16 @@ static void *guard_alloc(kheap_t *h, size_t size)
         return NULL;
     }
     /* Aligned as the block's class is (kheap.h: to the largest power of
-     * two dividing the class size, at least 16, at most a page). At least
-     * one byte is placed, so a zero-size block lies inside its page and
-     * a write to it spoils the fill. */
+     * two dividing the class size, at least 16, at most a page). */
     size_t cls = kh_class_size(kh_class_of(size));
     uintptr_t align = (uintptr_t)(cls & (~cls + 1u));
     align = align < 16 ? 16 : align > KH_PAGE ? KH_PAGE : align;
-    uintptr_t p = at_end ? (page + KH_PAGE - (size ? size : 1)) & ~(align - 1) : page;
-    __builtin_memset((void *)page, KH_GUARD_FILL, p - page);
-    __builtin_memset((void *)p, 0, size); /* no stale data of the last user */
-    __builtin_memset((void *)(p + size), KH_GUARD_FILL, page + KH_PAGE - p - size);
+    uintptr_t p = at_end && size ? (page + KH_PAGE - size) & ~(align - 1) : page;
+    if (size) {
+        __builtin_memset((void *)page, KH_GUARD_FILL, p - page);
+        __builtin_memset((void *)p, 0, size); /* no stale data of the last user */
+        __builtin_memset((void *)(p + size), KH_GUARD_FILL, page + KH_PAGE - p - size);
+    }
     kh_lock(&h->g_lock);
     s->addr = p;
     s->size = size;
@@ -189,6 +193,13 @@ void *kh_guard_sample(kheap_t *h, size_t size)
                      __ATOMIC_RELAXED);
     return guard_alloc(h, size);
 }
+
+#if KHEAP_REDZONE
+void *kh_guard_zero(kheap_t *h)
+{
+    return __atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE) ? guard_alloc(h, 0) : NULL;
+}
+#endif
 
 void kh_guard_count(kheap_t *h, size_t served)
 {
@@ -259,11 +270,15 @@ void kh_guard_free(kheap_t *h, void *ptr, const char *fn)
      * and is refused): check its fill, then shut its page. */
     uintptr_t page = slot_page(h, k), p = (uintptr_t)ptr;
     size_t size = s->size;
-    const void *under = fill_damage(page, p);
-    const void *over = fill_damage(p + size, page + KH_PAGE);
-    /* A page the platform will not shut again (hosted: mprotect out of
-     * memory for its mappings) stays open: its slot is given up. */
-    bool shut = kheap_port_protect((void *)page, KH_PAGE, 0) == 0;
+    const void *under = NULL, *over = NULL;
+    bool shut = true; /* a zero-size block's page never opened */
+    if (size) {
+        under = fill_damage(page, p);
+        over = fill_damage(p + size, page + KH_PAGE);
+        /* A page the platform will not shut again (hosted: mprotect out
+         * of memory for its mappings) stays open: its slot is given up. */
+        shut = kheap_port_protect((void *)page, KH_PAGE, 0) == 0;
+    }
     kh_lock(&h->g_lock);
     __atomic_store_n(&s->state, shut ? KH_GS_FREED : KH_GS_RETIRED, __ATOMIC_RELEASE);
     if (shut)
@@ -302,7 +317,10 @@ int kheap_guard_fault(kheap_t *h, const void *addr)
             s = NULL;
         kind = KHEAP_REPORT_USE_AFTER_FREE;
         why = "access to a sampled block after its free (use after free)";
-        if (!s) {
+        if (s && slot_state(s) == KH_GS_LIVE) { /* only a zero-size one's page is shut */
+            kind = KHEAP_REPORT_OVERFLOW;
+            why = "access through a zero-size block (heap overflow)";
+        } else if (!s) {
             kind = KHEAP_REPORT_FOREIGN;
             why = "access to a guard page that never held a block";
         }

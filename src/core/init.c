@@ -104,6 +104,9 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_registry_add(h);
     if (KHEAP_SAMPLE_RATE) /* the sampler is best effort: no pool, no sampling */
         (void)kheap_set_sample(h, KHEAP_SAMPLE_RATE);
+#if KH_GUARDS && KHEAP_REDZONE
+    (void)kh_guard_pool(h); /* for zero-size blocks that fault; best effort too */
+#endif
     *out = h;
     return KHEAP_OK;
 }

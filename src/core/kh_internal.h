@@ -268,8 +268,9 @@ struct kheap_cache {
 };
 
 /* The sampled guard blocks (guard.c) are built when the port can protect
- * pages; the debug build has its own redzones instead. */
-#if KHEAP_PORT_PROTECT && KHEAP_GUARD_SLOTS > 0 && !KHEAP_REDZONE
+ * pages. The debug build (KHEAP_REDZONE) samples nothing (every block
+ * has redzones) but makes its zero-size blocks there. */
+#if KHEAP_PORT_PROTECT && KHEAP_GUARD_SLOTS > 0
 #define KH_GUARDS 1
 #else
 #define KH_GUARDS 0
@@ -655,6 +656,13 @@ void *kh_guard_sample(kheap_t *h, size_t size);
 /* A miss was served from a magazine refill that serves `served`
  * allocations in all: count them down. */
 void kh_guard_count(kheap_t *h, size_t served);
+/* Make the pool now, if it is not made (0, or KHEAP_ENOMEM/ENOSYS). */
+int kh_guard_pool(kheap_t *h);
+#if KHEAP_REDZONE
+/* A zero-size block whose page stays shut (any access faults), or NULL
+ * if there is no pool or no free slot. */
+void *kh_guard_zero(kheap_t *h);
+#endif
 /* Free the block at p, which kh_guard_owns; reports misuse. */
 void kh_guard_free(kheap_t *h, void *p, const char *fn);
 /* Is p a live guarded block? Its size in *size; else *why. */

@@ -237,7 +237,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
     return NULL;
 }
 
-#if KH_GUARDS
+#if KH_GUARDS && !KHEAP_REDZONE
 /* The miss path with sampling on (guard.c): a sampled block when the
  * countdown has run out; else the usual allocation, which counts down the
  * allocations it serves: those of the refill this miss made (what this
@@ -285,7 +285,7 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
 #endif
     if (kh_likely(size <= KHEAP_MAX_CLASS)) {
         struct kheap_cache *c = &h->kmalloc[kh_class_of(size)];
-#if KH_GUARDS
+#if KH_GUARDS && !KHEAP_REDZONE
         if (kh_unlikely(__atomic_load_n(&h->g_every, __ATOMIC_RELAXED)))
             return sampled_alloc(h, c, size);
 #endif
@@ -555,6 +555,13 @@ static const void *rz_damage(const void *from, const void *to, unsigned char b)
 
 static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, const char *fn)
 {
+#if KH_GUARDS
+    /* A zero-size block on a page that stays shut, while slots last: a
+     * read through it faults too (its kind is not kept). */
+    void *z = size || align > KH_PAGE ? NULL : kh_guard_zero(h);
+    if (z)
+        return z;
+#endif
     size_t left = align > RZ_HEAD ? align : RZ_HEAD;
     if (size > (SIZE_MAX >> 2) - left - RZ_TAIL) {
         kh_account_failure(h);
@@ -683,6 +690,11 @@ static void rz_release(kheap_t *h, void *p, const char *fn)
  * canaries: reported, and the block freed. */
 static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const char *fn)
 {
+    if (kh_guard_owns(h, p)) { /* a zero-size block (rz_alloc) */
+        kh_guard_free(h, p, fn);
+        deferred_drain(h);
+        return;
+    }
     unsigned char *raw;
     size_t usable;
     enum kheap_report_kind why = 0;
@@ -792,12 +804,24 @@ static struct rz_head *rz_live(kheap_t *h, void *p, unsigned char **raw, size_t 
  * finds it in the quarantine. */
 static void *rz_realloc(kheap_t *h, void *p, size_t size)
 {
+    enum kheap_report_kind why = 0;
+    size_t old = 0;
+    if (kh_guard_owns(h, p)) { /* a zero-size block: nothing to copy */
+        if (!kh_guard_live(h, p, &old, &why)) {
+            kh_report(why, p, NULL, "kheap_realloc");
+            return NULL;
+        }
+        void *q = rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_realloc");
+        if (q)
+            rz_free(h, p, KHEAP_BLOCK_MALLOC, 0, "kheap_realloc");
+        return q;
+    }
     unsigned char *raw;
     size_t usable;
     struct rz_head *hd = rz_live(h, p, &raw, &usable, "kheap_realloc");
     if (!hd)
         return NULL;
-    size_t old = (size_t)(hd->size_kind >> 2);
+    old = (size_t)(hd->size_kind >> 2);
     if ((hd->size_kind & 3) != KHEAP_BLOCK_MALLOC) {
         kh_report_at(KHEAP_REPORT_KIND_MISMATCH, p, NULL, "kheap_realloc", old, NULL);
         return NULL;
@@ -817,10 +841,12 @@ size_t kheap_usable_size(kheap_t *h, const void *ptr)
     if (!ptr)
         return 0;
 #if KHEAP_REDZONE
-    unsigned char *raw;
-    size_t usable;
-    struct rz_head *hd = rz_live(h, (void *)ptr, &raw, &usable, "kheap_usable_size");
-    return hd ? (size_t)(hd->size_kind >> 2) : 0;
+    if (!kh_guard_owns(h, ptr)) {
+        unsigned char *raw;
+        size_t usable;
+        struct rz_head *hd = rz_live(h, (void *)ptr, &raw, &usable, "kheap_usable_size");
+        return hd ? (size_t)(hd->size_kind >> 2) : 0;
+    }
 #endif
     struct kh_page *d = NULL;
     enum kheap_report_kind why = 0;

@@ -119,6 +119,10 @@ int main(int argc, char **argv)
         char *p = launder(malloc(0));
         poke(p, 0, 1);
         free(p);
+    } else if (!strcmp(c, "zero-size-read")) {
+        char *p = launder(malloc(0));
+        sink = (void *)(size_t)(unsigned char)*(volatile char *)p;
+        free(p);
     } else if (!strcmp(c, "double-free")) {
         char *p = launder(malloc(32));
         free(p);

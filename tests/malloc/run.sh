@@ -67,6 +67,7 @@ for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     underflow-1:"heap underflow" underflow-large:"heap underflow" \
     use-after-free-write:"use after free" use-after-free-write-realloc:"use after free" \
     use-after-free-write-large:"use after free" zero-size-write:"heap overflow" \
+    zero-size-read:"zero-size block" \
     double-free:"double free" double-free-delayed:"double free" \
     double-free-after-reuse:"double free" double-free-large:"double free" \
     new-array-delete:"another kind" new-delete-array:"another kind" \
@@ -96,7 +97,7 @@ done
 # checked at free).
 for pair in overflow-32-memcpy:"heap overflow" underflow-1:"heap underflow" \
     use-after-free-write:"use after free" use-after-free-write-realloc:"use after free" \
-    zero-size-write:"heap overflow"; do
+    zero-size-write:"heap overflow" zero-size-read:"zero-size block"; do
     c=${pair%%:*} want=${pair#*:}
     sa=$(found sampled "$c")
     case $sa in
