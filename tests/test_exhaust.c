@@ -253,6 +253,36 @@ TEST(large_runs)
     fixture_close(&f);
 }
 
+/* A large block shrunk to a class size moves to the class if it can;
+ * on a full heap it shrinks in place, and that is no failure. */
+TEST(realloc_shrink_when_full)
+{
+    struct fixture f;
+    fixture_open(&f, HEAP_SIZE);
+    unsigned char *big = kheap_alloc(f.h, 64 * 1024);
+    CHECK(big != NULL, "64 KiB block");
+    memset(big, 0x5a, 3000);
+    /* Fill every page: runs of one page until NULL (one failure). */
+    size_t n = 0;
+    void *b;
+    while (n < f.max_blks && (b = kheap_alloc(f.h, KHEAP_MAX_CLASS + 1)) != NULL)
+        f.blks[n++].p = (uintptr_t)b;
+    struct kheap_stats s0, s1;
+    kheap_get_stats(f.h, &s0);
+    CHECK(s0.failed_count == 1, "%" PRIu64 " failures filling the heap", s0.failed_count);
+    unsigned char *q = kheap_realloc(f.h, big, 3000);
+    kheap_get_stats(f.h, &s1);
+    CHECK(q == big, "realloc to 3000 on a full heap moved (%p -> %p)", (void *)big, (void *)q);
+    for (int i = 0; i < 3000; i++)
+        CHECK(q[i] == 0x5a, "byte %d lost", i);
+    CHECK(s1.failed_count == s0.failed_count, "a realloc that succeeded counted a failure "
+          "(%" PRIu64 " -> %" PRIu64 ")", s0.failed_count, s1.failed_count);
+    kheap_free(f.h, q);
+    while (n)
+        kheap_free(f.h, (void *)f.blks[--n].p);
+    fixture_close(&f);
+}
+
 TEST(large_aligned)
 {
     static const size_t cases[][2] = {
@@ -613,6 +643,7 @@ int main(void)
     RUN(every_size_class);
     RUN(large_runs);
     RUN(large_aligned);
+    RUN(realloc_shrink_when_full);
     RUN(mixed_fill);
     RUN(unaligned_base_and_guards);
     RUN(add_region);

@@ -89,7 +89,7 @@ size_t kheap_cache_shrink(kheap_cache_t *c)
     return bytes;
 }
 
-int kheap_cache_destroy(kheap_cache_t *c)
+int kh_cache_destroy(kheap_cache_t *c)
 {
     if (!c || c->magic != KH_CACHE_MAGIC)
         return KHEAP_EINVAL;

@@ -177,6 +177,13 @@ void kh_account_failure(kheap_t *h)
     kh_unlock(&h->page_lock);
 }
 
+void kh_account_recovered(kheap_t *h)
+{
+    kh_lock(&h->page_lock);
+    h->failed_count--;
+    kh_unlock(&h->page_lock);
+}
+
 /* ------------------------------------------------------------------ */
 /* Size classes: 16 to 64 in steps of 8, then 2^KHEAP_CLASS_SUB_SHIFT
  * classes per doubling up to KHEAP_MAX_CLASS. By default 8 per doubling

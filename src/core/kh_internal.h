@@ -404,9 +404,11 @@ struct kheap {
     /* KHEAP_NOLOCK frees that found no room and no lock (kmalloc.c): per
      * CPU (index KHEAP_CPU_NONE: threads with no CPU slot), a stack of
      * blocks linked through their link word (their cache's link_off; 0
-     * for a large block), pushed with a compare-and-swap by any context
-     * of that CPU, taken whole with an exchange by its slow paths and by
-     * kheap_reclaim. A deferred block counts as allocated until taken. */
+     * for a large block; a sampled block's slot), pushed with a
+     * compare-and-swap by any context of that CPU, taken whole with an
+     * exchange by its slow paths, by kheap_reclaim, and (every CPU's) by
+     * kheap_cache_destroy. A deferred block counts as allocated until
+     * taken. */
     void *deferred[KHEAP_MAX_CPUS + 1];
     /* A pointer a KHEAP_NOLOCK free refused (misuse), and why; reported
      * when deferred frees are next taken. A later one replaces it. */
@@ -468,6 +470,10 @@ const char *kh_report_reason(enum kheap_report_kind kind);
  * every lock, sees counters and structures agree. */
 void kh_account_commit(kheap_t *h, size_t bytes, bool add);
 void kh_account_failure(kheap_t *h);
+/* An allocation kheap tried for itself failed (counted), and the call it
+ * was made for succeeded another way: it is no failure. (A reader of the
+ * statistics in between sees it counted.) */
+void kh_account_recovered(kheap_t *h);
 void kh_account_internal(kheap_t *h, size_t bytes, bool add);
 size_t kh_class_size(unsigned cls);
 size_t kh_decimal(char *buf, uint64_t v);
@@ -776,6 +782,8 @@ void kh_debug_check(kheap_t *h, const char *function);
 #endif
 
 /* cache.c */
+/* kheap_cache_destroy once deferred frees are taken (kmalloc.c). */
+int kh_cache_destroy(kheap_cache_t *c);
 /* A shrinker pass (no lock held): each registered shrinker is asked, in
  * registration order, until they report want bytes freed. Counted in
  * who's shrink_calls when who is not NULL. Returns the bytes reported;

@@ -910,6 +910,7 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
             kheap_free(h, ptr);
             return q;
         }
+        kh_account_recovered(h); /* the block shrinks in place instead */
     }
     if (d->kind != KH_PG_SLAB && size <= SIZE_MAX - KH_PAGE) {
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
@@ -1369,6 +1370,25 @@ static void deferred_drain(kheap_t *h)
         if (bad)
             kh_report((enum kheap_report_kind)why, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
     }
+}
+
+/* Every CPU's list: a cache may be destroyed only when none of its
+ * objects is still deferred (they count as allocated until taken). A
+ * list is taken with an exchange, so taking another CPU's races with its
+ * pushes as safely as taking the list of threads with no CPU does. */
+static void deferred_drain_all(kheap_t *h)
+{
+    for (unsigned i = 0; i <= KHEAP_MAX_CPUS; i++)
+        if (__atomic_load_n(&h->deferred[i], __ATOMIC_RELAXED) != NULL)
+            deferred_take(h, i);
+    deferred_drain(h); /* and a refused pointer's report */
+}
+
+int kheap_cache_destroy(kheap_cache_t *c)
+{
+    if (c && c->magic == KH_CACHE_MAGIC && !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL)))
+        deferred_drain_all(c->heap);
+    return kh_cache_destroy(c);
 }
 
 size_t kheap_reclaim(kheap_t *h)

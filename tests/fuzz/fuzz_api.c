@@ -8,14 +8,16 @@
  * KHEAP_NOLOCK calls, user caches (created with and without constructor,
  * tuned or not; alloc, free, bulk calls, reserves, shrink, destroy), the
  * bulk calls of kmalloc, kheap_reclaim, kheap_purge, the low-water mark
- * with a shrinker that frees blocks of the model's, usable_size, stats and
- * kheap_check_quiescent.
+ * with a shrinker that frees blocks of the model's, usable_size, stats,
+ * kheap_check_quiescent, and sampled guard blocks at a rate the input
+ * sets (kheap_set_sample).
  *
  * The model knows every live block: address, size asked, usable size,
  * alignment, cache, and a pattern seed. After every operation it checks
  * what kheap.h promises:
  *  - a new block is aligned as promised, has usable >= size (for plain
- *    allocations exactly the class rule, fz_usable), lies inside the
+ *    allocations exactly the class rule, fz_usable, or, once sampling
+ *    was on, exactly size for a block of at most a page), lies inside the
  *    buffer and overlaps no live block;
  *  - a block's pattern is intact whenever it is read (before a free or
  *    realloc, and every block at each check); calloc gives zeros;
@@ -68,6 +70,8 @@ struct fcache {
     size_t size, align, objsize, slab_pages;
     bool ctor;
     size_t live; /* model blocks of this cache */
+    size_t pend; /* of its frees, KHEAP_NOLOCK ones that may still be
+                    deferred (allocated as far as kheap knows) */
     unsigned long ctors, dtors, dtor_bad;
     struct kheap_reserve r;
 };
@@ -302,9 +306,11 @@ static void check_heap(const char *when)
             continue;
         struct kheap_cache_info ci;
         kheap_cache_info(fc->c, &ci);
-        FZ_CHECK(ci.active_objs == fc->live + fc->r.count,
-                 "op %u %s: cache %u active_objs %zu != model %zu live + %zu in reserve", g_op,
-                 when, i, ci.active_objs, fc->live, fc->r.count);
+        FZ_CHECK(ci.active_objs >= fc->live + fc->r.count &&
+                     ci.active_objs <= fc->live + fc->r.count + fc->pend,
+                 "op %u %s: cache %u active_objs %zu != model %zu live + %zu in reserve "
+                 "(+ up to %zu deferred)",
+                 g_op, when, i, ci.active_objs, fc->live, fc->r.count, fc->pend);
     }
 }
 
@@ -328,16 +334,49 @@ static void free_at(size_t i, int how)
         kheap_free_flags(g_heap, b->p, KHEAP_NOLOCK);
         pend_bytes += b->usable;
         pend_n++;
+        if (b->cache != NONE)
+            g_caches[b->cache].pend++;
     } else if (how == 3 && b->cache != NONE) {
         kheap_cache_free_flags(g_caches[b->cache].c, b->p, KHEAP_NOLOCK);
         pend_bytes += b->usable;
         pend_n++;
+        g_caches[b->cache].pend++;
     } else {
         kheap_free(g_heap, b->p); /* an object goes back to its own cache */
     }
     m_frees++;
     m_used -= b->usable;
     drop_block(i);
+}
+
+/* Sampled guard blocks (kheap_set_sample): once sampling was on, a
+ * plain allocation of at most a page may be a sampled block, whose usable
+ * size is exactly the size asked for, and which realloc always moves. */
+static bool g_sampled_ever;
+
+static bool usable_ok(size_t size, size_t u)
+{
+    return u == fz_usable(size) || (g_sampled_ever && size <= FZ_PAGE && u == size);
+}
+
+/* The block's run, for realloc's rules: unknown if it may be sampled. */
+static int run_of(size_t size, size_t u)
+{
+    if (u > KHEAP_MAX_CLASS)
+        return RUN_YES;
+    return g_sampled_ever && size <= FZ_PAGE && u == size ? RUN_MAYBE : RUN_NO;
+}
+
+static void op_sample(struct fz_in *in)
+{
+    static const unsigned long rates[] = {0, 1, 2, 5, 50};
+    unsigned long every = rates[fz_u8(in) % 5];
+    int err = kheap_set_sample(g_heap, every);
+    /* The pool's pages may not be there (a full heap). */
+    FZ_CHECK(err == KHEAP_OK || (every && err == KHEAP_ENOMEM),
+             "op %u: kheap_set_sample(%lu) = %d (%s)", g_op, every, err, kheap_strerror(err));
+    if (!err && every)
+        g_sampled_ever = true;
 }
 
 static void op_alloc(struct fz_in *in, bool shrinkable)
@@ -349,12 +388,11 @@ static void op_alloc(struct fz_in *in, bool shrinkable)
         return;
     }
     size_t u = kheap_usable_size(g_heap, p);
-    FZ_CHECK(u == fz_usable(size), "op %u: kheap_alloc(%zu): usable %zu, the rule says %zu", g_op,
+    FZ_CHECK(usable_ok(size, u), "op %u: kheap_alloc(%zu): usable %zu, the rule says %zu", g_op,
              size, u, fz_usable(size));
     m_allocs++;
     m_used += u;
-    add_block(p, size, u, fz_natural_align(u), NONE, u > KHEAP_MAX_CLASS ? RUN_YES : RUN_NO,
-              shrinkable, "kheap_alloc");
+    add_block(p, size, u, fz_natural_align(u), NONE, run_of(size, u), shrinkable, "kheap_alloc");
 }
 
 static void op_aligned(struct fz_in *in)
@@ -368,7 +406,8 @@ static void op_aligned(struct fz_in *in)
         return;
     }
     size_t u = kheap_usable_size(g_heap, p);
-    FZ_CHECK(fz_is_class(u) || (u > KHEAP_MAX_CLASS && u % FZ_PAGE == 0),
+    FZ_CHECK(fz_is_class(u) || (u > KHEAP_MAX_CLASS && u % FZ_PAGE == 0) ||
+                 (align <= 8 && usable_ok(size, u)), /* kheap_alloc's block */
              "op %u: kheap_alloc_aligned(%zu, %zu): usable %zu is neither a class nor pages", g_op,
              size, align, u);
     m_allocs++;
@@ -386,15 +425,15 @@ static void op_calloc(struct fz_in *in)
         return;
     }
     size_t u = kheap_usable_size(g_heap, p);
-    FZ_CHECK(u == fz_usable(n * size), "op %u: kheap_calloc(%zu, %zu): usable %zu, rule %zu",
+    FZ_CHECK(usable_ok(n * size, u), "op %u: kheap_calloc(%zu, %zu): usable %zu, rule %zu",
              g_op, n, size, u, fz_usable(n * size));
     for (size_t i = 0; i < n * size; i++)
         FZ_CHECK(p[i] == 0, "op %u: kheap_calloc(%zu, %zu) = %p: byte %zu is 0x%02x", g_op, n,
                  size, (void *)p, i, p[i]);
     m_allocs++;
     m_used += u;
-    add_block(p, n * size, u, fz_natural_align(u), NONE, u > KHEAP_MAX_CLASS ? RUN_YES : RUN_NO,
-              false, "kheap_calloc");
+    add_block(p, n * size, u, fz_natural_align(u), NONE, run_of(n * size, u), false,
+              "kheap_calloc");
 }
 
 /* A kmalloc block of the model (not a cache object), or SIZE_MAX. */
@@ -421,12 +460,12 @@ static void op_realloc(struct fz_in *in)
             return;
         }
         size_t u = kheap_usable_size(g_heap, p);
-        FZ_CHECK(u == fz_usable(size), "op %u: kheap_realloc(NULL, %zu): usable %zu, rule %zu",
+        FZ_CHECK(usable_ok(size, u), "op %u: kheap_realloc(NULL, %zu): usable %zu, rule %zu",
                  g_op, size, u, fz_usable(size));
         m_allocs++;
         m_used += u;
-        add_block(p, size, u, fz_natural_align(u), NONE, u > KHEAP_MAX_CLASS ? RUN_YES : RUN_NO,
-                  false, "kheap_realloc(NULL)");
+        add_block(p, size, u, fz_natural_align(u), NONE, run_of(size, u), false,
+                  "kheap_realloc(NULL)");
         return;
     }
     struct block *b = &g_live[i];
@@ -479,7 +518,7 @@ static void op_realloc(struct fz_in *in)
                  "op %u: in-place realloc of a run to %zu: usable %zu not whole pages", g_op, size,
                  u);
     } else {
-        FZ_CHECK(u == fz_usable(size), "op %u: kheap_realloc moved %zu -> %zu: usable %zu, rule %zu",
+        FZ_CHECK(usable_ok(size, u), "op %u: kheap_realloc moved %zu -> %zu: usable %zu, rule %zu",
                  g_op, old, size, u, fz_usable(size));
         m_allocs++;
         m_frees++;
@@ -488,7 +527,7 @@ static void op_realloc(struct fz_in *in)
     struct block nb = *b;
     drop_block(i);
     m_used = m_used - old_u + u;
-    int run = q == nb.p ? nb.run : u > KHEAP_MAX_CLASS ? RUN_YES : RUN_NO;
+    int run = q == nb.p ? nb.run : run_of(size, u);
     /* add_block refills from byte 0: the kept bytes were checked above. */
     add_block(q, size, u, q == nb.p ? 1 : fz_natural_align(u), NONE, run, false, "kheap_realloc");
 }
@@ -772,6 +811,14 @@ static void cache_close(unsigned idx)
     fc->c = NULL;
 }
 
+static void no_pending(void)
+{
+    pend_bytes = 0;
+    pend_n = 0;
+    for (unsigned i = 0; i < NCACHES; i++)
+        g_caches[i].pend = 0;
+}
+
 static void op_reclaim(struct fz_in *in)
 {
     unsigned k = fz_u8(in);
@@ -782,8 +829,7 @@ static void op_reclaim(struct fz_in *in)
         got = kheap_cache_shrink(g_caches[k / 4 % NCACHES].c);
     } else {
         got = kheap_reclaim(g_heap);
-        pend_bytes = 0; /* the deferred frees are done */
-        pend_n = 0;
+        no_pending(); /* the deferred frees are done */
     }
     FZ_CHECK(got % FZ_PAGE == 0, "op %u: reclaim/purge op %u gave back %zu bytes, not pages",
              g_op, k % 4, got);
@@ -855,6 +901,8 @@ static void run_op(struct fz_in *in)
             op_usable(in);
         else if (op & 0x40)
             check_heap("on request");
+        else if (op & 0x20)
+            op_sample(in);
         else
             op_shrinkable(in);
         break;
@@ -887,6 +935,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(g_caches, 0, sizeof g_caches);
     m_used = 0;
     m_allocs = m_frees = m_failed = pend_n = 0;
+    g_sampled_ever = false;
     pend_bytes = 0;
     g_seed = (uint32_t)size;
     g_op = 0;
@@ -916,8 +965,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             cache_close(i);
     shrinker(g_heap, SIZE_MAX, g_shrinkable);
     kheap_reclaim(g_heap);
-    pend_bytes = 0;
-    pend_n = 0;
+    no_pending();
     verify_stats();
     check_heap("at the end");
     struct kheap_stats s;
