@@ -302,9 +302,9 @@ void kh_guard_free(kheap_t *h, void *ptr, const char *fn)
  * allocating or freeing it) can only make the report name the wrong
  * block of two neighbours; the fault itself was real. */
 
-int kheap_guard_fault(kheap_t *h, const void *addr)
+int kh_guard_fault(kheap_t *h, const void *addr)
 {
-    if (!h || !kh_guard_owns(h, addr))
+    if (!kh_guard_owns(h, addr))
         return 0;
     uintptr_t a = (uintptr_t)addr;
     uintptr_t idx = (a - h->g_start) >> KHEAP_PAGE_SHIFT;
@@ -383,7 +383,7 @@ unsigned long kheap_get_sample(kheap_t *h)
     return 0;
 }
 
-int kheap_guard_fault(kheap_t *h, const void *addr)
+int kh_guard_fault(kheap_t *h, const void *addr)
 {
     (void)h, (void)addr;
     return 0;

@@ -649,6 +649,9 @@ static inline size_t kh_slot_of(const struct kheap_cache *c, uintptr_t off)
 }
 
 /* guard.c (KH_GUARDS), below kmalloc.c */
+/* kheap_guard_fault for the pool: 1 and a report if addr is in it. No
+ * lock (a signal handler). Defined in every build (0 without a pool). */
+int kh_guard_fault(kheap_t *h, const void *addr);
 #if KH_GUARDS
 /* Is p in h's pool of guard pages? O(1), no lock. */
 static inline bool kh_guard_owns(kheap_t *h, const void *p)

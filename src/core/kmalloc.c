@@ -521,7 +521,19 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
  * quarantine; when it leaves the quarantine (the oldest first) the poison
  * and canaries are checked again before the block really goes back. A
  * second free of a quarantined block finds its state word: exact, however
- * many CPUs are involved. */
+ * many CPUs are involved.
+ *
+ * Where the port can protect pages (RZ_GUARDED), a large block (a page
+ * run) ends against a guard page instead, which stays shut while the
+ * block lives, and starts with a pointer to the block (for rz_fault):
+ *
+ *   raw                                          p          guard page
+ *   | &p | canary ...... | header 16 |  size bytes  | < 16 | shut page |
+ *
+ * so an overflow faults at its first byte; while the block waits in the
+ * quarantine, its pages that hold nothing but the block are shut too, so
+ * any access to it faults (rz_shut). */
+#define RZ_GUARDED KH_GUARDS
 #define RZ_HEAD 16u
 #define RZ_TAIL 16u
 #define RZ_BYTE ((unsigned char)KHEAP_REDZONE_BYTE)
@@ -553,6 +565,61 @@ static const void *rz_damage(const void *from, const void *to, unsigned char b)
     return NULL;
 }
 
+#if RZ_GUARDED
+/* A large debug block: a run one page longer than the block needs, the
+ * block against its last page, which is shut. p keeps the alignment
+ * asked for (left: 16 or that alignment; raw + left is aligned to it). */
+static void *rz_alloc_run(kheap_t *h, size_t size, size_t left, unsigned kind, const char *fn)
+{
+    size_t usable;
+    unsigned char *raw = block_alloc(h, left + size + RZ_TAIL + KH_PAGE, left, &usable);
+    if (!raw)
+        return NULL;
+    unsigned char *guard = raw + usable - KH_PAGE;
+    unsigned char *p = (unsigned char *)(((uintptr_t)guard - size) & ~(uintptr_t)(left - 1));
+    *(unsigned char **)raw = p;
+    __builtin_memset(raw + sizeof(void *), RZ_BYTE, (size_t)(p - RZ_HEAD - raw) - sizeof(void *));
+    struct rz_head *hd = rz_head(p);
+    hd->size_kind = (uint64_t)size << 2 | kind;
+    hd->left = (uint32_t)(p - raw);
+    hd->state = rz_state(p, true);
+    __builtin_memset(p + size, RZ_BYTE, (size_t)(guard - p) - size);
+    /* A page the platform will not shut stays open: never read (rz_span),
+     * the block is only watched less. */
+    (void)kheap_port_protect(guard, KH_PAGE, 0);
+    kh_debug_check(h, fn);
+    (void)fn;
+    return p;
+}
+
+/* Shut (access 0) or open (1) the pages of a large block at p that hold
+ * nothing else: its header's page and the guard page stay as they are. */
+static void rz_shut(const void *p, size_t size, int access)
+{
+    uintptr_t lo = kh_align_up((uintptr_t)p, KH_PAGE), hi = ((uintptr_t)p + size) & ~KH_PAGE_MASK;
+    if (lo < hi)
+        (void)kheap_port_protect((void *)lo, hi - lo, access);
+}
+#endif
+
+/* The canaries of the block at p cut out of raw (usable bytes) are
+ * [*lo, header) and [p + size, *hi): a guarded run's first word and its
+ * guard page are not (rz_alloc_run). */
+static void rz_span(kheap_t *h, const unsigned char *raw, size_t usable,
+                    const unsigned char **lo, const unsigned char **hi)
+{
+    *lo = raw;
+    *hi = raw + usable;
+#if RZ_GUARDED
+    if (!kh_is_slab_page(kh_page_of(h, (uintptr_t)raw))) {
+        *lo += sizeof(void *);
+        *hi -= KH_PAGE;
+    }
+#else
+    (void)h;
+#endif
+}
+
 static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, const char *fn)
 {
 #if KH_GUARDS
@@ -563,12 +630,16 @@ static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, cons
         return z;
 #endif
     size_t left = align > RZ_HEAD ? align : RZ_HEAD;
-    if (size > (SIZE_MAX >> 2) - left - RZ_TAIL) {
+    if (size > (SIZE_MAX >> 2) - left - RZ_TAIL - KH_PAGE) {
         kh_account_failure(h);
         return NULL;
     }
-    size_t usable;
-    unsigned char *raw = block_alloc(h, left + size + RZ_TAIL, left, &usable);
+    size_t usable, need = left + size + RZ_TAIL;
+#if RZ_GUARDED
+    if (!(left <= KH_PAGE && need <= KHEAP_MAX_CLASS)) /* a page run */
+        return rz_alloc_run(h, size, left, kind, fn);
+#endif
+    unsigned char *raw = block_alloc(h, need, left, &usable);
     if (!raw)
         return NULL;
     unsigned char *p = raw + left;
@@ -655,11 +726,13 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
 
 /* Check the canaries of a block: report an overflow or underflow.
  * cause: the report when the damage is found after free. */
-static void rz_check(const unsigned char *raw, size_t usable, const void *p, size_t size,
-                     const char *fn, bool freed)
+static void rz_check(kheap_t *h, const unsigned char *raw, size_t usable, const void *p,
+                     size_t size, const char *fn, bool freed)
 {
-    const void *under = rz_damage(raw, rz_head(p), RZ_BYTE);
-    const void *over = rz_damage((const unsigned char *)p + size, raw + usable, RZ_BYTE);
+    const unsigned char *lo, *hi;
+    rz_span(h, raw, usable, &lo, &hi);
+    const void *under = rz_damage(lo, rz_head(p), RZ_BYTE);
+    const void *over = rz_damage((const unsigned char *)p + size, hi, RZ_BYTE);
     if (under)
         kh_report_at(freed ? KHEAP_REPORT_USE_AFTER_FREE : KHEAP_REPORT_UNDERFLOW, p, NULL, fn,
                      size, under);
@@ -678,10 +751,18 @@ static void rz_release(kheap_t *h, void *p, const char *fn)
     struct kh_page *d = kh_page_of(h, (uintptr_t)raw);
     size_t usable = kh_is_slab_page(d) ? kh_slab_head(d)->cache->size
                                        : (size_t)d->npages * KH_PAGE;
+#if RZ_GUARDED
+    if (!kh_is_slab_page(d))
+        rz_shut(p, size, 1);
+#endif
     const void *bad = rz_damage(p, (unsigned char *)p + size, KHEAP_POISON_FREE);
     if (bad)
         kh_report_at(KHEAP_REPORT_USE_AFTER_FREE, p, NULL, fn, size, bad);
-    rz_check(raw, usable, p, size, fn, true);
+    rz_check(h, raw, usable, p, size, fn, true);
+#if RZ_GUARDED
+    if (!kh_is_slab_page(d)) /* the run goes back whole and open */
+        (void)kheap_port_protect(raw + usable - KH_PAGE, KH_PAGE, 1);
+#endif
     block_free(h, raw, NULL, fn);
 }
 
@@ -726,8 +807,14 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
         kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, size, NULL);
         return;
     }
-    rz_check(raw, usable, p, size, fn, false);
+    rz_check(h, raw, usable, p, size, fn, false);
     __builtin_memset(p, KHEAP_POISON_FREE, size);
+#if RZ_GUARDED
+    /* Shut before the quarantine holds it: once there, another thread
+     * may let it go (rz_release opens it first). */
+    if (!kh_is_slab_page(kh_page_of(h, (uintptr_t)raw)))
+        rz_shut(p, size, 0);
+#endif
     /* Into the quarantine; the oldest blocks leave it while it is over
      * its bounds (taken out under q_lock, freed after it). */
     void *out[8];
@@ -826,7 +913,7 @@ static void *rz_realloc(kheap_t *h, void *p, size_t size)
         kh_report_at(KHEAP_REPORT_KIND_MISMATCH, p, NULL, "kheap_realloc", old, NULL);
         return NULL;
     }
-    rz_check(raw, usable, p, old, "kheap_realloc", false);
+    rz_check(h, raw, usable, p, old, "kheap_realloc", false);
     void *q = rz_alloc(h, size, 16, KHEAP_BLOCK_MALLOC, "kheap_realloc");
     if (!q)
         return NULL;
@@ -834,7 +921,63 @@ static void *rz_realloc(kheap_t *h, void *p, size_t size)
     rz_free(h, p, KHEAP_BLOCK_MALLOC, 0, "kheap_realloc");
     return q;
 }
+#if RZ_GUARDED
+/* kheap_guard_fault for the large debug blocks: a fault in a guard page
+ * (an overflow) or in a quarantined block's shut pages (a use after
+ * free). Takes no lock (a signal handler): the descriptors of a live run
+ * and its first word do not change while the block lives or waits. */
+static int rz_fault(kheap_t *h, uintptr_t a)
+{
+    struct kh_region *r = h->regions[0].span && a - h->regions[0].start < h->regions[0].span
+                              ? &h->regions[0]
+                              : kh_region_of(h, a);
+    if (!r)
+        return 0;
+    size_t i = (a - r->start) >> KHEAP_PAGE_SHIFT;
+    if (r->pages[i].kind == KH_PG_LARGE_TAIL && r->pages[i].npages)
+        i -= r->pages[i].npages - 1;
+    while (i && r->pages[i].kind == KH_PG_INTERIOR)
+        i--;
+    const struct kh_page *d = &r->pages[i];
+    uintptr_t raw = r->start + (i << KHEAP_PAGE_SHIFT);
+    if (d->kind != KH_PG_LARGE || d->internal || d->npages < 2 ||
+        a - raw >= (uintptr_t)d->npages * KH_PAGE)
+        return 0;
+    uintptr_t guard = raw + ((uintptr_t)d->npages - 1) * KH_PAGE;
+    uintptr_t p = *(const uintptr_t *)raw;
+    if (p < raw + sizeof(void *) + RZ_HEAD || p > guard || rz_head((void *)p)->left != p - raw)
+        return 0;
+    const struct rz_head *hd = rz_head((void *)p);
+    size_t size = (size_t)(hd->size_kind >> 2);
+    if (a >= guard && p + size <= guard) {
+        kh_report_why(KHEAP_REPORT_OVERFLOW,
+                      "access past the end of a large block hit its guard page (heap overflow)",
+                      (void *)p, NULL, "kheap_guard_fault", size, (void *)a);
+        return 1;
+    }
+    if (a >= p && a - p < size && hd->state == rz_state((void *)p, false)) {
+        kh_report_why(KHEAP_REPORT_USE_AFTER_FREE,
+                      "access to a freed block while in quarantine (use after free)", (void *)p,
+                      NULL, "kheap_guard_fault", size, (void *)a);
+        return 1;
+    }
+    return 0;
+}
+#endif
 #endif /* KHEAP_REDZONE */
+
+int kheap_guard_fault(kheap_t *h, const void *addr)
+{
+    if (!h)
+        return 0;
+    if (kh_guard_fault(h, addr))
+        return 1;
+#if KHEAP_REDZONE && RZ_GUARDED
+    return rz_fault(h, (uintptr_t)addr);
+#else
+    return 0;
+#endif
+}
 
 size_t kheap_usable_size(kheap_t *h, const void *ptr)
 {

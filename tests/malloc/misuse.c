@@ -115,6 +115,11 @@ int main(int argc, char **argv)
             void *q = launder(malloc(200000));
             free(q);
         }
+    } else if (!strcmp(c, "use-after-free-read-large")) {
+        char *p = launder(malloc(300000)), *stale = launder(p);
+        free(p);
+        sink = (void *)(size_t)(unsigned char)*(volatile char *)(stale + 150000);
+        churn();
     } else if (!strcmp(c, "zero-size-write")) {
         char *p = launder(malloc(0));
         poke(p, 0, 1);

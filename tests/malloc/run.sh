@@ -66,7 +66,8 @@ for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     overflow-medium:"heap overflow" overflow-large:"heap overflow" \
     underflow-1:"heap underflow" underflow-large:"heap underflow" \
     use-after-free-write:"use after free" use-after-free-write-realloc:"use after free" \
-    use-after-free-write-large:"use after free" zero-size-write:"heap overflow" \
+    use-after-free-write-large:"use after free" use-after-free-read-large:"use after free" \
+    zero-size-write:"heap overflow" \
     zero-size-read:"zero-size block" \
     double-free:"double free" double-free-delayed:"double free" \
     double-free-after-reuse:"double free" double-free-large:"double free" \
