@@ -60,6 +60,71 @@ static bool cache_valid(kheap_t *h, const struct kheap_cache *c)
            c->magic == KH_CACHE_MAGIC && c->heap == h;
 }
 
+#if KHEAP_REDZONE
+/* The first damaged byte of [from, to) outside [skip_lo, skip_hi) (pages
+ * that are shut), or 0. */
+static uintptr_t poison_damage(uintptr_t from, uintptr_t to, uintptr_t skip_lo, uintptr_t skip_hi)
+{
+    const void *bad = rz_damage((void *)from, (void *)(to < skip_lo ? to : skip_lo),
+                                KHEAP_POISON_FREE);
+    if (!bad && skip_hi < to)
+        bad = rz_damage((void *)(skip_hi > from ? skip_hi : from), (void *)to, KHEAP_POISON_FREE);
+    return (uintptr_t)bad;
+}
+
+/* The debug block cut out of raw (usable bytes; a page run if large), if
+ * raw holds one, live or quarantined: its canaries, and a quarantined
+ * one's poison, must be whole (kmalloc.c, "The debug build's blocks"). A
+ * slot that holds no block's header (free, cached in a magazine, or
+ * kheap's own) is left alone. The block's header is found from its run's
+ * first word (a guarded run), or at raw + left - 16 for left 16 or a
+ * larger power of two (the alignment asked for). */
+static bool check_rz(struct walk *w, uintptr_t raw, size_t usable, bool large)
+{
+    uintptr_t lo = raw, hi = raw + usable, p = 0;
+#if RZ_GUARDED
+    if (large) {
+        lo += sizeof(void *);
+        hi -= KH_PAGE;
+        uintptr_t q = *(const uintptr_t *)raw;
+        if (q >= lo + RZ_HEAD && q <= hi && rz_head((void *)q)->left == q - raw)
+            p = q;
+    }
+#endif
+    for (uintptr_t left = RZ_HEAD; !p && left + RZ_TAIL <= hi - raw; left <<= 1)
+        if (rz_head((void *)(raw + left))->left == left)
+            p = raw + left;
+    if (!p)
+        return true;
+    const struct rz_head *hd = rz_head((void *)p);
+    bool live = hd->state == rz_state((void *)p, true);
+    if (!live && hd->state != rz_state((void *)p, false))
+        return true; /* no block: what looked like a header is not one */
+    size_t size = (size_t)(hd->size_kind >> 2);
+    if (size > hi - p)
+        return fail(w, "a debug block's header gives a size past its slot", p);
+    const void *bad = rz_damage((void *)lo, hd, RZ_BYTE);
+    if (bad)
+        return fail(w, "bytes before a debug block were overwritten (heap underflow)",
+                    (uintptr_t)bad);
+    bad = rz_damage((void *)(p + size), (void *)hi, RZ_BYTE);
+    if (bad)
+        return fail(w, "bytes after a debug block were overwritten (heap overflow)",
+                    (uintptr_t)bad);
+    if (!live) {
+        uintptr_t shut_lo = p + size, shut_hi = p + size;
+#if RZ_GUARDED
+        if (large) /* not read: shut while it is quarantined */
+            rz_shut_range((void *)p, size, &shut_lo, &shut_hi);
+#endif
+        uintptr_t where = poison_damage(p, p + size, shut_lo, shut_hi);
+        if (where)
+            return fail(w, "a quarantined debug block was written to (use after free)", where);
+    }
+    return true;
+}
+#endif
+
 static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
 {
     uintptr_t base = kh_slab_base(h, s);
@@ -79,6 +144,13 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
     }
     if (set != s->inuse)
         return fail(w, "slab bitmap population differs from inuse", base);
+#if KHEAP_REDZONE
+    if (c->flags & KH_CACHE_KMALLOC)
+        for (size_t i = 0; i < s->carved; i++)
+            if (kh_slab_obj_allocated(c, s, base, i) && !check_rz(w, base + i * c->slot, c->size,
+                                                                   false))
+                return false;
+#endif
     size_t n = 0;
     for (void *o = s->freelist; o; n++) {
         uintptr_t p = (uintptr_t)o;
@@ -145,6 +217,10 @@ static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
             } else {
                 w->large_pages += n;
                 w->user_bytes += n * KH_PAGE;
+#if KHEAP_REDZONE
+                if (!check_rz(w, addr, n * KH_PAGE, true))
+                    return false;
+#endif
             }
             break;
         case KH_PG_SLAB:

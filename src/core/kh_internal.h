@@ -705,6 +705,51 @@ static inline void **kh_guard_link(kheap_t *h, const void *p)
 }
 #endif
 
+#if KHEAP_REDZONE
+/* The debug build's blocks (kmalloc.c, "The debug build's blocks", says
+ * how they are laid out; check.c walks them too). */
+#define RZ_GUARDED KH_GUARDS
+#define RZ_HEAD 16u
+#define RZ_TAIL 16u
+#define RZ_BYTE ((unsigned char)KHEAP_REDZONE_BYTE)
+
+struct rz_head {
+    uint64_t size_kind; /* size << 2 | kind */
+    uint32_t left;      /* bytes from raw to p */
+    uint32_t state;     /* rz_state(p, live) */
+};
+_Static_assert(sizeof(struct rz_head) == RZ_HEAD, "the header is 16 bytes");
+
+/* The state word of the block at p: live, or freed (quarantined). */
+static inline uint32_t rz_state(const void *p, bool live)
+{
+    uint32_t m = (uint32_t)((uintptr_t)p >> 4) * 0x9e3779b1u;
+    return m ^ (live ? 0x4c495645u : 0x46524545u);
+}
+
+static inline struct rz_head *rz_head(const void *p)
+{
+    return (struct rz_head *)((uintptr_t)p - RZ_HEAD);
+}
+
+/* The first byte of [from, to) that is not b, or NULL. */
+static inline const void *rz_damage(const void *from, const void *to, unsigned char b)
+{
+    for (const unsigned char *q = from; q < (const unsigned char *)to; q++)
+        if (*q != b)
+            return q;
+    return NULL;
+}
+
+/* The pages of a large block at p that hold nothing else, shut while it
+ * is quarantined: [*lo, *hi), possibly empty. */
+static inline void rz_shut_range(const void *p, size_t size, uintptr_t *lo, uintptr_t *hi)
+{
+    *lo = kh_align_up((uintptr_t)p, KH_PAGE);
+    *hi = ((uintptr_t)p + size) & ~KH_PAGE_MASK;
+}
+#endif
+
 /* cpu.c */
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);

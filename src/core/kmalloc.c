@@ -533,37 +533,8 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
  * so an overflow faults at its first byte; while the block waits in the
  * quarantine, its pages that hold nothing but the block are shut too, so
  * any access to it faults (rz_shut). */
-#define RZ_GUARDED KH_GUARDS
-#define RZ_HEAD 16u
-#define RZ_TAIL 16u
-#define RZ_BYTE ((unsigned char)KHEAP_REDZONE_BYTE)
-
-struct rz_head {
-    uint64_t size_kind; /* size << 2 | kind */
-    uint32_t left;      /* bytes from raw to p */
-    uint32_t state;     /* rz_state(p, live) */
-};
-_Static_assert(sizeof(struct rz_head) == RZ_HEAD, "the header is 16 bytes");
-
-static uint32_t rz_state(const void *p, bool live)
-{
-    uint32_t m = (uint32_t)((uintptr_t)p >> 4) * 0x9e3779b1u;
-    return m ^ (live ? 0x4c495645u : 0x46524545u);
-}
-
-static struct rz_head *rz_head(const void *p)
-{
-    return (struct rz_head *)((uintptr_t)p - RZ_HEAD);
-}
-
-/* The first byte of [from, to) that is not b, or NULL. */
-static const void *rz_damage(const void *from, const void *to, unsigned char b)
-{
-    for (const unsigned char *q = from; q < (const unsigned char *)to; q++)
-        if (*q != b)
-            return q;
-    return NULL;
-}
+/* The layout (struct rz_head, rz_state, ...) is in kh_internal.h: the
+ * checker (check.c) walks these blocks too. */
 
 #if RZ_GUARDED
 /* A large debug block: a run one page longer than the block needs, the
@@ -596,7 +567,8 @@ static void *rz_alloc_run(kheap_t *h, size_t size, size_t left, unsigned kind, c
  * nothing else: its header's page and the guard page stay as they are. */
 static void rz_shut(const void *p, size_t size, int access)
 {
-    uintptr_t lo = kh_align_up((uintptr_t)p, KH_PAGE), hi = ((uintptr_t)p + size) & ~KH_PAGE_MASK;
+    uintptr_t lo, hi;
+    rz_shut_range(p, size, &lo, &hi);
     if (lo < hi)
         (void)kheap_port_protect((void *)lo, hi - lo, access);
 }

@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <mcheck.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -751,6 +752,24 @@ KH_EXPORT int malloc_trim(size_t pad)
     kheap_t *h = kheap_default();
     kheap_reclaim(h);
     return kheap_purge(h, pad) > 0;
+}
+
+/* glibc's <mcheck.h>: check every block now. kheap_check walks the whole
+ * heap (in libkheap-debug.so also every block's redzones and the
+ * quarantine's poison); an inconsistency is reported on stderr, naming
+ * where it is, and the process aborts, as glibc does. Works without
+ * mcheck() having been called (glibc's needs it). */
+KH_EXPORT void mcheck_check_all(void)
+{
+    const void *at = NULL;
+    const char *msg = kheap_check(kheap_default(), &at);
+    if (!msg)
+        return;
+    char line[256];
+    int n = snprintf(line, sizeof line, "kheap: mcheck_check_all(%p): %s\n", at, msg);
+    if (n > 0)
+        put_err(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    abort();
 }
 
 /* The purge settings in force (KHEAP_PURGE_SLACK/MIN, mallopt). */

@@ -160,6 +160,34 @@ int main(int argc, char **argv)
     } else if (!strcmp(c, "sized-delete-wrong-size")) {
         void *p = ((new_fn)sym("_Znw" SZ))(40);
         ((sdel_fn)sym("_ZdlPv" SZ))(p, 48);
+    } else if (!strcmp(c, "check-clean")) {
+        /* No misuse: blocks of many sizes and alignments, live and freed
+         * (quarantined), pass the whole-heap check. */
+        void *keep[64];
+        for (int i = 0; i < 64; i++) {
+            size_t n = (size_t)(i * 977) % 70000;
+            keep[i] = i % 4 == 3 ? aligned_alloc((size_t)64 << (i % 7), n + 1) : malloc(n);
+            memset(keep[i], i, n);
+            if (i % 3 == 0) {
+                free(keep[i]);
+                keep[i] = NULL;
+            }
+        }
+        ((void (*)(void))sym("mcheck_check_all"))();
+        for (int i = 0; i < 64; i++)
+            free(keep[i]);
+    } else if (!strcmp(c, "check-overflow") || !strcmp(c, "check-use-after-free")) {
+        /* Found by a check of the whole heap (glibc's mcheck_check_all)
+         * while the block lives or waits in the quarantine, before any
+         * free or reuse of it. */
+        char *p = launder(malloc(100));
+        if (c[6] == 'o')
+            poke(p, 100, 1);
+        else {
+            free(p);
+            poke(p, 10, 1);
+        }
+        ((void (*)(void))sym("mcheck_check_all"))();
     } else if (!strcmp(c, "stale-data")) {
         /* Not a report: the next owner of freed memory must not see its
          * contents. Exit 3 if it does. */

@@ -73,6 +73,7 @@ for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     double-free-after-reuse:"double free" double-free-large:"double free" \
     new-array-delete:"another kind" new-delete-array:"another kind" \
     malloc-delete:"another kind" sized-delete-wrong-size:"not the block's" \
+    check-overflow:"bytes after a debug block" check-use-after-free:"quarantined debug block" \
     stale-data:"no stale data"; do
     c=${pair%%:*} want=${pair#*:}
     d=$(found "$DSO" "$c")
@@ -90,6 +91,15 @@ for c in double-free double-free-delayed double-free-large; do
     case $r in
     *"double free"* | *"stale pointer"*) echo "ok - libkheap.so still finds $c: $r" ;;
     *) echo "not ok - libkheap.so no longer finds $c: $r" ;;
+    esac
+done
+# A whole-heap check (glibc's mcheck_check_all) of a heap used without
+# misuse finds nothing, in either library.
+for so in "$SO" "$DSO"; do
+    r=$(found "$so" check-clean)
+    case $r in
+    survived) echo "ok - mcheck_check_all passes a clean heap under ${so##*/}" ;;
+    *) echo "not ok - mcheck_check_all under ${so##*/}: $r" ;;
     esac
 done
 # The sampled guard blocks of libkheap.so, every allocation sampled while
