@@ -91,7 +91,10 @@ static bool check_rz(struct walk *w, uintptr_t raw, size_t usable, bool large)
             p = q;
     }
 #endif
-    for (uintptr_t left = RZ_HEAD; !p && left + RZ_TAIL <= hi - raw; left <<= 1)
+    /* (A guarded run's block is found by its first word only: the pages
+     * of a quarantined one are shut, so no other place in it is read.) */
+    for (uintptr_t left = RZ_HEAD; !p && !(RZ_GUARDED && large) && left + RZ_TAIL <= hi - raw;
+         left <<= 1)
         if (rz_head((void *)(raw + left))->left == left)
             p = raw + left;
     if (!p)

@@ -281,11 +281,13 @@ void kheap_fini(kheap_t *h)
     }
     kh_registry_release();
 #if KH_GUARDS
-    /* The guard pool's pages become ordinary memory again, for whatever
-     * the heap's memory is used for next. */
-    uintptr_t end = __atomic_load_n(&h->g_end, __ATOMIC_ACQUIRE);
-    if (end)
-        (void)kheap_port_protect((void *)h->g_start, end - h->g_start, 1);
+    /* Pages kheap shut (the guard pool; in the debug build also the guard
+     * pages of large blocks and the pages of quarantined ones) become
+     * ordinary memory again, for whatever the heap's memory is used for
+     * next: every region's pages are opened. */
+    for (unsigned i = 0; i < h->nregions; i++)
+        (void)kheap_port_protect((void *)h->regions[i].start,
+                                 h->regions[i].npages * KH_PAGE, 1);
 #endif
     h->magic = 0;
 }

@@ -94,6 +94,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
     kh_vg_benign(h->order, sizeof h->order);
     /* Atomics of the KHEAP_NOLOCK, counter and shrinker words. */
     kh_vg_benign(h->deferred, sizeof h->deferred);
+    kh_vg_benign(h->deferring, sizeof h->deferring);
     kh_vg_benign(&h->nolock_bad, sizeof h->nolock_bad + sizeof h->nolock_bad_kind);
     kh_vg_benign(&h->kxc, sizeof h->kxc);
     kh_vg_benign(&h->xc_early, sizeof h->xc_early);

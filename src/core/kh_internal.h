@@ -410,6 +410,10 @@ struct kheap {
      * kheap_cache_destroy. A deferred block counts as allocated until
      * taken. */
     void *deferred[KHEAP_MAX_CPUS + 1];
+    /* Pushes onto deferred[i] under way (each scans the list it found):
+     * a thread that takes a list it does not own waits for 0 before it
+     * frees what it took, so no scan follows a freed block's link. */
+    unsigned deferring[KHEAP_MAX_CPUS + 1];
     /* A pointer a KHEAP_NOLOCK free refused (misuse), and why; reported
      * when deferred frees are next taken. A later one replaces it. */
     void *nolock_bad;

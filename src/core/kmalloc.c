@@ -537,6 +537,40 @@ static size_t block_size(kheap_t *h, const void *ptr, struct kh_page **head,
  * checker (check.c) walks these blocks too. */
 
 #if RZ_GUARDED
+/* The first byte of the large run (not kheap's own) that holds a, and its
+ * bytes in *bytes; 0 if a is in none. Reads the descriptors with no lock
+ * (rz_fault runs in a signal handler): those of a live run do not change.
+ * O(pages of the run) from an interior page: a debug build's large block
+ * costs O(its bytes) at every free anyway (poison written and checked). */
+static uintptr_t rz_run_of(kheap_t *h, uintptr_t a, size_t *bytes)
+{
+    struct kh_region *r = h->regions[0].span && a - h->regions[0].start < h->regions[0].span
+                              ? &h->regions[0]
+                              : kh_region_of(h, a);
+    if (!r)
+        return 0;
+    size_t i = (a - r->start) >> KHEAP_PAGE_SHIFT;
+    if (r->pages[i].kind == KH_PG_LARGE_TAIL && r->pages[i].npages)
+        i -= r->pages[i].npages - 1;
+    while (i && r->pages[i].kind == KH_PG_INTERIOR)
+        i--;
+    const struct kh_page *d = &r->pages[i];
+    uintptr_t raw = r->start + (i << KHEAP_PAGE_SHIFT);
+    if (d->kind != KH_PG_LARGE || d->internal || d->npages < 2 ||
+        a - raw >= (uintptr_t)d->npages * KH_PAGE)
+        return 0;
+    *bytes = (size_t)d->npages * KH_PAGE;
+    return raw;
+}
+
+/* The block a guarded run at raw (bytes long) holds, from its first word
+ * (raw's page is never shut), or 0. */
+static uintptr_t rz_run_block(uintptr_t raw, size_t bytes)
+{
+    uintptr_t p = *(const uintptr_t *)raw;
+    return p >= raw + sizeof(void *) + RZ_HEAD && p <= raw + bytes - KH_PAGE ? p : 0;
+}
+
 /* A large debug block: a run one page longer than the block needs, the
  * block against its last page, which is shut. p keeps the alignment
  * asked for (left: 16 or that alignment; raw + left is aligned to it). */
@@ -649,6 +683,23 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
         }
         r = base + idx * c->slot;
         *usable = c->size;
+#if RZ_GUARDED
+    } else if (d) {
+        /* A large block: its run from the descriptors, the block from the
+         * run's first word. p's header is read only if p is the block: a
+         * pointer into a quarantined block may lie 16 bytes past a shut
+         * page's start. */
+        size_t bytes;
+        uintptr_t run = rz_run_of(h, a, &bytes);
+        if (run && a == rz_run_block(run, bytes)) {
+            r = run;
+            *usable = bytes;
+        } else if (run) {
+            *why = KHEAP_REPORT_INTERIOR;
+            return NULL;
+        }
+    }
+#else
     } else if (d && d->kind == KH_PG_LARGE && !d->internal && (a & KH_PAGE_MASK)) {
         r = kh_page_addr(h, d); /* left is below a page */
         *usable = (size_t)d->npages * KH_PAGE;
@@ -662,6 +713,7 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
             *usable = (size_t)hd->npages * KH_PAGE;
         }
     }
+#endif
     if (!r) {
         if (!block_of(h, p, why)) /* a foreign pointer, a free run, ... */
             return NULL;
@@ -679,7 +731,8 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
      * into a block. */
     if (c && freed_already(h, c, (void *)r))
         *why = KHEAP_REPORT_DOUBLE_FREE;
-    else if (a - r == RZ_HEAD || (a - r >= RZ_HEAD && hd->left == a - r)) {
+    else if (a - r == RZ_HEAD || (a - r >= RZ_HEAD && hd->left == a - r) ||
+             (RZ_GUARDED && !c)) { /* (a guarded run's block, by its first word) */
         /* The damaged byte nearest the block: the state word's bytes as
          * they should read, from the last down. */
         uint32_t want = rz_state(p, true);
@@ -694,6 +747,17 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
     } else
         *why = KHEAP_REPORT_INTERIOR;
     return NULL;
+}
+
+/* The bytes a debug block at p holds in the quarantine: its whole raw
+ * block (slot, or run with its guard page). Taken when it goes in and
+ * when it comes out, from the descriptors, which do not change while it
+ * waits. */
+static size_t rz_cost(kheap_t *h, const void *p)
+{
+    uintptr_t raw = (uintptr_t)p - rz_head(p)->left;
+    struct kh_page *d = kh_page_of(h, raw);
+    return kh_is_slab_page(d) ? kh_slab_head(d)->cache->size : (size_t)d->npages * KH_PAGE;
 }
 
 /* Check the canaries of a block: report an overflow or underflow.
@@ -791,7 +855,7 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
      * its bounds (taken out under q_lock, freed after it). */
     void *out[8];
     unsigned nout = 0;
-    size_t cost = hd->left + size + RZ_TAIL;
+    size_t cost = rz_cost(h, p);
     kh_lock(&h->q_lock);
     for (;;) {
         bool full = h->q_count == KHEAP_QUARANTINE_COUNT ||
@@ -801,8 +865,7 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
         void *old = h->q_ring[h->q_head];
         h->q_head = (h->q_head + 1) % KHEAP_QUARANTINE_COUNT;
         h->q_count--;
-        struct rz_head *oh = rz_head(old);
-        h->q_bytes -= oh->left + (size_t)(oh->size_kind >> 2) + RZ_TAIL;
+        h->q_bytes -= rz_cost(h, old);
         out[nout++] = old;
     }
     bool kept = h->q_count < KHEAP_QUARANTINE_COUNT && cost <= h->q_limit;
@@ -830,8 +893,7 @@ static size_t rz_flush(kheap_t *h)
             p = h->q_ring[h->q_head];
             h->q_head = (h->q_head + 1) % KHEAP_QUARANTINE_COUNT;
             h->q_count--;
-            struct rz_head *hd = rz_head(p);
-            h->q_bytes -= hd->left + (size_t)(hd->size_kind >> 2) + RZ_TAIL;
+            h->q_bytes -= rz_cost(h, p);
         }
         kh_unlock(&h->q_lock);
         if (!p)
@@ -843,6 +905,44 @@ static size_t rz_flush(kheap_t *h)
 
 /* The live debug block at p for realloc and usable_size: its header, or
  * NULL after a report. */
+/* For a KHEAP_NOLOCK free (no lock, no report): 0 if p is a live debug
+ * block, else why not. Reads p's header only where it cannot be on a shut
+ * page: in a slab's slot, or at a guarded run's block. */
+static enum kheap_report_kind rz_nolock_check(kheap_t *h, void *p)
+{
+    uintptr_t a = (uintptr_t)p, r;
+    size_t size;
+    enum kheap_report_kind why = KHEAP_REPORT_INTERIOR;
+    if (kh_guard_owns(h, p))
+        return kh_guard_live(h, p, &size, &why) ? 0 : why;
+    struct kh_page *d = kh_page_of(h, a);
+    if (kh_is_slab_page(d)) {
+        struct kh_page *sl = kh_slab_head(d);
+        struct kheap_cache *c = sl->cache;
+        uintptr_t base = kh_slab_base(h, sl);
+        if (!(c->flags & KH_CACHE_KMALLOC) || a - base >= (uintptr_t)c->objs * c->slot)
+            return KHEAP_REPORT_WRONG_CACHE;
+        r = base + (a - base) / c->slot * c->slot;
+    } else {
+#if RZ_GUARDED
+        size_t bytes;
+        r = rz_run_of(h, a, &bytes);
+        if (!r || a != rz_run_block(r, bytes))
+            return r ? KHEAP_REPORT_INTERIOR : KHEAP_REPORT_FREE_RUN;
+#else
+        r = d && d->kind == KH_PG_LARGE && !d->internal ? kh_page_addr(h, d) : 0;
+        if (!r)
+            return KHEAP_REPORT_INTERIOR;
+#endif
+    }
+    const struct rz_head *hd = rz_head(p);
+    if (a - r < RZ_HEAD || hd->left != a - r)
+        return KHEAP_REPORT_INTERIOR;
+    if (hd->state == rz_state(p, false))
+        return KHEAP_REPORT_DOUBLE_FREE;
+    return hd->state == rz_state(p, true) ? 0 : KHEAP_REPORT_INTERIOR;
+}
+
 static struct rz_head *rz_live(kheap_t *h, void *p, unsigned char **raw, size_t *usable,
                                const char *fn)
 {
@@ -900,25 +1000,12 @@ static void *rz_realloc(kheap_t *h, void *p, size_t size)
  * and its first word do not change while the block lives or waits. */
 static int rz_fault(kheap_t *h, uintptr_t a)
 {
-    struct kh_region *r = h->regions[0].span && a - h->regions[0].start < h->regions[0].span
-                              ? &h->regions[0]
-                              : kh_region_of(h, a);
-    if (!r)
+    size_t bytes;
+    uintptr_t raw = rz_run_of(h, a, &bytes);
+    uintptr_t p = raw ? rz_run_block(raw, bytes) : 0;
+    if (!p || rz_head((void *)p)->left != p - raw)
         return 0;
-    size_t i = (a - r->start) >> KHEAP_PAGE_SHIFT;
-    if (r->pages[i].kind == KH_PG_LARGE_TAIL && r->pages[i].npages)
-        i -= r->pages[i].npages - 1;
-    while (i && r->pages[i].kind == KH_PG_INTERIOR)
-        i--;
-    const struct kh_page *d = &r->pages[i];
-    uintptr_t raw = r->start + (i << KHEAP_PAGE_SHIFT);
-    if (d->kind != KH_PG_LARGE || d->internal || d->npages < 2 ||
-        a - raw >= (uintptr_t)d->npages * KH_PAGE)
-        return 0;
-    uintptr_t guard = raw + ((uintptr_t)d->npages - 1) * KH_PAGE;
-    uintptr_t p = *(const uintptr_t *)raw;
-    if (p < raw + sizeof(void *) + RZ_HEAD || p > guard || rz_head((void *)p)->left != p - raw)
-        return 0;
+    uintptr_t guard = raw + bytes - KH_PAGE;
     const struct rz_head *hd = rz_head((void *)p);
     size_t size = (size_t)(hd->size_kind >> 2);
     if (a >= guard && p + size <= guard) {
@@ -1430,11 +1517,17 @@ static void nolock_refuse(kheap_t *h, void *ptr, enum kheap_report_kind why)
 static void defer_push(kheap_t *h, unsigned idx, void *ptr)
 {
     void **head = &h->deferred[idx];
-    void *old = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+    /* In flight from before the head is read to after the push: a taker
+     * that exchanged the head and then sees 0 here knows no scan still
+     * walks what it took (sequentially consistent on both sides: this
+     * add before the load of the head, its exchange before its load). */
+    __atomic_fetch_add(&h->deferring[idx], 1, __ATOMIC_SEQ_CST);
+    void *old = __atomic_load_n(head, __ATOMIC_SEQ_CST);
     unsigned steps = 0;
     for (void *q = old; q && steps < KH_DEFER_SCAN; steps++) {
         if (q == ptr) {
             nolock_refuse(h, ptr, KHEAP_REPORT_DOUBLE_FREE);
+            __atomic_fetch_sub(&h->deferring[idx], 1, __ATOMIC_RELEASE);
             return;
         }
         if (!kh_page_of(h, (uintptr_t)q))
@@ -1446,13 +1539,24 @@ static void defer_push(kheap_t *h, unsigned idx, void *ptr)
         *link = old;
     while (!__atomic_compare_exchange_n(head, &old, ptr, true, __ATOMIC_RELEASE,
                                         __ATOMIC_ACQUIRE));
+    __atomic_fetch_sub(&h->deferring[idx], 1, __ATOMIC_RELEASE);
 }
 
 /* Take list idx and free its blocks as kheap_free would (reports
  * included), and report a refused pointer. Normal context only. */
 static void deferred_take(kheap_t *h, unsigned idx)
 {
-    void *p = __atomic_exchange_n(&h->deferred[idx], NULL, __ATOMIC_ACQUIRE);
+    void *p = __atomic_exchange_n(&h->deferred[idx], NULL, __ATOMIC_SEQ_CST);
+    /* A push that read the old head may still scan it (another CPU's
+     * interrupt, a thread with no CPU slot): wait for it, a bounded scan
+     * (KH_DEFER_SCAN steps), before anything taken is freed. On the
+     * owner's own list nothing can be in flight but an interrupted push
+     * of this very CPU, which cannot run until this returns: skip it. */
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    kheap_port_cpu_exit(cpu);
+    if (p && (idx != cpu || idx == KHEAP_CPU_NONE))
+        while (__atomic_load_n(&h->deferring[idx], __ATOMIC_ACQUIRE))
+            ;
     /* From here on the kmalloc classes count their own deferrals. */
     (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
@@ -1638,11 +1742,17 @@ void kheap_free_flags(kheap_t *h, void *ptr, unsigned flags)
         return;
     }
 #if KHEAP_REDZONE
-    /* The block's checks and the quarantine take locks: later. */
+    /* The block's checks and the quarantine take locks: later. Only a
+     * live block is linked (the link is written into it; a quarantined
+     * large block's pages may be shut). */
     if (ptr && kh_page_of(h, (uintptr_t)ptr)) {
         unsigned cpu = kheap_port_cpu_enter_fast();
         kheap_port_cpu_exit(cpu);
-        defer_push(h, cpu, ptr);
+        enum kheap_report_kind why = rz_nolock_check(h, ptr);
+        if (why)
+            nolock_refuse(h, ptr, why);
+        else
+            defer_push(h, cpu, ptr);
         return;
     }
 #endif

@@ -115,6 +115,15 @@ int main(int argc, char **argv)
             void *q = launder(malloc(200000));
             free(q);
         }
+    } else if (!strcmp(c, "underflow-large-13")) {
+        char *p = launder(malloc(300000));
+        for (int i = 1; i <= 13; i++)
+            poke(p, -i, 1);
+        free(p);
+    } else if (!strcmp(c, "free-inside-freed-large")) {
+        char *p = launder(malloc(300000)), *stale = launder(p);
+        free(p);
+        free(launder(stale + 8192)); /* a pointer into the freed block's pages */
     } else if (!strcmp(c, "use-after-free-read-large")) {
         char *p = launder(malloc(300000)), *stale = launder(p);
         free(p);

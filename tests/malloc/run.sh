@@ -65,6 +65,7 @@ found() { # how case: the cause kheap or glibc printed, or what happened
 for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     overflow-medium:"heap overflow" overflow-large:"heap overflow" \
     underflow-1:"heap underflow" underflow-large:"heap underflow" \
+    underflow-large-13:"heap underflow" free-inside-freed-large:"inside a block" \
     use-after-free-write:"use after free" use-after-free-write-realloc:"use after free" \
     use-after-free-write-large:"use after free" use-after-free-read-large:"use after free" \
     zero-size-write:"heap overflow" \
