@@ -20,6 +20,70 @@ void kt_make_classes(void)
             kt_class[n++] = base + i * (base / sub);
 }
 
+size_t kt_class_index(size_t n)
+{
+    size_t i = 0;
+    while (i < KHEAP_NUM_CLASSES - 1 && kt_class[i] < n)
+        i++;
+    return i;
+}
+
+size_t kt_class_of(size_t n)
+{
+    return kt_class[kt_class_index(n)];
+}
+
+size_t kt_usable(size_t n)
+{
+    if (n <= KHEAP_MAX_CLASS)
+        return kt_class_of(n);
+    return (n + KHEAP_PAGE_SIZE - 1) / KHEAP_PAGE_SIZE * KHEAP_PAGE_SIZE;
+}
+
+bool kt_is_class(size_t u)
+{
+    return u <= KHEAP_MAX_CLASS && kt_class_of(u) == u;
+}
+
+size_t kt_natural_align(size_t u)
+{
+    if (u > KHEAP_MAX_CLASS)
+        return KHEAP_PAGE_SIZE;
+    size_t a = u & (~u + 1);
+    return a < 8 ? 8 : a;
+}
+
+bool kt_run_available(kheap_t *h, size_t pages, uint64_t *allocs, uint64_t *frees,
+                      uint64_t *failed)
+{
+    size_t n = pages * KHEAP_PAGE_SIZE;
+    if (n <= KHEAP_MAX_CLASS)
+        n = KHEAP_MAX_CLASS + 1;
+    void *q = kheap_alloc(h, n);
+    if (!q) {
+        (*failed)++;
+        return false;
+    }
+    kheap_free(h, q);
+    (*allocs)++;
+    (*frees)++;
+    return true;
+}
+
+size_t kt_slab_needs(kheap_t *h, size_t need[KHEAP_NUM_CLASSES])
+{
+    static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
+    kheap_slabinfo(h, rows, KHEAP_NUM_CLASSES);
+    size_t most = 0;
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        size_t a = kt_natural_align(kt_class[i]);
+        need[i] = rows[i].pagesperslab + (a > KHEAP_PAGE_SIZE ? a / KHEAP_PAGE_SIZE - 1 : 0);
+        if (need[i] > most)
+            most = need[i];
+    }
+    return most;
+}
+
 /* ---- report capture ---- */
 
 static unsigned long r_count;

@@ -32,6 +32,28 @@
 
 extern size_t kt_class[KHEAP_NUM_CLASSES];
 void kt_make_classes(void);
+/* By that rule (after kt_make_classes): the index of the class of a
+ * request of n <= KHEAP_MAX_CLASS bytes, its size, the usable size of a
+ * plain allocation of n bytes (its class, or whole pages above the
+ * classes), and whether u is a class size. */
+size_t kt_class_index(size_t n);
+size_t kt_class_of(size_t n);
+size_t kt_usable(size_t n);
+bool kt_is_class(size_t u);
+/* The alignment kheap.h promises a block of usable size u. */
+size_t kt_natural_align(size_t u);
+
+/* ---- probes a model of the heap makes ---- */
+
+/* Can a run of `pages` pages (more than a class) be had from h now? Takes
+ * one and gives it back, counting both in the model's *allocs and
+ * *frees, or the failure in *failed. */
+bool kt_run_available(kheap_t *h, size_t pages, uint64_t *allocs, uint64_t *frees,
+                      uint64_t *failed);
+/* Pages of free run a new slab of each kmalloc class needs (its slab's
+ * pages plus the alignment a power-of-two class asks of the slab), from
+ * kheap_slabinfo; returns the most any class needs. */
+size_t kt_slab_needs(kheap_t *h, size_t need[KHEAP_NUM_CLASSES]);
 
 /* ---- report capture ----
  * kt_capture_reports routes kheap's reports to the test: each is counted

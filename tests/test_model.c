@@ -127,41 +127,8 @@ static size_t log_uniform(size_t lo, size_t hi)
 
 /* The size classes come from the rule (kt_class), not from the library. */
 
-static size_t class_of(size_t n)
-{
-    if (n < 1)
-        n = 1;
-    if (n <= 16)
-        return 16;
-    if (n <= 64)
-        return (n + 7) & ~(size_t)7;
-    size_t base = 64;
-    while (n > base * 2)
-        base *= 2;
-    size_t step = base / 8;
-    return (n + step - 1) / step * step;
-}
-
-static size_t model_usable(size_t n)
-{
-    if (n <= KHEAP_MAX_CLASS)
-        return class_of(n);
-    return (n + PAGE - 1) / PAGE * PAGE;
-}
-
-static bool is_class_size(size_t u)
-{
-    return u <= KHEAP_MAX_CLASS && class_of(u) == u;
-}
 
 /* The alignment kheap_alloc promises for a block of usable size u. */
-static size_t natural_align(size_t u)
-{
-    if (u > KHEAP_MAX_CLASS)
-        return PAGE;
-    size_t a = u & (~u + 1);
-    return a < 8 ? 8 : a;
-}
 
 /* ---- block contents ---- */
 
@@ -484,23 +451,6 @@ static void verify_stats(void)
     g_st = s;
 }
 
-/* Can a run of `pages` pages (more than a class) be had right now? Takes
- * one and gives it back; the model counts both, or the failure. */
-static bool run_available(size_t pages)
-{
-    size_t n = pages * PAGE;
-    if (n <= KHEAP_MAX_CLASS)
-        n = KHEAP_MAX_CLASS + 1;
-    void *q = kheap_alloc(g_heap, n);
-    if (!q) {
-        m_failed++;
-        return false;
-    }
-    kheap_free(g_heap, q);
-    m_allocs++;
-    m_frees++;
-    return true;
-}
 
 /* Pages of free run a new slab needs, per kmalloc class (its slab's pages
  * plus the alignment a power-of-two class asks of the slab), and the most
@@ -509,22 +459,7 @@ static size_t g_slab_need[KHEAP_NUM_CLASSES], g_slab_need_max;
 
 static void read_slab_needs(void)
 {
-    static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
-    kheap_slabinfo(g_heap, rows, KHEAP_NUM_CLASSES);
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        size_t a = natural_align(kt_class[i]);
-        g_slab_need[i] = rows[i].pagesperslab + (a > PAGE ? a / PAGE - 1 : 0);
-        if (g_slab_need[i] > g_slab_need_max)
-            g_slab_need_max = g_slab_need[i];
-    }
-}
-
-static size_t class_index(size_t c)
-{
-    size_t i = 0;
-    while (i < KHEAP_NUM_CLASSES - 1 && kt_class[i] < c)
-        i++;
-    return i;
+    g_slab_need_max = kt_slab_needs(g_heap, g_slab_need);
 }
 
 /* An allocation returned NULL: fine only when the heap could not serve
@@ -545,12 +480,12 @@ static void count_null(const char *what, size_t size, size_t align,
         pages = slab_pages;
     else if (small)
         pages = align > 8 ? g_slab_need_max
-                          : g_slab_need[class_index(class_of(size))];
+                          : g_slab_need[kt_class_index(size)];
     else
         pages = (size ? size + PAGE - 1 : PAGE) / PAGE +
                 (align > PAGE ? align / PAGE - 1 : 0);
     bool allowed = (small && g_st.heap_free < g_st.heap_total / 32) ||
-                   !run_available(pages);
+                   !kt_run_available(g_heap, pages, &m_allocs, &m_frees, &m_failed);
     MCHECK(allowed,
            "%s(size %zu, align %zu) returned NULL, yet a run of %zu pages "
            "was free (heap_free %zu of %zu, %zu live, used %zu)",
@@ -647,10 +582,10 @@ static void op_alloc(void)
         return;
     }
     size_t u = kheap_usable_size(g_heap, p);
-    size_t want = model_usable(size);
+    size_t want = kt_usable(size);
     MCHECK(u == want, "kheap_alloc(%zu): usable_size %zu, size class rule "
            "says %zu", size, u, want);
-    check_new_block(p, size, u, natural_align(u), "kheap_alloc");
+    check_new_block(p, size, u, kt_natural_align(u), "kheap_alloc");
     m_allocs++;
     m_used += u;
     struct block *b = live_push(p, size, u, K_ALLOC, NO_CACHE);
@@ -670,7 +605,7 @@ static void op_aligned(void)
     }
     size_t u = kheap_usable_size(g_heap, p);
     check_new_block(p, size, u, align ? align : 8, "kheap_alloc_aligned");
-    MCHECK(is_class_size(u) || (u > KHEAP_MAX_CLASS && u % PAGE == 0),
+    MCHECK(kt_is_class(u) || (u > KHEAP_MAX_CLASS && u % PAGE == 0),
            "kheap_alloc_aligned(%zu, %zu): usable %zu is neither a class "
            "nor a page multiple",
            size, align, u);
@@ -712,10 +647,10 @@ static void op_calloc(void)
         return;
     }
     size_t u = kheap_usable_size(g_heap, p);
-    size_t want = model_usable(n * size);
+    size_t want = kt_usable(n * size);
     MCHECK(u == want, "kheap_calloc(%zu, %zu): usable_size %zu, rule says %zu",
            n, size, u, want);
-    check_new_block(p, n * size, u, natural_align(u), "kheap_calloc");
+    check_new_block(p, n * size, u, kt_natural_align(u), "kheap_calloc");
     size_t nz = first_nonzero(p, n * size);
     MCHECK(nz == SIZE_MAX, "kheap_calloc(%zu, %zu) = %p: byte %zu is 0x%02x",
            n, size, (void *)p, nz, p[nz]);
@@ -770,10 +705,10 @@ static void op_realloc(void)
             return;
         }
         size_t u = kheap_usable_size(g_heap, p);
-        MCHECK(u == model_usable(size),
+        MCHECK(u == kt_usable(size),
                "kheap_realloc(NULL, %zu): usable %zu, rule says %zu", size, u,
-               model_usable(size));
-        check_new_block(p, size, u, natural_align(u), "kheap_realloc(NULL)");
+               kt_usable(size));
+        check_new_block(p, size, u, kt_natural_align(u), "kheap_realloc(NULL)");
         m_allocs++;
         m_used += u;
         struct block *b = live_push(p, size, u, K_REALLOC, NO_CACHE);
@@ -837,12 +772,12 @@ static void op_realloc(void)
                "multiple",
                size, u);
     } else {
-        MCHECK(u == model_usable(size),
+        MCHECK(u == kt_usable(size),
                "kheap_realloc moved %zu -> %zu: usable %zu, rule says %zu", old,
-               size, u, model_usable(size));
-        MCHECK((uintptr_t)q % natural_align(u) == 0,
+               size, u, kt_usable(size));
+        MCHECK((uintptr_t)q % kt_natural_align(u) == 0,
                "kheap_realloc(%zu) moved to %p, not aligned to %zu", size,
-               (void *)q, natural_align(u));
+               (void *)q, kt_natural_align(u));
         m_allocs++;
         m_frees++;
     }

@@ -75,42 +75,12 @@ static inline uint32_t fz_u32(struct fz_in *in)
     return lo | (uint32_t)fz_u16(in) << 16;
 }
 
-/* ---- the size-class rule (docs/SIZE_CLASSES.md), computed here, not
- * taken from the library ---- */
+/* ---- the size-class rule (docs/SIZE_CLASSES.md), computed from the
+ * rule in tests/support.c, not taken from the library: the usable size of
+ * a plain allocation, and class sizes ---- */
+#define fz_usable kt_usable
+#define fz_is_class kt_is_class
 
-static inline size_t fz_class(size_t n)
-{
-    if (n <= 16)
-        return 16;
-    if (n <= 64)
-        return (n + 7) & ~(size_t)7;
-    size_t base = 64;
-    while (n > base * 2)
-        base *= 2;
-    size_t step = base / 8;
-    return (n + step - 1) / step * step;
-}
-
-/* What kheap_alloc(n) commits: the class, or whole pages above the
- * largest class. */
-static inline size_t fz_usable(size_t n)
-{
-    return n <= KHEAP_MAX_CLASS ? fz_class(n) : (n + FZ_PAGE - 1) / FZ_PAGE * FZ_PAGE;
-}
-
-static inline bool fz_is_class(size_t u)
-{
-    return u <= KHEAP_MAX_CLASS && fz_class(u) == u;
-}
-
-/* The alignment kheap_alloc promises a block of usable size u. */
-static inline size_t fz_natural_align(size_t u)
-{
-    if (u > KHEAP_MAX_CLASS)
-        return FZ_PAGE;
-    size_t a = u & (~u + 1);
-    return a < 8 ? 8 : a;
-}
 
 /* A request size up to max: mostly small, often on or next to a class or
  * page boundary, sometimes large. kt_make_classes must have run. */

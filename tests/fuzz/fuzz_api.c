@@ -214,30 +214,6 @@ static void drop_block(size_t i)
 
 /* ---- NULL returns ---- */
 
-/* Can a run of pages be had now? Takes one and gives it back. */
-static bool run_available(size_t pages)
-{
-    size_t n = pages * FZ_PAGE;
-    if (n <= KHEAP_MAX_CLASS)
-        n = KHEAP_MAX_CLASS + 1;
-    void *q = kheap_alloc(g_heap, n);
-    if (!q) {
-        m_failed++;
-        return false;
-    }
-    kheap_free(g_heap, q);
-    m_allocs++;
-    m_frees++;
-    return true;
-}
-
-static size_t class_index(size_t c)
-{
-    size_t i = 0;
-    while (i < KHEAP_NUM_CLASSES - 1 && kt_class[i] < c)
-        i++;
-    return i;
-}
 
 /* An allocation returned NULL (counted as one failure): allowed only when
  * the run it needed (a slab's, or the block's own pages plus alignment)
@@ -250,13 +226,14 @@ static void null_return(const char *what, size_t size, size_t align, size_t slab
     if (small && slab_pages)
         pages = slab_pages;
     else if (small)
-        pages = align > 8 ? g_slab_need_max : g_slab_need[class_index(fz_class(size))];
+        pages = align > 8 ? g_slab_need_max : g_slab_need[kt_class_index(size)];
     else
         pages = (size ? size + FZ_PAGE - 1 : FZ_PAGE) / FZ_PAGE +
                 (align > FZ_PAGE ? align / FZ_PAGE - 1 : 0);
     struct kheap_stats s;
     kheap_get_stats(g_heap, &s);
-    bool allowed = (small && s.heap_free < s.heap_total / 32) || !run_available(pages);
+    bool allowed = (small && s.heap_free < s.heap_total / 32) ||
+                   !kt_run_available(g_heap, pages, &m_allocs, &m_frees, &m_failed);
     FZ_CHECK(allowed,
              "op %u %s(size %zu, align %zu) returned NULL, yet a run of %zu pages was free "
              "(heap_free %zu of %zu, used %zu)",
@@ -392,7 +369,7 @@ static void op_alloc(struct fz_in *in, bool shrinkable)
              size, u, fz_usable(size));
     m_allocs++;
     m_used += u;
-    add_block(p, size, u, fz_natural_align(u), NONE, run_of(size, u), shrinkable, "kheap_alloc");
+    add_block(p, size, u, kt_natural_align(u), NONE, run_of(size, u), shrinkable, "kheap_alloc");
 }
 
 static void op_aligned(struct fz_in *in)
@@ -432,7 +409,7 @@ static void op_calloc(struct fz_in *in)
                  size, (void *)p, i, p[i]);
     m_allocs++;
     m_used += u;
-    add_block(p, n * size, u, fz_natural_align(u), NONE, run_of(n * size, u), false,
+    add_block(p, n * size, u, kt_natural_align(u), NONE, run_of(n * size, u), false,
               "kheap_calloc");
 }
 
@@ -464,7 +441,7 @@ static void op_realloc(struct fz_in *in)
                  g_op, size, u, fz_usable(size));
         m_allocs++;
         m_used += u;
-        add_block(p, size, u, fz_natural_align(u), NONE, run_of(size, u), false,
+        add_block(p, size, u, kt_natural_align(u), NONE, run_of(size, u), false,
                   "kheap_realloc(NULL)");
         return;
     }
@@ -529,7 +506,7 @@ static void op_realloc(struct fz_in *in)
     m_used = m_used - old_u + u;
     int run = q == nb.p ? nb.run : run_of(size, u);
     /* add_block refills from byte 0: the kept bytes were checked above. */
-    add_block(q, size, u, q == nb.p ? 1 : fz_natural_align(u), NONE, run, false, "kheap_realloc");
+    add_block(q, size, u, q == nb.p ? 1 : kt_natural_align(u), NONE, run, false, "kheap_realloc");
 }
 
 static void op_free(struct fz_in *in)
@@ -564,7 +541,7 @@ static void op_nolock_alloc(struct fz_in *in)
              fz_usable(size));
     m_allocs++;
     m_used += u;
-    add_block(p, size, u, fz_natural_align(u), NONE, RUN_NO, false, "kheap_alloc_flags");
+    add_block(p, size, u, kt_natural_align(u), NONE, RUN_NO, false, "kheap_alloc_flags");
 }
 
 static void op_cache_create(struct fz_in *in)
@@ -734,7 +711,7 @@ static void op_kmalloc_bulk(struct fz_in *in)
         size_t ui = kheap_usable_size(g_heap, ptrs[i]);
         FZ_CHECK(ui == u, "op %u: kheap_alloc_bulk(%zu) block %zu: usable %zu, rule %zu", g_op,
                  size, i, ui, u);
-        add_block(ptrs[i], size, u, fz_natural_align(u), NONE,
+        add_block(ptrs[i], size, u, kt_natural_align(u), NONE,
                   u > KHEAP_MAX_CLASS ? RUN_YES : RUN_NO, false, "kheap_alloc_bulk");
     }
 }
@@ -911,15 +888,7 @@ static void run_op(struct fz_in *in)
 
 static void read_slab_needs(void)
 {
-    static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
-    kheap_slabinfo(g_heap, rows, KHEAP_NUM_CLASSES);
-    g_slab_need_max = 0;
-    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        size_t a = fz_natural_align(kt_class[i]);
-        g_slab_need[i] = rows[i].pagesperslab + (a > FZ_PAGE ? a / FZ_PAGE - 1 : 0);
-        if (g_slab_need[i] > g_slab_need_max)
-            g_slab_need_max = g_slab_need[i];
-    }
+    g_slab_need_max = kt_slab_needs(g_heap, g_slab_need);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
