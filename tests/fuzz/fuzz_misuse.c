@@ -170,6 +170,12 @@ static void expect_none(const char *what)
 
 /* One of the calls that take a block, on a bad pointer: each must refuse
  * it with one report and change nothing. */
+/* A bad pointer that is a free slot of a slab: a free of it may be found
+ * only when the magazine it went to goes back to the slab (a slot with no
+ * double-free key: never handed out, or a constructor cache's), as a
+ * double free; kheap_reclaim makes that happen now. */
+static bool g_flush_ok;
+
 static void bad_call(unsigned how, void *p, unsigned kinds, const char *what)
 {
     arm();
@@ -198,6 +204,11 @@ static void bad_call(unsigned how, void *p, unsigned kinds, const char *what)
         break;
     }
     }
+    if (g_flush_ok && kt_reports() == 0 && (how % 4 == 0 || how % 4 == 3)) {
+        kheap_reclaim(g_heap);
+        kinds = K(KHEAP_REPORT_DOUBLE_FREE);
+    }
+    g_flush_ok = false;
     expect(kinds, p, what);
 }
 
@@ -320,19 +331,16 @@ static void op_wild(struct fz_in *in)
         return;
     kheap_reclaim(g_heap);
     if (!b) {
-        /* A free slot of the constructor cache carries no double-free key:
-         * a free of it, like a second free of such an object
-         * (op_double_free), is found only when its magazine goes back to
-         * the slab. kheap_usable_size, which looks in the slab, tells,
-         * naming the cache. */
+        /* A free slot of a slab (kheap_usable_size, which looks in the
+         * slab, tells) carries no double-free key if it was never handed
+         * out or is a constructor cache's: a free of it, like a second
+         * free of such an object (op_double_free), may be found only when
+         * its magazine goes back to the slab (bad_call). */
         kt_reports_reset();
         (void)kheap_usable_size(g_heap, p);
         struct kheap_report r = kt_last_report();
-        bool ctor_slot = kt_reports() == 1 && r.kind == KHEAP_REPORT_DOUBLE_FREE && r.cache &&
-                         !strcmp(r.cache, "misuse-ctor");
+        g_flush_ok = kt_reports() == 1 && r.kind == KHEAP_REPORT_DOUBLE_FREE;
         kt_reports_reset();
-        if (ctor_slot)
-            return;
     }
     bad_call(how, p, b ? K(KHEAP_REPORT_INTERIOR) : ANY_KIND,
              b ? "pointer inside a live block" : "wild pointer into the heap");
