@@ -90,6 +90,15 @@ static void expect_report(int kind, const void *addr, size_t size, const void *w
     kt_reports_reset();
 }
 
+/* A fault at addr, as the platform's handler would pass it: kheap's, and
+ * reported as kind for the block at block (size bytes). */
+static void expect_fault(kheap_t *h, const void *addr, int kind, const void *block,
+                         size_t size, const char *what)
+{
+    CHECK(kheap_guard_fault(h, addr) == 1, "%s: the fault at %p is not the pool's", what, addr);
+    expect_report(kind, block, size, addr, what);
+}
+
 TEST(off_until_asked)
 {
     struct kt_heap t;
@@ -195,19 +204,15 @@ TEST(faults_reported)
     two_blocks(t.h, 200, &e, &s);
     /* Past the end of the block at its page's end: the next page. */
     uintptr_t next = kh_round_page((uintptr_t)e + 200);
-    CHECK(kheap_guard_fault(t.h, (void *)(next + 3)) == 1, "overflow fault not the pool's");
-    expect_report(KHEAP_REPORT_OVERFLOW, e, 200, (void *)(next + 3), "overflow");
+    expect_fault(t.h, (void *)(next + 3), KHEAP_REPORT_OVERFLOW, e, 200, "overflow");
     /* Before the start of the block at its page's start. */
-    CHECK(kheap_guard_fault(t.h, s - 1) == 1, "underflow fault not the pool's");
-    expect_report(KHEAP_REPORT_UNDERFLOW, s, 200, s - 1, "underflow");
+    expect_fault(t.h, s - 1, KHEAP_REPORT_UNDERFLOW, s, 200, "underflow");
     /* After free: the page itself. */
     kheap_free(t.h, e);
     CHECK(kt_reports() == 0, "a clean free reported %s", kt_report_kind_name(kt_last_report().kind));
-    CHECK(kheap_guard_fault(t.h, e + 10) == 1, "use after free not the pool's");
-    expect_report(KHEAP_REPORT_USE_AFTER_FREE, e, 200, e + 10, "use after free");
+    expect_fault(t.h, e + 10, KHEAP_REPORT_USE_AFTER_FREE, e, 200, "use after free");
     kheap_free(t.h, s);
-    CHECK(kheap_guard_fault(t.h, s + 199) == 1, "use after free not the pool's");
-    expect_report(KHEAP_REPORT_USE_AFTER_FREE, s, 200, s + 199, "use after free at the start");
+    expect_fault(t.h, s + 199, KHEAP_REPORT_USE_AFTER_FREE, s, 200, "use after free at the start");
     close_sampled(&t, "after the faults");
 }
 
@@ -243,11 +248,9 @@ TEST(fill_checked_at_free)
           "KHEAP_NOLOCK free of a sampled zero-size block: %zu live, %lu reports",
           stats_of(t.h).sampled_live, kt_reports());
     z = kheap_alloc(t.h, 0);
-    CHECK(kheap_guard_fault(t.h, z + 3) == 1, "access through a zero-size block not the pool's");
-    expect_report(KHEAP_REPORT_OVERFLOW, z, 0, z + 3, "access through a zero-size block");
+    expect_fault(t.h, z + 3, KHEAP_REPORT_OVERFLOW, z, 0, "access through a zero-size block");
     kheap_free(t.h, z);
-    CHECK(kheap_guard_fault(t.h, z) == 1, "access after free not the pool's");
-    expect_report(KHEAP_REPORT_USE_AFTER_FREE, z, 0, z, "access through a freed zero-size block");
+    expect_fault(t.h, z, KHEAP_REPORT_USE_AFTER_FREE, z, 0, "access through a freed zero-size block");
     struct kheap_stats st = stats_of(t.h);
     CHECK(st.sampled_live == 0, "%zu sampled blocks still live", st.sampled_live);
     close_sampled(&t, "after the damaged frees");
@@ -305,8 +308,7 @@ TEST(realloc_moves)
     CHECK(q && q != p, "a sampled block shrunk in place");
     for (int i = 0; i < 200; i++)
         CHECK(q[i] == (unsigned char)i, "byte %d lost", i);
-    CHECK(kheap_guard_fault(t.h, p) == 1, "the old block's page is open");
-    expect_report(KHEAP_REPORT_USE_AFTER_FREE, p, 300, p, "stale pointer after realloc");
+    expect_fault(t.h, p, KHEAP_REPORT_USE_AFTER_FREE, p, 300, "stale pointer after realloc");
     unsigned char *r = kheap_realloc(t.h, q, 5000);
     CHECK(r && r != q, "realloc to 5000");
     for (int i = 0; i < 200; i++)

@@ -45,6 +45,14 @@
 
 #define KH_LONG_MAX ((long)(~0ul >> 1))
 
+/* Reload the countdown for one sample in every allocations: every - 1 to
+ * go, so that 1 samples every miss. */
+static void countdown_reload(kheap_t *h, unsigned long every)
+{
+    long left = every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : (long)every - 1;
+    __atomic_store_n(&h->g_left, left, __ATOMIC_RELAXED);
+}
+
 #if KH_GUARDS
 
 #define KH_GUARD_PAGES (2u * KHEAP_GUARD_SLOTS + 1u)
@@ -112,8 +120,7 @@ int kheap_set_sample(kheap_t *h, unsigned long every)
      * samples every miss). Racing with a miss path that reloads the
      * countdown is harmless: the next sample comes after one interval or
      * the other. */
-    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every - 1),
-                     __ATOMIC_RELAXED);
+    countdown_reload(h, every);
     __atomic_store_n(&h->g_every, every, __ATOMIC_RELAXED);
     return 0;
 }
@@ -189,8 +196,7 @@ void *kh_guard_sample(kheap_t *h, size_t size)
         return NULL;
     /* Two threads may both find it run out: each reloads, and two blocks
      * are sampled close together, which only samples a little more. */
-    __atomic_store_n(&h->g_left, (long)(every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : every - 1),
-                     __ATOMIC_RELAXED);
+    countdown_reload(h, every);
     return guard_alloc(h, size);
 }
 

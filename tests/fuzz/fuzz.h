@@ -75,6 +75,18 @@ static inline uint32_t fz_u32(struct fz_in *in)
     return lo | (uint32_t)fz_u16(in) << 16;
 }
 
+/* Once per process, before the first input: the class rule and the
+ * capture of reports (every report is the harness's to judge). */
+static inline void fz_start(void)
+{
+    static bool once;
+    if (!once) {
+        kt_make_classes();
+        kt_capture_reports(NULL);
+        once = true;
+    }
+}
+
 /* ---- the size-class rule (docs/SIZE_CLASSES.md), computed from the
  * rule in tests/support.c, not taken from the library: the usable size of
  * a plain allocation, and class sizes ---- */

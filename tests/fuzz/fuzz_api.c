@@ -893,12 +893,7 @@ static void read_slab_needs(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static bool once;
-    if (!once) {
-        kt_make_classes();
-        kt_capture_reports(NULL);
-        once = true;
-    }
+    fz_start();
     struct fz_in in = {data, size};
     g_nlive = g_nshrinkable = 0;
     memset(g_caches, 0, sizeof g_caches);

@@ -523,12 +523,7 @@ static void run_op(struct fz_in *in)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static bool once;
-    if (!once) {
-        kt_make_classes();
-        kt_capture_reports(NULL);
-        once = true;
-    }
+    fz_start();
     struct fz_in in = {data, size};
     g_nlive = 0;
     g_seed = (uint32_t)size;
