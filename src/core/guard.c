@@ -45,6 +45,8 @@
 
 #define KH_LONG_MAX ((long)(~0ul >> 1))
 
+#if KH_GUARDS
+
 /* Reload the countdown for one sample in every allocations: every - 1 to
  * go, so that 1 samples every miss. */
 static void countdown_reload(kheap_t *h, unsigned long every)
@@ -52,8 +54,6 @@ static void countdown_reload(kheap_t *h, unsigned long every)
     long left = every > (unsigned long)KH_LONG_MAX ? KH_LONG_MAX : (long)every - 1;
     __atomic_store_n(&h->g_left, left, __ATOMIC_RELAXED);
 }
-
-#if KH_GUARDS
 
 #define KH_GUARD_PAGES (2u * KHEAP_GUARD_SLOTS + 1u)
 /* What fills the unused part of a data page, checked at free. */
