@@ -12,8 +12,8 @@
  *
  * Modes (bench/run.py drives them and collects the RESULT lines):
  *
- *   hot pair   N    N malloc(32)+free pairs, after a warm-up, with 64
- *                   other 32-byte blocks live
+ *   hot pair   N [SIZE]  N malloc(SIZE)+free pairs (SIZE 32 unless given),
+ *                   after a warm-up, with 64 other blocks of SIZE live
  *   hot pair-alone N  the same with no other block live
  *   hot malloc N    N malloc(32) in batches of 64, frees not counted
  *   hot free   N    N free of 32-byte blocks, in batches of 64
@@ -79,9 +79,9 @@ static kheap_t *bench_heap;
 #define bench_free(p) free(p)
 #endif
 
-#define HOT_SIZE 32
+#define HOT_SIZE 32       /* the hot test's size, unless one is given */
 #define HOT_BATCH 64
-#define HOT_KEEP 64       /* blocks of HOT_SIZE live during the hot test */
+#define HOT_KEEP 64       /* blocks of the hot size live during the hot test */
 #define HOT_WARMUP 1024   /* pairs, a multiple of HOT_BATCH */
 #define RING_LIVE 64      /* live blocks per thread in tput */
 #define SPSC_SLOTS 1024   /* handoff ring of the producer/consumer test */
@@ -165,10 +165,12 @@ static void *must_alloc(size_t n)
 /* ------------------------------------------------------------------ */
 /* Hot path: single thread, one size. */
 
+static size_t hot_size = HOT_SIZE;
+
 static void hot_pairs(unsigned long n)
 {
     for (unsigned long i = 0; i < n; i++) {
-        unsigned char *p = bench_malloc(HOT_SIZE);
+        unsigned char *p = bench_malloc(hot_size);
         *(volatile unsigned char *)p = (unsigned char)i;
         sink = p;
         bench_free(p);
@@ -179,7 +181,7 @@ static void hot_pairs(unsigned long n)
  * harness's own instructions per pair. */
 static void hot_loop_only(unsigned long n)
 {
-    static unsigned char block[HOT_SIZE];
+    static unsigned char block[HOT_SIZE]; /* only its first byte is written */
     for (unsigned long i = 0; i < n; i++) {
         unsigned char *p = block;
         __asm__ volatile("" : "+r"(p));
@@ -201,7 +203,7 @@ static void hot_batches(unsigned long n, enum collect what)
         if (what == COLLECT_MALLOC)
             CALLGRIND_TOGGLE_COLLECT;
         for (int j = 0; j < HOT_BATCH; j++) {
-            unsigned char *p = bench_malloc(HOT_SIZE);
+            unsigned char *p = bench_malloc(hot_size);
             *(volatile unsigned char *)p = (unsigned char)j;
             batch[j] = p;
         }
@@ -231,7 +233,7 @@ static int run_hot(const char *what, unsigned long n)
     void *keep[HOT_KEEP];
     int alone = !strcmp(what, "pair-alone");
     for (int i = 0; i < HOT_KEEP; i++)
-        keep[i] = alone ? NULL : must_alloc(HOT_SIZE);
+        keep[i] = alone ? NULL : must_alloc(hot_size);
     /* Warm-up outside the measurement: the allocator sets itself up and
      * its caches for this size and this thread are loaded. */
     hot_pairs(HOT_WARMUP);
@@ -257,9 +259,9 @@ static int run_hot(const char *what, unsigned long n)
     double t = now_seconds() - t0;
     for (int i = 0; i < HOT_KEEP; i++)
         bench_free(keep[i]);
-    printf("RESULT mode=hot what=%s n=%lu seconds=%.6f ns_per_op=%.3f "
+    printf("RESULT mode=hot what=%s n=%lu size=%zu seconds=%.6f ns_per_op=%.3f "
            "maxrss_kib=%ld allocator=%s malloc_from=%s\n",
-           what, n, t, t * 1e9 / (double)n, peak_rss_kib(), ALLOCATOR_KIND,
+           what, n, hot_size, t, t * 1e9 / (double)n, peak_rss_kib(), ALLOCATOR_KIND,
            malloc_origin());
     return 0;
 }
@@ -582,8 +584,11 @@ int main(int argc, char **argv)
     if (err)
         die(kheap_strerror(err));
 #endif
-    if (argc == 4 && !strcmp(argv[1], "hot"))
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "hot")) {
+        if (argc == 5 && !(hot_size = arg_ul(argv[4])))
+            die("hot: SIZE must be at least 1");
         return run_hot(argv[2], arg_ul(argv[3]));
+    }
 #if defined(BENCH_KHEAP)
     if (argc == 4 && !strcmp(argv[1], "bulk"))
         return run_bulk(argv[2], arg_ul(argv[3]));
@@ -595,7 +600,7 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "pc"))
         return run_pc(argv[2], arg_ul(argv[3]));
     fprintf(stderr,
-            "usage: %s hot pair|pair-alone|malloc|free|loop N\n"
+            "usage: %s hot pair|pair-alone|malloc|free|loop N [SIZE]\n"
             "       %s tput|tput-none THREADS STEPS\n"
             "       %s pc 64|mixed M\n",
             argv[0], argv[0], argv[0]);

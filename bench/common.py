@@ -137,3 +137,16 @@ def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
     except errors as e:
         print("%s: %s" % (name, e), file=sys.stderr)
         sys.exit(1)
+
+
+def marked_section(doc, begin, end):
+    """The part of the file doc from the line begin to end (markers
+    included), or None if it has none."""
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if begin not in text or end not in text:
+        return None
+    return text[text.index(begin):text.index(end) + len(end)]

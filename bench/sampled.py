@@ -106,14 +106,7 @@ def report(measured):
 
 def kept(doc):
     """The section as doc has it now, or None."""
-    try:
-        with open(doc) as f:
-            text = f.read()
-    except OSError:
-        return None
-    if BEGIN not in text or END not in text:
-        return None
-    return text[text.index(BEGIN):text.index(END) + len(END)]
+    return common.marked_section(doc, BEGIN, END)
 
 
 def write_doc(section):
