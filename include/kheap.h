@@ -551,7 +551,9 @@ struct kheap_stats {
                                   descriptors, slab bitmaps, cache
                                   structures */
     size_t slab_bytes;         /* bytes in pages held by slabs */
-    size_t large_bytes;        /* bytes in pages held by large blocks */
+    size_t large_bytes;        /* bytes in pages held by large blocks
+                                  (those the CPUs cache included:
+                                  large_cache_bytes) */
     size_t region_count;       /* regions the heap manages */
     size_t large_count;        /* large blocks (page runs of their own)
                                   allocated now; their bytes are
@@ -579,6 +581,10 @@ struct kheap_stats {
     uint64_t sampled_count;    /* blocks ever given a guard page
                                   (kheap_set_sample) */
     size_t sampled_live;       /* of which allocated now */
+    size_t large_cache_bytes;  /* freed large blocks the CPUs keep for
+                                  their next allocations of the same page
+                                  count (KHEAP_RUN_CACHE_BYTES per CPU; part
+                                  of large_bytes) */
 };
 
 /* Decay (the default length of an epoch is KHEAP_DECAY_MS, 1000 ms).

@@ -230,6 +230,19 @@
 #define KHEAP_EMPTY_SLABS_KEPT 2
 #endif
 
+/* Per-CPU caches of large blocks (docs/DESIGN.md, "Large blocks on the
+ * hit path"): each CPU keeps freed page runs of KHEAP_MAX_CLASS to
+ * KHEAP_RUN_CACHE_MAX bytes, at most KHEAP_RUN_CACHE_BYTES of them, for
+ * its next allocations of the same page count. KHEAP_RUN_CACHE_MAX at or
+ * below KHEAP_MAX_CLASS, or KHEAP_RUN_CACHE_BYTES 0, turns them off. They
+ * exist with the per-CPU layer only. */
+#ifndef KHEAP_RUN_CACHE_MAX
+#define KHEAP_RUN_CACHE_MAX (256 * 1024)
+#endif
+#ifndef KHEAP_RUN_CACHE_BYTES
+#define KHEAP_RUN_CACHE_BYTES (1024 * 1024)
+#endif
+
 /* Bytes written into freed and new objects at KHEAP_DEBUG >= 2. */
 #ifndef KHEAP_POISON_FREE
 #define KHEAP_POISON_FREE 0x6b

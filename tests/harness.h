@@ -88,6 +88,10 @@ struct kt_heap {
 };
 void kt_heap_open(struct kt_heap *t, size_t size);
 void kt_heap_close(struct kt_heap *t);
+/* h's statistics; kheap_check_quiescent of h, failing the running test
+ * (naming when) if it finds anything. */
+struct kheap_stats kt_stats(kheap_t *h);
+void kt_check_quiet(kheap_t *h, const char *when);
 
 /* The process's resident set size in KiB (0 if /proc is not there). */
 long kt_rss_kib(void);

@@ -241,4 +241,18 @@ void kt_heap_close(struct kt_heap *t)
     t->h = NULL;
     t->mem = NULL;
 }
+
+struct kheap_stats kt_stats(kheap_t *h)
+{
+    struct kheap_stats s;
+    kheap_get_stats(h, &s);
+    return s;
+}
+
+void kt_check_quiet(kheap_t *h, const char *when)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiescent(h, &addr);
+    CHECK(msg == NULL, "%s: kheap_check: %s at %p", when, msg, addr);
+}
 #endif

@@ -311,14 +311,17 @@ TEST(fill_default)
 
 
 /* The kmalloc-32 row of the default heap's slabinfo. */
-static struct kheap_cache_info row32(void)
+/* The slabinfo row of the kmalloc class of size bytes. */
+static struct kheap_cache_info class_row(size_t size)
 {
     static struct kheap_cache_info rows[KHEAP_NUM_CLASSES + 6];
+    char name[32];
+    snprintf(name, sizeof name, "kmalloc-%zu", kt_class_of(size));
     kheap_slabinfo(kheap_default(), rows, KHEAP_NUM_CLASSES + 6);
     for (size_t i = 0; i < KHEAP_NUM_CLASSES; i++)
-        if (!strcmp(rows[i].name, "kmalloc-32"))
+        if (!strcmp(rows[i].name, name))
             return rows[i];
-    CHECK(0, "no kmalloc-32 row%s", "");
+    CHECK(0, "no %s row", name);
     return rows[0];
 }
 
@@ -341,28 +344,50 @@ static void expect_report(void *ptr, enum kheap_report_kind kind, const char *wh
 }
 
 /* kmalloc/kfree's own hit paths (the per-CPU word and the page tags):
- * they hit, and every bad pointer they see still reaches the exact
- * checks of the slow path. */
+ * they hit, for classes of one-page and of multi-page slabs, and every
+ * bad pointer they see still reaches the exact checks of the slow path. */
 TEST(kfree_hit_path_and_misuse)
 {
-    void *warm = kmalloc(32);
-    kfree(warm);
-    struct kheap_cache_info r0 = row32();
-    for (int i = 0; i < 1000; i++) {
-        void *p = kmalloc(32);
-        CHECK(p != NULL, "kmalloc(32) = NULL%s", "");
-        *(volatile char *)p = 1;
-        kfree(p);
+    /* 1100 and 20000 bytes: classes whose slabs have several pages. */
+    static const size_t hit_sizes[] = {32, 1100, 2048, 20000, KHEAP_MAX_CLASS};
+    for (size_t k = 0; k < sizeof hit_sizes / sizeof hit_sizes[0]; k++) {
+        size_t size = hit_sizes[k];
+        void *warm = kmalloc(size);
+        kfree(warm);
+        struct kheap_cache_info r0 = class_row(size);
+        for (int i = 0; i < 1000; i++) {
+            void *p = kmalloc(size);
+            CHECK(p != NULL, "kmalloc(%zu) = NULL", size);
+            *(volatile char *)p = 1;
+            kfree(p);
+        }
+        struct kheap_cache_info r1 = class_row(size);
+        CHECK(r1.cpu_hits - r0.cpu_hits >= 1990 && r1.cpu_misses - r0.cpu_misses <= 10,
+              "1000 pairs of %zu bytes: %" PRIu64 " hits, %" PRIu64 " misses", size,
+              r1.cpu_hits - r0.cpu_hits, r1.cpu_misses - r0.cpu_misses);
+        CHECK(r1.allocs - r0.allocs == 1000 && r1.frees - r0.frees == 1000,
+              "1000 pairs of %zu bytes counted as %" PRIu64 " allocations and %" PRIu64
+              " frees", size, r1.allocs - r0.allocs, r1.frees - r0.frees);
     }
-    struct kheap_cache_info r1 = row32();
-    CHECK(r1.cpu_hits - r0.cpu_hits >= 1990 && r1.cpu_misses - r0.cpu_misses <= 10,
-          "1000 pairs: %" PRIu64 " hits, %" PRIu64 " misses", r1.cpu_hits - r0.cpu_hits,
-          r1.cpu_misses - r0.cpu_misses);
-    CHECK(r1.allocs - r0.allocs == 1000 && r1.frees - r0.frees == 1000,
-          "1000 pairs counted as %" PRIu64 " allocations and %" PRIu64 " frees",
-          r1.allocs - r0.allocs, r1.frees - r0.frees);
 
-    static const size_t sizes[] = {16, 24, 48, 64, 96, 200, 512, 1000, 3000, 20000};
+    /* A page boundary inside an object of a multi-page slab is no slot,
+     * though it starts a page: the slab-wide test refuses it. */
+    void *held[16];
+    unsigned boundaries = 0;
+    for (int i = 0; i < 16; i++) {
+        unsigned char *p = held[i] = kmalloc(1100);
+        CHECK(p != NULL, "kmalloc(1100) = NULL%s", "");
+        uintptr_t b = ((uintptr_t)p + KHEAP_PAGE_SIZE) & ~(uintptr_t)(KHEAP_PAGE_SIZE - 1);
+        if (b - (uintptr_t)p < kt_usable(1100)) {
+            expect_report((void *)b, KHEAP_REPORT_INTERIOR, "page boundary inside a block");
+            boundaries++;
+        }
+    }
+    CHECK(boundaries > 0, "no 1100-byte block crossed a page in 16%s", "");
+    for (int i = 0; i < 16; i++)
+        kfree(held[i]);
+
+    static const size_t sizes[] = {16, 24, 48, 64, 96, 200, 512, 1000, 1100, 3000, 5000, 20000};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         char what[64];
         unsigned char *p = kmalloc(sizes[k]), *q = kmalloc(sizes[k]);
@@ -397,6 +422,7 @@ TEST(kfree_hit_path_and_misuse)
 int main(void)
 {
     kt_capture_reports(NULL);
+    kt_make_classes();
     /* Order matters: the first two run before anything touches the heap. */
     RUN(heap_end_before_use);
     RUN(concurrent_first_use);

@@ -21,13 +21,6 @@
 #define HEAP_SIZE ((size_t)8 << 20)
 #define kh_round_page(x) (((x) + PAGE - 1) & ~(PAGE - 1))
 
-static struct kheap_stats stats_of(kheap_t *h)
-{
-    struct kheap_stats s;
-    kheap_get_stats(h, &s);
-    return s;
-}
-
 static void heap_whole(kheap_t *h, const char *when)
 {
     const void *at = NULL;
@@ -108,7 +101,7 @@ TEST(off_until_asked)
     CHECK(kheap_set_sample(NULL, 5) == KHEAP_EINVAL, "NULL heap");
     CHECK(kheap_set_sample(t.h, 0) == 0, "turning it off");
     void *p = kheap_alloc(t.h, 100);
-    struct kheap_stats s = stats_of(t.h);
+    struct kheap_stats s = kt_stats(t.h);
     CHECK(s.sampled_count == 0 && s.sampled_live == 0, "sampled %llu with sampling off",
           (unsigned long long)s.sampled_count);
     CHECK(kheap_guard_fault(t.h, p) == 0, "a fault on an ordinary block is not the pool's");
@@ -129,7 +122,7 @@ TEST(sampled_blocks)
     kt_heap_open(&t, HEAP_SIZE);
     CHECK(kheap_set_sample(t.h, 1) == 0, "sampling on");
     CHECK(kheap_get_sample(t.h) == 1, "rate read back");
-    struct kheap_stats before = stats_of(t.h);
+    struct kheap_stats before = kt_stats(t.h);
     unsigned char *p[N];
     int ends = 0, starts = 0;
     for (int i = 0; i < N; i++) {
@@ -154,7 +147,7 @@ TEST(sampled_blocks)
     }
     CHECK(ends >= N / 2 - 1 && starts >= N / 2 - 1, "%d at the end, %d at the start", ends,
           starts);
-    struct kheap_stats s = stats_of(t.h);
+    struct kheap_stats s = kt_stats(t.h);
     CHECK(s.sampled_live == N && s.sampled_count == N, "%zu live of %llu sampled, want %d",
           s.sampled_live, (unsigned long long)s.sampled_count, N);
     size_t want = 0;
@@ -166,11 +159,11 @@ TEST(sampled_blocks)
     heap_whole(t.h, "sampled blocks live");
     /* Bigger than a page: never sampled. */
     void *big = kheap_alloc(t.h, KHEAP_PAGE_SIZE + 1);
-    CHECK(big && stats_of(t.h).sampled_count == N, "a block over a page was sampled");
+    CHECK(big && kt_stats(t.h).sampled_count == N, "a block over a page was sampled");
     kheap_free(t.h, big);
     for (int i = 0; i < N; i++)
         kheap_free(t.h, p[i]);
-    s = stats_of(t.h);
+    s = kt_stats(t.h);
     CHECK(s.sampled_live == 0 && s.used_bytes == before.used_bytes, "%zu live, used %zu",
           s.sampled_live, s.used_bytes);
     const void *at;
@@ -235,7 +228,7 @@ TEST(fill_checked_at_free)
      * from any context like another; its page stays shut, so any access
      * through it faults. */
     unsigned char *z = kheap_alloc(t.h, 0);
-    CHECK(z && stats_of(t.h).sampled_live == 1, "malloc(0) not sampled");
+    CHECK(z && kt_stats(t.h).sampled_live == 1, "malloc(0) not sampled");
     CHECK(kheap_usable_size(t.h, z) == 0 && kt_reports() == 0, "usable size of a sampled "
           "zero-size block: %zu, %lu reports", kheap_usable_size(t.h, z), kt_reports());
     unsigned char *z2 = kheap_realloc(t.h, z, 10);
@@ -244,14 +237,14 @@ TEST(fill_checked_at_free)
     z = kheap_alloc(t.h, 0);
     kheap_free_flags(t.h, z, KHEAP_NOLOCK);
     kheap_reclaim(t.h);
-    CHECK(stats_of(t.h).sampled_live == 0 && kt_reports() == 0,
+    CHECK(kt_stats(t.h).sampled_live == 0 && kt_reports() == 0,
           "KHEAP_NOLOCK free of a sampled zero-size block: %zu live, %lu reports",
-          stats_of(t.h).sampled_live, kt_reports());
+          kt_stats(t.h).sampled_live, kt_reports());
     z = kheap_alloc(t.h, 0);
     expect_fault(t.h, z + 3, KHEAP_REPORT_OVERFLOW, z, 0, "access through a zero-size block");
     kheap_free(t.h, z);
     expect_fault(t.h, z, KHEAP_REPORT_USE_AFTER_FREE, z, 0, "access through a freed zero-size block");
-    struct kheap_stats st = stats_of(t.h);
+    struct kheap_stats st = kt_stats(t.h);
     CHECK(st.sampled_live == 0, "%zu sampled blocks still live", st.sampled_live);
     close_sampled(&t, "after the damaged frees");
 }
@@ -262,7 +255,7 @@ TEST(bad_frees)
     open_sampled(&t);
     unsigned char *e, *s;
     two_blocks(t.h, 64, &e, &s);
-    struct kheap_stats before = stats_of(t.h);
+    struct kheap_stats before = kt_stats(t.h);
     kheap_free(t.h, e + 16);
     expect_report(KHEAP_REPORT_INTERIOR, e + 16, 0, NULL, "interior");
     kheap_free(t.h, (void *)kh_round_page((uintptr_t)e + 64));
@@ -270,7 +263,7 @@ TEST(bad_frees)
     kt_reports_reset();
     CHECK(kheap_usable_size(t.h, s + 8) == 0, "usable size of an interior pointer");
     expect_report(KHEAP_REPORT_INTERIOR, s + 8, 0, NULL, "usable size, interior");
-    struct kheap_stats mid = stats_of(t.h);
+    struct kheap_stats mid = kt_stats(t.h);
     CHECK(mid.free_count == before.free_count && mid.sampled_live == 2, "refused frees counted");
     kheap_free(t.h, e);
     CHECK(kt_reports() == 0, "good free reported");
@@ -289,7 +282,7 @@ TEST(bad_frees)
     kheap_free(t.h, s);
     CHECK(kt_reports() == 0, "good free reported");
     CHECK(kheap_cache_destroy(c) == 0, "destroy");
-    struct kheap_stats after = stats_of(t.h);
+    struct kheap_stats after = kt_stats(t.h);
     CHECK(after.sampled_live == 0 && after.free_count == before.free_count + 2,
           "%zu live, %llu frees", after.sampled_live,
           (unsigned long long)(after.free_count - before.free_count));
@@ -329,8 +322,8 @@ TEST(slots_and_reuse)
     /* Sampled blocks fill no magazine: each of these misses. */
     for (int i = 0; i < N; i++)
         CHECK((p[i] = kheap_alloc(t.h, 48)) != NULL, "alloc %d", i);
-    CHECK(stats_of(t.h).sampled_live == N, "%zu live sampled blocks, want %d",
-          stats_of(t.h).sampled_live, N);
+    CHECK(kt_stats(t.h).sampled_live == N, "%zu live sampled blocks, want %d",
+          kt_stats(t.h).sampled_live, N);
     uintptr_t page0 = (uintptr_t)p[0] & ~(PAGE - 1), page1 = (uintptr_t)p[1] & ~(PAGE - 1);
     kheap_free(t.h, p[0]);
     p[0] = kheap_alloc(t.h, 48); /* the only free slot: p[0]'s */
@@ -339,8 +332,8 @@ TEST(slots_and_reuse)
     void *more[16];
     for (int i = 0; i < 16; i++)
         CHECK((more[i] = kheap_alloc(t.h, 48)) != NULL, "alloc past the slots");
-    CHECK(stats_of(t.h).sampled_live == N, "%zu live sampled blocks with the slots full",
-          stats_of(t.h).sampled_live);
+    CHECK(kt_stats(t.h).sampled_live == N, "%zu live sampled blocks with the slots full",
+          kt_stats(t.h).sampled_live);
     for (int i = 0; i < 16; i++)
         kheap_free(t.h, more[i]);
     for (int i = 0; i < N; i++)
@@ -352,7 +345,7 @@ TEST(slots_and_reuse)
     CHECK(b && ((uintptr_t)b & ~(PAGE - 1)) == page1, "not the slot freed second");
     kheap_free(t.h, a);
     kheap_free(t.h, b);
-    CHECK(stats_of(t.h).sampled_live == 0, "live after freeing all");
+    CHECK(kt_stats(t.h).sampled_live == 0, "live after freeing all");
     heap_whole(t.h, "after the slots cycle");
     kt_heap_close(&t);
 }
@@ -373,7 +366,7 @@ TEST(rate)
         for (int i = 0; i < 256; i++)
             kheap_free(t.h, p[i]);
     }
-    struct kheap_stats s = stats_of(t.h);
+    struct kheap_stats s = kt_stats(t.h);
     printf("# %llu of %zu allocations sampled at one in 500\n",
            (unsigned long long)s.sampled_count, allocs);
     CHECK(s.sampled_count >= allocs / 500 / 4 && s.sampled_count <= allocs / 500 * 4,
@@ -382,7 +375,7 @@ TEST(rate)
     uint64_t was = s.sampled_count;
     for (int i = 0; i < 2000; i++)
         kheap_free(t.h, kheap_alloc(t.h, 16 + (size_t)(i % 100) * 16));
-    CHECK(stats_of(t.h).sampled_count == was, "sampled with sampling off");
+    CHECK(kt_stats(t.h).sampled_count == was, "sampled with sampling off");
     kt_heap_close(&t);
 }
 
@@ -391,12 +384,12 @@ TEST(nolock_free_deferred)
     struct kt_heap t;
     open_sampled(&t);
     void *p = kheap_alloc(t.h, 3), *q = kheap_alloc(t.h, 700);
-    CHECK(stats_of(t.h).sampled_live == 2, "sampled");
+    CHECK(kt_stats(t.h).sampled_live == 2, "sampled");
     kheap_free_flags(t.h, p, KHEAP_NOLOCK);
     kheap_free_flags(t.h, q, KHEAP_NOLOCK);
     kheap_free_flags(t.h, q, KHEAP_NOLOCK); /* a double free, found later */
     kheap_reclaim(t.h);
-    CHECK(stats_of(t.h).sampled_live == 0, "deferred sampled blocks not freed");
+    CHECK(kt_stats(t.h).sampled_live == 0, "deferred sampled blocks not freed");
     CHECK(kt_reports() == 1 && kt_last_report().kind == KHEAP_REPORT_DOUBLE_FREE &&
               kt_last_report().addr == q,
           "%lu reports, %s at %p", kt_reports(), kt_report_kind_name(kt_last_report().kind),
@@ -459,7 +452,7 @@ TEST(threads)
         pthread_join(th[i], NULL);
         CHECK(!w[i].bad, "thread %d saw %d bad blocks", i, w[i].bad);
     }
-    struct kheap_stats s = stats_of(t.h);
+    struct kheap_stats s = kt_stats(t.h);
     CHECK(s.sampled_count > 0 && s.sampled_live == 0, "%llu sampled, %zu live",
           (unsigned long long)s.sampled_count, s.sampled_live);
     kheap_reclaim(t.h);

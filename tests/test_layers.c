@@ -20,6 +20,16 @@ static void check_clean(kheap_t *h)
     CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
 }
 
+/* kheap_check must notice damage: break one thing at a time, expect the
+ * walk to name it, repair, expect it clean again. */
+static void expect_problem(kheap_t *h, const char *what)
+{
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiescent(h, &addr);
+    CHECK(msg != NULL, "kheap_check missed: %s", what);
+    printf("# %s -> \"%s\" at %p\n", what, msg, addr);
+}
+
 TEST(class_map_is_smallest_fitting_class)
 {
     size_t prev = 0;
@@ -119,6 +129,115 @@ TEST(slab_layouts_waste_at_most_one_eighth)
         CHECK(c->slot == c->size, "kmalloc class %u has slot %u", c->size, c->slot);
     }
     kt_heap_close(&t);
+}
+
+/* The free hit path (kh_fast.h) takes a block of every kmalloc class,
+ * one-page slabs and multi-page slabs alike, and refuses every pointer
+ * inside a block, page boundaries inside blocks of multi-page slabs
+ * included: those go to the slow path, which reports them. */
+TEST(free_hit_every_class)
+{
+#if KH_FAST && KHEAP_PERCPU
+    struct kt_heap t;
+    kt_heap_open(&t, 32u << 20);
+    kheap_t *h = t.h;
+    unsigned multi = 0, crossings = 0;
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+        size_t size = kh_class_size(i);
+        multi += h->kmalloc[i].pages > 1;
+        kheap_free(h, kheap_alloc(h, size)); /* the CPU's magazine is loaded */
+        for (int k = 0; k < 64; k++) {
+            void *p = kheap_alloc(h, size);
+            CHECK(p != NULL, "kheap_alloc(%zu) = NULL", size);
+            /* The allocation popped one: the push has room. */
+            CHECK(kh_hit_free(h->cpu, &h->window, p), "class %zu: free of %p missed the hit path",
+                  size, p);
+        }
+        void *held[16];
+        for (int k = 0; k < 16; k++) {
+            unsigned char *p = held[k] = kheap_alloc(h, size);
+            CHECK(p != NULL, "kheap_alloc(%zu) = NULL", size);
+            CHECK(!kh_hit_free(h->cpu, &h->window, p + 8), "class %zu: interior %p hit",
+                  size, (void *)(p + 8));
+            uintptr_t b = kh_align_up((uintptr_t)p + 1, KH_PAGE);
+            if (b - (uintptr_t)p < size) {
+                crossings++;
+                CHECK(!kh_hit_free(h->cpu, &h->window, (void *)b),
+                      "class %zu: page boundary %p inside %p hit", size, (void *)b, (void *)p);
+            }
+        }
+        for (int k = 0; k < 16; k++)
+            kheap_free(h, held[k]);
+    }
+    CHECK(multi > 0 && crossings > 0, "%u classes of multi-page slabs, %u boundaries inside "
+          "blocks", multi, crossings);
+    kheap_reclaim(h);
+    check_clean(h);
+    kt_heap_close(&t);
+#else
+    printf("# no free hit path in this build\n");
+#endif
+}
+
+/* The hit paths take large blocks up to KHEAP_RUN_CACHE_MAX in and out
+ * of the CPU's cache of them, once its first large free made it; a second
+ * free, or a pointer inside, misses (the slow path reports it). */
+TEST(hit_paths_cache_large_blocks)
+{
+#if KH_RUNS
+    /* Each CPU's cache holds KHEAP_RUN_CACHE_BYTES on a heap this large
+     * (all of them together at most an eighth of it). */
+    struct kt_heap t;
+    kt_heap_open(&t, (size_t)KHEAP_RUN_CACHE_BYTES * 8 * KHEAP_MAX_CPUS);
+    kheap_t *h = t.h;
+    kheap_set_decay(h, 0);
+    kheap_free(h, kheap_alloc(h, KHEAP_MAX_CLASS + 1)); /* the cache is made */
+    size_t sizes[] = {KHEAP_MAX_CLASS + 1, 100000, KHEAP_RUN_CACHE_MAX};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        unsigned char *p = kheap_alloc(h, sizes[k]);
+        CHECK(p != NULL, "kheap_alloc(%zu) = NULL", sizes[k]);
+        CHECK(!kh_hit_free(h->cpu, &h->window, p + KH_PAGE), "%zu: inside the block hit",
+              sizes[k]);
+        CHECK(kh_hit_free(h->cpu, &h->window, p), "%zu: the free missed", sizes[k]);
+        CHECK(!kh_hit_free(h->cpu, &h->window, p), "%zu: the second free hit", sizes[k]);
+        void *q = NULL;
+        CHECK(kh_hit_alloc(h->cpu, &h->window, sizes[k], &q) && q == p,
+              "%zu: the allocation missed or took %p, not %p", sizes[k], q, (void *)p);
+        CHECK(!kh_hit_alloc(h->cpu, &h->window, sizes[k], &q), "%zu: a second block hit",
+              sizes[k]);
+        kheap_free(h, p);
+    }
+    void *big = kheap_alloc(h, KHEAP_RUN_CACHE_MAX + 1);
+    CHECK(big && !kh_hit_free(h->cpu, &h->window, big), "a block above the cached sizes hit%s",
+          "");
+    kheap_free(h, big);
+
+    /* kheap_check_quiescent finds damage to a block in this CPU's cache
+     * (its tag, its page count in the window) and to the cache's count. */
+    void *cached = kheap_alloc(h, 50000);
+    kheap_free(h, cached);
+    struct kh_page *cd = kh_page_of(h, (uintptr_t)cached);
+    size_t ci = (size_t)(cd - h->regions[0].pages);
+    h->window.tags[ci] = KH_RUN_TAG;
+    expect_problem(h, "cached large block tagged live");
+    h->window.tags[ci] = 0;
+    h->window.pidx[ci]++;
+    expect_problem(h, "cached large block's page count wrong");
+    h->window.pidx[ci]--;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_runcache *rc = h->cpu[cpu]->run_front.runs;
+    kheap_port_cpu_exit(cpu);
+    rc->room--;
+    expect_problem(h, "cache of large blocks miscounted");
+    rc->room++;
+    check_clean(h);
+
+    kheap_reclaim(h);
+    check_clean(h);
+    kt_heap_close(&t);
+#else
+    printf("# no caches of large blocks in this build\n");
+#endif
 }
 
 TEST(power_of_two_classes_aligned_to_size)
@@ -269,25 +388,16 @@ TEST(metadata_budget)
         n++;
     kheap_get_stats(h, &s);
     /* 2% for descriptors, bitmaps and the CPU's state, plus the page tags
-     * of the first region (2 bytes a page, 0.05%) that give the free hit
-     * path its class in one load on every heap. */
-    size_t tags = h->regions[0].npages * sizeof *h->window.tags;
+     * of the first region and each page's index in its slab (3 bytes a
+     * page, 0.07%) that give the free hit path its class in one load on
+     * every heap. */
+    size_t tags = h->regions[0].npages * (sizeof *h->window.tags + sizeof *h->window.pidx);
     CHECK((s.metadata_bytes - tags) * 100 <= s.heap_total * 2,
           "full of 16-byte objects: metadata %zu (tags %zu) of %zu bytes (> 2%% + tags)",
           s.metadata_bytes, tags, s.heap_total);
     printf("# %zu objects of 16 bytes, metadata %.2f%% of the heap\n", n,
            100.0 * (double)s.metadata_bytes / (double)s.heap_total);
     kt_heap_close(&t);
-}
-
-/* kheap_check must notice damage: break one thing at a time, expect the
- * walk to name it, repair, expect it clean again. */
-static void expect_problem(kheap_t *h, const char *what)
-{
-    const void *addr = NULL;
-    const char *msg = kheap_check_quiescent(h, &addr);
-    CHECK(msg != NULL, "kheap_check missed: %s", what);
-    printf("# %s -> \"%s\" at %p\n", what, msg, addr);
 }
 
 TEST(check_finds_damage)
@@ -345,6 +455,8 @@ int main(void)
     RUN(slot_test_matches_division);
     RUN(bins_partition_lengths);
     RUN(slab_layouts_waste_at_most_one_eighth);
+    RUN(free_hit_every_class);
+    RUN(hit_paths_cache_large_blocks);
     RUN(power_of_two_classes_aligned_to_size);
     RUN(region_lookup_bounds_and_many_regions);
     RUN(runs_split_and_coalesce_both_sides);

@@ -20,6 +20,11 @@
  *                        without a slot take the locked path and all balances.
  *   reclaim_reach        objects cached by the calling thread go back to the
  *                        page layer on kheap_reclaim.
+ *   large_block_cache    freed large blocks up to KHEAP_RUN_CACHE_MAX stay
+ *                        with the freeing thread for its next allocation of
+ *                        the same page count, within KHEAP_RUN_CACHE_BYTES;
+ *                        misuse of a cached block is reported as of a freed
+ *                        one; reclaim, decay and thread exit give them back.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -42,6 +47,7 @@
 #include "harness.h"
 #include "kheap.h"
 #include "kheap_hosted.h"
+#include "kh_front.h" /* KH_RUNS: does this build cache large blocks? */
 
 #define PAGE KHEAP_PAGE_SIZE
 #define MAGIC KT_CTOR_MAGIC /* what kt_ctor writes */
@@ -1425,6 +1431,175 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* ------------------------------------------------------------------ */
+/* The CPUs' caches of large blocks. */
+
+/* One misuse of a cached block: exactly one report, FREE_RUN, at addr. */
+static void lmisuse(unsigned long before, const void *addr, const char *what)
+{
+    struct kheap_report r = kt_last_report();
+    CHECK(kt_reports() == before + 1 && r.kind == KHEAP_REPORT_FREE_RUN && r.addr == addr,
+          "%s: %lu reports, last %d at %p (want one FREE_RUN at %p)", what, kt_reports() - before,
+          (int)r.kind, r.addr, addr);
+}
+
+struct lthread {
+    kheap_t *h;
+    void *free_this; /* freed by the thread, then it allocates and frees its own */
+    size_t cached;   /* large_cache_bytes the thread saw before exiting */
+};
+
+static void *lthread_main(void *arg)
+{
+    struct lthread *t = arg;
+    kheap_free(t->h, t->free_this);
+    void *p = kheap_alloc(t->h, 100000);
+    kheap_free(t->h, p);
+    t->cached = kt_stats(t->h).large_cache_bytes;
+    return NULL;
+}
+
+TEST(large_block_cache)
+{
+    /* Large enough for each CPU's cache to hold KHEAP_RUN_CACHE_BYTES:
+     * all of them together hold at most an eighth of the heap. */
+    struct kt_heap t;
+    kt_heap_open(&t, (size_t)KHEAP_RUN_CACHE_BYTES * 8 * KHEAP_MAX_CPUS);
+    kheap_t *h = t.h;
+    kheap_set_decay(h, 0); /* decay is driven by hand below */
+    const size_t np = (100000 + PAGE - 1) / PAGE;
+    unsigned char *p = kheap_alloc(h, 100000);
+    CHECK(p != NULL, "kheap_alloc(100000) = NULL%s", "");
+    struct kheap_stats s0 = kt_stats(h);
+    CHECK(s0.large_count == 1 && s0.used_bytes == np * PAGE, "one block live: count %zu used %zu",
+          s0.large_count, s0.used_bytes);
+    kheap_free(h, p);
+    struct kheap_stats s1 = kt_stats(h);
+    size_t want = KH_RUNS ? np * PAGE : 0;
+    CHECK(s1.large_cache_bytes == want && s1.large_count == 0 && s1.used_bytes == 0 &&
+              s1.free_count == s0.free_count + 1,
+          "after the free: cached %zu (want %zu), count %zu, used %zu, frees %" PRIu64,
+          s1.large_cache_bytes, want, s1.large_count, s1.used_bytes, s1.free_count);
+    CHECK(s1.large_bytes == want, "large_bytes %zu with %zu cached", s1.large_bytes, want);
+    kt_check_quiet(h, "a block cached");
+    if (!KH_RUNS) {
+        printf("# no caches of large blocks in this build: freed blocks go to the pages\n");
+        kt_heap_close(&t);
+        return;
+    }
+
+    /* The next allocation of that page count takes it, whatever its size. */
+    unsigned char *q = kheap_alloc(h, np * PAGE - 100);
+    struct kheap_stats s2 = kt_stats(h);
+    CHECK(q == p && s2.large_cache_bytes == 0 && s2.large_count == 1 &&
+              s2.allocation_count == s1.allocation_count + 1 && s2.used_bytes == np * PAGE,
+          "reallocated %p (freed %p): cached %zu, count %zu, used %zu", (void *)q, (void *)p,
+          s2.large_cache_bytes, s2.large_count, s2.used_bytes);
+    CHECK(kheap_usable_size(h, q) == np * PAGE, "usable size %zu", kheap_usable_size(h, q));
+    memset(q, 0x5a, np * PAGE);
+
+    /* Misuse of a cached block: as of any freed large block. */
+    kheap_free(h, q);
+    unsigned long n = kt_reports();
+    kheap_free(h, q);
+    lmisuse(n, q, "second free of a cached block");
+    n = kt_reports();
+    kheap_free(h, q + 3 * PAGE);
+    lmisuse(n, q + 3 * PAGE, "free inside a cached block");
+    n = kt_reports();
+    kheap_free(h, q + (np - 1) * PAGE);
+    lmisuse(n, q + (np - 1) * PAGE, "free in a cached block's last page");
+    n = kt_reports();
+    CHECK(kheap_usable_size(h, q) == 0, "usable size of a cached block%s", "");
+    lmisuse(n, q, "usable size of a cached block");
+    n = kt_reports();
+    CHECK(kheap_realloc(h, q, 10) == NULL, "realloc of a cached block%s", "");
+    lmisuse(n, q, "realloc of a cached block");
+    CHECK(kt_stats(h).large_cache_bytes == np * PAGE, "the misuse changed the cache (%zu)",
+          kt_stats(h).large_cache_bytes);
+    kt_check_quiet(h, "after the misuse");
+
+    /* The bound: KHEAP_RUN_CACHE_BYTES per CPU; the rest to the pages. */
+    kheap_reclaim(h);
+    CHECK(kt_stats(h).large_cache_bytes == 0 && kt_stats(h).large_bytes == 0,
+          "reclaim left %zu cached", kt_stats(h).large_cache_bytes);
+    enum { NB = 12 };
+    void *b[NB];
+    for (int i = 0; i < NB; i++) {
+        b[i] = kheap_alloc(h, KHEAP_RUN_CACHE_MAX);
+        CHECK(b[i] != NULL, "block %d of %d bytes", i, (int)KHEAP_RUN_CACHE_MAX);
+    }
+    for (int i = 0; i < NB; i++)
+        kheap_free(h, b[i]);
+    size_t bound = KHEAP_RUN_CACHE_BYTES / KHEAP_RUN_CACHE_MAX * KHEAP_RUN_CACHE_MAX;
+    struct kheap_stats s3 = kt_stats(h);
+    CHECK(s3.large_cache_bytes == bound && s3.large_bytes == bound && s3.used_bytes == 0,
+          "%d blocks of %d bytes freed: cached %zu (want %zu), large %zu", NB,
+          (int)KHEAP_RUN_CACHE_MAX, s3.large_cache_bytes, bound, s3.large_bytes);
+    kt_check_quiet(h, "cache full");
+    /* Above KHEAP_RUN_CACHE_MAX, blocks are never cached. */
+    void *big = kheap_alloc(h, KHEAP_RUN_CACHE_MAX + 1);
+    CHECK(big != NULL, "a block above the cached sizes%s", "");
+    kheap_reclaim(h);
+    kheap_free(h, big);
+    CHECK(kt_stats(h).large_cache_bytes == 0 && kt_stats(h).large_bytes == 0,
+          "a block of %d bytes was cached", (int)KHEAP_RUN_CACHE_MAX + 1);
+
+    /* In-place resizes keep the page count the cache files it under. */
+    unsigned char *r = kheap_alloc(h, 400 * 1024); /* too large to cache */
+    CHECK(r != NULL, "400 KiB%s", "");
+    unsigned char *r2 = kheap_realloc(h, r, 60 * 1024); /* shrinks in place */
+    CHECK(r2 == r, "realloc to 60 KiB moved%s", "");
+    kheap_free(h, r2);
+    CHECK(kt_stats(h).large_cache_bytes == 60 * 1024, "a block shrunk to 60 KiB: cached %zu",
+          kt_stats(h).large_cache_bytes);
+    unsigned char *r3 = kheap_alloc(h, 60 * 1024);
+    CHECK(r3 == r, "60 KiB came from the cache (%p, cached %p)", (void *)r3, (void *)r);
+    unsigned char *r4 = kheap_realloc(h, r3, 400 * 1024);
+    CHECK(r4 != NULL, "realloc to 400 KiB%s", "");
+    kheap_free(h, r4);
+    CHECK(kt_stats(h).large_cache_bytes == 0, "a block grown past the cached sizes was cached"
+          " (%zu)", kt_stats(h).large_cache_bytes);
+    kt_check_quiet(h, "after the resizes");
+
+    /* Decay: a cache this CPU took nothing from for an epoch goes back. */
+    void *d = kheap_alloc(h, 100000);
+    kheap_free(h, d);
+    CHECK(kt_stats(h).large_cache_bytes == np * PAGE, "cached before decay%s", "");
+    kheap_set_decay(h, 1000);
+    uint64_t now = (uint64_t)1 << 40; /* far past the port's clock: only these ticks count */
+    int ticks = 0;
+    while (kt_stats(h).large_cache_bytes && ticks < 8) {
+        kheap_tick(h, now);
+        now += 1000;
+        ticks++;
+    }
+    CHECK(kt_stats(h).large_cache_bytes == 0 && ticks >= 3,
+          "decay: %zu bytes cached after %d epoch ticks (want 0 after 3 or more)",
+          kt_stats(h).large_cache_bytes, ticks);
+    kheap_set_decay(h, 0);
+
+    /* Threads: a block freed by another thread goes to that thread's
+     * cache, and its cache goes back to the pages when it exits. */
+    struct lthread lt = {h, kheap_alloc(h, 100000), 0};
+    CHECK(lt.free_this != NULL, "block for the thread%s", "");
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, lthread_main, &lt) == 0, "pthread_create%s", "");
+    pthread_join(th, NULL);
+    struct kheap_stats s4 = kt_stats(h);
+    CHECK(lt.cached == np * PAGE && s4.large_cache_bytes == 0 && s4.large_bytes == 0,
+          "thread: cached %zu before it exited, %zu after (large %zu)", lt.cached,
+          s4.large_cache_bytes, s4.large_bytes);
+    kheap_reclaim(h);
+    struct kheap_stats s5 = kt_stats(h);
+    CHECK(s5.used_bytes == 0 && s5.allocation_count == s5.free_count,
+          "balance: used %zu, %" PRIu64 " allocations, %" PRIu64 " frees", s5.used_bytes,
+          s5.allocation_count, s5.free_count);
+    kt_check_quiet(h, "at the end");
+    kt_reports_reset();
+    kt_heap_close(&t);
+}
+
 int main(void)
 {
     g_seed = kt_seed();
@@ -1441,6 +1616,7 @@ int main(void)
     TIMED_RUN(stress_cross_thread);
     TIMED_RUN(producer_consumer);
     TIMED_RUN(thread_churn);
+    TIMED_RUN(large_block_cache);
     TIMED_RUN(slot_reuse);
     TIMED_RUN(reclaim_reach);
     return harness_done();

@@ -134,6 +134,7 @@ const STATS: &[(&str, &str)] = &[
     ("nolock_deferred", "uint64_t"),
     ("sampled_count", "uint64_t"),
     ("sampled_live", "size_t"),
+    ("large_cache_bytes", "size_t"),
 ];
 const CACHE_INFO: &[(&str, &str)] = &[
     ("name", "char[KHEAP_NAME_MAX]"),

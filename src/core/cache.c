@@ -227,6 +227,7 @@ static size_t reclaim_caches(kheap_t *h)
         bytes += kh_cache_drain(c, false);
         bytes += kh_cache_release(c, 0);
     }
+    bytes += kh_runs_flush_here(h, false);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
 }
@@ -264,9 +265,12 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
         return 0;
     uint32_t ms = __atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED);
     uint64_t next = __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED);
+    /* This CPU's cache of large blocks: on every call, since only this
+     * CPU may flush it while it runs (cpu.c); back to the pages if the CPU
+     * took none from it since the last epoch end it saw. */
+    size_t bytes = ms ? kh_runs_flush_here(h, true) : 0;
     if (!ms || now_ms < next || __atomic_exchange_n(&h->decay_busy, 1u, __ATOMIC_ACQUIRE))
-        return 0;
-    size_t bytes = 0;
+        return bytes;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
     if (next) { /* the first call only starts the first epoch */
         kh_each_cache_locking(h, c) {

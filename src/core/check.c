@@ -28,6 +28,7 @@ struct walk {
     const void *addr;
     size_t free_pages, free_runs, dirty_pages, slab_pages, large_pages, meta_pages, bitmap_bytes;
     size_t slabs, gone_slabs, user_bytes, internal_bytes, mags;
+    size_t run_cached; /* pages of large blocks whose tags say cached */
     bool quiet; /* no CPU is inside an operation: per-CPU state is stable */
 };
 
@@ -185,6 +186,67 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
     return true;
 }
 
+/* The page tag of a user large block (kh_front.h): KH_RUN_TAG while one
+ * CPUs may cache is live, 0 while a CPU caches it (counted), 0 for one
+ * they may not; the page count in pidx while it is live or cached. */
+static bool check_run_tag(kheap_t *h, struct walk *w, const struct kh_page *d)
+{
+#if KH_RUNS
+    if (d->region != 0)
+        return true;
+    size_t i = (size_t)(d - h->regions[0].pages);
+    unsigned tag = __atomic_load_n(&h->window.tags[i], __ATOMIC_RELAXED);
+    uintptr_t addr = kh_page_addr(h, d);
+    if (!kh_run_eligible(h, d))
+        return tag == 0 || fail(w, "a large block no CPU may cache has a page tag", addr);
+    if (tag != KH_RUN_TAG && tag != 0)
+        return fail(w, "a large block's page tag is neither live nor cached", addr);
+    if (h->window.pidx[i] != d->npages)
+        return fail(w, "a large block's page count in the window is wrong", addr);
+    if (!tag)
+        w->run_cached += d->npages;
+#else
+    (void)h, (void)w, (void)d;
+#endif
+    return true;
+}
+
+/* Every CPU's cache of large blocks (quiet heap only): each run a user
+ * large block of its bin's page count, tagged cached; together the pages
+ * whose tags say cached and the pages the caches count. */
+static bool check_run_caches(kheap_t *h, struct walk *w)
+{
+#if KH_RUNS
+    struct kh_run_counts rc;
+    kh_runs_counts(h, &rc);
+    size_t found = 0;
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+        const struct kh_runcache *c = h->cpu[cpu]->run_front.runs;
+        for (unsigned b = 0; c && b < KH_RUN_BINS; b++) {
+            for (void *p = c->bin[b]; p; p = *(void **)p) {
+                struct kh_page *d = kh_page_of(h, (uintptr_t)p);
+                if (!d || d->kind != KH_PG_LARGE || d->internal ||
+                    kh_page_addr(h, d) != (uintptr_t)p || d->npages != KH_RUN_MIN_PAGES + b)
+                    return fail(w, "a CPU's cache of large blocks holds something else",
+                                (uintptr_t)p);
+                if (!kh_run_cached(h, d))
+                    return fail(w, "a CPU's cache of large blocks holds a live block",
+                                (uintptr_t)p);
+                found += d->npages;
+                if (found > w->run_cached)
+                    return fail(w, "a large block is in the CPUs' caches twice", (uintptr_t)p);
+            }
+        }
+    }
+    if (found != w->run_cached || found != rc.held)
+        return fail(w, "the CPUs' caches of large blocks differ from the blocks tagged cached",
+                    (uintptr_t)h);
+#else
+    (void)h, (void)w;
+#endif
+    return true;
+}
+
 static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
 {
     struct kh_region *r = &h->regions[ri];
@@ -220,6 +282,8 @@ static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
             } else {
                 w->large_pages += n;
                 w->user_bytes += n * KH_PAGE;
+                if (!check_run_tag(h, w, d))
+                    return false;
 #if KHEAP_REDZONE
                 if (!check_rz(w, addr, n * KH_PAGE, true))
                     return false;
@@ -431,6 +495,8 @@ static void check_all(kheap_t *h, struct walk *w)
         return (void)fail(w, "live sampled blocks differ from their counts", h->g_start);
     w->user_bytes += (size_t)(h->g_alloc_bytes - h->g_free_bytes);
 #endif
+    if (w->quiet && !check_run_caches(h, w))
+        return;
     if (w->quiet && w->mags != mag_objs)
         fail(w, "magazines found differ from the magazines allocated", hp);
     else if (ncaches != h->ncaches)

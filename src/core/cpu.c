@@ -110,39 +110,50 @@ static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m)
 /* ------------------------------------------------------------------ */
 /* The per-CPU state of a cache. */
 
+/* This CPU's state of h (its fronts of the kmalloc classes), set up if
+ * it is not yet (cpu != NONE); NULL if there is no memory for it.
+ * Runs on cpu (kheap_port_cpu_enter held). */
+static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
+{
+    struct kh_cpu *pc = h->cpu[cpu];
+    if (pc == &kh_cpu_sentinel) {
+        pc = kh_internal_pages(h, sizeof *pc, false);
+        if (!pc)
+            return NULL;
+        for (unsigned i = 0; i < KH_CC_COUNT; i++) {
+            pc->cc[i] = (struct kh_cc)KH_CC_EMPTY;
+            kh_vg_benign(&pc->cc[i].allocs, 2 * sizeof(uint64_t));
+        }
+        pc->run_front = (struct kh_cc)KH_CC_EMPTY;
+        pc->run_front.limit = NULL;
+        pc->run_front.runs = NULL;
+        /* Free's slot test runs on the hit path only for classes
+         * whose slabs are one page (kh_fast.h). */
+        for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
+            if (h->kmalloc[i].pages == 1) {
+                pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
+                pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
+            }
+        }
+        for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
+            pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
+        kh_vg_benign(pc->miss, sizeof pc->miss);
+        kh_vg_benign(&pc->busy, sizeof pc->busy);
+        kh_vg_benign(pc->nlc, sizeof pc->nlc);
+        /* Readers on other CPUs (stats, check, flush) see either the
+         * sentinel or the initialised structure. */
+        __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
+    }
+    return pc;
+}
+
 /* This CPU's front of cache c, its state set up if it is not yet (cpu !=
  * NONE); NULL if there is no memory for it.
  * Runs on cpu (kheap_port_cpu_enter held). */
 static struct kh_cc *cc_setup(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
-    if (c->cls != KH_NO_CLASS) {
-        struct kh_cpu *pc = h->cpu[cpu];
-        if (pc == &kh_cpu_sentinel) {
-            pc = kh_internal_pages(h, sizeof *pc, false);
-            if (!pc)
-                return NULL;
-            for (unsigned i = 0; i < KH_CC_COUNT; i++) {
-                pc->cc[i] = (struct kh_cc)KH_CC_EMPTY;
-                kh_vg_benign(&pc->cc[i].allocs, 2 * sizeof(uint64_t));
-            }
-            /* Free's slot test runs on the hit path only for classes
-             * whose slabs are one page (kh_fast.h). */
-            for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-                if (h->kmalloc[i].pages == 1) {
-                    pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
-                    pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
-                }
-            }
-            for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
-                pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
-            kh_vg_benign(pc->miss, sizeof pc->miss);
-            kh_vg_benign(&pc->busy, sizeof pc->busy);
-            kh_vg_benign(pc->nlc, sizeof pc->nlc);
-            /* Readers on other CPUs (stats, check, flush) see either the
-             * sentinel or the initialised structure. */
-            __atomic_store_n(&h->cpu[cpu], pc, __ATOMIC_RELEASE);
-        }
-    }
+    if (c->cls != KH_NO_CLASS && !cpu_setup(h, cpu))
+        return NULL;
     return kh_cc_of(h, c, cpu);
 }
 
@@ -510,9 +521,152 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
     mags_release(h, c, rest);
 }
 
-/* CPU cpu has stopped using h: its magazines go to the depots. */
+/* ------------------------------------------------------------------ */
+/* The CPUs' caches of large blocks (struct kh_runcache, kh_front.h): the
+ * slow paths. The hit paths pop and push in kh_fast.h. */
+
+#if KH_RUNS
+/* Link the run p of np pages onto rc (its tag already taken). Runs on rc's
+ * CPU (or one flushing it after it stopped). */
+static void runs_link(struct kh_runcache *rc, void *p, size_t np)
+{
+    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
+    *(void **)p = *bin;
+    *bin = p;
+    kh_add(&rc->room, -(uint64_t)np);
+    kh_bump(&rc->frees);
+    kh_add(&rc->free_pages, np);
+}
+
+/* Every run of rc back to the page layer, in one page_lock hold. Each
+ * was a free of the program's, counted in rc->frees; from now on the page
+ * layer counts it (large_frees), so rc takes it out of its own counts.
+ * Runs on rc's CPU (or one flushing it after it stopped). */
+static size_t runs_flush(kheap_t *h, struct kh_runcache *rc)
+{
+    size_t pages = 0, runs = 0;
+    if (rc->room == rc->limit)
+        return 0;
+    kh_lock(&h->page_lock);
+    for (unsigned i = 0; i < KH_RUN_BINS; i++) {
+        while (rc->bin[i]) {
+            void *p = rc->bin[i];
+            rc->bin[i] = *(void **)p;
+            struct kh_page *d = kh_page_of(h, (uintptr_t)p);
+            pages += d->npages;
+            runs++;
+            kh_run_free(h, d);
+        }
+    }
+    h->large_free_bytes += pages * KH_PAGE;
+    h->large_frees += runs;
+    kh_unlock(&h->page_lock);
+    kh_account_commit(h, pages * KH_PAGE, false);
+    __atomic_store_n(&rc->room, rc->limit, __ATOMIC_RELAXED);
+    __atomic_store_n(&rc->frees, rc->frees - runs, __ATOMIC_RELAXED);
+    __atomic_store_n(&rc->free_pages, rc->free_pages - pages, __ATOMIC_RELAXED);
+    return pages * KH_PAGE;
+}
+#endif
+
+bool kh_runs_put(kheap_t *h, void *p, size_t npages)
+{
+#if KH_RUNS
+    bool ok = false;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cpu *pc = cpu == KHEAP_CPU_NONE ? NULL : cpu_setup(h, cpu);
+    if (pc) {
+        struct kh_runcache *rc = pc->run_front.runs;
+        if (!rc) {
+            /* The CPU's first large free: its cache (a page of its own,
+             * counted as metadata), published to this CPU's hit paths
+             * only, which run on this CPU. */
+            rc = kh_internal_pages(h, sizeof *rc, false);
+            if (rc) {
+                __builtin_memset(rc, 0, sizeof *rc);
+                /* KHEAP_RUN_CACHE_BYTES, or less on a small heap: every
+                 * CPU's cache together holds at most an eighth of it (as
+                 * large as it is now). */
+                kh_lock(&h->page_lock);
+                size_t bytes = h->total_bytes / (8 * (size_t)KHEAP_MAX_CPUS);
+                kh_unlock(&h->page_lock);
+                if (bytes > KHEAP_RUN_CACHE_BYTES)
+                    bytes = KHEAP_RUN_CACHE_BYTES;
+                rc->limit = rc->room = bytes / KH_PAGE;
+                rc->epoch = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
+                kh_vg_benign(rc, sizeof *rc);
+                __atomic_store_n(&pc->run_front.runs, rc, __ATOMIC_RELEASE);
+            }
+        }
+        if (rc && npages <= rc->room) {
+            runs_link(rc, p, npages);
+            ok = true;
+        }
+    }
+    kheap_port_cpu_exit(cpu);
+    return ok;
+#else
+    (void)h, (void)p, (void)npages;
+    return false;
+#endif
+}
+
+size_t kh_runs_flush_here(kheap_t *h, bool decay)
+{
+    size_t bytes = 0;
+#if KH_RUNS
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cpu *pc = cpu == KHEAP_CPU_NONE ? &kh_cpu_sentinel : h->cpu[cpu];
+    struct kh_runcache *rc = pc->run_front.runs;
+    if (rc && decay) {
+        /* Decay: the runs stayed idle if the CPU took none between the
+         * last epoch end it saw and this one. */
+        uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
+        if (e != rc->epoch) {
+            if (rc->allocs == rc->epoch_allocs)
+                bytes = runs_flush(h, rc);
+            rc->epoch = e;
+            rc->epoch_allocs = rc->allocs;
+        }
+    } else if (rc) {
+        bytes = runs_flush(h, rc);
+    }
+    kheap_port_cpu_exit(cpu);
+#else
+    (void)h, (void)decay;
+#endif
+    return bytes;
+}
+
+void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
+{
+    __builtin_memset(out, 0, sizeof *out);
+#if KH_RUNS
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+        struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+        const struct kh_runcache *rc = __atomic_load_n(&pc->run_front.runs, __ATOMIC_ACQUIRE);
+        if (!rc)
+            continue;
+        out->allocs += __atomic_load_n(&rc->allocs, __ATOMIC_RELAXED);
+        out->frees += __atomic_load_n(&rc->frees, __ATOMIC_RELAXED);
+        out->alloc_pages += __atomic_load_n(&rc->alloc_pages, __ATOMIC_RELAXED);
+        out->free_pages += __atomic_load_n(&rc->free_pages, __ATOMIC_RELAXED);
+        out->held += rc->limit - __atomic_load_n(&rc->room, __ATOMIC_RELAXED);
+    }
+#else
+    (void)h;
+#endif
+}
+
+/* CPU cpu has stopped using h: its magazines go to the depots, its
+ * cached large blocks to the page layer. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu)
 {
+#if KH_RUNS
+    struct kh_cpu *pc = h->cpu[cpu];
+    if (pc->run_front.runs)
+        runs_flush(h, pc->run_front.runs);
+#endif
     kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {

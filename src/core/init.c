@@ -18,6 +18,10 @@ static void window_setup(kheap_t *h)
 {
     const struct kh_region *r0 = &h->regions[0];
     h->window.tags = kh_region_tags(r0);
+    h->window.pidx = kh_region_pidx(r0);
+#if KHEAP_PERCPU
+    h->window.multi = h->multi;
+#endif
     h->window.start = r0->start;
     h->window.span = r0->span;
 }
@@ -67,9 +71,15 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
                        NULL, KH_CACHE_KMALLOC);
     }
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-        h->kmalloc[i].cls = (uint8_t)i;
-        if (h->kmalloc[i].pages == 1)
-            h->kmalloc[i].cc_off = (uint16_t)offsetof(struct kh_cpu, cc[KH_CC(i)]);
+        struct kheap_cache *c = &h->kmalloc[i];
+        c->cls = (uint8_t)i;
+        c->cc_off = (uint16_t)offsetof(struct kh_cpu, cc[KH_CC(i)]);
+#if KHEAP_PERCPU
+        /* The free hit's second test (kh_fast.h): classes of one-page
+         * slabs take the first, from their fronts (cpu.c). */
+        if (c->pages > 1)
+            h->multi[KH_CC(i)] = (struct kh_slabtest){c->divtest, c->slot_lim};
+#endif
     }
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
                    sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,

@@ -20,10 +20,11 @@
  * tell a full magazine from a page the hit path does not serve).
  *
  * The free hit checks, in O(1) and with no lock, that the pointer is the
- * start of a slot of a one-page slab of a kmalloc class in the heap's
- * first region, and that it does not carry the double-free key; any doubt
- * is a miss, and the slow path decides exactly. docs/DESIGN.md counts
- * the instructions.
+ * start of a slot of a slab of a kmalloc class in the heap's first region
+ * (one multiply and compare for a one-page slab; a second for a slab of
+ * several pages, with the page's index in it), and that it does not carry
+ * the double-free key; any doubt is a miss, and the slow path decides
+ * exactly. docs/DESIGN.md counts the instructions.
  */
 #ifndef KH_FAST_H
 #define KH_FAST_H
@@ -43,8 +44,11 @@ static inline struct kh_cpu *kh_cpu_here(struct kh_cpu *const *cpus, unsigned cp
 /* Allocation hit: an object of size's class into *out, or false. Up to
  * KH_DIRECT_MAX bytes the class's front comes from the CPU's direct[]
  * table; larger classes compute their class (a few shifts) on a branch of
- * their own, so the small requests' path is as it was. */
-static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **out)
+ * their own, so the small requests' path is as it was; larger blocks up
+ * to KHEAP_RUN_CACHE_MAX come from the CPU's cache of large blocks, on a
+ * third branch (w: the window, whose page tags they set). */
+static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const struct kh_window *w,
+                                          size_t size, void **out)
 {
 #if KH_FAST && KHEAP_PERCPU
     struct kh_cc *cc;
@@ -56,6 +60,15 @@ static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **
         cpu = kheap_port_cpu_enter_fast();
         cc = &kh_cpu_here(cpus, cpu)->cc[KH_CC(kh_class_of(size))];
     } else {
+#if KH_RUNS
+        if (size <= KHEAP_RUN_CACHE_MAX) {
+            cpu = kheap_port_cpu_enter_fast();
+            bool hit = kh_run_pop(kh_cpu_here(cpus, cpu), w, size, out);
+            kheap_port_cpu_exit(cpu);
+            return hit;
+        }
+#endif
+        (void)w;
         return false;
     }
     bool hit = kh_cc_pop(cc, out);
@@ -65,13 +78,14 @@ static inline bool kh_hit_alloc(struct kh_cpu *const *cpus, size_t size, void **
         return true;
     }
 #else
-    (void)cpus, (void)size, (void)out;
+    (void)cpus, (void)w, (void)size, (void)out;
 #endif
     return false;
 }
 
 /* Free hit: ptr pushed onto this CPU's magazine of its class, or false. */
-static inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_window *w, void *ptr)
+static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_window *w,
+                                         void *ptr)
 {
 #if KH_FAST && KHEAP_PERCPU
     uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
@@ -81,9 +95,29 @@ static inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_windo
         unsigned cpu = kheap_port_cpu_enter_fast();
         struct kh_cc *cc = (struct kh_cc *)((char *)kh_cpu_here(cpus, cpu) + tag);
         /* The slot test first: only then is the key word inside the
-         * object, so inside the heap. */
-        if (kh_likely(kh_cc_slot(cc, off & KH_PAGE_MASK) &&
-                      *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+         * object, so inside the heap. A page of a multi-page slab fails
+         * the one-page test (its class's front holds 0s) and takes the
+         * slab-wide one, with the page's index in its slab (reading the
+         * tag again: a live object's tag cannot change). The index was
+         * stored before the tag: a free of a live object reads both as
+         * its slab's maker left them; a racing free of a bad pointer may
+         * pair a new tag with an old index, and either way meets the slot
+         * test of a class and the key, as with the tag alone. */
+        bool slot = kh_cc_slot(cc, off & KH_PAGE_MASK);
+        if (kh_unlikely(!slot)) {
+#if KH_RUNS
+            /* The first page of a large block: its tag names the front
+             * that holds the CPU's cache of them, the only one whose
+             * limit is NULL. */
+            if (!cc->limit) {
+                bool hit = kh_run_push(cc->runs, w, ptr);
+                kheap_port_cpu_exit(cpu);
+                return hit;
+            }
+#endif
+            slot = kh_multi_slot(w, ptr);
+        }
+        if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit(cpu);
             return true;
@@ -112,15 +146,15 @@ extern struct kh_cpu *const *kh_default_cpus;
 void *kh_default_alloc_slow(size_t size);
 void kh_default_free_slow(void *ptr);
 
-static inline void *kh_default_alloc(size_t size)
+static kh_always_inline void *kh_default_alloc(size_t size)
 {
     void *p;
-    if (kh_likely(kh_hit_alloc(KH_DEFAULT_CPUS, size, &p)))
+    if (kh_likely(kh_hit_alloc(KH_DEFAULT_CPUS, &kh_default_window, size, &p)))
         return p;
     return kh_default_alloc_slow(size);
 }
 
-static inline void kh_default_free(void *ptr)
+static kh_always_inline void kh_default_free(void *ptr)
 {
     if (kh_likely(kh_hit_free(KH_DEFAULT_CPUS, &kh_default_window, ptr)))
         return;

@@ -35,6 +35,9 @@
 #define kh_likely(x) __builtin_expect(!!(x), 1)
 #define kh_unlikely(x) __builtin_expect(!!(x), 0)
 #define kh_noinline __attribute__((noinline))
+/* The hit paths: inlined into every caller however many there are (the
+ * malloc shim calls them from a dozen functions). */
+#define kh_always_inline inline __attribute__((always_inline))
 
 static inline uintptr_t kh_align_up(uintptr_t x, uintptr_t a)
 {
@@ -86,8 +89,14 @@ struct kh_misses {
 struct kh_cc {
     void **top;   /* one past the loaded magazine's last object */
     void **base;  /* loaded->obj: top == base when it is empty */
-    void **limit; /* loaded->obj + loaded->cap: top == limit when full */
-    struct kh_mag *prev;
+    void **limit; /* loaded->obj + loaded->cap: top == limit when full;
+                     NULL only in kh_cpu.run_front */
+    union {
+        struct kh_mag *prev;
+        struct kh_runcache *runs; /* kh_cpu.run_front: the CPU's cache of
+                                     large blocks, NULL until its first
+                                     large free */
+    };
     union {
         /* kmalloc classes (kh_cpu.cc): free's slot test (see
          * kheap_cache.divtest), copied from the class so the hit path of
@@ -113,6 +122,44 @@ _Static_assert(sizeof(struct kh_cc) % KH_CACHE_LINE == 0, "kh_cc is padded to li
  * hits, for the hit path of free to land on when a page has no class. */
 #define KH_CC(cls) ((cls) + 1u)
 #define KH_CC_COUNT (KHEAP_NUM_CLASSES + 1u)
+
+/* Per-CPU caches of large blocks (kh_runcache): built where the hit paths
+ * are, not in the debug build (whose large blocks are not page runs of
+ * their own). Runs of KH_RUN_MIN_PAGES to KH_RUN_MAX_PAGES pages. */
+#if KH_FAST && KHEAP_PERCPU && !KHEAP_REDZONE && KHEAP_RUN_CACHE_BYTES > 0 && \
+    KHEAP_RUN_CACHE_MAX > (1L << KHEAP_MAX_CLASS_SHIFT)
+#define KH_RUNS 1
+#else
+#define KH_RUNS 0
+#endif
+#define KH_RUN_MIN_PAGES ((KHEAP_MAX_CLASS >> KHEAP_PAGE_SHIFT) + 1u)
+#define KH_RUN_MAX_PAGES ((unsigned)(KHEAP_RUN_CACHE_MAX >> KHEAP_PAGE_SHIFT))
+#define KH_RUN_BINS (KH_RUN_MAX_PAGES >= KH_RUN_MIN_PAGES ? KH_RUN_MAX_PAGES - KH_RUN_MIN_PAGES + 1u : 1u)
+#if KH_RUNS
+_Static_assert(KH_RUN_MAX_PAGES <= 255, "a run's page count fits kh_window.pidx");
+#endif
+
+/* One CPU's cache of large blocks: freed page runs of KH_RUN_MIN_PAGES +
+ * i pages on bin[i], linked through their first word, for the CPU's next
+ * allocations of that many pages. A cached run is a large block as far
+ * as the page layer knows (committed, counted in large_bytes), free as
+ * far as the program knows: its page tag is 0, where a live one's is
+ * KH_RUN_TAG. Made by the CPU's first large free (cpu.c), kept with the
+ * CPU's state; read and written only by its CPU, or by one that flushes
+ * it once the CPU has stopped (as its magazines). The counters are read
+ * by any CPU with relaxed loads: allocs and frees count the program's
+ * allocations and frees it served (alloc_pages, free_pages their pages);
+ * a run flushed to the page layer is taken out of frees again, so the
+ * heap counts its free once (cpu.c, kh_runs_flush). */
+struct kh_runcache {
+    void *bin[KH_RUN_BINS];
+    uint64_t room;  /* pages the bins may still take: limit less those
+                       they hold */
+    uint64_t limit; /* pages the bins may hold (cpu.c, kh_runs_put) */
+    uint64_t allocs, frees, alloc_pages, free_pages;
+    uint64_t epoch, epoch_allocs; /* decay: the epoch last looked at, and
+                                     allocs then (cpu.c) */
+};
 /* kh_cpu.direct covers requests up to this many bytes, by (n + 7) / 8. */
 #define KH_DIRECT_MAX 1024u
 #define KH_DIRECT_COUNT (KH_DIRECT_MAX / 8u + 1u)
@@ -124,6 +171,12 @@ _Static_assert(sizeof(struct kh_cc) % KH_CACHE_LINE == 0, "kh_cc is padded to li
  * table that is already in the CPU's own lines. */
 struct kh_cpu {
     struct kh_cc cc[KH_CC_COUNT];
+    /* A front that never hits (its slot test constants 0, limit NULL):
+     * its offset is the page tag of the first page of a live large block
+     * a CPU may cache (KH_RUN_TAG), and it holds the CPU's cache of them
+     * (runs), so the free hit finds that cache from the front the tag
+     * names. */
+    struct kh_cc run_front;
     struct kh_cc *direct[KH_DIRECT_COUNT];
     struct kh_misses miss[KHEAP_NUM_CLASSES];
     /* KHEAP_NOLOCK (cpu.c, kmalloc.c). busy: non-zero while this CPU runs
@@ -143,8 +196,12 @@ _Static_assert(sizeof(struct kh_cpu) <= 8192, "a CPU's state fits two pages");
 
 _Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
                "a CPU's state starts on its own cache line");
-_Static_assert(sizeof(struct kh_cc) * KH_CC_COUNT <= 0xffffu,
+_Static_assert(sizeof(struct kh_cc) * (KH_CC_COUNT + 1) <= 0xffffu,
                "page tags (uint16_t) hold offsets of fronts in kh_cpu");
+/* The page tag of the first page of a live large block a CPU may cache. */
+#define KH_RUN_TAG ((unsigned)offsetof(struct kh_cpu, run_front))
+_Static_assert(offsetof(struct kh_cpu, run_front) == sizeof(struct kh_cc) * KH_CC_COUNT,
+               "run_front follows the classes' fronts (kh_window.multi covers it)");
 
 extern struct kh_mag kh_mag_sentinel;
 extern struct kh_cpu kh_cpu_sentinel;
@@ -217,6 +274,16 @@ static inline void kh_bump(uint64_t *ctr)
 #endif
 }
 
+/* Add n to a per-CPU counter (as kh_bump). */
+static inline void kh_add(uint64_t *ctr, uint64_t n)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !KHEAP_VALGRIND
+    __asm__("addq %1, %0" : "+m"(*ctr) : "r"(n));
+#else
+    __atomic_store_n(ctr, *ctr + n, __ATOMIC_RELAXED);
+#endif
+}
+
 /* Pop an object from cc's loaded magazine into *out; false if it is
  * empty. (Not "NULL if empty": the callers would test the object again.) */
 static inline bool kh_cc_pop(struct kh_cc *cc, void **out)
@@ -249,15 +316,107 @@ static inline bool kh_cc_slot(const struct kh_cc *cc, uintptr_t off)
     return (uint64_t)(uint32_t)off * cc->divtest < cc->slot_lim;
 }
 
-/* A heap's first region and its page tags, for the free hit (kh_fast.h): tags[i] is
- * the offset in struct kh_cpu of the front of the kmalloc class whose
- * one-page slab page i is, else 0 (a front whose slot test always fails).
- * span is 0 (every pointer misses) until the window is set up; it is
- * stored last (release) and loaded first (acquire), so a reader that sees
- * it sees the rest. */
+/* The slot test of a kmalloc class over a whole slab of several pages:
+ * kheap_cache.divtest and slot_lim (as kh_cc_slot, with off counted from
+ * the slab's first page); both 0, which every offset fails, for classes
+ * of one-page slabs and for the entry of no class. */
+struct kh_slabtest {
+    uint64_t divtest, slot_lim;
+};
+
+/* A heap's first region and its page tags, for the free hit (kh_fast.h):
+ * tags[i] is the offset in struct kh_cpu of the front of the kmalloc class
+ * whose slab page i is part of, else 0 (a front whose slot test always
+ * fails). pidx[i] is page i's index in that slab when the slab has
+ * several pages (stale otherwise, and then never read with a tag whose
+ * multi entry is not 0), and multi[k] the slab-wide slot test of the class
+ * of cc[k]. span is 0 (every pointer misses) until the window is set up;
+ * it is stored last (release) and loaded first (acquire), so a reader
+ * that sees it sees the rest. */
 struct kh_window {
     uintptr_t start, span;
     uint16_t *tags; /* written by the slab layer (slab.c) */
+    uint8_t *pidx;  /* written by the slab layer, before the tag */
+    const struct kh_slabtest *multi; /* by index in kh_cpu.cc, and 0s for
+                                        run_front after them; fixed */
 };
+
+/* Is p (in the window) the start of a slot of a multi-page slab of a
+ * kmalloc class? The free hit's second test, for the pages the one-page
+ * test refused: it reads the page's tag again and its index in the slab,
+ * recomputing p's offset hidden from the compiler, so that the first test
+ * keeps nothing alive for it (its instruction count is that of a one-page
+ * class's hit). */
+static inline bool kh_multi_slot(const struct kh_window *w, const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    __asm__("" : "+r"(a));
+    uintptr_t off = a - w->start, pg = off >> KHEAP_PAGE_SHIFT;
+    unsigned tag = __atomic_load_n(&w->tags[pg], __ATOMIC_RELAXED);
+    unsigned idx = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
+    const struct kh_slabtest *t = &w->multi[tag / sizeof(struct kh_cc)];
+    off = (off & KH_PAGE_MASK) + ((uintptr_t)idx << KHEAP_PAGE_SHIFT);
+    return (uint64_t)(uint32_t)off * t->divtest < t->slot_lim;
+}
+
+#if KH_RUNS
+/* Allocation from the cache of large blocks of the CPU whose state is pc:
+ * a run of size's page count (KHEAP_MAX_CLASS < size <=
+ * KHEAP_RUN_CACHE_MAX) into *out, or false. The run is live again once
+ * its tag is KH_RUN_TAG (its page count in pidx stayed as the free that
+ * cached it found it). */
+static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size_t size,
+                              void **out)
+{
+    struct kh_runcache *rc = pc->run_front.runs;
+    if (!rc)
+        return false;
+    size_t np = (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT;
+    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
+    void *p = *bin;
+    if (!p)
+        return false;
+    *bin = *(void **)p;
+    kh_add(&rc->room, np);
+    kh_bump(&rc->allocs);
+    kh_add(&rc->alloc_pages, np);
+    __atomic_store_n(&w->tags[((uintptr_t)p - w->start) >> KHEAP_PAGE_SHIFT],
+                     (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
+    *out = p;
+    return true;
+}
+
+/* Free of p (in the window, on a page tagged KH_RUN_TAG when it was
+ * looked at) into the CPU's cache of large blocks rc, if p is the first
+ * byte of the live large block (pidx holds its page count) and rc has
+ * room; else false. The tag is cleared, so a second free of the block
+ * misses and the slow path reports it. Two frees of one block racing on
+ * two CPUs could both see the tag (a plain load and store: 16-bit atomic
+ * exchanges are not native everywhere), as two racing frees of one object
+ * can both pass the double-free key; a double free within one CPU, or
+ * after the other completed, is always seen. It recomputes p's offset,
+ * hidden from the compiler, so that the first test keeps nothing alive
+ * for it. */
+static inline bool kh_run_push(struct kh_runcache *rc, const struct kh_window *w, void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    __asm__("" : "+r"(a));
+    uintptr_t off = a - w->start, pg = off >> KHEAP_PAGE_SHIFT;
+    if ((off & KH_PAGE_MASK) || !rc ||
+        __atomic_load_n(&w->tags[pg], __ATOMIC_ACQUIRE) != KH_RUN_TAG)
+        return false;
+    uint64_t np = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
+    if (np > rc->room)
+        return false;
+    __atomic_store_n(&w->tags[pg], (uint16_t)0, __ATOMIC_RELAXED);
+    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
+    *(void **)p = *bin;
+    *bin = p;
+    kh_add(&rc->room, -np);
+    kh_bump(&rc->frees);
+    kh_add(&rc->free_pages, np);
+    return true;
+}
+#endif
 
 #endif /* KH_FRONT_H */

@@ -228,8 +228,8 @@ struct kheap_cache {
     uint8_t guard;       /* 1: freed objects carry the double-free key in
                             bytes 8..11 (no ctor; kh_fast.h) */
     uint16_t cc_off;     /* offset of the class's kh_cc in struct kh_cpu
-                            if free has a hit path for it (a kmalloc class
-                            of one-page slabs), else 0 */
+                            for a kmalloc class (free has a hit path for
+                            it: kh_fast.h), else 0 */
     uint64_t divtest;    /* floor(2^64 / slot) + 1 */
     uint64_t slot_lim;   /* objs * (slot * divtest mod 2^64): for any
                             32-bit off, off * divtest (mod 2^64) < slot_lim
@@ -446,6 +446,9 @@ struct kheap {
      * slab is handed out and after the last comes back (slab.c). Fixed
      * after init otherwise. */
     struct kh_window window;
+#if KHEAP_PERCPU
+    struct kh_slabtest multi[KH_CC_COUNT + 1]; /* window.multi; fixed after init */
+#endif
 
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
@@ -542,12 +545,17 @@ int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip,
                       bool zeroed);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
-/* The page tags of the first region: after its descriptors, counted in
- * its meta_bytes. */
+/* The page tags of the first region, then each page's index in its
+ * slab (kh_window): after its descriptors, counted in its meta_bytes. */
 static inline uint16_t *kh_region_tags(const struct kh_region *r0)
 {
     return (uint16_t *)(r0->pages + r0->npages);
 }
+static inline uint8_t *kh_region_pidx(const struct kh_region *r0)
+{
+    return (uint8_t *)(kh_region_tags(r0) + r0->npages);
+}
+_Static_assert(KH_SLAB_MAX_PAGES <= 256, "a page's index in its slab fits kh_window.pidx");
 static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
 {
     const struct kh_region *r = &h->regions[d->region];
@@ -766,6 +774,35 @@ size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, si
 size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
 struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpu);
 void kh_nolock_end(kheap_t *h, struct kheap_cache *c, unsigned cpu);
+/* The CPUs' caches of large blocks (kh_runcache, kh_front.h). May a CPU
+ * cache the large block whose head is d (a user block in the first region
+ * of KH_RUN_MIN_PAGES to KH_RUN_MAX_PAGES pages)? Is it cached now (its
+ * tag taken: freed, as far as the program knows)? Stable while the block
+ * is live or cached. */
+static inline bool kh_run_eligible(kheap_t *h, const struct kh_page *d)
+{
+    (void)h;
+    return KH_RUNS && d->region == 0 && !d->internal && d->npages >= KH_RUN_MIN_PAGES &&
+           d->npages <= KH_RUN_MAX_PAGES;
+}
+static inline bool kh_run_cached(kheap_t *h, const struct kh_page *d)
+{
+    return kh_run_eligible(h, d) &&
+           __atomic_load_n(&h->window.tags[d - h->regions[0].pages], __ATOMIC_ACQUIRE) !=
+               KH_RUN_TAG;
+}
+/* Cache the block p of npages pages, whose tag the caller took, in this
+ * CPU's cache (made on first use); false if there is none or no room. */
+bool kh_runs_put(kheap_t *h, void *p, size_t npages);
+/* This CPU's cached runs back to the page layer: all of them (reclaim),
+ * or (decay) all if the CPU took none since it last saw an epoch end. No
+ * lock held. Returns the bytes. */
+size_t kh_runs_flush_here(kheap_t *h, bool decay);
+struct kh_run_counts {
+    uint64_t allocs, frees, alloc_pages, free_pages;
+    uint64_t held; /* pages cached now */
+};
+void kh_runs_counts(kheap_t *h, struct kh_run_counts *out);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;
     size_t active; /* objects handed out of slabs: live + cached */

@@ -63,10 +63,17 @@ static struct kh_page *block_of(kheap_t *h, const void *ptr,
             *why = KHEAP_REPORT_WRONG_CACHE;
             return NULL;
         }
-        if (!(p & KH_PAGE_MASK))
-            return d;
-        *why = KHEAP_REPORT_INTERIOR;
-        return NULL;
+        if (kh_run_cached(h, d)) {
+            /* Freed into a CPU's cache of them: free as far as the
+             * program knows, reported as the page layer's free runs. */
+            *why = KHEAP_REPORT_FREE_RUN;
+            return NULL;
+        }
+        if (p & KH_PAGE_MASK) {
+            *why = KHEAP_REPORT_INTERIOR;
+            return NULL;
+        }
+        return d;
     default:
         kh_lock(&h->page_lock);
         *why = kh_diagnose(h, d, p);
@@ -208,6 +215,28 @@ static inline void *cache_alloc(kheap_t *h, struct kheap_cache *c, bool tried)
     return obj_out(c, p);
 }
 
+/* The large block whose head is d is live (page_lock held, or the block
+ * is the caller's): if CPUs may cache it, its page count and then its tag
+ * KH_RUN_TAG, which the free hit path looks for (kh_front.h,
+ * kh_run_push); else its tag 0 (after an in-place resize made it
+ * ineligible). */
+static void large_live(kheap_t *h, struct kh_page *d)
+{
+#if KH_RUNS
+    if (d->region != 0)
+        return;
+    size_t i = (size_t)(d - h->regions[0].pages);
+    if (kh_run_eligible(h, d)) {
+        __atomic_store_n(&h->window.pidx[i], (uint8_t)d->npages, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->window.tags[i], (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
+    } else {
+        __atomic_store_n(&h->window.tags[i], (uint16_t)0, __ATOMIC_RELAXED);
+    }
+#else
+    (void)h, (void)d;
+#endif
+}
+
 static void *large_alloc(kheap_t *h, size_t size, size_t align)
 {
     if (size > SIZE_MAX - KH_PAGE) {
@@ -220,8 +249,10 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         kh_lock(&h->page_lock);
         struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE, false);
         void *p = d ? (void *)kh_page_addr(h, d) : NULL;
-        if (p)
+        if (p) {
             account_large(h, npages * KH_PAGE, true, true);
+            large_live(h, d);
+        }
         kh_unlock(&h->page_lock);
         if (p) {
             kh_vg_alloc(p, npages * KH_PAGE, 0);
@@ -269,7 +300,7 @@ static kh_noinline void *sampled_alloc(kheap_t *h, struct kheap_cache *c, size_t
 void *kheap_alloc(kheap_t *h, size_t size)
 {
     void *p;
-    if (kh_likely(kh_hit_alloc(h->cpu, size, &p)))
+    if (kh_likely(kh_hit_alloc(h->cpu, &h->window, size, &p)))
         return p;
     return kh_alloc_slow(h, size);
 }
@@ -398,6 +429,20 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
 static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *ptr)
 {
     enum kheap_report_kind bad = 0;
+#if KH_RUNS
+    /* One a CPU may cache: clear its tag (as the hit path does), then
+     * this CPU's cache if it has room, else the page layer below. */
+    if (kh_run_eligible(h, d)) {
+        uint16_t *tag = &h->window.tags[d - h->regions[0].pages];
+        if (__atomic_load_n(tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
+            return KHEAP_REPORT_FREE_RUN; /* cached since block_of looked */
+        __atomic_store_n(tag, (uint16_t)0, __ATOMIC_RELAXED);
+        if (kh_runs_put(h, ptr, d->npages)) {
+            decay_poll(h);
+            return 0;
+        }
+    }
+#endif
     kh_lock(&h->page_lock);
     if (d->kind == KH_PG_LARGE && !d->internal) {
         account_large(h, (size_t)d->npages * KH_PAGE, false, true);
@@ -1118,6 +1163,8 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
         kh_lock(&h->page_lock);
         bool ok = d->kind == KH_PG_LARGE && kh_large_resize(h, d, npages);
+        if (ok)
+            large_live(h, d);
         if (ok && npages * KH_PAGE != old)
             account_large(h, npages * KH_PAGE > old ? npages * KH_PAGE - old
                                                     : old - npages * KH_PAGE,

@@ -504,6 +504,13 @@ enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d, uintptr_t addr
     case KH_PG_FREE:
     case KH_PG_FREE_TAIL:
         return KHEAP_REPORT_FREE_RUN;
+    case KH_PG_LARGE_TAIL:
+        p -= p->npages - 1;
+        /* fall through */
+    case KH_PG_LARGE:
+        /* A large block a CPU caches is free as far as the program
+         * knows (kh_run_cached: its page tag). */
+        return kh_run_cached(h, p) ? KHEAP_REPORT_FREE_RUN : KHEAP_REPORT_INTERIOR;
     default:
         return KHEAP_REPORT_INTERIOR;
     }

@@ -53,7 +53,8 @@ static void publish(kheap_t *h, unsigned idx)
  * Lay out a region over [base, base+size) whose first `skip` bytes are
  * taken (the heap structure): fill *r and clear its descriptors unless
  * the memory is known to be zero. With tags (the first region), a page
- * tag (uint16_t) per page follows the descriptors: kh_region_tags. Touches
+ * tag (uint16_t) per page follows the descriptors, then a byte per page
+ * for its index in its slab: kh_region_tags, kh_region_pidx. Touches
  * only the new memory, so it runs without a lock.
  */
 static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_t skip,
@@ -61,7 +62,7 @@ static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_
 {
     uintptr_t end = base + size;
     uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
-    size_t per_page = sizeof(struct kh_page) + (tags ? sizeof(uint16_t) : 0);
+    size_t per_page = sizeof(struct kh_page) + (tags ? sizeof(uint16_t) + sizeof(uint8_t) : 0);
     if (descs >= end)
         return KHEAP_ETOOSMALL;
     size_t n = (end - descs) / (KH_PAGE + per_page);

@@ -197,20 +197,26 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
     s->prev = s->next = NULL;
 }
 
-/* The page tag of slab s (kheap.window.tags): the offset of its class's
- * front in struct kh_cpu while it is a one-page slab of a kmalloc class in
- * the first region, for the free hit path (kh_fast.h). Set before any
- * object of the slab is handed out (c's lock held), cleared after the
+/* The page tags of slab s (kheap.window.tags): the offset of its class's
+ * front in struct kh_cpu, on every page of a slab of a kmalloc class in
+ * the first region, for the free hit path (kh_fast.h); with several
+ * pages, each page's index in the slab (window.pidx) first. Set before
+ * any object of the slab is handed out (c's lock held), cleared after the
  * last came back and the slab left c's lists (by the thread giving it
- * back), so a free of a live object reads a stable tag; a racing free of a
- * bad pointer may read either value, and either way meets the slot test
- * and the key. */
+ * back), so a free of a live object reads stable tags; a racing free of a
+ * bad pointer may read either value, and either way meets a slot test and
+ * the key. */
 static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
 {
     kheap_t *h = c->heap;
     if (s->region != 0 || !c->cc_off)
         return;
-    __atomic_store_n(&h->window.tags[s - h->regions[0].pages], on ? c->cc_off : 0, __ATOMIC_RELAXED);
+    size_t first = (size_t)(s - h->regions[0].pages);
+    for (size_t i = 0; i < c->pages; i++) {
+        if (on && c->pages > 1)
+            __atomic_store_n(&h->window.pidx[first + i], (uint8_t)i, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->window.tags[first + i], on ? c->cc_off : 0, __ATOMIC_RELEASE);
+    }
 }
 
 /* A new slab for c, on no list yet. Cache lock held; takes page_lock. */

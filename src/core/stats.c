@@ -86,6 +86,17 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->sampled_count = ga;
     out->sampled_live = (size_t)(ga - gf);
 #endif
+    /* The CPUs' caches of large blocks: the program's allocations and
+     * frees they served (the page layer's are counted above), and what
+     * they hold (part of large_bytes). */
+    struct kh_run_counts rc;
+    kh_runs_counts(h, &rc);
+    out->allocation_count += rc.allocs;
+    out->free_count += rc.frees;
+    out->allocated_bytes += rc.alloc_pages * KH_PAGE;
+    out->freed_bytes += rc.free_pages * KH_PAGE;
+    out->large_count += (size_t)(rc.allocs - rc.frees);
+    out->large_cache_bytes = (size_t)rc.held * KH_PAGE;
     out->decay_epochs = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
     out->used_bytes = out->allocated_bytes - out->freed_bytes;
     if (out->peak_bytes < out->used_bytes)
@@ -199,10 +210,10 @@ size_t kheap_format_stats(kheap_t *h, char *buf, size_t len)
     put_pct(&o, s.metadata_bytes, s.heap_total);
     put_str(&o, " of heap)\n", 0);
     static const char *const idle_names[] = {"magazines", "depots", "empty_slabs",
-                                             "free_resident", "free_purged"};
+                                             "free_resident", "free_purged", "large_cached"};
     const uint64_t idle_vals[] = {s.magazine_bytes, s.depot_bytes, s.empty_slab_bytes,
-                                  s.dirty_bytes, s.purged_bytes};
-    put_row(&o, "idle", idle_names, idle_vals, 5);
+                                  s.dirty_bytes, s.purged_bytes, s.large_cache_bytes};
+    put_row(&o, "idle", idle_names, idle_vals, 6);
     static const char *const decay_names[] = {"epochs", "purged_total"};
     const uint64_t decay_vals[] = {s.decay_epochs, s.purged_total};
     put_row(&o, "decay", decay_names, decay_vals, 2);

@@ -58,6 +58,7 @@ pub struct kheap_stats {
     pub nolock_deferred: u64,
     pub sampled_count: u64,
     pub sampled_live: usize,
+    pub large_cache_bytes: usize,
 }
 
 /// `struct kheap_cache_info`.

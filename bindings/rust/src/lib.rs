@@ -257,6 +257,9 @@ pub struct HeapStats {
     pub purged_total: u64,
     /// Decay epochs ended (`kheap_tick`).
     pub decay_epochs: u64,
+    /// Freed large blocks the CPUs keep for their next allocations of the
+    /// same page count (part of `large_bytes`).
+    pub large_cache_bytes: usize,
 }
 
 /// One row of kheap's slabinfo table: a cache (the kmalloc size classes
@@ -473,6 +476,7 @@ impl KHeap {
             purged_bytes: s.purged_bytes,
             purged_total: s.purged_total,
             decay_epochs: s.decay_epochs,
+            large_cache_bytes: s.large_cache_bytes,
         }
     }
 
