@@ -152,8 +152,10 @@ struct kheap_report {
     const char *cache;          /* the cache involved, or NULL */
     const char *function;       /* the kheap entry point that found it */
     /* KHEAP_REDZONE builds fill these for the reports of the debug
-     * blocks (0 elsewhere): the block's size as asked for, and the first
-     * damaged byte (a redzone's or the freed block's). */
+     * blocks, and the sampled blocks' reports too: the block's size as
+     * asked for, and the first damaged byte (a redzone's or the freed
+     * block's, or the faulting address). A SIZE_MISMATCH of the other
+     * builds gives the block's usable bytes as size. 0 elsewhere. */
     size_t size;
     const void *where;
 };

@@ -3,8 +3,9 @@
  *
  * With a report hook that records each report: foreign, interior and
  * free-run pointers, double frees, objects freed to the wrong cache,
- * destroying a busy cache and usable_size of a bad pointer each give
- * exactly one report of the right kind and address, leave the statistics
+ * destroying a busy cache, usable_size of a bad pointer and sized frees
+ * of a size the block cannot have each give exactly one report of the
+ * right kind and address, leave the statistics
  * and the heap as they were, and the heap keeps working. Impossible
  * allocations return NULL without a report. Without a hook, a bad free
  * prints the address on stderr and aborts (checked in a forked child).
@@ -485,6 +486,141 @@ TEST(usable_size_bad)
     teardown();
 }
 
+/* A sized free (kheap_free_as, kheap_free_aligned_as) of a size the
+ * block cannot have is one SIZE_MISMATCH report, naming the block's class
+ * and usable bytes, and the block stays allocated; a size of the block's
+ * class frees it. */
+static void expect_size_report(const void *p, const char *cache, size_t bytes, const char *what)
+{
+    struct kheap_report r = kt_last_report();
+    expect_report(KHEAP_REPORT_SIZE_MISMATCH, p, what);
+    CHECK(r.size == bytes, "%s: the report gives %zu bytes, want the block's %zu", what, r.size,
+          bytes);
+    CHECK(cache ? r.cache && !strcmp(r.cache, cache) : !r.cache,
+          "%s: the report names cache '%s', want '%s'", what, r.cache ? r.cache : "(none)",
+          cache ? cache : "(none)");
+}
+
+/* kheap_free_as(p, size) with no report, and one free counted. */
+static void sized_free_ok(void *p, size_t size, size_t align, enum kheap_block_kind kind,
+                          const char *what)
+{
+    arm();
+    kheap_free_aligned_as(g_heap, p, size, align, kind);
+    expect_no_report(what);
+    CHECK(stats().free_count == g_before.free_count + 1, "%s: %" PRIu64 " frees counted, want 1",
+          what, stats().free_count - g_before.free_count);
+}
+
+TEST(sized_free)
+{
+    setup();
+    /* Every size freed with the size it was allocated with, as new and
+     * as malloc, aligned or not: never a report. */
+    static const size_t sizes[] = {1,    8,    16,   17,    24,    40,    100,   128,    1000,
+                                   1024, 1025, 2000, 4096,  5000,  32767, 32768, 32769, 300000};
+    static const size_t aligns[] = {0, 16, 64, 4096, 16384};
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (unsigned a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+            char what[96];
+            snprintf(what, sizeof what, "kheap_free_aligned_as(%zu, align %zu)", sizes[i],
+                     aligns[a]);
+            void *p = kheap_alloc_as(g_heap, sizes[i], aligns[a], KHEAP_BLOCK_NEW);
+            CHECK(p != NULL, "kheap_alloc_as(%zu, %zu) failed", sizes[i], aligns[a]);
+            sized_free_ok(p, sizes[i], aligns[a], KHEAP_BLOCK_NEW, what);
+            p = kheap_alloc_aligned(g_heap, sizes[i], aligns[a]);
+            sized_free_ok(p, sizes[i], aligns[a], KHEAP_BLOCK_MALLOC, what);
+        }
+    }
+
+    /* A 40-byte block (class 40): any size of class 40 is its own; 0 is
+     * no size. */
+    unsigned char *p = kheap_alloc(g_heap, 40);
+    arm();
+    kheap_free_as(g_heap, p, 200, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 200 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 32, KHEAP_BLOCK_NEW_ARRAY);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 32 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 100000, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 100000 bytes");
+    arm();
+    kheap_free_as(g_heap, p, SIZE_MAX, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as SIZE_MAX bytes");
+    sized_free_ok(p, 33, 0, KHEAP_BLOCK_NEW, "a 40-byte block freed as 33 bytes");
+    p = kheap_alloc(g_heap, 40);
+    sized_free_ok(p, 0, 0, KHEAP_BLOCK_NEW, "a 40-byte block freed with no size");
+
+    /* Aligned blocks take a larger class: freed with their alignment they
+     * are fine, without it they are not. */
+    p = kheap_alloc_as(g_heap, 40, 64, KHEAP_BLOCK_NEW);
+    arm();
+    kheap_free_as(g_heap, p, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-aligned 40-byte block freed unaligned");
+    sized_free_ok(p, 40, 64, KHEAP_BLOCK_NEW, "a 64-aligned 40-byte block freed aligned");
+
+    /* A large block: the size must round up to its pages. */
+    unsigned char *l = kheap_alloc(g_heap, 100000);
+    size_t lbytes = (100000 + PAGE - 1) / PAGE * PAGE;
+    arm();
+    kheap_free_as(g_heap, l, 50000, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as 50000 bytes");
+    arm();
+    kheap_free_as(g_heap, l, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as 40 bytes");
+    arm();
+    kheap_free_as(g_heap, l, lbytes + 1, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as a page more");
+    sized_free_ok(l, lbytes - PAGE + 1, 0, KHEAP_BLOCK_NEW, "a 100000-byte block, same pages");
+
+    /* A block of malloc's kind may hold a size realloc left it at; not
+     * below half of it. */
+    p = kheap_alloc(g_heap, 64);
+    CHECK(kheap_realloc(g_heap, p, 40) == p, "realloc(64 -> 40) moved the block%s", "");
+    arm();
+    kheap_free_as(g_heap, p, 20, KHEAP_BLOCK_MALLOC);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-byte block freed as 20 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-byte new block freed as 40 bytes");
+    sized_free_ok(p, 40, 0, KHEAP_BLOCK_MALLOC, "a 64-byte block realloc'd to 40 freed as 40");
+
+    /* The graver misuse is the one reported: a double free, an interior
+     * pointer, a pointer in no region. */
+    unsigned char *keep = kheap_alloc(g_heap, 40);
+    p = kheap_alloc(g_heap, 40);
+    kheap_free(g_heap, p);
+    arm();
+    kheap_free_as(g_heap, p, 300, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "a double free with a wrong size");
+    arm();
+    kheap_free_as(g_heap, keep + 8, 300, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_INTERIOR, keep + 8, "an interior pointer with a wrong size");
+    int local;
+    arm();
+    kheap_free_as(g_heap, &local, 4, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_FOREIGN, &local, "a stack address with its size");
+    arm();
+    kheap_free_as(g_heap, NULL, 40, KHEAP_BLOCK_NEW);
+    expect_no_report("NULL with a size");
+    kheap_free(g_heap, keep);
+
+    /* A sampled block (of a class no allocation used yet, so its
+     * magazine misses) stands for its size's class, 320. */
+    if (kheap_set_sample(g_heap, 1) == KHEAP_OK) {
+        p = kheap_alloc(g_heap, 300);
+        CHECK(stats().sampled_live == 1, "the 300-byte block was not sampled (%zu live)",
+              stats().sampled_live);
+        arm();
+        kheap_free_as(g_heap, p, 100, KHEAP_BLOCK_NEW);
+        expect_size_report(p, NULL, 300, "a sampled 300-byte block freed as 100 bytes");
+        sized_free_ok(p, 290, 0, KHEAP_BLOCK_NEW, "a sampled 300-byte block freed as 290 bytes");
+        kheap_set_sample(g_heap, 0);
+    }
+    teardown();
+}
+
 /* KHEAP_DEBUG >= 2 poisons freed objects and checks the poison when the
  * object is handed out again; below that level nothing is detected and
  * the test says so. */
@@ -698,6 +834,7 @@ int main(void)
     RUN(double_free_ctor_cache);
     RUN(wrong_cache);
     RUN(usable_size_bad);
+    RUN(sized_free);
     RUN(write_after_free);
     RUN(impossible_allocations);
     RUN(format_report);

@@ -232,6 +232,23 @@ const uint8_t kh_small_class[129] = {
 #endif
 };
 
+/* kh_cc_bytes (kh_front.h): kh_class_size as a constant expression of
+ * the table's index t (class t - 2), KHEAP_MAX_CLASS past the last
+ * class. tests/test_layers.c checks it against kh_class_size. */
+#define KH_CB_J(t) ((t) < 9u ? 0u : (t) - 9u)
+#define KH_CB_Q(t) (KH_CB_J(t) >> KHEAP_CLASS_SUB_SHIFT)
+#define KH_CB(t)                                                              \
+    ((t) < 2u                          ? (size_t)0                            \
+     : (t) < 9u                        ? (size_t)(16u + 8u * ((t) - 2u))      \
+     : (t) - 2u >= KHEAP_NUM_CLASSES ? (size_t)KHEAP_MAX_CLASS                \
+                                       : (size_t)((64u << KH_CB_Q(t)) +       \
+                                                  ((KH_CB_J(t) & (KH_CLASS_SUB - 1u)) + 1u) * \
+                                                      ((64u >> KHEAP_CLASS_SUB_SHIFT) << KH_CB_Q(t))))
+#define KH_CB4(t) KH_CB(t), KH_CB((t) + 1u), KH_CB((t) + 2u), KH_CB((t) + 3u)
+#define KH_CB16(t) KH_CB4(t), KH_CB4((t) + 4u), KH_CB4((t) + 8u), KH_CB4((t) + 12u)
+const size_t kh_cc_bytes[KH_CC_BYTES] = {KH_CB16(0u),  KH_CB16(16u), KH_CB16(32u),
+                                         KH_CB16(48u), KH_CB16(64u), KH_CB(80u)};
+
 size_t kh_class_size(unsigned i)
 {
     if (i < 7)

@@ -851,6 +851,10 @@ size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk);
 /* kmalloc.c */
 void *kh_alloc_slow(kheap_t *h, size_t size);
 void kh_free_slow(kheap_t *h, void *ptr);
+/* A sized free that missed kh_hit_free_sized: ptr freed if size (asked
+ * with align, 0 for none) can be its block's, else reported. */
+void kh_free_sized_slow(kheap_t *h, void *ptr, size_t size, size_t align,
+                        enum kheap_block_kind kind);
 
 /* init.c */
 int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
