@@ -83,7 +83,8 @@ enum kheap_err {
 const char *kheap_strerror(int err);
 
 /* Misuse reports. Every misuse kheap refuses (a bad free, a double free, a
- * wrong cache, poison found overwritten, a busy cache destroyed) is
+ * wrong cache, a sized free of a size the block cannot have, poison found
+ * overwritten, a busy cache destroyed) is
  * described by a struct kheap_report (kheap_port.h: kind, a constant
  * sentence, the address, the cache, the kheap function) and handed to the
  * hook, or, with no hook set, to the port's sink (hosted: one line on
@@ -92,7 +93,12 @@ const char *kheap_strerror(int err);
  * held and the heap consistent; when it returns, kheap carries on with the
  * bad operation ignored. One hook serves every heap. NULL restores the
  * port's sink. Returns the previous hook. Thread-safe (an atomic
- * exchange); a report racing with the change goes to either. */
+ * exchange); a report racing with the change goes to either. A call that
+ * walks the user caches holding their list's lock (kheap_reclaim,
+ * kheap_tick, kheap_cpu_flush, kheap_cache_destroy) and finds double
+ * frees in their magazines reports them after it has released it: the
+ * first 4 as found, then, if there were more, one report of the first of
+ * the rest whose size is how many the rest were. */
 struct kheap_report;
 typedef void (*kheap_report_fn)(const struct kheap_report *report);
 kheap_report_fn kheap_set_report_hook(kheap_report_fn fn);

@@ -149,7 +149,10 @@ struct kheap_report {
     enum kheap_report_kind kind;
     const char *reason;         /* a constant English sentence */
     const void *addr;           /* the address concerned */
-    const char *cache;          /* the cache involved, or NULL */
+    const char *cache;          /* the cache involved, or NULL; valid
+                                   while the hook runs (a report made
+                                   after a walk over the caches names a
+                                   copy: the cache may be gone since) */
     const char *function;       /* the kheap entry point that found it */
     /* KHEAP_REDZONE builds fill these for the reports of the debug
      * blocks, and the sampled blocks' reports too: the block's size as

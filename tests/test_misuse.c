@@ -15,6 +15,7 @@
 #endif
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -347,9 +348,11 @@ TEST(double_free_ctor_cache)
 #endif
     setup();
     /* The report comes from kheap_reclaim's walk over the user caches,
-     * which holds the cache list's lock: a hook that reads the statistics
-     * (setup's) would wait for that lock. Record only. */
-    kt_capture_reports(NULL);
+     * which holds the cache list's lock while it flushes their magazines;
+     * it is made after the walk has let the lock go, so setup's hook,
+     * which reads the statistics (taking that lock), does not wait for
+     * it. (A hang here ends in the alarm main sets.) */
+    g_in_hook = (struct kheap_stats){0};
     kheap_cache_t *c = kheap_cache_create(g_heap, "misuse-ctor", 48, 0, ctor, dtor);
     CHECK(c != NULL, "kheap_cache_create failed%s", "");
     void *a = kheap_cache_alloc(c), *b = kheap_cache_alloc(c);
@@ -362,6 +365,11 @@ TEST(double_free_ctor_cache)
     CHECK(kt_reports() == 1 && last.kind == KHEAP_REPORT_DOUBLE_FREE && last.addr == a,
           "%lu reports, last %s at %p (want one DOUBLE_FREE at %p)", kt_reports(),
           kt_report_kind_name((int)last.kind), last.addr, a);
+    CHECK(last.cache && !strcmp(last.cache, "misuse-ctor"), "the report names cache '%s'",
+          last.cache ? last.cache : "(none)");
+    CHECK(g_in_hook.heap_total > 0 && g_in_hook.allocation_count > 0,
+          "the hook read no statistics during kheap_reclaim (heap_total %zu)",
+          g_in_hook.heap_total);
     const void *addr = NULL;
     const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "after the refused free: %s at %p", msg, addr);
@@ -375,6 +383,137 @@ TEST(double_free_ctor_cache)
     CHECK(g_ctor_calls == g_dtor_calls, "destroy ran %d destructors for %d constructors",
           g_dtor_calls, g_ctor_calls);
     g_ctor_calls = g_dtor_calls = 0;
+    teardown();
+}
+
+/* The reports a walk over the caches keeps for after it has released
+ * the cache list's lock (reclaim, decay, thread exit): each one seen, and
+ * the statistics read from inside the hook every time. */
+#define SEEN_MAX 64
+static struct kheap_report g_seen[SEEN_MAX];
+static char g_seen_cache[SEEN_MAX][KHEAP_NAME_MAX]; /* r->cache lives only during the hook */
+
+static void note_and_read_stats(const struct kheap_report *r, unsigned long nth)
+{
+    if (nth <= SEEN_MAX) {
+        g_seen[nth - 1] = *r;
+        if (r->cache) {
+            strncpy(g_seen_cache[nth - 1], r->cache, KHEAP_NAME_MAX - 1);
+            g_seen[nth - 1].cache = g_seen_cache[nth - 1];
+        }
+    }
+    kheap_get_stats(g_heap, &g_in_hook);
+}
+
+/* n double frees, of the objects o[0 .. n), found by one walk: reported
+ * one by one in the order found, or, past what the walk keeps, the rest
+ * as one report of the first of them whose size is how many they were. */
+static void expect_walk_reports(void *const *o, size_t n, const char *what)
+{
+    unsigned long got = kt_reports();
+    CHECK(got >= 2 && got <= n, "%s: %lu reports for %zu double frees", what, got, n);
+    if (got < 2 || got > n)
+        return;
+    for (unsigned long i = 0; i < got; i++) {
+        const struct kheap_report *r = &g_seen[i];
+        bool summary = i == got - 1 && got < n;
+        CHECK(r->kind == KHEAP_REPORT_DOUBLE_FREE && r->addr == o[i],
+              "%s: report %lu is %s at %p, want DOUBLE_FREE at %p", what, i + 1,
+              kt_report_kind_name((int)r->kind), r->addr, o[i]);
+        CHECK(r->cache && !strcmp(r->cache, "misuse-walk"), "%s: report %lu names cache '%s'",
+              what, i + 1, r->cache ? r->cache : "(none)");
+        CHECK(r->size == (summary ? n - i : 0), "%s: report %lu has size %zu, want %zu", what,
+              i + 1, r->size, summary ? n - (size_t)i : (size_t)0);
+    }
+    CHECK(g_in_hook.heap_total > 0, "%s: the hook read no statistics", what);
+}
+
+/* The cache's objects o[0 .. n) are freed twice each into this CPU's
+ * magazine (a cache with a constructor has no double-free key), and
+ * o[n] stays live. */
+static kheap_cache_t *double_free_into_magazine(void **o, size_t n)
+{
+    kheap_cache_t *c = kheap_cache_create(g_heap, "misuse-walk", 48, 0, ctor, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    for (size_t i = 0; i <= n; i++)
+        o[i] = kheap_cache_alloc(c);
+    for (size_t i = 0; i < n; i++) {
+        kheap_cache_free(c, o[i]);
+        kheap_cache_free(c, o[i]);
+    }
+    return c;
+}
+
+/* The cache is whole again with o[n] its one live object; then it goes. */
+static void walk_done(kheap_cache_t *c, void *live, const char *what)
+{
+    struct kheap_cache_info ci;
+    kheap_cache_info(c, &ci);
+    CHECK(ci.active_objs == 1, "%s: the cache counts %zu active objects, want 1", what,
+          ci.active_objs);
+    check_heap(what);
+    kt_reports_reset();
+    kheap_cache_free(c, live);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "%s: kheap_cache_destroy failed", what);
+    g_ctor_calls = g_dtor_calls = 0;
+}
+
+TEST(reports_after_reclaim_walk)
+{
+#if KHEAP_VALGRIND
+    return; /* memcheck reports the second frees itself */
+#endif
+    setup();
+    kt_capture_reports(note_and_read_stats);
+    enum { N = 12 };
+    void *o[N + 1];
+    kheap_cache_t *c = double_free_into_magazine(o, N);
+    g_in_hook = (struct kheap_stats){0};
+    kheap_reclaim(g_heap);
+    expect_walk_reports(o, N, "kheap_reclaim");
+    walk_done(c, o[N], "after kheap_reclaim");
+    teardown();
+}
+
+/* A thread frees objects twice into its magazine and exits: its
+ * magazines go to the depot (kheap_cpu_flush). Decay, two or three epochs
+ * later, flushes them to the slabs, under the cache list's lock. */
+struct walk_thread {
+    void **o;
+    size_t n;
+    kheap_cache_t *c;
+};
+
+static void *double_free_and_exit(void *arg)
+{
+    struct walk_thread *t = arg;
+    t->c = double_free_into_magazine(t->o, t->n);
+    return NULL;
+}
+
+TEST(reports_after_decay_walk)
+{
+#if KHEAP_VALGRIND
+    return;
+#endif
+    setup();
+    kt_capture_reports(note_and_read_stats);
+    enum { N = 3 };
+    void *o[N + 1];
+    struct walk_thread t = {o, N, NULL};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, double_free_and_exit, &t) == 0, "pthread_create%s", "");
+    pthread_join(th, NULL);
+    CHECK(kt_reports() == 0, "the thread's exit reported %lu", kt_reports());
+    g_in_hook = (struct kheap_stats){0};
+    /* Times far past the port clock's, a second apart: each ends an
+     * epoch (the first may only start one). */
+    kheap_set_decay(g_heap, 1000);
+    uint64_t t0 = (uint64_t)1 << 50;
+    for (int i = 0; i < 4 && kt_reports() == 0; i++)
+        kheap_tick(g_heap, t0 + 1000 * (uint64_t)i);
+    expect_walk_reports(o, N, "kheap_tick");
+    walk_done(t.c, o[N], "after kheap_tick");
     teardown();
 }
 
@@ -832,6 +971,8 @@ int main(void)
     RUN(double_free_small);
     RUN(double_free_after_reclaim);
     RUN(double_free_ctor_cache);
+    RUN(reports_after_reclaim_walk);
+    RUN(reports_after_decay_walk);
     RUN(wrong_cache);
     RUN(usable_size_bad);
     RUN(sized_free);

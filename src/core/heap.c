@@ -119,15 +119,15 @@ void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kh
     kh_report_why(kind, NULL, addr, c, function, size, where);
 }
 
-void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
-                   const struct kheap_cache *c, const char *function, size_t size,
-                   const void *where)
+/* A report to the hook, or to the port's sink. */
+static void deliver(enum kheap_report_kind kind, const char *reason, const void *addr,
+                    const char *cache, const char *function, size_t size, const void *where)
 {
     struct kheap_report r = {
         .kind = kind,
         .reason = reason ? reason : kh_report_reason(kind),
         .addr = addr,
-        .cache = c ? c->name : NULL,
+        .cache = cache,
         .function = function,
         .size = size,
         .where = where,
@@ -137,6 +137,56 @@ void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *
         fn(&r);
     else
         kheap_port_report(&r);
+}
+
+void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
+                   const struct kheap_cache *c, const char *function, size_t size,
+                   const void *where)
+{
+    deliver(kind, reason, addr, c ? c->name : NULL, function, size, where);
+}
+
+void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *addr,
+                  const struct kheap_cache *c, const char *function)
+{
+    if (!l) {
+        kh_report(kind, addr, c, function);
+        return;
+    }
+    struct kh_later_item *it;
+    if (l->n < KH_LATER_MAX)
+        it = &l->item[l->n++];
+    else if (l->more++ == 0)
+        it = &l->item[KH_LATER_MAX];
+    else
+        return;
+    it->addr = addr;
+    it->function = function;
+    it->kind = kind;
+    it->cache[0] = '\0';
+    if (c)
+        __builtin_memcpy(it->cache, c->name, KHEAP_NAME_MAX);
+}
+
+/* The reports kept whole, in order; then, if more were found, the first of
+ * those, with a reason that says so and their number as its size (so a
+ * hook learns of every one, and of the first's address and cause). */
+void kh_later_deliver(struct kh_later *l)
+{
+    for (unsigned i = 0; i < l->n; i++) {
+        const struct kh_later_item *it = &l->item[i];
+        deliver(it->kind, NULL, it->addr, it->cache[0] ? it->cache : NULL, it->function, 0,
+                NULL);
+    }
+    if (l->more) {
+        const struct kh_later_item *it = &l->item[KH_LATER_MAX];
+        deliver(it->kind,
+                "misuse found while the cache list was locked, beyond the reports kept for "
+                "later: this is the first of them, and size says how many there were",
+                it->addr, it->cache[0] ? it->cache : NULL, it->function, l->more, NULL);
+    }
+    l->n = 0;
+    l->more = 0;
 }
 
 void kh_report(enum kheap_report_kind kind, const void *addr,

@@ -1296,7 +1296,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
         if (attempt || !kh_reclaim(h, c, true)) {
             size_t put = kh_cpu_put_n(h, c, out, k);
             if (put < k)
-                kh_cache_give_n(c, out + put, k - put);
+                kh_cache_give_n(c, out + put, k - put, NULL);
             kh_account_failure(h);
             return false;
         }
@@ -1336,7 +1336,7 @@ static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     if (x)
         xc_add(&x->bulk_frees, n);
     if (put < n)
-        kh_cache_give_n(c, objs + put, n - put);
+        kh_cache_give_n(c, objs + put, n - put, NULL);
 }
 
 /* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
