@@ -515,7 +515,8 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
 }
 
 /* CPU cpu has stopped using h: its magazines go to the depots. Reports
- * of the user caches' flushes go into later. */
+ * of every cache's flushes go into later: the registry lock is held
+ * throughout, caches_lock too for the user caches. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
     kh_each_cache_locking(h, c) {
@@ -523,7 +524,7 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
         if (cc) {
             /* A signal on an exiting thread leaves its fronts be. */
             busy_on(h, c, cpu);
-            cc_return(h, c, cc, kh_walk_later(c, later));
+            cc_return(h, c, cc, later);
             busy_off(h, c, cpu);
         }
     }
@@ -535,8 +536,8 @@ void kheap_cpu_flush(unsigned cpu)
         return;
     /* Heaps are not removed while we walk (kheap_fini waits for the lock);
      * flushing takes heap locks, which never wait for the registry. The
-     * reports of every heap's user caches wait until the registry is
-     * released too, so the hook runs with no kheap lock held. */
+     * reports wait until the registry is released, so the hook runs with
+     * no kheap lock held. */
     struct kh_later later = {.n = 0};
     for (kheap_t *h = kh_registry_acquire(); h; h = h->next_heap)
         heap_cpu_flush(h, cpu, &later);

@@ -26,6 +26,9 @@
  *   0. the registry lock  - the list of heaps (heap.c); taken at heap
  *                           creation and end, by kheap_cpu_flush and
  *                           around fork, before any heap lock.
+ *                           kheap_cpu_flush keeps the reports of its
+ *                           flushes (struct kh_later) until it is
+ *                           released.
  *   1. kheap.caches_lock  - the list of user caches (kheap.caches); held
  *                           across the user caches of a walk over every
  *                           cache (kh_each_cache_locking), never across the
