@@ -83,7 +83,8 @@ enum kheap_err {
 const char *kheap_strerror(int err);
 
 /* Misuse reports. Every misuse kheap refuses (a bad free, a double free, a
- * wrong cache, poison found overwritten, a busy cache destroyed) is
+ * wrong cache, a sized free of a size the block cannot have, poison found
+ * overwritten, a busy cache destroyed) is
  * described by a struct kheap_report (kheap_port.h: kind, a constant
  * sentence, the address, the cache, the kheap function) and handed to the
  * hook, or, with no hook set, to the port's sink (hosted: one line on
@@ -92,7 +93,12 @@ const char *kheap_strerror(int err);
  * held and the heap consistent; when it returns, kheap carries on with the
  * bad operation ignored. One hook serves every heap. NULL restores the
  * port's sink. Returns the previous hook. Thread-safe (an atomic
- * exchange); a report racing with the change goes to either. */
+ * exchange); a report racing with the change goes to either. A call that
+ * walks the user caches holding their list's lock (kheap_reclaim,
+ * kheap_tick, kheap_cpu_flush, kheap_cache_destroy) and finds double
+ * frees in their magazines reports them after it has released it: the
+ * first 4 as found, then, if there were more, one report of the first of
+ * the rest whose size is how many the rest were. */
 struct kheap_report;
 typedef void (*kheap_report_fn)(const struct kheap_report *report);
 kheap_report_fn kheap_set_report_hook(kheap_report_fn fn);
@@ -208,9 +214,25 @@ enum kheap_block_kind {
 /* kheap_alloc_aligned (align 0: none) of a block of the given kind. */
 void *kheap_alloc_as(kheap_t *heap, size_t size, size_t align, enum kheap_block_kind kind);
 /* kheap_free of a block of the given kind; size: the size the caller
- * allocated (a sized free, C++ sized delete), or 0. In a KHEAP_REDZONE
- * build a wrong kind or size is reported and the free refused. */
+ * allocated (a sized free, C++ sized delete), or 0 for none. A size the
+ * block cannot have is reported (KHEAP_REPORT_SIZE_MISMATCH, with the
+ * block's usable bytes as the report's size) and the free refused: in
+ * every build, a size whose class is not the block's (for a large block,
+ * a size that does not round up to its pages); for a block of
+ * KHEAP_BLOCK_MALLOC also any size realloc leaves such a block at in
+ * place (up to the block's usable size, down to half of it) is the
+ * block's. A KHEAP_REDZONE build checks the exact size asked for, and
+ * the kind (KHEAP_REPORT_KIND_MISMATCH). Objects of caches made with
+ * kheap_cache_create are freed as kheap_free frees them. A block
+ * allocated with an alignment above 8 is freed with
+ * kheap_free_aligned_as and the same alignment (here it would be taken
+ * for a block of no alignment). Time: O(1); a size of the block's class
+ * takes the free hit path. */
 void kheap_free_as(kheap_t *heap, void *ptr, size_t size, enum kheap_block_kind kind);
+/* kheap_free_as of a block allocated with align (kheap_alloc_aligned,
+ * kheap_alloc_as; 0 or up to 8: none). */
+void kheap_free_aligned_as(kheap_t *heap, void *ptr, size_t size, size_t align,
+                           enum kheap_block_kind kind);
 /* KHEAP_REDZONE builds: check and free every block in the quarantine
  * now; returns how many. 0 in other builds. */
 size_t kheap_quarantine_drain(kheap_t *heap);

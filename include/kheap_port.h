@@ -149,11 +149,16 @@ struct kheap_report {
     enum kheap_report_kind kind;
     const char *reason;         /* a constant English sentence */
     const void *addr;           /* the address concerned */
-    const char *cache;          /* the cache involved, or NULL */
+    const char *cache;          /* the cache involved, or NULL; valid
+                                   while the hook runs (a report made
+                                   after a walk over the caches names a
+                                   copy: the cache may be gone since) */
     const char *function;       /* the kheap entry point that found it */
     /* KHEAP_REDZONE builds fill these for the reports of the debug
-     * blocks (0 elsewhere): the block's size as asked for, and the first
-     * damaged byte (a redzone's or the freed block's). */
+     * blocks, and the sampled blocks' reports too: the block's size as
+     * asked for, and the first damaged byte (a redzone's or the freed
+     * block's, or the faulting address). A SIZE_MISMATCH of the other
+     * builds gives the block's usable bytes as size. 0 elsewhere. */
     size_t size;
     const void *where;
 };

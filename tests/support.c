@@ -88,6 +88,7 @@ size_t kt_slab_needs(kheap_t *h, size_t need[KHEAP_NUM_CLASSES])
 
 static unsigned long r_count;
 static struct kheap_report r_last;
+static char r_last_cache[KHEAP_NAME_MAX]; /* r_last.cache, which lives only during the hook */
 static char r_lock;
 static kt_report_seen_fn r_seen;
 
@@ -107,6 +108,13 @@ static void capture(const struct kheap_report *r)
     unsigned long nth = __atomic_add_fetch(&r_count, 1, __ATOMIC_ACQ_REL);
     lock_last();
     r_last = *r;
+    if (r->cache) {
+        size_t i = 0;
+        for (; i < sizeof r_last_cache - 1 && r->cache[i]; i++)
+            r_last_cache[i] = r->cache[i];
+        r_last_cache[i] = '\0';
+        r_last.cache = r_last_cache;
+    }
     unlock_last();
     kt_report_seen_fn seen = __atomic_load_n(&r_seen, __ATOMIC_ACQUIRE);
     if (seen)

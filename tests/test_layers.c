@@ -49,6 +49,31 @@ TEST(class_map_is_smallest_fitting_class)
     }
 }
 
+/* The sized free's hit path tests a size against kh_cc_bytes[k] and
+ * [k + 1] for the front cc[k] a page's tag names: that must be the class
+ * map's answer for every size, and no size of the front of no class, nor
+ * of run_front (the tag of a large block). */
+TEST(cc_bytes_bound_each_class)
+{
+    CHECK(kh_cc_bytes[0] == 0 && kh_cc_bytes[1] == 0, "kh_cc_bytes starts %zu %zu, want 0 0",
+          kh_cc_bytes[0], kh_cc_bytes[1]);
+    CHECK(KH_RUN_TAG / sizeof(struct kh_cc) == KH_CC_COUNT && kh_cc_bytes[KH_CC_COUNT + 1] == 0,
+          "run_front's bound is %zu, want 0", kh_cc_bytes[KH_CC_COUNT + 1]);
+    for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++)
+        CHECK(kh_cc_bytes[KH_CC(i) + 1] == kh_class_size(i), "kh_cc_bytes for class %u: %zu, want %zu",
+              i, kh_cc_bytes[KH_CC(i) + 1], kh_class_size(i));
+    /* The bounds rise, so a size inside its class's front and outside
+     * both neighbours is inside no other. */
+    for (size_t n = 1; n <= KHEAP_MAX_CLASS + 1; n++) {
+        unsigned want = n <= KHEAP_MAX_CLASS ? KH_CC(kh_class_of(n)) : KH_CC_COUNT;
+        for (unsigned k = want > 0 ? want - 1 : 0; k <= want + 1 && k < KH_CC_COUNT; k++) {
+            bool in = kh_cc_bytes[k] < n && n <= kh_cc_bytes[k + 1];
+            CHECK(in == (k == want), "size %zu against front %u: %d, its class's front is %u", n,
+                  k, in, want);
+        }
+    }
+}
+
 TEST(internal_waste_at_most_one_eighth_from_64)
 {
     for (unsigned i = 1; i < KHEAP_NUM_CLASSES; i++) {
@@ -451,6 +476,7 @@ TEST(check_finds_damage)
 int main(void)
 {
     RUN(class_map_is_smallest_fitting_class);
+    RUN(cc_bytes_bound_each_class);
     RUN(internal_waste_at_most_one_eighth_from_64);
     RUN(slot_test_matches_division);
     RUN(bins_partition_lengths);

@@ -3,8 +3,9 @@
  *
  * With a report hook that records each report: foreign, interior and
  * free-run pointers, double frees, objects freed to the wrong cache,
- * destroying a busy cache and usable_size of a bad pointer each give
- * exactly one report of the right kind and address, leave the statistics
+ * destroying a busy cache, usable_size of a bad pointer and sized frees
+ * of a size the block cannot have each give exactly one report of the
+ * right kind and address, leave the statistics
  * and the heap as they were, and the heap keeps working. Impossible
  * allocations return NULL without a report. Without a hook, a bad free
  * prints the address on stderr and aborts (checked in a forked child).
@@ -14,6 +15,7 @@
 #endif
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -346,9 +348,11 @@ TEST(double_free_ctor_cache)
 #endif
     setup();
     /* The report comes from kheap_reclaim's walk over the user caches,
-     * which holds the cache list's lock: a hook that reads the statistics
-     * (setup's) would wait for that lock. Record only. */
-    kt_capture_reports(NULL);
+     * which holds the cache list's lock while it flushes their magazines;
+     * it is made after the walk has let the lock go, so setup's hook,
+     * which reads the statistics (taking that lock), does not wait for
+     * it. (A hang here ends in the alarm main sets.) */
+    g_in_hook = (struct kheap_stats){0};
     kheap_cache_t *c = kheap_cache_create(g_heap, "misuse-ctor", 48, 0, ctor, dtor);
     CHECK(c != NULL, "kheap_cache_create failed%s", "");
     void *a = kheap_cache_alloc(c), *b = kheap_cache_alloc(c);
@@ -361,6 +365,11 @@ TEST(double_free_ctor_cache)
     CHECK(kt_reports() == 1 && last.kind == KHEAP_REPORT_DOUBLE_FREE && last.addr == a,
           "%lu reports, last %s at %p (want one DOUBLE_FREE at %p)", kt_reports(),
           kt_report_kind_name((int)last.kind), last.addr, a);
+    CHECK(last.cache && !strcmp(last.cache, "misuse-ctor"), "the report names cache '%s'",
+          last.cache ? last.cache : "(none)");
+    CHECK(g_in_hook.heap_total > 0 && g_in_hook.allocation_count > 0,
+          "the hook read no statistics during kheap_reclaim (heap_total %zu)",
+          g_in_hook.heap_total);
     const void *addr = NULL;
     const char *msg = kheap_check_quiescent(g_heap, &addr);
     CHECK(msg == NULL, "after the refused free: %s at %p", msg, addr);
@@ -374,6 +383,137 @@ TEST(double_free_ctor_cache)
     CHECK(g_ctor_calls == g_dtor_calls, "destroy ran %d destructors for %d constructors",
           g_dtor_calls, g_ctor_calls);
     g_ctor_calls = g_dtor_calls = 0;
+    teardown();
+}
+
+/* The reports a walk over the caches keeps for after it has released
+ * the cache list's lock (reclaim, decay, thread exit): each one seen, and
+ * the statistics read from inside the hook every time. */
+#define SEEN_MAX 64
+static struct kheap_report g_seen[SEEN_MAX];
+static char g_seen_cache[SEEN_MAX][KHEAP_NAME_MAX]; /* r->cache lives only during the hook */
+
+static void note_and_read_stats(const struct kheap_report *r, unsigned long nth)
+{
+    if (nth <= SEEN_MAX) {
+        g_seen[nth - 1] = *r;
+        if (r->cache) {
+            strncpy(g_seen_cache[nth - 1], r->cache, KHEAP_NAME_MAX - 1);
+            g_seen[nth - 1].cache = g_seen_cache[nth - 1];
+        }
+    }
+    kheap_get_stats(g_heap, &g_in_hook);
+}
+
+/* n double frees, of the objects o[0 .. n), found by one walk: reported
+ * one by one in the order found, or, past what the walk keeps, the rest
+ * as one report of the first of them whose size is how many they were. */
+static void expect_walk_reports(void *const *o, size_t n, const char *what)
+{
+    unsigned long got = kt_reports();
+    CHECK(got >= 2 && got <= n, "%s: %lu reports for %zu double frees", what, got, n);
+    if (got < 2 || got > n)
+        return;
+    for (unsigned long i = 0; i < got; i++) {
+        const struct kheap_report *r = &g_seen[i];
+        bool summary = i == got - 1 && got < n;
+        CHECK(r->kind == KHEAP_REPORT_DOUBLE_FREE && r->addr == o[i],
+              "%s: report %lu is %s at %p, want DOUBLE_FREE at %p", what, i + 1,
+              kt_report_kind_name((int)r->kind), r->addr, o[i]);
+        CHECK(r->cache && !strcmp(r->cache, "misuse-walk"), "%s: report %lu names cache '%s'",
+              what, i + 1, r->cache ? r->cache : "(none)");
+        CHECK(r->size == (summary ? n - i : 0), "%s: report %lu has size %zu, want %zu", what,
+              i + 1, r->size, summary ? n - (size_t)i : (size_t)0);
+    }
+    CHECK(g_in_hook.heap_total > 0, "%s: the hook read no statistics", what);
+}
+
+/* The cache's objects o[0 .. n) are freed twice each into this CPU's
+ * magazine (a cache with a constructor has no double-free key), and
+ * o[n] stays live. */
+static kheap_cache_t *double_free_into_magazine(void **o, size_t n)
+{
+    kheap_cache_t *c = kheap_cache_create(g_heap, "misuse-walk", 48, 0, ctor, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    for (size_t i = 0; i <= n; i++)
+        o[i] = kheap_cache_alloc(c);
+    for (size_t i = 0; i < n; i++) {
+        kheap_cache_free(c, o[i]);
+        kheap_cache_free(c, o[i]);
+    }
+    return c;
+}
+
+/* The cache is whole again with o[n] its one live object; then it goes. */
+static void walk_done(kheap_cache_t *c, void *live, const char *what)
+{
+    struct kheap_cache_info ci;
+    kheap_cache_info(c, &ci);
+    CHECK(ci.active_objs == 1, "%s: the cache counts %zu active objects, want 1", what,
+          ci.active_objs);
+    check_heap(what);
+    kt_reports_reset();
+    kheap_cache_free(c, live);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "%s: kheap_cache_destroy failed", what);
+    g_ctor_calls = g_dtor_calls = 0;
+}
+
+TEST(reports_after_reclaim_walk)
+{
+#if KHEAP_VALGRIND
+    return; /* memcheck reports the second frees itself */
+#endif
+    setup();
+    kt_capture_reports(note_and_read_stats);
+    enum { N = 12 };
+    void *o[N + 1];
+    kheap_cache_t *c = double_free_into_magazine(o, N);
+    g_in_hook = (struct kheap_stats){0};
+    kheap_reclaim(g_heap);
+    expect_walk_reports(o, N, "kheap_reclaim");
+    walk_done(c, o[N], "after kheap_reclaim");
+    teardown();
+}
+
+/* A thread frees objects twice into its magazine and exits: its
+ * magazines go to the depot (kheap_cpu_flush). Decay, two or three epochs
+ * later, flushes them to the slabs, under the cache list's lock. */
+struct walk_thread {
+    void **o;
+    size_t n;
+    kheap_cache_t *c;
+};
+
+static void *double_free_and_exit(void *arg)
+{
+    struct walk_thread *t = arg;
+    t->c = double_free_into_magazine(t->o, t->n);
+    return NULL;
+}
+
+TEST(reports_after_decay_walk)
+{
+#if KHEAP_VALGRIND
+    return;
+#endif
+    setup();
+    kt_capture_reports(note_and_read_stats);
+    enum { N = 3 };
+    void *o[N + 1];
+    struct walk_thread t = {o, N, NULL};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, double_free_and_exit, &t) == 0, "pthread_create%s", "");
+    pthread_join(th, NULL);
+    CHECK(kt_reports() == 0, "the thread's exit reported %lu", kt_reports());
+    g_in_hook = (struct kheap_stats){0};
+    /* Times far past the port clock's, a second apart: each ends an
+     * epoch (the first may only start one). */
+    kheap_set_decay(g_heap, 1000);
+    uint64_t t0 = (uint64_t)1 << 50;
+    for (int i = 0; i < 4 && kt_reports() == 0; i++)
+        kheap_tick(g_heap, t0 + 1000 * (uint64_t)i);
+    expect_walk_reports(o, N, "kheap_tick");
+    walk_done(t.c, o[N], "after kheap_tick");
     teardown();
 }
 
@@ -482,6 +622,141 @@ TEST(usable_size_bad)
     CHECK(kheap_cache_destroy(c) == KHEAP_OK, "the cache was harmed%s", "");
     expect_no_report("destroying the cache");
     kheap_free(g_heap, p);
+    teardown();
+}
+
+/* A sized free (kheap_free_as, kheap_free_aligned_as) of a size the
+ * block cannot have is one SIZE_MISMATCH report, naming the block's class
+ * and usable bytes, and the block stays allocated; a size of the block's
+ * class frees it. */
+static void expect_size_report(const void *p, const char *cache, size_t bytes, const char *what)
+{
+    struct kheap_report r = kt_last_report();
+    expect_report(KHEAP_REPORT_SIZE_MISMATCH, p, what);
+    CHECK(r.size == bytes, "%s: the report gives %zu bytes, want the block's %zu", what, r.size,
+          bytes);
+    CHECK(cache ? r.cache && !strcmp(r.cache, cache) : !r.cache,
+          "%s: the report names cache '%s', want '%s'", what, r.cache ? r.cache : "(none)",
+          cache ? cache : "(none)");
+}
+
+/* kheap_free_as(p, size) with no report, and one free counted. */
+static void sized_free_ok(void *p, size_t size, size_t align, enum kheap_block_kind kind,
+                          const char *what)
+{
+    arm();
+    kheap_free_aligned_as(g_heap, p, size, align, kind);
+    expect_no_report(what);
+    CHECK(stats().free_count == g_before.free_count + 1, "%s: %" PRIu64 " frees counted, want 1",
+          what, stats().free_count - g_before.free_count);
+}
+
+TEST(sized_free)
+{
+    setup();
+    /* Every size freed with the size it was allocated with, as new and
+     * as malloc, aligned or not: never a report. */
+    static const size_t sizes[] = {1,    8,    16,   17,    24,    40,    100,   128,    1000,
+                                   1024, 1025, 2000, 4096,  5000,  32767, 32768, 32769, 300000};
+    static const size_t aligns[] = {0, 16, 64, 4096, 16384};
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (unsigned a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+            char what[96];
+            snprintf(what, sizeof what, "kheap_free_aligned_as(%zu, align %zu)", sizes[i],
+                     aligns[a]);
+            void *p = kheap_alloc_as(g_heap, sizes[i], aligns[a], KHEAP_BLOCK_NEW);
+            CHECK(p != NULL, "kheap_alloc_as(%zu, %zu) failed", sizes[i], aligns[a]);
+            sized_free_ok(p, sizes[i], aligns[a], KHEAP_BLOCK_NEW, what);
+            p = kheap_alloc_aligned(g_heap, sizes[i], aligns[a]);
+            sized_free_ok(p, sizes[i], aligns[a], KHEAP_BLOCK_MALLOC, what);
+        }
+    }
+
+    /* A 40-byte block (class 40): any size of class 40 is its own; 0 is
+     * no size. */
+    unsigned char *p = kheap_alloc(g_heap, 40);
+    arm();
+    kheap_free_as(g_heap, p, 200, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 200 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 32, KHEAP_BLOCK_NEW_ARRAY);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 32 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 100000, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as 100000 bytes");
+    arm();
+    kheap_free_as(g_heap, p, SIZE_MAX, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-40", 40, "a 40-byte block freed as SIZE_MAX bytes");
+    sized_free_ok(p, 33, 0, KHEAP_BLOCK_NEW, "a 40-byte block freed as 33 bytes");
+    p = kheap_alloc(g_heap, 40);
+    sized_free_ok(p, 0, 0, KHEAP_BLOCK_NEW, "a 40-byte block freed with no size");
+
+    /* Aligned blocks take a larger class: freed with their alignment they
+     * are fine, without it they are not. */
+    p = kheap_alloc_as(g_heap, 40, 64, KHEAP_BLOCK_NEW);
+    arm();
+    kheap_free_as(g_heap, p, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-aligned 40-byte block freed unaligned");
+    sized_free_ok(p, 40, 64, KHEAP_BLOCK_NEW, "a 64-aligned 40-byte block freed aligned");
+
+    /* A large block: the size must round up to its pages. */
+    unsigned char *l = kheap_alloc(g_heap, 100000);
+    size_t lbytes = (100000 + PAGE - 1) / PAGE * PAGE;
+    arm();
+    kheap_free_as(g_heap, l, 50000, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as 50000 bytes");
+    arm();
+    kheap_free_as(g_heap, l, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as 40 bytes");
+    arm();
+    kheap_free_as(g_heap, l, lbytes + 1, KHEAP_BLOCK_NEW);
+    expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as a page more");
+    sized_free_ok(l, lbytes - PAGE + 1, 0, KHEAP_BLOCK_NEW, "a 100000-byte block, same pages");
+
+    /* A block of malloc's kind may hold a size realloc left it at; not
+     * below half of it. */
+    p = kheap_alloc(g_heap, 64);
+    CHECK(kheap_realloc(g_heap, p, 40) == p, "realloc(64 -> 40) moved the block%s", "");
+    arm();
+    kheap_free_as(g_heap, p, 20, KHEAP_BLOCK_MALLOC);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-byte block freed as 20 bytes");
+    arm();
+    kheap_free_as(g_heap, p, 40, KHEAP_BLOCK_NEW);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-byte new block freed as 40 bytes");
+    sized_free_ok(p, 40, 0, KHEAP_BLOCK_MALLOC, "a 64-byte block realloc'd to 40 freed as 40");
+
+    /* The graver misuse is the one reported: a double free, an interior
+     * pointer, a pointer in no region. */
+    unsigned char *keep = kheap_alloc(g_heap, 40);
+    p = kheap_alloc(g_heap, 40);
+    kheap_free(g_heap, p);
+    arm();
+    kheap_free_as(g_heap, p, 300, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_DOUBLE_FREE, p, "a double free with a wrong size");
+    arm();
+    kheap_free_as(g_heap, keep + 8, 300, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_INTERIOR, keep + 8, "an interior pointer with a wrong size");
+    int local;
+    arm();
+    kheap_free_as(g_heap, &local, 4, KHEAP_BLOCK_NEW);
+    expect_report(KHEAP_REPORT_FOREIGN, &local, "a stack address with its size");
+    arm();
+    kheap_free_as(g_heap, NULL, 40, KHEAP_BLOCK_NEW);
+    expect_no_report("NULL with a size");
+    kheap_free(g_heap, keep);
+
+    /* A sampled block (of a class no allocation used yet, so its
+     * magazine misses) stands for its size's class, 320. */
+    if (kheap_set_sample(g_heap, 1) == KHEAP_OK) {
+        p = kheap_alloc(g_heap, 300);
+        CHECK(stats().sampled_live == 1, "the 300-byte block was not sampled (%zu live)",
+              stats().sampled_live);
+        arm();
+        kheap_free_as(g_heap, p, 100, KHEAP_BLOCK_NEW);
+        expect_size_report(p, NULL, 300, "a sampled 300-byte block freed as 100 bytes");
+        sized_free_ok(p, 290, 0, KHEAP_BLOCK_NEW, "a sampled 300-byte block freed as 290 bytes");
+        kheap_set_sample(g_heap, 0);
+    }
     teardown();
 }
 
@@ -696,8 +971,11 @@ int main(void)
     RUN(double_free_small);
     RUN(double_free_after_reclaim);
     RUN(double_free_ctor_cache);
+    RUN(reports_after_reclaim_walk);
+    RUN(reports_after_decay_walk);
     RUN(wrong_cache);
     RUN(usable_size_bad);
+    RUN(sized_free);
     RUN(write_after_free);
     RUN(impossible_allocations);
     RUN(format_report);

@@ -83,7 +83,7 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
 
 size_t kheap_cache_shrink(kheap_cache_t *c)
 {
-    size_t bytes = kh_cache_drain(c, false);
+    size_t bytes = kh_cache_drain(c, false, NULL);
     bytes += kh_cache_release(c, 0);
     kh_debug_check(c->heap, "kheap_cache_shrink");
     return bytes;
@@ -121,10 +121,13 @@ int kh_cache_destroy(kheap_cache_t *c)
      * (the cache's lock and the page lock come after it in the order):
      * kheap_check, which walks every slab holding the locks of the listed
      * caches only, then cannot read this cache's slabs while they
-     * change. */
-    kh_cache_drain(c, true);
+     * change. A double free found in a magazine meanwhile is reported
+     * once caches_lock is released. */
+    struct kh_later later = {.n = 0};
+    kh_cache_drain(c, true, &later);
     kh_cache_release(c, 0);
     kh_unlock(&h->caches_lock);
+    kh_later_deliver(&later);
     KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
     kh_lock(&h->page_lock);
     h->retired_allocs += n.allocs;
@@ -222,11 +225,15 @@ static size_t reclaim_caches(kheap_t *h)
 {
     size_t bytes = 0;
     /* The walk ends with the magazine caches: the magazines emptied
-     * before them went back there. */
+     * before them went back there. Double frees found in the user caches'
+     * magazines wait in later until the walk has left them, and with
+     * them caches_lock. */
+    struct kh_later later = {.n = 0};
     kh_each_cache_locking(h, c) {
-        bytes += kh_cache_drain(c, false);
+        bytes += kh_cache_drain(c, false, kh_walk_later(c, &later));
         bytes += kh_cache_release(c, 0);
     }
+    kh_later_deliver(&later);
     bytes += kh_runs_flush_here(h, false);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
@@ -273,10 +280,12 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
         return bytes;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
     if (next) { /* the first call only starts the first epoch */
+        struct kh_later later = {.n = 0};
         kh_each_cache_locking(h, c) {
-            bytes += kh_depot_decay(h, c);
+            bytes += kh_depot_decay(h, c, kh_walk_later(c, &later));
             bytes += kh_cache_decay(c);
         }
+        kh_later_deliver(&later);
         bytes += kh_pages_decay(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
     } else {

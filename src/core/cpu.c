@@ -96,12 +96,13 @@ static void mag_free(kheap_t *h, struct kh_mag *m)
 }
 
 /* Give a magazine's objects back to their slabs; it is empty after.
- * Returns the bytes of slabs that went back to the page layer. */
-static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m)
+ * Returns the bytes of slabs that went back to the page layer. Refused
+ * objects are reported into later (NULL: at once). */
+static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m, struct kh_later *later)
 {
     size_t bytes = 0;
     if (m->n) {
-        bytes = kh_cache_give_n(c, m->obj, m->n);
+        bytes = kh_cache_give_n(c, m->obj, m->n, later);
         m->n = 0;
     }
     return bytes;
@@ -216,13 +217,14 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
     return depot_trim(c);
 }
 
-static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list)
+static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list,
+                           struct kh_later *later)
 {
     size_t bytes = 0;
     while (list) {
         struct kh_mag *m = list;
         list = m->next;
-        bytes += mag_flush(c, m);
+        bytes += mag_flush(c, m, later);
         mag_free(h, m);
     }
     return bytes;
@@ -231,14 +233,14 @@ static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *lis
 /* The working-set rule of depot_tick, at the end of a decay epoch (time)
  * rather than of KH_DEPOT_EPOCH exchanges: a depot that saw no exchange
  * all epoch gives back every magazine. */
-size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c)
+size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
 {
     if (!c->mag_cap)
         return 0;
     kh_lock(&c->lock);
     struct kh_mag *out = depot_trim(c);
     kh_unlock(&c->lock);
-    return out ? mags_release(h, c, out) : 0;
+    return out ? mags_release(h, c, out, later) : 0;
 }
 
 /* An object straight from the slabs, for a caller with no CPU slot (or no
@@ -295,7 +297,7 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
             spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         }
         kh_unlock(&c->lock);
-        mags_release(h, c, trim);
+        mags_release(h, c, trim, NULL);
         if (cc->top == cc->base) {
             /* The depot had none: fill loaded from the slabs. */
             struct kh_mag *m = kh_cc_mag(cc);
@@ -386,8 +388,8 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
             }
             kh_unlock(&c->lock);
         }
-        mags_release(h, c, overflow);
-        mags_release(h, c, trim);
+        mags_release(h, c, overflow, NULL);
+        mags_release(h, c, trim, NULL);
     }
     bool pushed = kh_cc_push(cc, p);
     KH_ASSERT(pushed, p);
@@ -398,7 +400,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
 {
     if (!c->mag_cap) { /* no per-CPU layer */
-        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees);
+        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees, NULL);
         return;
     }
     unsigned cpu = kheap_port_cpu_enter();
@@ -411,7 +413,7 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
     }
     kheap_port_cpu_exit(cpu);
     if (!cached)
-        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees);
+        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees, NULL);
 }
 
 /* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
@@ -447,10 +449,11 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
 
 /* Empty CPU cpu's magazines of cache c into the slabs (the caller is that
  * CPU, or the CPU has stopped). */
-static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
+static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
+                       struct kh_later *later)
 {
     struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev};
-    size_t bytes = mag_flush(c, mags[0]) + mag_flush(c, mags[1]);
+    size_t bytes = mag_flush(c, mags[0], later) + mag_flush(c, mags[1], later);
     kh_cc_load(cc, &kh_mag_sentinel);
     cc->prev = &kh_mag_sentinel;
     mag_free(h, mags[0]);
@@ -460,7 +463,7 @@ static size_t cc_drain(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
 
 /* Give back the depot's magazines and the calling CPU's own; with all,
  * every CPU's (the caller promises no other CPU uses c meanwhile). */
-size_t kh_cache_drain(struct kheap_cache *c, bool all)
+size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
 {
     kheap_t *h = c->heap;
     size_t bytes = 0;
@@ -470,14 +473,14 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
         for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
             struct kh_cc *cc = kh_cc_of(h, c, cpu);
             if (cc)
-                bytes += cc_drain(h, c, cc);
+                bytes += cc_drain(h, c, cc, later);
         }
     } else {
         unsigned cpu = kheap_port_cpu_enter();
         struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
             busy_on(h, c, cpu);
-            bytes += cc_drain(h, c, cc);
+            bytes += cc_drain(h, c, cc, later);
             busy_off(h, c, cpu);
         }
         kheap_port_cpu_exit(cpu);
@@ -494,12 +497,13 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all)
     c->nr_full_mags = c->nr_empty_mags = 0;
     c->full_min = c->empty_min = 0;
     kh_unlock(&c->lock);
-    return bytes + mags_release(h, c, list);
+    return bytes + mags_release(h, c, list, later);
 }
 
 /* Hand a stopped CPU's magazines of c to the depot, where other CPUs
  * find their objects; what the depot has no room for goes to the slabs. */
-static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
+static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
+                      struct kh_later *later)
 {
     struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev}, *rest = NULL;
     kh_cc_load(cc, &kh_mag_sentinel);
@@ -518,7 +522,7 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc)
             mag_push(&rest, &spill, m);
     }
     kh_unlock(&c->lock);
-    mags_release(h, c, rest);
+    mags_release(h, c, rest, later);
 }
 
 /* ------------------------------------------------------------------ */
@@ -659,8 +663,10 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 }
 
 /* CPU cpu has stopped using h: its magazines go to the depots, its
- * cached large blocks to the page layer. */
-static void heap_cpu_flush(kheap_t *h, unsigned cpu)
+ * cached large blocks to the page layer. Reports of every cache's
+ * flushes go into later: the registry lock is held throughout,
+ * caches_lock too for the user caches. */
+static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
 #if KH_RUNS
     struct kh_cpu *pc = h->cpu[cpu];
@@ -672,7 +678,7 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu)
         if (cc) {
             /* A signal on an exiting thread leaves its fronts be. */
             busy_on(h, c, cpu);
-            cc_return(h, c, cc);
+            cc_return(h, c, cc, later);
             busy_off(h, c, cpu);
         }
     }
@@ -683,10 +689,14 @@ void kheap_cpu_flush(unsigned cpu)
     if (cpu >= KHEAP_CPU_NONE)
         return;
     /* Heaps are not removed while we walk (kheap_fini waits for the lock);
-     * flushing takes heap locks, which never wait for the registry. */
+     * flushing takes heap locks, which never wait for the registry. The
+     * reports wait until the registry is released, so the hook runs with
+     * no kheap lock held. */
+    struct kh_later later = {.n = 0};
     for (kheap_t *h = kh_registry_acquire(); h; h = h->next_heap)
-        heap_cpu_flush(h, cpu);
+        heap_cpu_flush(h, cpu, &later);
     kh_registry_release();
+    kh_later_deliver(&later);
 }
 
 /* ------------------------------------------------------------------ */

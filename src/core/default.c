@@ -164,6 +164,12 @@ kh_noinline void kh_default_free_slow(void *ptr)
     kh_free_slow(h, ptr);
     local_sync(h);
 }
+kh_noinline void kh_default_free_sized_slow(void *ptr, size_t size, size_t align, unsigned kind)
+{
+    kheap_t *h = kheap_default();
+    kh_free_sized_slow(h, ptr, size, align, (enum kheap_block_kind)kind);
+    local_sync(h);
+}
 
 #if KHEAP_KMALLOC_API
 void *kmalloc(size_t size)

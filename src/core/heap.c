@@ -119,15 +119,15 @@ void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kh
     kh_report_why(kind, NULL, addr, c, function, size, where);
 }
 
-void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
-                   const struct kheap_cache *c, const char *function, size_t size,
-                   const void *where)
+/* A report to the hook, or to the port's sink. */
+static void deliver(enum kheap_report_kind kind, const char *reason, const void *addr,
+                    const char *cache, const char *function, size_t size, const void *where)
 {
     struct kheap_report r = {
         .kind = kind,
         .reason = reason ? reason : kh_report_reason(kind),
         .addr = addr,
-        .cache = c ? c->name : NULL,
+        .cache = cache,
         .function = function,
         .size = size,
         .where = where,
@@ -137,6 +137,56 @@ void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *
         fn(&r);
     else
         kheap_port_report(&r);
+}
+
+void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *addr,
+                   const struct kheap_cache *c, const char *function, size_t size,
+                   const void *where)
+{
+    deliver(kind, reason, addr, c ? c->name : NULL, function, size, where);
+}
+
+void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *addr,
+                  const struct kheap_cache *c, const char *function)
+{
+    if (!l) {
+        kh_report(kind, addr, c, function);
+        return;
+    }
+    struct kh_later_item *it;
+    if (l->n < KH_LATER_MAX)
+        it = &l->item[l->n++];
+    else if (l->more++ == 0)
+        it = &l->item[KH_LATER_MAX];
+    else
+        return;
+    it->addr = addr;
+    it->function = function;
+    it->kind = kind;
+    it->cache[0] = '\0';
+    if (c)
+        __builtin_memcpy(it->cache, c->name, KHEAP_NAME_MAX);
+}
+
+/* The reports kept whole, in order; then, if more were found, the first of
+ * those, with a reason that says so and their number as its size (so a
+ * hook learns of every one, and of the first's address and cause). */
+void kh_later_deliver(struct kh_later *l)
+{
+    for (unsigned i = 0; i < l->n; i++) {
+        const struct kh_later_item *it = &l->item[i];
+        deliver(it->kind, NULL, it->addr, it->cache[0] ? it->cache : NULL, it->function, 0,
+                NULL);
+    }
+    if (l->more) {
+        const struct kh_later_item *it = &l->item[KH_LATER_MAX];
+        deliver(it->kind,
+                "misuse found while the cache list was locked, beyond the reports kept for "
+                "later: this is the first of them, and size says how many there were",
+                it->addr, it->cache[0] ? it->cache : NULL, it->function, l->more, NULL);
+    }
+    l->n = 0;
+    l->more = 0;
 }
 
 void kh_report(enum kheap_report_kind kind, const void *addr,
@@ -231,6 +281,23 @@ const uint8_t kh_small_class[129] = {
     14, 14, 14,
 #endif
 };
+
+/* kh_cc_bytes (kh_front.h): kh_class_size as a constant expression of
+ * the table's index t (class t - 2), KHEAP_MAX_CLASS past the last
+ * class. tests/test_layers.c checks it against kh_class_size. */
+#define KH_CB_J(t) ((t) < 9u ? 0u : (t) - 9u)
+#define KH_CB_Q(t) (KH_CB_J(t) >> KHEAP_CLASS_SUB_SHIFT)
+#define KH_CB(t)                                                              \
+    ((t) < 2u                          ? (size_t)0                            \
+     : (t) < 9u                        ? (size_t)(16u + 8u * ((t) - 2u))      \
+     : (t) - 2u >= KHEAP_NUM_CLASSES ? (size_t)KHEAP_MAX_CLASS                \
+                                       : (size_t)((64u << KH_CB_Q(t)) +       \
+                                                  ((KH_CB_J(t) & (KH_CLASS_SUB - 1u)) + 1u) * \
+                                                      ((64u >> KHEAP_CLASS_SUB_SHIFT) << KH_CB_Q(t))))
+#define KH_CB4(t) KH_CB(t), KH_CB((t) + 1u), KH_CB((t) + 2u), KH_CB((t) + 3u)
+#define KH_CB16(t) KH_CB4(t), KH_CB4((t) + 4u), KH_CB4((t) + 8u), KH_CB4((t) + 12u)
+const size_t kh_cc_bytes[KH_CC_BYTES] = {KH_CB16(0u),  KH_CB16(16u), KH_CB16(32u),
+                                         KH_CB16(48u), KH_CB16(64u), KH_CB(80u)};
 
 size_t kh_class_size(unsigned i)
 {

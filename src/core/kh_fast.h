@@ -1,5 +1,6 @@
 /*
- * kh_fast.h - the hit paths: one allocation hit and one free hit.
+ * kh_fast.h - the hit paths: one allocation hit and one free hit (and
+ * the sized free's, which also compares the size's class).
  *
  * Small static inline functions that pop an object from (push one onto)
  * the calling CPU's loaded magazine of a kmalloc class, with no lock and
@@ -130,6 +131,42 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     return false;
 }
 
+/* Sized free hit (C++ sized delete, C23 free_sized): kh_hit_free, when
+ * also size is of the class whose front the page's tag names. Up to
+ * KH_DIRECT_MAX bytes that front must be the one the allocation hit of
+ * size pops from (direct[]); above, size must lie between the class's
+ * bytes and the class's below it (kh_cc_bytes), which no size above
+ * every class does. Any other size is a miss: the slow path
+ * (kh_free_sized_slow) tells a misuse from a block the hit path does not
+ * serve. The plain free hit is not touched. */
+static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh_window *w,
+                                     void *ptr, size_t size)
+{
+#if KH_FAST && KHEAP_PERCPU
+    uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
+    uintptr_t off = (uintptr_t)ptr - w->start;
+    if (kh_likely(off < span)) {
+        size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+        unsigned cpu = kheap_port_cpu_enter_fast();
+        struct kh_cpu *pc = kh_cpu_here(cpus, cpu);
+        struct kh_cc *cc = (struct kh_cc *)((char *)pc + tag);
+        const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
+        bool of_class = kh_likely(size <= KH_DIRECT_MAX) ? pc->direct[(size + 7) >> 3] == cc
+                                                         : bytes[0] < size && size <= bytes[1];
+        if (kh_likely(of_class && kh_cc_slot(cc, off & KH_PAGE_MASK) &&
+                      *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+            *kh_guard_word(ptr) = KH_GUARD_KEY;
+            kheap_port_cpu_exit(cpu);
+            return true;
+        }
+        kheap_port_cpu_exit(cpu);
+    }
+#else
+    (void)cpus, (void)w, (void)ptr, (void)size;
+#endif
+    return false;
+}
+
 /* ------------------------------------------------------------------ */
 /* The default heap's malloc and free (kmalloc/kfree, and the hosted
  * malloc shim), through the hit paths with the default heap's window
@@ -145,6 +182,9 @@ extern struct kh_cpu *const *kh_default_cpus;
 #endif
 void *kh_default_alloc_slow(size_t size);
 void kh_default_free_slow(void *ptr);
+/* kheap_free_aligned_as on the default heap (the shim's sized frees,
+ * after kh_hit_free_sized). */
+void kh_default_free_sized_slow(void *ptr, size_t size, size_t align, unsigned kind);
 
 static kh_always_inline void *kh_default_alloc(size_t size)
 {

@@ -250,6 +250,18 @@ static inline uint32_t *kh_guard_word(void *p)
 
 extern const uint8_t kh_small_class[129];
 
+/* The bytes of the kmalloc classes by front: kh_cc_bytes[k + 1] is the
+ * size of the class whose front is kh_cpu.cc[k] (k = KH_CC(class)), and
+ * kh_cc_bytes[0] and [1] are 0 (below class 0, and the front cc[0] of no
+ * class). A request of n bytes is of that class iff
+ * kh_cc_bytes[k] < n <= kh_cc_bytes[k + 1]: the sized free's hit path
+ * (kh_fast.h) tests its size against the front a page's tag names. The
+ * entry after the last class's is 0, so no size is of kh_cpu.run_front's
+ * "class" (a large block's tag). */
+#define KH_CC_BYTES 82u
+extern const size_t kh_cc_bytes[KH_CC_BYTES];
+_Static_assert(KH_CC_COUNT + 2 <= KH_CC_BYTES, "kh_cc_bytes covers every front and run_front");
+
 /* Size class of a request of n <= KHEAP_MAX_CLASS bytes. */
 static inline unsigned kh_class_of(size_t n)
 {

@@ -26,10 +26,23 @@
  *   0. the registry lock  - the list of heaps (heap.c); taken at heap
  *                           creation and end, by kheap_cpu_flush and
  *                           around fork, before any heap lock.
+ *                           kheap_cpu_flush keeps the reports of its
+ *                           flushes (struct kh_later) until it is
+ *                           released.
  *   1. kheap.caches_lock  - the list of user caches (kheap.caches); held
  *                           across the user caches of a walk over every
  *                           cache (kh_each_cache_locking), never across the
- *                           built-in caches, whose reports run lock-free.
+ *                           built-in caches. A report found under it (a
+ *                           double free met when a user cache's magazine
+ *                           is flushed by kheap_reclaim, kheap_tick,
+ *                           kheap_cpu_flush, kheap_cache_destroy) is kept
+ *                           in the walker's struct kh_later and made once
+ *                           the lock is released, because the hook may
+ *                           call kheap_get_stats, which takes it. Not so
+ *                           yet the destructors of a user cache (kheap.h
+ *                           promises otherwise): reclaim, decay and
+ *                           destroy give its empty slabs back, destructors
+ *                           run, with this lock held.
  *   2. kheap_cache.lock   - one cache's slab lists, depot and counters; a
  *                           thread holds at most one, except lock-all
  *                           (kheap_check, fork), which takes them all in
@@ -44,7 +57,8 @@
  *                           hook runs with no kheap lock held).
  * The committed/peak/internal byte counters are atomics, updated on slow
  * paths only; no lock is shared by every cache.
- * No lock is held across a constructor, destructor or report.
+ * No lock is held across a constructor or a report, nor across a
+ * destructor but as said under 1.
  */
 #ifndef KH_INTERNAL_H
 #define KH_INTERNAL_H
@@ -391,7 +405,9 @@ struct kheap {
 #endif
 
     kheap_lock_t caches_lock __attribute__((aligned(KH_CACHE_LINE)));
-    /* Protected by caches_lock: user caches in creation order. */
+    /* Protected by caches_lock (lock 1 of the order above; no report is
+     * made while it is held: struct kh_later): user caches in creation
+     * order. */
     struct kheap_cache *caches, *caches_tail;
     size_t ncaches;
 
@@ -464,6 +480,36 @@ struct kheap {
 /* heap.c */
 void kh_report(enum kheap_report_kind kind, const void *addr,
                const struct kheap_cache *c, const char *function);
+/* Reports kept for later: misuse found while caches_lock is held, which
+ * the hook must not see then (it may call kheap_get_stats, which takes
+ * that lock). The walks that hold it over the user caches (kheap_reclaim,
+ * kheap_tick, kheap_cpu_flush, kheap_cache_destroy) pass one, on their
+ * own stack, down to the magazine flushes that find refused objects, and
+ * deliver it once they have released the lock. Bounded: the first
+ * KH_LATER_MAX reports are kept whole, in the order found (the cache's
+ * name copied, since the cache may be destroyed before delivery); of the
+ * rest only the first and their number are, and they are delivered as
+ * one report (kh_later_deliver says how). No allocation. Start one with
+ * {.n = 0}; one thread uses it. A report names an address that was
+ * refused, not a block kept for it: by delivery the slot may be handed
+ * out again, as it may after any report of a flushed double free. */
+#define KH_LATER_MAX 4u
+struct kh_later {
+    unsigned n;  /* reports kept whole: item[0 .. n) */
+    size_t more; /* reports found with item[] full; the first is item[KH_LATER_MAX] */
+    struct kh_later_item {
+        const void *addr;
+        const char *function;
+        enum kheap_report_kind kind;
+        char cache[KHEAP_NAME_MAX]; /* "" for none */
+    } item[KH_LATER_MAX + 1];
+};
+/* Keep a report in l: no lock taken, nothing called, so any lock may be
+ * held. With l NULL, make it at once (no lock may be held). */
+void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *addr,
+                  const struct kheap_cache *c, const char *function);
+/* Make the reports l keeps, then empty it. Call with no kheap lock held. */
+void kh_later_deliver(struct kh_later *l);
 /* The same, with the block's size and the first damaged byte. */
 void kh_report_at(enum kheap_report_kind kind, const void *addr, const struct kheap_cache *c,
                   const char *function, size_t size, const void *where);
@@ -502,7 +548,10 @@ void kh_heap_lock_all(kheap_t *h, bool lock);
  *                                then, so the built-in caches are visited
  *                                with no lock held (their reports and
  *                                destructors run lock-free, as kheap.h
- *                                promises). The loop must run to its end.
+ *                                promises); the user caches' reports go
+ *                                into a struct kh_later (kh_walk_later),
+ *                                made after the loop. The loop must run to
+ *                                its end.
  */
 static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c,
                                                 bool locking)
@@ -537,6 +586,13 @@ static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_c
 #define kh_each_cache_locking(h, c)                                           \
     for (struct kheap_cache *c = kh_cache_next(h, NULL, true); c;            \
          c = kh_cache_next(h, c, true))
+/* Where a walk with kh_each_cache_locking sends the reports it finds in
+ * cache c: into later while the walk holds caches_lock (c is a user
+ * cache), else NULL, at once. */
+static inline struct kh_later *kh_walk_later(const struct kheap_cache *c, struct kh_later *later)
+{
+    return c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL) ? NULL : later;
+}
 
 /* region.c */
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
@@ -621,16 +677,20 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
 /* Take up to n objects of c (returns how many), or give n back (returns
  * the bytes of slabs that went to the page layer), under one hold of c's
  * lock; the _counted forms also add the number to *count (a counter c's
- * lock protects, or NULL) in the same hold. */
+ * lock protects, or NULL) in the same hold. An object its slab holds free
+ * already is refused and reported: into later if not NULL (the caller
+ * holds caches_lock), else at once. */
 size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
-size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count);
+size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count,
+                             struct kh_later *later);
 static inline size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
 {
     return kh_cache_take_counted(c, objs, n, NULL);
 }
-static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n)
+static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n,
+                                     struct kh_later *later)
 {
-    return kh_cache_give_counted(c, objs, n, NULL);
+    return kh_cache_give_counted(c, objs, n, NULL, later);
 }
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
@@ -765,11 +825,12 @@ static inline void rz_shut_range(const void *p, size_t size, uintptr_t *lo, uint
 /* cpu.c */
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
-size_t kh_cache_drain(struct kheap_cache *c, bool all);
+/* later: where the flushes' reports go (kh_cache_give_counted). */
+size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);
 /* End of a decay epoch: depot magazines beyond the epoch's working set go
  * back to the slabs. Returns the bytes of slabs that went to the pages. */
-size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c);
+size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later);
 size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, size_t *from_mags);
 size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n);
 struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, unsigned *cpu);
@@ -888,6 +949,10 @@ size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk);
 /* kmalloc.c */
 void *kh_alloc_slow(kheap_t *h, size_t size);
 void kh_free_slow(kheap_t *h, void *ptr);
+/* A sized free that missed kh_hit_free_sized: ptr freed if size (asked
+ * with align, 0 for none) can be its block's, else reported. */
+void kh_free_sized_slow(kheap_t *h, void *ptr, size_t size, size_t align,
+                        enum kheap_block_kind kind);
 
 /* init.c */
 int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);

@@ -328,17 +328,26 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     return p;
 }
 
+/* The class of a block of size <= KHEAP_MAX_CLASS bytes aligned to align
+ * (a power of two from 8 to a page): the smallest class of at least size
+ * bytes whose size is a multiple of align (its objects are aligned to it:
+ * slabs start on a page boundary; at most 8 steps, the next power of two
+ * is one). */
+static unsigned aligned_class(size_t size, size_t align)
+{
+    unsigned cls = kh_class_of(size > align ? size : align);
+    while (kh_class_size(cls) & (align - 1))
+        cls++;
+    return cls;
+}
+
 /* A block of at least size bytes aligned to align (a power of two above
- * 8): an object of the smallest class whose size is a multiple of align
- * (its objects are aligned to it: slabs start on a page boundary; at most
- * 8 steps, the next power of two is one), or a large block. Sets *usable
- * to the bytes it has. */
+ * 8): an object of aligned_class, or a large block. Sets *usable to the
+ * bytes it has. */
 static void *block_alloc(kheap_t *h, size_t size, size_t align, size_t *usable)
 {
     if (align <= KH_PAGE && size <= KHEAP_MAX_CLASS) {
-        unsigned cls = kh_class_of(size > align ? size : align);
-        while (kh_class_size(cls) & (align - 1))
-            cls++;
+        unsigned cls = aligned_class(size, align);
         *usable = kh_class_size(cls);
         return cache_alloc(h, &h->kmalloc[cls], false);
     }
@@ -458,6 +467,13 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
     return bad;
 }
 
+/* Does realloc leave a block of a class of `bytes` where it is when it is
+ * resized to size? When size fits and is not under half of it. */
+static inline bool slab_keeps(size_t bytes, size_t size)
+{
+    return size <= bytes && (size >= bytes / 2 || bytes <= 2 * KH_MIN_SLOT);
+}
+
 /* Free ptr, which must belong to `only` if that is not NULL. */
 static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const char *fn)
 {
@@ -502,6 +518,15 @@ void kheap_free(kheap_t *h, void *ptr)
     kh_free_slow(h, ptr);
 }
 
+/* The slow path of every free by address: ptr (NULL fails the hit
+ * path's region test and lands here), then the deferred frees. */
+static void free_slow(kheap_t *h, void *ptr, const char *fn)
+{
+    if (ptr)
+        block_free(h, ptr, NULL, fn);
+    deferred_drain(h);
+}
+
 kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
 {
 #if KHEAP_REDZONE
@@ -511,9 +536,99 @@ kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
         deferred_drain(h);
     return;
 #endif
-    if (ptr) /* NULL fails the hit path's region test and lands here */
-        block_free(h, ptr, NULL, "kheap_free");
-    deferred_drain(h);
+    free_slow(h, ptr, "kheap_free");
+}
+
+/* ------------------------------------------------------------------ */
+/* Sized frees (kheap_free_aligned_as; the malloc shim's sized deletes and
+ * free_sized). The size given must be one the block can have been
+ * allocated with: its class must be the one that size and alignment take
+ * (kheap_alloc, kheap_alloc_aligned), a large block's pages the size
+ * rounded up to pages. A block of malloc's kind may also hold any size
+ * that realloc leaves in place (slab_keeps). A sized free whose size's
+ * class is the block's takes the free hit (kh_hit_free_sized); the rest
+ * come here. The debug build checks the exact size it recorded
+ * (rz_free). */
+
+static const char sized_class_reason[] =
+    "sized free with a size of another size class than the block's";
+static const char sized_pages_reason[] =
+    "sized free with a size that does not round up to the large block's pages";
+
+/* Can a block of class cls (bytes) have been allocated as kind with size
+ * bytes aligned to align (0: not aligned)? */
+static bool class_fits(unsigned cls, size_t bytes, size_t size, size_t align,
+                       enum kheap_block_kind kind)
+{
+    if (size <= KHEAP_MAX_CLASS && (align <= 8 || (kh_is_pow2(align) && align <= KH_PAGE)) &&
+        cls == (align <= 8 ? kh_class_of(size) : aligned_class(size, align)))
+        return true;
+    return kind == KHEAP_BLOCK_MALLOC && slab_keeps(bytes, size);
+}
+
+/* Can ptr's block have been allocated with size bytes aligned to align,
+ * as kind? If not, a SIZE_MISMATCH report (the block's usable bytes as
+ * its size) and false. True also when ptr is no live block of the kmalloc
+ * API: block_free reports what it is (or frees an object of a user cache,
+ * whose size is the cache's business). Reads the descriptors as block_of
+ * does, without a lock. */
+static bool size_fits(kheap_t *h, void *ptr, size_t size, size_t align,
+                      enum kheap_block_kind kind)
+{
+    uintptr_t p = (uintptr_t)ptr;
+    struct kh_page *d = kh_page_of(h, p);
+    const struct kheap_cache *who = NULL;
+    const char *why = sized_class_reason;
+    size_t bytes = 0;
+    if (kh_is_slab_page(d)) {
+        struct kh_page *s = kh_slab_head(d);
+        struct kheap_cache *c = s->cache;
+        if (!(c->flags & KH_CACHE_KMALLOC) || kh_slot_of(c, p - kh_slab_base(h, s)) >= c->objs ||
+            class_fits(c->cls, c->size, size, align, kind))
+            return true;
+        /* A double free is the graver misuse: block_free reports it. */
+        if (guard_suspect(c, ptr) && freed_already(h, c, ptr))
+            return true;
+        who = c;
+        bytes = c->size;
+    } else if (kh_guard_owns(h, ptr)) {
+        /* A sampled block: checked as the block of its size's class it
+         * stands for. */
+        enum kheap_report_kind dead;
+        if (!kh_guard_live(h, ptr, &bytes, &dead) || bytes > KHEAP_MAX_CLASS)
+            return true;
+        unsigned cls = kh_class_of(bytes);
+        if (class_fits(cls, kh_class_size(cls), size, align, kind))
+            return true;
+    } else if (d && d->kind == KH_PG_LARGE && !d->internal && !(p & KH_PAGE_MASK)) {
+        bytes = (size_t)d->npages * KH_PAGE;
+        if (size <= SIZE_MAX - KH_PAGE && kh_align_up(size, KH_PAGE) == bytes)
+            return true;
+        why = sized_pages_reason;
+    } else {
+        return true;
+    }
+    kh_report_why(KHEAP_REPORT_SIZE_MISMATCH, why, ptr, who, "kheap_free_as", bytes, NULL);
+    return false;
+}
+
+kh_noinline void kh_free_sized_slow(kheap_t *h, void *ptr, size_t size, size_t align,
+                                    enum kheap_block_kind kind)
+{
+#if KHEAP_REDZONE
+    (void)align;
+    if (ptr)
+        rz_free(h, ptr, kind, size, "kheap_free_as");
+    else
+        deferred_drain(h);
+    return;
+#endif
+    if (ptr && size && !size_fits(h, ptr, size, align, kind)) {
+        deferred_drain(h);
+        kh_debug_check(h, "kheap_free_as");
+        return;
+    }
+    free_slow(h, ptr, "kheap_free_as");
 }
 
 /* Usable bytes of the block at ptr, or 0 (and *why) if ptr is not one. */
@@ -1142,7 +1257,7 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
         return NULL;
     }
     if (d->kind == KH_PG_SLAB) {
-        if (size <= old && (size >= old / 2 || old <= 2 * KH_MIN_SLOT))
+        if (slab_keeps(old, size))
             return ptr;
     } else if (size < old && size <= KHEAP_MAX_CLASS &&
                kh_class_size(kh_class_of(size)) < kh_align_up(size, KH_PAGE)) {
@@ -1228,7 +1343,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
         if (attempt || !kh_reclaim(h, c, true)) {
             size_t put = kh_cpu_put_n(h, c, out, k);
             if (put < k)
-                kh_cache_give_n(c, out + put, k - put);
+                kh_cache_give_n(c, out + put, k - put, NULL);
             kh_account_failure(h);
             return false;
         }
@@ -1268,7 +1383,7 @@ static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     if (x)
         xc_add(&x->bulk_frees, n);
     if (put < n)
-        kh_cache_give_n(c, objs + put, n - put);
+        kh_cache_give_n(c, objs + put, n - put, NULL);
 }
 
 /* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
@@ -1844,17 +1959,17 @@ void *kheap_alloc_as(kheap_t *h, size_t size, size_t align, enum kheap_block_kin
 #endif
 }
 
+void kheap_free_aligned_as(kheap_t *h, void *ptr, size_t size, size_t align,
+                           enum kheap_block_kind kind)
+{
+    if (align <= 8 && kh_likely(kh_hit_free_sized(h->cpu, &h->window, ptr, size)))
+        return;
+    kh_free_sized_slow(h, ptr, size, align, kind);
+}
+
 void kheap_free_as(kheap_t *h, void *ptr, size_t size, enum kheap_block_kind kind)
 {
-#if KHEAP_REDZONE
-    if (ptr)
-        rz_free(h, ptr, kind, size, "kheap_free_as");
-    else
-        deferred_drain(h);
-#else
-    (void)size, (void)kind;
-    kheap_free(h, ptr);
-#endif
+    kheap_free_aligned_as(h, ptr, size, 0, kind);
 }
 
 size_t kheap_quarantine_drain(kheap_t *h)

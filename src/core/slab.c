@@ -472,9 +472,13 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
 /* Give n objects of c back to their slabs under one lock hold; returns the
  * bytes of slabs that went back to the page layer. An object its slab
  * already holds free (a double free that sat in a magazine) is reported
- * and skipped. */
-size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
+ * and skipped: into later (kept under c's lock, delivered by the caller
+ * once it holds no lock), or after c's lock is released, the first 8 of
+ * this call. */
+size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count,
+                             struct kh_later *later)
 {
+    static const char flushed[] = "kheap_free (found when its magazine was flushed)";
     kheap_t *h = c->heap;
     struct kh_page *release = NULL;
     void *bad_obj[8];
@@ -489,7 +493,9 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
          * is taken back here, keeping live + cached == active_objs. */
         if (why && !(c->flags & KH_CACHE_INTERNAL))
             c->nocpu_frees--;
-        if (why && nbad < 8) {
+        if (why && later) {
+            kh_later_add(later, why, objs[i], c, flushed);
+        } else if (why && nbad < 8) {
             bad_obj[nbad] = objs[i];
             bad_why[nbad++] = why;
         }
@@ -499,7 +505,7 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
     kh_unlock(&c->lock);
     size_t bytes = slabs_free(c, release);
     for (size_t i = 0; i < nbad; i++)
-        kh_report(bad_why[i], bad_obj[i], c, "kheap_free (found when its magazine was flushed)");
+        kh_report(bad_why[i], bad_obj[i], c, flushed);
     return bytes;
 }
 

@@ -19,8 +19,9 @@
  * kheap_alloc_aligned.
  *
  * Errors: every NULL return sets errno to ENOMEM, except the EINVAL cases
- * POSIX names. A bad pointer (foreign, interior, double free) is reported
- * by the hosted port, which names the address and aborts, as glibc does.
+ * POSIX names. A bad pointer (foreign, interior, double free), and a sized
+ * free whose size cannot be the block's (sized_free), is reported by the
+ * hosted port, which names the address and aborts, as glibc does.
  *
  * Threads and fork: per-thread slots, their reentrancy guard and the fork
  * handlers are the hosted port's (src/port/hosted.c).
@@ -90,27 +91,44 @@ KH_EXPORT void free(void *p)
     kh_default_free(p);
 }
 
-/* C23: the size and alignment only restate what kheap knows; the debug
- * build checks the size. */
-KH_EXPORT void free_sized(void *p, size_t size)
+/* A sized free (C23's free_sized and free_aligned_sized, C++'s sized
+ * deletes) of a block asked for with n bytes aligned to al (0: not
+ * aligned): kheap_free_aligned_as, which reports a size the block cannot
+ * have. It sees the sizes the allocation saw: rounded as round_size
+ * rounds them, and an alignment only above MALLOC_ALIGN. A size of the
+ * block's class takes the hit path; the debug build checks the exact
+ * size. */
+static inline __attribute__((always_inline)) void sized_free(void *p, size_t n, size_t al,
+                                                              enum kheap_block_kind kind)
 {
 #if KHEAP_REDZONE
-    kheap_free_as(kheap_default(), p, size, KHEAP_BLOCK_MALLOC);
+    kheap_free_aligned_as(kheap_default(), p, n, al, kind);
 #else
-    (void)size;
-    kh_default_free(p);
+    /* Sizes up to KH_DIRECT_MAX on a branch of their own: rounded, they
+     * stay there, so the hit path's test of the size folds into this
+     * one. */
+    if (kh_likely(n <= KH_DIRECT_MAX && al <= MALLOC_ALIGN)) {
+        if (kh_likely(kh_hit_free_sized(KH_DEFAULT_CPUS, &kh_default_window, p,
+                                        (n + 15) & ~(size_t)15)))
+            return;
+    } else if (al <= MALLOC_ALIGN) {
+        if (kh_hit_free_sized(KH_DEFAULT_CPUS, &kh_default_window, p, round_size(n)))
+            return;
+    }
+    kh_default_free_sized_slow(p, round_size(n), al <= MALLOC_ALIGN ? 0 : al, kind);
 #endif
+}
+
+/* C23: for blocks of malloc, calloc and realloc (free_sized) and of
+ * aligned_alloc (free_aligned_sized). */
+KH_EXPORT void free_sized(void *p, size_t size)
+{
+    sized_free(p, size, 0, KHEAP_BLOCK_MALLOC);
 }
 
 KH_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
 {
-    (void)align;
-#if KHEAP_REDZONE
-    kheap_free_as(kheap_default(), p, size, KHEAP_BLOCK_MALLOC);
-#else
-    (void)size;
-    kh_default_free(p);
-#endif
+    sized_free(p, size, align, KHEAP_BLOCK_MALLOC);
 }
 
 KH_EXPORT void *calloc(size_t n, size_t size)
@@ -230,9 +248,8 @@ static char report_buf[1 << 16];
  * same name is asked (dlsym RTLD_NEXT): it calls this malloc again in its
  * new_handler loop and throws std::bad_alloc (or returns NULL for the
  * nothrow forms), so the standard's failure rules hold without C++ code
- * here. A program without a C++ library never calls these. The sizes of
- * sized delete only restate what kheap knows (checking them belongs to
- * the debug build). */
+ * here. A program without a C++ library never calls these. A sized
+ * delete's size is checked against the block (sized_free). */
 #if __SIZEOF_SIZE_T__ == __SIZEOF_LONG__
 #define KH_SZ "m"
 #else
@@ -295,11 +312,16 @@ static inline void *cxx_new_aligned(size_t n, size_t al, const char *sym, const 
     return p ? p : cxx_fallback(sym, n, al ? al : 1, nt);
 }
 
+/* An unsized delete is free (the debug build checks the kind). */
+static inline void cxx_delete(void *p, enum kheap_block_kind kind)
+{
 #if KHEAP_REDZONE
-#define CXX_FREE(p, n, kind) kheap_free_as(kheap_default(), (p), (n), (kind))
+    kheap_free_as(kheap_default(), p, 0, kind);
 #else
-#define CXX_FREE(p, n, kind) ((void)(n), kh_default_free(p))
+    (void)kind;
+    kh_default_free(p);
 #endif
+}
 
 #define KH_SYM(s) __asm__(s)
 KH_NEW(kh_new)(size_t n) KH_SYM("_Znw" KH_SZ);
@@ -360,63 +382,64 @@ KH_NEW(kh_new_array_al_nothrow)(size_t n, size_t al, const void *nt)
 {
     return cxx_new_aligned(n, al, "_Zna" KH_SZ "St11align_val_tRKSt9nothrow_t", nt);
 }
-/* Every delete is free: kheap finds the block's class from its address.
- * The debug build checks the kind, and the size of a sized delete. */
+/* An unsized delete is free: kheap finds the block's class from its
+ * address; a sized one checks that the size can be the block's (the
+ * debug build: its exact size), and both forms of the debug build check
+ * the kind. An aligned form passes its alignment on (cxx_new_aligned
+ * gave an alignment of up to MALLOC_ALIGN no special block). */
 KH_DEL(kh_delete)(void *p)
 {
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
+    cxx_delete(p, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array)(void *p)
 {
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
+    cxx_delete(p, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_sized)(void *p, size_t n)
 {
-    CXX_FREE(p, n, KHEAP_BLOCK_NEW);
+    sized_free(p, n, 0, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_sized)(void *p, size_t n)
 {
-    CXX_FREE(p, n, KHEAP_BLOCK_NEW_ARRAY);
+    sized_free(p, n, 0, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_nothrow)(void *p, const void *nt)
 {
     (void)nt;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
+    cxx_delete(p, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_nothrow)(void *p, const void *nt)
 {
     (void)nt;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
+    cxx_delete(p, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_al)(void *p, size_t al)
 {
     (void)al;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
+    cxx_delete(p, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_al)(void *p, size_t al)
 {
     (void)al;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
+    cxx_delete(p, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_sized_al)(void *p, size_t n, size_t al)
 {
-    (void)al;
-    CXX_FREE(p, n, KHEAP_BLOCK_NEW);
+    sized_free(p, n, al, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_sized_al)(void *p, size_t n, size_t al)
 {
-    (void)al;
-    CXX_FREE(p, n, KHEAP_BLOCK_NEW_ARRAY);
+    sized_free(p, n, al, KHEAP_BLOCK_NEW_ARRAY);
 }
 KH_DEL(kh_delete_al_nothrow)(void *p, size_t al, const void *nt)
 {
     (void)al, (void)nt;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW);
+    cxx_delete(p, KHEAP_BLOCK_NEW);
 }
 KH_DEL(kh_delete_array_al_nothrow)(void *p, size_t al, const void *nt)
 {
     (void)al, (void)nt;
-    CXX_FREE(p, 0, KHEAP_BLOCK_NEW_ARRAY);
+    cxx_delete(p, KHEAP_BLOCK_NEW_ARRAY);
 }
 
 /* Where reports go: a copy of stderr made at start when KHEAP_STATS is

@@ -24,7 +24,11 @@
  *    WRONG_CACHE;
  *  - destroying a cache with live objects: KHEAP_EBUSY and BUSY;
  *  - a bulk free with one bad pointer among good ones: that one report,
- *    the good ones freed.
+ *    the good ones freed;
+ *  - a sized free (kheap_free_aligned_as) of a kmalloc block with a size
+ *    past its usable bytes: SIZE_MISMATCH (and half the good frees of
+ *    kmalloc blocks are sized, with the size and alignment asked for:
+ *    no report).
  * The report hook records (tests/support.c); after each misuse there must
  * be exactly one report, of an allowed kind, at the address given; the
  * statistics must be as before; kheap_check_quiescent must pass and every
@@ -58,7 +62,8 @@ struct block {
     unsigned char *p;
     size_t size, usable;
     uint32_t seed;
-    int cache; /* 0, 1 or NONE */
+    int cache;    /* 0, 1 or NONE */
+    size_t align; /* kheap_alloc_aligned's, or 0 */
 };
 
 static struct block g_live[MAX_LIVE];
@@ -214,7 +219,7 @@ static void bad_call(unsigned how, void *p, unsigned kinds, const char *what)
 
 /* ---- ordinary operations ---- */
 
-static void add_block(unsigned char *p, size_t size, size_t u, int cache)
+static void add_block(unsigned char *p, size_t size, size_t u, int cache, size_t align)
 {
     FZ_CHECK(u >= size && (uintptr_t)p >= (uintptr_t)g_mem &&
                  (uintptr_t)p + u <= (uintptr_t)g_mem + HEAP_BYTES,
@@ -222,7 +227,7 @@ static void add_block(unsigned char *p, size_t size, size_t u, int cache)
     FZ_CHECK(!block_at((uintptr_t)p) && !block_at((uintptr_t)p + u - 1),
              "op %u: new block %p (+%zu) overlaps a live one", g_op, (void *)p, u);
     struct block *b = &g_live[g_nlive++];
-    *b = (struct block){p, size, u, next_seed(), cache};
+    *b = (struct block){p, size, u, next_seed(), cache, align};
     fz_fill(p, size, pattern_from(b), b->seed);
 }
 
@@ -233,23 +238,28 @@ static void op_alloc(struct fz_in *in)
         int c = (int)(k / 4 % 2);
         unsigned char *p = kheap_cache_alloc(g_cache[c]);
         if (p)
-            add_block(p, OBJ_SIZE, OBJ_SIZE, c);
+            add_block(p, OBJ_SIZE, OBJ_SIZE, c, 0);
         return;
     }
     size_t size = fz_size(in, MAX_REQ);
-    unsigned char *p = k % 4 == 2 ? kheap_alloc_aligned(g_heap, size, (size_t)8 << (k / 4 % 12))
-                                  : kheap_alloc(g_heap, size);
+    size_t align = k % 4 == 2 ? (size_t)8 << (k / 4 % 12) : 0;
+    unsigned char *p = align ? kheap_alloc_aligned(g_heap, size, align) : kheap_alloc(g_heap, size);
     if (p)
-        add_block(p, size, kheap_usable_size(g_heap, p), NONE);
+        add_block(p, size, kheap_usable_size(g_heap, p), NONE, align);
 }
 
-/* Free block i the right way; it leaves the model. */
+/* Free block i the right way; it leaves the model. Half the kmalloc
+ * blocks (by their seed) go with the size and alignment they were asked
+ * with, which must never be reported. */
 static void *free_at(size_t i)
 {
     struct block b = g_live[i];
     verify_block(&b, "before free");
     if (b.cache != NONE)
         kheap_cache_free(g_cache[b.cache], b.p);
+    else if (b.seed & 1)
+        kheap_free_aligned_as(g_heap, b.p, b.size, b.align,
+                              b.seed & 2 ? KHEAP_BLOCK_NEW : KHEAP_BLOCK_MALLOC);
     else
         kheap_free(g_heap, b.p);
     g_live[i] = g_live[--g_nlive];
@@ -356,6 +366,23 @@ static void op_wrong_cache(struct fz_in *in)
     arm();
     kheap_cache_free(g_cache[c], b->p);
     expect(K(KHEAP_REPORT_WRONG_CACHE), b->p, "free to another cache");
+}
+
+/* A sized free of a kmalloc block with a size past its usable bytes: of
+ * a class above the block's, or (a large block) of more pages. */
+static void op_wrong_size(struct fz_in *in)
+{
+    unsigned how = fz_u8(in);
+    if (!g_nlive)
+        return;
+    struct block *b = &g_live[fz_u16(in) % g_nlive];
+    if (b->cache != NONE)
+        return; /* an object of a user cache is freed as kheap_free frees it */
+    size_t wrong = b->usable + 1 + (how & 0x80 ? fz_u16(in) : 0);
+    arm();
+    kheap_free_aligned_as(g_heap, b->p, wrong, b->align,
+                          how & 1 ? KHEAP_BLOCK_NEW : KHEAP_BLOCK_MALLOC);
+    expect(K(KHEAP_REPORT_SIZE_MISMATCH), b->p, "sized free of a wrong size");
 }
 
 static void op_busy(struct fz_in *in)
@@ -517,6 +544,7 @@ static void run_op(struct fz_in *in)
     case 9: op_wrong_cache(in); break;
     case 10: op_busy(in); break;
     case 11: op_bulk_bad(in); break;
+    case 12: op_wrong_size(in); break;
     default: op_impossible(in); break;
     }
 }

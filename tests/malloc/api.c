@@ -188,6 +188,18 @@ TEST(usable_size_and_sized_frees)
         CHECK(p != NULL, "aligned_alloc(256, %zu)", n);
         free_aligned_sized(p, 256, n);
     }
+    /* free_sized takes the size realloc gave (also when the block stayed
+     * where it was, in a larger class) and calloc's product: libkheap.so
+     * would report and abort on a size it takes for the wrong one. */
+    for (size_t n = 1; n <= 70000; n += n / 4 + 7) {
+        void *p = malloc(n);
+        void *q = realloc(p, n / 2 + 1);
+        CHECK(q != NULL, "realloc(%zu -> %zu)", n, n / 2 + 1);
+        free_sized(q, n / 2 + 1);
+        q = calloc(n, 3);
+        CHECK(q != NULL, "calloc(%zu, 3)", n);
+        free_sized(q, n * 3);
+    }
 }
 
 int main(void)

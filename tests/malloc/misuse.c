@@ -5,8 +5,8 @@
  *   misuse CASE
  * Does the misuse, then ends normally: a malloc that finds it reports and
  * aborts first. Prints "survived" when nothing stopped it. The C++ cases
- * call the operators by their symbols, found at run time (skipped, exit
- * 77, when no library defines them).
+ * and free_sized call the functions by their symbols, found at run time
+ * (skipped, exit 77, when no library defines them).
  */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -169,6 +169,15 @@ int main(int argc, char **argv)
     } else if (!strcmp(c, "sized-delete-wrong-size")) {
         void *p = ((new_fn)sym("_Znw" SZ))(40);
         ((sdel_fn)sym("_ZdlPv" SZ))(p, 48);
+    } else if (!strcmp(c, "sized-delete-other-class")) {
+        void *p = ((new_fn)sym("_Znw" SZ))(40);
+        ((sdel_fn)sym("_ZdlPv" SZ))(p, 200);
+    } else if (!strcmp(c, "sized-delete-large")) {
+        void *p = ((new_fn)sym("_Zna" SZ))(300000);
+        ((sdel_fn)sym("_ZdaPv" SZ))(p, 100000);
+    } else if (!strcmp(c, "free-sized-wrong-size")) {
+        void *p = launder(malloc(100));
+        ((void (*)(void *, size_t))sym("free_sized"))(p, 1000);
     } else if (!strcmp(c, "check-clean")) {
         /* No misuse: blocks of many sizes and alignments, live and freed
          * (quarantined), pass the whole-heap check. */

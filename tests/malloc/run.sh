@@ -44,7 +44,7 @@ prog limits sh -c "ulimit -v 1500000 && LD_PRELOAD='$SO' exec '$M/limits'"
 # library's malloc, libkheap.so and libkheap-debug.so. libkheap-debug.so
 # must report every case with its cause, and abort; the other two are
 # listed for the table in docs/DESIGN.md, and libkheap.so must keep
-# finding the double frees it finds today.
+# finding the double frees and wrong sizes it finds today.
 DSO=$(cd "$B" && pwd)/libkheap-debug.so
 found() { # how case: the cause kheap or glibc printed, or what happened
     case $1 in
@@ -74,6 +74,8 @@ for pair in overflow-1:"heap overflow" overflow-32-memcpy:"heap overflow" \
     double-free-after-reuse:"double free" double-free-large:"double free" \
     new-array-delete:"another kind" new-delete-array:"another kind" \
     malloc-delete:"another kind" sized-delete-wrong-size:"not the block's" \
+    sized-delete-other-class:"not the block's" sized-delete-large:"not the block's" \
+    free-sized-wrong-size:"not the block's" \
     check-overflow:"bytes after a debug block" check-use-after-free:"quarantined debug block" \
     stale-data:"no stale data"; do
     c=${pair%%:*} want=${pair#*:}
@@ -92,6 +94,15 @@ for c in double-free double-free-delayed double-free-large; do
     case $r in
     *"double free"* | *"stale pointer"*) echo "ok - libkheap.so still finds $c: $r" ;;
     *) echo "not ok - libkheap.so no longer finds $c: $r" ;;
+    esac
+done
+# libkheap.so checks a sized free's size against the block's class (or
+# a large block's pages); a size of the same class passes.
+for c in sized-delete-other-class sized-delete-large free-sized-wrong-size; do
+    r=$(found "$SO" "$c")
+    case $r in
+    *"sized free with a size"*) echo "ok - libkheap.so finds $c: $r" ;;
+    *) echo "not ok - libkheap.so does not find $c: $r" ;;
     esac
 done
 # A whole-heap check (glibc's mcheck_check_all) of a heap used without
