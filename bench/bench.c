@@ -401,14 +401,16 @@ static void *tput_thread(void *varg)
     return NULL;
 }
 
+#define TPUT_MAX_THREADS 1024
+
 static int run_tput(unsigned threads, unsigned long steps, int none)
 {
-    if (threads < 1 || threads > 64)
-        die("tput: 1..64 threads");
+    if (threads < 1 || threads > TPUT_MAX_THREADS)
+        die("tput: 1..1024 threads");
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, threads + 1);
-    pthread_t tid[64];
-    struct tput_arg arg[64];
+    static pthread_t tid[TPUT_MAX_THREADS];
+    static struct tput_arg arg[TPUT_MAX_THREADS];
     for (unsigned t = 0; t < threads; t++) {
         arg[t] = (struct tput_arg){&start, steps, 0x9e3779b97f4a7c15ull * (t + 1) | 1, 0, 0, 0,
                                    none};

@@ -150,3 +150,24 @@ def marked_section(doc, begin, end):
     if begin not in text or end not in text:
         return None
     return text[text.index(begin):text.index(end) + len(end)]
+
+
+def put_section(text, section, begin, end, before="## Reproducing"):
+    """text with its part from begin to end replaced by section, or with
+    section put before the heading before (at the end if none)."""
+    if begin in text and end in text:
+        return text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    if before in text:
+        i = text.index(before)
+        return text[:i] + section + "\n\n" + text[i:]
+    return text + "\n" + section + "\n"
+
+
+def write_section(section, begin, end):
+    """Put section (marked by begin and end) into docs/BENCHMARKS.md."""
+    doc = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+    with open(doc) as f:
+        text = f.read()
+    with open(doc, "w") as f:
+        f.write(put_section(text, section, begin, end))
+    log("wrote %s" % os.path.relpath(doc, ROOT))

@@ -24,6 +24,8 @@ Five tests:
   real  real programs (bench/real.py), kheap as libkheap.so
   sizes callgrind instruction counts per malloc+free pair from 16 B to
         256 KiB, kheap three ways and the peers (bench/sizes.py)
+  threads the tput loop with 2 and 256 threads: throughput and peak RSS
+        (bench/threads.py)
 The summary tables and charts put suite and real together: each test's
 time and peak RSS over the best allocator's, and their geometric means.
 
@@ -40,11 +42,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
-                    make_env, run, run_harness, script_main, wait_quiet, write_csv)
+                    make_env, put_section, run, run_harness, script_main, wait_quiet,
+                    write_csv)
 import real  # noqa: E402
 import sampled  # noqa: E402
 import sizes  # noqa: E402
 import suite  # noqa: E402
+import threads  # noqa: E402
 
 KHEAP_DEFAULT_SIZE = 268435456  # 256 MiB: the default heap the harness uses
 SRC_ROOT = [ROOT]  # the kheap tree measured (the work tree or a snapshot)
@@ -802,8 +806,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,sizes,tput,pc,suite,real,sampled",
-                    help="comma-separated subset of hot,sizes,tput,pc,suite,real,sampled")
+    ap.add_argument("--only", default="hot,sizes,tput,threads,pc,suite,real,sampled",
+                    help="comma-separated subset of hot,sizes,tput,threads,pc,suite,real,sampled")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
                     "of the work tree")
@@ -832,6 +836,10 @@ def main():
         sizes_m = sizes.measure((bin_kheap, bin_malloc, bin_init), 64000 if not args.quick else 6400,
                                 sizes.SIZES if not args.quick else [16, 1100, 8192, 65536])
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
+    threads_m = None
+    if "threads" in only:
+        threads_m = threads.measure(bin_malloc, cfg["reps"] if not args.quick else 1,
+                                    64_000_000 if not args.quick else 4_000_000)
     pc = test_pc(allocs, cfg, results) if "pc" in only else []
     suite_rows, suite_names, suite_missing = [], [], []
     if "suite" in only:
@@ -864,12 +872,10 @@ def main():
                              real.report(rows, rnames, cfg["real_reps"], rsecs, rmissing) + "\n")
     else:
         text = keep_real_section(doc, text)
-    for mod, measured in ((sizes, sizes_m),):
+    for mod, measured in ((sizes, sizes_m), (threads, threads_m)):
         sec = mod.report(measured) if measured else mod.kept(doc)
-        if sec and mod.BEGIN in text:
-            text = text[:text.index(mod.BEGIN)] + sec + text[text.index(mod.END) + len(mod.END):]
-        elif sec:
-            text = insert_before(text, "## Reproducing", sec + "\n")
+        if sec:
+            text = put_section(text, sec, mod.BEGIN, mod.END)
     section = sampled.report(sampled_rows) if sampled_rows else sampled.kept(doc)
     if sampled_rows or (section and sampled.BEGIN not in text):
         if sampled.BEGIN in text:

@@ -110,18 +110,7 @@ def kept(doc):
 
 
 def write_doc(section):
-    doc = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
-    with open(doc) as f:
-        text = f.read()
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    elif "## Reproducing" in text:
-        i = text.index("## Reproducing")
-        text = text[:i] + section + "\n\n" + text[i:]
-    else:
-        text += "\n" + section + "\n"
-    with open(doc, "w") as f:
-        f.write(text)
+    common.write_section(section, BEGIN, END)
 
 
 def main():

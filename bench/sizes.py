@@ -139,16 +139,7 @@ def main():
     if args.print:
         print(section)
         return 0
-    doc = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
-    with open(doc) as f:
-        text = f.read()
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.replace("## Reproducing", section + "\n\n## Reproducing", 1)
-    with open(doc, "w") as f:
-        f.write(text)
-    common.log("wrote %s" % os.path.relpath(doc, common.ROOT))
+    common.write_section(section, BEGIN, END)
     return 0
 
 

@@ -74,7 +74,9 @@ void kheap_port_unlock(kheap_lock_t *lock);
  * kheap_port_cpu_enter_fast() (and KHEAP_PORT_CPU_ENTER_FAST 1): like
  * enter, but it may return KHEAP_CPU_NONE rather than do slow work (the
  * hosted port's first-use slot claim); the hit paths use it, and a miss
- * then calls kheap_port_cpu_enter.
+ * then calls kheap_port_cpu_enter. With it, kheap_port_cpu_exit_fast(cpu)
+ * undoes enter_fast (the hosted port's is nothing; its exit also gives
+ * back a slot that enter only lent).
  *
  * Optionally (KHEAP_PORT_CPU_LOCAL 1 in that header), a word per CPU for
  * the default heap: kheap_port_cpu_local() returns it and
@@ -84,7 +86,14 @@ void kheap_port_unlock(kheap_lock_t *lock);
  * port's initial-exec TLS word is initialised so). kheap keeps the default
  * heap's state of the CPU there, so kmalloc's and kfree's hit paths reach
  * it with one load from the thread pointer (a kernel port: a per-CPU
- * variable reached through its per-CPU base register). */
+ * variable reached through its per-CPU base register).
+ *
+ * Optionally (KHEAP_PORT_CPU_REACH 1 in that header),
+ * kheap_port_cpu_reach(fn, arg) calls fn(cpu, arg) for every CPU whose
+ * per-CPU state the port can make the caller's alone for the length of
+ * the call (as between enter and exit), and no other. kheap_reclaim then
+ * takes back what those CPUs cache too, not only the caller's. The hosted
+ * port reaches the slots it lends that no thread holds. */
 #define KHEAP_CPU_NONE ((unsigned)KHEAP_MAX_CPUS)
 struct kh_cpu;
 extern struct kh_cpu kh_cpu_sentinel;
@@ -97,9 +106,13 @@ void kheap_port_cpu_exit(unsigned cpu);
 #ifndef KHEAP_PORT_CPU_ENTER_FAST
 #define KHEAP_PORT_CPU_ENTER_FAST 0
 #define kheap_port_cpu_enter_fast() kheap_port_cpu_enter()
+#define kheap_port_cpu_exit_fast(cpu) kheap_port_cpu_exit(cpu)
 #endif
 #ifndef KHEAP_PORT_CPU_LOCAL
 #define KHEAP_PORT_CPU_LOCAL 0
+#endif
+#ifndef KHEAP_PORT_CPU_REACH
+#define KHEAP_PORT_CPU_REACH 0
 #endif
 
 /* Optional: try to acquire *lock without waiting (KHEAP_PORT_TRYLOCK 1 in

@@ -296,9 +296,22 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
     return bytes;
 }
 
+#if KHEAP_PORT_CPU_REACH
+static void reach_one(unsigned cpu, void *h)
+{
+    kh_cpu_flush_heap(h, cpu);
+}
+#endif
+
 size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk)
 {
     size_t got = kh_shrink(h, SIZE_MAX, who);
+#if KHEAP_PORT_CPU_REACH
+    /* The CPUs the port can hand the caller for a moment (hosted: the
+     * lent slots no thread holds): their magazines to the depots, which
+     * the walk below empties. */
+    kheap_port_cpu_reach(reach_one, h);
+#endif
     return (count_shrunk ? got : 0) + reclaim_caches(h);
 }
 

@@ -684,6 +684,13 @@ static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
     }
 }
 
+void kh_cpu_flush_heap(kheap_t *h, unsigned cpu)
+{
+    struct kh_later later = {.n = 0};
+    heap_cpu_flush(h, cpu, &later);
+    kh_later_deliver(&later);
+}
+
 void kheap_cpu_flush(unsigned cpu)
 {
     if (cpu >= KHEAP_CPU_NONE)

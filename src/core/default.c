@@ -135,14 +135,16 @@ size_t kheap_default_usable_size(const void *ptr)
 
 /* After a miss: point the port's per-CPU word at this CPU's state of the
  * default heap, which the miss may have just made, so the next hit path
- * finds it. */
+ * finds it. The CPU is the one the hit paths see (enter_fast): a CPU the
+ * port only lent for the slow path (hosted: a lent slot) must not stay in
+ * the word after the slow path gave it back. */
 static void local_sync(kheap_t *h)
 {
 #if KHEAP_PORT_CPU_LOCAL
-    unsigned cpu = kheap_port_cpu_enter();
+    unsigned cpu = kheap_port_cpu_enter_fast();
     if (cpu != KHEAP_CPU_NONE)
         kheap_port_cpu_local_set(h->cpu[cpu]);
-    kheap_port_cpu_exit(cpu);
+    kheap_port_cpu_exit_fast(cpu);
 #else
     (void)h;
 #endif

@@ -65,7 +65,7 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
         if (size <= KHEAP_RUN_CACHE_MAX) {
             cpu = kheap_port_cpu_enter_fast();
             bool hit = kh_run_pop(kh_cpu_here(cpus, cpu), w, size, out);
-            kheap_port_cpu_exit(cpu);
+            kheap_port_cpu_exit_fast(cpu);
             return hit;
         }
 #endif
@@ -73,7 +73,7 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
         return false;
     }
     bool hit = kh_cc_pop(cc, out);
-    kheap_port_cpu_exit(cpu);
+    kheap_port_cpu_exit_fast(cpu);
     if (kh_likely(hit)) {
         *kh_guard_word(*out) = 0;
         return true;
@@ -112,7 +112,7 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
              * limit is NULL. */
             if (!cc->limit) {
                 bool hit = kh_run_push(cc->runs, w, ptr);
-                kheap_port_cpu_exit(cpu);
+                kheap_port_cpu_exit_fast(cpu);
                 return hit;
             }
 #endif
@@ -120,10 +120,10 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
         }
         if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
-            kheap_port_cpu_exit(cpu);
+            kheap_port_cpu_exit_fast(cpu);
             return true;
         }
-        kheap_port_cpu_exit(cpu);
+        kheap_port_cpu_exit_fast(cpu);
     }
 #else
     (void)cpus, (void)w, (void)ptr;
@@ -156,10 +156,10 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
         if (kh_likely(of_class && kh_cc_slot(cc, off & KH_PAGE_MASK) &&
                       *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
-            kheap_port_cpu_exit(cpu);
+            kheap_port_cpu_exit_fast(cpu);
             return true;
         }
-        kheap_port_cpu_exit(cpu);
+        kheap_port_cpu_exit_fast(cpu);
     }
 #else
     (void)cpus, (void)w, (void)ptr, (void)size;

@@ -852,6 +852,9 @@ static inline bool kh_run_cached(kheap_t *h, const struct kh_page *d)
            __atomic_load_n(&h->window.tags[d - h->regions[0].pages], __ATOMIC_ACQUIRE) !=
                KH_RUN_TAG;
 }
+/* CPU cpu's magazines of h's caches to the depots and its cached large
+ * blocks to the pages, for a CPU the caller holds alone (no lock held). */
+void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
 /* Cache the block p of npages pages, whose tag the caller took, in this
  * CPU's cache (made on first use); false if there is none or no room. */
 bool kh_runs_put(kheap_t *h, void *p, size_t npages);

@@ -27,9 +27,13 @@
  * release happens before its next owner takes it. */
 #define slot_handover_before(p) ANNOTATE_HAPPENS_BEFORE(p)
 #define slot_handover_after(p) ANNOTATE_HAPPENS_AFTER(p)
+/* ... and that the lent slots' flags are only ever exchanged and
+ * released: racing on them is what they are for. */
+#define slot_flags_atomic(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "lent slot flags (atomic)")
 #else
 #define slot_handover_before(p) ((void)(p))
 #define slot_handover_after(p) ((void)(p))
+#define slot_flags_atomic(p, n) ((void)(p), (void)(n))
 #endif
 
 _Static_assert(sizeof(pthread_mutex_t) <= sizeof(kheap_lock_t),
@@ -110,7 +114,23 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * locked path instead of recursing (or waiting on its own pthread_once).
  *
  * fork: the first slot taken in the process also registers kheap's fork
- * handlers (fork_prepare and friends below). */
+ * handlers (fork_prepare and friends below).
+ *
+ * Lent slots: a thread finds every owned slot taken (more threads than
+ * KH_HOSTED_OWNED), or has given its own back (slot_gone): each
+ * kheap_port_cpu_enter then borrows one of the KHEAP_HOSTED_SHARED_SLOTS
+ * lent slots, taking its flag in lent_busy with an exchange (no waiting:
+ * a taken flag sends it to the next one), and the matching exit gives it
+ * back (release). So its slow paths use that slot's magazines, not the
+ * caches' locked path, on which hundreds of threads on a few CPUs would
+ * queue behind a preempted lock holder. Whoever holds a flag is alone in
+ * that slot's per-CPU state, as an owner is; the release and the next
+ * acquire order one holder's writes before the next's. A nested enter
+ * (a signal handler inside an operation) gets the slot it already holds
+ * (lent_depth). If every lent slot is busy, KHEAP_CPU_NONE: the locked
+ * path, as before. A lent slot is never flushed: its magazines stay for
+ * the next borrower, so they are bounded by the number of lent slots, as
+ * a CPU's are. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 __thread struct kh_cpu *kh_hosted_cpu_local
     __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
@@ -122,6 +142,62 @@ static unsigned long long slot_map[SLOT_WORDS];
 static pthread_key_t slot_key;
 static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
 static int slot_key_ok;
+
+static unsigned char lent_busy[KHEAP_HOSTED_SHARED_SLOTS > 0 ? KHEAP_HOSTED_SHARED_SLOTS : 1];
+static __thread unsigned lent_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+static __thread unsigned lent_depth __attribute__((tls_model("initial-exec")));
+static unsigned lent_next; /* where the next borrower starts looking */
+static pthread_once_t lent_once = PTHREAD_ONCE_INIT;
+
+static void lent_setup(void)
+{
+    slot_flags_atomic(lent_busy, sizeof lent_busy);
+    slot_flags_atomic(&lent_next, sizeof lent_next);
+}
+
+static unsigned slot_lend(void)
+{
+    if (lent_depth) {
+        lent_depth++;
+        return lent_slot;
+    }
+    pthread_once(&lent_once, lent_setup);
+    unsigned start = __atomic_fetch_add(&lent_next, 1u, __ATOMIC_RELAXED);
+    for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
+        unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
+        if (!__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE)) {
+            slot_handover_after(&lent_busy[i]);
+            lent_depth = 1;
+            return lent_slot = KH_HOSTED_OWNED + i;
+        }
+    }
+    return KHEAP_CPU_NONE;
+}
+
+void kh_hosted_slot_lend_end(unsigned slot)
+{
+    if (--lent_depth)
+        return;
+    lent_slot = KHEAP_CPU_NONE;
+    slot_handover_before(&lent_busy[slot - KH_HOSTED_OWNED]);
+    __atomic_store_n(&lent_busy[slot - KH_HOSTED_OWNED], 0, __ATOMIC_RELEASE);
+}
+
+/* kheap_reclaim's reach: each lent slot no thread holds, taken as a
+ * borrower takes it for the length of fn (a busy one is skipped: its
+ * holder is inside an operation). */
+void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
+{
+    pthread_once(&lent_once, lent_setup);
+    for (unsigned i = 0; i < KHEAP_HOSTED_SHARED_SLOTS; i++) {
+        if (__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE))
+            continue;
+        slot_handover_after(&lent_busy[i]);
+        fn(KH_HOSTED_OWNED + i, arg);
+        slot_handover_before(&lent_busy[i]);
+        __atomic_store_n(&lent_busy[i], 0, __ATOMIC_RELEASE);
+    }
+}
 
 static void slot_release(void *arg)
 {
@@ -166,12 +242,14 @@ static unsigned slot_take(void);
 
 unsigned kh_hosted_slot_take(void)
 {
-    if (slot_gone || slot_taking)
+    if (slot_taking)
         return KHEAP_CPU_NONE;
+    if (slot_gone)
+        return slot_lend();
     slot_taking = 1;
     unsigned slot = slot_take();
     slot_taking = 0;
-    return slot;
+    return slot != KHEAP_CPU_NONE ? slot : slot_lend();
 }
 
 static unsigned slot_take(void)
@@ -183,7 +261,7 @@ static unsigned slot_take(void)
         unsigned long long m = __atomic_load_n(&slot_map[w], __ATOMIC_RELAXED);
         while (~m) {
             unsigned b = (unsigned)__builtin_ctzll(~m), slot = w * 64 + b;
-            if (slot >= KHEAP_MAX_CPUS)
+            if (slot >= KH_HOSTED_OWNED)
                 break;
             if (__atomic_compare_exchange_n(&slot_map[w], &m, m | (1ull << b), false,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {

@@ -10,12 +10,29 @@
  * kh_hosted_slot holds the slot itself, KHEAP_CPU_NONE until the thread
  * has one (the TLS initial value) and again after its exit hook, so the
  * hit paths read it with one load and use it as it is.
+ *
+ * When every slot is owned, a thread borrows one of the last
+ * KHEAP_HOSTED_SHARED_SLOTS slots, which no thread owns, from its
+ * kheap_port_cpu_enter to the matching exit (hosted.c): only the slow
+ * paths see such a slot (enter_fast returns KHEAP_CPU_NONE to the hit
+ * paths of a thread without a slot), so exit_fast has nothing to give
+ * back and the hit paths pay nothing for it.
  */
 #ifndef KHEAP_HOSTED_CPU_H
 #define KHEAP_HOSTED_CPU_H
 
+#ifndef KHEAP_HOSTED_SHARED_SLOTS
+#define KHEAP_HOSTED_SHARED_SLOTS 8
+#endif
+#if KHEAP_HOSTED_SHARED_SLOTS >= KHEAP_MAX_CPUS
+#error "KHEAP_HOSTED_SHARED_SLOTS leaves no slot to own"
+#endif
+/* Slots threads own: 0 .. KH_HOSTED_OWNED - 1; the rest are lent. */
+#define KH_HOSTED_OWNED ((unsigned)(KHEAP_MAX_CPUS - KHEAP_HOSTED_SHARED_SLOTS))
+
 extern __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec")));
 unsigned kh_hosted_slot_take(void);
+void kh_hosted_slot_lend_end(unsigned slot);
 
 static inline unsigned kheap_port_cpu_enter(void)
 {
@@ -34,6 +51,11 @@ static inline unsigned kheap_port_cpu_enter_fast(void)
 
 static inline void kheap_port_cpu_exit(unsigned cpu)
 {
+    if (__builtin_expect(cpu >= KH_HOSTED_OWNED && cpu != KHEAP_CPU_NONE, 0))
+        kh_hosted_slot_lend_end(cpu);
+}
+static inline void kheap_port_cpu_exit_fast(unsigned cpu)
+{
     (void)cpu;
 }
 
@@ -50,6 +72,10 @@ static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
 {
     kh_hosted_cpu_local = pc;
 }
+
+/* The lent slots no thread holds (hosted.c). */
+#define KHEAP_PORT_CPU_REACH 1
+void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg);
 
 /* kheap_port_trylock is in hosted.c. */
 #define KHEAP_PORT_TRYLOCK 1

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Many threads on few CPUs: bench/bench.c's throughput loop (each thread
+replaces random blocks of 16..512 B in a ring of 64) with 2 threads and
+with 256, under kheap (libkheap.so through LD_PRELOAD), glibc, jemalloc,
+mimalloc and tcmalloc. Reports throughput and peak RSS, medians of
+interleaved rounds (every allocator and thread count once, then again),
+and each allocator's 256-thread figures over its own 2-thread ones: an
+allocator whose caches belong to CPUs keeps both near 1, one whose caches
+belong to threads grows its RSS with the threads.
+
+    python3 bench/threads.py [--reps N] [--pairs N]   write the section
+                                                      into docs/BENCHMARKS.md
+
+Every run does the same total work: --pairs (default 64 000 000) split
+over the threads; throughput is the pairs over the process's wall time
+(thread creation included: with 256 threads the harness's own clock,
+started at a barrier, measures too little to be steady). bench/run.py
+calls measure() and report() for `make bench`.
+
+Only the Python standard library is used.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import suite  # noqa: E402
+
+BEGIN = "<!-- threads: written by bench/threads.py -->"
+END = "<!-- end of threads -->"
+THREADS = [2, 256]
+
+
+def allocators(bin_malloc):
+    so = suite.kheap_so()
+    if not so:
+        raise RuntimeError("no build/libkheap.so")
+    out, missing = [("kheap", bin_malloc, so, "libkheap.so")], []
+    for name, lib, origin in common.PEERS:
+        path = common.find_lib(lib) if lib else None
+        if lib and not path:
+            missing.append(name)
+            continue
+        out.append((name, bin_malloc, path, origin))
+    return out, missing
+
+
+def measure(bin_malloc, reps=3, pairs=64_000_000):
+    allocs, missing = allocators(bin_malloc)
+    rows = {}
+    quiet = dict(max_wait=10, wait_budget=120)
+    for rnd in range(reps):
+        for alloc in allocs:
+            for t in THREADS:
+                busy = common.wait_quiet(quiet)
+                t0 = time.time()
+                r = common.run_harness(alloc, ["tput", t, pairs // t])
+                wall = time.time() - t0
+                rows.setdefault((alloc[0], t), []).append(
+                    (pairs // t * t / wall, int(r["maxrss_kib"]), busy))
+        common.log("threads: round %d of %d" % (rnd + 1, reps))
+    return dict(rows=rows, names=[a[0] for a in allocs], reps=reps, pairs=pairs,
+                missing=missing)
+
+
+def report(m):
+    rows, names = m["rows"], m["names"]
+
+    def med(name, t, k):
+        return statistics.median(r[k] for r in rows[(name, t)])
+
+    L = [BEGIN, "### Many threads on few CPUs", "",
+         "`bench/threads.py` (part of `make bench`): bench/bench.c's throughput loop with "
+         "%s threads, %d pairs in all split over the threads (pairs over the process's wall "
+         "time), %d interleaved rounds; medians (min-max). kheap is libkheap.so through "
+         "`LD_PRELOAD`. The last two columns are each allocator's 256-thread figures over "
+         "its own 2-thread ones." % (
+             " and ".join(str(t) for t in THREADS), m["pairs"], m["reps"]), "",
+         "| allocator | M pairs/s, 2 threads | M pairs/s, 256 threads | peak RSS KiB, 2 | "
+         "peak RSS KiB, 256 | throughput 256/2 | RSS 256/2 |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    for n in names:
+        cells = []
+        for t in THREADS:
+            v = [r[0] / 1e6 for r in rows[(n, t)]]
+            cells.append("%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v)))
+        for t in THREADS:
+            cells.append("%d" % med(n, t, 1))
+        cells.append("%.2f" % (med(n, 256, 0) / med(n, 2, 0)))
+        cells.append("%.2f" % (med(n, 256, 1) / med(n, 2, 1)))
+        L.append("| %s | %s |" % (n, " | ".join(cells)))
+    busy = [r[2] for v in rows.values() for r in v]
+    L += ["", "The machine was busy at most %.0f %% before a run (other work on it)." %
+          (100 * max(busy))]
+    if m["missing"]:
+        L.append("Missing peers: %s." % ", ".join(m["missing"]))
+    L += ["", END]
+    return "\n".join(L)
+
+
+def kept(doc):
+    """The section as doc has it now, or None."""
+    return common.marked_section(doc, BEGIN, END)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=64_000_000)
+    ap.add_argument("--print", action="store_true", help="print the section, do not write it")
+    args = ap.parse_args()
+    import run  # the harnesses are built as for the other tests
+    _, bin_malloc, _ = run.build(common.ROOT)
+    section = report(measure(bin_malloc, args.reps, args.pairs))
+    if args.print:
+        print(section)
+        return 0
+    common.write_section(section, BEGIN, END)
+    return 0
+
+
+if __name__ == "__main__":
+    common.script_main(main, "threads")
