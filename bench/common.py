@@ -1,6 +1,8 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
-bench/real.py): paths, the peer allocators, running commands and the
-harnesses, waiting for a quiet machine, CSV output, the build environment.
+bench/real.py, bench/redis.py, bench/cpython.py): paths, the peer
+allocators, running commands and the harnesses, waiting for a quiet
+machine, CSV output, the build environment, their sections of
+docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
 import csv
@@ -58,6 +60,19 @@ def find_lib(name):
         if os.path.exists(path):
             return path
     return None
+
+
+def preloads(kheap_so):
+    """[(name, library to preload, None for glibc)] in the order of the
+    real-program tables (glibc, kheap, jemalloc, mimalloc, tcmalloc), and
+    the names of those not found. kheap_so: libkheap.so's path or None."""
+    out, missing = [("glibc", None)], []
+    for name, path in [("kheap", kheap_so)] + [(n, find_lib(lib)) for n, lib, _ in PEERS if lib]:
+        if path:
+            out.append((name, path))
+        else:
+            missing.append(name)
+    return out, missing
 
 
 def make_env():
@@ -126,6 +141,34 @@ def write_csv(path, rows, fields):
         w.writeheader()
         for r in rows:
             w.writerow(r)
+
+
+def splice(text, section, begin, end):
+    """text with section in place of the part from begin to end (markers
+    included); with no such part, section goes before the Reproducing
+    section, or at the end."""
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end)
+        return text[:a] + section.rstrip("\n") + text[b:]
+    marker = "## Reproducing"
+    if marker in text:
+        i = text.index(marker)
+        return text[:i] + section + "\n" + text[i:]
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def section(path, begin, end):
+    """The part of the file at path from begin to end (markers included),
+    or None."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if begin not in text or end not in text:
+        return None
+    return text[text.index(begin):text.index(end) + len(end)]
 
 
 def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
