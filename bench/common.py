@@ -75,6 +75,18 @@ def preloads(kheap_so):
     return out, missing
 
 
+def kheap_commit():
+    """The last commit that changed kheap itself (src/, include/, the
+    Makefile), and whether the work tree has changed them since."""
+    try:
+        head = run(["git", "log", "-1", "--format=%h", "--abbrev=12", "--",
+                    "src", "include", "Makefile"]).strip()
+        dirty = run(["git", "status", "--porcelain", "--", "src", "include", "Makefile"]).strip()
+        return head + (" with uncommitted changes" if dirty else "")
+    except (RuntimeError, OSError):
+        return "unknown"
+
+
 def make_env():
     """The environment for building kheap through its Makefile: nothing from
     the caller's make or environment may change the build (not its
