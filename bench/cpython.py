@@ -167,12 +167,11 @@ def report(rows, names, missing, diff, reps, elapsed):
              "min–max over the rounds; *vs glibc* divides kheap's median by glibc's (below 1: "
              "kheap is faster or smaller). The *all* row of the times adds up each round's "
              "(median and min–max of the sums); that of the peak RSS is each allocator's "
-             "geometric mean, over the tests, of its median over glibc's. The machine has 2 "
-             "shared cores and other work ran beside this (compiling), so times are noisy. "
-             "`test_io` and "
+             "geometric mean, over the tests, of its median over glibc's. The %d CPUs are "
+             "shared: other work adds noise, which the min–max shows. `test_io` and "
              "`test_subprocess` are left out: they spend most of their 20–30 s waiting."
              % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), version.strip(),
-                common.kheap_commit(), reps, elapsed, PYTHON))
+                common.kheap_commit(), reps, elapsed, PYTHON, os.cpu_count() or 1))
     if missing:
         L += ["", "Not measured (library not found): %s." % ", ".join(missing)]
     by, meds = {}, {}

@@ -239,14 +239,17 @@ def report(rows, names, missing, reps, elapsed):
              "emptied with `FLUSHALL` (or `FLUSHALL ASYNC`), left idle, asked `INFO memory` "
              "once at 10 s and, %d s later, loaded with `redis-benchmark -s S %s` (about "
              "9 500 keys). "
-             "VmRSS is read from `/proc` between the steps; *peak* is VmHWM at the end. "
-             "Figures are the median and the min–max over the rounds, sizes in MiB. The "
-             "machine has 2 shared cores and other work ran beside this (compiling), so "
-             "requests per second are noisy; redis-benchmark runs on the same cores."
+             "VmRSS is read from `/proc` between the steps; *peak* is VmHWM at the end (or "
+             "the highest VmRSS read, if more: the kernel updates VmHWM lazily). "
+             "Figures are the median and the min–max over the rounds, sizes in MiB. The %d "
+             "CPUs are shared: other work adds noise, which the min–max shows (busy share of "
+             "the CPUs just before each load: median %.2f, the CSV's `busy_before`); "
+             "redis-benchmark runs on the same CPUs."
              % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), version(),
                 common.kheap_commit(), reps, elapsed,
                 " ".join(a if a else '""' for a in SERVER), " ".join(LOAD), SMALL_AFTER_INFO,
-                " ".join(SMALL)))
+                " ".join(SMALL), os.cpu_count() or 1,
+                statistics.median(r["busy_before"] for r in rows)))
     L.append("")
     others = [r["jemalloc_resident"] / 1048576 for r in rows if r["allocator"] != "jemalloc"]
     L.append("Debian's `redis-server` is linked with `libjemalloc.so.2`: without a preload its "
