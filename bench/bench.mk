@@ -1,14 +1,21 @@
 # kheap's benchmarks; included from the Makefile (`include bench/bench.mk`).
 #
-#   make bench          full run (about half an hour): the hot path, thread
-#                       scaling, producer/consumer, the workload suite and
-#                       the real programs; bench/results/*.csv,
+#   make bench          full run (about an hour): the hot path, thread
+#                       scaling, producer/consumer, the workload suite, the
+#                       real programs, Redis and CPython's regression
+#                       tests; bench/results/*.csv,
 #                       docs/BENCHMARKS.md and its charts
 #                       (docs/bench-time.png, docs/bench-rss.png)
 #   make bench-quick    reduced run (under 5 minutes): bench/results/quick/
 #   make bench-real     the real programs alone (python3, sqlite3, git, gcc,
 #                       perl, lua, sort, g++): bench/results/real.csv and
 #                       their section of docs/BENCHMARKS.md
+#   make bench-redis    Redis alone: SET requests/s, and RSS after FLUSHALL
+#                       while idle (about 12 minutes): bench/results/redis.csv
+#                       and its section of docs/BENCHMARKS.md
+#   make bench-cpython  CPython's regression tests alone: time, peak RSS and
+#                       their results under each allocator (about 15
+#                       minutes): bench/results/cpython.csv and its section
 #   make bench-clean    remove bench/build/
 #   make bench-rust     the Rust crate (bindings/rust): GlobalAlloc against
 #                       Rust's System allocator and kernel-like trace
@@ -19,7 +26,7 @@
 # default heap into bench/build/ for bench/bench.c; build/libkheap.so for
 # the workloads and real programs, through the Makefile's release rules).
 
-.PHONY: bench bench-quick bench-real bench-clean
+.PHONY: bench bench-quick bench-real bench-redis bench-cpython bench-clean
 
 bench:
 	bench/run.sh
@@ -31,6 +38,16 @@ bench-real:
 	tools/deps.sh real
 	tools/deps.sh bench || echo "bench-real: some peers could not be installed" >&2
 	python3 bench/real.py
+
+bench-redis:
+	tools/deps.sh real
+	tools/deps.sh bench || echo "bench-redis: some peers could not be installed" >&2
+	python3 bench/redis.py
+
+bench-cpython:
+	tools/deps.sh real
+	tools/deps.sh bench || echo "bench-cpython: some peers could not be installed" >&2
+	python3 bench/cpython.py
 
 bench-clean:
 	rm -rf bench/build

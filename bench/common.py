@@ -1,6 +1,8 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
-bench/real.py): paths, the peer allocators, running commands and the
-harnesses, waiting for a quiet machine, CSV output, the build environment.
+bench/real.py, bench/redis.py, bench/cpython.py): paths, the peer
+allocators, running commands and the harnesses, waiting for a quiet
+machine, CSV output, the build environment, their sections of
+docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
 import csv
@@ -58,6 +60,31 @@ def find_lib(name):
         if os.path.exists(path):
             return path
     return None
+
+
+def preloads(kheap_so):
+    """[(name, library to preload, None for glibc)] in the order of the
+    real-program tables (glibc, kheap, jemalloc, mimalloc, tcmalloc), and
+    the names of those not found. kheap_so: libkheap.so's path or None."""
+    out, missing = [("glibc", None)], []
+    for name, path in [("kheap", kheap_so)] + [(n, find_lib(lib)) for n, lib, _ in PEERS if lib]:
+        if path:
+            out.append((name, path))
+        else:
+            missing.append(name)
+    return out, missing
+
+
+def kheap_commit():
+    """The last commit that changed kheap itself (src/, include/, the
+    Makefile), and whether the work tree has changed them since."""
+    try:
+        head = run(["git", "log", "-1", "--format=%h", "--abbrev=12", "--",
+                    "src", "include", "Makefile"]).strip()
+        dirty = run(["git", "status", "--porcelain", "--", "src", "include", "Makefile"]).strip()
+        return head + (" with uncommitted changes" if dirty else "")
+    except (RuntimeError, OSError):
+        return "unknown"
 
 
 def make_env():
@@ -128,6 +155,34 @@ def write_csv(path, rows, fields):
             w.writerow(r)
 
 
+def splice(text, section, begin, end):
+    """text with section in place of the part from begin to end (markers
+    included); with no such part, section goes before the Reproducing
+    section, or at the end."""
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end)
+        return text[:a] + section.rstrip("\n") + text[b:]
+    marker = "## Reproducing"
+    if marker in text:
+        i = text.index(marker)
+        return text[:i] + section + "\n" + text[i:]
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def section(path, begin, end):
+    """The part of the file at path from begin to end (markers included),
+    or None."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if begin not in text or end not in text:
+        return None
+    return text[text.index(begin):text.index(end) + len(end)]
+
+
 def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
                                     subprocess.CalledProcessError)):
     """Run a script's main(); its errors end it with one line on stderr
@@ -139,35 +194,11 @@ def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
         sys.exit(1)
 
 
-def marked_section(doc, begin, end):
-    """The part of the file doc from the line begin to end (markers
-    included), or None if it has none."""
-    try:
-        with open(doc) as f:
-            text = f.read()
-    except OSError:
-        return None
-    if begin not in text or end not in text:
-        return None
-    return text[text.index(begin):text.index(end) + len(end)]
-
-
-def put_section(text, section, begin, end, before="## Reproducing"):
-    """text with its part from begin to end replaced by section, or with
-    section put before the heading before (at the end if none)."""
-    if begin in text and end in text:
-        return text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-    if before in text:
-        i = text.index(before)
-        return text[:i] + section + "\n\n" + text[i:]
-    return text + "\n" + section + "\n"
-
-
 def write_section(section, begin, end):
     """Put section (marked by begin and end) into docs/BENCHMARKS.md."""
     doc = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     with open(doc) as f:
         text = f.read()
     with open(doc, "w") as f:
-        f.write(put_section(text, section, begin, end))
+        f.write(splice(text, section + "\n", begin, end))
     log("wrote %s" % os.path.relpath(doc, ROOT))

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BENCH, ROOT, find_lib, log, make_env, script_main  # noqa: E402
+from common import BENCH, ROOT, find_lib, log, make_env, script_main, splice  # noqa: E402
 
 BUILD = os.path.join(BENCH, "build", "real")
 RESULTS = os.path.join(BENCH, "results")
@@ -164,18 +164,6 @@ def report(rows, allocs, reps, elapsed, missing):
     return "\n".join(L)
 
 
-def splice(doc_text, section):
-    if BEGIN in doc_text and END in doc_text:
-        a = doc_text.index(BEGIN)
-        b = doc_text.index(END) + len(END)
-        return doc_text[:a] + section.rstrip("\n") + doc_text[b:]
-    marker = "## Reproducing"
-    if marker in doc_text:
-        i = doc_text.index(marker)
-        return doc_text[:i] + section + "\n" + doc_text[i:]
-    return doc_text.rstrip("\n") + "\n\n" + section
-
-
 def measure(reps, only=None):
     """Run the workloads (all, or those named in only) reps rounds.
     Returns (rows, allocator names, missing peers, seconds): rows maps
@@ -235,7 +223,7 @@ def main():
     with open(DOC) as f:
         text = f.read()
     with open(DOC, "w") as f:
-        f.write(splice(text, section))
+        f.write(splice(text, section, BEGIN, END))
     log("wrote the real-program section of %s" % os.path.relpath(DOC, ROOT))
 
 

@@ -11,7 +11,7 @@ Allocators: kheap (its default heap through kmalloc/kfree, built with a
 put in front of it with LD_PRELOAD. The harness is bench/bench.c, compiled
 once against libkheap.a (-DBENCH_KHEAP) and once against malloc.
 
-Five tests:
+Eight tests:
   hot   callgrind instruction counts for malloc(32)+free pairs, for
         malloc(32) alone and free alone (batches of 64); deterministic, so
         one run each
@@ -26,6 +26,11 @@ Five tests:
         256 KiB, kheap three ways and the peers (bench/sizes.py)
   threads the tput loop with 2 and 256 threads: throughput and peak RSS
         (bench/threads.py)
+  redis Redis loaded, emptied by FLUSHALL and left idle (bench/redis.py):
+        SET requests/s and RSS over time (full run only)
+  cpython
+        CPython's regression tests (bench/cpython.py): time, peak RSS,
+        the same results under every allocator (full run only)
 The summary tables and charts put suite and real together: each test's
 time and peak RSS over the best allocator's, and their geometric means.
 
@@ -42,9 +47,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
-                    make_env, put_section, run, run_harness, script_main, wait_quiet,
-                    write_csv)
+                    make_env, run, run_harness, script_main, splice, wait_quiet, write_csv)
+from common import section as common_section  # noqa: E402
+import cpython  # noqa: E402
 import real  # noqa: E402
+import redis  # noqa: E402
 import sampled  # noqa: E402
 import sizes  # noqa: E402
 import suite  # noqa: E402
@@ -61,13 +68,15 @@ CONFIGS = {
     # max_wait: seconds a timed run may wait for the machine to be quiet;
     # wait_budget: seconds all of them together may wait
     # suite_*: bench/suite.py's scale and rounds; real_*: bench/real.py's
-    # rounds and workloads (None: all)
+    # rounds and workloads (None: all); redis_reps, cpython_reps: rounds of
+    # bench/redis.py and bench/cpython.py (0: not run, their sections kept)
     "full": dict(hot_n=1_000_000, tput_steps=20_000_000, pc_m=5_000_000, reps=5,
                  max_wait=10, wait_budget=120, suite_scale=1.0, suite_reps=5,
-                 real_reps=5, real_only=None),
+                 real_reps=5, real_only=None, redis_reps=3, cpython_reps=3),
     "quick": dict(hot_n=200_000, tput_steps=8_000_000, pc_m=2_000_000, reps=3,
                   max_wait=2, wait_budget=20, suite_scale=0.2, suite_reps=2,
-                  real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"}),
+                  real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"},
+                  redis_reps=0, cpython_reps=0),
 }
 
 PEER_PACKAGES = {"glibc": "libc6", "jemalloc": "libjemalloc2",
@@ -695,6 +704,8 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk=()):
              "install what they need through `tools/deps.sh` and call `bench/run.sh`, "
              "which passes its arguments to `bench/run.py` (`--only hot,tput,pc`, "
              "`--reps N`, `--rev COMMIT` to measure a commit instead of the work tree). "
+             "`make bench-real`, `make bench-redis` and `make bench-cpython` rerun one "
+             "section alone (`bench/real.py`, `bench/redis.py`, `bench/cpython.py`). "
              "Build products go to `bench/build/`.")
     L.append("")
     return "\n".join(L)
@@ -806,8 +817,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,sizes,tput,threads,pc,suite,real,sampled",
-                    help="comma-separated subset of hot,sizes,tput,threads,pc,suite,real,sampled")
+    ap.add_argument("--only", default="hot,sizes,tput,threads,pc,suite,real,sampled,redis,cpython",
+                    help="comma-separated subset of hot,sizes,tput,threads,pc,suite,real,"
+                    "sampled,redis,cpython")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
                     "of the work tree")
@@ -855,6 +867,13 @@ def main():
     if "real" in only:
         real.RESULTS = results
         real_rows = real.measure(cfg["real_reps"], cfg["real_only"])
+    redis_rows = cpython_rows = None
+    if "redis" in only and cfg["redis_reps"]:
+        redis.RESULTS = results
+        redis_rows = redis.measure(cfg["redis_reps"], list(redis.MODES))
+    if "cpython" in only and cfg["cpython_reps"]:
+        cpython.RESULTS = results
+        cpython_rows = cpython.measure(cfg["cpython_reps"])
     elapsed = time.time() - t0
     meta = dict(commit=commit, load=(load0, loadavg()), elapsed=elapsed)
     text = report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk)
@@ -875,7 +894,7 @@ def main():
     for mod, measured in ((sizes, sizes_m), (threads, threads_m)):
         sec = mod.report(measured) if measured else mod.kept(doc)
         if sec:
-            text = put_section(text, sec, mod.BEGIN, mod.END)
+            text = splice(text, sec + "\n", mod.BEGIN, mod.END)
     section = sampled.report(sampled_rows) if sampled_rows else sampled.kept(doc)
     if sampled_rows or (section and sampled.BEGIN not in text):
         if sampled.BEGIN in text:
@@ -883,6 +902,19 @@ def main():
                 text[text.index(sampled.END) + len(sampled.END):]
         else:
             text = insert_before(text, "## Reproducing", section + "\n")
+    # Redis and CPython: this run's sections, or those the file had.
+    if redis_rows:
+        section = redis.report(*redis_rows[:3], cfg["redis_reps"], redis_rows[3])
+    else:
+        section = common_section(doc, redis.BEGIN, redis.END)
+    if section:
+        text = splice(text, section + "\n", redis.BEGIN, redis.END)
+    if cpython_rows:
+        section = cpython.report(*cpython_rows[:4], cfg["cpython_reps"], cpython_rows[4])
+    else:
+        section = common_section(doc, cpython.BEGIN, cpython.END)
+    if section:
+        text = splice(text, section + "\n", cpython.BEGIN, cpython.END)
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))

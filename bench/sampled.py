@@ -106,7 +106,7 @@ def report(measured):
 
 def kept(doc):
     """The section as doc has it now, or None."""
-    return common.marked_section(doc, BEGIN, END)
+    return common.section(doc, BEGIN, END)
 
 
 def write_doc(section):

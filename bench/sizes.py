@@ -89,7 +89,7 @@ def fmt_size(s):
 def report(m):
     per, names, sizes = m["per"], m["names"], m["sizes"]
     peers = [x for x in names if x not in KHEAP_ROWS]
-    L = [BEGIN, "### Instructions per malloc+free pair, by size", "",
+    L = [BEGIN, "## Instructions per malloc+free pair, by size", "",
          "`bench/sizes.py` (part of `make bench`): callgrind, %d pairs of malloc(size)+free "
          "after a warm-up, with 64 other blocks of the size live; the counts include the "
          "harness loop (%.1f instructions). kheap three ways: through `LD_PRELOAD` of "
@@ -122,7 +122,7 @@ def report(m):
 
 def kept(doc):
     """The section as doc has it now, or None."""
-    return common.marked_section(doc, BEGIN, END)
+    return common.section(doc, BEGIN, END)
 
 
 def main():

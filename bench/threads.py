@@ -72,7 +72,7 @@ def report(m):
     def med(name, t, k):
         return statistics.median(r[k] for r in rows[(name, t)])
 
-    L = [BEGIN, "### Many threads on few CPUs", "",
+    L = [BEGIN, "## Many threads on few CPUs", "",
          "`bench/threads.py` (part of `make bench`): bench/bench.c's throughput loop with "
          "%s threads, %d pairs in all split over the threads (pairs over the process's wall "
          "time), %d interleaved rounds; medians (min-max). kheap is libkheap.so through "
@@ -103,7 +103,7 @@ def report(m):
 
 def kept(doc):
     """The section as doc has it now, or None."""
-    return common.marked_section(doc, BEGIN, END)
+    return common.section(doc, BEGIN, END)
 
 
 def main():

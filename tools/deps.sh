@@ -7,13 +7,17 @@
 #   tools/deps.sh build      compilers and test tools only (make)
 #   tools/deps.sh demo       compilers and QEMU for the bare-metal kernels
 #   tools/deps.sh real       compilers and the real programs run under
-#                            libkheap.so (tests/real, bench/real.py)
+#                            libkheap.so (tests/real, bench/real.py), and
+#                            what only the benchmarks run: Redis
+#                            (bench/redis.py) and CPython's regression
+#                            tests (bench/cpython.py)
 #   tools/deps.sh package    compilers and the packaging tools (make
 #                            install, the .deb, CMake, pkg-config)
 #   tools/deps.sh tools      tmux and gnuplot, for the tests of tools/kheap-top
 #   tools/deps.sh rust       Debian's cargo and rustc, when no cargo is on
 #                            PATH (the Rust crate, bindings/rust)
-#   tools/deps.sh check      all of these but bench (make check)
+#   tools/deps.sh check      all of these but bench and the benchmarks'
+#                            own real programs (make check)
 set -eu
 
 # clang with libclang-rt (sanitizers, libFuzzer) builds the cross check
@@ -28,6 +32,17 @@ demo_pkgs="qemu-system-misc qemu-system-arm qemu-system-x86"
 # Programs no one here wrote, run under LD_PRELOAD=libkheap.so by make check
 # (tests/real/run.sh) and the real-program benchmark (bench/real.py).
 real_pkgs="python3 sqlite3 git perl lua5.4 coreutils"
+# Real programs that only the benchmarks run: Redis (bench/redis.py) and
+# CPython's regression tests (bench/cpython.py), whose package is named
+# after the version of /usr/bin/python3, so it is known only once python3
+# is installed (then the script runs once more to add it). Where services
+# may start, redis-server's install starts one on port 6379; bench/redis.py
+# runs its own servers on a socket of their own either way.
+real_bench_pkgs="redis-server redis-tools"
+if [ -x /usr/bin/python3 ]; then
+  real_bench_pkgs="$real_bench_pkgs $(/usr/bin/python3 -c \
+    'import sys; print("libpython%d.%d-testsuite" % sys.version_info[:2])')"
+fi
 # Packaging: make install's pkg-config test, the Debian package and its
 # lintian check (tools/deb-check.sh), the CMake consumers.
 package_pkgs="dpkg-dev debhelper fakeroot lintian pkg-config cmake"
@@ -47,13 +62,14 @@ fi
 case "${1:-all}" in
   build) want="$build_pkgs" ;;
   demo)  want="$build_pkgs $demo_pkgs" ;;
-  real)  want="$build_pkgs $real_pkgs" ;;
+  real)  want="$build_pkgs $real_pkgs $real_bench_pkgs" ;;
   package) want="$build_pkgs $package_pkgs" ;;
   tools) want="$tool_pkgs" ;;
   rust)  want="$build_pkgs $rust_pkgs" ;;
   check) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs" ;;
   bench) want="$bench_pkgs" ;;
-  *) want="$build_pkgs $demo_pkgs $real_pkgs $package_pkgs $tool_pkgs $rust_pkgs $bench_pkgs" ;;
+  *) want="$build_pkgs $demo_pkgs $real_pkgs $real_bench_pkgs $package_pkgs $tool_pkgs $rust_pkgs
+       $bench_pkgs" ;;
 esac
 
 missing=""
@@ -75,3 +91,8 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq </dev/null
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing </dev/null
+# python3 has just come with this group: once more, for its test suite.
+case "$want" in
+  *redis-server*-testsuite*) ;;
+  *redis-server*) [ ! -x /usr/bin/python3 ] || exec "$0" "$@" ;;
+esac
