@@ -891,30 +891,21 @@ def main():
                              real.report(rows, rnames, cfg["real_reps"], rsecs, rmissing) + "\n")
     else:
         text = keep_real_section(doc, text)
-    for mod, measured in ((sizes, sizes_m), (threads, threads_m)):
-        sec = mod.report(measured) if measured else mod.kept(doc)
+    # The scripts that write sections of their own: this run's section, or
+    # the one the file had.
+    fresh = [
+        (sizes, sizes.report(sizes_m) if sizes_m else None),
+        (threads, threads.report(threads_m) if threads_m else None),
+        (sampled, sampled.report(sampled_rows) if sampled_rows else None),
+        (redis, redis.report(*redis_rows[:3], cfg["redis_reps"], redis_rows[3])
+         if redis_rows else None),
+        (cpython, cpython.report(*cpython_rows[:4], cfg["cpython_reps"], cpython_rows[4])
+         if cpython_rows else None),
+    ]
+    for mod, sec in fresh:
+        sec = sec or common_section(doc, mod.BEGIN, mod.END)
         if sec:
             text = splice(text, sec + "\n", mod.BEGIN, mod.END)
-    section = sampled.report(sampled_rows) if sampled_rows else sampled.kept(doc)
-    if sampled_rows or (section and sampled.BEGIN not in text):
-        if sampled.BEGIN in text:
-            text = text[:text.index(sampled.BEGIN)] + section + \
-                text[text.index(sampled.END) + len(sampled.END):]
-        else:
-            text = insert_before(text, "## Reproducing", section + "\n")
-    # Redis and CPython: this run's sections, or those the file had.
-    if redis_rows:
-        section = redis.report(*redis_rows[:3], cfg["redis_reps"], redis_rows[3])
-    else:
-        section = common_section(doc, redis.BEGIN, redis.END)
-    if section:
-        text = splice(text, section + "\n", redis.BEGIN, redis.END)
-    if cpython_rows:
-        section = cpython.report(*cpython_rows[:4], cfg["cpython_reps"], cpython_rows[4])
-    else:
-        section = common_section(doc, cpython.BEGIN, cpython.END)
-    if section:
-        text = splice(text, section + "\n", cpython.BEGIN, cpython.END)
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))

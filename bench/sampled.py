@@ -104,10 +104,6 @@ def report(measured):
     return "\n".join(L)
 
 
-def kept(doc):
-    """The section as doc has it now, or None."""
-    return common.section(doc, BEGIN, END)
-
 
 def write_doc(section):
     common.write_section(section, BEGIN, END)

@@ -120,10 +120,6 @@ def report(m):
     return "\n".join(L)
 
 
-def kept(doc):
-    """The section as doc has it now, or None."""
-    return common.section(doc, BEGIN, END)
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
