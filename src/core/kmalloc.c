@@ -245,6 +245,11 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
     }
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
     decay_poll(h);
+    /* A miss of this CPU's cache of large blocks: what it holds goes back
+     * to the pages first, where this allocation may reuse it, rather than
+     * stay resident beside fresh pages (a program whose large sizes vary
+     * would otherwise keep up to a cache's bound more than it uses). */
+    kh_runs_flush_here(h, false);
     for (int attempt = 0; attempt < 2; attempt++) {
         kh_lock(&h->page_lock);
         struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE, false);
