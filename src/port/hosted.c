@@ -12,6 +12,7 @@
 #endif
 #include <pthread.h>
 #include <stdint.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -127,8 +128,9 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * that slot's per-CPU state, as an owner is; the release and the next
  * acquire order one holder's writes before the next's. A nested enter
  * (a signal handler inside an operation) gets the slot it already holds
- * (lent_depth). If every lent slot is busy, KHEAP_CPU_NONE: the locked
- * path, as before. A lent slot is never flushed: its magazines stay for
+ * (lent_depth). If every lent slot is busy (their holders preempted
+ * inside an operation), it yields once and looks again; then
+ * KHEAP_CPU_NONE: the locked path, as before. A lent slot is never flushed: its magazines stay for
  * the next borrower, so they are bounded by the number of lent slots, as
  * a CPU's are. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
@@ -163,13 +165,21 @@ static unsigned slot_lend(void)
     }
     pthread_once(&lent_once, lent_setup);
     unsigned start = __atomic_fetch_add(&lent_next, 1u, __ATOMIC_RELAXED);
-    for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
-        unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
-        if (!__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE)) {
-            slot_handover_after(&lent_busy[i]);
-            lent_depth = 1;
-            return lent_slot = KH_HOSTED_OWNED + i;
+    /* Every lent slot busy means their holders were preempted inside an
+     * operation: yield to them once and look again before the locked
+     * path, on which the threads would queue behind preempted holders of
+     * the caches' locks instead. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
+            unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
+            if (!__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE)) {
+                slot_handover_after(&lent_busy[i]);
+                lent_depth = 1;
+                return lent_slot = KH_HOSTED_OWNED + i;
+            }
         }
+        if (!pass)
+            sched_yield();
     }
     return KHEAP_CPU_NONE;
 }
