@@ -365,19 +365,40 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         kh_cc_load(cc, empty);
     } else {
         /* Loaded is full (or the sentinel), previous full too: previous
-         * goes to the depot (or, over its bound, back to the slabs) and an
-         * empty magazine comes in. Get one before locking: mag_new takes
-         * another cache's lock. */
-        struct kh_mag *empty, *trim = NULL, *overflow = NULL;
+         * goes to the depot and an empty magazine comes in, in one lock
+         * hold when the depot has an empty one. Over the depot's bound,
+         * previous goes back to the slabs instead and is itself the
+         * empty magazine: one more lock hold, and no magazine is freed
+         * and made again (a consumer does this once per mag_cap frees
+         * while the allocating CPUs are behind). */
+        struct kh_mag *old = cc->prev, *empty = NULL, *trim = NULL, *overflow = NULL;
+        bool full = old != &kh_mag_sentinel;
         kh_lock(&c->lock);
-        empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        if (full && c->nr_full_mags >= c->depot_max) {
+            empty = old;
+        } else {
+            empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+            if (empty && full) {
+                mag_push(&c->depot_full, &c->nr_full_mags, old);
+                trim = depot_tick(c);
+                full = false;
+            }
+        }
         kh_unlock(&c->lock);
-        if (!empty && !(empty = mag_new(h, c->mag_cap)))
+        if (empty == old) {
+            /* Off the front while it empties, so no walk of this CPU's
+             * magazines sees its objects both there and in the slabs. */
+            cc->prev = &kh_mag_sentinel;
+            mag_flush(c, old, NULL);
+            full = false;
+        } else if (!empty && !(empty = mag_new(h, c->mag_cap))) {
+            /* No lock held here: mag_new takes another cache's. */
             return false;
-        struct kh_mag *old = cc->prev;
+        }
         cc->prev = kh_cc_unload(cc);
         kh_cc_load(cc, empty);
-        if (old != &kh_mag_sentinel) {
+        if (full) {
+            /* old is still to place: the depot had no empty magazine. */
             kh_lock(&c->lock);
             if (c->nr_full_mags < c->depot_max) {
                 mag_push(&c->depot_full, &c->nr_full_mags, old);
