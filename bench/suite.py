@@ -36,6 +36,8 @@ WORKLOADS = os.path.join(BUILD, "workloads")
 TESTS = [
     ("larson", "larson", 2, "server: threads replace random blocks, arrays move between threads"),
     ("xmalloc", "xmalloc", 2, "one thread allocates batches, the other frees them"),
+    ("xmalloc-test", "xmalloc-test", 4,
+     "xmalloc-test -w 2 -s 64: 2 threads allocate 64 B blocks in batches of 4096, 2 free them"),
     ("scratch", "scratch", 2, "passive false sharing: small blocks written hard"),
     ("thrash", "thrash", 2, "active false sharing: small blocks written hard"),
     ("rptest-1", "rptest", 1, "random sizes 16 B..16 KiB, 4096 live, one thread"),

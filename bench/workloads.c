@@ -23,6 +23,11 @@
  *               threads, which free what the old ones allocated
  *   xmalloc     producer/consumer: half the threads allocate batches of
  *               blocks (16..512 B) and queue them, the other half free them
+ *   xmalloc-test  the same roles in the shape mimalloc-bench runs
+ *               xmalloc-test (`-w 2 -s 64`): 64-byte blocks only, batches
+ *               of 4096 (the batch itself a 32 KiB block), up to 100
+ *               batches queued, so one class carries all the traffic and
+ *               a third of a million blocks are in flight
  *   scratch     passive false sharing: each thread frees a block the main
  *               thread allocated next to the others', then allocates and
  *               writes small blocks hard
@@ -280,6 +285,108 @@ static unsigned long run_xmalloc(void)
     for (unsigned i = 0; i < cons; i++)
         ops += freed[i];
     if (ops != batches * prod * XM_BATCH)
+        atomic_fetch_add(&bad_blocks, 1);
+    atomic_fetch_add(&checksum, ops);
+    return ops;
+}
+
+/* ------------------------------------------------------------------ */
+/* xmalloc-test: the producer/consumer shape of the public test */
+
+/* Half the threads fill batches of XT_BATCH blocks of XT_SIZE bytes, each
+ * written whole, and push them on a stack of at most XT_QUEUED batches;
+ * the other half pop batches and free every block and the batch. Unlike
+ * xmalloc above, every block is of one class and a batch is 64 of its
+ * magazines, so the blocks in flight (up to XT_QUEUED * XT_BATCH) dwarf
+ * any per-thread or per-class cache: the allocator's path from a free on
+ * one thread to an allocation on another is what is timed. Consumers read
+ * only the first and last block of a batch, as the public test reads
+ * none. */
+#define XT_BATCH 4096
+#define XT_QUEUED 100
+#define XT_SIZE 64
+
+struct xt_batch {
+    struct xt_batch *next;
+    unsigned char *p[XT_BATCH];
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t not_full, not_empty;
+    struct xt_batch *top;
+    unsigned queued, producers_left;
+} xt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0,
+        0};
+
+static void *xt_producer(void *arg)
+{
+    unsigned long batches = *(unsigned long *)arg;
+    for (unsigned long b = 0; b < batches; b++) {
+        struct xt_batch *x = xmalloc(sizeof *x);
+        for (unsigned i = 0; i < XT_BATCH; i++) {
+            x->p[i] = xmalloc(XT_SIZE);
+            memset(x->p[i], (int)(i & 0xff), XT_SIZE);
+        }
+        pthread_mutex_lock(&xt.lock);
+        while (xt.queued == XT_QUEUED)
+            pthread_cond_wait(&xt.not_full, &xt.lock);
+        x->next = xt.top;
+        xt.top = x;
+        xt.queued++;
+        pthread_cond_signal(&xt.not_empty);
+        pthread_mutex_unlock(&xt.lock);
+    }
+    pthread_mutex_lock(&xt.lock);
+    xt.producers_left--;
+    pthread_cond_broadcast(&xt.not_empty); /* consumers may stop now */
+    pthread_mutex_unlock(&xt.lock);
+    return NULL;
+}
+
+static void *xt_consumer(void *arg)
+{
+    unsigned long *freed = arg;
+    for (;;) {
+        pthread_mutex_lock(&xt.lock);
+        while (!xt.top && xt.producers_left)
+            pthread_cond_wait(&xt.not_empty, &xt.lock);
+        struct xt_batch *x = xt.top;
+        if (x) {
+            xt.top = x->next;
+            xt.queued--;
+            pthread_cond_signal(&xt.not_full);
+        }
+        pthread_mutex_unlock(&xt.lock);
+        if (!x)
+            return NULL;
+        if (x->p[0][0] != 0 || x->p[XT_BATCH - 1][XT_SIZE - 1] != ((XT_BATCH - 1) & 0xff))
+            atomic_fetch_add(&bad_blocks, 1);
+        for (unsigned i = 0; i < XT_BATCH; i++)
+            free(x->p[i]);
+        free(x);
+        *freed += XT_BATCH;
+    }
+}
+
+static unsigned long run_xmalloc_test(void)
+{
+    unsigned prod = nthreads > 1 ? nthreads / 2 : 1, cons = nthreads > 1 ? nthreads - prod : 1;
+    unsigned long batches = scaled(32000000) / XT_BATCH / prod;
+    if (!batches)
+        batches = 1;
+    unsigned long freed[256] = {0};
+    struct threads th = {.n = 0};
+    xt.producers_left = prod;
+    for (unsigned i = 0; i < prod; i++)
+        spawn(&th, xt_producer, &batches);
+    for (unsigned i = 0; i < cons; i++)
+        spawn(&th, xt_consumer, &freed[i]);
+    join(&th);
+    unsigned long ops = 0;
+    for (unsigned i = 0; i < cons; i++)
+        ops += freed[i];
+    if (ops != batches * prod * XT_BATCH)
         atomic_fetch_add(&bad_blocks, 1);
     atomic_fetch_add(&checksum, ops);
     return ops;
@@ -628,8 +735,9 @@ static const struct {
     const char *name;
     unsigned long (*run)(void);
 } tests[] = {
-    {"larson", run_larson},   {"xmalloc", run_xmalloc}, {"rptest", run_rptest},
-    {"mstress", run_mstress}, {"large", run_large},     {"kernel", run_kernel},
+    {"larson", run_larson},   {"xmalloc", run_xmalloc}, {"xmalloc-test", run_xmalloc_test},
+    {"rptest", run_rptest},   {"mstress", run_mstress}, {"large", run_large},
+    {"kernel", run_kernel},
 };
 
 static unsigned long run_scratch(void)
@@ -667,7 +775,7 @@ int main(int argc, char **argv)
            malloc_origin());
     return atomic_load(&bad_blocks) ? 1 : 0;
 usage:
-    fprintf(stderr, "usage: %s larson|xmalloc|scratch|thrash|rptest|mstress|large|kernel "
+    fprintf(stderr, "usage: %s larson|xmalloc|xmalloc-test|scratch|thrash|rptest|mstress|large|kernel "
                     "SCALE THREADS\n",
             argv[0]);
     return 2;

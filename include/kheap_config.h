@@ -21,7 +21,7 @@
  *   KHEAP_MAX_CPUS 1, KHEAP_MAX_REGIONS 4, KHEAP_LOCK_WORDS 2,
  *   KHEAP_CACHE_LINE 16, KHEAP_MAG_TYPES 1 (magazines of 4),
  *   KHEAP_BIN_SUB_SHIFT 1, KHEAP_EMPTY_SLABS_KEPT 1,
- *   KHEAP_DEPOT_MAX 2, KHEAP_DEPOT_BYTES 2048,
+ *   KHEAP_DEPOT_MAX 2, KHEAP_DEPOT_BYTES 2048, KHEAP_DEPOT_GROW 1,
  *   KHEAP_MIN_REGION_SIZE 8192 (32-bit) or 12288 (64-bit),
  *   KHEAP_MIN_ADD_REGION_SIZE 2048, KHEAP_DEFAULT_SIZE 16384. */
 #ifndef KHEAP_PROFILE_SMALL
@@ -66,6 +66,9 @@
 #endif
 #ifndef KHEAP_DEPOT_BYTES
 #define KHEAP_DEPOT_BYTES 2048u
+#endif
+#ifndef KHEAP_DEPOT_GROW
+#define KHEAP_DEPOT_GROW 1u
 #endif
 #if !defined(KHEAP_MIN_REGION_SIZE) && __SIZEOF_POINTER__ == 4
 #define KHEAP_MIN_REGION_SIZE 8192
@@ -126,6 +129,18 @@
 #endif
 #ifndef KHEAP_DEPOT_BYTES
 #define KHEAP_DEPOT_BYTES (128u * 1024u)
+#endif
+
+/* How far a kmalloc class's depot bound may grow, as a multiple of it, a
+ * power of two up to 256 (1: not at all, the default, so KHEAP_DEPOT_MAX and KHEAP_DEPOT_BYTES
+ * bound what a consumer caches). libkheap.so builds with 256: up to 32 MiB
+ * per class. The bound doubles when a CPU has to refill from the slabs
+ * after another CPU's free sent a magazine there (a producer and a
+ * consumer the bound keeps apart), and halves every decay epoch; a grown
+ * depot is trimmed by decay (time) only, and kheap_reclaim empties it and
+ * takes the growth back. */
+#ifndef KHEAP_DEPOT_GROW
+#define KHEAP_DEPOT_GROW 1u
 #endif
 
 /* Size in bytes of the static array behind the default heap (kmalloc,

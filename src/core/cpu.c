@@ -29,7 +29,15 @@
  * and it never keeps more than depot_max full magazines (KHEAP_DEPOT_MAX,
  * or fewer so they hold at most KHEAP_DEPOT_BYTES): a CPU that only frees
  * (a consumer) sends its overflow straight to the slabs, so it cannot grow
- * without bound.
+ * without bound. A kmalloc class's bound grows (depot_grow, up to
+ * KHEAP_DEPOT_GROW times) when the overflow comes back: an allocation
+ * that finds no full magazine after a free sent one to the slabs means a
+ * producer wants what a consumer frees, and the slabs are the costly way
+ * between them (a bitmap, a list and a descriptor per object, mag_cap/2
+ * objects a lock hold). A grown depot is trimmed by decay (time) only,
+ * which also halves the growth every epoch (it doubles back at once while
+ * the pair is at work): its exchanges come in a producer's bursts, longer
+ * than an epoch of KH_DEPOT_EPOCH exchanges.
  *
  * Objects in magazines and depots are allocated as far as their slabs know
  * (bit set, counted in inuse); they are *cached*, not live. The hit path
@@ -51,6 +59,11 @@
 #include "kh_internal.h"
 
 #define KH_DEPOT_EPOCH 256u
+_Static_assert(KH_DEPOT_EPOCH <= UINT16_MAX, "depot_ops is 16 bits");
+_Static_assert(KHEAP_MAX_CPUS < UINT8_MAX, "overflowed holds 1 + a CPU in a byte");
+_Static_assert(KHEAP_DEPOT_GROW >= 1 && KHEAP_DEPOT_GROW <= 256 &&
+                   (KHEAP_DEPOT_GROW & (KHEAP_DEPOT_GROW - 1)) == 0,
+               "KHEAP_DEPOT_GROW is a power of two from 1 to 256");
 
 struct kh_mag kh_mag_sentinel = {0, 0, NULL};
 
@@ -214,7 +227,35 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
         c->empty_min = c->nr_empty_mags;
     if (++c->depot_ops < KH_DEPOT_EPOCH)
         return NULL;
+    if (c->depot_shift) { /* trimmed by decay only (above) */
+        c->depot_ops = 0;
+        c->full_min = c->nr_full_mags;
+        c->empty_min = c->nr_empty_mags;
+        return NULL;
+    }
     return depot_trim(c);
+}
+
+/* The depot's bound now, in full magazines. Cache lock held. */
+static uint32_t depot_room(const struct kheap_cache *c)
+{
+    return c->depot_max << c->depot_shift;
+}
+
+/* CPU cpu's allocation found no full magazine in the depot and refills
+ * from the slabs. If another CPU's free sent a magazine to the slabs since
+ * the last such refill, the bound keeps a consumer's frees from a producer
+ * that wants them: a kmalloc class's depot may then hold twice as many,
+ * up to KHEAP_DEPOT_GROW times depot_max (user caches keep the bound they
+ * were given). One CPU that frees a lot and then allocates again grows
+ * nothing: its frees were not wanted elsewhere. Cache lock held. */
+static void depot_grow(struct kheap_cache *c, unsigned cpu)
+{
+    if (!c->overflowed || c->overflowed == cpu + 1)
+        return;
+    c->overflowed = 0;
+    if (c->cls != KH_NO_CLASS && (2u << c->depot_shift) <= KHEAP_DEPOT_GROW)
+        c->depot_shift++;
 }
 
 static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list,
@@ -239,6 +280,8 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
         return 0;
     kh_lock(&c->lock);
     struct kh_mag *out = depot_trim(c);
+    if (c->depot_shift)
+        c->depot_shift--;
     kh_unlock(&c->lock);
     return out ? mags_release(h, c, out, later) : 0;
 }
@@ -293,8 +336,10 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
             cc->prev = kh_cc_unload(cc);
             kh_cc_load(cc, full);
             trim = depot_tick(c);
-        } else if (kh_cc_mag(cc) == &kh_mag_sentinel) {
-            spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        } else {
+            depot_grow(c, cpu);
+            if (kh_cc_mag(cc) == &kh_mag_sentinel)
+                spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim, NULL);
@@ -365,24 +410,47 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         kh_cc_load(cc, empty);
     } else {
         /* Loaded is full (or the sentinel), previous full too: previous
-         * goes to the depot (or, over its bound, back to the slabs) and an
-         * empty magazine comes in. Get one before locking: mag_new takes
-         * another cache's lock. */
-        struct kh_mag *empty, *trim = NULL, *overflow = NULL;
+         * goes to the depot and an empty magazine comes in, in one lock
+         * hold when the depot has an empty one. Over the depot's bound,
+         * previous goes back to the slabs instead and is itself the
+         * empty magazine: one more lock hold, and no magazine is freed
+         * and made again (a consumer does this once per mag_cap frees
+         * while the allocating CPUs are behind). */
+        struct kh_mag *old = cc->prev, *empty = NULL, *trim = NULL, *overflow = NULL;
+        bool full = old != &kh_mag_sentinel;
         kh_lock(&c->lock);
-        empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        if (full && c->nr_full_mags >= depot_room(c)) {
+            c->overflowed = (uint8_t)(cpu + 1);
+            empty = old;
+        } else {
+            empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+            if (empty && full) {
+                mag_push(&c->depot_full, &c->nr_full_mags, old);
+                trim = depot_tick(c);
+                full = false;
+            }
+        }
         kh_unlock(&c->lock);
-        if (!empty && !(empty = mag_new(h, c->mag_cap)))
+        if (empty == old) {
+            /* Off the front while it empties, so no walk of this CPU's
+             * magazines sees its objects both there and in the slabs. */
+            cc->prev = &kh_mag_sentinel;
+            mag_flush(c, old, NULL);
+            full = false;
+        } else if (!empty && !(empty = mag_new(h, c->mag_cap))) {
+            /* No lock held here: mag_new takes another cache's. */
             return false;
-        struct kh_mag *old = cc->prev;
+        }
         cc->prev = kh_cc_unload(cc);
         kh_cc_load(cc, empty);
-        if (old != &kh_mag_sentinel) {
+        if (full) {
+            /* old is still to place: the depot had no empty magazine. */
             kh_lock(&c->lock);
-            if (c->nr_full_mags < c->depot_max) {
+            if (c->nr_full_mags < depot_room(c)) {
                 mag_push(&c->depot_full, &c->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
+                c->overflowed = (uint8_t)(cpu + 1);
                 overflow = old;
                 overflow->next = NULL;
             }
@@ -496,6 +564,7 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
     c->depot_full = c->depot_empty = NULL;
     c->nr_full_mags = c->nr_empty_mags = 0;
     c->full_min = c->empty_min = 0;
+    c->depot_shift = c->overflowed = 0; /* reclaim: back to the plain bound */
     kh_unlock(&c->lock);
     return bytes + mags_release(h, c, list, later);
 }

@@ -272,7 +272,14 @@ struct kheap_cache {
      * minima of the current epoch (cpu.c). */
     struct kh_mag *depot_full, *depot_empty;
     uint32_t nr_full_mags, nr_empty_mags, full_min, empty_min;
-    uint32_t depot_ops;
+    uint16_t depot_ops;
+    /* The depot may hold depot_max << depot_shift full magazines (a
+     * kmalloc class's bound grows for a producer/consumer pair: cpu.c,
+     * depot_grow); overflowed is 1 + the CPU whose free last sent a
+     * magazine to the slabs since an allocation refilled from them (0:
+     * none). Bytes, so the cache stays five cache lines. */
+    uint8_t depot_shift;
+    uint8_t overflowed;
     uint32_t slab_empty_min; /* least nr_empty in this decay epoch */
     /* User operations that bypassed the per-CPU layer. */
     uint64_t nocpu_allocs, nocpu_frees;

@@ -451,11 +451,21 @@ static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
     }
     c->active_objs--;
     c->frees++;
-    if (c->flags & KH_CACHE_INTERNAL)
-        kh_account_internal(h, c->size, false);
-    else
-        kh_account_commit(h, c->size, false);
     return 0;
+}
+
+/* The heap's byte counters for n objects of c given back (c's lock held,
+ * as when they were taken, so the peak never counts a slot twice): one
+ * atomic update per batch, not per object (the counters are shared by
+ * every CPU, and a flush gives a whole magazine). */
+static void give_account(struct kheap_cache *c, size_t n)
+{
+    if (!n)
+        return;
+    if (c->flags & KH_CACHE_INTERNAL)
+        kh_account_internal(c->heap, n * c->size, false);
+    else
+        kh_account_commit(c->heap, n * c->size, false);
 }
 
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
@@ -464,6 +474,7 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
     struct kh_page *release = NULL;
     kh_lock(&c->lock);
     enum kheap_report_kind bad = give_locked(c, (uintptr_t)ptr, s, &release);
+    give_account(c, !bad);
     kh_unlock(&c->lock);
     slabs_free(c, release);
     return bad;
@@ -483,11 +494,12 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
     struct kh_page *release = NULL;
     void *bad_obj[8];
     enum kheap_report_kind bad_why[8];
-    size_t nbad = 0;
+    size_t nbad = 0, refused = 0;
     kh_lock(&c->lock);
     for (size_t i = 0; i < n; i++) {
         enum kheap_report_kind why =
             give_locked(c, (uintptr_t)objs[i], kh_slab_of(h, (uintptr_t)objs[i]), &release);
+        refused += why != 0;
         /* A refused object was counted as freed by whoever freed it (a
          * CPU's counter, or nocpu_frees): that free did not happen, so it
          * is taken back here, keeping live + cached == active_objs. */
@@ -502,6 +514,7 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
     }
     if (count)
         *count += n;
+    give_account(c, n - refused);
     kh_unlock(&c->lock);
     size_t bytes = slabs_free(c, release);
     for (size_t i = 0; i < nbad; i++)
