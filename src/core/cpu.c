@@ -31,10 +31,10 @@
  * (a consumer) sends its overflow straight to the slabs, so it cannot grow
  * without bound. A kmalloc class's bound grows (depot_grow, up to
  * KHEAP_DEPOT_GROW times) when the overflow comes back: an allocation
- * that finds no full magazine after a free sent one to the slabs means a
- * producer wants what a consumer frees, and the slabs are the costly way
- * between them (a bitmap, a list and a descriptor per object, mag_cap/2
- * objects a lock hold). A grown depot is trimmed by decay (time) only,
+ * that finds no full magazine after another CPU's free sent one to the
+ * slabs means a producer wants what a consumer frees, and the slabs are
+ * the costly way between them (a bitmap, a list and a descriptor per
+ * object, mag_cap/2 objects a lock hold). A grown depot is trimmed by decay (time) only,
  * which also halves the growth every epoch (it doubles back at once while
  * the pair is at work): its exchanges come in a producer's bursts, longer
  * than an epoch of KH_DEPOT_EPOCH exchanges.
