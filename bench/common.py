@@ -5,6 +5,7 @@ machine, CSV output, the build environment, their sections of
 docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
+import argparse
 import csv
 import os
 import subprocess
@@ -202,3 +203,21 @@ def write_section(section, begin, end):
     with open(doc, "w") as f:
         f.write(splice(text, section + "\n", begin, end))
     log("wrote %s" % os.path.relpath(doc, ROOT))
+
+
+def section_parser(doc):
+    """The command line of a script that writes a section of its own:
+    its docstring, and --print (print the section, write no file)."""
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--print", action="store_true", help="print the section, do not write it")
+    return ap
+
+
+def show_section(args, section, begin, end):
+    """Print section (--print) or put it into docs/BENCHMARKS.md."""
+    if args.print:
+        print(section)
+    else:
+        write_section(section, begin, end)
+    return 0

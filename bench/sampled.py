@@ -10,7 +10,6 @@ blocks were sampled (the libkheap.so statistics printed at exit).
                                                       into docs/BENCHMARKS.md
 bench/run.py calls measure() and report() for `make bench`.
 """
-import argparse
 import os
 import re
 import statistics
@@ -105,23 +104,12 @@ def report(measured):
 
 
 
-def write_doc(section):
-    common.write_section(section, BEGIN, END)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.section_parser(__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--print", action="store_true", help="print the section, leave the doc alone")
     args = ap.parse_args()
-    section = report(measure(args.reps, args.scale))
-    if args.print:
-        print(section)
-    else:
-        write_doc(section)
-        common.log("sampled: wrote docs/BENCHMARKS.md")
+    return common.show_section(args, report(measure(args.reps, args.scale)), BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ and report() for `make bench` (its `hot` test).
 
 Only the Python standard library is used.
 """
-import argparse
 import os
 import sys
 
@@ -122,21 +121,14 @@ def report(m):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.section_parser(__doc__)
     ap.add_argument("--n", type=int, default=64000, help="pairs per run (a multiple of 64)")
     ap.add_argument("--sizes", help="comma-separated sizes (default: the table's)")
-    ap.add_argument("--print", action="store_true", help="print the section, do not write it")
     args = ap.parse_args()
     import run  # the harnesses are built as for the hot test
     binaries = run.build(common.ROOT)
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES
-    section = report(measure(binaries, args.n, sizes))
-    if args.print:
-        print(section)
-        return 0
-    common.write_section(section, BEGIN, END)
-    return 0
+    return common.show_section(args, report(measure(binaries, args.n, sizes)), BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ calls measure() and report() for `make bench`.
 
 Only the Python standard library is used.
 """
-import argparse
 import os
 import statistics
 import sys
@@ -101,22 +100,15 @@ def report(m):
     return "\n".join(L)
 
 
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.section_parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=64_000_000)
-    ap.add_argument("--print", action="store_true", help="print the section, do not write it")
     args = ap.parse_args()
     import run  # the harnesses are built as for the other tests
     _, bin_malloc, _ = run.build(common.ROOT)
-    section = report(measure(bin_malloc, args.reps, args.pairs))
-    if args.print:
-        print(section)
-        return 0
-    common.write_section(section, BEGIN, END)
-    return 0
+    return common.show_section(args, report(measure(bin_malloc, args.reps, args.pairs)),
+                               BEGIN, END)
 
 
 if __name__ == "__main__":
