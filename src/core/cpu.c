@@ -633,8 +633,10 @@ static size_t runs_flush(kheap_t *h, struct kh_runcache *rc)
     }
     h->large_free_bytes += pages * KH_PAGE;
     h->large_frees += runs;
-    kh_unlock(&h->page_lock);
+    /* In the same hold as the runs go back, as large frees do: kheap_check
+     * (every lock held) sees committed bytes and the runs agree. */
     kh_account_commit(h, pages * KH_PAGE, false);
+    kh_unlock(&h->page_lock);
     __atomic_store_n(&rc->room, rc->limit, __ATOMIC_RELAXED);
     __atomic_store_n(&rc->frees, rc->frees - runs, __ATOMIC_RELAXED);
     __atomic_store_n(&rc->free_pages, rc->free_pages - pages, __ATOMIC_RELAXED);
