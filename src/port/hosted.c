@@ -183,6 +183,7 @@ static unsigned slot_lend(void)
      * operation: yield to them once and look again before the locked
      * path, on which the threads would queue behind preempted holders of
      * the caches' locks instead. */
+#if KHEAP_HOSTED_SHARED_SLOTS > 0 /* none on builds of under 8 CPUs */
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
             unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
@@ -195,6 +196,9 @@ static unsigned slot_lend(void)
         if (!pass)
             sched_yield();
     }
+#else
+    (void)start;
+#endif
     return KHEAP_CPU_NONE;
 }
 
@@ -213,6 +217,7 @@ void kh_hosted_slot_lend_end(unsigned slot)
 void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
 {
     pthread_once(&lent_once, lent_setup);
+#if KHEAP_HOSTED_SHARED_SLOTS > 0
     for (unsigned i = 0; i < KHEAP_HOSTED_SHARED_SLOTS; i++) {
         if (__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE))
             continue;
@@ -221,6 +226,9 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
         slot_handover_before(&lent_busy[i]);
         __atomic_store_n(&lent_busy[i], 0, __ATOMIC_RELEASE);
     }
+#else
+    (void)fn, (void)arg;
+#endif
 }
 
 static void slot_release(void *arg)

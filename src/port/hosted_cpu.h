@@ -22,7 +22,9 @@
 #define KHEAP_HOSTED_CPU_H
 
 #ifndef KHEAP_HOSTED_SHARED_SLOTS
-#define KHEAP_HOSTED_SHARED_SLOTS 8
+/* One slot in eight lent, at most 8 (none on builds of under 8 CPUs:
+ * the small-system profile's one). */
+#define KHEAP_HOSTED_SHARED_SLOTS (KHEAP_MAX_CPUS >= 64 ? 8 : KHEAP_MAX_CPUS / 8)
 #endif
 #if KHEAP_HOSTED_SHARED_SLOTS >= KHEAP_MAX_CPUS
 #error "KHEAP_HOSTED_SHARED_SLOTS leaves no slot to own"
