@@ -107,14 +107,17 @@ def benchmark(sock, args):
 
 
 def check_allocator(name, preload, pid, mem):
-    """The data must have come from the allocator named: jemalloc (linked
-    into redis-server, so always there) holds most of it under its own
-    name and next to none of it under any other."""
+    """The data must have come from the allocator named. INFO's
+    allocator_* figures are what mallctl answers: jemalloc's own (linked
+    into redis-server, so always there), or, under libkheap.so, which
+    answers jemalloc's statistics names itself, kheap's. The allocator
+    answering holds most of Redis's bytes; under glibc, mimalloc and
+    tcmalloc jemalloc answers and holds next to none of them."""
     used = int(mem["used_memory"])
     je = int(mem.get("allocator_allocated", 0))
-    if name == "jemalloc" and je < used // 2:
-        raise RuntimeError("jemalloc: it holds %d of Redis's %d bytes" % (je, used))
-    if name != "jemalloc" and je > used // 10:
+    if name in ("jemalloc", "kheap") and je < used // 2:
+        raise RuntimeError("%s: it holds %d of Redis's %d bytes" % (name, je, used))
+    if name not in ("jemalloc", "kheap") and je > used // 10:
         raise RuntimeError("%s: jemalloc still holds %d of Redis's %d bytes: preload "
                            "failed" % (name, je, used))
     with open("/proc/%d/maps" % pid) as f:
@@ -251,19 +254,24 @@ def report(rows, names, missing, reps, elapsed):
                 " ".join(SMALL), os.cpu_count() or 1,
                 statistics.median(r["busy_before"] for r in rows)))
     L.append("")
-    others = [r["jemalloc_resident"] / 1048576 for r in rows if r["allocator"] != "jemalloc"]
+    others = [r["jemalloc_resident"] / 1048576 for r in rows
+              if r["allocator"] not in ("jemalloc", "kheap")]
     L.append("Debian's `redis-server` is linked with `libjemalloc.so.2`: without a preload its "
              "`malloc` is jemalloc's, so glibc's is reached by preloading `libc.so.6` itself. "
-             "jemalloc is initialised in every run (Redis sets its options at start), so its "
-             "own metadata is in every allocator's RSS%s. A synchronous `FLUSHALL` "
-             "ends with Redis asking jemalloc to purge every arena (`mallctl` "
-             "`arena.<all>.purge`): that is why jemalloc's RSS falls at once; under the other "
-             "allocators the call goes to the idle jemalloc, which has nothing to purge. "
-             "`FLUSHALL ASYNC` frees the keys on a background thread and asks for no purge, "
-             "so there what each allocator gives back while idle is its own doing. Each run "
-             "checks, from jemalloc's own statistics in `INFO`, that the data came from the "
-             "allocator named." % (" (%.1f MiB resident by its own count, under the others)"
-                                   % statistics.median(others) if others else ""))
+             "Redis also calls jemalloc's `mallctl` (for its options at start, the "
+             "`allocator_*` figures of `INFO` and purges) and `malloc_stats_print`. "
+             "libkheap.so answers these itself (README, \"jemalloc's mallctl\"); under "
+             "glibc, mimalloc and tcmalloc they reach jemalloc, which is then initialised "
+             "and holds its own metadata%s. A synchronous `FLUSHALL` ends with Redis asking "
+             "its allocator to purge every arena (`mallctl` `arena.<all>.purge`): jemalloc "
+             "and libkheap.so give their free pages back then, and that is why their RSS "
+             "falls at once; under the other allocators the call goes to the idle jemalloc, "
+             "which has nothing to purge. `FLUSHALL ASYNC` frees the keys on a background "
+             "thread and asks for no purge, so there what each allocator gives back while "
+             "idle is its own doing. Each run checks, from the `allocator_allocated` figure "
+             "of `INFO`, that the data came from the allocator named." %
+             (" (%.1f MiB resident by its own count)" % statistics.median(others)
+              if others else ""))
     L.append("")
     L.append("libkheap.so gives idle memory back by decay (`KHEAP_DECAY_MS`, 1000 ms by "
              "default): at the end of an epoch each layer returns what it held unused through "

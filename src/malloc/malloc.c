@@ -54,6 +54,9 @@
 /* C23's, not yet in every libc's headers. */
 void free_sized(void *p, size_t size);
 void free_aligned_sized(void *p, size_t align, size_t size);
+/* jemalloc's, which no libc header declares (below). */
+int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+void malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque, const char *opts);
 
 /* The alignment every block gets: what glibc gives on the same target. */
 #define MALLOC_ALIGN ((size_t)_Alignof(max_align_t))
@@ -775,6 +778,129 @@ KH_EXPORT int malloc_trim(size_t pad)
     kheap_t *h = kheap_default();
     kheap_reclaim(h);
     return kheap_purge(h, pad) > 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* jemalloc's control interface, for programs linked with jemalloc and run
+ * with libkheap.so in front (Debian's redis-server is one): without these
+ * their mallctl, nallocx and malloc_stats_print calls reach the idle
+ * jemalloc, which answers about memory it does not hold, and a purge they
+ * ask for gives nothing back. The names answered (README, "jemalloc's
+ * mallctl"):
+ *   arenas.narenas                     unsigned: 1 (kheap has one heap)
+ *   arena.<i>.purge, arena.<i>.decay   i 0, 1 (jemalloc's "all" alias
+ *                                      arenas.narenas) or 4096
+ *                                      (MALLCTL_ARENAS_ALL): malloc_trim(0)
+ *   epoch                              uint64_t: accepted, read as 1
+ *                                      (kheap's figures are always fresh)
+ *   stats.allocated                    size_t: used_bytes
+ *   stats.active                       size_t: slab_bytes + large_bytes
+ *   stats.resident                     size_t: active plus the free pages
+ *                                      that may still be resident
+ *                                      (dirty_bytes); kheap's metadata is
+ *                                      left out: its page descriptors
+ *                                      cover the whole reservation, and
+ *                                      the untouched ones take no memory
+ *   stats.mapped                       size_t: heap_total
+ *   stats.retained                     size_t: purged_bytes
+ * Anything else: ENOENT, as jemalloc answers a name it does not know. A
+ * read whose *oldlenp is not the value's size: EINVAL, *oldlenp set to the
+ * size; a write to a read-only name: EPERM. jemalloc's other functions
+ * (mallocx, nallocx and the rest) are not defined here: they stay
+ * jemalloc's, and a block from its mallocx must go back through its
+ * dallocx, never free. */
+
+static int ctl_read(void *oldp, size_t *oldlenp, const void *v, size_t size)
+{
+    if (!oldp || !oldlenp)
+        return 0;
+    if (*oldlenp != size) {
+        *oldlenp = size;
+        return EINVAL;
+    }
+    __builtin_memcpy(oldp, v, size);
+    return 0;
+}
+
+/* The arena index of "arena.<i>.<op>": 1 if name is that shape with an
+ * index naming every arena or the only one, and *op points at <op>. */
+static int ctl_arena(const char *name, const char **op)
+{
+    const char *p = name + 6; /* past "arena." */
+    unsigned long i = 0;
+    if (*p < '0' || *p > '9')
+        return 0;
+    for (; *p >= '0' && *p <= '9' && i < 100000; p++)
+        i = i * 10 + (unsigned long)(*p - '0');
+    if (*p != '.' || (i > 1 && i != 4096))
+        return 0;
+    *op = p + 1;
+    return 1;
+}
+
+KH_EXPORT int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+{
+    if (!name)
+        return EINVAL;
+    const char *op;
+    if (!strncmp(name, "arena.", 6) && ctl_arena(name, &op) &&
+        (!strcmp(op, "purge") || !strcmp(op, "decay"))) {
+        if (oldp || newp)
+            return EPERM;
+        malloc_trim(0);
+        return 0;
+    }
+    if (!strcmp(name, "epoch")) {
+        uint64_t one = 1;
+        if (newp && newlen != sizeof one)
+            return EINVAL;
+        return ctl_read(oldp, oldlenp, &one, sizeof one);
+    }
+    if (newp)
+        return strcmp(name, "arenas.narenas") && strncmp(name, "stats.", 6) ? ENOENT : EPERM;
+    if (!strcmp(name, "arenas.narenas")) {
+        unsigned one = 1;
+        return ctl_read(oldp, oldlenp, &one, sizeof one);
+    }
+    if (strncmp(name, "stats.", 6))
+        return ENOENT;
+    struct kheap_stats st;
+    kheap_get_stats(kheap_default(), &st);
+    size_t active = st.slab_bytes + st.large_bytes, v;
+    if (!strcmp(name + 6, "allocated"))
+        v = st.used_bytes;
+    else if (!strcmp(name + 6, "active"))
+        v = active;
+    else if (!strcmp(name + 6, "resident"))
+        v = active + st.dirty_bytes;
+    else if (!strcmp(name + 6, "mapped"))
+        v = st.heap_total;
+    else if (!strcmp(name + 6, "retained"))
+        v = st.purged_bytes;
+    else
+        return ENOENT;
+    return ctl_read(oldp, oldlenp, &v, sizeof v);
+}
+
+/* jemalloc's statistics printer: kheap_format_stats's text (the figures
+ * of KHEAP_STATS), through write_cb, or on stderr when it is NULL; opts is
+ * ignored. */
+KH_EXPORT void malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque,
+                                  const char *opts)
+{
+    (void)opts;
+    static char buf[8192];
+    static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&print_lock);
+    size_t n = kheap_format_stats(kheap_default(), buf, sizeof buf);
+    if (n >= sizeof buf)
+        n = sizeof buf - 1;
+    buf[n] = 0;
+    if (write_cb)
+        write_cb(cbopaque, buf);
+    else
+        put_err(buf, n);
+    pthread_mutex_unlock(&print_lock);
 }
 
 /* glibc's <mcheck.h>: check every block now. kheap_check walks the whole

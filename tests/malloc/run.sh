@@ -179,6 +179,9 @@ fi
 # malloc_info, mallopt against what the program allocated.
 # (The purge's immediate rule alone: decay off.)
 prog mallinfo env KHEAP_DECAY_MS=0 LD_PRELOAD="$SO" "$M/mallinfo"
+# jemalloc's mallctl and malloc_stats_print, for programs linked with
+# jemalloc (decay off, so that only the purge asked for gives pages back).
+prog mallctl env KHEAP_DECAY_MS=0 LD_PRELOAD="$SO" "$M/mallctl"
 
 # Run-time options: the purge settings from the environment, bad values
 # reported once (naming the variable and the value) and ignored.
