@@ -32,7 +32,8 @@ int main(void)
                (size_t)KH_PAGE, (size_t)KHEAP_MAX_CLASS + KH_PAGE);
     printf(
            "- *objects/slab*, *pages/slab*: the slab layout. Pages per slab are the\n"
-           "  fewest that leave at most 1/8 of the slab unused (Bonwick 1994).\n"
+           "  fewest that leave at most 1/8 of the slab unused (Bonwick 1994); a\n"
+           "  slab of more than one page takes up to 8 to leave at most 1/16.\n"
            "- *slab left over*: bytes of a slab not in any object slot (tail and\n"
            "  allocation bitmap) as a share of the slab.\n"
            "- *worst internal waste*: for the smallest request that lands in the\n"

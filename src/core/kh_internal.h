@@ -107,6 +107,9 @@
 /* Slabs never span more pages than this (the page counts of every class
  * are computed at init; see slab.c). */
 #define KH_SLAB_MAX_PAGES 64u
+/* Slabs of up to this many pages may grow to leave at most 1/16 over
+ * instead of 1/8 (kh_cache_setup). */
+#define KH_SLAB_TIGHT_PAGES 8u
 
 /* ------------------------------------------------------------------ */
 /* Page descriptors.

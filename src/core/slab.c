@@ -22,7 +22,9 @@
  *
  * Slab pages are chosen per cache so the bytes left over (tail plus
  * bitmap) are at most 1/8 of the slab (Bonwick 1994), with the fewest
- * pages that achieve it.
+ * pages that achieve it; a slab of more than one page takes up to
+ * KH_SLAB_TIGHT_PAGES pages to leave at most 1/16, as SLUB's first pass
+ * does.
  */
 #include "kh_internal.h"
 
@@ -91,22 +93,34 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     }
     c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 3 * sizeof(uint32_t);
 
-    size_t best = 0, best_waste = (size_t)-1;
-    for (size_t p = 1; p <= KH_SLAB_MAX_PAGES; p++) {
+    /* The fewest pages leaving at most 1/8 of the slab over (Bonwick),
+     * else the least waste; but a slab that needs more than one page
+     * anyway takes the fewest pages, up to KH_SLAB_TIGHT_PAGES, leaving
+     * at most 1/16 (SLUB's first pass), if there are such. One-page slabs
+     * stay one page: their frees take the shorter hit path (kh_fast.h). */
+    size_t tight = 0, loose = 0, best = 0, best_waste = (size_t)-1;
+    for (size_t p = 1; p <= KH_SLAB_MAX_PAGES && !tight; p++) {
         size_t n = objs_for(p, slot);
         if (!n)
             continue;
         size_t bytes = p * KH_PAGE, waste = bytes - n * slot;
-        if (waste * 8 <= bytes) {
-            best = p;
+        if (p == 1 && waste * 8 <= bytes) {
+            loose = 1;
             break;
         }
+        if (waste * 16 <= bytes && p <= KH_SLAB_TIGHT_PAGES)
+            tight = p;
+        if (waste * 8 <= bytes && !loose)
+            loose = p;
+        if (loose && p >= KH_SLAB_TIGHT_PAGES)
+            break;
         /* Compare waste fractions without division. */
         if (best == 0 || waste * (best * KH_PAGE) < best_waste * bytes) {
             best = p;
             best_waste = waste;
         }
     }
+    best = tight ? tight : loose ? loose : best;
     c->pages = (uint32_t)best;
     c->objs = (uint32_t)objs_for(best, slot);
     c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
