@@ -282,6 +282,36 @@ const uint8_t kh_small_class[129] = {
 #endif
 };
 
+#if KH_MID_TABLE
+/* kh_mid_class (kh_front.h): for i = (n - 1) >> 7 with 1024 < n, n - 1
+ * has log2 L + 7 where L = log2(i), and kh_class_of's arithmetic gives
+ * 7 + ((L + 1) << KHEAP_CLASS_SUB_SHIFT) + ((i >> (L -
+ * KHEAP_CLASS_SUB_SHIFT)) & (KH_CLASS_SUB - 1)); entries below 8 (n <=
+ * 1024) are never read. tests/test_layers.c checks kh_class_of for every
+ * n against the class sizes. */
+#define KH_MC_L(i) ((i) >= 128u ? 7u : (i) >= 64u ? 6u : (i) >= 32u ? 5u : (i) >= 16u ? 4u : 3u)
+#define KH_MC(i)                                                              \
+    ((i) < 8u ? 0u                                                            \
+              : 7u + ((KH_MC_L(i) + 1u) << KHEAP_CLASS_SUB_SHIFT) +           \
+                    (((i) >> (KH_MC_L(i) - KHEAP_CLASS_SUB_SHIFT)) & (KH_CLASS_SUB - 1u)))
+#define KH_MC4(i) KH_MC(i), KH_MC((i) + 1u), KH_MC((i) + 2u), KH_MC((i) + 3u)
+#define KH_MC16(i) KH_MC4(i), KH_MC4((i) + 4u), KH_MC4((i) + 8u), KH_MC4((i) + 12u)
+#define KH_MC64(i) KH_MC16(i), KH_MC16((i) + 16u), KH_MC16((i) + 32u), KH_MC16((i) + 48u)
+const uint8_t kh_mid_class[KH_MID_COUNT] = {
+#if KHEAP_MAX_CLASS_SHIFT == 15
+    KH_MC64(0u), KH_MC64(64u), KH_MC64(128u), KH_MC64(192u),
+#elif KHEAP_MAX_CLASS_SHIFT == 14
+    KH_MC64(0u), KH_MC64(64u),
+#elif KHEAP_MAX_CLASS_SHIFT == 13
+    KH_MC64(0u),
+#elif KHEAP_MAX_CLASS_SHIFT == 12
+    KH_MC16(0u), KH_MC16(16u),
+#else
+    KH_MC16(0u),
+#endif
+};
+#endif
+
 /* kh_cc_bytes (kh_front.h): kh_class_size as a constant expression of
  * the table's index t (class t - 2), KHEAP_MAX_CLASS past the last
  * class. tests/test_layers.c checks it against kh_class_size. */

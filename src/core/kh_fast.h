@@ -59,7 +59,9 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
         cc = kh_cpu_here(cpus, cpu)->direct[(size + 7) >> 3];
     } else if (size <= KHEAP_MAX_CLASS) {
         cpu = kheap_port_cpu_enter_fast();
-        cc = &kh_cpu_here(cpus, cpu)->cc[KH_CC(kh_class_of(size))];
+        /* &cc[KH_CC(class)], with the + 1 in the address's displacement */
+        cc = (struct kh_cc *)((char *)&kh_cpu_here(cpus, cpu)->cc[KH_CC(0)] +
+                              (size_t)kh_class_of(size) * sizeof(struct kh_cc));
     } else {
 #if KH_RUNS
         if (size <= KHEAP_RUN_CACHE_MAX) {

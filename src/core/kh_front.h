@@ -262,11 +262,28 @@ extern const uint8_t kh_small_class[129];
 extern const size_t kh_cc_bytes[KH_CC_BYTES];
 _Static_assert(KH_CC_COUNT + 2 <= KH_CC_BYTES, "kh_cc_bytes covers every front and run_front");
 
+/* kh_mid_class[(n - 1) >> 7] is the class of a request of 1024 < n <=
+ * KHEAP_MAX_CLASS bytes (heap.c). Above 1 KiB classes are at least 128
+ * bytes apart (at most 8 per doubling), so n's class depends on its
+ * 128-byte block alone: one load on the multi-page classes' allocation
+ * hit instead of a bit scan and seven shifts, adds and moves. Builds with
+ * classes past 32 KiB (or closer than 128 bytes) compute it. */
+#if KHEAP_MAX_CLASS_SHIFT > 10 && KHEAP_MAX_CLASS_SHIFT <= 15 && KHEAP_CLASS_SUB_SHIFT <= 3
+#define KH_MID_TABLE 1
+#define KH_MID_COUNT ((size_t)KHEAP_MAX_CLASS >> 7)
+extern const uint8_t kh_mid_class[KH_MID_COUNT];
+#else
+#define KH_MID_TABLE 0
+#endif
+
 /* Size class of a request of n <= KHEAP_MAX_CLASS bytes. */
 static inline unsigned kh_class_of(size_t n)
 {
     if (kh_likely(n <= 1024))
         return kh_small_class[(n + 7) >> 3];
+#if KH_MID_TABLE
+    return kh_mid_class[(n - 1) >> 7];
+#endif
     unsigned f = kh_log2(n - 1);
     return 7 + ((f - 6) << KHEAP_CLASS_SUB_SHIFT) +
            (unsigned)(((n - 1) >> (f - KHEAP_CLASS_SUB_SHIFT)) &
