@@ -63,17 +63,37 @@ def find_lib(name):
     return None
 
 
+def peer_libs():
+    """[(name, library to preload or None for glibc, origin)] of the PEERS
+    whose library is found, in their order, and the names of the others."""
+    out, missing = [], []
+    for name, lib, origin in PEERS:
+        path = find_lib(lib) if lib else None
+        if lib and not path:
+            missing.append(name)
+        else:
+            out.append((name, path, origin))
+    return out, missing
+
+
+def harness_peers(binary):
+    """The peers found, as run_harness takes them: [(name, binary, library
+    to preload or None, origin)]; and the names of those not found."""
+    found, missing = peer_libs()
+    return [(name, binary, path, origin) for name, path, origin in found], missing
+
+
 def preloads(kheap_so):
     """[(name, library to preload, None for glibc)] in the order of the
     real-program tables (glibc, kheap, jemalloc, mimalloc, tcmalloc), and
     the names of those not found. kheap_so: libkheap.so's path or None."""
-    out, missing = [("glibc", None)], []
-    for name, path in [("kheap", kheap_so)] + [(n, find_lib(lib)) for n, lib, _ in PEERS if lib]:
-        if path:
-            out.append((name, path))
-        else:
-            missing.append(name)
-    return out, missing
+    found, missing = peer_libs()
+    out = [("glibc", None)]
+    if kheap_so:
+        out.append(("kheap", kheap_so))
+    else:
+        missing.insert(0, "kheap")
+    return out + [(name, path) for name, path, _ in found if path], missing
 
 
 def kheap_commit():

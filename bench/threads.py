@@ -37,14 +37,8 @@ def allocators(bin_malloc):
     so = suite.kheap_so()
     if not so:
         raise RuntimeError("no build/libkheap.so")
-    out, missing = [("kheap", bin_malloc, so, "libkheap.so")], []
-    for name, lib, origin in common.PEERS:
-        path = common.find_lib(lib) if lib else None
-        if lib and not path:
-            missing.append(name)
-            continue
-        out.append((name, bin_malloc, path, origin))
-    return out, missing
+    peers, missing = common.harness_peers(bin_malloc)
+    return [("kheap", bin_malloc, so, "libkheap.so")] + peers, missing
 
 
 def measure(bin_malloc, reps=3, pairs=64_000_000):
