@@ -8,6 +8,7 @@ Only the Python standard library is used.
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -145,6 +146,32 @@ def wait_quiet(cfg):
             cfg["wait_budget"] = max(0.0, cfg["wait_budget"] - (time.time() - start))
             return round(b, 2)
         time.sleep(0.5)
+
+
+def interleaved(what, reps, configs, run_one):
+    """reps rounds, each running every config once in turn, after waiting
+    for a quiet machine (wait_quiet: up to 10 s before a run, 120 s in
+    all). run_one(config, busy share seen) returns one run's result;
+    returns {config: [its results, one a round]}."""
+    rows = {}
+    quiet = dict(max_wait=10, wait_budget=120)
+    for rnd in range(reps):
+        for config in configs:
+            busy = wait_quiet(quiet)
+            rows.setdefault(config, []).append(run_one(config, busy))
+        log("%s: round %d of %d" % (what, rnd + 1, reps))
+    return rows
+
+
+def median(runs, k):
+    """The median of field k over runs (tuples)."""
+    return statistics.median(r[k] for r in runs)
+
+
+def spread(vals, fmt, dash="–"):
+    """The median of vals and their range, each in fmt: "m (lo–hi)"."""
+    return "%s (%s%s%s)" % (fmt % statistics.median(vals), fmt % min(vals), dash,
+                            fmt % max(vals))
 
 
 def parse_result(text):
