@@ -174,6 +174,29 @@ def spread(vals, fmt, dash="–"):
                             fmt % max(vals))
 
 
+def table_head(first, names, last):
+    """The head of a results table: first, a column per allocator, last."""
+    return ["| %s | %s | %s |" % (first, " | ".join(names), last),
+            "|---|" + "---:|" * (len(names) + 1)]
+
+
+def table_row(label, names, vals, fmt, bold=False):
+    """A row of a results table: label, each allocator's vals[name] as
+    spread() ("—" if it has none), and kheap's median over glibc's (in
+    bold if asked); and {name: median}."""
+    med, cells = {}, []
+    for name in names:
+        v = vals.get(name)
+        if v:
+            med[name] = statistics.median(v)
+            cells.append(spread(v, fmt))
+        else:
+            cells.append("—")
+    ratio = "%.2f" % (med["kheap"] / med["glibc"]) if "kheap" in med and med.get("glibc") else "—"
+    return "| %s | %s | %s |" % (label, " | ".join(cells),
+                                 "**%s**" % ratio if bold else ratio), med
+
+
 def parse_result(text):
     for line in text.splitlines():
         if line.startswith("RESULT "):

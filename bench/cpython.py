@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,6 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import suite  # noqa: E402
-from real import spread  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results")
 DOC = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
@@ -148,12 +146,6 @@ def geomean(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
 
 
-def ratio_cell(med, t):
-    """kheap's median over glibc's for test t, as a table cell."""
-    k, g = med.get((t, "kheap")), med.get((t, "glibc"))
-    return "%.2f" % (k / g) if k and g else "—"
-
-
 def report(rows, names, missing, diff, reps, elapsed):
     L = [BEGIN, "## CPython's regression tests", ""]
     version = common.run([PYTHON, "-c", "import platform; print(platform.python_version())"])
@@ -179,30 +171,24 @@ def report(rows, names, missing, diff, reps, elapsed):
         by.setdefault((r["test"], r["allocator"]), []).append(r)
     for title, key, scale, fmt in (("Wall time, seconds", "wall_s", 1, "%.2f"),
                                    ("Peak RSS, MiB", "max_rss_kib", 1 / 1024, "%.1f")):
-        L += ["", "### " + title, ""]
-        L.append("| test | " + " | ".join(names) + " | kheap vs glibc |")
-        L.append("|---|" + "---:|" * (len(names) + 1))
+        L += ["", "### " + title, ""] + common.table_head("test", names, "kheap vs glibc")
         med = meds[key] = {}
         for t in tests:
-            cells = []
-            for a in names:
-                vals = [r[key] * scale for r in by.get((t, a), [])]
-                if vals:
-                    med[(t, a)] = statistics.median(vals)
-                cells.append(spread(vals, fmt) if vals else "—")
-            L.append("| %s | %s | %s |" % (t, " | ".join(cells), ratio_cell(med, t)))
+            line, m = common.table_row(t, names, {a: [r[key] * scale for r in by.get((t, a), [])]
+                                                  for a in names}, fmt)
+            med.update(((t, a), v) for a, v in m.items())
+            L.append(line)
         if key == "wall_s":
             # Each round's total, then their median.
-            cells = []
-            for a in names:
-                sums = {}
-                for r in rows:
-                    if r["allocator"] == a:
-                        sums[r["round"]] = sums.get(r["round"], 0) + r[key]
-                if sums:
-                    med[("all", a)] = statistics.median(sums.values())
-                cells.append(spread(list(sums.values()), fmt) if sums else "—")
-            L.append("| **all** | %s | **%s** |" % (" | ".join(cells), ratio_cell(med, "all")))
+            sums = {a: {} for a in names}
+            for r in rows:
+                if r["allocator"] in sums:
+                    s = sums[r["allocator"]]
+                    s[r["round"]] = s.get(r["round"], 0) + r[key]
+            line, m = common.table_row("**all**", names,
+                                       {a: list(s.values()) for a, s in sums.items()}, fmt, True)
+            med.update((("all", a), v) for a, v in m.items())
+            L.append(line)
         else:
             # Each allocator's geometric mean over the tests of its median
             # over glibc's.

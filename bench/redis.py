@@ -36,7 +36,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import suite  # noqa: E402
-from real import spread  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results")
 DOC = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
@@ -313,7 +312,7 @@ def report(rows, names, missing, reps, elapsed):
             mine = [r for r in sel if r["allocator"] == a]
             if not mine:
                 continue
-            cells = [spread(med[(mode, a, key)], fmt) for _, key, _, fmt in cols]
+            cells = [common.spread(med[(mode, a, key)], fmt) for _, key, _, fmt in cols]
             je = med.get((mode, "jemalloc", "rss_10s_kib"))
             ratio = "%.2f" % (m(mode, a, "rss_10s_kib") / statistics.median(je)) if je else "—"
             L.append("| %s | %s | %s |" % (a, " | ".join(cells), ratio))
