@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BENCH, ROOT, find_lib, log, make_env, script_main, splice,  # noqa: E402
+from common import (BENCH, ROOT, log, make_env, preloads, script_main, splice,  # noqa: E402
                     table_head, table_row)
 
 BUILD = os.path.join(BENCH, "build", "real")
@@ -37,12 +37,6 @@ DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 T = os.path.join(ROOT, "tests", "real")
 BEGIN = "<!-- real programs: written by bench/real.py -->"
 END = "<!-- end of real programs -->"
-
-PEERS = [
-    ("jemalloc", "libjemalloc.so.2"),
-    ("mimalloc", "libmimalloc.so.2"),
-    ("tcmalloc", "libtcmalloc_minimal.so.4"),
-]
 
 GIT = """
 export HOME=$PWD GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=kheap GIT_AUTHOR_EMAIL=kheap@example.org
@@ -163,15 +157,7 @@ def measure(reps, only=None):
         if not (os.path.exists(tool) or shutil.which(tool)):
             raise RuntimeError("%s is not installed: run tools/deps.sh" % tool)
     t0 = time.time()
-    so = build()
-    allocs = [("glibc", None), ("kheap", so)]
-    missing = []
-    for name, lib in PEERS:
-        path = find_lib(lib)
-        if path:
-            allocs.append((name, path))
-        else:
-            missing.append(name)
+    allocs, missing = preloads(build())
     work = tempfile.mkdtemp(prefix="kheap-real-")
     rows = {}
     csv_rows = []
