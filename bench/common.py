@@ -6,11 +6,14 @@ docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
 import argparse
+import contextlib
 import csv
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +100,40 @@ def preloads(kheap_so):
     return out + [(name, path) for name, path, _ in found if path], missing
 
 
+def require(tools, hint="tools/deps.sh real"):
+    """Stop at the first of tools (a path, or a name on PATH) that is not
+    installed."""
+    for tool in tools:
+        if not (os.path.exists(tool) or shutil.which(tool)):
+            raise RuntimeError("%s is not installed: run %s" % (tool, hint))
+
+
+@contextlib.contextmanager
+def scratch(name):
+    """A directory for one script's runs, removed after them."""
+    work = tempfile.mkdtemp(prefix="kheap-%s-" % name)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def rounds(what, reps, t0=None):
+    """The rounds 1 .. reps, the end of each logged (with the seconds since
+    t0, if given)."""
+    for rnd in range(1, reps + 1):
+        yield rnd
+        if t0 is None:
+            log("%s: round %d of %d" % (what, rnd, reps))
+        else:
+            log("%s: round %d of %d done (%.0f s)" % (what, rnd, reps, time.time() - t0))
+
+
+def utc_now():
+    """The time for a report: "YYYY-MM-DD HH:MM", UTC."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+
+
 def kheap_commit():
     """The last commit that changed kheap itself (src/, include/, the
     Makefile), and whether the work tree has changed them since."""
@@ -155,11 +192,10 @@ def interleaved(what, reps, configs, run_one):
     returns {config: [its results, one a round]}."""
     rows = {}
     quiet = dict(max_wait=10, wait_budget=120)
-    for rnd in range(reps):
+    for _ in rounds(what, reps):
         for config in configs:
             busy = wait_quiet(quiet)
             rows.setdefault(config, []).append(run_one(config, busy))
-        log("%s: round %d of %d" % (what, rnd + 1, reps))
     return rows
 
 
@@ -219,6 +255,7 @@ def run_harness(alloc, args, wrapper=(), timeout=900):
 
 
 def write_csv(path, rows, fields):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -265,21 +302,27 @@ def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
         sys.exit(1)
 
 
-def write_section(section, begin, end):
-    """Put section (marked by begin and end) into docs/BENCHMARKS.md."""
+def write_section(section, begin, end, what=None):
+    """Put section (marked by begin and end) into docs/BENCHMARKS.md; what
+    names it in the log."""
     doc = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     with open(doc) as f:
         text = f.read()
     with open(doc, "w") as f:
-        f.write(splice(text, section + "\n", begin, end))
-    log("wrote %s" % os.path.relpath(doc, ROOT))
+        f.write(splice(text, section if section.endswith("\n") else section + "\n", begin, end))
+    log("wrote %s%s" % ("the %s section of " % what if what else "", os.path.relpath(doc, ROOT)))
+
+
+def parser(doc):
+    """A script's command line, its docstring for --help."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def section_parser(doc):
     """The command line of a script that writes a section of its own:
     its docstring, and --print (print the section, write no file)."""
-    ap = argparse.ArgumentParser(description=doc,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(doc)
     ap.add_argument("--print", action="store_true", help="print the section, do not write it")
     return ap
 

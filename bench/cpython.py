@@ -18,15 +18,11 @@ which bench/run.py keeps when it rewrites the rest of that file.
 The test suite is Debian's libpython3.X-testsuite (tools/deps.sh real).
 Only the Python standard library is used.
 """
-import argparse
-import datetime
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -35,7 +31,6 @@ import common  # noqa: E402
 import suite  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results")
-DOC = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
 BEGIN = "<!-- cpython: written by bench/cpython.py -->"
 END = "<!-- end of cpython -->"
 PYTHON = "/usr/bin/python3"
@@ -101,9 +96,7 @@ def measure(reps, only=None):
     allocator names, missing, differences, seconds): rows are the CSV
     rows; differences lists the test cases whose outcome was not the same
     in every run."""
-    for tool in ("/usr/bin/time", PYTHON):
-        if not os.path.exists(tool):
-            raise RuntimeError("%s is not installed: run tools/deps.sh real" % tool)
+    common.require(("/usr/bin/time", PYTHON))
     tests = [t for t in TESTS if not only or t in only]
     libdir = common.run([PYTHON, "-c", "import os, test; print(os.path.dirname(test.__file__))"])
     for t in tests:
@@ -114,9 +107,8 @@ def measure(reps, only=None):
     t0 = time.time()
     allocs, missing = common.preloads(suite.kheap_so())
     rows, seen = [], {}
-    work = tempfile.mkdtemp(prefix="kheap-cpython-")
-    try:
-        for rep in range(reps):
+    with common.scratch("cpython") as work:
+        for rnd in common.rounds("cpython", reps, t0):
             for t in tests:
                 for name, preload in allocs:
                     wall, rss, status, res = one_run(t, preload, work)
@@ -124,20 +116,16 @@ def measure(reps, only=None):
                         seen.setdefault((t, case), {}).setdefault(how, []).append(name)
                     n = {k: sum(1 for v in res.values() if v == k)
                          for k in ("passed", "skipped", "failure", "error")}
-                    rows.append(dict(round=rep + 1, test=t, allocator=name,
+                    rows.append(dict(round=rnd, test=t, allocator=name,
                                      wall_s=round(wall, 3), max_rss_kib=rss, exit=status,
                                      cases=len(res), passed=n["passed"], skipped=n["skipped"],
                                      failed=n["failure"] + n["error"]))
-            common.log("cpython: round %d of %d done (%.0f s)" % (rep + 1, reps, time.time() - t0))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     runs = reps * len(allocs)
     diff = []
     for (t, case), by in sorted(seen.items()):
         if len(by) > 1 or sum(len(v) for v in by.values()) != runs:
             diff.append("%s: %s" % (case, "; ".join(
                 "%s under %s" % (how, ", ".join(sorted(set(who)))) for how, who in by.items())))
-    os.makedirs(RESULTS, exist_ok=True)
     common.write_csv(os.path.join(RESULTS, "cpython.csv"), rows, FIELDS)
     return rows, [a for a, _ in allocs], missing, diff, time.time() - t0
 
@@ -162,7 +150,7 @@ def report(rows, names, missing, diff, reps, elapsed):
              "geometric mean, over the tests, of its median over glibc's. The %d CPUs are "
              "shared: other work adds noise, which the min–max shows. `test_io` and "
              "`test_subprocess` are left out: they spend most of their 20–30 s waiting."
-             % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), version.strip(),
+             % (common.utc_now(), version.strip(),
                 common.kheap_commit(), reps, elapsed, PYTHON, os.cpu_count() or 1))
     if missing:
         L += ["", "Not measured (library not found): %s." % ", ".join(missing)]
@@ -224,8 +212,7 @@ def report(rows, names, missing, diff, reps, elapsed):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", help="comma-separated test modules (of TESTS)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
@@ -235,12 +222,8 @@ def main():
     section = report(rows, names, missing, diff, args.reps, elapsed)
     if args.no_doc:
         print(section)
-        return 1 if diff else 0
-    with open(DOC) as f:
-        text = f.read()
-    with open(DOC, "w") as f:
-        f.write(common.splice(text, section, BEGIN, END))
-    common.log("wrote the CPython section of %s" % os.path.relpath(DOC, common.ROOT))
+    else:
+        common.write_section(section, BEGIN, END, "CPython")
     return 1 if diff else 0
 
 

@@ -16,24 +16,18 @@ starts several processes (git, gcc, g++, sort), the largest of them.
 
 Only the Python standard library is used.
 """
-import argparse
-import csv
-import datetime
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BENCH, ROOT, log, make_env, preloads, script_main, splice,  # noqa: E402
-                    table_head, table_row)
+import common  # noqa: E402
+from common import BENCH, ROOT, make_env, script_main  # noqa: E402
 
 BUILD = os.path.join(BENCH, "build", "real")
 RESULTS = os.path.join(BENCH, "results")
-DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 T = os.path.join(ROOT, "tests", "real")
 BEGIN = "<!-- real programs: written by bench/real.py -->"
 END = "<!-- end of real programs -->"
@@ -127,17 +121,17 @@ def report(rows, allocs, reps, elapsed, missing):
              "largest. Python runs with `PYTHONMALLOC=malloc`, so its objects come from "
              "the allocator under test rather than Python's own arenas. The machine has 2 "
              "shared cores: other work adds noise, which the min–max shows."
-             % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), reps, elapsed))
+             % (common.utc_now(), reps, elapsed))
     if missing:
         L.append("")
         L.append("Not measured (library not found): %s." % ", ".join(missing))
     for metric, title, fmt, key in (("wall", "Wall time, seconds", "%.2f", 0),
                                     ("rss", "Peak RSS, MiB", "%.1f", 1)):
-        L += ["", "### " + title, ""] + table_head("workload", allocs, "kheap vs glibc")
+        L += ["", "### " + title, ""] + common.table_head("workload", allocs, "kheap vs glibc")
         for name, what, _ in WORKLOADS:
             vals = {a: [r[key] if key == 0 else r[key] / 1024.0 for r in rows.get((name, a), [])]
                     for a in allocs}
-            L.append(table_row(name, allocs, vals, fmt)[0])
+            L.append(common.table_row(name, allocs, vals, fmt)[0])
     L += ["", "Workloads:", ""]
     for name, what, _ in WORKLOADS:
         L.append("- **%s**: %s." % (name, what))
@@ -153,37 +147,28 @@ def measure(reps, only=None):
     global WORKLOADS
     if only:
         WORKLOADS = [w for w in WORKLOADS if w[0] in only]
-    for tool in ("/usr/bin/time", "g++", "sqlite3", "git", "perl", "lua5.4", "python3"):
-        if not (os.path.exists(tool) or shutil.which(tool)):
-            raise RuntimeError("%s is not installed: run tools/deps.sh" % tool)
+    common.require(("/usr/bin/time", "g++", "sqlite3", "git", "perl", "lua5.4", "python3"),
+                   "tools/deps.sh")
     t0 = time.time()
-    allocs, missing = preloads(build())
-    work = tempfile.mkdtemp(prefix="kheap-real-")
+    allocs, missing = common.preloads(build())
     rows = {}
     csv_rows = []
-    try:
+    with common.scratch("real") as work:
         prepare(work)
-        for rep in range(reps):
+        for rnd in common.rounds("real", reps, t0):
             for name, _, argv in WORKLOADS:
                 for a, pre in allocs:
                     wall, rss = timed(argv, pre, work)
                     rows.setdefault((name, a), []).append((wall, rss))
-                    csv_rows.append(dict(round=rep + 1, workload=name, allocator=a,
+                    csv_rows.append(dict(round=rnd, workload=name, allocator=a,
                                          wall_s="%.3f" % wall, max_rss_kib=rss))
-            log("real: round %d of %d done (%.0f s)" % (rep + 1, reps, time.time() - t0))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "real.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["round", "workload", "allocator", "wall_s", "max_rss_kib"])
-        w.writeheader()
-        w.writerows(csv_rows)
+    common.write_csv(os.path.join(RESULTS, "real.csv"), csv_rows,
+                     ["round", "workload", "allocator", "wall_s", "max_rss_kib"])
     return rows, [a for a, _ in allocs], missing, time.time() - t0
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", help="comma-separated workload names")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
@@ -192,12 +177,8 @@ def main():
     section = report(rows, names, args.reps, elapsed, missing)
     if args.no_doc:
         print(section)
-        return
-    with open(DOC) as f:
-        text = f.read()
-    with open(DOC, "w") as f:
-        f.write(splice(text, section, BEGIN, END))
-    log("wrote the real-program section of %s" % os.path.relpath(DOC, ROOT))
+    else:
+        common.write_section(section, BEGIN, END, "real-program")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def report(measured):
          "blocks themselves: two `mprotect` calls and a page written and checked each." % (scale, reps),
          "",
          "- Date: %s UTC; commit %s; nproc %s; load average at the end %.2f."
-         % (time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+         % (common.utc_now(),
             common.run(["git", "rev-parse", "--short=12", "HEAD"]).strip(),
             os.cpu_count(), os.getloadavg()[0]),
          "",
