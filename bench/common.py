@@ -1,8 +1,9 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
-bench/real.py, bench/redis.py, bench/cpython.py): paths, the peer
-allocators, running commands and the harnesses, waiting for a quiet
-machine, CSV output, the build environment, their sections of
-docs/BENCHMARKS.md.
+bench/real.py, bench/redis.py, bench/cpython.py, bench/sizes.py,
+bench/threads.py, bench/sampled.py): paths, the peer allocators, running
+commands and the harnesses, waiting for a quiet machine, interleaved
+rounds, CSV output, the build environment, result tables, their sections
+of docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
 import argparse
