@@ -1,15 +1,20 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
-bench/real.py, bench/redis.py, bench/cpython.py): paths, the peer
-allocators, running commands and the harnesses, waiting for a quiet
-machine, CSV output, the build environment, their sections of
-docs/BENCHMARKS.md.
+bench/real.py, bench/redis.py, bench/cpython.py, bench/sizes.py,
+bench/threads.py, bench/sampled.py): paths, the peer allocators, running
+commands and the harnesses, waiting for a quiet machine, interleaved
+rounds, CSV output, the build environment, result tables, their sections
+of docs/BENCHMARKS.md.
 Only the Python standard library is used.
 """
 import argparse
+import contextlib
 import csv
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,17 +68,71 @@ def find_lib(name):
     return None
 
 
+def peer_libs():
+    """[(name, library to preload or None for glibc, origin)] of the PEERS
+    whose library is found, in their order, and the names of the others."""
+    out, missing = [], []
+    for name, lib, origin in PEERS:
+        path = find_lib(lib) if lib else None
+        if lib and not path:
+            missing.append(name)
+        else:
+            out.append((name, path, origin))
+    return out, missing
+
+
+def harness_peers(binary):
+    """The peers found, as run_harness takes them: [(name, binary, library
+    to preload or None, origin)]; and the names of those not found."""
+    found, missing = peer_libs()
+    return [(name, binary, path, origin) for name, path, origin in found], missing
+
+
 def preloads(kheap_so):
     """[(name, library to preload, None for glibc)] in the order of the
     real-program tables (glibc, kheap, jemalloc, mimalloc, tcmalloc), and
     the names of those not found. kheap_so: libkheap.so's path or None."""
-    out, missing = [("glibc", None)], []
-    for name, path in [("kheap", kheap_so)] + [(n, find_lib(lib)) for n, lib, _ in PEERS if lib]:
-        if path:
-            out.append((name, path))
+    found, missing = peer_libs()
+    out = [("glibc", None)]
+    if kheap_so:
+        out.append(("kheap", kheap_so))
+    else:
+        missing.insert(0, "kheap")
+    return out + [(name, path) for name, path, _ in found if path], missing
+
+
+def require(tools, hint="tools/deps.sh real"):
+    """Stop at the first of tools (a path, or a name on PATH) that is not
+    installed."""
+    for tool in tools:
+        if not (os.path.exists(tool) or shutil.which(tool)):
+            raise RuntimeError("%s is not installed: run %s" % (tool, hint))
+
+
+@contextlib.contextmanager
+def scratch(name):
+    """A directory for one script's runs, removed after them."""
+    work = tempfile.mkdtemp(prefix="kheap-%s-" % name)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def rounds(what, reps, t0=None):
+    """The rounds 1 .. reps, the end of each logged (with the seconds since
+    t0, if given)."""
+    for rnd in range(1, reps + 1):
+        yield rnd
+        if t0 is None:
+            log("%s: round %d of %d" % (what, rnd, reps))
         else:
-            missing.append(name)
-    return out, missing
+            log("%s: round %d of %d done (%.0f s)" % (what, rnd, reps, time.time() - t0))
+
+
+def utc_now():
+    """The time for a report: "YYYY-MM-DD HH:MM", UTC."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())
 
 
 def kheap_commit():
@@ -127,6 +186,54 @@ def wait_quiet(cfg):
         time.sleep(0.5)
 
 
+def interleaved(what, reps, configs, run_one):
+    """reps rounds, each running every config once in turn, after waiting
+    for a quiet machine (wait_quiet: up to 10 s before a run, 120 s in
+    all). run_one(config, busy share seen) returns one run's result;
+    returns {config: [its results, one a round]}."""
+    rows = {}
+    quiet = dict(max_wait=10, wait_budget=120)
+    for _ in rounds(what, reps):
+        for config in configs:
+            busy = wait_quiet(quiet)
+            rows.setdefault(config, []).append(run_one(config, busy))
+    return rows
+
+
+def median(runs, k):
+    """The median of field k over runs (tuples)."""
+    return statistics.median(r[k] for r in runs)
+
+
+def spread(vals, fmt, dash="–"):
+    """The median of vals and their range, each in fmt: "m (lo–hi)"."""
+    return "%s (%s%s%s)" % (fmt % statistics.median(vals), fmt % min(vals), dash,
+                            fmt % max(vals))
+
+
+def table_head(first, names, last):
+    """The head of a results table: first, a column per allocator, last."""
+    return ["| %s | %s | %s |" % (first, " | ".join(names), last),
+            "|---|" + "---:|" * (len(names) + 1)]
+
+
+def table_row(label, names, vals, fmt, bold=False):
+    """A row of a results table: label, each allocator's vals[name] as
+    spread() ("—" if it has none), and kheap's median over glibc's (in
+    bold if asked); and {name: median}."""
+    med, cells = {}, []
+    for name in names:
+        v = vals.get(name)
+        if v:
+            med[name] = statistics.median(v)
+            cells.append(spread(v, fmt))
+        else:
+            cells.append("—")
+    ratio = "%.2f" % (med["kheap"] / med["glibc"]) if "kheap" in med and med.get("glibc") else "—"
+    return "| %s | %s | %s |" % (label, " | ".join(cells),
+                                 "**%s**" % ratio if bold else ratio), med
+
+
 def parse_result(text):
     for line in text.splitlines():
         if line.startswith("RESULT "):
@@ -149,6 +256,7 @@ def run_harness(alloc, args, wrapper=(), timeout=900):
 
 
 def write_csv(path, rows, fields):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -195,21 +303,27 @@ def script_main(main, name, errors=(RuntimeError, subprocess.TimeoutExpired,
         sys.exit(1)
 
 
-def write_section(section, begin, end):
-    """Put section (marked by begin and end) into docs/BENCHMARKS.md."""
+def write_section(section, begin, end, what=None):
+    """Put section (marked by begin and end) into docs/BENCHMARKS.md; what
+    names it in the log."""
     doc = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     with open(doc) as f:
         text = f.read()
     with open(doc, "w") as f:
-        f.write(splice(text, section + "\n", begin, end))
-    log("wrote %s" % os.path.relpath(doc, ROOT))
+        f.write(splice(text, section if section.endswith("\n") else section + "\n", begin, end))
+    log("wrote %s%s" % ("the %s section of " % what if what else "", os.path.relpath(doc, ROOT)))
+
+
+def parser(doc):
+    """A script's command line, its docstring for --help."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def section_parser(doc):
     """The command line of a script that writes a section of its own:
     its docstring, and --print (print the section, write no file)."""
-    ap = argparse.ArgumentParser(description=doc,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(doc)
     ap.add_argument("--print", action="store_true", help="print the section, do not write it")
     return ap
 

@@ -18,26 +18,19 @@ which bench/run.py keeps when it rewrites the rest of that file.
 The test suite is Debian's libpython3.X-testsuite (tools/deps.sh real).
 Only the Python standard library is used.
 """
-import argparse
-import datetime
 import math
 import os
 import re
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import suite  # noqa: E402
-from real import spread  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results")
-DOC = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
 BEGIN = "<!-- cpython: written by bench/cpython.py -->"
 END = "<!-- end of cpython -->"
 PYTHON = "/usr/bin/python3"
@@ -103,9 +96,7 @@ def measure(reps, only=None):
     allocator names, missing, differences, seconds): rows are the CSV
     rows; differences lists the test cases whose outcome was not the same
     in every run."""
-    for tool in ("/usr/bin/time", PYTHON):
-        if not os.path.exists(tool):
-            raise RuntimeError("%s is not installed: run tools/deps.sh real" % tool)
+    common.require(("/usr/bin/time", PYTHON))
     tests = [t for t in TESTS if not only or t in only]
     libdir = common.run([PYTHON, "-c", "import os, test; print(os.path.dirname(test.__file__))"])
     for t in tests:
@@ -116,9 +107,8 @@ def measure(reps, only=None):
     t0 = time.time()
     allocs, missing = common.preloads(suite.kheap_so())
     rows, seen = [], {}
-    work = tempfile.mkdtemp(prefix="kheap-cpython-")
-    try:
-        for rep in range(reps):
+    with common.scratch("cpython") as work:
+        for rnd in common.rounds("cpython", reps, t0):
             for t in tests:
                 for name, preload in allocs:
                     wall, rss, status, res = one_run(t, preload, work)
@@ -126,32 +116,22 @@ def measure(reps, only=None):
                         seen.setdefault((t, case), {}).setdefault(how, []).append(name)
                     n = {k: sum(1 for v in res.values() if v == k)
                          for k in ("passed", "skipped", "failure", "error")}
-                    rows.append(dict(round=rep + 1, test=t, allocator=name,
+                    rows.append(dict(round=rnd, test=t, allocator=name,
                                      wall_s=round(wall, 3), max_rss_kib=rss, exit=status,
                                      cases=len(res), passed=n["passed"], skipped=n["skipped"],
                                      failed=n["failure"] + n["error"]))
-            common.log("cpython: round %d of %d done (%.0f s)" % (rep + 1, reps, time.time() - t0))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     runs = reps * len(allocs)
     diff = []
     for (t, case), by in sorted(seen.items()):
         if len(by) > 1 or sum(len(v) for v in by.values()) != runs:
             diff.append("%s: %s" % (case, "; ".join(
                 "%s under %s" % (how, ", ".join(sorted(set(who)))) for how, who in by.items())))
-    os.makedirs(RESULTS, exist_ok=True)
     common.write_csv(os.path.join(RESULTS, "cpython.csv"), rows, FIELDS)
     return rows, [a for a, _ in allocs], missing, diff, time.time() - t0
 
 
 def geomean(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
-
-
-def ratio_cell(med, t):
-    """kheap's median over glibc's for test t, as a table cell."""
-    k, g = med.get((t, "kheap")), med.get((t, "glibc"))
-    return "%.2f" % (k / g) if k and g else "—"
 
 
 def report(rows, names, missing, diff, reps, elapsed):
@@ -170,7 +150,7 @@ def report(rows, names, missing, diff, reps, elapsed):
              "geometric mean, over the tests, of its median over glibc's. The %d CPUs are "
              "shared: other work adds noise, which the min–max shows. `test_io` and "
              "`test_subprocess` are left out: they spend most of their 20–30 s waiting."
-             % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), version.strip(),
+             % (common.utc_now(), version.strip(),
                 common.kheap_commit(), reps, elapsed, PYTHON, os.cpu_count() or 1))
     if missing:
         L += ["", "Not measured (library not found): %s." % ", ".join(missing)]
@@ -179,30 +159,24 @@ def report(rows, names, missing, diff, reps, elapsed):
         by.setdefault((r["test"], r["allocator"]), []).append(r)
     for title, key, scale, fmt in (("Wall time, seconds", "wall_s", 1, "%.2f"),
                                    ("Peak RSS, MiB", "max_rss_kib", 1 / 1024, "%.1f")):
-        L += ["", "### " + title, ""]
-        L.append("| test | " + " | ".join(names) + " | kheap vs glibc |")
-        L.append("|---|" + "---:|" * (len(names) + 1))
+        L += ["", "### " + title, ""] + common.table_head("test", names, "kheap vs glibc")
         med = meds[key] = {}
         for t in tests:
-            cells = []
-            for a in names:
-                vals = [r[key] * scale for r in by.get((t, a), [])]
-                if vals:
-                    med[(t, a)] = statistics.median(vals)
-                cells.append(spread(vals, fmt) if vals else "—")
-            L.append("| %s | %s | %s |" % (t, " | ".join(cells), ratio_cell(med, t)))
+            line, m = common.table_row(t, names, {a: [r[key] * scale for r in by.get((t, a), [])]
+                                                  for a in names}, fmt)
+            med.update(((t, a), v) for a, v in m.items())
+            L.append(line)
         if key == "wall_s":
             # Each round's total, then their median.
-            cells = []
-            for a in names:
-                sums = {}
-                for r in rows:
-                    if r["allocator"] == a:
-                        sums[r["round"]] = sums.get(r["round"], 0) + r[key]
-                if sums:
-                    med[("all", a)] = statistics.median(sums.values())
-                cells.append(spread(list(sums.values()), fmt) if sums else "—")
-            L.append("| **all** | %s | **%s** |" % (" | ".join(cells), ratio_cell(med, "all")))
+            sums = {a: {} for a in names}
+            for r in rows:
+                if r["allocator"] in sums:
+                    s = sums[r["allocator"]]
+                    s[r["round"]] = s.get(r["round"], 0) + r[key]
+            line, m = common.table_row("**all**", names,
+                                       {a: list(s.values()) for a, s in sums.items()}, fmt, True)
+            med.update((("all", a), v) for a, v in m.items())
+            L.append(line)
         else:
             # Each allocator's geometric mean over the tests of its median
             # over glibc's.
@@ -238,8 +212,7 @@ def report(rows, names, missing, diff, reps, elapsed):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", help="comma-separated test modules (of TESTS)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
@@ -249,12 +222,8 @@ def main():
     section = report(rows, names, missing, diff, args.reps, elapsed)
     if args.no_doc:
         print(section)
-        return 1 if diff else 0
-    with open(DOC) as f:
-        text = f.read()
-    with open(DOC, "w") as f:
-        f.write(common.splice(text, section, BEGIN, END))
-    common.log("wrote the CPython section of %s" % os.path.relpath(DOC, common.ROOT))
+    else:
+        common.write_section(section, BEGIN, END, "CPython")
     return 1 if diff else 0
 
 

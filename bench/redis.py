@@ -23,23 +23,17 @@ Redis's or next to none of it).
 
 Only the Python standard library is used.
 """
-import argparse
-import datetime
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import suite  # noqa: E402
-from real import spread  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results")
-DOC = os.path.join(common.ROOT, "docs", "BENCHMARKS.md")
 BEGIN = "<!-- redis: written by bench/redis.py -->"
 END = "<!-- end of redis -->"
 
@@ -202,25 +196,18 @@ def measure(reps, modes):
     """reps interleaved rounds of every mode and allocator. Returns (rows,
     allocator names, missing, seconds); bench/results/redis.csv gets every
     run."""
-    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
-        if not shutil.which(tool):
-            raise RuntimeError("%s is not installed: run tools/deps.sh real" % tool)
+    common.require(("redis-server", "redis-benchmark", "redis-cli"))
     t0 = time.time()
     allocs, missing = allocators()
     quiet = dict(max_wait=10, wait_budget=120)
     rows = []
-    work = tempfile.mkdtemp(prefix="kheap-redis-")
-    try:
-        for rep in range(reps):
+    with common.scratch("redis") as work:
+        for rnd in common.rounds("redis", reps, t0):
             for mode in modes:
                 for name, preload in allocs:
                     r = one_run(name, preload, mode, work, quiet)
-                    r["round"] = rep + 1
+                    r["round"] = rnd
                     rows.append(r)
-            common.log("redis: round %d of %d done (%.0f s)" % (rep + 1, reps, time.time() - t0))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(RESULTS, exist_ok=True)
     common.write_csv(os.path.join(RESULTS, "redis.csv"), rows, FIELDS)
     return rows, [a for a, _ in allocs], missing, time.time() - t0
 
@@ -248,7 +235,7 @@ def report(rows, names, missing, reps, elapsed):
              "CPUs are shared: other work adds noise, which the min–max shows (busy share of "
              "the CPUs just before each load: median %.2f, the CSV's `busy_before`); "
              "redis-benchmark runs on the same CPUs."
-             % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), version(),
+             % (common.utc_now(), version(),
                 common.kheap_commit(), reps, elapsed,
                 " ".join(a if a else '""' for a in SERVER), " ".join(LOAD), SMALL_AFTER_INFO,
                 " ".join(SMALL), os.cpu_count() or 1,
@@ -313,7 +300,7 @@ def report(rows, names, missing, reps, elapsed):
             mine = [r for r in sel if r["allocator"] == a]
             if not mine:
                 continue
-            cells = [spread(med[(mode, a, key)], fmt) for _, key, _, fmt in cols]
+            cells = [common.spread(med[(mode, a, key)], fmt) for _, key, _, fmt in cols]
             je = med.get((mode, "jemalloc", "rss_10s_kib"))
             ratio = "%.2f" % (m(mode, a, "rss_10s_kib") / statistics.median(je)) if je else "—"
             L.append("| %s | %s | %s |" % (a, " | ".join(cells), ratio))
@@ -333,8 +320,7 @@ def report(rows, names, missing, reps, elapsed):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--modes", default="sync,async",
                     help="comma-separated: sync (FLUSHALL), async (FLUSHALL ASYNC)")
@@ -348,12 +334,8 @@ def main():
     section = report(rows, names, missing, args.reps, elapsed)
     if args.no_doc:
         print(section)
-        return
-    with open(DOC) as f:
-        text = f.read()
-    with open(DOC, "w") as f:
-        f.write(common.splice(text, section, BEGIN, END))
-    common.log("wrote the Redis section of %s" % os.path.relpath(DOC, common.ROOT))
+    else:
+        common.write_section(section, BEGIN, END, "Redis")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, find_lib, log,  # noqa: E402
+from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, harness_peers, log,  # noqa: E402
                     make_env, run, run_harness, script_main, splice, wait_quiet, write_csv)
 from common import section as common_section  # noqa: E402
 import cpython  # noqa: E402
@@ -145,19 +145,11 @@ def build(tree):
 def allocators(bin_kheap, bin_malloc):
     """[(name, binary, preload or None, origin substring)], and the peers
     that are missing."""
-    out = [("kheap", bin_kheap, None, "libkheap.a")]
-    missing = []
-    for name, lib, origin in PEERS:
-        if lib is None:
-            out.append((name, bin_malloc, None, origin))
-            continue
-        path = find_lib(lib)
-        if path:
-            out.append((name, bin_malloc, path, origin))
-        else:
-            missing.append(name)
-            log("warning: %s not found (%s); `tools/deps.sh bench` installs it" % (lib, name))
-    return out, missing
+    peers, missing = harness_peers(bin_malloc)
+    libs = {name: lib for name, lib, _ in PEERS}
+    for name in missing:
+        log("warning: %s not found (%s); `tools/deps.sh bench` installs it" % (libs[name], name))
+    return [("kheap", bin_kheap, None, "libkheap.a")] + peers, missing
 
 
 # ---------------------------------------------------------------------------

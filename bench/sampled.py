@@ -12,7 +12,6 @@ bench/run.py calls measure() and report() for `make bench`.
 """
 import os
 import re
-import statistics
 import sys
 import time
 
@@ -59,15 +58,9 @@ def measure(reps=5, scale=1.0):
     so = suite.kheap_so()
     if not so:
         raise RuntimeError("no libkheap.so")
-    rows = {}
-    quiet = dict(max_wait=10, wait_budget=120)
-    for rnd in range(reps):
-        for test, threads in TESTS:
-            for rate in RATES:
-                common.wait_quiet(quiet)
-                rows.setdefault((test, threads, rate), []).append(
-                    run_once(so, test, threads, rate, scale))
-        common.log("sampled: round %d of %d" % (rnd + 1, reps))
+    rows = common.interleaved("sampled", reps,
+                              [(test, threads, rate) for test, threads in TESTS for rate in RATES],
+                              lambda config, busy: run_once(so, *config, scale))
     return rows, reps, scale
 
 
@@ -83,22 +76,20 @@ def report(measured):
          "blocks themselves: two `mprotect` calls and a page written and checked each." % (scale, reps),
          "",
          "- Date: %s UTC; commit %s; nproc %s; load average at the end %.2f."
-         % (time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+         % (common.utc_now(),
             common.run(["git", "rev-parse", "--short=12", "HEAD"]).strip(),
             os.cpu_count(), os.getloadavg()[0]),
          "",
          "| workload | threads | rate | seconds (median, min-max) | vs off | peak RSS MiB | sampled |",
          "|---|---|---|---|---|---|---|"]
     for test, threads in TESTS:
-        base = statistics.median(r[0] for r in rows[(test, threads, 0)])
+        base = common.median(rows[(test, threads, 0)], 0)
         for rate in RATES:
             rs = rows[(test, threads, rate)]
-            t = [r[0] for r in rs]
-            med = statistics.median(t)
-            L.append("| %s | %d | %s | %.3f (%.3f-%.3f) | %.2f | %.1f | %d |" % (
-                test, threads, "off" if rate == 0 else "1 in %d" % rate, med, min(t), max(t),
-                med / base, statistics.median(r[1] for r in rs) / 1024.0,
-                int(statistics.median(r[2] for r in rs))))
+            L.append("| %s | %d | %s | %s | %.2f | %.1f | %d |" % (
+                test, threads, "off" if rate == 0 else "1 in %d" % rate,
+                common.spread([r[0] for r in rs], "%.3f", "-"), common.median(rs, 0) / base,
+                common.median(rs, 1) / 1024.0, int(common.median(rs, 2))))
     L += ["", END]
     return "\n".join(L)
 

@@ -36,17 +36,10 @@ def allocators(bin_kheap, bin_malloc, bin_init):
     so = suite.kheap_so()
     if not so:
         raise RuntimeError("no build/libkheap.so")
-    out = [(KHEAP_ROWS[0], bin_malloc, so, "libkheap.so"),
-           (KHEAP_ROWS[1], bin_kheap, None, "libkheap.a"),
-           (KHEAP_ROWS[2], bin_init, None, "libkheap.a")]
-    missing = []
-    for name, lib, origin in common.PEERS:
-        path = common.find_lib(lib) if lib else None
-        if lib and not path:
-            missing.append(name)
-            continue
-        out.append((name, bin_malloc, path, origin))
-    return out, missing
+    peers, missing = common.harness_peers(bin_malloc)
+    return [(KHEAP_ROWS[0], bin_malloc, so, "libkheap.so"),
+            (KHEAP_ROWS[1], bin_kheap, None, "libkheap.a"),
+            (KHEAP_ROWS[2], bin_init, None, "libkheap.a")] + peers, missing
 
 
 def callgrind(alloc, args, out):

@@ -20,7 +20,6 @@ calls measure() and report() for `make bench`.
 Only the Python standard library is used.
 """
 import os
-import statistics
 import sys
 import time
 
@@ -37,30 +36,21 @@ def allocators(bin_malloc):
     so = suite.kheap_so()
     if not so:
         raise RuntimeError("no build/libkheap.so")
-    out, missing = [("kheap", bin_malloc, so, "libkheap.so")], []
-    for name, lib, origin in common.PEERS:
-        path = common.find_lib(lib) if lib else None
-        if lib and not path:
-            missing.append(name)
-            continue
-        out.append((name, bin_malloc, path, origin))
-    return out, missing
+    peers, missing = common.harness_peers(bin_malloc)
+    return [("kheap", bin_malloc, so, "libkheap.so")] + peers, missing
 
 
 def measure(bin_malloc, reps=3, pairs=64_000_000):
     allocs, missing = allocators(bin_malloc)
-    rows = {}
-    quiet = dict(max_wait=10, wait_budget=120)
-    for rnd in range(reps):
-        for alloc in allocs:
-            for t in THREADS:
-                busy = common.wait_quiet(quiet)
-                t0 = time.time()
-                r = common.run_harness(alloc, ["tput", t, pairs // t])
-                wall = time.time() - t0
-                rows.setdefault((alloc[0], t), []).append(
-                    (pairs // t * t / wall, int(r["maxrss_kib"]), busy))
-        common.log("threads: round %d of %d" % (rnd + 1, reps))
+    by_name = {a[0]: a for a in allocs}
+
+    def one(config, busy):
+        name, t = config
+        t0 = time.time()
+        r = common.run_harness(by_name[name], ["tput", t, pairs // t])
+        return (pairs // t * t / (time.time() - t0), int(r["maxrss_kib"]), busy)
+
+    rows = common.interleaved("threads", reps, [(a[0], t) for a in allocs for t in THREADS], one)
     return dict(rows=rows, names=[a[0] for a in allocs], reps=reps, pairs=pairs,
                 missing=missing)
 
@@ -69,7 +59,7 @@ def report(m):
     rows, names = m["rows"], m["names"]
 
     def med(name, t, k):
-        return statistics.median(r[k] for r in rows[(name, t)])
+        return common.median(rows[(name, t)], k)
 
     L = [BEGIN, "## Many threads on few CPUs", "",
          "`bench/threads.py` (part of `make bench`): bench/bench.c's throughput loop with "
@@ -84,8 +74,7 @@ def report(m):
     for n in names:
         cells = []
         for t in THREADS:
-            v = [r[0] / 1e6 for r in rows[(n, t)]]
-            cells.append("%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v)))
+            cells.append(common.spread([r[0] / 1e6 for r in rows[(n, t)]], "%.1f", "-"))
         for t in THREADS:
             cells.append("%d" % med(n, t, 1))
         cells.append("%.2f" % (med(n, 256, 0) / med(n, 2, 0)))

@@ -265,29 +265,48 @@ static void *xm_consumer(void *arg)
     }
 }
 
-static unsigned long run_xmalloc(void)
+/* The producer/consumer tests' producers: half the threads, at least one. */
+static unsigned producers(void)
 {
-    unsigned prod = nthreads > 1 ? nthreads / 2 : 1, cons = nthreads > 1 ? nthreads - prod : 1;
-    unsigned long batches = scaled(4000000) / XM_BATCH / prod;
+    return nthreads > 1 ? nthreads / 2 : 1;
+}
+
+/* Run prod producers, producer with the args[i * arg_size] each, and the
+ * other threads (at least one) as consumers, each adding up the blocks it
+ * frees; wait for them all. Returns the blocks freed, which must be all
+ * that were made (the test fails otherwise). */
+static unsigned long run_producers_consumers(unsigned prod, void *(*producer)(void *),
+                                             void *args, size_t arg_size,
+                                             void *(*consumer)(void *), unsigned long made)
+{
+    unsigned cons = nthreads > 1 ? nthreads - prod : 1;
     unsigned long freed[256] = {0};
-    struct xm_arg args[256];
-    xq.producers_left = prod;
-    xq.limit = 64;
     struct threads th = {.n = 0};
-    for (unsigned i = 0; i < prod; i++) {
-        args[i] = (struct xm_arg){batches, 0x9e3779b97f4a7c15ull * (i + 1)};
-        spawn(&th, xm_producer, &args[i]);
-    }
+    for (unsigned i = 0; i < prod; i++)
+        spawn(&th, producer, (char *)args + i * arg_size);
     for (unsigned i = 0; i < cons; i++)
-        spawn(&th, xm_consumer, &freed[i]);
+        spawn(&th, consumer, &freed[i]);
     join(&th);
     unsigned long ops = 0;
     for (unsigned i = 0; i < cons; i++)
         ops += freed[i];
-    if (ops != batches * prod * XM_BATCH)
+    if (ops != made)
         atomic_fetch_add(&bad_blocks, 1);
     atomic_fetch_add(&checksum, ops);
     return ops;
+}
+
+static unsigned long run_xmalloc(void)
+{
+    unsigned prod = producers();
+    unsigned long batches = scaled(4000000) / XM_BATCH / prod;
+    struct xm_arg args[256];
+    for (unsigned i = 0; i < prod; i++)
+        args[i] = (struct xm_arg){batches, 0x9e3779b97f4a7c15ull * (i + 1)};
+    xq.producers_left = prod;
+    xq.limit = 64;
+    return run_producers_consumers(prod, xm_producer, args, sizeof args[0], xm_consumer,
+                                   batches * prod * XM_BATCH);
 }
 
 /* ------------------------------------------------------------------ */
@@ -371,25 +390,14 @@ static void *xt_consumer(void *arg)
 
 static unsigned long run_xmalloc_test(void)
 {
-    unsigned prod = nthreads > 1 ? nthreads / 2 : 1, cons = nthreads > 1 ? nthreads - prod : 1;
+    unsigned prod = producers();
     unsigned long batches = scaled(32000000) / XT_BATCH / prod;
     if (!batches)
         batches = 1;
-    unsigned long freed[256] = {0};
-    struct threads th = {.n = 0};
     xt.producers_left = prod;
-    for (unsigned i = 0; i < prod; i++)
-        spawn(&th, xt_producer, &batches);
-    for (unsigned i = 0; i < cons; i++)
-        spawn(&th, xt_consumer, &freed[i]);
-    join(&th);
-    unsigned long ops = 0;
-    for (unsigned i = 0; i < cons; i++)
-        ops += freed[i];
-    if (ops != batches * prod * XT_BATCH)
-        atomic_fetch_add(&bad_blocks, 1);
-    atomic_fetch_add(&checksum, ops);
-    return ops;
+    /* Every producer reads the same count. */
+    return run_producers_consumers(prod, xt_producer, &batches, 0, xt_consumer,
+                                   batches * prod * XT_BATCH);
 }
 
 /* ------------------------------------------------------------------ */

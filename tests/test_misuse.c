@@ -335,6 +335,20 @@ static int g_ctor_calls, g_dtor_calls;
 static void ctor(void *o) { memset(o, 0x11, 8); g_ctor_calls++; }
 static void dtor(void *o) { (void)o; g_dtor_calls++; }
 
+/* After a refused free: the cache is whole again, live its one live
+ * object; then it goes. */
+static void cache_done(kheap_cache_t *c, void *live, const char *what)
+{
+    struct kheap_cache_info ci;
+    kheap_cache_info(c, &ci);
+    CHECK(ci.active_objs == 1, "%s: the cache counts %zu active objects, want 1", what,
+          ci.active_objs);
+    check_heap(what);
+    kt_reports_reset();
+    kheap_cache_free(c, live);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "%s: kheap_cache_destroy failed", what);
+}
+
 /* A cache with a constructor has no key word, so a double free of an
  * object its slab holds free is found when its magazine is flushed. The
  * refused free must not stay counted: afterwards the heap is whole and
@@ -370,16 +384,7 @@ TEST(double_free_ctor_cache)
     CHECK(g_in_hook.heap_total > 0 && g_in_hook.allocation_count > 0,
           "the hook read no statistics during kheap_reclaim (heap_total %zu)",
           g_in_hook.heap_total);
-    const void *addr = NULL;
-    const char *msg = kheap_check_quiescent(g_heap, &addr);
-    CHECK(msg == NULL, "after the refused free: %s at %p", msg, addr);
-    struct kheap_cache_info ci;
-    kheap_cache_info(c, &ci);
-    CHECK(ci.active_objs == 1, "the cache counts %zu active objects, want 1 (b)",
-          ci.active_objs);
-    kt_reports_reset();
-    kheap_cache_free(c, b);
-    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "kheap_cache_destroy failed%s", "");
+    cache_done(c, b, "after the refused free");
     CHECK(g_ctor_calls == g_dtor_calls, "destroy ran %d destructors for %d constructors",
           g_dtor_calls, g_ctor_calls);
     g_ctor_calls = g_dtor_calls = 0;
@@ -444,18 +449,24 @@ static kheap_cache_t *double_free_into_magazine(void **o, size_t n)
     return c;
 }
 
-/* The cache is whole again with o[n] its one live object; then it goes. */
-static void walk_done(kheap_cache_t *c, void *live, const char *what)
+/* A walk test's heap: setup's, with the hook that keeps every report. */
+static void walk_setup(void)
 {
-    struct kheap_cache_info ci;
-    kheap_cache_info(c, &ci);
-    CHECK(ci.active_objs == 1, "%s: the cache counts %zu active objects, want 1", what,
-          ci.active_objs);
-    check_heap(what);
-    kt_reports_reset();
-    kheap_cache_free(c, live);
-    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "%s: kheap_cache_destroy failed", what);
+    setup();
+    kt_capture_reports(note_and_read_stats);
+}
+
+/* After the walk: its reports were the n double frees of o[0 .. n), and
+ * the cache is whole again with o[n] its one live object; then the cache
+ * and the heap go. */
+static void walk_done(kheap_cache_t *c, void *const *o, size_t n, const char *walk)
+{
+    char what[64];
+    expect_walk_reports(o, n, walk);
+    snprintf(what, sizeof what, "after %s", walk);
+    cache_done(c, o[n], what);
     g_ctor_calls = g_dtor_calls = 0;
+    teardown();
 }
 
 TEST(reports_after_reclaim_walk)
@@ -463,16 +474,13 @@ TEST(reports_after_reclaim_walk)
 #if KHEAP_VALGRIND
     return; /* memcheck reports the second frees itself */
 #endif
-    setup();
-    kt_capture_reports(note_and_read_stats);
+    walk_setup();
     enum { N = 12 };
     void *o[N + 1];
     kheap_cache_t *c = double_free_into_magazine(o, N);
     g_in_hook = (struct kheap_stats){0};
     kheap_reclaim(g_heap);
-    expect_walk_reports(o, N, "kheap_reclaim");
-    walk_done(c, o[N], "after kheap_reclaim");
-    teardown();
+    walk_done(c, o, N, "kheap_reclaim");
 }
 
 /* A thread frees objects twice into its magazine and exits: its
@@ -496,8 +504,7 @@ TEST(reports_after_decay_walk)
 #if KHEAP_VALGRIND
     return;
 #endif
-    setup();
-    kt_capture_reports(note_and_read_stats);
+    walk_setup();
     enum { N = 3 };
     void *o[N + 1];
     struct walk_thread t = {o, N, NULL};
@@ -512,9 +519,7 @@ TEST(reports_after_decay_walk)
     uint64_t t0 = (uint64_t)1 << 50;
     for (int i = 0; i < 4 && kt_reports() == 0; i++)
         kheap_tick(g_heap, t0 + 1000 * (uint64_t)i);
-    expect_walk_reports(o, N, "kheap_tick");
-    walk_done(t.c, o[N], "after kheap_tick");
-    teardown();
+    walk_done(t.c, o, N, "kheap_tick");
 }
 
 TEST(wrong_cache)
