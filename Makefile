@@ -68,6 +68,11 @@ FLAGS_tsan    := -O1 -g -fsanitize=thread -DKHEAP_DEBUG=1
 LDFLAGS_tsan  := -fsanitize=thread
 FLAGS_debug3  := -O1 -g -DKHEAP_DEBUG=3
 FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
+# The debug build's redzones around object-cache objects (tests/redzone.c):
+# the core with KHEAP_REDZONE, as libkheap-debug.so has it, for the one
+# test written for it (the rest of the suite counts on the release
+# build's sizes and reuse).
+FLAGS_redzone := -O1 -g -DKHEAP_DEBUG=2 -DKHEAP_REDZONE=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
 HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_PROTECT=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
@@ -223,7 +228,7 @@ $(B)/$(1)/tests/test_small: tests/test_small.c tests/small.c tests/small.h tests
 
 $(1)-tests: $(addprefix $(B)/$(1)/tests/,$(TESTS))
 endef
-$(foreach v,$(VARIANTS),$(eval $(call variant,$(v))))
+$(foreach v,$(VARIANTS) redzone,$(eval $(call variant,$(v))))
 
 # --- fuzzing ------------------------------------------------------------------
 # libFuzzer harnesses (tests/fuzz/): clang with the fuzzer, ASan and UBSan,
@@ -417,7 +422,7 @@ check:
 	@# Kernel images are linked again every time, so a kernel whose build
 	@# fails now is counted as missing, not booted from an old image.
 	@rm -f $(foreach k,$(CHECK_KERNELS),$(lastword $(subst =, ,$(k))))
-	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/demo/hosted_demo \
+	@$(MAKE) --no-print-directory -k $(addsuffix -tests,$(VARIANTS)) $(B)/redzone/tests/redzone $(B)/demo/hosted_demo \
 	  $(B)/valgrind/tests/vg_probe $(B)/libkheap.so malloc-tests check-kernels amalgamation-checks fuzz-build \
 	  || echo "build of some tests failed; the runner counts them"
 	@CORE_SRC="$(CORE_SRC)" tests/run.sh "$(B)" "$(VARIANTS) amalg" "$(TESTS)" "$(CROSS_TARGETS)" "$(CHECK_KERNELS)"

@@ -267,8 +267,9 @@
 #endif
 
 /* Redzones and a quarantine around every block of the kmalloc API
- * (kheap_alloc, kheap_realloc, ..., the malloc shim; not the object
- * caches): a 16-byte header (size, kind, state) and canary bytes before
+ * (kheap_alloc, kheap_realloc, ..., the malloc shim), and a redzone after
+ * every object of a user cache (checked at its free and by kheap_check):
+ * a 16-byte header (size, kind, state) and canary bytes before
  * and after each block, checked when it is freed or reallocated; freed
  * blocks wait in a FIFO of at most KHEAP_QUARANTINE_COUNT blocks and
  * KHEAP_QUARANTINE_BYTES bytes (at most an eighth of the heap's first

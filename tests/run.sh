@@ -64,6 +64,15 @@ for v in $VARIANTS; do
     done
 done
 
+# The debug build's redzones after object-cache objects (tests/redzone.c,
+# built with KHEAP_REDZONE only).
+if [ -x "$B/redzone/tests/redzone" ]; then
+    run redzone-caches "$B/redzone/tests/redzone"
+else
+    echo "  [redzone-caches] not ok - not built"
+    fail=$((fail + 1))
+fi
+
 # The core's layering: no file calls a file above it (tools/layers.sh, on
 # the objects of the release build and of the builds that compile code the
 # release leaves out; CORE_SRC lists the core bottom up).

@@ -154,6 +154,22 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
             if (kh_slab_obj_allocated(c, s, base, i) && !check_rz(w, base + i * c->slot, c->size,
                                                                    false))
                 return false;
+    /* A user cache's allocated object ends in its redzone (rz_cache),
+     * whole (a constructed one gets it as it leaves its slab); or, cached
+     * in a magazine, an object of a cache without a constructor is
+     * poisoned whole. */
+    if (rz_cache(c))
+        for (size_t i = 0; i < s->carved; i++) {
+            if (!kh_slab_obj_allocated(c, s, base, i))
+                continue;
+            const char *o = (const char *)(base + i * c->slot);
+            const void *bad = rz_damage(o + c->size, o + c->slot, RZ_BYTE);
+            if (bad && !c->ctor && !rz_damage(o + c->size, o + c->slot, KHEAP_POISON_FREE))
+                bad = NULL;
+            if (bad)
+                return fail(w, "bytes after an object of a cache were written (its redzone)",
+                            (uintptr_t)bad);
+        }
 #endif
     size_t n = 0;
     for (void *o = s->freelist; o; n++) {

@@ -823,6 +823,20 @@ static inline const void *rz_damage(const void *from, const void *to, unsigned c
     return NULL;
 }
 
+/* Objects of user caches (not the kmalloc classes, whose blocks are the
+ * debug blocks above, nor kheap's own) get a redzone of at least
+ * RZ_CACHE bytes after them: their slot is that much longer
+ * (kh_cache_setup), and while an object is allocated the bytes from its
+ * end to its slot's end hold RZ_BYTE. They are checked when it is freed
+ * and by kheap_check. For a cache with a constructor the free-list link
+ * lies in them: it is written only while the object is free in its slab,
+ * and an object carved again gets its redzone back. */
+#define RZ_CACHE 16u
+static inline bool rz_cache(const struct kheap_cache *c)
+{
+    return !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
+}
+
 /* The pages of a large block at p that hold nothing else, shut while it
  * is quarantined: [*lo, *hi), possibly empty. */
 static inline void rz_shut_range(const void *p, size_t size, uintptr_t *lo, uintptr_t *hi)

@@ -97,6 +97,10 @@ static inline void *obj_out(struct kheap_cache *c, void *p)
         __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
     }
 #endif
+#if KHEAP_REDZONE
+    if (p && rz_cache(c))
+        __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+#endif
 #if !KHEAP_VALGRIND
     if (p && c->guard)
         *kh_guard_word(p) = 0;
@@ -120,6 +124,20 @@ static inline bool guard_suspect(const struct kheap_cache *c, const void *ptr)
     return c->guard && *kh_guard_word((void *)ptr) == KH_GUARD_KEY;
 #endif
 }
+
+#if KHEAP_REDZONE
+/* A user cache's object being freed (fn): its redzone must be whole;
+ * damage is reported (the object is freed all the same, as a debug
+ * block with damaged canaries is) and the redzone made whole again. */
+static void rz_cache_check(struct kheap_cache *c, void *p, const char *fn)
+{
+    const void *bad = rz_damage((char *)p + c->size, (char *)p + c->slot, RZ_BYTE);
+    if (kh_likely(!bad))
+        return;
+    kh_report_at(KHEAP_REPORT_OVERFLOW, p, c, fn, c->size, bad);
+    __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+}
+#endif
 
 static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
 {
@@ -427,6 +445,10 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
         kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
         return;
     }
+#if KHEAP_REDZONE
+    if (rz_cache(c))
+        rz_cache_check(c, ptr, "kheap_cache_free");
+#endif
     obj_in(h, c, ptr);
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cc_here(h, c, cpu);
@@ -1443,6 +1465,10 @@ static void free_bulk(kheap_t *h, struct kheap_cache *only, size_t n, void **obj
             nb = 0;
             bc = c;
         }
+#if KHEAP_REDZONE
+        if (rz_cache(c))
+            rz_cache_check(c, ptr, fn);
+#endif
         obj_in(h, c, ptr);
         batch[nb++] = ptr;
     }

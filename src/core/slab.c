@@ -72,12 +72,18 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     if (align < sizeof(void *))
         align = sizeof(void *);
     size_t slot;
+#if KHEAP_REDZONE
+    /* The debug build's redzone after a user cache's objects (rz_cache). */
+    size_t rz = !(flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL)) ? RZ_CACHE : 0;
+#else
+    size_t rz = 0;
+#endif
     if (ctor) {
         c->link_off = (uint32_t)kh_align_up(size, sizeof(void *));
-        slot = kh_align_up(c->link_off + sizeof(void *), align);
+        slot = kh_align_up(c->link_off + sizeof(void *) + rz, align);
     } else {
         c->link_off = 0;
-        slot = kh_align_up(size < sizeof(void *) ? sizeof(void *) : size, align);
+        slot = kh_align_up((size < sizeof(void *) ? sizeof(void *) : size) + rz, align);
     }
     c->size = (uint32_t)size;
     c->slot = (uint32_t)slot;
@@ -91,7 +97,9 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
         size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * slot);
         c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
     }
-    c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && slot >= 3 * sizeof(uint32_t);
+    /* The double-free key is a word inside the object: past a redzone's
+     * start it would be taken for damage. */
+    c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && (rz ? size : slot) >= 3 * sizeof(uint32_t);
 
     /* The fewest pages leaving at most 1/8 of the slab over (Bonwick),
      * else the least waste; but a slab that needs more than one page
@@ -322,6 +330,13 @@ size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint6
                 __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
 #endif
         }
+#if KHEAP_REDZONE
+        /* A constructed object's redzone (rz_cache), whole from now on
+         * while it is allocated, cached or handed out: it held the
+         * free-list link, or nothing yet. */
+        if (c->ctor && rz_cache(c))
+            __builtin_memset((void *)(obj + c->size), RZ_BYTE, c->slot - c->size);
+#endif
         size_t idx = (obj - base) / c->slot;
         bool was = bit_flip(c, s, base, idx, true);
         KH_ASSERT(!was, obj);

@@ -1,0 +1,183 @@
+/*
+ * redzone.c - the debug build's redzones after object-cache objects
+ * (KHEAP_REDZONE; built only in that configuration, as build/redzone/).
+ *
+ * Every object of a user cache, with or without a constructor, is
+ * followed by at least 16 bytes that hold KHEAP_REDZONE_BYTE while it is
+ * allocated. A write past the object's end is reported when the object is
+ * freed (OVERFLOW, naming the object, its cache, its size and the first
+ * damaged byte), and found by kheap_check while the object lives; the
+ * free still goes through, and the redzone is whole again after. Objects
+ * that are used correctly, cached in magazines, taken in bulk or returned
+ * to their slabs are never reported.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdint.h>
+#include <string.h>
+
+#include "harness.h"
+#include "kheap.h"
+#include "support.h"
+
+#if !KHEAP_REDZONE
+#error "tests/redzone.c is built with KHEAP_REDZONE=1 (Makefile: the redzone build)"
+#endif
+
+#define HEAP_SIZE ((size_t)16 << 20)
+#define SIZE 40u
+
+static struct kt_heap g_region;
+static kheap_t *g_heap;
+static unsigned long g_ctor_runs;
+
+static void ctor40(void *o)
+{
+    memset(o, 0xab, SIZE);
+    g_ctor_runs++;
+}
+
+static kheap_cache_t *make(const char *name, bool constructed)
+{
+    kheap_cache_t *c = kheap_cache_create(g_heap, name, SIZE, 0, constructed ? ctor40 : NULL,
+                                          NULL);
+    CHECK(c != NULL, "kheap_cache_create(%s)", name);
+    return c;
+}
+
+static void check_quiet(const char *when)
+{
+    const void *at = NULL;
+    const char *why = kheap_check(g_heap, &at);
+    CHECK(why == NULL, "%s: kheap_check: %s at %p", when, why, at);
+    CHECK(kt_reports() == 0, "%s: %lu reports, the last %s at %p", when, kt_reports(),
+          kt_report_kind_name(kt_last_report().kind), kt_last_report().addr);
+}
+
+/* One object written `over` bytes past its end at offset `at` past it,
+ * freed: one OVERFLOW report naming it. */
+static void overflow_reported(kheap_cache_t *c, const char *name, size_t at, size_t len)
+{
+    kt_reports_reset();
+    unsigned char *p = kheap_cache_alloc(c);
+    CHECK(p != NULL, "%s: alloc", name);
+    memset(p, 0x11, SIZE);
+    memset(p + SIZE + at, 0x22, len);
+    /* Found while the object lives. */
+    const void *where = NULL;
+    const char *why = kheap_check(g_heap, &where);
+    CHECK(why && strstr(why, "redzone") && where == p + SIZE + at,
+          "%s: kheap_check with %zu bytes written at %zu past the end: %s at %p (want %p)", name,
+          len, at, why ? why : "nothing", where, (void *)(p + SIZE + at));
+    kheap_cache_free(c, p);
+    CHECK(kt_reports() == 1, "%s: %lu reports for one overflow", name, kt_reports());
+    struct kheap_report r = kt_last_report();
+    CHECK(r.kind == KHEAP_REPORT_OVERFLOW && r.addr == p && r.where == p + SIZE + at &&
+              r.size == SIZE && r.cache && strcmp(r.cache, name) == 0,
+          "%s: report %s at %p (want %p), first damaged byte %p (want %p), size %zu, cache %s",
+          name, kt_report_kind_name(r.kind), r.addr, (void *)p, r.where,
+          (void *)(p + SIZE + at), r.size, r.cache ? r.cache : "none");
+    kt_reports_reset();
+    /* The redzone is whole again: the object can be used and freed. */
+    check_quiet("after the reported free");
+}
+
+static void setup(void)
+{
+    kt_heap_open(&g_region, HEAP_SIZE);
+    g_heap = g_region.h;
+    kt_capture_reports(NULL);
+    kt_reports_reset();
+}
+
+static void teardown(void)
+{
+    kt_release_reports();
+    kt_heap_close(&g_region);
+}
+
+TEST(objects_have_redzones)
+{
+    setup();
+    kheap_cache_t *c = make("rz_plain", false), *k = make("rz_ctor", true);
+    struct kheap_cache_info ci, ki;
+    kheap_cache_info(c, &ci);
+    kheap_cache_info(k, &ki);
+    /* objsize is the size asked for; the slot has the redzone past it. */
+    void *a = kheap_cache_alloc(c), *b = kheap_cache_alloc(c);
+    CHECK(a && b, "alloc");
+    size_t gap = (size_t)((uintptr_t)b > (uintptr_t)a ? (uintptr_t)b - (uintptr_t)a
+                                                      : (uintptr_t)a - (uintptr_t)b);
+    CHECK(ci.objsize == SIZE && gap >= SIZE + 16, "objects %zu bytes apart for %zu bytes",
+          gap, (size_t)ci.objsize);
+    for (size_t i = SIZE; i < SIZE + 16; i++)
+        CHECK(((unsigned char *)a)[i] == KHEAP_REDZONE_BYTE, "byte %zu past the start is %#x", i,
+              ((unsigned char *)a)[i]);
+    kheap_cache_free(c, a);
+    kheap_cache_free(c, b);
+    check_quiet("two objects");
+    kheap_cache_destroy(c);
+    kheap_cache_destroy(k);
+    teardown();
+}
+
+TEST(overflow_found_at_free_and_by_check)
+{
+    setup();
+    kheap_cache_t *c = make("rz_plain", false), *k = make("rz_ctor", true);
+    overflow_reported(c, "rz_plain", 0, 1);  /* one byte */
+    overflow_reported(c, "rz_plain", 15, 1); /* the last byte of 16 */
+    overflow_reported(c, "rz_plain", 0, 16); /* all of them, as a memcpy would */
+    overflow_reported(k, "rz_ctor", 0, 1);
+    overflow_reported(k, "rz_ctor", 8, 8); /* where the free-list link goes */
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK && kheap_cache_destroy(k) == KHEAP_OK, "destroy");
+    check_quiet("destroyed");
+    teardown();
+}
+
+TEST(correct_use_is_quiet)
+{
+    setup();
+    kheap_cache_t *c = make("rz_plain", false), *k = make("rz_ctor", true);
+    enum { N = 3000 };
+    static void *o[N];
+    /* Through magazines, depots and slabs, in bulk and one by one, with
+     * kheap_check between: objects cached in magazines (poisoned, or
+     * constructed) and objects back in their slabs (their link in the
+     * redzone) pass. */
+    for (int round = 0; round < 3; round++) {
+        kheap_cache_t *x = round & 1 ? k : c;
+        for (int i = 0; i < N; i++) {
+            o[i] = kheap_cache_alloc(x);
+            CHECK(o[i] != NULL, "alloc %d", i);
+            memset(o[i], 0x5a, SIZE);
+        }
+        check_quiet("all live");
+        for (int i = 0; i < N; i += 2)
+            kheap_cache_free(x, o[i]);
+        check_quiet("half freed");
+        for (int i = 1; i < N; i += 2)
+            kheap_cache_free(x, o[i]);
+        check_quiet("all freed");
+        size_t got = kheap_cache_alloc_bulk(x, 64, o);
+        CHECK(got == 64, "bulk alloc got %zu", got);
+        for (size_t i = 0; i < got; i++)
+            memset(o[i], 0x6b, SIZE);
+        kheap_cache_free_bulk(x, got, o);
+        check_quiet("bulk");
+        kheap_reclaim(g_heap);
+        check_quiet("reclaimed");
+    }
+    CHECK(g_ctor_runs > 0, "no constructor ran");
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK && kheap_cache_destroy(k) == KHEAP_OK, "destroy");
+    teardown();
+}
+
+int main(void)
+{
+    RUN(objects_have_redzones);
+    RUN(overflow_found_at_free_and_by_check);
+    RUN(correct_use_is_quiet);
+    return harness_done();
+}
