@@ -65,13 +65,19 @@ _Static_assert(MALLOC_ALIGN <= 16 && (16 % MALLOC_ALIGN) == 0,
 
 /* Requests the classes serve are rounded to 16, so their class is a
  * multiple of 16 and its blocks 16-aligned; large blocks are page runs.
+ * Above 1 KiB every class is a multiple of 128, so only requests up to
+ * 1 KiB need it: the one compare also picks the hit path's direct[]
+ * branch (kh_hit_alloc), and the rounding stays off the larger ones'.
  * Never overflows: sizes near SIZE_MAX are not rounded. */
+#define ROUND_MAX (KHEAP_MAX_CLASS < KH_DIRECT_MAX ? KHEAP_MAX_CLASS : KH_DIRECT_MAX)
+_Static_assert(KHEAP_MAX_CLASS <= 1024 || (1024 >> KHEAP_CLASS_SUB_SHIFT) % 16 == 0,
+               "classes above 1 KiB are multiples of 16");
 static inline size_t round_size(size_t n)
 {
 #if KHEAP_REDZONE
     return n; /* the debug blocks keep the exact size: a redzone follows */
 #else
-    return n <= KHEAP_MAX_CLASS ? (n + 15) & ~(size_t)15 : n;
+    return n <= ROUND_MAX ? (n + 15) & ~(size_t)15 : n;
 #endif
 }
 
@@ -81,12 +87,21 @@ static inline void *nomem(void)
     return NULL;
 }
 
+/* malloc's miss, errno included, out of line: the hit path then ends in
+ * a tail call, and saves no register for the call's result. */
+static kh_noinline void *malloc_slow(size_t n)
+{
+    void *p = kh_default_alloc_slow(n);
+    return kh_likely(p != NULL) ? p : nomem();
+}
+
 KH_EXPORT void *malloc(size_t n)
 {
-    void *p = kh_default_alloc(round_size(n));
-    if (kh_unlikely(!p))
-        return nomem();
-    return p;
+    void *p;
+    n = round_size(n);
+    if (kh_likely(kh_hit_alloc(KH_DEFAULT_CPUS, &kh_default_window, n, &p)))
+        return p;
+    return malloc_slow(n);
 }
 
 KH_EXPORT void free(void *p)
@@ -294,14 +309,26 @@ static inline enum kheap_block_kind cxx_kind(const char *sym)
 }
 #endif
 
+#if !KHEAP_REDZONE
+/* new's miss out of line, as malloc's (malloc_slow). */
+static kh_noinline void *cxx_new_slow(size_t n, const char *sym, const void *nt)
+{
+    void *p = kh_default_alloc_slow(round_size(n));
+    return kh_likely(p != NULL) ? p : cxx_fallback(sym, n, 0, nt);
+}
+#endif
+
 static inline void *cxx_new(size_t n, const char *sym, const void *nt)
 {
 #if KHEAP_REDZONE
     void *p = kheap_alloc_as(kheap_default(), n, 0, cxx_kind(sym));
-#else
-    void *p = kh_default_alloc(round_size(n));
-#endif
     return kh_likely(p != NULL) ? p : cxx_fallback(sym, n, 0, nt);
+#else
+    void *p;
+    if (kh_likely(kh_hit_alloc(KH_DEFAULT_CPUS, &kh_default_window, round_size(n), &p)))
+        return p;
+    return cxx_new_slow(n, sym, nt);
+#endif
 }
 
 static inline void *cxx_new_aligned(size_t n, size_t al, const char *sym, const void *nt)
