@@ -182,6 +182,14 @@ struct kh_region {
     struct kh_page *pages;
     size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
     bool grown;        /* obtained from kheap_port_pages_get */
+    uint32_t open;     /* KHEAP_PORT_COMMIT: pages [0, open) are
+                          accessible; past it only kheap's own blocks
+                          carved at a run's high end and blocks taken
+                          from a free run wholly past it are, each opened
+                          alone and shut again when freed (pages.c).
+                          npages for memory that came accessible (a
+                          region has at most UINT32_MAX pages; in the
+                          padding after grown); page_lock */
     size_t touched;    /* pages [touched, npages) that are free were never
                           touched since the region was added or were
                           purged since (pages.c); page_lock */
@@ -611,7 +619,7 @@ static inline struct kh_later *kh_walk_later(const struct kheap_cache *c, struct
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
 int kh_region_check(const void *base, size_t size, bool first);
 int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
-                      bool zeroed);
+                      bool zeroed, bool shut);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
 /* The page tags of the first region, then each page's index in its
@@ -985,7 +993,7 @@ void kh_free_sized_slow(kheap_t *h, void *ptr, size_t size, size_t align,
                         enum kheap_block_kind kind);
 
 /* init.c */
-int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shut);
 
 #if KHEAP_DEBUG >= 1
 #define KH_ASSERT(cond, addr)                                                 \

@@ -186,6 +186,53 @@ static struct kh_page *find_run(kheap_t *h, size_t need)
     return NULL;
 }
 
+#if KHEAP_PORT_COMMIT
+/* The accessible frontier (kh_region.open) of memory the port gives
+ * inaccessible. Pages [0, open) are accessible. Past it, a free page is
+ * not, and the only accessible pages are those of live runs opened alone:
+ * kheap's own blocks carved at a run's high end (which must not drag the
+ * frontier to the top of a 64 GiB reservation) and blocks taken from a
+ * free run that lies wholly past it (a freed block of that kind). A run
+ * that needs pages past the frontier out of the free run the frontier is
+ * in moves it up: by the frontier's own length (doubling), at least
+ * KH_OPEN_MIN and at most KH_OPEN_MAX pages, never past that free run's
+ * end (so it sweeps over free pages only, never over a live block opened
+ * alone, whose pages the sampler may have shut). A heap that grows to G
+ * bytes so opens its pages in about log2(G / 1 MiB) calls, plus one per
+ * block opened alone. A run freed past the frontier is shut again (its
+ * pages dropped). The frontier never moves down. page_lock held. */
+#define KH_OPEN_MIN (((size_t)1 << 20) / KH_PAGE)
+#define KH_OPEN_MAX (((size_t)1 << 30) / KH_PAGE)
+
+static bool pages_commit(const struct kh_region *r, size_t from, size_t to, int commit)
+{
+    return kheap_port_pages_commit((void *)(r->start + (from << KHEAP_PAGE_SHIFT)),
+                                   (to - from) * KH_PAGE, commit) == 0;
+}
+
+/* Open pages [a, b) of r, about to be handed out of the free run
+ * [i, end) (high: kheap's own block at the run's high end). False if
+ * the port cannot: nothing changed. */
+static bool open_run(struct kh_region *r, size_t i, size_t end, size_t a, size_t b,
+                     bool high)
+{
+    size_t open = r->open;
+    if (b <= open)
+        return true;
+    if (high || i > open)
+        return pages_commit(r, a > open ? a : open, b, 1);
+    size_t step = open < KH_OPEN_MIN ? KH_OPEN_MIN : open > KH_OPEN_MAX ? KH_OPEN_MAX : open;
+    size_t to = end - open > step ? open + step : end;
+    if (to < b)
+        to = b;
+    /* (A failed step may still leave room for just the run.) */
+    if (!pages_commit(r, open, to, 1) && (to == b || !pages_commit(r, open, to = b, 1)))
+        return false;
+    r->open = (uint32_t)to;
+    return true;
+}
+#endif
+
 #if KHEAP_PORT_PAGES
 /* Add a region from the port big enough for a run of need pages. */
 static bool grow(kheap_t *h, size_t need)
@@ -203,7 +250,7 @@ static bool grow(kheap_t *h, size_t need)
     if (!p)
         return false;
     struct kh_region r, *in;
-    if (kh_region_prepare(&r, p, got, 0, false, true) != KHEAP_OK ||
+    if (kh_region_prepare(&r, p, got, 0, false, true, KHEAP_PORT_COMMIT) != KHEAP_OK ||
         kh_region_enter(h, &r, &in) != KHEAP_OK) {
         kheap_port_pages_put(p, got);
         return false;
@@ -232,11 +279,6 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
     struct kh_region *r = &h->regions[d->region];
     size_t i = (size_t)(d - r->pages), len = d->npages;
     size_t dirty = d->dirty;
-    kh_bins_remove(h, d);
-    d->kind = KH_PG_INTERIOR;
-    if (len > 1)
-        r->pages[i + len - 1].kind = KH_PG_INTERIOR;
-
     /* Trim the pages before the alignment boundary and after the run. Both
      * pieces border only non-free runs (the run they came from was free and
      * free runs are never adjacent), so they need no coalescing. */
@@ -246,6 +288,16 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
      * not cut the rest of it in two. */
     if (high && !extra)
         lead = len - npages;
+#if KHEAP_PORT_COMMIT
+    /* Accessible before anything changes, so a refusal leaves the heap
+     * as it was (the allocation fails as if no run were found). */
+    if (!open_run(r, i, i + len, i + lead, i + lead + npages, high && !extra))
+        return NULL;
+#endif
+    kh_bins_remove(h, d);
+    d->kind = KH_PG_INTERIOR;
+    if (len > 1)
+        r->pages[i + len - 1].kind = KH_PG_INTERIOR;
     size_t tail = len - lead - npages;
     /* The allocation is taken to hold the dirty pages first; what it
      * cannot hold stays with the pieces. */
@@ -388,7 +440,21 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
     struct kh_region *r = &h->regions[head->region];
     size_t i = (size_t)(head - r->pages), n = head->npages, freed = n;
     size_t dirty = n; /* every page of the run may have been touched */
+#if KHEAP_PORT_COMMIT
+    if (i + n > r->open) {
+        /* Pages past the frontier were opened for this run alone: shut
+         * again, their contents dropped (if the port refuses, they stay
+         * accessible and resident, which the frontier tolerates). */
+        size_t from = i > r->open ? i : r->open;
+        if (pages_commit(r, from, i + n, 0) && from == i) {
+            h->purged_pages += n;
+            dirty = 0; /* clean: the frontier of touched pages stays */
+        }
+    }
+    if (dirty && i + n > r->touched) {
+#else
     if (i + n > r->touched) {
+#endif
 #if KHEAP_PORT_PURGE
         if (i >= r->touched) {
             /* Past the frontier (kheap's own blocks at a run's high end):
@@ -473,6 +539,10 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages)
     if (next->kind != KH_PG_FREE || next->npages < more)
         return false;
     size_t nn = next->npages, dirty = next->dirty;
+#if KHEAP_PORT_COMMIT
+    if (!open_run(r, i + n, i + n + nn, i + n, i + npages, false))
+        return false;
+#endif
     kh_bins_remove(h, next);
     next->kind = KH_PG_INTERIOR;
     r->pages[i + n + nn - 1].kind = KH_PG_INTERIOR;
@@ -543,7 +613,7 @@ int kheap_add_region(kheap_t *h, void *base, size_t size)
     kh_unlock(&h->page_lock);
     struct kh_region r, *in;
     if (!err)
-        err = kh_region_prepare(&r, base, size, 0, false, false);
+        err = kh_region_prepare(&r, base, size, 0, false, false, false);
     if (err)
         return err;
     kh_lock(&h->page_lock);
