@@ -45,6 +45,10 @@
  * run), so resident free memory can exceed the slack by what such splits
  * misplace; it never leads to purging memory that is in use.
  *
+ * With KHEAP_PORT_COMMIT the port's memory comes inaccessible and each
+ * region's accessible frontier (kh_region.open) moves up, in doubling
+ * steps, before pages past it are first handed out (open_run, below).
+ *
  * The layer also takes in the pages of new regions (kheap_add_region,
  * growth through the port, kh_pages_add) and hands out page runs for
  * kheap's own structures (kh_internal_pages: per-CPU state, page tags),
@@ -56,6 +60,9 @@
  *   dirty <= npages for every free run
  *   free_pages + slab_pages + large_pages == sum of regions' npages
  *   no two free runs are adjacent; every free run is in bin kh_bin_of(len)
+ *   (KHEAP_PORT_COMMIT) every page below a region's open is accessible;
+ *   a page at or past it is accessible only if a live run opened alone
+ *   holds it
  */
 #include "kh_internal.h"
 
