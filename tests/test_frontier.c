@@ -27,6 +27,7 @@
 #define BIG ((size_t)8 << 20)
 #define FAULTED 42 /* the child's exit status when its access faulted */
 
+#if !KHEAP_VALGRIND
 static void on_fault(int sig)
 {
     (void)sig;
@@ -60,6 +61,8 @@ static bool faulted(int st)
     return (WIFEXITED(st) && WEXITSTATUS(st) == FAULTED) ||
            (WIFSIGNALED(st) && (WTERMSIG(st) == SIGSEGV || WTERMSIG(st) == SIGBUS));
 }
+
+#endif
 
 static void whole(kheap_t *h, const char *when)
 {
