@@ -329,8 +329,10 @@
  * inaccessible, and the port supplies kheap_port_pages_commit, through
  * which the page layer opens it a step at a time (each region keeps an
  * accessible frontier that grows by doubling, 1 MiB to 1 GiB a step) and
- * shuts its own blocks past the frontier again when they are freed. So
- * a stray access into address space the heap has not used yet faults.
+ * shuts its own blocks past the frontier again when they are freed, and
+ * the free pages it purges (until their run is handed out again). So a
+ * stray access into address space the heap has not used yet, or into
+ * purged free pages, faults.
  * No hit path changes. 0: the port's memory is accessible when given.
  * Needs KHEAP_PORT_PAGES. */
 #ifndef KHEAP_PORT_COMMIT

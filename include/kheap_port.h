@@ -223,8 +223,10 @@ void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
  * inaccessible again, its contents dropped (it reads as zero when next
  * opened). Returns 0, or non-zero if the platform cannot (then nothing
  * changed as far as the heap knows: an allocation that needed the pages
- * fails). The page layer calls it with the heap's page_lock held, rarely
- * (an accessible frontier per region grows in steps: pages.c): it must not
+ * fails; free pages it meant to shut are purged instead). The page layer
+ * calls it with the heap's page_lock held, rarely (an accessible frontier
+ * per region grows in steps; free pages are shut in place of a purge and
+ * opened again when their run is next allocated: pages.c): it must not
  * call into kheap. Hosted: mprotect (and madvise to drop). Absent
  * (KHEAP_PORT_COMMIT 0): the port's memory is accessible when given. */
 int kheap_port_pages_commit(void *addr, size_t bytes, int commit);

@@ -159,9 +159,38 @@ TEST(grown_region_used_whole)
     kt_heap_close(&t);
 }
 
+/* A purge of a grown region's free pages shuts them (the same call as
+ * the purge): a write into a purged block's pages faults; the next
+ * allocation out of them opens them again. */
+TEST(purged_pages_shut_until_reused)
+{
+    struct kt_heap t;
+    kt_heap_open(&t, FIRST);
+    unsigned char *big;
+    struct kh_region *r = grown(t.h, &big);
+    memset(big, 0x5a, BIG);
+    kheap_free(t.h, big);
+    kheap_reclaim(t.h);
+    size_t purged = kheap_purge(t.h, 0);
+    CHECK(purged >= BIG, "kheap_purge gave back %zu bytes, want %zu at least", purged, BIG);
+#if !KHEAP_VALGRIND
+    int st = child_write(big + BIG / 2);
+    CHECK(faulted(st), "a write into a purged block did not fault (status %#x)", st);
+#endif
+    unsigned char *again = kheap_alloc(t.h, BIG);
+    CHECK(again != NULL, "the block again%s", "");
+    memset(again, 0x3c, BIG); /* opened again: no fault */
+    CHECK(again[BIG - 1] == 0x3c, "the block again holds what was written%s", "");
+    CHECK(kh_region_of(t.h, (uintptr_t)again) == r, "the block again is elsewhere%s", "");
+    kheap_free(t.h, again);
+    whole(t.h, "after purge and reuse");
+    kt_heap_close(&t);
+}
+
 int main(void)
 {
     RUN(grown_region_opens_as_used);
     RUN(grown_region_used_whole);
+    RUN(purged_pages_shut_until_reused);
     return harness_done();
 }

@@ -143,13 +143,18 @@ enum kh_slab_list {
 
 struct kheap_cache;
 
+#define KH_FREE_SHUT 1u /* kh_page.list of a FREE head */
+
 struct kh_page {
     uint8_t kind;     /* enum kh_page_kind; page_lock (stable while the run
                          is allocated: see kh_page_of) */
     uint8_t region;   /* index in kheap.regions; set on every boundary */
     uint16_t inuse;   /* SLAB: objects allocated from it; cache lock */
     uint16_t carved;  /* SLAB: objects ever carved (lazily); cache lock */
-    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock */
+    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock. FREE head
+                         (KHEAP_PORT_COMMIT): KH_FREE_SHUT if a purge may
+                         have shut pages of the run below its region's
+                         frontier (pages.c), else 0; page_lock */
     uint8_t internal; /* LARGE: 1 if it holds kheap's own structures
                          (per-CPU state), counted as metadata */
     uint32_t npages;  /* see the invariants above */
@@ -182,8 +187,11 @@ struct kh_region {
     struct kh_page *pages;
     size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
     bool grown;        /* obtained from kheap_port_pages_get */
+    bool shuttable;    /* the port's memory (KHEAP_PORT_COMMIT): its free
+                          pages are shut when purged */
     uint32_t open;     /* KHEAP_PORT_COMMIT: pages [0, open) are
-                          accessible; past it only kheap's own blocks
+                          accessible (but pages a purge shut: free runs
+                          marked KH_FREE_SHUT); past it only kheap's own blocks
                           carved at a run's high end and blocks taken
                           from a free run wholly past it are, each opened
                           alone and shut again when freed (pages.c).

@@ -80,9 +80,11 @@ static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_
     if (shut && kheap_port_pages_commit((void *)base, meta_end - base, 1))
         return KHEAP_ENOMEM;
     r->open = shut ? 0 : (uint32_t)n;
+    r->shuttable = shut;
 #else
     (void)shut;
     r->open = (uint32_t)n;
+    r->shuttable = false;
 #endif
     r->base = base;
     r->size = size;
