@@ -239,6 +239,8 @@ int kheap_port_pages_commit(void *addr, size_t bytes, int commit);
  * mapped and readable and writable, and read as anything afterwards (the
  * heap never assumes free pages hold zero). Called with the heap's
  * page_lock held: must not call into kheap. Hosted: madvise(MADV_DONTNEED).
+ * (With KHEAP_PORT_COMMIT, free pages of the port's own memory are shut
+ * through kheap_port_pages_commit instead, which drops them too.)
  * Absent (KHEAP_PORT_PURGE 0): freed pages stay resident. */
 void kheap_port_pages_purge(void *addr, size_t bytes);
 #endif
