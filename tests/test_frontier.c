@@ -159,6 +159,40 @@ TEST(grown_region_used_whole)
     kt_heap_close(&t);
 }
 
+/* kheap's own blocks are carved at a run's high end (the top of a grown
+ * region here, as of the 64 GiB reservation): opened alone, without
+ * moving the frontier up to them; the free pages between stay shut; the
+ * block is shut again when freed. */
+TEST(own_blocks_at_the_top_open_alone)
+{
+    struct kt_heap t;
+    kt_heap_open(&t, FIRST);
+    unsigned char *big;
+    struct kh_region *r = grown(t.h, &big);
+    size_t own = (size_t)6 << 20; /* more than the first region holds */
+    unsigned char *p = kh_internal_pages(t.h, own, false); /* written whole: zeroed */
+    CHECK(p != NULL && kh_region_of(t.h, (uintptr_t)p) == r, "kheap's own pages %p", (void *)p);
+    uintptr_t open_end = r->start + (uintptr_t)r->open * PAGE;
+    printf("# own block at page %zu of %zu, frontier at %u\n",
+           (size_t)((uintptr_t)p - r->start) / PAGE, r->npages, r->open);
+    CHECK((uintptr_t)p >= open_end, "the frontier %#lx moved up to kheap's block at %p",
+          (unsigned long)open_end, (void *)p);
+    memset(p, 0x77, own);
+#if !KHEAP_VALGRIND
+    int st = child_write(p - 1);
+    CHECK(p - 1 < (unsigned char *)open_end || faulted(st),
+          "a write into the free pages below kheap's block did not fault (status %#x)", st);
+#endif
+    kh_internal_pages_free(t.h, p);
+#if !KHEAP_VALGRIND
+    st = child_write(p + own / 2);
+    CHECK(faulted(st), "a write into kheap's freed block did not fault (status %#x)", st);
+#endif
+    kheap_free(t.h, big);
+    whole(t.h, "after kheap's own block");
+    kt_heap_close(&t);
+}
+
 /* A purge of a grown region's free pages shuts them (the same call as
  * the purge): a write into a purged block's pages faults; the next
  * allocation out of them opens them again. */
@@ -191,6 +225,7 @@ int main(void)
 {
     RUN(grown_region_opens_as_used);
     RUN(grown_region_used_whole);
+    RUN(own_blocks_at_the_top_open_alone);
     RUN(purged_pages_shut_until_reused);
     return harness_done();
 }
