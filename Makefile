@@ -75,7 +75,7 @@ FLAGS_valgrind:= -O1 -g -DKHEAP_VALGRIND=1
 FLAGS_redzone := -O1 -g -DKHEAP_DEBUG=2 -DKHEAP_REDZONE=1
 LDFLAGS_asan  := -fsanitize=address,undefined
 
-HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_PROTECT=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
+HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -DKHEAP_PORT_CLOCK=1 -DKHEAP_PORT_PROTECT=1 -DKHEAP_PORT_COMMIT=1 -DKHEAP_PORT_CPU_HEADER='"port/hosted_cpu.h"' -Isrc
 
 .PHONY: all check demo demo-hosted cross deps clean size-classes malloc-tests \
         install uninstall amalgamation deb fuzz fuzz-build
@@ -338,7 +338,7 @@ MANDIR       ?= $(PREFIX)/share/man
 INSTALL      ?= install
 REAL_SO      := libkheap.so.$(KHEAP_VERSION)
 INSTALL_HDRS := include/kheap.h include/kheap_port.h $(wildcard include/kheap_hosted.h)
-INSTALLED_DEFS := $(patsubst -D%,%,$(OPTIONS)) KHEAP_PORT_PAGES=1 KHEAP_PORT_PURGE=1 KHEAP_PORT_CLOCK=1 KHEAP_PORT_PROTECT=1
+INSTALLED_DEFS := $(patsubst -D%,%,$(OPTIONS)) KHEAP_PORT_PAGES=1 KHEAP_PORT_PURGE=1 KHEAP_PORT_CLOCK=1 KHEAP_PORT_PROTECT=1 KHEAP_PORT_COMMIT=1
 
 $(B)/install/kheap_config.h: include/kheap_config.h Makefile
 	@mkdir -p $(dir $@)

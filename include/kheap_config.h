@@ -325,6 +325,21 @@
 #define KHEAP_DEFAULT_RESERVE 0
 #endif
 
+/* 1: the memory the port gives for growth and for the default heap's
+ * reservation (kheap_port_pages_get, kheap_port_pages_reserve) comes
+ * inaccessible, and the port supplies kheap_port_pages_commit, through
+ * which the page layer opens it a step at a time (each region keeps an
+ * accessible frontier that grows by doubling, 1 MiB to 1 GiB a step) and
+ * shuts its own blocks past the frontier again when they are freed, and
+ * the free pages it purges (until their run is handed out again). So a
+ * stray access into address space the heap has not used yet, or into
+ * purged free pages, faults.
+ * No hit path changes. 0: the port's memory is accessible when given.
+ * Needs KHEAP_PORT_PAGES. */
+#ifndef KHEAP_PORT_COMMIT
+#define KHEAP_PORT_COMMIT 0
+#endif
+
 /* 1: the port supplies kheap_port_pages_purge, and the page layer hands
  * the pages of large free runs back to the platform (hosted: madvise) once
  * more than KHEAP_PURGE_SLACK bytes of freed pages may still be resident.
@@ -366,6 +381,9 @@
 
 #if KHEAP_REDZONE && (KHEAP_DEBUG < 2 || KHEAP_VALGRIND)
 #error "KHEAP_REDZONE needs KHEAP_DEBUG >= 2 and no KHEAP_VALGRIND"
+#endif
+#if KHEAP_PORT_COMMIT && !KHEAP_PORT_PAGES
+#error "KHEAP_PORT_COMMIT needs KHEAP_PORT_PAGES"
 #endif
 #if KHEAP_DEBUG < 0 || KHEAP_DEBUG > 3
 #error "KHEAP_DEBUG must be 0, 1, 2 or 3"

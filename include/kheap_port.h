@@ -214,6 +214,24 @@ void kheap_port_pages_put(void *base, size_t bytes);
 void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
 #endif
 
+#if KHEAP_PORT_COMMIT
+/* With KHEAP_PORT_COMMIT, kheap_port_pages_get and kheap_port_pages_reserve
+ * give address space that is inaccessible (any access faults) and reads
+ * as zero once opened. commit 1: make [addr, addr + bytes) (page-aligned,
+ * whole pages, inside such memory) readable and writable, keeping what
+ * is there (pages opened before stay as they are); commit 0: make it
+ * inaccessible again, its contents dropped (it reads as zero when next
+ * opened). Returns 0, or non-zero if the platform cannot (then nothing
+ * changed as far as the heap knows: an allocation that needed the pages
+ * fails; free pages it meant to shut are purged instead). The page layer
+ * calls it with the heap's page_lock held, rarely (an accessible frontier
+ * per region grows in steps; free pages are shut in place of a purge and
+ * opened again when their run is next allocated: pages.c): it must not
+ * call into kheap. Hosted: mprotect (and madvise to drop). Absent
+ * (KHEAP_PORT_COMMIT 0): the port's memory is accessible when given. */
+int kheap_port_pages_commit(void *addr, size_t bytes, int commit);
+#endif
+
 #if KHEAP_PORT_PURGE
 /* The pages [addr, addr + bytes) (page-aligned, whole pages) are free and
  * their contents are no longer needed: the platform may take their
@@ -221,6 +239,8 @@ void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got);
  * mapped and readable and writable, and read as anything afterwards (the
  * heap never assumes free pages hold zero). Called with the heap's
  * page_lock held: must not call into kheap. Hosted: madvise(MADV_DONTNEED).
+ * (With KHEAP_PORT_COMMIT, free pages of the port's own memory are shut
+ * through kheap_port_pages_commit instead, which drops them too.)
  * Absent (KHEAP_PORT_PURGE 0): freed pages stay resident. */
 void kheap_port_pages_purge(void *addr, size_t bytes);
 #endif

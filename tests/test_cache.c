@@ -12,9 +12,13 @@
 #define _GNU_SOURCE
 #endif
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "kheap.h"
@@ -718,6 +722,155 @@ TEST(decay_by_tick)
     teardown();
 }
 
+/* A destructor may call kheap_get_stats (kheap.h: no lock is held while
+ * it runs), which takes the heap's cache-list lock: whether its slab goes
+ * back through kheap_reclaim, the decay walk (kheap_tick) or
+ * kheap_cache_destroy, all of which walk the user caches holding that
+ * lock. A deadlock ends in the alarm, reported as such. */
+static uint64_t g_stats_dtors;
+static size_t g_stats_seen;
+
+static void stats_dtor(void *o)
+{
+    dtor(o);
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    g_stats_seen = s.heap_total;
+    g_stats_dtors++;
+}
+
+static const char *g_alarm_phase = "";
+
+static void dtor_deadlock(int sig)
+{
+    static const char a[] = "not ok - dtor_may_read_stats: a destructor calling kheap_get_stats "
+                            "did not return within 30 s (deadlock) in ";
+    (void)sig;
+    if (write(1, a, sizeof a - 1) < 0 ||
+        write(1, g_alarm_phase, strlen(g_alarm_phase)) < 0 || write(1, "\n", 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
+/* Fill, then free, slabs' worth of objects of c: the objects wait in the
+ * magazines and the depot, their slabs hold nothing live. */
+static void fill_and_free(kheap_cache_t *c, size_t slabs)
+{
+    static void *o[MAX_OBJS];
+    size_t n = info(c).objperslab * slabs;
+    CHECK(n <= MAX_OBJS, "%zu objects", n);
+    for (size_t i = 0; i < n; i++) {
+        o[i] = kheap_cache_alloc(c);
+        CHECK(o[i] != NULL, "alloc #%zu failed", i);
+    }
+    for (size_t i = 0; i < n; i++)
+        kheap_cache_free(c, o[i]);
+}
+
+TEST(dtor_may_read_stats)
+{
+    setup();
+    signal(SIGALRM, dtor_deadlock);
+    g_stats_dtors = 0;
+    kheap_cache_t *c = kheap_cache_create(g_heap, "dtor-stats", 500, 0, ctor, stats_dtor);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+
+    g_alarm_phase = "kheap_reclaim";
+    alarm(30);
+    fill_and_free(c, 64);
+    kheap_reclaim(g_heap);
+    alarm(0);
+    CHECK(g_stats_dtors > 0 && g_stats_dtors == g_dtor_calls && info(c).num_slabs == 0,
+          "reclaim: %" PRIu64 " destructors read the statistics, %" PRIu64
+          " ran, %zu slabs left",
+          g_stats_dtors, g_dtor_calls, info(c).num_slabs);
+
+    /* Decay: idle epochs take the depot's magazines to the slabs, then
+     * the empty slabs to the pages (kheap_tick with times far past the
+     * clock, as in decay_by_tick). */
+    g_alarm_phase = "kheap_tick";
+    const uint64_t t0 = (uint64_t)1 << 62;
+    uint64_t before = g_stats_dtors;
+    CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
+    alarm(30);
+    fill_and_free(c, 64);
+    for (uint64_t k = 0; k < 4; k++)
+        kheap_tick(g_heap, t0 + k * 1000);
+    alarm(0);
+    CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK, "kheap_set_decay 0%s", "");
+    CHECK(g_stats_dtors > before, "decay ran no destructor (%" PRIu64 " before and after)",
+          before);
+
+    g_alarm_phase = "kheap_cache_destroy";
+    before = g_stats_dtors;
+    alarm(30);
+    fill_and_free(c, 64);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    CHECK(g_stats_dtors > before && g_dtor_calls == g_ctor_calls && g_stats_seen > 0,
+          "destroy: %" PRIu64 " destructors read the statistics (before %" PRIu64
+          "), %" PRIu64 " dtors for %" PRIu64 " ctors, heap_total %zu",
+          g_stats_dtors, before, g_dtor_calls, g_ctor_calls, g_stats_seen);
+    check_counters("dtor_may_read_stats");
+    teardown();
+}
+
+/* kheap_cache_destroy on one thread while another runs kheap_reclaim
+ * over and over: a reclaim that took empty slabs of the cache before it
+ * left the list runs their destructors after letting the list go, and
+ * destroy must wait for that before it frees the cache (under ASan or
+ * TSan a freed cache read by the destructors' walk shows). */
+static unsigned g_reclaiming;
+
+static void slow_dtor(void *o)
+{
+    (void)o;
+    __atomic_fetch_add(&g_dtor_calls, 1, __ATOMIC_RELAXED);
+    sched_yield();
+}
+
+static void *reclaim_loop(void *arg)
+{
+    (void)arg;
+    while (__atomic_load_n(&g_reclaiming, __ATOMIC_ACQUIRE))
+        kheap_reclaim(g_heap);
+    return NULL;
+}
+
+TEST(destroy_during_reclaim)
+{
+    setup();
+    pthread_t t;
+    __atomic_store_n(&g_reclaiming, 1u, __ATOMIC_RELEASE);
+    CHECK(pthread_create(&t, NULL, reclaim_loop, NULL) == 0, "pthread_create%s", "");
+    uint64_t made = 0;
+    for (int round = 0; round < 200; round++) {
+        kheap_cache_t *c = kheap_cache_create(g_heap, "dtor-race", 200, 0, NULL, slow_dtor);
+        CHECK(c != NULL, "create, round %d", round);
+        static void *o[512];
+        size_t n = info(c).objperslab * 8;
+        if (n > 512)
+            n = 512;
+        for (size_t i = 0; i < n; i++) {
+            o[i] = kheap_cache_alloc(c);
+            CHECK(o[i] != NULL, "alloc #%zu, round %d", i, round);
+        }
+        made += info(c).num_slabs * info(c).objperslab;
+        for (size_t i = 0; i < n; i++)
+            kheap_cache_free(c, o[i]);
+        CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy, round %d", round);
+    }
+    __atomic_store_n(&g_reclaiming, 0u, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    /* (No constructor: a destructor runs on each carved slot; at least
+     * the slots of the slabs counted at their fullest.) */
+    CHECK(__atomic_load_n(&g_dtor_calls, __ATOMIC_RELAXED) > 0,
+          "no destructor ran for %" PRIu64 " slots", made);
+    reset_counters();
+    teardown();
+}
+
 int main(void)
 {
     kt_capture_reports(NULL);
@@ -730,5 +883,7 @@ int main(void)
     RUN(names);
     RUN(create_refusals);
     RUN(decay_by_tick);
+    RUN(dtor_may_read_stats);
+    RUN(destroy_during_reclaim);
     return harness_done();
 }

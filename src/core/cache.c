@@ -84,7 +84,7 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
 size_t kheap_cache_shrink(kheap_cache_t *c)
 {
     size_t bytes = kh_cache_drain(c, false, NULL);
-    bytes += kh_cache_release(c, 0);
+    bytes += kh_cache_release(c, 0, NULL);
     kh_debug_check(c->heap, "kheap_cache_shrink");
     return bytes;
 }
@@ -121,14 +121,25 @@ int kh_cache_destroy(kheap_cache_t *c)
      * (the cache's lock and the page lock come after it in the order):
      * kheap_check, which walks every slab holding the locks of the listed
      * caches only, then cannot read this cache's slabs while they
-     * change. A double free found in a magazine meanwhile is reported
-     * once caches_lock is released. */
+     * change. The empty slabs leave the cache's lists meanwhile, onto
+     * later, and are given back, destructors run, once caches_lock is
+     * released (a slab on no list is one kheap_check accepts); a double
+     * free found in a magazine is reported then too. */
     struct kh_later later = {.n = 0};
     kh_cache_drain(c, true, &later);
-    kh_cache_release(c, 0);
+    kh_cache_release(c, 0, &later);
     kh_unlock(&h->caches_lock);
+    kh_later_slabs_free(&later);
     kh_later_deliver(&later);
-    KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0, c);
+    /* A walk on another thread (kheap_reclaim, kheap_tick, a CPU flush)
+     * that took empty slabs of c before c left the list may still be
+     * running their destructors, with no lock held: c and its counters
+     * must outlive that. No new one can start (c is off the list), and
+     * that walk waits for nothing of ours, so this ends. */
+    while (__atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_ACQUIRE))
+        ;
+    KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0 &&
+                  c->nr_empty == 0, c);
     kh_lock(&h->page_lock);
     h->retired_allocs += n.allocs;
     h->retired_frees += n.frees;
@@ -226,13 +237,14 @@ static size_t reclaim_caches(kheap_t *h)
     size_t bytes = 0;
     /* The walk ends with the magazine caches: the magazines emptied
      * before them went back there. Double frees found in the user caches'
-     * magazines wait in later until the walk has left them, and with
-     * them caches_lock. */
+     * magazines, and the destructors of their empty slabs, wait in later
+     * until the walk has left them, and with them caches_lock. */
     struct kh_later later = {.n = 0};
     kh_each_cache_locking(h, c) {
         bytes += kh_cache_drain(c, false, kh_walk_later(c, &later));
-        bytes += kh_cache_release(c, 0);
+        bytes += kh_cache_release(c, 0, kh_walk_later(c, &later));
     }
+    kh_later_slabs_free(&later);
     kh_later_deliver(&later);
     bytes += kh_runs_flush_here(h, false);
     kh_debug_check(h, "kheap_reclaim");
@@ -283,8 +295,9 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
         struct kh_later later = {.n = 0};
         kh_each_cache_locking(h, c) {
             bytes += kh_depot_decay(h, c, kh_walk_later(c, &later));
-            bytes += kh_cache_decay(c);
+            bytes += kh_cache_decay(c, kh_walk_later(c, &later));
         }
+        kh_later_slabs_free(&later);
         kh_later_deliver(&later);
         bytes += kh_pages_decay(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);

@@ -6,8 +6,9 @@
  * The per-CPU magazines are used without locks, so kheap_check leaves them
  * out (it is safe at any time); kheap_check_quiescent, for a heap no CPU is
  * using, walks them too and checks live + cached == handed out.
- *   every region: its runs in address order, each run's boundary and
- *     interior descriptors, no two free runs adjacent;
+ *   every region: its accessible frontier within it, its runs in address
+ *     order, each run's boundary and interior descriptors, no two free
+ *     runs adjacent;
  *   every slab met on the way: owner cache valid, page count, bitmap
  *     population == inuse, free list members inside the slab, on slot
  *     boundaries, marked free, as many as carved - inuse; on the list its
@@ -267,6 +268,8 @@ static bool check_region(kheap_t *h, struct walk *w, unsigned ri)
 {
     struct kh_region *r = &h->regions[ri];
     bool prev_free = false;
+    if (r->open > r->npages)
+        return fail(w, "region's accessible frontier is past its last page", r->start);
     for (size_t i = 0; i < r->npages;) {
         struct kh_page *d = &r->pages[i];
         uintptr_t addr = r->start + i * KH_PAGE;

@@ -735,8 +735,9 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 
 /* CPU cpu has stopped using h: its magazines go to the depots, its
  * cached large blocks to the page layer. Reports of every cache's
- * flushes go into later: the registry lock is held throughout,
- * caches_lock too for the user caches. */
+ * flushes, and the user caches' empty slabs to destroy, go into later:
+ * the registry lock is held throughout, caches_lock too for the user
+ * caches. */
 static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
 #if KH_RUNS
@@ -759,6 +760,7 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu)
 {
     struct kh_later later = {.n = 0};
     heap_cpu_flush(h, cpu, &later);
+    kh_later_slabs_free(&later);
     kh_later_deliver(&later);
 }
 
@@ -774,6 +776,10 @@ void kheap_cpu_flush(unsigned cpu)
     for (kheap_t *h = kh_registry_acquire(); h; h = h->next_heap)
         heap_cpu_flush(h, cpu, &later);
     kh_registry_release();
+    /* The destructors of the empty slabs the flushes gave back run now,
+     * with no lock held. A kheap_fini of their heap meanwhile waits for
+     * them (heap.c). */
+    kh_later_slabs_free(&later);
     kh_later_deliver(&later);
 }
 

@@ -60,10 +60,10 @@ static int reserve_first(kheap_t **h)
 #if KHEAP_DEFAULT_RESERVE
     size_t got = 0;
     void *m = kheap_port_pages_reserve(KHEAP_DEFAULT_RESERVE, KHEAP_DEFAULT_SIZE, &got);
-    if (m && kh_heap_create(h, m, got, true) == KHEAP_OK)
+    if (m && kh_heap_create(h, m, got, true, KHEAP_PORT_COMMIT) == KHEAP_OK)
         return KHEAP_OK;
 #endif
-    return kh_heap_create(h, kheap_default_memory, sizeof kheap_default_memory, true);
+    return kh_heap_create(h, kheap_default_memory, sizeof kheap_default_memory, true, false);
 }
 
 /* First use: one caller sets the heap up, the others wait for it. */

@@ -27,15 +27,17 @@ static void window_setup(kheap_t *h)
 }
 
 /* Set up the heap structure at the start of [base, base+size). zeroed: the
- * memory is known to be all zero (BSS), so descriptors need no clearing. */
-int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
+ * memory is known to be all zero (BSS), so descriptors need no clearing;
+ * shut: it is the port's reservation, inaccessible until opened
+ * (KHEAP_PORT_COMMIT: kh_region_prepare). */
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shut)
 {
     if (!out)
         return KHEAP_EINVAL;
     uintptr_t hb = kh_align_up((uintptr_t)base, KH_HEADER_ALIGN);
     struct kh_region r, *r0;
     int err = kh_region_prepare(&r, base, size, hb - (uintptr_t)base + sizeof(struct kheap),
-                                true, zeroed);
+                                true, zeroed, shut);
     if (err)
         return err;
     kheap_t *h = (kheap_t *)hb;
@@ -124,5 +126,5 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed)
 
 int kheap_init(kheap_t **heap, void *base, size_t size)
 {
-    return kh_heap_create(heap, base, size, false);
+    return kh_heap_create(heap, base, size, false, false);
 }

@@ -38,11 +38,11 @@
  *                           kheap_cpu_flush, kheap_cache_destroy) is kept
  *                           in the walker's struct kh_later and made once
  *                           the lock is released, because the hook may
- *                           call kheap_get_stats, which takes it. Not so
- *                           yet the destructors of a user cache (kheap.h
- *                           promises otherwise): reclaim, decay and
- *                           destroy give its empty slabs back, destructors
- *                           run, with this lock held.
+ *                           call kheap_get_stats, which takes it. So are
+ *                           the empty slabs of a user cache with a
+ *                           destructor that such a walk gives back: the
+ *                           destructors run, and the pages go back, after
+ *                           it is released (kh_later_slabs_free).
  *   2. kheap_cache.lock   - one cache's slab lists, depot and counters; a
  *                           thread holds at most one, except lock-all
  *                           (kheap_check, fork), which takes them all in
@@ -57,8 +57,7 @@
  *                           hook runs with no kheap lock held).
  * The committed/peak/internal byte counters are atomics, updated on slow
  * paths only; no lock is shared by every cache.
- * No lock is held across a constructor or a report, nor across a
- * destructor but as said under 1.
+ * No lock is held across a constructor, a destructor or a report.
  */
 #ifndef KH_INTERNAL_H
 #define KH_INTERNAL_H
@@ -147,13 +146,18 @@ enum kh_slab_list {
 
 struct kheap_cache;
 
+#define KH_FREE_SHUT 1u /* kh_page.list of a FREE head */
+
 struct kh_page {
     uint8_t kind;     /* enum kh_page_kind; page_lock (stable while the run
                          is allocated: see kh_page_of) */
     uint8_t region;   /* index in kheap.regions; set on every boundary */
     uint16_t inuse;   /* SLAB: objects allocated from it; cache lock */
     uint16_t carved;  /* SLAB: objects ever carved (lazily); cache lock */
-    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock */
+    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock. FREE head
+                         (KHEAP_PORT_COMMIT): KH_FREE_SHUT if a purge may
+                         have shut pages of the run below its region's
+                         frontier (pages.c), else 0; page_lock */
     uint8_t internal; /* LARGE: 1 if it holds kheap's own structures
                          (per-CPU state), counted as metadata */
     uint32_t npages;  /* see the invariants above */
@@ -186,6 +190,17 @@ struct kh_region {
     struct kh_page *pages;
     size_t meta_bytes; /* size - npages * page: header, descriptors, skips */
     bool grown;        /* obtained from kheap_port_pages_get */
+    bool shuttable;    /* the port's memory (KHEAP_PORT_COMMIT): its free
+                          pages are shut when purged */
+    uint32_t open;     /* KHEAP_PORT_COMMIT: pages [0, open) are
+                          accessible (but pages a purge shut: free runs
+                          marked KH_FREE_SHUT); past it only kheap's own blocks
+                          carved at a run's high end and blocks taken
+                          from a free run wholly past it are, each opened
+                          alone and shut again when freed (pages.c).
+                          npages for memory that came accessible (a
+                          region has at most UINT32_MAX pages; in the
+                          padding after grown); page_lock */
     size_t touched;    /* pages [touched, npages) that are free were never
                           touched since the region was added or were
                           purged since (pages.c); page_lock */
@@ -494,8 +509,9 @@ void kh_report(enum kheap_report_kind kind, const void *addr,
  * the hook must not see then (it may call kheap_get_stats, which takes
  * that lock). The walks that hold it over the user caches (kheap_reclaim,
  * kheap_tick, kheap_cpu_flush, kheap_cache_destroy) pass one, on their
- * own stack, down to the magazine flushes that find refused objects, and
- * deliver it once they have released the lock. Bounded: the first
+ * own stack, down to the magazine flushes that find refused objects and
+ * to the slab releases (whose destructors wait the same way: slabs,
+ * below), and deliver it once they have released the lock. Bounded: the first
  * KH_LATER_MAX reports are kept whole, in the order found (the cache's
  * name copied, since the cache may be destroyed before delivery); of the
  * rest only the first and their number are, and they are delivered as
@@ -505,6 +521,12 @@ void kh_report(enum kheap_report_kind kind, const void *addr,
  * out again, as it may after any report of a flushed double free. */
 #define KH_LATER_MAX 4u
 struct kh_later {
+    /* Empty slabs of user caches with a destructor, given back while
+     * caches_lock was held: their destructors run, and their pages go
+     * back, after it is released (slab.c: kh_later_slabs_free), since a
+     * destructor may call kheap_get_stats too. Linked through next (a
+     * slab on KH_LIST_GONE is on no list of its cache). */
+    struct kh_page *slabs;
     unsigned n;  /* reports kept whole: item[0 .. n) */
     size_t more; /* reports found with item[] full; the first is item[KH_LATER_MAX] */
     struct kh_later_item {
@@ -556,11 +578,11 @@ void kh_heap_lock_all(kheap_t *h, bool lock);
  *   kh_each_cache_locking(h, c)  the walk takes caches_lock itself while
  *                                it is among the user caches, and only
  *                                then, so the built-in caches are visited
- *                                with no lock held (their reports and
- *                                destructors run lock-free, as kheap.h
- *                                promises); the user caches' reports go
- *                                into a struct kh_later (kh_walk_later),
- *                                made after the loop. The loop must run to
+ *                                with no lock held; the user caches'
+ *                                reports and slabs to destroy go into a
+ *                                struct kh_later (kh_walk_later), handled
+ *                                after the loop, so both run lock-free,
+ *                                as kheap.h promises. The loop must run to
  *                                its end.
  */
 static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_cache *c,
@@ -597,8 +619,8 @@ static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_c
     for (struct kheap_cache *c = kh_cache_next(h, NULL, true); c;            \
          c = kh_cache_next(h, c, true))
 /* Where a walk with kh_each_cache_locking sends the reports it finds in
- * cache c: into later while the walk holds caches_lock (c is a user
- * cache), else NULL, at once. */
+ * cache c, and the empty slabs it gives back: into later while the walk
+ * holds caches_lock (c is a user cache), else NULL, at once. */
 static inline struct kh_later *kh_walk_later(const struct kheap_cache *c, struct kh_later *later)
 {
     return c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL) ? NULL : later;
@@ -608,7 +630,7 @@ static inline struct kh_later *kh_walk_later(const struct kheap_cache *c, struct
 int kh_region_admissible(const kheap_t *h, uintptr_t base, size_t size);
 int kh_region_check(const void *base, size_t size, bool first);
 int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
-                      bool zeroed);
+                      bool zeroed, bool shut);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
 /* The page tags of the first region, then each page's index in its
@@ -705,10 +727,18 @@ static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t 
 enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *obj,
                                      struct kh_page *slab);
 size_t kh_cache_take_try(struct kheap_cache *c, void **obj);
-size_t kh_cache_release(struct kheap_cache *c, size_t keep);
+/* Give back c's empty slabs beyond keep; their destructors run, and their
+ * pages go back, at once with later NULL (no lock held), else once the
+ * caller has released caches_lock (kh_later_slabs_free). Returns their
+ * bytes. */
+size_t kh_cache_release(struct kheap_cache *c, size_t keep, struct kh_later *later);
 /* End of a decay epoch: empty slabs that stayed empty through it go back
- * to the page layer. Returns their bytes. */
-size_t kh_cache_decay(struct kheap_cache *c);
+ * to the page layer (later as kh_cache_release). Returns their bytes. */
+size_t kh_cache_decay(struct kheap_cache *c, struct kh_later *later);
+/* The empty slabs a walk kept in l: destructors run, pages back to the
+ * page layer, each cache's slabs_later counted down. Call with no kheap
+ * lock held, before kh_later_deliver. */
+void kh_later_slabs_free(struct kh_later *l);
 static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 {
     return kh_page_addr(h, s);
@@ -914,6 +944,12 @@ struct kh_ucx {
     unsigned busy[KHEAP_MAX_CPUS + 1];
     struct kh_nlc nlc[KHEAP_MAX_CPUS + 1];
     struct kh_xc xc;
+    /* Atomic: empty slabs of the cache kept in some walk's struct
+     * kh_later, their destructors yet to run (slab.c). Raised while the
+     * walk holds caches_lock with the cache listed; lowered (release)
+     * after the walker's last touch of the cache; kheap_cache_destroy
+     * waits for 0 (acquire) before it frees the cache. */
+    unsigned slabs_later;
 };
 static inline struct kh_ucx *kh_ucx_of(const struct kheap_cache *c)
 {
@@ -982,7 +1018,7 @@ void kh_free_sized_slow(kheap_t *h, void *ptr, size_t size, size_t align,
                         enum kheap_block_kind kind);
 
 /* init.c */
-int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed);
+int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shut);
 
 #if KHEAP_DEBUG >= 1
 #define KH_ASSERT(cond, addr)                                                 \

@@ -45,6 +45,10 @@
  * run), so resident free memory can exceed the slack by what such splits
  * misplace; it never leads to purging memory that is in use.
  *
+ * With KHEAP_PORT_COMMIT the port's memory comes inaccessible and each
+ * region's accessible frontier (kh_region.open) moves up, in doubling
+ * steps, before pages past it are first handed out (open_run, below).
+ *
  * The layer also takes in the pages of new regions (kheap_add_region,
  * growth through the port, kh_pages_add) and hands out page runs for
  * kheap's own structures (kh_internal_pages: per-CPU state, page tags),
@@ -56,6 +60,9 @@
  *   dirty <= npages for every free run
  *   free_pages + slab_pages + large_pages == sum of regions' npages
  *   no two free runs are adjacent; every free run is in bin kh_bin_of(len)
+ *   (KHEAP_PORT_COMMIT) every page below a region's open is accessible
+ *   but those of free runs marked KH_FREE_SHUT; a page at or past it is
+ *   accessible only if a live run opened alone holds it
  */
 #include "kh_internal.h"
 
@@ -154,9 +161,11 @@ void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
 
 /* Bin the free run [i, i+n) of r, of which at most dirty pages may be
  * resident; its neighbours are not free. */
-static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n, size_t dirty)
+static void put_free(kheap_t *h, struct kh_region *r, size_t i, size_t n, size_t dirty,
+                     uint8_t shut)
 {
     kh_run_mark(h, r, i, n, KH_PG_FREE);
+    r->pages[i].list = shut;
     /* Pages at or past the region's touched frontier are clean. */
     size_t touched = r->touched > i ? r->touched - i : 0;
     if (touched > n)
@@ -186,6 +195,71 @@ static struct kh_page *find_run(kheap_t *h, size_t need)
     return NULL;
 }
 
+#if KHEAP_PORT_COMMIT
+/* The accessible frontier (kh_region.open) of memory the port gives
+ * inaccessible. Pages [0, open) are accessible, except pages a purge
+ * shut (below). Past it, a free page is
+ * not, and the only accessible pages are those of live runs opened alone:
+ * kheap's own blocks carved at a run's high end (which must not drag the
+ * frontier to the top of a 64 GiB reservation) and blocks taken from a
+ * free run that lies wholly past it (a freed block of that kind). A run
+ * that needs pages past the frontier out of the free run the frontier is
+ * in moves it up: by the frontier's own length (doubling), at least
+ * KH_OPEN_MIN and at most KH_OPEN_MAX pages, never past that free run's
+ * end (so it sweeps over free pages only, never over a live block opened
+ * alone, whose pages the sampler may have shut). A heap that grows to G
+ * bytes so opens its pages in about log2(G / 1 MiB) calls, plus one per
+ * block opened alone. A run freed past the frontier is shut again (its
+ * pages dropped). The frontier never moves down. A purge of the port's
+ * memory shuts the pages instead of only dropping them (the same one
+ * call) and marks the free run KH_FREE_SHUT; the first allocation from
+ * such a run (or from a piece of a run it merged into) opens all of it
+ * below the frontier again, one call, so the purged pages fault until
+ * the heap hands memory out of their run again. page_lock held. */
+#define KH_OPEN_MIN (((size_t)1 << 20) / KH_PAGE)
+#define KH_OPEN_MAX (((size_t)1 << 30) / KH_PAGE)
+
+static bool pages_commit(const struct kh_region *r, size_t from, size_t to, int commit)
+{
+    return kheap_port_pages_commit((void *)(r->start + (from << KHEAP_PAGE_SHIFT)),
+                                   (to - from) * KH_PAGE, commit) == 0;
+}
+
+/* Open pages [a, b) of r, about to be handed out of the free run
+ * [i, end) (high: kheap's own block at the run's high end). False if
+ * the port cannot: nothing changed. */
+static bool open_run(struct kh_region *r, size_t i, size_t end, size_t a, size_t b,
+                     bool high)
+{
+    size_t open = r->open;
+    if (b <= open)
+        return true;
+    if (high || i > open)
+        return pages_commit(r, a > open ? a : open, b, 1);
+    size_t step = open < KH_OPEN_MIN ? KH_OPEN_MIN : open > KH_OPEN_MAX ? KH_OPEN_MAX : open;
+    size_t to = end - open > step ? open + step : end;
+    if (to < b)
+        to = b;
+    /* (A failed step may still leave room for just the run.) */
+    if (!pages_commit(r, open, to, 1) && (to == b || !pages_commit(r, open, to = b, 1)))
+        return false;
+    r->open = (uint32_t)to;
+    return true;
+}
+
+/* The free run [i, end) of r, which a purge may have shut pages of
+ * (KH_FREE_SHUT): every page of it below the frontier accessible again. */
+static bool reopen(struct kh_region *r, size_t i, size_t end)
+{
+    if (end > r->open)
+        end = r->open;
+    if (end > i && !pages_commit(r, i, end, 1))
+        return false;
+    r->pages[i].list = 0;
+    return true;
+}
+#endif
+
 #if KHEAP_PORT_PAGES
 /* Add a region from the port big enough for a run of need pages. */
 static bool grow(kheap_t *h, size_t need)
@@ -203,7 +277,7 @@ static bool grow(kheap_t *h, size_t need)
     if (!p)
         return false;
     struct kh_region r, *in;
-    if (kh_region_prepare(&r, p, got, 0, false, true) != KHEAP_OK ||
+    if (kh_region_prepare(&r, p, got, 0, false, true, KHEAP_PORT_COMMIT) != KHEAP_OK ||
         kh_region_enter(h, &r, &in) != KHEAP_OK) {
         kheap_port_pages_put(p, got);
         return false;
@@ -232,11 +306,6 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
     struct kh_region *r = &h->regions[d->region];
     size_t i = (size_t)(d - r->pages), len = d->npages;
     size_t dirty = d->dirty;
-    kh_bins_remove(h, d);
-    d->kind = KH_PG_INTERIOR;
-    if (len > 1)
-        r->pages[i + len - 1].kind = KH_PG_INTERIOR;
-
     /* Trim the pages before the alignment boundary and after the run. Both
      * pieces border only non-free runs (the run they came from was free and
      * free runs are never adjacent), so they need no coalescing. */
@@ -246,14 +315,28 @@ struct kh_page *kh_run_alloc(kheap_t *h, size_t npages, size_t align,
      * not cut the rest of it in two. */
     if (high && !extra)
         lead = len - npages;
+#if KHEAP_PORT_COMMIT
+    /* Accessible before anything changes, so a refusal leaves the heap
+     * as it was (the allocation fails as if no run were found). A run a
+     * purge shut pages of is opened whole below the frontier, once: its
+     * pieces are accessible again. */
+    if (d->list == KH_FREE_SHUT && !reopen(r, i, i + len))
+        return NULL;
+    if (!open_run(r, i, i + len, i + lead, i + lead + npages, high && !extra))
+        return NULL;
+#endif
+    kh_bins_remove(h, d);
+    d->kind = KH_PG_INTERIOR;
+    if (len > 1)
+        r->pages[i + len - 1].kind = KH_PG_INTERIOR;
     size_t tail = len - lead - npages;
     /* The allocation is taken to hold the dirty pages first; what it
      * cannot hold stays with the pieces. */
     dirty = dirty > npages ? dirty - npages : 0;
     if (lead)
-        put_free(h, r, i, lead, dirty);
+        put_free(h, r, i, lead, dirty, 0);
     if (tail)
-        put_free(h, r, i + lead + npages, tail, dirty > lead ? dirty - lead : 0);
+        put_free(h, r, i + lead + npages, tail, dirty > lead ? dirty - lead : 0, 0);
     /* Blocks for the heap's life at a run's high end do not move the
      * frontier (the 64 GiB reservation would become "touched" to its
      * end); kh_run_free purges them at once if they are ever freed. */
@@ -287,8 +370,16 @@ static size_t purge_run(kheap_t *h, struct kh_region *r, struct kh_page *d)
         return 0;
     size_t end = i + n < r->touched ? i + n : r->touched;
     if (end > i) {
-        kheap_port_pages_purge((void *)(r->start + (i << KHEAP_PAGE_SHIFT)),
-                               (end - i) * KH_PAGE);
+#if KHEAP_PORT_COMMIT
+        /* The port's memory: shut, so an access to the purged pages
+         * faults until they are handed out again (kh_run_alloc opens the
+         * run). The same one call as a purge: its pages are dropped. */
+        if (r->shuttable && pages_commit(r, i, end, 0))
+            d->list = KH_FREE_SHUT;
+        else
+#endif
+            kheap_port_pages_purge((void *)(r->start + (i << KHEAP_PAGE_SHIFT)),
+                                   (end - i) * KH_PAGE);
         h->purged_pages += end - i;
         if (end == r->touched)
             r->touched = i;
@@ -388,7 +479,21 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
     struct kh_region *r = &h->regions[head->region];
     size_t i = (size_t)(head - r->pages), n = head->npages, freed = n;
     size_t dirty = n; /* every page of the run may have been touched */
+#if KHEAP_PORT_COMMIT
+    if (i + n > r->open) {
+        /* Pages past the frontier were opened for this run alone: shut
+         * again, their contents dropped (if the port refuses, they stay
+         * accessible and resident, which the frontier tolerates). */
+        size_t from = i > r->open ? i : r->open;
+        if (pages_commit(r, from, i + n, 0) && from == i) {
+            h->purged_pages += n;
+            dirty = 0; /* clean: the frontier of touched pages stays */
+        }
+    }
+    if (dirty && i + n > r->touched) {
+#else
     if (i + n > r->touched) {
+#endif
 #if KHEAP_PORT_PURGE
         if (i >= r->touched) {
             /* Past the frontier (kheap's own blocks at a run's high end):
@@ -414,12 +519,14 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
         r->pages[i + n - 1].kind = KH_PG_INTERIOR;
     }
 
+    uint8_t shut = 0; /* the merged run holds pages a purge shut */
     if (i > 0) {
         struct kh_page *l = &r->pages[i - 1];
         if (l->kind == KH_PG_FREE || l->kind == KH_PG_FREE_TAIL) {
             size_t ln = l->npages;
             struct kh_page *lh = &r->pages[i - ln];
             dirty += lh->dirty;
+            shut |= lh->list;
             kh_bins_remove(h, lh);
             lh->kind = KH_PG_INTERIOR;
             l->kind = KH_PG_INTERIOR;
@@ -432,13 +539,14 @@ void kh_run_free(kheap_t *h, struct kh_page *head)
         if (rh->kind == KH_PG_FREE) {
             size_t rn = rh->npages;
             dirty += rh->dirty;
+            shut |= rh->list;
             kh_bins_remove(h, rh);
             rh->kind = KH_PG_INTERIOR;
             r->pages[i + n + rn - 1].kind = KH_PG_INTERIOR;
             n += rn;
         }
     }
-    put_free(h, r, i, n, dirty);
+    put_free(h, r, i, n, dirty, shut);
 #if KHEAP_PORT_PURGE
     purge(h, r, &r->pages[i], freed);
 #else
@@ -473,13 +581,18 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages)
     if (next->kind != KH_PG_FREE || next->npages < more)
         return false;
     size_t nn = next->npages, dirty = next->dirty;
+#if KHEAP_PORT_COMMIT
+    if ((next->list == KH_FREE_SHUT && !reopen(r, i + n, i + n + nn)) ||
+        !open_run(r, i + n, i + n + nn, i + n, i + npages, false))
+        return false;
+#endif
     kh_bins_remove(h, next);
     next->kind = KH_PG_INTERIOR;
     r->pages[i + n + nn - 1].kind = KH_PG_INTERIOR;
     if (n > 1)
         r->pages[i + n - 1].kind = KH_PG_INTERIOR;
     if (nn > more)
-        put_free(h, r, i + npages, nn - more, dirty > more ? dirty - more : 0);
+        put_free(h, r, i + npages, nn - more, dirty > more ? dirty - more : 0, 0);
     kh_run_mark(h, r, i, npages, KH_PG_LARGE);
     if (i + npages > r->touched)
         r->touched = i + npages;
@@ -526,6 +639,7 @@ void kh_pages_add(kheap_t *h, struct kh_region *r)
     kh_run_mark(h, r, 0, r->npages, KH_PG_FREE);
     r->touched = 0;
     r->pages[0].dirty = 0;
+    r->pages[0].list = 0;
     kh_bins_insert(h, &r->pages[0]);
     h->free_pages += r->npages;
 }
@@ -543,7 +657,7 @@ int kheap_add_region(kheap_t *h, void *base, size_t size)
     kh_unlock(&h->page_lock);
     struct kh_region r, *in;
     if (!err)
-        err = kh_region_prepare(&r, base, size, 0, false, false);
+        err = kh_region_prepare(&r, base, size, 0, false, false, false);
     if (err)
         return err;
     kh_lock(&h->page_lock);

@@ -58,7 +58,7 @@ static void publish(kheap_t *h, unsigned idx)
  * only the new memory, so it runs without a lock.
  */
 static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_t skip,
-                         bool zeroed, bool tags)
+                         bool zeroed, bool tags, bool shut)
 {
     uintptr_t end = base + size;
     uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
@@ -72,6 +72,20 @@ static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_
         n--;
     if (n == 0)
         return KHEAP_ETOOSMALL;
+#if KHEAP_PORT_COMMIT
+    /* Memory the port gave inaccessible: the metadata opens now, whole
+     * (address space: its pages cost memory only where descriptors are
+     * written), the pages as the page layer hands them out (r->open). */
+    uintptr_t meta_end = kh_align_up(descs + n * per_page, KH_PAGE);
+    if (shut && kheap_port_pages_commit((void *)base, meta_end - base, 1))
+        return KHEAP_ENOMEM;
+    r->open = shut ? 0 : (uint32_t)n;
+    r->shuttable = shut;
+#else
+    (void)shut;
+    r->open = (uint32_t)n;
+    r->shuttable = false;
+#endif
     r->base = base;
     r->size = size;
     r->pages = (struct kh_page *)descs;
@@ -129,14 +143,16 @@ int kh_region_check(const void *base, size_t size, bool first)
 
 /* Check and lay out [base, base+size) as a region that skips its first
  * `skip` bytes (the heap structure of a first region); the first region
- * also gets the heap's page tags (kh_region_tags). Writes only into the
- * new memory, and nothing on error; the caller has made sure the memory
- * is not the heap's already (kh_region_admissible). */
+ * also gets the heap's page tags (kh_region_tags). shut: the memory is
+ * the port's, inaccessible until opened (KHEAP_PORT_COMMIT; zero too):
+ * the metadata is opened here, the pages by the page layer. Writes only
+ * into the new memory, and nothing on error; the caller has made sure
+ * the memory is not the heap's already (kh_region_admissible). */
 int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip, bool first,
-                      bool zeroed)
+                      bool zeroed, bool shut)
 {
     int err = kh_region_check(base, size, first);
-    return err ? err : region_layout(r, (uintptr_t)base, size, skip, zeroed, first);
+    return err ? err : region_layout(r, (uintptr_t)base, size, skip, zeroed, first, shut);
 }
 
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr)

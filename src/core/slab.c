@@ -412,29 +412,61 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
     return o != 0;
 }
 
-/* Destroy and give back a list of empty slabs linked through next. */
-static size_t slabs_free(struct kheap_cache *c, struct kh_page *list)
+/* Destroy and give back one empty slab of c (on no list; no lock held). */
+static size_t slab_free(struct kheap_cache *c, struct kh_page *s)
 {
     kheap_t *h = c->heap;
+    uintptr_t base = kh_slab_base(h, s);
+    if (c->dtor) {
+        for (size_t i = 0; i < s->carved; i++) {
+            kh_vg_defined((void *)(base + i * c->slot), c->slot);
+            c->dtor((void *)(base + i * c->slot));
+        }
+    }
+    page_tag(c, s, false);
+    kh_lock(&h->page_lock);
+    h->bitmap_bytes -= c->bitmap_bytes;
+    kh_run_free(h, s);
+    kh_unlock(&h->page_lock);
+    return (size_t)c->pages * KH_PAGE;
+}
+
+/* Give back a list of empty slabs of c linked through next: at once with
+ * later NULL (no lock held) or if c has no destructor; else kept in later
+ * (the caller holds caches_lock, under which no destructor may run:
+ * kheap.h), counted in c's slabs_later before caches_lock is released, so
+ * that kheap_cache_destroy, which unlinks c under that lock, sees every
+ * slab it must wait for. Only user caches have destructors. Returns the
+ * bytes either way. */
+static size_t slabs_free(struct kheap_cache *c, struct kh_page *list, struct kh_later *later)
+{
     size_t bytes = 0;
     while (list) {
         struct kh_page *s = list;
         list = s->next;
-        uintptr_t base = kh_slab_base(h, s);
-        if (c->dtor) {
-            for (size_t i = 0; i < s->carved; i++) {
-                kh_vg_defined((void *)(base + i * c->slot), c->slot);
-                c->dtor((void *)(base + i * c->slot));
-            }
+        if (!later || !c->dtor) {
+            bytes += slab_free(c, s);
+            continue;
         }
-        page_tag(c, s, false);
-        kh_lock(&h->page_lock);
-        h->bitmap_bytes -= c->bitmap_bytes;
-        kh_run_free(h, s);
-        kh_unlock(&h->page_lock);
+        __atomic_add_fetch(&kh_ucx_of(c)->slabs_later, 1u, __ATOMIC_RELAXED);
+        s->next = later->slabs;
+        later->slabs = s;
         bytes += (size_t)c->pages * KH_PAGE;
     }
     return bytes;
+}
+
+void kh_later_slabs_free(struct kh_later *l)
+{
+    while (l->slabs) {
+        struct kh_page *s = l->slabs;
+        struct kheap_cache *c = s->cache;
+        l->slabs = s->next;
+        slab_free(c, s);
+        /* The last touch of c: kheap_cache_destroy may free it once it
+         * reads 0 (acquire). */
+        __atomic_sub_fetch(&kh_ucx_of(c)->slabs_later, 1u, __ATOMIC_RELEASE);
+    }
 }
 
 /* Put obj back into slab s (c's lock held). Returns 0, or why not; sets
@@ -505,7 +537,7 @@ enum kheap_report_kind kh_cache_give(struct kheap_cache *c, void *ptr,
     enum kheap_report_kind bad = give_locked(c, (uintptr_t)ptr, s, &release);
     give_account(c, !bad);
     kh_unlock(&c->lock);
-    slabs_free(c, release);
+    slabs_free(c, release, NULL);
     return bad;
 }
 
@@ -545,26 +577,26 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
         *count += n;
     give_account(c, n - refused);
     kh_unlock(&c->lock);
-    size_t bytes = slabs_free(c, release);
+    size_t bytes = slabs_free(c, release, later);
     for (size_t i = 0; i < nbad; i++)
         kh_report(bad_why[i], bad_obj[i], c, flushed);
     return bytes;
 }
 
-size_t kh_cache_decay(struct kheap_cache *c)
+size_t kh_cache_decay(struct kheap_cache *c, struct kh_later *later)
 {
     kh_lock(&c->lock);
     size_t idle = c->slab_empty_min < c->nr_empty ? c->slab_empty_min : c->nr_empty;
     size_t keep = c->nr_empty - idle;
     kh_unlock(&c->lock);
-    size_t bytes = idle ? kh_cache_release(c, keep) : 0;
+    size_t bytes = idle ? kh_cache_release(c, keep, later) : 0;
     kh_lock(&c->lock);
     c->slab_empty_min = c->nr_empty;
     kh_unlock(&c->lock);
     return bytes;
 }
 
-size_t kh_cache_release(struct kheap_cache *c, size_t keep)
+size_t kh_cache_release(struct kheap_cache *c, size_t keep, struct kh_later *later)
 {
     struct kh_page *list = NULL;
     kh_lock(&c->lock);
@@ -576,5 +608,5 @@ size_t kh_cache_release(struct kheap_cache *c, size_t keep)
         list = s;
     }
     kh_unlock(&c->lock);
-    return slabs_free(c, list);
+    return slabs_free(c, list, later);
 }

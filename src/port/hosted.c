@@ -358,18 +358,82 @@ void kheap_port_panic(const char *msg, const void *addr)
 }
 
 #if KHEAP_PORT_PAGES
+/* The platform's page size, once. */
+static size_t os_page(void)
+{
+    static size_t pg;
+    size_t p = __atomic_load_n(&pg, __ATOMIC_RELAXED);
+    if (!p) {
+        long v = sysconf(_SC_PAGESIZE);
+        p = v > 0 ? (size_t)v : (size_t)KHEAP_PAGE_SIZE;
+        __atomic_store_n(&pg, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+#if KHEAP_PORT_COMMIT
+/* The memory of growth and of the reservation comes inaccessible
+ * (PROT_NONE) and is opened by the page layer as it uses it
+ * (kheap_port_pages_commit), so a stray access into what the heap has
+ * not used yet faults. Each mapping also keeps an inaccessible gap of a
+ * page (kheap's or the platform's, the larger) before and after what it
+ * gives, never opened, so running off either end of a region faults
+ * instead of landing in a neighbouring mapping. MAP_NORESERVE with
+ * PROT_NONE costs address space only; opening charges the pages to the
+ * overcommit account, where the policy is strict, as they are opened. */
+#define MAP_PROT PROT_NONE
+#define MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+static size_t gap(void)
+{
+    size_t pg = os_page();
+    return pg > (size_t)KHEAP_PAGE_SIZE ? pg : (size_t)KHEAP_PAGE_SIZE;
+}
+
+int kheap_port_pages_commit(void *addr, size_t bytes, int commit)
+{
+    size_t pg = os_page();
+    uintptr_t lo = (uintptr_t)addr, hi = lo + bytes;
+    if (commit) {
+        /* Platform pages larger than kheap's: open the ones that hold the
+         * range (opening more than asked is harmless). */
+        lo &= ~(uintptr_t)(pg - 1);
+        hi = (hi + pg - 1) & ~(uintptr_t)(pg - 1);
+        return mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE);
+    }
+    /* Shut only whole platform pages inside the range (a neighbour's
+     * kheap page must stay open); a new inaccessible mapping over them
+     * drops their contents in the same call. */
+    lo = (lo + pg - 1) & ~(uintptr_t)(pg - 1);
+    hi &= ~(uintptr_t)(pg - 1);
+    if (hi <= lo)
+        return -1;
+    void *p = mmap((void *)lo, hi - lo, PROT_NONE, MAP_FLAGS | MAP_FIXED, -1, 0);
+    return p == MAP_FAILED ? -1 : 0;
+}
+#else
+#define MAP_PROT (PROT_READ | PROT_WRITE)
+#define MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS)
+static size_t gap(void)
+{
+    return 0;
+}
+#endif
+
 void *kheap_port_pages_get(size_t bytes, size_t *got)
 {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t g = gap();
+    if (bytes > SIZE_MAX - 2 * g)
+        return NULL;
+    char *p = mmap(NULL, bytes + 2 * g, MAP_PROT, MAP_FLAGS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     *got = bytes;
-    return p;
+    return p + g;
 }
 
 void kheap_port_pages_put(void *base, size_t bytes)
 {
-    munmap(base, bytes);
+    munmap((char *)base - gap(), bytes + 2 * gap());
 }
 #endif
 
@@ -377,15 +441,16 @@ void kheap_port_pages_put(void *base, size_t bytes)
 /* MAP_NORESERVE: the reservation is address space only; pages cost memory
  * when first touched. Halving finds the largest power-of-two fraction of
  * max that the address-space limit (ulimit -v) or the overcommit policy
- * allows. */
+ * allows. With KHEAP_PORT_COMMIT it comes inaccessible, between two gaps,
+ * as growth does. */
 void *kheap_port_pages_reserve(size_t max, size_t min, size_t *got)
 {
+    size_t g = gap();
     for (size_t bytes = max; bytes >= min && bytes >= (size_t)KHEAP_PAGE_SIZE; bytes /= 2) {
-        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        char *p = mmap(NULL, bytes + 2 * g, MAP_PROT, MAP_FLAGS | MAP_NORESERVE, -1, 0);
         if (p != MAP_FAILED) {
             *got = bytes;
-            return p;
+            return p + g;
         }
     }
     return NULL;

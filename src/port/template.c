@@ -212,6 +212,12 @@ void kheap_port_panic(const char *msg, const void *addr)
 #if KHEAP_PORT_PURGE
 #error "KHEAP_PORT_PURGE: define kheap_port_pages_purge here"
 #endif
+/* Optional: memory given inaccessible and opened as the heap uses it
+ * (KHEAP_PORT_COMMIT 1, with KHEAP_PORT_PAGES), so stray accesses into
+ * address space the heap has not used fault. */
+#if KHEAP_PORT_COMMIT
+#error "KHEAP_PORT_COMMIT: define kheap_port_pages_commit here"
+#endif
 /* Optional: a monotonic millisecond clock (KHEAP_PORT_CLOCK 1) that the
  * slow paths read to drive decay; without it, call kheap_tick from the
  * kernel's timer or idle loop. */

@@ -31,6 +31,7 @@ prog fork env LD_PRELOAD="$SO" "$M/fork"
 prog threads env LD_PRELOAD="$SO" "$M/threads"
 prog c++ env LD_PRELOAD="$SO" "$M/cxx"
 prog rss env LD_PRELOAD="$SO" "$M/rss"
+prog frontier env LD_PRELOAD="$SO" "$M/frontier"
 # Memory that follows use, against the C library's malloc in the same run:
 # the plain run prints its figure, the preloaded run checks against it.
 for mode in realloc cycles; do
