@@ -7,7 +7,10 @@
 #endif
 #include <inttypes.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,4 +81,38 @@ long kt_rss_kib(void)
         fclose(f);
     }
     return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* The child's exit status when its access faulted (kt_child_write). */
+#define KT_FAULTED 42
+
+static void kt_on_fault(int sig)
+{
+    (void)sig;
+    _exit(KT_FAULTED);
+}
+
+int kt_child_write(volatile unsigned char *p)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = kt_on_fault;
+        sigaction(SIGSEGV, &sa, NULL);
+        sigaction(SIGBUS, &sa, NULL);
+        *p = 1;
+        _exit(0);
+    }
+    int st;
+    return waitpid(pid, &st, 0) == pid ? st : -1;
+}
+
+bool kt_faulted(int st)
+{
+    return st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == KT_FAULTED) ||
+                        (WIFSIGNALED(st) && (WTERMSIG(st) == SIGSEGV || WTERMSIG(st) == SIGBUS)));
 }

@@ -96,4 +96,11 @@ void kt_check_quiet(kheap_t *h, const char *when);
 /* The process's resident set size in KiB (0 if /proc is not there). */
 long kt_rss_kib(void);
 
+/* Write one byte at p in a forked child, whose own SIGSEGV/SIGBUS handler
+ * turns a fault into an exit status (a sanitizer's handler in the parent
+ * would end it its own way); returns the child's wait status, -1 if fork
+ * or waitpid failed. kt_faulted(status): the write faulted. */
+int kt_child_write(volatile unsigned char *p);
+bool kt_faulted(int status);
+
 #endif /* KHEAP_TEST_HARNESS_H */

@@ -25,44 +25,8 @@
 #define FIRST ((size_t)4 << 20)
 #define GROW ((size_t)16 << 20)
 #define BIG ((size_t)8 << 20)
-#define FAULTED 42 /* the child's exit status when its access faulted */
 
-#if !KHEAP_VALGRIND
-static void on_fault(int sig)
-{
-    (void)sig;
-    _exit(FAULTED);
-}
 
-/* Write one byte at p in a child; its wait status. The child's own
- * handler turns the fault into FAULTED (a sanitizer's handler would end
- * it its own way). */
-static int child_write(volatile unsigned char *p)
-{
-    fflush(stdout);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork%s", "");
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_fault;
-        sigaction(SIGSEGV, &sa, NULL);
-        sigaction(SIGBUS, &sa, NULL);
-        *p = 1;
-        _exit(0);
-    }
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid, "waitpid%s", "");
-    return st;
-}
-
-static bool faulted(int st)
-{
-    return (WIFEXITED(st) && WEXITSTATUS(st) == FAULTED) ||
-           (WIFSIGNALED(st) && (WTERMSIG(st) == SIGSEGV || WTERMSIG(st) == SIGBUS));
-}
-
-#endif
 
 static void whole(kheap_t *h, const char *when)
 {
@@ -102,15 +66,15 @@ TEST(grown_region_opens_as_used)
 #if KHEAP_VALGRIND
     printf("# faults skipped: a fork under valgrind\n");
 #else
-    int st = child_write((volatile unsigned char *)open_end);
-    CHECK(faulted(st), "a write at the frontier did not fault (status %#x)", st);
-    st = child_write((volatile unsigned char *)(open_end - 1));
+    int st = kt_child_write((volatile unsigned char *)open_end);
+    CHECK(kt_faulted(st), "a write at the frontier did not fault (status %#x)", st);
+    st = kt_child_write((volatile unsigned char *)(open_end - 1));
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a write below the frontier faulted (%#x)",
           st);
-    st = child_write((volatile unsigned char *)(r->base + r->size));
-    CHECK(faulted(st), "a write just past the region's end did not fault (status %#x)", st);
-    st = child_write((volatile unsigned char *)(r->base - 1));
-    CHECK(faulted(st), "a write just before the region did not fault (status %#x)", st);
+    st = kt_child_write((volatile unsigned char *)(r->base + r->size));
+    CHECK(kt_faulted(st), "a write just past the region's end did not fault (status %#x)", st);
+    st = kt_child_write((volatile unsigned char *)(r->base - 1));
+    CHECK(kt_faulted(st), "a write just before the region did not fault (status %#x)", st);
 #endif
     kheap_free(t.h, big);
     whole(t.h, "after the big block");
@@ -179,14 +143,14 @@ TEST(own_blocks_at_the_top_open_alone)
           (unsigned long)open_end, (void *)p);
     memset(p, 0x77, own);
 #if !KHEAP_VALGRIND
-    int st = child_write(p - 1);
-    CHECK(p - 1 < (unsigned char *)open_end || faulted(st),
+    int st = kt_child_write(p - 1);
+    CHECK(p - 1 < (unsigned char *)open_end || kt_faulted(st),
           "a write into the free pages below kheap's block did not fault (status %#x)", st);
 #endif
     kh_internal_pages_free(t.h, p);
 #if !KHEAP_VALGRIND
-    st = child_write(p + own / 2);
-    CHECK(faulted(st), "a write into kheap's freed block did not fault (status %#x)", st);
+    st = kt_child_write(p + own / 2);
+    CHECK(kt_faulted(st), "a write into kheap's freed block did not fault (status %#x)", st);
 #endif
     kheap_free(t.h, big);
     whole(t.h, "after kheap's own block");
@@ -208,8 +172,8 @@ TEST(purged_pages_shut_until_reused)
     size_t purged = kheap_purge(t.h, 0);
     CHECK(purged >= BIG, "kheap_purge gave back %zu bytes, want %zu at least", purged, BIG);
 #if !KHEAP_VALGRIND
-    int st = child_write(big + BIG / 2);
-    CHECK(faulted(st), "a write into a purged block did not fault (status %#x)", st);
+    int st = kt_child_write(big + BIG / 2);
+    CHECK(kt_faulted(st), "a write into a purged block did not fault (status %#x)", st);
 #endif
     unsigned char *again = kheap_alloc(t.h, BIG);
     CHECK(again != NULL, "the block again%s", "");

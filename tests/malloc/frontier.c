@@ -20,13 +20,6 @@
 #include "harness.h"
 
 #define FAR ((uintptr_t)4 << 30)
-#define FAULTED 42
-
-static void on_fault(int sig)
-{
-    (void)sig;
-    _exit(FAULTED);
-}
 
 /* The permissions and bounds of the mapping holding addr, from
  * /proc/self/maps; 0 if none holds it. */
@@ -72,21 +65,8 @@ TEST(far_write_into_the_reservation_faults)
     CHECK(in && !strcmp(far_perms, "---p"),
           "4 GiB past a block is %s, not address space with no access",
           in ? far_perms : "unmapped");
-    fflush(stdout);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork%s", "");
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_fault;
-        sigaction(SIGSEGV, &sa, NULL);
-        *(volatile unsigned char *)far = 1;
-        _exit(0);
-    }
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid, "waitpid%s", "");
-    CHECK((WIFEXITED(st) && WEXITSTATUS(st) == FAULTED) ||
-              (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV),
+    int st = kt_child_write((volatile unsigned char *)far);
+    CHECK(kt_faulted(st),
           "a write 4 GiB past a block did not fault (status %#x)", st);
     for (int i = 0; i < 64; i++)
         free(keep[i]);
