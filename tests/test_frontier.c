@@ -35,10 +35,12 @@ static void whole(kheap_t *h, const char *when)
     CHECK(!msg, "%s: kheap_check: %s at %p", when, msg, at);
 }
 
-/* A fixed first region, then a block too big for it: the heap grows by a
- * region from the port, which comes inaccessible. */
-static struct kh_region *grown(kheap_t *h, unsigned char **big)
+/* A heap on a fixed first region (t), then a block too big for it: the
+ * heap grows by a region from the port, which comes inaccessible. */
+static struct kh_region *grown(struct kt_heap *t, unsigned char **big)
 {
+    kt_heap_open(t, FIRST);
+    kheap_t *h = t->h;
     CHECK(kheap_set_growable(h, GROW) == KHEAP_OK, "kheap_set_growable%s", "");
     *big = kheap_alloc(h, BIG);
     CHECK(*big != NULL, "a block of %zu bytes after growth", BIG);
@@ -51,9 +53,8 @@ static struct kh_region *grown(kheap_t *h, unsigned char **big)
 TEST(grown_region_opens_as_used)
 {
     struct kt_heap t;
-    kt_heap_open(&t, FIRST);
     unsigned char *big;
-    struct kh_region *r = grown(t.h, &big);
+    struct kh_region *r = grown(&t, &big);
     uintptr_t open_end = r->start + (uintptr_t)r->open * PAGE;
     printf("# grown region: %zu pages, %u open, the block at page %zu\n", r->npages, r->open,
            (size_t)((uintptr_t)big - r->start) / PAGE);
@@ -87,9 +88,8 @@ TEST(grown_region_opens_as_used)
 TEST(grown_region_used_whole)
 {
     struct kt_heap t;
-    kt_heap_open(&t, FIRST);
     unsigned char *big;
-    struct kh_region *r = grown(t.h, &big);
+    struct kh_region *r = grown(&t, &big);
     kheap_free(t.h, big);
     enum { N = 4096 };
     static unsigned char *blk[N];
@@ -130,9 +130,8 @@ TEST(grown_region_used_whole)
 TEST(own_blocks_at_the_top_open_alone)
 {
     struct kt_heap t;
-    kt_heap_open(&t, FIRST);
     unsigned char *big;
-    struct kh_region *r = grown(t.h, &big);
+    struct kh_region *r = grown(&t, &big);
     size_t own = (size_t)6 << 20; /* more than the first region holds */
     unsigned char *p = kh_internal_pages(t.h, own, false); /* written whole: zeroed */
     CHECK(p != NULL && kh_region_of(t.h, (uintptr_t)p) == r, "kheap's own pages %p", (void *)p);
@@ -163,9 +162,8 @@ TEST(own_blocks_at_the_top_open_alone)
 TEST(purged_pages_shut_until_reused)
 {
     struct kt_heap t;
-    kt_heap_open(&t, FIRST);
     unsigned char *big;
-    struct kh_region *r = grown(t.h, &big);
+    struct kh_region *r = grown(&t, &big);
     memset(big, 0x5a, BIG);
     kheap_free(t.h, big);
     kheap_reclaim(t.h);
