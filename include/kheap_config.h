@@ -8,7 +8,7 @@
 #ifndef KHEAP_CONFIG_H
 #define KHEAP_CONFIG_H
 
-/* The small-system profile, for a microcontroller's heap of 8 to 64 KiB
+/* The small-system profile, for a microcontroller's heap of 4 to 64 KiB
  * on one CPU (docs/PORTING.md, "A microcontroller"). 1 changes the
  * defaults of the options below that do not say otherwise (each can still
  * be set on its own with -D); 0, the default, leaves every option as
@@ -22,7 +22,10 @@
  *   KHEAP_CACHE_LINE 16, KHEAP_MAG_TYPES 1 (magazines of 4),
  *   KHEAP_BIN_SUB_SHIFT 1, KHEAP_EMPTY_SLABS_KEPT 1,
  *   KHEAP_DEPOT_MAX 2, KHEAP_DEPOT_BYTES 2048, KHEAP_DEPOT_GROW 1,
- *   KHEAP_MIN_REGION_SIZE 8192 (32-bit) or 12288 (64-bit),
+ *   KHEAP_MIN_REGION_SIZE 4096 on 32-bit targets with two-word locks and
+ *   no guard pages (a bare-metal kernel), 5632 on such 64-bit ones, and
+ *   8192 (32-bit) or 7680 (64-bit, up to 16 CPUs) with larger locks or
+ *   guard pages (the hosted port): see KHEAP_MIN_REGION_SIZE below,
  *   KHEAP_MIN_ADD_REGION_SIZE 2048, KHEAP_DEFAULT_SIZE 16384. */
 #ifndef KHEAP_PROFILE_SMALL
 #define KHEAP_PROFILE_SMALL 0
@@ -69,11 +72,6 @@
 #endif
 #ifndef KHEAP_DEPOT_GROW
 #define KHEAP_DEPOT_GROW 1u
-#endif
-#if !defined(KHEAP_MIN_REGION_SIZE) && __SIZEOF_POINTER__ == 4
-#define KHEAP_MIN_REGION_SIZE 8192
-#elif !defined(KHEAP_MIN_REGION_SIZE)
-#define KHEAP_MIN_REGION_SIZE 12288
 #endif
 #ifndef KHEAP_MIN_ADD_REGION_SIZE
 #define KHEAP_MIN_ADD_REGION_SIZE 2048
@@ -226,14 +224,6 @@
 #define KHEAP_BIN_SUB_SHIFT 3
 #endif
 
-/* Smallest region kheap_init accepts, in bytes. It holds the heap's own
- * control structure, the descriptors and at least 8 pages (4 in the
- * small-system profile); the core checks at build time that this value
- * is enough. */
-#ifndef KHEAP_MIN_REGION_SIZE
-#define KHEAP_MIN_REGION_SIZE 131072
-#endif
-
 /* Smallest region kheap_add_region accepts, in bytes. */
 #ifndef KHEAP_MIN_ADD_REGION_SIZE
 #define KHEAP_MIN_ADD_REGION_SIZE 16384
@@ -312,6 +302,35 @@
 #endif
 #ifndef KHEAP_SAMPLE_RATE
 #define KHEAP_SAMPLE_RATE 0
+#endif
+
+/* Smallest region kheap_init accepts, in bytes. It holds the heap's own
+ * control structure, the descriptors and at least 8 pages; in the
+ * small-system profile at least 2 pages wherever the region starts, and
+ * 3 (the largest slab of its classes) when it starts on a page boundary.
+ * The core checks at build time that this value is enough. The small
+ * profile's value depends on the heap structure's size, which the locks
+ * (KHEAP_LOCK_WORDS) and the sampled guard blocks (KHEAP_PORT_PROTECT)
+ * change, and on 64-bit KHEAP_MAX_CPUS: 4096 for a 32-bit kernel with
+ * two-word locks and 8192 with a hosted port's locks or guards; 5632 and
+ * 7680 (12288 above 16 CPUs) on 64-bit. */
+#if KHEAP_PROFILE_SMALL && !defined(KHEAP_MIN_REGION_SIZE)
+#if KHEAP_LOCK_WORDS <= 2 && !(KHEAP_PORT_PROTECT && KHEAP_GUARD_SLOTS > 0)
+#if __SIZEOF_POINTER__ == 4
+#define KHEAP_MIN_REGION_SIZE 4096
+#else
+#define KHEAP_MIN_REGION_SIZE 5632
+#endif
+#elif __SIZEOF_POINTER__ == 4
+#define KHEAP_MIN_REGION_SIZE 8192
+#elif KHEAP_MAX_CPUS <= 16
+#define KHEAP_MIN_REGION_SIZE 7680
+#else
+#define KHEAP_MIN_REGION_SIZE 12288
+#endif
+#endif
+#ifndef KHEAP_MIN_REGION_SIZE
+#define KHEAP_MIN_REGION_SIZE 131072
 #endif
 
 /* Bytes of address space the default heap's first region reserves from

@@ -5,9 +5,12 @@
  * hosted (whatever profile the build has).
  *
  *   small_regions    kheap_init refuses a region one byte below
- *                    KHEAP_MIN_REGION_SIZE and takes one of that size;
- *                    the fixed metadata of regions of the minimum, 4, 16 and
- *                    64 KiB (those at or above the minimum)
+ *                    KHEAP_MIN_REGION_SIZE and takes one of that size, in
+ *                    which a block of every class is allocated in turn
+ *                    (and one large block if it has the pages) and which
+ *                    kheap_check passes; the fixed metadata of regions of
+ *                    the minimum, 4, 16 and 64 KiB (those at or above the
+ *                    minimum)
  *   small_fill       16-byte, 64-byte and mixed-size blocks until NULL in
  *                    16 and 64 KiB regions; everything comes back
  *   small_trace      a kernel-like trace (below) replays in a 64 KiB
@@ -95,6 +98,53 @@ static bool intact(const unsigned char *p, size_t n, unsigned tag)
 
 /* ------------------------------------------------------------------ */
 
+/* In a fresh heap of the minimum size: a block of every class in turn
+ * (the smallest request of each, then its usable size for the next),
+ * written whole, then freed; then, if the heap has the pages, a block of
+ * the smallest large size. Every allocation must succeed (the region
+ * holds the largest slab: static assert in src/core/region.c). Returns
+ * NULL or what went wrong; *classes, *large: what it allocated. */
+static const char *every_class(kheap_t *h, size_t *classes, size_t *large)
+{
+    static char why[120];
+    *classes = *large = 0;
+    size_t pages = heap_stats(h).heap_free / KHEAP_PAGE_SIZE;
+    for (size_t n = 1; n <= KHEAP_MAX_CLASS;) {
+        unsigned char *p = kheap_alloc(h, n);
+        if (!p) {
+            kt_format(why, sizeof why, "kheap_alloc(%zu) failed after %zu classes", n, *classes);
+            return why;
+        }
+        size_t u = kheap_usable_size(h, p);
+        fill(p, u, (unsigned)n);
+        bool ok = intact(p, u, (unsigned)n);
+        kheap_free(h, p);
+        if (!ok || u < n) {
+            kt_format(why, sizeof why, "a block of %zu bytes (usable %zu) was not intact", n, u);
+            return why;
+        }
+        (*classes)++;
+        n = u + 1;
+    }
+    size_t big = KHEAP_MAX_CLASS + 1;
+    if (pages >= (big + KHEAP_PAGE_SIZE - 1) / KHEAP_PAGE_SIZE) {
+        unsigned char *p = kheap_alloc(h, big);
+        if (!p) {
+            kt_format(why, sizeof why, "kheap_alloc(%zu) failed in a heap of %zu pages", big,
+                      pages);
+            return why;
+        }
+        fill(p, big, 7);
+        bool ok = intact(p, big, 7);
+        kheap_free(h, p);
+        if (!ok)
+            return "the large block was not intact";
+        *large = big;
+    }
+    const void *addr;
+    return kheap_check(h, &addr);
+}
+
 static void t_regions(void)
 {
     const char *test = "small_regions";
@@ -104,9 +154,39 @@ static void t_regions(void)
     kheap_t *h = make(KHEAP_MIN_REGION_SIZE - 1, &err);
     SCHECK(!h && err == KHEAP_ETOOSMALL, "kheap_init of %zu bytes gave %d, want ETOOSMALL",
            (size_t)KHEAP_MIN_REGION_SIZE - 1, err);
+    h = make(KHEAP_MIN_REGION_SIZE, &err);
+    SCHECK(h, "kheap_init of the minimum, %zu bytes, failed: %d", (size_t)KHEAP_MIN_REGION_SIZE,
+           err);
+    size_t classes, large;
+    const char *bad = every_class(h, &classes, &large);
+    SCHECK(!bad, "a %zu-byte heap: %s", (size_t)KHEAP_MIN_REGION_SIZE, bad);
+    SCHECK(classes == KHEAP_NUM_CLASSES, "a %zu-byte heap served %zu classes, not %d",
+           (size_t)KHEAP_MIN_REGION_SIZE, classes, KHEAP_NUM_CLASSES);
+    if (large)
+        kt_printf("# small: a %zu-byte region (the minimum) serves a block of each of the %zu"
+                  " classes in turn and a large block of %zu bytes; kheap_check passes",
+                  (size_t)KHEAP_MIN_REGION_SIZE, classes, large);
+    else
+        kt_printf("# small: a %zu-byte region (the minimum) serves a block of each of the %zu"
+                  " classes in turn (no room for a large block); kheap_check passes",
+                  (size_t)KHEAP_MIN_REGION_SIZE, classes);
+    kheap_fini(h);
+    /* Wherever it starts, the minimum region holds 2 pages (8 in the
+     * default profile): here 64 bytes past a page boundary. */
+    size_t want = KHEAP_PROFILE_SMALL ? 2 : 8;
+    SCHECK(kheap_init(&h, (char *)s_arena + 64, KHEAP_MIN_REGION_SIZE) == KHEAP_OK,
+           "kheap_init of %zu bytes 64 bytes past a page failed", (size_t)KHEAP_MIN_REGION_SIZE);
+    size_t pages = heap_stats(h).heap_free / KHEAP_PAGE_SIZE;
+    kheap_fini(h);
+    SCHECK(pages >= want, "a %zu-byte region 64 bytes past a page has %zu pages, want %zu",
+           (size_t)KHEAP_MIN_REGION_SIZE, pages, want);
+    kt_printf("# small: a %zu-byte region 64 bytes past a page boundary has %zu pages",
+              (size_t)KHEAP_MIN_REGION_SIZE, pages);
     static const size_t sizes[] = {KHEAP_MIN_REGION_SIZE, 4096, 16384, 65536};
     for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         size_t size = sizes[k];
+        if (k && size == KHEAP_MIN_REGION_SIZE)
+            continue; /* shown already */
         if (size > s_arena_size || (k && size < KHEAP_MIN_REGION_SIZE)) {
             kt_printf("# small: a %zu-byte region: %s", size,
                       size < KHEAP_MIN_REGION_SIZE ? "below KHEAP_MIN_REGION_SIZE" : "no room");

@@ -98,7 +98,7 @@ TEST(slot_test_matches_division)
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         const struct kheap_cache *c = &h->kmalloc[i];
         for (uint32_t off = 0; off < ((uint32_t)c->pages + 1) * KH_PAGE; off++) {
-            bool fast = (uint64_t)off * c->divtest < c->slot_lim;
+            bool fast = kh_slot_start(c, off);
             bool slot = off % c->slot == 0 && off / c->slot < c->objs;
             CHECK(fast == slot, "class %u offset %u: test says %d", c->slot, off, fast);
         }

@@ -46,33 +46,33 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
             c->mag_cap = KH_MAG_MAX;
         if (c->mag_cap) { /* the default depot bound for this capacity */
             size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * c->slot);
-            c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+            KH_U(c)->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
         }
     }
     if (tune && tune->depot_max != KHEAP_TUNE_DEFAULT)
-        c->depot_max = tune->depot_max;
+        KH_U(c)->depot_max = tune->depot_max;
     /* One cache line per CPU slot, and one for KHEAP_CPU_NONE, which
      * stays the sentinel. */
-    c->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc) +
+    KH_U(c)->percpu = kh_internal_pages(h, (KHEAP_MAX_CPUS + 1) * sizeof(struct kh_cc) +
                                          sizeof(struct kh_ucx), false);
-    if (!c->percpu) {
+    if (!KH_U(c)->percpu) {
         kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
         kh_account_failure(h);
         return NULL;
     }
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++) {
-        kh_cc_load(&c->percpu[k], &kh_mag_sentinel);
-        c->percpu[k].prev = &kh_mag_sentinel;
-        kh_vg_benign(&c->percpu[k].allocs, 2 * sizeof(uint64_t));
-        kh_vg_benign(&c->percpu[k].miss, sizeof c->percpu[k].miss);
+        kh_cc_load(&KH_U(c)->percpu[k], &kh_mag_sentinel);
+        KH_U(c)->percpu[k].prev = &kh_mag_sentinel;
+        kh_vg_benign(&KH_U(c)->percpu[k].allocs, 2 * sizeof(uint64_t));
+        kh_vg_benign(&KH_U(c)->percpu[k].miss, sizeof KH_U(c)->percpu[k].miss);
     }
     kh_vg_benign(kh_ucx_of(c), sizeof(struct kh_ucx));
 
     kh_lock(&h->caches_lock);
-    c->prev = h->caches_tail;
-    c->next = NULL;
+    KH_U(c)->prev = h->caches_tail;
+    KH_U(c)->next = NULL;
     if (h->caches_tail)
-        h->caches_tail->next = c;
+        KH_U(h->caches_tail)->next = c;
     else
         h->caches = c;
     h->caches_tail = c;
@@ -106,14 +106,14 @@ int kh_cache_destroy(kheap_cache_t *c)
      * walks the list under caches_lock) then cannot hand this cache's
      * magazines back while they are emptied below. */
     kh_lock(&h->caches_lock);
-    if (c->prev)
-        c->prev->next = c->next;
+    if (KH_U(c)->prev)
+        KH_U(KH_U(c)->prev)->next = KH_U(c)->next;
     else
-        h->caches = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+        h->caches = KH_U(c)->next;
+    if (KH_U(c)->next)
+        KH_U(KH_U(c)->next)->prev = KH_U(c)->prev;
     else
-        h->caches_tail = c->prev;
+        h->caches_tail = KH_U(c)->prev;
     h->ncaches--;
     /* Nothing is live: every object is cached or in a slab. The caller
      * promises no CPU uses the cache any more, so every CPU's magazines
@@ -145,7 +145,7 @@ int kh_cache_destroy(kheap_cache_t *c)
     h->retired_frees += n.frees;
     h->retired_bytes += n.allocs * c->size;
     kh_unlock(&h->page_lock);
-    kh_internal_pages_free(h, c->percpu);
+    kh_internal_pages_free(h, KH_U(c)->percpu);
     c->magic = 0;
     enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
     KH_ASSERT(!bad, c);
@@ -332,7 +332,7 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
 {
     struct kh_counts n;
     kh_cache_counts(c->heap, c, &n);
-    __builtin_memcpy(out->name, c->name, KHEAP_NAME_MAX);
+    kh_cache_name(c, out->name);
     out->objsize = c->size;
     out->objperslab = c->objs;
     out->pagesperslab = c->pages;
@@ -361,13 +361,13 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
         }
     }
     out->mag_cap = c->mag_cap;
-    out->depot_max = c->depot_max;
+    out->depot_max = kh_cache_whole(c) ? KH_U(c)->depot_max : 0;
     kh_lock(&c->lock);
     out->num_slabs = c->nr_partial + c->nr_empty + c->nr_full;
     out->active_slabs = c->nr_partial + c->nr_full;
     out->empty_slabs = c->nr_empty;
     out->depot_objs = 0;
-    for (const struct kh_mag *m = c->depot_full; m; m = m->next)
+    for (const struct kh_mag *m = kh_cache_whole(c) ? KH_U(c)->depot_full : NULL; m; m = m->next)
         out->depot_objs += m->n;
     kh_unlock(&c->lock);
     out->num_objs = out->num_slabs * c->objs;

@@ -408,22 +408,22 @@ static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
 static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
 {
     size_t cached = 0, n = 0;
-    for (struct kh_mag *m = c->depot_full; m; m = m->next, n++)
-        if (n >= c->nr_full_mags || !check_mag(h, w, c, m, m->n, &cached))
+    for (struct kh_mag *m = KH_U(c)->depot_full; m; m = m->next, n++)
+        if (n >= KH_U(c)->nr_full_mags || !check_mag(h, w, c, m, m->n, &cached))
             return fail(w, w->msg ? w->msg : "depot full list is longer than its count",
                         (uintptr_t)c);
-    if (n != c->nr_full_mags)
+    if (n != KH_U(c)->nr_full_mags)
         return fail(w, "depot full list is shorter than its count", (uintptr_t)c);
     n = 0;
-    for (struct kh_mag *m = c->depot_empty; m; m = m->next, n++)
-        if (n >= c->nr_empty_mags || m->n || !check_mag(h, w, c, m, m->n, &cached))
+    for (struct kh_mag *m = KH_U(c)->depot_empty; m; m = m->next, n++)
+        if (n >= KH_U(c)->nr_empty_mags || m->n || !check_mag(h, w, c, m, m->n, &cached))
             return fail(w, w->msg ? w->msg : "depot empty list holds a non-empty magazine",
                         (uintptr_t)c);
-    if (n != c->nr_empty_mags)
+    if (n != KH_U(c)->nr_empty_mags)
         return fail(w, "depot empty list is shorter than its count", (uintptr_t)c);
     if (!w->quiet)
         return true;
-    uint64_t live = c->nocpu_allocs - c->nocpu_frees;
+    uint64_t live = KH_U(c)->nocpu_allocs - KH_U(c)->nocpu_frees;
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
         if (!cc)
@@ -460,7 +460,7 @@ static bool check_cache(kheap_t *h, struct walk *w, struct kheap_cache *c, size_
         return fail(w, "cache active_objs differs from its slabs", (uintptr_t)c);
     if (c->allocs - c->frees != c->active_objs)
         return fail(w, "cache allocs - frees differs from active_objs", (uintptr_t)c);
-    if (!(c->flags & KH_CACHE_INTERNAL) && !check_mags(h, w, c))
+    if (kh_cache_nocpu(c) && !check_mags(h, w, c))
         return false;
     *slabs += c->nr_partial + c->nr_empty + c->nr_full;
     return true;

@@ -143,12 +143,14 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
         pc->run_front.runs = NULL;
         /* Free's slot test runs on the hit path only for classes
          * whose slabs are one page (kh_fast.h). */
+#if !KH_SPLIT /* (a split build has no hit paths) */
         for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
             if (h->kmalloc[i].pages == 1) {
                 pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
                 pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
             }
         }
+#endif
         for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)
             pc->direct[k] = &pc->cc[KH_CC(kh_small_class[k])];
         kh_vg_benign(pc->miss, sizeof pc->miss);
@@ -206,13 +208,15 @@ static struct kh_mag *depot_trim(struct kheap_cache *c)
 {
     struct kh_mag *out = NULL, *m;
     uint32_t n = 0;
-    for (size_t k = c->full_min; k && (m = mag_pop(&c->depot_full, &c->nr_full_mags)); k--)
+    for (size_t k = KH_U(c)->full_min;
+         k && (m = mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags)); k--)
         mag_push(&out, &n, m);
-    for (size_t k = c->empty_min; k && (m = mag_pop(&c->depot_empty, &c->nr_empty_mags)); k--)
+    for (size_t k = KH_U(c)->empty_min;
+         k && (m = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags)); k--)
         mag_push(&out, &n, m);
-    c->depot_ops = 0;
-    c->full_min = c->nr_full_mags;
-    c->empty_min = c->nr_empty_mags;
+    KH_U(c)->depot_ops = 0;
+    KH_U(c)->full_min = KH_U(c)->nr_full_mags;
+    KH_U(c)->empty_min = KH_U(c)->nr_empty_mags;
     return out;
 }
 
@@ -221,16 +225,16 @@ static struct kh_mag *depot_trim(struct kheap_cache *c)
  * unlocking. */
 static struct kh_mag *depot_tick(struct kheap_cache *c)
 {
-    if (c->nr_full_mags < c->full_min)
-        c->full_min = c->nr_full_mags;
-    if (c->nr_empty_mags < c->empty_min)
-        c->empty_min = c->nr_empty_mags;
-    if (++c->depot_ops < KH_DEPOT_EPOCH)
+    if (KH_U(c)->nr_full_mags < KH_U(c)->full_min)
+        KH_U(c)->full_min = KH_U(c)->nr_full_mags;
+    if (KH_U(c)->nr_empty_mags < KH_U(c)->empty_min)
+        KH_U(c)->empty_min = KH_U(c)->nr_empty_mags;
+    if (++KH_U(c)->depot_ops < KH_DEPOT_EPOCH)
         return NULL;
-    if (c->depot_shift) { /* trimmed by decay only (above) */
-        c->depot_ops = 0;
-        c->full_min = c->nr_full_mags;
-        c->empty_min = c->nr_empty_mags;
+    if (KH_U(c)->depot_shift) { /* trimmed by decay only (above) */
+        KH_U(c)->depot_ops = 0;
+        KH_U(c)->full_min = KH_U(c)->nr_full_mags;
+        KH_U(c)->empty_min = KH_U(c)->nr_empty_mags;
         return NULL;
     }
     return depot_trim(c);
@@ -239,7 +243,7 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
 /* The depot's bound now, in full magazines. Cache lock held. */
 static uint32_t depot_room(const struct kheap_cache *c)
 {
-    return c->depot_max << c->depot_shift;
+    return KH_U(c)->depot_max << KH_U(c)->depot_shift;
 }
 
 /* CPU cpu's allocation found no full magazine in the depot and refills
@@ -251,11 +255,11 @@ static uint32_t depot_room(const struct kheap_cache *c)
  * nothing: its frees were not wanted elsewhere. Cache lock held. */
 static void depot_grow(struct kheap_cache *c, unsigned cpu)
 {
-    if (!c->overflowed || c->overflowed == cpu + 1)
+    if (!KH_U(c)->overflowed || KH_U(c)->overflowed == cpu + 1)
         return;
-    c->overflowed = 0;
-    if (c->cls != KH_NO_CLASS && (2u << c->depot_shift) <= KHEAP_DEPOT_GROW)
-        c->depot_shift++;
+    KH_U(c)->overflowed = 0;
+    if (c->cls != KH_NO_CLASS && (2u << KH_U(c)->depot_shift) <= KHEAP_DEPOT_GROW)
+        KH_U(c)->depot_shift++;
 }
 
 static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list,
@@ -280,8 +284,8 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
         return 0;
     kh_lock(&c->lock);
     struct kh_mag *out = depot_trim(c);
-    if (c->depot_shift)
-        c->depot_shift--;
+    if (KH_U(c)->depot_shift)
+        KH_U(c)->depot_shift--;
     kh_unlock(&c->lock);
     return out ? mags_release(h, c, out, later) : 0;
 }
@@ -292,7 +296,9 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
 static void *alloc_direct(struct kheap_cache *c)
 {
     void *p;
-    return kh_cache_take_counted(c, &p, 1, &c->nocpu_allocs) ? p : NULL;
+    return kh_cache_take_counted(c, &p, 1, kh_cache_whole(c) ? &KH_U(c)->nocpu_allocs : NULL)
+               ? p
+               : NULL;
 }
 
 /* The CPU's busy word of c's front (kh_busy_of): marked around every
@@ -329,17 +335,17 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
         /* Both empty: trade previous for a full magazine of the depot. */
         struct kh_mag *spare = NULL, *trim = NULL;
         kh_lock(&c->lock);
-        struct kh_mag *full = mag_pop(&c->depot_full, &c->nr_full_mags);
+        struct kh_mag *full = mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags);
         if (full) {
             if (cc->prev != &kh_mag_sentinel)
-                mag_push(&c->depot_empty, &c->nr_empty_mags, cc->prev);
+                mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, cc->prev);
             cc->prev = kh_cc_unload(cc);
             kh_cc_load(cc, full);
             trim = depot_tick(c);
         } else {
             depot_grow(c, cpu);
             if (kh_cc_mag(cc) == &kh_mag_sentinel)
-                spare = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+                spare = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim, NULL);
@@ -419,13 +425,13 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         struct kh_mag *old = cc->prev, *empty = NULL, *trim = NULL, *overflow = NULL;
         bool full = old != &kh_mag_sentinel;
         kh_lock(&c->lock);
-        if (full && c->nr_full_mags >= depot_room(c)) {
-            c->overflowed = (uint8_t)(cpu + 1);
+        if (full && KH_U(c)->nr_full_mags >= depot_room(c)) {
+            KH_U(c)->overflowed = (uint8_t)(cpu + 1);
             empty = old;
         } else {
-            empty = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+            empty = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
             if (empty && full) {
-                mag_push(&c->depot_full, &c->nr_full_mags, old);
+                mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, old);
                 trim = depot_tick(c);
                 full = false;
             }
@@ -446,11 +452,11 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         if (full) {
             /* old is still to place: the depot had no empty magazine. */
             kh_lock(&c->lock);
-            if (c->nr_full_mags < depot_room(c)) {
-                mag_push(&c->depot_full, &c->nr_full_mags, old);
+            if (KH_U(c)->nr_full_mags < depot_room(c)) {
+                mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
-                c->overflowed = (uint8_t)(cpu + 1);
+                KH_U(c)->overflowed = (uint8_t)(cpu + 1);
                 overflow = old;
                 overflow->next = NULL;
             }
@@ -468,7 +474,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
 {
     if (!c->mag_cap) { /* no per-CPU layer */
-        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees, NULL);
+        kh_cache_give_counted(c, &p, 1, kh_cache_whole(c) ? &KH_U(c)->nocpu_frees : NULL, NULL);
         return;
     }
     unsigned cpu = kheap_port_cpu_enter();
@@ -480,8 +486,8 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
-    if (!cached)
-        kh_cache_give_counted(c, &p, 1, &c->nocpu_frees, NULL);
+    if (!cached) /* (c has magazines, so it has KH_U(c) in any build) */
+        kh_cache_give_counted(c, &p, 1, &KH_U(c)->nocpu_frees, NULL);
 }
 
 /* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
@@ -502,9 +508,9 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
         }
     }
     kheap_port_cpu_exit(cpu);
-    if (!found) {
+    if (!found && kh_cache_whole(c)) {
         kh_lock(&c->lock);
-        for (const struct kh_mag *m = c->depot_full; m && !found; m = m->next)
+        for (const struct kh_mag *m = KH_U(c)->depot_full; m && !found; m = m->next)
             for (uint32_t i = 0; i < m->n && !found; i++)
                 found = m->obj[i] == p;
         kh_unlock(&c->lock);
@@ -535,8 +541,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
 {
     kheap_t *h = c->heap;
     size_t bytes = 0;
-    if (c->flags & KH_CACHE_INTERNAL)
-        return 0;
+    if ((c->flags & KH_CACHE_INTERNAL) || !kh_cache_whole(c))
+        return 0; /* no magazines, no depot */
     if (all) {
         for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
             struct kh_cc *cc = kh_cc_of(h, c, cpu);
@@ -554,17 +560,17 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
         kheap_port_cpu_exit(cpu);
     }
     kh_lock(&c->lock);
-    struct kh_mag *list = c->depot_full, *empties = c->depot_empty;
+    struct kh_mag *list = KH_U(c)->depot_full, *empties = KH_U(c)->depot_empty;
     while (empties) {
         struct kh_mag *m = empties;
         empties = m->next;
         m->next = list;
         list = m;
     }
-    c->depot_full = c->depot_empty = NULL;
-    c->nr_full_mags = c->nr_empty_mags = 0;
-    c->full_min = c->empty_min = 0;
-    c->depot_shift = c->overflowed = 0; /* reclaim: back to the plain bound */
+    KH_U(c)->depot_full = KH_U(c)->depot_empty = NULL;
+    KH_U(c)->nr_full_mags = KH_U(c)->nr_empty_mags = 0;
+    KH_U(c)->full_min = KH_U(c)->empty_min = 0;
+    KH_U(c)->depot_shift = KH_U(c)->overflowed = 0; /* reclaim: back to the plain bound */
     kh_unlock(&c->lock);
     return bytes + mags_release(h, c, list, later);
 }
@@ -583,10 +589,10 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
         if (m == &kh_mag_sentinel)
             continue;
         uint32_t spill = 0;
-        if (m->n && c->nr_full_mags < c->depot_max)
-            mag_push(&c->depot_full, &c->nr_full_mags, m);
-        else if (!m->n && c->nr_empty_mags < c->depot_max)
-            mag_push(&c->depot_empty, &c->nr_empty_mags, m);
+        if (m->n && KH_U(c)->nr_full_mags < KH_U(c)->depot_max)
+            mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
+        else if (!m->n && KH_U(c)->nr_empty_mags < KH_U(c)->depot_max)
+            mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
         else
             mag_push(&rest, &spill, m);
     }
@@ -789,7 +795,7 @@ void kheap_cpu_flush(unsigned cpu)
 void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
 {
     __builtin_memset(out, 0, sizeof *out);
-    if (c->flags & KH_CACHE_INTERNAL)
+    if (!kh_cache_nocpu(c))
         goto slab_view;
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
@@ -815,12 +821,12 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
     }
 slab_view:
     kh_lock(&c->lock);
-    if (c->flags & KH_CACHE_INTERNAL) {
+    if (!kh_cache_nocpu(c)) {
         out->allocs = c->allocs;
         out->frees = c->frees;
     } else {
-        out->allocs += c->nocpu_allocs;
-        out->frees += c->nocpu_frees;
+        out->allocs += KH_U(c)->nocpu_allocs;
+        out->frees += KH_U(c)->nocpu_frees;
     }
     out->active = c->active_objs;
     kh_unlock(&c->lock);
@@ -867,18 +873,18 @@ size_t kh_cpu_take_n(kheap_t *h, struct kheap_cache *c, void **out, size_t n, si
     if (k < n && cc) {
         kh_lock(&c->lock);
         struct kh_mag *full;
-        while (k < n && (full = c->depot_full)) {
+        while (k < n && (full = KH_U(c)->depot_full)) {
             size_t m = full->n < n - k ? full->n : n - k;
             full->n -= (uint32_t)m;
             __builtin_memcpy(out + k, full->obj + full->n, m * sizeof(void *));
             k += m;
             if (!full->n) {
-                full = mag_pop(&c->depot_full, &c->nr_full_mags);
-                mag_push(&c->depot_empty, &c->nr_empty_mags, full);
+                full = mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags);
+                mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, full);
             }
         }
-        if (c->full_min > c->nr_full_mags)
-            c->full_min = c->nr_full_mags;
+        if (KH_U(c)->full_min > KH_U(c)->nr_full_mags)
+            KH_U(c)->full_min = KH_U(c)->nr_full_mags;
         kh_unlock(&c->lock);
     }
     return k;
@@ -898,7 +904,7 @@ size_t kh_cpu_put_n(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
         /* No magazine loaded yet (this CPU's first use of c, or after a
          * drain): load an empty one, as the free slow path would. */
         kh_lock(&c->lock);
-        struct kh_mag *m = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+        struct kh_mag *m = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
         kh_unlock(&c->lock);
         if (m || (m = mag_new(h, c->mag_cap)))
             kh_cc_load(cc, m);
@@ -980,13 +986,13 @@ struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, un
             if (!ok && kheap_port_trylock(&c->lock)) {
                 struct kh_mag *x = NULL;
                 if (alloc) {
-                    x = mag_pop(&c->depot_full, &c->nr_full_mags);
+                    x = mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags);
                     if (x && m != &kh_mag_sentinel)
-                        mag_push(&c->depot_empty, &c->nr_empty_mags, m);
-                } else if (m == &kh_mag_sentinel || c->nr_full_mags < c->depot_max) {
-                    x = mag_pop(&c->depot_empty, &c->nr_empty_mags);
+                        mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
+                } else if (m == &kh_mag_sentinel || KH_U(c)->nr_full_mags < KH_U(c)->depot_max) {
+                    x = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
                     if (x && m != &kh_mag_sentinel)
-                        mag_push(&c->depot_full, &c->nr_full_mags, m);
+                        mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
                 }
                 kh_unlock(&c->lock);
                 if (x) {
@@ -1027,12 +1033,12 @@ void kh_cpu_account(kheap_t *h, struct kheap_cache *c, size_t n, size_t from_mag
         busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
-    if (!cc) {
+    if (!cc && kh_cache_whole(c)) {
         kh_lock(&c->lock);
         if (alloc)
-            c->nocpu_allocs += n;
+            KH_U(c)->nocpu_allocs += n;
         else
-            c->nocpu_frees += n;
+            KH_U(c)->nocpu_frees += n;
         kh_unlock(&c->lock);
     }
 }

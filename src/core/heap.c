@@ -70,6 +70,25 @@ size_t kh_decimal(char *buf, uint64_t v)
     return k;
 }
 
+#if KH_SPLIT
+void kh_builtin_name(const struct kheap_cache *c, char *buf)
+{
+    static const char kmalloc[] = "kmalloc-", caches[] = "kheap_cache",
+                      mags[] = "kheap_magazine-";
+    const kheap_t *h = c->heap;
+    __builtin_memset(buf, 0, KHEAP_NAME_MAX);
+    if (c->flags & KH_CACHE_KMALLOC) {
+        __builtin_memcpy(buf, kmalloc, sizeof kmalloc - 1);
+        kh_decimal(buf + sizeof kmalloc - 1, kh_class_size(c->cls));
+    } else if (c == &h->cache_cache) {
+        __builtin_memcpy(buf, caches, sizeof caches - 1);
+    } else {
+        __builtin_memcpy(buf, mags, sizeof mags - 1);
+        kh_decimal(buf + sizeof mags - 1, (uint64_t)4 << (c - h->mag_cache));
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* Reports: one hook for every heap, the port's sink until one is set. */
 
@@ -143,7 +162,15 @@ void kh_report_why(enum kheap_report_kind kind, const char *reason, const void *
                    const struct kheap_cache *c, const char *function, size_t size,
                    const void *where)
 {
-    deliver(kind, reason, addr, c ? c->name : NULL, function, size, where);
+#if KH_SPLIT
+    char name[KHEAP_NAME_MAX];
+    if (c && !kh_cache_whole(c)) {
+        kh_builtin_name(c, name);
+        deliver(kind, reason, addr, name, function, size, where);
+        return;
+    }
+#endif
+    deliver(kind, reason, addr, c ? KH_U(c)->name : NULL, function, size, where);
 }
 
 void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *addr,
@@ -165,7 +192,7 @@ void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *a
     it->kind = kind;
     it->cache[0] = '\0';
     if (c)
-        __builtin_memcpy(it->cache, c->name, KHEAP_NAME_MAX);
+        kh_cache_name(c, it->cache);
 }
 
 /* The reports kept whole, in order; then, if more were found, the first of
@@ -385,7 +412,7 @@ void kheap_fini(kheap_t *h)
     for (bool busy = true; busy;) {
         busy = false;
         kheap_port_lock(&h->caches_lock);
-        for (const struct kheap_cache *c = h->caches; c && !busy; c = c->next)
+        for (const struct kheap_cache *c = h->caches; c && !busy; c = KH_U(c)->next)
             busy = __atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_ACQUIRE) != 0;
         kheap_port_unlock(&h->caches_lock);
     }

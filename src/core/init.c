@@ -84,7 +84,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shu
 #endif
     }
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
-                   sizeof(struct kheap_cache), KH_HEADER_ALIGN, NULL, NULL,
+                   KH_UCACHE_SIZE, KH_HEADER_ALIGN, NULL, NULL,
                    KH_CACHE_INTERNAL);
     for (unsigned t = 0; t < KH_MAG_TYPES; t++) {
         char name[KHEAP_NAME_MAX] = "kheap_magazine-";

@@ -241,6 +241,17 @@ typedef uint32_t kh_geom_t;
 _Static_assert(((uint64_t)KH_SLAB_MAX_PAGES << KHEAP_PAGE_SHIFT) - 1 <= (kh_geom_t)-1,
                "a slab's bytes fit kh_geom_t");
 
+/* Without a per-CPU layer for the built-in caches (KHEAP_PERCPU 0), the
+ * kmalloc classes, the cache of cache structures and the magazine caches
+ * never have magazines, a depot, a name of their own, a destructor or a
+ * place on the list of user caches: struct kheap embeds them as the slab
+ * part of a cache only, and a user cache is that part followed by the
+ * rest (struct kh_ucache). The split is what makes the small-system
+ * profile's heap structure fit a 4 KiB region (docs/PORTING.md). With
+ * the per-CPU layer every cache is one struct kheap_cache, as below. */
+#define KH_SPLIT (!KHEAP_PERCPU)
+
+#if !KH_SPLIT
 struct kheap_cache {
     /* Fixed at creation; read without a lock. */
     uint32_t magic;
@@ -305,6 +316,128 @@ struct kheap_cache {
     /* Protected by kheap.caches_lock. */
     struct kheap_cache *next, *prev;
 };
+
+#define KH_U(c) (c)
+#else /* KH_SPLIT */
+/* The slab part of a cache: all a built-in cache has. Fields as in the
+ * struct above; those it lacks are in struct kh_cache_user. The lock does
+ * not start a cache line: with no per-CPU layer every operation takes it,
+ * so the fixed fields are read next to it anyway. 88 bytes on 32-bit. */
+struct kheap_cache {
+    /* Fixed at creation; read without a lock. */
+    kheap_t *heap;
+    kheap_ctor_fn ctor;
+    uint32_t magic;
+    kh_geom_t size, slot, link_off, align, objs, pages, slab_align, bitmap_off, bitmap_bytes;
+    uint8_t cls;         /* kmalloc class index, or KH_NO_CLASS */
+    uint8_t guard;       /* freed objects carry the double-free key */
+    uint8_t flags;       /* KH_CACHE_* */
+    uint8_t mag_cap;     /* objects per magazine; 0 for every built-in cache */
+    uint16_t cc_off;     /* as above (unused without the per-CPU layer) */
+
+    kheap_lock_t lock;
+    /* Protected by lock; the same invariants as above. */
+    struct kh_page *partial;
+    struct kh_page *empty;
+    uint32_t nr_partial, nr_empty, nr_full;
+    uint32_t slab_empty_min;
+    size_t active_objs;
+    uint64_t allocs, frees;
+};
+
+/* What only a user cache has, after its slab part (kh_cache_user says
+ * which caches those are). */
+struct kh_cache_user {
+    /* Fixed at creation. */
+    char name[KHEAP_NAME_MAX];
+    kheap_ctor_fn dtor;
+    uint32_t depot_max;
+    struct kh_cc *percpu;
+
+    /* Protected by the cache's lock. */
+    struct kh_mag *depot_full, *depot_empty;
+    uint32_t nr_full_mags, nr_empty_mags, full_min, empty_min;
+    uint16_t depot_ops;
+    uint8_t depot_shift;
+    uint8_t overflowed;
+    uint64_t nocpu_allocs, nocpu_frees;
+
+    /* Protected by kheap.caches_lock. */
+    struct kheap_cache *next, *prev;
+};
+
+/* A user cache: the object of the cache of cache structures. */
+struct kh_ucache {
+    struct kheap_cache c;
+    struct kh_cache_user u;
+};
+#define KH_U(c) kh_u(c)
+_Static_assert(sizeof(void *) > 4 || KHEAP_PAGE_SHIFT > 9 || KHEAP_LOCK_WORDS > 2 ||
+                   sizeof(struct kheap_cache) == 88,
+               "a built-in cache is 88 bytes on 32-bit (docs/PORTING.md's figures)");
+#endif /* KH_SPLIT */
+
+/* Is c a user cache (made by kheap_cache_create)? */
+static inline bool kh_cache_user(const struct kheap_cache *c)
+{
+    return !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
+}
+/* KH_U(c)->name: a field of cache c that only a user cache has in a split
+ * build (c->name in one that is not). A debug build checks that c has it. */
+#if KH_SPLIT
+static inline struct kh_cache_user *kh_u(const struct kheap_cache *c)
+{
+#if KHEAP_DEBUG >= 1
+    if (!kh_cache_user(c))
+        kheap_port_panic("kheap assertion failed: a built-in cache has no user part", c);
+#endif
+    return &((struct kh_ucache *)c)->u;
+}
+#endif
+/* Does c have the fields of KH_U(c)? Every cache does unless split. */
+static inline bool kh_cache_whole(const struct kheap_cache *c)
+{
+    return !KH_SPLIT || kh_cache_user(c);
+}
+/* Does c count the operations that bypass the per-CPU layer in
+ * nocpu_allocs and nocpu_frees? A built-in cache of a split build has no
+ * magazines, so every object it hands out or takes back goes through its
+ * slabs: its statistics are allocs and frees (cpu.c: kh_cache_counts).
+ * (The one difference: the objects of a bulk allocation that failed,
+ * taken from the slabs and given back, count there as allocated and
+ * freed.) */
+static inline bool kh_cache_nocpu(const struct kheap_cache *c)
+{
+    return KH_SPLIT ? kh_cache_user(c) : !(c->flags & KH_CACHE_INTERNAL);
+}
+/* c's destructor (NULL for a built-in cache). */
+static inline kheap_ctor_fn kh_cache_dtor(const struct kheap_cache *c)
+{
+    return kh_cache_whole(c) ? KH_U(c)->dtor : NULL;
+}
+#if KH_SPLIT
+/* The name of a built-in cache, as init.c gives it, into buf
+ * (KHEAP_NAME_MAX bytes, zero-padded): a split build keeps none in them
+ * (heap.c). */
+void kh_builtin_name(const struct kheap_cache *c, char *buf);
+#endif
+/* c's name into buf (KHEAP_NAME_MAX bytes). */
+static inline void kh_cache_name(const struct kheap_cache *c, char *buf)
+{
+#if KH_SPLIT
+    if (!kh_cache_whole(c)) {
+        kh_builtin_name(c, buf);
+        return;
+    }
+#endif
+    __builtin_memcpy(buf, KH_U(c)->name, KHEAP_NAME_MAX);
+}
+/* Bytes of the objects of the cache of cache structures. */
+#if KH_SPLIT
+#define KH_UCACHE_SIZE sizeof(struct kh_ucache)
+#else
+#define KH_UCACHE_SIZE sizeof(struct kheap_cache)
+#endif
 
 /* The sampled guard blocks (guard.c) are built when the port can protect
  * pages. The debug build (KHEAP_REDZONE) samples nothing (every block
@@ -600,8 +733,8 @@ static inline struct kheap_cache *kh_cache_next(kheap_t *h, const struct kheap_c
             return h->caches;
         next = &h->cache_cache;
     } else if (!(c->flags & KH_CACHE_INTERNAL)) {
-        if (c->next)
-            return c->next;
+        if (KH_U(c)->next)
+            return KH_U(c)->next;
         next = &h->cache_cache;
     } else if (c == &h->cache_cache) {
         return &h->mag_cache[0];
@@ -746,10 +879,15 @@ static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
                            uintptr_t base, size_t idx);
 /* Is off (bytes from the start of a slab of c) the start of one of its
- * slots? One multiply and one compare (kheap_cache.divtest). */
+ * slots? One multiply and one compare (kheap_cache.divtest); a split
+ * build, which has no divtest, divides. */
 static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
 {
+#if KH_SPLIT /* no divtest: one division (slow paths only) */
+    return (uint32_t)off < (uint32_t)c->objs * c->slot && (uint32_t)off % c->slot == 0;
+#else
     return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
+#endif
 }
 /* The index of the slot of c that starts off bytes into one of its slabs,
  * or c->objs if no slot starts there (off may be anything). */
@@ -932,7 +1070,7 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out);
 static inline struct kh_cc *kh_cc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 {
     if (c->cls == KH_NO_CLASS)
-        return &c->percpu[cpu];
+        return &KH_U(c)->percpu[cpu];
     struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
     return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
 }
@@ -953,7 +1091,7 @@ struct kh_ucx {
 };
 static inline struct kh_ucx *kh_ucx_of(const struct kheap_cache *c)
 {
-    return (struct kh_ucx *)(c->percpu + KHEAP_MAX_CPUS + 1);
+    return (struct kh_ucx *)(KH_U(c)->percpu + KHEAP_MAX_CPUS + 1);
 }
 /* CPU cpu's busy word for c's front, or NULL when the front is not set
  * up (a kmalloc class on a CPU that never used the heap). */

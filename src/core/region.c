@@ -22,12 +22,25 @@
 #include "kh_internal.h"
 
 
-/* Pages a first region of KHEAP_MIN_REGION_SIZE holds at least. */
-#define KH_MIN_REGION_PAGES (KHEAP_PROFILE_SMALL ? 4u : 8u)
-_Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) +
-                                            KH_HEADER_ALIGN + KH_PAGE +
-                                            KH_MIN_REGION_PAGES * (KH_PAGE + sizeof(struct kh_page) + 2),
+/* Pages a first region of KHEAP_MIN_REGION_SIZE holds at least wherever
+ * it starts (the worst start loses KH_HEADER_ALIGN and KH_PAGE bytes to
+ * alignment), and when it starts on a page boundary. The small-system
+ * profile's 4 KiB region (32-bit) has 2 and 3: 3 pages hold a slab of any
+ * of its classes (the largest slabs, of the 384 and 768-byte classes,
+ * are 3 pages) or a large block of up to 1.5 KiB. */
+#define KH_MIN_REGION_PAGES (KHEAP_PROFILE_SMALL ? 2u : 8u)
+#define KH_MIN_ALIGNED_PAGES (KHEAP_PROFILE_SMALL ? 3u : 8u)
+#define KH_FIRST_PER_PAGE (sizeof(struct kh_page) + sizeof(uint16_t) + sizeof(uint8_t))
+_Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) + KH_HEADER_ALIGN + KH_PAGE +
+                                            KH_MIN_REGION_PAGES * (KH_PAGE + KH_FIRST_PER_PAGE),
                "KHEAP_MIN_REGION_SIZE cannot hold the heap and its minimum of pages");
+#define KH_ROUND_UP(x, a) (((x) + (a) - 1) / (a) * (a))
+_Static_assert(KHEAP_MIN_REGION_SIZE >=
+                   KH_ROUND_UP(KH_ROUND_UP(sizeof(struct kheap), KH_HEADER_ALIGN) +
+                                   KH_MIN_ALIGNED_PAGES * KH_FIRST_PER_PAGE,
+                               KH_PAGE) +
+                       KH_MIN_ALIGNED_PAGES * KH_PAGE,
+               "KHEAP_MIN_REGION_SIZE at a page boundary cannot hold the heap and its pages");
 _Static_assert(KHEAP_MIN_ADD_REGION_SIZE >= KH_HEADER_ALIGN + KH_PAGE +
                                                 KH_PAGE + sizeof(struct kh_page),
                "KHEAP_MIN_ADD_REGION_SIZE cannot hold one page");

@@ -53,10 +53,14 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->magic = KH_CACHE_MAGIC;
     c->flags = flags;
     c->heap = h;
-    size_t i = 0;
-    for (; name && name[i] && i < KHEAP_NAME_MAX - 1; i++)
-        c->name[i] = name[i];
-    c->name[i] = 0;
+    if (kh_cache_whole(c)) { /* a built-in cache of a split build makes its name */
+        if (KH_SPLIT)
+            __builtin_memset(KH_U(c), 0, sizeof *KH_U(c));
+        size_t i = 0;
+        for (; name && name[i] && i < KHEAP_NAME_MAX - 1; i++)
+            KH_U(c)->name[i] = name[i];
+        KH_U(c)->name[i] = 0;
+    }
     if (!align) {
         /* Natural alignment: the largest power of two dividing the size,
          * at least 8, at most a page. Power-of-two kmalloc sizes are
@@ -90,12 +94,13 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     c->align = (uint32_t)align;
     c->slab_align = (uint32_t)(align > KH_PAGE ? align : KH_PAGE);
     c->ctor = ctor;
-    c->dtor = dtor;
+    if (kh_cache_whole(c))
+        KH_U(c)->dtor = dtor;
     c->cls = KH_NO_CLASS;
     c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot);
-    if (c->mag_cap) {
+    if (c->mag_cap) { /* (never a built-in cache of a split build) */
         size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * slot);
-        c->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+        KH_U(c)->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
     }
     /* The double-free key is a word inside the object: past a redzone's
      * start it would be taken for damage. */
@@ -140,8 +145,10 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
      * (Lemire, Kaser, Kurz 2019, for 32-bit off and slot); so off *
      * divtest < objs * e holds exactly for the slots, objs * e being far
      * below divtest. tests/test_layers.c checks it against division. */
+#if !KH_SPLIT
     c->divtest = UINT64_MAX / slot + 1 + (kh_is_pow2(slot) ? 1 : 0);
     c->slot_lim = (uint64_t)c->objs * (uint64_t)(c->divtest * (uint64_t)slot);
+#endif
     kheap_port_lock_init(&c->lock);
 }
 
@@ -417,10 +424,10 @@ static size_t slab_free(struct kheap_cache *c, struct kh_page *s)
 {
     kheap_t *h = c->heap;
     uintptr_t base = kh_slab_base(h, s);
-    if (c->dtor) {
+    if (kh_cache_whole(c) && KH_U(c)->dtor) {
         for (size_t i = 0; i < s->carved; i++) {
             kh_vg_defined((void *)(base + i * c->slot), c->slot);
-            c->dtor((void *)(base + i * c->slot));
+            KH_U(c)->dtor((void *)(base + i * c->slot));
         }
     }
     page_tag(c, s, false);
@@ -444,7 +451,7 @@ static size_t slabs_free(struct kheap_cache *c, struct kh_page *list, struct kh_
     while (list) {
         struct kh_page *s = list;
         list = s->next;
-        if (!later || !c->dtor) {
+        if (!later || !kh_cache_dtor(c)) {
             bytes += slab_free(c, s);
             continue;
         }
@@ -564,8 +571,8 @@ size_t kh_cache_give_counted(struct kheap_cache *c, void **objs, size_t n, uint6
         /* A refused object was counted as freed by whoever freed it (a
          * CPU's counter, or nocpu_frees): that free did not happen, so it
          * is taken back here, keeping live + cached == active_objs. */
-        if (why && !(c->flags & KH_CACHE_INTERNAL))
-            c->nocpu_frees--;
+        if (why && kh_cache_nocpu(c))
+            KH_U(c)->nocpu_frees--;
         if (why && later) {
             kh_later_add(later, why, objs[i], c, flushed);
         } else if (why && nbad < 8) {
