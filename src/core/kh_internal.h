@@ -883,8 +883,9 @@ bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
  * build, which has no divtest, divides. */
 static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
 {
-#if KH_SPLIT /* no divtest: one division (slow paths only) */
-    return (uint32_t)off < (uint32_t)c->objs * c->slot && (uint32_t)off % c->slot == 0;
+#if KH_SPLIT /* no divtest: a division and a multiply (slow paths only) */
+    uint32_t o = (uint32_t)off, k = o / c->slot;
+    return k < c->objs && k * c->slot == o;
 #else
     return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
 #endif
@@ -893,9 +894,16 @@ static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
  * or c->objs if no slot starts there (off may be anything). */
 static inline size_t kh_slot_of(const struct kheap_cache *c, uintptr_t off)
 {
+#if KH_SPLIT
+    if (off >= ((uintptr_t)c->pages << KHEAP_PAGE_SHIFT))
+        return c->objs;
+    uint32_t o = (uint32_t)off, k = o / c->slot;
+    return k < c->objs && k * c->slot == o ? k : c->objs;
+#else
     return off < ((uintptr_t)c->pages << KHEAP_PAGE_SHIFT) && kh_slot_start(c, off)
                ? off / c->slot
                : c->objs;
+#endif
 }
 
 /* guard.c (KH_GUARDS), below kmalloc.c */
