@@ -344,7 +344,10 @@ const uint8_t kh_mid_class[KH_MID_COUNT] = {
  * the table's index t (class t - 2), KHEAP_MAX_CLASS past the last
  * class. tests/test_layers.c checks it against kh_class_size. */
 #define KH_CB_J(t) ((t) < 9u ? 0u : (t) - 9u)
-#define KH_CB_Q(t) (KH_CB_J(t) >> KHEAP_CLASS_SUB_SHIFT)
+/* (Masked so that the shifts of the entries past the last class, which
+ * the conditional below never takes, stay within the type: clang checks
+ * them. A class's own is at most KHEAP_MAX_CLASS_SHIFT - 6.) */
+#define KH_CB_Q(t) ((KH_CB_J(t) >> KHEAP_CLASS_SUB_SHIFT) & 15u)
 #define KH_CB(t)                                                              \
     ((t) < 2u                          ? (size_t)0                            \
      : (t) < 9u                        ? (size_t)(16u + 8u * ((t) - 2u))      \
