@@ -358,6 +358,7 @@ void kheap_port_panic(const char *msg, const void *addr)
 }
 
 #if KHEAP_PORT_PAGES
+#if KHEAP_PORT_COMMIT
 /* The platform's page size, once. */
 static size_t os_page(void)
 {
@@ -371,7 +372,6 @@ static size_t os_page(void)
     return p;
 }
 
-#if KHEAP_PORT_COMMIT
 /* The memory of growth and of the reservation comes inaccessible
  * (PROT_NONE) and is opened by the page layer as it uses it
  * (kheap_port_pages_commit), so a stray access into what the heap has
