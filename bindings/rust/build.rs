@@ -65,6 +65,8 @@ fn main() {
         // As the Makefile's HOSTED_DEFS.
         flags.push("-DKHEAP_PORT_PAGES=1".into());
         flags.push("-DKHEAP_PORT_PURGE=1".into());
+        // Memory the port gives comes inaccessible and is opened as used.
+        flags.push("-DKHEAP_PORT_COMMIT=1".into());
         flags.push("-DKHEAP_PORT_CPU_HEADER=\"port/hosted_cpu.h\"".into());
     } else {
         // The Rust port (src/port.rs) has page hooks for set_growable.
