@@ -136,6 +136,43 @@ TEST(overflow_found_at_free_and_by_check)
     teardown();
 }
 
+/* KHEAP_NOLOCK allocations get their redzone as the others do, and a
+ * KHEAP_NOLOCK free deferred with every lock held (its list's link lies in
+ * or over the redzone) is checked without a false report when the list is
+ * taken. */
+TEST(nolock_objects_have_redzones)
+{
+    setup();
+    kheap_cache_t *c = make("rz_plain", false), *k = make("rz_ctor", true);
+    for (int round = 0; round < 2; round++) {
+        kheap_cache_t *x = round ? k : c;
+        /* This CPU's previous magazine, the one KHEAP_NOLOCK calls use,
+         * with objects in it: more frees than a magazine holds. */
+        static void *warm[300];
+        for (int i = 0; i < 300; i++)
+            warm[i] = kheap_cache_alloc(x);
+        for (int i = 0; i < 300; i++)
+            kheap_cache_free(x, warm[i]);
+        unsigned char *p = kheap_cache_alloc_flags(x, KHEAP_NOLOCK);
+        CHECK(p != NULL, "NOLOCK alloc, round %d", round);
+        for (size_t i = SIZE; i < SIZE + 16; i++)
+            CHECK(p[i] == KHEAP_REDZONE_BYTE, "byte %zu of a NOLOCK object is %#x", i, p[i]);
+        check_quiet("a NOLOCK object live");
+        kheap_cache_free(x, p);
+        check_quiet("a NOLOCK object freed");
+        /* Deferred: freed with every lock of the heap held. */
+        p = kheap_cache_alloc(x);
+        CHECK(p != NULL, "alloc, round %d", round);
+        kheap_lock_all();
+        kheap_cache_free_flags(x, p, KHEAP_NOLOCK);
+        kheap_unlock_all();
+        kheap_reclaim(g_heap); /* takes the deferred list */
+        check_quiet("a deferred free taken");
+    }
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK && kheap_cache_destroy(k) == KHEAP_OK, "destroy");
+    teardown();
+}
+
 TEST(correct_use_is_quiet)
 {
     setup();
@@ -178,6 +215,7 @@ int main(void)
 {
     RUN(objects_have_redzones);
     RUN(overflow_found_at_free_and_by_check);
+    RUN(nolock_objects_have_redzones);
     RUN(correct_use_is_quiet);
     return harness_done();
 }

@@ -270,7 +270,9 @@ void kh_account_recovered(kheap_t *h)
  * most 11.1% from 64 bytes up; the small-system profile has 2 per
  * doubling to 1 KiB (96, 128, 192, ..., 768, 1024): under 1/3
  * (docs/SIZE_CLASSES.md lists every class). The size -> class map is a
- * table up to 1 KiB and a few shifts above (kh_class_of). */
+ * table by 8-byte block up to 1 KiB and one by 128-byte block above
+ * (kh_class_of; a few shifts in builds whose classes the second does not
+ * cover). */
 
 #define KH_CLASS_SUB (1u << KHEAP_CLASS_SUB_SHIFT)
 _Static_assert(KHEAP_NUM_CLASSES == 7 + KH_CLASS_SUB * (KHEAP_MAX_CLASS_SHIFT - 6),

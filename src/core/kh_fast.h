@@ -44,8 +44,8 @@ static inline struct kh_cpu *kh_cpu_here(struct kh_cpu *const *cpus, unsigned cp
 
 /* Allocation hit: an object of size's class into *out, or false. Up to
  * KH_DIRECT_MAX bytes the class's front comes from the CPU's direct[]
- * table; larger classes compute their class (a few shifts) on a branch of
- * their own, so the small requests' path is as it was; larger blocks up
+ * table; larger classes find theirs (kh_class_of: a second table) on a
+ * branch of their own, so the small requests' path is as it was; larger blocks up
  * to KHEAP_RUN_CACHE_MAX come from the CPU's cache of large blocks, on a
  * third branch (w: the window, whose page tags they set). */
 static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const struct kh_window *w,

@@ -351,11 +351,15 @@ kh_noinline void *kh_alloc_slow(kheap_t *h, size_t size)
     return p;
 }
 
+/* The largest alignment a class's block is given (aligned_class): a page,
+ * or the largest class if that is smaller. */
+#define KH_CLASS_ALIGN_MAX (KH_PAGE < KHEAP_MAX_CLASS ? KH_PAGE : (size_t)KHEAP_MAX_CLASS)
+
 /* The class of a block of size <= KHEAP_MAX_CLASS bytes aligned to align
- * (a power of two from 8 to a page): the smallest class of at least size
- * bytes whose size is a multiple of align (its objects are aligned to it:
- * slabs start on a page boundary; at most 8 steps, the next power of two
- * is one). */
+ * (a power of two from 8 to KH_CLASS_ALIGN_MAX): the smallest class of at
+ * least size bytes whose size is a multiple of align (its objects are
+ * aligned to it: slabs start on a page boundary; at most 8 steps, the
+ * next power of two is one). */
 static unsigned aligned_class(size_t size, size_t align)
 {
     unsigned cls = kh_class_of(size > align ? size : align);
@@ -369,7 +373,7 @@ static unsigned aligned_class(size_t size, size_t align)
  * bytes it has. */
 static void *block_alloc(kheap_t *h, size_t size, size_t align, size_t *usable)
 {
-    if (align <= KH_PAGE && size <= KHEAP_MAX_CLASS) {
+    if (align <= KH_CLASS_ALIGN_MAX && size <= KHEAP_MAX_CLASS) {
         unsigned cls = aligned_class(size, align);
         *usable = kh_class_size(cls);
         return cache_alloc(h, &h->kmalloc[cls], false);
@@ -439,15 +443,15 @@ static kh_noinline bool freed_already(kheap_t *h, struct kheap_cache *c, void *p
 }
 
 /* The hit path of free: push onto this CPU's loaded magazine. */
-static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr)
+static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, const char *fn)
 {
     if (kh_unlikely(guard_suspect(c, ptr)) && freed_already(h, c, ptr)) {
-        kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, "kheap_free");
+        kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, fn);
         return;
     }
 #if KHEAP_REDZONE
     if (rz_cache(c))
-        rz_cache_check(c, ptr, "kheap_cache_free");
+        rz_cache_check(c, ptr, fn);
 #endif
     obj_in(h, c, ptr);
     unsigned cpu = kheap_port_cpu_enter();
@@ -513,7 +517,7 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
         struct kheap_cache *c = s->cache;
         bool slot = kh_slot_of(c, p - kh_slab_base(h, s)) < c->objs;
         if (kh_likely(slot && !(c->flags & KH_CACHE_INTERNAL) && (!only || c == only))) {
-            cache_free(h, c, ptr);
+            cache_free(h, c, ptr, fn);
             kh_debug_check(h, fn);
             return;
         }
@@ -587,7 +591,8 @@ static const char sized_pages_reason[] =
 static bool class_fits(unsigned cls, size_t bytes, size_t size, size_t align,
                        enum kheap_block_kind kind)
 {
-    if (size <= KHEAP_MAX_CLASS && (align <= 8 || (kh_is_pow2(align) && align <= KH_PAGE)) &&
+    if (size <= KHEAP_MAX_CLASS &&
+        (align <= 8 || (kh_is_pow2(align) && align <= KH_CLASS_ALIGN_MAX)) &&
         cls == (align <= 8 ? kh_class_of(size) : aligned_class(size, align)))
         return true;
     return kind == KHEAP_BLOCK_MALLOC && slab_keeps(bytes, size);
@@ -1753,12 +1758,26 @@ static void deferred_take(kheap_t *h, unsigned idx)
     /* From here on the kmalloc classes count their own deferrals. */
     (void)kh_xc_get(h, &h->kmalloc[0]);
     while (p) {
-        void *next = *defer_link(h, p);
+        void **link = defer_link(h, p);
+        void *next = *link;
 #if KHEAP_REDZONE
         struct kh_page *d = kh_page_of(h, (uintptr_t)p);
-        if (!kh_is_slab_page(d) || (kh_slab_head(d)->cache->flags & KH_CACHE_KMALLOC))
+        if (!kh_is_slab_page(d) || (kh_slab_head(d)->cache->flags & KH_CACHE_KMALLOC)) {
             rz_free(h, p, KHEAP_BLOCK_MALLOC, 0, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
-        else
+            p = next;
+            continue;
+        }
+        /* The list's link lay in the object's redzone, or over it (a
+         * constructor's link lies past the object; a link at the start of
+         * an object under 8 bytes runs past it): the redzone's bytes
+         * again, so the free's check sees only the program's writes. */
+        struct kheap_cache *dc = kh_slab_head(d)->cache;
+        if (rz_cache(dc)) {
+            uintptr_t lo = (uintptr_t)link, hi = lo + sizeof(void *),
+                      rz = (uintptr_t)p + dc->size;
+            if (hi > rz)
+                __builtin_memset((void *)(lo > rz ? lo : rz), RZ_BYTE, hi - (lo > rz ? lo : rz));
+        }
 #endif
         block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
         p = next;
@@ -1815,6 +1834,10 @@ static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
 #if KH_POISON
     if (!c->ctor)
         __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
+#endif
+#if KHEAP_REDZONE
+    if (rz_cache(c)) /* as obj_out */
+        __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
 #endif
 #if !KHEAP_VALGRIND
     if (c->guard)
