@@ -65,8 +65,8 @@ _Static_assert(MALLOC_ALIGN <= 16 && (16 % MALLOC_ALIGN) == 0,
 
 /* Requests the classes serve are rounded to 16, so their class is a
  * multiple of 16 and its blocks 16-aligned; large blocks are page runs.
- * Above 1 KiB every class is a multiple of 128, so only requests up to
- * 1 KiB need it: the one compare also picks the hit path's direct[]
+ * Above 1 KiB every class is a multiple of 16 (of 128 with the default
+ * 8 classes per doubling), so only requests up to 1 KiB need it: the one compare also picks the hit path's direct[]
  * branch (kh_hit_alloc), and the rounding stays off the larger ones'.
  * Never overflows: sizes near SIZE_MAX are not rounded. */
 #define ROUND_MAX (KHEAP_MAX_CLASS < KH_DIRECT_MAX ? KHEAP_MAX_CLASS : KH_DIRECT_MAX)
@@ -810,16 +810,18 @@ KH_EXPORT int malloc_trim(size_t pad)
 /* ------------------------------------------------------------------ */
 /* jemalloc's control interface, for programs linked with jemalloc and run
  * with libkheap.so in front (Debian's redis-server is one): without these
- * their mallctl, nallocx and malloc_stats_print calls reach the idle
- * jemalloc, which answers about memory it does not hold, and a purge they
- * ask for gives nothing back. The names answered (README, "jemalloc's
- * mallctl"):
+ * their mallctl and malloc_stats_print calls reach the idle jemalloc,
+ * which answers about memory it does not hold, and a purge they ask for
+ * gives nothing back. The names answered (README, "jemalloc's mallctl"):
  *   arenas.narenas                     unsigned: 1 (kheap has one heap)
  *   arena.<i>.purge, arena.<i>.decay   i 0, 1 (jemalloc's "all" alias
  *                                      arenas.narenas) or 4096
  *                                      (MALLCTL_ARENAS_ALL): malloc_trim(0)
- *   epoch                              uint64_t: accepted, read as 1
- *                                      (kheap's figures are always fresh)
+ *   epoch                              uint64_t: writing it takes a new
+ *                                      snapshot of the statistics, which
+ *                                      the stats.* names read until the
+ *                                      next write (as jemalloc's epoch);
+ *                                      reads the number of snapshots
  *   stats.allocated                    size_t: used_bytes
  *   stats.active                       size_t: slab_bytes + large_bytes
  *   stats.resident                     size_t: active plus the free pages
@@ -828,25 +830,42 @@ KH_EXPORT int malloc_trim(size_t pad)
  *                                      left out: its page descriptors
  *                                      cover the whole reservation, and
  *                                      the untouched ones take no memory
- *   stats.mapped                       size_t: heap_total
- *   stats.retained                     size_t: purged_bytes
+ *   stats.mapped                       size_t: heap_total (the whole
+ *                                      reservation, 64 GiB or less)
+ *   stats.retained                     size_t: purged_bytes (free pages
+ *                                      not resident: purged or never
+ *                                      touched, most of the reservation)
  * Anything else: ENOENT, as jemalloc answers a name it does not know. A
- * read whose *oldlenp is not the value's size: EINVAL, *oldlenp set to the
- * size; a write to a read-only name: EPERM. jemalloc's other functions
- * (mallocx, nallocx and the rest) are not defined here: they stay
- * jemalloc's, and a block from its mallocx must go back through its
- * dallocx, never free. */
+ * read whose *oldlenp is not the value's size: as jemalloc, the first
+ * min(*oldlenp, size) bytes copied, *oldlenp set to that, EINVAL; a write
+ * to a read-only name: EPERM. jemalloc's other functions (mallocx,
+ * nallocx and the rest) are not defined here: they stay jemalloc's, and a
+ * block from its mallocx must go back through its dallocx, never free. */
 
 static int ctl_read(void *oldp, size_t *oldlenp, const void *v, size_t size)
 {
     if (!oldp || !oldlenp)
         return 0;
     if (*oldlenp != size) {
-        *oldlenp = size;
+        size_t n = *oldlenp < size ? *oldlenp : size;
+        __builtin_memcpy(oldp, v, n);
+        *oldlenp = n;
         return EINVAL;
     }
     __builtin_memcpy(oldp, v, size);
     return 0;
+}
+
+/* The snapshot the stats.* names read, and how many were taken (epoch);
+ * under ctl_lock. */
+static struct kheap_stats ctl_snap;
+static uint64_t ctl_epoch;
+static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void ctl_refresh(void)
+{
+    kheap_get_stats(kheap_default(), &ctl_snap);
+    ctl_epoch++;
 }
 
 /* The arena index of "arena.<i>.<op>": 1 if name is that shape with an
@@ -878,10 +897,14 @@ KH_EXPORT int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
         return 0;
     }
     if (!strcmp(name, "epoch")) {
-        uint64_t one = 1;
-        if (newp && newlen != sizeof one)
+        if (newp && newlen != sizeof(uint64_t))
             return EINVAL;
-        return ctl_read(oldp, oldlenp, &one, sizeof one);
+        pthread_mutex_lock(&ctl_lock);
+        if (newp || !ctl_epoch)
+            ctl_refresh();
+        uint64_t e = ctl_epoch;
+        pthread_mutex_unlock(&ctl_lock);
+        return ctl_read(oldp, oldlenp, &e, sizeof e);
     }
     if (newp)
         return strcmp(name, "arenas.narenas") && strncmp(name, "stats.", 6) ? ENOENT : EPERM;
@@ -891,23 +914,32 @@ KH_EXPORT int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
     }
     if (strncmp(name, "stats.", 6))
         return ENOENT;
-    struct kheap_stats st;
-    kheap_get_stats(kheap_default(), &st);
-    size_t active = st.slab_bytes + st.large_bytes, v;
-    if (!strcmp(name + 6, "allocated"))
-        v = st.used_bytes;
-    else if (!strcmp(name + 6, "active"))
+    const char *k = name + 6;
+    size_t v;
+    pthread_mutex_lock(&ctl_lock);
+    if (!ctl_epoch) /* no epoch written yet: a first snapshot */
+        ctl_refresh();
+    const struct kheap_stats *st = &ctl_snap;
+    size_t active = st->slab_bytes + st->large_bytes;
+    int known = 1;
+    if (!strcmp(k, "allocated"))
+        v = st->used_bytes;
+    else if (!strcmp(k, "active"))
         v = active;
-    else if (!strcmp(name + 6, "resident"))
-        v = active + st.dirty_bytes;
-    else if (!strcmp(name + 6, "mapped"))
-        v = st.heap_total;
-    else if (!strcmp(name + 6, "retained"))
-        v = st.purged_bytes;
+    else if (!strcmp(k, "resident"))
+        v = active + st->dirty_bytes;
+    else if (!strcmp(k, "mapped"))
+        v = st->heap_total;
+    else if (!strcmp(k, "retained"))
+        v = st->purged_bytes;
     else
-        return ENOENT;
-    return ctl_read(oldp, oldlenp, &v, sizeof v);
+        known = 0;
+    pthread_mutex_unlock(&ctl_lock);
+    return known ? ctl_read(oldp, oldlenp, &v, sizeof v) : ENOENT;
 }
+
+/* malloc_stats_print's buffer (a forked child starts it over). */
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* jemalloc's statistics printer: kheap_format_stats's text (the figures
  * of KHEAP_STATS), through write_cb, or on stderr when it is NULL; opts is
@@ -917,7 +949,6 @@ KH_EXPORT void malloc_stats_print(void (*write_cb)(void *, const char *), void *
 {
     (void)opts;
     static char buf[8192];
-    static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&print_lock);
     size_t n = kheap_format_stats(kheap_default(), buf, sizeof buf);
     if (n >= sizeof buf)
@@ -1369,6 +1400,8 @@ static void shim_fork_child(void)
 {
     pthread_mutex_init(&sum_lock, NULL);
     pthread_mutex_init(&purge_lock, NULL);
+    pthread_mutex_init(&ctl_lock, NULL);
+    pthread_mutex_init(&print_lock, NULL);
 }
 
 static int stats_at_exit;
