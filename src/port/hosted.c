@@ -173,6 +173,9 @@ static void lent_setup(void)
 
 static unsigned slot_lend(void)
 {
+#if KHEAP_HOSTED_SHARED_SLOTS == 0 /* builds of under 8 CPUs lend none */
+    return KHEAP_CPU_NONE;
+#else
     if (lent_depth) {
         lent_depth++;
         return lent_slot;
@@ -183,7 +186,6 @@ static unsigned slot_lend(void)
      * operation: yield to them once and look again before the locked
      * path, on which the threads would queue behind preempted holders of
      * the caches' locks instead. */
-#if KHEAP_HOSTED_SHARED_SLOTS > 0 /* none on builds of under 8 CPUs */
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
             unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
@@ -196,10 +198,8 @@ static unsigned slot_lend(void)
         if (!pass)
             sched_yield();
     }
-#else
-    (void)start;
-#endif
     return KHEAP_CPU_NONE;
+#endif
 }
 
 void kh_hosted_slot_lend_end(unsigned slot)
