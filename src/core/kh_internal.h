@@ -1013,6 +1013,12 @@ static inline bool rz_cache(const struct kheap_cache *c)
     return !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
 }
 
+/* Fill the redzone of c's object at p (rz_cache(c) true). */
+static inline void rz_cache_fill(const struct kheap_cache *c, void *p)
+{
+    __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+}
+
 /* The pages of a large block at p that hold nothing else, shut while it
  * is quarantined: [*lo, *hi), possibly empty. */
 static inline void rz_shut_range(const void *p, size_t size, uintptr_t *lo, uintptr_t *hi)

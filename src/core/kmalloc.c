@@ -99,7 +99,7 @@ static inline void *obj_out(struct kheap_cache *c, void *p)
 #endif
 #if KHEAP_REDZONE
     if (p && rz_cache(c))
-        __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+        rz_cache_fill(c, p);
 #endif
 #if !KHEAP_VALGRIND
     if (p && c->guard)
@@ -135,7 +135,7 @@ static void rz_cache_check(struct kheap_cache *c, void *p, const char *fn)
     if (kh_likely(!bad))
         return;
     kh_report_at(KHEAP_REPORT_OVERFLOW, p, c, fn, c->size, bad);
-    __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+    rz_cache_fill(c, p);
 }
 #endif
 
@@ -1773,10 +1773,10 @@ static void deferred_take(kheap_t *h, unsigned idx)
          * again, so the free's check sees only the program's writes. */
         struct kheap_cache *dc = kh_slab_head(d)->cache;
         if (rz_cache(dc)) {
-            uintptr_t lo = (uintptr_t)link, hi = lo + sizeof(void *),
-                      rz = (uintptr_t)p + dc->size;
-            if (hi > rz)
-                __builtin_memset((void *)(lo > rz ? lo : rz), RZ_BYTE, hi - (lo > rz ? lo : rz));
+            uintptr_t hi = (uintptr_t)link + sizeof(void *), rz = (uintptr_t)p + dc->size;
+            uintptr_t from = (uintptr_t)link > rz ? (uintptr_t)link : rz;
+            if (hi > from)
+                __builtin_memset((void *)from, RZ_BYTE, hi - from);
         }
 #endif
         block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
@@ -1837,7 +1837,7 @@ static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
 #endif
 #if KHEAP_REDZONE
     if (rz_cache(c)) /* as obj_out */
-        __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+        rz_cache_fill(c, p);
 #endif
 #if !KHEAP_VALGRIND
     if (c->guard)

@@ -342,7 +342,7 @@ size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint6
          * while it is allocated, cached or handed out: it held the
          * free-list link, or nothing yet. */
         if (c->ctor && rz_cache(c))
-            __builtin_memset((void *)(obj + c->size), RZ_BYTE, c->slot - c->size);
+            rz_cache_fill(c, (void *)obj);
 #endif
         size_t idx = (obj - base) / c->slot;
         bool was = bit_flip(c, s, base, idx, true);

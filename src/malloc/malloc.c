@@ -66,8 +66,9 @@ _Static_assert(MALLOC_ALIGN <= 16 && (16 % MALLOC_ALIGN) == 0,
 /* Requests the classes serve are rounded to 16, so their class is a
  * multiple of 16 and its blocks 16-aligned; large blocks are page runs.
  * Above 1 KiB every class is a multiple of 16 (of 128 with the default
- * 8 classes per doubling), so only requests up to 1 KiB need it: the one compare also picks the hit path's direct[]
- * branch (kh_hit_alloc), and the rounding stays off the larger ones'.
+ * 8 classes per doubling), so only requests up to 1 KiB need it: the one
+ * compare also picks the hit path's direct[] branch (kh_hit_alloc), and
+ * the rounding stays off the larger ones'.
  * Never overflows: sizes near SIZE_MAX are not rounded. */
 #define ROUND_MAX (KHEAP_MAX_CLASS < KH_DIRECT_MAX ? KHEAP_MAX_CLASS : KH_DIRECT_MAX)
 _Static_assert(KHEAP_MAX_CLASS <= 1024 || (1024 >> KHEAP_CLASS_SUB_SHIFT) % 16 == 0,
