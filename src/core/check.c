@@ -155,17 +155,25 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
             if (kh_slab_obj_allocated(c, s, base, i) && !check_rz(w, base + i * c->slot, c->size,
                                                                    false))
                 return false;
-    /* A user cache's allocated object ends in its redzone (rz_cache),
-     * whole (a constructed one gets it as it leaves its slab); or, cached
-     * in a magazine, an object of a cache without a constructor is
-     * poisoned whole. */
+    /* A user cache's allocated object lies between its redzones
+     * (rz_cache): the left one whole from the object's leaving its slab
+     * on, but for its first word, where a reserve or the deferred
+     * KHEAP_NOLOCK frees may link it (kh_held_link; an underflow reaches
+     * it only through the rest); the right one whole too (a constructed
+     * object gets it as it leaves its slab), or, for an object of a cache
+     * without a constructor cached in a magazine, poisoned with the
+     * object. */
     if (rz_cache(c))
         for (size_t i = 0; i < s->carved; i++) {
             if (!kh_slab_obj_allocated(c, s, base, i))
                 continue;
-            const char *o = (const char *)(base + i * c->slot);
-            const void *bad = rz_damage(o + c->size, o + c->slot, RZ_BYTE);
-            if (bad && !c->ctor && !rz_damage(o + c->size, o + c->slot, KHEAP_POISON_FREE))
+            const char *o = (const char *)(base + i * c->slot), *end = o + kh_obj_span(c);
+            const void *bad = rz_damage(o - kh_obj_off(c) + sizeof(void *), o, RZ_BYTE);
+            if (bad)
+                return fail(w, "bytes before an object of a cache were written (its redzone)",
+                            (uintptr_t)bad);
+            bad = rz_damage(o + c->size, end, RZ_BYTE);
+            if (bad && !c->ctor && !rz_damage(o + c->size, end, KHEAP_POISON_FREE))
                 bad = NULL;
             if (bad)
                 return fail(w, "bytes after an object of a cache were written (its redzone)",

@@ -872,14 +872,41 @@ size_t kh_cache_decay(struct kheap_cache *c, struct kh_later *later);
  * page layer, each cache's slabs_later counted down. Call with no kheap
  * lock held, before kh_later_deliver. */
 void kh_later_slabs_free(struct kh_later *l);
+/* Objects of user caches in the debug build (KHEAP_REDZONE) have a left
+ * redzone: a slab's objects start this many bytes in (a multiple of the
+ * alignment, at least RZ_CACHE), and each slot ends with the next
+ * object's left redzone. 0 for every other cache and build. */
+#define RZ_CACHE 16u
+static inline bool rz_cache(const struct kheap_cache *c)
+{
+    return !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
+}
+static inline size_t kh_obj_off(const struct kheap_cache *c)
+{
+#if KHEAP_REDZONE
+    if (!rz_cache(c))
+        return 0;
+    return c->align > RZ_CACHE ? c->align : RZ_CACHE;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+/* The bytes of a slot that belong to its object: the object and its
+ * right redzone, not the next object's left one. */
+static inline size_t kh_obj_span(const struct kheap_cache *c)
+{
+    return c->slot - kh_obj_off(c);
+}
+/* Where s's objects start: its first page, past a left redzone. */
 static inline uintptr_t kh_slab_base(kheap_t *h, const struct kh_page *s)
 {
-    return kh_page_addr(h, s);
+    return kh_page_addr(h, s) + kh_obj_off(s->cache);
 }
 bool kh_slab_obj_allocated(const struct kheap_cache *c, const struct kh_page *s,
                            uintptr_t base, size_t idx);
-/* Is off (bytes from the start of a slab of c) the start of one of its
- * slots? One multiply and one compare (kheap_cache.divtest); a split
+/* Is off (bytes from kh_slab_base of a slab of c) the start of one of
+ * its slots? One multiply and one compare (kheap_cache.divtest); a split
  * build, which has no divtest, divides. */
 static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
 {
@@ -890,8 +917,8 @@ static inline bool kh_slot_start(const struct kheap_cache *c, uintptr_t off)
     return (uint64_t)(uint32_t)off * c->divtest < c->slot_lim;
 #endif
 }
-/* The index of the slot of c that starts off bytes into one of its slabs,
- * or c->objs if no slot starts there (off may be anything). */
+/* The index of the slot of c that starts off bytes past one of its
+ * slabs' base, or c->objs if no slot starts there (off may be anything). */
 static inline size_t kh_slot_of(const struct kheap_cache *c, uintptr_t off)
 {
 #if KH_SPLIT
@@ -1000,23 +1027,30 @@ static inline const void *rz_damage(const void *from, const void *to, unsigned c
 }
 
 /* Objects of user caches (not the kmalloc classes, whose blocks are the
- * debug blocks above, nor kheap's own) get a redzone of at least
- * RZ_CACHE bytes after them: their slot is that much longer
- * (kh_cache_setup), and while an object is allocated the bytes from its
- * end to its slot's end hold RZ_BYTE. They are checked when it is freed
- * and by kheap_check. For a cache with a constructor the free-list link
- * lies in them: it is written only while the object is free in its slab,
- * and an object carved again gets its redzone back. */
-#define RZ_CACHE 16u
-static inline bool rz_cache(const struct kheap_cache *c)
+ * debug blocks above, nor kheap's own) have a redzone on each side: at
+ * least RZ_CACHE bytes before them (kh_obj_off) and after them (their
+ * slot is that much longer, kh_cache_setup). While an object is
+ * allocated, or cached in a magazine, its left redzone holds RZ_BYTE;
+ * while it is allocated, its right one does too. Both are checked when
+ * it is freed and by kheap_check. For a cache with a constructor the
+ * free-list link lies in the right one: it is written only while the
+ * object is free in its slab, and an object carved again gets its
+ * redzone back. Lists of allocated objects (reserves, deferred
+ * KHEAP_NOLOCK frees) link through the left one (kh_held_link). The
+ * rule (rz_cache, kh_obj_off) is with kh_slab_base. */
+
+/* Fill the left redzone of c's object at p (rz_cache(c) true). */
+static inline void rz_cache_fill_left(const struct kheap_cache *c, void *p)
 {
-    return !(c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL));
+    size_t left = kh_obj_off(c);
+    __builtin_memset((char *)p - left, RZ_BYTE, left);
 }
 
-/* Fill the redzone of c's object at p (rz_cache(c) true). */
+/* Fill both redzones of c's object at p (rz_cache(c) true). */
 static inline void rz_cache_fill(const struct kheap_cache *c, void *p)
 {
-    __builtin_memset((char *)p + c->size, RZ_BYTE, c->slot - c->size);
+    rz_cache_fill_left(c, p);
+    __builtin_memset((char *)p + c->size, RZ_BYTE, kh_obj_span(c) - c->size);
 }
 
 /* The pages of a large block at p that hold nothing else, shut while it
@@ -1027,6 +1061,31 @@ static inline void rz_shut_range(const void *p, size_t size, uintptr_t *lo, uint
     *hi = ((uintptr_t)p + size) & ~KH_PAGE_MASK;
 }
 #endif
+
+/* The word through which a list of allocated objects of c (a reserve,
+ * the deferred KHEAP_NOLOCK frees) links them: c's link word (the
+ * object's first word, or past a constructed object's bytes), or in the
+ * debug build the first word of the object's left redzone, so that
+ * neither constructed bytes nor the right redzone are written. */
+static inline void **kh_held_link(const struct kheap_cache *c, void *obj)
+{
+#if KHEAP_REDZONE
+    if (rz_cache(c))
+        return (void **)((char *)obj - kh_obj_off(c));
+#endif
+    return (void **)((char *)obj + c->link_off);
+}
+
+/* obj left such a list: the redzone's bytes under the link back. */
+static inline void kh_held_unlink(const struct kheap_cache *c, void *obj)
+{
+#if KHEAP_REDZONE
+    if (rz_cache(c))
+        __builtin_memset((char *)obj - kh_obj_off(c), RZ_BYTE, sizeof(void *));
+#else
+    (void)c, (void)obj;
+#endif
+}
 
 /* cpu.c */
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);

@@ -94,7 +94,7 @@ static inline void *obj_out(struct kheap_cache *c, void *p)
         uintptr_t bad = kh_poison_bad(c, (uintptr_t)p);
         if (bad)
             kh_report(KHEAP_REPORT_CORRUPTION, (void *)bad, c, "kheap_alloc");
-        __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
+        __builtin_memset(p, KHEAP_POISON_ALLOC, kh_obj_span(c));
     }
 #endif
 #if KHEAP_REDZONE
@@ -126,15 +126,31 @@ static inline bool guard_suspect(const struct kheap_cache *c, const void *ptr)
 }
 
 #if KHEAP_REDZONE
-/* A user cache's object being freed (fn): its redzone must be whole;
+/* The first damaged byte of the redzones of c's object at p, or NULL;
+ * *kind: UNDERFLOW (the left one) or OVERFLOW. */
+static const void *rz_cache_damage(const struct kheap_cache *c, const void *p,
+                                   enum kheap_report_kind *kind)
+{
+    const char *o = p;
+    const void *bad = rz_damage(o - kh_obj_off(c), o, RZ_BYTE);
+    *kind = KHEAP_REPORT_UNDERFLOW;
+    if (!bad) {
+        bad = rz_damage(o + c->size, o + kh_obj_span(c), RZ_BYTE);
+        *kind = KHEAP_REPORT_OVERFLOW;
+    }
+    return bad;
+}
+
+/* A user cache's object being freed (fn): its redzones must be whole;
  * damage is reported (the object is freed all the same, as a debug
- * block with damaged canaries is) and the redzone made whole again. */
+ * block with damaged canaries is) and the redzones made whole again. */
 static void rz_cache_check(struct kheap_cache *c, void *p, const char *fn)
 {
-    const void *bad = rz_damage((char *)p + c->size, (char *)p + c->slot, RZ_BYTE);
+    enum kheap_report_kind kind;
+    const void *bad = rz_cache_damage(c, p, &kind);
     if (kh_likely(!bad))
         return;
-    kh_report_at(KHEAP_REPORT_OVERFLOW, p, c, fn, c->size, bad);
+    kh_report_at(kind, p, c, fn, c->size, bad);
     rz_cache_fill(c, p);
 }
 #endif
@@ -143,7 +159,7 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
 {
 #if KH_POISON
     if (!c->ctor)
-        __builtin_memset(p, KHEAP_POISON_FREE, c->slot);
+        __builtin_memset(p, KHEAP_POISON_FREE, kh_obj_span(c));
 #endif
 #if !KHEAP_VALGRIND
     if (c->guard)
@@ -1437,7 +1453,7 @@ static void free_bulk(kheap_t *h, struct kheap_cache *only, size_t n, void **obj
         if (kh_likely(d && (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART))) {
             uintptr_t skip = d->kind == KH_PG_SLAB_PART ? d->npages : 0;
             struct kheap_cache *sc = (d - skip)->cache;
-            uintptr_t base = (p & ~KH_PAGE_MASK) - (skip << KHEAP_PAGE_SHIFT);
+            uintptr_t base = kh_slab_base(h, d - skip);
             if (kh_slot_start(sc, p - base) && !(sc->flags & KH_CACHE_INTERNAL) &&
                 (!only || sc == only))
                 c = sc;
@@ -1547,7 +1563,16 @@ void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
 
 static void **reserve_link(const struct kheap_cache *c, void *obj)
 {
-    return (void **)((char *)obj + c->link_off);
+    return kh_held_link(c, obj);
+}
+
+/* The reserve's first object, unlinked (its redzone whole again). */
+static void *reserve_pop(struct kheap_reserve *r)
+{
+    void *p = r->head;
+    r->head = *reserve_link(r->cache, p);
+    kh_held_unlink(r->cache, p);
+    return p;
 }
 
 int kheap_reserve_fill(kheap_cache_t *c, size_t n, struct kheap_reserve *r)
@@ -1563,10 +1588,8 @@ int kheap_reserve_fill(kheap_cache_t *c, size_t n, struct kheap_reserve *r)
             /* All or nothing: the objects added by this call go back. */
             while (added) {
                 size_t k = added < 64 ? added : 64;
-                for (size_t i = 0; i < k; i++) {
-                    batch[i] = r->head;
-                    r->head = *reserve_link(c, r->head);
-                }
+                for (size_t i = 0; i < k; i++)
+                    batch[i] = reserve_pop(r);
                 r->count -= k;
                 added -= k;
                 kheap_cache_free_bulk(c, k, batch);
@@ -1589,7 +1612,7 @@ void *kheap_reserve_alloc(struct kheap_reserve *r)
     if (kh_unlikely(!p))
         return NULL;
     struct kheap_cache *c = r->cache;
-    r->head = *reserve_link(c, p);
+    reserve_pop(r);
     r->count--;
     __atomic_fetch_add(&kh_ucx_of(c)->xc.reserve_allocs, 1, __ATOMIC_RELAXED);
     return p;
@@ -1604,10 +1627,8 @@ size_t kheap_reserve_return(struct kheap_reserve *r)
     void *batch[64];
     while (r->head) {
         size_t k = 0;
-        while (r->head && k < 64) {
-            batch[k++] = r->head;
-            r->head = *reserve_link(c, r->head);
-        }
+        while (r->head && k < 64)
+            batch[k++] = reserve_pop(r);
         kheap_cache_free_bulk(c, k, batch);
         n += k;
     }
@@ -1668,6 +1689,10 @@ void kheap_mempool_free(struct kheap_mempool *pool, void *obj)
         kh_report(why, obj, c, "kheap_mempool_free");
         return;
     }
+#if KHEAP_REDZONE
+    if (rz_cache(c))
+        rz_cache_check(c, obj, "kheap_mempool_free");
+#endif
     *reserve_link(c, obj) = pool->r.head;
     pool->r.head = obj;
     pool->r.count++;
@@ -1684,8 +1709,9 @@ void kheap_mempool_destroy(struct kheap_mempool *pool)
  * why touching the previous magazine is safe). Nothing here waits, takes
  * a lock other than by trylock, calls a constructor or the report hook. */
 
-/* The word a deferred block is linked through: its cache's link word,
- * the first word of a large block, or a sampled block's slot. Pre: ptr is
+/* The word a deferred block is linked through: its cache's
+ * (kh_held_link), the first word of a large block, or a sampled block's
+ * slot. Pre: ptr is
  * a block the heap handed out (checked by the caller), so its descriptors
  * are stable. */
 static void **defer_link(kheap_t *h, void *ptr)
@@ -1694,7 +1720,7 @@ static void **defer_link(kheap_t *h, void *ptr)
         return kh_guard_link(h, ptr);
     struct kh_page *d = kh_page_of(h, (uintptr_t)ptr);
     if (d->kind == KH_PG_SLAB || d->kind == KH_PG_SLAB_PART)
-        return (void **)((char *)ptr + kh_slab_head(d)->cache->link_off);
+        return kh_held_link(kh_slab_head(d)->cache, ptr);
     return (void **)ptr;
 }
 
@@ -1767,17 +1793,9 @@ static void deferred_take(kheap_t *h, unsigned idx)
             p = next;
             continue;
         }
-        /* The list's link lay in the object's redzone, or over it (a
-         * constructor's link lies past the object; a link at the start of
-         * an object under 8 bytes runs past it): the redzone's bytes
+        /* The list's link lay in the object's left redzone: its bytes
          * again, so the free's check sees only the program's writes. */
-        struct kheap_cache *dc = kh_slab_head(d)->cache;
-        if (rz_cache(dc)) {
-            uintptr_t hi = (uintptr_t)link + sizeof(void *), rz = (uintptr_t)p + dc->size;
-            uintptr_t from = (uintptr_t)link > rz ? (uintptr_t)link : rz;
-            if (hi > from)
-                __builtin_memset((void *)from, RZ_BYTE, hi - from);
-        }
+        kh_held_unlink(kh_slab_head(d)->cache, p);
 #endif
         block_free(h, p, NULL, "kheap_free_flags (KHEAP_NOLOCK, deferred)");
         p = next;
@@ -1798,6 +1816,14 @@ static void deferred_drain(kheap_t *h)
     if (kh_unlikely(__atomic_load_n(&h->nolock_bad, __ATOMIC_RELAXED) != NULL)) {
         unsigned why = __atomic_load_n(&h->nolock_bad_kind, __ATOMIC_RELAXED);
         void *bad = __atomic_exchange_n(&h->nolock_bad, NULL, __ATOMIC_ACQUIRE);
+#if KHEAP_REDZONE
+        /* An object refused for its damaged left redzone (free_nolock):
+         * freed now, the free reporting the damage with the object. */
+        if (bad && why == KHEAP_REPORT_UNDERFLOW) {
+            block_free(h, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK, refused)");
+            bad = NULL;
+        }
+#endif
         if (bad)
             kh_report((enum kheap_report_kind)why, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK)");
     }
@@ -1833,7 +1859,7 @@ static inline void *obj_out_nolock(struct kheap_cache *c, void *p)
 {
 #if KH_POISON
     if (!c->ctor)
-        __builtin_memset(p, KHEAP_POISON_ALLOC, c->slot);
+        __builtin_memset(p, KHEAP_POISON_ALLOC, kh_obj_span(c));
 #endif
 #if KHEAP_REDZONE
     if (rz_cache(c)) /* as obj_out */
@@ -1900,9 +1926,24 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
                                                       : KHEAP_REPORT_WRONG_CACHE);
             return;
         }
+        bool defer = guard_suspect(c, ptr);
+#if KHEAP_REDZONE
+        /* Damaged redzones are reported by the deferred free, which
+         * links through the left one's first word (kh_held_link): damage
+         * there would be lost under the link, so such an object is
+         * refused (reported when the list is next taken) and stays
+         * allocated, its damage left for kheap_check to find. */
+        enum kheap_report_kind kind;
+        const void *bad = rz_cache(c) ? rz_cache_damage(c, ptr, &kind) : NULL;
+        if (bad && (uintptr_t)bad < (uintptr_t)kh_held_link(c, ptr) + sizeof(void *)) {
+            nolock_refuse(h, ptr, KHEAP_REPORT_UNDERFLOW);
+            return;
+        }
+        defer |= bad != NULL;
+#endif
         /* An object carrying the key may be free already: only the
          * deferred free (block_free, which can look) may decide. */
-        if (!guard_suspect(c, ptr)) {
+        if (!defer) {
             unsigned fcpu;
             struct kh_mag *m = kh_nolock_begin(h, c, false, &fcpu);
             if (m) {

@@ -36,10 +36,11 @@ static size_t bitmap_bytes_for(size_t n)
                                : (n + KH_WORD_BITS - 1) / KH_WORD_BITS * sizeof(unsigned long);
 }
 
-/* Objects per slab of `pages` pages at `slot` bytes, bitmap included. */
-static size_t objs_for(size_t pages, size_t slot)
+/* Objects per slab of `pages` pages at `slot` bytes, `left` bytes before
+ * the first (kh_obj_off) and the bitmap included. */
+static size_t objs_for(size_t pages, size_t slot, size_t left)
 {
-    size_t bytes = pages * KH_PAGE, n = bytes / slot;
+    size_t bytes = pages * KH_PAGE - left, n = bytes / slot;
     while (n > KH_INLINE_BITS && n * slot + bitmap_bytes_for(n) > bytes)
         n--;
     return n > 65535 ? 65535 : n;
@@ -76,12 +77,10 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     if (align < sizeof(void *))
         align = sizeof(void *);
     size_t slot;
-#if KHEAP_REDZONE
-    /* The debug build's redzone after a user cache's objects (rz_cache). */
-    size_t rz = !(flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL)) ? RZ_CACHE : 0;
-#else
-    size_t rz = 0;
-#endif
+    c->align = (uint32_t)align;
+    /* The debug build's redzones around a user cache's objects
+     * (rz_cache): `left` before each (kh_obj_off), rz after it. */
+    size_t left = kh_obj_off(c), rz = left ? RZ_CACHE : 0;
     if (ctor) {
         c->link_off = (uint32_t)kh_align_up(size, sizeof(void *));
         slot = kh_align_up(c->link_off + sizeof(void *) + rz, align);
@@ -89,9 +88,9 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
         c->link_off = 0;
         slot = kh_align_up((size < sizeof(void *) ? sizeof(void *) : size) + rz, align);
     }
+    slot += left;
     c->size = (uint32_t)size;
     c->slot = (uint32_t)slot;
-    c->align = (uint32_t)align;
     c->slab_align = (uint32_t)(align > KH_PAGE ? align : KH_PAGE);
     c->ctor = ctor;
     if (kh_cache_whole(c))
@@ -113,7 +112,7 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
      * stay one page: their frees take the shorter hit path (kh_fast.h). */
     size_t tight = 0, loose = 0, best = 0, best_waste = (size_t)-1;
     for (size_t p = 1; p <= KH_SLAB_MAX_PAGES && !tight; p++) {
-        size_t n = objs_for(p, slot);
+        size_t n = objs_for(p, slot, left);
         if (!n)
             continue;
         size_t bytes = p * KH_PAGE, waste = bytes - n * slot;
@@ -135,9 +134,10 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     }
     best = tight ? tight : loose ? loose : best;
     c->pages = (uint32_t)best;
-    c->objs = (uint32_t)objs_for(best, slot);
+    c->objs = (uint32_t)objs_for(best, slot, left);
     c->bitmap_bytes = (uint32_t)bitmap_bytes_for(c->objs);
-    c->bitmap_off = (uint32_t)(best * KH_PAGE - c->bitmap_bytes);
+    /* from kh_slab_base, as the objects */
+    c->bitmap_off = (uint32_t)(best * KH_PAGE - left - c->bitmap_bytes);
     /* floor(2^64 / slot) + 1: ceil(2^64 / slot) unless slot is a power of
      * two, where the + 1 keeps e below non-zero. Then k * slot * divtest
      * == k * e (mod 2^64) with e = slot * divtest - 2^64 in [1, slot], and
@@ -281,7 +281,7 @@ static struct kh_page *slab_new(struct kheap_cache *c)
 uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
 {
     const unsigned char *p = (const unsigned char *)obj;
-    for (size_t k = 0; k < c->slot; k++) {
+    for (size_t k = 0; k < kh_obj_span(c); k++) {
         if (k >= c->link_off && k < c->link_off + sizeof(void *))
             continue;
         if (c->guard && k >= 2 * sizeof(uint32_t) && k < 3 * sizeof(uint32_t))
@@ -331,18 +331,23 @@ size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint6
             fresh |= (uint64_t)1 << k;
             /* The slot may lie where a freed block of an earlier slab
              * was: writable again for valgrind. */
-            kh_vg_undefined((void *)obj, c->slot);
+            kh_vg_undefined((void *)obj, kh_obj_span(c));
 #if KH_POISON
             if (!c->ctor)
-                __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
+                __builtin_memset((void *)obj, KHEAP_POISON_FREE, kh_obj_span(c));
 #endif
         }
 #if KHEAP_REDZONE
-        /* A constructed object's redzone (rz_cache), whole from now on
-         * while it is allocated, cached or handed out: it held the
-         * free-list link, or nothing yet. */
-        if (c->ctor && rz_cache(c))
-            rz_cache_fill(c, (void *)obj);
+        /* The redzones (rz_cache) from now on while the object is cached
+         * or handed out: a constructed object's both (the right one held
+         * the free-list link, or nothing yet), another's left one (its
+         * right one is poisoned until it is handed out, obj_out). */
+        if (rz_cache(c)) {
+            if (c->ctor)
+                rz_cache_fill(c, (void *)obj);
+            else
+                rz_cache_fill_left(c, (void *)obj);
+        }
 #endif
         size_t idx = (obj - base) / c->slot;
         bool was = bit_flip(c, s, base, idx, true);
@@ -394,7 +399,7 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
         } else if (!c->ctor && s->carved < c->objs) {
             o = base + (uintptr_t)s->carved * c->slot;
             s->carved++;
-            kh_vg_undefined((void *)o, c->slot);
+            kh_vg_undefined((void *)o, kh_obj_span(c));
         }
         if (o) {
             if (s->list == KH_LIST_EMPTY) {
@@ -426,7 +431,7 @@ static size_t slab_free(struct kheap_cache *c, struct kh_page *s)
     uintptr_t base = kh_slab_base(h, s);
     if (kh_cache_whole(c) && KH_U(c)->dtor) {
         for (size_t i = 0; i < s->carved; i++) {
-            kh_vg_defined((void *)(base + i * c->slot), c->slot);
+            kh_vg_defined((void *)(base + i * c->slot), kh_obj_span(c));
             KH_U(c)->dtor((void *)(base + i * c->slot));
         }
     }
@@ -494,7 +499,7 @@ static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
         return KHEAP_REPORT_DOUBLE_FREE;
 #if KH_POISON
     if (!c->ctor)
-        __builtin_memset((void *)obj, KHEAP_POISON_FREE, c->slot);
+        __builtin_memset((void *)obj, KHEAP_POISON_FREE, kh_obj_span(c));
     /* A freed object keeps its key in the slab, so a second free finds
      * it (kmalloc.c: freed_already). */
     if (c->guard)
