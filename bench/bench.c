@@ -33,6 +33,9 @@
  *                   is "64" or "mixed" = 16..256 B) and hands them through
  *                   a lock-free single-producer/single-consumer ring to
  *                   thread B, which frees them
+ *   live N [SIZE]   N blocks of SIZE (32) allocated and written, then all
+ *                   freed: resident bytes added per block, and what stays
+ *                   resident after the frees
  *
  * The hot modes are meant for valgrind --tool=callgrind --instr-atstart=no
  * --collect-atstart=no: instrumentation starts after the warm-up and only
@@ -54,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -62,7 +66,6 @@
 #include <valgrind/callgrind.h>
 
 #ifdef BENCH_KHEAP_INIT
-#include <sys/mman.h>
 #include "kheap.h"
 #define ALLOCATOR_KIND "kheap_init"
 static kheap_t *bench_heap;
@@ -103,9 +106,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Peak resident set size of this process in KiB: VmHWM, which starts
- * afresh at exec (ru_maxrss does not: Linux carries it over from the
- * image before exec, here the runner's Python). */
 static double thread_cpu_seconds(void)
 {
     struct timespec ts;
@@ -113,16 +113,27 @@ static double thread_cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static long peak_rss_kib(void)
+/* A size line of /proc/self/status ("VmHWM:"), in KiB, or -1. */
+static long status_kib(const char *key)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     long kib = -1;
+    size_t len = strlen(key);
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmHWM:", 6))
-            kib = strtol(line + 6, NULL, 10);
+        if (!strncmp(line, key, len))
+            kib = strtol(line + len, NULL, 10);
     if (f)
         fclose(f);
+    return kib;
+}
+
+/* Peak resident set size of this process in KiB: VmHWM, which starts
+ * afresh at exec (ru_maxrss does not: Linux carries it over from the
+ * image before exec, here the runner's Python). */
+static long peak_rss_kib(void)
+{
+    long kib = status_kib("VmHWM:");
     if (kib < 0) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
@@ -577,6 +588,35 @@ static unsigned long arg_ul(const char *s)
     return v;
 }
 
+/* live N: N blocks of hot_size allocated and written, then freed. The
+ * resident memory they add, per block (data, rounding and metadata), and
+ * what stays resident after they are all freed. The array of pointers
+ * is mapped and written before the first measure, so it is not counted. */
+static int run_live(unsigned long n)
+{
+    if (!n)
+        die("live: N must be at least 1");
+    void **blocks = mmap(NULL, n * sizeof *blocks, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (blocks == MAP_FAILED)
+        die("live: no memory for the array");
+    memset(blocks, 0, n * sizeof *blocks);
+    bench_free(must_alloc(hot_size)); /* the allocator sets itself up */
+    long before = status_kib("VmRSS:");
+    for (unsigned long i = 0; i < n; i++)
+        memset(blocks[i] = must_alloc(hot_size), (int)(i & 0xff), hot_size);
+    long live = status_kib("VmRSS:");
+    for (unsigned long i = 0; i < n; i++)
+        bench_free(blocks[i]);
+    long after = status_kib("VmRSS:");
+    printf("RESULT mode=live n=%lu size=%zu bytes_per_block=%.1f live_kib=%ld "
+           "held_after_free_kib=%ld maxrss_kib=%ld allocator=%s malloc_from=%s\n",
+           n, hot_size, (double)(live - before) * 1024.0 / (double)n, live - before,
+           after - before, peak_rss_kib(), ALLOCATOR_KIND, malloc_origin());
+    munmap(blocks, n * sizeof *blocks);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
 #ifdef BENCH_KHEAP_INIT
@@ -601,10 +641,16 @@ int main(int argc, char **argv)
         return run_tput((unsigned)arg_ul(argv[2]), arg_ul(argv[3]), 1);
     if (argc == 4 && !strcmp(argv[1], "pc"))
         return run_pc(argv[2], arg_ul(argv[3]));
+    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "live")) {
+        if (argc == 4 && !(hot_size = arg_ul(argv[3])))
+            die("live: SIZE must be at least 1");
+        return run_live(arg_ul(argv[2]));
+    }
     fprintf(stderr,
             "usage: %s hot pair|pair-alone|malloc|free|loop N [SIZE]\n"
             "       %s tput|tput-none THREADS STEPS\n"
-            "       %s pc 64|mixed M\n",
-            argv[0], argv[0], argv[0]);
+            "       %s pc 64|mixed M\n"
+            "       %s live N [SIZE]\n",
+            argv[0], argv[0], argv[0], argv[0]);
     return 2;
 }

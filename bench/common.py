@@ -1,6 +1,6 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
 bench/real.py, bench/redis.py, bench/cpython.py, bench/sizes.py,
-bench/threads.py, bench/sampled.py): paths, the peer allocators, running
+bench/threads.py, bench/sampled.py, bench/levels.py): paths, the peer allocators, running
 commands and the harnesses, waiting for a quiet machine, interleaved
 rounds, CSV output, the build environment, result tables, their sections
 of docs/BENCHMARKS.md.
@@ -241,10 +241,11 @@ def parse_result(text):
     raise RuntimeError("no RESULT line in:\n" + text)
 
 
-def run_harness(alloc, args, wrapper=(), timeout=900):
+def run_harness(alloc, args, wrapper=(), timeout=900, extra_env=None):
     name, binary, preload, origin = alloc
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
+    env.update(extra_env or {})
     if preload:
         env["LD_PRELOAD"] = preload
     res = parse_result(run(list(wrapper) + [binary] + [str(a) for a in args],

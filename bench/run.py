@@ -52,6 +52,7 @@ from common import section as common_section  # noqa: E402
 import cpython  # noqa: E402
 import real  # noqa: E402
 import redis  # noqa: E402
+import levels  # noqa: E402
 import sampled  # noqa: E402
 import sizes  # noqa: E402
 import suite  # noqa: E402
@@ -809,8 +810,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,sizes,tput,threads,pc,suite,real,sampled,redis,cpython",
-                    help="comma-separated subset of hot,sizes,tput,threads,pc,suite,real,"
+    ap.add_argument("--only", default="hot,sizes,levels,tput,threads,pc,suite,real,sampled,redis,"
+                    "cpython",
+                    help="comma-separated subset of hot,sizes,levels,tput,threads,pc,suite,real,"
                     "sampled,redis,cpython")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
@@ -839,6 +841,7 @@ def main():
     if "sizes" in only:
         sizes_m = sizes.measure((bin_kheap, bin_malloc, bin_init), 64000 if not args.quick else 6400,
                                 sizes.SIZES if not args.quick else [16, 1100, 8192, 65536])
+    levels_rows = levels.measure(bin_malloc) if "levels" in only and not args.quick else None
     tput = test_tput(allocs, cfg, results) if "tput" in only else []
     threads_m = None
     if "threads" in only:
@@ -887,6 +890,7 @@ def main():
     # the one the file had.
     fresh = [
         (sizes, sizes.report(sizes_m) if sizes_m else None),
+        (levels, levels.report(levels_rows) if levels_rows else None),
         (threads, threads.report(threads_m) if threads_m else None),
         (sampled, sampled.report(sampled_rows) if sampled_rows else None),
         (redis, redis.report(*redis_rows[:3], cfg["redis_reps"], redis_rows[3])

@@ -42,10 +42,10 @@ def allocators(bin_kheap, bin_malloc, bin_init):
             (KHEAP_ROWS[2], bin_init, None, "libkheap.a")] + peers, missing
 
 
-def callgrind(alloc, args, out):
+def callgrind(alloc, args, out, extra_env=None):
     wrapper = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
                "--collect-atstart=no", "--callgrind-out-file=" + out]
-    common.run_harness(alloc, args, wrapper=wrapper)
+    common.run_harness(alloc, args, wrapper=wrapper, extra_env=extra_env)
     with open(out) as f:
         for line in f:
             if line.startswith("totals:"):

@@ -289,7 +289,7 @@ def smoke_harness(kheap):
     for args in (["hot", "pair", 6400], ["hot", "pair-alone", 6400], ["hot", "malloc", 6400],
                  ["hot", "free", 6400], ["hot", "loop", 6400], ["tput", 1, 20000],
                  ["tput", 2, 20000], ["tput-none", 2, 20000], ["pc", "64", 20000],
-                 ["pc", "mixed", 20000]):
+                 ["pc", "mixed", 20000], ["live", 2000, 32]):
         what = " ".join(str(a) for a in args)
         try:
             common.run_harness(alloc, args)

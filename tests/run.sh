@@ -166,7 +166,7 @@ for h in fuzz_api fuzz_misuse; do
     out="$LOG/$h.log"
     # A fixed seed and number of runs: the same inputs on every machine,
     # so a run that passed passes again (make fuzz explores at random).
-    case $h in fuzz_api) runs=6000 ;; *) runs=20000 ;; esac
+    case $h in fuzz_api) runs=10000 ;; *) runs=30000 ;; esac
     timeout "$TIMEOUT" "$bin" -seed="${KHEAP_FUZZ_SEED:-1}" -runs="${KHEAP_FUZZ_RUNS:-$runs}" \
         -max_total_time="${KHEAP_FUZZ_SECONDS:-240}" -max_len=4096 \
         -artifact_prefix="$work/crash/" "$work/corpus" >"$out" 2>&1
