@@ -172,7 +172,7 @@ $(B)/malloc/%: tests/malloc/%.c $(B)/malloc/obj/harness.o $(TEST_HDRS) $(B)/libk
 $(B)/malloc/misuse: tests/malloc/misuse.c $(B)/libkheap.so $(B)/libkheap-debug.so
 	@mkdir -p $(dir $@)
 	$(msg) LD $@
-	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -Wl,--no-as-needed -lstdc++ -Wl,--as-needed -ldl
+	$(Q)$(CC) $(MT_CFLAGS) $< -o $@ -Wl,--no-as-needed -lstdc++ -Wl,--as-needed -ldl -lpthread
 
 $(B)/malloc/cxx: tests/malloc/cxx.cpp
 	@mkdir -p $(dir $@)

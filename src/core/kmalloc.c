@@ -870,11 +870,14 @@ static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, cons
 
 /* The raw block under the debug block at p, if p is one (live or
  * quarantined): its header, with *raw and *usable set. Else NULL, with
- * *why, *who and *where (an underflow's first damaged byte) set. */
+ * *why, *who, *where (an underflow's first damaged byte) and *size (the
+ * size an underflow left readable in the header, if it fits the slot or
+ * run, else 0) set. */
 static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t *usable,
                                enum kheap_report_kind *why, struct kheap_cache **who,
-                               const void **where)
+                               const void **where, size_t *size)
 {
+    *size = 0;
     uintptr_t a = (uintptr_t)p;
     struct kh_page *d = kh_page_of(h, a);
     uintptr_t r = 0;
@@ -952,6 +955,9 @@ static struct rz_head *rz_find(kheap_t *h, void *p, unsigned char **raw, size_t 
                 *where = g + i;
                 break;
             }
+        size_t n = (size_t)(hd->size_kind >> 2);
+        if (n <= *usable && a + n <= r + *usable)
+            *size = n;
     } else
         *why = KHEAP_REPORT_INTERIOR;
     return NULL;
@@ -1025,12 +1031,13 @@ static void rz_free(kheap_t *h, void *p, unsigned kind, size_t size_given, const
     enum kheap_report_kind why = 0;
     struct kheap_cache *who = NULL;
     const void *where = NULL;
-    struct rz_head *hd = rz_find(h, p, &raw, &usable, &why, &who, &where);
+    size_t size;
+    struct rz_head *hd = rz_find(h, p, &raw, &usable, &why, &who, &where, &size);
     if (!hd) {
-        kh_report_at(why, p, who, fn, 0, where);
+        kh_report_at(why, p, who, fn, size, where);
         return;
     }
-    size_t size = (size_t)(hd->size_kind >> 2);
+    size = (size_t)(hd->size_kind >> 2);
     uint32_t live = rz_state(p, true);
     if (hd->state != live) {
         kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, size, NULL);
@@ -1157,9 +1164,10 @@ static struct rz_head *rz_live(kheap_t *h, void *p, unsigned char **raw, size_t 
     enum kheap_report_kind why = 0;
     struct kheap_cache *who = NULL;
     const void *where = NULL;
-    struct rz_head *hd = rz_find(h, p, raw, usable, &why, &who, &where);
+    size_t size;
+    struct rz_head *hd = rz_find(h, p, raw, usable, &why, &who, &where, &size);
     if (!hd)
-        kh_report_at(why, p, who, fn, 0, where);
+        kh_report_at(why, p, who, fn, size, where);
     else if (hd->state != rz_state(p, true))
         kh_report_at(KHEAP_REPORT_DOUBLE_FREE, p, NULL, fn, (size_t)(hd->size_kind >> 2), NULL);
     else

@@ -4,7 +4,9 @@
  * 4 GiB lies inside the reservation, in a mapping with no access, and a
  * write there faults (in a child: SIGSEGV) instead of landing in memory
  * the heap would hand out later; blocks of every size written whole do
- * not. Run under LD_PRELOAD of libkheap.so (tests/malloc/run.sh).
+ * not. Heap memory is never executable: blocks of every size, and the
+ * memory of a grown heap, lie in mappings without x. Run under LD_PRELOAD
+ * of libkheap.so (tests/malloc/run.sh).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -73,8 +75,24 @@ TEST(far_write_into_the_reservation_faults)
     free(p);
 }
 
+TEST(heap_memory_is_never_executable)
+{
+    static const size_t sizes[] = {0, 32, 3000, 40000, 300000, (size_t)8 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        void *p = malloc(sizes[i]);
+        CHECK(p != NULL, "malloc(%zu)", sizes[i]);
+        char perms[5] = "";
+        uintptr_t lo = 0, hi = 0;
+        CHECK(mapping_of((uintptr_t)p, perms, &lo, &hi), "no mapping holds %p", p);
+        CHECK(perms[2] != 'x', "a block of %zu bytes at %p is in %lx-%lx %s", sizes[i], p,
+              (unsigned long)lo, (unsigned long)hi, perms);
+        free(p);
+    }
+}
+
 int main(void)
 {
     RUN(far_write_into_the_reservation_faults);
+    RUN(heap_memory_is_never_executable);
     return harness_done();
 }

@@ -9,6 +9,7 @@
  * (skipped, exit 77, when no library defines them).
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@ static void churn(void)
         free(p);
     }
 }
+
+/* A free on another thread, while the first free of the block sits in
+ * this thread's magazine. */
+static void *free_there(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+/* Big enough to run 1 MiB past a 300000-byte block. */
+static char big[300000 + (1 << 20)];
 
 typedef void *(*new_fn)(size_t);
 typedef void (*del_fn)(void *);
@@ -85,6 +97,22 @@ int main(int argc, char **argv)
         char *p = launder(malloc(300000));
         poke(p, 300000, 1);
         free(p);
+    } else if (!strcmp(c, "overflow-32-large")) {
+        char *p = launder(malloc(300000));
+        sink = copy(p, big, 300000 + 32);
+        free(p);
+    } else if (!strcmp(c, "overflow-1mib-large")) {
+        char *p = launder(malloc(300000));
+        sink = copy(p, big, sizeof big);
+        free(p);
+    } else if (!strcmp(c, "overflow-32-medium")) {
+        char *p = launder(malloc(3000));
+        sink = copy(p, big, 3000 + 32);
+        free(p);
+    } else if (!strcmp(c, "underflow-medium")) {
+        char *p = launder(malloc(3000));
+        poke(p, -1, 1);
+        free(p);
     } else if (!strcmp(c, "underflow-1")) {
         char *p = launder(malloc(40));
         poke(p, -1, 1);
@@ -106,6 +134,25 @@ int main(int argc, char **argv)
             poke(stale, 20, 1); /* the old block, which realloc let go */
         churn();
         free(q);
+    } else if (!strcmp(c, "use-after-free-write-realloc-smaller") ||
+               !strcmp(c, "use-after-free-write-realloc-moved")) {
+        char *p = launder(malloc(64)), *stale = launder(p);
+        char *q = realloc(p, strstr(c, "smaller") ? 24 : 64 * 1024);
+        sink = q;
+        if (q != stale)
+            poke(stale, 20, 1); /* the old block, which realloc let go */
+        churn();
+        free(q);
+    } else if (!strcmp(c, "use-after-free-write-medium")) {
+        char *p = launder(malloc(3000)), *stale = launder(p);
+        free(p);
+        poke(stale, 1000, 1);
+        churn();
+    } else if (!strcmp(c, "use-after-free-read")) {
+        char *p = launder(malloc(64)), *stale = launder(p);
+        free(p);
+        sink = (void *)(size_t)(unsigned char)*(volatile char *)(stale + 8);
+        churn();
     } else if (!strcmp(c, "use-after-free-write-large")) {
         char *p = launder(malloc(200000)), *stale = launder(p);
         free(p);
@@ -137,6 +184,16 @@ int main(int argc, char **argv)
         char *p = launder(malloc(0));
         sink = (void *)(size_t)(unsigned char)*(volatile char *)p;
         free(p);
+    } else if (!strcmp(c, "zero-size-write-after-free")) {
+        char *p = launder(malloc(0));
+        free(p);
+        poke(p, 0, 1);
+        churn();
+    } else if (!strcmp(c, "zero-size-read-after-free")) {
+        char *p = launder(malloc(0));
+        free(p);
+        sink = (void *)(size_t)(unsigned char)*(volatile char *)p;
+        churn();
     } else if (!strcmp(c, "double-free")) {
         char *p = launder(malloc(32));
         free(p);
@@ -153,6 +210,17 @@ int main(int argc, char **argv)
         void *q = launder(malloc(32));
         sink = q;
         free(launder(p));
+    } else if (!strcmp(c, "double-free-interleaved")) {
+        char *p = launder(malloc(32)), *q = launder(malloc(32));
+        free(p);
+        free(q);
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-other-thread")) {
+        char *p = launder(malloc(32));
+        free(p);
+        pthread_t t;
+        if (pthread_create(&t, NULL, free_there, launder(p)) == 0)
+            pthread_join(t, NULL);
     } else if (!strcmp(c, "double-free-large")) {
         char *p = launder(malloc(300000));
         free(p);
