@@ -319,8 +319,8 @@ void kheap_free_flags(kheap_t *heap, void *ptr, unsigned flags);
  * constructed state). The free-list link of such caches lies past the
  * object. Both run with no kheap lock held, so they may read statistics
  * (kheap_get_stats) and use other caches and the heap; neither may call
- * into the same cache, and a destructor may not destroy a cache (the
- * destroy may wait for that very destructor's walk to finish). */
+ * into the same cache, and a destructor may not destroy a cache (it may
+ * run inside a walk that still holds that cache's slabs). */
 typedef void (*kheap_ctor_fn)(void *obj);
 
 /* A cache of objects of size bytes aligned to align (a power of two no

@@ -819,8 +819,8 @@ TEST(dtor_may_read_stats)
 /* kheap_cache_destroy on one thread while another runs kheap_reclaim
  * over and over: a reclaim that took empty slabs of the cache before it
  * left the list runs their destructors after letting the list go, and
- * destroy must wait for that before it frees the cache (under ASan or
- * TSan a freed cache read by the destructors' walk shows). */
+ * the cache must outlive that (under ASan or TSan a freed cache read by
+ * the destructors' walk shows): whichever ends last gives it back. */
 static unsigned g_reclaiming;
 
 static void slow_dtor(void *o)
@@ -880,6 +880,74 @@ TEST(destroy_during_reclaim)
     teardown();
 }
 
+/* kheap_cache_destroy while another thread's kheap_reclaim runs a
+ * destructor of the cache that waits for destroy to return: destroy must
+ * not wait for the walk (it would never end, the alarm says so); it
+ * hands the cache's end to the walk, which gives the cache back after
+ * its last destructor. */
+static pthread_t g_walker;
+static unsigned g_in_dtor, g_destroyed, g_armed;
+
+static void waiting_dtor(void *o)
+{
+    (void)o;
+    __atomic_fetch_add(&g_dtor_calls, 1, __ATOMIC_RELAXED);
+    if (!__atomic_load_n(&g_armed, __ATOMIC_ACQUIRE) || !pthread_equal(pthread_self(), g_walker))
+        return;
+    __atomic_store_n(&g_in_dtor, 1u, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&g_destroyed, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+static void *reclaim_once(void *arg)
+{
+    (void)arg;
+    kheap_reclaim(g_heap);
+    return NULL;
+}
+
+static void destroy_waited(int sig)
+{
+    static const char a[] = "not ok - destroy_hands_over_to_a_walk: kheap_cache_destroy "
+                            "waited for another thread's destructor (30 s)\n";
+    (void)sig;
+    if (write(1, a, sizeof a - 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
+TEST(destroy_hands_over_to_a_walk)
+{
+    setup();
+    __atomic_store_n(&g_in_dtor, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_destroyed, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_armed, 0u, __ATOMIC_RELAXED);
+    kheap_cache_t *c = kheap_cache_create(g_heap, "dtor-handover", 200, 0, NULL, waiting_dtor);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    /* Objects in this thread's magazines and the depot, whose slabs a
+     * reclaim on the other thread gives back, destructors and all. */
+    fill_and_free(c, 64);
+    __atomic_store_n(&g_armed, 1u, __ATOMIC_RELEASE);
+    CHECK(pthread_create(&g_walker, NULL, reclaim_once, NULL) == 0, "pthread_create%s", "");
+    while (!__atomic_load_n(&g_in_dtor, __ATOMIC_ACQUIRE))
+        sched_yield();
+    signal(SIGALRM, destroy_waited);
+    alarm(30);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    CHECK(kheap_cache_destroy(c) == KHEAP_EINVAL,
+          "a second destroy of a cache a walk has yet to give back was not refused%s", "");
+    __atomic_store_n(&g_destroyed, 1u, __ATOMIC_RELEASE);
+    pthread_join(g_walker, NULL);
+    __atomic_store_n(&g_armed, 0u, __ATOMIC_RELEASE);
+    const void *at = NULL;
+    const char *why = kheap_check(g_heap, &at);
+    CHECK(why == NULL, "kheap_check after the walk gave the cache back: %s at %p", why, at);
+    reset_counters();
+    teardown(); /* kheap_fini: no cache left for a walk to give back */
+}
+
 int main(void)
 {
     kt_capture_reports(NULL);
@@ -894,5 +962,6 @@ int main(void)
     RUN(decay_by_tick);
     RUN(dtor_may_read_stats);
     RUN(destroy_during_reclaim);
+    RUN(destroy_hands_over_to_a_walk);
     return harness_done();
 }

@@ -95,6 +95,9 @@ int kh_cache_destroy(kheap_cache_t *c)
         return KHEAP_EINVAL;
     if (c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL))
         return KHEAP_EINVAL;
+    /* Destroyed already, a walk yet to give it back (below). */
+    if (__atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_RELAXED) & KH_LATER_DYING)
+        return KHEAP_EINVAL;
     kheap_t *h = c->heap;
     struct kh_counts n;
     kh_cache_counts(h, c, &n);
@@ -129,27 +132,26 @@ int kh_cache_destroy(kheap_cache_t *c)
     kh_cache_drain(c, true, &later);
     kh_cache_release(c, 0, &later);
     kh_unlock(&h->caches_lock);
-    kh_later_slabs_free(&later);
+    kh_later_finish(&later);
     kh_later_deliver(&later);
-    /* A walk on another thread (kheap_reclaim, kheap_tick, a CPU flush)
-     * that took empty slabs of c before c left the list may still be
-     * running their destructors, with no lock held: c and its counters
-     * must outlive that. No new one can start (c is off the list), and
-     * that walk waits for nothing of ours, so this ends. */
-    while (__atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_ACQUIRE))
-        ;
-    KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0 &&
-                  c->nr_empty == 0, c);
     kh_lock(&h->page_lock);
     h->retired_allocs += n.allocs;
     h->retired_frees += n.frees;
     h->retired_bytes += n.allocs * c->size;
     kh_unlock(&h->page_lock);
-    kh_internal_pages_free(h, KH_U(c)->percpu);
-    c->magic = 0;
-    enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
-    KH_ASSERT(!bad, c);
-    (void)bad;
+    /* A walk on another thread (kheap_reclaim, kheap_tick, a CPU flush)
+     * that took empty slabs of c before c left the list may still be
+     * running their destructors, with no lock held: c must outlive that.
+     * No new one can start (c is off the list). Whoever ends last gives c
+     * back: this call if no walk holds a slab of c now, else the walk
+     * that frees the last (kh_later_finish), counted in caches_dying
+     * until then for kheap_fini. So destroy never waits for a destructor
+     * of another thread. */
+    __atomic_add_fetch(&h->caches_dying, 1u, __ATOMIC_RELAXED);
+    if (__atomic_fetch_or(&kh_ucx_of(c)->slabs_later, KH_LATER_DYING, __ATOMIC_ACQ_REL) == 0) {
+        kh_cache_retire(c);
+        __atomic_sub_fetch(&h->caches_dying, 1u, __ATOMIC_RELEASE);
+    }
     kh_debug_check(h, "kheap_cache_destroy");
     return KHEAP_OK;
 }
@@ -244,7 +246,7 @@ static size_t reclaim_caches(kheap_t *h)
         bytes += kh_cache_drain(c, false, kh_walk_later(c, &later));
         bytes += kh_cache_release(c, 0, kh_walk_later(c, &later));
     }
-    kh_later_slabs_free(&later);
+    kh_later_finish(&later);
     kh_later_deliver(&later);
     bytes += kh_runs_flush_here(h, false);
     kh_debug_check(h, "kheap_reclaim");
@@ -297,7 +299,7 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
             bytes += kh_depot_decay(h, c, kh_walk_later(c, &later));
             bytes += kh_cache_decay(c, kh_walk_later(c, &later));
         }
-        kh_later_slabs_free(&later);
+        kh_later_finish(&later);
         kh_later_deliver(&later);
         bytes += kh_pages_decay(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);

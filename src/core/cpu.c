@@ -784,7 +784,7 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu)
 {
     struct kh_later later = {.n = 0};
     heap_cpu_flush(h, cpu, &later);
-    kh_later_slabs_free(&later);
+    kh_later_finish(&later);
     kh_later_deliver(&later);
 }
 
@@ -803,8 +803,34 @@ void kheap_cpu_flush(unsigned cpu)
     /* The destructors of the empty slabs the flushes gave back run now,
      * with no lock held. A kheap_fini of their heap meanwhile waits for
      * them (heap.c). */
-    kh_later_slabs_free(&later);
+    kh_later_finish(&later);
     kh_later_deliver(&later);
+}
+
+void kh_cache_retire(struct kheap_cache *c)
+{
+    kheap_t *h = c->heap;
+    KH_ASSERT(c->active_objs == 0 && c->nr_partial == 0 && c->nr_full == 0 &&
+                  c->nr_empty == 0,
+              c);
+    kh_internal_pages_free(h, KH_U(c)->percpu);
+    c->magic = 0;
+    enum kheap_report_kind bad = kh_cache_give(&h->cache_cache, c, kh_slab_of(h, (uintptr_t)c));
+    KH_ASSERT(!bad, c);
+    (void)bad;
+}
+
+void kh_later_finish(struct kh_later *l)
+{
+    kh_later_slabs_free(l);
+    while (l->retire) {
+        struct kheap_cache *c = l->retire;
+        kheap_t *h = c->heap;
+        l->retire = KH_U(c)->next;
+        kh_cache_retire(c);
+        /* (release: kheap_fini may end the heap once it reads 0) */
+        __atomic_sub_fetch(&h->caches_dying, 1u, __ATOMIC_RELEASE);
+    }
 }
 
 /* ------------------------------------------------------------------ */

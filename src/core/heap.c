@@ -200,7 +200,7 @@ void kh_later_add(struct kh_later *l, enum kheap_report_kind kind, const void *a
  * hook learns of every one, and of the first's address and cause). */
 void kh_later_deliver(struct kh_later *l)
 {
-    KH_ASSERT(!l->slabs, l->slabs); /* kh_later_slabs_free comes first */
+    KH_ASSERT(!l->slabs && !l->retire, l); /* kh_later_finish comes first */
     for (unsigned i = 0; i < l->n; i++) {
         const struct kh_later_item *it = &l->item[i];
         deliver(it->kind, NULL, it->addr, it->cache[0] ? it->cache : NULL, it->function, 0,
@@ -412,10 +412,11 @@ void kheap_fini(kheap_t *h)
     kh_registry_release();
     /* A kheap_cpu_flush that walked h before it left the registry may
      * still be running destructors of h's user caches, with no lock held
-     * (cpu.c): h's memory may be used for something else once this
-     * returns, so wait for them. No new one starts (h is unlisted). */
+     * (cpu.c), or giving back a cache destroyed meanwhile: h's memory may
+     * be used for something else once this returns, so wait for them. No
+     * new one starts (h is unlisted). */
     for (bool busy = true; busy;) {
-        busy = false;
+        busy = __atomic_load_n(&h->caches_dying, __ATOMIC_ACQUIRE) != 0;
         kheap_port_lock(&h->caches_lock);
         for (const struct kheap_cache *c = h->caches; c && !busy; c = KH_U(c)->next)
             busy = __atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_ACQUIRE) != 0;

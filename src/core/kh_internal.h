@@ -568,6 +568,10 @@ struct kheap {
      * order. */
     struct kheap_cache *caches, *caches_tail;
     size_t ncaches;
+    /* Atomic: user caches kheap_cache_destroy took off the list while a
+     * walk still held their empty slabs, which that walk gives back
+     * (kh_later_finish); kheap_fini waits for 0. */
+    unsigned caches_dying;
 
     /* Per-CPU state of the kmalloc classes: cpu[k] is CPU k's, or
      * &kh_cpu_sentinel until CPU k first uses the heap; written once by
@@ -660,6 +664,10 @@ struct kh_later {
      * destructor may call kheap_get_stats too. Linked through next (a
      * slab on KH_LIST_GONE is on no list of its cache). */
     struct kh_page *slabs;
+    /* Destroyed caches whose last held slab kh_later_slabs_free gave
+     * back: kh_later_finish gives them back too. Linked through
+     * KH_U(c)->next, unused once a cache is off the list. */
+    struct kheap_cache *retire;
     unsigned n;  /* reports kept whole: item[0 .. n) */
     size_t more; /* reports found with item[] full; the first is item[KH_LATER_MAX] */
     struct kh_later_item {
@@ -869,8 +877,11 @@ size_t kh_cache_release(struct kheap_cache *c, size_t keep, struct kh_later *lat
  * to the page layer (later as kh_cache_release). Returns their bytes. */
 size_t kh_cache_decay(struct kheap_cache *c, struct kh_later *later);
 /* The empty slabs a walk kept in l: destructors run, pages back to the
- * page layer, each cache's slabs_later counted down. Call with no kheap
- * lock held, before kh_later_deliver. */
+ * page layer, each cache's slabs_later counted down, and a destroyed
+ * cache whose last held slab this was put on l->retire. Callers above
+ * the slab layer call kh_later_finish (cpu.c), which does this and gives
+ * those caches back, with no kheap lock held, before kh_later_deliver. */
+#define KH_LATER_DYING (1u << 31) /* in kh_ucx.slabs_later */
 void kh_later_slabs_free(struct kh_later *l);
 /* Objects of user caches in the debug build (KHEAP_REDZONE) have a left
  * redzone: a slab's objects start this many bytes in (a multiple of the
@@ -1088,6 +1099,11 @@ static inline void kh_held_unlink(const struct kheap_cache *c, void *obj)
 }
 
 /* cpu.c */
+/* kh_later_slabs_free, then every cache on l->retire given back. */
+void kh_later_finish(struct kh_later *l);
+/* Give back destroyed user cache c: off the list, drained, counted as
+ * retired, and no walk holds its slabs (kh_ucx.slabs_later). */
+void kh_cache_retire(struct kheap_cache *c);
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
 /* later: where the flushes' reports go (kh_cache_give_counted). */
@@ -1157,9 +1173,12 @@ struct kh_ucx {
     struct kh_xc xc;
     /* Atomic: empty slabs of the cache kept in some walk's struct
      * kh_later, their destructors yet to run (slab.c). Raised while the
-     * walk holds caches_lock with the cache listed; lowered (release)
-     * after the walker's last touch of the cache; kheap_cache_destroy
-     * waits for 0 (acquire) before it frees the cache. */
+     * walk holds caches_lock with the cache listed; lowered (acquire and
+     * release) after the walker's last touch of the slab. Its top bit,
+     * KH_LATER_DYING, is set by kheap_cache_destroy once the cache is off
+     * the list, drained and counted as retired: whichever of destroy and
+     * those walks leaves the count at 0 with the bit set gives the cache
+     * back (kh_cache_retire), so destroy never waits for a walk. */
     unsigned slabs_later;
 };
 static inline struct kh_ucx *kh_ucx_of(const struct kheap_cache *c)

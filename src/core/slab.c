@@ -475,9 +475,15 @@ void kh_later_slabs_free(struct kh_later *l)
         struct kheap_cache *c = s->cache;
         l->slabs = s->next;
         slab_free(c, s);
-        /* The last touch of c: kheap_cache_destroy may free it once it
-         * reads 0 (acquire). */
-        __atomic_sub_fetch(&kh_ucx_of(c)->slabs_later, 1u, __ATOMIC_RELEASE);
+        /* The last touch of c, unless c was destroyed meanwhile and this
+         * was the last of its slabs any walk held: then this walk gives c
+         * back (kh_later_finish). Destroy set KH_LATER_DYING with c off
+         * the list, so no walk can raise the count again. */
+        if (__atomic_sub_fetch(&kh_ucx_of(c)->slabs_later, 1u, __ATOMIC_ACQ_REL) ==
+            KH_LATER_DYING) {
+            KH_U(c)->next = l->retire;
+            l->retire = c;
+        }
     }
 }
 
