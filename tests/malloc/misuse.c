@@ -58,6 +58,28 @@ static void *free_there(void *p)
 /* Big enough to run 1 MiB past a 300000-byte block. */
 static char big[300000 + (1 << 20)];
 
+/* The overflows and underflows: a block of size bytes written len bytes
+ * from offset at (negative: before it), by memcpy or a byte at a time. */
+static const struct bad_write {
+    const char *name;
+    size_t size;
+    long at;
+    size_t len;
+    int by_copy;
+} bad_writes[] = {
+    {"overflow-1", 24, 24, 1, 0},
+    {"overflow-32-memcpy", 100, 0, 132, 1},
+    {"overflow-medium", 3000, 3000, 1, 0},
+    {"overflow-32-medium", 3000, 0, 3000 + 32, 1},
+    {"overflow-large", 300000, 300000, 1, 0},
+    {"overflow-32-large", 300000, 0, 300000 + 32, 1},
+    {"overflow-1mib-large", 300000, 0, sizeof big, 1},
+    {"underflow-1", 40, -1, 1, 0},
+    {"underflow-medium", 3000, -1, 1, 0},
+    {"underflow-large", 300000, -1, 1, 0},
+    {"underflow-large-13", 300000, -13, 13, 0},
+};
+
 typedef void *(*new_fn)(size_t);
 typedef void (*del_fn)(void *);
 typedef void (*sdel_fn)(void *, size_t);
@@ -79,65 +101,33 @@ static void *sym(const char *name)
 int main(int argc, char **argv)
 {
     const char *c = argc > 1 ? argv[1] : "";
-    char src[1 << 12];
-    memset(src, 'x', sizeof src);
-    if (!strcmp(c, "overflow-1")) {
-        char *p = launder(malloc(24));
-        poke(p, 24, 1);
+    memset(big, 'x', sizeof big);
+    /* Writes past the end of a block or before its start (table above). */
+    for (size_t i = 0; i < sizeof bad_writes / sizeof *bad_writes; i++) {
+        const struct bad_write *w = &bad_writes[i];
+        if (strcmp(c, w->name))
+            continue;
+        char *p = launder(malloc(w->size));
+        if (w->by_copy)
+            sink = copy(p + w->at, big, w->len);
+        else
+            for (size_t k = 0; k < w->len; k++)
+                poke(p, w->at + (long)k, 1);
         free(p);
-    } else if (!strcmp(c, "overflow-32-memcpy")) {
-        char *p = launder(malloc(100));
-        sink = copy(p, src, 132);
-        free(p);
-    } else if (!strcmp(c, "overflow-medium")) {
-        char *p = launder(malloc(3000));
-        poke(p, 3000, 1);
-        free(p);
-    } else if (!strcmp(c, "overflow-large")) {
-        char *p = launder(malloc(300000));
-        poke(p, 300000, 1);
-        free(p);
-    } else if (!strcmp(c, "overflow-32-large")) {
-        char *p = launder(malloc(300000));
-        sink = copy(p, big, 300000 + 32);
-        free(p);
-    } else if (!strcmp(c, "overflow-1mib-large")) {
-        char *p = launder(malloc(300000));
-        sink = copy(p, big, sizeof big);
-        free(p);
-    } else if (!strcmp(c, "overflow-32-medium")) {
-        char *p = launder(malloc(3000));
-        sink = copy(p, big, 3000 + 32);
-        free(p);
-    } else if (!strcmp(c, "underflow-medium")) {
-        char *p = launder(malloc(3000));
-        poke(p, -1, 1);
-        free(p);
-    } else if (!strcmp(c, "underflow-1")) {
-        char *p = launder(malloc(40));
-        poke(p, -1, 1);
-        free(p);
-    } else if (!strcmp(c, "underflow-large")) {
-        char *p = launder(malloc(300000));
-        poke(p, -1, 1);
-        free(p);
-    } else if (!strcmp(c, "use-after-free-write")) {
+        printf("survived\n");
+        return 0;
+    }
+    if (!strcmp(c, "use-after-free-write")) {
         char *p = launder(malloc(64)), *stale = launder(p);
         free(p);
         poke(stale, 8, 1);
         churn();
-    } else if (!strcmp(c, "use-after-free-write-realloc")) {
-        char *p = launder(malloc(64)), *stale = launder(p);
-        char *q = realloc(p, 64);
-        sink = q;
-        if (q != stale)
-            poke(stale, 20, 1); /* the old block, which realloc let go */
-        churn();
-        free(q);
-    } else if (!strcmp(c, "use-after-free-write-realloc-smaller") ||
+    } else if (!strcmp(c, "use-after-free-write-realloc") ||
+               !strcmp(c, "use-after-free-write-realloc-smaller") ||
                !strcmp(c, "use-after-free-write-realloc-moved")) {
+        /* realloc to the same size, a smaller one, or one it must move for */
         char *p = launder(malloc(64)), *stale = launder(p);
-        char *q = realloc(p, strstr(c, "smaller") ? 24 : 64 * 1024);
+        char *q = realloc(p, strstr(c, "smaller") ? 24 : strstr(c, "moved") ? 64 * 1024 : 64);
         sink = q;
         if (q != stale)
             poke(stale, 20, 1); /* the old block, which realloc let go */
@@ -162,11 +152,6 @@ int main(int argc, char **argv)
             void *q = launder(malloc(200000));
             free(q);
         }
-    } else if (!strcmp(c, "underflow-large-13")) {
-        char *p = launder(malloc(300000));
-        for (int i = 1; i <= 13; i++)
-            poke(p, -i, 1);
-        free(p);
     } else if (!strcmp(c, "free-inside-freed-large")) {
         char *p = launder(malloc(300000)), *stale = launder(p);
         free(p);
