@@ -236,8 +236,11 @@ TEST(underflow_found_at_free_and_by_check)
 
 /* A KHEAP_NOLOCK free (which may not report) of a damaged object:
  * reported, with the object and the first damaged byte, when the deferred
- * list is next taken (kheap_reclaim here), and the object freed. */
-static void nolock_damage_reported(kheap_cache_t *c, const char *name, long at, size_t len)
+ * list is next taken (kheap_reclaim here). The object is freed then, or,
+ * refused (damage where the list's link would go), left allocated as it
+ * was: mended here, and freed. */
+static void nolock_damage_reported(kheap_cache_t *c, const char *name, long at, size_t len,
+                                   bool refused)
 {
     kt_reports_reset();
     unsigned char *p = kheap_cache_alloc(c);
@@ -247,6 +250,13 @@ static void nolock_damage_reported(kheap_cache_t *c, const char *name, long at, 
     CHECK(kt_reports() == 0, "%s: the NOLOCK free reported (%lu)", name, kt_reports());
     kheap_reclaim(g_heap);
     report_is(name, at < 0 ? KHEAP_REPORT_UNDERFLOW : KHEAP_REPORT_OVERFLOW, p, p + at);
+    if (refused) {
+        const void *where = NULL;
+        CHECK(kheap_check(g_heap, &where) != NULL, "%s: a refused object's damage is gone",
+              name);
+        memset(p + at, KHEAP_REDZONE_BYTE, len);
+        kheap_cache_free(c, p);
+    }
     check_quiet("after the deferred report");
 }
 
@@ -257,9 +267,31 @@ TEST(nolock_free_of_damaged_objects)
     for (int round = 0; round < 2; round++) {
         kheap_cache_t *x = round ? k : c;
         const char *name = round ? "rz_ctor" : "rz_plain";
-        nolock_damage_reported(x, name, SIZE, 1);   /* deferred, checked when taken */
-        nolock_damage_reported(x, name, -1, 1);     /* deferred, checked when taken */
-        nolock_damage_reported(x, name, -16, 16);   /* under the list's link: refused */
+        nolock_damage_reported(x, name, SIZE, 1, false); /* deferred, checked when taken */
+        nolock_damage_reported(x, name, -1, 1, false);   /* deferred, checked when taken */
+        nolock_damage_reported(x, name, -16, 16, true);  /* under the list's link: refused */
+    }
+    /* Freed twice with KHEAP_NOLOCK while every lock is held: the second
+     * finds the first's list link in the left redzone, and is reported
+     * as the double free it is, the object freed once. */
+    for (int round = 0; round < 2; round++) {
+        kheap_cache_t *x = round ? k : c;
+        kt_reports_reset();
+        void *p = kheap_cache_alloc(x);
+        CHECK(p != NULL, "alloc, round %d", round);
+        kheap_lock_all();
+        kheap_cache_free_flags(x, p, KHEAP_NOLOCK);
+        kheap_cache_free_flags(x, p, KHEAP_NOLOCK);
+        kheap_unlock_all();
+        kheap_reclaim(g_heap);
+        CHECK(kt_reports() == 1 && kt_last_report().kind == KHEAP_REPORT_DOUBLE_FREE &&
+                  kt_last_report().addr == p,
+              "a second NOLOCK free of a deferred object, round %d: %lu reports, the last %s at "
+              "%p",
+              round, kt_reports(), kt_report_kind_name(kt_last_report().kind),
+              kt_last_report().addr);
+        kt_reports_reset();
+        check_quiet("a deferred object freed twice");
     }
     CHECK(kheap_cache_destroy(c) == KHEAP_OK && kheap_cache_destroy(k) == KHEAP_OK, "destroy");
     teardown();

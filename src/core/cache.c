@@ -95,9 +95,6 @@ int kh_cache_destroy(kheap_cache_t *c)
         return KHEAP_EINVAL;
     if (c->flags & (KH_CACHE_KMALLOC | KH_CACHE_INTERNAL))
         return KHEAP_EINVAL;
-    /* Destroyed already, a walk yet to give it back (below). */
-    if (__atomic_load_n(&kh_ucx_of(c)->slabs_later, __ATOMIC_RELAXED) & KH_LATER_DYING)
-        return KHEAP_EINVAL;
     kheap_t *h = c->heap;
     struct kh_counts n;
     kh_cache_counts(h, c, &n);
@@ -109,6 +106,12 @@ int kh_cache_destroy(kheap_cache_t *c)
      * walks the list under caches_lock) then cannot hand this cache's
      * magazines back while they are emptied below. */
     kh_lock(&h->caches_lock);
+    if (KH_U(c)->prev == c) {
+        /* Off the list already: destroyed by another call, which a walk
+         * may have yet to finish (below). */
+        kh_unlock(&h->caches_lock);
+        return KHEAP_EINVAL;
+    }
     if (KH_U(c)->prev)
         KH_U(KH_U(c)->prev)->next = KH_U(c)->next;
     else
@@ -117,6 +120,7 @@ int kh_cache_destroy(kheap_cache_t *c)
         KH_U(KH_U(c)->next)->prev = KH_U(c)->prev;
     else
         h->caches_tail = KH_U(c)->prev;
+    KH_U(c)->prev = c; /* the mark of a cache off the list (caches_lock) */
     h->ncaches--;
     /* Nothing is live: every object is cached or in a slab. The caller
      * promises no CPU uses the cache any more, so every CPU's magazines

@@ -132,10 +132,10 @@ static bool check_rz(struct walk *w, uintptr_t raw, size_t usable, bool large)
 
 static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
 {
-    uintptr_t base = kh_slab_base(h, s);
     struct kheap_cache *c = s->cache;
     if (!cache_valid(h, c))
-        return fail(w, "slab's owner is not a cache of this heap", base);
+        return fail(w, "slab's owner is not a cache of this heap", kh_page_addr(h, s));
+    uintptr_t base = kh_slab_base(h, s); /* (reads the owner in a debug build) */
     if (s->npages != c->pages)
         return fail(w, "slab's page count differs from its cache's", base);
     if (s->inuse > s->carved || s->carved > c->objs)
@@ -400,9 +400,13 @@ static bool check_mag(kheap_t *h, struct walk *w, struct kheap_cache *c,
         if (!kh_is_slab_page(d))
             return fail(w, "magazine holds a pointer outside every slab", p);
         struct kh_page *s = kh_slab_head(d);
-        uintptr_t base = kh_slab_base(h, s);
-        size_t idx = kh_slot_of(c, p - base);
-        if (s->cache != c || idx >= s->carved || !kh_slab_obj_allocated(c, s, base, idx))
+        bool ok = s->cache == c; /* first: a debug build's base reads the owner */
+        if (ok) {
+            uintptr_t base = kh_slab_base(h, s);
+            size_t idx = kh_slot_of(c, p - base);
+            ok = idx < s->carved && kh_slab_obj_allocated(c, s, base, idx);
+        }
+        if (!ok)
             return fail(w, "magazine holds an object that is not an allocated slot of its cache",
                         p);
     }

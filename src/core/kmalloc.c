@@ -1825,10 +1825,21 @@ static void deferred_drain(kheap_t *h)
         unsigned why = __atomic_load_n(&h->nolock_bad_kind, __ATOMIC_RELAXED);
         void *bad = __atomic_exchange_n(&h->nolock_bad, NULL, __ATOMIC_ACQUIRE);
 #if KHEAP_REDZONE
-        /* An object refused for its damaged left redzone (free_nolock):
-         * freed now, the free reporting the damage with the object. */
-        if (bad && why == KHEAP_REPORT_UNDERFLOW) {
-            block_free(h, bad, NULL, "kheap_free_flags (KHEAP_NOLOCK, refused)");
+        /* An object free_nolock refused for damage under its left
+         * redzone's first word: an underflow, or the link of a deferred
+         * list it was on already (a double free; its list has been taken
+         * and the object freed since). Reported with what is found now,
+         * and not freed: a refused free leaves the object as it was. */
+        struct kh_page *d = bad && why == KHEAP_REPORT_UNDERFLOW ? kh_page_of(h, (uintptr_t)bad)
+                                                                : NULL;
+        if (d && kh_is_slab_page(d) && rz_cache(kh_slab_head(d)->cache)) {
+            struct kheap_cache *c = kh_slab_head(d)->cache;
+            enum kheap_report_kind kind;
+            const void *where = freed_already(h, c, bad) ? NULL : rz_cache_damage(c, bad, &kind);
+            if (where)
+                kh_report_at(kind, bad, c, "kheap_free_flags (KHEAP_NOLOCK)", c->size, where);
+            else
+                kh_report(KHEAP_REPORT_DOUBLE_FREE, bad, c, "kheap_free_flags (KHEAP_NOLOCK)");
             bad = NULL;
         }
 #endif
@@ -1938,9 +1949,10 @@ static void free_nolock(kheap_t *h, void *ptr, struct kheap_cache *only)
 #if KHEAP_REDZONE
         /* Damaged redzones are reported by the deferred free, which
          * links through the left one's first word (kh_held_link): damage
-         * there would be lost under the link, so such an object is
-         * refused (reported when the list is next taken) and stays
-         * allocated, its damage left for kheap_check to find. */
+         * there would be lost under the link, and may be the link of a
+         * deferred list the object is on already, so such an object is
+         * refused (reported when the list is next taken, deferred_drain)
+         * and left as it is. */
         enum kheap_report_kind kind;
         const void *bad = rz_cache(c) ? rz_cache_damage(c, ptr, &kind) : NULL;
         if (bad && (uintptr_t)bad < (uintptr_t)kh_held_link(c, ptr) + sizeof(void *)) {

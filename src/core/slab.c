@@ -402,6 +402,12 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
             kh_vg_undefined((void *)o, kh_obj_span(c));
         }
         if (o) {
+#if KHEAP_REDZONE
+            /* Its left redzone, as kh_cache_take_counted fills it, before
+             * the bit says allocated (kheap_check reads it then). */
+            if (rz_cache(c))
+                rz_cache_fill_left(c, (void *)o);
+#endif
             if (s->list == KH_LIST_EMPTY) {
                 list_del(c, s);
                 list_add(c, s, KH_LIST_PARTIAL);
