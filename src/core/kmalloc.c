@@ -1563,22 +1563,18 @@ void kheap_free_bulk(kheap_t *h, size_t n, void **ptrs)
 /* ------------------------------------------------------------------ */
 /* Reserves and memory pools.
  *
- * A reserve holds allocated objects of one cache, linked through the
- * cache's link word (link_off: the object's first word, or past the
- * object for caches with a constructor, so constructed bytes stay as they
- * are). Taking one is an unlink: no lock, no call, no failure while any
- * is left. The reserve belongs to its caller, who serialises its use. */
-
-static void **reserve_link(const struct kheap_cache *c, void *obj)
-{
-    return kh_held_link(c, obj);
-}
+ * A reserve holds allocated objects of one cache, linked through
+ * kh_held_link (the cache's link word: the object's first word, or past
+ * the object for caches with a constructor, so constructed bytes stay as
+ * they are; in the debug build the left redzone's first word). Taking
+ * one is an unlink: no lock, no call, no failure while any is left. The
+ * reserve belongs to its caller, who serialises its use. */
 
 /* The reserve's first object, unlinked (its redzone whole again). */
 static void *reserve_pop(struct kheap_reserve *r)
 {
     void *p = r->head;
-    r->head = *reserve_link(r->cache, p);
+    r->head = *kh_held_link(r->cache, p);
     kh_held_unlink(r->cache, p);
     return p;
 }
@@ -1605,7 +1601,7 @@ int kheap_reserve_fill(kheap_cache_t *c, size_t n, struct kheap_reserve *r)
             return KHEAP_ENOMEM;
         }
         for (size_t i = 0; i < want; i++) {
-            *reserve_link(c, batch[i]) = r->head;
+            *kh_held_link(c, batch[i]) = r->head;
             r->head = batch[i];
         }
         r->count += want;
@@ -1689,7 +1685,7 @@ void kheap_mempool_free(struct kheap_mempool *pool, void *obj)
             why = KHEAP_REPORT_INTERIOR;
         else if (!slab_holds(c, s, base, obj) || (guard_suspect(c, obj) && kh_cpu_cached(h, c, obj)))
             why = KHEAP_REPORT_DOUBLE_FREE;
-        for (void *q = pool->r.head; q && !why; q = *reserve_link(c, q))
+        for (void *q = pool->r.head; q && !why; q = *kh_held_link(c, q))
             if (q == obj)
                 why = KHEAP_REPORT_DOUBLE_FREE;
     }
@@ -1701,7 +1697,7 @@ void kheap_mempool_free(struct kheap_mempool *pool, void *obj)
     if (rz_cache(c))
         rz_cache_check(c, obj, "kheap_mempool_free");
 #endif
-    *reserve_link(c, obj) = pool->r.head;
+    *kh_held_link(c, obj) = pool->r.head;
     pool->r.head = obj;
     pool->r.count++;
 }
@@ -1719,9 +1715,8 @@ void kheap_mempool_destroy(struct kheap_mempool *pool)
 
 /* The word a deferred block is linked through: its cache's
  * (kh_held_link), the first word of a large block, or a sampled block's
- * slot. Pre: ptr is
- * a block the heap handed out (checked by the caller), so its descriptors
- * are stable. */
+ * slot. Pre: ptr is a block the heap handed out (checked by the caller),
+ * so its descriptors are stable. */
 static void **defer_link(kheap_t *h, void *ptr)
 {
     if (kh_guard_owns(h, ptr)) /* its page is shut once it is freed */
