@@ -79,19 +79,26 @@ static void report_is(const char *name, enum kheap_report_kind kind, const void 
     kt_reports_reset();
 }
 
-/* One object written len bytes from offset `at` (negative: before it;
- * SIZE and above: past its end), freed: one report naming it, OVERFLOW
- * or UNDERFLOW. `left` is the cache's left redzone: kheap_check does not
- * read its first word (a reserve's link may be there), so it finds an
- * underflow that deep at the word after. */
-static void damage_reported_left(kheap_cache_t *c, const char *name, long at, size_t len,
-                                 long left)
+/* A new object of c, with len bytes written from offset `at` (negative:
+ * before it; SIZE and above: past its end); no report yet. */
+static unsigned char *damaged(kheap_cache_t *c, const char *name, long at, size_t len)
 {
     kt_reports_reset();
     unsigned char *p = kheap_cache_alloc(c);
     CHECK(p != NULL, "%s: alloc", name);
     memset(p, 0x11, SIZE);
     memset(p + at, 0x22, len);
+    return p;
+}
+
+/* Such an object freed: one report naming it, OVERFLOW or UNDERFLOW.
+ * `left` is the cache's left redzone: kheap_check does not read its first
+ * word (a reserve's link may be there), so it finds an underflow that
+ * deep at the word after. */
+static void damage_reported_left(kheap_cache_t *c, const char *name, long at, size_t len,
+                                 long left)
+{
+    unsigned char *p = damaged(c, name, at, len);
     bool under = at < 0;
     /* Found while the object lives. */
     const void *where = NULL;
@@ -242,10 +249,7 @@ TEST(underflow_found_at_free_and_by_check)
 static void nolock_damage_reported(kheap_cache_t *c, const char *name, long at, size_t len,
                                    bool refused)
 {
-    kt_reports_reset();
-    unsigned char *p = kheap_cache_alloc(c);
-    CHECK(p != NULL, "%s: alloc", name);
-    memset(p + at, 0x33, len);
+    unsigned char *p = damaged(c, name, at, len);
     kheap_cache_free_flags(c, p, KHEAP_NOLOCK);
     CHECK(kt_reports() == 0, "%s: the NOLOCK free reported (%lu)", name, kt_reports());
     kheap_reclaim(g_heap);
