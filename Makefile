@@ -49,7 +49,7 @@ OPTIONS := $(foreach o,KHEAP_PROFILE_SMALL KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DE
 CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c guard.c kmalloc.c \
               stats.c init.c default.c)
 PORT_SRC := src/port/hosted.c
-HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h Makefile
+HDRS     := $(wildcard include/*.h) src/core/kh_internal.h src/core/kh_front.h src/core/kh_fast.h src/port/hosted_cpu.h src/port/hosted_tx.h Makefile
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 TEST_SUPPORT := support.o harness.o
 
@@ -101,10 +101,12 @@ $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 # first use (halved until the reservation fits; KHEAP_DEFAULT_RESERVE=0 for
 # the static array) and grows beyond it. Only the malloc API is exported.
 # Depots of the malloc classes may grow for producer/consumer threads
-# (KHEAP_DEPOT_GROW, include/kheap_config.h).
+# (KHEAP_DEPOT_GROW, include/kheap_config.h). Per-CPU caches shared by
+# every thread where rseq is registered (KHEAP_HOSTED_RSEQ).
 KHEAP_DEFAULT_RESERVE ?= $(if $(filter 64,$(shell getconf LONG_BIT)),68719476736,1073741824)
 SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=0 \
-           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1) -DKHEAP_DEPOT_GROW=256
+           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1) -DKHEAP_DEPOT_GROW=256 \
+           -DKHEAP_HOSTED_RSEQ=1
 SO_CFLAGS := $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) $(SO_DEFS) -fPIC \
              -fvisibility=hidden -fno-builtin-malloc -fno-builtin-calloc \
              -fno-builtin-realloc -fno-builtin-free -Iinclude -Isrc/core

@@ -205,6 +205,20 @@
 #define KHEAP_PERCPU 1
 #endif
 
+/* The hosted port on x86-64 Linux with glibc >= 2.35: 1 makes the "CPUs"
+ * of the per-CPU layer the machine's CPUs, whose magazines every thread
+ * running on them shares through restartable sequences (rseq), when
+ * glibc has registered rseq for the process (else, and with 0, they are
+ * slots each thread owns: src/port/hosted_cpu.h). For libkheap.so, which
+ * is built with 1 and whose only caches are the default heap's kmalloc
+ * classes. Not supported yet with user caches, heaps made with kheap_init
+ * or KHEAP_NOLOCK calls (their hit paths would miss, and
+ * kheap_cache_destroy does not reach other CPUs' magazines): a program
+ * that links kheap itself keeps 0. */
+#ifndef KHEAP_HOSTED_RSEQ
+#define KHEAP_HOSTED_RSEQ 0
+#endif
+
 /* Bytes structures are padded to so that what different CPUs write does
  * not share a cache line (a power of two, 16 or more). */
 #ifndef KHEAP_CACHE_LINE

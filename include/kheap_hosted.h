@@ -25,6 +25,13 @@ typedef void (*kheap_idle_hook_fn)(void);
  * Returns the previous one. Thread-safe; read with acquire ordering. */
 kheap_idle_hook_fn kheap_hosted_set_idle_hook(kheap_idle_hook_fn fn);
 
+/* How the per-CPU layer runs, chosen at the first allocation: the number
+ * of CPUs whose magazines every thread shares (restartable sequences,
+ * x86-64 Linux with glibc >= 2.35), or 0 for per-thread slots. *why (if
+ * why is not NULL) says why slots, or, per CPU, which CPUs are left out
+ * (a machine with more than 56); "" when every CPU has caches. */
+unsigned kheap_hosted_cpu_mode(const char **why);
+
 /* Format a report as the default hook prints it (no trailing newline). */
 void kheap_hosted_format_report(const struct kheap_report *report, char *buf,
                                 size_t len);

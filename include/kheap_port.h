@@ -79,11 +79,13 @@ void kheap_port_unlock(kheap_lock_t *lock);
  * back a slot that enter only lent).
  *
  * Optionally (KHEAP_PORT_CPU_LOCAL 1 in that header), a word per CPU for
- * the default heap: kheap_port_cpu_local() returns it and
- * kheap_port_cpu_local_set(p) writes it, both for the CPU the caller is
- * on (between enter and exit). Its value before the first set, and after
- * the CPU stops, must be &kh_cpu_sentinel (declared below; the hosted
- * port's initial-exec TLS word is initialised so). kheap keeps the default
+ * the default heap: kheap_port_cpu_local() returns the word of the CPU
+ * the caller is on (read outside enter and exit too, only to compare it
+ * with &kh_cpu_sentinel) and kheap_port_cpu_local_set(cpu, p) writes
+ * cpu's, between enter and exit (cpu: what enter returned). Its value
+ * before the first set, and after the CPU stops, must be &kh_cpu_sentinel
+ * (declared below; the hosted port's initial-exec TLS word is initialised
+ * so). kheap keeps the default
  * heap's state of the CPU there, so kmalloc's and kfree's hit paths reach
  * it with one load from the thread pointer (a kernel port: a per-CPU
  * variable reached through its per-CPU base register).
@@ -97,6 +99,10 @@ void kheap_port_unlock(kheap_lock_t *lock);
 #define KHEAP_CPU_NONE ((unsigned)KHEAP_MAX_CPUS)
 struct kh_cpu;
 extern struct kh_cpu kh_cpu_sentinel;
+/* Another state whose every front misses, for a port that shows a CPU's
+ * state to lockless hit paths through a word it swaps: what the word holds
+ * while a slow path has the CPU (the hosted port's per-CPU mode). */
+extern struct kh_cpu kh_cpu_claimed;
 #ifdef KHEAP_PORT_CPU_HEADER
 #include KHEAP_PORT_CPU_HEADER
 #else

@@ -63,7 +63,8 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
     for (unsigned k = 0; k <= KHEAP_MAX_CPUS; k++) {
         kh_cc_load(&KH_U(c)->percpu[k], &kh_mag_sentinel);
         KH_U(c)->percpu[k].prev = &kh_mag_sentinel;
-        kh_vg_benign(&KH_U(c)->percpu[k].allocs, 2 * sizeof(uint64_t));
+        kh_vg_benign(&KH_U(c)->percpu[k].allocs, sizeof(uint64_t));
+        kh_vg_benign(&KH_U(c)->percpu[k].frees, sizeof(uint64_t));
         kh_vg_benign(&KH_U(c)->percpu[k].miss, sizeof KH_U(c)->percpu[k].miss);
     }
     kh_vg_benign(kh_ucx_of(c), sizeof(struct kh_ucx));

@@ -79,6 +79,10 @@ struct kh_cpu kh_cpu_sentinel = {
     .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
     .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_sentinel.cc[0]},
 };
+struct kh_cpu kh_cpu_claimed = {
+    .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
+    .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_claimed.cc[0]},
+};
 
 static unsigned mag_type(unsigned cap)
 {
@@ -136,7 +140,8 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
             return NULL;
         for (unsigned i = 0; i < KH_CC_COUNT; i++) {
             pc->cc[i] = (struct kh_cc)KH_CC_EMPTY;
-            kh_vg_benign(&pc->cc[i].allocs, 2 * sizeof(uint64_t));
+            kh_vg_benign(&pc->cc[i].allocs, sizeof(uint64_t));
+            kh_vg_benign(&pc->cc[i].frees, sizeof(uint64_t));
         }
         pc->run_front = (struct kh_cc)KH_CC_EMPTY;
         pc->run_front.limit = NULL;
@@ -735,6 +740,48 @@ bool kh_runs_put(kheap_t *h, void *p, size_t npages)
     (void)h, (void)p, (void)npages;
     return false;
 #endif
+}
+
+/* An allocation of size bytes (a large block's, up to
+ * KHEAP_RUN_CACHE_MAX) from this CPU's cache of large blocks, as the hit
+ * path's kh_run_pop, for a port whose hit paths do not reach that cache
+ * (the hosted port's per-CPU mode); NULL if it holds none of that size. */
+void *kh_runs_get(kheap_t *h, size_t size)
+{
+    void *p = NULL;
+#if KH_RUNS
+    unsigned cpu = kheap_port_cpu_enter();
+    if (cpu != KHEAP_CPU_NONE && !kh_run_pop(h->cpu[cpu], &h->window, size, &p))
+        p = NULL;
+    kheap_port_cpu_exit(cpu);
+#else
+    (void)h, (void)size;
+#endif
+    return p;
+}
+
+/* A free of p into this CPU's cache of large blocks, as the free hit
+ * path's (kh_run_push: p must be the first byte of a live large block
+ * the CPUs may cache, and the cache have room), for a port whose hit
+ * paths do not reach that cache; false if not. */
+bool kh_runs_free_here(kheap_t *h, void *p)
+{
+    bool ok = false;
+#if KH_RUNS
+    uintptr_t off = (uintptr_t)p - h->window.start;
+    if (off >= __atomic_load_n(&h->window.span, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&h->window.tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_ACQUIRE) !=
+            KH_RUN_TAG)
+        return false;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    if (rc)
+        ok = kh_run_push(rc, &h->window, p);
+    kheap_port_cpu_exit(cpu);
+#else
+    (void)h, (void)p;
+#endif
+    return ok;
 }
 
 size_t kh_runs_flush_here(kheap_t *h, bool decay)

@@ -133,18 +133,22 @@ size_t kheap_default_usable_size(const void *ptr)
     return kheap_usable_size(kheap_default(), ptr);
 }
 
-/* After a miss: point the port's per-CPU word at this CPU's state of the
- * default heap, which the miss may have just made, so the next hit path
- * finds it. The CPU is the one the hit paths see (enter_fast): a CPU the
- * port only lent for the slow path (hosted: a lent slot) must not stay in
- * the word after the slow path gave it back. */
+/* After a miss: if the port's per-CPU word of the CPU the caller is on
+ * does not show the default heap's state yet (the sentinel), set it to
+ * the CPU's state, which the miss may have just made, so the next hit
+ * path finds it. The word is read without entering (one load when it is
+ * set, the usual case), then set between enter and exit; the port never
+ * shows the hit paths a CPU it only lent for a slow path (hosted: a lent
+ * slot). */
 static void local_sync(kheap_t *h)
 {
 #if KHEAP_PORT_CPU_LOCAL
-    unsigned cpu = kheap_port_cpu_enter_fast();
+    if (kh_likely(kheap_port_cpu_local() != &kh_cpu_sentinel))
+        return;
+    unsigned cpu = kheap_port_cpu_enter();
     if (cpu != KHEAP_CPU_NONE)
-        kheap_port_cpu_local_set(h->cpu[cpu]);
-    kheap_port_cpu_exit_fast(cpu);
+        kheap_port_cpu_local_set(cpu, h->cpu[cpu]);
+    kheap_port_cpu_exit(cpu);
 #else
     (void)h;
 #endif
@@ -153,16 +157,36 @@ static void local_sync(kheap_t *h)
 /* Everything kh_default_alloc/kh_default_free do not do themselves,
  * including the first call, which sets the heap up. Apart so the hit
  * paths make no call and save no register. */
+#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
+/* The port's hit paths do not reach the CPU's cache of large blocks
+ * (kh_fast.h): the slow paths look there first, as they would, before
+ * anything else. */
+#define KH_RUNS_SLOW 1
+#else
+#define KH_RUNS_SLOW 0
+#endif
+
 kh_noinline void *kh_default_alloc_slow(size_t size)
 {
     kheap_t *h = kheap_default();
-    void *p = kh_alloc_slow(h, size);
+    void *p;
+#if KH_RUNS_SLOW
+    /* As large_alloc would, but without its path's checks (a miss then
+     * looks again there: a second claim, next to the page layer's work) */
+    if (size > KHEAP_MAX_CLASS && size <= KHEAP_RUN_CACHE_MAX && (p = kh_runs_get(h, size)))
+        return p;
+#endif
+    p = kh_alloc_slow(h, size);
     local_sync(h);
     return p;
 }
 kh_noinline void kh_default_free_slow(void *ptr)
 {
     kheap_t *h = kheap_default();
+#if KH_RUNS_SLOW
+    if (kh_runs_free_here(h, ptr))
+        return;
+#endif
     kh_free_slow(h, ptr);
     local_sync(h);
 }

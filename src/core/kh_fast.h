@@ -12,7 +12,10 @@
  *                 (kheap.cpu);
  *   cpus == NULL  the port's per-CPU word (KHEAP_PORT_CPU_LOCAL), which
  *                 holds the default heap's state of the CPU: one load from
- *                 the thread pointer.
+ *                 the thread pointer; or, where the port supplies its own
+ *                 commits (KHEAP_PORT_CPU_TX_HEADER: the hosted port's
+ *                 restartable sequences), those, which find the state
+ *                 themselves.
  * The page's class comes from the heap's window: its first region and
  * the page tags over it (struct kh_window), the same for every heap.
  * A miss returns false and the caller goes to its noinline slow path
@@ -31,6 +34,9 @@
 #define KH_FAST_H
 
 #include "kh_front.h"
+#ifdef KHEAP_PORT_CPU_TX_HEADER
+#include KHEAP_PORT_CPU_TX_HEADER
+#endif
 
 /* The state of the calling CPU (between enter and exit). */
 static inline struct kh_cpu *kh_cpu_here(struct kh_cpu *const *cpus, unsigned cpu)
@@ -52,6 +58,27 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
                                           size_t size, void **out)
 {
 #if KH_FAST && KHEAP_PERCPU
+#ifdef KHEAP_PORT_CPU_TX_HEADER
+    /* The default heap, through the port's committed pops (the CPU may
+     * change under the caller until the commit). Its cache of large
+     * blocks is left to the slow path, which claims the CPU. */
+    if (!cpus) {
+        bool hit;
+        if (kh_likely(size <= KH_DIRECT_MAX))
+            hit = kh_tx_pop_direct(offsetof(struct kh_cpu, direct),
+                                   ((size + 7) >> 3) * sizeof(struct kh_cc *), out);
+        else if (size <= KHEAP_MAX_CLASS)
+            hit = kh_tx_pop_at(offsetof(struct kh_cpu, cc[KH_CC(0)]),
+                               (size_t)kh_class_of(size) * sizeof(struct kh_cc), out);
+        else
+            return false;
+        if (kh_likely(hit)) {
+            *kh_guard_word(*out) = 0;
+            return true;
+        }
+        return false;
+    }
+#endif
     struct kh_cc *cc;
     unsigned cpu;
     if (kh_likely(size <= KH_DIRECT_MAX)) {
@@ -93,6 +120,25 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
 #if KH_FAST && KHEAP_PERCPU
     uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
     uintptr_t off = (uintptr_t)ptr - w->start;
+#ifdef KHEAP_PORT_CPU_TX_HEADER
+    /* The default heap: the tests below, in the port's committed push
+     * (kh_tx_free), with the CPU's state at the commit. Large blocks: the
+     * slow path, which claims the CPU. */
+    if (!cpus) {
+        if (kh_likely(off < span)) {
+            size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+            int r = kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), ptr, false);
+            if (kh_likely(r == 0))
+                return true;
+            /* Not a slot of a one-page slab: one of a slab of several
+             * pages, tested wholly (the tag of a large block, or of no
+             * class, names a front whose slot tests all fail). */
+            if (r == 1 && kh_multi_slot(w, ptr))
+                return kh_tx_free(tag, 0, ptr, true) == 0;
+        }
+        return false;
+    }
+#endif
     if (kh_likely(off < span)) {
         unsigned tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
         unsigned cpu = kheap_port_cpu_enter_fast();
@@ -147,6 +193,24 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
 #if KH_FAST && KHEAP_PERCPU
     uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
     uintptr_t off = (uintptr_t)ptr - w->start;
+#ifdef KHEAP_PORT_CPU_TX_HEADER
+    /* The default heap: the class test with the tables every CPU shares
+     * (up to KH_DIRECT_MAX bytes, the front of size's class is where the
+     * allocation hit of size pops), then kh_hit_free's committed push. */
+    if (!cpus) {
+        if (kh_likely(off < span)) {
+            size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+            const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
+            bool of_class =
+                kh_likely(size <= KH_DIRECT_MAX)
+                    ? tag == KH_CC(kh_small_class[(size + 7) >> 3]) * sizeof(struct kh_cc)
+                    : bytes[0] < size && size <= bytes[1];
+            if (kh_likely(of_class))
+                return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), ptr, false) == 0;
+        }
+        return false;
+    }
+#endif
     if (kh_likely(off < span)) {
         size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
         unsigned cpu = kheap_port_cpu_enter_fast();

@@ -87,7 +87,12 @@ struct kh_misses {
  * kheap_cpu_flush once the CPU has stopped); the counters are read by any
  * CPU with relaxed atomic loads and summed. */
 struct kh_cc {
-    void **top;   /* one past the loaded magazine's last object */
+    /* frees, top and allocs in this order: a hit path that must commit
+     * with one store (the hosted port's restartable sequences) writes
+     * top with allocs, or frees with top, as one 16-byte store. */
+    uint64_t frees; /* every free on this CPU */
+    void **top;     /* one past the loaded magazine's last object */
+    uint64_t allocs; /* every allocation on this CPU */
     void **base;  /* loaded->obj: top == base when it is empty */
     void **limit; /* loaded->obj + loaded->cap: top == limit when full;
                      NULL only in kh_cpu.run_front */
@@ -110,12 +115,14 @@ struct kh_cc {
          * free by address: their miss counters. */
         struct kh_misses miss;
     };
-    uint64_t allocs, frees; /* every allocation / free on this CPU */
 } __attribute__((aligned(KH_CACHE_LINE)));
 
 _Static_assert(sizeof(struct kh_cc) == KH_CACHE_LINE || KH_CACHE_LINE < 64,
                "kh_cc is one cache line");
 _Static_assert(sizeof(struct kh_cc) % KH_CACHE_LINE == 0, "kh_cc is padded to lines");
+_Static_assert(sizeof(void *) != 8 ||
+                   (offsetof(struct kh_cc, top) == 8 && offsetof(struct kh_cc, allocs) == 16),
+               "frees, top, allocs are adjacent words (kh_cc)");
 
 
 /* Index of kmalloc class cls in kh_cpu.cc: entry 0 is a front that never
@@ -243,9 +250,10 @@ static inline struct kh_mag *kh_cc_unload(struct kh_cc *cc)
 #define KH_GUARD_KEY 0xf4eeb10cu
 _Static_assert(KH_MIN_SLOT >= 12, "kmalloc slots hold the key");
 
+#define KH_GUARD_OFF 8u /* the key's offset in the object */
 static inline uint32_t *kh_guard_word(void *p)
 {
-    return (uint32_t *)p + 2;
+    return (uint32_t *)((char *)p + KH_GUARD_OFF);
 }
 
 extern const uint8_t kh_small_class[129];

@@ -1139,6 +1139,8 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
 /* Cache the block p of npages pages, whose tag the caller took, in this
  * CPU's cache (made on first use); false if there is none or no room. */
 bool kh_runs_put(kheap_t *h, void *p, size_t npages);
+void *kh_runs_get(kheap_t *h, size_t size);
+bool kh_runs_free_here(kheap_t *h, void *p);
 /* This CPU's cached runs back to the page layer: all of them (reclaim),
  * or (decay) all if the CPU took none since it last saw an epoch end. No
  * lock held. Returns the bytes. */

@@ -278,6 +278,15 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
         return NULL;
     }
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
+#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
+    /* The port's hit paths do not reach the CPU's cache of large blocks:
+     * look there first, as they would. */
+    if (align <= KH_PAGE && size > KHEAP_MAX_CLASS && size <= KHEAP_RUN_CACHE_MAX) {
+        void *p = kh_runs_get(h, size);
+        if (p)
+            return p;
+    }
+#endif
     decay_poll(h);
     /* A miss of this CPU's cache of large blocks: what it holds goes back
      * to the pages first, where this allocation may reuse it, rather than

@@ -908,10 +908,17 @@ KH_EXPORT int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
         return ctl_read(oldp, oldlenp, &e, sizeof e);
     }
     if (newp)
-        return strcmp(name, "arenas.narenas") && strncmp(name, "stats.", 6) ? ENOENT : EPERM;
+        return strcmp(name, "arenas.narenas") && strcmp(name, "kheap.cpus") &&
+                       strncmp(name, "stats.", 6)
+                   ? ENOENT
+                   : EPERM;
     if (!strcmp(name, "arenas.narenas")) {
         unsigned one = 1;
         return ctl_read(oldp, oldlenp, &one, sizeof one);
+    }
+    if (!strcmp(name, "kheap.cpus")) { /* kheap's own: the per-CPU mode */
+        unsigned cpus = kheap_hosted_cpu_mode(NULL);
+        return ctl_read(oldp, oldlenp, &cpus, sizeof cpus);
     }
     if (strncmp(name, "stats.", 6))
         return ENOENT;
@@ -1421,13 +1428,21 @@ __attribute__((constructor)) static void shim_start(void)
         kheap_t *h = kheap_default();
         struct kheap_stats s;
         kheap_get_stats(h, &s);
+        const char *why;
+        unsigned cpus = kheap_hosted_cpu_mode(&why);
+        char mode[128];
+        if (cpus)
+            snprintf(mode, sizeof mode, "per-CPU caches on %u CPUs (restartable sequences%s%s)",
+                     cpus, why[0] ? "; " : "", why);
+        else
+            snprintf(mode, sizeof mode, "%u per-thread slots (%s)", (unsigned)KHEAP_MAX_CPUS, why);
         int n = snprintf(report_buf, sizeof report_buf,
                          "kheap: libkheap.so: default heap %p, %zu MiB in %zu region(s) "
-                         "(%zu pages), page size %zu, %u per-thread slots, purge slack %zu, "
+                         "(%zu pages), page size %zu, %s, purge slack %zu, "
                          "purge minimum %zu\n",
                          (void *)h, (size_t)(s.heap_total >> 20), (size_t)s.region_count,
-                         s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE,
-                         (unsigned)KHEAP_MAX_CPUS, purge_slack, purge_min);
+                         s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE, mode,
+                         purge_slack, purge_min);
         if (n > 0)
             put_err(report_buf, bounded((size_t)n));
     }

@@ -178,9 +178,9 @@ static inline struct kh_cpu *kheap_port_cpu_local(void)
 {
     return kh_bm_cpus[kh_bm_hw_index()].local;
 }
-static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
+static inline void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc)
 {
-    kh_bm_cpus[kh_bm_hw_index()].local = pc;
+    kh_bm_cpus[cpu].local = pc;
 }
 
 /* kheap_port_trylock is in baremetal.c. */

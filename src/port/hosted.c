@@ -22,6 +22,11 @@
 
 #include "kheap.h"
 #include "kheap_hosted.h"
+#if KH_HOSTED_TX
+#include <linux/membarrier.h>
+#include <sys/rseq.h>
+#include <sys/syscall.h>
+#endif
 
 #if KHEAP_VALGRIND
 #include <valgrind/drd.h>
@@ -128,8 +133,8 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * nested call returns KHEAP_CPU_NONE, so the nested allocation takes the
  * locked path instead of recursing (or waiting on its own pthread_once).
  *
- * fork: the first slot taken in the process also registers kheap's fork
- * handlers (fork_prepare and friends below).
+ * fork: choosing the mode (the first kh_hosted_slot_take of the process)
+ * also registers kheap's fork handlers (fork_prepare and friends below).
  *
  * Lent slots: a thread finds every owned slot taken (more threads than
  * KH_HOSTED_OWNED), or has given its own back (slot_gone): each
@@ -148,8 +153,16 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * the next borrower, so they are bounded by the number of lent slots, as
  * a CPU's are. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+#if KH_HOSTED_TX
+struct kh_cpu *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS] = {
+    [0 ... KH_TBL_NEG + KH_TBL_CPUS - 1] = &kh_cpu_sentinel};
+const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
+const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
+#else
 __thread struct kh_cpu *kh_hosted_cpu_local
     __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
+#endif
+int kh_hosted_rseq;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));
 static __thread int slot_taking __attribute__((tls_model("initial-exec")));
 
@@ -202,7 +215,7 @@ static unsigned slot_lend(void)
 #endif
 }
 
-void kh_hosted_slot_lend_end(unsigned slot)
+static void slot_lend_end(unsigned slot)
 {
     if (--lent_depth)
         return;
@@ -211,11 +224,25 @@ void kh_hosted_slot_lend_end(unsigned slot)
     __atomic_store_n(&lent_busy[slot - KH_HOSTED_OWNED], 0, __ATOMIC_RELEASE);
 }
 
+static unsigned mode_cpus; /* CPUs indexed, per-CPU mode (below) */
+#if KH_HOSTED_TX
+static bool cpu_claim_fenced(unsigned c);
+#endif
+
 /* kheap_reclaim's reach: each lent slot no thread holds, taken as a
  * borrower takes it for the length of fn (a busy one is skipped: its
- * holder is inside an operation). */
+ * holder is inside an operation); per CPU, each CPU's state no slow path
+ * holds, claimed from here with a fence (cpu_claim_fenced). */
 void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
 {
+#if KH_HOSTED_TX
+    if (__atomic_load_n(&kh_hosted_rseq, __ATOMIC_ACQUIRE))
+        for (unsigned c = 0; c < mode_cpus; c++)
+            if (cpu_claim_fenced(c)) {
+                fn(c, arg);
+                kh_hosted_slot_give(c);
+            }
+#endif
     pthread_once(&lent_once, lent_setup);
 #if KHEAP_HOSTED_SHARED_SLOTS > 0
     for (unsigned i = 0; i < KHEAP_HOSTED_SHARED_SLOTS; i++) {
@@ -231,11 +258,227 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
 #endif
 }
 
+/* ------------------------------------------------------------------ */
+/* Per-CPU mode (KH_HOSTED_TX, hosted_cpu.h).
+ *
+ * Chosen once, by the first kh_hosted_slot_take of the process (before
+ * any slot or CPU is handed out, so every entry of kh_hosted_cpus is
+ * still the sentinel and every hit path misses until then): per-CPU if
+ * glibc registered rseq for this thread (__rseq_size > 0 and the kernel
+ * has written a CPU number); else per-thread slots. glibc registers every
+ * thread of a process alike (GLIBC_TUNABLES glibc.pthread.rseq=0 turns it
+ * off for all), so the choice holds for threads started later. Per CPU,
+ * CPUs numbered KH_HOSTED_OWNED and up (a machine with more than 56)
+ * never get a state: their threads' hit paths miss, their claims fail,
+ * and their slow paths borrow lent slots (slower, and correct). The
+ * port never writes a registered thread's rseq area (the kernel owns its
+ * cpu_id; a kernel built with CONFIG_DEBUG_RSEQ checks it).
+ *
+ * Claims: a slow path on CPU i swaps kh_hosted_cpus[i] from the CPU's
+ * state (or the sentinel, if the default heap has none yet) to
+ * kh_cpu_claimed, whose fronts make every hit path miss, and keeps what it
+ * replaced in cpu_saved[i]. The swap is a locked compare-and-exchange
+ * that is itself the commit of a restartable sequence which read the CPU
+ * number: so it happens on CPU i, and every other thread's sequence on
+ * CPU i that read the old entry was preempted by this one and restarts
+ * (it then reads kh_cpu_claimed and misses). From the swap to
+ * kh_hosted_slot_give the CPU's state in every heap is the claimer's
+ * alone, wherever it runs, as an owned slot is its owner's. A slow path
+ * that finds its CPU claimed (its claimer preempted inside a slow path)
+ * borrows a lent slot instead. */
+static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
+static int mode_chosen;              /* mode_choose has returned */
+static const char *mode_why = "";    /* why per-thread slots, or what per-CPU
+                                        mode leaves out, else "" */
+#if KH_HOSTED_TX
+static int mode_fence;                           /* membarrier's rseq fence registered */
+static struct kh_cpu *cpu_saved[KHEAP_MAX_CPUS]; /* what a claim replaced */
+static bool fork_claimed[KHEAP_MAX_CPUS];        /* claimed by fork_prepare */
+#endif
+
+static void fork_prepare(void);
+static void fork_release(void);
+static bool mode_ensure(void);
+
+#if KH_HOSTED_TX
+/* This thread's rseq area's cpu_id: the CPU, or negative if the kernel
+ * does not keep it (not registered). */
+static int *tx_cpu_id(void)
+{
+    return (int *)((char *)__builtin_thread_pointer() + __rseq_offset) + 1;
+}
+
+/* The highest CPU number the system may bring online, plus one: from
+ * /sys/devices/system/cpu/possible ("0-3", "0,2-5"), else the count of
+ * configured CPUs (numbers may have gaps, so the count alone can be too
+ * low). */
+static long cpus_possible(void)
+{
+    long top = sysconf(_SC_NPROCESSORS_CONF);
+    FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+    if (f) {
+        long a = -1, b;
+        int c;
+        while (fscanf(f, "%ld", &b) == 1) {
+            if (b + 1 > a)
+                a = b + 1;
+            if ((c = fgetc(f)) != '-' && c != ',')
+                break;
+        }
+        fclose(f);
+        if (a > top)
+            top = a;
+    }
+    return top;
+}
+#endif
+
+static void mode_choose(void)
+{
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+#if KH_HOSTED_TX
+    if (__rseq_size == 0 || __atomic_load_n(tx_cpu_id(), __ATOMIC_RELAXED) < 0) {
+        mode_why = "rseq is not registered";
+    } else {
+        long n = cpus_possible();
+        mode_cpus = n < 1 ? 1 : n > (long)KH_HOSTED_OWNED ? KH_HOSTED_OWNED : (unsigned)n;
+        if (n > (long)KH_HOSTED_OWNED) {
+            static char note[64];
+            snprintf(note, sizeof note, "CPUs %u and up borrow lent slots", KH_HOSTED_OWNED);
+            mode_why = note;
+        }
+        mode_fence = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0,
+                             0) == 0;
+        __atomic_store_n(&kh_hosted_rseq, 1, __ATOMIC_RELEASE);
+    }
+#else
+    mode_why = "no restartable sequences in this build";
+#endif
+    __atomic_store_n(&mode_chosen, 1, __ATOMIC_RELEASE);
+}
+
+#if KH_HOSTED_TX
+/* Per-thread slots: the index the hit paths read (KH_TBL_SLOT(slot), or
+ * RSEQ_CPU_ID_REGISTRATION_FAILED, what glibc left there). */
+static void tx_index_set(int idx)
+{
+    /* Never a word the kernel keeps: a thread registered (cpu_id >= 0)
+     * while the process chose slots finds only sentinels at its CPU's
+     * entry, and misses, rather than corrupt anything. */
+    int *cpu_id = tx_cpu_id();
+    if (!kh_hosted_rseq && __atomic_load_n(cpu_id, __ATOMIC_RELAXED) < 0)
+        __atomic_store_n(cpu_id, idx, __ATOMIC_RELAXED);
+}
+#endif
+
+#if KH_HOSTED_TX
+/* Claim the state of the CPU this thread runs on; KHEAP_CPU_NONE if a
+ * slow path of another thread (or of this one, under a signal handler)
+ * has it. */
+static unsigned cpu_claim(void)
+{
+    uintptr_t t;
+    struct kh_cpu *old;
+    __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
+                 "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "cmp %[n], %[t]\n\t" /* unsigned: a negative index too */
+                 "jae %l[busy]\n\t"
+                 "mov (%[tbl], %[t], 8), %[old]\n\t"
+                 "cmp %[cl], %[old]\n\t"
+                 "je %l[busy]\n\t"
+                 "lock cmpxchg %[cl], (%[tbl], %[t], 8)\n"
+                 "2:\n\t"
+                 "jne %l[busy]\n\t" KH_TX_ABORT
+                 : [t] "=&r"(t), [old] "=&a"(old)
+                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [cl] "r"(&kh_cpu_claimed),
+                   [n] "r"((uintptr_t)mode_cpus)
+                 : "memory", "cc"
+                 : busy);
+    cpu_saved[t] = old;
+    return (unsigned)t;
+busy:
+    return KHEAP_CPU_NONE;
+}
+
+/* Claim CPU c's state from wherever this thread runs (no fence: a
+ * sequence on CPU c that read the old entry may still commit to it);
+ * false if it is claimed. */
+static bool cpu_claim_at(unsigned c)
+{
+    struct kh_cpu *old = __atomic_load_n(&kh_hosted_cpus[c], __ATOMIC_RELAXED);
+    if (old == &kh_cpu_claimed ||
+        !__atomic_compare_exchange_n(&kh_hosted_cpus[c], &old, &kh_cpu_claimed, false,
+                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return false;
+    cpu_saved[c] = old;
+    return true;
+}
+
+/* Claim CPU c's state from another CPU, then fence: membarrier makes
+ * every thread running on CPU c (its sequences included) pass through the
+ * kernel, which restarts a sequence it interrupts, so none that read the
+ * old entry can commit after it returns; from then on CPU c's state is
+ * this thread's, as after a claim on CPU c itself. False if it is claimed
+ * or the fence is not there (registering it failed: Linux < 5.10). The
+ * fence for every CPU is the fallback if the one-CPU form is refused. */
+static bool cpu_claim_fenced(unsigned c)
+{
+    if (!mode_fence || !cpu_claim_at(c))
+        return false;
+    if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+                MEMBARRIER_CMD_FLAG_CPU, (int)c) != 0 &&
+        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0) {
+        kh_hosted_slot_give(c);
+        return false;
+    }
+    return true;
+}
+
+#endif
+
+void kh_hosted_slot_give(unsigned slot)
+{
+    if (slot >= KH_HOSTED_OWNED) {
+        slot_lend_end(slot);
+        return;
+    }
+#if KH_HOSTED_TX
+    /* A claimed CPU: its state back to the hit paths. */
+    __atomic_store_n(&kh_hosted_cpus[slot], cpu_saved[slot], __ATOMIC_RELEASE);
+#endif
+}
+
+void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc)
+{
+    if (cpu >= KH_HOSTED_OWNED)
+        return; /* lent: never the hit paths' */
+#if KH_HOSTED_TX
+    if (kh_hosted_rseq)
+        cpu_saved[cpu] = pc; /* published when the claim ends */
+    else
+        __atomic_store_n(&kh_hosted_cpus[KH_TBL_SLOT(cpu)], pc, __ATOMIC_RELEASE);
+#else
+    kh_hosted_cpu_local = pc;
+#endif
+}
+
+unsigned kheap_hosted_cpu_mode(const char **why)
+{
+    mode_ensure();
+    if (why)
+        *why = mode_why;
+    return kh_hosted_rseq ? mode_cpus : 0;
+}
+
 static void slot_release(void *arg)
 {
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
     kh_hosted_slot = KHEAP_CPU_NONE;
-    kh_hosted_cpu_local = &kh_cpu_sentinel; /* the slot is no longer ours */
+#if KH_HOSTED_TX
+    tx_index_set(RSEQ_CPU_ID_REGISTRATION_FAILED); /* the slot is no longer ours */
+#else
+    kh_hosted_cpu_local = &kh_cpu_sentinel;
+#endif
     slot_gone = 1;
     kheap_cpu_flush(slot);
     slot_handover_before(&slot_map[slot / 64]);
@@ -256,26 +499,71 @@ static void slot_release(void *arg)
  * per thread that was running). */
 static void fork_prepare(void)
 {
+#if KH_HOSTED_TX
+    /* Per CPU: every CPU's state claimed first, waiting for the slow path
+     * holding one to end (it holds no kheap lock the wait could need:
+     * none is taken yet), so the child inherits none halfway through a
+     * slow path; the hit paths' commits leave a state whole at every
+     * instruction. */
+    if (kh_hosted_rseq)
+        for (unsigned c = 0; c < mode_cpus; c++) {
+            /* The wait is bounded: the holder may be this very thread (a
+             * fork from a signal handler inside a slow path), or one of
+             * lower priority that this one keeps off the CPU. A CPU still
+             * claimed when fork goes ahead stays claimed in the child
+             * (its state may be halfway through a slow path): the child's
+             * threads on it borrow lent slots, unless this thread was the
+             * holder and gives it back when its slow path ends. */
+            fork_claimed[c] = 0;
+            for (int i = 0; i < 1000 && !(fork_claimed[c] = cpu_claim_at(c)); i++)
+                sched_yield();
+        }
+#endif
     kheap_lock_all();
 }
 
 static void fork_release(void)
 {
     kheap_unlock_all();
+#if KH_HOSTED_TX
+    if (kh_hosted_rseq)
+        for (unsigned c = 0; c < mode_cpus; c++)
+            if (fork_claimed[c])
+                kh_hosted_slot_give(c);
+#endif
 }
 
 static void slot_key_create(void)
 {
     slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
-    pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
 static unsigned slot_take(void);
 
-unsigned kh_hosted_slot_take(void)
+/* The mode chosen, by this call if need be; false if this thread is
+ * inside the choice (an allocation made by it: it takes the locked path). */
+static bool mode_ensure(void)
 {
     if (slot_taking)
+        return false;
+    if (!__atomic_load_n(&mode_chosen, __ATOMIC_ACQUIRE)) {
+        slot_taking = 1; /* pthread_atfork and fopen allocate */
+        pthread_once(&mode_once, mode_choose);
+        slot_taking = 0;
+    }
+    return true;
+}
+
+unsigned kh_hosted_slot_take(void)
+{
+    if (!mode_ensure())
         return KHEAP_CPU_NONE;
+#if KH_HOSTED_TX
+    if (kh_hosted_rseq) {
+        unsigned cpu = cpu_claim();
+        return cpu != KHEAP_CPU_NONE ? cpu : slot_lend();
+    }
+#endif
     if (slot_gone)
         return slot_lend();
     slot_taking = 1;
@@ -302,6 +590,9 @@ static unsigned slot_take(void)
                  * thread descriptor: setting it allocates nothing. */
                 pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
                 kh_hosted_slot = slot;
+#if KH_HOSTED_TX
+                tx_index_set(KH_TBL_SLOT(slot));
+#endif
                 return slot;
             }
         }

@@ -1,17 +1,29 @@
 /*
  * hosted_cpu.h - the hosted port's per-CPU hooks, inline for the hit path.
  *
- * A "CPU" is a slot a thread owns from its first allocation to its exit
- * (src/port/hosted.c hands slots out and takes them back). The slot number
- * sits in an initial-exec TLS word: reading it is one load from the thread
- * pointer, no call, no lock. The first call of a thread takes a slot. Only the owning thread uses a slot, so nothing needs
- * disabling between enter and exit.
+ * Two ways to be a "CPU", chosen once at start-up (hosted.c):
  *
- * kh_hosted_slot holds the slot itself, KHEAP_CPU_NONE until the thread
- * has one (the TLS initial value) and again after its exit hook, so the
- * hit paths read it with one load and use it as it is.
+ *  - Per-CPU (x86-64 Linux, where glibc registered rseq for the thread):
+ *    the machine's CPUs, whose magazines every thread running on them
+ *    shares. The hit paths reach the CPU's state through kh_hosted_cpus
+ *    inside a restartable sequence (hosted_tx.h); a slow path first
+ *    claims its CPU's state (kh_hosted_slot_take), which then stays its
+ *    own, wherever the thread runs, until kheap_port_cpu_exit. A thread
+ *    owns nothing, so a thread's exit leaves no cache behind, and any
+ *    number of threads share the CPUs' caches.
+ *  - Per-thread slots (elsewhere, and as the fallback): a slot a thread
+ *    owns from its first allocation to its exit. The slot number sits in
+ *    an initial-exec TLS word (kh_hosted_slot); reading it is one load
+ *    from the thread pointer, no call, no lock. Only the owning thread
+ *    uses a slot, so nothing needs claiming between enter and exit.
  *
- * When every slot is owned, a thread borrows one of the last
+ * kh_hosted_slot holds an owned slot, else KHEAP_CPU_NONE (the TLS
+ * initial value; always, per-CPU). The hit paths of user caches and of
+ * kheap_init heaps read it with one load and use it as it is: per-CPU,
+ * they miss, and their slow paths claim the CPU.
+ *
+ * When every slot is owned (or the CPU is claimed by a slow path of
+ * another thread, preempted inside it), a thread borrows one of the last
  * KHEAP_HOSTED_SHARED_SLOTS slots, which no thread owns, from its
  * kheap_port_cpu_enter to the matching exit (hosted.c): only the slow
  * paths see such a slot (enter_fast returns KHEAP_CPU_NONE to the hit
@@ -34,7 +46,7 @@
 
 extern __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec")));
 unsigned kh_hosted_slot_take(void);
-void kh_hosted_slot_lend_end(unsigned slot);
+void kh_hosted_slot_give(unsigned slot);
 
 static inline unsigned kheap_port_cpu_enter(void)
 {
@@ -51,29 +63,108 @@ static inline unsigned kheap_port_cpu_enter_fast(void)
     return kh_hosted_slot;
 }
 
+/* Non-zero once the hosted port runs per-CPU caches (rseq), set before
+ * the first slot or CPU is handed out and never changed (hosted.c). */
+extern int kh_hosted_rseq __attribute__((visibility("hidden")));
+
 static inline void kheap_port_cpu_exit(unsigned cpu)
 {
-    if (__builtin_expect(cpu >= KH_HOSTED_OWNED && cpu != KHEAP_CPU_NONE, 0))
-        kh_hosted_slot_lend_end(cpu);
+    if (__builtin_expect(cpu != KHEAP_CPU_NONE && (cpu >= KH_HOSTED_OWNED || __atomic_load_n(&kh_hosted_rseq, __ATOMIC_RELAXED)), 0))
+        kh_hosted_slot_give(cpu);
 }
 static inline void kheap_port_cpu_exit_fast(unsigned cpu)
 {
     (void)cpu;
 }
 
-/* The default heap's state for this thread's slot: &kh_cpu_sentinel
- * until the thread's first miss on the default heap, and again from its
- * exit hook on (hosted.c). */
+/* Per-CPU caches with restartable sequences (hosted_tx.h): built with
+ * KHEAP_HOSTED_RSEQ (kheap_config.h) on x86-64 Linux with glibc, not
+ * under ThreadSanitizer (which cannot see into the
+ * sequences' asm, so would pair their objects' uses with no order).
+ * Elsewhere the default heap's state of a thread's slot sits in an
+ * initial-exec TLS word, as the slot does. */
+#if KHEAP_HOSTED_RSEQ && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && \
+    !defined(__SANITIZE_THREAD__) && defined(__has_include)
+#if __has_include(<sys/rseq.h>) /* glibc >= 2.35 */
+#define KH_HOSTED_TX 1
+#else
+#define KH_HOSTED_TX 0
+#endif
+#else
+#define KH_HOSTED_TX 0
+#endif
+
 #define KHEAP_PORT_CPU_LOCAL 1
+#if KH_HOSTED_TX
+/* The default heap's state by the index in the cpu_id word of the
+ * thread's rseq area (hosted_tx.h), signed: with rseq, the kernel keeps
+ * the CPU number there, and entry i is CPU i's state, or kh_cpu_claimed
+ * while a slow path has the CPU (hosted.c); the kernel's -1 (not yet
+ * registered) and glibc's -2 (registration failed) index the sentinel.
+ * Without rseq, the port writes KH_TBL_SLOT(slot) there for a thread
+ * that owns a slot: negative, so glibc's sched_getcpu still asks the
+ * kernel, and entry KH_TBL_SLOT(slot) is the slot's state. Every entry
+ * is &kh_cpu_sentinel until set. The table has an entry for every CPU
+ * number an x86-64 kernel may have (its NR_CPUS is at most 8192), so the
+ * sequences index it with no bound check; only CPUs below KH_HOSTED_OWNED
+ * ever get a state (hosted.c: mode_cpus). */
+#define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
+#define KH_TBL_CPUS 8192u
+#define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
+extern struct kh_cpu *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
+    __attribute__((visibility("hidden")));
+#define kh_hosted_cpus (kh_hosted_tbl + KH_TBL_NEG)
+extern const ptrdiff_t __rseq_offset; /* glibc >= 2.35 */
+static inline int kh_hosted_index(void)
+{
+    return __atomic_load_n((int *)((char *)__builtin_thread_pointer() + __rseq_offset) + 1,
+                           __ATOMIC_RELAXED);
+}
+/* A look at the state of the CPU the caller is on, or was on a moment
+ * ago: for what every CPU's state holds alike (the slot tests' constants,
+ * direct[]'s offsets) and for knowing whether it is set, never for a
+ * front's contents. */
+static inline struct kh_cpu *kheap_port_cpu_local(void)
+{
+    return __atomic_load_n(&kh_hosted_cpus[kh_hosted_index()], __ATOMIC_RELAXED);
+}
+#define KHEAP_PORT_CPU_TX_HEADER "port/hosted_tx.h"
+
+/* A restartable sequence in asm (hosted_tx.h, hosted.c): its descriptor
+ * (struct rseq_cs: version, flags, start, length, abort address) goes into
+ * section __rseq_cs; its abort handler, preceded by the signature glibc
+ * registered (RSEQ_SIG, 0x53053053 on x86), jumps back to where the
+ * descriptor is armed. */
+#define KH_TX_SIG ".byte 0x0f, 0xb9, 0x3d\n\t.long 0x53053053\n\t"
+
+/* Arm the sequence whose descriptor is label 3, starting at label 1 and
+ * committed by the instruction before label 2, aborting to label 4. */
+#define KH_TX_ARM(rs, t)                                                             \
+    ".pushsection __rseq_cs, \"aw\"\n\t"                                             \
+    ".balign 32\n"                                                                   \
+    "3:\n\t"                                                                         \
+    ".long 0, 0\n\t"                                                                 \
+    ".quad 1f, 2f - 1f, 4f\n\t"                                                      \
+    ".popsection\n"                                                                  \
+    "0:\n\t"                                                                         \
+    "lea 3b(%%rip), %" t "\n\t"                                                      \
+    "mov %" t ", %%fs:8(%" rs ")\n"                                                  \
+    "1:\n\t"
+#define KH_TX_ABORT                                                                  \
+    ".pushsection .text.unlikely, \"ax\"\n\t" KH_TX_SIG "4:\n\t"                    \
+    "jmp 0b\n\t"                                                                     \
+    ".popsection\n\t"
+
+#else
 extern __thread struct kh_cpu *kh_hosted_cpu_local __attribute__((tls_model("initial-exec")));
 static inline struct kh_cpu *kheap_port_cpu_local(void)
 {
     return kh_hosted_cpu_local;
 }
-static inline void kheap_port_cpu_local_set(struct kh_cpu *pc)
-{
-    kh_hosted_cpu_local = pc;
-}
+#endif
+/* Publish pc as the default heap's state of cpu (entered) to the hit
+ * paths; a lent slot is never published (hosted.c). */
+void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc);
 
 /* The lent slots no thread holds (hosted.c). */
 #define KHEAP_PORT_CPU_REACH 1

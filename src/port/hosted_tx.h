@@ -1,0 +1,132 @@
+/*
+ * hosted_tx.h - the hosted port's hit-path commits on x86-64 Linux: a
+ * pop from or a push onto a front of the default heap's state of the CPU
+ * the caller runs on, made whole or not at all, with no lock and no
+ * atomic instruction.
+ *
+ * Each is a restartable sequence (Linux rseq(2), registered for every
+ * thread by glibc >= 2.35): from reading the CPU number to the one store
+ * that commits, the kernel restarts the sequence from the top if the
+ * thread is preempted, migrated or signalled inside it. So a thread
+ * changes a front of the CPU it runs on only if no other thread ran on
+ * that CPU in between, and the CPU's magazines serve every thread on it.
+ *
+ * The one store: a pop writes top and allocs, a push frees and top, as
+ * one 16-byte store (struct kh_cc keeps the three words adjacent); so the
+ * counters stay exact, where an increment after the commit could be made
+ * on the next CPU after a migration, racing that CPU's own.
+ *
+ * Where the index comes from (kh_hosted_cpus, hosted_cpu.h): the cpu_id
+ * word of glibc's rseq area, signed. With rseq registered, the kernel
+ * keeps the CPU number there, and the table holds each CPU's state.
+ * Where it is not (an old kernel, valgrind, glibc.pthread.rseq=0), the
+ * kernel never writes the area, and the port writes a negative index for
+ * the thread's slot there itself (KH_TBL_SLOT; -1 and -2, a thread with
+ * no slot, index the sentinel): the same code then reaches the thread's
+ * own slot, the sequence never restarts, and the hit path is one path in
+ * both modes. The descriptor and abort macros are in hosted_cpu.h.
+ *
+ * What the sequences know of the core: struct kh_cc's words (frees, top,
+ * allocs adjacent: kh_front.h asserts it), the front's slot-test
+ * constants, and the double-free key's value and offset (KH_GUARD_KEY,
+ * KH_GUARD_OFF), all taken from kh_front.h here.
+ */
+#ifndef KHEAP_HOSTED_TX_H
+#define KHEAP_HOSTED_TX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* {-8, 1} and {1, 8}: what a pop adds to {top, allocs} and a push to
+ * {frees, top} (hosted.c). */
+extern const int64_t kh_tx_pop_add[2] __attribute__((visibility("hidden")));
+extern const int64_t kh_tx_push_add[2] __attribute__((visibility("hidden")));
+
+/* Pop into *out from the front at state + D + x (direct false) or from
+ * the front a direct[] entry there names (direct true: D is direct[]'s
+ * offset); false if its magazine is empty. D and direct are constants. */
+#define kh_tx_pop_direct(D, x, out) kh_tx_pop(x, out, D, true)
+#define kh_tx_pop_at(D, x, out) kh_tx_pop(x, out, D, false)
+static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, const bool direct)
+{
+    void *obj;
+    uintptr_t t, cc;
+    __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
+                 "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "mov (%[tbl], %[t], 8), %[cc]\n\t"
+                 ".if %c[direct]\n\t"
+                 "mov %c[D](%[cc], %[x]), %[cc]\n\t"
+                 ".else\n\t"
+                 "lea %c[D](%[cc], %[x]), %[cc]\n\t"
+                 ".endif\n\t"
+                 "mov 8(%[cc]), %[t]\n\t"
+                 "cmp %c[base](%[cc]), %[t]\n\t"
+                 "je %l[empty]\n\t"
+                 "movdqu 8(%[cc]), %%xmm0\n\t"
+                 "mov -8(%[t]), %[obj]\n\t"
+                 "paddq %[add], %%xmm0\n\t"
+                 "movdqu %%xmm0, 8(%[cc])\n"
+                 "2:\n\t" KH_TX_ABORT
+                 : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
+                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [x] "r"(x), [D] "i"(D),
+                   [direct] "i"(direct ? 1 : 0), [base] "i"(offsetof(struct kh_cc, base)),
+                   [add] "m"(kh_tx_pop_add)
+                 : "xmm0", "memory", "cc"
+                 : empty);
+    *out = obj;
+    return true;
+empty:
+    return false;
+}
+
+/* The free hit: push p onto the front at state + tag, marking it with
+ * the double-free key. In the sequence, in this order: the slot test
+ * (off: p's offset in its page) unless multi (the caller has tested p
+ * against its slab of several pages), then the key (found: a miss), the
+ * room (none: a miss), and the key stored just before the commit, so
+ * that no other thread on the CPU can pop p before it is stored, nor a
+ * miss leave it stored. A sequence restarted after storing it meets its
+ * own key and misses: the slow path, which finds p in no magazine, frees
+ * it. Returns 0 (pushed), 1 (p is not a slot of a one-page slab of the
+ * front's class: the caller looks further) or 2 (a miss). */
+static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, void *p, const bool multi)
+{
+    uintptr_t t, cc;
+    __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
+                 "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "mov (%[tbl], %[t], 8), %[cc]\n\t"
+                 "add %[tag], %[cc]\n\t"
+                 ".if %c[multi] == 0\n\t"
+                 "mov %[off], %[t]\n\t"
+                 "imul %c[div](%[cc]), %[t]\n\t"
+                 "cmp %c[lim](%[cc]), %[t]\n\t"
+                 "jae %l[noslot]\n\t"
+                 ".endif\n\t"
+                 "cmpl %[key], %c[kw](%[p])\n\t"
+                 "je %l[miss]\n\t"
+                 "mov 8(%[cc]), %[t]\n\t"
+                 "cmp %c[limit](%[cc]), %[t]\n\t"
+                 "jae %l[miss]\n\t"
+                 "movl %[key], %c[kw](%[p])\n\t"
+                 "movdqu (%[cc]), %%xmm0\n\t"
+                 "mov %[p], (%[t])\n\t"
+                 "paddq %[add], %%xmm0\n\t"
+                 "movdqu %%xmm0, (%[cc])\n"
+                 "2:\n\t" KH_TX_ABORT
+                 : [t] "=&r"(t), [cc] "=&r"(cc)
+                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [tag] "r"(tag),
+                   [off] "r"(off), [p] "r"(p), [multi] "i"(multi ? 1 : 0),
+                   [div] "i"(offsetof(struct kh_cc, divtest)),
+                   [lim] "i"(offsetof(struct kh_cc, slot_lim)),
+                   [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),
+                   [kw] "i"(KH_GUARD_OFF), [add] "m"(kh_tx_push_add)
+                 : "xmm0", "memory", "cc"
+                 : noslot, miss);
+    return 0;
+noslot:
+    return 1;
+miss:
+    return 2;
+}
+
+#endif /* KHEAP_HOSTED_TX_H */

@@ -1,0 +1,327 @@
+/*
+ * cpus.c - libkheap.so's per-CPU layer in the mode it chose at start-up.
+ *
+ *   cpus MODE    MODE: "auto" (per-CPU caches expected where glibc
+ *                registered rseq on x86-64 Linux, else per-thread slots),
+ *                "slots" (per-thread slots expected) or "any"
+ *
+ * run.sh runs it plainly (rseq where glibc registers it) and with
+ * GLIBC_TUNABLES=glibc.pthread.rseq=0 (slots), so both modes pass the same
+ * tests:
+ *  - the mode is the one expected, and KHEAP_VERBOSE would say so;
+ *  - threads moved from CPU to CPU (sched_setaffinity) while they
+ *    allocate, write, check and free blocks of every kind of size get back
+ *    only their own blocks intact, and the heap's counters count every
+ *    malloc and free exactly;
+ *  - 256 threads alive at once keep about as much in magazines as 2 do:
+ *    per CPU, not per thread, with rseq;
+ *  - malloc_trim empties the magazines of a CPU whose thread sleeps, with
+ *    rseq (its caches are reached from another CPU).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+#include <dlfcn.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__has_include)
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#define HAVE_RSEQ_H 1
+#endif
+#endif
+#ifndef HAVE_RSEQ_H
+static const unsigned __rseq_size = 0; /* glibc < 2.35: not registered */
+#endif
+#include <unistd.h>
+
+#include "harness.h"
+
+/* Looked up at run time (no header declares them): libkheap.so's. */
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+typedef void (*print_fn)(void (*)(void *, const char *), void *, const char *);
+static mallctl_fn ctl;
+static print_fn print;
+
+/* The figures of KHEAP_STATS (malloc_stats_print's text). */
+struct figures {
+    unsigned long long allocations, frees, magazines;
+};
+static char text[8192];
+static size_t text_len;
+static void take_text(void *arg, const char *s)
+{
+    (void)arg;
+    size_t n = strlen(s);
+    if (n > sizeof text - 1 - text_len)
+        n = sizeof text - 1 - text_len;
+    memcpy(text + text_len, s, n);
+    text[text_len += n] = 0;
+}
+static struct figures figures(void)
+{
+    struct figures f = {0, 0, 0};
+    text_len = 0;
+    text[0] = 0;
+    print(take_text, NULL, NULL);
+    const char *c = strstr(text, "counts     allocations ");
+    const char *m = strstr(text, "idle       magazines ");
+    if (c)
+        sscanf(c, "counts allocations %llu frees %llu", &f.allocations, &f.frees);
+    if (m)
+        sscanf(m, "idle magazines %llu", &f.magazines);
+    return f;
+}
+
+static const char *expect = "any";
+
+TEST(mode_is_the_expected_one)
+{
+    unsigned cpus = 0;
+    size_t len = sizeof cpus;
+    CHECK(ctl("kheap.cpus", &cpus, &len, NULL, 0) == 0, "mallctl kheap.cpus refused");
+    long conf = sysconf(_SC_NPROCESSORS_CONF);
+    printf("# mode: %s (%u CPUs), glibc rseq size %u\n", cpus ? "per-CPU" : "per-thread", cpus,
+           __rseq_size);
+    if (strcmp(expect, "auto") == 0)
+#if defined(__x86_64__)
+        expect = __rseq_size > 0 ? "rseq" : "slots";
+#else
+        expect = "slots";
+#endif
+    if (strcmp(expect, "rseq") == 0) {
+        /* every CPU, up to the 56 that can have caches */
+        CHECK(cpus == (unsigned)(conf < 56 ? conf : 56), "per-CPU mode on %ld CPUs expected, got %u",
+              conf, cpus);
+    } else if (strcmp(expect, "slots") == 0) {
+        CHECK(cpus == 0, "per-thread slots expected, got per-CPU on %u CPUs", cpus);
+    }
+}
+
+/* ---- threads moved between CPUs ---- */
+
+#define MOVERS 8
+#define ROUNDS 60000
+#define KEEP 48
+
+static pthread_barrier_t start_line, finish_line;
+static int ncpu;
+static int mover_bad[MOVERS];
+
+/* Sizes of every kind: direct classes, multi-page classes, the CPU's
+ * cache of large blocks, large blocks past it. */
+static size_t mover_size(unsigned id, unsigned i)
+{
+    static const size_t sizes[] = {16, 24, 40, 64, 100, 256, 500, 1024, 1100, 2048, 3000,
+                                   4096, 9000, 20000, 32768, 40000, 70000, 200000, 300000};
+    return sizes[(i * 7 + id * 3) % (sizeof sizes / sizeof sizes[0])];
+}
+
+static void *mover(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    unsigned char *keep[KEEP] = {0};
+    size_t size[KEEP] = {0};
+    pthread_barrier_wait(&start_line);
+    for (unsigned i = 0; i < ROUNDS; i++) {
+        if (i % 500 == 0) {
+            cpu_set_t s;
+            CPU_ZERO(&s);
+            CPU_SET((i / 500 + id) % (unsigned)ncpu, &s);
+            sched_setaffinity(0, sizeof s, &s);
+        }
+        unsigned k = (i * 13 + id) % KEEP;
+        if (keep[k]) {
+            unsigned char want = (unsigned char)(id * 31 + size[k]);
+            /* the first, some middle and the last bytes */
+            if (keep[k][0] != want || keep[k][size[k] / 2] != want || keep[k][size[k] - 1] != want)
+                mover_bad[id]++;
+            free(keep[k]);
+        }
+        size[k] = mover_size(id, i);
+        keep[k] = malloc(size[k]);
+        if (!keep[k]) {
+            mover_bad[id]++;
+            continue;
+        }
+        memset(keep[k], (unsigned char)(id * 31 + size[k]), size[k]);
+    }
+    for (unsigned k = 0; k < KEEP; k++)
+        free(keep[k]);
+    pthread_barrier_wait(&finish_line);
+    return NULL;
+}
+
+TEST(threads_moved_between_cpus)
+{
+    ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_t t[MOVERS];
+    pthread_barrier_init(&start_line, NULL, MOVERS + 1);
+    pthread_barrier_init(&finish_line, NULL, MOVERS + 1);
+    for (unsigned i = 0; i < MOVERS; i++)
+        CHECK(pthread_create(&t[i], NULL, mover, (void *)(uintptr_t)i) == 0, "pthread_create");
+    struct figures a = figures();
+    pthread_barrier_wait(&start_line);
+    /* Only the movers allocate between the two barriers. */
+    pthread_barrier_wait(&finish_line);
+    struct figures b = figures();
+    for (unsigned i = 0; i < MOVERS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start_line);
+    pthread_barrier_destroy(&finish_line);
+    int bad = 0;
+    for (unsigned i = 0; i < MOVERS; i++)
+        bad += mover_bad[i];
+    CHECK(bad == 0, "%d blocks came back damaged or not at all", bad);
+    uint64_t n = (uint64_t)MOVERS * ROUNDS;
+    CHECK(b.allocations - a.allocations == n,
+          "%llu allocations counted for %llu mallocs",
+          (unsigned long long)(b.allocations - a.allocations), (unsigned long long)n);
+    CHECK(b.frees - a.frees == n, "%llu frees counted for %llu frees",
+          (unsigned long long)(b.frees - a.frees), (unsigned long long)n);
+    printf("# %u threads moved across %d CPUs every 500 operations: %llu mallocs, %llu frees "
+           "counted\n",
+           MOVERS, ncpu, (unsigned long long)(b.allocations - a.allocations),
+           (unsigned long long)(b.frees - a.frees));
+}
+
+/* ---- many threads ---- */
+
+#define MANY 256
+
+static pthread_barrier_t many_line;
+
+static void *many_thread(void *arg)
+{
+    (void)arg;
+    void *p[64];
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 64; i++)
+            p[i] = malloc((size_t)(16 + 16 * (i % 32)));
+        for (int i = 0; i < 64; i++)
+            free(p[i]);
+    }
+    /* All alive at once before any exits: 256 threads at the same time. */
+    pthread_barrier_wait(&many_line);
+    return NULL;
+}
+
+/* n threads alive at once, each having used 32 classes; the bytes in
+ * magazines while they are. */
+static size_t magazines_with(unsigned n, pthread_t *t)
+{
+    pthread_barrier_init(&many_line, NULL, n + 1);
+    unsigned made = 0;
+    for (; made < n; made++)
+        if (pthread_create(&t[made], NULL, many_thread, NULL) != 0) {
+            /* the barrier would never open: fail the whole program */
+            printf("not ok - many_threads_share_the_cpus: thread %u of %u did not start\n", made,
+                   n);
+            exit(1);
+        }
+    pthread_barrier_wait(&many_line);
+    struct figures f = figures();
+    for (unsigned i = 0; i < made; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&many_line);
+    return (size_t)f.magazines;
+}
+
+TEST(many_threads_share_the_cpus)
+{
+    unsigned cpus = 0;
+    size_t len = sizeof cpus;
+    ctl("kheap.cpus", &cpus, &len, NULL, 0);
+    static pthread_t t[MANY];
+    size_t two = magazines_with(2, t);
+    size_t many = magazines_with(MANY, t);
+    printf("# bytes in magazines with 2 threads alive: %zu; with %u: %zu (%.2f times)\n", two,
+           MANY, many, (double)many / (double)two);
+    /* Per CPU, the second run finds the magazines the first filled: as
+     * many threads again as CPUs add nothing, 256 add at most what the
+     * lent slots take (a slow path that finds its CPU claimed). Per
+     * thread, 256 threads fill every slot's. */
+    if (cpus)
+        CHECK(many <= 2 * two + 65536, "%zu bytes in magazines with %u threads, %zu with 2", many,
+              MANY, two);
+}
+
+/* ---- malloc_trim reaches other CPUs ---- */
+
+static pthread_barrier_t trim_line;
+
+static void *filler(void *arg)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)(uintptr_t)arg, &set);
+    sched_setaffinity(0, sizeof set, &set);
+    enum { N = 4000 };
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(200);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+    pthread_barrier_wait(&trim_line); /* filled */
+    pthread_barrier_wait(&trim_line); /* trimmed: may exit */
+    return NULL;
+}
+
+TEST(trim_reaches_other_cpus)
+{
+    unsigned cpus = 0;
+    size_t len = sizeof cpus;
+    ctl("kheap.cpus", &cpus, &len, NULL, 0);
+    if (ncpu < 2) {
+        printf("# one CPU: nothing to reach\n");
+        return;
+    }
+    /* This thread on CPU 0, the filler on CPU 1. */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    sched_setaffinity(0, sizeof set, &set);
+    malloc_trim(0);
+    pthread_t t;
+    pthread_barrier_init(&trim_line, NULL, 2);
+    CHECK(pthread_create(&t, NULL, filler, (void *)(uintptr_t)1) == 0, "pthread_create");
+    pthread_barrier_wait(&trim_line);
+    struct figures before = figures();
+    malloc_trim(0);
+    struct figures after = figures();
+    pthread_barrier_wait(&trim_line);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&trim_line);
+    CPU_ZERO(&set);
+    for (int c = 0; c < ncpu; c++)
+        CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof set, &set);
+    printf("# bytes in magazines with CPU 1's filled: %llu; after malloc_trim on CPU 0: %llu\n",
+           before.magazines, after.magazines);
+    if (cpus >= 2) /* CPU 1 has caches */
+        CHECK(after.magazines * 4 < before.magazines,
+              "malloc_trim on CPU 0 left %llu of %llu bytes in magazines", after.magazines,
+              before.magazines);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        expect = argv[1];
+    ctl = (mallctl_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "mallctl");
+    print = (print_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "malloc_stats_print");
+    if (!ctl || !print) {
+        printf("not ok - libkheap.so is not in front (no mallctl)\n");
+        return 1;
+    }
+    RUN(mode_is_the_expected_one);
+    RUN(threads_moved_between_cpus);
+    RUN(many_threads_share_the_cpus);
+    RUN(trim_reaches_other_cpus);
+    return harness_done();
+}
