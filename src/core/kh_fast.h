@@ -122,19 +122,12 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     uintptr_t off = (uintptr_t)ptr - w->start;
 #ifdef KHEAP_PORT_CPU_TX_HEADER
     /* The default heap: the tests below, in the port's committed push
-     * (kh_tx_free), with the CPU's state at the commit. Large blocks: the
-     * slow path, which claims the CPU. */
+     * (kh_tx_free, both slot tests), with the CPU's state at the commit.
+     * Large blocks: the slow path, which claims the CPU. */
     if (!cpus) {
         if (kh_likely(off < span)) {
             size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
-            int r = kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), ptr, false);
-            if (kh_likely(r == 0))
-                return true;
-            /* Not a slot of a one-page slab: one of a slab of several
-             * pages, tested wholly (the tag of a large block, or of no
-             * class, names a front whose slot tests all fail). */
-            if (r == 1 && kh_multi_slot(w, ptr))
-                return kh_tx_free(tag, 0, ptr, true) == 0;
+            return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr, w);
         }
         return false;
     }
@@ -206,7 +199,8 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
                     ? tag == KH_CC(kh_small_class[(size + 7) >> 3]) * sizeof(struct kh_cc)
                     : bytes[0] < size && size <= bytes[1];
             if (kh_likely(of_class))
-                return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), ptr, false) == 0;
+                return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr,
+                                  w);
         }
         return false;
     }

@@ -53,7 +53,8 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
     uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "mov (%[tbl], %[t], 8), %[cc]\n\t"
+                 "lea %[tbl], %[cc]\n\t"
+                 "mov (%[cc], %[t], 8), %[cc]\n\t"
                  ".if %c[direct]\n\t"
                  "mov %c[D](%[cc], %[x]), %[cc]\n\t"
                  ".else\n\t"
@@ -68,7 +69,7 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
                  "movdqu %%xmm0, 8(%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
-                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [x] "r"(x), [D] "i"(D),
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [x] "r"(x), [D] "i"(D),
                    [direct] "i"(direct ? 1 : 0), [base] "i"(offsetof(struct kh_cc, base)),
                    [add] "m"(kh_tx_pop_add)
                  : "xmm0", "memory", "cc"
@@ -80,28 +81,41 @@ empty:
 }
 
 /* The free hit: push p onto the front at state + tag, marking it with
- * the double-free key. In the sequence, in this order: the slot test
- * (off: p's offset in its page) unless multi (the caller has tested p
- * against its slab of several pages), then the key (found: a miss), the
- * room (none: a miss), and the key stored just before the commit, so
- * that no other thread on the CPU can pop p before it is stored, nor a
- * miss leave it stored. A sequence restarted after storing it meets its
- * own key and misses: the slow path, which finds p in no magazine, frees
- * it. Returns 0 (pushed), 1 (p is not a slot of a one-page slab of the
- * front's class: the caller looks further) or 2 (a miss). */
-static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, void *p, const bool multi)
+ * the double-free key. In the sequence, in this order: the slot test of
+ * a one-page slab (off: p's offset in its page), and where it fails, the
+ * test over a slab of several pages from the window w (p's page pg: its
+ * index in the slab, pidx, and the class's constants, multi: the page
+ * tag of a large block or of no class names a front whose tests all
+ * fail); then the key (found: a miss), the room (none: a miss), and the
+ * key stored just before the commit, so that no other thread on the CPU
+ * can pop p before it is stored, nor a miss leave it stored. A sequence
+ * restarted after storing it meets its own key and misses: the slow
+ * path, which finds p in no magazine, frees it. The window's words read
+ * are fixed while p is live (as kh_multi_slot reads them). */
+static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, void *p,
+                                        const struct kh_window *w)
 {
-    uintptr_t t, cc;
+    uintptr_t t, cc, u;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "mov (%[tbl], %[t], 8), %[cc]\n\t"
+                 "lea %[tbl], %[cc]\n\t"
+                 "mov (%[cc], %[t], 8), %[cc]\n\t"
                  "add %[tag], %[cc]\n\t"
-                 ".if %c[multi] == 0\n\t"
                  "mov %[off], %[t]\n\t"
                  "imul %c[div](%[cc]), %[t]\n\t"
                  "cmp %c[lim](%[cc]), %[t]\n\t"
-                 "jae %l[noslot]\n\t"
-                 ".endif\n\t"
+                 "jb 5f\n\t"
+                 "mov %c[pidx](%[w]), %[u]\n\t"
+                 "movzbl (%[u], %[pg]), %k[t]\n\t"
+                 "shl %[ps], %[t]\n\t"
+                 "add %[off], %[t]\n\t"
+                 "mov %[tag], %[u]\n\t"
+                 "shr %[ts], %[u]\n\t"
+                 "add %c[multi](%[w]), %[u]\n\t"
+                 "imul (%[u]), %[t]\n\t"
+                 "cmp 8(%[u]), %[t]\n\t"
+                 "jae %l[miss]\n"
+                 "5:\n\t"
                  "cmpl %[key], %c[kw](%[p])\n\t"
                  "je %l[miss]\n\t"
                  "mov 8(%[cc]), %[t]\n\t"
@@ -113,20 +127,26 @@ static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, void *p, const
                  "paddq %[add], %%xmm0\n\t"
                  "movdqu %%xmm0, (%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
-                 : [t] "=&r"(t), [cc] "=&r"(cc)
-                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [tag] "r"(tag),
-                   [off] "r"(off), [p] "r"(p), [multi] "i"(multi ? 1 : 0),
+                 : [t] "=&r"(t), [cc] "=&r"(cc), [u] "=&r"(u)
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [tag] "r"(tag),
+                   [off] "r"(off), [pg] "r"(pg), [p] "r"(p), [w] "r"(w),
                    [div] "i"(offsetof(struct kh_cc, divtest)),
                    [lim] "i"(offsetof(struct kh_cc, slot_lim)),
+                   [pidx] "i"(offsetof(struct kh_window, pidx)),
+                   [multi] "i"(offsetof(struct kh_window, multi)), [ps] "i"(KHEAP_PAGE_SHIFT),
+                   [ts] "i"(__builtin_ctz(sizeof(struct kh_cc) / sizeof(struct kh_slabtest))),
                    [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),
                    [kw] "i"(KH_GUARD_OFF), [add] "m"(kh_tx_push_add)
                  : "xmm0", "memory", "cc"
-                 : noslot, miss);
-    return 0;
-noslot:
-    return 1;
+                 : miss);
+    return true;
 miss:
-    return 2;
+    return false;
 }
+
+_Static_assert(sizeof(struct kh_cc) % sizeof(struct kh_slabtest) == 0 &&
+                   ((sizeof(struct kh_cc) / sizeof(struct kh_slabtest)) &
+                    (sizeof(struct kh_cc) / sizeof(struct kh_slabtest) - 1)) == 0,
+               "a front's index in kh_window.multi is its tag shifted right");
 
 #endif /* KHEAP_HOSTED_TX_H */
