@@ -172,10 +172,24 @@ static pthread_key_t slot_key;
 static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
 static int slot_key_ok;
 
-static unsigned char lent_busy[KHEAP_HOSTED_SHARED_SLOTS > 0 ? KHEAP_HOSTED_SHARED_SLOTS : 1];
+/* The lent slots' flags and where the next borrower starts: written by
+ * every borrower, so on cache lines of their own, apart from what every
+ * slow path only reads (the mode, mode_chosen), which sharing a line
+ * with them would make every slow path fetch again from the last
+ * borrower's CPU (with 256 threads on 2 CPUs, half of the time of
+ * kh_hosted_slot_take went to that load). */
+#define HOSTED_LINE 64
+#define LENT_FLAGS (KHEAP_HOSTED_SHARED_SLOTS > 0 ? KHEAP_HOSTED_SHARED_SLOTS : 1)
+static struct {
+    unsigned char busy[LENT_FLAGS];
+    char busy_line[HOSTED_LINE - LENT_FLAGS % HOSTED_LINE];
+    unsigned next;
+    char next_line[HOSTED_LINE - sizeof(unsigned)];
+} lent __attribute__((aligned(HOSTED_LINE)));
+#define lent_busy lent.busy
+#define lent_next lent.next
 static __thread unsigned lent_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 static __thread unsigned lent_depth __attribute__((tls_model("initial-exec")));
-static unsigned lent_next; /* where the next borrower starts looking */
 static pthread_once_t lent_once = PTHREAD_ONCE_INIT;
 
 static void lent_setup(void)
@@ -277,7 +291,7 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
  * Claims: a slow path on CPU i swaps kh_hosted_cpus[i] from the CPU's
  * state (or the sentinel, if the default heap has none yet) to
  * kh_cpu_claimed, whose fronts make every hit path miss, and keeps what it
- * replaced in cpu_saved[i]. The swap is a locked compare-and-exchange
+ * replaced in cpu_saved(i). The swap is a locked compare-and-exchange
  * that is itself the commit of a restartable sequence which read the CPU
  * number: so it happens on CPU i, and every other thread's sequence on
  * CPU i that read the old entry was preempted by this one and restarts
@@ -292,7 +306,11 @@ static const char *mode_why = "";    /* why per-thread slots, or what per-CPU
                                         mode leaves out, else "" */
 #if KH_HOSTED_TX
 static int mode_fence;                           /* membarrier's rseq fence registered */
-static struct kh_cpu *cpu_saved[KHEAP_MAX_CPUS]; /* what a claim replaced */
+/* What a claim replaced, by CPU: written by each claimer, so a line each. */
+static struct {
+    struct kh_cpu *pc;
+} __attribute__((aligned(HOSTED_LINE))) cpu_saved_at[KHEAP_MAX_CPUS];
+#define cpu_saved(c) (cpu_saved_at[c].pc)
 static bool fork_claimed[KHEAP_MAX_CPUS];        /* claimed by fork_prepare */
 #endif
 
@@ -394,7 +412,7 @@ static unsigned cpu_claim(void)
                    [n] "r"((uintptr_t)mode_cpus)
                  : "memory", "cc"
                  : busy);
-    cpu_saved[t] = old;
+    cpu_saved(t) = old;
     return (unsigned)t;
 busy:
     return KHEAP_CPU_NONE;
@@ -410,7 +428,7 @@ static bool cpu_claim_at(unsigned c)
         !__atomic_compare_exchange_n(&kh_hosted_cpus[c], &old, &kh_cpu_claimed, false,
                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return false;
-    cpu_saved[c] = old;
+    cpu_saved(c) = old;
     return true;
 }
 
@@ -444,7 +462,7 @@ void kh_hosted_slot_give(unsigned slot)
     }
 #if KH_HOSTED_TX
     /* A claimed CPU: its state back to the hit paths. */
-    __atomic_store_n(&kh_hosted_cpus[slot], cpu_saved[slot], __ATOMIC_RELEASE);
+    __atomic_store_n(&kh_hosted_cpus[slot], cpu_saved(slot), __ATOMIC_RELEASE);
 #endif
 }
 
@@ -454,7 +472,7 @@ void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc)
         return; /* lent: never the hit paths' */
 #if KH_HOSTED_TX
     if (kh_hosted_rseq)
-        cpu_saved[cpu] = pc; /* published when the claim ends */
+        cpu_saved(cpu) = pc; /* published when the claim ends */
     else
         __atomic_store_n(&kh_hosted_cpus[KH_TBL_SLOT(cpu)], pc, __ATOMIC_RELEASE);
 #else
