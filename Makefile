@@ -81,7 +81,7 @@ HOSTED_DEFS := -DKHEAP_LOCK_WORDS=8 -DKHEAP_PORT_PAGES=1 -DKHEAP_PORT_PURGE=1 -D
         install uninstall amalgamation deb fuzz fuzz-build
 .DELETE_ON_ERROR:
 
-all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME) $(B)/libkheap-debug.so
+all: $(B)/libkheap.a $(B)/libkheap.so $(B)/$(SONAME) $(B)/libkheap-debug.so $(B)/libkheap-percpu.so
 
 deps:
 	tools/deps.sh build
@@ -101,12 +101,10 @@ $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 # first use (halved until the reservation fits; KHEAP_DEFAULT_RESERVE=0 for
 # the static array) and grows beyond it. Only the malloc API is exported.
 # Depots of the malloc classes may grow for producer/consumer threads
-# (KHEAP_DEPOT_GROW, include/kheap_config.h). Per-CPU caches shared by
-# every thread where rseq is registered (KHEAP_HOSTED_RSEQ).
+# (KHEAP_DEPOT_GROW, include/kheap_config.h).
 KHEAP_DEFAULT_RESERVE ?= $(if $(filter 64,$(shell getconf LONG_BIT)),68719476736,1073741824)
 SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=0 \
-           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1) -DKHEAP_DEPOT_GROW=256 \
-           -DKHEAP_HOSTED_RSEQ=1
+           $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1) -DKHEAP_DEPOT_GROW=256
 SO_CFLAGS := $(CSTD) $(WARN) $(OPT) $(OPTIONS) $(HOSTED_DEFS) $(SO_DEFS) -fPIC \
              -fvisibility=hidden -fno-builtin-malloc -fno-builtin-calloc \
              -fno-builtin-realloc -fno-builtin-free -Iinclude -Isrc/core
@@ -139,6 +137,20 @@ $(B)/sodebug/obj/%.o: src/%.c $(HDRS)
 $(B)/libkheap-debug.so: $(patsubst src/%.c,$(B)/sodebug/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
 	$(msg) LD $@
 	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,libkheap-debug.so $(LDFLAGS) -o $@ $^ -lpthread
+
+# libkheap-percpu.so: the same malloc replacement with per-CPU caches that
+# every thread on a CPU shares, through restartable sequences
+# (KHEAP_HOSTED_RSEQ: x86-64 Linux, glibc >= 2.35; per-thread slots where
+# rseq is not registered). Installed under LIBDIR/kheap/ as the debug one.
+PERCPU_SO_FLAGS := $(SO_CFLAGS) -DKHEAP_HOSTED_RSEQ=1
+$(B)/sopercpu/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(msg) CC $<
+	$(Q)$(CC) $(PERCPU_SO_FLAGS) -c $< -o $@
+
+$(B)/libkheap-percpu.so: $(patsubst src/%.c,$(B)/sopercpu/obj/%.o,$(CORE_SRC) $(PORT_SRC) $(SHIM_SRC))
+	$(msg) LD $@
+	$(Q)$(CC) -shared -Wl,-z,defs -Wl,-soname,libkheap-percpu.so $(LDFLAGS) -o $@ $^ -lpthread
 
 # --- tests of libkheap.so ---------------------------------------------------
 # Ordinary programs: api is linked with -lkheap, the others run under
@@ -181,7 +193,8 @@ $(B)/malloc/cxx: tests/malloc/cxx.cpp
 	$(msg) CXX $@
 	$(Q)$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -g $< -o $@ -ldl
 
-malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx) $(B)/libkheap-debug.so
+malloc-tests: $(addprefix $(B)/malloc/,$(MALLOC_TESTS) ctorlib.so cxx) $(B)/libkheap-debug.so \
+              $(B)/libkheap-percpu.so
 
 # --- test variants ----------------------------------------------------------
 define variant
@@ -326,6 +339,7 @@ size-classes: $(B)/tools/sizeclasses
 #   libkheap.so.MAJOR: the malloc replacement (LD_PRELOAD it, or link
 #     -lkheap through the libkheap.so link); it exports only the malloc API;
 #   kheap/libkheap-debug.so: the debug malloc replacement, for LD_PRELOAD
+#   kheap/libkheap-percpu.so: the per-CPU malloc replacement, for LD_PRELOAD
 #     only, in a directory of its own so the dynamic linker's cache and
 #     -lkheap never pick it (installed when it has been built);
 #   kheap_config.h: the options the library was built with written in, so
@@ -385,6 +399,8 @@ install: $(B)/libkheap.a $(B)/libkheap.so $(INSTALL_GEN)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libkheap.so
 	$(if $(wildcard $(B)/libkheap-debug.so),$(INSTALL) -d $(DESTDIR)$(LIBDIR)/kheap && \
 	  $(INSTALL) -m 755 $(B)/libkheap-debug.so $(DESTDIR)$(LIBDIR)/kheap/)
+	$(if $(wildcard $(B)/libkheap-percpu.so),$(INSTALL) -d $(DESTDIR)$(LIBDIR)/kheap && \
+	  $(INSTALL) -m 755 $(B)/libkheap-percpu.so $(DESTDIR)$(LIBDIR)/kheap/)
 	$(INSTALL) -m 644 $(B)/install/kheap.pc $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc
 	$(INSTALL) -m 644 $(B)/install/kheapConfig.cmake $(B)/install/kheapConfigVersion.cmake \
 	  $(DESTDIR)$(CMAKEDIR)/
@@ -392,7 +408,8 @@ install: $(B)/libkheap.a $(B)/libkheap.so $(INSTALL_GEN)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDRS)) kheap_config.h) \
-	  $(addprefix $(DESTDIR)$(LIBDIR)/,libkheap.a $(REAL_SO) $(SONAME) libkheap.so kheap/libkheap-debug.so) \
+	  $(addprefix $(DESTDIR)$(LIBDIR)/,libkheap.a $(REAL_SO) $(SONAME) libkheap.so kheap/libkheap-debug.so \
+	  kheap/libkheap-percpu.so) \
 	  $(DESTDIR)$(PKGCONFIGDIR)/kheap.pc $(DESTDIR)$(MANDIR)/man3/kheap.3 \
 	  $(addprefix $(DESTDIR)$(CMAKEDIR)/,kheapConfig.cmake kheapConfigVersion.cmake)
 	-rmdir $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(LIBDIR)/kheap 2>/dev/null

@@ -53,6 +53,7 @@ import cpython  # noqa: E402
 import real  # noqa: E402
 import redis  # noqa: E402
 import levels  # noqa: E402
+import percpu  # noqa: E402
 import sampled  # noqa: E402
 import sizes  # noqa: E402
 import suite  # noqa: E402
@@ -897,6 +898,7 @@ def main():
          if redis_rows else None),
         (cpython, cpython.report(*cpython_rows[:4], cfg["cpython_reps"], cpython_rows[4])
          if cpython_rows else None),
+        (percpu, None),  # bench/percpu.py's, kept
     ]
     for mod, sec in fresh:
         sec = sec or common_section(doc, mod.BEGIN, mod.END)

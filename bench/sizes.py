@@ -29,7 +29,8 @@ END = "<!-- end of sizes -->"
 # sizes between them; then page runs up to 256 KiB.
 SIZES = [16, 32, 48, 64, 128, 256, 512, 1024, 1100, 1536, 2048, 3072, 4096, 5000,
          6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 131072, 262144]
-KHEAP_ROWS = ["kheap (LD_PRELOAD)", "kheap (kmalloc)", "kheap (kheap_init heap)"]
+KHEAP_ROWS = ["kheap (LD_PRELOAD)", "kheap (kmalloc)", "kheap (kheap_init heap)",
+              "kheap per-CPU (LD_PRELOAD)"]
 
 
 def allocators(bin_kheap, bin_malloc, bin_init):
@@ -37,9 +38,13 @@ def allocators(bin_kheap, bin_malloc, bin_init):
     if not so:
         raise RuntimeError("no build/libkheap.so")
     peers, missing = common.harness_peers(bin_malloc)
-    return [(KHEAP_ROWS[0], bin_malloc, so, "libkheap.so"),
+    percpu = suite.kheap_so(name="libkheap-percpu.so")
+    rows = [(KHEAP_ROWS[0], bin_malloc, so, "libkheap.so"),
             (KHEAP_ROWS[1], bin_kheap, None, "libkheap.a"),
-            (KHEAP_ROWS[2], bin_init, None, "libkheap.a")] + peers, missing
+            (KHEAP_ROWS[2], bin_init, None, "libkheap.a")]
+    if percpu:
+        rows.append((KHEAP_ROWS[3], bin_malloc, percpu, "libkheap-percpu.so"))
+    return rows + peers, missing
 
 
 def callgrind(alloc, args, out, extra_env=None):
@@ -84,9 +89,12 @@ def report(m):
     L = [BEGIN, "## Instructions per malloc+free pair, by size", "",
          "`bench/sizes.py` (part of `make bench`): callgrind, %d pairs of malloc(size)+free "
          "after a warm-up, with 64 other blocks of the size live; the counts include the "
-         "harness loop (%.1f instructions). kheap three ways: through `LD_PRELOAD` of "
+         "harness loop (%.1f instructions). kheap four ways: through `LD_PRELOAD` of "
          "libkheap.so (a PLT call, as programs call malloc), its default heap called "
-         "directly (kmalloc/kfree), and a heap made with kheap_init (kheap_alloc/kheap_free). "
+         "directly (kmalloc/kfree), a heap made with kheap_init (kheap_alloc/kheap_free), "
+         "and through `LD_PRELOAD` of libkheap-percpu.so (per-CPU caches through restartable "
+         "sequences; valgrind does not support rseq, so callgrind runs its per-thread "
+         "fallback, whose instructions are the same). "
          "The peers are put in front of glibc with `LD_PRELOAD`. The last columns are "
          "kheap through `LD_PRELOAD` over the best peer at that size." % (m["n"], m["loop"]),
          ""]

@@ -62,18 +62,18 @@ def build():
     return WORKLOADS
 
 
-def kheap_so(path=None):
-    """build/libkheap.so, made by the Makefile's release rules (or path, if
-    given and built)."""
+def kheap_so(path=None, name="libkheap.so"):
+    """build/NAME (libkheap.so, or libkheap-percpu.so), made by the
+    Makefile's release rules (or path, if given and built)."""
     if path:
         return path if os.path.exists(path) else None
     try:
         common.run(["make", "--no-print-directory", "-j%d" % (os.cpu_count() or 1),
-                    "build/libkheap.so"], env=common.make_env())
+                    "build/" + name], env=common.make_env())
     except RuntimeError as e:
-        common.log("suite: no libkheap.so (%s)" % str(e).splitlines()[0])
+        common.log("suite: no %s (%s)" % (name, str(e).splitlines()[0]))
         return None
-    path = os.path.join(ROOT, "build", "libkheap.so")
+    path = os.path.join(ROOT, "build", name)
     return path if os.path.exists(path) else None
 
 

@@ -37,7 +37,11 @@ def allocators(bin_malloc):
     if not so:
         raise RuntimeError("no build/libkheap.so")
     peers, missing = common.harness_peers(bin_malloc)
-    return [("kheap", bin_malloc, so, "libkheap.so")] + peers, missing
+    rows = [("kheap", bin_malloc, so, "libkheap.so")]
+    percpu = suite.kheap_so(name="libkheap-percpu.so")
+    if percpu:
+        rows.append(("kheap per-CPU", bin_malloc, percpu, "libkheap-percpu.so"))
+    return rows + peers, missing
 
 
 def measure(bin_malloc, reps=3, pairs=64_000_000):
@@ -51,8 +55,14 @@ def measure(bin_malloc, reps=3, pairs=64_000_000):
         return (pairs // t * t / (time.time() - t0), int(r["maxrss_kib"]), busy)
 
     rows = common.interleaved("threads", reps, [(a[0], t) for a in allocs for t in THREADS], one)
+    # The floor: the same threads running the loop without allocator calls
+    # (tput-none), under the C library's malloc: their stacks and the C
+    # library's own, which no allocator can go below.
+    plain = ("glibc", bin_malloc, None, "libc")
+    floor = {t: int(common.run_harness(plain, ["tput-none", t, pairs // t])["maxrss_kib"])
+             for t in THREADS}
     return dict(rows=rows, names=[a[0] for a in allocs], reps=reps, pairs=pairs,
-                missing=missing)
+                missing=missing, floor=floor)
 
 
 def report(m):
@@ -65,9 +75,13 @@ def report(m):
          "`bench/threads.py` (part of `make bench`): bench/bench.c's throughput loop with "
          "%s threads, %d pairs in all split over the threads (pairs over the process's wall "
          "time), %d interleaved rounds; medians (min-max). kheap is libkheap.so through "
-         "`LD_PRELOAD`. The last two columns are each allocator's 256-thread figures over "
-         "its own 2-thread ones." % (
-             " and ".join(str(t) for t in THREADS), m["pairs"], m["reps"]), "",
+         "`LD_PRELOAD`, kheap per-CPU libkheap-percpu.so (caches per CPU through "
+         "restartable sequences). The last two columns are each allocator's 256-thread "
+         "figures over its own 2-thread ones. The same threads without allocator calls "
+         "(`tput-none`, the C library's malloc) peak at %s KiB: their stacks and the C "
+         "library's own, the floor under every row." % (
+             " and ".join(str(t) for t in THREADS), m["pairs"], m["reps"],
+             " and ".join("%d" % m["floor"][t] for t in THREADS)), "",
          "| allocator | M pairs/s, 2 threads | M pairs/s, 256 threads | peak RSS KiB, 2 | "
          "peak RSS KiB, 256 | throughput 256/2 | RSS 256/2 |",
          "|---|---:|---:|---:|---:|---:|---:|"]

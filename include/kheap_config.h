@@ -209,9 +209,9 @@
  * of the per-CPU layer the machine's CPUs, whose magazines every thread
  * running on them shares through restartable sequences (rseq), when
  * glibc has registered rseq for the process (else, and with 0, they are
- * slots each thread owns: src/port/hosted_cpu.h). For libkheap.so, which
- * is built with 1 and whose only caches are the default heap's kmalloc
- * classes. Not supported yet with user caches, heaps made with kheap_init
+ * slots each thread owns: src/port/hosted_cpu.h). For the malloc
+ * replacement (libkheap-percpu.so is built with 1), whose only caches are
+ * the default heap's kmalloc classes. Not supported yet with user caches, heaps made with kheap_init
  * or KHEAP_NOLOCK calls (their hit paths would miss, and
  * kheap_cache_destroy does not reach other CPUs' magazines): a program
  * that links kheap itself keeps 0. */

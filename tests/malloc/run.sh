@@ -29,15 +29,18 @@ prog api "$M/api"
 prog ctor env LD_PRELOAD="$SO $(cd "$M" && pwd)/ctorlib.so" "$M/ctor"
 prog fork env LD_PRELOAD="$SO" "$M/fork"
 prog threads env LD_PRELOAD="$SO" "$M/threads"
-# The per-CPU layer in the mode chosen at start-up (per-CPU caches where
-# glibc registered rseq), and the same programs with rseq turned off for
-# the process (per-thread slots, the fallback).
-prog cpus env LD_PRELOAD="$SO" "$M/cpus" auto
+# libkheap.so keeps per-thread slots. libkheap-percpu.so in the mode it
+# chooses at start-up (per-CPU caches where glibc registered rseq), and
+# with rseq turned off for the process (per-thread slots, its fallback).
+PSO=$(cd "$B" && pwd)/libkheap-percpu.so
+prog cpus env LD_PRELOAD="$SO" "$M/cpus" slots
+prog percpu-cpus env LD_PRELOAD="$PSO" "$M/cpus" auto
+prog percpu-threads env LD_PRELOAD="$PSO" "$M/threads"
+prog percpu-fork env LD_PRELOAD="$PSO" "$M/fork"
+prog percpu-rss env LD_PRELOAD="$PSO" "$M/rss"
 NORSEQ=glibc.pthread.rseq=0
-prog cpus-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$SO" "$M/cpus" slots
-prog threads-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$SO" "$M/threads"
-prog fork-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$SO" "$M/fork"
-prog c++-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$SO" "$M/cxx"
+prog percpu-cpus-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$PSO" "$M/cpus" slots
+prog percpu-threads-slots env GLIBC_TUNABLES=$NORSEQ LD_PRELOAD="$PSO" "$M/threads"
 prog c++ env LD_PRELOAD="$SO" "$M/cxx"
 prog rss env LD_PRELOAD="$SO" "$M/rss"
 prog frontier env LD_PRELOAD="$SO" "$M/frontier"
@@ -194,17 +197,23 @@ fi
 # ... and which per-CPU mode runs: per CPU where this machine's glibc
 # registered rseq (the cpus program says whether it expects that), thread
 # slots with rseq turned off, with the reason.
-want=$(LD_PRELOAD="$SO" "$M/cpus" auto 2>&1 | sed -n 's/^# mode: \(per-[A-Z]*[a-z]*\).*/\1/p')
+want=$(LD_PRELOAD="$PSO" "$M/cpus" auto 2>&1 | sed -n 's/^# mode: \(per-[A-Z]*[a-z]*\).*/\1/p')
 for env in "" "GLIBC_TUNABLES=$NORSEQ"; do
-    line=$(env $env KHEAP_VERBOSE=1 LD_PRELOAD="$SO" true 2>&1 | grep '^kheap: libkheap.so:')
+    line=$(env $env KHEAP_VERBOSE=1 LD_PRELOAD="$PSO" true 2>&1 | grep '^kheap: libkheap.so:')
     case "$env:$want:$line" in
-    :per-CPU:*"per-CPU caches on "*" CPUs (restartable sequences)"* | \
+    :per-CPU:*"per-CPU caches on "*" CPUs (restartable sequences"* | \
         :per-thread:*"per-thread slots ("* | \
         GLIBC*:*"per-thread slots (rseq is not registered)"*)
         echo "ok - KHEAP_VERBOSE names the per-CPU mode${env:+ ($env)}" ;;
     *) echo "not ok - KHEAP_VERBOSE${env:+ ($env)}, expected $want: $line" ;;
     esac
 done
+line=$(env KHEAP_VERBOSE=1 LD_PRELOAD="$SO" true 2>&1 | grep '^kheap: libkheap.so:')
+case "$line" in
+*"per-thread slots (no restartable sequences in this build)"*)
+    echo "ok - KHEAP_VERBOSE: libkheap.so keeps per-thread slots" ;;
+*) echo "not ok - KHEAP_VERBOSE of libkheap.so: $line" ;;
+esac
 out=$(LD_PRELOAD="$SO" sort "$0" 2>&1 >/dev/null)
 if [ -z "$out" ]; then
     echo "ok - silent without KHEAP_STATS"
