@@ -154,8 +154,12 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * a CPU's are. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 #if KH_HOSTED_TX
-struct kh_cpu *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS] = {
-    [0 ... KH_TBL_NEG + KH_TBL_CPUS - 1] = &kh_cpu_sentinel};
+struct kh_hosted_cell kh_hosted_idle = {&kh_cpu_sentinel}; /* never written */
+struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS] = {
+    [0 ... KH_TBL_NEG + KH_TBL_CPUS - 1] = &kh_hosted_idle};
+/* The cells of the CPUs (per CPU) or of the owned slots (per thread),
+ * published into kh_hosted_tbl when the mode is chosen. */
+static struct kh_hosted_cell cells[KHEAP_MAX_CPUS];
 const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
 const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
 #else
@@ -277,7 +281,7 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
  *
  * Chosen once, by the first kh_hosted_slot_take of the process (before
  * any slot or CPU is handed out, so every entry of kh_hosted_cpus is
- * still the sentinel and every hit path misses until then): per-CPU if
+ * still kh_hosted_idle and every hit path misses until then): per-CPU if
  * glibc registered rseq for this thread (__rseq_size > 0 and the kernel
  * has written a CPU number); else per-thread slots. glibc registers every
  * thread of a process alike (GLIBC_TUNABLES glibc.pthread.rseq=0 turns it
@@ -288,7 +292,7 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
  * port never writes a registered thread's rseq area (the kernel owns its
  * cpu_id; a kernel built with CONFIG_DEBUG_RSEQ checks it).
  *
- * Claims: a slow path on CPU i swaps kh_hosted_cpus[i] from the CPU's
+ * Claims: a slow path on CPU i swaps the word of CPU i's cell from the CPU's
  * state (or the sentinel, if the default heap has none yet) to
  * kh_cpu_claimed, whose fronts make every hit path miss, and keeps what it
  * replaced in cpu_saved(i). The swap is a locked compare-and-exchange
@@ -380,6 +384,13 @@ static void mode_choose(void)
                              0) == 0;
         __atomic_store_n(&kh_hosted_rseq, 1, __ATOMIC_RELEASE);
     }
+    /* The cells: the CPUs' (per CPU), else the owned slots'. */
+    unsigned n = kh_hosted_rseq ? mode_cpus : KH_HOSTED_OWNED;
+    for (unsigned i = 0; i < n; i++) {
+        cells[i].pc = &kh_cpu_sentinel;
+        __atomic_store_n(&kh_hosted_cpus[kh_hosted_rseq ? (int)i : KH_TBL_SLOT(i)], &cells[i],
+                         __ATOMIC_RELEASE);
+    }
 #else
     mode_why = "no restartable sequences in this build";
 #endif
@@ -406,19 +417,20 @@ static void tx_index_set(int idx)
  * has it. */
 static unsigned cpu_claim(void)
 {
-    uintptr_t t;
+    uintptr_t t, cell;
     struct kh_cpu *old;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
                  "cmp %[n], %[t]\n\t" /* unsigned: a negative index too */
                  "jae %l[busy]\n\t"
-                 "mov (%[tbl], %[t], 8), %[old]\n\t"
+                 "mov (%[tbl], %[t], 8), %[cell]\n\t"
+                 "mov (%[cell]), %[old]\n\t"
                  "cmp %[cl], %[old]\n\t"
                  "je %l[busy]\n\t"
-                 "lock cmpxchg %[cl], (%[tbl], %[t], 8)\n"
+                 "lock cmpxchg %[cl], (%[cell])\n"
                  "2:\n\t"
                  "jne %l[busy]\n\t" KH_TX_ABORT
-                 : [t] "=&r"(t), [old] "=&a"(old)
+                 : [t] "=&r"(t), [old] "=&a"(old), [cell] "=&r"(cell)
                  : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [cl] "r"(&kh_cpu_claimed),
                    [n] "r"((uintptr_t)mode_cpus)
                  : "memory", "cc"
@@ -434,9 +446,9 @@ busy:
  * false if it is claimed. */
 static bool cpu_claim_at(unsigned c)
 {
-    struct kh_cpu *old = __atomic_load_n(&kh_hosted_cpus[c], __ATOMIC_RELAXED);
+    struct kh_cpu *old = __atomic_load_n(&cells[c].pc, __ATOMIC_RELAXED);
     if (old == &kh_cpu_claimed ||
-        !__atomic_compare_exchange_n(&kh_hosted_cpus[c], &old, &kh_cpu_claimed, false,
+        !__atomic_compare_exchange_n(&cells[c].pc, &old, &kh_cpu_claimed, false,
                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return false;
     cpu_saved(c) = old;
@@ -473,7 +485,7 @@ void kh_hosted_slot_give(unsigned slot)
     }
 #if KH_HOSTED_TX
     /* A claimed CPU: its state back to the hit paths. */
-    __atomic_store_n(&kh_hosted_cpus[slot], cpu_saved(slot), __ATOMIC_RELEASE);
+    __atomic_store_n(&cells[slot].pc, cpu_saved(slot), __ATOMIC_RELEASE);
 #endif
 }
 
@@ -485,7 +497,7 @@ void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc)
     if (kh_hosted_rseq)
         cpu_saved(cpu) = pc; /* published when the claim ends */
     else
-        __atomic_store_n(&kh_hosted_cpus[KH_TBL_SLOT(cpu)], pc, __ATOMIC_RELEASE);
+        __atomic_store_n(&cells[cpu].pc, pc, __ATOMIC_RELEASE);
 #else
     kh_hosted_cpu_local = pc;
 #endif

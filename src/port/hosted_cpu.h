@@ -97,22 +97,32 @@ static inline void kheap_port_cpu_exit_fast(unsigned cpu)
 #define KHEAP_PORT_CPU_LOCAL 1
 #if KH_HOSTED_TX
 /* The default heap's state by the index in the cpu_id word of the
- * thread's rseq area (hosted_tx.h), signed: with rseq, the kernel keeps
- * the CPU number there, and entry i is CPU i's state, or kh_cpu_claimed
- * while a slow path has the CPU (hosted.c); the kernel's -1 (not yet
- * registered) and glibc's -2 (registration failed) index the sentinel.
- * Without rseq, the port writes KH_TBL_SLOT(slot) there for a thread
- * that owns a slot: negative, so glibc's sched_getcpu still asks the
- * kernel, and entry KH_TBL_SLOT(slot) is the slot's state. Every entry
- * is &kh_cpu_sentinel until set. The table has an entry for every CPU
- * number an x86-64 kernel may have (its NR_CPUS is at most 8192), so the
- * sequences index it with no bound check; only CPUs below KH_HOSTED_OWNED
- * ever get a state (hosted.c: mode_cpus). */
+ * thread's rseq area (hosted_tx.h), signed, through a cell: entry i of
+ * kh_hosted_cpus is a cell, whose word is the state. With rseq, the
+ * kernel keeps the CPU number there: entry i is CPU i's cell, whose word
+ * is the CPU's state, or kh_cpu_claimed while a slow path has the CPU
+ * (hosted.c); the kernel's -1 (not yet registered) and glibc's -2
+ * (registration failed) index kh_hosted_idle, whose word is the
+ * sentinel. Without rseq, the port writes KH_TBL_SLOT(slot) there for a
+ * thread that owns a slot: negative, so glibc's sched_getcpu still asks
+ * the kernel, and that entry is the slot's cell. Every entry is
+ * &kh_hosted_idle until the mode is chosen. The table has an entry for
+ * every CPU number an x86-64 kernel may have (its NR_CPUS is at most
+ * 8192), so the sequences index it with no bound check; only CPUs below
+ * KH_HOSTED_OWNED ever get a cell (hosted.c: mode_cpus). A cell is alone
+ * on its cache line: claims write it, and a line shared by two CPUs'
+ * words would be fetched again by every hit path of one after each claim
+ * of the other (256 threads on 2 CPUs: 147 M pairs/s with a flat table
+ * of words, 210 with cells). */
+struct kh_hosted_cell {
+    struct kh_cpu *pc;
+} __attribute__((aligned(64)));
 #define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
 #define KH_TBL_CPUS 8192u
 #define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
-extern struct kh_cpu *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
+extern struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
     __attribute__((visibility("hidden")));
+extern struct kh_hosted_cell kh_hosted_idle __attribute__((visibility("hidden")));
 #define kh_hosted_cpus (kh_hosted_tbl + KH_TBL_NEG)
 extern const ptrdiff_t __rseq_offset; /* glibc >= 2.35 */
 static inline int kh_hosted_index(void)
@@ -126,7 +136,8 @@ static inline int kh_hosted_index(void)
  * front's contents. */
 static inline struct kh_cpu *kheap_port_cpu_local(void)
 {
-    return __atomic_load_n(&kh_hosted_cpus[kh_hosted_index()], __ATOMIC_RELAXED);
+    return __atomic_load_n(&__atomic_load_n(&kh_hosted_cpus[kh_hosted_index()], __ATOMIC_RELAXED)->pc,
+                           __ATOMIC_RELAXED);
 }
 #define KHEAP_PORT_CPU_TX_HEADER "port/hosted_tx.h"
 
