@@ -338,10 +338,10 @@ size-classes: $(B)/tools/sizeclasses
 #     malloc by surprise);
 #   libkheap.so.MAJOR: the malloc replacement (LD_PRELOAD it, or link
 #     -lkheap through the libkheap.so link); it exports only the malloc API;
-#   kheap/libkheap-debug.so: the debug malloc replacement, for LD_PRELOAD
-#   kheap/libkheap-percpu.so: the per-CPU malloc replacement, for LD_PRELOAD
-#     only, in a directory of its own so the dynamic linker's cache and
-#     -lkheap never pick it (installed when it has been built);
+#   kheap/libkheap-debug.so, kheap/libkheap-percpu.so: the debug and the
+#     per-CPU malloc replacements, for LD_PRELOAD only, in a directory of
+#     their own so the dynamic linker's cache and -lkheap never pick them
+#     (installed when they have been built);
 #   kheap_config.h: the options the library was built with written in, so
 #     a program compiles against the same page size and API as the archive.
 PREFIX       ?= /usr/local

@@ -81,8 +81,10 @@ void kheap_port_unlock(kheap_lock_t *lock);
  * Optionally (KHEAP_PORT_CPU_LOCAL 1 in that header), a word per CPU for
  * the default heap: kheap_port_cpu_local() returns the word of the CPU
  * the caller is on (read outside enter and exit too, only to compare it
- * with &kh_cpu_sentinel) and kheap_port_cpu_local_set(cpu, p) writes
- * cpu's, between enter and exit (cpu: what enter returned). Its value
+ * with &kh_cpu_sentinel) and kheap_port_cpu_local_set(cpu, p) sets
+ * cpu's, between enter and exit (cpu: what enter returned; a port that
+ * keeps the hit paths off a CPU while a slow path has it shows the value
+ * when that slow path exits). Its value
  * before the first set, and after the CPU stops, must be &kh_cpu_sentinel
  * (declared below; the hosted port's initial-exec TLS word is initialised
  * so). kheap keeps the default

@@ -133,30 +133,34 @@ size_t kheap_default_usable_size(const void *ptr)
     return kheap_usable_size(kheap_default(), ptr);
 }
 
-/* After a miss: if the port's per-CPU word of the CPU the caller is on
- * does not show the default heap's state yet (the sentinel), set it to
- * the CPU's state, which the miss may have just made, so the next hit
- * path finds it. The word is read without entering (one load when it is
- * set, the usual case), then set between enter and exit; the port never
- * shows the hit paths a CPU it only lent for a slow path (hosted: a lent
- * slot). */
+/* After a miss: point the port's per-CPU word at this CPU's state of the
+ * default heap, which the miss may have just made, so the next hit path
+ * finds it. The CPU is the one the hit paths see (enter_fast): a CPU the
+ * port only lent for the slow path (hosted: a lent slot) must not stay in
+ * the word after the slow path gave it back. Where the port's own
+ * commits reach the state (KHEAP_PORT_CPU_TX_HEADER), the hit paths use
+ * no enter_fast: the word is looked at (one load when it is set, the
+ * usual case) and set between enter and exit, and the port never shows
+ * the hit paths a lent slot. */
 static void local_sync(kheap_t *h)
 {
-#if KHEAP_PORT_CPU_LOCAL
+#if KHEAP_PORT_CPU_LOCAL && defined(KHEAP_PORT_CPU_TX_HEADER)
     if (kh_likely(kheap_port_cpu_local() != &kh_cpu_sentinel))
         return;
     unsigned cpu = kheap_port_cpu_enter();
     if (cpu != KHEAP_CPU_NONE)
         kheap_port_cpu_local_set(cpu, h->cpu[cpu]);
     kheap_port_cpu_exit(cpu);
+#elif KHEAP_PORT_CPU_LOCAL
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    if (cpu != KHEAP_CPU_NONE)
+        kheap_port_cpu_local_set(cpu, h->cpu[cpu]);
+    kheap_port_cpu_exit_fast(cpu);
 #else
     (void)h;
 #endif
 }
 
-/* Everything kh_default_alloc/kh_default_free do not do themselves,
- * including the first call, which sets the heap up. Apart so the hit
- * paths make no call and save no register. */
 #if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
 /* The port's hit paths do not reach the CPU's cache of large blocks
  * (kh_fast.h): the slow paths look there first, as they would, before

@@ -1437,10 +1437,11 @@ __attribute__((constructor)) static void shim_start(void)
         else
             snprintf(mode, sizeof mode, "%u per-thread slots (%s)", (unsigned)KHEAP_MAX_CPUS, why);
         int n = snprintf(report_buf, sizeof report_buf,
-                         "kheap: libkheap.so: default heap %p, %zu MiB in %zu region(s) "
+                         "kheap: %s: default heap %p, %zu MiB in %zu region(s) "
                          "(%zu pages), page size %zu, %s, purge slack %zu, "
                          "purge minimum %zu\n",
-                         (void *)h, (size_t)(s.heap_total >> 20), (size_t)s.region_count,
+                         KHEAP_HOSTED_RSEQ ? "libkheap-percpu.so" : "libkheap.so", (void *)h,
+                         (size_t)(s.heap_total >> 20), (size_t)s.region_count,
                          s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE, mode,
                          purge_slack, purge_min);
         if (n > 0)

@@ -159,7 +159,8 @@ struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS] = {
     [0 ... KH_TBL_NEG + KH_TBL_CPUS - 1] = &kh_hosted_idle};
 /* The cells of the CPUs (per CPU) or of the owned slots (per thread),
  * published into kh_hosted_tbl when the mode is chosen. */
-static struct kh_hosted_cell cells[KHEAP_MAX_CPUS];
+static struct kh_hosted_cell cells[KHEAP_MAX_CPUS] = {
+    [0 ... KHEAP_MAX_CPUS - 1] = {&kh_cpu_sentinel}};
 const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
 const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
 #else
@@ -382,15 +383,17 @@ static void mode_choose(void)
         }
         mode_fence = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0,
                              0) == 0;
-        __atomic_store_n(&kh_hosted_rseq, 1, __ATOMIC_RELEASE);
     }
-    /* The cells: the CPUs' (per CPU), else the owned slots'. */
-    unsigned n = kh_hosted_rseq ? mode_cpus : KH_HOSTED_OWNED;
-    for (unsigned i = 0; i < n; i++) {
-        cells[i].pc = &kh_cpu_sentinel;
-        __atomic_store_n(&kh_hosted_cpus[kh_hosted_rseq ? (int)i : KH_TBL_SLOT(i)], &cells[i],
+    /* The cells (each the sentinel until its CPU or slot has a state):
+     * the CPUs' per CPU, else the owned slots'. Published before the mode
+     * flag, which claims, reach and fork read first. */
+    bool per_cpu = mode_cpus > 0;
+    unsigned n = per_cpu ? mode_cpus : KH_HOSTED_OWNED;
+    for (unsigned i = 0; i < n; i++)
+        __atomic_store_n(&kh_hosted_cpus[per_cpu ? (int)i : KH_TBL_SLOT(i)], &cells[i],
                          __ATOMIC_RELEASE);
-    }
+    if (per_cpu)
+        __atomic_store_n(&kh_hosted_rseq, 1, __ATOMIC_RELEASE);
 #else
     mode_why = "no restartable sequences in this build";
 #endif
@@ -414,7 +417,9 @@ static void tx_index_set(int idx)
 #if KH_HOSTED_TX
 /* Claim the state of the CPU this thread runs on; KHEAP_CPU_NONE if a
  * slow path of another thread (or of this one, under a signal handler)
- * has it. */
+ * has it, CLAIM_NEVER if the CPU has no state (numbered from mode_cpus on,
+ * or the thread's rseq registration failed). */
+#define CLAIM_NEVER (KHEAP_CPU_NONE + 1u)
 static unsigned cpu_claim(void)
 {
     uintptr_t t, cell;
@@ -422,7 +427,7 @@ static unsigned cpu_claim(void)
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
                  "cmp %[n], %[t]\n\t" /* unsigned: a negative index too */
-                 "jae %l[busy]\n\t"
+                 "jae %l[never]\n\t"
                  "mov (%[tbl], %[t], 8), %[cell]\n\t"
                  "mov (%[cell]), %[old]\n\t"
                  "cmp %[cl], %[old]\n\t"
@@ -434,11 +439,13 @@ static unsigned cpu_claim(void)
                  : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [cl] "r"(&kh_cpu_claimed),
                    [n] "r"((uintptr_t)mode_cpus)
                  : "memory", "cc"
-                 : busy);
+                 : busy, never);
     cpu_saved(t) = old;
     return (unsigned)t;
 busy:
     return KHEAP_CPU_NONE;
+never:
+    return CLAIM_NEVER;
 }
 
 /* Claim CPU c's state from wherever this thread runs (no fence: a
@@ -606,7 +613,7 @@ unsigned kh_hosted_slot_take(void)
             sched_yield();
             cpu = cpu_claim();
         }
-        return cpu != KHEAP_CPU_NONE ? cpu : slot_lend();
+        return cpu < KHEAP_CPU_NONE ? cpu : slot_lend();
     }
 #endif
     if (slot_gone)

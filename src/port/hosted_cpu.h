@@ -113,7 +113,7 @@ static inline void kheap_port_cpu_exit_fast(unsigned cpu)
  * on its cache line: claims write it, and a line shared by two CPUs'
  * words would be fetched again by every hit path of one after each claim
  * of the other (256 threads on 2 CPUs: 147 M pairs/s with a flat table
- * of words, 210 with cells). */
+ * of words, 200 with cells). */
 struct kh_hosted_cell {
     struct kh_cpu *pc;
 } __attribute__((aligned(64)));
@@ -131,8 +131,7 @@ static inline int kh_hosted_index(void)
                            __ATOMIC_RELAXED);
 }
 /* A look at the state of the CPU the caller is on, or was on a moment
- * ago: for what every CPU's state holds alike (the slot tests' constants,
- * direct[]'s offsets) and for knowing whether it is set, never for a
+ * ago: for knowing whether it is set (default.c, local_sync), never for a
  * front's contents. */
 static inline struct kh_cpu *kheap_port_cpu_local(void)
 {

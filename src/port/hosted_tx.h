@@ -15,8 +15,8 @@
  * one 16-byte store (struct kh_cc keeps the three words adjacent); so the
  * counters stay exact, where an increment after the commit could be made
  * on the next CPU after a migration, racing that CPU's own. The pair is
- * loaded as two 8-byte halves (movq, movhps), each within the last
- * commit's store whichever it was: a 16-byte load across the other
+ * loaded as two 8-byte halves (movq, movhps; a pop's top is already in
+ * a register), each within the last commit's store whichever it was: a 16-byte load across the other
  * operation's store (a pop's after a push's) cannot be forwarded from it
  * and waits for the store to reach the cache (a malloc(32)/free pair:
  * 14.9 ns with one load, 9.7 with the halves; per-thread slots 6.4).
@@ -69,7 +69,7 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
                  "mov 8(%[cc]), %[t]\n\t"
                  "cmp %c[base](%[cc]), %[t]\n\t"
                  "je %l[empty]\n\t"
-                 "movq 8(%[cc]), %%xmm0\n\t"
+                 "movq %[t], %%xmm0\n\t"
                  "movhps 16(%[cc]), %%xmm0\n\t"
                  "mov -8(%[t]), %[obj]\n\t"
                  "paddq %[add], %%xmm0\n\t"

@@ -199,7 +199,7 @@ fi
 # slots with rseq turned off, with the reason.
 want=$(LD_PRELOAD="$PSO" "$M/cpus" auto 2>&1 | sed -n 's/^# mode: \(per-[A-Z]*[a-z]*\).*/\1/p')
 for env in "" "GLIBC_TUNABLES=$NORSEQ"; do
-    line=$(env $env KHEAP_VERBOSE=1 LD_PRELOAD="$PSO" true 2>&1 | grep '^kheap: libkheap.so:')
+    line=$(env $env KHEAP_VERBOSE=1 LD_PRELOAD="$PSO" true 2>&1 | grep '^kheap: libkheap-percpu.so:')
     case "$env:$want:$line" in
     :per-CPU:*"per-CPU caches on "*" CPUs (restartable sequences"* | \
         :per-thread:*"per-thread slots ("* | \
