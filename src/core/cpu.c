@@ -75,14 +75,13 @@ struct kh_mag kh_mag_sentinel = {0, 0, NULL};
         .top = kh_mag_sentinel.obj, .base = kh_mag_sentinel.obj,              \
         .limit = kh_mag_sentinel.obj, .prev = &kh_mag_sentinel                \
     }
-struct kh_cpu kh_cpu_sentinel = {
-    .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
-    .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_sentinel.cc[0]},
-};
-struct kh_cpu kh_cpu_claimed = {
-    .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},
-    .direct = {[0 ... KH_DIRECT_COUNT - 1] = &kh_cpu_claimed.cc[0]},
-};
+#define KH_CPU_NEVER(self)                                                    \
+    {                                                                         \
+        .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},                        \
+        .direct = {[0 ... KH_DIRECT_COUNT - 1] = &(self).cc[0]},              \
+    }
+struct kh_cpu kh_cpu_sentinel = KH_CPU_NEVER(kh_cpu_sentinel);
+struct kh_cpu kh_cpu_claimed = KH_CPU_NEVER(kh_cpu_claimed);
 
 static unsigned mag_type(unsigned cap)
 {

@@ -183,7 +183,7 @@ static int slot_key_ok;
  * with them would make every slow path fetch again from the last
  * borrower's CPU (with 256 threads on 2 CPUs, half of the time of
  * kh_hosted_slot_take went to that load). */
-#define HOSTED_LINE 64
+#define HOSTED_LINE KHEAP_CACHE_LINE
 #define LENT_FLAGS (KHEAP_HOSTED_SHARED_SLOTS > 0 ? KHEAP_HOSTED_SHARED_SLOTS : 1)
 static struct {
     unsigned char busy[LENT_FLAGS];
@@ -335,13 +335,6 @@ static bool mode_ensure(void);
 #endif
 
 #if KH_HOSTED_TX
-/* This thread's rseq area's cpu_id: the CPU, or negative if the kernel
- * does not keep it (not registered). */
-static int *tx_cpu_id(void)
-{
-    return (int *)((char *)__builtin_thread_pointer() + __rseq_offset) + 1;
-}
-
 /* The highest CPU number the system may bring online, plus one: from
  * /sys/devices/system/cpu/possible ("0-3", "0,2-5"), else the count of
  * configured CPUs (numbers may have gaps, so the count alone can be too
@@ -371,7 +364,7 @@ static void mode_choose(void)
 {
     pthread_atfork(fork_prepare, fork_release, fork_release);
 #if KH_HOSTED_TX
-    if (__rseq_size == 0 || __atomic_load_n(tx_cpu_id(), __ATOMIC_RELAXED) < 0) {
+    if (__rseq_size == 0 || __atomic_load_n(kh_hosted_index_word(), __ATOMIC_RELAXED) < 0) {
         mode_why = "rseq is not registered";
     } else {
         long n = cpus_possible();
@@ -408,7 +401,7 @@ static void tx_index_set(int idx)
     /* Never a word the kernel keeps: a thread registered (cpu_id >= 0)
      * while the process chose slots finds only sentinels at its CPU's
      * entry, and misses, rather than corrupt anything. */
-    int *cpu_id = tx_cpu_id();
+    int *cpu_id = kh_hosted_index_word();
     if (!kh_hosted_rseq && __atomic_load_n(cpu_id, __ATOMIC_RELAXED) < 0)
         __atomic_store_n(cpu_id, idx, __ATOMIC_RELAXED);
 }

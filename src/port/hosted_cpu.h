@@ -116,7 +116,7 @@ static inline void kheap_port_cpu_exit_fast(unsigned cpu)
  * of words, 200 with cells). */
 struct kh_hosted_cell {
     struct kh_cpu *pc;
-} __attribute__((aligned(64)));
+} __attribute__((aligned(KHEAP_CACHE_LINE)));
 #define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
 #define KH_TBL_CPUS 8192u
 #define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
@@ -125,10 +125,14 @@ extern struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
 extern struct kh_hosted_cell kh_hosted_idle __attribute__((visibility("hidden")));
 #define kh_hosted_cpus (kh_hosted_tbl + KH_TBL_NEG)
 extern const ptrdiff_t __rseq_offset; /* glibc >= 2.35 */
+/* The cpu_id word of this thread's rseq area. */
+static inline int *kh_hosted_index_word(void)
+{
+    return (int *)((char *)__builtin_thread_pointer() + __rseq_offset) + 1;
+}
 static inline int kh_hosted_index(void)
 {
-    return __atomic_load_n((int *)((char *)__builtin_thread_pointer() + __rseq_offset) + 1,
-                           __ATOMIC_RELAXED);
+    return __atomic_load_n(kh_hosted_index_word(), __ATOMIC_RELAXED);
 }
 /* A look at the state of the CPU the caller is on, or was on a moment
  * ago: for knowing whether it is set (default.c, local_sync), never for a
