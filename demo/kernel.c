@@ -463,6 +463,73 @@ static void hit_path_cost(void)
               a, f, HIT_ROUNDS * HIT_BATCH);
 }
 
+#if KHEAP_PERCPU
+/* ------------------------------------------------------------------ */
+/* kheap_reclaim on the boot CPU cannot take what the other CPUs cache:
+ * each uses its magazines without a lock. It leaves a request, which each
+ * CPU answers itself with kheap_cpu_poll (or kheap_tick), here from a
+ * cross-call as a kernel would make with an IPI (run_all). */
+
+#define ASK_SIZES 5
+static size_t answered[DEMO_MAX_CPUS];
+
+static void fill_caches(unsigned cpu, void *arg)
+{
+    static const size_t sizes[ASK_SIZES] = {32, 200, 1000, 3000, 12000};
+    void *p[32];
+    (void)cpu, (void)arg;
+    for (unsigned k = 0; k < ASK_SIZES; k++) {
+        for (unsigned i = 0; i < 32; i++)
+            p[i] = kmalloc(sizes[k]);
+        for (unsigned i = 0; i < 32; i++)
+            kfree(p[i]);
+    }
+}
+
+static void answer(unsigned cpu, void *arg)
+{
+    (void)arg;
+    answered[cpu] = kheap_cpu_poll(kheap_default());
+}
+
+static bool reclaim_asks_cpus(unsigned n)
+{
+    kheap_t *h = kheap_default();
+    struct kheap_stats s0, s1, s2;
+    run_all(fill_caches, NULL);
+    kheap_get_stats(h, &s0);
+    size_t got = kheap_reclaim(h);
+    kheap_get_stats(h, &s1);
+    run_all(answer, NULL);
+    kheap_get_stats(h, &s2);
+    size_t first[DEMO_MAX_CPUS], backs = 0;
+    for (unsigned c = 0; c < n; c++) {
+        first[c] = answered[c];
+        backs += first[c];
+    }
+    run_all(answer, NULL);
+    kt_printf("# reclaim_asks_cpus: %u CPUs hold %zu bytes in their magazines; after "
+              "kheap_reclaim on CPU 0 (%zu bytes back) %zu; after every CPU's kheap_cpu_poll "
+              "(%zu bytes back) %zu",
+              n, s0.magazine_bytes, got, s1.magazine_bytes, backs, s2.magazine_bytes);
+    PCHECK(s0.magazine_bytes > 0, "no magazine held anything after the fill");
+    PCHECK(n < 2 || s1.magazine_bytes > 0,
+           "kheap_reclaim on CPU 0 emptied the other CPUs' magazines (%zu bytes left)",
+           s1.magazine_bytes);
+    PCHECK(s2.magazine_bytes == 0 && s2.large_cache_bytes == 0,
+           "after every CPU answered: magazines %zu bytes, large blocks cached %zu",
+           s2.magazine_bytes, s2.large_cache_bytes);
+    for (unsigned c = 1; c < n; c++)
+        PCHECK(first[c] > 0, "CPU %u gave back nothing", c);
+    PCHECK(first[0] == 0, "CPU 0 answered a request its own reclaim met (%zu bytes)",
+           first[0]);
+    for (unsigned c = 0; c < n; c++)
+        PCHECK(answered[c] == 0, "CPU %u answered one request twice (%zu bytes)", c,
+               answered[c]);
+    return true;
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 
 static char text[16384];
@@ -554,6 +621,9 @@ void kernel_main(void)
     result("rust_global_alloc_every_cpu", rust_alloc(n));
 #else
     kt_run_bodies(&env);
+#endif
+#if KHEAP_PERCPU /* (a heap with no magazines has nothing to ask for) */
+    result("reclaim_asks_cpus", reclaim_asks_cpus(n));
 #endif
 #if DEMO_SMALL
     /* Heaps of their own (kheap_init) over an arena of 64 KiB, apart from

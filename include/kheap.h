@@ -474,8 +474,27 @@ size_t kheap_cache_shrink(kheap_cache_t *cache);
 int kheap_cache_destroy(kheap_cache_t *cache);
 
 /* The heap's shrinkers (below), then kheap_cache_shrink on every cache of
- * the heap. Returns bytes given back to the page layer. */
+ * the heap. Returns bytes given back to the page layer.
+ * The calling CPU's magazines go back too, and those of the CPUs the port
+ * can reach (hosted per-CPU mode: every CPU). A CPU that is running holds
+ * its magazines without a lock, so reclaim cannot take them: it leaves a
+ * request instead, which each CPU answers by giving back its own
+ * magazines and cached large blocks at its next kheap_tick(heap) or
+ * kheap_cpu_poll(heap) (hosted per-thread slots: the thread's next slow
+ * path, with decay on). */
 size_t kheap_reclaim(kheap_t *heap);
+
+/* On the calling CPU: answer the heap's reclaim request (above) if this
+ * CPU has not answered it yet, giving back its magazines and cached
+ * large blocks as kheap_reclaim would (with every depot and empty slab);
+ * else return at once. Returns the bytes given back to the page layer.
+ * A kernel calls it from its idle loop, its timer, or a cross-call (IPI)
+ * it makes after kheap_reclaim; unlike kheap_tick it runs no decay and
+ * needs no clock. Call it where the caller stays on its CPU (interrupts
+ * or preemption off). It takes the heap's locks, so never with a kheap
+ * lock held (on bare metal an interrupt cannot arrive while this CPU
+ * holds one). Time: O(1) when nothing was asked, else O(caches). */
+size_t kheap_cpu_poll(kheap_t *heap);
 
 /* ------------------------------------------------------------------ */
 /* Shrinkers and memory pressure                                       */
@@ -631,8 +650,10 @@ struct kheap_stats {
  *
  * kheap_tick: end the epoch if now_ms (a monotonic millisecond clock, any
  * origin) is at or past its end, and do the decay; otherwise return at
- * once. The first call starts the first epoch. Returns the bytes given
- * back to the layer below (slabs and pages freed, pages purged). With a
+ * once. The first call starts the first epoch. Every call also answers
+ * a kheap_reclaim request (above) this CPU has not answered yet. Returns
+ * the bytes given back to the layer below (slabs and pages freed, pages
+ * purged). With a
  * port clock (KHEAP_PORT_CLOCK: hosted) the slow paths call it
  * themselves, so a program never needs to; without one, a kernel calls
  * it from its timer or idle loop. Nothing runs on a thread of kheap's

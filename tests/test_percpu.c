@@ -27,6 +27,9 @@
  *                        the same page count, within KHEAP_RUN_CACHE_BYTES;
  *                        misuse of a cached block is reported as of a freed
  *                        one; reclaim, decay and thread exit give them back.
+ *   reclaim_asks_running what running threads cache, which kheap_reclaim
+ *                        cannot take, goes back when each answers the
+ *                        request with kheap_cpu_poll or kheap_tick, once.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -1615,6 +1618,138 @@ TEST(large_block_cache)
     kt_heap_close(&t);
 }
 
+/* ================================================================== */
+/* 7. reclaim_asks_running                                             */
+
+/* Two threads fill their magazines (kmalloc classes, a user cache) and
+ * their caches of large blocks, then stay alive, each holding its slot,
+ * which kheap_reclaim on another thread cannot empty. Each step waits at
+ * the barrier for the main thread. */
+struct asker {
+    kheap_cache_t *c;
+    bool by_tick;  /* answer with kheap_tick (else kheap_cpu_poll) */
+    size_t early;  /* what an answer before any request gave back */
+    size_t answer; /* what the answer to the request gave back */
+    size_t again;  /* what a second answer gave back */
+    char err[200];
+};
+static pthread_barrier_t g_ask_bar;
+
+static size_t ask_answer(struct asker *a)
+{
+    return a->by_tick ? kheap_tick(g_h, 0) : kheap_cpu_poll(g_h);
+}
+
+static void *asker_main(void *arg)
+{
+    struct asker *a = arg;
+    enum { N = 300, NU = 64 };
+    static const size_t sizes[] = {24, 100, 500, 1500, 5000};
+    void *v[N], *u[NU];
+    for (int round = 0; round < 3 && !a->err[0]; round++) {
+        for (int i = 0; i < N; i++)
+            if (!(v[i] = kheap_alloc(g_h, sizes[i % 5])))
+                snprintf(a->err, sizeof a->err, "kheap_alloc(%zu) failed", sizes[i % 5]);
+        for (int i = 0; i < NU; i++)
+            if (!(u[i] = kheap_cache_alloc(a->c)))
+                snprintf(a->err, sizeof a->err, "kheap_cache_alloc failed");
+        for (int i = 0; i < N && !a->err[0]; i++)
+            kheap_free(g_h, v[i]);
+        for (int i = 0; i < NU && !a->err[0]; i++)
+            kheap_cache_free(a->c, u[i]);
+    }
+    void *big = kheap_alloc(g_h, 100000); /* to this thread's cache of large blocks */
+    kheap_free(g_h, big);
+    a->early = ask_answer(a); /* nothing asked yet */
+    pthread_barrier_wait(&g_ask_bar); /* 1: filled */
+    pthread_barrier_wait(&g_ask_bar); /* 2: main has reclaimed */
+    if (!a->by_tick) {
+        a->answer = ask_answer(a);
+        a->again = ask_answer(a);
+    }
+    pthread_barrier_wait(&g_ask_bar); /* 3: the poller answered */
+    pthread_barrier_wait(&g_ask_bar); /* 4: main has looked */
+    if (a->by_tick) {
+        a->answer = ask_answer(a);
+        a->again = ask_answer(a);
+    }
+    pthread_barrier_wait(&g_ask_bar); /* 5: the ticker answered */
+    pthread_barrier_wait(&g_ask_bar); /* 6: main has looked; exit */
+    return NULL;
+}
+
+TEST(reclaim_asks_running)
+{
+    /* Each CPU may cache up to an eighth of the heap over KHEAP_MAX_CPUS
+     * in large blocks: room for the 100000-byte one. */
+    struct kt_heap t;
+    test_open(&t, (size_t)128 << 20, (size_t)64 << 20);
+    kheap_set_decay(g_h, 0); /* only the answers give back here */
+    kheap_cache_t *c = kheap_cache_create(g_h, "asked-obj", 192, 0, kt_ctor, kt_dtor);
+    SCHECK(c != NULL, "kheap_cache_create failed");
+    struct asker a[2] = {{.c = c, .by_tick = false}, {.c = c, .by_tick = true}};
+    pthread_t th[2];
+    SCHECK(pthread_barrier_init(&g_ask_bar, NULL, 3) == 0, "pthread_barrier_init failed");
+    for (int i = 0; i < 2; i++)
+        SCHECK(pthread_create(&th[i], NULL, asker_main, &a[i]) == 0, "pthread_create failed");
+    pthread_barrier_wait(&g_ask_bar); /* 1 */
+    size_t slabs0, slabs1, slabs2, slabs3;
+    size_t cached0 = cached_total(g_h, false, &slabs0);
+    struct kheap_stats s0 = kt_stats(g_h);
+    size_t got = kheap_reclaim(g_h);
+    size_t cached1 = cached_total(g_h, false, &slabs1);
+    struct kheap_stats s1 = kt_stats(g_h);
+    pthread_barrier_wait(&g_ask_bar); /* 2 */
+    pthread_barrier_wait(&g_ask_bar); /* 3 */
+    size_t cached2 = cached_total(g_h, false, &slabs2);
+    struct kheap_stats s2 = kt_stats(g_h);
+    pthread_barrier_wait(&g_ask_bar); /* 4 */
+    pthread_barrier_wait(&g_ask_bar); /* 5 */
+    size_t cached3 = cached_total(g_h, false, &slabs3);
+    struct kheap_stats s3 = kt_stats(g_h);
+    pthread_barrier_wait(&g_ask_bar); /* 6 */
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&g_ask_bar);
+    printf("# reclaim_asks_running: cached objects %zu, after kheap_reclaim %zu, after the "
+           "poll %zu, after the tick %zu; magazine bytes %zu, %zu, %zu, %zu; large cached %zu, "
+           "%zu, %zu, %zu; slabs %zu, %zu, %zu, %zu; answers gave back %zu and %zu bytes\n",
+           cached0, cached1, cached2, cached3, s0.magazine_bytes, s1.magazine_bytes,
+           s2.magazine_bytes, s3.magazine_bytes, s0.large_cache_bytes, s1.large_cache_bytes,
+           s2.large_cache_bytes, s3.large_cache_bytes, slabs0, slabs1, slabs2, slabs3,
+           a[0].answer, a[1].answer);
+    for (int i = 0; i < 2; i++)
+        SCHECK(!a[i].err[0], "thread %d: %s", i, a[i].err);
+    SCHECK(a[0].early == 0 && a[1].early == 0,
+           "an answer before any request gave back %zu and %zu bytes", a[0].early, a[1].early);
+    SCHECK(s0.used_bytes == 0 && s0.magazine_bytes > 0 && cached0 > 0,
+           "filled: used %zu, magazines %zu bytes, %zu objects cached", s0.used_bytes,
+           s0.magazine_bytes, cached0);
+    SCHECK(s1.magazine_bytes == s0.magazine_bytes && s0.large_cache_bytes > 0 &&
+               s1.large_cache_bytes == s0.large_cache_bytes,
+           "kheap_reclaim took from running threads' magazines: %zu -> %zu bytes, large %zu "
+           "-> %zu (got %zu)",
+           s0.magazine_bytes, s1.magazine_bytes, s0.large_cache_bytes, s1.large_cache_bytes,
+           got);
+    SCHECK(a[0].answer > 0 && s2.magazine_bytes > 0 && s2.magazine_bytes < s1.magazine_bytes &&
+               s2.large_cache_bytes < s1.large_cache_bytes,
+           "the poll gave back %zu: magazines %zu -> %zu, large %zu -> %zu", a[0].answer,
+           s1.magazine_bytes, s2.magazine_bytes, s1.large_cache_bytes, s2.large_cache_bytes);
+    SCHECK(a[1].answer > 0 && s3.magazine_bytes == 0 && s3.large_cache_bytes == 0 &&
+               cached3 == 0 && slabs3 == 0,
+           "after the tick (%zu back): magazines %zu, large %zu, %zu objects cached, %zu slabs",
+           a[1].answer, s3.magazine_bytes, s3.large_cache_bytes, cached3, slabs3);
+    SCHECK(a[0].again == 0 && a[1].again == 0,
+           "a second answer to one request gave back %zu and %zu", a[0].again, a[1].again);
+    check_ctors_balanced("after the answers");
+    SCHECK(kheap_cache_destroy(c) == KHEAP_OK, "kheap_cache_destroy failed");
+    kheap_reclaim(g_h);
+    check_whole(g_h, "at the end");
+    check_quiet(g_h, "at the end");
+    check_no_reports("reclaim_asks_running");
+    kt_heap_close(&t);
+}
+
 int main(void)
 {
     g_seed = kt_seed();
@@ -1634,5 +1769,6 @@ int main(void)
     TIMED_RUN(large_block_cache);
     TIMED_RUN(slot_reuse);
     TIMED_RUN(reclaim_reach);
+    TIMED_RUN(reclaim_asks_running);
     return harness_done();
 }

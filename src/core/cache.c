@@ -238,7 +238,8 @@ size_t kh_shrink(kheap_t *h, size_t want, struct kheap_cache *who)
     return got;
 }
 
-/* Every cache's cached memory back to the page layer. */
+/* This CPU's magazines and cached large blocks, every depot and every
+ * empty slab back to the page layer. */
 static size_t reclaim_caches(kheap_t *h)
 {
     size_t bytes = 0;
@@ -253,9 +254,18 @@ static size_t reclaim_caches(kheap_t *h)
     }
     kh_later_finish(&later);
     kh_later_deliver(&later);
-    bytes += kh_runs_flush_here(h, false);
+    bytes += kh_runs_flush_here(h);
     kh_debug_check(h, "kheap_reclaim");
     return bytes;
+}
+
+size_t kheap_cpu_poll(kheap_t *h)
+{
+    if (!h)
+        return 0;
+    bool asked;
+    size_t bytes = kh_cpu_tick(h, false, &asked);
+    return asked ? bytes + reclaim_caches(h) : bytes;
 }
 
 /* ------------------------------------------------------------------ */
@@ -291,10 +301,14 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
         return 0;
     uint32_t ms = __atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED);
     uint64_t next = __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED);
-    /* This CPU's cache of large blocks: on every call, since only this
-     * CPU may flush it while it runs (cpu.c); back to the pages if the CPU
-     * took none from it since the last epoch end it saw. */
-    size_t bytes = ms ? kh_runs_flush_here(h, true) : 0;
+    /* On every call, since only this CPU may empty its caches while it
+     * runs (cpu.c): its answer to a reclaim that could not reach it, and
+     * its cache of large blocks back to the pages if the CPU took none
+     * from it since the last epoch end it saw. */
+    bool asked;
+    size_t bytes = kh_cpu_tick(h, ms != 0, &asked);
+    if (asked)
+        bytes += reclaim_caches(h);
     if (!ms || now_ms < next || __atomic_exchange_n(&h->decay_busy, 1u, __ATOMIC_ACQUIRE))
         return bytes;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
@@ -320,12 +334,16 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
 static void reach_one(unsigned cpu, void *h)
 {
     kh_cpu_flush_heap(h, cpu);
+    kh_cpu_answered(h, cpu);
 }
 #endif
 
 size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk)
 {
     size_t got = kh_shrink(h, SIZE_MAX, who);
+    /* The CPUs this call cannot empty answer at their next tick or poll
+     * (cpu.c: kh_cpu_ask). */
+    kh_cpu_ask(h);
 #if KHEAP_PORT_CPU_REACH
     /* The CPUs the port can hand the caller for a moment (hosted: the
      * lent slots no thread holds): their magazines to the depots, which

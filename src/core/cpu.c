@@ -783,16 +783,70 @@ bool kh_runs_free_here(kheap_t *h, void *p)
     return ok;
 }
 
-size_t kh_runs_flush_here(kheap_t *h, bool decay)
+size_t kh_runs_flush_here(kheap_t *h)
 {
     size_t bytes = 0;
 #if KH_RUNS
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cpu *pc = cpu == KHEAP_CPU_NONE ? &kh_cpu_sentinel : h->cpu[cpu];
-    struct kh_runcache *rc = pc->run_front.runs;
-    if (rc && decay) {
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    if (rc)
+        bytes = runs_flush(h, rc);
+    kheap_port_cpu_exit(cpu);
+#else
+    (void)h;
+#endif
+    return bytes;
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests to give back. kheap_reclaim empties its own CPU's magazines
+ * and every depot, and those CPUs the port can reach; a CPU that runs
+ * (or a thread that holds its slot) uses its magazines without a lock, so
+ * nobody else may empty them. Instead reclaim leaves a request, and each
+ * CPU answers it itself at its next kheap_tick or kheap_cpu_poll (a kernel
+ * calls one from its timer, its idle loop or an IPI's handler): it gives
+ * back its magazines, as kheap_reclaim would have.
+ *
+ * Why no request is lost: a CPU marks the count it read as answered
+ * before it gives back, so a request made after that read is seen at its
+ * next answer; one made before is answered by this one. At worst a CPU
+ * answers twice. */
+
+void kh_cpu_ask(kheap_t *h)
+{
+    uint16_t a = (uint16_t)__atomic_add_fetch(&h->flush_asked, 1u, __ATOMIC_RELEASE);
+    /* The caller's CPU counts as answered: the reclaim empties its
+     * magazines. (A thread that moves to another CPU meanwhile empties
+     * that one's instead; the first keeps its magazines until the next
+     * request, as before any request was made.) */
+    unsigned cpu = kheap_port_cpu_enter();
+    if (cpu != KHEAP_CPU_NONE)
+        __atomic_store_n(&h->flush_seen[cpu], a, __ATOMIC_RELAXED);
+    kheap_port_cpu_exit(cpu);
+}
+
+void kh_cpu_answered(kheap_t *h, unsigned cpu)
+{
+    __atomic_store_n(&h->flush_seen[cpu],
+                     (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELAXED);
+}
+
+size_t kh_cpu_tick(kheap_t *h, bool decay, bool *asked)
+{
+    size_t bytes = 0;
+    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
+    unsigned cpu = kheap_port_cpu_enter();
+    *asked = cpu != KHEAP_CPU_NONE &&
+             __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a;
+    if (*asked)
+        __atomic_store_n(&h->flush_seen[cpu], a, __ATOMIC_RELAXED);
+#if KH_RUNS
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    if (rc && decay && !*asked) {
         /* Decay: the runs stayed idle if the CPU took none between the
-         * last epoch end it saw and this one. */
+         * last epoch end it saw and this one. (Asked: the caller gives
+         * them all back.) */
         uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
         if (e != rc->epoch) {
             if (rc->allocs == rc->epoch_allocs)
@@ -800,13 +854,11 @@ size_t kh_runs_flush_here(kheap_t *h, bool decay)
             rc->epoch = e;
             rc->epoch_allocs = rc->allocs;
         }
-    } else if (rc) {
-        bytes = runs_flush(h, rc);
     }
-    kheap_port_cpu_exit(cpu);
 #else
-    (void)h, (void)decay;
+    (void)decay;
 #endif
+    kheap_port_cpu_exit(cpu);
     return bytes;
 }
 

@@ -522,6 +522,15 @@ struct kheap {
     uint32_t decay_ms;   /* epoch length; 0: no decay */
     uint32_t decay_busy; /* 1 while a thread runs the decay */
     uint64_t decay_epochs;
+    /* Reclaim's requests to the CPUs it cannot reach (cpu.c: kh_cpu_ask).
+     * flush_asked counts the requests (atomic, bumped by every reclaim);
+     * flush_seen[cpu] is the count CPU cpu last answered, written only by
+     * a thread that holds the CPU (entered, or reaching it), so never by
+     * two at once; read with relaxed atomics. The CPUs keep the count's
+     * low 16 bits: a CPU that misses exactly a multiple of 65536 requests
+     * answers the next one. */
+    uint32_t flush_asked;
+    uint16_t flush_seen[KHEAP_MAX_CPUS];
 
 #if KHEAP_REDZONE
     /* The quarantine of freed debug blocks (kmalloc.c): q_ring holds
@@ -1141,10 +1150,19 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
 bool kh_runs_put(kheap_t *h, void *p, size_t npages);
 void *kh_runs_get(kheap_t *h, size_t size);
 bool kh_runs_free_here(kheap_t *h, void *p);
-/* This CPU's cached runs back to the page layer: all of them (reclaim),
- * or (decay) all if the CPU took none since it last saw an epoch end. No
- * lock held. Returns the bytes. */
-size_t kh_runs_flush_here(kheap_t *h, bool decay);
+/* This CPU's cached runs back to the page layer, all of them. No lock
+ * held. Returns the bytes. */
+size_t kh_runs_flush_here(kheap_t *h);
+/* Requests to give back (kheap_reclaim to the CPUs it cannot reach):
+ * kh_cpu_ask makes one, which the calling CPU has answered; kh_cpu_answered
+ * marks cpu (held by the caller) as having answered every request so far. */
+void kh_cpu_ask(kheap_t *h);
+void kh_cpu_answered(kheap_t *h, unsigned cpu);
+/* On this CPU, at a tick: with decay, its cached runs back to the page
+ * layer if it took none since it last saw an epoch end. *asked: whether a
+ * request came since this CPU last answered (it counts as answered now;
+ * the caller gives back). No lock held. Returns the bytes. */
+size_t kh_cpu_tick(kheap_t *h, bool decay, bool *asked);
 struct kh_run_counts {
     uint64_t allocs, frees, alloc_pages, free_pages;
     uint64_t held; /* pages cached now */

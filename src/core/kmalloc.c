@@ -292,7 +292,7 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
      * to the pages first, where this allocation may reuse it, rather than
      * stay resident beside fresh pages (a program whose large sizes vary
      * would otherwise keep up to a cache's bound more than it uses). */
-    kh_runs_flush_here(h, false);
+    kh_runs_flush_here(h);
     for (int attempt = 0; attempt < 2; attempt++) {
         kh_lock(&h->page_lock);
         struct kh_page *d = kh_run_alloc(h, npages, align, KH_PG_LARGE, false);

@@ -139,6 +139,7 @@ extern "C" {
     pub fn kheap_cache_shrink(cache: *mut kheap_cache_t) -> usize;
     pub fn kheap_cache_destroy(cache: *mut kheap_cache_t) -> i32;
     pub fn kheap_reclaim(heap: *mut kheap_t) -> usize;
+    pub fn kheap_cpu_poll(heap: *mut kheap_t) -> usize;
     pub fn kheap_get_stats(heap: *mut kheap_t, out: *mut kheap_stats);
     pub fn kheap_slabinfo(heap: *mut kheap_t, rows: *mut kheap_cache_info, max: usize) -> usize;
     pub fn kheap_cache_info(cache: *mut kheap_cache_t, out: *mut kheap_cache_info);

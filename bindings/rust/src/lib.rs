@@ -542,6 +542,21 @@ impl KHeap {
         unsafe { ffi::kheap_reclaim(h) }
     }
 
+    /// Answer, on the calling CPU (thread, when hosted), a `reclaim` made
+    /// on another one: `reclaim` cannot empty the magazines of a CPU that
+    /// is running, so each CPU gives its own back when it calls this (a
+    /// kernel: from its idle loop, timer or a cross-call). Returns the
+    /// bytes given back; 0 when nothing was asked since this CPU last
+    /// answered, or before `init`.
+    pub fn cpu_poll(&self) -> usize {
+        let h = self.raw();
+        if h.is_null() {
+            return 0;
+        }
+        // SAFETY: h is an initialised heap.
+        unsafe { ffi::kheap_cpu_poll(h) }
+    }
+
     /// Bytes usable in the block at `ptr` (its size class, or the pages of
     /// a large block). 0 for null or before `init`; a pointer kheap did not
     /// hand out is reported through the port and 0 returned.
