@@ -60,7 +60,7 @@
 
 #define KH_DEPOT_EPOCH 256u
 _Static_assert(KH_DEPOT_EPOCH <= UINT16_MAX, "depot_ops is 16 bits");
-_Static_assert(KHEAP_MAX_CPUS < UINT8_MAX, "overflowed holds 1 + a CPU in a byte");
+_Static_assert(KHEAP_MAX_CPUS < UINT8_MAX, "overflowed holds 1 + an actor (a CPU) in a byte");
 _Static_assert(KHEAP_DEPOT_GROW >= 1 && KHEAP_DEPOT_GROW <= 256 &&
                    (KHEAP_DEPOT_GROW & (KHEAP_DEPOT_GROW - 1)) == 0,
                "KHEAP_DEPOT_GROW is a power of two from 1 to 256");
@@ -250,16 +250,28 @@ static uint32_t depot_room(const struct kheap_cache *c)
     return KH_U(c)->depot_max << KH_U(c)->depot_shift;
 }
 
+/* Who runs this slow path on cpu, 1 + a number below 255, as overflowed
+ * keeps it: the CPU, or the thread where the port names one (its CPUs
+ * run threads whose slow paths interleave; kheap_port.h). */
+static uint8_t actor_of(unsigned cpu)
+{
+    unsigned a = kheap_port_actor(cpu);
+    KH_ASSERT(a < UINT8_MAX, (void *)0);
+    return (uint8_t)(a + 1);
+}
+
 /* CPU cpu's allocation found no full magazine in the depot and refills
- * from the slabs. If another CPU's free sent a magazine to the slabs since
- * the last such refill, the bound keeps a consumer's frees from a producer
- * that wants them: a kmalloc class's depot may then hold twice as many,
- * up to KHEAP_DEPOT_GROW times depot_max (user caches keep the bound they
- * were given). One CPU that frees a lot and then allocates again grows
- * nothing: its frees were not wanted elsewhere. Cache lock held. */
+ * from the slabs. If another actor's free (another CPU's, or another
+ * thread's where the port names threads) sent a magazine to the slabs
+ * since the last such refill, the bound keeps a consumer's frees from a
+ * producer that wants them: a kmalloc class's depot may then hold twice
+ * as many, up to KHEAP_DEPOT_GROW times depot_max (user caches keep the
+ * bound they were given). One actor that frees a lot and then allocates
+ * again grows nothing: its frees were not wanted elsewhere. Cache lock
+ * held. */
 static void depot_grow(struct kheap_cache *c, unsigned cpu)
 {
-    if (!KH_U(c)->overflowed || KH_U(c)->overflowed == cpu + 1)
+    if (!KH_U(c)->overflowed || KH_U(c)->overflowed == actor_of(cpu))
         return;
     KH_U(c)->overflowed = 0;
     if (c->cls != KH_NO_CLASS && (2u << KH_U(c)->depot_shift) <= KHEAP_DEPOT_GROW)
@@ -475,7 +487,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         bool full = old != &kh_mag_sentinel;
         kh_lock(&c->lock);
         if (full && KH_U(c)->nr_full_mags >= depot_room(c)) {
-            KH_U(c)->overflowed = (uint8_t)(cpu + 1);
+            KH_U(c)->overflowed = actor_of(cpu);
             empty = old;
         } else {
             empty = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
@@ -505,7 +517,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
                 mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
-                KH_U(c)->overflowed = (uint8_t)(cpu + 1);
+                KH_U(c)->overflowed = actor_of(cpu);
                 overflow = old;
                 overflow->next = NULL;
             }

@@ -304,7 +304,8 @@ struct kheap_cache {
     uint16_t depot_ops;
     /* The depot may hold depot_max << depot_shift full magazines (a
      * kmalloc class's bound grows for a producer/consumer pair: cpu.c,
-     * depot_grow); overflowed is 1 + the CPU whose free last sent a
+     * depot_grow); overflowed is 1 + the actor (the CPU, or the thread
+     * where the port names one: kheap_port_actor) whose free last sent a
      * magazine to the slabs since an allocation refilled from them (0:
      * none). Bytes, so the cache stays five cache lines. */
     uint8_t depot_shift;

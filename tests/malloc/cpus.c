@@ -51,7 +51,7 @@ static print_fn print;
 
 /* The figures of KHEAP_STATS (malloc_stats_print's text). */
 struct figures {
-    unsigned long long allocations, frees, magazines;
+    unsigned long long allocations, frees, magazines, depots;
 };
 static char text[8192];
 static size_t text_len;
@@ -66,7 +66,7 @@ static void take_text(void *arg, const char *s)
 }
 static struct figures figures(void)
 {
-    struct figures f = {0, 0, 0};
+    struct figures f = {0, 0, 0, 0};
     text_len = 0;
     text[0] = 0;
     print(take_text, NULL, NULL);
@@ -75,7 +75,7 @@ static struct figures figures(void)
     if (c)
         sscanf(c, "counts allocations %llu frees %llu", &f.allocations, &f.frees);
     if (m)
-        sscanf(m, "idle magazines %llu", &f.magazines);
+        sscanf(m, "idle magazines %llu depots %llu", &f.magazines, &f.depots);
     return f;
 }
 
@@ -330,6 +330,77 @@ TEST(trim_reaches_other_cpus)
               before.magazines, after.magazines, answered.magazines);
 }
 
+/* ---- a producer and a consumer on one CPU ---- */
+
+/* Two threads on CPU 0 take turns: one allocates a batch of 64-byte
+ * blocks, the other frees it. The batch is larger than a depot holds
+ * unless its bound grows (KHEAP_DEPOT_GROW): the consumer's frees
+ * overflow to the slabs and the producer refills from them. In per-CPU
+ * mode both threads share CPU 0's magazines, so the growth rule must tell
+ * them apart by thread, not by CPU. */
+enum { PAIR_BATCH = 16384, PAIR_ROUNDS = 6 };
+static void *pair_blocks[PAIR_BATCH];
+static pthread_barrier_t pair_line;
+
+static void on_cpu0(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    sched_setaffinity(0, sizeof set, &set);
+}
+
+static void *pair_consumer(void *arg)
+{
+    (void)arg;
+    on_cpu0();
+    for (int r = 0; r < PAIR_ROUNDS; r++) {
+        pthread_barrier_wait(&pair_line); /* produced */
+        for (int i = 0; i < PAIR_BATCH; i++)
+            free(pair_blocks[i]);
+        pthread_barrier_wait(&pair_line); /* consumed */
+    }
+    pthread_barrier_wait(&pair_line); /* looked at: may exit */
+    return NULL;
+}
+
+static void *pair_producer(void *arg)
+{
+    (void)arg;
+    on_cpu0();
+    for (int r = 0; r < PAIR_ROUNDS; r++) {
+        for (int i = 0; i < PAIR_BATCH; i++)
+            pair_blocks[i] = malloc(64);
+        pthread_barrier_wait(&pair_line); /* produced */
+        pthread_barrier_wait(&pair_line); /* consumed */
+    }
+    pthread_barrier_wait(&pair_line); /* looked at: may exit */
+    return NULL;
+}
+
+TEST(pair_on_one_cpu_grows_the_depot)
+{
+    malloc_trim(0); /* depots empty, bounds back to the plain one */
+    pthread_t t[2];
+    pthread_barrier_init(&pair_line, NULL, 3);
+    CHECK(pthread_create(&t[0], NULL, pair_producer, NULL) == 0, "pthread_create");
+    CHECK(pthread_create(&t[1], NULL, pair_consumer, NULL) == 0, "pthread_create");
+    for (int r = 0; r < PAIR_ROUNDS; r++) {
+        pthread_barrier_wait(&pair_line);
+        pthread_barrier_wait(&pair_line);
+    }
+    struct figures f = figures();
+    pthread_barrier_wait(&pair_line);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    pthread_barrier_destroy(&pair_line);
+    /* The plain bound: KHEAP_DEPOT_BYTES (128 KiB) of each class. */
+    printf("# %d rounds of %d blocks of 64 B made on CPU 0 by one thread and freed there by "
+           "another: %llu bytes in depots\n",
+           PAIR_ROUNDS, PAIR_BATCH, f.depots);
+    CHECK(f.depots > 2 * 131072, "the depots hold %llu bytes: the bound did not grow", f.depots);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -344,5 +415,6 @@ int main(int argc, char **argv)
     RUN(threads_moved_between_cpus);
     RUN(many_threads_share_the_cpus);
     RUN(trim_reaches_other_cpus);
+    RUN(pair_on_one_cpu_grows_the_depot);
     return harness_done();
 }
