@@ -481,19 +481,22 @@ int kheap_cache_destroy(kheap_cache_t *cache);
  * request instead, which each CPU answers by giving back its own
  * magazines and cached large blocks at its next kheap_tick(heap) or
  * kheap_cpu_poll(heap) (hosted per-thread slots: the thread's next slow
- * path, with decay on). */
+ * path, with decay on). The reclaim an allocation runs before it fails
+ * (below) asks too, at most once per decay epoch. */
 size_t kheap_reclaim(kheap_t *heap);
 
 /* On the calling CPU: answer the heap's reclaim request (above) if this
  * CPU has not answered it yet, giving back its magazines and cached
  * large blocks as kheap_reclaim would (with every depot and empty slab);
- * else return at once. Returns the bytes given back to the page layer.
- * A kernel calls it from its idle loop, its timer, or a cross-call (IPI)
- * it makes after kheap_reclaim; unlike kheap_tick it runs no decay and
- * needs no clock. Call it where the caller stays on its CPU (interrupts
- * or preemption off). It takes the heap's locks, so never with a kheap
- * lock held (on bare metal an interrupt cannot arrive while this CPU
- * holds one). Time: O(1) when nothing was asked, else O(caches). */
+ * else return at once. Returns the bytes that reached the page layer
+ * (slabs that became empty, runs). A kernel has each CPU call it from its
+ * idle loop, its timer, or a cross-call (IPI) it makes after
+ * kheap_reclaim; unlike kheap_tick it runs no decay and needs no clock.
+ * It answers for the CPU it finds itself on. It takes the heap's locks,
+ * so never with a kheap lock held; an interrupt handler may call it where
+ * the port's locks mask interrupts (the bare-metal port's do), and the
+ * destructors of user caches' empty slabs and the report hook then run
+ * there. Time: O(1) when nothing was asked, else O(caches). */
 size_t kheap_cpu_poll(kheap_t *heap);
 
 /* ------------------------------------------------------------------ */

@@ -259,13 +259,23 @@ static size_t reclaim_caches(kheap_t *h)
     return bytes;
 }
 
+/* This CPU's answer to a request (cpu.c), then the depots and empty
+ * slabs back to the page layer, as kheap_reclaim. */
+static size_t answer(kheap_t *h)
+{
+    struct kh_later later = {.n = 0};
+    size_t bytes = kh_cpu_answer(h, &later);
+    kh_later_finish(&later);
+    kh_later_deliver(&later);
+    return bytes + reclaim_caches(h);
+}
+
 size_t kheap_cpu_poll(kheap_t *h)
 {
-    if (!h)
-        return 0;
-    bool asked;
-    size_t bytes = kh_cpu_tick(h, false, &asked);
-    return asked ? bytes + reclaim_caches(h) : bytes;
+    size_t bytes = 0;
+    if (h && kh_cpu_tick(h, false, &bytes))
+        bytes += answer(h);
+    return bytes;
 }
 
 /* ------------------------------------------------------------------ */
@@ -305,10 +315,9 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
      * runs (cpu.c): its answer to a reclaim that could not reach it, and
      * its cache of large blocks back to the pages if the CPU took none
      * from it since the last epoch end it saw. */
-    bool asked;
-    size_t bytes = kh_cpu_tick(h, ms != 0, &asked);
-    if (asked)
-        bytes += reclaim_caches(h);
+    size_t bytes = 0;
+    if (kh_cpu_tick(h, ms != 0, &bytes))
+        bytes += answer(h);
     if (!ms || now_ms < next || __atomic_exchange_n(&h->decay_busy, 1u, __ATOMIC_ACQUIRE))
         return bytes;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
@@ -333,17 +342,42 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
 #if KHEAP_PORT_CPU_REACH
 static void reach_one(unsigned cpu, void *h)
 {
-    kh_cpu_flush_heap(h, cpu);
-    kh_cpu_answered(h, cpu);
+    kh_cpu_flush_heap(h, cpu); /* (which counts as its answer) */
 }
 #endif
+
+/* Whether a reclaim of a failing or pressed allocation (count_shrunk)
+ * should ask the other CPUs: when every CPU that has used the heap has
+ * answered the last request, or else once per decay epoch. So a program
+ * whose allocations keep failing makes each CPU empty its caches at most
+ * once per answer it gave, not at every slow path, and a CPU that never
+ * answers (asleep, never ticked) holds back at most an epoch's requests.
+ * Reads only: flush_seen and the CPUs' states change under the reader,
+ * which then asks once too often or too seldom; ask_epoch is a hint, and
+ * two reclaims that race both ask (one request more). */
+static bool ask_due(kheap_t *h)
+{
+    uint32_t e = (uint32_t)__atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED) + 1u;
+    if (__atomic_load_n(&h->ask_epoch, __ATOMIC_RELAXED) != e) {
+        __atomic_store_n(&h->ask_epoch, e, __ATOMIC_RELAXED);
+        return true;
+    }
+    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
+    for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++)
+        if (__atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE) != &kh_cpu_sentinel &&
+            __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a)
+            return false;
+    return true;
+}
 
 size_t kh_reclaim(kheap_t *h, struct kheap_cache *who, bool count_shrunk)
 {
     size_t got = kh_shrink(h, SIZE_MAX, who);
-    /* The CPUs this call cannot empty answer at their next tick or poll
-     * (cpu.c: kh_cpu_ask). */
-    kh_cpu_ask(h);
+    /* The caller's CPU gives back at once, the CPUs the port reaches
+     * below too, and the others at their next tick or poll (cpu.c:
+     * kh_cpu_ask). */
+    if (!count_shrunk || ask_due(h))
+        kh_cpu_ask(h);
 #if KHEAP_PORT_CPU_REACH
     /* The CPUs the port can hand the caller for a moment (hosted: the
      * lent slots no thread holds): their magazines to the depots, which

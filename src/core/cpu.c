@@ -638,8 +638,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
 
 /* Hand a stopped CPU's magazines of c to the depot, where other CPUs
  * find their objects; what the depot has no room for goes to the slabs. */
-static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
-                      struct kh_later *later)
+static size_t cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
+                        struct kh_later *later)
 {
     struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev}, *rest = NULL;
     kh_cc_load(cc, &kh_mag_sentinel);
@@ -658,7 +658,7 @@ static void cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
             mag_push(&rest, &spill, m);
     }
     kh_unlock(&c->lock);
-    mags_release(h, c, rest, later);
+    return mags_release(h, c, rest, later);
 }
 
 /* ------------------------------------------------------------------ */
@@ -810,70 +810,6 @@ size_t kh_runs_flush_here(kheap_t *h)
     return bytes;
 }
 
-/* ------------------------------------------------------------------ */
-/* Requests to give back. kheap_reclaim empties its own CPU's magazines
- * and every depot, and those CPUs the port can reach; a CPU that runs
- * (or a thread that holds its slot) uses its magazines without a lock, so
- * nobody else may empty them. Instead reclaim leaves a request, and each
- * CPU answers it itself at its next kheap_tick or kheap_cpu_poll (a kernel
- * calls one from its timer, its idle loop or an IPI's handler): it gives
- * back its magazines, as kheap_reclaim would have.
- *
- * Why no request is lost: a CPU marks the count it read as answered
- * before it gives back, so a request made after that read is seen at its
- * next answer; one made before is answered by this one. At worst a CPU
- * answers twice. */
-
-void kh_cpu_ask(kheap_t *h)
-{
-    uint16_t a = (uint16_t)__atomic_add_fetch(&h->flush_asked, 1u, __ATOMIC_RELEASE);
-    /* The caller's CPU counts as answered: the reclaim empties its
-     * magazines. (A thread that moves to another CPU meanwhile empties
-     * that one's instead; the first keeps its magazines until the next
-     * request, as before any request was made.) */
-    unsigned cpu = kheap_port_cpu_enter();
-    if (cpu != KHEAP_CPU_NONE)
-        __atomic_store_n(&h->flush_seen[cpu], a, __ATOMIC_RELAXED);
-    kheap_port_cpu_exit(cpu);
-}
-
-void kh_cpu_answered(kheap_t *h, unsigned cpu)
-{
-    __atomic_store_n(&h->flush_seen[cpu],
-                     (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE),
-                     __ATOMIC_RELAXED);
-}
-
-size_t kh_cpu_tick(kheap_t *h, bool decay, bool *asked)
-{
-    size_t bytes = 0;
-    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
-    unsigned cpu = kheap_port_cpu_enter();
-    *asked = cpu != KHEAP_CPU_NONE &&
-             __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a;
-    if (*asked)
-        __atomic_store_n(&h->flush_seen[cpu], a, __ATOMIC_RELAXED);
-#if KH_RUNS
-    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
-    if (rc && decay && !*asked) {
-        /* Decay: the runs stayed idle if the CPU took none between the
-         * last epoch end it saw and this one. (Asked: the caller gives
-         * them all back.) */
-        uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
-        if (e != rc->epoch) {
-            if (rc->allocs == rc->epoch_allocs)
-                bytes = runs_flush(h, rc);
-            rc->epoch = e;
-            rc->epoch_allocs = rc->allocs;
-        }
-    }
-#else
-    (void)decay;
-#endif
-    kheap_port_cpu_exit(cpu);
-    return bytes;
-}
-
 void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 {
     __builtin_memset(out, 0, sizeof *out);
@@ -894,27 +830,36 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 #endif
 }
 
-/* CPU cpu has stopped using h: its magazines go to the depots, its
- * cached large blocks to the page layer. Reports of every cache's
- * flushes, and the user caches' empty slabs to destroy, go into later:
- * the registry lock is held throughout, caches_lock too for the user
- * caches. */
-static void heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
+/* CPU cpu, which the caller holds (entered, reached) or which has
+ * stopped, gives back what it caches of h: its magazines go to the
+ * depots, its cached large blocks to the page layer. Reports of every
+ * cache's flushes, and the user caches' empty slabs to destroy, go into
+ * later (kheap_cpu_flush holds the registry lock throughout, and the walk
+ * caches_lock for the user caches). Nothing can fill the CPU's caches
+ * again meanwhile, so it has then answered every request made so far
+ * (below). Returns the bytes that reached the page layer. */
+static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
+    size_t bytes = 0;
 #if KH_RUNS
     struct kh_cpu *pc = h->cpu[cpu];
     if (pc->run_front.runs)
-        runs_flush(h, pc->run_front.runs);
+        bytes += runs_flush(h, pc->run_front.runs);
 #endif
     kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
             /* A signal on an exiting thread leaves its fronts be. */
             busy_on(h, c, cpu);
-            cc_return(h, c, cc, later);
+            bytes += cc_return(h, c, cc, later);
             busy_off(h, c, cpu);
         }
     }
+    /* (flush_seen[cpu] is written only by whoever holds the CPU.) */
+    __atomic_store_n(&h->flush_seen[cpu],
+                     (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELAXED);
+    return bytes;
 }
 
 void kh_cpu_flush_heap(kheap_t *h, unsigned cpu)
@@ -923,6 +868,75 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu)
     heap_cpu_flush(h, cpu, &later);
     kh_later_finish(&later);
     kh_later_deliver(&later);
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests to give back. kheap_reclaim empties its own CPU's magazines
+ * and every depot, and those CPUs the port can reach; a CPU that runs
+ * (or a thread that holds its slot) uses its magazines without a lock, so
+ * nobody else may empty them. Instead reclaim leaves a request: it bumps
+ * flush_asked. Each CPU answers at its next kheap_tick or kheap_cpu_poll
+ * (a kernel calls one from its timer, its idle loop or an IPI's handler):
+ * it sees its flush_seen behind, gives back its magazines as kheap_reclaim
+ * would have, and marks the count answered, all while it holds the CPU
+ * (heap_cpu_flush), so the CPU marked is the CPU emptied. Why no request
+ * is lost: nothing fills the CPU's caches while it is held, so when the
+ * give-back ends every request made so far, also one made meanwhile, has
+ * what it asked for. A CPU that stops answers in kheap_cpu_flush. The
+ * low 16 bits are compared: a CPU that misses exactly a multiple of 65536
+ * requests answers the next one. */
+
+void kh_cpu_ask(kheap_t *h)
+{
+    struct kh_later later = {.n = 0};
+    __atomic_add_fetch(&h->flush_asked, 1u, __ATOMIC_RELEASE);
+    /* The caller's own CPU answers at once. */
+    unsigned cpu = kheap_port_cpu_enter();
+    if (cpu != KHEAP_CPU_NONE)
+        heap_cpu_flush(h, cpu, &later);
+    kheap_port_cpu_exit(cpu);
+    kh_later_finish(&later);
+    kh_later_deliver(&later);
+}
+
+bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
+{
+    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
+    unsigned cpu = kheap_port_cpu_enter();
+    bool asked = cpu != KHEAP_CPU_NONE &&
+                 __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a;
+#if KH_RUNS
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    if (rc && decay && !asked) {
+        /* Decay: the runs stayed idle if the CPU took none between the
+         * last epoch end it saw and this one. (Asked: the answer gives
+         * them all back.) */
+        uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
+        if (e != rc->epoch) {
+            if (rc->allocs == rc->epoch_allocs)
+                *bytes += runs_flush(h, rc);
+            rc->epoch = e;
+            rc->epoch_allocs = rc->allocs;
+        }
+    }
+#else
+    (void)decay, (void)bytes;
+#endif
+    kheap_port_cpu_exit(cpu);
+    return asked;
+}
+
+size_t kh_cpu_answer(kheap_t *h, struct kh_later *later)
+{
+    size_t bytes = 0;
+    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
+    unsigned cpu = kheap_port_cpu_enter();
+    /* (Looked at again: the caller may be on another CPU than when it
+     * asked kh_cpu_tick, which then answers at its own next tick.) */
+    if (cpu != KHEAP_CPU_NONE && __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a)
+        bytes = heap_cpu_flush(h, cpu, later);
+    kheap_port_cpu_exit(cpu);
+    return bytes;
 }
 
 void kheap_cpu_flush(unsigned cpu)

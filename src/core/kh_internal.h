@@ -529,8 +529,10 @@ struct kheap {
      * a thread that holds the CPU (entered, or reaching it), so never by
      * two at once; read with relaxed atomics. The CPUs keep the count's
      * low 16 bits: a CPU that misses exactly a multiple of 65536 requests
-     * answers the next one. */
-    uint32_t flush_asked;
+     * answers the next one. ask_epoch: 1 + the decay epoch of the last
+     * request a failing or pressed allocation made (cache.c, kh_reclaim;
+     * an atomic, a hint). */
+    uint32_t flush_asked, ask_epoch;
     uint16_t flush_seen[KHEAP_MAX_CPUS];
 
 #if KHEAP_REDZONE
@@ -1144,7 +1146,8 @@ static inline bool kh_run_cached(kheap_t *h, const struct kh_page *d)
                KH_RUN_TAG;
 }
 /* CPU cpu's magazines of h's caches to the depots and its cached large
- * blocks to the pages, for a CPU the caller holds alone (no lock held). */
+ * blocks to the pages, for a CPU the caller holds alone (no lock held);
+ * the CPU has then answered every request to give back. */
 void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
 /* Cache the block p of npages pages, whose tag the caller took, in this
  * CPU's cache (made on first use); false if there is none or no room. */
@@ -1154,16 +1157,17 @@ bool kh_runs_free_here(kheap_t *h, void *p);
 /* This CPU's cached runs back to the page layer, all of them. No lock
  * held. Returns the bytes. */
 size_t kh_runs_flush_here(kheap_t *h);
-/* Requests to give back (kheap_reclaim to the CPUs it cannot reach):
- * kh_cpu_ask makes one, which the calling CPU has answered; kh_cpu_answered
- * marks cpu (held by the caller) as having answered every request so far. */
+/* Requests to give back (cpu.c; kheap_reclaim to the CPUs it cannot
+ * reach). kh_cpu_ask makes one, which the calling CPU answers at once.
+ * kh_cpu_tick, on this CPU at a tick: whether a request came since it
+ * last answered, and with decay, its cached runs back to the page layer
+ * (adding to *bytes) if it took none since it last saw an epoch end.
+ * kh_cpu_answer: this CPU's answer, if it owes one (its magazines to the
+ * depots, its runs to the pages; reports into later); the caller then
+ * empties the depots. No lock held for any. */
 void kh_cpu_ask(kheap_t *h);
-void kh_cpu_answered(kheap_t *h, unsigned cpu);
-/* On this CPU, at a tick: with decay, its cached runs back to the page
- * layer if it took none since it last saw an epoch end. *asked: whether a
- * request came since this CPU last answered (it counts as answered now;
- * the caller gives back). No lock held. Returns the bytes. */
-size_t kh_cpu_tick(kheap_t *h, bool decay, bool *asked);
+bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes);
+size_t kh_cpu_answer(kheap_t *h, struct kh_later *later);
 struct kh_run_counts {
     uint64_t allocs, frees, alloc_pages, free_pages;
     uint64_t held; /* pages cached now */
