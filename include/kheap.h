@@ -476,13 +476,16 @@ int kheap_cache_destroy(kheap_cache_t *cache);
 /* The heap's shrinkers (below), then kheap_cache_shrink on every cache of
  * the heap. Returns bytes given back to the page layer.
  * The calling CPU's magazines go back too, and those of the CPUs the port
- * can reach (hosted per-CPU mode: every CPU). A CPU that is running holds
+ * can reach (hosted per-CPU mode: every CPU no slow path holds at that
+ * moment). A CPU that is running holds
  * its magazines without a lock, so reclaim cannot take them: it leaves a
  * request instead, which each CPU answers by giving back its own
  * magazines and cached large blocks at its next kheap_tick(heap) or
  * kheap_cpu_poll(heap) (hosted per-thread slots: the thread's next slow
  * path, with decay on). The reclaim an allocation runs before it fails
- * (below) asks too, at most once per decay epoch. */
+ * (below) asks too, when every CPU answered the last request, or else
+ * once per decay epoch. A CPU answers while it holds itself (bare metal:
+ * interrupts masked), for a walk over the heap's caches. */
 size_t kheap_reclaim(kheap_t *heap);
 
 /* On the calling CPU: answer the heap's reclaim request (above) if this
