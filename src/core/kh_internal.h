@@ -9,7 +9,8 @@
  *   pages.c    runs of pages: bins, split, coalesce, purge; regions'
  *              pages, growth, pages for kheap's own structures
  *   slab.c     a run carved into the objects of one cache; cache setup
- *   cpu.c      per-CPU magazines and depots; kheap_cpu_flush
+ *   cpu.c      per-CPU magazines and depots; kheap_cpu_flush; reclaim's
+ *              requests to the CPUs and their answers
  *   check.c    kheap_check, kheap_check_quiescent, the debug check
  *   cache.c    object caches: create, shrink, destroy, reclaim, slabinfo
  *   kmalloc.c  size -> class, large blocks, pointer -> block, realloc,
