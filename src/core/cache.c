@@ -362,10 +362,9 @@ static bool ask_due(kheap_t *h)
         __atomic_store_n(&h->ask_epoch, e, __ATOMIC_RELAXED);
         return true;
     }
-    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++)
         if (__atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE) != &kh_cpu_sentinel &&
-            __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a)
+            kh_cpu_owes(h, cpu))
             return false;
     return true;
 }

@@ -901,10 +901,8 @@ void kh_cpu_ask(kheap_t *h)
 
 bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
 {
-    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
     unsigned cpu = kheap_port_cpu_enter();
-    bool asked = cpu != KHEAP_CPU_NONE &&
-                 __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a;
+    bool asked = cpu != KHEAP_CPU_NONE && kh_cpu_owes(h, cpu);
 #if KH_RUNS
     struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
     if (rc && decay && !asked) {
@@ -929,11 +927,10 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
 size_t kh_cpu_answer(kheap_t *h, struct kh_later *later)
 {
     size_t bytes = 0;
-    uint16_t a = (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
     unsigned cpu = kheap_port_cpu_enter();
     /* (Looked at again: the caller may be on another CPU than when it
      * asked kh_cpu_tick, which then answers at its own next tick.) */
-    if (cpu != KHEAP_CPU_NONE && __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) != a)
+    if (cpu != KHEAP_CPU_NONE && kh_cpu_owes(h, cpu))
         bytes = heap_cpu_flush(h, cpu, later);
     kheap_port_cpu_exit(cpu);
     return bytes;

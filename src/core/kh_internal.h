@@ -1167,6 +1167,13 @@ size_t kh_runs_flush_here(kheap_t *h);
  * depots, its runs to the pages; reports into later); the caller then
  * empties the depots. No lock held for any. */
 void kh_cpu_ask(kheap_t *h);
+/* Whether CPU cpu has a request to answer (its count behind the heap's;
+ * both read relaxed: a request made meanwhile is seen next time). */
+static inline bool kh_cpu_owes(kheap_t *h, unsigned cpu)
+{
+    return __atomic_load_n(&h->flush_seen[cpu], __ATOMIC_RELAXED) !=
+           (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
+}
 bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes);
 size_t kh_cpu_answer(kheap_t *h, struct kh_later *later);
 struct kh_run_counts {
