@@ -127,6 +127,18 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * later destructors of other libraries take the locked path instead of
  * taking a new slot that nothing would give back.
  *
+ * A thread that found every slot taken also gets the destructor (its
+ * value then names no slot: SLOT_NONE_MARK), for the same reason: it
+ * keeps trying for a slot at each slow path, and the first owners to exit
+ * free theirs while it runs its own exit. Without the destructor to set
+ * slot_gone, a slow path of its exit after the destructors had run took
+ * a freed slot that no destructor then gave back: with 256 threads on 2
+ * busy CPUs, every slot leaked so, and from then on every thread
+ * borrowed. A thread whose first slow path
+ * comes after its destructors ran (one that never allocated, freeing
+ * blocks others made) can still take a slot for good; glibc says nothing
+ * a library could ask to tell that moment, so that remains.
+ *
  * Reentrancy: taking a slot may allocate (pthread_once, pthread_atfork,
  * pthread_setspecific for a late key all may call malloc, which may be
  * kheap). slot_taking marks the thread as inside kh_hosted_slot_take; a
@@ -170,6 +182,7 @@ __thread struct kh_cpu *kh_hosted_cpu_local
 int kh_hosted_rseq;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));
 static __thread int slot_taking __attribute__((tls_model("initial-exec")));
+static __thread int slot_marked __attribute__((tls_model("initial-exec")));
 
 #define SLOT_WORDS ((KHEAP_MAX_CPUS + 63) / 64)
 static unsigned long long slot_map[SLOT_WORDS];
@@ -511,8 +524,14 @@ unsigned kheap_hosted_cpu_mode(const char **why)
     return kh_hosted_rseq ? mode_cpus : 0;
 }
 
+/* The thread-specific value of a thread that has no slot (slot_take). */
+#define SLOT_NONE_MARK ((uintptr_t)KHEAP_CPU_NONE + 1)
+
 static void slot_release(void *arg)
 {
+    slot_gone = 1;
+    if ((uintptr_t)arg == SLOT_NONE_MARK)
+        return; /* no slot: only slot_gone */
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
     kh_hosted_slot = KHEAP_CPU_NONE;
 #if KH_HOSTED_TX
@@ -520,7 +539,6 @@ static void slot_release(void *arg)
 #else
     kh_hosted_cpu_local = &kh_cpu_sentinel;
 #endif
-    slot_gone = 1;
     kheap_cpu_flush(slot);
     slot_handover_before(&slot_map[slot / 64]);
     __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
@@ -653,7 +671,15 @@ static unsigned slot_take(void)
             }
         }
     }
-    return KHEAP_CPU_NONE; /* every slot taken: locked path, try next time */
+    /* Every slot taken: a lent slot (or the locked path), and the next
+     * slow path tries again. The destructor is set once, so that a slot
+     * taken later, at this thread's exit, is never one that the
+     * destructors have already been run for (the comment above). */
+    if (!slot_marked) {
+        slot_marked = 1;
+        pthread_setspecific(slot_key, (void *)SLOT_NONE_MARK);
+    }
+    return KHEAP_CPU_NONE;
 }
 
 /* ------------------------------------------------------------------ */
