@@ -178,14 +178,15 @@ void *kheap_alloc_aligned(kheap_t *heap, size_t size, size_t align);
 void *kheap_calloc(kheap_t *heap, size_t n, size_t size);
 
 /* Resize. ptr NULL acts as kheap_alloc; size 0 frees ptr and returns NULL.
- * Stays in place when the new size fits the block's size class (and is not
- * under half of it), when a large block shrinks (giving the tail of its
- * run back) to a size above KHEAP_MAX_CLASS or to one whose class rounds to
- * whole pages, or when a large block grows into a free run right after it.
- * A large block shrunk to a smaller class size moves to that class, so it
- * keeps the class rounding of the new size, not a page (if the class has
- * no memory it shrinks in place instead). Otherwise allocates, copies the
- * smaller of the two sizes and frees. On failure returns NULL and ptr is
+ * Stays in place when the new size is of the block's size class, when a
+ * large block shrinks (giving the tail of its run back) to a size above
+ * KHEAP_MAX_CLASS or to one whose class rounds to whole pages, or when a
+ * large block grows into a free run right after it. A block shrunk to a
+ * smaller class's size moves to that class, so it keeps the class
+ * rounding of the new size, unless that class has no memory even after a
+ * reclaim (an allocation's miss path): then it shrinks in place. A
+ * sampled block always moves. Otherwise allocates, copies the smaller of
+ * the two sizes and frees. On failure returns NULL and ptr is
  * left allocated and unchanged. A bad ptr is reported as kheap_free does
  * and NULL is returned. Time: O(1) plus the copy. */
 void *kheap_realloc(kheap_t *heap, void *ptr, size_t size);
@@ -219,9 +220,9 @@ void *kheap_alloc_as(kheap_t *heap, size_t size, size_t align, enum kheap_block_
  * block's usable bytes as the report's size) and the free refused: in
  * every build, a size whose class is not the block's (for a large block,
  * a size that does not round up to its pages); for a block of
- * KHEAP_BLOCK_MALLOC also any size realloc leaves such a block at in
- * place (up to the block's usable size, down to half of it) is the
- * block's. A KHEAP_REDZONE build checks the exact size asked for, and
+ * KHEAP_BLOCK_MALLOC freed with no alignment, any smaller size passes too
+ * (kheap_realloc keeps a shrinking block in place when the smaller class
+ * has no memory). A KHEAP_REDZONE build checks the exact size asked for, and
  * the kind (KHEAP_REPORT_KIND_MISMATCH). Objects of caches made with
  * kheap_cache_create are freed as kheap_free frees them. A block
  * allocated with an alignment above 8 is freed with

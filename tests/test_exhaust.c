@@ -257,8 +257,10 @@ TEST(large_runs)
     fixture_close(&f);
 }
 
-/* A large block shrunk to a class size moves to the class if it can;
- * on a full heap it shrinks in place, and that is no failure. */
+/* A large block shrunk to a class size moves to the class if it can,
+ * and so does a class block shrunk to a smaller class; on a full heap
+ * both shrink in place, and that is no failure. The class block then
+ * takes a sized free of its new size. */
 TEST(realloc_shrink_when_full)
 {
     struct fixture f;
@@ -266,6 +268,9 @@ TEST(realloc_shrink_when_full)
     unsigned char *big = kheap_alloc(f.h, 64 * 1024);
     CHECK(big != NULL, "64 KiB block");
     memset(big, 0x5a, 3000);
+    unsigned char *mid = kheap_alloc(f.h, 2000); /* class 2048 */
+    CHECK(mid != NULL, "2000-byte block");
+    memset(mid, 0x3c, 2000);
     /* Fill every page: the smallest page runs until NULL, then one-page
      * slabs of the class of a page until NULL (two failures), so no
      * class can make a slab. */
@@ -278,6 +283,15 @@ TEST(realloc_shrink_when_full)
     struct kheap_stats s0, s1;
     kheap_get_stats(f.h, &s0);
     CHECK(s0.failed_count == 2, "%" PRIu64 " failures filling the heap", s0.failed_count);
+    unsigned char *r = kheap_realloc(f.h, mid, 100); /* class 104: no slab yet */
+    kheap_get_stats(f.h, &s1);
+    CHECK(r == mid && kheap_usable_size(f.h, r) == 2048,
+          "realloc of a 2048-byte block to 100 on a full heap: %p (was %p), usable %zu",
+          (void *)r, (void *)mid, kheap_usable_size(f.h, r));
+    for (int i = 0; i < 100; i++)
+        CHECK(r[i] == 0x3c, "byte %d of the class block lost", i);
+    CHECK(s1.failed_count == s0.failed_count, "a class block's shrink counted a failure "
+          "(%" PRIu64 " -> %" PRIu64 ")", s0.failed_count, s1.failed_count);
     unsigned char *q = kheap_realloc(f.h, big, 3000);
     kheap_get_stats(f.h, &s1);
     CHECK(q == big, "realloc to 3000 on a full heap moved (%p -> %p)", (void *)big, (void *)q);
@@ -285,6 +299,9 @@ TEST(realloc_shrink_when_full)
         CHECK(q[i] == 0x5a, "byte %d lost", i);
     CHECK(s1.failed_count == s0.failed_count, "a realloc that succeeded counted a failure "
           "(%" PRIu64 " -> %" PRIu64 ")", s0.failed_count, s1.failed_count);
+    kt_reports_reset();
+    kheap_free_as(f.h, r, 100, KHEAP_BLOCK_MALLOC);
+    CHECK(kt_reports() == 0, "a sized free of the size realloc gave was reported%s", "");
     kheap_free(f.h, q);
     while (n)
         kheap_free(f.h, (void *)f.blks[--n].p);

@@ -718,17 +718,26 @@ TEST(sized_free)
     expect_size_report(l, NULL, lbytes, "a 100000-byte block freed as a page more");
     sized_free_ok(l, lbytes - PAGE + 1, 0, KHEAP_BLOCK_NEW, "a 100000-byte block, same pages");
 
-    /* A block of malloc's kind may hold a size realloc left it at; not
-     * below half of it. */
+    /* realloc keeps a block in place for a size of its class and moves
+     * it to the class of a smaller one. A block of malloc's kind may hold
+     * any smaller size (a shrink stays in place when the smaller class
+     * has no memory); not a larger one, and a block of new's kind only
+     * sizes of its class. */
     p = kheap_alloc(g_heap, 64);
-    CHECK(kheap_realloc(g_heap, p, 40) == p, "realloc(64 -> 40) moved the block%s", "");
+    CHECK(kheap_realloc(g_heap, p, 57) == p, "realloc(64 -> 57) moved the block%s", "");
+    unsigned char *moved = kheap_realloc(g_heap, p, 40);
+    CHECK(moved != p && kheap_usable_size(g_heap, moved) == 40,
+          "realloc(64 -> 40) kept %p (usable %zu), want a block of class 40", (void *)moved,
+          kheap_usable_size(g_heap, moved));
+    kheap_free(g_heap, moved);
+    p = kheap_alloc(g_heap, 64);
     arm();
-    kheap_free_as(g_heap, p, 20, KHEAP_BLOCK_MALLOC);
-    expect_size_report(p, "kmalloc-64", 64, "a 64-byte block freed as 20 bytes");
+    kheap_free_as(g_heap, p, 65, KHEAP_BLOCK_MALLOC);
+    expect_size_report(p, "kmalloc-64", 64, "a 64-byte block freed as 65 bytes");
     arm();
     kheap_free_as(g_heap, p, 40, KHEAP_BLOCK_NEW);
     expect_size_report(p, "kmalloc-64", 64, "a 64-byte new block freed as 40 bytes");
-    sized_free_ok(p, 40, 0, KHEAP_BLOCK_MALLOC, "a 64-byte block realloc'd to 40 freed as 40");
+    sized_free_ok(p, 20, 0, KHEAP_BLOCK_MALLOC, "a 64-byte block freed as 20 bytes");
 
     /* The graver misuse is the one reported: a double free, an interior
      * pointer, a pointer in no region. */

@@ -752,11 +752,24 @@ static void op_realloc(void)
     size_t u = kheap_usable_size(g_heap, q);
     MCHECK(u >= size, "kheap_realloc(%zu -> %zu): usable %zu < size", old,
            size, u);
+    /* A class object stays where it is when size is of its class, and
+     * moves to the smaller class of a smaller size, unless that class has
+     * no memory: then an allocation of size fails now too. */
     bool small_fits = b->run == RUN_NO && size <= old_u &&
-                      2 * size >= old_u;
+                      kt_usable(size) == old_u;
     MCHECK(!small_fits || q == b->p,
            "kheap_realloc(%p, %zu) moved a block of class %zu to %p",
            (void *)b->p, size, old_u, (void *)q);
+    if (b->run == RUN_NO && size < old_u && !small_fits && q == b->p) {
+        void *probe = kheap_alloc(g_heap, size);
+        MCHECK(probe == NULL,
+               "kheap_realloc(%p, %zu) kept a block of class %zu, though class %zu has memory",
+               (void *)b->p, size, old_u, kt_usable(size));
+        if (probe)
+            kheap_free(g_heap, probe);
+        else
+            count_null("kheap_alloc", size, 0, 0);
+    }
     bool large_shrinks = b->run == RUN_YES && size > KHEAP_MAX_CLASS &&
                          size <= old_u;
     MCHECK(!large_shrinks || q == b->p,

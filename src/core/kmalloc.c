@@ -524,10 +524,14 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
 }
 
 /* Does realloc leave a block of a class of `bytes` where it is when it is
- * resized to size? When size fits and is not under half of it. */
+ * resized to size? When size is of that class. A smaller size moves to
+ * its own class, so a block never keeps more than the class rounding of
+ * its size (as a large block keeps no more than its pages): a string
+ * built in an over-allocated buffer and shrunk to fit, as Python's are,
+ * then costs its size, not up to twice it. The copy is of the new size. */
 static inline bool slab_keeps(size_t bytes, size_t size)
 {
-    return size <= bytes && (size >= bytes / 2 || bytes <= 2 * KH_MIN_SLOT);
+    return size <= bytes && kh_class_size(kh_class_of(size)) >= bytes;
 }
 
 /* Free ptr, which must belong to `only` if that is not NULL. */
@@ -600,8 +604,8 @@ kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
  * free_sized). The size given must be one the block can have been
  * allocated with: its class must be the one that size and alignment take
  * (kheap_alloc, kheap_alloc_aligned), a large block's pages the size
- * rounded up to pages. A block of malloc's kind may also hold any size
- * that realloc leaves in place (slab_keeps). A sized free whose size's
+ * rounded up to pages. A block of malloc's kind may also hold any
+ * smaller size (class_fits). A sized free whose size's
  * class is the block's takes the free hit (kh_hit_free_sized); the rest
  * come here. The debug build checks the exact size it recorded
  * (rz_free). */
@@ -612,7 +616,10 @@ static const char sized_pages_reason[] =
     "sized free with a size that does not round up to the large block's pages";
 
 /* Can a block of class cls (bytes) have been allocated as kind with size
- * bytes aligned to align (0: not aligned)? */
+ * bytes aligned to align (0: not aligned)? A block of malloc's kind freed
+ * with no alignment (free_sized) may hold any smaller size: realloc moves
+ * one to the size's class, but keeps it in place when that class has no
+ * memory (kheap_realloc). */
 static bool class_fits(unsigned cls, size_t bytes, size_t size, size_t align,
                        enum kheap_block_kind kind)
 {
@@ -620,7 +627,7 @@ static bool class_fits(unsigned cls, size_t bytes, size_t size, size_t align,
         (align <= 8 || (kh_is_pow2(align) && align <= KH_CLASS_ALIGN_MAX)) &&
         cls == (align <= 8 ? kh_class_of(size) : aligned_class(size, align)))
         return true;
-    return kind == KHEAP_BLOCK_MALLOC && slab_keeps(bytes, size);
+    return kind == KHEAP_BLOCK_MALLOC && align <= 8 && size <= bytes;
 }
 
 /* Can ptr's block have been allocated with size bytes aligned to align,
@@ -1324,6 +1331,18 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
     if (d->kind == KH_PG_SLAB) {
         if (slab_keeps(old, size))
             return ptr;
+        if (size < old) {
+            /* A smaller class (slab_keeps). If it has no memory, the
+             * block stays where it is: a shrink does not fail. */
+            void *q = kheap_alloc(h, size);
+            if (!q) {
+                kh_account_recovered(h);
+                return ptr;
+            }
+            __builtin_memcpy(q, ptr, size);
+            kheap_free(h, ptr);
+            return q;
+        }
     } else if (size < old && size <= KHEAP_MAX_CLASS &&
                kh_class_size(kh_class_of(size)) < kh_align_up(size, KH_PAGE)) {
         /* A large block shrunk to a class size moves to its class when the

@@ -476,9 +476,22 @@ static void op_realloc(struct fz_in *in)
     }
     size_t u = kheap_usable_size(g_heap, q);
     FZ_CHECK(u >= size, "op %u: kheap_realloc(%zu -> %zu): usable %zu < size", g_op, old, size, u);
-    bool class_fits = b->run == RUN_NO && size <= old_u && 2 * size >= old_u;
+    /* In place for a size of the block's class; a smaller class's size
+     * moves, unless that class has no memory (an allocation of it then
+     * fails too). */
+    bool class_fits = b->run == RUN_NO && size <= old_u && fz_usable(size) == old_u;
     FZ_CHECK(!class_fits || q == b->p, "op %u: kheap_realloc(%p, %zu) moved a class-%zu object",
              g_op, (void *)b->p, size, old_u);
+    if (b->run == RUN_NO && size < old_u && !class_fits && q == b->p && !g_sampled_ever) {
+        void *probe = kheap_alloc(g_heap, size);
+        FZ_CHECK(probe == NULL,
+                 "op %u: kheap_realloc(%p, %zu) kept a class-%zu object, though class %zu has "
+                 "memory", g_op, (void *)b->p, size, old_u, fz_usable(size));
+        if (probe)
+            kheap_free(g_heap, probe);
+        else
+            null_return("kheap_alloc", size, 0, 0);
+    }
     bool run_shrinks = b->run == RUN_YES && size > KHEAP_MAX_CLASS && size <= old_u;
     FZ_CHECK(!run_shrinks || q == b->p, "op %u: kheap_realloc(%p, %zu) moved a shrinking run",
              g_op, (void *)b->p, size);

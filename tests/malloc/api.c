@@ -100,6 +100,37 @@ TEST(realloc_as_glibc)
     CHECK(q == NULL, "realloc(p, 0) = %p, glibc frees and returns NULL", (void *)q);
 }
 
+/* A block shrunk by realloc keeps no more than a new block of the new
+ * size would have: a slab block moves to the smaller class, a large one
+ * to its class or to fewer pages. */
+TEST(realloc_shrink_keeps_only_the_new_size)
+{
+    for (size_t n = 24; n <= 100000; n += n / 3 + 5) {
+        size_t to[] = {1, n / 4, n / 2 + 1, n - 1};
+        for (unsigned k = 0; k < sizeof to / sizeof to[0]; k++) {
+            size_t m = to[k] ? to[k] : 1;
+            unsigned char *p = malloc(big(n));
+            CHECK(p != NULL, "malloc(%zu) failed", n);
+            for (size_t i = 0; i < n; i++)
+                p[i] = (unsigned char)(i * 7 + n);
+            unsigned char *q = realloc(p, big(m));
+            CHECK(q != NULL, "realloc(%zu -> %zu) failed", n, m);
+            size_t bad = m;
+            for (size_t i = 0; i < m && bad == m; i++)
+                if (q[i] != (unsigned char)(i * 7 + n))
+                    bad = i;
+            CHECK(bad == m, "realloc(%zu -> %zu) lost byte %zu", n, m, bad);
+            void *f = malloc(big(m));
+            CHECK(f != NULL, "malloc(%zu) failed", m);
+            CHECK(malloc_usable_size(q) <= malloc_usable_size(f),
+                  "realloc(%zu -> %zu) keeps %zu usable bytes; malloc(%zu) has %zu", n, m,
+                  malloc_usable_size(q), m, malloc_usable_size(f));
+            free(f);
+            free(q);
+        }
+    }
+}
+
 TEST(reallocarray_checks_overflow)
 {
     int *p = reallocarray(NULL, big(100), sizeof(int));
@@ -209,6 +240,7 @@ int main(void)
     RUN(malloc_huge_fails_with_enomem);
     RUN(calloc_zeroes_and_checks_overflow);
     RUN(realloc_as_glibc);
+    RUN(realloc_shrink_keeps_only_the_new_size);
     RUN(reallocarray_checks_overflow);
     RUN(posix_memalign_rules);
     RUN(aligned_alloc_memalign_valloc_pvalloc);

@@ -653,10 +653,12 @@ unsafe impl GlobalAlloc for KHeap {
         }
     }
 
-    /// Resize. In place when kheap can (the new size fits the block's size
-    /// class, a large block shrinks, or it grows into the free run after
-    /// it); else a new block, a copy, and the old block freed. On failure
-    /// returns null and the old block is untouched.
+    /// Resize. In place when kheap can (the new size is of the block's
+    /// size class, a large block shrinks, or it grows into the free run
+    /// after it); else a new block, a copy, and the old block freed, so a
+    /// block shrunk to a smaller class moves there (it stays in place if
+    /// that class has no memory). On failure returns null and the old
+    /// block is untouched.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let h = self.raw();
         if h.is_null() {
@@ -677,12 +679,19 @@ unsafe impl GlobalAlloc for KHeap {
             }
             return ffi::kheap_realloc(h, ptr as *mut c_void, new_size) as *mut u8;
         }
-        // Over-aligned and small: keep the block if it already fits.
+        // Over-aligned and small: as kheap_realloc, the block stays only
+        // where the new size's block would be no smaller, or where a
+        // shrink finds no memory for one.
         let usable = ffi::kheap_usable_size(h, ptr as *const c_void);
-        if new_size <= usable && new_size >= usable / 2 {
+        let q = ffi::kheap_alloc_aligned(h, new_size, align) as *mut u8;
+        if new_size <= usable
+            && (q.is_null() || ffi::kheap_usable_size(h, q as *const c_void) >= usable)
+        {
+            if !q.is_null() {
+                ffi::kheap_free(h, q as *mut c_void);
+            }
             return ptr;
         }
-        let q = ffi::kheap_alloc_aligned(h, new_size, align) as *mut u8;
         if !q.is_null() {
             ptr::copy_nonoverlapping(ptr, q, core::cmp::min(layout.size(), new_size));
             ffi::kheap_free(h, ptr as *mut c_void);
