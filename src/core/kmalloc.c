@@ -525,10 +525,11 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
 
 /* Does realloc leave a block of a class of `bytes` where it is when it is
  * resized to size? When size is of that class. A smaller size moves to
- * its own class, so a block never keeps more than the class rounding of
- * its size (as a large block keeps no more than its pages): a string
- * built in an over-allocated buffer and shrunk to fit, as Python's are,
- * then costs its size, not up to twice it. The copy is of the new size. */
+ * its own class (unless that class has no memory: kheap_realloc), so a
+ * block keeps no more than the class rounding of its size, as a large
+ * block keeps no more than its pages: a string built in an over-allocated
+ * buffer and shrunk to fit, as Python's are, then costs its size, not up
+ * to twice it. The copy is of the new size. */
 static inline bool slab_keeps(size_t bytes, size_t size)
 {
     return size <= bytes && kh_class_size(kh_class_of(size)) >= bytes;
@@ -1328,37 +1329,29 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
         kh_report(why, ptr, NULL, "kheap_realloc");
         return NULL;
     }
-    if (d->kind == KH_PG_SLAB) {
-        if (slab_keeps(old, size))
-            return ptr;
-        if (size < old) {
-            /* A smaller class (slab_keeps). If it has no memory, the
-             * block stays where it is: a shrink does not fail. */
-            void *q = kheap_alloc(h, size);
-            if (!q) {
-                kh_account_recovered(h);
-                return ptr;
-            }
-            __builtin_memcpy(q, ptr, size);
-            kheap_free(h, ptr);
-            return q;
-        }
-    } else if (size < old && size <= KHEAP_MAX_CLASS &&
-               kh_class_size(kh_class_of(size)) < kh_align_up(size, KH_PAGE)) {
-        /* A large block shrunk to a class size moves to its class when the
-         * class rounds size to less than whole pages do: it then keeps the
-         * class rounding (at most KHEAP_MAX_CLASS bytes are copied), not a
-         * page for a few bytes. If the class has no memory, the block
-         * shrinks in place below. */
+    /* A shrink moves to the new size's class when that keeps less: a
+     * class block shrunk to a smaller class (slab_keeps), a large block
+     * shrunk to a class that rounds size to less than whole pages do (at
+     * most KHEAP_MAX_CLASS bytes are copied), not a page for a few bytes.
+     * If the class has no memory, the block shrinks in place instead
+     * (a class block as it is, a large one below): no failure. */
+    bool slab = d->kind == KH_PG_SLAB;
+    if (slab && slab_keeps(old, size))
+        return ptr;
+    bool to_class = slab || (size <= KHEAP_MAX_CLASS &&
+                             kh_class_size(kh_class_of(size)) < kh_align_up(size, KH_PAGE));
+    if (size < old && to_class) {
         void *q = kheap_alloc(h, size);
         if (q) {
             __builtin_memcpy(q, ptr, size);
             kheap_free(h, ptr);
             return q;
         }
-        kh_account_recovered(h); /* the block shrinks in place instead */
+        kh_account_recovered(h);
+        if (slab)
+            return ptr;
     }
-    if (d->kind != KH_PG_SLAB && size <= SIZE_MAX - KH_PAGE) {
+    if (!slab && size <= SIZE_MAX - KH_PAGE) {
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
         kh_lock(&h->page_lock);
         bool ok = d->kind == KH_PG_LARGE && kh_large_resize(h, d, npages);

@@ -124,8 +124,8 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * back at thread exit, after kheap_cpu_flush has returned the slot's
  * magazines to their depots. kh_hosted_slot holds the slot, or
  * KHEAP_CPU_NONE; after the destructor, slot_gone is set, so frees from
- * later destructors of other libraries take the locked path instead of
- * taking a new slot that nothing would give back.
+ * later destructors of other libraries borrow a lent slot (below) instead
+ * of taking a new slot that nothing would give back.
  *
  * A thread that found every slot taken also gets the destructor (its
  * value then names no slot: SLOT_NONE_MARK), for the same reason: it
@@ -134,10 +134,10 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * slot_gone, a slow path of its exit after the destructors had run took
  * a freed slot that no destructor then gave back: with 256 threads on 2
  * busy CPUs, every slot leaked so, and from then on every thread
- * borrowed. A thread whose first slow path
- * comes after its destructors ran (one that never allocated, freeing
- * blocks others made) can still take a slot for good; glibc says nothing
- * a library could ask to tell that moment, so that remains.
+ * borrowed. A thread whose first slow path comes after its destructors
+ * ran (one that never allocated, freeing blocks others made) can still
+ * take a slot for good; glibc says nothing a library could ask to tell
+ * that moment, so that remains.
  *
  * Reentrancy: taking a slot may allocate (pthread_once, pthread_atfork,
  * pthread_setspecific for a late key all may call malloc, which may be
