@@ -7,12 +7,23 @@
  * HSM "stopped" state until arch_start_cpus starts them at _secondary
  * (a0 = hart id). Every hart keeps its hart id in tp (the port's CPU
  * index: S-mode cannot read mhartid) and runs on stack hart id + 1.
+ *
+ * One hart boots: the first to swap boot_lottery. A second hart was seen
+ * entering _start as well (once in many boots with the host's CPUs
+ * busy): two kernels then ran on one memory, each clearing the other's
+ * BSS. Any later hart here waits until the boot hart has cleared the BSS
+ * (boot_ready) and joins as a secondary, as Linux's head.S holds a
+ * lottery for firmware that sends every hart to the entry.
  */
     .section .text.boot, "ax"
     .globl _start
 _start:
     csrw    sie, zero
     csrci   sstatus, 2
+    la      t0, boot_lottery
+    li      t1, 1
+    amoswap.w t1, t1, (t0)
+    bnez    t1, 6f
     mv      tp, a0
     la      t0, __bss_start
     la      t1, __bss_end
@@ -20,12 +31,22 @@ _start:
     sd      zero, 0(t0)
     addi    t0, t0, 8
     j       1b
-2:  call    set_stack
+2:  fence   rw, w
+    la      t0, boot_ready
+    li      t1, 1
+    sw      t1, 0(t0)
+    call    set_stack
     la      t0, trap_entry
     csrw    stvec, t0
     call    kernel_main
 3:  wfi
     j       3b
+
+    /* Not the boot hart: once the BSS is clear, a secondary. */
+6:  la      t0, boot_ready
+7:  lw      t1, 0(t0)
+    beqz    t1, 7b
+    fence   r, rw
 
     .globl _secondary
 _secondary:
@@ -92,3 +113,10 @@ trap_entry:
     ld      a7, 120(sp)
     addi    sp, sp, 144
     sret
+
+    .section .data
+    .balign 4
+boot_lottery:
+    .word   0
+boot_ready:
+    .word   0
