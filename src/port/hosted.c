@@ -11,6 +11,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sched.h>
@@ -25,6 +26,8 @@
 #if KH_HOSTED_TX
 #include <linux/membarrier.h>
 #include <sys/rseq.h>
+#endif
+#ifdef __linux__
 #include <sys/syscall.h>
 #endif
 
@@ -136,8 +139,9 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * busy CPUs, every slot leaked so, and from then on every thread
  * borrowed. A thread whose first slow path comes after its destructors
  * ran (one that never allocated, freeing blocks others made) can still
- * take a slot for good; glibc says nothing a library could ask to tell
- * that moment, so that remains.
+ * take a slot that no destructor gives back; glibc says nothing a library
+ * could ask to tell that moment. Such a slot is adopted once its thread
+ * has ended (slot_adopt, below).
  *
  * Reentrancy: taking a slot may allocate (pthread_once, pthread_atfork,
  * pthread_setspecific for a late key all may call malloc, which may be
@@ -334,6 +338,8 @@ static bool fork_claimed[KHEAP_MAX_CPUS];        /* claimed by fork_prepare */
 
 static void fork_prepare(void);
 static void fork_release(void);
+static void fork_child(void);
+static void slot_pid_set(void);
 static bool mode_ensure(void);
 /* A slow path that finds its CPU claimed yields and tries again this
  * many times before it borrows a lent slot: the claimer is most often a
@@ -375,7 +381,8 @@ static long cpus_possible(void)
 
 static void mode_choose(void)
 {
-    pthread_atfork(fork_prepare, fork_release, fork_release);
+    slot_pid_set();
+    pthread_atfork(fork_prepare, fork_release, fork_child);
 #if KH_HOSTED_TX
     if (__rseq_size == 0 || __atomic_load_n(kh_hosted_index_word(), __ATOMIC_RELAXED) < 0) {
         mode_why = "rseq is not registered";
@@ -527,12 +534,163 @@ unsigned kheap_hosted_cpu_mode(const char **why)
 /* The thread-specific value of a thread that has no slot (slot_take). */
 #define SLOT_NONE_MARK ((uintptr_t)KHEAP_CPU_NONE + 1)
 
+/* Slots whose owner is gone. A thread that ends without its destructors
+ * (one whose first slow path came after them, above; one that called the
+ * exit system call itself) keeps its slot for good. So each owned slot
+ * records its owner, and a thread that finds every slot taken looks (one
+ * look per SLOT_SWEEP_MS in the whole process) for an owner the kernel no
+ * longer knows (tgkill with signal 0: ESRCH), and adopts that slot as it
+ * is, magazines and all, as a borrower takes a lent slot's. That assumes
+ * a thread ends inside no operation of kheap's: one that makes the exit
+ * system call from a signal handler that interrupted kheap leaves a
+ * state halfway, as it would leave any lock it held.
+ *
+ * The record is a word of a generation (one more at every taking or
+ * adoption) and the thread id, so a tid the kernel gives again to a new
+ * thread never matches a record read before. The adopter claims the slot
+ * by a compare-and-swap of the whole word (of two adopters one wins); the
+ * slot's bit stays set throughout, so no taker comes between. An owner
+ * records its word after taking the bit (a compare-and-swap from 0, which
+ * a fork child's marking below may win) and writes 0 before giving the
+ * bit back, so a free slot, or one being taken, shows 0 and is passed
+ * over. The dead owner's writes to the slot's state come before its exit
+ * and the kernel's forgetting of its tid; the acquire fence after the
+ * claim orders the adopter's reads after that answer.
+ *
+ * A thread id that a new thread of the process holds again looks alive,
+ * so its predecessor's slot stays lost until that thread ends; a main
+ * thread ended by the exit system call stays a zombie the kernel knows.
+ * Only the process that chose the mode adopts (slot_pid): a child made
+ * without the fork handlers (_Fork, clone, vfork) sees every parent's
+ * thread as gone while their slots may be in use. A fork child marks the
+ * slots of the parent's other threads SLOT_OWNER_KEPT (their state may be
+ * halfway through an operation: fork_child) and gives the pid anew.
+ * Linux only (thread ids, tgkill); left out under valgrind and
+ * ThreadSanitizer, whose thread checkers cannot see the order that the
+ * kernel's answer gives. */
+#define SLOT_OWNER_KEPT UINT64_MAX
+#ifndef SLOT_SWEEP_MS
+#define SLOT_SWEEP_MS 100
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SLOT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SLOT_TSAN 1
+#endif
+#endif
+#if defined(__linux__) && !KHEAP_VALGRIND && !defined(SLOT_TSAN)
+#define SLOT_ADOPT 1
+static uint64_t slot_owner[KH_HOSTED_OWNED];
+static uint64_t slot_swept_ms;
+static unsigned slot_gen;
+static int slot_pid;
+
+/* The record of this thread as a new owner. */
+static uint64_t slot_word(void)
+{
+    uint32_t gen = __atomic_add_fetch(&slot_gen, 1u, __ATOMIC_RELAXED);
+    return (uint64_t)gen << 32 | (uint32_t)syscall(SYS_gettid);
+}
+
+static void slot_owner_clear(unsigned slot)
+{
+    __atomic_store_n(&slot_owner[slot], (uint64_t)0, __ATOMIC_RELAXED);
+}
+
+/* A slot this thread has just taken by its bit. */
+static void slot_owner_taken(unsigned slot)
+{
+    uint64_t none = 0;
+    __atomic_compare_exchange_n(&slot_owner[slot], &none, slot_word(), false,
+                                __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+static unsigned slot_adopt(void)
+{
+    struct timespec ts = {0, 0};
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1;
+    uint64_t last = __atomic_load_n(&slot_swept_ms, __ATOMIC_RELAXED);
+    if ((last && (int64_t)(now - last) < SLOT_SWEEP_MS) ||
+        !__atomic_compare_exchange_n(&slot_swept_ms, &last, now, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return KHEAP_CPU_NONE;
+    int saved = errno, pid = getpid();
+    unsigned got = KHEAP_CPU_NONE;
+    if (pid != __atomic_load_n(&slot_pid, __ATOMIC_RELAXED))
+        return KHEAP_CPU_NONE;
+    for (unsigned slot = 0; slot < KH_HOSTED_OWNED && got == KHEAP_CPU_NONE; slot++) {
+        uint64_t w = __atomic_load_n(&slot_owner[slot], __ATOMIC_RELAXED);
+        int tid = (int)(uint32_t)w;
+        if (!w || w == SLOT_OWNER_KEPT || tid <= 0 || syscall(SYS_tgkill, pid, tid, 0) == 0 ||
+            errno != ESRCH)
+            continue;
+        if (__atomic_compare_exchange_n(&slot_owner[slot], &w, slot_word(), false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            got = slot;
+        }
+    }
+    errno = saved;
+    return got;
+}
+
+/* At the mode's choice, and in a fork child: this process adopts. */
+static void slot_pid_set(void)
+{
+    __atomic_store_n(&slot_pid, (int)getpid(), __ATOMIC_RELAXED);
+}
+
+/* In a fork child: the slots of the parent's other threads are kept as
+ * they are (fork_child); the forking thread's own gets a new record. */
+static void slot_owners_after_fork(void)
+{
+    slot_pid_set();
+    for (unsigned slot = 0; slot < KH_HOSTED_OWNED; slot++)
+        if (__atomic_load_n(&slot_map[slot / 64], __ATOMIC_RELAXED) & (1ull << (slot % 64)))
+            __atomic_store_n(&slot_owner[slot],
+                             slot == kh_hosted_slot ? slot_word() : SLOT_OWNER_KEPT,
+                             __ATOMIC_RELAXED);
+}
+#else
+#define SLOT_ADOPT 0
+static void slot_owner_clear(unsigned slot)
+{
+    (void)slot;
+}
+static void slot_owner_taken(unsigned slot)
+{
+    (void)slot;
+}
+static unsigned slot_adopt(void)
+{
+    return KHEAP_CPU_NONE;
+}
+static void slot_pid_set(void)
+{
+}
+static void slot_owners_after_fork(void)
+{
+}
+#endif
+
 static void slot_release(void *arg)
 {
     slot_gone = 1;
-    if ((uintptr_t)arg == SLOT_NONE_MARK)
-        return; /* no slot: only slot_gone */
     unsigned slot = (unsigned)(uintptr_t)arg - 1;
+    /* No slot (SLOT_NONE_MARK), or not this thread's: a value left in a
+     * thread descriptor that glibc reuses, after a thread that ended by
+     * the exit system call (its destructors never ran), names that
+     * thread's slot, which another thread may have adopted since. The
+     * slot in this thread's own (initial-exec, so re-made) TLS is the
+     * truth. */
+    if ((uintptr_t)arg == SLOT_NONE_MARK || slot != kh_hosted_slot)
+        return;
     kh_hosted_slot = KHEAP_CPU_NONE;
 #if KH_HOSTED_TX
     tx_index_set(RSEQ_CPU_ID_REGISTRATION_FAILED); /* the slot is no longer ours */
@@ -540,6 +698,7 @@ static void slot_release(void *arg)
     kh_hosted_cpu_local = &kh_cpu_sentinel;
 #endif
     kheap_cpu_flush(slot);
+    slot_owner_clear(slot);
     slot_handover_before(&slot_map[slot / 64]);
     __atomic_fetch_and(&slot_map[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
 }
@@ -590,6 +749,14 @@ static void fork_release(void)
             if (fork_claimed[c])
                 kh_hosted_slot_give(c);
 #endif
+}
+
+/* The child: as the parent, and the slots' owners as the child has them
+ * (slot_owners_after_fork). */
+static void fork_child(void)
+{
+    fork_release();
+    slot_owners_after_fork();
 }
 
 static void slot_key_create(void)
@@ -646,6 +813,23 @@ unsigned kh_hosted_slot_take(void)
     return slot != KHEAP_CPU_NONE ? slot : slot_lend();
 }
 
+/* This thread now owns slot: its bit taken by this thread (taken), or
+ * adopted (its record already this thread's). */
+static unsigned slot_own(unsigned slot, bool taken)
+{
+    slot_handover_after(&slot_map[slot / 64]);
+    /* For a key made early, glibc keeps the value in the thread
+     * descriptor: setting it allocates nothing. */
+    pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
+    kh_hosted_slot = slot;
+#if KH_HOSTED_TX
+    tx_index_set(KH_TBL_SLOT(slot));
+#endif
+    if (taken)
+        slot_owner_taken(slot);
+    return slot;
+}
+
 static unsigned slot_take(void)
 {
     pthread_once(&slot_once, slot_key_create);
@@ -658,19 +842,13 @@ static unsigned slot_take(void)
             if (slot >= KH_HOSTED_OWNED)
                 break;
             if (__atomic_compare_exchange_n(&slot_map[w], &m, m | (1ull << b), false,
-                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-                slot_handover_after(&slot_map[w]);
-                /* For a key made early, glibc keeps the value in the
-                 * thread descriptor: setting it allocates nothing. */
-                pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1));
-                kh_hosted_slot = slot;
-#if KH_HOSTED_TX
-                tx_index_set(KH_TBL_SLOT(slot));
-#endif
-                return slot;
-            }
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return slot_own(slot, true);
         }
     }
+    unsigned orphan = slot_adopt();
+    if (orphan != KHEAP_CPU_NONE)
+        return slot_own(orphan, false);
     /* Every slot taken: a lent slot (or the locked path), and the next
      * slow path tries again. The destructor is set once, so that a slot
      * taken later, at this thread's exit, is never one that the

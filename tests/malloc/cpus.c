@@ -17,7 +17,10 @@
  *  - 256 threads alive at once keep about as much in magazines as 2 do:
  *    per CPU, not per thread, with rseq;
  *  - malloc_trim empties the magazines of a CPU whose thread sleeps, with
- *    rseq (its caches are reached from another CPU).
+ *    rseq (its caches are reached from another CPU);
+ *  - per thread, the slots of threads that ended without their
+ *    destructors (the exit system call) come back: a thread started after
+ *    256 of them owns a slot, which malloc_trim cannot empty.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -39,6 +42,7 @@
 #ifndef HAVE_RSEQ_H
 static const unsigned __rseq_size = 0; /* glibc < 2.35: not registered */
 #endif
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -401,6 +405,63 @@ TEST(pair_on_one_cpu_grows_the_depot)
     CHECK(f.depots > 2 * 131072, "the depots hold %llu bytes: the bound did not grow", f.depots);
 }
 
+/* ---- slots of threads gone without their destructors ---- */
+
+static void *vanisher(void *arg)
+{
+    (void)arg;
+    void *volatile p = malloc(100); /* takes a slot */
+    free(p);
+    syscall(SYS_exit, 0); /* ends the thread: no destructor gives it back */
+    return NULL;
+}
+
+TEST(slots_of_vanished_threads_come_back)
+{
+    unsigned cpus = 0;
+    size_t len = sizeof cpus;
+    ctl("kheap.cpus", &cpus, &len, NULL, 0);
+    if (cpus) {
+        printf("# per CPU: no thread slots\n");
+        return;
+    }
+    /* More threads than slots, ended by the exit system call: each that
+     * took a free slot (or adopted one) leaves it taken. */
+    for (int i = 0; i < 256; i++) {
+        pthread_t v;
+        CHECK(pthread_create(&v, NULL, vanisher, NULL) == 0, "pthread_create");
+        pthread_join(v, NULL);
+    }
+    usleep(300 * 1000); /* past the interval between two looks for them */
+    /* A new thread then owns one of their slots: as in
+     * trim_reaches_other_cpus, a trim from here cannot empty its
+     * magazines (a borrowed slot's it would). */
+    malloc_trim(0);
+    pthread_t t;
+    pthread_barrier_init(&trim_line, NULL, 2);
+    CHECK(pthread_create(&t, NULL, filler, (void *)(uintptr_t)(ncpu >= 2)) == 0,
+          "pthread_create");
+    pthread_barrier_wait(&trim_line);
+    struct figures before = figures();
+    malloc_trim(0);
+    struct figures after = figures();
+    pthread_barrier_wait(&trim_line);
+    pthread_barrier_wait(&trim_line);
+    pthread_barrier_wait(&trim_line);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&trim_line);
+    printf("# after 256 threads gone without their destructors: a new thread's magazines %llu "
+           "bytes, after malloc_trim %llu\n",
+           before.magazines, after.magazines);
+    /* The filler's 4000 frees of 200 bytes leave two full magazines of
+     * 32 blocks of 208 (13 312 bytes); the vanished threads' own stay in
+     * their slots, which no trim reaches either way. */
+    CHECK(after.magazines + 13312 / 2 > before.magazines,
+          "the new thread borrowed a slot (magazines %llu, after malloc_trim %llu): the "
+          "vanished threads' slots were not adopted",
+          before.magazines, after.magazines);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -416,5 +477,6 @@ int main(int argc, char **argv)
     RUN(many_threads_share_the_cpus);
     RUN(trim_reaches_other_cpus);
     RUN(pair_on_one_cpu_grows_the_depot);
+    RUN(slots_of_vanished_threads_come_back);
     return harness_done();
 }
