@@ -287,6 +287,32 @@ static void *filler(void *arg)
     return NULL;
 }
 
+/* A filler thread on CPU cpu fills its magazines; this thread trims:
+ * the figures with them filled, after the trim, and after the filler's
+ * next slow path. */
+struct trimmed {
+    struct figures before, after, answered;
+};
+static struct trimmed trim_around_filler(int cpu)
+{
+    struct trimmed r;
+    malloc_trim(0);
+    pthread_t t;
+    pthread_barrier_init(&trim_line, NULL, 2);
+    CHECK(pthread_create(&t, NULL, filler, (void *)(uintptr_t)cpu) == 0, "pthread_create");
+    pthread_barrier_wait(&trim_line);
+    r.before = figures();
+    malloc_trim(0);
+    r.after = figures();
+    pthread_barrier_wait(&trim_line);
+    pthread_barrier_wait(&trim_line);
+    r.answered = figures();
+    pthread_barrier_wait(&trim_line);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&trim_line);
+    return r;
+}
+
 TEST(trim_reaches_other_cpus)
 {
     unsigned cpus = 0;
@@ -301,20 +327,8 @@ TEST(trim_reaches_other_cpus)
     CPU_ZERO(&set);
     CPU_SET(0, &set);
     sched_setaffinity(0, sizeof set, &set);
-    malloc_trim(0);
-    pthread_t t;
-    pthread_barrier_init(&trim_line, NULL, 2);
-    CHECK(pthread_create(&t, NULL, filler, (void *)(uintptr_t)1) == 0, "pthread_create");
-    pthread_barrier_wait(&trim_line);
-    struct figures before = figures();
-    malloc_trim(0);
-    struct figures after = figures();
-    pthread_barrier_wait(&trim_line);
-    pthread_barrier_wait(&trim_line);
-    struct figures answered = figures();
-    pthread_barrier_wait(&trim_line);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&trim_line);
+    struct trimmed r = trim_around_filler(1);
+    struct figures before = r.before, after = r.after, answered = r.answered;
     CPU_ZERO(&set);
     for (int c = 0; c < ncpu; c++)
         CPU_SET(c, &set);
@@ -436,20 +450,8 @@ TEST(slots_of_vanished_threads_come_back)
     /* A new thread then owns one of their slots: as in
      * trim_reaches_other_cpus, a trim from here cannot empty its
      * magazines (a borrowed slot's it would). */
-    malloc_trim(0);
-    pthread_t t;
-    pthread_barrier_init(&trim_line, NULL, 2);
-    CHECK(pthread_create(&t, NULL, filler, (void *)(uintptr_t)(ncpu >= 2)) == 0,
-          "pthread_create");
-    pthread_barrier_wait(&trim_line);
-    struct figures before = figures();
-    malloc_trim(0);
-    struct figures after = figures();
-    pthread_barrier_wait(&trim_line);
-    pthread_barrier_wait(&trim_line);
-    pthread_barrier_wait(&trim_line);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&trim_line);
+    struct trimmed r = trim_around_filler(ncpu >= 2);
+    struct figures before = r.before, after = r.after;
     printf("# after 256 threads gone without their destructors: a new thread's magazines %llu "
            "bytes, after malloc_trim %llu\n",
            before.magazines, after.magazines);
