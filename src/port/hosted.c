@@ -568,6 +568,20 @@ unsigned kheap_hosted_cpu_mode(const char **why)
  * Linux only (thread ids, tgkill); left out under valgrind and
  * ThreadSanitizer, whose thread checkers cannot see the order that the
  * kernel's answer gives. */
+/* The coarse monotonic clock in milliseconds: a read of the vDSO's page,
+ * no system call, at the timer tick's resolution (1-10 ms). Decay's
+ * (kheap_port_clock_ms) and the adopters' rate. */
+static inline uint64_t hosted_clock_ms(void)
+{
+    struct timespec ts = {0, 0};
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 #define SLOT_OWNER_KEPT UINT64_MAX
 #ifndef SLOT_SWEEP_MS
 #define SLOT_SWEEP_MS 100
@@ -580,7 +594,6 @@ unsigned kheap_hosted_cpu_mode(const char **why)
 #endif
 #endif
 #if defined(__linux__) && !KHEAP_VALGRIND && !defined(SLOT_TSAN)
-#define SLOT_ADOPT 1
 static uint64_t slot_owner[KH_HOSTED_OWNED];
 static uint64_t slot_swept_ms;
 static unsigned slot_gen;
@@ -608,22 +621,16 @@ static void slot_owner_taken(unsigned slot)
 
 static unsigned slot_adopt(void)
 {
-    struct timespec ts = {0, 0};
-#ifdef CLOCK_MONOTONIC_COARSE
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1;
+    uint64_t now = hosted_clock_ms() + 1; /* (0: never looked) */
     uint64_t last = __atomic_load_n(&slot_swept_ms, __ATOMIC_RELAXED);
     if ((last && (int64_t)(now - last) < SLOT_SWEEP_MS) ||
         !__atomic_compare_exchange_n(&slot_swept_ms, &last, now, false, __ATOMIC_RELAXED,
                                      __ATOMIC_RELAXED))
         return KHEAP_CPU_NONE;
     int saved = errno, pid = getpid();
-    unsigned got = KHEAP_CPU_NONE;
     if (pid != __atomic_load_n(&slot_pid, __ATOMIC_RELAXED))
         return KHEAP_CPU_NONE;
+    unsigned got = KHEAP_CPU_NONE;
     for (unsigned slot = 0; slot < KH_HOSTED_OWNED && got == KHEAP_CPU_NONE; slot++) {
         uint64_t w = __atomic_load_n(&slot_owner[slot], __ATOMIC_RELAXED);
         int tid = (int)(uint32_t)w;
@@ -658,7 +665,6 @@ static void slot_owners_after_fork(void)
                              __ATOMIC_RELAXED);
 }
 #else
-#define SLOT_ADOPT 0
 static void slot_owner_clear(unsigned slot)
 {
     (void)slot;
@@ -1018,18 +1024,11 @@ void kheap_port_pages_purge(void *addr, size_t bytes)
 #endif
 
 #if KHEAP_PORT_CLOCK
-/* The coarse monotonic clock: a read of the vDSO's page, no system call,
- * at the timer tick's resolution (1-10 ms), which decay's epochs of a
+/* Decay's clock (hosted_clock_ms), whose tick resolution its epochs of a
  * second do not notice. */
 uint64_t kheap_port_clock_ms(void)
 {
-    struct timespec ts;
-#ifdef CLOCK_MONOTONIC_COARSE
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return hosted_clock_ms();
 }
 #endif
 
