@@ -645,8 +645,9 @@ struct kheap_stats {
  * stayed resident and free through the epoch (runs of any length) to the
  * platform (kheap_port_pages_purge). Each layer gives back only the least
  * it held during the epoch, so a program that frees and reallocates within
- * an epoch keeps its memory, and one that stops gives it back one to two
- * epochs later. While decay runs, the immediate purge of kheap_set_purge
+ * an epoch keeps its memory, and one that stops gives it back one to
+ * three epochs later (the slabs its depot magazines empty at one epoch's
+ * end go back at the next, and their pages at the one after). While decay runs, the immediate purge of kheap_set_purge
  * keeps room for twice the peak use of this epoch and the last (not only
  * of the moment), so alloc/free cycles of any size reuse their pages.
  *
@@ -660,10 +661,12 @@ struct kheap_stats {
  * once. The first call starts the first epoch. Every call also answers
  * a kheap_reclaim request (above) this CPU has not answered yet. Returns
  * the bytes given back to the layer below (slabs and pages freed, pages
- * purged). With a
- * port clock (KHEAP_PORT_CLOCK: hosted) the slow paths call it
- * themselves, so a program never needs to; without one, a kernel calls
- * it from its timer or idle loop. Nothing runs on a thread of kheap's
+ * purged). With a port clock (KHEAP_PORT_CLOCK: hosted) the slow paths
+ * call it themselves, so a program never needs to; a call that comes a
+ * whole epoch or more after the one before it (a quiet stretch, when no
+ * slow path ran) then also gives back everything the depots, empty slabs
+ * and free pages hold, idle all that time. Without a port clock, a
+ * kernel calls it from its timer or idle loop. Nothing runs on a thread of kheap's
  * own. Only one thread decays a heap at a time (others return 0 at
  * once). Takes the heap's locks in order: call it with none held. Time:
  * O(caches + free runs purged), plus the port's purge calls. */

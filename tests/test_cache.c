@@ -707,6 +707,9 @@ TEST(decay_by_tick)
     /* Hysteresis: a block freed and allocated again in every epoch keeps
      * its pages resident. */
     for (uint64_t k = 4; k < 8; k++) {
+        /* With one clock the block's slow paths would tick between these
+         * calls; this one stands for them (no quiet stretch: kheap_tick). */
+        kheap_tick(g_heap, t0 + k * 1000 - 500);
         big = kheap_alloc(g_heap, BIG);
         CHECK(big != NULL, "alloc of 8 MiB, epoch %d", (int)k);
         memset(big, 2, BIG);
@@ -719,6 +722,78 @@ TEST(decay_by_tick)
     CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK && kheap_tick(g_heap, t0 + 100000) == 0,
           "decay off still ticks%s", "");
     check_heap("decay");
+    teardown();
+}
+
+/* A quiet stretch (cache.c, kheap_tick): a tick that comes a whole epoch
+ * or more after the call before it gives back at once what the depots,
+ * empty slabs and free pages hold, since with the port's clock every
+ * slow path would have ticked in between. Ticks that keep coming keep the
+ * hysteresis: what was freed within the epoch stays until an epoch has
+ * passed without its use. (The slow paths here tick with the real clock,
+ * far before these times, so only these calls count.) */
+static size_t held_below_magazines(void)
+{
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    return s.depot_bytes + s.empty_slab_bytes + s.dirty_bytes;
+}
+
+static void fill_and_free_mixed(size_t big)
+{
+    enum { N = 20000 };
+    static void *objs[N];
+    for (int i = 0; i < N; i++) {
+        objs[i] = kheap_alloc(g_heap, 64 + (size_t)(i % 4) * 64);
+        CHECK(objs[i] != NULL, "alloc %d", i);
+    }
+    for (int i = 0; i < N; i++)
+        kheap_free(g_heap, objs[i]);
+    void *b = kheap_alloc(g_heap, big);
+    CHECK(b != NULL, "alloc of %zu bytes", big);
+    memset(b, 1, big);
+    kheap_free(g_heap, b);
+}
+
+TEST(decay_after_quiet_stretch)
+{
+    setup();
+    const size_t BIG = 8u << 20;
+    const uint64_t t0 = (uint64_t)1 << 62;
+    CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
+    kheap_tick(g_heap, t0);
+    kheap_tick(g_heap, t0 + 1000);
+    /* Frees within an epoch, then ticks every half epoch: the epoch that
+     * saw them in use keeps them. */
+    fill_and_free_mixed(BIG);
+    size_t before = held_below_magazines();
+    kheap_tick(g_heap, t0 + 1500);
+    size_t back = kheap_tick(g_heap, t0 + 2000);
+    size_t kept = held_below_magazines();
+    printf("# ticks every 500 ms: held %zu, after the epoch's end %zu (%zu given back)\n",
+           before, kept, back);
+    CHECK(before >= BIG && kept >= BIG, "an epoch that saw the frees gave them back: held %zu, "
+          "then %zu", before, kept);
+    /* The same, then quiet: the next tick 1.1 epochs after the last. */
+    kheap_tick(g_heap, t0 + 2500);
+    kheap_tick(g_heap, t0 + 3000);
+    fill_and_free_mixed(BIG);
+    before = held_below_magazines();
+    struct kheap_stats s0, s1;
+    kheap_get_stats(g_heap, &s0);
+    back = kheap_tick(g_heap, t0 + 4100);
+    kheap_get_stats(g_heap, &s1);
+    printf("# one tick after 1.1 s of quiet: held %zu, after it %zu (%zu given back, %llu "
+           "epochs)\n",
+           before, held_below_magazines(), back,
+           (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
+    CHECK(before >= BIG && held_below_magazines() == 0,
+          "a tick after a quiet epoch left %zu of %zu bytes below the magazines",
+          held_below_magazines(), before);
+    CHECK(s1.decay_epochs - s0.decay_epochs == 2, "%llu epochs ended (want the due one and the "
+          "quiet stretch)", (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
+    CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK, "kheap_set_decay 0%s", "");
+    check_heap("quiet stretch");
     teardown();
 }
 
@@ -960,6 +1035,7 @@ int main(void)
     RUN(names);
     RUN(create_refusals);
     RUN(decay_by_tick);
+    RUN(decay_after_quiet_stretch);
     RUN(dtor_may_read_stats);
     RUN(destroy_during_reclaim);
     RUN(destroy_hands_over_to_a_walk);

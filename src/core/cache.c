@@ -285,9 +285,11 @@ size_t kheap_cpu_poll(kheap_t *h)
  * pages) and gives back that many, which were idle all epoch. A program
  * that frees and reallocates within an epoch never reaches a minimum
  * above what it reuses, so it keeps its memory (hysteresis); one that
- * stops gives it all back one to two epochs later. The magazines go to
+ * stops gives it all back one to three epochs later: the magazines go to
  * the slabs before the slabs are looked at, and the slabs to the pages
- * before the pages, so an idle heap empties in one epoch's end. */
+ * before the pages, but what one layer sends down at an epoch's end was
+ * not idle in the next layer during that epoch, so it goes on down at
+ * the next end (or at once after a quiet stretch: kheap_tick). */
 
 int kheap_set_decay(kheap_t *h, unsigned ms)
 {
@@ -305,12 +307,34 @@ int kheap_set_decay(kheap_t *h, unsigned ms)
     return KHEAP_OK;
 }
 
+/* One epoch's end at every layer: what each held through the whole
+ * epoch goes down one layer, and each starts counting again. Returns the
+ * bytes given back. */
+static size_t decay_walk(kheap_t *h)
+{
+    size_t bytes = 0;
+    struct kh_later later = {.n = 0};
+    kh_each_cache_locking(h, c) {
+        bytes += kh_depot_decay(h, c, kh_walk_later(c, &later));
+        bytes += kh_cache_decay(c, kh_walk_later(c, &later));
+    }
+    kh_later_finish(&later);
+    kh_later_deliver(&later);
+    return bytes + kh_pages_decay(h);
+}
+
 size_t kheap_tick(kheap_t *h, uint64_t now_ms)
 {
     if (!h)
         return 0;
     uint32_t ms = __atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED);
     uint64_t next = __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED);
+    /* The latest time seen (racing stores may leave an older one, a few
+     * milliseconds back: that only makes the quiet stretch below look
+     * shorter). One store a millisecond at most, on decay_next's line. */
+    uint64_t seen = __atomic_load_n(&h->decay_seen, __ATOMIC_RELAXED);
+    if (now_ms > seen)
+        __atomic_store_n(&h->decay_seen, now_ms, __ATOMIC_RELAXED);
     /* On every call, since only this CPU may empty its caches while it
      * runs (cpu.c): its answer to a reclaim that could not reach it, and
      * its cache of large blocks back to the pages if the CPU took none
@@ -322,15 +346,26 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
         return bytes;
     __atomic_store_n(&h->decay_next, now_ms + ms, __ATOMIC_RELAXED);
     if (next) { /* the first call only starts the first epoch */
-        struct kh_later later = {.n = 0};
-        kh_each_cache_locking(h, c) {
-            bytes += kh_depot_decay(h, c, kh_walk_later(c, &later));
-            bytes += kh_cache_decay(c, kh_walk_later(c, &later));
-        }
-        kh_later_finish(&later);
-        kh_later_deliver(&later);
-        bytes += kh_pages_decay(h);
+        bytes += decay_walk(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
+        /* A quiet stretch: no call came for a whole epoch or more before
+         * this one. With a port clock every path that moves memory
+         * between the layers calls here (kmalloc.c, decay_poll), so the
+         * depots, slabs and pages held through the stretch what they
+         * hold now, untouched: all of it was idle for an epoch. The
+         * stretch ends as an epoch of its own, whose walks give it all
+         * back at this call (each walk sends down a layer what the walk
+         * before sent into it: depot magazines, then the slabs they
+         * emptied, then those slabs' pages), not an epoch or two later,
+         * which a server woken by one request after a long idle time may
+         * be slow to reach. (Without a port clock only the kernel calls
+         * here, and its calls say nothing of the slow paths between
+         * them.) */
+        if (KHEAP_PORT_CLOCK && seen && now_ms > seen && now_ms - seen >= ms) {
+            for (int walk = 0; walk < 3; walk++)
+                bytes += decay_walk(h);
+            __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
+        }
     } else {
         kh_pages_decay(h); /* sets the minima: nothing was idle before */
     }

@@ -100,6 +100,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shu
     kh_vg_benign(&h->nregions, sizeof h->nregions);
     /* Decay's atomics: read on slow paths, written once an epoch. */
     kh_vg_benign(&h->decay_next, sizeof h->decay_next);
+    kh_vg_benign(&h->decay_seen, sizeof h->decay_seen);
     kh_vg_benign(&h->decay_ms, sizeof h->decay_ms);
     kh_vg_benign(&h->decay_busy, sizeof h->decay_busy);
     kh_vg_benign(&h->decay_epochs, sizeof h->decay_epochs);

@@ -519,8 +519,9 @@ struct kheap {
     size_t peak_bytes;
     size_t internal_bytes __attribute__((aligned(KH_CACHE_LINE)));
     /* Decay (cache.c: kheap_tick). Atomics: read on slow paths, written
-     * once an epoch. */
+     * once an epoch (decay_seen: at most once a millisecond). */
     uint64_t decay_next __attribute__((aligned(KH_CACHE_LINE))); /* ms */
+    uint64_t decay_seen; /* the latest time a kheap_tick was given, ms */
     uint32_t decay_ms;   /* epoch length; 0: no decay */
     uint32_t decay_busy; /* 1 while a thread runs the decay */
     uint64_t decay_epochs;

@@ -170,9 +170,12 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
     kh_vg_free(p);
 }
 
-/* Decay is driven from the slow paths (a magazine exchange, a large
- * block), with no lock held: the port's clock is read there, never on a
- * hit path; kheap_tick returns at once unless an epoch has ended. */
+/* Decay is driven from the slow paths, with no lock held: every path
+ * that moves memory between the layers calls here (a magazine exchange, a
+ * bulk call past the magazines, a large block's allocation, free or
+ * resize; the KHEAP_NOLOCK calls excepted), which kheap_tick's quiet
+ * stretch relies on. The port's clock is read there, never on a hit
+ * path; kheap_tick returns at once unless an epoch has ended. */
 static inline void decay_poll(kheap_t *h)
 {
 #if KHEAP_PORT_CLOCK
@@ -1363,6 +1366,7 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
                           npages * KH_PAGE > old, false);
         kh_unlock(&h->page_lock);
         if (ok) {
+            decay_poll(h);
             kh_vg_resize(ptr, old, npages * KH_PAGE);
             kh_debug_check(h, "kheap_realloc");
             return ptr;
@@ -1411,6 +1415,8 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
 {
     size_t from_mags;
     size_t k = kh_cpu_take_n(h, c, out, n, &from_mags);
+    if (k < n)
+        decay_poll(h);
     for (int attempt = 0; k < n; attempt++) {
         size_t want = n - k < KH_BULK_SLAB ? n - k : KH_BULK_SLAB;
         size_t got = kh_cache_take(c, out + k, want);
@@ -1459,8 +1465,10 @@ static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     struct kh_xc *x = kh_xc_get(h, c);
     if (x)
         xc_add(&x->bulk_frees, n);
-    if (put < n)
+    if (put < n) {
         kh_cache_give_n(c, objs + put, n - put, NULL);
+        decay_poll(h);
+    }
 }
 
 /* Free n blocks, each as kheap_free (or kheap_cache_free to `only`)
