@@ -20,7 +20,9 @@
  *    rseq (its caches are reached from another CPU);
  *  - per thread, the slots of threads that ended without their
  *    destructors (the exit system call) come back: a thread started after
- *    256 of them owns a slot, which malloc_trim cannot empty.
+ *    256 of them owns a slot, which malloc_trim cannot empty;
+ *  - per thread, a fork child keeps the slots of the parent's other
+ *    threads: a thread of the child borrows, when every slot is taken.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -43,6 +45,7 @@
 static const unsigned __rseq_size = 0; /* glibc < 2.35: not registered */
 #endif
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -464,6 +467,59 @@ TEST(slots_of_vanished_threads_come_back)
           before.magazines, after.magazines);
 }
 
+/* ---- a fork child and the parent's slots ---- */
+
+/* Fill every slot a thread can own: threads that take one (or adopt a
+ * vanished one) and end by the exit system call, so each slot stays
+ * taken. */
+static void fill_slots_with_vanished(void)
+{
+    for (int i = 0; i < 80; i++) {
+        pthread_t v;
+        CHECK(pthread_create(&v, NULL, vanisher, NULL) == 0, "pthread_create");
+        pthread_join(v, NULL);
+    }
+}
+
+TEST(fork_child_keeps_the_parents_slots)
+{
+    unsigned cpus = 0;
+    size_t len = sizeof cpus;
+    ctl("kheap.cpus", &cpus, &len, NULL, 0);
+    if (cpus) {
+        printf("# per CPU: no thread slots\n");
+        return;
+    }
+    fill_slots_with_vanished();
+    /* In a fork child the parent's other threads are gone, and the
+     * exit system call's answer for their ids (ESRCH) would make their
+     * slots look free to adopt; but their state may have been halfway
+     * through an operation at the fork, so the child keeps them (marked,
+     * hosted.c: fork_child). A thread of the child then finds every slot
+     * taken and borrows one, whose magazines a trim empties. */
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        usleep(300 * 1000); /* past the interval between two looks */
+        struct trimmed r = trim_around_filler(ncpu >= 2);
+        printf("# fork child, every slot taken by the parent's threads: a new thread's "
+               "magazines %llu bytes, after malloc_trim %llu\n",
+               r.before.magazines, r.after.magazines);
+        int ok = r.after.magazines + 13312 / 2 <= r.before.magazines;
+        if (!ok)
+            printf("# the child's thread owned a slot of the parent's threads (magazines %llu, "
+                   "after malloc_trim %llu)\n",
+                   r.before.magazines, r.after.magazines);
+        fflush(stdout);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "the fork child adopted a slot of the parent's threads (status %#x)", status);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -480,5 +536,6 @@ int main(int argc, char **argv)
     RUN(trim_reaches_other_cpus);
     RUN(pair_on_one_cpu_grows_the_depot);
     RUN(slots_of_vanished_threads_come_back);
+    RUN(fork_child_keeps_the_parents_slots);
     return harness_done();
 }
