@@ -263,12 +263,13 @@ def report(rows, names, missing, reps, elapsed):
     L.append("libkheap.so gives idle memory back by decay (`KHEAP_DECAY_MS`, 1000 ms by "
              "default): at the end of an epoch each layer returns what it held unused through "
              "the whole epoch. An epoch ends only when a slow path (a magazine miss or "
-             "exchange, a large block) reads the clock, and the epoch that saw the keys freed "
-             "had them in use, so what `FLUSHALL` frees goes back once two such calls have "
-             "come an epoch or more apart after it. A server that receives nothing makes "
-             "none; `INFO` may make one. The small load starts %d s after `INFO` so that the "
-             "column after it shows what decay does once traffic comes back, not how soon "
-             "the load follows." % SMALL_AFTER_INFO)
+             "exchange, a large block) reads the clock; a server that receives nothing makes "
+             "none, and `INFO` may make one. The epoch that saw the keys freed had them in "
+             "use, but the first slow path after an epoch or more with none finds the "
+             "layers as they were all that time, idle, and gives back what they hold at "
+             "once (docs/DESIGN.md, \"Decay\", a quiet stretch). The small load starts %d s "
+             "after `INFO` so that the column after it shows what decay does once traffic "
+             "comes back, not how soon the load follows." % SMALL_AFTER_INFO)
     if missing:
         L += ["", "Not measured (library not found): %s." % ", ".join(missing)]
     cols = [("SET req/s (k)", "set_rps", 1e-3, "%.1f"),
