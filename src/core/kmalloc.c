@@ -176,11 +176,46 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
  * resize; the KHEAP_NOLOCK calls excepted), which kheap_tick's quiet
  * stretch relies on. The port's clock is read there, never on a hit
  * path; kheap_tick returns at once unless an epoch has ended. */
+#if KHEAP_PORT_CLOCK
+/* Whether kheap_tick's look at the caller's CPU (kh_cpu_tick) may find
+ * work: false only when the port names that CPU without entering it
+ * (kheap_port_cpu_enter_fast: the hosted thread's own slot, which no
+ * other thread enters) and it owes no answer to a reclaim and its cache
+ * of large blocks has seen the last epoch end. */
+static inline bool cpu_tick_due(kheap_t *h)
+{
+#if KHEAP_PORT_CPU_ENTER_FAST
+    unsigned cpu = kheap_port_cpu_enter_fast();
+    if (cpu == KHEAP_CPU_NONE)
+        return true;
+    bool due = kh_cpu_owes(h, cpu);
+#if KH_RUNS
+    const struct kh_runcache *rc = h->cpu[cpu]->run_front.runs;
+    due = due || (rc && rc->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
+#endif
+    kheap_port_cpu_exit_fast(cpu);
+    return due;
+#else
+    (void)h;
+    return true;
+#endif
+}
+#endif
+
 static inline void decay_poll(kheap_t *h)
 {
 #if KHEAP_PORT_CLOCK
-    if (__atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED))
-        kheap_tick(h, kheap_port_clock_ms());
+    if (!__atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED))
+        return;
+    uint64_t now = kheap_port_clock_ms();
+    /* Most polls find nothing to do: the epoch runs on, the time is the
+     * one kheap_tick last noted (a coarse clock's tick is milliseconds
+     * long), and this CPU is not asked. They stop here, without
+     * kheap_tick's call and its CPU's enter and exit. */
+    if (now < __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED) &&
+        now <= __atomic_load_n(&h->decay_seen, __ATOMIC_RELAXED) && !cpu_tick_due(h))
+        return;
+    kheap_tick(h, now);
 #else
     (void)h;
 #endif
