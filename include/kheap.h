@@ -647,9 +647,10 @@ struct kheap_stats {
  * it held during the epoch, so a program that frees and reallocates within
  * an epoch keeps its memory, and one that stops gives it back one to
  * three epochs later (the slabs its depot magazines empty at one epoch's
- * end go back at the next, and their pages at the one after). While decay runs, the immediate purge of kheap_set_purge
- * keeps room for twice the peak use of this epoch and the last (not only
- * of the moment), so alloc/free cycles of any size reuse their pages.
+ * end go back at the next, and their pages at the one after). While
+ * decay runs, the immediate purge of kheap_set_purge keeps room for twice
+ * the peak use of this epoch and the last (not only of the moment), so
+ * alloc/free cycles of any size reuse their pages.
  *
  * kheap_set_decay: set the epoch length; 0 turns decay off (memory then
  * stays in the magazines, depots and slabs until kheap_reclaim, and the
@@ -662,12 +663,13 @@ struct kheap_stats {
  * a kheap_reclaim request (above) this CPU has not answered yet. Returns
  * the bytes given back to the layer below (slabs and pages freed, pages
  * purged). With a port clock (KHEAP_PORT_CLOCK: hosted) the slow paths
- * call it themselves, so a program never needs to; a call that comes a
- * whole epoch or more after the one before it (a quiet stretch, when no
- * slow path ran) then also gives back everything the depots, empty slabs
- * and free pages hold, idle all that time. Without a port clock, a
- * kernel calls it from its timer or idle loop. Nothing runs on a thread of kheap's
- * own. Only one thread decays a heap at a time (others return 0 at
+ * poll it themselves with that clock, so a program never needs to; a
+ * poll that comes two epochs or more after the last (a quiet stretch, in
+ * which no slow path ran) then also gives back everything the depots,
+ * empty slabs and free pages hold, idle all that time. A call of
+ * kheap_tick itself (any clock) never ends a quiet stretch. Without a
+ * port clock, a kernel calls it from its timer or idle loop. Nothing runs
+ * on a thread of kheap's own. Only one thread decays a heap at a time (others return 0 at
  * once). Takes the heap's locks in order: call it with none held. Time:
  * O(caches + free runs purged), plus the port's purge calls. */
 int kheap_set_decay(kheap_t *heap, unsigned ms);

@@ -403,8 +403,9 @@
 /* Decay: the length in milliseconds of a decay epoch. Memory that stays
  * idle for a whole epoch (free objects in depot magazines, empty slabs,
  * free resident pages) goes down a layer at the epoch's end, so it returns
- * to the platform between one and two epochs after its last use, while a
- * program that frees and reallocates within an epoch keeps it. Settable
+ * to the platform one to three epochs after its last use (at once, with a
+ * port clock, at the first slow path after two epochs with none), while
+ * a program that frees and reallocates within an epoch keeps it. Settable
  * per heap at run time (kheap_set_decay; libkheap.so: KHEAP_DECAY_MS).
  * 0: no decay (memory stays where it is until kheap_reclaim/kheap_purge,
  * and the purge follows the immediate rule of src/core/pages.c). */

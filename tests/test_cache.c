@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "kheap.h"
+#include "kh_internal.h" /* kh_tick: a poll of the slow paths, in tests' time */
 
 #define PAGE KHEAP_PAGE_SIZE
 #define HEAP_SIZE ((size_t)16 << 20)
@@ -661,6 +661,33 @@ TEST(create_refusals)
     teardown();
 }
 
+/* The bytes decay works on: in depots, empty slabs and free resident
+ * pages. */
+static size_t held_below_magazines(void)
+{
+    struct kheap_stats s;
+    kheap_get_stats(g_heap, &s);
+    return s.depot_bytes + s.empty_slab_bytes + s.dirty_bytes;
+}
+
+/* 20000 small blocks of four classes and one of big bytes (written),
+ * allocated and freed: they end in magazines, depots, slabs and pages. */
+static void fill_and_free_mixed(size_t big)
+{
+    enum { N = 20000 };
+    static void *objs[N];
+    for (int i = 0; i < N; i++) {
+        objs[i] = kheap_alloc(g_heap, 64 + (size_t)(i % 4) * 64);
+        CHECK(objs[i] != NULL, "alloc %d", i);
+    }
+    for (int i = 0; i < N; i++)
+        kheap_free(g_heap, objs[i]);
+    void *b = kheap_alloc(g_heap, big);
+    CHECK(b != NULL, "alloc of %zu bytes", big);
+    memset(b, 1, big);
+    kheap_free(g_heap, b);
+}
+
 /* Decay driven by kheap_tick, as a kernel without a port clock drives it
  * (the times are far past the real clock the hosted slow paths read, so
  * only these calls end epochs): memory idle for an epoch goes down every
@@ -668,20 +695,11 @@ TEST(create_refusals)
 TEST(decay_by_tick)
 {
     setup();
-    enum { N = 20000, BIG = 8u << 20 };
-    static void *objs[N];
+    enum { BIG = 8u << 20 };
     const uint64_t t0 = (uint64_t)1 << 62;
     CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
-    for (int i = 0; i < N; i++) {
-        objs[i] = kheap_alloc(g_heap, 64 + (size_t)(i % 4) * 64);
-        CHECK(objs[i] != NULL, "alloc %d", i);
-    }
-    for (int i = 0; i < N; i++)
-        kheap_free(g_heap, objs[i]);
-    void *big = kheap_alloc(g_heap, BIG);
-    CHECK(big != NULL, "alloc of 8 MiB%s", "");
-    memset(big, 1, BIG);
-    kheap_free(g_heap, big);
+    fill_and_free_mixed(BIG);
+    void *big;
     struct kheap_stats s0, s1;
     kheap_get_stats(g_heap, &s0);
     CHECK(s0.dirty_bytes >= BIG && s0.depot_bytes + s0.empty_slab_bytes > 0,
@@ -707,9 +725,6 @@ TEST(decay_by_tick)
     /* Hysteresis: a block freed and allocated again in every epoch keeps
      * its pages resident. */
     for (uint64_t k = 4; k < 8; k++) {
-        /* With one clock the block's slow paths would tick between these
-         * calls; this one stands for them (no quiet stretch: kheap_tick). */
-        kheap_tick(g_heap, t0 + k * 1000 - 500);
         big = kheap_alloc(g_heap, BIG);
         CHECK(big != NULL, "alloc of 8 MiB, epoch %d", (int)k);
         memset(big, 2, BIG);
@@ -725,73 +740,83 @@ TEST(decay_by_tick)
     teardown();
 }
 
-/* A quiet stretch (cache.c, kheap_tick): a tick that comes a whole epoch
- * or more after the call before it gives back at once what the depots,
- * empty slabs and free pages hold, since with the port's clock every
- * slow path would have ticked in between. Ticks that keep coming keep the
- * hysteresis: what was freed within the epoch stays until an epoch has
- * passed without its use. (The slow paths here tick with the real clock,
- * far before these times, so only these calls count.) */
-static size_t held_below_magazines(void)
-{
-    struct kheap_stats s;
-    kheap_get_stats(g_heap, &s);
-    return s.depot_bytes + s.empty_slab_bytes + s.dirty_bytes;
-}
-
-static void fill_and_free_mixed(size_t big)
-{
-    enum { N = 20000 };
-    static void *objs[N];
-    for (int i = 0; i < N; i++) {
-        objs[i] = kheap_alloc(g_heap, 64 + (size_t)(i % 4) * 64);
-        CHECK(objs[i] != NULL, "alloc %d", i);
-    }
-    for (int i = 0; i < N; i++)
-        kheap_free(g_heap, objs[i]);
-    void *b = kheap_alloc(g_heap, big);
-    CHECK(b != NULL, "alloc of %zu bytes", big);
-    memset(b, 1, big);
-    kheap_free(g_heap, b);
-}
-
+/* A quiet stretch (cache.c, kh_tick): a poll of the slow paths that
+ * comes two epochs or more after the last gives back at once what the
+ * depots, empty slabs and free pages hold, since every path that moves
+ * memory between the layers would have polled in between. Polls that
+ * keep coming keep the hysteresis (what was freed within the epoch stays
+ * until an epoch has passed without its use), and so does a gap of under
+ * two epochs. kh_tick(.., true) stands for the polls, in times far past
+ * the real clock of this process's own slow paths (whose polls therefore
+ * leave decay_seen alone); kheap_tick, a kernel's call, never ends a
+ * quiet stretch. */
 TEST(decay_after_quiet_stretch)
 {
     setup();
     const size_t BIG = 8u << 20;
     const uint64_t t0 = (uint64_t)1 << 62;
     CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
-    kheap_tick(g_heap, t0);
-    kheap_tick(g_heap, t0 + 1000);
-    /* Frees within an epoch, then ticks every half epoch: the epoch that
+    kh_tick(g_heap, t0, true);
+    kh_tick(g_heap, t0 + 1000, true);
+    /* Frees within an epoch, then polls every half epoch: the epoch that
      * saw them in use keeps them. */
     fill_and_free_mixed(BIG);
     size_t before = held_below_magazines();
-    kheap_tick(g_heap, t0 + 1500);
-    size_t back = kheap_tick(g_heap, t0 + 2000);
+    kh_tick(g_heap, t0 + 1500, true);
+    size_t back = kh_tick(g_heap, t0 + 2000, true);
     size_t kept = held_below_magazines();
-    printf("# ticks every 500 ms: held %zu, after the epoch's end %zu (%zu given back)\n",
+    printf("# polls every 500 ms: held %zu, after the epoch's end %zu (%zu given back)\n",
            before, kept, back);
     CHECK(before >= BIG && kept >= BIG, "an epoch that saw the frees gave them back: held %zu, "
           "then %zu", before, kept);
-    /* The same, then quiet: the next tick 1.1 epochs after the last. */
-    kheap_tick(g_heap, t0 + 2500);
-    kheap_tick(g_heap, t0 + 3000);
+    /* The same frees, then 1.9 epochs without a poll: an epoch's end as
+     * any other. */
+    kh_tick(g_heap, t0 + 2500, true);
+    kh_tick(g_heap, t0 + 3000, true);
     fill_and_free_mixed(BIG);
-    before = held_below_magazines();
     struct kheap_stats s0, s1;
     kheap_get_stats(g_heap, &s0);
-    back = kheap_tick(g_heap, t0 + 4100);
+    kh_tick(g_heap, t0 + 4900, true);
     kheap_get_stats(g_heap, &s1);
-    printf("# one tick after 1.1 s of quiet: held %zu, after it %zu (%zu given back, %llu "
-           "epochs)\n",
+    kept = held_below_magazines();
+    CHECK(kept >= BIG && s1.decay_epochs - s0.decay_epochs == 1,
+          "1.9 epochs without a poll: %zu bytes kept, %llu epochs ended", kept,
+          (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
+    /* The same, then 2.1 epochs without a poll. */
+    kh_tick(g_heap, t0 + 5400, true);
+    kh_tick(g_heap, t0 + 5900, true);
+    fill_and_free_mixed(BIG);
+    before = held_below_magazines();
+    kheap_get_stats(g_heap, &s0);
+    back = kh_tick(g_heap, t0 + 8000, true);
+    kheap_get_stats(g_heap, &s1);
+    printf("# one poll after 2.1 epochs without one: held %zu, after it %zu (%zu given back, "
+           "%llu epochs)\n",
            before, held_below_magazines(), back,
            (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
     CHECK(before >= BIG && held_below_magazines() == 0,
-          "a tick after a quiet epoch left %zu of %zu bytes below the magazines",
+          "a poll after a quiet stretch left %zu of %zu bytes below the magazines",
           held_below_magazines(), before);
     CHECK(s1.decay_epochs - s0.decay_epochs == 2, "%llu epochs ended (want the due one and the "
           "quiet stretch)", (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
+    /* A kernel's kheap_tick after as long a gap ends one epoch only. */
+    kh_tick(g_heap, t0 + 8500, true);
+    kh_tick(g_heap, t0 + 9000, true);
+    fill_and_free_mixed(BIG);
+    kheap_get_stats(g_heap, &s0);
+    kheap_tick(g_heap, t0 + 11100);
+    kheap_get_stats(g_heap, &s1);
+    CHECK(held_below_magazines() >= BIG && s1.decay_epochs - s0.decay_epochs == 1,
+          "kheap_tick after 2.1 epochs: %zu bytes kept, %llu epochs ended",
+          held_below_magazines(), (unsigned long long)(s1.decay_epochs - s0.decay_epochs));
+    /* The process's own slow paths poll with the real clock. */
+    CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
+    uint64_t seen0 = __atomic_load_n(&g_heap->decay_seen, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_heap->decay_seen, (uint64_t)0, __ATOMIC_RELAXED);
+    fill_and_free_mixed(1u << 20);
+    uint64_t seen = __atomic_load_n(&g_heap->decay_seen, __ATOMIC_RELAXED);
+    CHECK(seen != 0 && seen < t0, "the slow paths' polls left decay_seen at %llu (it was %llu)",
+          (unsigned long long)seen, (unsigned long long)seen0);
     CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK, "kheap_set_decay 0%s", "");
     check_heap("quiet stretch");
     teardown();

@@ -289,7 +289,7 @@ size_t kheap_cpu_poll(kheap_t *h)
  * the slabs before the slabs are looked at, and the slabs to the pages
  * before the pages, but what one layer sends down at an epoch's end was
  * not idle in the next layer during that epoch, so it goes on down at
- * the next end (or at once after a quiet stretch: kheap_tick). */
+ * the next end (or at once after a quiet stretch: kh_tick). */
 
 int kheap_set_decay(kheap_t *h, unsigned ms)
 {
@@ -325,16 +325,32 @@ static size_t decay_walk(kheap_t *h)
 
 size_t kheap_tick(kheap_t *h, uint64_t now_ms)
 {
+    return kh_tick(h, now_ms, false);
+}
+
+size_t kh_tick(kheap_t *h, uint64_t now_ms, bool polled)
+{
     if (!h)
         return 0;
     uint32_t ms = __atomic_load_n(&h->decay_ms, __ATOMIC_RELAXED);
     uint64_t next = __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED);
-    /* The latest time seen (racing stores may leave an older one, a few
-     * milliseconds back: that only makes the quiet stretch below look
-     * shorter). One store a millisecond at most, on decay_next's line. */
-    uint64_t seen = __atomic_load_n(&h->decay_seen, __ATOMIC_RELAXED);
-    if (now_ms > seen)
-        __atomic_store_n(&h->decay_seen, now_ms, __ATOMIC_RELAXED);
+    /* A poll (kmalloc.c, decay_poll: the port's clock) moves decay_seen
+     * up to its time, and keeps the time it replaced: the last poll's, in
+     * the same clock. A compare-and-swap, so racing polls leave the
+     * latest; a store a millisecond or so (a coarse clock's tick). The
+     * kernel's or a program's own calls of kheap_tick may use another
+     * clock, and leave it alone. */
+    uint64_t last = 0;
+    if (polled) {
+        uint64_t seen = __atomic_load_n(&h->decay_seen, __ATOMIC_RELAXED);
+        while (now_ms > seen) {
+            if (__atomic_compare_exchange_n(&h->decay_seen, &seen, now_ms, true,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+                last = seen;
+                break;
+            }
+        }
+    }
     /* On every call, since only this CPU may empty its caches while it
      * runs (cpu.c): its answer to a reclaim that could not reach it, and
      * its cache of large blocks back to the pages if the CPU took none
@@ -348,20 +364,25 @@ size_t kheap_tick(kheap_t *h, uint64_t now_ms)
     if (next) { /* the first call only starts the first epoch */
         bytes += decay_walk(h);
         __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);
-        /* A quiet stretch: no call came for a whole epoch or more before
-         * this one. With a port clock every path that moves memory
-         * between the layers calls here (kmalloc.c, decay_poll), so the
-         * depots, slabs and pages held through the stretch what they
-         * hold now, untouched: all of it was idle for an epoch. The
-         * stretch ends as an epoch of its own, whose walks give it all
-         * back at this call (each walk sends down a layer what the walk
-         * before sent into it: depot magazines, then the slabs they
-         * emptied, then those slabs' pages), not an epoch or two later,
-         * which a server woken by one request after a long idle time may
-         * be slow to reach. (Without a port clock only the kernel calls
-         * here, and its calls say nothing of the slow paths between
-         * them.) */
-        if (KHEAP_PORT_CLOCK && seen && now_ms > seen && now_ms - seen >= ms) {
+        /* A quiet stretch: no poll came for two epochs or more before
+         * this one. The paths that move memory between the layers as a
+         * program allocates and frees poll before they do (kmalloc.c,
+         * decay_poll), so the depots, slabs and pages held through the
+         * stretch what they hold now, idle all that time. The stretch
+         * ends as an epoch of its own, whose walks give it all back at
+         * this call (each walk sends down a layer what the walk before
+         * sent into it: depot magazines, then the slabs they emptied,
+         * then those slabs' pages), not one to three epochs later, which
+         * a server woken by one request after a long idle time may be
+         * slow to reach. Two epochs, not one: a program that works in
+         * bursts less than two epochs apart keeps its memory from one
+         * burst to the next. Only with a port clock, whose polls the
+         * slow paths make: the kernel's calls say nothing of the slow
+         * paths between them. A racing poll that ended a stretch a moment
+         * before this one (its store not yet seen) at worst has what it
+         * had just put in a layer sent down with the rest, to be taken
+         * again from the layer below. */
+        if (KHEAP_PORT_CLOCK && last && now_ms - last >= 2 * (uint64_t)ms) {
             for (int walk = 0; walk < 3; walk++)
                 bytes += decay_walk(h);
             __atomic_add_fetch(&h->decay_epochs, 1u, __ATOMIC_RELAXED);

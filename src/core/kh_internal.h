@@ -518,10 +518,11 @@ struct kheap {
     size_t committed_bytes __attribute__((aligned(KH_CACHE_LINE)));
     size_t peak_bytes;
     size_t internal_bytes __attribute__((aligned(KH_CACHE_LINE)));
-    /* Decay (cache.c: kheap_tick). Atomics: read on slow paths, written
-     * once an epoch (decay_seen: at most once a millisecond). */
+    /* Decay (cache.c: kh_tick). Atomics: read on slow paths, written
+     * once an epoch (decay_seen: about once per tick of a coarse clock). */
     uint64_t decay_next __attribute__((aligned(KH_CACHE_LINE))); /* ms */
-    uint64_t decay_seen; /* the latest time a kheap_tick was given, ms */
+    uint64_t decay_seen; /* the latest time a poll with the port's clock
+                            passed (kmalloc.c, decay_poll), ms */
     uint32_t decay_ms;   /* epoch length; 0: no decay */
     uint32_t decay_busy; /* 1 while a thread runs the decay */
     uint64_t decay_epochs;
@@ -1176,6 +1177,10 @@ static inline bool kh_cpu_owes(kheap_t *h, unsigned cpu)
            (uint16_t)__atomic_load_n(&h->flush_asked, __ATOMIC_ACQUIRE);
 }
 bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes);
+/* kheap_tick (cache.c), and with polled, a poll of the slow paths with
+ * the port's clock (kmalloc.c, decay_poll), which alone moves decay_seen
+ * and may end a quiet stretch. */
+size_t kh_tick(kheap_t *h, uint64_t now_ms, bool polled);
 size_t kh_cpu_answer(kheap_t *h, struct kh_later *later);
 struct kh_run_counts {
     uint64_t allocs, frees, alloc_pages, free_pages;

@@ -170,12 +170,16 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
     kh_vg_free(p);
 }
 
-/* Decay is driven from the slow paths, with no lock held: every path
- * that moves memory between the layers calls here (a magazine exchange, a
- * bulk call past the magazines, a large block's allocation, free or
- * resize; the KHEAP_NOLOCK calls excepted), which kheap_tick's quiet
- * stretch relies on. The port's clock is read there, never on a hit
- * path; kheap_tick returns at once unless an epoch has ended. */
+/* Decay is driven from the slow paths, with no lock held: the paths that
+ * move memory between the layers in the course of allocating and freeing
+ * call here before they do (a magazine exchange, a bulk call past the
+ * magazines, a large block's allocation, free or resize), which the quiet
+ * stretch relies on (cache.c, kh_tick). Not the KHEAP_NOLOCK calls, nor
+ * those that send memory down on request or at a CPU's end (kheap_reclaim,
+ * kheap_cache_shrink and _destroy, kheap_cpu_flush): what they leave in a
+ * layer was in use until then, and a quiet stretch ending within an epoch
+ * after them gives it back sooner than decay would otherwise. The port's
+ * clock is read here, never on a hit path. */
 #if KHEAP_PORT_CLOCK
 /* Whether kheap_tick's look at the caller's CPU (kh_cpu_tick) may find
  * work: false only when the port names that CPU without entering it
@@ -209,13 +213,13 @@ static inline void decay_poll(kheap_t *h)
         return;
     uint64_t now = kheap_port_clock_ms();
     /* Most polls find nothing to do: the epoch runs on, the time is the
-     * one kheap_tick last noted (a coarse clock's tick is milliseconds
-     * long), and this CPU is not asked. They stop here, without
-     * kheap_tick's call and its CPU's enter and exit. */
+     * one a poll last noted (a coarse clock's tick is milliseconds long),
+     * and this CPU is not asked. They stop here, without kh_tick's call
+     * and its CPU's enter and exit. */
     if (now < __atomic_load_n(&h->decay_next, __ATOMIC_RELAXED) &&
         now <= __atomic_load_n(&h->decay_seen, __ATOMIC_RELAXED) && !cpu_tick_due(h))
         return;
-    kheap_tick(h, now);
+    kh_tick(h, now, true);
 #else
     (void)h;
 #endif
@@ -247,8 +251,8 @@ static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
  * and a reclaim of every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
-    deferred_drain(h);
     decay_poll(h);
+    deferred_drain(h);
     void *p = kh_cpu_alloc_slow(h, c);
     if (!p && kh_reclaim(h, c, true))
         p = kh_cpu_alloc_slow(h, c);
@@ -524,14 +528,15 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
         return;
     }
     kheap_port_cpu_exit(cpu);
-    kh_cpu_free_slow(h, c, ptr);
     decay_poll(h);
+    kh_cpu_free_slow(h, c, ptr);
 }
 
 /* Free the large block whose head is d. Returns 0 or why not. */
 static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *ptr)
 {
     enum kheap_report_kind bad = 0;
+    decay_poll(h);
 #if KH_RUNS
     /* One a CPU may cache: clear its tag (as the hit path does), then
      * this CPU's cache if it has room, else the page layer below. */
@@ -540,10 +545,8 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
         if (__atomic_load_n(tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
             return KHEAP_REPORT_FREE_RUN; /* cached since block_of looked */
         __atomic_store_n(tag, (uint16_t)0, __ATOMIC_RELAXED);
-        if (kh_runs_put(h, ptr, d->npages)) {
-            decay_poll(h);
+        if (kh_runs_put(h, ptr, d->npages))
             return 0;
-        }
     }
 #endif
     kh_lock(&h->page_lock);
@@ -556,8 +559,6 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
         bad = kh_diagnose(h, d, (uintptr_t)ptr);
     }
     kh_unlock(&h->page_lock);
-    if (!bad)
-        decay_poll(h);
     return bad;
 }
 
@@ -1391,6 +1392,7 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
     }
     if (!slab && size <= SIZE_MAX - KH_PAGE) {
         size_t npages = (size + KH_PAGE - 1) / KH_PAGE;
+        decay_poll(h);
         kh_lock(&h->page_lock);
         bool ok = d->kind == KH_PG_LARGE && kh_large_resize(h, d, npages);
         if (ok)
@@ -1401,7 +1403,6 @@ void *kheap_realloc(kheap_t *h, void *ptr, size_t size)
                           npages * KH_PAGE > old, false);
         kh_unlock(&h->page_lock);
         if (ok) {
-            decay_poll(h);
             kh_vg_resize(ptr, old, npages * KH_PAGE);
             kh_debug_check(h, "kheap_realloc");
             return ptr;
@@ -1451,7 +1452,7 @@ static bool bulk_take(kheap_t *h, struct kheap_cache *c, size_t n, void **out)
     size_t from_mags;
     size_t k = kh_cpu_take_n(h, c, out, n, &from_mags);
     if (k < n)
-        decay_poll(h);
+        decay_poll(h); /* before the slabs (the next layer) are touched */
     for (int attempt = 0; k < n; attempt++) {
         size_t want = n - k < KH_BULK_SLAB ? n - k : KH_BULK_SLAB;
         size_t got = kh_cache_take(c, out + k, want);
@@ -1501,8 +1502,8 @@ static void bulk_give(kheap_t *h, struct kheap_cache *c, void **objs, size_t n)
     if (x)
         xc_add(&x->bulk_frees, n);
     if (put < n) {
-        kh_cache_give_n(c, objs + put, n - put, NULL);
         decay_poll(h);
+        kh_cache_give_n(c, objs + put, n - put, NULL);
     }
 }
 

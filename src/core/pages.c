@@ -426,7 +426,9 @@ size_t kh_pages_decay(kheap_t *h)
     kh_lock(&h->page_lock);
     /* The peak of use the purge rule keeps room for is the higher of this
      * epoch's and the last one's: a program that stops using memory gives
-     * it back one to two epochs later, not at its first free. */
+     * it back one to two epochs later, not at its first free. (A quiet
+     * stretch, cache.c: kh_tick, calls here four times, so both become
+     * the use of the moment: the stretch was idle.) */
     h->decay_driven = true;
     h->purge_peak_prev = h->purge_peak;
     h->purge_peak = h->slab_pages + h->large_pages;
