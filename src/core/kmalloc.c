@@ -181,7 +181,7 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
  * after them gives it back sooner than decay would otherwise. The port's
  * clock is read here, never on a hit path. */
 #if KHEAP_PORT_CLOCK
-/* Whether kheap_tick's look at the caller's CPU (kh_cpu_tick) may find
+/* Whether kh_tick's look at the caller's CPU (kh_cpu_tick) may find
  * work: false only when the port names that CPU without entering it
  * (kheap_port_cpu_enter_fast: the hosted thread's own slot, which no
  * other thread enters) and it owes no answer to a reclaim and its cache
