@@ -494,12 +494,12 @@ TEST(fork_child_keeps_the_parents_slots)
     if (per_cpu_mode())
         return;
     fill_slots_with_vanished();
-    /* In a fork child the parent's other threads are gone, and the
-     * exit system call's answer for their ids (ESRCH) would make their
-     * slots look free to adopt; but their state may have been halfway
-     * through an operation at the fork, so the child keeps them (marked,
-     * hosted.c: fork_child). A thread of the child then finds every slot
-     * taken and borrows one, whose magazines a trim empties. */
+    /* In a fork child the parent's other threads are gone, and tgkill's
+     * answer for their ids (ESRCH) would make their slots look free to
+     * adopt; but their state may have been halfway through an operation
+     * at the fork, so the child keeps them (marked, hosted.c:
+     * fork_child). A thread of the child then finds every slot taken and
+     * borrows one, whose magazines a trim empties. */
     fflush(stdout);
     pid_t pid = fork();
     CHECK(pid >= 0, "fork");
