@@ -262,8 +262,8 @@ def report(rows, names, missing, reps, elapsed):
     L.append("")
     L.append("libkheap.so gives idle memory back by decay (`KHEAP_DECAY_MS`, 1000 ms by "
              "default): at the end of an epoch each layer returns what it held unused through "
-             "the whole epoch. An epoch ends only when a slow path (a magazine miss or "
-             "exchange, a large block) reads the clock; a server that receives nothing makes "
+             "the whole epoch. An epoch ends only when a slow path (a magazine exchange "
+             "with the depot, a large block) reads the clock; a server that receives nothing makes "
              "none, and `INFO` may make one. The epoch that saw the keys freed had them in "
              "use, but the first slow path after an epoch or more with none finds the "
              "layers as they were all that time, idle, and gives back what they hold at "

@@ -1121,6 +1121,13 @@ void kh_later_finish(struct kh_later *l);
 void kh_cache_retire(struct kheap_cache *c);
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
+/* The misses this CPU's two magazines of c settle between them: loaded
+ * empty and previous full (loaded full and previous empty) swap, and the
+ * pop (push) is made, as kh_cpu_alloc_slow (kh_cpu_free_slow) would, with
+ * no lock taken and nothing moved between layers. False, and nothing
+ * changed, for every other miss. */
+bool kh_cpu_alloc_swap(kheap_t *h, struct kheap_cache *c, void **out);
+bool kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p);
 /* later: where the flushes' reports go (kh_cache_give_counted). */
 size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later);
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p);

@@ -251,9 +251,14 @@ static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
  * and a reclaim of every cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
+    /* A swap of the CPU's two magazines moves nothing between layers:
+     * no poll. */
+    void *p;
+    if (kh_cpu_alloc_swap(h, c, &p))
+        return p;
     decay_poll(h);
     deferred_drain(h);
-    void *p = kh_cpu_alloc_slow(h, c);
+    p = kh_cpu_alloc_slow(h, c);
     if (!p && kh_reclaim(h, c, true))
         p = kh_cpu_alloc_slow(h, c);
     if (!p)
@@ -528,6 +533,8 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
         return;
     }
     kheap_port_cpu_exit(cpu);
+    if (kh_cpu_free_swap(h, c, ptr)) /* (no poll: as alloc_miss) */
+        return;
     decay_poll(h);
     kh_cpu_free_slow(h, c, ptr);
 }
