@@ -665,7 +665,7 @@ struct kheap_stats {
  * purged). With a port clock (KHEAP_PORT_CLOCK: hosted) the slow paths
  * poll it themselves with that clock, so a program never needs to; a
  * poll that comes two epochs or more after the last (a quiet stretch, in
- * which no slow path ran) then also gives back everything the depots,
+ * which no slow path polled) then also gives back everything the depots,
  * empty slabs and free pages hold, idle all that time. A call of
  * kheap_tick itself (any clock) never ends a quiet stretch. Without a
  * port clock, a kernel calls it from its timer or idle loop. Nothing runs

@@ -174,7 +174,11 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
  * move memory between the layers in the course of allocating and freeing
  * call here before they do (a magazine exchange, a bulk call past the
  * magazines, a large block's allocation, free or resize), which the quiet
- * stretch relies on (cache.c, kh_tick). Not the KHEAP_NOLOCK calls, nor
+ * stretch relies on (cache.c, kh_tick). A swap of a CPU's two magazines
+ * moves nothing between layers and calls here once in KH_SWAP_POLL_EVERY
+ * misses (alloc_miss), so a load whose misses are all swaps still ends
+ * epochs and answers reclaim requests, at most that many misses of a
+ * class late. Not the KHEAP_NOLOCK calls, nor
  * those that send memory down on request or at a CPU's end (kheap_reclaim,
  * kheap_cache_shrink and _destroy, kheap_cpu_flush): what they leave in a
  * layer was in use until then, and a quiet stretch ending within an epoch
@@ -225,8 +229,8 @@ static inline void decay_poll(kheap_t *h)
 #endif
 }
 
-/* Both magazines missed: the depot, the slabs, and at last a reclaim of
- * every cache's cached memory before giving up. */
+/* The KHEAP_NOLOCK frees that found no room: taken by every miss of an
+ * allocation and every slow free by address (below). */
 static void deferred_drain(kheap_t *h);
 #if KHEAP_REDZONE
 static void *rz_alloc(kheap_t *h, size_t size, size_t align, unsigned kind, const char *fn);
@@ -247,15 +251,22 @@ static inline void pressure_check(kheap_t *h, struct kheap_cache *who)
         pressure_relief(h, who);
 }
 
-/* Both magazines missed: the depot, the slabs, and at last the shrinkers
- * and a reclaim of every cache's cached memory before giving up. */
+/* The loaded magazine missed: a swap with the previous one, else the
+ * depot, the slabs, and at last the shrinkers and a reclaim of every
+ * cache's cached memory before giving up. */
 static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
 {
     /* A swap of the CPU's two magazines moves nothing between layers:
-     * no poll. */
+     * it polls once in KH_SWAP_POLL_EVERY misses (after, as nothing
+     * moved), and takes the deferred frees as every miss does. */
     void *p;
-    if (kh_cpu_alloc_swap(h, c, &p))
+    unsigned swapped = kh_cpu_alloc_swap(h, c, &p);
+    if (swapped) {
+        if (swapped == KH_SWAP_POLL)
+            decay_poll(h);
+        deferred_drain(h);
         return p;
+    }
     decay_poll(h);
     deferred_drain(h);
     p = kh_cpu_alloc_slow(h, c);
@@ -533,8 +544,12 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
         return;
     }
     kheap_port_cpu_exit(cpu);
-    if (kh_cpu_free_swap(h, c, ptr)) /* (no poll: as alloc_miss) */
+    unsigned swapped = kh_cpu_free_swap(h, c, ptr); /* (as alloc_miss) */
+    if (swapped) {
+        if (swapped == KH_SWAP_POLL)
+            decay_poll(h);
         return;
+    }
     decay_poll(h);
     kh_cpu_free_slow(h, c, ptr);
 }
