@@ -699,7 +699,9 @@ struct kheap_cache_info {
                              depot (allocated as far as the slabs know) */
     uint64_t cpu_hits;    /* allocations and frees served by a CPU's own
                              magazines, no lock taken */
-    uint64_t cpu_misses;  /* those that went to the depot or the slabs */
+    uint64_t cpu_misses;  /* those that did not: a swap of the CPU's
+                             loaded and previous magazines, or the depot
+                             or the slabs */
     size_t depot_objs;    /* of cached_objs, those in the depot's magazines
                              (the rest are in the CPUs' own) */
     size_t empty_slabs;   /* slabs with no object allocated, kept */

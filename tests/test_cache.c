@@ -822,6 +822,88 @@ TEST(decay_after_quiet_stretch)
     teardown();
 }
 
+/* A miss that the CPU's two magazines settle between them (loaded full
+ * and previous empty, or the reverse) swaps them (cpu.c,
+ * kh_cpu_alloc_swap and kh_cpu_free_swap): counted as a miss, nothing
+ * taken from or given to the depot or the slabs, and one such miss in
+ * KH_SWAP_POLL_EVERY polls the clock, so a load whose misses are all
+ * swaps still ends decay epochs. */
+static struct kh_cc *swap_front(kheap_cache_t *c)
+{
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = kh_cc_of(g_heap, c, cpu);
+    kheap_port_cpu_exit(cpu);
+    return cc;
+}
+
+TEST(swaps_settle_misses)
+{
+    setup();
+    enum { CAP = 4, CYCLES = 64, MAXO = 64 };
+    struct kheap_cache_tuning tune = {.mag_cap = CAP, .depot_max = 4};
+    kheap_cache_t *c = kheap_cache_create_tuned(g_heap, "swaps", 64, 0, NULL, NULL, &tune);
+    CHECK(c != NULL, "kheap_cache_create_tuned%s", "");
+    void *o[MAXO];
+    int n = 0;
+    /* Make the previous magazine a real one: more frees than a magazine
+     * holds. */
+    for (; n < 3 * CAP; n++)
+        o[n] = kheap_cache_alloc(c);
+    while (n > 0)
+        kheap_cache_free(c, o[--n]);
+    /* Both magazines empty, then one refill from the slabs, then frees
+     * until loaded is full: loaded full and previous empty. */
+    struct kh_cc *cc = swap_front(c);
+    CHECK(cc != NULL && cc->prev != &kh_mag_sentinel, "the CPU's front of the cache%s", "");
+    while (n < MAXO && (kh_cc_held(cc) || cc->prev->n))
+        o[n++] = kheap_cache_alloc(c);
+    o[n++] = kheap_cache_alloc(c);
+    while (n > 1 && kh_cc_held(cc) < CAP)
+        kheap_cache_free(c, o[--n]);
+    CHECK(kh_cc_held(cc) == CAP && cc->prev->n == 0 && cc->prev != &kh_mag_sentinel,
+          "loaded holds %u, previous %u (want %u and 0)", kh_cc_held(cc), cc->prev->n, CAP);
+    struct kheap_cache_info i0, i1;
+    kheap_cache_info(c, &i0);
+    uint32_t full0 = KH_U(c)->nr_full_mags, empty0 = KH_U(c)->nr_empty_mags;
+    CHECK(kheap_set_decay(g_heap, 1000) == KHEAP_OK, "kheap_set_decay%s", "");
+    __atomic_store_n(&g_heap->decay_seen, (uint64_t)0, __ATOMIC_RELAXED);
+    /* Each cycle: a free that swaps (loaded full, previous empty), an
+     * allocation that hits, one that swaps back, a free that hits. */
+    void *q = o[--n];
+    for (int k = 0; k < CYCLES; k++) {
+        kheap_cache_free(c, q);
+        q = kheap_cache_alloc(c);
+        void *x = kheap_cache_alloc(c);
+        CHECK(q != NULL && x != NULL && q != x, "cycle %d: allocations %p %p", k, q, x);
+        kheap_cache_free(c, x);
+    }
+    kheap_cache_info(c, &i1);
+    uint64_t seen = __atomic_load_n(&g_heap->decay_seen, __ATOMIC_RELAXED);
+    printf("# %d cycles: %llu misses, %llu hits, depot %u full and %u empty magazines before "
+           "and %u and %u after, decay_seen %s\n",
+           CYCLES, (unsigned long long)(i1.cpu_misses - i0.cpu_misses),
+           (unsigned long long)(i1.cpu_hits - i0.cpu_hits), full0, empty0,
+           KH_U(c)->nr_full_mags, KH_U(c)->nr_empty_mags, seen ? "moved" : "not moved");
+    CHECK(i1.cpu_misses - i0.cpu_misses == 2 * CYCLES && i1.cpu_hits - i0.cpu_hits == 2 * CYCLES,
+          "%llu misses and %llu hits (want %d of each)",
+          (unsigned long long)(i1.cpu_misses - i0.cpu_misses),
+          (unsigned long long)(i1.cpu_hits - i0.cpu_hits), 2 * CYCLES);
+    CHECK(KH_U(c)->nr_full_mags == full0 && KH_U(c)->nr_empty_mags == empty0 &&
+              i1.active_objs == i0.active_objs && i1.num_slabs == i0.num_slabs,
+          "a swap moved memory: depot %u/%u -> %u/%u, active %zu -> %zu", full0, empty0,
+          KH_U(c)->nr_full_mags, KH_U(c)->nr_empty_mags, i0.active_objs, i1.active_objs);
+    CHECK(kh_cc_held(cc) == CAP && cc->prev->n == 0, "loaded %u, previous %u after the cycles",
+          kh_cc_held(cc), cc->prev->n);
+    CHECK(seen != 0, "%d swaps and no poll of the clock", 2 * CYCLES);
+    CHECK(kheap_set_decay(g_heap, 0) == KHEAP_OK, "kheap_set_decay 0%s", "");
+    kheap_cache_free(c, q);
+    while (n > 0)
+        kheap_cache_free(c, o[--n]);
+    check_heap("swaps");
+    kheap_cache_destroy(c);
+    teardown();
+}
+
 /* A destructor may call kheap_get_stats (kheap.h: no lock is held while
  * it runs), which takes the heap's cache-list lock: whether its slab goes
  * back through kheap_reclaim, the decay walk (kheap_tick) or
@@ -1061,6 +1143,7 @@ int main(void)
     RUN(create_refusals);
     RUN(decay_by_tick);
     RUN(decay_after_quiet_stretch);
+    RUN(swaps_settle_misses);
     RUN(dtor_may_read_stats);
     RUN(destroy_during_reclaim);
     RUN(destroy_hands_over_to_a_walk);
