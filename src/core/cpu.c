@@ -396,64 +396,54 @@ static struct kh_cc *cc_ready(kheap_t *h, struct kheap_cache *c, unsigned cpu)
  * a program whose uses of a class go up and down at random, about 9 in
  * 10 of its misses; docs/DESIGN.md), which then skip what the rest of
  * the miss path does first (kmalloc.c: the decay poll, but for one miss
- * in KH_SWAP_POLL_EVERY, and the front's set-up). busy is marked before
- * the front is first read and until its last write, as alloc_front's and
- * free_front's callers mark it, so a KHEAP_NOLOCK call that interrupts
- * them leaves the front alone. */
-static unsigned swap_done(const struct kh_misses *m, bool alloc)
+ * in KH_SWAP_POLL_EVERY, and the front's set-up). *obj is what to push,
+ * or where the pop goes. busy is marked before the front is first read
+ * and until its last write, as alloc_front's and free_front's callers
+ * mark it, so a KHEAP_NOLOCK call that interrupts them leaves the front
+ * alone. */
+static kh_always_inline unsigned swap_settle(kheap_t *h, struct kheap_cache *c, bool alloc,
+                                             void **obj)
 {
-    return (alloc ? m->alloc : m->free) % KH_SWAP_POLL_EVERY ? 1u : KH_SWAP_POLL;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = cc_ready(h, c, cpu);
+    unsigned done = 0;
+    if (cc) {
+        busy_on(h, c, cpu);
+        /* For a free, a full loaded magazine that is not the sentinel
+         * (full at capacity 0) means this CPU has cached frees of c
+         * before: free_front's rule for a CPU's first touch of c does not
+         * apply. */
+        bool settles = alloc ? cc->top == cc->base && cc->prev->n
+                             : cc->top == cc->limit && cc->limit != cc->base &&
+                                   cc->prev->n == 0 && cc->prev != &kh_mag_sentinel;
+        if (settles) {
+            struct kh_misses *m = miss_of(h, c, cpu);
+            uint64_t *misses = alloc ? &m->alloc : &m->free;
+            kh_bump(misses);
+            front_swap(cc);
+            bool done_op = alloc ? kh_cc_pop(cc, obj) : kh_cc_push(cc, *obj);
+            KH_ASSERT(done_op, *obj);
+            (void)done_op;
+#if KHEAP_VALGRIND
+            if (alloc)
+                *cc->top = NULL; /* as alloc_front */
+#endif
+            done = *misses % KH_SWAP_POLL_EVERY ? 1u : KH_SWAP_POLL;
+        }
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    return done;
 }
 
 unsigned kh_cpu_alloc_swap(kheap_t *h, struct kheap_cache *c, void **out)
 {
-    unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cc_ready(h, c, cpu);
-    unsigned done = 0;
-    if (cc) {
-        busy_on(h, c, cpu);
-        if (cc->top == cc->base && cc->prev->n) {
-            struct kh_misses *m = miss_of(h, c, cpu);
-            kh_bump(&m->alloc);
-            front_swap(cc);
-            bool hit = kh_cc_pop(cc, out);
-            KH_ASSERT(hit, cc);
-            (void)hit;
-#if KHEAP_VALGRIND
-            *cc->top = NULL; /* as alloc_front */
-#endif
-            done = swap_done(m, true);
-        }
-        busy_off(h, c, cpu);
-    }
-    kheap_port_cpu_exit(cpu);
-    return done;
+    return swap_settle(h, c, true, out);
 }
 
 unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
 {
-    unsigned cpu = kheap_port_cpu_enter();
-    struct kh_cc *cc = cc_ready(h, c, cpu);
-    unsigned done = 0;
-    if (cc) {
-        busy_on(h, c, cpu);
-        /* A full loaded magazine (not the sentinel, full at capacity 0)
-         * means this CPU has cached frees of c before: free_front's rule
-         * for a CPU's first touch of c does not apply. */
-        if (cc->top == cc->limit && cc->limit != cc->base && cc->prev->n == 0 &&
-            cc->prev != &kh_mag_sentinel) {
-            struct kh_misses *m = miss_of(h, c, cpu);
-            kh_bump(&m->free);
-            front_swap(cc);
-            bool pushed = kh_cc_push(cc, p);
-            KH_ASSERT(pushed, p);
-            (void)pushed;
-            done = swap_done(m, false);
-        }
-        busy_off(h, c, cpu);
-    }
-    kheap_port_cpu_exit(cpu);
-    return done;
+    return swap_settle(h, c, false, &p);
 }
 
 /* The miss path of allocation on this CPU's front cc (busy marked).

@@ -261,14 +261,11 @@ static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
      * moved), and takes the deferred frees as every miss does. */
     void *p;
     unsigned swapped = kh_cpu_alloc_swap(h, c, &p);
-    if (swapped) {
-        if (swapped == KH_SWAP_POLL)
-            decay_poll(h);
-        deferred_drain(h);
-        return p;
-    }
-    decay_poll(h);
+    if (swapped != 1)
+        decay_poll(h);
     deferred_drain(h);
+    if (swapped)
+        return p;
     p = kh_cpu_alloc_slow(h, c);
     if (!p && kh_reclaim(h, c, true))
         p = kh_cpu_alloc_slow(h, c);
@@ -545,13 +542,10 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
     }
     kheap_port_cpu_exit(cpu);
     unsigned swapped = kh_cpu_free_swap(h, c, ptr); /* (as alloc_miss) */
-    if (swapped) {
-        if (swapped == KH_SWAP_POLL)
-            decay_poll(h);
-        return;
-    }
-    decay_poll(h);
-    kh_cpu_free_slow(h, c, ptr);
+    if (swapped != 1)
+        decay_poll(h);
+    if (!swapped)
+        kh_cpu_free_slow(h, c, ptr);
 }
 
 /* Free the large block whose head is d. Returns 0 or why not. */
