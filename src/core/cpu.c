@@ -422,7 +422,7 @@ static kh_always_inline unsigned swap_settle(kheap_t *h, struct kheap_cache *c, 
             kh_bump(misses);
             front_swap(cc);
             bool done_op = alloc ? kh_cc_pop(cc, obj) : kh_cc_push(cc, *obj);
-            KH_ASSERT(done_op, *obj);
+            KH_ASSERT(done_op, cc);
             (void)done_op;
 #if KHEAP_VALGRIND
             if (alloc)
