@@ -2,14 +2,19 @@
 #
 #   make bench          full run (about an hour): the hot path, thread
 #                       scaling, producer/consumer, the workload suite, the
-#                       real programs, Redis and CPython's regression
-#                       tests; bench/results/*.csv,
+#                       real programs, memory that follows use, Redis and
+#                       CPython's regression tests; bench/results/*.csv,
 #                       docs/BENCHMARKS.md and its charts
 #                       (docs/bench-time.png, docs/bench-rss.png)
 #   make bench-quick    reduced run (under 5 minutes): bench/results/quick/
 #   make bench-real     the real programs alone (python3, sqlite3, git, gcc,
 #                       perl, lua, sort, g++): bench/results/real.csv and
 #                       their section of docs/BENCHMARKS.md
+#   make bench-follow   memory that follows use alone: cycles of large
+#                       blocks, Python's LZMA compressor, buffers shrunk by
+#                       realloc, the large workload (about two minutes):
+#                       bench/results/follow.csv
+#                       and its section of docs/BENCHMARKS.md
 #   make bench-redis    Redis alone: SET requests/s, and RSS after FLUSHALL
 #                       while idle (about 12 minutes): bench/results/redis.csv
 #                       and its section of docs/BENCHMARKS.md
@@ -26,7 +31,7 @@
 # default heap into bench/build/ for bench/bench.c; build/libkheap.so for
 # the workloads and real programs, through the Makefile's release rules).
 
-.PHONY: bench bench-quick bench-real bench-redis bench-cpython bench-clean
+.PHONY: bench bench-quick bench-real bench-follow bench-redis bench-cpython bench-clean
 
 bench:
 	bench/run.sh
@@ -38,6 +43,11 @@ bench-real:
 	tools/deps.sh real
 	tools/deps.sh bench || echo "bench-real: some peers could not be installed" >&2
 	python3 bench/real.py
+
+bench-follow:
+	tools/deps.sh real
+	tools/deps.sh bench || echo "bench-follow: some peers could not be installed" >&2
+	python3 bench/follow.py
 
 bench-redis:
 	tools/deps.sh real

@@ -1,6 +1,6 @@
 """What kheap's benchmark scripts share (bench/run.py, bench/suite.py,
 bench/real.py, bench/redis.py, bench/cpython.py, bench/sizes.py,
-bench/threads.py, bench/sampled.py, bench/levels.py): paths, the peer allocators, running
+bench/threads.py, bench/sampled.py, bench/levels.py, bench/follow.py): paths, the peer allocators, running
 commands and the harnesses, waiting for a quiet machine, interleaved
 rounds, CSV output, the build environment, result tables, their sections
 of docs/BENCHMARKS.md.

@@ -11,7 +11,7 @@ Allocators: kheap (its default heap through kmalloc/kfree, built with a
 put in front of it with LD_PRELOAD. The harness is bench/bench.c, compiled
 once against libkheap.a (-DBENCH_KHEAP) and once against malloc.
 
-Eight tests:
+The tests:
   hot   callgrind instruction counts for malloc(32)+free pairs, for
         malloc(32) alone and free alone (batches of 64); deterministic, so
         one run each
@@ -31,6 +31,8 @@ Eight tests:
   cpython
         CPython's regression tests (bench/cpython.py): time, peak RSS,
         the same results under every allocator (full run only)
+  follow cycles of large blocks, Python's LZMA compressor and buffers
+        shrunk by realloc (bench/follow.py): time, faults, RSS growth
 The summary tables and charts put suite and real together: each test's
 time and peak RSS over the best allocator's, and their geometric means.
 
@@ -50,6 +52,7 @@ from common import (BENCH, BUILD, CFLAGS, PEERS, ROOT, harness_peers, log,  # no
                     make_env, run, run_harness, script_main, splice, wait_quiet, write_csv)
 from common import section as common_section  # noqa: E402
 import cpython  # noqa: E402
+import follow  # noqa: E402
 import real  # noqa: E402
 import redis  # noqa: E402
 import levels  # noqa: E402
@@ -71,14 +74,16 @@ CONFIGS = {
     # wait_budget: seconds all of them together may wait
     # suite_*: bench/suite.py's scale and rounds; real_*: bench/real.py's
     # rounds and workloads (None: all); redis_reps, cpython_reps: rounds of
-    # bench/redis.py and bench/cpython.py (0: not run, their sections kept)
+    # bench/redis.py and bench/cpython.py (0: not run, their sections kept);
+    # follow_reps: rounds of bench/follow.py
     "full": dict(hot_n=1_000_000, tput_steps=20_000_000, pc_m=5_000_000, reps=5,
                  max_wait=10, wait_budget=120, suite_scale=1.0, suite_reps=5,
-                 real_reps=5, real_only=None, redis_reps=3, cpython_reps=3),
+                 real_reps=5, real_only=None, redis_reps=3, cpython_reps=3,
+                 follow_reps=5),
     "quick": dict(hot_n=200_000, tput_steps=8_000_000, pc_m=2_000_000, reps=3,
                   max_wait=2, wait_budget=20, suite_scale=0.2, suite_reps=2,
                   real_reps=2, real_only={"sqlite3", "gcc", "sort", "c++ maps"},
-                  redis_reps=0, cpython_reps=0),
+                  redis_reps=0, cpython_reps=0, follow_reps=1),
 }
 
 PEER_PACKAGES = {"glibc": "libc6", "jemalloc": "libjemalloc2",
@@ -698,8 +703,9 @@ def report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk=()):
              "install what they need through `tools/deps.sh` and call `bench/run.sh`, "
              "which passes its arguments to `bench/run.py` (`--only hot,tput,pc`, "
              "`--reps N`, `--rev COMMIT` to measure a commit instead of the work tree). "
-             "`make bench-real`, `make bench-redis` and `make bench-cpython` rerun one "
-             "section alone (`bench/real.py`, `bench/redis.py`, `bench/cpython.py`). "
+             "`make bench-real`, `make bench-follow`, `make bench-redis` and `make "
+             "bench-cpython` rerun one section alone (`bench/real.py`, `bench/follow.py`, "
+             "`bench/redis.py`, `bench/cpython.py`). "
              "Build products go to `bench/build/`.")
     L.append("")
     return "\n".join(L)
@@ -811,10 +817,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,sizes,levels,tput,threads,pc,suite,real,sampled,redis,"
-                    "cpython",
+    ap.add_argument("--only", default="hot,sizes,levels,tput,threads,pc,suite,real,sampled,"
+                    "follow,redis,cpython",
                     help="comma-separated subset of hot,sizes,levels,tput,threads,pc,suite,real,"
-                    "sampled,redis,cpython")
+                    "sampled,follow,redis,cpython")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--rev", help="measure this commit (a git archive snapshot) instead "
                     "of the work tree")
@@ -863,6 +869,10 @@ def main():
     if "real" in only:
         real.RESULTS = results
         real_rows = real.measure(cfg["real_reps"], cfg["real_only"])
+    follow_rows = None
+    if "follow" in only:
+        follow.RESULTS = results
+        follow_rows = follow.measure(cfg["follow_reps"])
     redis_rows = cpython_rows = None
     if "redis" in only and cfg["redis_reps"]:
         redis.RESULTS = results
@@ -894,6 +904,7 @@ def main():
         (levels, levels.report(levels_rows) if levels_rows else None),
         (threads, threads.report(threads_m) if threads_m else None),
         (sampled, sampled.report(sampled_rows) if sampled_rows else None),
+        (follow, follow.report(*follow_rows, cfg["follow_reps"]) if follow_rows else None),
         (redis, redis.report(*redis_rows[:3], cfg["redis_reps"], redis_rows[3])
          if redis_rows else None),
         (cpython, cpython.report(*cpython_rows[:4], cfg["cpython_reps"], cpython_rows[4])

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Memory that follows use: cycles of large blocks, Python's LZMA
+compressor, and buffers shrunk by realloc, under kheap and its peers.
+
+    python3 bench/follow.py [--reps N] [--print]
+
+Four programs, each run under glibc's malloc and with LD_PRELOAD of
+libkheap.so, jemalloc, mimalloc and tcmalloc, interleaved (every allocator
+once, then again), --reps rounds (default 5):
+
+  cycles   tests/malloc/shrink.c `cycles`: 20 rounds of allocating 13, 17
+           and 64 MB, writing every page, freeing them (liblzma's encoder
+           does this for each compressor). Wall time of the process, and
+           the minor faults of rounds 2..20 (what it prints).
+  lzma     20 cycles of Python's lzma.LZMACompressor (preset 6) over
+           256 KiB of text each. Wall time and minor faults of the process.
+  realloc  tests/malloc/shrink.c `realloc`: 20 000 blocks of 32 KiB + 33
+           bytes written and shrunk to 10 bytes by realloc, all kept (as
+           Python's os.read(fd, 32768) does). The resident memory they add.
+  large    bench/workloads.c `large` (blocks of 256 KiB..32 MiB touched,
+           reallocated and freed; the workload suite times it): the
+           process's minor faults, wall time and peak RSS.
+
+These are the shapes where an allocator that purges too eagerly faults its
+pages in again each round, and one that keeps a shrunk block whole grows
+by its old size. tests/malloc/shrink.c checks the faults and the growth
+in `make check` (behaviour, not time); this script gives the figures,
+with time, against the peers. Results: bench/results/follow.csv and the
+"Memory that follows use" section of docs/BENCHMARKS.md, which bench/run.py
+keeps when it rewrites the rest of that file.
+
+Only the Python standard library is used.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import suite  # noqa: E402
+
+RESULTS = os.path.join(common.BENCH, "results")
+BEGIN = "<!-- follow: written by bench/follow.py -->"
+END = "<!-- end of follow -->"
+SHRINK = os.path.join(common.ROOT, "build", "malloc", "shrink")
+PYTHON = "/usr/bin/python3"
+
+# 20 compressors, each fed 256 KiB of generated text (words from a fixed
+# seed, so every run compresses the same bytes) and flushed.
+LZMA = """
+import lzma, random
+r = random.Random(7)
+words = [bytes(r.choice(b"etaoinshrdlucmfwyp") for _ in range(r.randint(2, 9)))
+         for _ in range(2000)]
+data = b" ".join(r.choice(words) for _ in range(50000))[:1 << 18]
+for _ in range(20):
+    c = lzma.LZMACompressor()
+    out = c.compress(data) + c.flush()
+    assert lzma.decompress(out) == data
+"""
+
+PROGRAMS = [
+    ("cycles", [SHRINK, "cycles"]),
+    ("lzma", [PYTHON, "-c", LZMA]),
+    ("realloc", [SHRINK, "realloc"]),
+    ("large", [suite.WORKLOADS, "large", "1", "1"]),
+]
+FIELDS = ["round", "program", "allocator", "busy_before", "wall_s", "minflt", "maxrss_kib",
+          "printed"]
+
+
+def build():
+    common.run(["make", "--no-print-directory", "build/malloc/shrink"], env=common.make_env())
+    suite.build()
+
+
+def measure(reps=5):
+    build()
+    allocs, missing = common.preloads(suite.kheap_so())
+    names = [a[0] for a in allocs]
+    by_name = dict(allocs)
+    rows = []
+
+    def run_one(config, busy):
+        prog, name = config
+        argv = dict(PROGRAMS)[prog]
+        wall, ru, printed = one_rusage(argv, by_name[name])
+        r = dict(program=prog, allocator=name, busy_before=busy, wall_s=round(wall, 4),
+                 minflt=ru.ru_minflt, maxrss_kib=ru.ru_maxrss, printed=printed)
+        rows.append(r)
+        return r
+
+    res = common.interleaved("follow", reps, [(p, n) for p, _ in PROGRAMS for n in names],
+                             run_one)
+    for (prog, name), runs in res.items():
+        for i, r in enumerate(runs):
+            r["round"] = i + 1
+    os.makedirs(RESULTS, exist_ok=True)
+    common.write_csv(os.path.join(RESULTS, "follow.csv"), rows, FIELDS)
+    return rows, names, missing
+
+
+def one_rusage(argv, preload):
+    """Run argv under preload (None: glibc's malloc), its output into a
+    file. Returns wall seconds, the child's resource usage (os.wait4:
+    minor faults, peak RSS) and what it printed."""
+    env = dict(os.environ)
+    for k in [k for k in env if k.startswith("KHEAP_") or k == "LD_PRELOAD"]:
+        del env[k]
+    if preload:
+        env["LD_PRELOAD"] = preload
+    out_path = os.path.join(common.BUILD, "follow.out")
+    os.makedirs(common.BUILD, exist_ok=True)
+    with open(out_path, "w+") as out:
+        t0 = time.monotonic()
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, out_path, os.O_WRONLY | os.O_TRUNC, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2)])
+        _, status, ru = os.wait4(pid, 0)
+        wall = time.monotonic() - t0
+        text = out.read()
+    if "cannot be preloaded" in text:
+        raise RuntimeError("%s: %s" % (preload, text.strip()))
+    if status:
+        raise RuntimeError("%s failed under %s (status %d): %s" % (
+            " ".join(argv[:2]), preload or "glibc", status, text[-800:]))
+    return wall, ru, text.strip()
+
+
+# What each program's table reports: (title, value of a run, format,
+# whether it has a target: at most 1.5 times glibc's).
+FIGURES = {
+    "cycles": [("wall time, s", lambda r: r["wall_s"], "%.3f", True),
+               ("minor faults, rounds 2-20", lambda r: int(r["printed"]), "%d", True)],
+    "lzma": [("wall time, s", lambda r: r["wall_s"], "%.3f", True),
+             ("minor faults", lambda r: r["minflt"], "%d", True)],
+    "realloc": [("RSS growth, KiB", lambda r: int(r["printed"]), "%d", True),
+                ("wall time, s", lambda r: r["wall_s"], "%.3f", False)],
+    "large": [("minor faults", lambda r: r["minflt"], "%d", False),
+              ("wall time, s", lambda r: r["wall_s"], "%.3f", False),
+              ("peak RSS, MiB", lambda r: r["maxrss_kib"] / 1024, "%.1f", False)],
+}
+
+
+def report(rows, names, missing, reps):
+    L = [BEGIN, "## Memory that follows use", "",
+         "Generated by `bench/follow.py` (part of `make bench`); %s UTC, kheap at %s, "
+         "%d interleaved rounds; medians (min–max), and kheap's median over glibc's. "
+         "kheap is libkheap.so through `LD_PRELOAD` with its defaults (decay after "
+         "`KHEAP_DECAY_MS`, 1000 ms)." % (common.utc_now(), common.kheap_commit(), reps),
+         "",
+         "- **cycles**: tests/malloc/shrink.c `cycles`, 20 rounds of allocating 13, 17 and "
+         "64 MB, writing every page and freeing them, as liblzma's encoder does for each "
+         "compressor. The faults are those of rounds 2–20: an allocator that purges the "
+         "freed blocks each round faults them in again (24 000 pages a round).",
+         "- **lzma**: 20 `lzma.LZMACompressor` objects (preset 6), each compressing 256 KiB "
+         "of generated text, in Debian's Python; the process's faults.",
+         "- **realloc**: tests/malloc/shrink.c `realloc`, 20 000 blocks of 32 KiB + 33 bytes, "
+         "each written and shrunk to 10 bytes by `realloc` and kept, as Python's "
+         "`os.read(fd, 32768)` does; the resident memory they add.",
+         "- **large**: the workload suite's `large` (`bench/workloads.c`, one thread: blocks "
+         "of 256 KiB to 32 MiB touched, reallocated and freed); the process's faults, which "
+         "purging without hysteresis would multiply.",
+         ""]
+    if missing:
+        L += ["Not measured (library not found): %s." % ", ".join(missing), ""]
+    L += common.table_head("program: figure", names, "kheap vs glibc")
+    ratios = []
+    for prog, _ in PROGRAMS:
+        for title, get, fmt, target in FIGURES[prog]:
+            vals = {n: [get(r) for r in rows if r["program"] == prog and r["allocator"] == n]
+                    for n in names}
+            line, med = common.table_row("%s: %s" % (prog, title), names, vals, fmt)
+            L.append(line)
+            if target and med.get("glibc"):
+                ratios.append(("%s %s" % (prog, title.split(",")[0]),
+                               med["kheap"] / med["glibc"]))
+    busy = max(r["busy_before"] for r in rows)
+    L += ["", "Against the targets (each at most 1.5 times glibc's; large has none against "
+          "glibc, only kheap's own figure before decay, 88 647 faults): %s." % ", ".join(
+        "%s **%.2f**" % (k, v) for k, v in ratios),
+        "", "The machine was busy at most %.0f %% before a run (other work on it)." %
+        (100 * busy), "", END, ""]
+    return "\n".join(L)
+
+
+def main():
+    ap = common.section_parser(__doc__)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    rows, names, missing = measure(args.reps)
+    return common.show_section(args, report(rows, names, missing, args.reps), BEGIN, END)
+
+
+if __name__ == "__main__":
+    common.script_main(main, "bench/follow.py")
