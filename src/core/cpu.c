@@ -428,7 +428,7 @@ static kh_always_inline unsigned swap_settle(kheap_t *h, struct kheap_cache *c, 
             if (alloc)
                 *cc->top = NULL; /* as alloc_front */
 #endif
-            done = *misses % KH_SWAP_POLL_EVERY ? 1u : KH_SWAP_POLL;
+            done = *misses % KH_SWAP_POLL_EVERY ? KH_SWAP_DONE : KH_SWAP_POLL;
         }
         busy_off(h, c, cpu);
     }

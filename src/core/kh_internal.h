@@ -1125,11 +1125,12 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
  * empty and previous full (loaded full and previous empty) swap, and the
  * pop (push) is made, as kh_cpu_alloc_slow (kh_cpu_free_slow) would, with
  * no lock taken and nothing moved between layers. 0, and nothing
- * changed, for every other miss; else 1, or KH_SWAP_POLL when the CPU's
- * count of its misses of c (allocations or frees) is a multiple of
- * KH_SWAP_POLL_EVERY: the caller then polls the clock as the rest of the
+ * changed, for every other miss; else KH_SWAP_DONE, or KH_SWAP_POLL when
+ * the CPU's count of its misses of c (allocations or frees) is a multiple
+ * of KH_SWAP_POLL_EVERY: the caller then polls the clock as the rest of the
  * miss path would, so that a load whose misses are all swaps still ends
  * decay epochs and answers reclaim requests (kmalloc.c, decay_poll). */
+#define KH_SWAP_DONE 1u
 #define KH_SWAP_POLL 2u
 #define KH_SWAP_POLL_EVERY 16u
 unsigned kh_cpu_alloc_swap(kheap_t *h, struct kheap_cache *c, void **out);

@@ -261,7 +261,7 @@ static kh_noinline void *alloc_miss(kheap_t *h, struct kheap_cache *c)
      * moved), and takes the deferred frees as every miss does. */
     void *p;
     unsigned swapped = kh_cpu_alloc_swap(h, c, &p);
-    if (swapped != 1)
+    if (swapped != KH_SWAP_DONE)
         decay_poll(h);
     deferred_drain(h);
     if (swapped)
@@ -542,7 +542,7 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
     }
     kheap_port_cpu_exit(cpu);
     unsigned swapped = kh_cpu_free_swap(h, c, ptr); /* (as alloc_miss) */
-    if (swapped != 1)
+    if (swapped != KH_SWAP_DONE)
         decay_poll(h);
     if (!swapped)
         kh_cpu_free_slow(h, c, ptr);
