@@ -170,13 +170,11 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * a CPU's are. */
 __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 #if KH_HOSTED_TX
-struct kh_hosted_cell kh_hosted_idle = {&kh_cpu_sentinel}; /* never written */
-struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS] = {
-    [0 ... KH_TBL_NEG + KH_TBL_CPUS - 1] = &kh_hosted_idle};
-/* The cells of the CPUs (per CPU) or of the owned slots (per thread),
- * published into kh_hosted_tbl when the mode is chosen. */
-static struct kh_hosted_cell cells[KHEAP_MAX_CPUS] = {
-    [0 ... KHEAP_MAX_CPUS - 1] = {&kh_cpu_sentinel}};
+struct kh_hosted_cell kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS];
+const uintptr_t kh_hosted_sb = (uintptr_t)&kh_cpu_sentinel;
+/* The cell of CPU c (per CPU) or of owned slot c (per thread), once the
+ * mode is chosen. */
+#define cell_of(c) (&kh_hosted_cpus[kh_hosted_rseq ? (int)(c) : KH_TBL_SLOT(c)])
 const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
 const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
 #else
@@ -298,8 +296,8 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
 /* Per-CPU mode (KH_HOSTED_TX, hosted_cpu.h).
  *
  * Chosen once, by the first kh_hosted_slot_take of the process (before
- * any slot or CPU is handed out, so every entry of kh_hosted_cpus is
- * still kh_hosted_idle and every hit path misses until then): per-CPU if
+ * any slot or CPU is handed out, so every cell of kh_hosted_cpus still
+ * holds the sentinel and every hit path misses until then): per-CPU if
  * glibc registered rseq for this thread (__rseq_size > 0 and the kernel
  * has written a CPU number); else per-thread slots. glibc registers every
  * thread of a process alike (GLIBC_TUNABLES glibc.pthread.rseq=0 turns it
@@ -397,15 +395,9 @@ static void mode_choose(void)
         mode_fence = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0,
                              0) == 0;
     }
-    /* The cells (each the sentinel until its CPU or slot has a state):
-     * the CPUs' per CPU, else the owned slots'. Published before the mode
-     * flag, which claims, reach and fork read first. */
-    bool per_cpu = mode_cpus > 0;
-    unsigned n = per_cpu ? mode_cpus : KH_HOSTED_OWNED;
-    for (unsigned i = 0; i < n; i++)
-        __atomic_store_n(&kh_hosted_cpus[per_cpu ? (int)i : KH_TBL_SLOT(i)], &cells[i],
-                         __ATOMIC_RELEASE);
-    if (per_cpu)
+    /* The cells in use (cell_of: the CPUs' per CPU, else the owned
+     * slots') hold the sentinel until their CPU or slot has a state. */
+    if (mode_cpus > 0)
         __atomic_store_n(&kh_hosted_rseq, 1, __ATOMIC_RELEASE);
 #else
     mode_why = "no restartable sequences in this build";
@@ -436,12 +428,14 @@ static void tx_index_set(int idx)
 static unsigned cpu_claim(void)
 {
     uintptr_t t, cell;
-    struct kh_cpu *old;
+    uintptr_t old;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
                  "cmp %[n], %[t]\n\t" /* unsigned: a negative index too */
                  "jae %l[never]\n\t"
-                 "mov (%[tbl], %[t], 8), %[cell]\n\t"
+                 "mov %[t], %[cell]\n\t"
+                 "shl %[cs], %[cell]\n\t"
+                 "add %[tbl], %[cell]\n\t"
                  "mov (%[cell]), %[old]\n\t"
                  "cmp %[cl], %[old]\n\t"
                  "je %l[busy]\n\t"
@@ -449,11 +443,11 @@ static unsigned cpu_claim(void)
                  "2:\n\t"
                  "jne %l[busy]\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [old] "=&a"(old), [cell] "=&r"(cell)
-                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [cl] "r"(&kh_cpu_claimed),
-                   [n] "r"((uintptr_t)mode_cpus)
+                 : [rs] "r"(__rseq_offset), [tbl] "r"(kh_hosted_cpus), [cs] "i"(KH_CELL_SHIFT),
+                   [cl] "r"(kh_cell_word(&kh_cpu_claimed)), [n] "r"((uintptr_t)mode_cpus)
                  : "memory", "cc"
                  : busy, never);
-    cpu_saved(t) = old;
+    cpu_saved(t) = kh_cell_state(old);
     return (unsigned)t;
 busy:
     return KHEAP_CPU_NONE;
@@ -466,12 +460,12 @@ never:
  * false if it is claimed. */
 static bool cpu_claim_at(unsigned c)
 {
-    struct kh_cpu *old = __atomic_load_n(&cells[c].pc, __ATOMIC_RELAXED);
-    if (old == &kh_cpu_claimed ||
-        !__atomic_compare_exchange_n(&cells[c].pc, &old, &kh_cpu_claimed, false,
-                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    uintptr_t claimed = kh_cell_word(&kh_cpu_claimed);
+    uintptr_t old = __atomic_load_n(&cell_of(c)->off, __ATOMIC_RELAXED);
+    if (old == claimed || !__atomic_compare_exchange_n(&cell_of(c)->off, &old, claimed, false,
+                                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return false;
-    cpu_saved(c) = old;
+    cpu_saved(c) = kh_cell_state(old);
     return true;
 }
 
@@ -505,7 +499,7 @@ void kh_hosted_slot_give(unsigned slot)
     }
 #if KH_HOSTED_TX
     /* A claimed CPU: its state back to the hit paths. */
-    __atomic_store_n(&cells[slot].pc, cpu_saved(slot), __ATOMIC_RELEASE);
+    __atomic_store_n(&cell_of(slot)->off, kh_cell_word(cpu_saved(slot)), __ATOMIC_RELEASE);
 #endif
 }
 
@@ -517,7 +511,7 @@ void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc)
     if (kh_hosted_rseq)
         cpu_saved(cpu) = pc; /* published when the claim ends */
     else
-        __atomic_store_n(&cells[cpu].pc, pc, __ATOMIC_RELEASE);
+        __atomic_store_n(&cell_of(cpu)->off, kh_cell_word(pc), __ATOMIC_RELEASE);
 #else
     kh_hosted_cpu_local = pc;
 #endif

@@ -97,33 +97,52 @@ static inline void kheap_port_cpu_exit_fast(unsigned cpu)
 #define KHEAP_PORT_CPU_LOCAL 1
 #if KH_HOSTED_TX
 /* The default heap's state by the index in the cpu_id word of the
- * thread's rseq area (hosted_tx.h), signed, through a cell: entry i of
- * kh_hosted_cpus is a cell, whose word is the state. With rseq, the
- * kernel keeps the CPU number there: entry i is CPU i's cell, whose word
- * is the CPU's state, or kh_cpu_claimed while a slow path has the CPU
- * (hosted.c); the kernel's -1 (not yet registered) and glibc's -2
- * (registration failed) index kh_hosted_idle, whose word is the
- * sentinel. Without rseq, the port writes KH_TBL_SLOT(slot) there for a
- * thread that owns a slot: negative, so glibc's sched_getcpu still asks
- * the kernel, and that entry is the slot's cell. Every entry is
- * &kh_hosted_idle until the mode is chosen. The table has an entry for
- * every CPU number an x86-64 kernel may have (its NR_CPUS is at most
- * 8192), so the sequences index it with no bound check; only CPUs below
- * KH_HOSTED_OWNED ever get a cell (hosted.c: mode_cpus). A cell is alone
- * on its cache line: claims write it, and a line shared by two CPUs'
- * words would be fetched again by every hit path of one after each claim
- * of the other (256 threads on 2 CPUs: 147 M pairs/s with a flat table
- * of words, 200 with cells). */
+ * thread's rseq area (hosted_tx.h), signed: entry i of kh_hosted_cpus is
+ * a cell, a word alone on its cache line that holds the state as its
+ * distance from kh_cpu_sentinel (so 0, the sentinel, in every cell never
+ * set, and the table is zero-filled memory the program never touches
+ * beyond the cells in use). With rseq, the kernel keeps the CPU number
+ * there: entry i is CPU i's cell, whose word is the CPU's state, or
+ * kh_cpu_claimed while a slow path has the CPU (hosted.c); the kernel's
+ * -1 (not yet registered) and glibc's -2 (registration failed) index
+ * cells never set. Without rseq, the port writes KH_TBL_SLOT(slot) there
+ * for a thread that owns a slot: negative, so glibc's sched_getcpu still
+ * asks the kernel, and that entry is the slot's cell. The table has an
+ * entry for every CPU number an x86-64 kernel may have (its NR_CPUS is at
+ * most 8192), so the sequences index it with no bound check; only CPUs
+ * below KH_HOSTED_OWNED (per CPU) or the owned slots (per thread) ever
+ * have their cell set (hosted.c: mode_cpus). A cell is alone on its
+ * cache line: claims write it, and a line shared by two CPUs' words
+ * would be fetched again by every hit path of one after each claim of
+ * the other (256 threads on 2 CPUs: 147 M pairs/s with a flat table of
+ * words, 200 with cells). The cells are the table's entries, not reached
+ * through it: one dependent load fewer on every hit path. */
 struct kh_hosted_cell {
-    struct kh_cpu *pc;
+    uintptr_t off; /* the state's address less kh_cpu_sentinel's */
 } __attribute__((aligned(KHEAP_CACHE_LINE)));
+#define KH_CELL_SHIFT 6
+_Static_assert(sizeof(struct kh_hosted_cell) == 1u << KH_CELL_SHIFT,
+               "the sequences index the table by shifting");
 #define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
 #define KH_TBL_CPUS 8192u
 #define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
-extern struct kh_hosted_cell *kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
+extern struct kh_hosted_cell kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS]
     __attribute__((visibility("hidden")));
-extern struct kh_hosted_cell kh_hosted_idle __attribute__((visibility("hidden")));
 #define kh_hosted_cpus (kh_hosted_tbl + KH_TBL_NEG)
+/* &kh_cpu_sentinel, which the sequences add to a cell's word from
+ * memory: a load whose address is known from the start, off the chain of
+ * loads that leads to the front, where a register would be one more
+ * the free's sequence does not have to spare. */
+extern const uintptr_t kh_hosted_sb __attribute__((visibility("hidden")));
+/* A cell's word for state pc, and the state a word holds. */
+static inline uintptr_t kh_cell_word(const struct kh_cpu *pc)
+{
+    return (uintptr_t)pc - (uintptr_t)&kh_cpu_sentinel;
+}
+static inline struct kh_cpu *kh_cell_state(uintptr_t w)
+{
+    return (struct kh_cpu *)((uintptr_t)&kh_cpu_sentinel + w);
+}
 extern const ptrdiff_t __rseq_offset; /* glibc >= 2.35 */
 /* The cpu_id word of this thread's rseq area. */
 static inline int *kh_hosted_index_word(void)
@@ -139,8 +158,7 @@ static inline int kh_hosted_index(void)
  * front's contents. */
 static inline struct kh_cpu *kheap_port_cpu_local(void)
 {
-    return __atomic_load_n(&__atomic_load_n(&kh_hosted_cpus[kh_hosted_index()], __ATOMIC_RELAXED)->pc,
-                           __ATOMIC_RELAXED);
+    return kh_cell_state(__atomic_load_n(&kh_hosted_cpus[kh_hosted_index()].off, __ATOMIC_RELAXED));
 }
 #define KHEAP_PORT_CPU_TX_HEADER "port/hosted_tx.h"
 

@@ -58,9 +58,10 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
     uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "shl %[cs], %[t]\n\t"
                  "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t], 8), %[cc]\n\t"
-                 "mov (%[cc]), %[cc]\n\t"
+                 "mov (%[cc], %[t]), %[cc]\n\t"
+                 "add %[sb], %[cc]\n\t"
                  ".if %c[direct]\n\t"
                  "mov %c[D](%[cc], %[x]), %[cc]\n\t"
                  ".else\n\t"
@@ -76,7 +77,8 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
                  "movdqu %%xmm0, 8(%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [x] "r"(x), [D] "i"(D),
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
+                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [D] "i"(D),
                    [direct] "i"(direct ? 1 : 0), [base] "i"(offsetof(struct kh_cc, base)),
                    [add] "m"(kh_tx_pop_add)
                  : "xmm0", "memory", "cc"
@@ -105,9 +107,10 @@ static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg,
     uintptr_t t, cc, u;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "shl %[cs], %[t]\n\t"
                  "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t], 8), %[cc]\n\t"
-                 "mov (%[cc]), %[cc]\n\t"
+                 "mov (%[cc], %[t]), %[cc]\n\t"
+                 "add %[sb], %[cc]\n\t"
                  "add %[tag], %[cc]\n\t"
                  "mov %[off], %[t]\n\t"
                  "imul %c[div](%[cc]), %[t]\n\t"
@@ -137,7 +140,8 @@ static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg,
                  "movdqu %%xmm0, (%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc), [u] "=&r"(u)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [tag] "r"(tag),
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
+                   [sb] "m"(kh_hosted_sb), [tag] "r"(tag),
                    [off] "r"(off), [pg] "r"(pg), [p] "r"(p), [w] "r"(w),
                    [div] "i"(offsetof(struct kh_cc, divtest)),
                    [lim] "i"(offsetof(struct kh_cc, slot_lim)),
