@@ -1339,6 +1339,9 @@ static void live_start(void)
  * value is reported on stderr, naming the variable and the value, and the
  * default stays. */
 
+/* The decay epoch set at start (KHEAP_DECAY_MS), for KHEAP_VERBOSE. */
+static unsigned decay_ms = KHEAP_DECAY_MS;
+
 static void options_start(void)
 {
     size_t slack = KHEAP_PURGE_SLACK, min = KHEAP_PURGE_MIN;
@@ -1370,9 +1373,10 @@ static void options_start(void)
         const char *p = v;
         while (*p >= '0' && *p <= '9' && ms <= 86400000u)
             ms = ms * 10 + (size_t)(*p++ - '0');
-        if (p != v && !*p && ms <= 86400000u)
+        if (p != v && !*p && ms <= 86400000u) {
             kheap_set_decay(kheap_default(), (unsigned)ms);
-        else
+            decay_ms = (unsigned)ms;
+        } else
             bad_option("KHEAP_DECAY_MS", v, "not a count of milliseconds up to 86400000");
     }
 #if KHEAP_REDZONE
@@ -1436,14 +1440,17 @@ __attribute__((constructor)) static void shim_start(void)
                      cpus, why[0] ? "; " : "", why);
         else
             snprintf(mode, sizeof mode, "%u per-thread slots (%s)", (unsigned)KHEAP_MAX_CPUS, why);
+        char decay[40] = "decay off";
+        if (decay_ms)
+            snprintf(decay, sizeof decay, "decay epoch %u ms", decay_ms);
         int n = snprintf(report_buf, sizeof report_buf,
                          "kheap: %s: default heap %p, %zu MiB in %zu region(s) "
                          "(%zu pages), page size %zu, %s, purge slack %zu, "
-                         "purge minimum %zu\n",
+                         "purge minimum %zu, %s\n",
                          KHEAP_HOSTED_RSEQ ? "libkheap-percpu.so" : "libkheap.so", (void *)h,
                          (size_t)(s.heap_total >> 20), (size_t)s.region_count,
                          s.heap_total / KHEAP_PAGE_SIZE, (size_t)KHEAP_PAGE_SIZE, mode,
-                         purge_slack, purge_min);
+                         purge_slack, purge_min, decay);
         if (n > 0)
             put_err(report_buf, bounded((size_t)n));
     }

@@ -214,6 +214,13 @@ case "$line" in
     echo "ok - KHEAP_VERBOSE: libkheap.so keeps per-thread slots" ;;
 *) echo "not ok - KHEAP_VERBOSE of libkheap.so: $line" ;;
 esac
+# ... and the decay epoch KHEAP_DECAY_MS set (0: off).
+line=$(env KHEAP_DECAY_MS=250 KHEAP_VERBOSE=1 LD_PRELOAD="$SO" true 2>&1 | grep '^kheap: libkheap.so:')
+off=$(env KHEAP_DECAY_MS=0 KHEAP_VERBOSE=1 LD_PRELOAD="$SO" true 2>&1 | grep '^kheap: libkheap.so:')
+case "$line/$off" in
+*", decay epoch 250 ms"*/*", decay off"*) echo "ok - KHEAP_VERBOSE gives the decay epoch" ;;
+*) echo "not ok - KHEAP_VERBOSE with KHEAP_DECAY_MS=250 and 0: $line / $off" ;;
+esac
 out=$(LD_PRELOAD="$SO" sort "$0" 2>&1 >/dev/null)
 if [ -z "$out" ]; then
     echo "ok - silent without KHEAP_STATS"
