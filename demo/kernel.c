@@ -544,6 +544,62 @@ static bool reclaim_asks_cpus(unsigned n)
                "CPU %u answered one request twice (%zu bytes)", c, answered[c]);
     return true;
 }
+
+/* Decay on bare metal, where the port has no clock: the kernel drives it
+ * by calling kheap_tick with a clock of its own, from a timer or its idle
+ * loop. Here CPU 0 calls it once a millisecond of the architecture's
+ * clock, with 20 ms epochs, after freeing blocks it will not use again:
+ * what stays idle goes down the layers with no kheap_reclaim, depot
+ * magazines to their slabs, then the slabs they empty to the page layer.
+ * (The CPUs' own magazines stay theirs: kheap_reclaim and kheap_cpu_poll
+ * take those, above.) */
+#define DECAY_EPOCH_MS 20u
+#define DECAY_BLOCKS 4000u
+static void *decay_blocks[DECAY_BLOCKS];
+
+static bool tick_decays_idle_memory(void)
+{
+    kheap_t *h = kheap_default();
+    struct kheap_stats s0, s1;
+    kheap_get_stats(h, &s0);
+    size_t n = s0.heap_total / 8 / 256;
+    if (n > DECAY_BLOCKS)
+        n = DECAY_BLOCKS;
+    for (size_t i = 0; i < n; i++) {
+        decay_blocks[i] = kmalloc(256);
+        PCHECK(decay_blocks[i], "kmalloc(256) %zu of %zu failed", i, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        kfree(decay_blocks[i]);
+    kheap_get_stats(h, &s0);
+    PCHECK(s0.depot_bytes > 0, "%zu blocks of 256 bytes freed, and the depots hold nothing", n);
+    PCHECK(kheap_set_decay(h, DECAY_EPOCH_MS) == KHEAP_OK, "kheap_set_decay refused");
+    uint64_t hz = arch_tick_hz(), t0 = arch_ticks(), ms = 0;
+    size_t back = 0;
+    unsigned ticks = 0;
+    s1 = s0;
+    while ((s1.depot_bytes || s1.empty_slab_bytes) && ms < 2000) {
+        uint64_t now = (arch_ticks() - t0) * 1000 / hz;
+        if (now == ms && ticks)
+            continue; /* once a millisecond */
+        ms = now;
+        back += kheap_tick(h, ms);
+        ticks++;
+        kheap_get_stats(h, &s1);
+    }
+    kheap_set_decay(h, KHEAP_DECAY_MS);
+    kt_printf("# tick_decays_idle_memory: %zu blocks of 256 bytes freed; depots %zu -> %zu, "
+              "empty slabs %zu -> %zu bytes after %u calls of kheap_tick over %llu ms "
+              "(%u ms epochs, %zu bytes given back)",
+              n, s0.depot_bytes, s1.depot_bytes, s0.empty_slab_bytes, s1.empty_slab_bytes,
+              ticks, (unsigned long long)ms, DECAY_EPOCH_MS, back);
+    PCHECK(s1.depot_bytes == 0 && s1.empty_slab_bytes == 0,
+           "after %llu ms of ticks the depots hold %zu bytes and empty slabs %zu",
+           (unsigned long long)ms, s1.depot_bytes, s1.empty_slab_bytes);
+    PCHECK(ms >= 2 * DECAY_EPOCH_MS, "idle memory went back after %llu ms, within two epochs",
+           (unsigned long long)ms);
+    return true;
+}
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -640,6 +696,7 @@ void kernel_main(void)
 #endif
 #if KHEAP_PERCPU /* (a heap with no magazines has nothing to ask for) */
     result("reclaim_asks_cpus", reclaim_asks_cpus(n));
+    result("tick_decays_idle_memory", tick_decays_idle_memory());
 #endif
 #if DEMO_SMALL
     /* Heaps of their own (kheap_init) over an arena of 64 KiB, apart from

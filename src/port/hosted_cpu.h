@@ -120,9 +120,9 @@ static inline void kheap_port_cpu_exit_fast(unsigned cpu)
 struct kh_hosted_cell {
     uintptr_t off; /* the state's address less kh_cpu_sentinel's */
 } __attribute__((aligned(KHEAP_CACHE_LINE)));
-#define KH_CELL_SHIFT 6
-_Static_assert(sizeof(struct kh_hosted_cell) == 1u << KH_CELL_SHIFT,
-               "the sequences index the table by shifting");
+/* The sequences index the table by shifting (a cell is a power of two:
+ * KHEAP_CACHE_LINE is one). */
+#define KH_CELL_SHIFT __builtin_ctz(sizeof(struct kh_hosted_cell))
 #define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
 #define KH_TBL_CPUS 8192u
 #define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
