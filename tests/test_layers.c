@@ -360,6 +360,38 @@ TEST(runs_split_and_coalesce_both_sides)
     kt_heap_close(&t);
 }
 
+/* A run takes a free run of its own bin that holds it before it splits a
+ * longer one (pages.c: a program allocating blocks of a few sizes in turn
+ * otherwise walks up into fresh pages). */
+TEST(runs_fit_in_their_own_bin_first)
+{
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
+    size_t all = h->free_pages;
+    CHECK(kh_bin_min(kh_bin_of(17)) < 17 && kh_bin_of(17) != kh_bin_of(70),
+          "17 pages share no bin with shorter runs, or 70 pages share theirs");
+    struct kh_page *a = run_alloc(h, 17, 0), *s1 = run_alloc(h, 1, 0);
+    struct kh_page *b = run_alloc(h, 70, 0), *s2 = run_alloc(h, 1, 0);
+    CHECK(a && s1 && b && s2, "runs of 17, 1, 70, 1 pages: %p %p %p %p", (void *)a, (void *)s1,
+          (void *)b, (void *)s2);
+    run_free(h, b); /* the live runs of one page keep the two apart */
+    run_free(h, a);
+    struct kh_page *c = run_alloc(h, 17, 0);
+    CHECK(c == a, "17 pages came from the run at page %zu (%s), not from the free run of 17",
+          (size_t)(c - h->regions[0].pages), c == b ? "the free run of 70" : "elsewhere");
+    struct kh_page *d = run_alloc(h, 70, 0);
+    CHECK(d == b, "70 pages came from page %zu, not from the free run of 70 left whole",
+          (size_t)(d - h->regions[0].pages));
+    run_free(h, c);
+    run_free(h, d);
+    run_free(h, s1);
+    run_free(h, s2);
+    CHECK(free_runs(h) == 1 && h->free_pages == all, "all merged: %zu runs, %zu pages",
+          free_runs(h), h->free_pages);
+    kt_heap_close(&t);
+}
+
 TEST(aligned_runs_and_in_place_resize)
 {
     struct kt_heap t;
@@ -486,6 +518,7 @@ int main(void)
     RUN(power_of_two_classes_aligned_to_size);
     RUN(region_lookup_bounds_and_many_regions);
     RUN(runs_split_and_coalesce_both_sides);
+    RUN(runs_fit_in_their_own_bin_first);
     RUN(aligned_runs_and_in_place_resize);
     RUN(metadata_budget);
     RUN(check_finds_damage);
