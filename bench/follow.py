@@ -9,11 +9,12 @@ libkheap.so, jemalloc, mimalloc and tcmalloc, interleaved (every allocator
 once, then again), --reps rounds (default 5):
 
   cycles   tests/malloc/shrink.c `cycles`: 20 rounds of allocating 13, 17
-           and 64 MB, writing every page, freeing them (liblzma's encoder
+           and 64 MiB, writing every page, freeing them (liblzma's encoder
            does this for each compressor). Wall time of the process, and
            the minor faults of rounds 2..20 (what it prints).
   lzma     20 cycles of Python's lzma.LZMACompressor (preset 6) over
-           256 KiB of text each. Wall time and minor faults of the process.
+           256 KiB of text each. Wall time, minor faults and peak RSS of
+           the process.
   realloc  tests/malloc/shrink.c `realloc`: 20 000 blocks of 32 KiB + 33
            bytes written and shrunk to 10 bytes by realloc, all kept (as
            Python's os.read(fd, 32768) does). The resident memory they add.
@@ -25,15 +26,17 @@ These are the shapes where an allocator that purges too eagerly faults its
 pages in again each round, and one that keeps a shrunk block whole grows
 by its old size. tests/malloc/shrink.c checks the faults and the growth
 in `make check` (behaviour, not time); this script gives the figures,
-with time, against the peers. Results: bench/results/follow.csv and the
+with time, against the peers. Each program runs under /usr/bin/time,
+which gives its wall time, minor faults and peak RSS. Results: bench/results/follow.csv and the
 "Memory that follows use" section of docs/BENCHMARKS.md, which bench/run.py
 keeps when it rewrites the rest of that file.
 
 Only the Python standard library is used.
 """
 import os
+import shutil
+import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -43,7 +46,10 @@ RESULTS = os.path.join(common.BENCH, "results")
 BEGIN = "<!-- follow: written by bench/follow.py -->"
 END = "<!-- end of follow -->"
 SHRINK = os.path.join(common.ROOT, "build", "malloc", "shrink")
-PYTHON = "/usr/bin/python3"
+# The distribution's Python (as bench/cpython.py), else the one on PATH.
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else (
+    shutil.which("python3") or sys.executable)
+TIME = "/usr/bin/time"
 
 # 20 compressors, each fed 256 KiB of generated text (words from a fixed
 # seed, so every run compresses the same bytes) and flushed.
@@ -70,8 +76,10 @@ FIELDS = ["round", "program", "allocator", "busy_before", "wall_s", "minflt", "m
 
 
 def build():
+    common.require([TIME, PYTHON])
     common.run(["make", "--no-print-directory", "build/malloc/shrink"], env=common.make_env())
     suite.build()
+    common.require([SHRINK, suite.WORKLOADS])
 
 
 def measure(reps=5):
@@ -83,10 +91,11 @@ def measure(reps=5):
 
     def run_one(config, busy):
         prog, name = config
-        argv = dict(PROGRAMS)[prog]
-        wall, ru, printed = one_rusage(argv, by_name[name])
-        r = dict(program=prog, allocator=name, busy_before=busy, wall_s=round(wall, 4),
-                 minflt=ru.ru_minflt, maxrss_kib=ru.ru_maxrss, printed=printed)
+        preload = by_name[name]
+        origin = os.path.basename(preload).split(".so")[0] if preload else "libc.so"
+        wall, minflt, rss, printed = one_run(prog, dict(PROGRAMS)[prog], preload, origin)
+        r = dict(program=prog, allocator=name, busy_before=busy, wall_s=wall, minflt=minflt,
+                 maxrss_kib=rss, printed=printed)
         rows.append(r)
         return r
 
@@ -100,61 +109,71 @@ def measure(reps=5):
     return rows, names, missing
 
 
-def one_rusage(argv, preload):
-    """Run argv under preload (None: glibc's malloc), its output into a
-    file. Returns wall seconds, the child's resource usage (os.wait4:
-    minor faults, peak RSS) and what it printed."""
-    env = dict(os.environ)
-    for k in [k for k in env if k.startswith("KHEAP_") or k == "LD_PRELOAD"]:
-        del env[k]
+def one_run(prog, argv, preload, origin):
+    """Run argv under preload (None: glibc's malloc) and /usr/bin/time.
+    Returns wall seconds, minor faults, peak RSS (KiB) and the figure the
+    program printed, if it prints one (its last line)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KHEAP_") and k != "LD_PRELOAD"}
     if preload:
         env["LD_PRELOAD"] = preload
-    out_path = os.path.join(common.BUILD, "follow.out")
+    tf = os.path.join(common.BUILD, "follow-time.out")
     os.makedirs(common.BUILD, exist_ok=True)
-    with open(out_path, "w+") as out:
-        t0 = time.monotonic()
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 1, out_path, os.O_WRONLY | os.O_TRUNC, 0),
-            (os.POSIX_SPAWN_DUP2, 1, 2)])
-        _, status, ru = os.wait4(pid, 0)
-        wall = time.monotonic() - t0
-        text = out.read()
-    if "cannot be preloaded" in text:
-        raise RuntimeError("%s: %s" % (preload, text.strip()))
-    if status:
-        raise RuntimeError("%s failed under %s (status %d): %s" % (
-            " ".join(argv[:2]), preload or "glibc", status, text[-800:]))
-    return wall, ru, text.strip()
+    p = subprocess.run([TIME, "-o", tf, "-f", "%e %R %M"] + argv, env=env, cwd=common.ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    if "cannot be preloaded" in p.stderr:
+        raise RuntimeError("%s: %s" % (preload, p.stderr.strip()))
+    if p.returncode:
+        raise RuntimeError("%s failed under %s (exit %d): %s%s" % (
+            prog, preload or "glibc", p.returncode, p.stdout[-500:], p.stderr[-500:]))
+    with open(tf) as f:
+        wall, minflt, rss = f.read().split()[-3:]
+    printed = ""
+    if prog == "large":
+        # The workload names where its malloc came from: the preload must
+        # have taken.
+        res = common.parse_result(p.stdout)
+        if origin not in res["malloc_from"]:
+            raise RuntimeError("large: malloc comes from %s, not %s: preload failed"
+                               % (res["malloc_from"], origin))
+    elif prog != "lzma":
+        printed = p.stdout.strip().splitlines()[-1]
+        if not printed.isdigit():
+            raise RuntimeError("%s printed no figure: %s" % (prog, p.stdout[-500:]))
+    return float(wall), int(minflt), int(rss), printed
 
 
 # What each program's table reports: (title, value of a run, format,
 # whether it has a target: at most 1.5 times glibc's).
 FIGURES = {
-    "cycles": [("wall time, s", lambda r: r["wall_s"], "%.3f", True),
+    "cycles": [("wall time, s", lambda r: r["wall_s"], "%.2f", True),
                ("minor faults, rounds 2-20", lambda r: int(r["printed"]), "%d", True)],
-    "lzma": [("wall time, s", lambda r: r["wall_s"], "%.3f", True),
-             ("minor faults", lambda r: r["minflt"], "%d", True)],
-    "realloc": [("RSS growth, KiB", lambda r: int(r["printed"]), "%d", True),
-                ("wall time, s", lambda r: r["wall_s"], "%.3f", False)],
+    "lzma": [("wall time, s", lambda r: r["wall_s"], "%.2f", True),
+             ("minor faults", lambda r: r["minflt"], "%d", True),
+             ("peak RSS, MiB", lambda r: r["maxrss_kib"] / 1024, "%.1f", False)],
+    "realloc": [("RSS growth, KiB", lambda r: int(r["printed"]), "%d", True)],
     "large": [("minor faults", lambda r: r["minflt"], "%d", False),
-              ("wall time, s", lambda r: r["wall_s"], "%.3f", False),
+              ("wall time, s", lambda r: r["wall_s"], "%.2f", False),
               ("peak RSS, MiB", lambda r: r["maxrss_kib"] / 1024, "%.1f", False)],
 }
 
 
 def report(rows, names, missing, reps):
+    version = common.run([PYTHON, "-c", "import platform; print(platform.python_version())"])
+    version = version.strip()
     L = [BEGIN, "## Memory that follows use", "",
          "Generated by `bench/follow.py` (part of `make bench`); %s UTC, kheap at %s, "
-         "%d interleaved rounds; medians (min–max), and kheap's median over glibc's. "
+         "%d interleaved rounds; medians (min–max), and kheap's median over glibc's. Wall time, "
+         "minor faults and peak RSS are `/usr/bin/time`'s for the whole process. "
          "kheap is libkheap.so through `LD_PRELOAD` with its defaults (decay after "
          "`KHEAP_DECAY_MS`, 1000 ms)." % (common.utc_now(), common.kheap_commit(), reps),
          "",
          "- **cycles**: tests/malloc/shrink.c `cycles`, 20 rounds of allocating 13, 17 and "
-         "64 MB, writing every page and freeing them, as liblzma's encoder does for each "
+         "64 MiB, writing every page and freeing them, as liblzma's encoder does for each "
          "compressor. The faults are those of rounds 2–20: an allocator that purges the "
          "freed blocks each round faults them in again (24 000 pages a round).",
          "- **lzma**: 20 `lzma.LZMACompressor` objects (preset 6), each compressing 256 KiB "
-         "of generated text, in Debian's Python; the process's faults.",
+         "of generated text, in Python %s; the process's faults and peak RSS." % version,
          "- **realloc**: tests/malloc/shrink.c `realloc`, 20 000 blocks of 32 KiB + 33 bytes, "
          "each written and shrunk to 10 bytes by `realloc` and kept, as Python's "
          "`os.read(fd, 32768)` does; the resident memory they add.",
@@ -172,12 +191,11 @@ def report(rows, names, missing, reps):
                     for n in names}
             line, med = common.table_row("%s: %s" % (prog, title), names, vals, fmt)
             L.append(line)
-            if target and med.get("glibc"):
+            if target and "kheap" in med and med.get("glibc"):
                 ratios.append(("%s %s" % (prog, title.split(",")[0]),
                                med["kheap"] / med["glibc"]))
     busy = max(r["busy_before"] for r in rows)
-    L += ["", "Against the targets (each at most 1.5 times glibc's; large has none against "
-          "glibc, only kheap's own figure before decay, 88 647 faults): %s." % ", ".join(
+    L += ["", "Against the targets (each at most 1.5 times glibc's): %s." % ", ".join(
         "%s **%.2f**" % (k, v) for k, v in ratios),
         "", "The machine was busy at most %.0f %% before a run (other work on it)." %
         (100 * busy), "", END, ""]
