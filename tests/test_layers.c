@@ -360,33 +360,54 @@ TEST(runs_split_and_coalesce_both_sides)
     kt_heap_close(&t);
 }
 
-/* A run takes a free run of its own bin that holds it before it splits a
- * longer one (pages.c: a program allocating blocks of a few sizes in turn
- * otherwise walks up into fresh pages). */
+/* A run takes the shortest free run of its own bin that holds it before
+ * it splits a longer one (pages.c: a program allocating blocks of a few
+ * sizes in turn otherwise walks up into fresh pages), and a run of its
+ * bin too short for it is left alone. */
+static size_t page_of(kheap_t *h, const struct kh_page *d)
+{
+    return (size_t)(d - h->regions[0].pages);
+}
+
 TEST(runs_fit_in_their_own_bin_first)
 {
     struct kt_heap t;
     kt_heap_open(&t, 4u << 20);
     kheap_t *h = t.h;
     size_t all = h->free_pages;
-    CHECK(kh_bin_min(kh_bin_of(17)) < 17 && kh_bin_of(17) != kh_bin_of(70),
-          "17 pages share no bin with shorter runs, or 70 pages share theirs");
-    struct kh_page *a = run_alloc(h, 17, 0), *s1 = run_alloc(h, 1, 0);
-    struct kh_page *b = run_alloc(h, 70, 0), *s2 = run_alloc(h, 1, 0);
-    CHECK(a && s1 && b && s2, "runs of 17, 1, 70, 1 pages: %p %p %p %p", (void *)a, (void *)s1,
-          (void *)b, (void *)s2);
-    run_free(h, b); /* the live runs of one page keep the two apart */
-    run_free(h, a);
+    CHECK(kh_bin_min(kh_bin_of(17)) < 17 && kh_bin_of(16) == kh_bin_of(17) &&
+              kh_bin_of(70) == kh_bin_of(71) && kh_bin_of(17) != kh_bin_of(70),
+          "bins: 16 and 17 pages share one, 70 and 71 another");
+    /* Runs of 17, 70, 71 and 16 pages, each followed by a live page that
+     * keeps the free ones apart. */
+    static const size_t len[4] = {17, 70, 71, 16};
+    struct kh_page *r[4], *sep[4];
+    for (int k = 0; k < 4; k++) {
+        r[k] = run_alloc(h, len[k], 0);
+        sep[k] = run_alloc(h, 1, 0);
+        CHECK(r[k] && sep[k], "run of %zu pages and its separator: %p %p", len[k],
+              (void *)r[k], (void *)sep[k]);
+    }
+    run_free(h, r[1]);
+    run_free(h, r[0]);
     struct kh_page *c = run_alloc(h, 17, 0);
-    CHECK(c == a, "17 pages came from the run at page %zu (%s), not from the free run of 17",
-          (size_t)(c - h->regions[0].pages), c == b ? "the free run of 70" : "elsewhere");
+    CHECK(c == r[0], "17 pages came from page %zu (%s), not from the free run of 17",
+          page_of(h, c), c == r[1] ? "the free run of 70" : "elsewhere");
+    /* The run of 71 is the bin's first; 70 takes the shortest. */
+    run_free(h, r[2]);
     struct kh_page *d = run_alloc(h, 70, 0);
-    CHECK(d == b, "70 pages came from page %zu, not from the free run of 70 left whole",
-          (size_t)(d - h->regions[0].pages));
+    CHECK(d == r[1], "70 pages came from page %zu (%s), not from the free run of 70",
+          page_of(h, d), d == r[2] ? "the bin's first run, of 71" : "elsewhere");
+    /* A free run of 16 in 17's bin does not hold 17: the good fit does. */
+    run_free(h, r[3]);
+    struct kh_page *e = run_alloc(h, 17, 0);
+    CHECK(e && e != r[3], "17 pages from page %zu, the free run of 16",
+          e ? page_of(h, e) : (size_t)0);
     run_free(h, c);
     run_free(h, d);
-    run_free(h, s1);
-    run_free(h, s2);
+    run_free(h, e);
+    for (int k = 0; k < 4; k++)
+        run_free(h, sep[k]);
     CHECK(free_runs(h) == 1 && h->free_pages == all, "all merged: %zu runs, %zu pages",
           free_runs(h), h->free_pages);
     kt_heap_close(&t);

@@ -12,16 +12,16 @@
  *
  * Allocation of n pages takes the shortest run that holds n among the
  * first KH_BIN_PROBE runs of n's own bin, where runs of mixed length at or
- * above the bin's minimum sit (exact for 1..15 pages: its first run);
- * failing that, the first non-empty bin whose every run holds n (a good
- * fit). O(1) either way. The leftover is split off and binned again.
- * Looking in n's own bin first keeps a program that allocates blocks of
- * a few sizes in turn on the runs it freed: taking the next bin first
- * split the longer free runs for the shorter blocks, so each round's
- * longest block found no run left and went past them to fresh pages
- * (Python's LZMA compressors, 13, 17 and 64 MiB each, two alive at a
- * time: peak RSS 129.5 MiB over 20 of them, now 68.1; docs/DESIGN.md,
- * "Pages").
+ * above the bin's minimum sit (when n is the bin's minimum, every run
+ * there holds it: its first run); failing that, the first non-empty bin
+ * whose every run holds n (a good fit). O(1) either way. The leftover is
+ * split off and binned again. Looking in n's own bin first keeps a
+ * program that allocates blocks of a few sizes in turn on the runs it
+ * freed: taking the next bin first split the longer free runs for the
+ * shorter blocks, so each round's longest block found no run left and
+ * went past them to fresh pages (Python's LZMA compressors, 13, 17 and
+ * 64 MiB each, two alive at a time; what it changed, and what it does
+ * not solve there: docs/DESIGN.md, "Pages").
  *
  * Purging (KHEAP_PORT_PURGE): each free run's head counts `dirty`, at
  * most how many of its pages may still be resident (touched since they
@@ -199,8 +199,11 @@ static struct kh_page *find_run(kheap_t *h, size_t need)
         struct kh_page *best = NULL;
         unsigned probe = 0;
         for (struct kh_page *d = h->bins[b]; d && probe < KH_BIN_PROBE; d = d->next, probe++)
-            if (d->npages >= need && (!best || d->npages < best->npages))
+            if (d->npages >= need && (!best || d->npages < best->npages)) {
                 best = d;
+                if (d->npages == need)
+                    break; /* none is shorter */
+            }
         if (best)
             return best;
         b++;

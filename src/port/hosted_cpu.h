@@ -123,6 +123,8 @@ struct kh_hosted_cell {
 /* The sequences index the table by shifting (a cell is a power of two:
  * KHEAP_CACHE_LINE is one). */
 #define KH_CELL_SHIFT __builtin_ctz(sizeof(struct kh_hosted_cell))
+_Static_assert(sizeof(struct kh_hosted_cell) == 1u << KH_CELL_SHIFT,
+               "a cell's size is a power of two");
 #define KH_TBL_NEG (KH_HOSTED_OWNED + 2u)
 #define KH_TBL_CPUS 8192u
 #define KH_TBL_SLOT(slot) (-(int)(slot) - 3)
