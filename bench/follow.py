@@ -72,6 +72,9 @@ PROGRAMS = [
     ("realloc", [SHRINK, "realloc"]),
     ("large", [suite.WORKLOADS, "large", "1", "1"]),
 ]
+# What the workload must report as the origin of malloc, by allocator
+# (common.PEERS'; kheap's is libkheap.so).
+ORIGINS = {name: origin for name, _, origin in common.PEERS}
 FIELDS = ["round", "program", "allocator", "busy_before", "wall_s", "minflt", "maxrss_kib",
           "printed"]
 
@@ -93,7 +96,7 @@ def measure(reps=5):
     def run_one(config, busy):
         prog, name = config
         preload = by_name[name]
-        origin = os.path.basename(preload).split(".so")[0] if preload else "libc.so"
+        origin = ORIGINS.get(name, "libkheap")
         wall, minflt, rss, printed = one_run(prog, dict(PROGRAMS)[prog], preload, origin)
         r = dict(program=prog, allocator=name, busy_before=busy, wall_s=wall, minflt=minflt,
                  maxrss_kib=rss, printed=printed)
