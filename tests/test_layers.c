@@ -219,6 +219,17 @@ TEST(hit_paths_cache_large_blocks)
     kheap_free(h, kheap_alloc(h, KHEAP_MAX_CLASS + 1)); /* the cache is made */
     size_t sizes[] = {KHEAP_MAX_CLASS + 1, 100000, KHEAP_RUN_CACHE_MAX};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        /* A bin's cap starts at 0: the first free of its page count on
+         * a CPU takes the slow path, which raises the cap. */
+        unsigned char *first = kheap_alloc(h, sizes[k]);
+        CHECK(first != NULL, "kheap_alloc(%zu) = NULL", sizes[k]);
+        CHECK(k == 0 || !kh_hit_free(h->cpu, &h->window, first),
+              "%zu: the first free of its page count hit", sizes[k]);
+        kheap_free(h, first);
+        void *again = NULL;
+        CHECK(kh_hit_alloc(h->cpu, &h->window, sizes[k], &again) && again == first,
+              "%zu: the slow path did not cache the first free", sizes[k]);
+        kheap_free(h, again);
         unsigned char *p = kheap_alloc(h, sizes[k]);
         CHECK(p != NULL, "kheap_alloc(%zu) = NULL", sizes[k]);
         CHECK(!kh_hit_free(h->cpu, &h->window, p + KH_PAGE), "%zu: inside the block hit",
@@ -252,9 +263,17 @@ TEST(hit_paths_cache_large_blocks)
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_runcache *rc = h->cpu[cpu]->run_front.runs;
     kheap_port_cpu_exit(cpu);
-    rc->room--;
+    struct kh_runbin *bin = KH_RUN_BIN(rc, cd->npages);
+    bin->frees++;
     expect_problem(h, "cache of large blocks miscounted");
-    rc->room++;
+    bin->frees--;
+    uint64_t cap = bin->cap;
+    bin->cap = 0;
+    expect_problem(h, "bin of large blocks above its cap");
+    bin->cap = cap;
+    rc->capped += cd->npages;
+    expect_problem(h, "caps of large blocks miscounted");
+    rc->capped -= cd->npages;
     check_clean(h);
 
     kheap_reclaim(h);

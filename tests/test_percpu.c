@@ -1563,7 +1563,10 @@ TEST(large_block_cache)
     CHECK(kt_stats(h).large_cache_bytes == 0 && kt_stats(h).large_bytes == 0,
           "a block of %d bytes was cached", (int)KHEAP_RUN_CACHE_MAX + 1);
 
-    /* In-place resizes keep the page count the cache files it under. */
+    /* In-place resizes keep the page count the cache files it under.
+     * (The bin of KHEAP_RUN_CACHE_MAX's page count took every cap above,
+     * and holds nothing since the reclaim: the cache takes its caps back
+     * for the bin the shrunk block needs.) */
     unsigned char *r = kheap_alloc(h, 400 * 1024); /* too large to cache */
     CHECK(r != NULL, "400 KiB%s", "");
     unsigned char *r2 = kheap_realloc(h, r, 60 * 1024); /* shrinks in place */

@@ -247,8 +247,11 @@ static bool check_run_caches(kheap_t *h, struct walk *w)
     size_t found = 0;
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
         const struct kh_runcache *c = h->cpu[cpu]->run_front.runs;
+        uint64_t capped = 0;
         for (unsigned b = 0; c && b < KH_RUN_BINS; b++) {
-            for (void *p = c->bin[b]; p; p = *(void **)p) {
+            const struct kh_runbin *bin = &c->bin[b];
+            uint64_t runs = 0;
+            for (void *p = bin->head; p; p = *(void **)p) {
                 struct kh_page *d = kh_page_of(h, (uintptr_t)p);
                 if (!d || d->kind != KH_PG_LARGE || d->internal ||
                     kh_page_addr(h, d) != (uintptr_t)p || d->npages != KH_RUN_MIN_PAGES + b)
@@ -260,8 +263,19 @@ static bool check_run_caches(kheap_t *h, struct walk *w)
                 found += d->npages;
                 if (found > w->run_cached)
                     return fail(w, "a large block is in the CPUs' caches twice", (uintptr_t)p);
+                runs++;
             }
+            if (runs != bin->frees - bin->allocs)
+                return fail(w, "a bin of a CPU's cache of large blocks holds other than it counts",
+                            (uintptr_t)bin);
+            if (runs > bin->cap)
+                return fail(w, "a bin of a CPU's cache of large blocks holds more than its cap",
+                            (uintptr_t)bin);
+            capped += bin->cap * (KH_RUN_MIN_PAGES + b);
         }
+        if (c && (capped != c->capped || capped > c->limit))
+            return fail(w, "the caps of a CPU's cache of large blocks exceed its bound",
+                        (uintptr_t)c);
     }
     if (found != w->run_cached || found != rc.held)
         return fail(w, "the CPUs' caches of large blocks differ from the blocks tagged cached",

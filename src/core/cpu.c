@@ -733,47 +733,92 @@ static size_t cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
  * slow paths. The hit paths pop and push in kh_fast.h. */
 
 #if KH_RUNS
+/* The allocations the bins of rc served. */
+static uint64_t runs_allocs(const struct kh_runcache *rc)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < KH_RUN_BINS; i++)
+        n += __atomic_load_n(&rc->bin[i].allocs, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* Room in rc for one more run of np pages: the bin's cap raised if it is
+ * reached and the caps' pages allow, after taking back what the other
+ * bins' caps hold above their runs. A cap grows by half (at least one
+ * run), so a program that frees many blocks of one size at once takes
+ * the slow path a logarithmic number of times. Runs on rc's CPU, which
+ * the caller holds: no hit path of it runs meanwhile. */
+static bool runs_room(struct kh_runcache *rc, size_t np)
+{
+    struct kh_runbin *b = KH_RUN_BIN(rc, np);
+    if (b->frees - b->allocs < b->cap)
+        return true;
+    if (rc->capped + np > rc->limit) {
+        for (unsigned i = 0; i < KH_RUN_BINS; i++) {
+            struct kh_runbin *o = &rc->bin[i];
+            rc->capped -= (o->cap - (o->frees - o->allocs)) * (KH_RUN_MIN_PAGES + i);
+            o->cap = o->frees - o->allocs;
+        }
+        if (rc->capped + np > rc->limit)
+            return false;
+    }
+    uint64_t grow = b->cap / 2 ? b->cap / 2 : 1;
+    if (grow > (rc->limit - rc->capped) / np)
+        grow = (rc->limit - rc->capped) / np;
+    b->cap += grow;
+    rc->capped += grow * np;
+    return true;
+}
+
 /* Link the run p of np pages onto rc (its tag already taken). Runs on rc's
  * CPU (or one flushing it after it stopped). */
 static void runs_link(struct kh_runcache *rc, void *p, size_t np)
 {
-    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
-    *(void **)p = *bin;
-    *bin = p;
-    kh_add(&rc->room, -(uint64_t)np);
-    kh_bump(&rc->frees);
-    kh_add(&rc->free_pages, np);
+    struct kh_runbin *b = KH_RUN_BIN(rc, np);
+    *(void **)p = b->head;
+    b->head = p;
+    kh_bump(&b->frees);
 }
 
 /* Every run of rc back to the page layer, in one page_lock hold. Each
- * was a free of the program's, counted in rc->frees; from now on the page
- * layer counts it (large_frees), so rc takes it out of its own counts.
- * Runs on rc's CPU (or one flushing it after it stopped). */
+ * was a free of the program's, counted in its bin's frees; from now on
+ * the page layer counts it (large_frees), so the bin takes it out of its
+ * own frees. The caps stay: the runs' pages are the page layer's, and
+ * caps no bin uses are taken back when another bin needs them. Runs on
+ * rc's CPU (or one flushing it after it stopped). */
 static size_t runs_flush(kheap_t *h, struct kh_runcache *rc)
 {
     size_t pages = 0, runs = 0;
-    if (rc->room == rc->limit)
+    bool any = false;
+    for (unsigned i = 0; i < KH_RUN_BINS && !any; i++)
+        any = rc->bin[i].head != NULL;
+    if (!any)
         return 0;
+    uint32_t n[KH_RUN_BINS];
     kh_lock(&h->page_lock);
     for (unsigned i = 0; i < KH_RUN_BINS; i++) {
-        while (rc->bin[i]) {
-            void *p = rc->bin[i];
-            rc->bin[i] = *(void **)p;
-            struct kh_page *d = kh_page_of(h, (uintptr_t)p);
-            pages += d->npages;
-            runs++;
-            kh_run_free(h, d);
+        struct kh_runbin *b = &rc->bin[i];
+        n[i] = 0;
+        while (b->head) {
+            void *p = b->head;
+            b->head = *(void **)p;
+            kh_run_free(h, kh_page_of(h, (uintptr_t)p));
+            n[i]++;
         }
+        runs += n[i];
+        pages += n[i] * (size_t)(KH_RUN_MIN_PAGES + i);
     }
     h->large_free_bytes += pages * KH_PAGE;
     h->large_frees += runs;
+    /* In the same hold as the page layer counts them: kheap_get_stats
+     * reads the bins' counts and the page layer's in one hold, so it
+     * counts each flushed run's free once, never twice nor not at all. */
+    for (unsigned i = 0; i < KH_RUN_BINS; i++)
+        __atomic_store_n(&rc->bin[i].frees, rc->bin[i].frees - n[i], __ATOMIC_RELAXED);
     /* In the same hold as the runs go back, as large frees do: kheap_check
      * (every lock held) sees committed bytes and the runs agree. */
     kh_account_commit(h, pages * KH_PAGE, false);
     kh_unlock(&h->page_lock);
-    __atomic_store_n(&rc->room, rc->limit, __ATOMIC_RELAXED);
-    __atomic_store_n(&rc->frees, rc->frees - runs, __ATOMIC_RELAXED);
-    __atomic_store_n(&rc->free_pages, rc->free_pages - pages, __ATOMIC_RELAXED);
     return pages * KH_PAGE;
 }
 #endif
@@ -801,13 +846,13 @@ bool kh_runs_put(kheap_t *h, void *p, size_t npages)
                 kh_unlock(&h->page_lock);
                 if (bytes > KHEAP_RUN_CACHE_BYTES)
                     bytes = KHEAP_RUN_CACHE_BYTES;
-                rc->limit = rc->room = bytes / KH_PAGE;
+                rc->limit = bytes / KH_PAGE;
                 rc->epoch = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
                 kh_vg_benign(rc, sizeof *rc);
                 __atomic_store_n(&pc->run_front.runs, rc, __ATOMIC_RELEASE);
             }
         }
-        if (rc && npages <= rc->room) {
+        if (rc && runs_room(rc, npages)) {
             runs_link(rc, p, npages);
             ok = true;
         }
@@ -822,8 +867,10 @@ bool kh_runs_put(kheap_t *h, void *p, size_t npages)
 
 /* An allocation of size bytes (a large block's, up to
  * KHEAP_RUN_CACHE_MAX) from this CPU's cache of large blocks, as the hit
- * path's kh_run_pop, for a port whose hit paths do not reach that cache
- * (the hosted port's per-CPU mode); NULL if it holds none of that size. */
+ * path's kh_run_pop, for the slow path of a port whose hit paths commit
+ * with one store (the hosted port's per-CPU mode: its pop misses while
+ * another slow path holds the CPU, and this one looks again once it holds
+ * it); NULL if it holds none of that size. */
 void *kh_runs_get(kheap_t *h, size_t size)
 {
     void *p = NULL;
@@ -836,30 +883,6 @@ void *kh_runs_get(kheap_t *h, size_t size)
     (void)h, (void)size;
 #endif
     return p;
-}
-
-/* A free of p into this CPU's cache of large blocks, as the free hit
- * path's (kh_run_push: p must be the first byte of a live large block
- * the CPUs may cache, and the cache have room), for a port whose hit
- * paths do not reach that cache; false if not. */
-bool kh_runs_free_here(kheap_t *h, void *p)
-{
-    bool ok = false;
-#if KH_RUNS
-    uintptr_t off = (uintptr_t)p - h->window.start;
-    if (off >= __atomic_load_n(&h->window.span, __ATOMIC_ACQUIRE) ||
-        __atomic_load_n(&h->window.tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_ACQUIRE) !=
-            KH_RUN_TAG)
-        return false;
-    unsigned cpu = kheap_port_cpu_enter();
-    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
-    if (rc)
-        ok = kh_run_push(rc, &h->window, p);
-    kheap_port_cpu_exit(cpu);
-#else
-    (void)h, (void)p;
-#endif
-    return ok;
 }
 
 size_t kh_runs_flush_here(kheap_t *h)
@@ -886,11 +909,17 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
         const struct kh_runcache *rc = __atomic_load_n(&pc->run_front.runs, __ATOMIC_ACQUIRE);
         if (!rc)
             continue;
-        out->allocs += __atomic_load_n(&rc->allocs, __ATOMIC_RELAXED);
-        out->frees += __atomic_load_n(&rc->frees, __ATOMIC_RELAXED);
-        out->alloc_pages += __atomic_load_n(&rc->alloc_pages, __ATOMIC_RELAXED);
-        out->free_pages += __atomic_load_n(&rc->free_pages, __ATOMIC_RELAXED);
-        out->held += rc->limit - __atomic_load_n(&rc->room, __ATOMIC_RELAXED);
+        for (unsigned i = 0; i < KH_RUN_BINS; i++) {
+            const struct kh_runbin *b = &rc->bin[i];
+            uint64_t allocs = __atomic_load_n(&b->allocs, __ATOMIC_RELAXED);
+            uint64_t frees = __atomic_load_n(&b->frees, __ATOMIC_RELAXED);
+            out->allocs += allocs;
+            out->frees += frees;
+            out->alloc_pages += allocs * (KH_RUN_MIN_PAGES + i);
+            out->free_pages += frees * (KH_RUN_MIN_PAGES + i);
+            /* (each word read once: what it held at some moment) */
+            out->held += (frees - allocs) * (KH_RUN_MIN_PAGES + i);
+        }
     }
 #else
     (void)h;
@@ -978,10 +1007,11 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
          * them all back.) */
         uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
         if (e != rc->epoch) {
-            if (rc->allocs == rc->epoch_allocs)
+            uint64_t allocs = runs_allocs(rc);
+            if (allocs == rc->epoch_allocs)
                 *bytes += runs_flush(h, rc);
             rc->epoch = e;
-            rc->epoch_allocs = rc->allocs;
+            rc->epoch_allocs = allocs;
         }
     }
 #else

@@ -161,39 +161,26 @@ static void local_sync(kheap_t *h)
 #endif
 }
 
-#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
-/* The port's hit paths do not reach the CPU's cache of large blocks
- * (kh_fast.h): the slow paths look there first, as they would, before
- * anything else. */
-#define KH_RUNS_SLOW 1
-#else
-#define KH_RUNS_SLOW 0
-#endif
-
 kh_noinline void *kh_default_alloc_slow(size_t size)
 {
     kheap_t *h = kheap_default();
-    void *p;
-#if KH_RUNS_SLOW
-    /* As large_alloc would, but without its path's checks (a miss then
-     * looks again there: a second claim, next to the page layer's work) */
-    if (size > KHEAP_MAX_CLASS && size <= KHEAP_RUN_CACHE_MAX && (p = kh_runs_get(h, size)))
-        return p;
-#endif
-    p = kh_alloc_slow(h, size);
+    void *p = kh_alloc_slow(h, size);
     local_sync(h);
     return p;
 }
 kh_noinline void kh_default_free_slow(void *ptr)
 {
     kheap_t *h = kheap_default();
-#if KH_RUNS_SLOW
-    if (kh_runs_free_here(h, ptr))
-        return;
-#endif
     kh_free_slow(h, ptr);
     local_sync(h);
 }
+#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
+kh_noinline void kh_default_free_run(void *ptr)
+{
+    if (!kh_tx_run_free(&kh_default_window, ptr))
+        kh_default_free_slow(ptr);
+}
+#endif
 kh_noinline void kh_default_free_sized_slow(void *ptr, size_t size, size_t align, unsigned kind)
 {
     kheap_t *h = kheap_default();

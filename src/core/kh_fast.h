@@ -60,8 +60,8 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
 #if KH_FAST && KHEAP_PERCPU
 #ifdef KHEAP_PORT_CPU_TX_HEADER
     /* The default heap, through the port's committed pops (the CPU may
-     * change under the caller until the commit). Its cache of large
-     * blocks is left to the slow path, which claims the CPU. */
+     * change under the caller until the commit), from its cache of large
+     * blocks too. */
     if (!cpus) {
         bool hit;
         if (kh_likely(size <= KH_DIRECT_MAX))
@@ -70,6 +70,20 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
         else if (size <= KHEAP_MAX_CLASS)
             hit = kh_tx_pop_at(offsetof(struct kh_cpu, cc[KH_CC(0)]),
                                (size_t)kh_class_of(size) * sizeof(struct kh_cc), out);
+#if KH_RUNS
+        else if (size <= KHEAP_RUN_CACHE_MAX) {
+            /* The run is the caller's once popped: live again with its
+             * tag, as kh_run_pop makes it. */
+            size_t np = (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT;
+            if (!kh_tx_run_pop(offsetof(struct kh_runcache, bin) +
+                                   (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
+                               out))
+                return false;
+            __atomic_store_n(&w->tags[((uintptr_t)*out - w->start) >> KHEAP_PAGE_SHIFT],
+                             (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
+            return true;
+        }
+#endif
         else
             return false;
         if (kh_likely(hit)) {
@@ -113,6 +127,40 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
     return false;
 }
 
+#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
+/* The free of the live large block whose first page ptr is in (its tag
+ * KH_RUN_TAG when kh_tx_free read it), for the default heap: into the
+ * CPU's cache of large blocks through the port's push, else its slow
+ * path (default.c). */
+void kh_default_free_run(void *ptr);
+
+/* The CPU's cache of large blocks through the port's committed push
+ * (kh_tx_run_push), for kh_default_free_run: true if p is the first byte
+ * of a live large block and the bin of its page count had room. The tag
+ * is taken first, with a compare-and-exchange from KH_RUN_TAG to 0 (as
+ * kh_run_push's plain load and store, but atomic: of two frees of one
+ * block, on one CPU or two, one takes it and the other misses, and the
+ * slow path reports it); the sequence never touches it, so a restart
+ * costs nothing; a push that misses puts it back, so the slow path finds
+ * the block as the program left it. */
+static inline bool kh_tx_run_free(const struct kh_window *w, void *p)
+{
+    uintptr_t off = (uintptr_t)p - w->start, pg = off >> KHEAP_PAGE_SHIFT;
+    uint16_t live = (uint16_t)KH_RUN_TAG;
+    if (off >= __atomic_load_n(&w->span, __ATOMIC_ACQUIRE) || (off & KH_PAGE_MASK) ||
+        !__atomic_compare_exchange_n(&w->tags[pg], &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return false;
+    size_t np = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
+    if (kh_tx_run_push(offsetof(struct kh_runcache, bin) +
+                           (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
+                       p))
+        return true;
+    __atomic_store_n(&w->tags[pg], (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
+    return false;
+}
+#endif
+
 /* Free hit: ptr pushed onto this CPU's magazine of its class, or false. */
 static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_window *w,
                                          void *ptr)
@@ -122,12 +170,23 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     uintptr_t off = (uintptr_t)ptr - w->start;
 #ifdef KHEAP_PORT_CPU_TX_HEADER
     /* The default heap: the tests below, in the port's committed push
-     * (kh_tx_free, both slot tests), with the CPU's state at the commit.
-     * Large blocks: the slow path, which claims the CPU. */
+     * (kh_tx_free, both slot tests), with the CPU's state at the
+     * commit; a large block through the port's push of runs
+     * (kh_default_free_run). */
     if (!cpus) {
         if (kh_likely(off < span)) {
             size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
-            return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr, w);
+            int r = kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr, w);
+            if (kh_likely(r == KH_TX_HIT))
+                return true;
+#if KH_RUNS
+            if (r == KH_TX_RUN) {
+                /* (a call of its own, which the free hit jumps to as it
+                 * does to its slow path: its registers stay as they were) */
+                kh_default_free_run(ptr);
+                return true;
+            }
+#endif
         }
         return false;
     }

@@ -147,25 +147,43 @@ _Static_assert(KH_RUN_MAX_PAGES <= 255, "a run's page count fits kh_window.pidx"
 #endif
 
 /* One CPU's cache of large blocks: freed page runs of KH_RUN_MIN_PAGES +
- * i pages on bin[i], linked through their first word, for the CPU's next
- * allocations of that many pages. A cached run is a large block as far
- * as the page layer knows (committed, counted in large_bytes), free as
- * far as the program knows: its page tag is 0, where a live one's is
- * KH_RUN_TAG. Made by the CPU's first large free (cpu.c), kept with the
- * CPU's state; read and written only by its CPU, or by one that flushes
- * it once the CPU has stopped (as its magazines). The counters are read
- * by any CPU with relaxed loads: allocs and frees count the program's
- * allocations and frees it served (alloc_pages, free_pages their pages);
- * a run flushed to the page layer is taken out of frees again, so the
- * heap counts its free once (cpu.c, kh_runs_flush). */
+ * i pages in bin[i], a stack linked through the runs' first words, for
+ * the CPU's next allocations of that many pages. A cached run is a large
+ * block as far as the page layer knows (committed, counted in
+ * large_bytes), free as far as the program knows: its page tag is 0,
+ * where a live one's is KH_RUN_TAG. Made by the CPU's first large free
+ * (cpu.c), kept with the CPU's state; read and written only by its CPU,
+ * or by one that flushes it once the CPU has stopped (as its magazines).
+ *
+ * A bin is laid out as a front of the kmalloc classes is (frees, head,
+ * allocs adjacent), so that a hit path that must commit with one store
+ * (the hosted port's restartable sequences) pops by writing head with
+ * allocs, and pushes by writing frees with head. Everything else is
+ * derived from the bins: the runs a bin holds are frees - allocs (a run
+ * flushed to the page layer is taken out of frees again, so the heap
+ * counts its free once: cpu.c, runs_flush), its pages that times its page
+ * count, and the counters of kheap_stats sums over the bins. The bound
+ * is per bin, a count of runs (cap), which a push compares with what the
+ * bin holds: the slow path raises a bin's cap while the caps' pages
+ * together (capped) stay within limit, taking back caps other bins do not
+ * use first (cpu.c, runs_room). The counters are read by any CPU with
+ * relaxed loads. */
+struct kh_runbin {
+    uint64_t frees; /* the program's frees this bin served, less flushed */
+    void *head;     /* the last run pushed, or NULL */
+    uint64_t allocs; /* the program's allocations this bin served */
+    uint64_t cap;    /* runs the bin may hold; set by the slow path */
+};
+_Static_assert(sizeof(void *) != 8 ||
+                   (offsetof(struct kh_runbin, head) == 8 &&
+                    offsetof(struct kh_runbin, allocs) == 16 && sizeof(struct kh_runbin) == 32),
+               "frees, head, allocs are adjacent words (kh_runbin)");
 struct kh_runcache {
-    void *bin[KH_RUN_BINS];
-    uint64_t room;  /* pages the bins may still take: limit less those
-                       they hold */
-    uint64_t limit; /* pages the bins may hold (cpu.c, kh_runs_put) */
-    uint64_t allocs, frees, alloc_pages, free_pages;
+    struct kh_runbin bin[KH_RUN_BINS];
+    uint64_t limit;  /* pages the bins' caps may add up to (cpu.c) */
+    uint64_t capped; /* pages the bins' caps add up to */
     uint64_t epoch, epoch_allocs; /* decay: the epoch last looked at, and
-                                     allocs then (cpu.c) */
+                                     the bins' allocs then (cpu.c) */
 };
 /* kh_cpu.direct covers requests up to this many bytes, by (n + 7) / 8. */
 #define KH_DIRECT_MAX 1024u
@@ -397,6 +415,19 @@ static inline bool kh_multi_slot(const struct kh_window *w, const void *p)
 }
 
 #if KH_RUNS
+/* The bin of rc (a struct kh_runcache) for runs of np pages. */
+#define KH_RUN_BIN(rc, np) (&(rc)->bin[(np) - KH_RUN_MIN_PAGES])
+/* The same for the hit paths: the address made once, in a register that
+ * every access then offsets (the compiler would otherwise fold the bin's
+ * first page count into the accesses' displacements in two ways, and
+ * scale the index twice). */
+static inline struct kh_runbin *kh_run_bin(struct kh_runcache *rc, size_t np)
+{
+    struct kh_runbin *b = KH_RUN_BIN(rc, np);
+    __asm__("" : "+r"(b));
+    return b;
+}
+
 /* Allocation from the cache of large blocks of the CPU whose state is pc:
  * a run of size's page count (KHEAP_MAX_CLASS < size <=
  * KHEAP_RUN_CACHE_MAX) into *out, or false. The run is live again once
@@ -408,15 +439,12 @@ static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size
     struct kh_runcache *rc = pc->run_front.runs;
     if (!rc)
         return false;
-    size_t np = (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT;
-    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
-    void *p = *bin;
+    struct kh_runbin *b = kh_run_bin(rc, (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT);
+    void *p = b->head;
     if (!p)
         return false;
-    *bin = *(void **)p;
-    kh_add(&rc->room, np);
-    kh_bump(&rc->allocs);
-    kh_add(&rc->alloc_pages, np);
+    b->head = *(void **)p;
+    kh_bump(&b->allocs);
     __atomic_store_n(&w->tags[((uintptr_t)p - w->start) >> KHEAP_PAGE_SHIFT],
                      (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
     *out = p;
@@ -425,15 +453,15 @@ static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size
 
 /* Free of p (in the window, on a page tagged KH_RUN_TAG when it was
  * looked at) into the CPU's cache of large blocks rc, if p is the first
- * byte of the live large block (pidx holds its page count) and rc has
- * room; else false. The tag is cleared, so a second free of the block
- * misses and the slow path reports it. Two frees of one block racing on
- * two CPUs could both see the tag (a plain load and store: 16-bit atomic
- * exchanges are not native everywhere), as two racing frees of one object
- * can both pass the double-free key; a double free within one CPU, or
- * after the other completed, is always seen. It recomputes p's offset,
- * hidden from the compiler, so that the first test keeps nothing alive
- * for it. */
+ * byte of the live large block (pidx holds its page count) and its bin
+ * holds fewer runs than its cap; else false. The tag is cleared, so a
+ * second free of the block misses and the slow path reports it. Two
+ * frees of one block racing on two CPUs could both see the tag (a plain
+ * load and store: 16-bit atomic exchanges are not native everywhere), as
+ * two racing frees of one object can both pass the double-free key; a
+ * double free within one CPU, or after the other completed, is always
+ * seen. It recomputes p's offset, hidden from the compiler, so that the
+ * first test keeps nothing alive for it. */
 static inline bool kh_run_push(struct kh_runcache *rc, const struct kh_window *w, void *p)
 {
     uintptr_t a = (uintptr_t)p;
@@ -442,16 +470,13 @@ static inline bool kh_run_push(struct kh_runcache *rc, const struct kh_window *w
     if ((off & KH_PAGE_MASK) || !rc ||
         __atomic_load_n(&w->tags[pg], __ATOMIC_ACQUIRE) != KH_RUN_TAG)
         return false;
-    uint64_t np = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
-    if (np > rc->room)
+    struct kh_runbin *b = kh_run_bin(rc, __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED));
+    if (b->frees - b->allocs >= b->cap)
         return false;
     __atomic_store_n(&w->tags[pg], (uint16_t)0, __ATOMIC_RELAXED);
-    void **bin = &rc->bin[np - KH_RUN_MIN_PAGES];
-    *(void **)p = *bin;
-    *bin = p;
-    kh_add(&rc->room, -np);
-    kh_bump(&rc->frees);
-    kh_add(&rc->free_pages, np);
+    *(void **)p = b->head;
+    b->head = p;
+    kh_bump(&b->frees);
     return true;
 }
 #endif

@@ -1170,7 +1170,6 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
  * CPU's cache (made on first use); false if there is none or no room. */
 bool kh_runs_put(kheap_t *h, void *p, size_t npages);
 void *kh_runs_get(kheap_t *h, size_t size);
-bool kh_runs_free_here(kheap_t *h, void *p);
 /* This CPU's cached runs back to the page layer, all of them. No lock
  * held. Returns the bytes. */
 size_t kh_runs_flush_here(kheap_t *h);
@@ -1200,6 +1199,8 @@ struct kh_run_counts {
     uint64_t allocs, frees, alloc_pages, free_pages;
     uint64_t held; /* pages cached now */
 };
+/* Takes no lock; kheap_get_stats calls it holding page_lock, under which
+ * a flush moves runs from these counts to the page layer's. */
 void kh_runs_counts(kheap_t *h, struct kh_run_counts *out);
 struct kh_counts {
     uint64_t allocs, frees, hits, misses;

@@ -334,8 +334,10 @@ static void *large_alloc(kheap_t *h, size_t size, size_t align)
     }
     size_t npages = size ? (size + KH_PAGE - 1) / KH_PAGE : 1;
 #if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
-    /* The port's hit paths do not reach the CPU's cache of large blocks:
-     * look there first, as they would. */
+    /* The port's pop from the CPU's cache of large blocks misses while
+     * another slow path holds the CPU, and the calls that take no hit
+     * path (aligned, calloc, realloc) come here: look there first, under
+     * the CPU held, before the miss below empties it. */
     if (align <= KH_PAGE && size > KHEAP_MAX_CLASS && size <= KHEAP_RUN_CACHE_MAX) {
         void *p = kh_runs_get(h, size);
         if (p)

@@ -75,6 +75,11 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
     out->failed_count = h->failed_count;
     out->shrink_passes = __atomic_load_n(&h->shrink_passes, __ATOMIC_RELAXED);
+    /* The CPUs' caches of large blocks in the same hold: a flush moves
+     * runs from their counts to the page layer's under this lock (cpu.c,
+     * runs_flush), so each run is counted once. */
+    struct kh_run_counts rc;
+    kh_runs_counts(h, &rc);
     kh_unlock(&h->page_lock);
 #if KH_GUARDS
     uint64_t ga, gf, gab, gfb;
@@ -89,8 +94,6 @@ void kheap_get_stats(kheap_t *h, struct kheap_stats *out)
     /* The CPUs' caches of large blocks: the program's allocations and
      * frees they served (the page layer's are counted above), and what
      * they hold (part of large_bytes). */
-    struct kh_run_counts rc;
-    kh_runs_counts(h, &rc);
     out->allocation_count += rc.allocs;
     out->free_count += rc.frees;
     out->allocated_bytes += rc.alloc_pages * KH_PAGE;

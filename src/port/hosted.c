@@ -177,6 +177,8 @@ const uintptr_t kh_hosted_sb = (uintptr_t)&kh_cpu_sentinel;
 #define cell_of(c) (&kh_hosted_cpus[kh_hosted_rseq ? (int)(c) : KH_TBL_SLOT(c)])
 const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
 const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
+const int64_t kh_tx_run_pop_add[2] __attribute__((aligned(16))) = {0, 1};
+const int64_t kh_tx_run_push_add[2] __attribute__((aligned(16))) = {1, 0};
 #else
 __thread struct kh_cpu *kh_hosted_cpu_local
     __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;

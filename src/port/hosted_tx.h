@@ -46,6 +46,11 @@
  * {frees, top} (hosted.c). */
 extern const int64_t kh_tx_pop_add[2] __attribute__((visibility("hidden")));
 extern const int64_t kh_tx_push_add[2] __attribute__((visibility("hidden")));
+/* {0, 1} and {1, 0}: what a pop from a bin of the CPU's cache of large
+ * blocks adds to {head, allocs} (head is replaced), and a push to
+ * {frees, head}. */
+extern const int64_t kh_tx_run_pop_add[2] __attribute__((visibility("hidden")));
+extern const int64_t kh_tx_run_push_add[2] __attribute__((visibility("hidden")));
 
 /* Pop into *out from the front at state + D + x (direct false) or from
  * the front a direct[] entry there names (direct true: D is direct[]'s
@@ -100,9 +105,17 @@ empty:
  * can pop p before it is stored, nor a miss leave it stored. A sequence
  * restarted after storing it meets its own key and misses: the slow
  * path, which finds p in no magazine, frees it. The window's words read
- * are fixed while p is live (as kh_multi_slot reads them). */
-static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, void *p,
-                                        const struct kh_window *w)
+ * are fixed while p is live (as kh_multi_slot reads them). KH_TX_HIT
+ * when pushed, KH_TX_MISS for the slow path, and KH_TX_RUN for the first
+ * page of a live large block (tag KH_RUN_TAG, which names
+ * kh_cpu.run_front: its slot test fails as a class of several pages'
+ * does), which leaves at the second test, before reading anything more,
+ * for the caller's push of runs (kh_tx_run_push): only the frees of
+ * classes of several pages pay for telling large blocks apart (a compare
+ * and a branch). */
+enum { KH_TX_MISS, KH_TX_HIT, KH_TX_RUN };
+static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, void *p,
+                                       const struct kh_window *w)
 {
     uintptr_t t, cc, u;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
@@ -116,6 +129,10 @@ static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg,
                  "imul %c[div](%[cc]), %[t]\n\t"
                  "cmp %c[lim](%[cc]), %[t]\n\t"
                  "jb 5f\n\t"
+                 ".if %c[runs_on]\n\t"
+                 "cmp %[runtag], %[tag]\n\t"
+                 "je %l[run]\n\t"
+                 ".endif\n\t"
                  "mov %c[pidx](%[w]), %[u]\n\t"
                  "movzbl (%[u], %[pg]), %k[t]\n\t"
                  "shl %[ps], %[t]\n\t"
@@ -149,13 +166,106 @@ static kh_always_inline bool kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg,
                    [multi] "i"(offsetof(struct kh_window, multi)), [ps] "i"(KHEAP_PAGE_SHIFT),
                    [ts] "i"(__builtin_ctz(sizeof(struct kh_cc) / sizeof(struct kh_slabtest))),
                    [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),
-                   [kw] "i"(KH_GUARD_OFF), [add] "m"(kh_tx_push_add)
+                   [kw] "i"(KH_GUARD_OFF), [add] "m"(kh_tx_push_add),
+                   [runs_on] "i"(KH_RUNS), [runtag] "i"(KH_RUN_TAG)
                  : "xmm0", "memory", "cc"
+                 : miss, run);
+    return KH_TX_HIT;
+miss:
+    return KH_TX_MISS;
+run:
+    return KH_TX_RUN;
+}
+
+#if KH_RUNS
+
+/* The CPU's state's cache of large blocks (kh_cpu.run_front.runs). */
+#define KH_TX_RUNS (offsetof(struct kh_cpu, run_front) + offsetof(struct kh_cc, runs))
+
+/* Pop into *out a run from the bin at x bytes into the cache of large
+ * blocks of the CPU the caller runs on; false if the CPU has no cache
+ * (none made yet, or the CPU is claimed: the claimed state has none) or
+ * the bin is empty. The run's first word, the next one in the bin, is
+ * read inside the sequence: the runs of a bin are the CPU's, and one that
+ * empties them (a flush) first claims the CPU and restarts every
+ * sequence on it. The commit writes head with allocs. */
+static kh_always_inline bool kh_tx_run_pop(size_t x, void **out)
+{
+    void *obj;
+    uintptr_t t, cc;
+    __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
+                 "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "shl %[cs], %[t]\n\t"
+                 "lea %[tbl], %[cc]\n\t"
+                 "mov (%[cc], %[t]), %[cc]\n\t"
+                 "add %[sb], %[cc]\n\t"
+                 "mov %c[runs](%[cc]), %[cc]\n\t"
+                 "test %[cc], %[cc]\n\t"
+                 "jz %l[empty]\n\t"
+                 "add %[x], %[cc]\n\t"
+                 "mov 8(%[cc]), %[obj]\n\t"
+                 "test %[obj], %[obj]\n\t"
+                 "jz %l[empty]\n\t"
+                 "movq (%[obj]), %%xmm0\n\t"
+                 "movhps 16(%[cc]), %%xmm0\n\t"
+                 "paddq %[add], %%xmm0\n\t"
+                 "movdqu %%xmm0, 8(%[cc])\n"
+                 "2:\n\t" KH_TX_ABORT
+                 : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
+                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [runs] "i"(KH_TX_RUNS),
+                   [add] "m"(kh_tx_run_pop_add)
+                 : "xmm0", "memory", "cc"
+                 : empty);
+    *out = obj;
+    return true;
+empty:
+    return false;
+}
+
+
+/* Push the run p, whose tag the caller took, onto the bin at x bytes
+ * into the cache of large blocks of the CPU the caller runs on; false if
+ * the CPU has none (none made yet, or claimed) or the bin holds its cap
+ * of runs. p's first word is linked to the bin's head inside the sequence
+ * (p is the caller's until the commit, so a restart writes it again); the
+ * commit writes the bin's frees with its head. */
+static kh_always_inline bool kh_tx_run_push(size_t x, void *p)
+{
+    uintptr_t t, cc;
+    __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
+                 "movslq %%fs:4(%[rs]), %[t]\n\t"
+                 "shl %[cs], %[t]\n\t"
+                 "lea %[tbl], %[cc]\n\t"
+                 "mov (%[cc], %[t]), %[cc]\n\t"
+                 "add %[sb], %[cc]\n\t"
+                 "mov %c[runs](%[cc]), %[cc]\n\t"
+                 "test %[cc], %[cc]\n\t"
+                 "jz %l[miss]\n\t"
+                 "add %[x], %[cc]\n\t"
+                 "mov (%[cc]), %[t]\n\t"
+                 "sub 16(%[cc]), %[t]\n\t"
+                 "cmp 24(%[cc]), %[t]\n\t"
+                 "jae %l[miss]\n\t"
+                 "mov 8(%[cc]), %[t]\n\t"
+                 "mov %[t], (%[p])\n\t"
+                 "movq (%[cc]), %%xmm0\n\t"
+                 "movq %[p], %%xmm1\n\t"
+                 "punpcklqdq %%xmm1, %%xmm0\n\t"
+                 "paddq %[add], %%xmm0\n\t"
+                 "movdqu %%xmm0, (%[cc])\n"
+                 "2:\n\t" KH_TX_ABORT
+                 : [t] "=&r"(t), [cc] "=&r"(cc)
+                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
+                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [p] "r"(p), [runs] "i"(KH_TX_RUNS),
+                   [add] "m"(kh_tx_run_push_add)
+                 : "xmm0", "xmm1", "memory", "cc"
                  : miss);
     return true;
 miss:
     return false;
 }
+#endif
 
 _Static_assert(sizeof(struct kh_cc) % sizeof(struct kh_slabtest) == 0 &&
                    ((sizeof(struct kh_cc) / sizeof(struct kh_slabtest)) &

@@ -14,6 +14,10 @@
  *    allocate, write, check and free blocks of every kind of size get back
  *    only their own blocks intact, and the heap's counters count every
  *    malloc and free exactly;
+ *  - threads on every CPU allocate and free large blocks, which the
+ *    CPUs' caches of them take, while another thread calls malloc_trim
+ *    every 0.2 ms: every block comes back intact, and every
+ *    malloc and free is counted once;
  *  - 256 threads alive at once keep about as much in magazines as 2 do:
  *    per CPU, not per thread, with rseq;
  *  - malloc_trim empties the magazines of a CPU whose thread sleeps, with
@@ -32,6 +36,7 @@
 #include <setjmp.h>
 #include <dlfcn.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +53,7 @@ static const unsigned __rseq_size = 0; /* glibc < 2.35: not registered */
 #endif
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -60,7 +66,7 @@ static print_fn print;
 
 /* The figures of KHEAP_STATS (malloc_stats_print's text). */
 struct figures {
-    unsigned long long allocations, frees, magazines, depots;
+    unsigned long long allocations, frees, magazines, depots, large_cached;
 };
 static char text[8192];
 static size_t text_len;
@@ -75,7 +81,7 @@ static void take_text(void *arg, const char *s)
 }
 static struct figures figures(void)
 {
-    struct figures f = {0, 0, 0, 0};
+    struct figures f = {0, 0, 0, 0, 0};
     text_len = 0;
     text[0] = 0;
     print(take_text, NULL, NULL);
@@ -85,6 +91,9 @@ static struct figures figures(void)
         sscanf(c, "counts allocations %llu frees %llu", &f.allocations, &f.frees);
     if (m)
         sscanf(m, "idle magazines %llu depots %llu", &f.magazines, &f.depots);
+    const char *l = strstr(text, " large_cached ");
+    if (l)
+        sscanf(l, " large_cached %llu", &f.large_cached);
     return f;
 }
 
@@ -200,6 +209,129 @@ TEST(threads_moved_between_cpus)
     printf("# %u threads moved across %d CPUs every 500 operations: %llu mallocs, %llu frees "
            "counted\n",
            MOVERS, ncpu, (unsigned long long)(b.allocations - a.allocations),
+           (unsigned long long)(b.frees - a.frees));
+}
+
+/* ---- large blocks while malloc_trim empties the CPUs' caches ---- */
+
+/* Threads (moved from CPU to CPU) allocate and free large blocks of a
+ * few page counts, one at a time, all within the CPUs' caches of them, while
+ * another thread calls malloc_trim every 0.2 ms: in per-CPU mode each
+ * trim claims every CPU and empties its cache of large blocks under the
+ * threads' pops and pushes. A block handed to two holders, a push lost
+ * or made twice, shows as a block whose marks another overwrote (a run's
+ * first word links it in its bin while it is cached), or as the heap's
+ * counts off by one. */
+#define LARGE_THREADS 6
+#define LARGE_ROUNDS 150000
+#define LARGE_KEEP 4
+
+static atomic_int large_done;
+static int large_bad[LARGE_THREADS];
+
+static void *large_user(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    static const size_t sizes[] = {36 * 1024, 64 * 1024, 64 * 1024 + 1, 100000, 256 * 1024};
+    unsigned char *keep[LARGE_KEEP] = {0};
+    size_t size[LARGE_KEEP] = {0};
+    pthread_barrier_wait(&start_line);
+    for (unsigned i = 0; i < LARGE_ROUNDS; i++) {
+        if (i % 300 == 0) {
+            cpu_set_t s;
+            CPU_ZERO(&s);
+            CPU_SET((i / 300 + id) % (unsigned)ncpu, &s);
+            sched_setaffinity(0, sizeof s, &s);
+        }
+        unsigned k = (i * 5 + id) % LARGE_KEEP;
+        if (keep[k]) {
+            unsigned char mark = keep[k][size[k] - 1];
+            /* the first 16 bytes, a middle one and the last carry the mark */
+            for (unsigned b = 0; b < 16; b++)
+                if (keep[k][b] != mark)
+                    large_bad[id]++;
+            if (keep[k][size[k] / 2] != mark || mark / 8 != id + 1)
+                large_bad[id]++;
+            free(keep[k]);
+        }
+        /* one size at a time for every thread (a miss of a CPU's cache
+         * empties it, so mixed sizes would seldom hit) */
+        size[k] = sizes[(i / 10000) % (sizeof sizes / sizeof sizes[0])];
+        keep[k] = malloc(size[k]);
+        if (!keep[k]) {
+            large_bad[id]++;
+            continue;
+        }
+        unsigned char mark = (unsigned char)((id + 1) * 8 + i % 8);
+        memset(keep[k], mark, 16);
+        keep[k][size[k] / 2] = mark;
+        keep[k][size[k] - 1] = mark;
+    }
+    for (unsigned k = 0; k < LARGE_KEEP; k++)
+        free(keep[k]);
+    pthread_barrier_wait(&finish_line);
+    return NULL;
+}
+
+static void *large_trimmer(void *arg)
+{
+    (void)arg;
+    pthread_barrier_wait(&start_line);
+    unsigned long trims = 0;
+    /* Every 0.2 ms: the caches fill between two trims. */
+    struct timespec pause = {0, 200000};
+    while (!atomic_load(&large_done)) {
+        malloc_trim(0);
+        trims++;
+        nanosleep(&pause, NULL);
+    }
+    return (void *)(uintptr_t)trims;
+}
+
+TEST(large_blocks_under_trims)
+{
+    ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_t t[LARGE_THREADS], trimmer;
+    atomic_store(&large_done, 0);
+    pthread_barrier_init(&start_line, NULL, LARGE_THREADS + 2);
+    pthread_barrier_init(&finish_line, NULL, LARGE_THREADS + 1);
+    for (unsigned i = 0; i < LARGE_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, large_user, (void *)(uintptr_t)i) == 0,
+              "pthread_create");
+    CHECK(pthread_create(&trimmer, NULL, large_trimmer, NULL) == 0, "pthread_create");
+    struct figures a = figures();
+    pthread_barrier_wait(&start_line);
+    /* Only the users allocate between the two barriers (malloc_trim
+     * allocates nothing). */
+    pthread_barrier_wait(&finish_line);
+    struct figures b = figures();
+    atomic_store(&large_done, 1);
+    void *trims = NULL;
+    pthread_join(trimmer, &trims);
+    for (unsigned i = 0; i < LARGE_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start_line);
+    pthread_barrier_destroy(&finish_line);
+    int bad = 0;
+    for (unsigned i = 0; i < LARGE_THREADS; i++)
+        bad += large_bad[i];
+    CHECK(bad == 0, "%d large blocks came back damaged or not at all", bad);
+    uint64_t n = (uint64_t)LARGE_THREADS * LARGE_ROUNDS;
+    CHECK(b.allocations - a.allocations == n && b.frees - a.frees == n,
+          "%llu allocations and %llu frees counted for %llu of each",
+          (unsigned long long)(b.allocations - a.allocations),
+          (unsigned long long)(b.frees - a.frees), (unsigned long long)n);
+    /* The caches were there to be raced with: a block freed now stays
+     * in this thread's (or its CPU's) cache. */
+    void *volatile one = malloc(64 * 1024);
+    free(one);
+    struct figures c = figures();
+    CHECK(c.large_cached >= 64 * 1024, "a freed block of 64 KiB was not cached (%llu bytes)",
+          c.large_cached);
+    printf("# %u threads on %d CPUs, large blocks of 36 to 256 KiB, %lu malloc_trim calls "
+           "meanwhile: %llu mallocs, %llu frees counted\n",
+           LARGE_THREADS, ncpu, (unsigned long)(uintptr_t)trims,
+           (unsigned long long)(b.allocations - a.allocations),
            (unsigned long long)(b.frees - a.frees));
 }
 
@@ -545,6 +677,7 @@ int main(int argc, char **argv)
     }
     RUN(mode_is_the_expected_one);
     RUN(threads_moved_between_cpus);
+    RUN(large_blocks_under_trims);
     RUN(many_threads_share_the_cpus);
     RUN(trim_reaches_other_cpus);
     RUN(pair_on_one_cpu_grows_the_depot);

@@ -206,6 +206,14 @@ int main(int argc, char **argv)
         pthread_t t;
         if (pthread_create(&t, NULL, free_there, launder(p)) == 0)
             pthread_join(t, NULL);
+    } else if (!strcmp(c, "double-free-cached-large")) {
+        /* twice, so that a CPU's cache of large blocks holds the first
+         * block of this page count when it is freed again */
+        char *q = launder(malloc(100000));
+        free(q);
+        char *p = launder(malloc(100000));
+        free(p);
+        free(launder(p));
     } else if (!strcmp(c, "double-free-large")) {
         char *p = launder(malloc(300000));
         free(p);
