@@ -52,6 +52,17 @@ extern const int64_t kh_tx_push_add[2] __attribute__((visibility("hidden")));
 extern const int64_t kh_tx_run_pop_add[2] __attribute__((visibility("hidden")));
 extern const int64_t kh_tx_run_push_add[2] __attribute__((visibility("hidden")));
 
+/* The first instructions of every sequence: t the CPU number (the
+ * cpu_id word of the rseq area, at %fs:__rseq_offset + 4), cc the state
+ * of the default heap its cell holds (kh_hosted_sb + the cell's word).
+ * The asm operands rs, cs, tbl, sb, t and cc are the sequences' own. */
+#define KH_TX_STATE                                                                 \
+    "movslq %%fs:4(%[rs]), %[t]\n\t"                                                 \
+    "shl %[cs], %[t]\n\t"                                                            \
+    "lea %[tbl], %[cc]\n\t"                                                          \
+    "mov (%[cc], %[t]), %[cc]\n\t"                                                   \
+    "add %[sb], %[cc]\n\t"
+
 /* Pop into *out from the front at state + D + x (direct false) or from
  * the front a direct[] entry there names (direct true: D is direct[]'s
  * offset); false if its magazine is empty. D and direct are constants. */
@@ -62,11 +73,7 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
     void *obj;
     uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
-                 "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "shl %[cs], %[t]\n\t"
-                 "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t]), %[cc]\n\t"
-                 "add %[sb], %[cc]\n\t"
+                 KH_TX_STATE
                  ".if %c[direct]\n\t"
                  "mov %c[D](%[cc], %[x]), %[cc]\n\t"
                  ".else\n\t"
@@ -119,11 +126,7 @@ static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, 
 {
     uintptr_t t, cc, u;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
-                 "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "shl %[cs], %[t]\n\t"
-                 "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t]), %[cc]\n\t"
-                 "add %[sb], %[cc]\n\t"
+                 KH_TX_STATE
                  "add %[tag], %[cc]\n\t"
                  "mov %[off], %[t]\n\t"
                  "imul %c[div](%[cc]), %[t]\n\t"
@@ -194,11 +197,7 @@ static kh_always_inline bool kh_tx_run_pop(size_t x, void **out)
     void *obj;
     uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
-                 "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "shl %[cs], %[t]\n\t"
-                 "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t]), %[cc]\n\t"
-                 "add %[sb], %[cc]\n\t"
+                 KH_TX_STATE
                  "mov %c[runs](%[cc]), %[cc]\n\t"
                  "test %[cc], %[cc]\n\t"
                  "jz %l[empty]\n\t"
@@ -234,11 +233,7 @@ static kh_always_inline bool kh_tx_run_push(size_t x, void *p)
 {
     uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
-                 "movslq %%fs:4(%[rs]), %[t]\n\t"
-                 "shl %[cs], %[t]\n\t"
-                 "lea %[tbl], %[cc]\n\t"
-                 "mov (%[cc], %[t]), %[cc]\n\t"
-                 "add %[sb], %[cc]\n\t"
+                 KH_TX_STATE
                  "mov %c[runs](%[cc]), %[cc]\n\t"
                  "test %[cc], %[cc]\n\t"
                  "jz %l[miss]\n\t"

@@ -135,6 +135,15 @@ static pthread_barrier_t start_line, finish_line;
 static int ncpu;
 static int mover_bad[MOVERS];
 
+/* The calling thread onto CPU cpu alone. */
+static void move_to(unsigned cpu)
+{
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    CPU_SET(cpu, &s);
+    sched_setaffinity(0, sizeof s, &s);
+}
+
 /* Sizes of every kind: direct classes, multi-page classes, the CPU's
  * cache of large blocks, large blocks past it. */
 static size_t mover_size(unsigned id, unsigned i)
@@ -151,12 +160,8 @@ static void *mover(void *arg)
     size_t size[KEEP] = {0};
     pthread_barrier_wait(&start_line);
     for (unsigned i = 0; i < ROUNDS; i++) {
-        if (i % 500 == 0) {
-            cpu_set_t s;
-            CPU_ZERO(&s);
-            CPU_SET((i / 500 + id) % (unsigned)ncpu, &s);
-            sched_setaffinity(0, sizeof s, &s);
-        }
+        if (i % 500 == 0)
+            move_to((i / 500 + id) % (unsigned)ncpu);
         unsigned k = (i * 13 + id) % KEEP;
         if (keep[k]) {
             unsigned char want = (unsigned char)(id * 31 + size[k]);
@@ -237,12 +242,8 @@ static void *large_user(void *arg)
     size_t size[LARGE_KEEP] = {0};
     pthread_barrier_wait(&start_line);
     for (unsigned i = 0; i < LARGE_ROUNDS; i++) {
-        if (i % 300 == 0) {
-            cpu_set_t s;
-            CPU_ZERO(&s);
-            CPU_SET((i / 300 + id) % (unsigned)ncpu, &s);
-            sched_setaffinity(0, sizeof s, &s);
-        }
+        if (i % 300 == 0)
+            move_to((i / 300 + id) % (unsigned)ncpu);
         unsigned k = (i * 5 + id) % LARGE_KEEP;
         if (keep[k]) {
             unsigned char mark = keep[k][size[k] - 1];
@@ -497,18 +498,10 @@ enum { PAIR_BATCH = 16384, PAIR_ROUNDS = 6 };
 static void *pair_blocks[PAIR_BATCH];
 static pthread_barrier_t pair_line;
 
-static void on_cpu0(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(0, &set);
-    sched_setaffinity(0, sizeof set, &set);
-}
-
 static void *pair_consumer(void *arg)
 {
     (void)arg;
-    on_cpu0();
+    move_to(0);
     for (int r = 0; r < PAIR_ROUNDS; r++) {
         pthread_barrier_wait(&pair_line); /* produced */
         for (int i = 0; i < PAIR_BATCH; i++)
@@ -522,7 +515,7 @@ static void *pair_consumer(void *arg)
 static void *pair_producer(void *arg)
 {
     (void)arg;
-    on_cpu0();
+    move_to(0);
     for (int r = 0; r < PAIR_ROUNDS; r++) {
         for (int i = 0; i < PAIR_BATCH; i++)
             pair_blocks[i] = malloc(64);
