@@ -177,8 +177,16 @@ kh_noinline void kh_default_free_slow(void *ptr)
 #if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
 kh_noinline void kh_default_free_run(void *ptr)
 {
-    if (!kh_tx_run_free(&kh_default_window, ptr))
+    int r = kh_tx_run_free(&kh_default_window, ptr);
+    if (r == KH_TX_HIT)
+        return;
+    if (r == KH_TX_MISS) {
         kh_default_free_slow(ptr);
+        return;
+    }
+    kheap_t *h = kheap_default();
+    kh_free_large_taken(h, ptr);
+    local_sync(h);
 }
 #endif
 kh_noinline void kh_default_free_sized_slow(void *ptr, size_t size, size_t align, unsigned kind)

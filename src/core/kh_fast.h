@@ -130,34 +130,36 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
 #if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
 /* The free of the live large block whose first page ptr is in (its tag
  * KH_RUN_TAG when kh_tx_free read it), for the default heap: into the
- * CPU's cache of large blocks through the port's push, else its slow
- * path (default.c). */
+ * CPU's cache of large blocks through the port's push (kh_tx_run_free),
+ * else the slow path, with the tag taken or not (default.c). */
 void kh_default_free_run(void *ptr);
 
 /* The CPU's cache of large blocks through the port's committed push
- * (kh_tx_run_push), for kh_default_free_run: true if p is the first byte
- * of a live large block and the bin of its page count had room. The tag
- * is taken first, with a compare-and-exchange from KH_RUN_TAG to 0 (as
- * kh_run_push's plain load and store, but atomic: of two frees of one
- * block, on one CPU or two, one takes it and the other misses, and the
- * slow path reports it); the sequence never touches it, so a restart
- * costs nothing; a push that misses puts it back, so the slow path finds
- * the block as the program left it. */
-static inline bool kh_tx_run_free(const struct kh_window *w, void *p)
+ * (kh_tx_run_push), for kh_default_free_run. The tag is taken first,
+ * with a compare-and-exchange from KH_RUN_TAG to 0 (as kh_run_push's
+ * plain load and store, but atomic: of two frees of one block, on one
+ * CPU or two, one takes it and the other misses, and the slow path
+ * reports it); the sequence never touches it, so a restart costs
+ * nothing. KH_TX_HIT: pushed. KH_TX_MISS: p is not the first byte of a
+ * live large block the CPUs may cache (tag untouched: the slow path
+ * finds out what it is). KH_TX_RUN: the tag is taken but the push missed
+ * (no cache on this CPU yet, its bin at its cap, the CPU claimed): the
+ * caller frees the block with the tag taken (kh_free_large_taken), so
+ * that no other free can take it meanwhile. */
+static inline int kh_tx_run_free(const struct kh_window *w, void *p)
 {
     uintptr_t off = (uintptr_t)p - w->start, pg = off >> KHEAP_PAGE_SHIFT;
     uint16_t live = (uint16_t)KH_RUN_TAG;
     if (off >= __atomic_load_n(&w->span, __ATOMIC_ACQUIRE) || (off & KH_PAGE_MASK) ||
         !__atomic_compare_exchange_n(&w->tags[pg], &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
-        return false;
+        return KH_TX_MISS;
     size_t np = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
-    if (kh_tx_run_push(offsetof(struct kh_runcache, bin) +
-                           (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
-                       p))
-        return true;
-    __atomic_store_n(&w->tags[pg], (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
-    return false;
+    return kh_tx_run_push(offsetof(struct kh_runcache, bin) +
+                              (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
+                          p)
+               ? KH_TX_HIT
+               : KH_TX_RUN;
 }
 #endif
 
@@ -259,7 +261,7 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
                     : bytes[0] < size && size <= bytes[1];
             if (kh_likely(of_class))
                 return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr,
-                                  w);
+                                  w) == KH_TX_HIT;
         }
         return false;
     }

@@ -175,9 +175,10 @@ struct kh_runbin {
     uint64_t cap;    /* runs the bin may hold; set by the slow path */
 };
 _Static_assert(sizeof(void *) != 8 ||
-                   (offsetof(struct kh_runbin, head) == 8 &&
-                    offsetof(struct kh_runbin, allocs) == 16 && sizeof(struct kh_runbin) == 32),
-               "frees, head, allocs are adjacent words (kh_runbin)");
+                   (offsetof(struct kh_runbin, frees) == 0 && offsetof(struct kh_runbin, head) == 8 &&
+                    offsetof(struct kh_runbin, allocs) == 16 &&
+                    offsetof(struct kh_runbin, cap) == 24 && sizeof(struct kh_runbin) == 32),
+               "frees, head, allocs, cap are adjacent words (kh_runbin)");
 struct kh_runcache {
     struct kh_runbin bin[KH_RUN_BINS];
     uint64_t limit;  /* pages the bins' caps may add up to (cpu.c) */

@@ -1170,6 +1170,11 @@ void kh_cpu_flush_heap(kheap_t *h, unsigned cpu);
  * CPU's cache (made on first use); false if there is none or no room. */
 bool kh_runs_put(kheap_t *h, void *p, size_t npages);
 void *kh_runs_get(kheap_t *h, size_t size);
+/* The slow free of the live large block ptr of the first region, whose
+ * tag the caller took with a compare-and-exchange (kh_tx_run_free, whose
+ * push missed): this CPU's cache or the page layer, then the deferred
+ * frees, as any slow free (kmalloc.c). */
+void kh_free_large_taken(kheap_t *h, void *ptr);
 /* This CPU's cached runs back to the page layer, all of them. No lock
  * held. Returns the bytes. */
 size_t kh_runs_flush_here(kheap_t *h);

@@ -550,22 +550,17 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
         kh_cpu_free_slow(h, c, ptr);
 }
 
-/* Free the large block whose head is d. Returns 0 or why not. */
-static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *ptr)
+/* Free the large block whose head is d, whose tag the caller took if
+ * CPUs may cache it (taken): this CPU's cache of large blocks if it has
+ * room, else the page layer. Returns 0 or why not. */
+static enum kheap_report_kind large_release(kheap_t *h, struct kh_page *d, void *ptr, bool taken)
 {
     enum kheap_report_kind bad = 0;
-    decay_poll(h);
 #if KH_RUNS
-    /* One a CPU may cache: clear its tag (as the hit path does), then
-     * this CPU's cache if it has room, else the page layer below. */
-    if (kh_run_eligible(h, d)) {
-        uint16_t *tag = &h->window.tags[d - h->regions[0].pages];
-        if (__atomic_load_n(tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
-            return KHEAP_REPORT_FREE_RUN; /* cached since block_of looked */
-        __atomic_store_n(tag, (uint16_t)0, __ATOMIC_RELAXED);
-        if (kh_runs_put(h, ptr, d->npages))
-            return 0;
-    }
+    if (taken && kh_runs_put(h, ptr, d->npages))
+        return 0;
+#else
+    (void)taken;
 #endif
     kh_lock(&h->page_lock);
     if (d->kind == KH_PG_LARGE && !d->internal) {
@@ -579,6 +574,49 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
     kh_unlock(&h->page_lock);
     return bad;
 }
+
+/* Free the large block whose head is d. Returns 0 or why not. */
+static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *ptr)
+{
+    decay_poll(h);
+    bool taken = false;
+#if KH_RUNS
+    /* One a CPU may cache: take its tag, as the hit path does (so that a
+     * second free misses it), then large_release. Where the port's own
+     * commits free large blocks (kh_tx_run_free) the tag is taken with
+     * a compare-and-exchange there, and so here too: of two frees racing
+     * for it, one takes it. Elsewhere a plain load and store, as the hit
+     * path's (kh_run_push: 16-bit atomics are not native everywhere). */
+    if (kh_run_eligible(h, d)) {
+        uint16_t *tag = &h->window.tags[d - h->regions[0].pages];
+#ifdef KHEAP_PORT_CPU_TX_HEADER
+        uint16_t live = (uint16_t)KH_RUN_TAG;
+        if (!__atomic_compare_exchange_n(tag, &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED))
+            return KHEAP_REPORT_FREE_RUN; /* cached since block_of looked */
+#else
+        if (__atomic_load_n(tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
+            return KHEAP_REPORT_FREE_RUN; /* cached since block_of looked */
+        __atomic_store_n(tag, (uint16_t)0, __ATOMIC_RELAXED);
+#endif
+        taken = true;
+    }
+#endif
+    return large_release(h, d, ptr, taken);
+}
+
+#if KH_RUNS && defined(KHEAP_PORT_CPU_TX_HEADER)
+void kh_free_large_taken(kheap_t *h, void *ptr)
+{
+    struct kh_page *d = kh_page_of(h, (uintptr_t)ptr);
+    decay_poll(h);
+    enum kheap_report_kind why = large_release(h, d, ptr, true);
+    if (why)
+        kh_report(why, ptr, NULL, "kheap_free");
+    kh_debug_check(h, "kheap_free");
+    deferred_drain(h);
+}
+#endif
 
 /* Does realloc leave a block of a class of `bytes` where it is when it is
  * resized to size? When size is of that class. A smaller size moves to

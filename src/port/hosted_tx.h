@@ -1,8 +1,10 @@
 /*
  * hosted_tx.h - the hosted port's hit-path commits on x86-64 Linux: a
  * pop from or a push onto a front of the default heap's state of the CPU
- * the caller runs on, made whole or not at all, with no lock and no
- * atomic instruction.
+ * the caller runs on, or onto a bin of its cache of large blocks, made
+ * whole or not at all, with no lock and no atomic instruction (the free
+ * of a large block takes its page tag with a compare-and-exchange before
+ * its sequence: kh_tx_run_free, kh_fast.h).
  *
  * Each is a restartable sequence (Linux rseq(2), registered for every
  * thread by glibc >= 2.35): from reading the CPU number to the one store
@@ -33,8 +35,12 @@
  *
  * What the sequences know of the core: struct kh_cc's words (frees, top,
  * allocs adjacent: kh_front.h asserts it), the front's slot-test
- * constants, and the double-free key's value and offset (KH_GUARD_KEY,
- * KH_GUARD_OFF), all taken from kh_front.h here.
+ * constants, the double-free key's value and offset (KH_GUARD_KEY,
+ * KH_GUARD_OFF), the page tag of a live large block (KH_RUN_TAG), where
+ * a CPU's state holds its cache of large blocks (kh_cc.runs of
+ * kh_cpu.run_front) and struct kh_runbin's words (frees, head, allocs,
+ * cap, in that order: asserted there too), all taken from kh_front.h
+ * here. kh_fast.h takes KH_TX_MISS, KH_TX_HIT and KH_TX_RUN from here.
  */
 #ifndef KHEAP_HOSTED_TX_H
 #define KHEAP_HOSTED_TX_H

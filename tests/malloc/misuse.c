@@ -212,6 +212,10 @@ int main(int argc, char **argv)
         char *q = launder(malloc(100000));
         free(q);
         char *p = launder(malloc(100000));
+        if (p != q) { /* the cache did not give it back: not the case */
+            printf("the first block was not cached\n");
+            return 3;
+        }
         free(p);
         free(launder(p));
     } else if (!strcmp(c, "double-free-large")) {
