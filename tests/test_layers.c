@@ -178,6 +178,15 @@ TEST(free_hit_every_class)
             CHECK(kh_hit_free(h->cpu, &h->window, p), "class %zu: free of %p missed the hit path",
                   size, p);
         }
+        /* The sized free hit too, with the class's size; another class's
+         * size misses (the slow path tells the two apart). */
+        void *sp = kheap_alloc(h, size);
+        CHECK(sp != NULL, "kheap_alloc(%zu) = NULL", size);
+        if (i > 0)
+            CHECK(!kh_hit_free_sized(h->cpu, &h->window, sp, kh_class_size(i - 1)),
+                  "class %zu: a sized free of %p as %zu hit", size, sp, kh_class_size(i - 1));
+        CHECK(kh_hit_free_sized(h->cpu, &h->window, sp, size),
+              "class %zu: sized free of %p missed the hit path", size, sp);
         void *held[16];
         for (int k = 0; k < 16; k++) {
             unsigned char *p = held[k] = kheap_alloc(h, size);
@@ -202,6 +211,36 @@ TEST(free_hit_every_class)
 #else
     printf("# no free hit path in this build\n");
 #endif
+}
+
+/* kheap_check_quiescent reads the page table of the slabs of kmalloc
+ * classes: a page whose tag names another class, or whose offset in its
+ * slab is wrong (the free hit path's slot test would take the wrong
+ * slots), is found. */
+TEST(page_table_checked)
+{
+    struct kt_heap t;
+    kt_heap_open(&t, 8u << 20);
+    kheap_t *h = t.h;
+    unsigned cls = 0;
+    while (cls < KHEAP_NUM_CLASSES && h->kmalloc[cls].pages < 2)
+        cls++;
+    CHECK(cls < KHEAP_NUM_CLASSES, "no class of multi-page slabs%s", "");
+    void *p = kheap_alloc(h, kh_class_size(cls));
+    CHECK(p != NULL, "kheap_alloc(%zu) = NULL", kh_class_size(cls));
+    struct kh_page *d = kh_slab_head(kh_page_of(h, (uintptr_t)p));
+    size_t i = (size_t)(d - h->regions[0].pages) + 1; /* the slab's second page */
+    CHECK(kheap_check_quiescent(h, NULL) == NULL, "the heap is damaged before%s", "");
+    h->window.pt[i].rebase += KH_PAGE;
+    expect_problem(h, "a slab page's offset in its slab wrong");
+    h->window.pt[i].rebase -= KH_PAGE;
+    h->window.pt[i].tag = (uint16_t)(h->window.pt[i].tag + sizeof(struct kh_cc));
+    expect_problem(h, "a slab page tagged with another class");
+    h->window.pt[i].tag = (uint16_t)(h->window.pt[i].tag - sizeof(struct kh_cc));
+    kheap_free(h, p);
+    kheap_reclaim(h);
+    check_clean(h);
+    kt_heap_close(&t);
 }
 
 /* The hit paths take large blocks up to KHEAP_RUN_CACHE_MAX in and out
@@ -254,12 +293,12 @@ TEST(hit_paths_cache_large_blocks)
     kheap_free(h, cached);
     struct kh_page *cd = kh_page_of(h, (uintptr_t)cached);
     size_t ci = (size_t)(cd - h->regions[0].pages);
-    h->window.tags[ci] = KH_RUN_TAG;
+    h->window.pt[ci].tag = KH_RUN_TAG;
     expect_problem(h, "cached large block tagged live");
-    h->window.tags[ci] = 0;
-    h->window.pidx[ci]++;
+    h->window.pt[ci].tag = 0;
+    h->window.pt[ci].run++;
     expect_problem(h, "cached large block's page count wrong");
-    h->window.pidx[ci]--;
+    h->window.pt[ci].run--;
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_runcache *rc = h->cpu[cpu]->run_front.runs;
     kheap_port_cpu_exit(cpu);
@@ -484,11 +523,12 @@ TEST(metadata_budget)
     while (kheap_alloc(h, 16))
         n++;
     kheap_get_stats(h, &s);
-    /* 2% for descriptors, bitmaps and the CPU's state, plus the page tags
-     * of the first region and each page's index in its slab (3 bytes a
-     * page, 0.07%) that give the free hit path its class in one load on
-     * every heap. */
-    size_t tags = h->regions[0].npages * (sizeof *h->window.tags + sizeof *h->window.pidx);
+    /* 2% for descriptors, bitmaps and the CPU's state, plus the page
+     * table of the first region (8 bytes a page, 0.2%) that gives the free
+     * hit path its class and the offset in the slab in one line on every
+     * heap, with the rest of the page it ends in (the pages start on a
+     * page boundary after it). */
+    size_t tags = kh_align_up(h->regions[0].npages * sizeof *h->window.pt, KH_PAGE);
     CHECK((s.metadata_bytes - tags) * 100 <= s.heap_total * 2,
           "full of 16-byte objects: metadata %zu (tags %zu) of %zu bytes (> 2%% + tags)",
           s.metadata_bytes, tags, s.heap_total);
@@ -554,6 +594,7 @@ int main(void)
     RUN(bins_partition_lengths);
     RUN(slab_layouts_waste_at_most_one_eighth);
     RUN(free_hit_every_class);
+    RUN(page_table_checked);
     RUN(hit_paths_cache_large_blocks);
     RUN(power_of_two_classes_aligned_to_size);
     RUN(region_lookup_bounds_and_many_regions);

@@ -195,6 +195,21 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
     }
     if (n != (size_t)(s->carved - s->inuse))
         return fail(w, "slab free list is shorter than carved - inuse", base);
+    /* A kmalloc class's slab in the first region, on a list of its
+     * class: every page's entry names the class's front and the slab's
+     * offset (the free hit path's slot test, kh_fast.h). One on its way
+     * back (KH_LIST_GONE) may be half cleared (slab.c, page_tag). */
+    if (s->region == 0 && c->cc_off && s->list != KH_LIST_GONE) {
+        size_t first = (size_t)(s - h->regions[0].pages);
+        uint32_t rebase = (uint32_t)0 - (uint32_t)(first << KHEAP_PAGE_SHIFT);
+        for (size_t k = 0; k < c->pages; k++) {
+            const struct kh_ptag *e = &h->window.pt[first + k];
+            if (__atomic_load_n(&e->tag, __ATOMIC_RELAXED) != c->cc_off)
+                return fail(w, "a slab page's tag does not name its class", base + k * KH_PAGE);
+            if (__atomic_load_n(&e->rebase, __ATOMIC_RELAXED) != rebase)
+                return fail(w, "a slab page's offset in the page table is wrong", base + k * KH_PAGE);
+        }
+    }
     uint8_t want = s->inuse == 0 ? KH_LIST_EMPTY
                    : s->inuse == c->objs ? KH_LIST_FULL
                                          : KH_LIST_PARTIAL;
@@ -213,20 +228,20 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
 
 /* The page tag of a user large block (kh_front.h): KH_RUN_TAG while one
  * CPUs may cache is live, 0 while a CPU caches it (counted), 0 for one
- * they may not; the page count in pidx while it is live or cached. */
+ * they may not; the page count in its entry while it is live or cached. */
 static bool check_run_tag(kheap_t *h, struct walk *w, const struct kh_page *d)
 {
 #if KH_RUNS
     if (d->region != 0)
         return true;
     size_t i = (size_t)(d - h->regions[0].pages);
-    unsigned tag = __atomic_load_n(&h->window.tags[i], __ATOMIC_RELAXED);
+    unsigned tag = __atomic_load_n(&h->window.pt[i].tag, __ATOMIC_RELAXED);
     uintptr_t addr = kh_page_addr(h, d);
     if (!kh_run_eligible(h, d))
         return tag == 0 || fail(w, "a large block no CPU may cache has a page tag", addr);
     if (tag != KH_RUN_TAG && tag != 0)
         return fail(w, "a large block's page tag is neither live nor cached", addr);
-    if (h->window.pidx[i] != d->npages)
+    if (h->window.pt[i].run != d->npages)
         return fail(w, "a large block's page count in the window is wrong", addr);
     if (!tag)
         w->run_cached += d->npages;

@@ -146,14 +146,12 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
         pc->run_front = (struct kh_cc)KH_CC_EMPTY;
         pc->run_front.limit = NULL;
         pc->run_front.runs = NULL;
-        /* Free's slot test runs on the hit path only for classes
-         * whose slabs are one page (kh_fast.h). */
+        /* Free's slot test (kh_fast.h), over the offset in the slab
+         * (kh_pt_read). */
 #if !KH_SPLIT /* (a split build has no hit paths) */
         for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
-            if (h->kmalloc[i].pages == 1) {
-                pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
-                pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
-            }
+            pc->cc[KH_CC(i)].divtest = h->kmalloc[i].divtest;
+            pc->cc[KH_CC(i)].slot_lim = h->kmalloc[i].slot_lim;
         }
 #endif
         for (unsigned k = 0; k < KH_DIRECT_COUNT; k++)

@@ -45,9 +45,7 @@ struct kh_cpu *const *kh_default_cpus = no_cpus;
 static void publish_window(kheap_t *h)
 {
     kh_default_window.start = h->window.start;
-    kh_default_window.tags = h->window.tags;
-    kh_default_window.pidx = h->window.pidx;
-    kh_default_window.multi = h->window.multi;
+    kh_default_window.pt = h->window.pt;
     __atomic_store_n(&kh_default_window.span, h->window.span, __ATOMIC_RELEASE);
 #if !KHEAP_PORT_CPU_LOCAL
     __atomic_store_n(&kh_default_cpus, (struct kh_cpu *const *)h->cpu, __ATOMIC_RELEASE);

@@ -11,17 +11,13 @@
 #include "kh_internal.h"
 
 /* The window the free hit path reads (kh_fast.h): the first region and
- * its page tags, which its layout placed after the descriptors (zero in
- * zeroed memory, cleared otherwise, so they cost memory only where slabs
+ * its page table, which its layout placed after the descriptors (zero in
+ * zeroed memory, cleared otherwise, so it costs memory only where slabs
  * are made). */
 static void window_setup(kheap_t *h)
 {
     const struct kh_region *r0 = &h->regions[0];
-    h->window.tags = kh_region_tags(r0);
-    h->window.pidx = kh_region_pidx(r0);
-#if KHEAP_PERCPU
-    h->window.multi = h->multi;
-#endif
+    h->window.pt = kh_region_ptags(r0);
     h->window.start = r0->start;
     h->window.span = r0->span;
 }
@@ -76,12 +72,6 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shu
         struct kheap_cache *c = &h->kmalloc[i];
         c->cls = (uint8_t)i;
         c->cc_off = (uint16_t)offsetof(struct kh_cpu, cc[KH_CC(i)]);
-#if KHEAP_PERCPU
-        /* The free hit's second test (kh_fast.h): classes of one-page
-         * slabs take the first, from their fronts (cpu.c). */
-        if (c->pages > 1)
-            h->multi[KH_CC(i)] = (struct kh_slabtest){c->divtest, c->slot_lim};
-#endif
     }
     kh_cache_setup(h, &h->cache_cache, "kheap_cache",
                    KH_UCACHE_SIZE, KH_HEADER_ALIGN, NULL, NULL,

@@ -79,7 +79,7 @@ static kh_always_inline bool kh_hit_alloc(struct kh_cpu *const *cpus, const stru
                                    (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
                                out))
                 return false;
-            __atomic_store_n(&w->tags[((uintptr_t)*out - w->start) >> KHEAP_PAGE_SHIFT],
+            __atomic_store_n(&w->pt[((uintptr_t)*out - w->start) >> KHEAP_PAGE_SHIFT].tag,
                              (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
             return true;
         }
@@ -151,10 +151,10 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
     uintptr_t off = (uintptr_t)p - w->start, pg = off >> KHEAP_PAGE_SHIFT;
     uint16_t live = (uint16_t)KH_RUN_TAG;
     if (off >= __atomic_load_n(&w->span, __ATOMIC_ACQUIRE) || (off & KH_PAGE_MASK) ||
-        !__atomic_compare_exchange_n(&w->tags[pg], &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,
+        !__atomic_compare_exchange_n(&w->pt[pg].tag, &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
         return KH_TX_MISS;
-    size_t np = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
+    size_t np = __atomic_load_n(&w->pt[pg].run, __ATOMIC_RELAXED);
     return kh_tx_run_push(offsetof(struct kh_runcache, bin) +
                               (np - KH_RUN_MIN_PAGES) * sizeof(struct kh_runbin),
                           p)
@@ -172,13 +172,14 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     uintptr_t off = (uintptr_t)ptr - w->start;
 #ifdef KHEAP_PORT_CPU_TX_HEADER
     /* The default heap: the tests below, in the port's committed push
-     * (kh_tx_free, both slot tests), with the CPU's state at the
+     * (kh_tx_free, its slot test), with the CPU's state at the
      * commit; a large block through the port's push of runs
      * (kh_default_free_run). */
     if (!cpus) {
         if (kh_likely(off < span)) {
-            size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
-            int r = kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr, w);
+            uint64_t soff;
+            size_t tag = kh_pt_read(w->pt, off, &soff);
+            int r = kh_tx_free(tag, soff, ptr);
             if (kh_likely(r == KH_TX_HIT))
                 return true;
 #if KH_RUNS
@@ -194,21 +195,20 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     }
 #endif
     if (kh_likely(off < span)) {
-        unsigned tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+        uint64_t soff;
+        size_t tag = kh_pt_read(w->pt, off, &soff);
         unsigned cpu = kheap_port_cpu_enter_fast();
         struct kh_cc *cc = (struct kh_cc *)((char *)kh_cpu_here(cpus, cpu) + tag);
         /* The slot test first: only then is the key word inside the
-         * object, so inside the heap. A page of a multi-page slab fails
-         * the one-page test (its class's front holds 0s) and takes the
-         * slab-wide one, with the page's index in its slab (reading the
-         * tag again: a live object's tag cannot change). The index was
-         * stored before the tag: a free of a live object reads both as
+         * object, so inside the heap. The page's entry gives the offset
+         * in the slab, whatever its page count (kh_ptag). Its rebase was
+         * stored before its tag: a free of a live object reads both as
          * its slab's maker left them; a racing free of a bad pointer may
-         * pair a new tag with an old index, and either way meets the slot
-         * test of a class and the key, as with the tag alone. */
-        bool slot = kh_cc_slot(cc, off & KH_PAGE_MASK);
-        if (kh_unlikely(!slot)) {
+         * pair a new tag with an old rebase, and either way meets the
+         * slot test of a class and the key, as with the tag alone. */
+        bool slot = kh_cc_slot(cc, soff);
 #if KH_RUNS
+        if (kh_unlikely(!slot)) {
             /* The first page of a large block: its tag names the front
              * that holds the CPU's cache of them, the only one whose
              * limit is NULL. */
@@ -217,9 +217,8 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
                 kheap_port_cpu_exit_fast(cpu);
                 return hit;
             }
-#endif
-            slot = kh_multi_slot(w, ptr);
         }
+#endif
         if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);
@@ -253,28 +252,29 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
      * allocation hit of size pops), then kh_hit_free's committed push. */
     if (!cpus) {
         if (kh_likely(off < span)) {
-            size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+            uint64_t soff;
+            size_t tag = kh_pt_read(w->pt, off, &soff);
             const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
             bool of_class =
                 kh_likely(size <= KH_DIRECT_MAX)
                     ? tag == KH_CC(kh_small_class[(size + 7) >> 3]) * sizeof(struct kh_cc)
                     : bytes[0] < size && size <= bytes[1];
             if (kh_likely(of_class))
-                return kh_tx_free(tag, (uint32_t)(off & KH_PAGE_MASK), off >> KHEAP_PAGE_SHIFT, ptr,
-                                  w) == KH_TX_HIT;
+                return kh_tx_free(tag, soff, ptr) == KH_TX_HIT;
         }
         return false;
     }
 #endif
     if (kh_likely(off < span)) {
-        size_t tag = __atomic_load_n(&w->tags[off >> KHEAP_PAGE_SHIFT], __ATOMIC_RELAXED);
+        uint64_t soff;
+        size_t tag = kh_pt_read(w->pt, off, &soff);
         unsigned cpu = kheap_port_cpu_enter_fast();
         struct kh_cpu *pc = kh_cpu_here(cpus, cpu);
         struct kh_cc *cc = (struct kh_cc *)((char *)pc + tag);
         const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
         bool of_class = kh_likely(size <= KH_DIRECT_MAX) ? pc->direct[(size + 7) >> 3] == cc
                                                          : bytes[0] < size && size <= bytes[1];
-        if (kh_likely(of_class && kh_cc_slot(cc, off & KH_PAGE_MASK) &&
+        if (kh_likely(of_class && kh_cc_slot(cc, soff) &&
                       *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);

@@ -105,8 +105,8 @@ struct kh_cc {
     union {
         /* kmalloc classes (kh_cpu.cc): free's slot test (see
          * kheap_cache.divtest), copied from the class so the hit path of
-         * free reads one line; both 0 (every test fails) in cc[0] and for
-         * classes of multi-page slabs. Their miss counters are in
+         * free reads one line; both 0 (every test fails) in cc[0] and
+         * in kh_cpu.run_front. Their miss counters are in
          * kh_cpu.miss. */
         struct {
             uint64_t divtest, slot_lim;
@@ -143,7 +143,7 @@ _Static_assert(sizeof(void *) != 8 ||
 #define KH_RUN_MAX_PAGES ((unsigned)(KHEAP_RUN_CACHE_MAX >> KHEAP_PAGE_SHIFT))
 #define KH_RUN_BINS (KH_RUN_MAX_PAGES >= KH_RUN_MIN_PAGES ? KH_RUN_MAX_PAGES - KH_RUN_MIN_PAGES + 1u : 1u)
 #if KH_RUNS
-_Static_assert(KH_RUN_MAX_PAGES <= 255, "a run's page count fits kh_window.pidx");
+_Static_assert(KH_RUN_MAX_PAGES <= 0xffff, "a run's page count fits kh_ptag.run");
 #endif
 
 /* One CPU's cache of large blocks: freed page runs of KH_RUN_MIN_PAGES +
@@ -227,7 +227,7 @@ _Static_assert(sizeof(struct kh_cc) * (KH_CC_COUNT + 1) <= 0xffffu,
 /* The page tag of the first page of a live large block a CPU may cache. */
 #define KH_RUN_TAG ((unsigned)offsetof(struct kh_cpu, run_front))
 _Static_assert(offsetof(struct kh_cpu, run_front) == sizeof(struct kh_cc) * KH_CC_COUNT,
-               "run_front follows the classes' fronts (kh_window.multi covers it)");
+               "run_front follows the classes' fronts");
 
 extern struct kh_mag kh_mag_sentinel;
 extern struct kh_cpu kh_cpu_sentinel;
@@ -365,54 +365,66 @@ static inline bool kh_cc_push(struct kh_cc *cc, void *p)
     return true;
 }
 
-/* Is off (bytes from the start of a one-page slab) a slot of the class
- * whose constants cc holds? One multiply and one compare. */
-static inline bool kh_cc_slot(const struct kh_cc *cc, uintptr_t off)
+/* Is off (bytes from the start of a slab, below 2^32: kh_slab_off) a
+ * slot of the class whose constants cc holds? One multiply and one
+ * compare. */
+static inline bool kh_cc_slot(const struct kh_cc *cc, uint64_t off)
 {
-    return (uint64_t)(uint32_t)off * cc->divtest < cc->slot_lim;
+    return off * cc->divtest < cc->slot_lim;
 }
 
-/* The slot test of a kmalloc class over a whole slab of several pages:
- * kheap_cache.divtest and slot_lim (as kh_cc_slot, with off counted from
- * the slab's first page); both 0, which every offset fails, for classes
- * of one-page slabs and for the entry of no class. */
-struct kh_slabtest {
-    uint64_t divtest, slot_lim;
+/* The page table of a heap's first region, one entry per page, for the
+ * hit paths (kh_fast.h). tag is the offset in struct kh_cpu of the front
+ * of the kmalloc class whose slab the page is part of, KH_RUN_TAG on the
+ * first page of a live large block a CPU may cache, else 0 (a front whose
+ * slot test always fails). rebase, added to the 32-bit offset in the
+ * window of an address on a slab page, gives the address's offset in its
+ * slab: minus the slab's first page's offset, modulo 2^32 (a slab is far
+ * smaller than 4 GiB). So free's one slot test (kh_cc_slot) serves the
+ * classes of one page and of several alike, with no branch between them.
+ * run is the page count of the large block whose first page it is (live
+ * or cached). Both are written before the tag (release) and fixed while
+ * it is set; stale otherwise, and then never used: a page with tag 0
+ * fails every test. */
+struct kh_ptag {
+    uint16_t tag;    /* written by the slab layer (slab.c) and kmalloc.c */
+    uint16_t run;    /* written before a KH_RUN_TAG */
+    uint32_t rebase; /* written before a slab's tag */
 };
+_Static_assert(sizeof(struct kh_ptag) == 8, "a page table entry is 8 bytes (kh_fast.h indexes it)");
 
-/* A heap's first region and its page tags, for the free hit (kh_fast.h):
- * tags[i] is the offset in struct kh_cpu of the front of the kmalloc class
- * whose slab page i is part of, else 0 (a front whose slot test always
- * fails). pidx[i] is page i's index in that slab when the slab has
- * several pages (stale otherwise, and then never read with a tag whose
- * multi entry is not 0), and multi[k] the slab-wide slot test of the class
- * of cc[k]. span is 0 (every pointer misses) until the window is set up;
- * it is stored last (release) and loaded first (acquire), so a reader
- * that sees it sees the rest. */
+/* A heap's first region and its page table, for the free hit (kh_fast.h).
+ * span is 0 (every pointer misses) until the window is set up; it is
+ * stored last (release) and loaded first (acquire), so a reader that sees
+ * it sees the rest. */
 struct kh_window {
     uintptr_t start, span;
-    uint16_t *tags; /* written by the slab layer (slab.c) */
-    uint8_t *pidx;  /* written by the slab layer, before the tag */
-    const struct kh_slabtest *multi; /* by index in kh_cpu.cc, and 0s for
-                                        run_front after them; fixed */
+    struct kh_ptag *pt;
 };
 
-/* Is p (in the window) the start of a slot of a multi-page slab of a
- * kmalloc class? The free hit's second test, for the pages the one-page
- * test refused: it reads the page's tag again and its index in the slab,
- * recomputing p's offset hidden from the compiler, so that the first test
- * keeps nothing alive for it (its instruction count is that of a one-page
- * class's hit). */
-static inline bool kh_multi_slot(const struct kh_window *w, const void *p)
+/* The tag of the page of the window offset off, from the page table pt,
+ * and in *soff off's offset in its slab, below 2^32 (meaningful only
+ * where the tag names a class). For the free hit paths (kh_fast.h). */
+static kh_always_inline size_t kh_pt_read(const struct kh_ptag *pt, uintptr_t off, uint64_t *soff)
 {
-    uintptr_t a = (uintptr_t)p;
-    __asm__("" : "+r"(a));
-    uintptr_t off = a - w->start, pg = off >> KHEAP_PAGE_SHIFT;
-    unsigned tag = __atomic_load_n(&w->tags[pg], __ATOMIC_RELAXED);
-    unsigned idx = __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED);
-    const struct kh_slabtest *t = &w->multi[tag / sizeof(struct kh_cc)];
-    off = (off & KH_PAGE_MASK) + ((uintptr_t)idx << KHEAP_PAGE_SHIFT);
-    return (uint64_t)(uint32_t)off * t->divtest < t->slot_lim;
+    uintptr_t pg = off >> KHEAP_PAGE_SHIFT;
+#if defined(__x86_64__)
+    /* Both loads indexed off the table, and one add from memory: a 32-bit
+     * add clears the upper half, which the compiler would clear again, and
+     * it would make the entry's address first. (Plain loads of 16 and 32
+     * bits are atomic here, as the relaxed loads below.) */
+    size_t tag;
+    __asm__("movzwl (%[pt], %[pg], 8), %k[tag]\n\t"
+            "addl 4(%[pt], %[pg], 8), %k[off]"
+            : [tag] "=&r"(tag), [off] "+r"(off)
+            : [pt] "r"(pt), [pg] "r"(pg), "m"(pt[pg]));
+    *soff = off;
+    return tag;
+#else
+    const struct kh_ptag *e = &pt[pg];
+    *soff = (uint32_t)((uint32_t)off + __atomic_load_n(&e->rebase, __ATOMIC_RELAXED));
+    return __atomic_load_n(&e->tag, __ATOMIC_RELAXED);
+#endif
 }
 
 #if KH_RUNS
@@ -432,8 +444,8 @@ static inline struct kh_runbin *kh_run_bin(struct kh_runcache *rc, size_t np)
 /* Allocation from the cache of large blocks of the CPU whose state is pc:
  * a run of size's page count (KHEAP_MAX_CLASS < size <=
  * KHEAP_RUN_CACHE_MAX) into *out, or false. The run is live again once
- * its tag is KH_RUN_TAG (its page count in pidx stayed as the free that
- * cached it found it). */
+ * its tag is KH_RUN_TAG (its page count in kh_ptag.run stayed as the
+ * free that cached it found it). */
 static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size_t size,
                               void **out)
 {
@@ -446,7 +458,7 @@ static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size
         return false;
     b->head = *(void **)p;
     kh_bump(&b->allocs);
-    __atomic_store_n(&w->tags[((uintptr_t)p - w->start) >> KHEAP_PAGE_SHIFT],
+    __atomic_store_n(&w->pt[((uintptr_t)p - w->start) >> KHEAP_PAGE_SHIFT].tag,
                      (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
     *out = p;
     return true;
@@ -454,27 +466,28 @@ static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size
 
 /* Free of p (in the window, on a page tagged KH_RUN_TAG when it was
  * looked at) into the CPU's cache of large blocks rc, if p is the first
- * byte of the live large block (pidx holds its page count) and its bin
+ * byte of the live large block (kh_ptag.run holds its page count) and its bin
  * holds fewer runs than its cap; else false. The tag is cleared, so a
  * second free of the block misses and the slow path reports it. Two
  * frees of one block racing on two CPUs could both see the tag (a plain
  * load and store: 16-bit atomic exchanges are not native everywhere), as
  * two racing frees of one object can both pass the double-free key; a
  * double free within one CPU, or after the other completed, is always
- * seen. It recomputes p's offset, hidden from the compiler, so that the
- * first test keeps nothing alive for it. */
+ * seen. It recomputes p's offset, hidden from the compiler, and loads
+ * the window's start again, so that the first test keeps nothing alive
+ * for it. */
 static inline bool kh_run_push(struct kh_runcache *rc, const struct kh_window *w, void *p)
 {
     uintptr_t a = (uintptr_t)p;
     __asm__("" : "+r"(a));
-    uintptr_t off = a - w->start, pg = off >> KHEAP_PAGE_SHIFT;
+    uintptr_t off = a - __atomic_load_n(&w->start, __ATOMIC_RELAXED), pg = off >> KHEAP_PAGE_SHIFT;
     if ((off & KH_PAGE_MASK) || !rc ||
-        __atomic_load_n(&w->tags[pg], __ATOMIC_ACQUIRE) != KH_RUN_TAG)
+        __atomic_load_n(&w->pt[pg].tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
         return false;
-    struct kh_runbin *b = kh_run_bin(rc, __atomic_load_n(&w->pidx[pg], __ATOMIC_RELAXED));
+    struct kh_runbin *b = kh_run_bin(rc, __atomic_load_n(&w->pt[pg].run, __ATOMIC_RELAXED));
     if (b->frees - b->allocs >= b->cap)
         return false;
-    __atomic_store_n(&w->tags[pg], (uint16_t)0, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->pt[pg].tag, (uint16_t)0, __ATOMIC_RELAXED);
     *(void **)p = b->head;
     b->head = p;
     kh_bump(&b->frees);

@@ -633,15 +633,13 @@ struct kheap {
                                low_water (pages.c); cleared by the pass */
     unsigned shrinking;     /* atomic: a shrinker pass is running */
     uint64_t shrink_passes; /* atomic: passes run */
-    /* The first region and its page tags (laid out after its
-     * descriptors: kh_region_tags). A tag is written by the cache that
-     * makes or unmakes the slab, under its lock, before any object of the
-     * slab is handed out and after the last comes back (slab.c). Fixed
-     * after init otherwise. */
+    /* The first region and its page table (laid out after its
+     * descriptors: kh_region_ptags). A slab page's entry is written by the
+     * cache that makes or unmakes the slab, under its lock, before any
+     * object of the slab is handed out and after the last comes back
+     * (slab.c); a large block's first page's by kmalloc.c. Fixed after
+     * init otherwise. */
     struct kh_window window;
-#if KHEAP_PERCPU
-    struct kh_slabtest multi[KH_CC_COUNT + 1]; /* window.multi; fixed after init */
-#endif
 
     /* Fixed after init. */
     struct kheap_cache cache_cache; /* holds user kheap_cache structures */
@@ -789,17 +787,17 @@ int kh_region_prepare(struct kh_region *r, void *base, size_t size, size_t skip,
                       bool zeroed, bool shut);
 int kh_region_enter(kheap_t *h, const struct kh_region *r, struct kh_region **out);
 struct kh_region *kh_region_of(kheap_t *h, uintptr_t addr);
-/* The page tags of the first region, then each page's index in its
- * slab (kh_window): after its descriptors, counted in its meta_bytes. */
-static inline uint16_t *kh_region_tags(const struct kh_region *r0)
+/* The page table of the first region (kh_window): after its
+ * descriptors, counted in its meta_bytes. */
+static inline struct kh_ptag *kh_region_ptags(const struct kh_region *r0)
 {
-    return (uint16_t *)(r0->pages + r0->npages);
+    return (struct kh_ptag *)(r0->pages + r0->npages);
 }
-static inline uint8_t *kh_region_pidx(const struct kh_region *r0)
-{
-    return (uint8_t *)(kh_region_tags(r0) + r0->npages);
-}
-_Static_assert(KH_SLAB_MAX_PAGES <= 256, "a page's index in its slab fits kh_window.pidx");
+_Static_assert(_Alignof(struct kh_page) >= _Alignof(struct kh_ptag) &&
+                   sizeof(struct kh_page) % _Alignof(struct kh_ptag) == 0,
+               "the page table after the descriptors is aligned");
+_Static_assert(((uint64_t)KH_SLAB_MAX_PAGES << KHEAP_PAGE_SHIFT) <= UINT32_MAX,
+               "an offset in a slab fits kh_ptag.rebase's 32 bits");
 static inline uintptr_t kh_page_addr(kheap_t *h, const struct kh_page *d)
 {
     const struct kh_region *r = &h->regions[d->region];
@@ -1159,7 +1157,7 @@ static inline bool kh_run_eligible(kheap_t *h, const struct kh_page *d)
 static inline bool kh_run_cached(kheap_t *h, const struct kh_page *d)
 {
     return kh_run_eligible(h, d) &&
-           __atomic_load_n(&h->window.tags[d - h->regions[0].pages], __ATOMIC_ACQUIRE) !=
+           __atomic_load_n(&h->window.pt[d - h->regions[0].pages].tag, __ATOMIC_ACQUIRE) !=
                KH_RUN_TAG;
 }
 /* CPU cpu's magazines of h's caches to the depots and its cached large

@@ -316,10 +316,10 @@ static void large_live(kheap_t *h, struct kh_page *d)
         return;
     size_t i = (size_t)(d - h->regions[0].pages);
     if (kh_run_eligible(h, d)) {
-        __atomic_store_n(&h->window.pidx[i], (uint8_t)d->npages, __ATOMIC_RELAXED);
-        __atomic_store_n(&h->window.tags[i], (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->window.pt[i].run, (uint16_t)d->npages, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->window.pt[i].tag, (uint16_t)KH_RUN_TAG, __ATOMIC_RELEASE);
     } else {
-        __atomic_store_n(&h->window.tags[i], (uint16_t)0, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->window.pt[i].tag, (uint16_t)0, __ATOMIC_RELAXED);
     }
 #else
     (void)h, (void)d;
@@ -588,7 +588,7 @@ static enum kheap_report_kind large_free(kheap_t *h, struct kh_page *d, void *pt
      * for it, one takes it. Elsewhere a plain load and store, as the hit
      * path's (kh_run_push: 16-bit atomics are not native everywhere). */
     if (kh_run_eligible(h, d)) {
-        uint16_t *tag = &h->window.tags[d - h->regions[0].pages];
+        uint16_t *tag = &h->window.pt[d - h->regions[0].pages].tag;
 #ifdef KHEAP_PORT_CPU_TX_HEADER
         uint16_t live = (uint16_t)KH_RUN_TAG;
         if (!__atomic_compare_exchange_n(tag, &live, (uint16_t)0, false, __ATOMIC_ACQUIRE,

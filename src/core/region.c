@@ -65,17 +65,17 @@ static void publish(kheap_t *h, unsigned idx)
 /*
  * Lay out a region over [base, base+size) whose first `skip` bytes are
  * taken (the heap structure): fill *r and clear its descriptors unless
- * the memory is known to be zero. With tags (the first region), a page
- * tag (uint16_t) per page follows the descriptors, then a byte per page
- * for its index in its slab: kh_region_tags, kh_region_pidx. Touches
- * only the new memory, so it runs without a lock.
+ * the memory is known to be zero. With tags (the first region), the page
+ * table (a struct kh_ptag per page) follows the descriptors:
+ * kh_region_ptags. Touches only the new memory, so it runs without a
+ * lock.
  */
 static int region_layout(struct kh_region *r, uintptr_t base, size_t size, size_t skip,
                          bool zeroed, bool tags, bool shut)
 {
     uintptr_t end = base + size;
     uintptr_t descs = kh_align_up(base + skip, KH_HEADER_ALIGN);
-    size_t per_page = sizeof(struct kh_page) + (tags ? sizeof(uint16_t) + sizeof(uint8_t) : 0);
+    size_t per_page = sizeof(struct kh_page) + (tags ? sizeof(struct kh_ptag) : 0);
     if (descs >= end)
         return KHEAP_ETOOSMALL;
     size_t n = (end - descs) / (KH_PAGE + per_page);
@@ -156,7 +156,7 @@ int kh_region_check(const void *base, size_t size, bool first)
 
 /* Check and lay out [base, base+size) as a region that skips its first
  * `skip` bytes (the heap structure of a first region); the first region
- * also gets the heap's page tags (kh_region_tags). shut: the memory is
+ * also gets the heap's page table (kh_region_ptags). shut: the memory is
  * the port's, inaccessible until opened (KHEAP_PORT_COMMIT; zero too):
  * the metadata is opened here, the pages by the page layer. Writes only
  * into the new memory, and nothing on error; the caller has made sure

@@ -226,25 +226,27 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
     s->prev = s->next = NULL;
 }
 
-/* The page tags of slab s (kheap.window.tags): the offset of its class's
- * front in struct kh_cpu, on every page of a slab of a kmalloc class in
- * the first region, for the free hit path (kh_fast.h); with several
- * pages, each page's index in the slab (window.pidx) first. Set before
- * any object of the slab is handed out (c's lock held), cleared after the
- * last came back and the slab left c's lists (by the thread giving it
- * back), so a free of a live object reads stable tags; a racing free of a
- * bad pointer may read either value, and either way meets a slot test and
- * the key. */
+/* The page table entries of slab s (kheap.window.pt): on every page of a
+ * slab of a kmalloc class in the first region, the offset of its class's
+ * front in struct kh_cpu, for the free hit path (kh_fast.h), with the
+ * page's rebase (minus the slab's offset in the window) first. Set
+ * before any object of the slab is handed out (c's lock held), cleared
+ * after the last came back and the slab left c's lists (by the thread
+ * giving it back), so a free of a live object reads a stable entry; a
+ * racing free of a bad pointer may read either tag, or a new tag with an
+ * old rebase, and either way meets a slot test and the key. */
 static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
 {
     kheap_t *h = c->heap;
     if (s->region != 0 || !c->cc_off)
         return;
     size_t first = (size_t)(s - h->regions[0].pages);
+    uint32_t rebase = (uint32_t)0 - (uint32_t)(first << KHEAP_PAGE_SHIFT);
     for (size_t i = 0; i < c->pages; i++) {
-        if (on && c->pages > 1)
-            __atomic_store_n(&h->window.pidx[first + i], (uint8_t)i, __ATOMIC_RELAXED);
-        __atomic_store_n(&h->window.tags[first + i], on ? c->cc_off : 0, __ATOMIC_RELEASE);
+        struct kh_ptag *e = &h->window.pt[first + i];
+        if (on)
+            __atomic_store_n(&e->rebase, rebase, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->tag, on ? c->cc_off : 0, __ATOMIC_RELEASE);
     }
 }
 

@@ -108,51 +108,34 @@ empty:
 }
 
 /* The free hit: push p onto the front at state + tag, marking it with
- * the double-free key. In the sequence, in this order: the slot test of
- * a one-page slab (off: p's offset in its page), and where it fails, the
- * test over a slab of several pages from the window w (p's page pg: its
- * index in the slab, pidx, and the class's constants, multi: the page
- * tag of a large block or of no class names a front whose tests all
- * fail); then the key (found: a miss), the room (none: a miss), and the
+ * the double-free key. In the sequence, in this order: the slot test
+ * (off: p's offset in its slab, from its page's entry: kh_pt_read; the
+ * tag of a large block or of no class names a front whose test always
+ * fails); then the key (found: a miss), the room (none: a miss), and the
  * key stored just before the commit, so that no other thread on the CPU
  * can pop p before it is stored, nor a miss leave it stored. A sequence
  * restarted after storing it meets its own key and misses: the slow
- * path, which finds p in no magazine, frees it. The window's words read
- * are fixed while p is live (as kh_multi_slot reads them). KH_TX_HIT
- * when pushed, KH_TX_MISS for the slow path, and KH_TX_RUN for the first
- * page of a live large block (tag KH_RUN_TAG, which names
- * kh_cpu.run_front: its slot test fails as a class of several pages'
- * does), which leaves at the second test, before reading anything more,
- * for the caller's push of runs (kh_tx_run_push): only the frees of
- * classes of several pages pay for telling large blocks apart (a compare
- * and a branch). */
+ * path, which finds p in no magazine, frees it. KH_TX_HIT when pushed,
+ * KH_TX_MISS for the slow path, and KH_TX_RUN for the first page of a
+ * live large block (tag KH_RUN_TAG, which names kh_cpu.run_front), which
+ * leaves once its slot test failed, before reading anything more, for
+ * the caller's push of runs (kh_tx_run_push): the compare that tells it
+ * apart is out of line, off every hit. */
 enum { KH_TX_MISS, KH_TX_HIT, KH_TX_RUN };
-static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, void *p,
-                                       const struct kh_window *w)
+static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, void *p)
 {
-    uintptr_t t, cc, u;
+    uintptr_t t, cc;
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  KH_TX_STATE
                  "add %[tag], %[cc]\n\t"
                  "mov %[off], %[t]\n\t"
                  "imul %c[div](%[cc]), %[t]\n\t"
                  "cmp %c[lim](%[cc]), %[t]\n\t"
-                 "jb 5f\n\t"
                  ".if %c[runs_on]\n\t"
-                 "cmp %[runtag], %[tag]\n\t"
-                 "je %l[run]\n\t"
+                 "jae 6f\n\t"
+                 ".else\n\t"
+                 "jae %l[miss]\n\t"
                  ".endif\n\t"
-                 "mov %c[pidx](%[w]), %[u]\n\t"
-                 "movzbl (%[u], %[pg]), %k[t]\n\t"
-                 "shl %[ps], %[t]\n\t"
-                 "add %[off], %[t]\n\t"
-                 "mov %[tag], %[u]\n\t"
-                 "shr %[ts], %[u]\n\t"
-                 "add %c[multi](%[w]), %[u]\n\t"
-                 "imul (%[u]), %[t]\n\t"
-                 "cmp 8(%[u]), %[t]\n\t"
-                 "jae %l[miss]\n"
-                 "5:\n\t"
                  "cmpl %[key], %c[kw](%[p])\n\t"
                  "je %l[miss]\n\t"
                  "mov 8(%[cc]), %[t]\n\t"
@@ -165,15 +148,19 @@ static kh_always_inline int kh_tx_free(size_t tag, uintptr_t off, uintptr_t pg, 
                  "paddq %[add], %%xmm0\n\t"
                  "movdqu %%xmm0, (%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
-                 : [t] "=&r"(t), [cc] "=&r"(cc), [u] "=&r"(u)
+                 ".if %c[runs_on]\n\t"
+                 ".pushsection .text.unlikely, \"ax\"\n"
+                 "6:\n\t"
+                 "cmp %[runtag], %[tag]\n\t"
+                 "je %l[run]\n\t"
+                 "jmp %l[miss]\n\t"
+                 ".popsection\n\t"
+                 ".endif\n\t"
+                 : [t] "=&r"(t), [cc] "=&r"(cc)
                  : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
-                   [sb] "m"(kh_hosted_sb), [tag] "r"(tag),
-                   [off] "r"(off), [pg] "r"(pg), [p] "r"(p), [w] "r"(w),
+                   [sb] "m"(kh_hosted_sb), [tag] "r"(tag), [off] "r"(off), [p] "r"(p),
                    [div] "i"(offsetof(struct kh_cc, divtest)),
                    [lim] "i"(offsetof(struct kh_cc, slot_lim)),
-                   [pidx] "i"(offsetof(struct kh_window, pidx)),
-                   [multi] "i"(offsetof(struct kh_window, multi)), [ps] "i"(KHEAP_PAGE_SHIFT),
-                   [ts] "i"(__builtin_ctz(sizeof(struct kh_cc) / sizeof(struct kh_slabtest))),
                    [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),
                    [kw] "i"(KH_GUARD_OFF), [add] "m"(kh_tx_push_add),
                    [runs_on] "i"(KH_RUNS), [runtag] "i"(KH_RUN_TAG)
@@ -267,10 +254,5 @@ miss:
     return false;
 }
 #endif
-
-_Static_assert(sizeof(struct kh_cc) % sizeof(struct kh_slabtest) == 0 &&
-                   ((sizeof(struct kh_cc) / sizeof(struct kh_slabtest)) &
-                    (sizeof(struct kh_cc) / sizeof(struct kh_slabtest) - 1)) == 0,
-               "a front's index in kh_window.multi is its tag shifted right");
 
 #endif /* KHEAP_HOSTED_TX_H */
