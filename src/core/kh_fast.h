@@ -204,8 +204,9 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
          * in the slab, whatever its page count (kh_ptag). Its rebase was
          * stored before its tag: a free of a live object reads both as
          * its slab's maker left them; a racing free of a bad pointer may
-         * pair a new tag with an old rebase, and either way meets the
-         * slot test of a class and the key, as with the tag alone. */
+         * pair one slab's tag with another's rebase (a whole number of
+         * pages off), and either way meets the slot test of a class and
+         * the key, as with the tag alone. */
         bool slot = kh_cc_slot(cc, soff);
 #if KH_RUNS
         if (kh_unlikely(!slot)) {

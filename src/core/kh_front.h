@@ -391,7 +391,9 @@ struct kh_ptag {
     uint16_t run;    /* written before a KH_RUN_TAG */
     uint32_t rebase; /* written before a slab's tag */
 };
-_Static_assert(sizeof(struct kh_ptag) == 8, "a page table entry is 8 bytes (kh_fast.h indexes it)");
+_Static_assert(sizeof(struct kh_ptag) == 8 && offsetof(struct kh_ptag, tag) == 0 &&
+                   offsetof(struct kh_ptag, rebase) == 4,
+               "a page table entry is 8 bytes, tag first, rebase at 4 (kh_pt_read)");
 
 /* A heap's first region and its page table, for the free hit (kh_fast.h).
  * span is 0 (every pointer misses) until the window is set up; it is

@@ -30,7 +30,7 @@
  * are 3 pages) or a large block of up to 1.5 KiB. */
 #define KH_MIN_REGION_PAGES (KHEAP_PROFILE_SMALL ? 2u : 8u)
 #define KH_MIN_ALIGNED_PAGES (KHEAP_PROFILE_SMALL ? 3u : 8u)
-#define KH_FIRST_PER_PAGE (sizeof(struct kh_page) + sizeof(uint16_t) + sizeof(uint8_t))
+#define KH_FIRST_PER_PAGE (sizeof(struct kh_page) + sizeof(struct kh_ptag))
 _Static_assert(KHEAP_MIN_REGION_SIZE >= sizeof(struct kheap) + KH_HEADER_ALIGN + KH_PAGE +
                                             KH_MIN_REGION_PAGES * (KH_PAGE + KH_FIRST_PER_PAGE),
                "KHEAP_MIN_REGION_SIZE cannot hold the heap and its minimum of pages");

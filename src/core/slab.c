@@ -109,7 +109,9 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
      * else the least waste; but a slab that needs more than one page
      * anyway takes the fewest pages, up to KH_SLAB_TIGHT_PAGES, leaving
      * at most 1/16 (SLUB's first pass), if there are such. One-page slabs
-     * stay one page: their frees take the shorter hit path (kh_fast.h). */
+     * stay one page, as they did when their frees took a shorter hit path
+     * than a multi-page slab's (kh_fast.h, before the page table gave
+     * every class one slot test): the layouts are kept as they were. */
     size_t tight = 0, loose = 0, best = 0, best_waste = (size_t)-1;
     for (size_t p = 1; p <= KH_SLAB_MAX_PAGES && !tight; p++) {
         size_t n = objs_for(p, slot, left);
@@ -233,8 +235,9 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
  * before any object of the slab is handed out (c's lock held), cleared
  * after the last came back and the slab left c's lists (by the thread
  * giving it back), so a free of a live object reads a stable entry; a
- * racing free of a bad pointer may read either tag, or a new tag with an
- * old rebase, and either way meets a slot test and the key. */
+ * racing free of a bad pointer may read either tag, or one slab's tag with
+ * another's rebase (a whole number of pages off), and either way meets a
+ * slot test and the key. */
 static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
 {
     kheap_t *h = c->heap;
