@@ -813,12 +813,74 @@ def keep_real_section(doc, text):
     return text
 
 
+# The sections report() and summary() write, and the tests each needs:
+# a run with --only that leaves one out keeps the section the file had.
+PRODUCED = (("## Bulk calls", {"hot"}), ("## Hot path", {"hot"}),
+            ("## Throughput", {"tput"}), ("## Producer/consumer", {"pc"}),
+            ("## Summary", {"suite", "real"}), ("## Workloads", {"suite"}))
+ALL_TESTS = ("hot,sizes,levels,tput,threads,pc,suite,real,sampled,follow,redis,cpython")
+
+
+def split_sections(text):
+    """text as [(title, chunk)]: the part before the first "## " heading
+    (title None), then each "## " section up to the next."""
+    out, title, cur = [], None, []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            out.append((title, "".join(cur)))
+            title, cur = line.rstrip("\n"), []
+        cur.append(line)
+    out.append((title, "".join(cur)))
+    return out
+
+
+def keep_unrun_sections(doc, text, only, meta):
+    """For a run with --only: the sections of text whose tests did not run
+    are the ones the file had (a run of the workloads alone keeps the hot
+    path's tables), in their place; the preamble is the file's, with a line
+    naming what this run measured."""
+    try:
+        with open(doc) as f:
+            old = f.read()
+    except OSError:
+        return text
+    olds, news = split_sections(old), split_sections(text)
+    keep = [p for p, need in PRODUCED if not need <= only]
+    def pick(title):
+        return next((c for t, c in olds if t and t.startswith(title)), None)
+    out = []
+    for title, chunk in news:
+        if title is None:
+            pre = olds[0][1].rstrip("\n")
+            pre += ("\n- Rerun on %s, kheap commit %s (`bench/run.py --only %s`, %.0f s): "
+                    "the sections it measured; the others are from the run above.\n\n" % (
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), meta["commit"],
+                        ",".join(sorted(only)), meta["elapsed"]))
+            out.append(pre)
+            continue
+        p = next((p for p in keep if title.startswith(p)), None)
+        if p is None:
+            out.append(chunk)
+        elif pick(p) is not None:
+            out.append(pick(p))
+    have = "".join(out)
+    # Sections this run left out altogether, back before the section that
+    # followed them in the file.
+    for i, (title, chunk) in enumerate(olds):
+        p = next((p for p in keep if title and title.startswith(p)), None)
+        if p is None or ("\n" + title + "\n") in ("\n" + have):
+            continue
+        nxt = next((t for t, _ in olds[i + 1:] if t and ("\n" + t + "\n") in ("\n" + have)),
+                   "## Reproducing")
+        have = insert_before(have, nxt, chunk.rstrip("\n") + "\n")
+    return have
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run, results in bench/results/quick/")
-    ap.add_argument("--only", default="hot,sizes,levels,tput,threads,pc,suite,real,sampled,"
-                    "follow,redis,cpython",
+    ap.add_argument("--only", default=ALL_TESTS,
                     help="comma-separated subset of hot,sizes,levels,tput,threads,pc,suite,real,"
                     "sampled,follow,redis,cpython")
     ap.add_argument("--reps", type=int, help="override the number of interleaved rounds")
@@ -915,6 +977,8 @@ def main():
         sec = sec or common_section(doc, mod.BEGIN, mod.END)
         if sec:
             text = splice(text, sec + "\n", mod.BEGIN, mod.END)
+    if only != set(ALL_TESTS.split(",")):
+        text = keep_unrun_sections(doc, text, only, meta)
     with open(doc, "w") as f:
         f.write(text)
     log("wrote %s (%.0f s)" % (os.path.relpath(doc, ROOT), elapsed))
