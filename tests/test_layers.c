@@ -280,6 +280,19 @@ TEST(hit_paths_cache_large_blocks)
               "%zu: the allocation missed or took %p, not %p", sizes[k], q, (void *)p);
         CHECK(!kh_hit_alloc(h->cpu, &h->window, sizes[k], &q), "%zu: a second block hit",
               sizes[k]);
+        /* The sized free too, with a size of the block's page count;
+         * a size of another page count misses (the slow path reports
+         * it), and so does a second free. */
+        size_t other = sizes[k] - KH_PAGE > KHEAP_MAX_CLASS ? sizes[k] - KH_PAGE
+                                                            : sizes[k] + KH_PAGE;
+        CHECK(!kh_hit_free_sized(h->cpu, &h->window, p, other),
+              "%zu: a sized free as %zu bytes hit", sizes[k], other);
+        CHECK(kh_hit_free_sized(h->cpu, &h->window, p, sizes[k]), "%zu: the sized free missed",
+              sizes[k]);
+        CHECK(!kh_hit_free_sized(h->cpu, &h->window, p, sizes[k]),
+              "%zu: the second sized free hit", sizes[k]);
+        CHECK(kh_hit_alloc(h->cpu, &h->window, sizes[k], &q) && q == p,
+              "%zu: the allocation after the sized free missed or took %p", sizes[k], q);
         kheap_free(h, p);
     }
     void *big = kheap_alloc(h, KHEAP_RUN_CACHE_MAX + 1);

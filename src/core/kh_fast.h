@@ -233,16 +233,32 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     return false;
 }
 
+#if KH_RUNS
+/* Is size, given to a sized free of the large block whose first page is
+ * at off in the window (tag KH_RUN_TAG when looked at), of the block's
+ * page count, and one the CPUs' caches of large blocks take? (Read
+ * before the push, which takes the tag and reads the count again.) */
+static inline bool kh_run_sized(const struct kh_window *w, uintptr_t off, size_t size)
+{
+    return size > KHEAP_MAX_CLASS && size <= KHEAP_RUN_CACHE_MAX &&
+           __atomic_load_n(&w->pt[off >> KHEAP_PAGE_SHIFT].run, __ATOMIC_RELAXED) ==
+               (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT;
+}
+#endif
+
 /* Sized free hit (C++ sized delete, C23 free_sized): kh_hit_free, when
  * also size is of the class whose front the page's tag names. Up to
  * KH_DIRECT_MAX bytes that front must be the one the allocation hit of
  * size pops from (direct[]); above, size must lie between the class's
  * bytes and the class's below it (kh_cc_bytes), which no size above
- * every class does. Any other size is a miss: the slow path
- * (kh_free_sized_slow) tells a misuse from a block the hit path does not
- * serve. The plain free hit is not touched. */
-static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh_window *w,
-                                     void *ptr, size_t size)
+ * every class does. The first page of a large block a CPU may cache
+ * (tag KH_RUN_TAG) takes a size of its page count to the CPU's cache of
+ * them, as the plain free does (kh_run_sized). Any other size is a miss:
+ * the slow path (kh_free_sized_slow) tells a misuse from a block the hit
+ * path does not serve. The plain free hit is not touched. */
+static kh_always_inline bool kh_hit_free_sized(struct kh_cpu *const *cpus,
+                                               const struct kh_window *w, void *ptr,
+                                               size_t size)
 {
 #if KH_FAST && KHEAP_PERCPU
     uintptr_t span = __atomic_load_n(&w->span, __ATOMIC_ACQUIRE);
@@ -262,6 +278,12 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
                     : bytes[0] < size && size <= bytes[1];
             if (kh_likely(of_class))
                 return kh_tx_free(tag, soff, ptr) == KH_TX_HIT;
+#if KH_RUNS
+            if (tag == KH_RUN_TAG && kh_run_sized(w, off, size)) {
+                kh_default_free_run(ptr);
+                return true;
+            }
+#endif
         }
         return false;
     }
@@ -281,6 +303,13 @@ static inline bool kh_hit_free_sized(struct kh_cpu *const *cpus, const struct kh
             kheap_port_cpu_exit_fast(cpu);
             return true;
         }
+#if KH_RUNS
+        if (tag == KH_RUN_TAG && kh_run_sized(w, off, size)) {
+            bool hit = kh_run_push(cc->runs, w, ptr);
+            kheap_port_cpu_exit_fast(cpu);
+            return hit;
+        }
+#endif
         kheap_port_cpu_exit_fast(cpu);
     }
 #else

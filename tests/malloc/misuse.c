@@ -218,6 +218,25 @@ int main(int argc, char **argv)
         }
         free(p);
         free(launder(p));
+    } else if (!strcmp(c, "sized-delete-cached-large") ||
+               !strcmp(c, "sized-delete-cached-wrong-size")) {
+        /* C++ sized delete of a large block a CPU's cache of them takes
+         * (its hit path): twice, the second a double free; or once with
+         * a size of another page count. The block is cached first, as in
+         * double-free-cached-large, so the cache holds its page count. */
+        void *q = ((new_fn)sym("_Znw" SZ))(100000);
+        ((sdel_fn)sym("_ZdlPv" SZ))(q, 100000);
+        void *p = ((new_fn)sym("_Znw" SZ))(100000);
+        if (p != q) {
+            printf("the first block was not cached\n");
+            return 3;
+        }
+        if (!strcmp(c, "sized-delete-cached-wrong-size")) {
+            ((sdel_fn)sym("_ZdlPv" SZ))(p, 50000);
+        } else {
+            ((sdel_fn)sym("_ZdlPv" SZ))(p, 100000);
+            ((sdel_fn)sym("_ZdlPv" SZ))(launder(p), 100000);
+        }
     } else if (!strcmp(c, "double-free-large")) {
         char *p = launder(malloc(300000));
         free(p);

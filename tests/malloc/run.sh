@@ -125,12 +125,23 @@ done
 # with a compare-and-exchange, outside its restartable sequence), so the
 # second free misses it and the slow path reports it; in both libraries
 # and in both modes of libkheap-percpu.so.
+# The same through C++ sized delete, whose hit path takes the block to
+# the cache too; and a sized delete of it with a size of another page
+# count, which the slow path reports.
 for mode in "LD_PRELOAD=$SO" "LD_PRELOAD=$PSO" "GLIBC_TUNABLES=$NORSEQ LD_PRELOAD=$PSO"; do
-    out=$(env $mode "$M/misuse" double-free-cached-large 2>&1)
+    for c in double-free-cached-large sized-delete-cached-large; do
+        out=$(env $mode "$M/misuse" $c 2>&1)
+        what=$(printf '%s\n' "$out" | grep -m1 "^kheap: " | sed 's/ \[.*//')
+        case $what in
+        *"(0x"*"free run"* | *"(0x"*"double free"*) echo "ok - $mode finds $c: $what" ;;
+        *) echo "not ok - $mode does not find $c: $(printf '%s\n' "$out" | tail -n 1)" ;;
+        esac
+    done
+    out=$(env $mode "$M/misuse" sized-delete-cached-wrong-size 2>&1)
     what=$(printf '%s\n' "$out" | grep -m1 "^kheap: " | sed 's/ \[.*//')
     case $what in
-    *"(0x"*"free run"* | *"(0x"*"double free"*) echo "ok - $mode finds double-free-cached-large: $what" ;;
-    *) echo "not ok - $mode does not find double-free-cached-large: $(printf '%s\n' "$out" | tail -n 1)" ;;
+    *"(0x"*"sized free with a size"*) echo "ok - $mode finds sized-delete-cached-wrong-size: $what" ;;
+    *) echo "not ok - $mode does not find sized-delete-cached-wrong-size: $(printf '%s\n' "$out" | tail -n 1)" ;;
     esac
 done
 # libkheap.so checks a sized free's size against the block's class (or
