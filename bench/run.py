@@ -823,12 +823,21 @@ ALL_TESTS = ("hot,sizes,levels,tput,threads,pc,suite,real,sampled,follow,redis,c
 
 def split_sections(text):
     """text as [(title, chunk)]: the part before the first "## " heading
-    (title None), then each "## " section up to the next."""
+    (title None), then each "## " section up to the next. A marker line
+    right before a heading (the "<!-- ...: written by ... -->" of the
+    sections other scripts write) starts that heading's chunk, so that a
+    section moves with its markers."""
+    lines = text.splitlines(keepends=True)
     out, title, cur = [], None, []
-    for line in text.splitlines(keepends=True):
-        if line.startswith("## "):
+    for i, line in enumerate(lines):
+        starts = line.startswith("## ") and not (
+            i > 0 and lines[i - 1].startswith("<!--") and cur and cur[-1] is lines[i - 1])
+        marker = (line.startswith("<!--") and i + 1 < len(lines) and
+                  lines[i + 1].startswith("## "))
+        if starts or marker:
             out.append((title, "".join(cur)))
-            title, cur = line.rstrip("\n"), []
+            title = (lines[i + 1] if marker else line).rstrip("\n")
+            cur = []
         cur.append(line)
     out.append((title, "".join(cur)))
     return out
@@ -853,7 +862,7 @@ def keep_unrun_sections(doc, text, only, meta):
         if title is None:
             pre = olds[0][1].rstrip("\n")
             pre += ("\n- Rerun on %s, kheap commit %s (`bench/run.py --only %s`, %.0f s): "
-                    "the sections it measured; the others are from the run above.\n\n" % (
+                    "the sections it measured; the others are from earlier runs.\n\n" % (
                         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), meta["commit"],
                         ",".join(sorted(only)), meta["elapsed"]))
             out.append(pre)
@@ -946,7 +955,9 @@ def main():
     meta = dict(commit=commit, load=(load0, loadavg()), elapsed=elapsed)
     text = report(args, cfg, names, missing, hot, tput, pc, meta, results, bulk)
     extra = []
-    if suite_rows or real_rows:
+    # The summary (and its charts) from a run asked for both: a run of one
+    # keeps the file's (keep_unrun_sections).
+    if (suite_rows or real_rows) and {"suite", "real"} <= only:
         extra = summary(suite, suite_rows, suite_names, real_rows,
                         os.path.dirname(doc) if not args.quick else results)
     if suite_rows:

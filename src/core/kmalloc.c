@@ -702,8 +702,9 @@ kh_noinline void kh_free_slow(kheap_t *h, void *ptr)
  * (kheap_alloc, kheap_alloc_aligned), a large block's pages the size
  * rounded up to pages. A block of malloc's kind may also hold any
  * smaller size (class_fits). A sized free whose size's
- * class is the block's takes the free hit (kh_hit_free_sized); the rest
- * come here. The debug build checks the exact size it recorded
+ * class is the block's, or of a large block a CPU may cache whose size
+ * rounds up to its pages, takes the free hit (kh_hit_free_sized); the
+ * rest come here. The debug build checks the exact size it recorded
  * (rz_free). */
 
 static const char sized_class_reason[] =

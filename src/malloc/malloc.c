@@ -115,8 +115,8 @@ KH_EXPORT void free(void *p)
  * aligned): kheap_free_aligned_as, which reports a size the block cannot
  * have. It sees the sizes the allocation saw: rounded as round_size
  * rounds them, and an alignment only above MALLOC_ALIGN. A size of the
- * block's class takes the hit path; the debug build checks the exact
- * size. */
+ * block's class (of a large block a CPU may cache: of its pages) takes
+ * the hit path; the debug build checks the exact size. */
 static inline __attribute__((always_inline)) void sized_free(void *p, size_t n, size_t al,
                                                               enum kheap_block_kind kind)
 {
