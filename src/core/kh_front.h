@@ -365,7 +365,7 @@ static inline bool kh_cc_push(struct kh_cc *cc, void *p)
     return true;
 }
 
-/* Is off (bytes from the start of a slab, below 2^32: kh_slab_off) a
+/* Is off (bytes from the start of a slab, below 2^32: kh_pt_read) a
  * slot of the class whose constants cc holds? One multiply and one
  * compare. */
 static inline bool kh_cc_slot(const struct kh_cc *cc, uint64_t off)
