@@ -68,6 +68,11 @@ extern const int64_t kh_tx_run_push_add[2] __attribute__((visibility("hidden")))
     "lea %[tbl], %[cc]\n\t"                                                          \
     "mov (%[cc], %[t]), %[cc]\n\t"                                                   \
     "add %[sb], %[cc]\n\t"
+/* The input operands KH_TX_STATE (and KH_TX_ARM's rs) read, first in
+ * every sequence's input list. */
+#define KH_TX_STATE_IN                                                              \
+    [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),  \
+        [sb] "m"(kh_hosted_sb)
 
 /* Pop into *out from the front at state + D + x (direct false) or from
  * the front a direct[] entry there names (direct true: D is direct[]'s
@@ -95,8 +100,7 @@ static kh_always_inline bool kh_tx_pop(size_t x, void **out, const size_t D, con
                  "movdqu %%xmm0, 8(%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
-                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [D] "i"(D),
+                 : KH_TX_STATE_IN, [x] "r"(x), [D] "i"(D),
                    [direct] "i"(direct ? 1 : 0), [base] "i"(offsetof(struct kh_cc, base)),
                    [add] "m"(kh_tx_pop_add)
                  : "xmm0", "memory", "cc"
@@ -157,8 +161,7 @@ static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, void *p)
                  ".popsection\n\t"
                  ".endif\n\t"
                  : [t] "=&r"(t), [cc] "=&r"(cc)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
-                   [sb] "m"(kh_hosted_sb), [tag] "r"(tag), [off] "r"(off), [p] "r"(p),
+                 : KH_TX_STATE_IN, [tag] "r"(tag), [off] "r"(off), [p] "r"(p),
                    [div] "i"(offsetof(struct kh_cc, divtest)),
                    [lim] "i"(offsetof(struct kh_cc, slot_lim)),
                    [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),
@@ -204,8 +207,7 @@ static kh_always_inline bool kh_tx_run_pop(size_t x, void **out)
                  "movdqu %%xmm0, 8(%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc), [obj] "=&r"(obj)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
-                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [runs] "i"(KH_TX_RUNS),
+                 : KH_TX_STATE_IN, [x] "r"(x), [runs] "i"(KH_TX_RUNS),
                    [add] "m"(kh_tx_run_pop_add)
                  : "xmm0", "memory", "cc"
                  : empty);
@@ -244,8 +246,7 @@ static kh_always_inline bool kh_tx_run_push(size_t x, void *p)
                  "movdqu %%xmm0, (%[cc])\n"
                  "2:\n\t" KH_TX_ABORT
                  : [t] "=&r"(t), [cc] "=&r"(cc)
-                 : [rs] "r"(__rseq_offset), [tbl] "m"(kh_hosted_cpus[0]), [cs] "i"(KH_CELL_SHIFT),
-                   [sb] "m"(kh_hosted_sb), [x] "r"(x), [p] "r"(p), [runs] "i"(KH_TX_RUNS),
+                 : KH_TX_STATE_IN, [x] "r"(x), [p] "r"(p), [runs] "i"(KH_TX_RUNS),
                    [add] "m"(kh_tx_run_push_add)
                  : "xmm0", "xmm1", "memory", "cc"
                  : miss);
