@@ -249,6 +249,26 @@
 #define KHEAP_EMPTY_SLABS_KEPT 2
 #endif
 
+/* Homes (docs/DESIGN.md, "Homes"): 1 makes each slab the home of the CPU
+ * whose refills carve it, and a free of a kmalloc object on another CPU
+ * sends the object home (through the freeing CPU's remote front and the
+ * depot) instead of keeping it, so each CPU's objects stay on its own
+ * pages. It costs five instructions on the free hit path, and a remote
+ * front per class (two pages) on each CPU that frees another's objects.
+ * 0 keeps every freed object with the CPU that freed it. Meaningful with
+ * the per-CPU layer and more than one CPU only. */
+#ifndef KHEAP_HOMES
+#define KHEAP_HOMES 1
+#endif
+/* A heap whose first region is smaller does without homes: they hold up
+ * to one magazine per class more on each CPU that frees others' objects,
+ * which a small heap shared by several CPUs cannot spare (a 4-CPU kernel
+ * on an 8 MiB heap fragmented its pages until 128 KiB blocks found no
+ * run: docs/DESIGN.md, "Homes"). */
+#ifndef KHEAP_HOMES_MIN_HEAP
+#define KHEAP_HOMES_MIN_HEAP (64u << 20)
+#endif
+
 /* Per-CPU caches of large blocks (docs/DESIGN.md, "Large blocks on the
  * hit path"): each CPU keeps freed page runs of KHEAP_MAX_CLASS to
  * KHEAP_RUN_CACHE_MAX bytes, at most KHEAP_RUN_CACHE_BYTES of them, for

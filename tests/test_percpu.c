@@ -30,6 +30,10 @@
  *   reclaim_asks_running what running threads cache, which kheap_reclaim
  *                        cannot take, goes back when each answers the
  *                        request with kheap_cpu_poll or kheap_tick, once.
+ *   homes                objects of the test thread's slabs that another
+ *                        thread frees are not its next allocations, and
+ *                        come back to the test thread once it exits; on a
+ *                        heap below KHEAP_HOMES_MIN_HEAP, they are.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -1442,6 +1446,118 @@ TEST(reclaim_reach)
     kt_heap_close(&t);
 }
 
+/* ------------------------------------------------------------------ */
+/* Homes (slab.c, "Homes"). */
+
+struct hthread {
+    kheap_t *h;
+    void **theirs; /* objects the test thread allocated: freed here */
+    void **mine;   /* then this thread's own allocations */
+    size_t n, size;
+};
+
+static void *hthread_main(void *arg)
+{
+    struct hthread *t = arg;
+    /* First a magazine of its own with room, so that the frees below take
+     * the hit path, which sends them to the remote front. */
+    void *warm[8];
+    for (size_t i = 0; i < 8; i++)
+        warm[i] = kheap_alloc(t->h, t->size);
+    for (size_t i = 0; i < 8; i++)
+        kheap_free(t->h, warm[i]);
+    for (size_t i = 0; i < t->n; i++)
+        kheap_free(t->h, t->theirs[i]);
+    for (size_t i = 0; i < t->n; i++)
+        t->mine[i] = kheap_alloc(t->h, t->size);
+    for (size_t i = 0; i < t->n; i++)
+        kheap_free(t->h, t->mine[i]);
+    return NULL;
+}
+
+static size_t count_in(void *const *v, size_t n, void *const *set, size_t m)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < m; j++)
+            if (v[i] && v[i] == set[j]) {
+                k++;
+                break;
+            }
+    return k;
+}
+
+/* Objects the test thread's refills carved (their slabs its home), which
+ * another thread frees, are not that thread's next allocations: they wait
+ * in its remote front. Once it exits they reach the depot tagged with
+ * their home, and the test thread's next refill takes them back. Every
+ * step leaves the heap whole (kheap_check_quiescent). Without homes the other
+ * thread would hand the same objects straight out again. */
+TEST(homes)
+{
+    if (!KH_HOMES) {
+        printf("# homes: this build has none (KHEAP_HOMES 0, or one CPU)\n");
+        return;
+    }
+    struct kt_heap t;
+    test_open(&t, KHEAP_HOMES_MIN_HEAP, KHEAP_HOMES_MIN_HEAP);
+    /* 128-byte objects: 32 to a one-page slab, and 32 to a refill (half
+     * a magazine of 64), so the test thread's N fill two slabs whole and
+     * leave no partial slab, which the other thread's refill would take
+     * over (a partial slab goes to the first CPU that needs one). */
+    enum { N = 64 };
+    const size_t size = 128;
+    void *mine[N], *theirs[N], *back[2 * N];
+    for (size_t i = 0; i < N; i++)
+        SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+    struct hthread ht = {g_h, mine, theirs, N, size};
+    pthread_t th;
+    SCHECK(pthread_create(&th, NULL, hthread_main, &ht) == 0, "pthread_create failed");
+    SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
+    check_quiet(g_h, "after the other thread");
+    size_t reused = count_in(theirs, N, mine, N);
+    SCHECK(reused == 0,
+           "the other thread's allocations returned %zu of the %d objects it freed, "
+           "which were homed at the test thread",
+           reused, N);
+    /* The test thread's next allocations come from the depot's magazines
+     * homed at it. */
+    for (size_t i = 0; i < 2 * N; i++)
+        SCHECK((back[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+    size_t home = count_in(back, 2 * N, mine, N);
+    SCHECK(home == N,
+           "after the other thread exited, %zu of the %d objects it freed came back to the "
+           "test thread's %d allocations (want all)",
+           home, N, 2 * N);
+    for (size_t i = 0; i < 2 * N; i++)
+        kheap_free(g_h, back[i]);
+    printf("# homes: %zu of %d objects freed on another thread came home\n", home, N);
+    kheap_reclaim(g_h);
+    check_whole(g_h, "at the end");
+    check_quiet(g_h, "at the end");
+    check_no_reports("homes");
+    kt_heap_close(&t);
+
+    /* A heap below KHEAP_HOMES_MIN_HEAP has none: the other thread keeps
+     * what it frees, and hands it out again. */
+    test_open(&t, KHEAP_HOMES_MIN_HEAP / 2, KHEAP_HOMES_MIN_HEAP / 2);
+    for (size_t i = 0; i < N; i++)
+        SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+    ht = (struct hthread){g_h, mine, theirs, N, size};
+    SCHECK(pthread_create(&th, NULL, hthread_main, &ht) == 0, "pthread_create failed");
+    SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
+    reused = count_in(theirs, N, mine, N);
+    SCHECK(reused > 0, "a heap of %zu bytes has homes: the other thread reused none of the %d "
+           "objects it freed", (size_t)KHEAP_HOMES_MIN_HEAP / 2, N);
+    check_quiet(g_h, "a heap without homes");
+    printf("# homes: on a heap of %zu bytes (none) the other thread reused %zu of %d\n",
+           (size_t)KHEAP_HOMES_MIN_HEAP / 2, reused, N);
+    kheap_reclaim(g_h);
+    check_whole(g_h, "without homes, at the end");
+    check_no_reports("homes, a heap without");
+    kt_heap_close(&t);
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1774,5 +1890,6 @@ int main(void)
     TIMED_RUN(slot_reuse);
     TIMED_RUN(reclaim_reach);
     TIMED_RUN(reclaim_asks_running);
+    TIMED_RUN(homes);
     return harness_done();
 }

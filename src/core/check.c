@@ -208,8 +208,14 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
                 return fail(w, "a slab page's tag does not name its class", base + k * KH_PAGE);
             if (__atomic_load_n(&e->rebase, __ATOMIC_RELAXED) != rebase)
                 return fail(w, "a slab page's offset in the page table is wrong", base + k * KH_PAGE);
+            if (__atomic_load_n(&e->home, __ATOMIC_RELAXED) != s->home)
+                return fail(w, "a slab page's home in the page table is not its slab's",
+                            base + k * KH_PAGE);
         }
     }
+    /* Homes (slab.c): a CPU, or none; none on an empty slab. */
+    if (s->home != KH_HOME_NONE && (s->home >= KHEAP_MAX_CPUS || s->inuse == 0))
+        return fail(w, "a slab's home is no CPU, or an empty slab has one", base);
     uint8_t want = s->inuse == 0 ? KH_LIST_EMPTY
                    : s->inuse == c->objs ? KH_LIST_FULL
                                          : KH_LIST_PARTIAL;
@@ -478,6 +484,17 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
             !check_mag(h, w, c, cc->prev, cc->prev->n, &cached))
             return false;
         live += cc->allocs - cc->frees;
+        /* Its remote front (KH_HOMES): frees only, into its magazines. */
+        const struct kh_cc *rcc = kh_rcc_of(h, c, cpu);
+        if (rcc) {
+            if (rcc->top < rcc->base || rcc->top > rcc->limit ||
+                rcc->limit != kh_cc_mag(rcc)->obj + kh_cc_mag(rcc)->cap || rcc->allocs)
+                return fail(w, "a CPU's remote front is wrong", (uintptr_t)rcc);
+            if (!check_mag(h, w, c, kh_cc_mag(rcc), kh_cc_held(rcc), &cached) ||
+                !check_mag(h, w, c, rcc->prev, rcc->prev->n, &cached))
+                return false;
+            live -= rcc->frees;
+        }
         const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
         if (nl && cpu != KHEAP_CPU_NONE)
             live += (uint64_t)nl->allocs - nl->frees;

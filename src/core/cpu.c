@@ -66,7 +66,7 @@ _Static_assert(KHEAP_DEPOT_GROW >= 1 && KHEAP_DEPOT_GROW <= 256 &&
                    (KHEAP_DEPOT_GROW & (KHEAP_DEPOT_GROW - 1)) == 0,
                "KHEAP_DEPOT_GROW is a power of two from 1 to 256");
 
-struct kh_mag kh_mag_sentinel = {0, 0, NULL};
+struct kh_mag kh_mag_sentinel = {.n = 0, .cap = 0, .home = KH_HOME_NONE, .next = NULL};
 
 /* Every CPU slot of a heap starts at this: its magazines are the sentinel,
  * whose capacity 0 makes both hit paths miss, so the first operation on a
@@ -97,7 +97,8 @@ static struct kh_mag *mag_new(kheap_t *h, unsigned cap)
     if (kh_cache_take(&h->mag_cache[mag_type(cap)], (void **)&m, 1) == 0)
         return NULL;
     m->n = 0;
-    m->cap = cap;
+    m->cap = (uint16_t)cap;
+    m->home = KH_HOME_NONE;
     m->next = NULL;
     return m;
 }
@@ -143,6 +144,12 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
             kh_vg_benign(&pc->cc[i].allocs, sizeof(uint64_t));
             kh_vg_benign(&pc->cc[i].frees, sizeof(uint64_t));
         }
+#if KH_HOMES
+        /* (none yet; a heap without homes never has any: its remote
+         * fronts are the fronts, 0 bytes away) */
+        pc->remote = h->homes ? (char *)&kh_cpu_sentinel - (char *)pc : 0;
+        kh_vg_benign(&pc->remote, sizeof pc->remote);
+#endif
         pc->run_front = (struct kh_cc)KH_CC_EMPTY;
         pc->run_front.limit = NULL;
         pc->run_front.runs = NULL;
@@ -201,6 +208,34 @@ static void mag_push(struct kh_mag **list, uint32_t *count, struct kh_mag *m)
     m->next = *list;
     *list = m;
     (*count)++;
+}
+
+/* The home of a full magazine bound for the depot (slab.c, "Homes"): its
+ * top object's slab's, that of the last object freed into it. No lock:
+ * the object is cached, so its slab lives, and a home that changes
+ * meanwhile only sends the magazine to another CPU first. */
+static uint8_t mag_home(kheap_t *h, const struct kh_mag *m)
+{
+    if (!m->n || !h->homes)
+        return KH_HOME_NONE;
+    const struct kh_page *s = kh_slab_of(h, (uintptr_t)m->obj[m->n - 1]);
+    return __atomic_load_n(&s->home, __ATOMIC_RELAXED);
+}
+
+/* The first of the depot's first KH_HOME_SCAN full magazines homed at
+ * cpu or at none, taken off the list, or NULL. Cache lock held. */
+static struct kh_mag *depot_take_home(struct kheap_cache *c, unsigned cpu)
+{
+    struct kh_mag **at = &KH_U(c)->depot_full;
+    for (unsigned q = 0; *at && q < KH_HOME_SCAN; q++, at = &(*at)->next) {
+        struct kh_mag *m = *at;
+        if (m->home == cpu || m->home == KH_HOME_NONE) {
+            *at = m->next;
+            KH_U(c)->nr_full_mags--;
+            return m;
+        }
+    }
+    return NULL;
 }
 
 /* The working-set rule: take off the depot as many full and empty
@@ -444,6 +479,27 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
     return swap_settle(h, c, false, &p);
 }
 
+/* Trade cc's previous magazine (empty, or the sentinel), its loaded one
+ * being empty, for a full magazine of the depot: the first homed at cpu
+ * (KH_HOME_SCAN deep), or with KHEAP_CPU_NONE the first. Cache lock
+ * held; *trim gets what the depot's trim took off it, for the caller to
+ * release once unlocked. Returns whether one was loaded. */
+static bool depot_load(struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
+                       struct kh_mag **trim)
+{
+    struct kh_mag *full = cpu != KHEAP_CPU_NONE
+                              ? depot_take_home(c, cpu)
+                              : mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags);
+    if (!full)
+        return false;
+    if (cc->prev != &kh_mag_sentinel)
+        mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, cc->prev);
+    cc->prev = kh_cc_unload(cc);
+    kh_cc_load(cc, full);
+    *trim = depot_tick(c);
+    return true;
+}
+
 /* The miss path of allocation on this CPU's front cc (busy marked).
  * Returns the object, or NULL with *direct set when the caller should go
  * to the slabs directly (no memory for a magazine), or NULL. */
@@ -459,25 +515,25 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
     } else if (cc->prev->n) {
         front_swap(cc);
     } else {
-        /* Both empty: trade previous for a full magazine of the depot. */
+        /* Both empty: trade previous for a full magazine of the depot
+         * whose objects are this CPU's (slab.c, "Homes"), else fill
+         * loaded from this CPU's slabs; failing both, trade for a
+         * magazine of other homes rather than make a slab while cached
+         * objects wait, and only then fill from a new slab. */
         struct kh_mag *spare = NULL, *trim = NULL;
+        bool others = false;
+        unsigned mine = h->homes ? cpu : KHEAP_CPU_NONE;
         kh_lock(&c->lock);
-        struct kh_mag *full = mag_pop(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags);
-        if (full) {
-            if (cc->prev != &kh_mag_sentinel)
-                mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, cc->prev);
-            cc->prev = kh_cc_unload(cc);
-            kh_cc_load(cc, full);
-            trim = depot_tick(c);
-        } else {
-            depot_grow(c, cpu);
+        if (!depot_load(c, cc, mine, &trim)) {
+            others = KH_U(c)->depot_full != NULL;
+            if (!others)
+                depot_grow(c, cpu);
             if (kh_cc_mag(cc) == &kh_mag_sentinel)
                 spare = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim, NULL);
         if (cc->top == cc->base) {
-            /* The depot had none: fill loaded from the slabs. */
             struct kh_mag *m = kh_cc_mag(cc);
             if (m == &kh_mag_sentinel) {
                 m = spare ? spare : mag_new(h, c->mag_cap);
@@ -486,11 +542,25 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
                     return NULL;
                 }
             }
-            m->n = (uint32_t)kh_cache_take(c, m->obj, (m->cap + 1) / 2);
-            mag_order(m, c->slot);
-            kh_cc_load(cc, m);
-            if (!m->n)
-                return NULL;
+            size_t want = (m->cap + 1u) / 2u;
+            m->n = (uint32_t)kh_cache_take_home(c, m->obj, want, cpu, !others);
+            bool traded = false;
+            if (!m->n && others) {
+                /* m goes in empty, for the trade to send it on. */
+                kh_cc_load(cc, m);
+                kh_lock(&c->lock);
+                traded = depot_load(c, cc, KHEAP_CPU_NONE, &trim);
+                kh_unlock(&c->lock);
+                mags_release(h, c, trim, NULL);
+                if (!traded)
+                    m->n = (uint32_t)kh_cache_take_home(c, m->obj, want, cpu, true);
+            }
+            if (!traded) {
+                mag_order(m, c->slot);
+                kh_cc_load(cc, m);
+                if (!m->n)
+                    return NULL;
+            }
         }
     }
     void *p = NULL;
@@ -550,6 +620,8 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
          * while the allocating CPUs are behind). */
         struct kh_mag *old = cc->prev, *empty = NULL, *trim = NULL, *overflow = NULL;
         bool full = old != &kh_mag_sentinel;
+        if (full)
+            old->home = mag_home(h, old); /* (this CPU's until it is pushed) */
         kh_lock(&c->lock);
         if (full && KH_U(c)->nr_full_mags >= depot_room(c)) {
             KH_U(c)->overflowed = actor_of(cpu);
@@ -616,6 +688,97 @@ void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p)
         kh_cache_give_counted(c, &p, 1, &KH_U(c)->nocpu_frees, NULL);
 }
 
+#if KH_HOMES
+/* CPU cpu's remote front of kmalloc class c, its remote fronts made on
+ * first need (set up state; the CPU entered); NULL if there is no memory
+ * for them. */
+static struct kh_cc *remote_setup(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+    struct kh_cpu *pc = h->cpu[cpu];
+    struct kh_remote *r = kh_cpu_remote(pc);
+    if (!r) {
+        r = kh_internal_pages(h, sizeof *r, false);
+        if (!r)
+            return NULL;
+        for (unsigned i = 0; i < KH_CC_COUNT; i++) {
+            r->cc[i] = (struct kh_cc)KH_CC_EMPTY;
+            kh_vg_benign(&r->cc[i].frees, sizeof(uint64_t));
+        }
+        /* Release: a walk on another CPU that sees the distance sees the
+         * fronts it leads to. */
+        __atomic_store_n(&pc->remote, (char *)r - (char *)pc, __ATOMIC_RELEASE);
+    }
+    return &r->cc[KH_CC(c->cls)];
+}
+
+/* A free of p onto CPU cpu's remote front cc of c, whose loaded magazine
+ * is full (or the sentinel; busy marked): the full one goes to the
+ * depot, tagged with its home, where that CPU's refills take it first;
+ * over the depot's bound to the slabs, and is itself the empty one then.
+ * A remote front keeps one magazine, so what a CPU holds of other CPUs'
+ * objects is one magazine per class. Returns whether p was pushed (not:
+ * no memory for a magazine). */
+static bool remote_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu, void *p)
+{
+    struct kh_mag *full = kh_cc_unload(cc), *empty = NULL, *trim = NULL;
+    /* Off the front while it is handed on or emptied, so no walk of this
+     * CPU's magazines sees its objects both there and elsewhere. */
+    kh_cc_load(cc, &kh_mag_sentinel);
+    bool spill = false;
+    if (full != &kh_mag_sentinel)
+        full->home = mag_home(h, full);
+    kh_lock(&c->lock);
+    if (full != &kh_mag_sentinel && KH_U(c)->nr_full_mags >= depot_room(c)) {
+        KH_U(c)->overflowed = actor_of(cpu);
+        spill = true;
+    } else {
+        if (full != &kh_mag_sentinel) {
+            mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, full);
+            trim = depot_tick(c);
+        }
+        empty = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
+    }
+    kh_unlock(&c->lock);
+    if (spill) {
+        mag_flush(c, full, NULL);
+        empty = full;
+    }
+    mags_release(h, c, trim, NULL);
+    if (!empty && !(empty = mag_new(h, c->mag_cap)))
+        return false;
+    kh_cc_load(cc, empty);
+    bool pushed = kh_cc_push(cc, p);
+    KH_ASSERT(pushed, p);
+    return pushed;
+}
+#endif
+
+bool kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home)
+{
+#if KH_HOMES
+    if (c->cls == KH_NO_CLASS || !c->mag_cap || !h->homes)
+        return false;
+    unsigned cpu = kheap_port_cpu_enter();
+    struct kh_cc *cc = NULL;
+    if (cpu != KHEAP_CPU_NONE && cpu != home && cc_setup(h, c, cpu))
+        cc = remote_setup(h, c, cpu);
+    bool cached = false;
+    if (cc) {
+        busy_on(h, c, cpu);
+        kh_bump(&miss_of(h, c, cpu)->free);
+        cached = kh_cc_push(cc, p) || remote_send(h, c, cc, cpu, p);
+        busy_off(h, c, cpu);
+    }
+    kheap_port_cpu_exit(cpu);
+    if (cc && !cached)
+        kh_cache_give_counted(c, &p, 1, &KH_U(c)->nocpu_frees, NULL);
+    return cc != NULL;
+#else
+    (void)h, (void)c, (void)p, (void)home;
+    return false;
+#endif
+}
+
 /* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
  * (2 + depot)); asked only by the double-free guard. */
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
@@ -623,13 +786,17 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     bool found = false;
     unsigned cpu = kheap_port_cpu_enter();
     if (cpu != KHEAP_CPU_NONE && c->mag_cap) {
-        struct kh_cc *cc = cc_setup(h, c, cpu);
-        if (cc) {
+        struct kh_cc *fronts[2] = {cc_setup(h, c, cpu), NULL};
+        if (fronts[0]) {
+            fronts[1] = kh_rcc_of(h, c, cpu);
             busy_on(h, c, cpu);
-            for (void **q = cc->base; q < cc->top && !found; q++)
-                found = *q == p;
-            for (uint32_t i = 0; i < cc->prev->n && !found; i++)
-                found = cc->prev->obj[i] == p;
+            for (int f = 0; f < 2 && fronts[f]; f++) {
+                const struct kh_cc *cc = fronts[f];
+                for (void **q = cc->base; q < cc->top && !found; q++)
+                    found = *q == p;
+                for (uint32_t i = 0; i < cc->prev->n && !found; i++)
+                    found = cc->prev->obj[i] == p;
+            }
             busy_off(h, c, cpu);
         }
     }
@@ -671,16 +838,21 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
         return 0; /* no magazines, no depot */
     if (all) {
         for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
-            struct kh_cc *cc = kh_cc_of(h, c, cpu);
+            struct kh_cc *cc = kh_cc_of(h, c, cpu), *rcc = kh_rcc_of(h, c, cpu);
             if (cc)
                 bytes += cc_drain(h, c, cc, later);
+            if (rcc)
+                bytes += cc_drain(h, c, rcc, later);
         }
     } else {
         unsigned cpu = kheap_port_cpu_enter();
         struct kh_cc *cc = cpu == KHEAP_CPU_NONE ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
+            struct kh_cc *rcc = kh_rcc_of(h, c, cpu);
             busy_on(h, c, cpu);
             bytes += cc_drain(h, c, cc, later);
+            if (rcc)
+                bytes += cc_drain(h, c, rcc, later);
             busy_off(h, c, cpu);
         }
         kheap_port_cpu_exit(cpu);
@@ -709,6 +881,9 @@ static size_t cc_return(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc,
     struct kh_mag *mags[2] = {kh_cc_unload(cc), cc->prev}, *rest = NULL;
     kh_cc_load(cc, &kh_mag_sentinel);
     cc->prev = &kh_mag_sentinel;
+    for (int i = 0; i < 2; i++)
+        if (mags[i] != &kh_mag_sentinel)
+            mags[i]->home = mag_home(h, mags[i]);
     kh_lock(&c->lock);
     for (int i = 0; i < 2; i++) {
         struct kh_mag *m = mags[i];
@@ -943,9 +1118,12 @@ static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
     kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
         if (cc) {
+            struct kh_cc *rcc = kh_rcc_of(h, c, cpu);
             /* A signal on an exiting thread leaves its fronts be. */
             busy_on(h, c, cpu);
             bytes += cc_return(h, c, cc, later);
+            if (rcc)
+                bytes += cc_return(h, c, rcc, later);
             busy_off(h, c, cpu);
         }
     }
@@ -1089,8 +1267,11 @@ void kh_cache_counts(kheap_t *h, struct kheap_cache *c, struct kh_counts *out)
         if (!cc)
             continue;
         const struct kh_misses *ms = miss_of(h, c, cpu);
+        const struct kh_cc *rcc = kh_rcc_of(h, c, cpu);
         out->allocs += __atomic_load_n(&cc->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&cc->frees, __ATOMIC_RELAXED);
+        if (rcc)
+            out->frees += __atomic_load_n(&rcc->frees, __ATOMIC_RELAXED);
         out->misses += __atomic_load_n(&ms->alloc, __ATOMIC_RELAXED) +
                        __atomic_load_n(&ms->free, __ATOMIC_RELAXED);
     }
@@ -1278,8 +1459,13 @@ struct kh_mag *kh_nolock_begin(kheap_t *h, struct kheap_cache *c, bool alloc, un
                         mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
                 } else if (m == &kh_mag_sentinel || KH_U(c)->nr_full_mags < KH_U(c)->depot_max) {
                     x = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
-                    if (x && m != &kh_mag_sentinel)
+                    if (x && m != &kh_mag_sentinel) {
+                        /* No home looked up (mag_home may look a region
+                         * up, which this call must not wait for): any
+                         * CPU's refill takes it after its own. */
+                        m->home = KH_HOME_NONE;
                         mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
+                    }
                 }
                 kh_unlock(&c->lock);
                 if (x) {

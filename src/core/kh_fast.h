@@ -163,6 +163,43 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
 }
 #endif
 
+/* The front a free of an object at the window offset off pushes onto,
+ * on CPU cpu (state pc), whose front of the object's class is cc: cc
+ * itself when the object's slab is homed at cpu, else its remote front
+ * (kh_front.h, kh_cpu.remote), from which no allocation pops, so this CPU never hands out
+ * an object of another's slab that it freed: the object goes home
+ * through the depot (cpu.c). A home changed since (a refill of another
+ * CPU took the slab) only sends the object the other way: both fronts
+ * are this CPU's, and both take the object as a free. */
+static kh_always_inline struct kh_cc *kh_cc_home(struct kh_cc *cc, const struct kh_cpu *pc,
+                                                 unsigned home, unsigned cpu)
+{
+#if KH_HOMES
+    if (kh_unlikely(home != cpu)) {
+        cc = (struct kh_cc *)((char *)cc + pc->remote);
+        /* (a branch, out of line: not a conditional move, one more
+         * instruction on the path of every local free) */
+        __asm__ volatile("" : "+r"(cc));
+    }
+#else
+    (void)pc, (void)home, (void)cpu;
+#endif
+    return cc;
+}
+
+/* The page table's entry for the window offset off: its tag, in *soff
+ * the offset in its slab, and with homes in *home the slab's home. */
+static kh_always_inline size_t kh_pt_entry(const struct kh_ptag *pt, uintptr_t off, uint64_t *soff,
+                                           unsigned *home)
+{
+#if KH_HOMES
+    return kh_pt_read_home(pt, off, soff, home);
+#else
+    *home = 0;
+    return kh_pt_read(pt, off, soff);
+#endif
+}
+
 /* Free hit: ptr pushed onto this CPU's magazine of its class, or false. */
 static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struct kh_window *w,
                                          void *ptr)
@@ -196,9 +233,11 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
 #endif
     if (kh_likely(off < span)) {
         uint64_t soff;
-        size_t tag = kh_pt_read(w->pt, off, &soff);
+        unsigned home;
+        size_t tag = kh_pt_entry(w->pt, off, &soff, &home);
         unsigned cpu = kheap_port_cpu_enter_fast();
-        struct kh_cc *cc = (struct kh_cc *)((char *)kh_cpu_here(cpus, cpu) + tag);
+        struct kh_cpu *pc = kh_cpu_here(cpus, cpu);
+        struct kh_cc *cc = (struct kh_cc *)((char *)pc + tag);
         /* The slot test first: only then is the key word inside the
          * object, so inside the heap. The page's entry gives the offset
          * in the slab, whatever its page count (kh_ptag). Its rebase was
@@ -220,7 +259,8 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
             }
         }
 #endif
-        if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+        if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY &&
+                      kh_cc_push(kh_cc_home(cc, pc, home, cpu), ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);
             return true;
@@ -290,15 +330,16 @@ static kh_always_inline bool kh_hit_free_sized(struct kh_cpu *const *cpus,
 #endif
     if (kh_likely(off < span)) {
         uint64_t soff;
-        size_t tag = kh_pt_read(w->pt, off, &soff);
+        unsigned home;
+        size_t tag = kh_pt_entry(w->pt, off, &soff, &home);
         unsigned cpu = kheap_port_cpu_enter_fast();
         struct kh_cpu *pc = kh_cpu_here(cpus, cpu);
         struct kh_cc *cc = (struct kh_cc *)((char *)pc + tag);
         const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
         bool of_class = kh_likely(size <= KH_DIRECT_MAX) ? pc->direct[(size + 7) >> 3] == cc
                                                          : bytes[0] < size && size <= bytes[1];
-        if (kh_likely(of_class && kh_cc_slot(cc, soff) &&
-                      *kh_guard_word(ptr) != KH_GUARD_KEY && kh_cc_push(cc, ptr))) {
+        if (kh_likely(of_class && kh_cc_slot(cc, soff) && *kh_guard_word(ptr) != KH_GUARD_KEY &&
+                      kh_cc_push(kh_cc_home(cc, pc, home, cpu), ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);
             return true;

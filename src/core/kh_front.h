@@ -68,7 +68,10 @@ static inline unsigned kh_log2(size_t x) /* x > 0 */
 /* A magazine: a stack of up to cap constructed objects of one cache. */
 struct kh_mag {
     uint32_t n;          /* objects held: obj[0 .. n) */
-    uint32_t cap;        /* 0 only for kh_mag_sentinel */
+    uint16_t cap;        /* 0 only for kh_mag_sentinel */
+    uint8_t home;        /* in the depot's full list: the home of its
+                            top object's slab (cpu.c, mag_home), or
+                            KH_HOME_NONE; a refill takes its own first */
     struct kh_mag *next; /* depot list link */
     void *obj[];
 };
@@ -129,6 +132,20 @@ _Static_assert(sizeof(void *) != 8 ||
  * hits, for the hit path of free to land on when a page has no class. */
 #define KH_CC(cls) ((cls) + 1u)
 #define KH_CC_COUNT (KHEAP_NUM_CLASSES + 1u)
+
+/* Homes (slab.c, "Homes"; KHEAP_HOMES): built where the free hit path is
+ * and a heap may have more than one CPU. A CPU's state then has a remote
+ * front per class (kh_cpu.remote), where the free hit path pushes the
+ * objects of slabs homed at other CPUs (kh_fast.h); allocations never pop
+ * from it, and its full magazines go to the depot, tagged with their
+ * objects' home (cpu.c). A home is a CPU number, KH_HOME_NONE for none. */
+#if KH_FAST && KHEAP_PERCPU && KHEAP_HOMES && KHEAP_MAX_CPUS > 1
+#define KH_HOMES 1
+#else
+#define KH_HOMES 0
+#endif
+#define KH_HOME_NONE 0xffu
+_Static_assert(KHEAP_MAX_CPUS < KH_HOME_NONE, "a home (a CPU number) fits a byte below KH_HOME_NONE");
 
 /* Per-CPU caches of large blocks (kh_runcache): built where the hit paths
  * are, not in the debug build (whose large blocks are not page runs of
@@ -217,8 +234,26 @@ struct kh_cpu {
     struct kh_nlc {
         uint32_t allocs, frees; /* modulo 2^32 */
     } nlc[KHEAP_NUM_CLASSES];
+#if KH_HOMES
+    /* The remote fronts (KH_HOMES), as the distance in bytes from each
+     * front to its class's remote front, which takes the frees on this
+     * CPU of the class's objects homed elsewhere: an array laid out as
+     * cc[] (struct kh_remote), made on the CPU's first such free (cpu.c),
+     * so a CPU that never frees another's objects costs no more. Until
+     * then the distance leads to kh_cpu_sentinel's fronts, on which every
+     * push misses. Written by this CPU (release), read by others for the
+     * walks (acquire). */
+    ptrdiff_t remote;
+#endif
 } __attribute__((aligned(KH_CACHE_LINE)));
 _Static_assert(sizeof(struct kh_cpu) <= 8192, "a CPU's state fits two pages");
+#if KH_HOMES
+/* A CPU's remote fronts: only their loaded and previous magazines and
+ * their frees are used (allocs and the slot test constants stay 0). */
+struct kh_remote {
+    struct kh_cc cc[KH_CC_COUNT];
+};
+#endif
 
 _Static_assert(_Alignof(struct kh_cpu) == KH_CACHE_LINE,
                "a CPU's state starts on its own cache line");
@@ -231,6 +266,16 @@ _Static_assert(offsetof(struct kh_cpu, run_front) == sizeof(struct kh_cc) * KH_C
 
 extern struct kh_mag kh_mag_sentinel;
 extern struct kh_cpu kh_cpu_sentinel;
+
+#if KH_HOMES
+/* pc's remote fronts, or NULL if it has none yet (any CPU). */
+static inline struct kh_remote *kh_cpu_remote(const struct kh_cpu *pc)
+{
+    char *r = (char *)pc + __atomic_load_n(&pc->remote, __ATOMIC_ACQUIRE);
+    /* (0 in the static states, kh_cpu_sentinel's and kh_cpu_claimed's) */
+    return r == (char *)&kh_cpu_sentinel || r == (char *)pc ? NULL : (struct kh_remote *)r;
+}
+#endif
 
 /* The loaded magazine of a front, and the objects it holds. */
 static inline struct kh_mag *kh_cc_mag(const struct kh_cc *cc)
@@ -385,10 +430,18 @@ static inline bool kh_cc_slot(const struct kh_cc *cc, uint64_t off)
  * run is the page count of the large block whose first page it is (live
  * or cached). Both are written before the tag (release) and fixed while
  * it is set; stale otherwise, and then never used: a page with tag 0
- * fails every test. */
+ * fails every test. On a slab page the half-word of run is home instead,
+ * which changes while the tag is set: a stale home only sends a free to
+ * the other front (kh_fast.h). */
 struct kh_ptag {
-    uint16_t tag;    /* written by the slab layer (slab.c) and kmalloc.c */
-    uint16_t run;    /* written before a KH_RUN_TAG */
+    uint16_t tag; /* written by the slab layer (slab.c) and kmalloc.c */
+    union {
+        uint16_t run;  /* written before a KH_RUN_TAG */
+        uint16_t home; /* a slab page's: its slab's home (kh_page.home),
+                          KH_HOME_NONE before its first refill; written
+                          under the cache's lock, read by the free hit
+                          path with no lock (kh_fast.h) */
+    };
     uint32_t rebase; /* written before a slab's tag */
 };
 _Static_assert(sizeof(struct kh_ptag) == 8 && offsetof(struct kh_ptag, tag) == 0 &&
@@ -428,6 +481,33 @@ static kh_always_inline size_t kh_pt_read(const struct kh_ptag *pt, uintptr_t of
     return __atomic_load_n(&e->tag, __ATOMIC_RELAXED);
 #endif
 }
+
+#if KH_HOMES
+/* kh_pt_read, and in *home the page's home (kh_ptag.home, meaningful
+ * only where the tag names a class), for the plain hit paths of free
+ * (kh_fast.h, kh_cc_home). */
+static kh_always_inline size_t kh_pt_read_home(const struct kh_ptag *pt, uintptr_t off,
+                                               uint64_t *soff, unsigned *home)
+{
+    uintptr_t pg = off >> KHEAP_PAGE_SHIFT;
+#if defined(__x86_64__)
+    /* (as kh_pt_read, with the home's load off the same index) */
+    size_t tag;
+    unsigned hm;
+    __asm__("movzwl (%[pt], %[pg], 8), %k[tag]\n\t"
+            "movzwl 2(%[pt], %[pg], 8), %[hm]\n\t"
+            "addl 4(%[pt], %[pg], 8), %k[off]"
+            : [tag] "=&r"(tag), [hm] "=&r"(hm), [off] "+r"(off)
+            : [pt] "r"(pt), [pg] "r"(pg), "m"(pt[pg]));
+    *soff = off;
+    *home = hm;
+    return tag;
+#else
+    *home = __atomic_load_n(&pt[pg].home, __ATOMIC_RELAXED);
+    return kh_pt_read(pt, off, soff);
+#endif
+}
+#endif
 
 #if KH_RUNS
 /* The bin of rc (a struct kh_runcache) for runs of np pages. */

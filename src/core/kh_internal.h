@@ -159,8 +159,14 @@ struct kh_page {
                          (KHEAP_PORT_COMMIT): KH_FREE_SHUT if a purge may
                          have shut pages of the run below its region's
                          frontier (pages.c), else 0; page_lock */
-    uint8_t internal; /* LARGE: 1 if it holds kheap's own structures
-                         (per-CPU state), counted as metadata */
+    union {
+        uint8_t internal; /* LARGE: 1 if it holds kheap's own structures
+                             (per-CPU state), counted as metadata */
+        uint8_t home;     /* SLAB head: the CPU whose refills take from it,
+                             KH_HOME_NONE while none does (slab.c,
+                             "Homes"); written under the cache lock, read
+                             without it (cpu.c, mag_home) */
+    };
     uint32_t npages;  /* see the invariants above */
     union {
         uint32_t bin;   /* FREE head: its bin; page_lock */
@@ -484,6 +490,8 @@ struct kheap {
      * lock). */
     struct kh_region regions[KHEAP_MAX_REGIONS] __attribute__((aligned(KH_CACHE_LINE)));
     uint8_t order[KHEAP_MAX_REGIONS]; /* region indices by address */
+    bool homes; /* KH_HOMES and a first region of KHEAP_HOMES_MIN_HEAP or
+                   more (slab.c, "Homes"); fixed by kheap_init */
     unsigned nregions;
     unsigned region_seq;              /* odd while order[] is rewritten */
     struct kh_page *bins[KH_NBINS] __attribute__((aligned(KH_CACHE_LINE)));
@@ -873,6 +881,13 @@ static inline size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
 {
     return kh_cache_take_counted(c, objs, n, NULL);
 }
+/* A refill of CPU cpu's magazine (cpu.c): as kh_cache_take, carving from
+ * the CPU's own slabs first, which then are its own; from a new slab only
+ * if grow (slab.c, "Homes"). */
+size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu, bool grow);
+/* How far a refill looks for its CPU's own along a partial list or the
+ * depot's full magazines (slab.c, "Homes"). */
+#define KH_HOME_SCAN 8u
 static inline size_t kh_cache_give_n(struct kheap_cache *c, void **objs, size_t n,
                                      struct kh_later *later)
 {
@@ -1119,6 +1134,12 @@ void kh_later_finish(struct kh_later *l);
 void kh_cache_retire(struct kheap_cache *c);
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
+/* A free of p, an object of c whose slab is homed at home, on the CPU the
+ * caller runs on (KH_HOMES): when home is not that CPU (or is none) and c
+ * is a kmalloc class, p goes to this CPU's remote front of c (or its
+ * slab), as the free hit path sends it, and true; false, with nothing
+ * done, for the caller's usual free. */
+bool kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home);
 /* The misses this CPU's two magazines of c settle between them: loaded
  * empty and previous full (loaded full and previous empty) swap, and the
  * pop (push) is made, as kh_cpu_alloc_slow (kh_cpu_free_slow) would, with
@@ -1219,6 +1240,21 @@ static inline struct kh_cc *kh_cc_of(kheap_t *h, struct kheap_cache *c, unsigned
         return &KH_U(c)->percpu[cpu];
     struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
     return pc == &kh_cpu_sentinel ? NULL : &pc->cc[KH_CC(c->cls)];
+}
+/* CPU cpu's remote front of c (KH_HOMES: a kmalloc class's, once the CPU
+ * freed another CPU's object), else NULL. */
+static inline struct kh_cc *kh_rcc_of(kheap_t *h, struct kheap_cache *c, unsigned cpu)
+{
+#if KH_HOMES
+    if (c->cls == KH_NO_CLASS || cpu >= KHEAP_MAX_CPUS)
+        return NULL;
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    struct kh_remote *r = pc == &kh_cpu_sentinel ? NULL : kh_cpu_remote(pc);
+    return r ? &r->cc[KH_CC(c->cls)] : NULL;
+#else
+    (void)h, (void)c, (void)cpu;
+    return NULL;
+#endif
 }
 /* What a user cache keeps after its fronts, in the same allocation
  * (c->percpu[KHEAP_MAX_CPUS + 1]): per CPU its busy word and KHEAP_NOLOCK

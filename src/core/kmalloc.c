@@ -524,8 +524,10 @@ static kh_noinline bool freed_already(kheap_t *h, struct kheap_cache *c, void *p
     return !slab_holds(c, s, kh_slab_base(h, s), ptr);
 }
 
-/* The hit path of free: push onto this CPU's loaded magazine. */
-static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, const char *fn)
+/* The hit path of free: push onto this CPU's loaded magazine, or for an
+ * object of slab s homed at another CPU, onto its remote front. */
+static inline void cache_free(kheap_t *h, struct kheap_cache *c, const struct kh_page *s,
+                              void *ptr, const char *fn)
 {
     if (kh_unlikely(guard_suspect(c, ptr)) && freed_already(h, c, ptr)) {
         kh_report(KHEAP_REPORT_DOUBLE_FREE, ptr, c, fn);
@@ -536,6 +538,12 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, void *ptr, cons
         rz_cache_check(c, ptr, fn);
 #endif
     obj_in(h, c, ptr);
+#if KH_HOMES
+    if (kh_cpu_free_remote(h, c, ptr, __atomic_load_n(&s->home, __ATOMIC_RELAXED)))
+        return;
+#else
+    (void)s;
+#endif
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = cc_here(h, c, cpu);
     if (kh_likely(kh_cc_push(cc, ptr))) {
@@ -642,7 +650,7 @@ static void block_free(kheap_t *h, void *ptr, struct kheap_cache *only, const ch
         struct kheap_cache *c = s->cache;
         bool slot = kh_slot_of(c, p - kh_slab_base(h, s)) < c->objs;
         if (kh_likely(slot && !(c->flags & KH_CACHE_INTERNAL) && (!only || c == only))) {
-            cache_free(h, c, ptr, fn);
+            cache_free(h, c, s, ptr, fn);
             kh_debug_check(h, fn);
             return;
         }

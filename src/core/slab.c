@@ -247,10 +247,29 @@ static void page_tag(struct kheap_cache *c, struct kh_page *s, bool on)
     uint32_t rebase = (uint32_t)0 - (uint32_t)(first << KHEAP_PAGE_SHIFT);
     for (size_t i = 0; i < c->pages; i++) {
         struct kh_ptag *e = &h->window.pt[first + i];
-        if (on)
+        if (on) {
             __atomic_store_n(&e->rebase, rebase, __ATOMIC_RELAXED);
+            __atomic_store_n(&e->home, (uint16_t)s->home, __ATOMIC_RELAXED);
+        }
         __atomic_store_n(&e->tag, on ? c->cc_off : 0, __ATOMIC_RELEASE);
     }
+}
+
+/* Make home the home of slab s (KH_HOME_NONE: none), in its descriptor
+ * and, for the free hit path, in its pages' entries of the page table
+ * (where page_tag put them). c's lock held. Relaxed: the readers without
+ * the lock (the free hit path, cpu.c's mag_home) act on a home as a
+ * preference only, and a stale one sends an object to the other front
+ * or a magazine to another CPU first, nothing else. */
+static void slab_home(struct kheap_cache *c, struct kh_page *s, uint8_t home)
+{
+    kheap_t *h = c->heap;
+    __atomic_store_n(&s->home, home, __ATOMIC_RELAXED);
+    if (s->region != 0 || !c->cc_off)
+        return;
+    size_t first = (size_t)(s - h->regions[0].pages);
+    for (size_t i = 0; i < c->pages; i++)
+        __atomic_store_n(&h->window.pt[first + i].home, (uint16_t)home, __ATOMIC_RELAXED);
 }
 
 /* A new slab for c, on no list yet. Cache lock held; takes page_lock. */
@@ -270,6 +289,7 @@ static struct kh_page *slab_new(struct kheap_cache *c)
     s->inuse = 0;
     s->carved = 0;
     s->bits = 0;
+    s->home = KH_HOME_NONE;
     s->freelist = NULL;
     page_tag(c, s, true);
     if (c->bitmap_bytes) {
@@ -299,12 +319,72 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
 #endif
 
 /*
- * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
- * returns how many (fewer only when no page is left for a new slab). At
- * KHEAP_DEBUG >= 2 objects leave still carrying the free poison (fresh
- * ones get it here), which the layer above checks and replaces.
+ * Homes. A CPU caches what it frees, and without more the objects of one
+ * slab would end up used by every CPU in turn (Larson's server test, each
+ * thread replacing random blocks of its own, ran no faster on two CPUs
+ * than on one, where mimalloc, whose pages belong to threads, ran 1.7
+ * times faster: docs/BENCHMARKS.md). So each slab has a home, the CPU
+ * whose refills carve it, and a refill (kh_cache_take_home) takes, in
+ * this order:
+ *   - among the first KH_HOME_SCAN slabs of the partial list, the first
+ *     homed at the CPU, else the first with no home;
+ *   - else the first partial slab, homed elsewhere: homes never cost a
+ *     slab (making a slab of its own rather than take another CPU's
+ *     partial one ran larson no faster, and a 4-CPU kernel on an 8 MiB
+ *     heap fragmented its pages until a 128 KiB block found no run);
+ *   - then an empty slab; a new one if the caller lets it grow.
+ * The slab it takes becomes the CPU's. A slab loses its home when it
+ * empties. Objects come home through the layers above: a free on
+ * another CPU goes to that CPU's remote front (kh_fast.h), whose full
+ * magazines wait in the depot tagged with their home, and a refill takes
+ * its own CPU's first (cpu.c). The page table holds each slab page's home
+ * for the free hit path (slab_home).
  */
-size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
+
+/* The slab a take for CPU cpu (KHEAP_CPU_NONE: the first partial slab)
+ * carves from next, on the partial list, or NULL (no pages, or !grow and
+ * only a new slab would do). Cache lock held. */
+static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu, bool grow)
+{
+    struct kh_page *s = c->partial;
+    if (s && cpu != KHEAP_CPU_NONE && c->heap->homes) {
+        struct kh_page *none = NULL;
+        unsigned q = 0;
+        for (struct kh_page *t = s; t && q < KH_HOME_SCAN; t = t->next, q++) {
+            if (t->home == cpu)
+                return t;
+            if (t->home == KH_HOME_NONE && !none)
+                none = t;
+        }
+        if (none)
+            return none;
+        /* (else the first, homed elsewhere: a partial slab before an
+         * empty or a new one, as without homes) */
+    }
+    if (s)
+        return s;
+    s = c->empty;
+    if (s) {
+        list_del(c, s);
+    } else if (!grow || !(s = slab_new(c))) {
+        return NULL;
+    }
+    list_add(c, s, KH_LIST_PARTIAL);
+    return s;
+}
+
+/*
+ * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
+ * returns how many (fewer only when no page is left for a new slab, or
+ * when !grow and only a new one would do). A refill of CPU cpu's
+ * magazine carves from the CPU's own slabs first, which then are its own
+ * ("Homes" above); cpu KHEAP_CPU_NONE takes from the first partial slab
+ * and leaves homes as they are. At KHEAP_DEBUG >= 2 objects leave still
+ * carrying the free poison (fresh ones get it here), which the layer
+ * above checks and replaces.
+ */
+static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count, unsigned cpu,
+                   bool grow)
 {
     kheap_t *h = c->heap;
     uint64_t fresh = 0;
@@ -312,15 +392,13 @@ size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint6
     size_t k = 0;
     KH_ASSERT(n <= 64, objs);
     kh_lock(&c->lock);
+    struct kh_page *s = NULL;
     for (; k < n; k++) {
-        struct kh_page *s = c->partial;
-        if (!s) {
-            s = c->empty;
-            if (s)
-                list_del(c, s);
-            else if (!(s = slab_new(c)))
+        if (!s || s->list != KH_LIST_PARTIAL) {
+            if (!(s = slab_pick(c, cpu, grow)))
                 break;
-            list_add(c, s, KH_LIST_PARTIAL);
+            if (cpu != KHEAP_CPU_NONE && s->home != cpu)
+                slab_home(c, s, (uint8_t)cpu);
         }
         uintptr_t base = kh_slab_base(h, s), obj;
         if (s->freelist) {
@@ -382,6 +460,16 @@ size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint6
             if (fresh & ((uint64_t)1 << i))
                 c->ctor(objs[i]);
     return k;
+}
+
+size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
+{
+    return take(c, objs, n, count, KHEAP_CPU_NONE, true);
+}
+
+size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu, bool grow)
+{
+    return take(c, objs, n, NULL, cpu, grow);
 }
 
 /* For KHEAP_NOLOCK: one object of c from a slab it already has, if c's
@@ -448,6 +536,10 @@ static size_t slab_free(struct kheap_cache *c, struct kh_page *s)
     }
     page_tag(c, s, false);
     kh_lock(&h->page_lock);
+    /* The byte that was the slab's home is a large block's internal flag
+     * again, 0 but on kheap's own pages (kh_page); under page_lock, with
+     * the run's kind, as a walk of the pages reads both. */
+    s->internal = 0;
     h->bitmap_bytes -= c->bitmap_bytes;
     kh_run_free(h, s);
     kh_unlock(&h->page_lock);
@@ -527,6 +619,7 @@ static enum kheap_report_kind give_locked(struct kheap_cache *c, uintptr_t obj,
     s->freelist = (void *)obj;
     s->inuse--;
     if (s->inuse == 0) {
+        slab_home(c, s, KH_HOME_NONE);
         list_del(c, s);
         if (c->nr_empty < KHEAP_EMPTY_SLABS_KEPT) {
             list_add(c, s, KH_LIST_EMPTY);

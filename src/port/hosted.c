@@ -168,7 +168,8 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * KHEAP_CPU_NONE: the locked path, as before. A lent slot is never flushed: its magazines stay for
  * the next borrower, so they are bounded by the number of lent slots, as
  * a CPU's are. */
-__thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
+__thread struct kh_hosted_thread kh_hosted_me __attribute__((tls_model("initial-exec"))) = {
+    .slot = KHEAP_CPU_NONE, .local = &kh_cpu_sentinel};
 #if KH_HOSTED_TX
 struct kh_hosted_cell kh_hosted_tbl[KH_TBL_NEG + KH_TBL_CPUS];
 const uintptr_t kh_hosted_sb = (uintptr_t)&kh_cpu_sentinel;
@@ -179,9 +180,6 @@ const int64_t kh_tx_pop_add[2] __attribute__((aligned(16))) = {-8, 1};
 const int64_t kh_tx_push_add[2] __attribute__((aligned(16))) = {1, 8};
 const int64_t kh_tx_run_pop_add[2] __attribute__((aligned(16))) = {0, 1};
 const int64_t kh_tx_run_push_add[2] __attribute__((aligned(16))) = {1, 0};
-#else
-__thread struct kh_cpu *kh_hosted_cpu_local
-    __attribute__((tls_model("initial-exec"))) = &kh_cpu_sentinel;
 #endif
 int kh_hosted_rseq;
 static __thread int slot_gone __attribute__((tls_model("initial-exec")));

@@ -44,7 +44,16 @@
 /* Slots threads own: 0 .. KH_HOSTED_OWNED - 1; the rest are lent. */
 #define KH_HOSTED_OWNED ((unsigned)(KHEAP_MAX_CPUS - KHEAP_HOSTED_SHARED_SLOTS))
 
-extern __thread unsigned kh_hosted_slot __attribute__((tls_model("initial-exec")));
+/* The thread's slot (kh_hosted_slot) and, per thread, the default heap's
+ * state of it (kh_hosted_cpu_local: see below), in one initial-exec TLS
+ * block, so that the free hit path, which reads both (kh_fast.h,
+ * kh_cc_home), reaches both from one address. */
+struct kh_hosted_thread {
+    unsigned slot;
+    struct kh_cpu *local; /* (unused with rseq: kh_hosted_cpus instead) */
+};
+extern __thread struct kh_hosted_thread kh_hosted_me __attribute__((tls_model("initial-exec")));
+#define kh_hosted_slot (kh_hosted_me.slot)
 unsigned kh_hosted_slot_take(void);
 void kh_hosted_slot_give(unsigned slot);
 
@@ -190,7 +199,7 @@ static inline struct kh_cpu *kheap_port_cpu_local(void)
     ".popsection\n\t"
 
 #else
-extern __thread struct kh_cpu *kh_hosted_cpu_local __attribute__((tls_model("initial-exec")));
+#define kh_hosted_cpu_local (kh_hosted_me.local)
 static inline struct kh_cpu *kheap_port_cpu_local(void)
 {
     return kh_hosted_cpu_local;
