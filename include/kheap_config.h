@@ -256,7 +256,10 @@
  * pages. It costs five instructions on the free hit path, and a remote
  * front per class (two pages) on each CPU that frees another's objects.
  * 0 keeps every freed object with the CPU that freed it. Meaningful with
- * the per-CPU layer and more than one CPU only. */
+ * the per-CPU layer's hit paths (not KHEAP_DEBUG 3, valgrind or redzone
+ * builds) and more than one CPU only, and not yet with KHEAP_HOSTED_RSEQ
+ * (libkheap-percpu.so). A heap below KHEAP_HOMES_MIN_HEAP still pays the
+ * free hit path's look at the home (one compare that finds its own). */
 #ifndef KHEAP_HOMES
 #define KHEAP_HOMES 1
 #endif

@@ -14,7 +14,9 @@
  * empty magazines under the cache's lock, and exchange one whole magazine,
  * so the lock is taken at most once per mag_cap/2 operations in the worst
  * alternating pattern. A depot with no full magazine refills the loaded
- * one with mag_cap/2 objects from the slabs in one lock hold.
+ * one with mag_cap/2 objects from the slabs in one lock hold. On a heap
+ * with homes (slab.c, "Homes") the depot's full magazines carry the home
+ * of their objects, and a CPU takes its own first.
  *
  * Magazine sizes are tuned per class, not adapted at run time: 64 objects
  * up to 128 B, 32 up to 512 B, 16 up to 2 KiB, 8 up to 8 KiB, 4 above. A
@@ -55,7 +57,8 @@
  * calling CPU's own magazines into the slabs; it cannot take objects out
  * of another running CPU's magazines (that CPU uses them without a lock),
  * so up to 2 * mag_cap objects per cache per other running CPU stay
- * cached.
+ * cached, and on a heap with homes up to mag_cap more per kmalloc class
+ * in the CPU's remote front (slab.c, "Homes").
  */
 #include "kh_internal.h"
 
@@ -515,25 +518,26 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
     } else if (cc->prev->n) {
         front_swap(cc);
     } else {
-        /* Both empty: trade previous for a full magazine of the depot
-         * whose objects are this CPU's (slab.c, "Homes"), else fill
-         * loaded from this CPU's slabs; failing both, trade for a
-         * magazine of other homes rather than make a slab while cached
-         * objects wait, and only then fill from a new slab. */
+        /* Both empty: trade previous for a full magazine of the depot,
+         * one whose objects are this CPU's first (slab.c, "Homes"), else
+         * fill loaded from the slabs, this CPU's first. (An object of
+         * another CPU's that this one takes from the depot goes home when
+         * this CPU frees it: the free hit path sends it there.) */
         struct kh_mag *spare = NULL, *trim = NULL;
-        bool others = false;
-        unsigned mine = h->homes ? cpu : KHEAP_CPU_NONE;
+        /* (a user cache's frees do not go home: it has no remote
+         * fronts, and its refills take no side) */
+        unsigned mine = h->homes && c->cls != KH_NO_CLASS ? cpu : KHEAP_CPU_NONE;
         kh_lock(&c->lock);
-        if (!depot_load(c, cc, mine, &trim)) {
-            others = KH_U(c)->depot_full != NULL;
-            if (!others)
-                depot_grow(c, cpu);
+        if (!depot_load(c, cc, mine, &trim) &&
+            !(mine != KHEAP_CPU_NONE && depot_load(c, cc, KHEAP_CPU_NONE, &trim))) {
+            depot_grow(c, cpu);
             if (kh_cc_mag(cc) == &kh_mag_sentinel)
                 spare = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
         }
         kh_unlock(&c->lock);
         mags_release(h, c, trim, NULL);
         if (cc->top == cc->base) {
+            /* The depot had none: fill loaded from the slabs. */
             struct kh_mag *m = kh_cc_mag(cc);
             if (m == &kh_mag_sentinel) {
                 m = spare ? spare : mag_new(h, c->mag_cap);
@@ -542,25 +546,12 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
                     return NULL;
                 }
             }
-            size_t want = (m->cap + 1u) / 2u;
-            m->n = (uint32_t)kh_cache_take_home(c, m->obj, want, cpu, !others);
-            bool traded = false;
-            if (!m->n && others) {
-                /* m goes in empty, for the trade to send it on. */
-                kh_cc_load(cc, m);
-                kh_lock(&c->lock);
-                traded = depot_load(c, cc, KHEAP_CPU_NONE, &trim);
-                kh_unlock(&c->lock);
-                mags_release(h, c, trim, NULL);
-                if (!traded)
-                    m->n = (uint32_t)kh_cache_take_home(c, m->obj, want, cpu, true);
-            }
-            if (!traded) {
-                mag_order(m, c->slot);
-                kh_cc_load(cc, m);
-                if (!m->n)
-                    return NULL;
-            }
+            m->n = (uint32_t)kh_cache_take_home(c, m->obj, (m->cap + 1u) / 2u,
+                                                c->cls != KH_NO_CLASS ? cpu : KHEAP_CPU_NONE);
+            mag_order(m, c->slot);
+            kh_cc_load(cc, m);
+            if (!m->n)
+                return NULL;
         }
     }
     void *p = NULL;
@@ -715,9 +706,9 @@ static struct kh_cc *remote_setup(kheap_t *h, struct kheap_cache *c, unsigned cp
  * is full (or the sentinel; busy marked): the full one goes to the
  * depot, tagged with its home, where that CPU's refills take it first;
  * over the depot's bound to the slabs, and is itself the empty one then.
- * A remote front keeps one magazine, so what a CPU holds of other CPUs'
- * objects is one magazine per class. Returns whether p was pushed (not:
- * no memory for a magazine). */
+ * A remote front keeps one magazine (a CPU's fronts, two): the objects of
+ * other CPUs that a CPU holds for them are one magazine per class more.
+ * Returns whether p was pushed (not: no memory for a magazine). */
 static bool remote_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu, void *p)
 {
     struct kh_mag *full = kh_cc_unload(cc), *empty = NULL, *trim = NULL;
@@ -753,34 +744,39 @@ static bool remote_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, uns
 }
 #endif
 
-bool kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home)
+unsigned kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home)
 {
 #if KH_HOMES
     if (c->cls == KH_NO_CLASS || !c->mag_cap || !h->homes)
-        return false;
+        return 0;
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cc *cc = NULL;
     if (cpu != KHEAP_CPU_NONE && cpu != home && cc_setup(h, c, cpu))
         cc = remote_setup(h, c, cpu);
-    bool cached = false;
+    bool cached = false, sent = false;
     if (cc) {
         busy_on(h, c, cpu);
         kh_bump(&miss_of(h, c, cpu)->free);
-        cached = kh_cc_push(cc, p) || remote_send(h, c, cc, cpu, p);
+        cached = kh_cc_push(cc, p);
+        if (!cached) {
+            sent = true;
+            cached = remote_send(h, c, cc, cpu, p);
+        }
         busy_off(h, c, cpu);
     }
     kheap_port_cpu_exit(cpu);
     if (cc && !cached)
         kh_cache_give_counted(c, &p, 1, &KH_U(c)->nocpu_frees, NULL);
-    return cc != NULL;
+    return !cc ? 0 : sent ? KH_REMOTE_SENT : KH_REMOTE_PUSHED;
 #else
     (void)h, (void)c, (void)p, (void)home;
-    return false;
+    return 0;
 #endif
 }
 
 /* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
- * (2 + depot)); asked only by the double-free guard. */
+ * (3 + depot), with the remote front's); asked only by the double-free
+ * guard. */
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
 {
     bool found = false;
@@ -1121,9 +1117,11 @@ static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
             struct kh_cc *rcc = kh_rcc_of(h, c, cpu);
             /* A signal on an exiting thread leaves its fronts be. */
             busy_on(h, c, cpu);
-            bytes += cc_return(h, c, cc, later);
+            /* (the remote front's first: the CPU's own magazines then lie
+             * above it in the depot, for the next CPU that takes from it) */
             if (rcc)
                 bytes += cc_return(h, c, rcc, later);
+            bytes += cc_return(h, c, cc, later);
             busy_off(h, c, cpu);
         }
     }

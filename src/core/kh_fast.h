@@ -163,14 +163,17 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
 }
 #endif
 
-/* The front a free of an object at the window offset off pushes onto,
+/* The front a free of an object whose slab is homed at home pushes onto,
  * on CPU cpu (state pc), whose front of the object's class is cc: cc
- * itself when the object's slab is homed at cpu, else its remote front
- * (kh_front.h, kh_cpu.remote), from which no allocation pops, so this CPU never hands out
- * an object of another's slab that it freed: the object goes home
- * through the depot (cpu.c). A home changed since (a refill of another
- * CPU took the slab) only sends the object the other way: both fronts
- * are this CPU's, and both take the object as a free. */
+ * itself when home is cpu, else its remote front (kh_front.h,
+ * kh_cpu.remote), from which no allocation pops: the object goes home
+ * through the depot (cpu.c) rather than to this CPU's next allocation. A
+ * home changed since (a refill of another CPU took the slab) only sends
+ * the object the other way: both fronts are this CPU's, and both take
+ * the object as a free. Best effort, not a rule: the KHEAP_NOLOCK and
+ * bulk frees, and the hosted port's restartable sequences, keep what
+ * they free (a heap without homes always: its remote fronts are its
+ * fronts). */
 static kh_always_inline struct kh_cc *kh_cc_home(struct kh_cc *cc, const struct kh_cpu *pc,
                                                  unsigned home, unsigned cpu)
 {

@@ -881,10 +881,10 @@ static inline size_t kh_cache_take(struct kheap_cache *c, void **objs, size_t n)
 {
     return kh_cache_take_counted(c, objs, n, NULL);
 }
-/* A refill of CPU cpu's magazine (cpu.c): as kh_cache_take, carving from
- * the CPU's own slabs first, which then are its own; from a new slab only
- * if grow (slab.c, "Homes"). */
-size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu, bool grow);
+/* A refill of CPU cpu's magazine (cpu.c): as kh_cache_take, from the
+ * CPU's own slabs first on a heap with homes; the slabs it takes from
+ * become the CPU's (slab.c, "Homes"). */
+size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu);
 /* How far a refill looks for its CPU's own along a partial list or the
  * depot's full magazines (slab.c, "Homes"). */
 #define KH_HOME_SCAN 8u
@@ -1135,11 +1135,15 @@ void kh_cache_retire(struct kheap_cache *c);
 void *kh_cpu_alloc_slow(kheap_t *h, struct kheap_cache *c);
 void kh_cpu_free_slow(kheap_t *h, struct kheap_cache *c, void *p);
 /* A free of p, an object of c whose slab is homed at home, on the CPU the
- * caller runs on (KH_HOMES): when home is not that CPU (or is none) and c
- * is a kmalloc class, p goes to this CPU's remote front of c (or its
- * slab), as the free hit path sends it, and true; false, with nothing
- * done, for the caller's usual free. */
-bool kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home);
+ * caller runs on (KH_HOMES): when the heap has homes, c is a kmalloc class
+ * and home is not that CPU (or is none), p goes to this CPU's remote
+ * front of c (or its slab), as the free hit path sends it:
+ * KH_REMOTE_PUSHED, or KH_REMOTE_SENT when the front's magazine went on
+ * to the depot (a miss: the caller polls, as after any other); 0, with
+ * nothing done, for the caller's usual free. */
+#define KH_REMOTE_PUSHED 1u
+#define KH_REMOTE_SENT 2u
+unsigned kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned home);
 /* The misses this CPU's two magazines of c settle between them: loaded
  * empty and previous full (loaded full and previous empty) swap, and the
  * pop (push) is made, as kh_cpu_alloc_slow (kh_cpu_free_slow) would, with

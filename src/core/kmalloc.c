@@ -539,7 +539,10 @@ static inline void cache_free(kheap_t *h, struct kheap_cache *c, const struct kh
 #endif
     obj_in(h, c, ptr);
 #if KH_HOMES
-    if (kh_cpu_free_remote(h, c, ptr, __atomic_load_n(&s->home, __ATOMIC_RELAXED)))
+    unsigned remote = kh_cpu_free_remote(h, c, ptr, __atomic_load_n(&s->home, __ATOMIC_RELAXED));
+    if (remote == KH_REMOTE_SENT)
+        decay_poll(h);
+    if (remote)
         return;
 #else
     (void)s;

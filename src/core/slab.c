@@ -320,31 +320,35 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
 
 /*
  * Homes. A CPU caches what it frees, and without more the objects of one
- * slab would end up used by every CPU in turn (Larson's server test, each
- * thread replacing random blocks of its own, ran no faster on two CPUs
- * than on one, where mimalloc, whose pages belong to threads, ran 1.7
- * times faster: docs/BENCHMARKS.md). So each slab has a home, the CPU
- * whose refills carve it, and a refill (kh_cache_take_home) takes, in
- * this order:
+ * slab end up used by every CPU in turn, their lines and pages moving
+ * between the CPUs' caches: Larson's server test (bench/workloads.c) ran
+ * no faster on two CPUs than with both threads on one, where mimalloc,
+ * whose pages belong to threads, ran 1.7 times faster (docs/DESIGN.md,
+ * "Homes"). So each slab has a home, the CPU whose refills carve it, and
+ * on a heap with homes (kheap.homes) a refill (kh_cache_take_home) takes,
+ * in this order:
  *   - among the first KH_HOME_SCAN slabs of the partial list, the first
  *     homed at the CPU, else the first with no home;
  *   - else the first partial slab, homed elsewhere: homes never cost a
- *     slab (making a slab of its own rather than take another CPU's
- *     partial one ran larson no faster, and a 4-CPU kernel on an 8 MiB
- *     heap fragmented its pages until a 128 KiB block found no run);
- *   - then an empty slab; a new one if the caller lets it grow.
- * The slab it takes becomes the CPU's. A slab loses its home when it
- * empties. Objects come home through the layers above: a free on
- * another CPU goes to that CPU's remote front (kh_fast.h), whose full
- * magazines wait in the depot tagged with their home, and a refill takes
- * its own CPU's first (cpu.c). The page table holds each slab page's home
- * for the free hit path (slab_home).
+ *     slab (making one of its own rather than take another CPU's partial
+ *     slab ran larson no faster, and cost a 4-CPU kernel on an 8 MiB heap
+ *     so many pages that 128 KiB blocks found no run);
+ *   - then an empty slab, then a new one.
+ * The slab it takes becomes the CPU's; a slab loses its home when it
+ * empties. On a heap without homes the first partial slab is taken, as
+ * before, and homes are kept all the same (the free hit path compares
+ * them, and a CPU's own frees then go to its front). Objects come home
+ * through the layers above: freed on a CPU that is not their home, they
+ * go to that CPU's remote front (kh_fast.h), whose full magazines wait
+ * in the depot tagged with their home, and a refill takes its own CPU's
+ * first (cpu.c). The page table holds each slab page's home for the free
+ * hit path (slab_home).
  */
 
 /* The slab a take for CPU cpu (KHEAP_CPU_NONE: the first partial slab)
- * carves from next, on the partial list, or NULL (no pages, or !grow and
- * only a new slab would do). Cache lock held. */
-static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu, bool grow)
+ * carves from next, on the partial list, or NULL (no pages). Cache lock
+ * held. */
+static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
 {
     struct kh_page *s = c->partial;
     if (s && cpu != KHEAP_CPU_NONE && c->heap->homes) {
@@ -366,7 +370,7 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu, bool grow)
     s = c->empty;
     if (s) {
         list_del(c, s);
-    } else if (!grow || !(s = slab_new(c))) {
+    } else if (!(s = slab_new(c))) {
         return NULL;
     }
     list_add(c, s, KH_LIST_PARTIAL);
@@ -375,16 +379,15 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu, bool grow)
 
 /*
  * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
- * returns how many (fewer only when no page is left for a new slab, or
- * when !grow and only a new one would do). A refill of CPU cpu's
- * magazine carves from the CPU's own slabs first, which then are its own
- * ("Homes" above); cpu KHEAP_CPU_NONE takes from the first partial slab
- * and leaves homes as they are. At KHEAP_DEBUG >= 2 objects leave still
- * carrying the free poison (fresh ones get it here), which the layer
- * above checks and replaces.
+ * returns how many (fewer only when no page is left for a new slab). A
+ * refill of CPU cpu's magazine carves from the CPU's own slabs first on
+ * a heap with homes, and the slabs it takes from become the CPU's ("Homes"
+ * above); cpu KHEAP_CPU_NONE takes from the first partial slab and leaves
+ * homes as they are. At KHEAP_DEBUG >= 2 objects leave still carrying the
+ * free poison (fresh ones get it here), which the layer above checks and
+ * replaces.
  */
-static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count, unsigned cpu,
-                   bool grow)
+static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count, unsigned cpu)
 {
     kheap_t *h = c->heap;
     uint64_t fresh = 0;
@@ -395,7 +398,7 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
     struct kh_page *s = NULL;
     for (; k < n; k++) {
         if (!s || s->list != KH_LIST_PARTIAL) {
-            if (!(s = slab_pick(c, cpu, grow)))
+            if (!(s = slab_pick(c, cpu)))
                 break;
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);
@@ -464,12 +467,12 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
 
 size_t kh_cache_take_counted(struct kheap_cache *c, void **objs, size_t n, uint64_t *count)
 {
-    return take(c, objs, n, count, KHEAP_CPU_NONE, true);
+    return take(c, objs, n, count, KHEAP_CPU_NONE);
 }
 
-size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu, bool grow)
+size_t kh_cache_take_home(struct kheap_cache *c, void **objs, size_t n, unsigned cpu)
 {
-    return take(c, objs, n, NULL, cpu, grow);
+    return take(c, objs, n, NULL, cpu);
 }
 
 /* For KHEAP_NOLOCK: one object of c from a slab it already has, if c's

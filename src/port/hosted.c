@@ -714,7 +714,8 @@ static void slot_release(void *arg)
  * or flushed. The child thus has KHEAP_MAX_CPUS minus those slots; its
  * further threads beyond that use the locked path. The objects in those
  * magazines stay allocated in the child (at most two magazines per class
- * per thread that was running). */
+ * per thread that was running, and with homes one more per kmalloc class
+ * in its remote front). */
 static void fork_prepare(void)
 {
 #if KH_HOSTED_TX
