@@ -241,11 +241,11 @@ static void check_ctors_balanced(const char *when)
            when, n.ctor, n.dtor, n.dtor_bad);
 }
 
-/* The start of every test: a heap of its own (big bytes, small bytes in
- * small mode), and every counter at 0. */
-static void test_open(struct kt_heap *t, size_t big, size_t small)
+/* The start of every test: a heap of its own of size bytes, and every
+ * counter at 0. */
+static void test_open_exact(struct kt_heap *t, size_t size)
 {
-    kt_heap_open(t, heap_size_for(big, small));
+    kt_heap_open(t, size);
     errors_reset();
     kt_reports_reset();
     g_first_report[0] = 0;
@@ -258,6 +258,12 @@ static void test_open(struct kt_heap *t, size_t big, size_t small)
         atomic_store(&g_kind_frees[k], 0);
     }
     kt_ctor_reset();
+}
+
+/* test_open_exact of big bytes, small bytes in small mode. */
+static void test_open(struct kt_heap *t, size_t big, size_t small)
+{
+    test_open_exact(t, heap_size_for(big, small));
 }
 
 static size_t pat_from(const struct item *it)
@@ -1485,18 +1491,6 @@ static size_t count_in(void *const *v, size_t n, void *const *set, size_t m)
                 break;
             }
     return k;
-}
-
-/* A heap of exactly size bytes (not KHEAP_TEST_HEAP's), as test_open. */
-static void test_open_exact(struct kt_heap *t, size_t size)
-{
-    kt_heap_open(t, size);
-    errors_reset();
-    kt_reports_reset();
-    g_first_report[0] = 0;
-    g_h = t->h;
-    g_mem = t->mem;
-    g_mem_size = t->size;
 }
 
 /* kmalloc class of size bytes in h: its slots per slab. */
