@@ -132,6 +132,17 @@ static size_t mag_flush(struct kheap_cache *c, struct kh_mag *m, struct kh_later
 /* ------------------------------------------------------------------ */
 /* The per-CPU state of a cache. */
 
+/* KH_CC_COUNT fronts at cc, each on the sentinel (every pop and push
+ * misses), their counters read by other CPUs (benign for valgrind). */
+static void fronts_empty(struct kh_cc *cc)
+{
+    for (unsigned i = 0; i < KH_CC_COUNT; i++) {
+        cc[i] = (struct kh_cc)KH_CC_EMPTY;
+        kh_vg_benign(&cc[i].allocs, sizeof(uint64_t));
+        kh_vg_benign(&cc[i].frees, sizeof(uint64_t));
+    }
+}
+
 /* This CPU's state of h (its fronts of the kmalloc classes), set up if
  * it is not yet (cpu != NONE); NULL if there is no memory for it.
  * Runs on cpu (kheap_port_cpu_enter held). */
@@ -142,11 +153,7 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
         pc = kh_internal_pages(h, sizeof *pc, false);
         if (!pc)
             return NULL;
-        for (unsigned i = 0; i < KH_CC_COUNT; i++) {
-            pc->cc[i] = (struct kh_cc)KH_CC_EMPTY;
-            kh_vg_benign(&pc->cc[i].allocs, sizeof(uint64_t));
-            kh_vg_benign(&pc->cc[i].frees, sizeof(uint64_t));
-        }
+        fronts_empty(pc->cc);
 #if KH_HOMES
         /* (none yet; a heap without homes never has any: its remote
          * fronts are the fronts, 0 bytes away) */
@@ -691,10 +698,7 @@ static struct kh_cc *remote_setup(kheap_t *h, struct kheap_cache *c, unsigned cp
         r = kh_internal_pages(h, sizeof *r, false);
         if (!r)
             return NULL;
-        for (unsigned i = 0; i < KH_CC_COUNT; i++) {
-            r->cc[i] = (struct kh_cc)KH_CC_EMPTY;
-            kh_vg_benign(&r->cc[i].frees, sizeof(uint64_t));
-        }
+        fronts_empty(r->cc);
         /* Release: a walk on another CPU that sees the distance sees the
          * fronts it leads to. */
         __atomic_store_n(&pc->remote, (char *)r - (char *)pc, __ATOMIC_RELEASE);
