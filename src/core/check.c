@@ -267,7 +267,7 @@ static bool check_run_caches(kheap_t *h, struct walk *w)
     kh_runs_counts(h, &rc);
     size_t found = 0;
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
-        const struct kh_runcache *c = h->cpu[cpu]->run_front.runs;
+        const struct kh_runcache *c = kh_cpu_runs(h->cpu[cpu]);
         uint64_t capped = 0;
         for (unsigned b = 0; c && b < KH_RUN_BINS; b++) {
             const struct kh_runbin *bin = &c->bin[b];

@@ -83,7 +83,19 @@ struct kh_mag kh_mag_sentinel = {.n = 0, .cap = 0, .home = KH_HOME_NONE, .next =
     {                                                                         \
         .cc = {[0 ... KH_CC_COUNT - 1] = KH_CC_EMPTY},                        \
         .direct = {[0 ... KH_DIRECT_COUNT - 1] = &(self).cc[0]},              \
+        KH_CPU_NEVER_RUNS KH_CPU_NEVER_SELF                                   \
     }
+#if KH_RUNS
+struct kh_runcache kh_runcache_none;
+#define KH_CPU_NEVER_RUNS .run_front = {.runs = &kh_runcache_none},
+#else
+#define KH_CPU_NEVER_RUNS
+#endif
+#if KH_HOMES
+#define KH_CPU_NEVER_SELF .self = KH_HOME_NONE,
+#else
+#define KH_CPU_NEVER_SELF
+#endif
 struct kh_cpu kh_cpu_sentinel = KH_CPU_NEVER(kh_cpu_sentinel);
 struct kh_cpu kh_cpu_claimed = KH_CPU_NEVER(kh_cpu_claimed);
 
@@ -159,10 +171,13 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
          * fronts are the fronts, 0 bytes away) */
         pc->remote = h->homes ? (char *)&kh_cpu_sentinel - (char *)pc : 0;
         kh_vg_benign(&pc->remote, sizeof pc->remote);
+        pc->self = cpu;
 #endif
         pc->run_front = (struct kh_cc)KH_CC_EMPTY;
         pc->run_front.limit = NULL;
-        pc->run_front.runs = NULL;
+#if KH_RUNS
+        pc->run_front.runs = &kh_runcache_none;
+#endif
         /* Free's slot test (kh_fast.h), over the offset in the slab
          * (kh_pt_read). */
 #if !KH_SPLIT /* (a split build has no hit paths) */
@@ -1003,7 +1018,7 @@ bool kh_runs_put(kheap_t *h, void *p, size_t npages)
     unsigned cpu = kheap_port_cpu_enter();
     struct kh_cpu *pc = cpu == KHEAP_CPU_NONE ? NULL : cpu_setup(h, cpu);
     if (pc) {
-        struct kh_runcache *rc = pc->run_front.runs;
+        struct kh_runcache *rc = kh_cpu_runs(pc);
         if (!rc) {
             /* The CPU's first large free: its cache (a page of its own,
              * counted as metadata), published to this CPU's hit paths
@@ -1063,7 +1078,7 @@ size_t kh_runs_flush_here(kheap_t *h)
     size_t bytes = 0;
 #if KH_RUNS
     unsigned cpu = kheap_port_cpu_enter();
-    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : kh_cpu_runs(h->cpu[cpu]);
     if (rc)
         bytes = runs_flush(h, rc);
     kheap_port_cpu_exit(cpu);
@@ -1079,7 +1094,7 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 #if KH_RUNS
     for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
         struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
-        const struct kh_runcache *rc = __atomic_load_n(&pc->run_front.runs, __ATOMIC_ACQUIRE);
+        const struct kh_runcache *rc = kh_cpu_runs(pc);
         if (!rc)
             continue;
         for (unsigned i = 0; i < KH_RUN_BINS; i++) {
@@ -1111,9 +1126,9 @@ static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
     size_t bytes = 0;
 #if KH_RUNS
-    struct kh_cpu *pc = h->cpu[cpu];
-    if (pc->run_front.runs)
-        bytes += runs_flush(h, pc->run_front.runs);
+    struct kh_runcache *rc = kh_cpu_runs(h->cpu[cpu]);
+    if (rc)
+        bytes += runs_flush(h, rc);
 #endif
     kh_each_cache_locking(h, c) {
         struct kh_cc *cc = (c->flags & KH_CACHE_INTERNAL) ? NULL : kh_cc_of(h, c, cpu);
@@ -1178,7 +1193,7 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
     unsigned cpu = kheap_port_cpu_enter();
     bool asked = cpu != KHEAP_CPU_NONE && kh_cpu_owes(h, cpu);
 #if KH_RUNS
-    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : h->cpu[cpu]->run_front.runs;
+    struct kh_runcache *rc = cpu == KHEAP_CPU_NONE ? NULL : kh_cpu_runs(h->cpu[cpu]);
     if (rc && decay && !asked) {
         /* Decay: the runs stayed idle if the CPU took none between the
          * last epoch end it saw and this one. (Asked: the answer gives

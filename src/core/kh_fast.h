@@ -164,8 +164,8 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
 #endif
 
 /* The front a free of an object whose slab is homed at home pushes onto,
- * on CPU cpu (state pc), whose front of the object's class is cc: cc
- * itself when home is cpu, else its remote front (kh_front.h,
+ * on the CPU whose state is pc, whose front of the object's class is cc:
+ * cc itself when home is the CPU's (pc->self), else its remote front (kh_front.h,
  * kh_cpu.remote), from which no allocation pops: the object goes home
  * through the depot (cpu.c) rather than to this CPU's next allocation. A
  * home changed since (a refill of another CPU took the slab) only sends
@@ -175,17 +175,17 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
  * they free (a heap without homes always: its remote fronts are its
  * fronts). */
 static kh_always_inline struct kh_cc *kh_cc_home(struct kh_cc *cc, const struct kh_cpu *pc,
-                                                 unsigned home, unsigned cpu)
+                                                 unsigned home)
 {
 #if KH_HOMES
-    if (kh_unlikely(home != cpu)) {
+    if (kh_unlikely(home != pc->self)) {
         cc = (struct kh_cc *)((char *)cc + pc->remote);
         /* (a branch, out of line: not a conditional move, one more
          * instruction on the path of every local free) */
         __asm__ volatile("" : "+r"(cc));
     }
 #else
-    (void)pc, (void)home, (void)cpu;
+    (void)pc, (void)home;
 #endif
     return cc;
 }
@@ -263,7 +263,7 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
         }
 #endif
         if (kh_likely(slot && *kh_guard_word(ptr) != KH_GUARD_KEY &&
-                      kh_cc_push(kh_cc_home(cc, pc, home, cpu), ptr))) {
+                      kh_cc_push(kh_cc_home(cc, pc, home), ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);
             return true;
@@ -342,7 +342,7 @@ static kh_always_inline bool kh_hit_free_sized(struct kh_cpu *const *cpus,
         bool of_class = kh_likely(size <= KH_DIRECT_MAX) ? pc->direct[(size + 7) >> 3] == cc
                                                          : bytes[0] < size && size <= bytes[1];
         if (kh_likely(of_class && kh_cc_slot(cc, soff) && *kh_guard_word(ptr) != KH_GUARD_KEY &&
-                      kh_cc_push(kh_cc_home(cc, pc, home, cpu), ptr))) {
+                      kh_cc_push(kh_cc_home(cc, pc, home), ptr))) {
             *kh_guard_word(ptr) = KH_GUARD_KEY;
             kheap_port_cpu_exit_fast(cpu);
             return true;

@@ -175,6 +175,9 @@ _Static_assert(KH_RUN_MAX_PAGES <= 0xffff, "a run's page count fits kh_ptag.run"
  * where a live one's is KH_RUN_TAG. Made by the CPU's first large free
  * (cpu.c), kept with the CPU's state; read and written only by its CPU,
  * or by one that flushes it once the CPU has stopped (as its magazines).
+ * Until then the CPU's state points at kh_runcache_none, whose bins are
+ * empty and whose caps are 0, so that both hit paths miss on it with no
+ * test of their own (kh_cpu_runs tells it from a cache).
  *
  * A bin is laid out as a front of the kmalloc classes is (frees, head,
  * allocs adjacent), so that a hit path that must commit with one store
@@ -207,6 +210,11 @@ struct kh_runcache {
     uint64_t epoch, epoch_allocs; /* decay: the epoch last looked at, and
                                      the bins' allocs then (cpu.c) */
 };
+#if KH_RUNS
+/* The cache of large blocks of a CPU that has none (cpu.c): never
+ * written. */
+extern struct kh_runcache kh_runcache_none;
+#endif
 /* kh_cpu.direct covers requests up to this many bytes, by (n + 7) / 8. */
 #define KH_DIRECT_MAX 1024u
 #define KH_DIRECT_COUNT (KH_DIRECT_MAX / 8u + 1u)
@@ -223,7 +231,7 @@ struct kh_cpu {
      * a CPU may cache (KH_RUN_TAG), and it holds the CPU's cache of them
      * (runs), so the free hit finds that cache from the front the tag
      * names. */
-    struct kh_cc run_front;
+    struct kh_cc run_front; /* (runs: kh_runcache_none until the first) */
     struct kh_cc *direct[KH_DIRECT_COUNT];
     struct kh_misses miss[KHEAP_NUM_CLASSES];
     /* KHEAP_NOLOCK (cpu.c, kmalloc.c). busy: non-zero while this CPU runs
@@ -248,6 +256,12 @@ struct kh_cpu {
      * push misses. Written by this CPU (release), read by others for the
      * walks (acquire). */
     ptrdiff_t remote;
+    /* The CPU's number (cpu_setup), the home its refills give slabs: the
+     * free hit path compares a page's home with it (kh_fast.h,
+     * kh_cc_home), which saves it a load of the CPU's number where that
+     * is not in a register (the default heap's). KH_HOME_NONE in the
+     * static states, whose fronts never hit. Never changed. */
+    unsigned self;
 #endif
 } __attribute__((aligned(KH_CACHE_LINE)));
 _Static_assert(sizeof(struct kh_cpu) <= 8192, "a CPU's state fits two pages");
@@ -278,6 +292,15 @@ static inline struct kh_remote *kh_cpu_remote(const struct kh_cpu *pc)
     char *r = (char *)pc + __atomic_load_n(&pc->remote, __ATOMIC_ACQUIRE);
     /* (0 in the static states, kh_cpu_sentinel's and kh_cpu_claimed's) */
     return r == (char *)&kh_cpu_sentinel || r == (char *)pc ? NULL : (struct kh_remote *)r;
+}
+#endif
+
+#if KH_RUNS
+/* pc's cache of large blocks, or NULL if it has none yet (any CPU). */
+static inline struct kh_runcache *kh_cpu_runs(const struct kh_cpu *pc)
+{
+    struct kh_runcache *rc = __atomic_load_n(&pc->run_front.runs, __ATOMIC_ACQUIRE);
+    return rc == &kh_runcache_none ? NULL : rc;
 }
 #endif
 
@@ -390,15 +413,20 @@ static inline void kh_add(uint64_t *ctr, uint64_t n)
 }
 
 /* Pop an object from cc's loaded magazine into *out; false if it is
- * empty. (Not "NULL if empty": the callers would test the object again.) */
+ * empty. (Not "NULL if empty": the callers would test the object again.)
+ * The object is read last, once cc is no longer needed, so that the
+ * compiler may load it into the register cc was in, the one it returns
+ * (one move fewer). The caller runs between kheap_port_cpu_enter and
+ * exit, so nothing else uses cc meanwhile, and the order of the stores
+ * and the load does not matter. */
 static inline bool kh_cc_pop(struct kh_cc *cc, void **out)
 {
     void **t = cc->top;
     if (kh_unlikely(t == cc->base))
         return false;
-    *out = *--t;
-    cc->top = t;
+    cc->top = --t;
     kh_bump(&cc->allocs);
+    *out = *t;
     return true;
 }
 
@@ -535,10 +563,8 @@ static inline struct kh_runbin *kh_run_bin(struct kh_runcache *rc, size_t np)
 static inline bool kh_run_pop(struct kh_cpu *pc, const struct kh_window *w, size_t size,
                               void **out)
 {
-    struct kh_runcache *rc = pc->run_front.runs;
-    if (!rc)
-        return false;
-    struct kh_runbin *b = kh_run_bin(rc, (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT);
+    struct kh_runbin *b =
+        kh_run_bin(pc->run_front.runs, (size + KH_PAGE_MASK) >> KHEAP_PAGE_SHIFT);
     void *p = b->head;
     if (!p)
         return false;
@@ -567,7 +593,7 @@ static inline bool kh_run_push(struct kh_runcache *rc, const struct kh_window *w
     uintptr_t a = (uintptr_t)p;
     __asm__("" : "+r"(a));
     uintptr_t off = a - __atomic_load_n(&w->start, __ATOMIC_RELAXED), pg = off >> KHEAP_PAGE_SHIFT;
-    if ((off & KH_PAGE_MASK) || !rc ||
+    if ((off & KH_PAGE_MASK) ||
         __atomic_load_n(&w->pt[pg].tag, __ATOMIC_ACQUIRE) != KH_RUN_TAG)
         return false;
     struct kh_runbin *b = kh_run_bin(rc, __atomic_load_n(&w->pt[pg].run, __ATOMIC_RELAXED));

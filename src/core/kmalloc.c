@@ -198,7 +198,7 @@ static inline bool cpu_tick_due(kheap_t *h)
         return true;
     bool due = kh_cpu_owes(h, cpu);
 #if KH_RUNS
-    const struct kh_runcache *rc = h->cpu[cpu]->run_front.runs;
+    const struct kh_runcache *rc = kh_cpu_runs(h->cpu[cpu]);
     due = due || (rc && rc->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
 #endif
     kheap_port_cpu_exit_fast(cpu);

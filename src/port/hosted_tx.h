@@ -182,9 +182,9 @@ run:
 #define KH_TX_RUNS (offsetof(struct kh_cpu, run_front) + offsetof(struct kh_cc, runs))
 
 /* Pop into *out a run from the bin at x bytes into the cache of large
- * blocks of the CPU the caller runs on; false if the CPU has no cache
- * (none made yet, or the CPU is claimed: the claimed state has none) or
- * the bin is empty. The run's first word, the next one in the bin, is
+ * blocks of the CPU the caller runs on; false if the bin is empty (as
+ * all are in kh_runcache_none, the cache of a CPU that has none yet, and
+ * of the claimed state). The run's first word, the next one in the bin, is
  * read inside the sequence: the runs of a bin are the CPU's, and one that
  * empties them (a flush) first claims the CPU and restarts every
  * sequence on it. The commit writes head with allocs. */
@@ -195,8 +195,6 @@ static kh_always_inline bool kh_tx_run_pop(size_t x, void **out)
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  KH_TX_STATE
                  "mov %c[runs](%[cc]), %[cc]\n\t"
-                 "test %[cc], %[cc]\n\t"
-                 "jz %l[empty]\n\t"
                  "add %[x], %[cc]\n\t"
                  "mov 8(%[cc]), %[obj]\n\t"
                  "test %[obj], %[obj]\n\t"
@@ -220,8 +218,8 @@ empty:
 
 /* Push the run p, whose tag the caller took, onto the bin at x bytes
  * into the cache of large blocks of the CPU the caller runs on; false if
- * the CPU has none (none made yet, or claimed) or the bin holds its cap
- * of runs. p's first word is linked to the bin's head inside the sequence
+ * the bin holds its cap of runs (0 in every bin of kh_runcache_none, the
+ * cache of a CPU that has none yet, and of the claimed state). p's first word is linked to the bin's head inside the sequence
  * (p is the caller's until the commit, so a restart writes it again); the
  * commit writes the bin's frees with its head. */
 static kh_always_inline bool kh_tx_run_push(size_t x, void *p)
@@ -230,8 +228,6 @@ static kh_always_inline bool kh_tx_run_push(size_t x, void *p)
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  KH_TX_STATE
                  "mov %c[runs](%[cc]), %[cc]\n\t"
-                 "test %[cc], %[cc]\n\t"
-                 "jz %l[miss]\n\t"
                  "add %[x], %[cc]\n\t"
                  "mov (%[cc]), %[t]\n\t"
                  "sub 16(%[cc]), %[t]\n\t"
