@@ -703,7 +703,8 @@ struct kheap_cache_info {
                              loaded and previous magazines, or the depot
                              or the slabs */
     size_t depot_objs;    /* of cached_objs, those in the depot's magazines
-                             (the rest are in the CPUs' own) */
+                             and the CPUs' inboxes, which any CPU may
+                             take (the rest are in the CPUs' own) */
     size_t empty_slabs;   /* slabs with no object allocated, kept */
     uint64_t bulk_allocs; /* objects allocated by the bulk calls (counted
                              in allocs, not in cpu_hits) */

@@ -34,6 +34,10 @@
  *                        thread frees are not its next allocations, and
  *                        come back to the test thread once it exits; on a
  *                        heap below KHEAP_HOMES_MIN_HEAP, they are.
+ *   inboxes              the other thread's full magazines of them reach
+ *                        the test thread's inbox while it runs, not the
+ *                        depot; its allocations take them from there, and
+ *                        the emptied magazine goes back to the sender.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -56,7 +60,7 @@
 #include "harness.h"
 #include "kheap.h"
 #include "kheap_hosted.h"
-#include "kh_front.h" /* KH_RUNS: does this build cache large blocks? */
+#include "kh_internal.h" /* KH_RUNS; the inboxes' counts and lists (TEST(inboxes)) */
 
 #define PAGE KHEAP_PAGE_SIZE
 #define MAGIC KT_CTOR_MAGIC /* what kt_ctor writes */
@@ -1587,6 +1591,107 @@ TEST(homes)
     kt_heap_close(&t);
 }
 
+/* The other thread of TEST(inboxes): frees what it is given (objects of
+ * the test thread's slabs) while the test thread waits, then waits itself
+ * until the test thread has looked, so its magazines stay where they
+ * went. */
+#if KH_HOMES
+struct ithread {
+    kheap_t *h;
+    void **theirs;
+    size_t n, size;
+    pthread_barrier_t *bar;
+};
+
+static void *ithread_main(void *arg)
+{
+    struct ithread *t = arg;
+    void *warm[8]; /* (a magazine of its own with room: as hthread_main) */
+    for (size_t i = 0; i < 8; i++)
+        warm[i] = kheap_alloc(t->h, t->size);
+    for (size_t i = 0; i < 8; i++)
+        kheap_free(t->h, warm[i]);
+    for (size_t i = 0; i < t->n; i++)
+        kheap_free(t->h, t->theirs[i]);
+    pthread_barrier_wait(t->bar); /* 1: freed */
+    pthread_barrier_wait(t->bar); /* 2: the test thread has looked */
+    return NULL;
+}
+#endif
+
+TEST(inboxes)
+{
+#if !KH_HOMES
+    printf("# inboxes: this build has no homes\n");
+#else
+    /* As TEST(homes): 128-byte objects, a refill of 32 from the slabs and
+     * magazines of 64. The other thread frees 4 magazines' worth: its
+     * remote front sends three (the 65th, 129th and 193rd free) and holds
+     * the fourth. */
+    enum { N = 64 };
+    const size_t size = 128;
+    struct kt_heap t;
+    test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
+    if (class_objs(g_h, size) != 32 || mag_cap(size) != 64) {
+        printf("# inboxes: %zu-byte objects are not 32 to a slab and 64 to a magazine in this "
+               "build: skipped\n", size);
+        kt_heap_close(&t);
+        return;
+    }
+    struct kheap_cache *c = &g_h->kmalloc[kh_small_class[(size + 7) >> 3]];
+    void *mine[4 * N], *back[3 * N];
+    for (size_t i = 0; i < 4 * N; i++)
+        SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+    pthread_barrier_t bar;
+    SCHECK(pthread_barrier_init(&bar, NULL, 2) == 0, "pthread_barrier_init failed");
+    struct ithread it = {g_h, mine, 4 * N, size, &bar};
+    pthread_t th;
+    SCHECK(pthread_create(&th, NULL, ithread_main, &it) == 0, "pthread_create failed");
+    pthread_barrier_wait(&bar); /* 1 */
+    /* (the other thread waits at the barrier, outside kheap) */
+    check_quiet(g_h, "with three magazines in the inbox");
+    uint32_t inboxed = kh_inboxed(__atomic_load_n(&g_h->mailed[c->cls], __ATOMIC_RELAXED));
+    uint32_t depot = c->nr_full_mags;
+    SCHECK(inboxed == 3 && depot == 0,
+           "the other thread's remote front sent %u magazines to the test thread's inbox and "
+           "%u to the depot (want 3 and 0)", inboxed, depot);
+    /* The test thread's loaded magazine is empty (its allocations were
+     * refills of 32) and its previous the sentinel: its next allocations
+     * take the inbox whole, load one magazine (A) and stash two (B, C);
+     * then load B, which makes A the previous one, and C, which sends A
+     * back, empty, to the other thread. */
+    for (size_t i = 0; i < 3 * N; i++)
+        SCHECK((back[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+    size_t home = count_in(back, 3 * N, mine, 3 * N);
+    SCHECK(home == 3 * N,
+           "the test thread's %d allocations returned %zu of the first %d objects the other "
+           "thread freed (want all: its inbox's three magazines)", 3 * N, home, 3 * N);
+    uint32_t left = kh_mailed(__atomic_load_n(&g_h->mailed[c->cls], __ATOMIC_RELAXED));
+    unsigned returned = 0;
+    for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
+        const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
+        for (const struct kh_mag *m = mail ? mail->inbox[c->cls].empty : NULL; m; m = m->next)
+            returned++;
+    }
+    SCHECK(left == 0 && returned == 1,
+           "after the test thread's allocations: %u magazines left in inboxes and stashes "
+           "(want 0), %u sent back empty (want 1)", left, returned);
+    check_quiet(g_h, "after the test thread took its inbox");
+    pthread_barrier_wait(&bar); /* 2 */
+    SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
+    pthread_barrier_destroy(&bar);
+    printf("# inboxes: %u magazines reached the inbox, %zu of %d objects came home from it, "
+           "%u magazine went back empty\n", inboxed, home, 3 * N, returned);
+    for (size_t i = 0; i < 3 * N; i++)
+        kheap_free(g_h, back[i]);
+    kheap_reclaim(g_h);
+    check_whole(g_h, "at the end");
+    check_quiet(g_h, "at the end");
+    check_no_reports("inboxes");
+    kt_heap_close(&t);
+#endif
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1920,5 +2025,6 @@ int main(void)
     TIMED_RUN(reclaim_reach);
     TIMED_RUN(reclaim_asks_running);
     TIMED_RUN(homes);
+    TIMED_RUN(inboxes);
     return harness_done();
 }

@@ -484,6 +484,14 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
     for (const struct kh_mag *m = kh_cache_whole(c) ? KH_U(c)->depot_full : NULL; m; m = m->next)
         out->depot_objs += m->n;
     kh_unlock(&c->lock);
+#if KH_HOMES
+    /* (and the CPUs' inboxes' full magazines, which any CPU may take:
+     * cpu.c, "Inboxes") */
+    if (c->cls != KH_NO_CLASS)
+        out->depot_objs +=
+            (size_t)kh_inboxed(__atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED)) *
+            c->mag_cap;
+#endif
     out->num_objs = out->num_slabs * c->objs;
     /* Counters read a moment apart may disagree while other CPUs work;
      * when the cache is quiet they are exact. */

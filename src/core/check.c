@@ -471,6 +471,9 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
     if (!w->quiet)
         return true;
     uint64_t live = KH_U(c)->nocpu_allocs - KH_U(c)->nocpu_frees;
+#if KH_HOMES
+    uint64_t mailed = 0, inboxed = 0; /* (magazines in the inboxes and stashes) */
+#endif
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
         if (!cc)
@@ -495,10 +498,43 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
                 return false;
             live -= rcc->frees;
         }
+#if KH_HOMES
+        /* Its inbox and stash (full magazines) and its inbox's empties and
+         * its spares (cpu.c, "Inboxes"). A list longer than the magazines
+         * the magazine caches handed out does not end. */
+        const struct kh_mail *mail = cpu < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS
+                                         ? __atomic_load_n(&h->cpu[cpu]->mail, __ATOMIC_ACQUIRE)
+                                         : NULL;
+        if (mail) {
+            size_t made = 0; /* (magazines there are: a longer list has a cycle) */
+            for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+                made += h->mag_cache[t].active_objs;
+            const struct kh_mag *lists[4] = {mail->inbox[c->cls].full, mail->stash[c->cls],
+                                             mail->inbox[c->cls].empty, mail->spare[c->cls]};
+            for (int i = 0; i < 4; i++) {
+                size_t len = 0;
+                for (const struct kh_mag *m = lists[i]; m; m = m->next) {
+                    if (++len > made || (i < 2 ? m->n != m->cap : m->n != 0))
+                        return fail(w, "a CPU's inbox, stash or spares hold a wrong magazine",
+                                    (uintptr_t)m);
+                    if (!check_mag(h, w, c, m, m->n, &cached))
+                        return false;
+                    mailed += i < 2;
+                    inboxed += i == 0;
+                }
+            }
+        }
+#endif
         const struct kh_nlc *nl = kh_nlc_of(h, c, cpu);
         if (nl && cpu != KHEAP_CPU_NONE)
             live += (uint64_t)nl->allocs - nl->frees;
     }
+#if KH_HOMES
+    uint32_t word = c->cls != KH_NO_CLASS ? h->mailed[c->cls] : 0;
+    if (mailed != kh_mailed(word) || inboxed != kh_inboxed(word))
+        return fail(w, "the CPUs' inboxes and stashes hold other than their count of magazines",
+                    (uintptr_t)c);
+#endif
     /* (KHEAP_NOLOCK counts are kept modulo 2^32: compare modulo 2^32.) */
     if ((uint32_t)(live + cached) != (uint32_t)c->active_objs)
         return fail(w, "live plus cached objects differ from the objects the slabs handed out",

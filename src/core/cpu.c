@@ -69,7 +69,8 @@ _Static_assert(KHEAP_DEPOT_GROW >= 1 && KHEAP_DEPOT_GROW <= 256 &&
                    (KHEAP_DEPOT_GROW & (KHEAP_DEPOT_GROW - 1)) == 0,
                "KHEAP_DEPOT_GROW is a power of two from 1 to 256");
 
-struct kh_mag kh_mag_sentinel = {.n = 0, .cap = 0, .home = KH_HOME_NONE, .next = NULL};
+struct kh_mag kh_mag_sentinel = {
+    .n = 0, .cap = 0, .home = KH_HOME_NONE, .origin = KH_HOME_NONE, .next = NULL};
 
 /* Every CPU slot of a heap starts at this: its magazines are the sentinel,
  * whose capacity 0 makes both hit paths miss, so the first operation on a
@@ -114,6 +115,7 @@ static struct kh_mag *mag_new(kheap_t *h, unsigned cap)
     m->n = 0;
     m->cap = (uint16_t)cap;
     m->home = KH_HOME_NONE;
+    m->origin = KH_HOME_NONE;
     m->next = NULL;
     return m;
 }
@@ -172,6 +174,7 @@ static struct kh_cpu *cpu_setup(kheap_t *h, unsigned cpu)
         pc->remote = h->homes ? (char *)&kh_cpu_sentinel - (char *)pc : 0;
         kh_vg_benign(&pc->remote, sizeof pc->remote);
         pc->self = cpu;
+        pc->mail = NULL; /* (made by the first send to it, or its own: mail_make) */
 #endif
         pc->run_front = (struct kh_cc)KH_CC_EMPTY;
         pc->run_front.limit = NULL;
@@ -306,7 +309,9 @@ static struct kh_mag *depot_tick(struct kheap_cache *c)
 /* The depot's bound now, in full magazines. Cache lock held. */
 static uint32_t depot_room(const struct kheap_cache *c)
 {
-    return KH_U(c)->depot_max << KH_U(c)->depot_shift;
+    /* (depot_shift is written with atomic stores under the lock, so that
+     * the inboxes' senders may read it without: inbox_send) */
+    return KH_U(c)->depot_max << __atomic_load_n(&KH_U(c)->depot_shift, __ATOMIC_RELAXED);
 }
 
 /* Who runs this slow path on cpu, 1 + a number below 255, as overflowed
@@ -334,7 +339,8 @@ static void depot_grow(struct kheap_cache *c, unsigned cpu)
         return;
     KH_U(c)->overflowed = 0;
     if (c->cls != KH_NO_CLASS && (2u << KH_U(c)->depot_shift) <= KHEAP_DEPOT_GROW)
-        KH_U(c)->depot_shift++;
+        __atomic_store_n(&KH_U(c)->depot_shift, (uint8_t)(KH_U(c)->depot_shift + 1),
+                         __ATOMIC_RELAXED);
 }
 
 static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *list,
@@ -350,6 +356,11 @@ static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *lis
     return bytes;
 }
 
+#if KH_HOMES
+static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, struct kh_mag **full,
+                        uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty);
+#endif
+
 /* The working-set rule of depot_tick, at the end of a decay epoch (time)
  * rather than of KH_DEPOT_EPOCH exchanges: a depot that saw no exchange
  * all epoch gives back every magazine. */
@@ -357,10 +368,26 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
 {
     if (!c->mag_cap)
         return 0;
+    /* Every CPU's inboxes go to the depot, whose working-set rule gives
+     * back what then stays idle a whole epoch. */
+    struct kh_mag *full = NULL, *empty = NULL;
+    uint32_t nfull = 0, nempty = 0;
+#if KH_HOMES
+    for (unsigned k = 0; k < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS && h->homes; k++) {
+        struct kh_cpu *pc = __atomic_load_n(&h->cpu[k], __ATOMIC_ACQUIRE);
+        if (pc != &kh_cpu_sentinel)
+            inbox_drain(pc, c, false, &full, &nfull, &empty, &nempty);
+    }
+#endif
     kh_lock(&c->lock);
+    for (struct kh_mag *m; (m = mag_pop(&full, &nfull));)
+        mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
+    for (struct kh_mag *m; (m = mag_pop(&empty, &nempty));)
+        mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
     struct kh_mag *out = depot_trim(c);
     if (KH_U(c)->depot_shift)
-        KH_U(c)->depot_shift--;
+        __atomic_store_n(&KH_U(c)->depot_shift, (uint8_t)(KH_U(c)->depot_shift - 1),
+                         __ATOMIC_RELAXED);
     kh_unlock(&c->lock);
     return out ? mags_release(h, c, out, later) : 0;
 }
@@ -504,6 +531,258 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
     return swap_settle(h, c, false, &p);
 }
 
+/* ------------------------------------------------------------------ */
+/* Inboxes (KH_HOMES): how a remote front's full magazine reaches its
+ * home with no lock.
+ *
+ * A full magazine a remote front sends (remote_send) goes onto the
+ * inbox of its home CPU for its class (struct kh_inbox, kh_front.h), one
+ * compare-and-exchange, rather than into the depot under the cache's
+ * lock. The home's allocation miss takes its whole inbox with one
+ * exchange when its stash (what it took before) is empty, loads the first
+ * magazine and keeps the rest in its stash; and the magazine it trades
+ * for it (empty) goes back onto the inbox of the CPU that sent it
+ * (kh_mag.origin), whose next send takes its empties whole the same way
+ * into its spares. A producer and a consumer so pass magazines back and
+ * forth with two atomic operations a magazine each and no lock. With the
+ * depot, four threads on two CPUs passing 64-byte blocks
+ * (bench/workloads.c, xmalloc-test) made 8 000 futex calls a run, nearly
+ * all waits for the depot's lock and their wake-ups, and took a quarter
+ * more time than with inboxes (docs/BENCHMARKS.md). Keeping at most two
+ * magazines in the stash and four spares, the rest to the depot and to
+ * the magazine cache, took twice the time: a consumer sends a burst of
+ * magazines at a time, and each went through a lock twice.
+ *
+ * Bounds: a sender finds the depot's bound (depot_room) in the inbox's
+ * count, and then takes the depot's way, as before (its overflow to the
+ * slabs, and the depot's growth when a producer misses what a consumer
+ * sent there). So a stash holds at most what its inbox held; the spares
+ * are magazines the CPU sent that came back. Decay moves every inbox into
+ * the depot (kh_depot_decay), whose working-set rule then gives back what
+ * stays idle; kheap_reclaim empties them, and a CPU's flush
+ * (heap_cpu_flush: a thread's exit, kheap_cpu_flush, or the CPU's next
+ * slow path when kheap_reclaim asks it) gives back its stash and spares
+ * with its magazines. A magazine that is not the CPU's to return (from
+ * its refills, or sent by itself) joins its spares, up to KH_SPARE_MAX,
+ * or the depot. */
+
+/* The full magazines in the CPUs' inboxes and stashes of c (0 without
+ * homes: a user cache, or a build without), and a change of them by n,
+ * in_inboxes of them in inboxes. */
+static uint32_t mailed(const struct kheap_cache *c)
+{
+#if KH_HOMES
+    if (c->cls != KH_NO_CLASS)
+        return kh_mailed(__atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED));
+#endif
+    (void)c;
+    return 0;
+}
+
+#if KH_HOMES
+#define KH_SPARE_MAX 4u
+
+static void mailed_add(struct kheap_cache *c, int32_t n, int32_t in_inboxes)
+{
+    /* (each half stays in 0 .. 2^16 - 1, so no carry crosses) */
+    __atomic_fetch_add(&c->heap->mailed[c->cls], (uint32_t)n + ((uint32_t)in_inboxes << 16),
+                       __ATOMIC_RELAXED);
+}
+
+/* The inboxes of the CPU whose state is pc, or NULL if none yet. */
+static struct kh_mail *mail_of(const struct kh_cpu *pc)
+{
+    return __atomic_load_n(&pc->mail, __ATOMIC_ACQUIRE);
+}
+
+/* The same, made if there are none yet (by any CPU: the first to send to
+ * it, or its own first send), so a CPU that neither sends nor receives
+ * pays nothing; NULL if there is no memory (its magazines then go
+ * through the depot). A page of their own, counted as metadata. */
+static struct kh_mail *mail_make(kheap_t *h, struct kh_cpu *pc)
+{
+    struct kh_mail *m = mail_of(pc), *none = NULL;
+    if (m || pc == &kh_cpu_sentinel)
+        return m;
+    if (!(m = kh_internal_pages(h, sizeof *m, false)))
+        return NULL;
+    __builtin_memset(m, 0, sizeof *m);
+    /* (the inboxes' words: atomic operations of any CPU) */
+    kh_vg_benign(m->inbox, sizeof m->inbox);
+    /* Release: who sees the pointer sees them empty. Two CPUs making
+     * them at once: the second gives its page back. */
+    if (!__atomic_compare_exchange_n(&pc->mail, &none, m, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        kh_internal_pages_free(h, m);
+        return none;
+    }
+    return m;
+}
+
+/* CPU cpu's inbox of kmalloc class cls (made with make), if that CPU has
+ * a state. */
+static struct kh_inbox *inbox_of(kheap_t *h, unsigned cpu, unsigned cls, bool make)
+{
+    if (cpu >= KHEAP_MAX_CPUS)
+        return NULL;
+    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
+    struct kh_mail *m = make ? mail_make(h, pc) : mail_of(pc);
+    return m ? &m->inbox[cls] : NULL;
+}
+
+/* Push m onto an inbox's list (any CPU). Release: the taker sees what
+ * was written into m before. */
+static void inbox_push(struct kh_mag **list, struct kh_mag *m)
+{
+    struct kh_mag *head = __atomic_load_n(list, __ATOMIC_RELAXED);
+    kh_vg_before(list);
+    do
+        m->next = head;
+    while (!__atomic_compare_exchange_n(list, &head, m, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED));
+}
+
+/* Take an inbox's whole list (any CPU). */
+static struct kh_mag *inbox_take(struct kh_mag **list)
+{
+    if (!__atomic_load_n(list, __ATOMIC_RELAXED))
+        return NULL;
+    struct kh_mag *m = __atomic_exchange_n(list, (struct kh_mag *)NULL, __ATOMIC_ACQUIRE);
+    kh_vg_after(list);
+    return m;
+}
+
+
+/* An empty magazine for the remote front of c of the CPU whose inboxes
+ * are mail: a spare, else its inbox's empties (taken whole: the rest
+ * become spares), else a new one; NULL if there is no memory. */
+static struct kh_mag *spare_take(kheap_t *h, struct kheap_cache *c, struct kh_mail *mail)
+{
+    unsigned k = c->cls;
+    struct kh_mag *m = mail->spare[k];
+    if (!m)
+        m = inbox_take(&mail->inbox[k].empty);
+    if (!m)
+        return mag_new(h, c->mag_cap);
+    mail->spare[k] = m->next;
+    m->next = NULL;
+    m->origin = KH_HOME_NONE;
+    return m;
+}
+
+/* Send cc's full magazine full (unloaded; its home set) to its home's
+ * inbox, loading an empty one in its place; false (nothing changed) if
+ * its home is this CPU or none, its inbox holds the depot's bound, or
+ * there is no empty magazine. The CPU entered, busy marked. */
+static bool inbox_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
+                       struct kh_mag *full)
+{
+    if (full->home == cpu || mailed(c) >= depot_room(c))
+        return false;
+    struct kh_inbox *in = inbox_of(h, full->home, c->cls, true);
+    struct kh_mail *mine = mail_make(h, h->cpu[cpu]);
+    if (!in || !mine)
+        return false;
+    struct kh_mag *empty = spare_take(h, c, mine);
+    if (!empty)
+        return false;
+    full->origin = (uint8_t)cpu;
+    /* (counted first: a load never subtracts what was not added) */
+    mailed_add(c, 1, 1);
+    inbox_push(&in->full, full);
+    kh_cc_load(cc, empty);
+    return true;
+}
+
+/* Give back the empty magazine m that CPU cpu's front of c traded for a
+ * full one of its inbox: to the inbox of the CPU that sent it, else to
+ * this CPU's spares (up to KH_SPARE_MAX), else to the depot. */
+static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct kh_mag *m)
+{
+    if (m == &kh_mag_sentinel)
+        return;
+    struct kh_inbox *in = m->origin == cpu ? NULL : inbox_of(h, m->origin, c->cls, false);
+    if (in) {
+        inbox_push(&in->empty, m);
+        return;
+    }
+    struct kh_mail *mail = mail_of(h->cpu[cpu]); /* (the caller loaded from it) */
+    unsigned n = 0;
+    for (const struct kh_mag *q = mail->spare[c->cls]; q; q = q->next)
+        n++;
+    if (n < KH_SPARE_MAX) {
+        m->next = mail->spare[c->cls];
+        mail->spare[c->cls] = m;
+        return;
+    }
+    kh_lock(&c->lock);
+    mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
+    kh_unlock(&c->lock);
+}
+
+/* The allocation miss of CPU cpu on its front cc of c, both magazines
+ * empty: load a full magazine of its stash, or of its inbox (taken
+ * whole: the rest go to the stash); false if both are empty. The CPU
+ * entered, busy marked. */
+static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu)
+{
+    struct kh_mail *mail = mail_of(h->cpu[cpu]);
+    unsigned k = c->cls;
+    if (!mail)
+        return false;
+    struct kh_mag *m = mail->stash[k];
+    if (!m) {
+        if (!(m = inbox_take(&mail->inbox[k].full)))
+            return false;
+        int32_t n = 0;
+        for (const struct kh_mag *q = m; q; q = q->next)
+            n++;
+        mailed_add(c, 0, -n); /* (from the inbox to the stash) */
+    }
+    mailed_add(c, -1, 0);
+    mail->stash[k] = m->next;
+    m->next = NULL;
+    struct kh_mag *empty = cc->prev;
+    cc->prev = kh_cc_unload(cc);
+    kh_cc_load(cc, m);
+    inbox_return(h, c, cpu, empty);
+    return true;
+}
+
+/* Every magazine of CPU pc's inboxes, stash and spares of class c, taken
+ * off them: the full ones into *full, the empty ones into *empty (lists
+ * through next, with their counts). own: the stash and spares too (the
+ * caller is the CPU, or it has stopped). */
+static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, struct kh_mag **full,
+                        uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty)
+{
+    unsigned k = c->cls;
+    struct kh_mail *mail = mail_of(pc);
+    if (!mail)
+        return;
+    struct kh_mag *lists[4] = {inbox_take(&mail->inbox[k].full), NULL,
+                               inbox_take(&mail->inbox[k].empty), NULL};
+    if (own) {
+        lists[1] = mail->stash[k];
+        lists[3] = mail->spare[k];
+        mail->stash[k] = mail->spare[k] = NULL;
+    }
+    int32_t n[2] = {0, 0};
+    for (int i = 0; i < 4; i++)
+        while (lists[i]) {
+            struct kh_mag *m = lists[i];
+            lists[i] = m->next;
+            if (i < 2)
+                n[i]++;
+            if (m->n)
+                mag_push(full, nfull, m);
+            else
+                mag_push(empty, nempty, m);
+        }
+    mailed_add(c, -(n[0] + n[1]), -n[0]);
+}
+#endif
+
 /* Trade cc's previous magazine (empty, or the sentinel), its loaded one
  * being empty, for a full magazine of the depot: the first homed at cpu
  * (KH_HOME_SCAN deep), or with KHEAP_CPU_NONE the first. Cache lock
@@ -539,6 +818,11 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
         /* A hit after all: the pop below takes it. */
     } else if (cc->prev->n) {
         front_swap(cc);
+#if KH_HOMES
+    } else if (h->homes && c->cls != KH_NO_CLASS && inbox_load(h, c, cc, cpu)) {
+        /* Both empty: a full magazine of the CPU's inbox is loaded (no
+         * lock). */
+#endif
     } else {
         /* Both empty: trade previous for a full magazine of the depot,
          * one whose objects are this CPU's first (slab.c, "Homes"), else
@@ -636,7 +920,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         if (full)
             old->home = mag_home(h, old); /* (this CPU's until it is pushed) */
         kh_lock(&c->lock);
-        if (full && KH_U(c)->nr_full_mags >= depot_room(c)) {
+        if (full && KH_U(c)->nr_full_mags + mailed(c) >= depot_room(c)) {
             KH_U(c)->overflowed = actor_of(cpu);
             empty = old;
         } else {
@@ -663,7 +947,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
         if (full) {
             /* old is still to place: the depot had no empty magazine. */
             kh_lock(&c->lock);
-            if (KH_U(c)->nr_full_mags < depot_room(c)) {
+            if (KH_U(c)->nr_full_mags + mailed(c) < depot_room(c)) {
                 mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
@@ -722,9 +1006,10 @@ static struct kh_cc *remote_setup(kheap_t *h, struct kheap_cache *c, unsigned cp
 }
 
 /* A free of p onto CPU cpu's remote front cc of c, whose loaded magazine
- * is full (or the sentinel; busy marked): the full one goes to the
- * depot, tagged with its home, where that CPU's refills take it first;
- * over the depot's bound to the slabs, and is itself the empty one then.
+ * is full (or the sentinel; busy marked): the full one goes to its
+ * home's inbox ("Inboxes", above), else to the depot, tagged with its
+ * home, where that CPU's refills take it first; over the depot's bound
+ * to the slabs, and is itself the empty one then.
  * A remote front keeps one magazine (a CPU's fronts, two): the objects of
  * other CPUs that a CPU holds for them are one magazine per class more.
  * Returns whether p was pushed (not: no memory for a magazine). */
@@ -735,10 +1020,17 @@ static bool remote_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, uns
      * CPU's magazines sees its objects both there and elsewhere. */
     kh_cc_load(cc, &kh_mag_sentinel);
     bool spill = false;
-    if (full != &kh_mag_sentinel)
+    if (full != &kh_mag_sentinel) {
         full->home = mag_home(h, full);
+        /* To its home's inbox, with no lock; else to the depot. */
+        if (inbox_send(h, c, cc, cpu, full)) {
+            bool pushed = kh_cc_push(cc, p);
+            KH_ASSERT(pushed, p);
+            return pushed;
+        }
+    }
     kh_lock(&c->lock);
-    if (full != &kh_mag_sentinel && KH_U(c)->nr_full_mags >= depot_room(c)) {
+    if (full != &kh_mag_sentinel && KH_U(c)->nr_full_mags + mailed(c) >= depot_room(c)) {
         KH_U(c)->overflowed = actor_of(cpu);
         spill = true;
     } else {
@@ -812,6 +1104,14 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
                 for (uint32_t i = 0; i < cc->prev->n && !found; i++)
                     found = cc->prev->obj[i] == p;
             }
+#if KH_HOMES
+            /* (and its stash: full magazines of its inbox not loaded yet) */
+            const struct kh_mail *mail = c->cls != KH_NO_CLASS ? mail_of(h->cpu[cpu]) : NULL;
+            if (mail)
+                for (const struct kh_mag *m = mail->stash[c->cls]; m && !found; m = m->next)
+                    for (uint32_t i = 0; i < m->n && !found; i++)
+                        found = m->obj[i] == p;
+#endif
             busy_off(h, c, cpu);
         }
     }
@@ -851,6 +1151,12 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
     size_t bytes = 0;
     if ((c->flags & KH_CACHE_INTERNAL) || !kh_cache_whole(c))
         return 0; /* no magazines, no depot */
+    /* Every CPU's inboxes, and with all every CPU's stash and spares,
+     * else the calling CPU's (the others', as their magazines, go when
+     * they answer: kh_cpu_owes): into this list. */
+    struct kh_mag *taken = NULL;
+    uint32_t ntaken = 0;
+    (void)ntaken; /* (a count inbox_drain keeps; none without homes) */
     if (all) {
         for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
             struct kh_cc *cc = kh_cc_of(h, c, cpu), *rcc = kh_rcc_of(h, c, cpu);
@@ -858,6 +1164,10 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
                 bytes += cc_drain(h, c, cc, later);
             if (rcc)
                 bytes += cc_drain(h, c, rcc, later);
+#if KH_HOMES
+            if (cc && c->cls != KH_NO_CLASS)
+                inbox_drain(h->cpu[cpu], c, true, &taken, &ntaken, &taken, &ntaken);
+#endif
         }
     } else {
         unsigned cpu = kheap_port_cpu_enter();
@@ -868,10 +1178,24 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
             bytes += cc_drain(h, c, cc, later);
             if (rcc)
                 bytes += cc_drain(h, c, rcc, later);
+#if KH_HOMES
+            if (c->cls != KH_NO_CLASS)
+                inbox_drain(h->cpu[cpu], c, true, &taken, &ntaken, &taken, &ntaken);
+#endif
             busy_off(h, c, cpu);
         }
         kheap_port_cpu_exit(cpu);
+        /* The other CPUs' inboxes, as the depot: anyone may take them
+         * (not their stashes and spares). */
+#if KH_HOMES
+        for (unsigned k = 0; k < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS; k++) {
+            struct kh_cpu *pc = __atomic_load_n(&h->cpu[k], __ATOMIC_ACQUIRE);
+            if (k != cpu)
+                inbox_drain(pc, c, false, &taken, &ntaken, &taken, &ntaken);
+        }
+#endif
     }
+    bytes += mags_release(h, c, taken, later);
     kh_lock(&c->lock);
     struct kh_mag *list = KH_U(c)->depot_full, *empties = KH_U(c)->depot_empty;
     while (empties) {
@@ -883,7 +1207,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
     KH_U(c)->depot_full = KH_U(c)->depot_empty = NULL;
     KH_U(c)->nr_full_mags = KH_U(c)->nr_empty_mags = 0;
     KH_U(c)->full_min = KH_U(c)->empty_min = 0;
-    KH_U(c)->depot_shift = KH_U(c)->overflowed = 0; /* reclaim: back to the plain bound */
+    __atomic_store_n(&KH_U(c)->depot_shift, (uint8_t)0, __ATOMIC_RELAXED);
+    KH_U(c)->overflowed = 0; /* reclaim: back to the plain bound */
     kh_unlock(&c->lock);
     return bytes + mags_release(h, c, list, later);
 }
@@ -1141,6 +1466,16 @@ static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
             if (rcc)
                 bytes += cc_return(h, c, rcc, later);
             bytes += cc_return(h, c, cc, later);
+#if KH_HOMES
+            /* Its inbox, stash and spares: to the slabs (what others sent
+             * it, and what it kept). */
+            if (c->cls != KH_NO_CLASS) {
+                struct kh_mag *taken = NULL;
+                uint32_t ntaken = 0;
+                inbox_drain(h->cpu[cpu], c, true, &taken, &ntaken, &taken, &ntaken);
+                bytes += mags_release(h, c, taken, later);
+            }
+#endif
             busy_off(h, c, cpu);
         }
     }

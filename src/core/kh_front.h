@@ -72,7 +72,10 @@ struct kh_mag {
     uint8_t home;        /* in the depot's full list: the home of its
                             top object's slab (cpu.c, mag_home), or
                             KH_HOME_NONE; a refill takes its own first */
-    struct kh_mag *next; /* depot list link */
+    uint8_t origin;      /* the CPU that sent it to an inbox, which it
+                            goes back to empty (cpu.c, "Inboxes"), or
+                            KH_HOME_NONE */
+    struct kh_mag *next; /* depot, inbox, stash and spare list link */
     void *obj[];
 };
 
@@ -219,6 +222,27 @@ extern struct kh_runcache kh_runcache_none;
 #define KH_DIRECT_MAX 1024u
 #define KH_DIRECT_COUNT (KH_DIRECT_MAX / 8u + 1u)
 
+#if KH_HOMES
+/* A CPU's inbox of one kmalloc class (cpu.c, "Inboxes"): full magazines
+ * whose objects are homed at the CPU, which other CPUs' remote fronts
+ * send it, and the empty magazines it sent others, which come back.
+ * Lists linked through kh_mag.next, pushed by any CPU with a
+ * compare-and-exchange (release) and taken whole with an exchange
+ * (acquire), by the CPU or by a drain; no magazine is ever taken off
+ * alone, so a list has no ABA problem. */
+struct kh_inbox {
+    struct kh_mag *full, *empty;
+};
+/* A CPU's inboxes, and per kmalloc class its stash (full magazines taken
+ * from the inbox and not loaded yet) and spares (empty magazines for its
+ * remote front): these two its own alone, as its fronts. */
+struct kh_mail {
+    struct kh_mag *stash[KHEAP_NUM_CLASSES], *spare[KHEAP_NUM_CLASSES];
+    /* (written by other CPUs: on lines of their own) */
+    struct kh_inbox inbox[KHEAP_NUM_CLASSES] __attribute__((aligned(KH_CACHE_LINE)));
+};
+#endif
+
 /* One CPU's fronts of the kmalloc classes, allocated on the CPU's first
  * use of the heap. The whole structure belongs to one CPU. direct[] maps a
  * small request straight to its class's front (as mimalloc's
@@ -256,6 +280,10 @@ struct kh_cpu {
      * push misses. Written by this CPU (release), read by others for the
      * walks (acquire). */
     ptrdiff_t remote;
+    /* The CPU's inboxes (cpu.c, "Inboxes"), NULL until the first send to
+     * it or by it on a heap with homes (mail_make: any CPU, with a
+     * compare-and-exchange), then never changed. */
+    struct kh_mail *mail;
     /* The CPU's number (cpu_setup), the home its refills give slabs: the
      * free hit path compares a page's home with it (kh_fast.h,
      * kh_cc_home), which saves it a load of the CPU's number where that
