@@ -37,7 +37,8 @@
  *   inboxes              the other thread's full magazines of them reach
  *                        the test thread's inbox while it runs, not the
  *                        depot; its allocations take them from there, and
- *                        the emptied magazine goes back to the sender.
+ *                        the emptied magazine goes back to the sender; a
+ *                        double free of an object sent home is reported.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -1601,6 +1602,7 @@ struct ithread {
     void **theirs;
     size_t n, size;
     pthread_barrier_t *bar;
+    void *one; /* another of the test thread's objects, given at 2 */
 };
 
 static void *ithread_main(void *arg)
@@ -1615,6 +1617,12 @@ static void *ithread_main(void *arg)
         kheap_free(t->h, t->theirs[i]);
     pthread_barrier_wait(t->bar); /* 1: freed */
     pthread_barrier_wait(t->bar); /* 2: the test thread has looked */
+    /* Its remote front is full (the last magazine of theirs): this free
+     * sends it to the test thread's inbox; then one of them freed again,
+     * a double free the look-up must find in that inbox. */
+    kheap_free(t->h, t->one);
+    kheap_free(t->h, t->theirs[t->n - 1]);
+    pthread_barrier_wait(t->bar); /* 3: freed twice */
     return NULL;
 }
 #endif
@@ -1644,7 +1652,7 @@ TEST(inboxes)
         SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
     pthread_barrier_t bar;
     SCHECK(pthread_barrier_init(&bar, NULL, 2) == 0, "pthread_barrier_init failed");
-    struct ithread it = {g_h, mine, 4 * N, size, &bar};
+    struct ithread it = {g_h, mine, 4 * N, size, &bar, NULL};
     pthread_t th;
     SCHECK(pthread_create(&th, NULL, ithread_main, &it) == 0, "pthread_create failed");
     pthread_barrier_wait(&bar); /* 1 */
@@ -1677,11 +1685,20 @@ TEST(inboxes)
            "after the test thread's allocations: %u magazines left in inboxes and stashes "
            "(want 0), %u sent back empty (want 1)", left, returned);
     check_quiet(g_h, "after the test thread took its inbox");
+    SCHECK((it.one = kheap_alloc(g_h, size)) != NULL, "kheap_alloc failed%s", "");
     pthread_barrier_wait(&bar); /* 2 */
+    pthread_barrier_wait(&bar); /* 3 */
+    struct kheap_report r = kt_last_report();
+    SCHECK(kt_reports() == 1 && r.kind == KHEAP_REPORT_DOUBLE_FREE && r.addr == mine[4 * N - 1],
+           "a double free on the other thread of an object its remote front had sent to the "
+           "test thread's inbox: %lu reports, the last %d at %p (want one DOUBLE_FREE at %p)",
+           kt_reports(), (int)r.kind, r.addr, mine[4 * N - 1]);
+    kt_reports_reset();
     SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
     pthread_barrier_destroy(&bar);
     printf("# inboxes: %u magazines reached the inbox, %zu of %d objects came home from it, "
-           "%u magazine went back empty\n", inboxed, home, 3 * N, returned);
+           "%u magazine went back empty; a double free of an object sent home was reported\n",
+           inboxed, home, 3 * N, returned);
     for (size_t i = 0; i < 3 * N; i++)
         kheap_free(g_h, back[i]);
     kheap_reclaim(g_h);

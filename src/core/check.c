@@ -473,6 +473,9 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
     uint64_t live = KH_U(c)->nocpu_allocs - KH_U(c)->nocpu_frees;
 #if KH_HOMES
     uint64_t mailed = 0, inboxed = 0; /* (magazines in the inboxes and stashes) */
+    size_t made = 0; /* (magazines there are: a longer list has a cycle) */
+    for (unsigned t = 0; t < KH_MAG_TYPES; t++)
+        made += h->mag_cache[t].active_objs;
 #endif
     for (unsigned cpu = 0; cpu <= KHEAP_MAX_CPUS; cpu++) {
         const struct kh_cc *cc = kh_cc_of(h, c, cpu);
@@ -506,9 +509,6 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
                                          ? __atomic_load_n(&h->cpu[cpu]->mail, __ATOMIC_ACQUIRE)
                                          : NULL;
         if (mail) {
-            size_t made = 0; /* (magazines there are: a longer list has a cycle) */
-            for (unsigned t = 0; t < KH_MAG_TYPES; t++)
-                made += h->mag_cache[t].active_objs;
             const struct kh_mag *lists[4] = {mail->inbox[c->cls].full, mail->stash[c->cls],
                                              mail->inbox[c->cls].empty, mail->spare[c->cls]};
             for (int i = 0; i < 4; i++) {

@@ -357,9 +357,11 @@ static size_t mags_release(kheap_t *h, struct kheap_cache *c, struct kh_mag *lis
 }
 
 #if KH_HOMES
-static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, struct kh_mag **full,
-                        uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty);
+static void inboxes_take(kheap_t *h, struct kheap_cache *c, struct kh_mag **full,
+                         uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty);
 #endif
+static void depot_put(struct kheap_cache *c, struct kh_mag **full, uint32_t *nfull,
+                      struct kh_mag **empty, uint32_t *nempty);
 
 /* The working-set rule of depot_tick, at the end of a decay epoch (time)
  * rather than of KH_DEPOT_EPOCH exchanges: a depot that saw no exchange
@@ -373,17 +375,10 @@ size_t kh_depot_decay(kheap_t *h, struct kheap_cache *c, struct kh_later *later)
     struct kh_mag *full = NULL, *empty = NULL;
     uint32_t nfull = 0, nempty = 0;
 #if KH_HOMES
-    for (unsigned k = 0; k < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS && h->homes; k++) {
-        struct kh_cpu *pc = __atomic_load_n(&h->cpu[k], __ATOMIC_ACQUIRE);
-        if (pc != &kh_cpu_sentinel)
-            inbox_drain(pc, c, false, &full, &nfull, &empty, &nempty);
-    }
+    inboxes_take(h, c, &full, &nfull, &empty, &nempty);
 #endif
     kh_lock(&c->lock);
-    for (struct kh_mag *m; (m = mag_pop(&full, &nfull));)
-        mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
-    for (struct kh_mag *m; (m = mag_pop(&empty, &nempty));)
-        mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
+    depot_put(c, &full, &nfull, &empty, &nempty);
     struct kh_mag *out = depot_trim(c);
     if (KH_U(c)->depot_shift)
         __atomic_store_n(&KH_U(c)->depot_shift, (uint8_t)(KH_U(c)->depot_shift - 1),
@@ -544,27 +539,34 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * for it (empty) goes back onto the inbox of the CPU that sent it
  * (kh_mag.origin), whose next send takes its empties whole the same way
  * into its spares. A producer and a consumer so pass magazines back and
- * forth with two atomic operations a magazine each and no lock. With the
+ * forth with a few atomic operations a magazine and no lock. With the
  * depot, four threads on two CPUs passing 64-byte blocks
- * (bench/workloads.c, xmalloc-test) made 8 000 futex calls a run, nearly
- * all waits for the depot's lock and their wake-ups, and took a quarter
- * more time than with inboxes (docs/BENCHMARKS.md). Keeping at most two
+ * (bench/workloads.c, xmalloc-test) made up to 8 000 futex calls a run,
+ * nearly all waits for the depot's lock and their wake-ups, and took a
+ * quarter more time than with inboxes (docs/BENCHMARKS.md). Keeping at most two
  * magazines in the stash and four spares, the rest to the depot and to
  * the magazine cache, took twice the time: a consumer sends a burst of
  * magazines at a time, and each went through a lock twice.
  *
- * Bounds: a sender finds the depot's bound (depot_room) in the inbox's
- * count, and then takes the depot's way, as before (its overflow to the
- * slabs, and the depot's growth when a producer misses what a consumer
- * sent there). So a stash holds at most what its inbox held; the spares
- * are magazines the CPU sent that came back. Decay moves every inbox into
- * the depot (kh_depot_decay), whose working-set rule then gives back what
- * stays idle; kheap_reclaim empties them, and a CPU's flush
- * (heap_cpu_flush: a thread's exit, kheap_cpu_flush, or the CPU's next
- * slow path when kheap_reclaim asks it) gives back its stash and spares
- * with its magazines. A magazine that is not the CPU's to return (from
- * its refills, or sent by itself) joins its spares, up to KH_SPARE_MAX,
- * or the depot. */
+ * Bounds: a sender finds the depot's bound (depot_room) in the count of
+ * full magazines in inboxes and stashes (kheap.mailed), and then takes
+ * the depot's way, as before (its overflow to the slabs, and the depot's
+ * growth when a producer misses what a consumer sent there); the
+ * depot's own overflow test counts them with its own. So a stash holds
+ * at most what its inbox held; the spares are magazines the CPU sent
+ * that came back. Decay moves every inbox into the depot
+ * (kh_depot_decay), whose working-set rule then gives back what stays
+ * idle, and at each epoch's end a CPU's tick moves its stashes there too
+ * and frees its spares (kh_cpu_tick); kheap_reclaim empties every inbox,
+ * and a CPU's flush (heap_cpu_flush: a thread's exit, kheap_cpu_flush,
+ * or the CPU's next slow path when kheap_reclaim asks it) gives back its
+ * stash and spares with its magazines, and marks it away: senders then
+ * use the depot until it sends or loads again, so a thread's exit does
+ * not leave others' frees waiting in its inbox. A magazine that is not
+ * the CPU's to return (from its refills, or sent by itself) joins its
+ * spares, up to KH_SPARE_MAX, or the depot. The double-free look-up
+ * (kh_cpu_cached) moves every inbox into the depot first, and so finds
+ * what this CPU sent home. */
 
 /* The full magazines in the CPUs' inboxes and stashes of c (0 without
  * homes: a user cache, or a build without), and a change of them by n,
@@ -589,19 +591,13 @@ static void mailed_add(struct kheap_cache *c, int32_t n, int32_t in_inboxes)
                        __ATOMIC_RELAXED);
 }
 
-/* The inboxes of the CPU whose state is pc, or NULL if none yet. */
-static struct kh_mail *mail_of(const struct kh_cpu *pc)
-{
-    return __atomic_load_n(&pc->mail, __ATOMIC_ACQUIRE);
-}
-
 /* The same, made if there are none yet (by any CPU: the first to send to
  * it, or its own first send), so a CPU that neither sends nor receives
  * pays nothing; NULL if there is no memory (its magazines then go
  * through the depot). A page of their own, counted as metadata. */
 static struct kh_mail *mail_make(kheap_t *h, struct kh_cpu *pc)
 {
-    struct kh_mail *m = mail_of(pc), *none = NULL;
+    struct kh_mail *m = kh_cpu_mail(pc), *none = NULL;
     if (m || pc == &kh_cpu_sentinel)
         return m;
     if (!(m = kh_internal_pages(h, sizeof *m, false)))
@@ -619,14 +615,12 @@ static struct kh_mail *mail_make(kheap_t *h, struct kh_cpu *pc)
     return m;
 }
 
-/* CPU cpu's inbox of kmalloc class cls (made with make), if that CPU has
- * a state. */
-static struct kh_inbox *inbox_of(kheap_t *h, unsigned cpu, unsigned cls, bool make)
+/* CPU cpu's inbox of kmalloc class cls, if that CPU has inboxes. */
+static struct kh_inbox *inbox_of(kheap_t *h, unsigned cpu, unsigned cls)
 {
     if (cpu >= KHEAP_MAX_CPUS)
         return NULL;
-    struct kh_cpu *pc = __atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE);
-    struct kh_mail *m = make ? mail_make(h, pc) : mail_of(pc);
+    struct kh_mail *m = kh_cpu_mail(__atomic_load_n(&h->cpu[cpu], __ATOMIC_ACQUIRE));
     return m ? &m->inbox[cls] : NULL;
 }
 
@@ -672,24 +666,27 @@ static struct kh_mag *spare_take(kheap_t *h, struct kheap_cache *c, struct kh_ma
 
 /* Send cc's full magazine full (unloaded; its home set) to its home's
  * inbox, loading an empty one in its place; false (nothing changed) if
- * its home is this CPU or none, its inbox holds the depot's bound, or
- * there is no empty magazine. The CPU entered, busy marked. */
+ * its home is this CPU or none or away, the inboxes and stashes hold the
+ * depot's bound, or there is no empty magazine. The CPU entered, busy
+ * marked. */
 static bool inbox_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu,
                        struct kh_mag *full)
 {
-    if (full->home == cpu || mailed(c) >= depot_room(c))
+    if (full->home == cpu || full->home >= KHEAP_MAX_CPUS || mailed(c) >= depot_room(c))
         return false;
-    struct kh_inbox *in = inbox_of(h, full->home, c->cls, true);
+    struct kh_mail *home = mail_make(h, __atomic_load_n(&h->cpu[full->home], __ATOMIC_ACQUIRE));
     struct kh_mail *mine = mail_make(h, h->cpu[cpu]);
-    if (!in || !mine)
+    if (!home || !mine || __atomic_load_n(&home->away, __ATOMIC_RELAXED))
         return false;
+    if (__atomic_load_n(&mine->away, __ATOMIC_RELAXED))
+        __atomic_store_n(&mine->away, (uint8_t)0, __ATOMIC_RELAXED); /* (back) */
     struct kh_mag *empty = spare_take(h, c, mine);
     if (!empty)
         return false;
     full->origin = (uint8_t)cpu;
     /* (counted first: a load never subtracts what was not added) */
     mailed_add(c, 1, 1);
-    inbox_push(&in->full, full);
+    inbox_push(&home->inbox[c->cls].full, full);
     kh_cc_load(cc, empty);
     return true;
 }
@@ -701,12 +698,12 @@ static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct
 {
     if (m == &kh_mag_sentinel)
         return;
-    struct kh_inbox *in = m->origin == cpu ? NULL : inbox_of(h, m->origin, c->cls, false);
+    struct kh_inbox *in = m->origin == cpu ? NULL : inbox_of(h, m->origin, c->cls);
     if (in) {
         inbox_push(&in->empty, m);
         return;
     }
-    struct kh_mail *mail = mail_of(h->cpu[cpu]); /* (the caller loaded from it) */
+    struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]); /* (the caller loaded from it) */
     unsigned n = 0;
     for (const struct kh_mag *q = mail->spare[c->cls]; q; q = q->next)
         n++;
@@ -726,20 +723,21 @@ static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct
  * entered, busy marked. */
 static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsigned cpu)
 {
-    struct kh_mail *mail = mail_of(h->cpu[cpu]);
+    struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]);
     unsigned k = c->cls;
     if (!mail)
         return false;
     struct kh_mag *m = mail->stash[k];
+    int32_t n = 0; /* (from the inbox to the stash) */
     if (!m) {
         if (!(m = inbox_take(&mail->inbox[k].full)))
             return false;
-        int32_t n = 0;
         for (const struct kh_mag *q = m; q; q = q->next)
             n++;
-        mailed_add(c, 0, -n); /* (from the inbox to the stash) */
     }
-    mailed_add(c, -1, 0);
+    mailed_add(c, -1, -n);
+    if (__atomic_load_n(&mail->away, __ATOMIC_RELAXED))
+        __atomic_store_n(&mail->away, (uint8_t)0, __ATOMIC_RELAXED); /* (back) */
     mail->stash[k] = m->next;
     m->next = NULL;
     struct kh_mag *empty = cc->prev;
@@ -757,7 +755,7 @@ static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, stru
                         uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty)
 {
     unsigned k = c->cls;
-    struct kh_mail *mail = mail_of(pc);
+    struct kh_mail *mail = kh_cpu_mail(pc);
     if (!mail)
         return;
     struct kh_mag *lists[4] = {inbox_take(&mail->inbox[k].full), NULL,
@@ -772,6 +770,7 @@ static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, stru
         while (lists[i]) {
             struct kh_mag *m = lists[i];
             lists[i] = m->next;
+            m->origin = KH_HOME_NONE; /* (no longer anyone's to return) */
             if (i < 2)
                 n[i]++;
             if (m->n)
@@ -779,9 +778,31 @@ static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, stru
             else
                 mag_push(empty, nempty, m);
         }
-    mailed_add(c, -(n[0] + n[1]), -n[0]);
+    if (n[0] + n[1])
+        mailed_add(c, -(n[0] + n[1]), -n[0]);
+}
+
+/* Every CPU's inboxes of c, taken off them into the lists full and empty
+ * (with their counts) for the depot: by decay, and by the double-free
+ * look-up (kh_cpu_cached), which then finds there what was sent home. */
+static void inboxes_take(kheap_t *h, struct kheap_cache *c, struct kh_mag **full,
+                         uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty)
+{
+    for (unsigned k = 0; k < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS && h->homes; k++)
+        inbox_drain(__atomic_load_n(&h->cpu[k], __ATOMIC_ACQUIRE), c, false, full, nfull, empty,
+                    nempty);
 }
 #endif
+
+/* Put the lists full and empty into c's depot (lock held). */
+static void depot_put(struct kheap_cache *c, struct kh_mag **full, uint32_t *nfull,
+                      struct kh_mag **empty, uint32_t *nempty)
+{
+    for (struct kh_mag *m; (m = mag_pop(full, nfull));)
+        mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, m);
+    for (struct kh_mag *m; (m = mag_pop(empty, nempty));)
+        mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
+}
 
 /* Trade cc's previous magazine (empty, or the sentinel), its loaded one
  * being empty, for a full magazine of the depot: the first homed at cpu
@@ -1085,9 +1106,10 @@ unsigned kh_cpu_free_remote(kheap_t *h, struct kheap_cache *c, void *p, unsigned
 #endif
 }
 
-/* Is p in this CPU's magazines of c or in c's depot? O(magazine size x
- * (3 + depot), with the remote front's); asked only by the double-free
- * guard. */
+/* Is p in this CPU's magazines of c (its fronts, its remote front, its
+ * stash) or in c's depot, where every CPU's inboxes go first (so what
+ * this CPU sent home is found)? O(magazine size x (3 + stash + depot +
+ * inboxes)); asked only by the double-free guard. */
 bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
 {
     bool found = false;
@@ -1106,7 +1128,7 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
             }
 #if KH_HOMES
             /* (and its stash: full magazines of its inbox not loaded yet) */
-            const struct kh_mail *mail = c->cls != KH_NO_CLASS ? mail_of(h->cpu[cpu]) : NULL;
+            const struct kh_mail *mail = c->cls != KH_NO_CLASS ? kh_cpu_mail(h->cpu[cpu]) : NULL;
             if (mail)
                 for (const struct kh_mag *m = mail->stash[c->cls]; m && !found; m = m->next)
                     for (uint32_t i = 0; i < m->n && !found; i++)
@@ -1117,7 +1139,13 @@ bool kh_cpu_cached(kheap_t *h, struct kheap_cache *c, void *p)
     }
     kheap_port_cpu_exit(cpu);
     if (!found && kh_cache_whole(c)) {
+        struct kh_mag *full = NULL, *empty = NULL;
+        uint32_t nfull = 0, nempty = 0;
+#if KH_HOMES
+        inboxes_take(h, c, &full, &nfull, &empty, &nempty);
+#endif
         kh_lock(&c->lock);
+        depot_put(c, &full, &nfull, &empty, &nempty);
         for (const struct kh_mag *m = KH_U(c)->depot_full; m && !found; m = m->next)
             for (uint32_t i = 0; i < m->n && !found; i++)
                 found = m->obj[i] == p;
@@ -1450,6 +1478,14 @@ void kh_runs_counts(kheap_t *h, struct kh_run_counts *out)
 static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
 {
     size_t bytes = 0;
+#if KH_HOMES
+    /* Away until its next send or inbox load (first: a sender that sees
+     * it takes the depot's way; one that looked just before may still
+     * leave a magazine, which decay or kheap_reclaim then take). */
+    struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]);
+    if (mail)
+        __atomic_store_n(&mail->away, (uint8_t)1, __ATOMIC_RELAXED);
+#endif
 #if KH_RUNS
     struct kh_runcache *rc = kh_cpu_runs(h->cpu[cpu]);
     if (rc)
@@ -1543,8 +1579,43 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
         }
     }
 #else
-    (void)decay, (void)bytes;
+    (void)bytes;
 #endif
+#if KH_HOMES
+    struct kh_mail *mail = cpu == KHEAP_CPU_NONE ? NULL : kh_cpu_mail(h->cpu[cpu]);
+    uint64_t e = __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED);
+    if (mail && decay && !asked && mail->epoch != e) {
+        /* Decay: at each epoch's end the stashes go to the depot (what
+         * they held counts against its bound; its working-set rule then
+         * gives back what stays idle), and the spares are freed. */
+        mail->epoch = e;
+        for (unsigned k = 0; k < KHEAP_NUM_CLASSES; k++) {
+            struct kheap_cache *c = &h->kmalloc[k];
+            struct kh_mag *full = mail->stash[c->cls], *empty = mail->spare[c->cls];
+            if (!full && !empty)
+                continue;
+            busy_on(h, c, cpu);
+            mail->stash[c->cls] = mail->spare[c->cls] = NULL;
+            busy_off(h, c, cpu);
+            int32_t n = 0;
+            for (struct kh_mag *m = full; m; m = m->next)
+                n++, m->origin = KH_HOME_NONE;
+            mailed_add(c, -n, 0);
+            uint32_t nf = (uint32_t)n, ne = 0;
+            if (full) {
+                kh_lock(&c->lock);
+                depot_put(c, &full, &nf, &empty, &ne);
+                kh_unlock(&c->lock);
+            }
+            while (empty) {
+                struct kh_mag *m = empty;
+                empty = m->next;
+                mag_free(h, m);
+            }
+        }
+    }
+#endif
+    (void)decay;
     kheap_port_cpu_exit(cpu);
     return asked;
 }

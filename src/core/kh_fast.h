@@ -167,7 +167,8 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
  * on the CPU whose state is pc, whose front of the object's class is cc:
  * cc itself when home is the CPU's (pc->self), else its remote front (kh_front.h,
  * kh_cpu.remote), from which no allocation pops: the object goes home
- * through the depot (cpu.c) rather than to this CPU's next allocation. A
+ * through the home's inbox or the depot (cpu.c) rather than to this CPU's
+ * next allocation. A
  * home changed since (a refill of another CPU took the slab) only sends
  * the object the other way: both fronts are this CPU's, and both take
  * the object as a free. Best effort, not a rule: the KHEAP_NOLOCK and

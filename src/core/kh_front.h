@@ -105,8 +105,8 @@ struct kh_cc {
     union {
         struct kh_mag *prev;
         struct kh_runcache *runs; /* kh_cpu.run_front: the CPU's cache of
-                                     large blocks, NULL until its first
-                                     large free */
+                                     large blocks, kh_runcache_none until
+                                     its first large free */
     };
     union {
         /* kmalloc classes (kh_cpu.cc): free's slot test (see
@@ -143,8 +143,9 @@ _Static_assert(sizeof(void *) != 8 ||
  * than routing only its misses). A CPU's state then has a remote
  * front per class (kh_cpu.remote), where the free hit path pushes the
  * objects of slabs homed at other CPUs (kh_fast.h); allocations never pop
- * from it, and its full magazines go to the depot, tagged with their
- * objects' home (cpu.c). A home is a CPU number, KH_HOME_NONE for none. */
+ * from it, and its full magazines go to their objects' home's inbox, or
+ * to the depot tagged with that home (cpu.c, "Inboxes"). A home is a CPU
+ * number, KH_HOME_NONE for none. */
 #if KH_FAST && KHEAP_PERCPU && KHEAP_HOMES && KHEAP_MAX_CPUS > 1 && \
     !defined(KHEAP_PORT_CPU_TX_HEADER)
 #define KH_HOMES 1
@@ -238,7 +239,14 @@ struct kh_inbox {
  * remote front): these two its own alone, as its fronts. */
 struct kh_mail {
     struct kh_mag *stash[KHEAP_NUM_CLASSES], *spare[KHEAP_NUM_CLASSES];
+    uint64_t epoch; /* the decay epoch whose end gave back the stashes and
+                       spares last (cpu.c, kh_cpu_tick) */
     /* (written by other CPUs: on lines of their own) */
+    /* Non-zero from the CPU's flush (its thread's exit, kheap_cpu_flush,
+     * an answer to kheap_reclaim) to its next send or inbox load: senders
+     * then take the depot's way, so what they free does not wait in the
+     * inbox of a CPU that may not come back. Atomic stores and loads. */
+    uint8_t away __attribute__((aligned(KH_CACHE_LINE)));
     struct kh_inbox inbox[KHEAP_NUM_CLASSES] __attribute__((aligned(KH_CACHE_LINE)));
 };
 #endif
@@ -320,6 +328,12 @@ static inline struct kh_remote *kh_cpu_remote(const struct kh_cpu *pc)
     char *r = (char *)pc + __atomic_load_n(&pc->remote, __ATOMIC_ACQUIRE);
     /* (0 in the static states, kh_cpu_sentinel's and kh_cpu_claimed's) */
     return r == (char *)&kh_cpu_sentinel || r == (char *)pc ? NULL : (struct kh_remote *)r;
+}
+
+/* pc's inboxes, or NULL if it has none yet (any CPU). */
+static inline struct kh_mail *kh_cpu_mail(const struct kh_cpu *pc)
+{
+    return __atomic_load_n(&pc->mail, __ATOMIC_ACQUIRE);
 }
 #endif
 

@@ -189,7 +189,7 @@ static inline void obj_in(kheap_t *h, struct kheap_cache *c, void *p)
  * work: false only when the port names that CPU without entering it
  * (kheap_port_cpu_enter_fast: the hosted thread's own slot, which no
  * other thread enters) and it owes no answer to a reclaim and its cache
- * of large blocks has seen the last epoch end. */
+ * of large blocks and its stashes have seen the last epoch end. */
 static inline bool cpu_tick_due(kheap_t *h)
 {
 #if KHEAP_PORT_CPU_ENTER_FAST
@@ -200,6 +200,11 @@ static inline bool cpu_tick_due(kheap_t *h)
 #if KH_RUNS
     const struct kh_runcache *rc = kh_cpu_runs(h->cpu[cpu]);
     due = due || (rc && rc->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
+#endif
+#if KH_HOMES
+    /* (its stashes and spares: cpu.c, kh_cpu_tick) */
+    const struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]);
+    due = due || (mail && mail->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
 #endif
     kheap_port_cpu_exit_fast(cpu);
     return due;

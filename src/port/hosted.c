@@ -715,7 +715,9 @@ static void slot_release(void *arg)
  * further threads beyond that use the locked path. The objects in those
  * magazines stay allocated in the child (at most two magazines per class
  * per thread that was running, and with homes one more per kmalloc class
- * in its remote front). */
+ * in its remote front, and what its stash and spares held: cpu.c,
+ * "Inboxes"; what the dead threads' inboxes hold goes to the depot at the
+ * next decay). */
 static void fork_prepare(void)
 {
 #if KH_HOSTED_TX
