@@ -1467,16 +1467,22 @@ struct hthread {
     size_t n, size;
 };
 
+/* A magazine of the calling thread's own with room, so that its next
+ * frees of size take the hit path, which sends objects of other threads'
+ * slabs to its remote front. */
+static void warm_front(kheap_t *h, size_t size)
+{
+    void *warm[8];
+    for (size_t i = 0; i < 8; i++)
+        warm[i] = kheap_alloc(h, size);
+    for (size_t i = 0; i < 8; i++)
+        kheap_free(h, warm[i]);
+}
+
 static void *hthread_main(void *arg)
 {
     struct hthread *t = arg;
-    /* First a magazine of its own with room, so that the frees below take
-     * the hit path, which sends them to the remote front. */
-    void *warm[8];
-    for (size_t i = 0; i < 8; i++)
-        warm[i] = kheap_alloc(t->h, t->size);
-    for (size_t i = 0; i < 8; i++)
-        kheap_free(t->h, warm[i]);
+    warm_front(t->h, t->size);
     for (size_t i = 0; i < t->n; i++)
         kheap_free(t->h, t->theirs[i]);
     for (size_t i = 0; i < t->n; i++)
@@ -1499,6 +1505,23 @@ static size_t count_in(void *const *v, size_t n, void *const *set, size_t m)
 }
 
 /* kmalloc class of size bytes in h: its slots per slab. */
+static size_t class_objs(kheap_t *h, size_t size);
+
+/* A heap with homes for TEST(homes) and TEST(inboxes), whose size-byte
+ * objects are 32 to a one-page slab and 64 to a magazine (a refill takes
+ * half a magazine: 32); false, the heap closed, if this build's are
+ * not. */
+static bool homes_open(struct kt_heap *t, const char *test, size_t size)
+{
+    test_open_exact(t, KHEAP_HOMES_MIN_HEAP);
+    if (class_objs(g_h, size) == 32 && mag_cap(size) == 64)
+        return true;
+    printf("# %s: %zu-byte objects are not 32 to a slab and 64 to a magazine in this build: "
+           "skipped\n", test, size);
+    kt_heap_close(t);
+    return false;
+}
+
 static size_t class_objs(kheap_t *h, size_t size)
 {
     struct kheap_cache_info rows[MAX_ROWS];
@@ -1532,13 +1555,8 @@ TEST(homes)
     enum { N = 64 };
     const size_t size = 128;
     struct kt_heap t;
-    test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
-    if (class_objs(g_h, size) != 32 || mag_cap(size) != 64) {
-        printf("# homes: %zu-byte objects are not 32 to a slab and 64 to a magazine in this "
-               "build: skipped\n", size);
-        kt_heap_close(&t);
+    if (!homes_open(&t, "homes", size))
         return;
-    }
     void *mine[N], *theirs[N], *back[2 * N];
     for (size_t i = 0; i < N; i++)
         SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
@@ -1608,11 +1626,7 @@ struct ithread {
 static void *ithread_main(void *arg)
 {
     struct ithread *t = arg;
-    void *warm[8]; /* (a magazine of its own with room: as hthread_main) */
-    for (size_t i = 0; i < 8; i++)
-        warm[i] = kheap_alloc(t->h, t->size);
-    for (size_t i = 0; i < 8; i++)
-        kheap_free(t->h, warm[i]);
+    warm_front(t->h, t->size);
     for (size_t i = 0; i < t->n; i++)
         kheap_free(t->h, t->theirs[i]);
     pthread_barrier_wait(t->bar); /* 1: freed */
@@ -1639,13 +1653,8 @@ TEST(inboxes)
     enum { N = 64 };
     const size_t size = 128;
     struct kt_heap t;
-    test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
-    if (class_objs(g_h, size) != 32 || mag_cap(size) != 64) {
-        printf("# inboxes: %zu-byte objects are not 32 to a slab and 64 to a magazine in this "
-               "build: skipped\n", size);
-        kt_heap_close(&t);
+    if (!homes_open(&t, "inboxes", size))
         return;
-    }
     struct kheap_cache *c = &g_h->kmalloc[kh_small_class[(size + 7) >> 3]];
     void *mine[4 * N], *back[3 * N];
     for (size_t i = 0; i < 4 * N; i++)
