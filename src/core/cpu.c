@@ -1216,11 +1216,7 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
         /* The other CPUs' inboxes, as the depot: anyone may take them
          * (not their stashes and spares). */
 #if KH_HOMES
-        for (unsigned k = 0; k < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS; k++) {
-            struct kh_cpu *pc = __atomic_load_n(&h->cpu[k], __ATOMIC_ACQUIRE);
-            if (k != cpu)
-                inbox_drain(pc, c, false, &taken, &ntaken, &taken, &ntaken);
-        }
+        inboxes_take(h, c, &taken, &ntaken, &taken, &ntaken);
 #endif
     }
     bytes += mags_release(h, c, taken, later);
