@@ -122,18 +122,6 @@ void kheap_port_cpu_exit(unsigned cpu);
 #ifndef KHEAP_PORT_CPU_REACH
 #define KHEAP_PORT_CPU_REACH 0
 #endif
-/* Optionally (KHEAP_PORT_ACTOR 1 in that header), kheap_port_actor(cpu)
- * names who runs a slow path on CPU cpu (between enter and exit) with a
- * number below 255. The depots' growth (KHEAP_DEPOT_GROW) tells a
- * producer from a consumer by it: frees that one actor sends to the slabs
- * and another then takes back grow the depot, one actor's own do not.
- * Without it the actor is the CPU. A port whose CPUs run several threads
- * that take turns as producer and consumer on the same magazines names
- * the thread (the hosted port's per-CPU mode). */
-#ifndef KHEAP_PORT_ACTOR
-#define KHEAP_PORT_ACTOR 0
-#define kheap_port_actor(cpu) (cpu)
-#endif
 
 /* Optional: try to acquire *lock without waiting (KHEAP_PORT_TRYLOCK 1 in
  * the port's CPU header, which the hosted and bare-metal ports set).

@@ -44,10 +44,8 @@ kheap_cache_t *kheap_cache_create_tuned(kheap_t *h, const char *name, size_t siz
         c->mag_cap = cap == 0 ? 0 : cap >= 64 ? 64 : cap >= 32 ? 32 : cap >= 16 ? 16 : cap >= 8 ? 8 : 4;
         if (c->mag_cap > KH_MAG_MAX)
             c->mag_cap = KH_MAG_MAX;
-        if (c->mag_cap) { /* the default depot bound for this capacity */
-            size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * c->slot);
-            KH_U(c)->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
-        }
+        if (c->mag_cap) /* the default depot bound for this capacity */
+            KH_U(c)->depot_max = kh_depot_max_for(c->mag_cap, c->slot);
     }
     if (tune && tune->depot_max != KHEAP_TUNE_DEFAULT)
         KH_U(c)->depot_max = tune->depot_max;

@@ -34,13 +34,13 @@
  * (a consumer) sends its overflow straight to the slabs, so it cannot grow
  * without bound. A kmalloc class's bound grows (depot_grow, up to
  * KHEAP_DEPOT_GROW times) when the overflow comes back: an allocation
- * that finds no full magazine after another CPU's free sent one to the
- * slabs means a producer wants what a consumer frees, and the slabs are
- * the costly way between them (a bitmap, a list and a descriptor per
- * object, mag_cap/2 objects a lock hold). A grown depot is trimmed by decay (time) only,
- * which also halves the growth every epoch (it doubles back at once while
- * the pair is at work): its exchanges come in a producer's bursts, longer
- * than an epoch of KH_DEPOT_EPOCH exchanges.
+ * that finds no full magazine after a free sent one to the slabs means
+ * the objects went the costly way, through the slabs and back (a
+ * producer that wants what a consumer frees, or one thread whose live
+ * objects swing by more than the depot holds). A grown depot is trimmed
+ * by decay (time) only, which also halves the growth every epoch (it
+ * doubles back at once while the swings go on): its exchanges come in
+ * bursts, longer than an epoch of KH_DEPOT_EPOCH exchanges.
  *
  * Objects in magazines and depots are allocated as far as their slabs know
  * (bit set, counted in inuse); they are *cached*, not live. The hit path
@@ -64,7 +64,6 @@
 
 #define KH_DEPOT_EPOCH 256u
 _Static_assert(KH_DEPOT_EPOCH <= UINT16_MAX, "depot_ops is 16 bits");
-_Static_assert(KHEAP_MAX_CPUS < UINT8_MAX, "overflowed holds 1 + an actor (a CPU) in a byte");
 _Static_assert(KHEAP_DEPOT_GROW >= 1 && KHEAP_DEPOT_GROW <= 256 &&
                    (KHEAP_DEPOT_GROW & (KHEAP_DEPOT_GROW - 1)) == 0,
                "KHEAP_DEPOT_GROW is a power of two from 1 to 256");
@@ -314,28 +313,21 @@ static uint32_t depot_room(const struct kheap_cache *c)
     return KH_U(c)->depot_max << __atomic_load_n(&KH_U(c)->depot_shift, __ATOMIC_RELAXED);
 }
 
-/* Who runs this slow path on cpu, 1 + a number below 255, as overflowed
- * keeps it: the CPU, or the thread where the port names one (its CPUs
- * run threads whose slow paths interleave; kheap_port.h). */
-static uint8_t actor_of(unsigned cpu)
+/* An allocation found no full magazine in the depot and refills from the
+ * slabs. If a free sent a magazine to the slabs since the last such
+ * refill (overflowed), the bound made the objects take the costly way
+ * through the slabs and back (a bitmap, a list and a descriptor per
+ * object, mag_cap/2 objects a lock hold): a kmalloc class's depot may then
+ * hold twice as many, up to KHEAP_DEPOT_GROW times depot_max (user caches
+ * keep the bound they were given). Whoever freed: a consumer's frees that
+ * a producer wants, or one thread whose live objects of the class swing
+ * by more than the depot holds (random sizes: rptest took one lock hold
+ * per 9 operations on blocks of 4 to 16 KiB with the plain bound). A
+ * grown depot is trimmed by decay, which halves the growth each epoch.
+ * Cache lock held. */
+static void depot_grow(struct kheap_cache *c)
 {
-    unsigned a = kheap_port_actor(cpu);
-    KH_ASSERT(a < UINT8_MAX, (void *)0);
-    return (uint8_t)(a + 1);
-}
-
-/* CPU cpu's allocation found no full magazine in the depot and refills
- * from the slabs. If another actor's free (another CPU's, or another
- * thread's where the port names threads) sent a magazine to the slabs
- * since the last such refill, the bound keeps a consumer's frees from a
- * producer that wants them: a kmalloc class's depot may then hold twice
- * as many, up to KHEAP_DEPOT_GROW times depot_max (user caches keep the
- * bound they were given). One actor that frees a lot and then allocates
- * again grows nothing: its frees were not wanted elsewhere. Cache lock
- * held. */
-static void depot_grow(struct kheap_cache *c, unsigned cpu)
-{
-    if (!KH_U(c)->overflowed || KH_U(c)->overflowed == actor_of(cpu))
+    if (!KH_U(c)->overflowed)
         return;
     KH_U(c)->overflowed = 0;
     if (c->cls != KH_NO_CLASS && (2u << KH_U(c)->depot_shift) <= KHEAP_DEPOT_GROW)
@@ -857,7 +849,7 @@ static void *alloc_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, un
         kh_lock(&c->lock);
         if (!depot_load(c, cc, mine, &trim) &&
             !(mine != KHEAP_CPU_NONE && depot_load(c, cc, KHEAP_CPU_NONE, &trim))) {
-            depot_grow(c, cpu);
+            depot_grow(c);
             if (kh_cc_mag(cc) == &kh_mag_sentinel)
                 spare = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
         }
@@ -942,7 +934,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
             old->home = mag_home(h, old); /* (this CPU's until it is pushed) */
         kh_lock(&c->lock);
         if (full && KH_U(c)->nr_full_mags + mailed(c) >= depot_room(c)) {
-            KH_U(c)->overflowed = actor_of(cpu);
+            KH_U(c)->overflowed = 1;
             empty = old;
         } else {
             empty = mag_pop(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags);
@@ -972,7 +964,7 @@ static bool free_front(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
                 mag_push(&KH_U(c)->depot_full, &KH_U(c)->nr_full_mags, old);
                 trim = depot_tick(c);
             } else {
-                KH_U(c)->overflowed = actor_of(cpu);
+                KH_U(c)->overflowed = 1;
                 overflow = old;
                 overflow->next = NULL;
             }
@@ -1052,7 +1044,7 @@ static bool remote_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, uns
     }
     kh_lock(&c->lock);
     if (full != &kh_mag_sentinel && KH_U(c)->nr_full_mags + mailed(c) >= depot_room(c)) {
-        KH_U(c)->overflowed = actor_of(cpu);
+        KH_U(c)->overflowed = 1;
         spill = true;
     } else {
         if (full != &kh_mag_sentinel) {

@@ -228,6 +228,15 @@ static inline unsigned kh_mag_cap_for(size_t slot)
     return cap < KH_MAG_MAX ? cap : KH_MAG_MAX;
 }
 
+/* The depot's plain bound for magazines of cap objects of slot bytes:
+ * KHEAP_DEPOT_MAX full magazines, or fewer so they hold at most
+ * KHEAP_DEPOT_BYTES, but at least one. */
+static inline uint32_t kh_depot_max_for(unsigned cap, size_t slot)
+{
+    size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)cap * slot);
+    return (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
+}
+
 /* ------------------------------------------------------------------ */
 /* Object caches. */
 
@@ -310,11 +319,10 @@ struct kheap_cache {
     uint32_t nr_full_mags, nr_empty_mags, full_min, empty_min;
     uint16_t depot_ops;
     /* The depot may hold depot_max << depot_shift full magazines (a
-     * kmalloc class's bound grows for a producer/consumer pair: cpu.c,
-     * depot_grow); overflowed is 1 + the actor (the CPU, or the thread
-     * where the port names one: kheap_port_actor) whose free last sent a
-     * magazine to the slabs since an allocation refilled from them (0:
-     * none). Bytes, so the cache stays five cache lines. */
+     * kmalloc class's bound grows when what it sent to the slabs comes
+     * back: cpu.c, depot_grow); overflowed is 1 if a free sent a magazine
+     * to the slabs since an allocation last refilled from them. Bytes, so
+     * the cache stays five cache lines. */
     uint8_t depot_shift;
     uint8_t overflowed;
     uint32_t slab_empty_min; /* least nr_empty in this decay epoch */

@@ -97,10 +97,8 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
         KH_U(c)->dtor = dtor;
     c->cls = KH_NO_CLASS;
     c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot);
-    if (c->mag_cap) { /* (never a built-in cache of a split build) */
-        size_t by_bytes = KHEAP_DEPOT_BYTES / ((size_t)c->mag_cap * slot);
-        KH_U(c)->depot_max = (uint32_t)(by_bytes < 1 ? 1 : by_bytes > KHEAP_DEPOT_MAX ? KHEAP_DEPOT_MAX : by_bytes);
-    }
+    if (c->mag_cap) /* (never a built-in cache of a split build) */
+        KH_U(c)->depot_max = kh_depot_max_for(c->mag_cap, slot);
     /* The double-free key is a word inside the object: past a redzone's
      * start it would be taken for damage. */
     c->guard = !ctor && !(flags & KH_CACHE_INTERNAL) && (rz ? size : slot) >= 3 * sizeof(uint32_t);

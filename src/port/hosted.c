@@ -783,17 +783,6 @@ static bool mode_ensure(void)
     return true;
 }
 
-/* Threads' numbers as actors (hosted_cpu.h): the next one to give. */
-__thread unsigned char kh_hosted_actor __attribute__((tls_model("initial-exec")));
-static unsigned actors_given;
-
-unsigned kh_hosted_actor_take(void)
-{
-    unsigned a = __atomic_fetch_add(&actors_given, 1u, __ATOMIC_RELAXED) % 254u;
-    kh_hosted_actor = (unsigned char)(a + 1u);
-    return a;
-}
-
 unsigned kh_hosted_slot_take(void)
 {
     if (!mode_ensure())

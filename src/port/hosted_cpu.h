@@ -209,20 +209,6 @@ static inline struct kh_cpu *kheap_port_cpu_local(void)
  * paths; a lent slot is never published (hosted.c). */
 void kheap_port_cpu_local_set(unsigned cpu, struct kh_cpu *pc);
 
-/* The actor of a slow path (kheap_port.h) is the thread: in per-CPU mode
- * the threads of a CPU share its magazines, and a lent slot serves any
- * thread. Numbered in the order threads first ask, modulo 254 (hosted.c);
- * two threads that share a number only grow a depot less. */
-#define KHEAP_PORT_ACTOR 1
-extern __thread unsigned char kh_hosted_actor __attribute__((tls_model("initial-exec")));
-unsigned kh_hosted_actor_take(void);
-static inline unsigned kheap_port_actor(unsigned cpu)
-{
-    (void)cpu;
-    unsigned a = kh_hosted_actor;
-    return a ? a - 1u : kh_hosted_actor_take();
-}
-
 /* The lent slots no thread holds (hosted.c). */
 #define KHEAP_PORT_CPU_REACH 1
 void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg);

@@ -496,8 +496,9 @@ TEST(trim_reaches_other_cpus)
  * blocks, the other frees it. The batch is larger than a depot holds
  * unless its bound grows (KHEAP_DEPOT_GROW): the consumer's frees
  * overflow to the slabs and the producer refills from them. In per-CPU
- * mode both threads share CPU 0's magazines, so the growth rule must tell
- * them apart by thread, not by CPU. */
+ * mode both threads share CPU 0's magazines, so they look like one
+ * thread that frees and allocates again: the depot must grow for that
+ * too. */
 enum { PAIR_BATCH = 16384, PAIR_ROUNDS = 6 };
 static void *pair_blocks[PAIR_BATCH];
 static pthread_barrier_t pair_line;
