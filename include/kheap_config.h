@@ -132,11 +132,11 @@
 /* How far a kmalloc class's depot bound may grow, as a multiple of it, a
  * power of two up to 256 (1: not at all, the default, so KHEAP_DEPOT_MAX and KHEAP_DEPOT_BYTES
  * bound what a consumer caches). libkheap.so builds with 256: up to 32 MiB
- * per class. The bound doubles when a CPU has to refill from the slabs
- * after another CPU's free sent a magazine there (a producer and a
- * consumer the bound keeps apart), and halves every decay epoch; a grown
- * depot is trimmed by decay (time) only, and kheap_reclaim empties it and
- * takes the growth back. */
+ * per class. The bound doubles when an allocation has to refill from the
+ * slabs after a free sent a magazine there (a producer and a consumer
+ * the bound keeps apart, or one thread whose live blocks swing past it),
+ * and halves every decay epoch; a grown depot is trimmed by decay (time)
+ * only, and kheap_reclaim empties it and takes the growth back. */
 #ifndef KHEAP_DEPOT_GROW
 #define KHEAP_DEPOT_GROW 1u
 #endif
