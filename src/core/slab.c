@@ -375,6 +375,49 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
     return s;
 }
 
+/* An object leaving its slab for a caller (cache lock held). With
+ * redzones (rz_cache) they are in place from now on while the object is
+ * cached or handed out: a constructed object's both (the right one held
+ * the free-list link, or nothing yet), another's left one (its right one
+ * is poisoned until it is handed out, obj_out). */
+static inline void take_prepare(const struct kheap_cache *c, uintptr_t obj)
+{
+#if KHEAP_REDZONE
+    if (rz_cache(c)) {
+        if (c->ctor)
+            rz_cache_fill(c, (void *)obj);
+        else
+            rz_cache_fill_left(c, (void *)obj);
+    }
+#else
+    (void)c;
+    (void)obj;
+#endif
+}
+
+/* Set the allocation bits of slots [first, first + cnt) of slab s, none
+ * of them set (fresh slots: take). Cache lock held. */
+static void bits_set(const struct kheap_cache *c, struct kh_page *s, uintptr_t base,
+                     size_t first, size_t cnt)
+{
+    if (!c->bitmap_bytes) {
+        uint32_t m = (cnt < 32 ? (1u << cnt) - 1 : UINT32_MAX) << first;
+        KH_ASSERT(!(s->bits & m), s);
+        s->bits |= m;
+        return;
+    }
+    unsigned long *w = (unsigned long *)(base + c->bitmap_off);
+    while (cnt) {
+        size_t i = first / KH_WORD_BITS, b = first % KH_WORD_BITS;
+        size_t here = KH_WORD_BITS - b < cnt ? KH_WORD_BITS - b : cnt;
+        unsigned long m = (here < KH_WORD_BITS ? (1ul << here) - 1 : ~0ul) << b;
+        KH_ASSERT(!(w[i] & m), s);
+        w[i] |= m;
+        first += here;
+        cnt -= here;
+    }
+}
+
 /*
  * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
  * returns how many (fewer only when no page is left for a new slab). A
@@ -394,55 +437,61 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
     KH_ASSERT(n <= 64, objs);
     kh_lock(&c->lock);
     struct kh_page *s = NULL;
-    for (; k < n; k++) {
+    while (k < n) {
         if (!s || s->list != KH_LIST_PARTIAL) {
             if (!(s = slab_pick(c, cpu)))
                 break;
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);
         }
-        uintptr_t base = kh_slab_base(h, s), obj;
+        uintptr_t base = kh_slab_base(h, s);
+        size_t got;
         if (s->freelist) {
-            obj = (uintptr_t)s->freelist;
+            uintptr_t obj = (uintptr_t)s->freelist;
             s->freelist = *link_of(c, obj);
 #if KH_POISON
             if (!c->ctor && !corrupt)
                 corrupt = kh_poison_bad(c, obj);
 #endif
+            take_prepare(c, obj);
+            size_t idx = (obj - base) / c->slot;
+            bool was = bit_flip(c, s, base, idx, true);
+            KH_ASSERT(!was, obj);
+            (void)was;
+            objs[k] = (void *)obj;
+            got = 1;
         } else {
-            obj = base + (uintptr_t)s->carved * c->slot;
-            s->carved++;
-            fresh |= (uint64_t)1 << k;
-            /* The slot may lie where a freed block of an earlier slab
-             * was: writable again for valgrind. */
-            kh_vg_undefined((void *)obj, kh_obj_span(c));
+            /* Never-used slots, carved in order: as many as are wanted
+             * and left, their bits set a word at a time (a slab of fresh
+             * objects costs no division and no bit per object). */
+            size_t left = (size_t)c->objs - s->carved;
+            got = left < n - k ? left : n - k;
+            KH_ASSERT(got, s);
+            for (size_t i = 0; i < got; i++) {
+                uintptr_t obj = base + (uintptr_t)(s->carved + i) * c->slot;
+                /* The slot may lie where a freed block of an earlier slab
+                 * was: writable again for valgrind. */
+                kh_vg_undefined((void *)obj, kh_obj_span(c));
 #if KH_POISON
-            if (!c->ctor)
-                __builtin_memset((void *)obj, KHEAP_POISON_FREE, kh_obj_span(c));
+                if (!c->ctor)
+                    __builtin_memset((void *)obj, KHEAP_POISON_FREE, kh_obj_span(c));
 #endif
-        }
-#if KHEAP_REDZONE
-        /* The redzones (rz_cache) from now on while the object is cached
-         * or handed out: a constructed object's both (the right one held
-         * the free-list link, or nothing yet), another's left one (its
-         * right one is poisoned until it is handed out, obj_out). */
-        if (rz_cache(c)) {
-            if (c->ctor)
-                rz_cache_fill(c, (void *)obj);
+                take_prepare(c, obj);
+                objs[k + i] = (void *)obj;
+            }
+            bits_set(c, s, base, s->carved, got);
+            if (got < 64)
+                fresh |= (((uint64_t)1 << got) - 1) << k;
             else
-                rz_cache_fill_left(c, (void *)obj);
+                fresh = UINT64_MAX;
+            s->carved = (uint16_t)(s->carved + got);
         }
-#endif
-        size_t idx = (obj - base) / c->slot;
-        bool was = bit_flip(c, s, base, idx, true);
-        KH_ASSERT(!was, obj);
-        (void)was;
-        s->inuse++;
+        s->inuse = (uint16_t)(s->inuse + got);
         if (s->inuse == c->objs) {
             list_del(c, s);
             list_add(c, s, KH_LIST_FULL);
         }
-        objs[k] = (void *)obj;
+        k += got;
     }
     c->active_objs += k;
     c->allocs += k;
