@@ -101,8 +101,8 @@ $(B)/libkheap.a: $(patsubst src/%.c,$(B)/obj/%.o,$(CORE_SRC) $(PORT_SRC))
 # The default heap reserves a 64 GiB (32-bit hosts: 1 GiB) first region at
 # first use (halved until the reservation fits; KHEAP_DEFAULT_RESERVE=0 for
 # the static array) and grows beyond it. Only the malloc API is exported.
-# Depots of the malloc classes may grow for producer/consumer threads
-# (KHEAP_DEPOT_GROW, include/kheap_config.h).
+# Depots of the malloc classes may grow when freed blocks come back
+# through the slabs (KHEAP_DEPOT_GROW, include/kheap_config.h).
 KHEAP_DEFAULT_RESERVE ?= $(if $(filter 64,$(shell getconf LONG_BIT)),68719476736,1073741824)
 SO_DEFS := -DKHEAP_DEFAULT_RESERVE=$(KHEAP_DEFAULT_RESERVE) -DKHEAP_KMALLOC_API=0 \
            $(if $(KHEAP_DEFAULT_GROW),,-DKHEAP_DEFAULT_GROW=1) -DKHEAP_DEPOT_GROW=256

@@ -395,6 +395,17 @@ static inline void take_prepare(const struct kheap_cache *c, uintptr_t obj)
 #endif
 }
 
+/* n more objects of slab s are out: it leaves the partial list when it
+ * has none left. Cache lock held. */
+static void slab_taken(struct kheap_cache *c, struct kh_page *s, size_t n)
+{
+    s->inuse = (uint16_t)(s->inuse + n);
+    if (s->inuse == c->objs) {
+        list_del(c, s);
+        list_add(c, s, KH_LIST_FULL);
+    }
+}
+
 /* Set the allocation bits of slots [first, first + cnt) of slab s, none
  * of them set (fresh slots: take). Cache lock held. */
 static void bits_set(const struct kheap_cache *c, struct kh_page *s, uintptr_t base,
@@ -466,7 +477,9 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
              * objects costs no division and no bit per object). */
             size_t left = (size_t)c->objs - s->carved;
             got = left < n - k ? left : n - k;
-            KH_ASSERT(got, s);
+            KH_ASSERT(got, s); /* (a slab with none left is full, on no list) */
+            if (!got)
+                break;
             for (size_t i = 0; i < got; i++) {
                 uintptr_t obj = base + (uintptr_t)(s->carved + i) * c->slot;
                 /* The slot may lie where a freed block of an earlier slab
@@ -486,11 +499,7 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
                 fresh = UINT64_MAX;
             s->carved = (uint16_t)(s->carved + got);
         }
-        s->inuse = (uint16_t)(s->inuse + got);
-        if (s->inuse == c->objs) {
-            list_del(c, s);
-            list_add(c, s, KH_LIST_FULL);
-        }
+        slab_taken(c, s, got);
         k += got;
     }
     c->active_objs += k;
@@ -545,12 +554,9 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
             kh_vg_undefined((void *)o, kh_obj_span(c));
         }
         if (o) {
-#if KHEAP_REDZONE
-            /* Its left redzone, as kh_cache_take_counted fills it, before
-             * the bit says allocated (kheap_check reads it then). */
-            if (rz_cache(c))
-                rz_cache_fill_left(c, (void *)o);
-#endif
+            /* Its redzones, as take fills them, before the bit says
+             * allocated (kheap_check reads them then). */
+            take_prepare(c, o);
             if (s->list == KH_LIST_EMPTY) {
                 list_del(c, s);
                 list_add(c, s, KH_LIST_PARTIAL);
@@ -558,11 +564,7 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
             bool was = bit_flip(c, s, base, (o - base) / c->slot, true);
             KH_ASSERT(!was, o);
             (void)was;
-            s->inuse++;
-            if (s->inuse == c->objs) {
-                list_del(c, s);
-                list_add(c, s, KH_LIST_FULL);
-            }
+            slab_taken(c, s, 1);
             c->active_objs++;
             c->allocs++;
             kh_account_commit(h, c->size, true);

@@ -554,6 +554,43 @@ TEST(pair_on_one_cpu_grows_the_depot)
     CHECK(f.depots > 2 * 131072, "the depots hold %llu bytes: the bound did not grow", f.depots);
 }
 
+/* ---- one thread whose blocks of a class swing past the depot ---- */
+
+/* One thread allocates 64 blocks of 16 KiB and frees them all, six times.
+ * Its frees overflow the plain bound (KHEAP_DEPOT_BYTES: two magazines of
+ * four) to the slabs, and its next allocations refill from them: the
+ * depot grows for that (KHEAP_DEPOT_GROW), though no other thread wants
+ * the blocks, so the last round's frees stay cached. */
+enum { SWING_BLOCKS = 64, SWING_ROUNDS = 6 };
+
+static void *swing(void *arg)
+{
+    struct figures *out = arg;
+    move_to(0);
+    static void *b[SWING_BLOCKS];
+    for (int r = 0; r < SWING_ROUNDS; r++) {
+        for (int i = 0; i < SWING_BLOCKS; i++)
+            b[i] = malloc(16384);
+        for (int i = 0; i < SWING_BLOCKS; i++)
+            free(b[i]);
+    }
+    *out = figures();
+    return NULL;
+}
+
+TEST(one_thread_swinging_grows_the_depot)
+{
+    malloc_trim(0); /* depots empty, bounds back to the plain one */
+    struct figures f;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, swing, &f) == 0, "pthread_create");
+    pthread_join(t, NULL);
+    printf("# %d rounds of %d blocks of 16 KiB made and freed by one thread: %llu bytes in "
+           "depots\n",
+           SWING_ROUNDS, SWING_BLOCKS, f.depots);
+    CHECK(f.depots > 2 * 131072, "the depots hold %llu bytes: the bound did not grow", f.depots);
+}
+
 /* ---- slots of threads gone without their destructors ---- */
 
 /* Per CPU (rseq), there are no thread slots to test: say so. */
@@ -679,6 +716,7 @@ int main(int argc, char **argv)
     RUN(many_threads_share_the_cpus);
     RUN(trim_reaches_other_cpus);
     RUN(pair_on_one_cpu_grows_the_depot);
+    RUN(one_thread_swinging_grows_the_depot);
     RUN(slots_of_vanished_threads_come_back);
     RUN(fork_child_keeps_the_parents_slots);
     return harness_done();
