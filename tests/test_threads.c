@@ -18,6 +18,7 @@
 #endif
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -497,10 +498,90 @@ TEST(shared_heap)
     kt_heap_close(&region);
 }
 
+/* A refill makes a new slab with its cache's lock let go (slab.c,
+ * slab_new), so kheap_check, which takes every lock, may meet a slab that
+ * is on no list of its cache yet (KH_LIST_NEW): the refill then waits on
+ * the cache's lock until the walk is done. The walk must pass over it
+ * and still count its pages. One thread makes slabs without end (every
+ * round's objects go back and kheap_reclaim gives the empty slabs back),
+ * while this one checks. */
+static atomic_bool g_maker_stop;
+static atomic_ulong g_maker_rounds;
+
+static void *slab_maker(void *arg)
+{
+    kheap_cache_t *c = arg;
+    enum { N = 256 }; /* 32 slabs of 8 objects of 512 bytes a round */
+    static void *objs[N];
+    while (!atomic_load(&g_maker_stop)) {
+        for (unsigned i = 0; i < N; i++)
+            if (!(objs[i] = kheap_cache_alloc(c)))
+                return NULL; /* (the count of rounds tells) */
+        for (unsigned i = 0; i < N; i++)
+            kheap_cache_free(c, objs[i]);
+        kheap_reclaim(g_heap);
+        atomic_fetch_add(&g_maker_rounds, 1);
+        sched_yield(); /* (lets the checker in under valgrind) */
+    }
+    return NULL;
+}
+
+TEST(check_passes_slabs_being_made)
+{
+    struct kt_heap region;
+    kt_heap_open(&region, (size_t)16 << 20);
+    g_heap = region.h;
+    kheap_cache_t *c = kheap_cache_create(g_heap, "thr-new", 512, 0, NULL, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    pthread_t tid;
+    atomic_store(&g_maker_stop, false);
+    CHECK(pthread_create(&tid, NULL, slab_maker, c) == 0, "pthread_create failed%s", "");
+    /* The rounds and checks wanted follow KHEAP_TEST_OPS (200 rounds and
+     * 4000 checks in a release build, 8 and 160 under valgrind). Neither
+     * side's lock is fair, so the checker yields when no round ended since
+     * its last walk (the maker is starved) and not otherwise (then the
+     * checker would be). The bound on checks only ends a run gone wrong. */
+    unsigned long ops = (unsigned long)kt_env_long("KHEAP_TEST_OPS", 1000000);
+    unsigned long want = ops / 5000, want_checks = ops / 250;
+    want = want < 8 ? 8 : want > 200 ? 200 : want;
+    want_checks = want_checks < 16 ? 16 : want_checks > 4000 ? 4000 : want_checks;
+    unsigned long checks = 0, bad = 0, seen = 0;
+    const char *first = NULL;
+    const void *first_at = NULL;
+    atomic_store(&g_maker_rounds, 0);
+    while ((checks < want_checks || atomic_load(&g_maker_rounds) < want) && checks < 2000000) {
+        const void *addr = NULL;
+        const char *msg = kheap_check(g_heap, &addr);
+        if (msg && !bad++) {
+            first = msg;
+            first_at = addr;
+        }
+        checks++;
+        unsigned long now = atomic_load(&g_maker_rounds);
+        if (now == seen)
+            sched_yield();
+        seen = now;
+    }
+    atomic_store(&g_maker_stop, true);
+    pthread_join(tid, NULL);
+    printf("# %lu checks while %lu rounds of 32 slabs were made and given back\n", checks,
+           atomic_load(&g_maker_rounds));
+    CHECK(bad == 0, "%lu of %lu checks failed, the first: %s at %p", bad, checks, first,
+          first_at);
+    CHECK(atomic_load(&g_maker_rounds) >= want, "only %lu of %lu rounds made",
+          atomic_load(&g_maker_rounds), want);
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiescent(g_heap, &addr);
+    CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    kt_heap_close(&region);
+}
+
 int main(void)
 {
     g_seed = kt_seed();
     kt_capture_reports(NULL);
     RUN(shared_heap);
+    RUN(check_passes_slabs_being_made);
     return harness_done();
 }

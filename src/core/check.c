@@ -9,7 +9,8 @@
  *   every region: its accessible frontier within it, its runs in address
  *     order, each run's boundary and interior descriptors, no two free
  *     runs adjacent;
- *   every slab met on the way: owner cache valid, page count, bitmap
+ *   every slab met on the way (but one a take is making: KH_LIST_NEW,
+ *     on no list yet): owner cache valid, page count, bitmap
  *     population == inuse, free list members inside the slab, on slot
  *     boundaries, marked free, as many as carved - inuse; on the list its
  *     state calls for;
@@ -138,6 +139,16 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
     uintptr_t base = kh_slab_base(h, s); /* (reads the owner in a debug build) */
     if (s->npages != c->pages)
         return fail(w, "slab's page count differs from its cache's", base);
+    if (s->list == KH_LIST_NEW) {
+        /* Made by a take that let c's lock go and may be clearing its
+         * bitmap now (slab.c, slab_new): on no list, nothing carved. */
+        if (s->inuse || s->carved || s->home != KH_HOME_NONE)
+            return fail(w, "a slab on its way to its cache has objects or a home", base);
+        w->gone_slabs++;
+        w->slabs++;
+        w->bitmap_bytes += c->bitmap_bytes;
+        return true;
+    }
     if (s->inuse > s->carved || s->carved > c->objs)
         return fail(w, "slab counts inconsistent (inuse > carved > objs)", base);
     size_t set = 0;

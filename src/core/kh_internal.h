@@ -143,6 +143,8 @@ enum kh_slab_list {
     KH_LIST_PARTIAL,
     KH_LIST_EMPTY,
     KH_LIST_GONE,     /* taken off its cache, on its way to the page layer */
+    KH_LIST_NEW,      /* just made, on its way to its cache: its fields set,
+                         its bitmap maybe not cleared yet (slab.c, slab_new) */
 };
 
 struct kheap_cache;
@@ -155,7 +157,8 @@ struct kh_page {
     uint8_t region;   /* index in kheap.regions; set on every boundary */
     uint16_t inuse;   /* SLAB: objects allocated from it; cache lock */
     uint16_t carved;  /* SLAB: objects ever carved (lazily); cache lock */
-    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock. FREE head
+    uint8_t list;     /* SLAB: enum kh_slab_list; cache lock (but
+                         KH_LIST_NEW: page_lock, slab.c slab_new). FREE head
                          (KHEAP_PORT_COMMIT): KH_FREE_SHUT if a purge may
                          have shut pages of the run below its region's
                          frontier (pages.c), else 0; page_lock */

@@ -270,25 +270,33 @@ static void slab_home(struct kheap_cache *c, struct kh_page *s, uint8_t home)
         __atomic_store_n(&h->window.pt[first + i].home, (uint16_t)home, __ATOMIC_RELAXED);
 }
 
-/* A new slab for c, on no list yet. Cache lock held; takes page_lock. */
+/* A new slab for c, on no list yet (KH_LIST_NEW until the caller puts it
+ * on one). Called without c's lock: the clearing of its bitmap is the
+ * first touch of fresh pages, a page fault, during which the class's
+ * other refills would wait on that lock (two threads of mstress, each
+ * making slabs, slept on it 6 726 times a run; docs/DESIGN.md, "Slabs").
+ * Takes page_lock. Its descriptor's fields are set under page_lock,
+ * before any walk that holds every lock (kheap_check) can meet it, and
+ * no other path reads them until the slab is on a list of c, which
+ * needs c's lock: kheap_check passes over a KH_LIST_NEW slab's bitmap. */
 static struct kh_page *slab_new(struct kheap_cache *c)
 {
     kheap_t *h = c->heap;
     kh_lock(&h->page_lock);
     struct kh_page *s = kh_run_alloc(h, c->pages, c->slab_align, KH_PG_SLAB, false);
-    if (s)
+    if (s) {
         h->bitmap_bytes += c->bitmap_bytes;
+        s->cache = c;
+        s->inuse = 0;
+        s->carved = 0;
+        s->bits = 0;
+        s->home = KH_HOME_NONE;
+        s->freelist = NULL;
+        s->list = KH_LIST_NEW;
+    }
     kh_unlock(&h->page_lock);
     if (!s)
         return NULL;
-    /* The run is ours now: no other thread reads these fields until the
-     * slab is on a list of c, which needs c's lock. */
-    s->cache = c;
-    s->inuse = 0;
-    s->carved = 0;
-    s->bits = 0;
-    s->home = KH_HOME_NONE;
-    s->freelist = NULL;
     page_tag(c, s, true);
     if (c->bitmap_bytes) {
         void *bm = (void *)(kh_slab_base(h, s) + c->bitmap_off);
@@ -344,7 +352,8 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  */
 
 /* The slab a take for CPU cpu (KHEAP_CPU_NONE: the first partial slab)
- * carves from next, on the partial list, or NULL (no pages). Cache lock
+ * carves from next, on the partial list, or NULL when c has neither a
+ * partial nor an empty slab (take then makes one: slab_new). Cache lock
  * held. */
 static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
 {
@@ -368,10 +377,8 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
     s = c->empty;
     if (s) {
         list_del(c, s);
-    } else if (!(s = slab_new(c))) {
-        return NULL;
+        list_add(c, s, KH_LIST_PARTIAL);
     }
-    list_add(c, s, KH_LIST_PARTIAL);
     return s;
 }
 
@@ -429,6 +436,20 @@ static void bits_set(const struct kheap_cache *c, struct kh_page *s, uintptr_t b
     }
 }
 
+/* n more objects of c handed out by take: its counters, the heap's bytes
+ * in use, and *count if given. Cache lock held. */
+static void take_count(struct kheap_cache *c, size_t n, uint64_t *count)
+{
+    c->active_objs += n;
+    c->allocs += n;
+    if (count)
+        *count += n;
+    if (n && (c->flags & KH_CACHE_INTERNAL))
+        kh_account_internal(c->heap, n * c->size, true);
+    else if (n)
+        kh_account_commit(c->heap, n * c->size, true);
+}
+
 /*
  * Take up to n (<= 64) objects out of c's slabs into objs, constructed;
  * returns how many (fewer only when no page is left for a new slab). A
@@ -446,12 +467,28 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
     uintptr_t corrupt = 0;
     size_t k = 0;
     KH_ASSERT(n <= 64, objs);
+    size_t counted = 0; /* objs[0 .. counted) are in c's counters */
     kh_lock(&c->lock);
     struct kh_page *s = NULL;
     while (k < n) {
         if (!s || s->list != KH_LIST_PARTIAL) {
-            if (!(s = slab_pick(c, cpu)))
-                break;
+            if (!(s = slab_pick(c, cpu))) {
+                /* None to carve from: a new slab, made with c's lock
+                 * let go (slab_new), the objects taken so far counted
+                 * first, so that c's counters agree with its slabs
+                 * meanwhile. Another take may add slabs to c in the
+                 * while: this one carves its own all the same, or, when
+                 * no page was left for it, what the others brought. */
+                take_count(c, k - counted, count);
+                counted = k;
+                kh_unlock(&c->lock);
+                struct kh_page *made = slab_new(c);
+                kh_lock(&c->lock);
+                if (made)
+                    list_add(c, s = made, KH_LIST_PARTIAL);
+                else if (!(s = slab_pick(c, cpu)))
+                    break;
+            }
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);
         }
@@ -502,14 +539,7 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
         slab_taken(c, s, got);
         k += got;
     }
-    c->active_objs += k;
-    c->allocs += k;
-    if (count)
-        *count += k;
-    if (k && (c->flags & KH_CACHE_INTERNAL))
-        kh_account_internal(h, k * c->size, true);
-    else if (k)
-        kh_account_commit(h, k * c->size, true);
+    take_count(c, k - counted, count);
     kh_unlock(&c->lock);
 
     if (corrupt)
@@ -565,9 +595,7 @@ size_t kh_cache_take_try(struct kheap_cache *c, void **obj)
             KH_ASSERT(!was, o);
             (void)was;
             slab_taken(c, s, 1);
-            c->active_objs++;
-            c->allocs++;
-            kh_account_commit(h, c->size, true);
+            take_count(c, 1, NULL);
         }
     }
     kh_unlock(&c->lock);
