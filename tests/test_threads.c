@@ -26,6 +26,7 @@
 
 #include "harness.h"
 #include "kheap.h"
+#include "kheap_hosted.h"
 
 #define PAGE KHEAP_PAGE_SIZE
 #define THREADS 4
@@ -498,27 +499,38 @@ TEST(shared_heap)
     kt_heap_close(&region);
 }
 
-/* A refill makes a new slab with its cache's lock let go (slab.c,
- * slab_new), so kheap_check, which takes every lock, may meet a slab that
- * is on no list of its cache yet (KH_LIST_NEW): the refill then waits on
- * the cache's lock until the walk is done. The walk must pass over it
- * and still count its pages. One thread makes slabs without end (every
- * round's objects go back and kheap_reclaim gives the empty slabs back),
- * while this one checks. */
-static atomic_bool g_maker_stop;
+/* A refill makes a new slab with its cache's lock let go while it clears
+ * the slab's bitmap and tags its pages (slab.c, slab_new: slabs with a
+ * bitmap, on a heap with pages to spare), so kheap_check, which takes
+ * every lock, may meet a slab that is on no list of its cache yet
+ * (KH_LIST_NEW), its bitmap and page tags half written: the refill then
+ * waits on the cache's lock until the walk is done. The walk must pass
+ * over it and still count its pages. One thread makes slabs without end,
+ * of a user cache and of a kmalloc class (whose pages carry tags), both
+ * of 64-byte objects, 32 slabs of each a round (every round's objects go
+ * back and kheap_reclaim gives the empty slabs back), while this one
+ * checks. */
+static atomic_bool g_maker_stop, g_maker_failed;
 static atomic_ulong g_maker_rounds;
 
 static void *slab_maker(void *arg)
 {
     kheap_cache_t *c = arg;
-    enum { N = 256 }; /* 32 slabs of 8 objects of 512 bytes a round */
-    static void *objs[N];
+    enum { N = 2048 };
+    static void *objs[N], *blocks[N];
     while (!atomic_load(&g_maker_stop)) {
-        for (unsigned i = 0; i < N; i++)
-            if (!(objs[i] = kheap_cache_alloc(c)))
-                return NULL; /* (the count of rounds tells) */
-        for (unsigned i = 0; i < N; i++)
+        for (unsigned i = 0; i < N; i++) {
+            objs[i] = kheap_cache_alloc(c);
+            blocks[i] = kheap_alloc(g_heap, 64);
+            if (!objs[i] || !blocks[i]) {
+                atomic_store(&g_maker_failed, true); /* (ends the checks) */
+                return NULL;
+            }
+        }
+        for (unsigned i = 0; i < N; i++) {
             kheap_cache_free(c, objs[i]);
+            kheap_free(g_heap, blocks[i]);
+        }
         kheap_reclaim(g_heap);
         atomic_fetch_add(&g_maker_rounds, 1);
         sched_yield(); /* (lets the checker in under valgrind) */
@@ -531,25 +543,27 @@ TEST(check_passes_slabs_being_made)
     struct kt_heap region;
     kt_heap_open(&region, (size_t)16 << 20);
     g_heap = region.h;
-    kheap_cache_t *c = kheap_cache_create(g_heap, "thr-new", 512, 0, NULL, NULL);
+    kheap_cache_t *c = kheap_cache_create(g_heap, "thr-new", 64, 0, NULL, NULL);
     CHECK(c != NULL, "kheap_cache_create failed%s", "");
-    pthread_t tid;
-    atomic_store(&g_maker_stop, false);
-    CHECK(pthread_create(&tid, NULL, slab_maker, c) == 0, "pthread_create failed%s", "");
-    /* The rounds and checks wanted follow KHEAP_TEST_OPS (200 rounds and
+    /* The rounds and checks wanted follow KHEAP_TEST_OPS (100 rounds and
      * 4000 checks in a release build, 8 and 160 under valgrind). Neither
      * side's lock is fair, so the checker yields when no round ended since
      * its last walk (the maker is starved) and not otherwise (then the
-     * checker would be). The bound on checks only ends a run gone wrong. */
+     * checker would be). */
     unsigned long ops = (unsigned long)kt_env_long("KHEAP_TEST_OPS", 1000000);
-    unsigned long want = ops / 5000, want_checks = ops / 250;
-    want = want < 8 ? 8 : want > 200 ? 200 : want;
+    unsigned long want = ops / 10000, want_checks = ops / 250;
+    want = want < 8 ? 8 : want > 100 ? 100 : want;
     want_checks = want_checks < 16 ? 16 : want_checks > 4000 ? 4000 : want_checks;
+    atomic_store(&g_maker_stop, false);
+    atomic_store(&g_maker_failed, false);
+    atomic_store(&g_maker_rounds, 0);
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, slab_maker, c) == 0, "pthread_create failed%s", "");
     unsigned long checks = 0, bad = 0, seen = 0;
     const char *first = NULL;
     const void *first_at = NULL;
-    atomic_store(&g_maker_rounds, 0);
-    while ((checks < want_checks || atomic_load(&g_maker_rounds) < want) && checks < 2000000) {
+    while ((checks < want_checks || atomic_load(&g_maker_rounds) < want) &&
+           !atomic_load(&g_maker_failed)) {
         const void *addr = NULL;
         const char *msg = kheap_check(g_heap, &addr);
         if (msg && !bad++) {
@@ -564,8 +578,9 @@ TEST(check_passes_slabs_being_made)
     }
     atomic_store(&g_maker_stop, true);
     pthread_join(tid, NULL);
-    printf("# %lu checks while %lu rounds of 32 slabs were made and given back\n", checks,
+    printf("# %lu checks while %lu rounds of 2 x 32 slabs were made and given back\n", checks,
            atomic_load(&g_maker_rounds));
+    CHECK(!atomic_load(&g_maker_failed), "an allocation of the slab maker failed%s", "");
     CHECK(bad == 0, "%lu of %lu checks failed, the first: %s at %p", bad, checks, first,
           first_at);
     CHECK(atomic_load(&g_maker_rounds) >= want, "only %lu of %lu rounds made",
@@ -577,11 +592,74 @@ TEST(check_passes_slabs_being_made)
     kt_heap_close(&region);
 }
 
+/* The same window met every time, on one thread: the port's idle hook
+ * runs whenever a thread lets its last kheap lock go, so also inside a
+ * refill that let its cache's lock go while it makes a slab, and a
+ * kheap_check there meets the slab on no list. Every refill of 64-byte
+ * objects (a user cache's and a kmalloc class's) makes one here. */
+static kheap_t *g_hook_heap;
+static unsigned long g_hook_checks, g_hook_bad;
+static const char *g_hook_first;
+static const void *g_hook_at;
+
+static void check_hook(void)
+{
+    if (!g_hook_heap)
+        return;
+    const void *addr = NULL;
+    const char *msg = kheap_check(g_hook_heap, &addr);
+    g_hook_checks++;
+    if (msg && !g_hook_bad++) {
+        g_hook_first = msg;
+        g_hook_at = addr;
+    }
+}
+
+TEST(check_in_a_refills_window)
+{
+    struct kt_heap region;
+    kt_heap_open(&region, (size_t)16 << 20);
+    kheap_t *h = region.h;
+    kheap_cache_t *c = kheap_cache_create(h, "thr-hook", 64, 0, NULL, NULL);
+    CHECK(c != NULL, "kheap_cache_create failed%s", "");
+    enum { N = 512 }; /* 8 slabs of each */
+    static void *objs[N], *blocks[N];
+    g_hook_checks = g_hook_bad = 0;
+    kheap_idle_hook_fn old = kheap_hosted_set_idle_hook(check_hook);
+    g_hook_heap = h;
+    size_t got = 0;
+    for (; got < N; got++) {
+        objs[got] = kheap_cache_alloc(c);
+        blocks[got] = kheap_alloc(h, 64);
+        if (!objs[got] || !blocks[got])
+            break;
+    }
+    g_hook_heap = NULL;
+    kheap_hosted_set_idle_hook(old);
+    printf("# %lu checks from the idle hook while %zu objects and %zu blocks were taken\n",
+           g_hook_checks, got, got);
+    CHECK(got == N, "allocation %zu failed", got);
+    CHECK(g_hook_checks > 0, "the idle hook never ran%s", "");
+    CHECK(g_hook_bad == 0, "%lu of %lu checks failed, the first: %s at %p", g_hook_bad,
+          g_hook_checks, g_hook_first, g_hook_at);
+    for (size_t i = 0; i < N; i++) {
+        kheap_cache_free(c, objs[i]);
+        kheap_free(h, blocks[i]);
+    }
+    kheap_reclaim(h);
+    const void *addr = NULL;
+    const char *msg = kheap_check_quiescent(h, &addr);
+    CHECK(msg == NULL, "kheap_check: %s at %p", msg, addr);
+    CHECK(kheap_cache_destroy(c) == KHEAP_OK, "destroy failed%s", "");
+    kt_heap_close(&region);
+}
+
 int main(void)
 {
     g_seed = kt_seed();
     kt_capture_reports(NULL);
     RUN(shared_heap);
     RUN(check_passes_slabs_being_made);
+    RUN(check_in_a_refills_window);
     return harness_done();
 }

@@ -141,7 +141,8 @@ static bool check_slab(kheap_t *h, struct walk *w, struct kh_page *s)
         return fail(w, "slab's page count differs from its cache's", base);
     if (s->list == KH_LIST_NEW) {
         /* Made by a take that let c's lock go and may be clearing its
-         * bitmap now (slab.c, slab_new): on no list, nothing carved. */
+         * bitmap or tagging its pages now (slab.c, slab_new): on no
+         * list, nothing carved; its bitmap and tags are not read. */
         if (s->inuse || s->carved || s->home != KH_HOME_NONE)
             return fail(w, "a slab on its way to its cache has objects or a home", base);
         w->gone_slabs++;

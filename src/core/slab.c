@@ -230,7 +230,8 @@ static void list_del(struct kheap_cache *c, struct kh_page *s)
  * slab of a kmalloc class in the first region, the offset of its class's
  * front in struct kh_cpu, for the free hit path (kh_fast.h), with the
  * page's rebase (minus the slab's offset in the window) first. Set
- * before any object of the slab is handed out (c's lock held), cleared
+ * before any object of the slab is handed out (by the take making it,
+ * with or without c's lock: slab_new), cleared
  * after the last came back and the slab left c's lists (by the thread
  * giving it back), so a free of a live object reads a stable entry; a
  * racing free of a bad pointer may read either tag, or one slab's tag with
@@ -270,16 +271,34 @@ static void slab_home(struct kheap_cache *c, struct kh_page *s, uint8_t home)
         __atomic_store_n(&h->window.pt[first + i].home, (uint16_t)home, __ATOMIC_RELAXED);
 }
 
+/* Free pages a heap must keep, after a new slab of c took its run, for
+ * slab_new to let c's lock go: KHEAP_MAX_CPUS + 1 slabs' worth. A refill
+ * of c that finds no slab while this one is unlisted cannot carve it, and
+ * makes its own: near the end of the heap it could fail for want of
+ * pages while this slab has room. The margin makes that need that many
+ * pages taken by others (slabs, large blocks) within the window; it
+ * narrows the case, it does not close it. Without the margin the lock is
+ * kept, as it always is on a heap that small, and such a refill waits
+ * and carves this slab. */
+#define KH_SLAB_LET_GO_PAGES(c) ((size_t)(KHEAP_MAX_CPUS + 1) * (c)->pages)
+
 /* A new slab for c, on no list yet (KH_LIST_NEW until the caller puts it
- * on one). Called without c's lock: the clearing of its bitmap is the
- * first touch of fresh pages, a page fault, during which the class's
- * other refills would wait on that lock (two threads of mstress, each
- * making slabs, slept on it 6 726 times a run; docs/DESIGN.md, "Slabs").
- * Takes page_lock. Its descriptor's fields are set under page_lock,
- * before any walk that holds every lock (kheap_check) can meet it, and
- * no other path reads them until the slab is on a list of c, which
- * needs c's lock: kheap_check passes over a KH_LIST_NEW slab's bitmap. */
-static struct kh_page *slab_new(struct kheap_cache *c)
+ * on one), or NULL (no pages); c's lock held. Takes page_lock, and sets
+ * the descriptor's fields under it. The clearing of the bitmap is the
+ * first touch of the slab's pages, a page fault, during which the
+ * class's other refills would wait on c's lock (two threads of mstress,
+ * each making slabs, slept on futexes 9 475 times a run; docs/DESIGN.md,
+ * "Slabs"), so the lock is let go around it and the page tags when
+ * may_let_go and the heap has pages to spare (KH_SLAB_LET_GO_PAGES): c's
+ * lists and counters may then have changed when it returns. may_let_go
+ * is false for a take outside the port's per-CPU section: on a port
+ * whose locks mask interrupts, c's may be the last lock held, and an
+ * interrupt handler could then take from c in the window. Other paths
+ * read the fields only once the slab is on a list of c, which needs c's
+ * lock, but kheap_check, which holds every lock and passes over a
+ * KH_LIST_NEW slab's bitmap and page tags, and a free of a stray pointer
+ * into it, which finds nothing carved (carved is 0). */
+static struct kh_page *slab_new(struct kheap_cache *c, bool may_let_go)
 {
     kheap_t *h = c->heap;
     kh_lock(&h->page_lock);
@@ -294,15 +313,21 @@ static struct kh_page *slab_new(struct kheap_cache *c)
         s->freelist = NULL;
         s->list = KH_LIST_NEW;
     }
+    bool let_go =
+        may_let_go && s && c->bitmap_bytes && h->free_pages >= KH_SLAB_LET_GO_PAGES(c);
     kh_unlock(&h->page_lock);
     if (!s)
         return NULL;
+    if (let_go)
+        kh_unlock(&c->lock);
     page_tag(c, s, true);
     if (c->bitmap_bytes) {
         void *bm = (void *)(kh_slab_base(h, s) + c->bitmap_off);
         kh_vg_defined(bm, c->bitmap_bytes);
         __builtin_memset(bm, 0, c->bitmap_bytes);
     }
+    if (let_go)
+        kh_lock(&c->lock);
     return s;
 }
 
@@ -473,21 +498,16 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
     while (k < n) {
         if (!s || s->list != KH_LIST_PARTIAL) {
             if (!(s = slab_pick(c, cpu))) {
-                /* None to carve from: a new slab, made with c's lock
-                 * let go (slab_new), the objects taken so far counted
-                 * first, so that c's counters agree with its slabs
-                 * meanwhile. Another take may add slabs to c in the
-                 * while: this one carves its own all the same, or, when
-                 * no page was left for it, what the others brought. */
+                /* None to carve from: a new slab. slab_new may let c's
+                 * lock go meanwhile, so the objects taken so far are
+                 * counted first: c's counters then agree with its slabs
+                 * for kheap_check. Another take may add slabs to c in
+                 * the while: this one carves its own all the same. */
                 take_count(c, k - counted, count);
                 counted = k;
-                kh_unlock(&c->lock);
-                struct kh_page *made = slab_new(c);
-                kh_lock(&c->lock);
-                if (made)
-                    list_add(c, s = made, KH_LIST_PARTIAL);
-                else if (!(s = slab_pick(c, cpu)))
+                if (!(s = slab_new(c, cpu != KHEAP_CPU_NONE)))
                     break;
+                list_add(c, s, KH_LIST_PARTIAL);
             }
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);

@@ -705,7 +705,11 @@ static void slot_release(void *arg)
 
 /* fork() while other threads use kheap: the forking thread takes every
  * kheap lock first, so the child never inherits a heap halfway through a
- * locked operation, and both sides release them after.
+ * locked operation, and both sides release them after. (But one: a
+ * refill lets its cache's lock go while it clears a new slab's bitmap,
+ * slab.c slab_new. The child of a fork in that moment keeps that slab on
+ * no list, and the objects the refill took before it stay counted as
+ * handed out, as do the objects in the other threads' magazines, below.)
  *
  * The child's only thread is the one that forked. The slots of the other
  * threads stay taken in the child, with their magazines as they were:
