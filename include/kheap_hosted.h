@@ -18,11 +18,16 @@ typedef void (*kheap_idle_hook_fn)(void);
  * kheap's slow paths (magazine misses, slabs, large blocks, statistics,
  * thread exit, the end of fork's handlers), never on the hit paths, which
  * take no lock. fn runs on that thread with no kheap lock held, so it may
- * call kheap (its own calls do not call fn again); it must not allocate
- * through a libc that may be kheap, must keep errno, and should be short:
- * it delays the allocation that called it. libkheap.so's live statistics
- * writer is such a hook (src/malloc/malloc.c). NULL removes the hook.
- * Returns the previous one. Thread-safe; read with acquire ordering. */
+ * read kheap (kheap_get_stats and the other statistics, kheap_check; its
+ * own calls do not call fn again), but it may run in the middle of a slow
+ * path, between two of its locks, with the thread's per-CPU magazines
+ * half changed (a refill that lets its cache's lock go while it makes a
+ * slab, or one between the depot and the slabs): it must not allocate,
+ * free, reclaim or flush in any kheap heap, nor allocate through a libc
+ * that may be kheap. It must keep errno, and should be short: it delays
+ * the allocation that called it. libkheap.so's live statistics writer is
+ * such a hook (src/malloc/malloc.c). NULL removes the hook. Returns the
+ * previous one. Thread-safe; read with acquire ordering. */
 kheap_idle_hook_fn kheap_hosted_set_idle_hook(kheap_idle_hook_fn fn);
 
 /* How the per-CPU layer runs, chosen at the first allocation: the number
