@@ -30,8 +30,9 @@ typedef struct kheap_lock {
 } kheap_lock_t;
 
 /* Make *lock an unlocked lock. Called once per lock before any other use,
- * from kheap_init, kheap_add_region-free paths and kheap_cache_create,
- * never concurrently with use of the same lock. Cannot fail. */
+ * from kheap_init, kheap_add_region-free paths and kheap_cache_create
+ * (and once in the program's life for the registry of heaps, by its first
+ * user), never concurrently with use of the same lock. Cannot fail. */
 void kheap_port_lock_init(kheap_lock_t *lock);
 
 /* Acquire *lock, waiting as long as needed. Pre: the caller does not hold
@@ -39,7 +40,8 @@ void kheap_port_lock_init(kheap_lock_t *lock);
  * other thread or CPU does. A bare-metal port masks interrupts on the local
  * CPU before it spins and keeps them masked until unlock, so an interrupt
  * handler that allocates cannot deadlock against its own CPU. kheap holds
- * a lock only for O(1) work (or O(heap) inside kheap_check), and never
+ * a lock only for O(1) work (or O(heap) inside kheap_check, and the
+ * registry of heaps' across a CPU's flush, kheap_cpu_flush), and never
  * across a constructor, a destructor or the report hook. */
 void kheap_port_lock(kheap_lock_t *lock);
 

@@ -14,9 +14,9 @@
  * counted under page_lock. Object counts per cache are kept by the
  * per-CPU layer (cpu.c). No lock is shared by all caches.
  *
- * The registry is a list of heaps under a spinlock of its own, taken only
- * at heap creation and end, at thread exit / CPU offline (kheap_cpu_flush)
- * and around fork; it comes before every heap lock.
+ * The registry is a list of heaps under a port lock of its own, taken
+ * only at heap creation and end, at thread exit / CPU offline
+ * (kheap_cpu_flush) and around fork; it comes before every heap lock.
  */
 #include "kh_internal.h"
 
@@ -371,24 +371,55 @@ size_t kh_class_size(unsigned i)
 }
 
 /* ------------------------------------------------------------------ */
-/* The registry of heaps. */
-
+/* The registry of heaps.
+ *
+ * registry_lock, a port lock, protects registry and every heap's
+ * next_heap. Lock order: it comes before every lock of every heap (heap
+ * locks are taken under it by kheap_cpu_flush and kheap_lock_all; no heap
+ * lock is held when it is taken). It is a port lock, not a spinlock of
+ * kheap's own: kheap_cpu_flush holds it across a CPU's whole flush, whose
+ * heap locks may sleep (hosted: pthread mutexes), and with a spinlock
+ * every other thread that ended meanwhile spun on it for its whole time
+ * slice (256 threads ending on 2 CPUs: 78 % of the process's CPU time in
+ * the spin with a slot for each thread; docs/DESIGN.md, "Locks").
+ *
+ * There is no static initialiser for a port lock, so the first caller
+ * makes it (registry_made: 0 not made, 1 being made, 2 made, with
+ * release and acquire); a caller that comes while it is being made waits
+ * for kheap_port_lock_init alone, once in the process's life. */
 static kheap_t *registry;
-static int registry_lock;
+static kheap_lock_t registry_lock;
+static int registry_made;
+
+static void registry_lock_make(void)
+{
+    int expect = 0;
+    if (__atomic_load_n(&registry_made, __ATOMIC_ACQUIRE) == 2) {
+        kh_vg_after(&registry_made);
+        return;
+    }
+    if (__atomic_compare_exchange_n(&registry_made, &expect, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_ACQUIRE)) {
+        kheap_port_lock_init(&registry_lock);
+        kh_vg_before(&registry_made);
+        __atomic_store_n(&registry_made, 2, __ATOMIC_RELEASE);
+        return;
+    }
+    while (__atomic_load_n(&registry_made, __ATOMIC_ACQUIRE) != 2)
+        ;
+    kh_vg_after(&registry_made);
+}
 
 kheap_t *kh_registry_acquire(void)
 {
-    while (__atomic_exchange_n(&registry_lock, 1, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(&registry_lock, __ATOMIC_RELAXED))
-            ;
-    kh_vg_locked(&registry_lock);
+    registry_lock_make();
+    kheap_port_lock(&registry_lock);
     return registry;
 }
 
 void kh_registry_release(void)
 {
-    kh_vg_unlocked(&registry_lock);
-    __atomic_store_n(&registry_lock, 0, __ATOMIC_RELEASE);
+    kheap_port_unlock(&registry_lock);
 }
 
 void kh_registry_add(kheap_t *h)

@@ -72,14 +72,11 @@
 #if KHEAP_VALGRIND
 #include <valgrind/drd.h>
 #include <valgrind/memcheck.h>
-/* For drd, which sees relaxed atomics and kheap's own spinlock as plain
- * accesses: mark the per-CPU counters (written by one CPU, summed by any)
- * and the lock-free publication words as intended races, and describe the
- * registry spinlock as a lock. */
+/* For drd, which sees relaxed atomics as plain accesses: mark the per-CPU
+ * counters (written by one CPU, summed by any) and the lock-free
+ * publication words as intended races, and the words that publish with
+ * release and acquire as happening before their readers. */
 #define kh_vg_benign(p, n) ANNOTATE_BENIGN_RACE_SIZED(p, n, "kheap per-CPU or published word")
-#define kh_vg_lock_created(l) ANNOTATE_RWLOCK_CREATE(l)
-#define kh_vg_locked(l) ANNOTATE_RWLOCK_ACQUIRED(l, 1)
-#define kh_vg_unlocked(l) ANNOTATE_RWLOCK_RELEASED(l, 1)
 #define kh_vg_before(p) ANNOTATE_HAPPENS_BEFORE(p)
 #define kh_vg_after(p) ANNOTATE_HAPPENS_AFTER(p)
 #define kh_vg_alloc(p, n, zeroed) VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed)
@@ -89,9 +86,6 @@
 #define kh_vg_undefined(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
 #else
 #define kh_vg_benign(p, n) ((void)(p), (void)(n))
-#define kh_vg_lock_created(l) ((void)(l))
-#define kh_vg_locked(l) ((void)(l))
-#define kh_vg_unlocked(l) ((void)(l))
 #define kh_vg_before(p) ((void)(p))
 #define kh_vg_after(p) ((void)(p))
 #define kh_vg_alloc(p, n, zeroed) ((void)(p), (void)(n), (void)(zeroed))
