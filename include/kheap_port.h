@@ -41,8 +41,9 @@ void kheap_port_lock_init(kheap_lock_t *lock);
  * CPU before it spins and keeps them masked until unlock, so an interrupt
  * handler that allocates cannot deadlock against its own CPU. kheap holds
  * a lock only for O(1) work (or O(heap) inside kheap_check, and the
- * registry of heaps' across a CPU's flush, kheap_cpu_flush), and never
- * across a constructor, a destructor or the report hook. */
+ * registry of heaps' across a CPU's flush, kheap_cpu_flush: with
+ * interrupts masked throughout, on a bare-metal port), and never across a
+ * constructor, a destructor or the report hook. */
 void kheap_port_lock(kheap_lock_t *lock);
 
 /* Release *lock. Pre: the caller holds it. Post: restores the interrupt

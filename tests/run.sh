@@ -98,7 +98,7 @@ for t in $CROSS; do
 done
 
 # The threaded tests under valgrind's drd race detector (the valgrind
-# build annotates kheap's atomics and spinlock for it).
+# build annotates kheap's atomics for it).
 for t in test_threads test_default test_percpu; do
     bin="$B/valgrind/tests/$t"
     [ -x "$bin" ] || continue

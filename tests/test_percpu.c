@@ -18,7 +18,8 @@
  *                        stays stranded, every byte comes back.
  *   slot_reuse           KHEAP_MAX_CPUS + 8 threads alive at once: the ones
  *                        without a slot of their own borrow one of the lent
- *                        slots for each operation (or, all busy, take the
+ *                        slots for each operation, most often the one of
+ *                        the CPU they run on (or, all busy, take the
  *                        locked path) and all balances.
  *   reclaim_reach        objects cached by the calling thread go back to the
  *                        page layer on kheap_reclaim.
@@ -1237,6 +1238,35 @@ static bool sr_alloc(struct w4 *w, size_t j, bool cache)
     return new_item(w->id, &w->rng, &w->own[j], p, size, kind);
 }
 
+/* A worker without a slot of its own (every owned one taken) looks at
+ * the lent slot it borrows: the one of the CPU it runs on (hosted.c,
+ * slot_lend), unless that slot's holder is inside an operation, or the
+ * worker moved to another CPU between the two looks. Counted in
+ * g_sr_looks, those on its CPU's slot in g_sr_on_cpu; looks that could
+ * not learn the CPU (sched_getcpu failed: a sandbox that forbids getcpu)
+ * in g_sr_blind. */
+static atomic_ulong g_sr_looks, g_sr_on_cpu, g_sr_blind;
+
+static void sr_lend_look(void)
+{
+#if KHEAP_HOSTED_SHARED_SLOTS > 0 && defined(__linux__) && defined(__GLIBC__)
+    if (kh_hosted_slot != KHEAP_CPU_NONE || __atomic_load_n(&kh_hosted_rseq, __ATOMIC_RELAXED))
+        return;
+    for (int i = 0; i < 16; i++) {
+        int cpu = sched_getcpu();
+        unsigned slot = kheap_port_cpu_enter();
+        kheap_port_cpu_exit(slot);
+        if (cpu < 0)
+            atomic_fetch_add(&g_sr_blind, 1);
+        if (cpu < 0 || slot < KH_HOSTED_OWNED || slot == KHEAP_CPU_NONE)
+            continue;
+        atomic_fetch_add(&g_sr_looks, 1);
+        if (slot == KH_HOSTED_OWNED + (unsigned)cpu % KHEAP_HOSTED_SHARED_SLOTS)
+            atomic_fetch_add(&g_sr_on_cpu, 1);
+    }
+#endif
+}
+
 static void *sr_main(void *arg)
 {
     struct w4 *w = arg;
@@ -1247,8 +1277,14 @@ static void *sr_main(void *arg)
         /* k cache objects in own[0..k), k kmalloc blocks in own[k..2k). */
         for (size_t j = 0; ok && j < 2 * (size_t)k; j++) {
             ok = sr_alloc(w, j, j < k);
-            if (r == 0 && j == 0)
+            if (r == 0 && j == 0) {
                 pthread_barrier_wait(&g_sr_first); /* everybody alive, slot or not */
+                /* The looks, with no other operation under way: a lent
+                 * slot's holder preempted inside a long one (an asan
+                 * build's) would send every look on its CPU elsewhere. */
+                sr_lend_look();
+                pthread_barrier_wait(&g_sr_first);
+            }
         }
         /* The second half of each kind goes to the next thread. */
         if (ok) {
@@ -1365,6 +1401,22 @@ TEST(slot_reuse)
            "%" PRIu64 " of their %" PRIu64 " operations on lent slots, the rest on the locked "
            "path\n",
            SR_THREADS, owners, lent_ops, borrowers_ops);
+#if KHEAP_HOSTED_SHARED_SLOTS > 0 && defined(__linux__) && defined(__GLIBC__)
+    /* Lent slots are taken by CPU: most looks find the slot of the CPU
+     * the worker runs on (taken in turn from a shared count, as before,
+     * about 1 in KHEAP_HOSTED_SHARED_SLOTS would). */
+    unsigned long looks = atomic_load(&g_sr_looks), on_cpu = atomic_load(&g_sr_on_cpu);
+    if (!looks && atomic_load(&g_sr_blind))
+        printf("# slot_reuse: sched_getcpu failed %lu times: which lent slot a borrower "
+               "takes not checked\n",
+               atomic_load(&g_sr_blind));
+    else if (!__atomic_load_n(&kh_hosted_rseq, __ATOMIC_RELAXED)) {
+        SCHECK(looks > 0 && on_cpu * 2 > looks,
+               "%lu of %lu lent slots were those of the borrower's CPU", on_cpu, looks);
+        printf("# slot_reuse: %lu of %lu lent slots were those of the borrower's CPU\n",
+               on_cpu, looks);
+    }
+#endif
     kt_heap_close(&t);
 }
 

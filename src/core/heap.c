@@ -383,10 +383,18 @@ size_t kh_class_size(unsigned i)
  * slice (256 threads ending on 2 CPUs: 78 % of the process's CPU time in
  * the spin with a slot for each thread; docs/DESIGN.md, "Locks").
  *
+ * On a bare-metal port the lock masks interrupts, so a CPU's flush runs
+ * with them masked throughout (CPU offline), where the spinlock left them
+ * open between the heap locks; in exchange an interrupt handler that makes
+ * or ends a heap can no longer spin on a registry its own CPU holds.
+ *
  * There is no static initialiser for a port lock, so the first caller
  * makes it (registry_made: 0 not made, 1 being made, 2 made, with
- * release and acquire); a caller that comes while it is being made waits
- * for kheap_port_lock_init alone, once in the process's life. */
+ * release and acquire); a caller that comes while it is being made spins
+ * until kheap_port_lock_init returns, once in the program's life. (A
+ * signal handler that makes the first heap while its own thread is
+ * inside that call, or a fork child of that moment, would spin forever:
+ * it needs a heap made in the one window the program makes its first.) */
 static kheap_t *registry;
 static kheap_lock_t registry_lock;
 static int registry_made;

@@ -155,9 +155,9 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * Lent slots: a thread finds every owned slot taken (more threads than
  * KH_HOSTED_OWNED), or has given its own back (slot_gone): each
  * kheap_port_cpu_enter then borrows one of the KHEAP_HOSTED_SHARED_SLOTS
- * lent slots, taking its flag in lent_busy with an exchange (no waiting:
- * a taken flag sends it to the next one), and the matching exit gives it
- * back (release). So its slow paths use that slot's magazines, not the
+ * lent slots, taking its flag (lent_busy) with an exchange (no waiting:
+ * a taken flag sends it to the next one), starting at the slot of the
+ * CPU it runs on, and the matching exit gives it back (release). So its slow paths use that slot's magazines, not the
  * caches' locked path, on which hundreds of threads on a few CPUs would
  * queue behind a preempted lock holder. Whoever holds a flag is alone in
  * that slot's per-CPU state, as an owner is; the release and the next
@@ -165,9 +165,9 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * (a signal handler inside an operation) gets the slot it already holds
  * (lent_depth). If every lent slot is busy (their holders preempted
  * inside an operation), it yields once and looks again; then
- * KHEAP_CPU_NONE: the locked path, as before. A lent slot is never flushed: its magazines stay for
- * the next borrower, so they are bounded by the number of lent slots, as
- * a CPU's are. */
+ * KHEAP_CPU_NONE: the locked path, as before. A lent slot is never
+ * flushed: its magazines stay for the next borrower, so they are bounded
+ * by the number of lent slots, as a CPU's are. */
 __thread struct kh_hosted_thread kh_hosted_me __attribute__((tls_model("initial-exec"))) = {
     .slot = KHEAP_CPU_NONE, .local = &kh_cpu_sentinel};
 #if KH_HOSTED_TX
@@ -192,21 +192,24 @@ static pthread_key_t slot_key;
 static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
 static int slot_key_ok;
 
-/* The lent slots' flags and where the next borrower starts: written by
- * every borrower, so on cache lines of their own, apart from what every
- * slow path only reads (the mode, mode_chosen), which sharing a line
- * with them would make every slow path fetch again from the last
- * borrower's CPU (with 256 threads on 2 CPUs, half of the time of
- * kh_hosted_slot_take went to that load). */
+/* The lent slots' flags, and where a borrower that cannot learn its CPU
+ * starts: written by every borrower, so each on a cache line of its own,
+ * apart from what every slow path only reads (the mode, mode_chosen),
+ * which sharing a line with them would make every slow path fetch again
+ * from the last borrower's CPU (with 256 threads on 2 CPUs, half of the
+ * time of kh_hosted_slot_take went to that load). A borrower starts at
+ * the lent slot of the CPU it runs on (slot_lend), so while the threads
+ * of one CPU take turns on a slot, its flag's line and its magazines stay
+ * in that CPU's cache. */
 #define HOSTED_LINE KHEAP_CACHE_LINE
 #define LENT_FLAGS (KHEAP_HOSTED_SHARED_SLOTS > 0 ? KHEAP_HOSTED_SHARED_SLOTS : 1)
 static struct {
-    unsigned char busy[LENT_FLAGS];
-    char busy_line[HOSTED_LINE - LENT_FLAGS % HOSTED_LINE];
-    unsigned next;
-    char next_line[HOSTED_LINE - sizeof(unsigned)];
+    struct {
+        unsigned char busy;
+    } __attribute__((aligned(HOSTED_LINE))) flag[LENT_FLAGS];
+    unsigned next __attribute__((aligned(HOSTED_LINE)));
 } lent __attribute__((aligned(HOSTED_LINE)));
-#define lent_busy lent.busy
+#define lent_busy(i) (lent.flag[i].busy)
 #define lent_next lent.next
 static __thread unsigned lent_slot __attribute__((tls_model("initial-exec"))) = KHEAP_CPU_NONE;
 static __thread unsigned lent_depth __attribute__((tls_model("initial-exec")));
@@ -214,9 +217,28 @@ static pthread_once_t lent_once = PTHREAD_ONCE_INIT;
 
 static void lent_setup(void)
 {
-    slot_flags_atomic(lent_busy, sizeof lent_busy);
+    slot_flags_atomic(lent.flag, sizeof lent.flag);
     slot_flags_atomic(&lent_next, sizeof lent_next);
 }
+
+#if KHEAP_HOSTED_SHARED_SLOTS > 0
+/* Where a borrower starts looking: the CPU it runs on, else the next of a
+ * shared count. glibc's sched_getcpu reads the thread's rseq area where
+ * glibc registered one (2.35 and later), else asks the vDSO (x86-64) or
+ * the kernel (a system call, on aarch64 and others): a borrow's cost
+ * there. It leaves errno as it found it, as every successful malloc
+ * does. */
+static unsigned lent_start(void)
+{
+#if defined(__linux__) && defined(__GLIBC__)
+    int saved = errno, cpu = sched_getcpu();
+    errno = saved;
+    if (cpu >= 0)
+        return (unsigned)cpu;
+#endif
+    return __atomic_fetch_add(&lent_next, 1u, __ATOMIC_RELAXED);
+}
+#endif
 
 static unsigned slot_lend(void)
 {
@@ -228,7 +250,7 @@ static unsigned slot_lend(void)
         return lent_slot;
     }
     pthread_once(&lent_once, lent_setup);
-    unsigned start = __atomic_fetch_add(&lent_next, 1u, __ATOMIC_RELAXED);
+    unsigned start = lent_start();
     /* Every lent slot busy means their holders were preempted inside an
      * operation: yield to them once and look again before the locked
      * path, on which the threads would queue behind preempted holders of
@@ -236,8 +258,8 @@ static unsigned slot_lend(void)
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < KHEAP_HOSTED_SHARED_SLOTS; k++) {
             unsigned i = (start + k) % KHEAP_HOSTED_SHARED_SLOTS;
-            if (!__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE)) {
-                slot_handover_after(&lent_busy[i]);
+            if (!__atomic_exchange_n(&lent_busy(i), 1, __ATOMIC_ACQUIRE)) {
+                slot_handover_after(&lent_busy(i));
                 lent_depth = 1;
                 return lent_slot = KH_HOSTED_OWNED + i;
             }
@@ -254,8 +276,8 @@ static void slot_lend_end(unsigned slot)
     if (--lent_depth)
         return;
     lent_slot = KHEAP_CPU_NONE;
-    slot_handover_before(&lent_busy[slot - KH_HOSTED_OWNED]);
-    __atomic_store_n(&lent_busy[slot - KH_HOSTED_OWNED], 0, __ATOMIC_RELEASE);
+    slot_handover_before(&lent_busy(slot - KH_HOSTED_OWNED));
+    __atomic_store_n(&lent_busy(slot - KH_HOSTED_OWNED), 0, __ATOMIC_RELEASE);
 }
 
 static unsigned mode_cpus; /* CPUs indexed, per-CPU mode (below) */
@@ -280,12 +302,12 @@ void kheap_port_cpu_reach(void (*fn)(unsigned cpu, void *arg), void *arg)
     pthread_once(&lent_once, lent_setup);
 #if KHEAP_HOSTED_SHARED_SLOTS > 0
     for (unsigned i = 0; i < KHEAP_HOSTED_SHARED_SLOTS; i++) {
-        if (__atomic_exchange_n(&lent_busy[i], 1, __ATOMIC_ACQUIRE))
+        if (__atomic_exchange_n(&lent_busy(i), 1, __ATOMIC_ACQUIRE))
             continue;
-        slot_handover_after(&lent_busy[i]);
+        slot_handover_after(&lent_busy(i));
         fn(KH_HOSTED_OWNED + i, arg);
-        slot_handover_before(&lent_busy[i]);
-        __atomic_store_n(&lent_busy[i], 0, __ATOMIC_RELEASE);
+        slot_handover_before(&lent_busy(i));
+        __atomic_store_n(&lent_busy(i), 0, __ATOMIC_RELEASE);
     }
 #else
     (void)fn, (void)arg;
