@@ -35,6 +35,12 @@
  *                        thread frees are not its next allocations, and
  *                        come back to the test thread once it exits; on a
  *                        heap below KHEAP_HOMES_MIN_HEAP, they are.
+ *   heaps_end_while_threads_exit
+ *                        a heap ended (kheap_fini, its memory unmapped)
+ *                        while threads that used it exit and flush their
+ *                        slots into every heap: no flush reaches it after
+ *                        kheap_fini returns, and a heap that lives on
+ *                        gets every object back.
  *   inboxes              the other thread's full magazines of them reach
  *                        the test thread's inbox while it runs, not the
  *                        depot; its allocations take them from there, and
@@ -2082,6 +2088,77 @@ TEST(reclaim_asks_running)
     kt_heap_close(&t);
 }
 
+/* ================================================================== */
+/* heaps_end_while_threads_exit                                        */
+
+#define HE_WORKERS 4
+
+static kheap_t *g_he_short; /* the heap of this round, ended under the workers */
+static atomic_uint g_he_ready;
+static atomic_ulong g_he_nulls;
+
+/* Use both heaps, so the slot has state and magazines in each, tell the
+ * main thread, and exit at once: the slot's flush at exit walks every
+ * heap while the main thread ends the short one. */
+static void *he_main(void *arg)
+{
+    kheap_t *lasting = arg;
+    void *p[2 * KHEAP_NUM_CLASSES];
+    /* A block of every class in each heap, freed: a magazine of each
+     * class in the slot, which its flush gives back one by one (a flush
+     * long enough for kheap_fini to meet it: with the registry let go
+     * over each heap's flush, 6 runs of 6 faulted here). */
+    for (unsigned i = 0; i < 2 * KHEAP_NUM_CLASSES; i++) {
+        p[i] = kheap_alloc(i & 1 ? lasting : g_he_short, kh_class_size(i / 2));
+        if (!p[i])
+            atomic_fetch_add(&g_he_nulls, 1);
+    }
+    for (unsigned i = 0; i < 2 * KHEAP_NUM_CLASSES; i++)
+        kheap_free(i & 1 ? lasting : g_he_short, p[i]);
+    atomic_fetch_add(&g_he_ready, 1);
+    return NULL;
+}
+
+TEST(heaps_end_while_threads_exit)
+{
+    struct kt_heap t;
+    test_open(&t, (size_t)32 << 20, (size_t)32 << 20);
+    unsigned rounds = g_small ? 8 : 100;
+    for (unsigned r = 0; r < rounds; r++) {
+        struct kt_heap s;
+        kt_heap_open(&s, (size_t)16 << 20);
+        g_he_short = s.h;
+        atomic_store(&g_he_ready, 0);
+        pthread_t tid[HE_WORKERS];
+        for (unsigned i = 0; i < HE_WORKERS; i++) {
+            int err = pthread_create(&tid[i], NULL, he_main, t.h);
+            if (err) {
+                for (unsigned j = 0; j < i; j++)
+                    pthread_join(tid[j], NULL);
+                SCHECK(0, "pthread_create failed: %d", err);
+            }
+        }
+        /* Every worker done with the short heap (its magazines of it
+         * still in its slot): end the heap and unmap its memory while
+         * they exit, as a program may once it no longer uses it. A flush
+         * that reached it after kheap_fini returned would fault. */
+        while (atomic_load(&g_he_ready) < HE_WORKERS)
+            sched_yield();
+        kt_heap_close(&s);
+        for (unsigned i = 0; i < HE_WORKERS; i++)
+            pthread_join(tid[i], NULL);
+    }
+    unsigned long nulls = atomic_load(&g_he_nulls);
+    SCHECK(nulls == 0, "%lu allocations failed", nulls);
+    kheap_reclaim(t.h);
+    check_whole(t.h, "after the workers exited and reclaim");
+    check_no_reports("heaps_end_while_threads_exit");
+    printf("# heaps_end_while_threads_exit: %u heaps ended while %d threads that used them "
+           "exited\n",
+           rounds, HE_WORKERS);
+    kt_heap_close(&t);
+}
+
 int main(void)
 {
     g_seed = kt_seed();
@@ -2104,5 +2181,6 @@ int main(void)
     TIMED_RUN(reclaim_asks_running);
     TIMED_RUN(homes);
     TIMED_RUN(inboxes);
+    TIMED_RUN(heaps_end_while_threads_exit);
     return harness_done();
 }
