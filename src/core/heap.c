@@ -391,10 +391,10 @@ size_t kh_class_size(unsigned i)
  * There is no static initialiser for a port lock, so the first caller
  * makes it (registry_made: 0 not made, 1 being made, 2 made, with
  * release and acquire); a caller that comes while it is being made spins
- * until kheap_port_lock_init returns, once in the program's life. (A
- * signal handler that makes the first heap while its own thread is
- * inside that call, or a fork child of that moment, would spin forever:
- * it needs a heap made in the one window the program makes its first.) */
+ * until kheap_port_lock_init returns, once in the program's life. Only a
+ * signal handler that makes or ends a heap while its own thread is inside
+ * that first kheap_port_lock_init, or the child of a fork made at that
+ * moment, would spin forever. */
 static kheap_t *registry;
 static kheap_lock_t registry_lock;
 static int registry_made;

@@ -157,9 +157,10 @@ void kheap_port_unlock(kheap_lock_t *lock)
  * kheap_port_cpu_enter then borrows one of the KHEAP_HOSTED_SHARED_SLOTS
  * lent slots, taking its flag (lent_busy) with an exchange (no waiting:
  * a taken flag sends it to the next one), starting at the slot of the
- * CPU it runs on, and the matching exit gives it back (release). So its slow paths use that slot's magazines, not the
- * caches' locked path, on which hundreds of threads on a few CPUs would
- * queue behind a preempted lock holder. Whoever holds a flag is alone in
+ * CPU it runs on, and the matching exit gives it back (release). So its
+ * slow paths use that slot's magazines, not the caches' locked path, on
+ * which hundreds of threads on a few CPUs would queue behind a preempted
+ * lock holder. Whoever holds a flag is alone in
  * that slot's per-CPU state, as an owner is; the release and the next
  * acquire order one holder's writes before the next's. A nested enter
  * (a signal handler inside an operation) gets the slot it already holds
