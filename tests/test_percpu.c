@@ -2094,6 +2094,7 @@ TEST(reclaim_asks_running)
 #define HE_WORKERS 4
 
 static kheap_t *g_he_short; /* the heap of this round, ended under the workers */
+static pthread_barrier_t g_he_bar;
 static atomic_uint g_he_ready;
 static atomic_ulong g_he_nulls;
 
@@ -2106,8 +2107,7 @@ static void *he_main(void *arg)
     void *p[2 * KHEAP_NUM_CLASSES];
     /* A block of every class in each heap, freed: a magazine of each
      * class in the slot, which its flush gives back one by one (a flush
-     * long enough for kheap_fini to meet it: with the registry let go
-     * over each heap's flush, 6 runs of 6 faulted here). */
+     * long enough for kheap_fini to meet it). */
     for (unsigned i = 0; i < 2 * KHEAP_NUM_CLASSES; i++) {
         p[i] = kheap_alloc(i & 1 ? lasting : g_he_short, kh_class_size(i / 2));
         if (!p[i])
@@ -2115,6 +2115,10 @@ static void *he_main(void *arg)
     }
     for (unsigned i = 0; i < 2 * KHEAP_NUM_CLASSES; i++)
         kheap_free(i & 1 ? lasting : g_he_short, p[i]);
+    /* All done with the short heap before any counts itself ready, so
+     * that every worker's exit meets the main thread's kheap_fini, not
+     * only the last one's. */
+    pthread_barrier_wait(&g_he_bar);
     atomic_fetch_add(&g_he_ready, 1);
     return NULL;
 }
@@ -2124,6 +2128,7 @@ TEST(heaps_end_while_threads_exit)
     struct kt_heap t;
     test_open(&t, (size_t)32 << 20, (size_t)32 << 20);
     unsigned rounds = g_small ? 8 : 100;
+    pthread_barrier_init(&g_he_bar, NULL, HE_WORKERS);
     for (unsigned r = 0; r < rounds; r++) {
         struct kt_heap s;
         kt_heap_open(&s, (size_t)16 << 20);
@@ -2132,10 +2137,11 @@ TEST(heaps_end_while_threads_exit)
         pthread_t tid[HE_WORKERS];
         for (unsigned i = 0; i < HE_WORKERS; i++) {
             int err = pthread_create(&tid[i], NULL, he_main, t.h);
+            /* (A worker missing would leave the others on the barrier.) */
             if (err) {
-                for (unsigned j = 0; j < i; j++)
-                    pthread_join(tid[j], NULL);
-                SCHECK(0, "pthread_create failed: %d", err);
+                fprintf(stderr, "test_percpu: pthread_create %u of %d failed: %d\n", i,
+                        HE_WORKERS, err);
+                abort();
             }
         }
         /* Every worker done with the short heap (its magazines of it
@@ -2148,6 +2154,7 @@ TEST(heaps_end_while_threads_exit)
         for (unsigned i = 0; i < HE_WORKERS; i++)
             pthread_join(tid[i], NULL);
     }
+    pthread_barrier_destroy(&g_he_bar);
     unsigned long nulls = atomic_load(&g_he_nulls);
     SCHECK(nulls == 0, "%lu allocations failed", nulls);
     kheap_reclaim(t.h);
