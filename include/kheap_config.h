@@ -257,8 +257,9 @@
  * front per class (two pages) on each CPU that frees another's objects.
  * 0 keeps every freed object with the CPU that freed it. Meaningful with
  * the per-CPU layer's hit paths (not KHEAP_DEBUG 3, valgrind or redzone
- * builds) and more than one CPU only, and not yet with KHEAP_HOSTED_RSEQ
- * (libkheap-percpu.so). A heap below KHEAP_HOMES_MIN_HEAP still pays the
+ * builds) and more than one CPU only; with KHEAP_HOSTED_RSEQ
+ * (libkheap-percpu.so) the free's restartable sequence looks at homes in
+ * its own code. A heap below KHEAP_HOMES_MIN_HEAP still pays the
  * free hit path's look at the home (one compare that finds its own). */
 #ifndef KHEAP_HOMES
 #define KHEAP_HOMES 1

@@ -172,9 +172,9 @@ static inline int kh_tx_run_free(const struct kh_window *w, void *p)
  * home changed since (a refill of another CPU took the slab) only sends
  * the object the other way: both fronts are this CPU's, and both take
  * the object as a free. Best effort, not a rule: the KHEAP_NOLOCK and
- * bulk frees, and the hosted port's restartable sequences, keep what
- * they free (a heap without homes always: its remote fronts are its
- * fronts). */
+ * bulk frees keep what they free (a heap without homes always: its
+ * remote fronts are its fronts). The hosted port's restartable
+ * sequences make the same choice in their own code (kh_tx_free). */
 static kh_always_inline struct kh_cc *kh_cc_home(struct kh_cc *cc, const struct kh_cpu *pc,
                                                  unsigned home)
 {
@@ -219,8 +219,9 @@ static kh_always_inline bool kh_hit_free(struct kh_cpu *const *cpus, const struc
     if (!cpus) {
         if (kh_likely(off < span)) {
             uint64_t soff;
-            size_t tag = kh_pt_read(w->pt, off, &soff);
-            int r = kh_tx_free(tag, soff, ptr);
+            unsigned home;
+            size_t tag = kh_pt_entry(w->pt, off, &soff, &home);
+            int r = kh_tx_free(tag, soff, home, ptr);
             if (kh_likely(r == KH_TX_HIT))
                 return true;
 #if KH_RUNS
@@ -314,14 +315,15 @@ static kh_always_inline bool kh_hit_free_sized(struct kh_cpu *const *cpus,
     if (!cpus) {
         if (kh_likely(off < span)) {
             uint64_t soff;
-            size_t tag = kh_pt_read(w->pt, off, &soff);
+            unsigned home;
+            size_t tag = kh_pt_entry(w->pt, off, &soff, &home);
             const size_t *bytes = &kh_cc_bytes[tag / sizeof(struct kh_cc)];
             bool of_class =
                 kh_likely(size <= KH_DIRECT_MAX)
                     ? tag == KH_CC(kh_small_class[(size + 7) >> 3]) * sizeof(struct kh_cc)
                     : bytes[0] < size && size <= bytes[1];
             if (kh_likely(of_class))
-                return kh_tx_free(tag, soff, ptr) == KH_TX_HIT;
+                return kh_tx_free(tag, soff, home, ptr) == KH_TX_HIT;
 #if KH_RUNS
             if (tag == KH_RUN_TAG && kh_run_sized(w, off, size)) {
                 kh_default_free_run(ptr);

@@ -137,17 +137,15 @@ _Static_assert(sizeof(void *) != 8 ||
 #define KH_CC_COUNT (KHEAP_NUM_CLASSES + 1u)
 
 /* Homes (slab.c, "Homes"; KHEAP_HOMES): built where the free hit path is
- * and a heap may have more than one CPU, but not where the port commits
- * the hit paths itself (the hosted port's restartable sequences, whose
- * free does not look at homes yet: libkheap-percpu.so has none, rather
- * than routing only its misses). A CPU's state then has a remote
+ * and a heap may have more than one CPU, the port's committed free too
+ * (the hosted port's restartable sequences: hosted_tx.h, kh_tx_free).
+ * A CPU's state then has a remote
  * front per class (kh_cpu.remote), where the free hit path pushes the
  * objects of slabs homed at other CPUs (kh_fast.h); allocations never pop
  * from it, and its full magazines go to their objects' home's inbox, or
  * to the depot tagged with that home (cpu.c, "Inboxes"). A home is a CPU
  * number, KH_HOME_NONE for none. */
-#if KH_FAST && KHEAP_PERCPU && KHEAP_HOMES && KHEAP_MAX_CPUS > 1 && \
-    !defined(KHEAP_PORT_CPU_TX_HEADER)
+#if KH_FAST && KHEAP_PERCPU && KHEAP_HOMES && KHEAP_MAX_CPUS > 1
 #define KH_HOMES 1
 #else
 #define KH_HOMES 0

@@ -113,24 +113,42 @@ empty:
 
 /* The free hit: push p onto the front at state + tag, marking it with
  * the double-free key. In the sequence, in this order: the slot test
- * (off: p's offset in its slab, from its page's entry: kh_pt_read; the
+ * (off: p's offset in its slab, from its page's entry: kh_pt_entry; the
  * tag of a large block or of no class names a front whose test always
  * fails); then the key (found: a miss), the room (none: a miss), and the
  * key stored just before the commit, so that no other thread on the CPU
  * can pop p before it is stored, nor a miss leave it stored. A sequence
  * restarted after storing it meets its own key and misses: the slow
- * path, which finds p in no magazine, frees it. KH_TX_HIT when pushed,
+ * path, which finds p in no magazine, frees it. With homes (KH_HOMES),
+ * the room and the push are those of the class's remote front when home,
+ * the page's, is not the state's self (kh_cc_home, kh_fast.h): the
+ * distance to it (kh_cpu.remote, which leads to kh_cpu_sentinel's fronts,
+ * full, until the CPU has remote fronts) is picked with a conditional
+ * move from the state, read in the sequence as the state is, and added
+ * after the slot test, which the class's own front holds the constants
+ * of. The static states' self is KH_HOME_NONE and their distance 0, so a
+ * claimed CPU misses either way. KH_TX_HIT when pushed,
  * KH_TX_MISS for the slow path, and KH_TX_RUN for the first page of a
  * live large block (tag KH_RUN_TAG, which names kh_cpu.run_front), which
  * leaves once its slot test failed, before reading anything more, for
  * the caller's push of runs (kh_tx_run_push): the compare that tells it
  * apart is out of line, off every hit. */
 enum { KH_TX_MISS, KH_TX_HIT, KH_TX_RUN };
-static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, void *p)
+static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, unsigned home, void *p)
 {
     uintptr_t t, cc;
+#if KH_HOMES
+    uintptr_t rd;
+#else
+    (void)home;
+#endif
     __asm__ __volatile__ goto(KH_TX_ARM("[rs]", "[t]")
                  KH_TX_STATE
+#if KH_HOMES
+                 "xor %k[rd], %k[rd]\n\t"
+                 "cmp %k[home], %c[self](%[cc])\n\t"
+                 "cmovne %c[remote](%[cc]), %[rd]\n\t"
+#endif
                  "add %[tag], %[cc]\n\t"
                  "mov %[off], %[t]\n\t"
                  "imul %c[div](%[cc]), %[t]\n\t"
@@ -142,6 +160,9 @@ static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, void *p)
                  ".endif\n\t"
                  "cmpl %[key], %c[kw](%[p])\n\t"
                  "je %l[miss]\n\t"
+#if KH_HOMES
+                 "add %[rd], %[cc]\n\t"
+#endif
                  "mov 8(%[cc]), %[t]\n\t"
                  "cmp %c[limit](%[cc]), %[t]\n\t"
                  "jae %l[miss]\n\t"
@@ -161,7 +182,14 @@ static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, void *p)
                  ".popsection\n\t"
                  ".endif\n\t"
                  : [t] "=&r"(t), [cc] "=&r"(cc)
+#if KH_HOMES
+                   , [rd] "=&r"(rd)
+#endif
                  : KH_TX_STATE_IN, [tag] "r"(tag), [off] "r"(off), [p] "r"(p),
+#if KH_HOMES
+                   [home] "r"(home), [self] "i"(offsetof(struct kh_cpu, self)),
+                   [remote] "i"(offsetof(struct kh_cpu, remote)),
+#endif
                    [div] "i"(offsetof(struct kh_cc, divtest)),
                    [lim] "i"(offsetof(struct kh_cc, slot_lim)),
                    [limit] "i"(offsetof(struct kh_cc, limit)), [key] "i"(KH_GUARD_KEY),

@@ -22,6 +22,8 @@
  *    per CPU, not per thread, with rseq;
  *  - malloc_trim empties the magazines of a CPU whose thread sleeps, with
  *    rseq (its caches are reached from another CPU);
+ *  - blocks made on CPU 0 and freed on CPU 1 go home: CPU 1's next
+ *    allocations are its own blocks, not those;
  *  - per thread, the slots of threads that ended without their
  *    destructors (the exit system call) come back: a thread started after
  *    256 of them owns a slot, which malloc_trim cannot empty;
@@ -554,6 +556,84 @@ TEST(pair_on_one_cpu_grows_the_depot)
     CHECK(f.depots > 2 * 131072, "the depots hold %llu bytes: the bound did not grow", f.depots);
 }
 
+/* ---- frees on another CPU go home ---- */
+
+/* A thread on CPU 0 allocates a batch of 64-byte blocks. A thread on
+ * CPU 1 allocates and frees twice as many of its own, then frees CPU 0's
+ * batch and allocates a batch. The batch's slabs are CPU 0's (its home),
+ * so CPU 1's frees of it go to CPU 1's remote front, on their way to
+ * CPU 0, and CPU 1's allocations take its own blocks, which its
+ * magazines hold: none, or few, of CPU 0's. A free that kept them (no
+ * homes: the per-CPU commits before they looked at homes) hands all of
+ * them back, the last freed first. Homes are a preference, not a rule:
+ * a CPU with nothing of its own takes another's (cpu.c, alloc_front),
+ * hence CPU 1's own blocks first. In both modes: per CPU the two CPUs'
+ * caches, per thread the two threads' slots. */
+enum { HOME_BATCH = 128 };
+static void *home_made[HOME_BATCH];
+static pthread_barrier_t home_line;
+
+/* (alive until the freer is done: per thread, a thread that ended would
+ * leave its slot to the next, which would then be the blocks' home) */
+static void *home_maker(void *arg)
+{
+    (void)arg;
+    move_to(0);
+    for (int i = 0; i < HOME_BATCH; i++)
+        home_made[i] = malloc(64);
+    pthread_barrier_wait(&home_line); /* made */
+    pthread_barrier_wait(&home_line); /* freed and looked at */
+    return NULL;
+}
+
+static void *home_freer(void *arg)
+{
+    unsigned *again = arg;
+    void *mine[2 * HOME_BATCH];
+    pthread_barrier_wait(&home_line); /* made */
+    move_to(1);
+    for (int i = 0; i < 2 * HOME_BATCH; i++)
+        mine[i] = malloc(64);
+    for (int i = 0; i < 2 * HOME_BATCH; i++)
+        free(mine[i]);
+    for (int i = 0; i < HOME_BATCH; i++)
+        free(home_made[i]);
+    for (int i = 0; i < HOME_BATCH; i++)
+        mine[i] = malloc(64);
+    *again = 0;
+    for (int i = 0; i < HOME_BATCH; i++)
+        for (int k = 0; k < HOME_BATCH; k++)
+            if (mine[i] == home_made[k]) {
+                ++*again;
+                break;
+            }
+    for (int i = 0; i < HOME_BATCH; i++)
+        free(mine[i]);
+    pthread_barrier_wait(&home_line); /* freed and looked at */
+    return NULL;
+}
+
+TEST(frees_on_another_cpu_go_home)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+        printf("# one CPU online: nothing to test\n");
+        return;
+    }
+    pthread_t t[2];
+    unsigned again = 0;
+    pthread_barrier_init(&home_line, NULL, 2);
+    CHECK(pthread_create(&t[0], NULL, home_maker, NULL) == 0, "pthread_create");
+    CHECK(pthread_create(&t[1], NULL, home_freer, &again) == 0, "pthread_create");
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    pthread_barrier_destroy(&home_line);
+    printf("# %d blocks of 64 B made on CPU 0, freed on CPU 1 after %d of its own: %u of CPU "
+           "1's next %d allocations were among them\n",
+           HOME_BATCH, 2 * HOME_BATCH, again, HOME_BATCH);
+    CHECK(again < HOME_BATCH / 4, "CPU 1 kept %u of %d blocks homed at CPU 0 for itself", again,
+          HOME_BATCH);
+}
+
 /* ---- one thread whose blocks of a class swing past the depot ---- */
 
 /* One thread allocates 64 blocks of 16 KiB and frees them all, six times.
@@ -715,6 +795,7 @@ int main(int argc, char **argv)
     RUN(large_blocks_under_trims);
     RUN(many_threads_share_the_cpus);
     RUN(trim_reaches_other_cpus);
+    RUN(frees_on_another_cpu_go_home);
     RUN(pair_on_one_cpu_grows_the_depot);
     RUN(one_thread_swinging_grows_the_depot);
     RUN(slots_of_vanished_threads_come_back);
