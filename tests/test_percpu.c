@@ -1668,6 +1668,77 @@ TEST(homes)
     kt_heap_close(&t);
 }
 
+/* The other thread of TEST(short_partial_list_left_alone): n
+ * allocations of size (its first refill). */
+enum { SHORT_N = 32 };
+struct pthread_some {
+    kheap_t *h;
+    size_t size;
+    void *p[SHORT_N];
+};
+
+static void *some_alloc_main(void *arg)
+{
+    struct pthread_some *o = arg;
+    for (size_t i = 0; i < SHORT_N; i++)
+        o->p[i] = kheap_alloc(o->h, o->size);
+    return NULL;
+}
+
+/* A refill on a CPU none of whose slabs is partial, when the partial
+ * list is short and every slab on it is another CPU's, carves an empty
+ * slab (or a new one) rather than take that CPU's partial slab, whose
+ * objects the other CPU still holds would then be homed away from it
+ * (slab.c, "Homes"). 64-byte objects, 63 to a one-page slab: the test
+ * thread's first allocation refills half a magazine (32) from a new
+ * slab, which stays partial and its own. The other thread's first 32
+ * allocations (its first refill) then come from another slab; taking the
+ * test thread's would have given it the 31 slots left there. */
+TEST(short_partial_list_left_alone)
+{
+    if (!KH_HOMES) {
+        printf("# short_partial_list_left_alone: this build has no homes\n");
+        return;
+    }
+    const size_t size = 64;
+    struct kt_heap t;
+    test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
+    size_t objs = class_objs(g_h, size);
+    if (objs <= (mag_cap(size) + 1) / 2 || mag_cap(size) / 2 != SHORT_N) {
+        printf("# short_partial_list_left_alone: %zu-byte objects are not 63 to a slab and 64 "
+               "to a magazine in this build: skipped\n", size);
+        kt_heap_close(&t);
+        return;
+    }
+    void *mine = kheap_alloc(g_h, size);
+    SCHECK(mine != NULL, "kheap_alloc failed");
+    uintptr_t my_page = (uintptr_t)mine >> 12;
+    struct pthread_some o = {.h = g_h, .size = size};
+    pthread_t th;
+    SCHECK(pthread_create(&th, NULL, some_alloc_main, &o) == 0, "pthread_create failed");
+    SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
+    size_t on = 0;
+    for (size_t i = 0; i < SHORT_N; i++) {
+        SCHECK(o.p[i] != NULL, "the other thread's kheap_alloc #%zu failed", i);
+        on += (uintptr_t)o.p[i] >> 12 == my_page;
+    }
+    printf("# short_partial_list_left_alone: %zu of the other thread's first %d objects are on "
+           "the test thread's partial slab\n",
+           on, SHORT_N);
+    SCHECK(on == 0,
+           "the other thread's refill took the test thread's partial slab, the only one on "
+           "the list: %zu of its %d objects are on the page of %p",
+           on, SHORT_N, mine);
+    kheap_free(g_h, mine);
+    for (size_t i = 0; i < SHORT_N; i++)
+        kheap_free(g_h, o.p[i]);
+    kheap_reclaim(g_h);
+    check_whole(g_h, "at the end");
+    check_quiet(g_h, "at the end");
+    check_no_reports("short_partial_list_left_alone");
+    kt_heap_close(&t);
+}
+
 /* The other thread of TEST(inboxes): frees what it is given (objects of
  * the test thread's slabs) while the test thread waits, then waits itself
  * until the test thread has looked, so its magazines stay where they
@@ -2187,6 +2258,7 @@ int main(void)
     TIMED_RUN(reclaim_reach);
     TIMED_RUN(reclaim_asks_running);
     TIMED_RUN(homes);
+    TIMED_RUN(short_partial_list_left_alone);
     TIMED_RUN(inboxes);
     TIMED_RUN(heaps_end_while_threads_exit);
     return harness_done();

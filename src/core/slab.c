@@ -360,10 +360,21 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  * in this order:
  *   - among the first KH_HOME_SCAN slabs of the partial list, the first
  *     homed at the CPU, else the first with no home;
- *   - else the first partial slab, homed elsewhere: homes never cost a
- *     slab (making one of its own rather than take another CPU's partial
- *     slab ran larson no faster, and cost a 4-CPU kernel on an 8 MiB heap
- *     so many pages that 128 KiB blocks found no run);
+ *   - if the list is no longer than that (the scan saw every partial
+ *     slab, and each is another CPU's): an empty slab, else a new one.
+ *     Taking another's would make the objects that CPU still holds of it
+ *     foreign to it, so each of its frees of them a remote one: two
+ *     threads on two CPUs that share a few partial slabs so traded them
+ *     back and forth, and their objects with them (bench/workloads.c
+ *     kernel on 2 threads: 1.3 M front misses against 0.4 M on a heap
+ *     without homes, and 0.290 s against 0.235 when a short list is left
+ *     alone; docs/DESIGN.md, "Homes");
+ *   - else (a longer list: a heap past its peak, whose partial slabs a
+ *     scan cannot see to the end) the first partial slab, homed
+ *     elsewhere: there homes never cost a slab (making one rather than
+ *     take another CPU's ran larson no faster, and cost a 4-CPU kernel on
+ *     an 8 MiB heap so many pages that 128 KiB blocks found no run; such
+ *     a heap now has no homes at all: KHEAP_HOMES_MIN_HEAP);
  *   - then an empty slab, then a new one.
  * The slab it takes becomes the CPU's; a slab loses its home when it
  * empties. On a heap without homes the first partial slab is taken, as
@@ -383,10 +394,11 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
 static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
 {
     struct kh_page *s = c->partial;
+    bool others = false; /* every partial slab is another CPU's */
     if (s && cpu != KHEAP_CPU_NONE && c->heap->homes) {
-        struct kh_page *none = NULL;
+        struct kh_page *none = NULL, *t = s;
         unsigned q = 0;
-        for (struct kh_page *t = s; t && q < KH_HOME_SCAN; t = t->next, q++) {
+        for (; t && q < KH_HOME_SCAN; t = t->next, q++) {
             if (t->home == cpu)
                 return t;
             if (t->home == KH_HOME_NONE && !none)
@@ -394,10 +406,11 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
         }
         if (none)
             return none;
-        /* (else the first, homed elsewhere: a partial slab before an
-         * empty or a new one, as without homes) */
+        /* (a longer list: the first, homed elsewhere, a partial slab
+         * before an empty or a new one, as without homes) */
+        others = !t;
     }
-    if (s)
+    if (s && !others)
         return s;
     s = c->empty;
     if (s) {
@@ -505,9 +518,14 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
                  * the while: this one carves its own all the same. */
                 take_count(c, k - counted, count);
                 counted = k;
-                if (!(s = slab_new(c, cpu != KHEAP_CPU_NONE)))
+                s = slab_new(c, cpu != KHEAP_CPU_NONE);
+                if (s)
+                    list_add(c, s, KH_LIST_PARTIAL);
+                else if (!(s = c->partial))
                     break;
-                list_add(c, s, KH_LIST_PARTIAL);
+                /* (no page for a new slab: another CPU's partial one,
+                 * which slab_pick left alone; homes never cost a
+                 * failure) */
             }
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);
