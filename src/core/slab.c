@@ -367,7 +367,7 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  *     threads on two CPUs that share a few partial slabs so traded them
  *     back and forth, and their objects with them (bench/workloads.c
  *     kernel on 2 threads: 1.3 M front misses against 0.4 M on a heap
- *     without homes, and 0.290 s against 0.235 when a short list is left
+ *     without homes, and 0.278 s against 0.226 when a short list is left
  *     alone; docs/DESIGN.md, "Homes");
  *   - else (a longer list: a heap past its peak, whose partial slabs a
  *     scan cannot see to the end) the first partial slab, homed
