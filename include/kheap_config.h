@@ -253,8 +253,11 @@
  * whose refills carve it, and a free of a kmalloc object on another CPU
  * sends the object home (through the freeing CPU's remote front and the
  * depot) instead of keeping it, so each CPU's objects stay on its own
- * pages. It costs five instructions on the free hit path, and a remote
- * front per class (two pages) on each CPU that frees another's objects.
+ * pages. It costs four instructions on the free hit path (five in
+ * libkheap-percpu.so's), a remote front per class (two pages) on each CPU
+ * that frees another's objects, and a slab of its own per class for a
+ * CPU whose refill finds only others' on a short partial list, while the
+ * heap has pages to spare (docs/DESIGN.md, "A short list left alone").
  * 0 keeps every freed object with the CPU that freed it. Meaningful with
  * the per-CPU layer's hit paths (not KHEAP_DEBUG 3, valgrind or redzone
  * builds) and more than one CPU only; with KHEAP_HOSTED_RSEQ

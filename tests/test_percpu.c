@@ -1705,14 +1705,14 @@ TEST(short_partial_list_left_alone)
     test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
     size_t objs = class_objs(g_h, size);
     if (objs <= (mag_cap(size) + 1) / 2 || mag_cap(size) / 2 != SHORT_N) {
-        printf("# short_partial_list_left_alone: %zu-byte objects are not 63 to a slab and 64 "
-               "to a magazine in this build: skipped\n", size);
+        printf("# short_partial_list_left_alone: a refill of %zu-byte objects is not %d, or "
+               "fills a slab (%zu), in this build: skipped\n", size, SHORT_N, objs);
         kt_heap_close(&t);
         return;
     }
     void *mine = kheap_alloc(g_h, size);
     SCHECK(mine != NULL, "kheap_alloc failed");
-    uintptr_t my_page = (uintptr_t)mine >> 12;
+    const struct kh_page *my_slab = kh_slab_of(g_h, (uintptr_t)mine);
     struct pthread_some o = {.h = g_h, .size = size};
     pthread_t th;
     SCHECK(pthread_create(&th, NULL, some_alloc_main, &o) == 0, "pthread_create failed");
@@ -1720,14 +1720,14 @@ TEST(short_partial_list_left_alone)
     size_t on = 0;
     for (size_t i = 0; i < SHORT_N; i++) {
         SCHECK(o.p[i] != NULL, "the other thread's kheap_alloc #%zu failed", i);
-        on += (uintptr_t)o.p[i] >> 12 == my_page;
+        on += kh_slab_of(g_h, (uintptr_t)o.p[i]) == my_slab;
     }
     printf("# short_partial_list_left_alone: %zu of the other thread's first %d objects are on "
            "the test thread's partial slab\n",
            on, SHORT_N);
     SCHECK(on == 0,
            "the other thread's refill took the test thread's partial slab, the only one on "
-           "the list: %zu of its %d objects are on the page of %p",
+           "the list: %zu of its %d objects are on the slab of %p",
            on, SHORT_N, mine);
     kheap_free(g_h, mine);
     for (size_t i = 0; i < SHORT_N; i++)
@@ -1736,6 +1736,106 @@ TEST(short_partial_list_left_alone)
     check_whole(g_h, "at the end");
     check_quiet(g_h, "at the end");
     check_no_reports("short_partial_list_left_alone");
+    kt_heap_close(&t);
+}
+
+/* The other thread of TEST(short_partial_list_without_pages): its state
+ * set up (an allocation of another class), then, once the heap is full,
+ * SHORT_N allocations of size. */
+struct pthread_late {
+    struct pthread_some some;
+    void *warm;
+    pthread_barrier_t *bar;
+};
+
+static void *late_alloc_main(void *arg)
+{
+    struct pthread_late *l = arg;
+    l->warm = kheap_alloc(l->some.h, 256);
+    pthread_barrier_wait(l->bar); /* 1: set up */
+    pthread_barrier_wait(l->bar); /* 2: the heap is full */
+    return some_alloc_main(&l->some);
+}
+
+/* The same with no pages to spare (fewer free than KH_SLAB_LET_GO_PAGES):
+ * the other thread's refill carves the test thread's partial slab after
+ * all, rather than spend the heap's last pages (or grow it) on a slab of
+ * its own. */
+TEST(short_partial_list_without_pages)
+{
+    if (!KH_HOMES || KHEAP_MAX_CPUS < 4) {
+        printf("# short_partial_list_without_pages: this build has no homes, or under 4 CPUs\n");
+        return;
+    }
+    const size_t size = 64;
+    struct kt_heap t;
+    test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
+    if (class_objs(g_h, size) <= (mag_cap(size) + 1) / 2 || mag_cap(size) / 2 != SHORT_N) {
+        printf("# short_partial_list_without_pages: a refill of %zu-byte objects is not %d, or "
+               "fills a slab, in this build: skipped\n", size, SHORT_N);
+        kt_heap_close(&t);
+        return;
+    }
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    struct pthread_late l = {.some = {.h = g_h, .size = size}, .bar = &bar};
+    void *warm = kheap_alloc(g_h, 256);
+    SCHECK(warm != NULL, "kheap_alloc failed");
+    pthread_t th;
+    SCHECK(pthread_create(&th, NULL, late_alloc_main, &l) == 0, "pthread_create failed");
+    pthread_barrier_wait(&bar); /* 1 */
+    /* Large blocks until KHEAP_MAX_CPUS / 2 + 4 pages are left: under the
+     * margin (KHEAP_MAX_CPUS + 1 one-page slabs) once the test thread's
+     * slab and magazines are made, and enough for another slab. */
+    enum { FILL = 64 };
+    void *fill[FILL];
+    size_t nfill = 0;
+    const size_t leave = KHEAP_MAX_CPUS / 2 + 4;
+    for (;;) {
+        struct kheap_stats st;
+        kheap_get_stats(g_h, &st);
+        size_t free_pages = st.heap_free / KHEAP_PAGE_SIZE;
+        if (free_pages <= leave || nfill == FILL)
+            break;
+        size_t want = free_pages - leave;
+        void *b = NULL;
+        while (want && !(b = kheap_alloc(g_h, want * KHEAP_PAGE_SIZE)))
+            want /= 2;
+        if (!b)
+            break;
+        fill[nfill++] = b;
+    }
+    void *mine = kheap_alloc(g_h, size);
+    SCHECK(mine != NULL, "kheap_alloc failed");
+    const struct kh_page *my_slab = kh_slab_of(g_h, (uintptr_t)mine);
+    struct kheap_stats st;
+    kheap_get_stats(g_h, &st);
+    pthread_barrier_wait(&bar); /* 2 */
+    SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
+    size_t on = 0, got = 0;
+    for (size_t i = 0; i < SHORT_N; i++) {
+        got += l.some.p[i] != NULL;
+        on += l.some.p[i] && kh_slab_of(g_h, (uintptr_t)l.some.p[i]) == my_slab;
+    }
+    printf("# short_partial_list_without_pages: %zu pages free, %zu of the other thread's %zu "
+           "objects on the test thread's partial slab\n",
+           (size_t)(st.heap_free / KHEAP_PAGE_SIZE), on, got);
+    SCHECK(on > 0,
+           "with %zu pages free the other thread's refill took none of the test thread's "
+           "partial slab (%zu objects had)",
+           (size_t)(st.heap_free / KHEAP_PAGE_SIZE), got);
+    kheap_free(g_h, mine);
+    kheap_free(g_h, warm);
+    kheap_free(g_h, l.warm);
+    for (size_t i = 0; i < SHORT_N; i++)
+        kheap_free(g_h, l.some.p[i]);
+    for (size_t i = 0; i < nfill; i++)
+        kheap_free(g_h, fill[i]);
+    pthread_barrier_destroy(&bar);
+    kheap_reclaim(g_h);
+    check_whole(g_h, "at the end");
+    check_quiet(g_h, "at the end");
+    check_no_reports("short_partial_list_without_pages");
     kt_heap_close(&t);
 }
 
@@ -2259,6 +2359,7 @@ int main(void)
     TIMED_RUN(reclaim_asks_running);
     TIMED_RUN(homes);
     TIMED_RUN(short_partial_list_left_alone);
+    TIMED_RUN(short_partial_list_without_pages);
     TIMED_RUN(inboxes);
     TIMED_RUN(heaps_end_while_threads_exit);
     return harness_done();

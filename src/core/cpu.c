@@ -92,7 +92,7 @@ struct kh_runcache kh_runcache_none;
 #define KH_CPU_NEVER_RUNS
 #endif
 #if KH_HOMES
-#define KH_CPU_NEVER_SELF .self = KH_HOME_NONE,
+#define KH_CPU_NEVER_SELF .self = KH_HOME_NONE, .remote = 0,
 #else
 #define KH_CPU_NEVER_SELF
 #endif

@@ -297,11 +297,17 @@ static void slab_home(struct kheap_cache *c, struct kh_page *s, uint8_t home)
  * read the fields only once the slab is on a list of c, which needs c's
  * lock, but kheap_check, which holds every lock and passes over a
  * KH_LIST_NEW slab's bitmap and page tags, and a free of a stray pointer
- * into it, which finds nothing carved (carved is 0). */
-static struct kh_page *slab_new(struct kheap_cache *c, bool may_let_go)
+ * into it, which finds nothing carved (carved is 0). spare_only: NULL
+ * unless the heap has pages to spare (a refill that could carve another
+ * CPU's partial slab instead: "Homes" below). */
+static struct kh_page *slab_new(struct kheap_cache *c, bool may_let_go, bool spare_only)
 {
     kheap_t *h = c->heap;
     kh_lock(&h->page_lock);
+    if (spare_only && h->free_pages < KH_SLAB_LET_GO_PAGES(c)) {
+        kh_unlock(&h->page_lock);
+        return NULL;
+    }
     struct kh_page *s = kh_run_alloc(h, c->pages, c->slab_align, KH_PG_SLAB, false);
     if (s) {
         h->bitmap_bytes += c->bitmap_bytes;
@@ -361,7 +367,9 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  *   - among the first KH_HOME_SCAN slabs of the partial list, the first
  *     homed at the CPU, else the first with no home;
  *   - if the list is no longer than that (the scan saw every partial
- *     slab, and each is another CPU's): an empty slab, else a new one.
+ *     slab, and each is another CPU's): an empty slab, else a new one if
+ *     the heap has pages to spare (KH_SLAB_LET_GO_PAGES free ones), else
+ *     the first partial slab after all.
  *     Taking another's would make the objects that CPU still holds of it
  *     foreign to it, so each of its frees of them a remote one: two
  *     threads on two CPUs that share a few partial slabs so traded them
@@ -391,7 +399,7 @@ uintptr_t kh_poison_bad(const struct kheap_cache *c, uintptr_t obj)
  * carves from next, on the partial list, or NULL when c has neither a
  * partial nor an empty slab (take then makes one: slab_new). Cache lock
  * held. */
-static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
+static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu, bool *others_only)
 {
     struct kh_page *s = c->partial;
     bool others = false; /* every partial slab is another CPU's */
@@ -410,6 +418,7 @@ static struct kh_page *slab_pick(struct kheap_cache *c, unsigned cpu)
          * before an empty or a new one, as without homes) */
         others = !t;
     }
+    *others_only = others;
     if (s && !others)
         return s;
     s = c->empty;
@@ -510,7 +519,8 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
     struct kh_page *s = NULL;
     while (k < n) {
         if (!s || s->list != KH_LIST_PARTIAL) {
-            if (!(s = slab_pick(c, cpu))) {
+            bool others_only;
+            if (!(s = slab_pick(c, cpu, &others_only))) {
                 /* None to carve from: a new slab. slab_new may let c's
                  * lock go meanwhile, so the objects taken so far are
                  * counted first: c's counters then agree with its slabs
@@ -518,14 +528,17 @@ static size_t take(struct kheap_cache *c, void **objs, size_t n, uint64_t *count
                  * the while: this one carves its own all the same. */
                 take_count(c, k - counted, count);
                 counted = k;
-                s = slab_new(c, cpu != KHEAP_CPU_NONE);
+                s = slab_new(c, cpu != KHEAP_CPU_NONE, others_only);
                 if (s)
                     list_add(c, s, KH_LIST_PARTIAL);
                 else if (!(s = c->partial))
                     break;
-                /* (no page for a new slab: another CPU's partial one,
-                 * which slab_pick left alone; homes never cost a
-                 * failure) */
+                /* (no new slab: another CPU's partial one, which
+                 * slab_pick left alone. For that, a new slab only from
+                 * pages to spare, KH_SLAB_LET_GO_PAGES or more free ones,
+                 * so the rule neither fails an allocation nor spends a
+                 * heap's last pages; free pages too cut up for a run of
+                 * the slab's can still make a growable heap grow) */
             }
             if (cpu != KHEAP_CPU_NONE && s->home != cpu)
                 slab_home(c, s, (uint8_t)cpu);

@@ -39,8 +39,11 @@
  * KH_GUARD_OFF), the page tag of a live large block (KH_RUN_TAG), where
  * a CPU's state holds its cache of large blocks (kh_cc.runs of
  * kh_cpu.run_front) and struct kh_runbin's words (frees, head, allocs,
- * cap, in that order: asserted there too), all taken from kh_front.h
- * here. kh_fast.h takes KH_TX_MISS, KH_TX_HIT and KH_TX_RUN from here.
+ * cap, in that order: asserted there too), and with homes the state's
+ * self (4 bytes, compared with the page's home) and remote (8 bytes, the
+ * distance to an array of fronts laid out as cc[]; 0 in the static
+ * states, whose self is KH_HOME_NONE), all taken from kh_front.h here
+ * (the sizes asserted below). kh_fast.h takes KH_TX_MISS, KH_TX_HIT and KH_TX_RUN from here.
  */
 #ifndef KHEAP_HOSTED_TX_H
 #define KHEAP_HOSTED_TX_H
@@ -134,6 +137,10 @@ empty:
  * the caller's push of runs (kh_tx_run_push): the compare that tells it
  * apart is out of line, off every hit. */
 enum { KH_TX_MISS, KH_TX_HIT, KH_TX_RUN };
+#if KH_HOMES
+_Static_assert(sizeof(((struct kh_cpu *)0)->self) == 4, "kh_tx_free compares self as 32 bits");
+_Static_assert(sizeof(((struct kh_cpu *)0)->remote) == 8, "kh_tx_free moves remote as 64 bits");
+#endif
 static kh_always_inline int kh_tx_free(size_t tag, uint64_t off, unsigned home, void *p)
 {
     uintptr_t t, cc;
