@@ -618,7 +618,8 @@ struct kheap_stats {
      * the resident size is what it is). Free objects, allocated as far as
      * their slabs know (part of slab_bytes): */
     size_t magazine_bytes;     /* in the CPUs' (hosted: threads') magazines */
-    size_t depot_bytes;        /* in the caches' depots */
+    size_t depot_bytes;        /* in the caches' depots, and in magazines
+                                  sent home (depot_objs) */
     size_t empty_slab_bytes;   /* pages of empty slabs the caches keep */
     /* Free pages (heap_free == dirty_bytes + purged_bytes): */
     size_t purged_bytes;       /* not resident: purged, or never touched */
@@ -703,8 +704,10 @@ struct kheap_cache_info {
                              loaded and previous magazines, or the depot
                              or the slabs */
     size_t depot_objs;    /* of cached_objs, those in the depot's magazines
-                             and the CPUs' inboxes, which any CPU may
-                             take (the rest are in the CPUs' own) */
+                             and in full magazines sent home, in the
+                             CPUs' inboxes and stashes (the rest are in
+                             the CPUs' loaded, previous and remote
+                             magazines) */
     size_t empty_slabs;   /* slabs with no object allocated, kept */
     uint64_t bulk_allocs; /* objects allocated by the bulk calls (counted
                              in allocs, not in cpu_hits) */

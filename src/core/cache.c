@@ -483,12 +483,19 @@ void kheap_cache_info(kheap_cache_t *c, struct kheap_cache_info *out)
         out->depot_objs += m->n;
     kh_unlock(&c->lock);
 #if KH_HOMES
-    /* (and the CPUs' inboxes' full magazines, which any CPU may take:
-     * cpu.c, "Inboxes") */
-    if (c->cls != KH_NO_CLASS)
-        out->depot_objs +=
-            (size_t)kh_inboxed(__atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED)) *
-            c->mag_cap;
+    /* (and the full magazines sent home, in the CPUs' inboxes and
+     * stashes: the heap's count and the CPUs' dues, cpu.c, "Inboxes") */
+    if (c->cls != KH_NO_CLASS) {
+        int64_t mailed = __atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED);
+        for (unsigned cpu = 0; cpu < KHEAP_MAX_CPUS; cpu++) {
+            const struct kh_mail *mail =
+                kh_cpu_mail(__atomic_load_n(&c->heap->cpu[cpu], __ATOMIC_ACQUIRE));
+            if (mail)
+                mailed += __atomic_load_n(&mail->due[c->cls], __ATOMIC_RELAXED);
+        }
+        if (mailed > 0)
+            out->depot_objs += (size_t)mailed * c->mag_cap;
+    }
 #endif
     out->num_objs = out->num_slabs * c->objs;
     /* Counters read a moment apart may disagree while other CPUs work;

@@ -546,7 +546,12 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * growth when a producer misses what a consumer sent there); the
  * depot's own overflow test counts them with its own. So a stash holds
  * at most what its inbox held; the spares are magazines the CPU sent
- * that came back. Decay moves every inbox into the depot
+ * that came back. Each CPU adds its sends and loads to that count
+ * KH_DUE_MAX at a time (kh_mail.due): added one by one, the count's
+ * cache line went back and forth between a producer's CPU and a
+ * consumer's twice a magazine, and xmalloc-test took 6 % more time
+ * (docs/DESIGN.md, "Inboxes"). The count, and so the bound, is exact
+ * to within KH_DUE_MAX - 1 magazines a CPU. Decay moves every inbox into the depot
  * (kh_depot_decay), whose working-set rule then gives back what stays
  * idle, and at each epoch's end a CPU's tick moves its stashes there too
  * and frees its spares (kh_cpu_tick); kheap_reclaim empties every inbox,
@@ -560,14 +565,16 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * (kh_cpu_cached) moves every inbox into the depot first, and so finds
  * what this CPU sent home. */
 
-/* The full magazines in the CPUs' inboxes and stashes of c (0 without
- * homes: a user cache, or a build without), and a change of them by n,
- * in_inboxes of them in inboxes. */
+/* The full magazines in the CPUs' inboxes and stashes of c, as far as
+ * the heap's count knows (0 without homes: a user cache, or a build
+ * without). */
 static uint32_t mailed(const struct kheap_cache *c)
 {
 #if KH_HOMES
-    if (c->cls != KH_NO_CLASS)
-        return kh_mailed(__atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED));
+    if (c->cls != KH_NO_CLASS) {
+        int32_t n = __atomic_load_n(&c->heap->mailed[c->cls], __ATOMIC_RELAXED);
+        return n > 0 ? (uint32_t)n : 0; /* (below 0 for a moment: kheap.mailed) */
+    }
 #endif
     (void)c;
     return 0;
@@ -576,11 +583,33 @@ static uint32_t mailed(const struct kheap_cache *c)
 #if KH_HOMES
 #define KH_SPARE_MAX 4u
 
-static void mailed_add(struct kheap_cache *c, int32_t n, int32_t in_inboxes)
+/* A change of that count by n, for any CPU's magazines. */
+static void mailed_add(struct kheap_cache *c, int32_t n)
 {
-    /* (each half stays in 0 .. 2^16 - 1, so no carry crosses) */
-    __atomic_fetch_add(&c->heap->mailed[c->cls], (uint32_t)n + ((uint32_t)in_inboxes << 16),
-                       __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->heap->mailed[c->cls], n, __ATOMIC_RELAXED);
+}
+
+/* The change by n (+1 a send, -1 a load) of the CPU whose inboxes are
+ * mail, which the caller holds: into its due, and from there into the
+ * count once it reaches KH_DUE_MAX either way. */
+static void mailed_due(struct kheap_cache *c, struct kh_mail *mail, int32_t n)
+{
+    int32_t due = __atomic_load_n(&mail->due[c->cls], __ATOMIC_RELAXED) + n;
+    if (due >= KH_DUE_MAX || due <= -KH_DUE_MAX) {
+        mailed_add(c, due);
+        due = 0;
+    }
+    __atomic_store_n(&mail->due[c->cls], due, __ATOMIC_RELAXED);
+}
+
+/* All of that CPU's due of c into the count (its flush, an epoch's end). */
+static void mailed_settle(struct kheap_cache *c, struct kh_mail *mail)
+{
+    int32_t due = __atomic_load_n(&mail->due[c->cls], __ATOMIC_RELAXED);
+    if (due) {
+        mailed_add(c, due);
+        __atomic_store_n(&mail->due[c->cls], 0, __ATOMIC_RELAXED);
+    }
 }
 
 /* The same, made if there are none yet (by any CPU: the first to send to
@@ -595,8 +624,10 @@ static struct kh_mail *mail_make(kheap_t *h, struct kh_cpu *pc)
     if (!(m = kh_internal_pages(h, sizeof *m, false)))
         return NULL;
     __builtin_memset(m, 0, sizeof *m);
-    /* (the inboxes' words: atomic operations of any CPU) */
+    /* (the inboxes' words: atomic operations of any CPU; the dues: read
+     * by any) */
     kh_vg_benign(m->inbox, sizeof m->inbox);
+    kh_vg_benign(m->due, sizeof m->due);
     /* Release: who sees the pointer sees them empty. Two CPUs making
      * them at once: the second gives its page back. */
     if (!__atomic_compare_exchange_n(&pc->mail, &none, m, false, __ATOMIC_ACQ_REL,
@@ -676,8 +707,7 @@ static bool inbox_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
     if (!empty)
         return false;
     full->origin = (uint8_t)cpu;
-    /* (counted first: a load never subtracts what was not added) */
-    mailed_add(c, 1, 1);
+    mailed_due(c, mine, 1);
     inbox_push(&home->inbox[c->cls].full, full);
     kh_cc_load(cc, empty);
     return true;
@@ -720,14 +750,9 @@ static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
     if (!mail)
         return false;
     struct kh_mag *m = mail->stash[k];
-    int32_t n = 0; /* (from the inbox to the stash) */
-    if (!m) {
-        if (!(m = inbox_take(&mail->inbox[k].full)))
-            return false;
-        for (const struct kh_mag *q = m; q; q = q->next)
-            n++;
-    }
-    mailed_add(c, -1, -n);
+    if (!m && !(m = inbox_take(&mail->inbox[k].full)))
+        return false;
+    mailed_due(c, mail, -1);
     if (__atomic_load_n(&mail->away, __ATOMIC_RELAXED))
         __atomic_store_n(&mail->away, (uint8_t)0, __ATOMIC_RELAXED); /* (back) */
     mail->stash[k] = m->next;
@@ -757,21 +782,22 @@ static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, stru
         lists[3] = mail->spare[k];
         mail->stash[k] = mail->spare[k] = NULL;
     }
-    int32_t n[2] = {0, 0};
+    int32_t n = 0;
     for (int i = 0; i < 4; i++)
         while (lists[i]) {
             struct kh_mag *m = lists[i];
             lists[i] = m->next;
             m->origin = KH_HOME_NONE; /* (no longer anyone's to return) */
-            if (i < 2)
-                n[i]++;
+            n += i < 2;
             if (m->n)
                 mag_push(full, nfull, m);
             else
                 mag_push(empty, nempty, m);
         }
-    if (n[0] + n[1])
-        mailed_add(c, -(n[0] + n[1]), -n[0]);
+    if (own)
+        mailed_settle(c, mail);
+    if (n)
+        mailed_add(c, -n);
 }
 
 /* Every CPU's inboxes of c, taken off them into the lists full and empty
@@ -1580,6 +1606,7 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
         for (unsigned k = 0; k < KHEAP_NUM_CLASSES; k++) {
             struct kheap_cache *c = &h->kmalloc[k];
             struct kh_mag *full = mail->stash[c->cls], *empty = mail->spare[c->cls];
+            mailed_settle(c, mail);
             if (!full && !empty)
                 continue;
             busy_on(h, c, cpu);
@@ -1588,7 +1615,7 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
             int32_t n = 0;
             for (struct kh_mag *m = full; m; m = m->next)
                 n++, m->origin = KH_HOME_NONE;
-            mailed_add(c, -n, 0);
+            mailed_add(c, -n);
             uint32_t nf = (uint32_t)n, ne = 0;
             if (full) {
                 kh_lock(&c->lock);

@@ -232,13 +232,24 @@ extern struct kh_runcache kh_runcache_none;
 struct kh_inbox {
     struct kh_mag *full, *empty;
 };
+/* How far a CPU's count of the magazines it sent home and loaded may run
+ * before it is added to the heap's (kh_mail.due, kheap.mailed). */
+#define KH_DUE_MAX 4
 /* A CPU's inboxes, and per kmalloc class its stash (full magazines taken
  * from the inbox and not loaded yet) and spares (empty magazines for its
- * remote front): these two its own alone, as its fronts. */
+ * remote front), and its due: these its own alone, as its fronts. */
 struct kh_mail {
     struct kh_mag *stash[KHEAP_NUM_CLASSES], *spare[KHEAP_NUM_CLASSES];
     uint64_t epoch; /* the decay epoch whose end gave back the stashes and
                        spares last (cpu.c, kh_cpu_tick) */
+    /* What this CPU's sends (+1 each) and loads (-1 each) changed the
+     * count of full magazines sent home by (kheap.mailed), not added
+     * there yet: added once it reaches KH_DUE_MAX either way, at the
+     * CPU's flush and at each decay epoch's end (cpu.c, mailed_due).
+     * Written by whoever holds the CPU (the CPU, or the flush of one that
+     * stopped), read by the checker and kheap_cache_info: relaxed atomic
+     * stores and loads. */
+    int32_t due[KHEAP_NUM_CLASSES];
     /* (written by other CPUs: on lines of their own) */
     /* Non-zero from the CPU's flush (its thread's exit, kheap_cpu_flush,
      * an answer to kheap_reclaim) to its next send or inbox load: senders

@@ -390,21 +390,6 @@ _Static_assert(sizeof(void *) > 4 || KHEAP_PAGE_SHIFT > 9 || KHEAP_LOCK_WORDS > 
                "a built-in cache is 88 bytes on 32-bit (docs/PORTING.md's figures)");
 #endif /* KH_SPLIT */
 
-/* The halves of kheap.mailed[] (cpu.c, "Inboxes"). Each stays below
- * 2^16: a kmalloc class's depot bound, which a sender checks first, is
- * at most KHEAP_DEPOT_MAX << log2(KHEAP_DEPOT_GROW) magazines, and each
- * CPU may add one past it. */
-_Static_assert((uint64_t)KHEAP_DEPOT_MAX * KHEAP_DEPOT_GROW + KHEAP_MAX_CPUS < 65536u,
-               "the inboxes' counts fit 16 bits (kheap.mailed)");
-static inline uint32_t kh_mailed(uint32_t word)
-{
-    return word & 0xffffu;
-}
-static inline uint32_t kh_inboxed(uint32_t word)
-{
-    return word >> 16;
-}
-
 /* Is c a user cache (made by kheap_cache_create)? */
 static inline bool kh_cache_user(const struct kheap_cache *c)
 {
@@ -515,12 +500,13 @@ struct kheap {
 #if KH_HOMES
     /* Per kmalloc class, the full magazines in the CPUs' inboxes and
      * stashes (cpu.c, "Inboxes"), which the depot's bound covers with its
-     * own, in the low half; in the high half those of them in the inboxes
-     * (counted with the depot's by kheap_cache_info). Both change at once
-     * with one atomic add, by any CPU, with or without the cache's lock
-     * (kh_mailed, kh_inboxed). Here rather than in the caches, which stay
-     * five cache lines. */
-    uint32_t mailed[KHEAP_NUM_CLASSES] __attribute__((aligned(KH_CACHE_LINE)));
+     * own (counted with the depot's by kheap_cache_info), less what the
+     * CPUs' sends and loads have not added yet (kh_mail.due): so below the
+     * true count by at most KH_DUE_MAX - 1 magazines per CPU, or above it
+     * by as many, and for a moment below 0. Atomic adds, by any CPU, with
+     * or without the cache's lock. Here rather than in the caches, which
+     * stay five cache lines. */
+    int32_t mailed[KHEAP_NUM_CLASSES] __attribute__((aligned(KH_CACHE_LINE)));
 #endif
     unsigned nregions;
     unsigned region_seq;              /* odd while order[] is rewritten */

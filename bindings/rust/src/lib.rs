@@ -292,7 +292,8 @@ pub struct SlabInfo {
     pub cpu_hits: u64,
     /// Those that went to the depot or the slabs.
     pub cpu_misses: u64,
-    /// Of `cached_objs`, those in the depot's magazines.
+    /// Of `cached_objs`, those in the depot's magazines and in full
+    /// magazines sent home (the CPUs' inboxes and stashes).
     pub depot_objs: usize,
     /// Slabs with no object allocated, kept.
     pub empty_slabs: usize,
