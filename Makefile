@@ -45,7 +45,7 @@ OPT     ?= -O2 -g
 OPTIONS := $(foreach o,KHEAP_PROFILE_SMALL KHEAP_DEBUG KHEAP_PAGE_SHIFT KHEAP_DEFAULT_SIZE KHEAP_MAX_REGIONS \
              KHEAP_DEFAULT_GROW KHEAP_EMPTY_SLABS_KEPT KHEAP_PURGE_SLACK KHEAP_PURGE_MIN KHEAP_DECAY_MS \
              KHEAP_REDZONE KHEAP_QUARANTINE_COUNT KHEAP_QUARANTINE_BYTES KHEAP_SAMPLE_RATE KHEAP_GUARD_SLOTS \
-             KHEAP_HOMES KHEAP_HOMES_MIN_HEAP,$(if $($(o)),-D$(o)=$($(o))))
+             KHEAP_HOMES KHEAP_HOMES_MIN_HEAP KHEAP_MAG_WIDE_MIN_HEAP,$(if $($(o)),-D$(o)=$($(o))))
 
 CORE_SRC := $(addprefix src/core/,heap.c region.c pages.c slab.c cpu.c check.c cache.c guard.c kmalloc.c \
               stats.c init.c default.c)

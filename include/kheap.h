@@ -342,7 +342,8 @@ struct kheap_cache_tuning {
      * operation takes the cache's lock); 1 .. 64 round down to 4, 8, 16,
      * 32 or 64 (at least 4; at most 4 << (KHEAP_MAG_TYPES - 1): 4 in the
      * small-system profile). Default: by object size, 64 objects up to
-     * 128 bytes down to 4 above 8 KiB; 0 with KHEAP_PERCPU 0. */
+     * 128 bytes (512 on a heap of KHEAP_MAG_WIDE_MIN_HEAP or more) down to
+     * 4 above 8 KiB; 0 with KHEAP_PERCPU 0. */
     unsigned mag_cap;
     /* Full magazines the depot may hold, 0 .. KHEAP_TUNE_DEPOT_MAX (0:
      * overflowing magazines go straight back to the slabs). Default:

@@ -206,13 +206,6 @@ static void check_no_reports(const char *when)
            g_first_report);
 }
 
-/* Objects per magazine for an object size (docs: src/core/cpu.c). */
-static size_t mag_cap(size_t objsize)
-{
-    return objsize <= 128 ? 64 : objsize <= 512 ? 32 : objsize <= 2048 ? 16
-         : objsize <= 8192 ? 8 : 4;
-}
-
 /* ------------------------------------------------------------------ */
 /* Blocks with a pattern, and the caches used by the tests. */
 
@@ -945,7 +938,7 @@ TEST(producer_consumer)
            PC_SIZE);
     struct kheap_cache_info uc = cache_row(g_cache[KIND_PLAIN]);
     size_t pages_per_obj = rows[g_pc_km_row].pagesperslab + uc.pagesperslab;
-    size_t cap = mag_cap(PC_SIZE);
+    size_t cap = rows[g_pc_km_row].mag_cap > uc.mag_cap ? rows[g_pc_km_row].mag_cap : uc.mag_cap;
     size_t mags = 2 + 2 + KHEAP_DEPOT_MAX + 1;
     size_t all_mags = 2 * (mags + KHEAP_DEPOT_MAX + 2) + 5 * KHEAP_EMPTY_SLABS_KEPT;
     size_t live = PC_STREAM + PC_BATCH + PC_POP;
@@ -1148,7 +1141,7 @@ TEST(thread_churn)
     for (size_t i = 0; i < nrows; i++) {
         if (!strncmp(rows[i].name, "kheap_", 6))
             continue;
-        size_t bound = KHEAP_DEPOT_MAX * mag_cap(rows[i].objsize);
+        size_t bound = KHEAP_DEPOT_MAX * rows[i].mag_cap;
         SCHECK(rows[i].cached_objs <= bound,
                "after %u threads exited, cache %s holds %zu cached objects, more than "
                "its depot can (%zu): magazines stranded",
@@ -1564,6 +1557,7 @@ static size_t count_in(void *const *v, size_t n, void *const *set, size_t m)
 
 /* kmalloc class of size bytes in h: its slots per slab. */
 static size_t class_objs(kheap_t *h, size_t size);
+static size_t mag_cap(kheap_t *h, size_t size);
 
 /* A heap with homes for TEST(homes) and TEST(inboxes), whose size-byte
  * objects are 32 to a one-page slab and 64 to a magazine (a refill takes
@@ -1572,7 +1566,7 @@ static size_t class_objs(kheap_t *h, size_t size);
 static bool homes_open(struct kt_heap *t, const char *test, size_t size)
 {
     test_open_exact(t, KHEAP_HOMES_MIN_HEAP);
-    if (class_objs(g_h, size) == 32 && mag_cap(size) == 64)
+    if (class_objs(g_h, size) == 32 && mag_cap(g_h, size) == 64)
         return true;
     printf("# %s: %zu-byte objects are not 32 to a slab and 64 to a magazine in this build: "
            "skipped\n", test, size);
@@ -1589,6 +1583,20 @@ static size_t class_objs(kheap_t *h, size_t size)
     for (size_t i = 0; i < n && i < MAX_ROWS; i++)
         if (strcmp(rows[i].name, name) == 0)
             return rows[i].objperslab;
+    return 0;
+}
+
+/* Objects per magazine of h's class of size-byte blocks (size a class
+ * size; 0 if none): src/core/cpu.c says how they are chosen. */
+static size_t mag_cap(kheap_t *h, size_t size)
+{
+    struct kheap_cache_info rows[MAX_ROWS];
+    size_t n = kheap_slabinfo(h, rows, MAX_ROWS);
+    char name[32];
+    snprintf(name, sizeof name, "kmalloc-%zu", size);
+    for (size_t i = 0; i < n && i < MAX_ROWS; i++)
+        if (strcmp(rows[i].name, name) == 0)
+            return rows[i].mag_cap;
     return 0;
 }
 
@@ -1704,7 +1712,7 @@ TEST(short_partial_list_left_alone)
     struct kt_heap t;
     test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
     size_t objs = class_objs(g_h, size);
-    if (objs <= (mag_cap(size) + 1) / 2 || mag_cap(size) / 2 != SHORT_N) {
+    if (objs <= (mag_cap(g_h, size) + 1) / 2 || mag_cap(g_h, size) / 2 != SHORT_N) {
         printf("# short_partial_list_left_alone: a refill of %zu-byte objects is not %d, or "
                "fills a slab (%zu), in this build: skipped\n", size, SHORT_N, objs);
         kt_heap_close(&t);
@@ -1770,7 +1778,7 @@ TEST(short_partial_list_without_pages)
     const size_t size = 64;
     struct kt_heap t;
     test_open_exact(&t, KHEAP_HOMES_MIN_HEAP);
-    if (class_objs(g_h, size) <= (mag_cap(size) + 1) / 2 || mag_cap(size) / 2 != SHORT_N) {
+    if (class_objs(g_h, size) <= (mag_cap(g_h, size) + 1) / 2 || mag_cap(g_h, size) / 2 != SHORT_N) {
         printf("# short_partial_list_without_pages: a refill of %zu-byte objects is not %d, or "
                "fills a slab, in this build: skipped\n", size, SHORT_N);
         kt_heap_close(&t);

@@ -19,12 +19,19 @@
  * of their objects, and a CPU takes its own first.
  *
  * Magazine sizes are tuned per class, not adapted at run time: 64 objects
- * up to 128 B, 32 up to 512 B, 16 up to 2 KiB, 8 up to 8 KiB, 4 above. A
- * magazine then caches at most 8-32 KiB per CPU per cache, so small hot
- * objects get long runs of hits while big objects do not pin much memory
- * (Bonwick sizes his magazine types by object size too; his run-time
- * growth on lock contention is not built: with 2 exchanges per mag_cap
- * operations the depot lock is rarely contended).
+ * up to 128 B, 32 up to 512 B, 16 up to 2 KiB, 8 up to 8 KiB, 4 above; on
+ * a heap of KHEAP_MAG_WIDE_MIN_HEAP or more (the hosted default heap's),
+ * 64 up to 512 B and 32 up to 1 KiB. A magazine then holds at most 32 KiB
+ * up to 2 KiB (64 KiB at 8 KiB), so small hot objects get long runs of
+ * hits while big objects do not pin much memory (Bonwick sizes his
+ * magazine types by object size too; his run-time growth on lock
+ * contention is not built: with 2 exchanges per mag_cap operations the
+ * depot lock is rarely contended). A program whose uses of a class go up
+ * and down at random swaps its two magazines about once per mag_cap
+ * operations of the class (a swap leaves the loaded one one object from
+ * the end it left): the wider ones took larson 6 % less time, and a small
+ * heap shared by several CPUs cannot spare what they hold
+ * (docs/DESIGN.md, "Magazine size").
  *
  * The depot trims itself: every KH_DEPOT_EPOCH exchanges it gives back as
  * many full and empty magazines as it held at the least during the epoch

@@ -60,6 +60,7 @@ int kh_heap_create(kheap_t **out, void *base, size_t size, bool zeroed, bool shu
     err = kh_region_enter(h, &r, &r0); /* the first region: cannot fail */
     KH_ASSERT(!err, base);
     h->homes = KH_HOMES && size >= KHEAP_HOMES_MIN_HEAP;
+    h->mags_wide = size >= KHEAP_MAG_WIDE_MIN_HEAP;
     kh_pages_add(h, r0);
     for (unsigned i = 0; i < KHEAP_NUM_CLASSES; i++) {
         _Static_assert(KHEAP_MAX_CLASS <= 9999999 && KHEAP_NAME_MAX >= 8 + 7 + 1,

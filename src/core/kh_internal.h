@@ -215,13 +215,18 @@ struct kh_region {
 /* The largest magazine: tuned capacities round down to it. */
 #define KH_MAG_MAX (4u << (KH_MAG_TYPES - 1))
 
-/* Objects per magazine of a cache of slot-byte objects (cpu.c says why);
- * 0 without the per-CPU layer (KHEAP_PERCPU 0). */
-static inline unsigned kh_mag_cap_for(size_t slot)
+/* Objects per magazine of a cache of slot-byte objects on a heap with
+ * wide magazines or not (kheap.mags_wide; cpu.c says why); 0 without the
+ * per-CPU layer (KHEAP_PERCPU 0). */
+static inline unsigned kh_mag_cap_for(size_t slot, bool wide)
 {
     if (!KHEAP_PERCPU)
         return 0;
-    unsigned cap = slot <= 128 ? 64 : slot <= 512 ? 32 : slot <= 2048 ? 16 : slot <= 8192 ? 8 : 4;
+    unsigned cap = slot <= (wide ? 512u : 128u)    ? 64
+                   : slot <= (wide ? 1024u : 512u) ? 32
+                   : slot <= 2048                  ? 16
+                   : slot <= 8192                  ? 8
+                                                   : 4;
     return cap < KH_MAG_MAX ? cap : KH_MAG_MAX;
 }
 
@@ -497,6 +502,9 @@ struct kheap {
     uint8_t order[KHEAP_MAX_REGIONS]; /* region indices by address */
     bool homes; /* KH_HOMES and a first region of KHEAP_HOMES_MIN_HEAP or
                    more (slab.c, "Homes"); fixed by kheap_init */
+    bool mags_wide; /* a first region of KHEAP_MAG_WIDE_MIN_HEAP or more:
+                       bigger magazines (kh_mag_cap_for); fixed by
+                       kheap_init */
 #if KH_HOMES
     /* Per kmalloc class, the full magazines in the CPUs' inboxes and
      * stashes (cpu.c, "Inboxes"), which the depot's bound covers with its

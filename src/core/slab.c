@@ -96,7 +96,7 @@ void kh_cache_setup(kheap_t *h, struct kheap_cache *c, const char *name,
     if (kh_cache_whole(c))
         KH_U(c)->dtor = dtor;
     c->cls = KH_NO_CLASS;
-    c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot);
+    c->mag_cap = (flags & KH_CACHE_INTERNAL) ? 0 : kh_mag_cap_for(slot, h->mags_wide);
     if (c->mag_cap) /* (never a built-in cache of a split build) */
         KH_U(c)->depot_max = kh_depot_max_for(c->mag_cap, slot);
     /* The double-free key is a word inside the object: past a redzone's
