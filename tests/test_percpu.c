@@ -1555,7 +1555,9 @@ static size_t count_in(void *const *v, size_t n, void *const *set, size_t m)
     return k;
 }
 
-/* kmalloc class of size bytes in h: its slots per slab. */
+/* kmalloc class of size bytes in h (size a class size; 0 if none): its
+ * slots per slab, and its objects per magazine (src/core/cpu.c says how
+ * they are chosen). */
 static size_t class_objs(kheap_t *h, size_t size);
 static size_t mag_cap(kheap_t *h, size_t size);
 
@@ -1574,7 +1576,8 @@ static bool homes_open(struct kt_heap *t, const char *test, size_t size)
     return false;
 }
 
-static size_t class_objs(kheap_t *h, size_t size)
+/* The slabinfo row of h's kmalloc class of size bytes, all 0 if none. */
+static struct kheap_cache_info class_row(kheap_t *h, size_t size)
 {
     struct kheap_cache_info rows[MAX_ROWS];
     size_t n = kheap_slabinfo(h, rows, MAX_ROWS);
@@ -1582,22 +1585,18 @@ static size_t class_objs(kheap_t *h, size_t size)
     snprintf(name, sizeof name, "kmalloc-%zu", size);
     for (size_t i = 0; i < n && i < MAX_ROWS; i++)
         if (strcmp(rows[i].name, name) == 0)
-            return rows[i].objperslab;
-    return 0;
+            return rows[i];
+    return (struct kheap_cache_info){0};
 }
 
-/* Objects per magazine of h's class of size-byte blocks (size a class
- * size; 0 if none): src/core/cpu.c says how they are chosen. */
+static size_t class_objs(kheap_t *h, size_t size)
+{
+    return class_row(h, size).objperslab;
+}
+
 static size_t mag_cap(kheap_t *h, size_t size)
 {
-    struct kheap_cache_info rows[MAX_ROWS];
-    size_t n = kheap_slabinfo(h, rows, MAX_ROWS);
-    char name[32];
-    snprintf(name, sizeof name, "kmalloc-%zu", size);
-    for (size_t i = 0; i < n && i < MAX_ROWS; i++)
-        if (strcmp(rows[i].name, name) == 0)
-            return rows[i].mag_cap;
-    return 0;
+    return class_row(h, size).mag_cap;
 }
 
 /* Objects the test thread's refills carved (their slabs its home), which
