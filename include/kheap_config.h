@@ -277,7 +277,7 @@
 #endif
 /* Magazines of 64 objects up to 512 B and 32 up to 1 KiB, on a heap whose
  * first region is at least this size; a smaller heap keeps 64 up to 128 B,
- * 32 up to 512 B and 16 up to 1 KiB (src/core/cpu.c). The bigger ones
+ * 32 up to 512 B and 16 up to 2 KiB (src/core/cpu.c). The bigger ones
  * halve the swaps of a class whose uses go up and down at random (larson:
  * 6 % of its time), and hold twice the memory per CPU: a 4-CPU kernel on
  * an 8 MiB heap ran out of 128 KiB runs with them (docs/DESIGN.md,

@@ -558,15 +558,15 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * cache line went back and forth between a producer's CPU and a
  * consumer's twice a magazine, and xmalloc-test took 6 % more time
  * (docs/DESIGN.md, "Inboxes"). The count, and so the bound, is exact
- * to within KH_DUE_MAX - 1 magazines a CPU. Decay moves every inbox into the depot
- * (kh_depot_decay), whose working-set rule then gives back what stays
- * idle, and at each epoch's end a CPU's tick moves its stashes there too
- * and frees its spares (kh_cpu_tick); kheap_reclaim empties every inbox,
- * and a CPU's flush (heap_cpu_flush: a thread's exit, kheap_cpu_flush,
- * or the CPU's next slow path when kheap_reclaim asks it) gives back its
- * stash and spares with its magazines, and marks it away: senders then
- * use the depot until it sends or loads again, so a thread's exit does
- * not leave others' frees waiting in its inbox. A magazine that is not
+ * to within KH_DUE_MAX - 1 magazines a CPU. Decay moves every inbox
+ * into the depot (kh_depot_decay), whose working-set rule then gives
+ * back what stays idle, and at each epoch's end a CPU's tick moves its
+ * stashes there too and frees its spares (kh_cpu_tick); kheap_reclaim
+ * empties every inbox, and a CPU's flush (heap_cpu_flush: a thread's
+ * exit, kheap_cpu_flush, or the CPU's next slow path when kheap_reclaim
+ * asks it) gives back its stash and spares with its magazines, and marks
+ * it away: senders then use the depot until it sends or loads again, so
+ * a thread's exit does not leave others' frees waiting in its inbox. A magazine that is not
  * the CPU's to return (from its refills, or sent by itself) joins its
  * spares, up to KH_SPARE_MAX, or the depot. The double-free look-up
  * (kh_cpu_cached) moves every inbox into the depot first, and so finds
