@@ -44,8 +44,9 @@
  *   inboxes              the other thread's full magazines of them reach
  *                        the test thread's inbox while it runs, not the
  *                        depot; its allocations take them from there, and
- *                        the emptied magazine goes back to the sender; a
- *                        double free of an object sent home is reported.
+ *                        the emptied magazines go back to the sender four
+ *                        at a time, which takes them whole; a double free
+ *                        of an object sent home is reported.
  *
  * Environment: KHEAP_SEED (replay the random choices; thread interleaving is
  * not replayed), KHEAP_TEST_OPS (default 1000000; scales every test),
@@ -1873,6 +1874,7 @@ static void *ithread_main(void *arg)
     kheap_free(t->h, t->one);
     kheap_free(t->h, t->theirs[t->n - 1]);
     pthread_barrier_wait(t->bar); /* 3: freed twice */
+    pthread_barrier_wait(t->bar); /* 4: the test thread has looked again */
     return NULL;
 }
 #endif
@@ -1902,69 +1904,96 @@ TEST(inboxes)
     printf("# inboxes: this build has no homes\n");
 #else
     /* As TEST(homes): 128-byte objects, a refill of 32 from the slabs and
-     * magazines of 64. The other thread frees 4 magazines' worth: its
-     * remote front sends three (the 65th, 129th and 193rd free) and holds
-     * the fourth. */
-    enum { N = 64 };
+     * magazines of 64. The other thread frees 7 magazines' worth: its
+     * remote front sends six (the 65th, 129th, ... 321st free) and holds
+     * the seventh. */
+    enum { N = 64, SENT = 6 };
     const size_t size = 128;
     struct kt_heap t;
     if (!homes_open(&t, "inboxes", size))
         return;
     struct kheap_cache *c = &g_h->kmalloc[kh_small_class[(size + 7) >> 3]];
-    void *mine[4 * N], *back[3 * N];
-    for (size_t i = 0; i < 4 * N; i++)
+    void *mine[(SENT + 1) * N], *back[SENT * N];
+    for (size_t i = 0; i < (SENT + 1) * N; i++)
         SCHECK((mine[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
     pthread_barrier_t bar;
     SCHECK(pthread_barrier_init(&bar, NULL, 2) == 0, "pthread_barrier_init failed");
-    struct ithread it = {g_h, mine, 4 * N, size, &bar, NULL};
+    struct ithread it = {g_h, mine, (SENT + 1) * N, size, &bar, NULL};
     pthread_t th;
     SCHECK(pthread_create(&th, NULL, ithread_main, &it) == 0, "pthread_create failed");
     pthread_barrier_wait(&bar); /* 1 */
     /* (the other thread waits at the barrier, outside kheap) */
-    check_quiet(g_h, "with three magazines in the inbox");
+    check_quiet(g_h, "with six magazines in the inbox");
     int64_t inboxed = mailed_in(c, true), counted = mailed_in(c, false);
     uint32_t depot = c->nr_full_mags;
-    SCHECK(inboxed == 3 && counted == 3 && depot == 0,
+    SCHECK(inboxed == SENT && counted == SENT && depot == 0,
            "the other thread's remote front sent %lld magazines to the test thread's inbox "
-           "(counted: %lld) and %u to the depot (want 3, 3 and 0)", (long long)inboxed,
-           (long long)counted, depot);
+           "(counted: %lld) and %u to the depot (want %d, %d and 0)", (long long)inboxed,
+           (long long)counted, depot, SENT, SENT);
     /* The test thread's loaded magazine is empty (its allocations were
      * refills of 32) and its previous the sentinel: its next allocations
-     * take the inbox whole, load one magazine (A) and stash two (B, C);
-     * then load B, which makes A the previous one, and C, which sends A
-     * back, empty, to the other thread. */
-    for (size_t i = 0; i < 3 * N; i++)
-        SCHECK((back[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
-    size_t home = count_in(back, 3 * N, mine, 3 * N);
-    SCHECK(home == 3 * N,
-           "the test thread's %d allocations returned %zu of the first %d objects the other "
-           "thread freed (want all: its inbox's three magazines)", 3 * N, home, 3 * N);
-    int64_t left = mailed_in(c, false);
-    unsigned returned = 0;
-    for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
-        const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
-        for (const struct kh_mag *m = mail ? mail->inbox[c->cls].empty : NULL; m; m = m->next)
-            returned++;
+     * take the inbox whole, load one magazine (A) and stash five (B to
+     * F); then load B, which makes A the previous one, and C, which
+     * trades A, empty: A waits to go back to the other thread with the
+     * next empties for it (kh_mail.ret). Loading D, E and F trades B, C
+     * and D, and the four go back together. */
+    unsigned gathered[2], returned[2];
+    for (size_t round = 0; round < 2; round++) {
+        for (size_t i = round * 3 * N; i < (round + 1) * 3 * N; i++)
+            SCHECK((back[i] = kheap_alloc(g_h, size)) != NULL, "kheap_alloc #%zu failed", i);
+        gathered[round] = returned[round] = 0;
+        for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
+            const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
+            for (const struct kh_mag *m = mail ? mail->inbox[c->cls].empty : NULL; m;
+                 m = m->next)
+                returned[round]++;
+            for (const struct kh_mag *m = mail ? mail->ret[c->cls] : NULL; m; m = m->next)
+                gathered[round]++;
+        }
+        check_quiet(g_h, round ? "after six loads" : "after three loads");
     }
-    SCHECK(left == 0 && returned == 1,
+    size_t home = count_in(back, SENT * N, mine, SENT * N);
+    SCHECK(home == SENT * N,
+           "the test thread's %d allocations returned %zu of the first %d objects the other "
+           "thread freed (want all: its inbox's six magazines)", SENT * N, home, SENT * N);
+    int64_t left = mailed_in(c, false);
+    SCHECK(left == 0 && gathered[0] == 1 && returned[0] == 0 && gathered[1] == 0 &&
+               returned[1] == KH_RET_MAX,
            "after the test thread's allocations: %lld magazines left in inboxes and stashes "
-           "(want 0), %u sent back empty (want 1)", (long long)left, returned);
+           "(want 0); after three loads %u empties gathered for the other thread and %u sent "
+           "back (want 1 and 0), after six %u and %u (want 0 and %d)", (long long)left,
+           gathered[0], returned[0], gathered[1], returned[1], KH_RET_MAX);
     check_quiet(g_h, "after the test thread took its inbox");
     SCHECK((it.one = kheap_alloc(g_h, size)) != NULL, "kheap_alloc failed%s", "");
     pthread_barrier_wait(&bar); /* 2 */
     pthread_barrier_wait(&bar); /* 3 */
+    /* The other thread's seventh send took the four empties whole: one
+     * loaded, three its spares (with the test thread's one: its own
+     * refill magazine, traded for B). */
+    unsigned spares = 0;
+    for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
+        const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
+        for (const struct kh_mag *m = mail ? mail->spare[c->cls] : NULL; m; m = m->next)
+            spares++;
+    }
+    SCHECK(spares == KH_RET_MAX, "after the other thread's seventh send: %u spare magazines "
+           "(want %d: three of the four it had back, and the test thread's own)", spares,
+           KH_RET_MAX);
+    pthread_barrier_wait(&bar); /* 4 */
     struct kheap_report r = kt_last_report();
-    SCHECK(kt_reports() == 1 && r.kind == KHEAP_REPORT_DOUBLE_FREE && r.addr == mine[4 * N - 1],
+    SCHECK(kt_reports() == 1 && r.kind == KHEAP_REPORT_DOUBLE_FREE &&
+               r.addr == mine[(SENT + 1) * N - 1],
            "a double free on the other thread of an object its remote front had sent to the "
            "test thread's inbox: %lu reports, the last %d at %p (want one DOUBLE_FREE at %p)",
-           kt_reports(), (int)r.kind, r.addr, mine[4 * N - 1]);
+           kt_reports(), (int)r.kind, r.addr, mine[(SENT + 1) * N - 1]);
     kt_reports_reset();
     SCHECK(pthread_join(th, NULL) == 0, "pthread_join failed");
     pthread_barrier_destroy(&bar);
     printf("# inboxes: %lld magazines reached the inbox, %zu of %d objects came home from it, "
-           "%u magazine went back empty; a double free of an object sent home was reported\n",
-           (long long)inboxed, home, 3 * N, returned);
-    for (size_t i = 0; i < 3 * N; i++)
+           "%u magazines went back empty together; a double free of an object sent home was "
+           "reported\n",
+           (long long)inboxed, home, SENT * N, returned[1]);
+    for (size_t i = 0; i < SENT * N; i++)
         kheap_free(g_h, back[i]);
     kheap_reclaim(g_h);
     check_whole(g_h, "at the end");

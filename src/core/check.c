@@ -519,25 +519,34 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
             live -= rcc->frees;
         }
 #if KH_HOMES
-        /* Its inbox and stash (full magazines) and its inbox's empties and
-         * its spares (cpu.c, "Inboxes"). A list longer than the magazines
-         * the magazine caches handed out does not end. */
+        /* Its inbox and stash (full magazines) and its inbox's empties,
+         * its spares and the empties it gathers for another CPU (cpu.c,
+         * "Inboxes"). A list longer than the magazines the magazine caches
+         * handed out does not end. */
         const struct kh_mail *mail = cpu < KHEAP_MAX_CPUS && c->cls != KH_NO_CLASS
                                          ? __atomic_load_n(&h->cpu[cpu]->mail, __ATOMIC_ACQUIRE)
                                          : NULL;
         if (mail) {
-            const struct kh_mag *lists[4] = {mail->inbox[c->cls].full, mail->stash[c->cls],
-                                             mail->inbox[c->cls].empty, mail->spare[c->cls]};
-            for (int i = 0; i < 4; i++) {
+            const struct kh_mag *lists[5] = {mail->inbox[c->cls].full, mail->stash[c->cls],
+                                             mail->inbox[c->cls].empty, mail->spare[c->cls],
+                                             mail->ret[c->cls]};
+            for (int i = 0; i < 5; i++) {
                 size_t len = 0;
                 for (const struct kh_mag *m = lists[i]; m; m = m->next) {
                     if (++len > made || (i < 2 ? m->n != m->cap : m->n != 0))
                         return fail(w, "a CPU's inbox, stash or spares hold a wrong magazine",
                                     (uintptr_t)m);
+                    if (i == 4 && (m->origin != lists[4]->origin || m->origin == cpu ||
+                                   m->origin >= KHEAP_MAX_CPUS))
+                        return fail(w, "a CPU gathers an empty magazine for the wrong CPU",
+                                    (uintptr_t)m);
                     if (!check_mag(h, w, c, m, m->n, &cached))
                         return false;
                     mailed += i < 2;
                 }
+                if (i == 4 && (len != mail->ret_n[c->cls] || len >= KH_RET_MAX))
+                    return fail(w, "a CPU's count of the empties it gathers is wrong",
+                                (uintptr_t)mail);
             }
             counted += (uint64_t)(int64_t)__atomic_load_n(&mail->due[c->cls], __ATOMIC_RELAXED);
         }

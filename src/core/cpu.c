@@ -536,8 +536,8 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * exchange when its stash (what it took before) is empty, loads the first
  * magazine and keeps the rest in its stash; and the magazine it trades
  * for it (empty) goes back onto the inbox of the CPU that sent it
- * (kh_mag.origin), whose next send takes its empties whole the same way
- * into its spares. A producer and a consumer so pass magazines back and
+ * (kh_mag.origin), KH_RET_MAX at a time (kh_mail.ret), whose next send
+ * takes its empties whole the same way into its spares. A producer and a consumer so pass magazines back and
  * forth with a few atomic operations a magazine and no lock. With the
  * depot, four threads on two CPUs passing 64-byte blocks
  * (bench/workloads.c, xmalloc-test) made up to 8 000 futex calls a run,
@@ -561,10 +561,11 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * to within KH_DUE_MAX - 1 magazines a CPU. Decay moves every inbox
  * into the depot (kh_depot_decay), whose working-set rule then gives
  * back what stays idle, and at each epoch's end a CPU's tick moves its
- * stashes there too and frees its spares (kh_cpu_tick); kheap_reclaim
- * empties every inbox, and a CPU's flush (heap_cpu_flush: a thread's
- * exit, kheap_cpu_flush, or the CPU's next slow path when kheap_reclaim
- * asks it) gives back its stash and spares with its magazines, and marks
+ * stashes there too, frees its spares and sends on the empties it
+ * gathers (kh_cpu_tick); kheap_reclaim empties every inbox, and a CPU's
+ * flush (heap_cpu_flush: a thread's exit, kheap_cpu_flush, or the CPU's
+ * next slow path when kheap_reclaim asks it) gives back its stash,
+ * spares and gathered empties with its magazines, and marks
  * it away: senders then use the depot until it sends or loads again, so
  * a thread's exit does not leave others' frees waiting in its inbox. A magazine that is not
  * the CPU's to return (from its refills, or sent by itself) joins its
@@ -654,16 +655,21 @@ static struct kh_inbox *inbox_of(kheap_t *h, unsigned cpu, unsigned cls)
     return m ? &m->inbox[cls] : NULL;
 }
 
-/* Push m onto an inbox's list (any CPU). Release: the taker sees what
- * was written into m before. */
-static void inbox_push(struct kh_mag **list, struct kh_mag *m)
+/* Push the chain first..last (through next) onto an inbox's list (any
+ * CPU). Release: the taker sees what was written into them before. */
+static void inbox_push_chain(struct kh_mag **list, struct kh_mag *first, struct kh_mag *last)
 {
     struct kh_mag *head = __atomic_load_n(list, __ATOMIC_RELAXED);
     kh_vg_before(list);
     do
-        m->next = head;
-    while (!__atomic_compare_exchange_n(list, &head, m, true, __ATOMIC_RELEASE,
+        last->next = head;
+    while (!__atomic_compare_exchange_n(list, &head, first, true, __ATOMIC_RELEASE,
                                         __ATOMIC_RELAXED));
+}
+
+static void inbox_push(struct kh_mag **list, struct kh_mag *m)
+{
+    inbox_push_chain(list, m, m);
 }
 
 /* Take an inbox's whole list (any CPU). */
@@ -720,22 +726,15 @@ static bool inbox_send(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
     return true;
 }
 
-/* Give back the empty magazine m that CPU cpu's front of c traded for a
- * full one of its inbox: to the inbox of the CPU that sent it, else to
- * this CPU's spares (up to KH_SPARE_MAX), else to the depot. */
-static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct kh_mag *m)
+/* Keep the empty magazine m, which is no other CPU's to have back, for
+ * the remote front of c of the CPU whose inboxes are mail: in its spares,
+ * up to KH_SPARE_MAX, else in the depot. */
+static void spare_keep(struct kheap_cache *c, struct kh_mail *mail, struct kh_mag *m)
 {
-    if (m == &kh_mag_sentinel)
-        return;
-    struct kh_inbox *in = m->origin == cpu ? NULL : inbox_of(h, m->origin, c->cls);
-    if (in) {
-        inbox_push(&in->empty, m);
-        return;
-    }
-    struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]); /* (the caller loaded from it) */
     unsigned n = 0;
     for (const struct kh_mag *q = mail->spare[c->cls]; q; q = q->next)
         n++;
+    m->origin = KH_HOME_NONE;
     if (n < KH_SPARE_MAX) {
         m->next = mail->spare[c->cls];
         mail->spare[c->cls] = m;
@@ -744,6 +743,55 @@ static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct
     kh_lock(&c->lock);
     mag_push(&KH_U(c)->depot_empty, &KH_U(c)->nr_empty_mags, m);
     kh_unlock(&c->lock);
+}
+
+/* Give the empties gathered for one CPU (mail's ret of c) back to that
+ * CPU's inbox, all with one compare-and-exchange (else, if it has no
+ * inboxes, keep them). The CPU whose inboxes are mail entered. */
+static void ret_flush(kheap_t *h, struct kheap_cache *c, struct kh_mail *mail)
+{
+    unsigned k = c->cls;
+    struct kh_mag *first = mail->ret[k], *last = first;
+    if (!first)
+        return;
+    while (last->next)
+        last = last->next;
+    mail->ret[k] = NULL;
+    mail->ret_n[k] = 0;
+    struct kh_inbox *in = inbox_of(h, first->origin, k);
+    if (in) {
+        inbox_push_chain(&in->empty, first, last);
+        return;
+    }
+    while (first) {
+        struct kh_mag *m = first;
+        first = m->next;
+        spare_keep(c, mail, m);
+    }
+}
+
+/* Give back the empty magazine m that CPU cpu's front of c traded for a
+ * full one of its inbox: to the CPU that sent it, KH_RET_MAX at a time
+ * (a return one by one took a compare-and-exchange on the sender's
+ * inbox for each, and its line went back and forth between a consumer's
+ * CPU and a producer's once a magazine: xmalloc-test took 3 to 4 % more time,
+ * docs/DESIGN.md, "Inboxes"); else to this CPU's spares or the depot. */
+static void inbox_return(kheap_t *h, struct kheap_cache *c, unsigned cpu, struct kh_mag *m)
+{
+    if (m == &kh_mag_sentinel)
+        return;
+    struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]); /* (the caller loaded from it) */
+    unsigned k = c->cls;
+    if (m->origin == cpu || m->origin >= KHEAP_MAX_CPUS) {
+        spare_keep(c, mail, m);
+        return;
+    }
+    if (mail->ret[k] && mail->ret[k]->origin != m->origin)
+        ret_flush(h, c, mail); /* (a chain goes to one CPU) */
+    m->next = mail->ret[k];
+    mail->ret[k] = m;
+    if (++mail->ret_n[k] >= KH_RET_MAX)
+        ret_flush(h, c, mail);
 }
 
 /* The allocation miss of CPU cpu on its front cc of c, both magazines
@@ -773,7 +821,7 @@ static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
 
 /* Every magazine of CPU pc's inboxes, stash and spares of class c, taken
  * off them: the full ones into *full, the empty ones into *empty (lists
- * through next, with their counts). own: the stash and spares too (the
+ * through next, with their counts). own: the stash, spares and returns too (the
  * caller is the CPU, or it has stopped). */
 static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, struct kh_mag **full,
                         uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty)
@@ -782,15 +830,17 @@ static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, stru
     struct kh_mail *mail = kh_cpu_mail(pc);
     if (!mail)
         return;
-    struct kh_mag *lists[4] = {inbox_take(&mail->inbox[k].full), NULL,
-                               inbox_take(&mail->inbox[k].empty), NULL};
+    struct kh_mag *lists[5] = {inbox_take(&mail->inbox[k].full), NULL,
+                               inbox_take(&mail->inbox[k].empty), NULL, NULL};
     if (own) {
         lists[1] = mail->stash[k];
         lists[3] = mail->spare[k];
-        mail->stash[k] = mail->spare[k] = NULL;
+        lists[4] = mail->ret[k];
+        mail->stash[k] = mail->spare[k] = mail->ret[k] = NULL;
+        mail->ret_n[k] = 0;
     }
     int32_t n = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         while (lists[i]) {
             struct kh_mag *m = lists[i];
             lists[i] = m->next;
@@ -1608,16 +1658,18 @@ bool kh_cpu_tick(kheap_t *h, bool decay, size_t *bytes)
     if (mail && decay && !asked && mail->epoch != e) {
         /* Decay: at each epoch's end the stashes go to the depot (what
          * they held counts against its bound; its working-set rule then
-         * gives back what stays idle), and the spares are freed. */
+         * gives back what stays idle), the spares are freed, and the
+         * empties gathered for another CPU go back to it. */
         mail->epoch = e;
         for (unsigned k = 0; k < KHEAP_NUM_CLASSES; k++) {
             struct kheap_cache *c = &h->kmalloc[k];
             struct kh_mag *full = mail->stash[c->cls], *empty = mail->spare[c->cls];
             mailed_settle(c, mail);
-            if (!full && !empty)
+            if (!full && !empty && !mail->ret[c->cls])
                 continue;
             busy_on(h, c, cpu);
             mail->stash[c->cls] = mail->spare[c->cls] = NULL;
+            ret_flush(h, c, mail);
             busy_off(h, c, cpu);
             int32_t n = 0;
             for (struct kh_mag *m = full; m; m = m->next)

@@ -235,11 +235,19 @@ struct kh_inbox {
 /* How far a CPU's count of the magazines it sent home and loaded may run
  * before it is added to the heap's (kh_mail.due, kheap.mailed). */
 #define KH_DUE_MAX 4
+/* How many empty magazines of one class a CPU gathers for the CPU that
+ * sent them before giving them back to its inbox, one
+ * compare-and-exchange for them all (kh_mail.ret). */
+#define KH_RET_MAX 4
 /* A CPU's inboxes, and per kmalloc class its stash (full magazines taken
- * from the inbox and not loaded yet) and spares (empty magazines for its
- * remote front), and its due: these its own alone, as its fronts. */
+ * from the inbox and not loaded yet), spares (empty magazines for its
+ * remote front), the empties on their way back (ret: up to KH_RET_MAX,
+ * every one of the same origin, ret_n of them) and its due: these its
+ * own alone, as its fronts. */
 struct kh_mail {
     struct kh_mag *stash[KHEAP_NUM_CLASSES], *spare[KHEAP_NUM_CLASSES];
+    struct kh_mag *ret[KHEAP_NUM_CLASSES];
+    uint8_t ret_n[KHEAP_NUM_CLASSES];
     uint64_t epoch; /* the decay epoch whose end gave back the stashes and
                        spares last (cpu.c, kh_cpu_tick) */
     /* What this CPU's sends (+1 each) and loads (-1 each) changed the
