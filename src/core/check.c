@@ -534,7 +534,8 @@ static bool check_mags(kheap_t *h, struct walk *w, struct kheap_cache *c)
                 size_t len = 0;
                 for (const struct kh_mag *m = lists[i]; m; m = m->next) {
                     if (++len > made || (i < 2 ? m->n != m->cap : m->n != 0))
-                        return fail(w, "a CPU's inbox, stash or spares hold a wrong magazine",
+                        return fail(w, "a CPU's inbox, stash, spares or gathered empties hold "
+                                       "a wrong magazine",
                                     (uintptr_t)m);
                     if (i == 4 && (m->origin != lists[4]->origin || m->origin == cpu ||
                                    m->origin >= KHEAP_MAX_CPUS))

@@ -536,9 +536,11 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * exchange when its stash (what it took before) is empty, loads the first
  * magazine and keeps the rest in its stash; and the magazine it trades
  * for it (empty) goes back onto the inbox of the CPU that sent it
- * (kh_mag.origin), KH_RET_MAX at a time (kh_mail.ret), whose next send
- * takes its empties whole the same way into its spares. A producer and a consumer so pass magazines back and
- * forth with a few atomic operations a magazine and no lock. With the
+ * (kh_mag.origin), gathered first KH_RET_MAX at a time (kh_mail.ret);
+ * that CPU's next send that finds no spare takes its empties whole the
+ * same way into its spares. A producer and a consumer so pass magazines
+ * back and forth with a few atomic operations a magazine and no lock.
+ * With the
  * depot, four threads on two CPUs passing 64-byte blocks
  * (bench/workloads.c, xmalloc-test) made up to 8 000 futex calls a run,
  * nearly all waits for the depot's lock and their wake-ups, and took a
@@ -683,6 +685,22 @@ static struct kh_mag *inbox_take(struct kh_mag **list)
 }
 
 
+/* Ask for the lines of magazine m, the next of a stash or of the spares,
+ * that the next send or load reads first: its header (next, n, cap), and
+ * with full its top objects (a full magazine of c: mag_cap of them).
+ * Another CPU wrote them last, so each read missed the cache, and the
+ * next send or load comes a magazine's worth of hits later: the misses of
+ * those two reads took 36 % of kh_cpu_alloc_slow's samples and 44 % of
+ * kh_cpu_free_remote's in xmalloc-test, which the prefetches made 4 to
+ * 11 % faster (docs/DESIGN.md, "Inboxes"). A prefetch never faults, so a
+ * magazine of another size than mag_cap does no harm. */
+static inline void mag_prefetch(const struct kheap_cache *c, struct kh_mag *m, bool full)
+{
+    __builtin_prefetch(m, 1);
+    if (full)
+        __builtin_prefetch(&m->obj[c->mag_cap - 1], 0);
+}
+
 /* An empty magazine for the remote front of c of the CPU whose inboxes
  * are mail: a spare, else its inbox's empties (taken whole: the rest
  * become spares), else a new one; NULL if there is no memory. */
@@ -695,6 +713,8 @@ static struct kh_mag *spare_take(kheap_t *h, struct kheap_cache *c, struct kh_ma
     if (!m)
         return mag_new(h, c->mag_cap);
     mail->spare[k] = m->next;
+    if (m->next)
+        mag_prefetch(c, m->next, false);
     m->next = NULL;
     m->origin = KH_HOME_NONE;
     return m;
@@ -811,6 +831,8 @@ static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
     if (__atomic_load_n(&mail->away, __ATOMIC_RELAXED))
         __atomic_store_n(&mail->away, (uint8_t)0, __ATOMIC_RELAXED); /* (back) */
     mail->stash[k] = m->next;
+    if (m->next)
+        mag_prefetch(c, m->next, true);
     m->next = NULL;
     struct kh_mag *empty = cc->prev;
     cc->prev = kh_cc_unload(cc);
@@ -819,10 +841,11 @@ static bool inbox_load(kheap_t *h, struct kheap_cache *c, struct kh_cc *cc, unsi
     return true;
 }
 
-/* Every magazine of CPU pc's inboxes, stash and spares of class c, taken
- * off them: the full ones into *full, the empty ones into *empty (lists
- * through next, with their counts). own: the stash, spares and returns too (the
- * caller is the CPU, or it has stopped). */
+/* Every magazine of CPU pc's inboxes, stash, spares and gathered empties
+ * of class c, taken off them: the full ones into *full, the empty ones
+ * into *empty (lists through next, with their counts). own: the stash,
+ * spares and gathered empties too (the caller is the CPU, or it has
+ * stopped). */
 static void inbox_drain(struct kh_cpu *pc, struct kheap_cache *c, bool own, struct kh_mag **full,
                         uint32_t *nfull, struct kh_mag **empty, uint32_t *nempty)
 {
@@ -1254,7 +1277,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
     size_t bytes = 0;
     if ((c->flags & KH_CACHE_INTERNAL) || !kh_cache_whole(c))
         return 0; /* no magazines, no depot */
-    /* Every CPU's inboxes, and with all every CPU's stash and spares,
+    /* Every CPU's inboxes, and with all every CPU's stash, spares and
+     * gathered empties,
      * else the calling CPU's (the others', as their magazines, go when
      * they answer: kh_cpu_owes): into this list. */
     struct kh_mag *taken = NULL;
@@ -1289,7 +1313,7 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
         }
         kheap_port_cpu_exit(cpu);
         /* The other CPUs' inboxes, as the depot: anyone may take them
-         * (not their stashes and spares). */
+         * (not their stashes, spares and gathered empties). */
 #if KH_HOMES
         inboxes_take(h, c, &taken, &ntaken, &taken, &ntaken);
 #endif
@@ -1574,8 +1598,8 @@ static size_t heap_cpu_flush(kheap_t *h, unsigned cpu, struct kh_later *later)
                 bytes += cc_return(h, c, rcc, later);
             bytes += cc_return(h, c, cc, later);
 #if KH_HOMES
-            /* Its inbox, stash and spares: to the slabs (what others sent
-             * it, and what it kept). */
+            /* Its inbox, stash, spares and gathered empties: to the
+             * slabs (what others sent it, and what it kept). */
             if (c->cls != KH_NO_CLASS) {
                 struct kh_mag *taken = NULL;
                 uint32_t ntaken = 0;

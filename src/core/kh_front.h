@@ -75,7 +75,8 @@ struct kh_mag {
     uint8_t origin;      /* the CPU that sent it to an inbox, which it
                             goes back to empty (cpu.c, "Inboxes"), or
                             KH_HOME_NONE */
-    struct kh_mag *next; /* depot, inbox, stash and spare list link */
+    struct kh_mag *next; /* depot, inbox, stash, spare and gathered
+                            empties' list link */
     void *obj[];
 };
 
@@ -248,8 +249,9 @@ struct kh_mail {
     struct kh_mag *stash[KHEAP_NUM_CLASSES], *spare[KHEAP_NUM_CLASSES];
     struct kh_mag *ret[KHEAP_NUM_CLASSES];
     uint8_t ret_n[KHEAP_NUM_CLASSES];
-    uint64_t epoch; /* the decay epoch whose end gave back the stashes and
-                       spares last (cpu.c, kh_cpu_tick) */
+    uint64_t epoch; /* the decay epoch whose end gave back the stashes,
+                       spares and gathered empties last (cpu.c,
+                       kh_cpu_tick) */
     /* What this CPU's sends (+1 each) and loads (-1 each) changed the
      * count of full magazines sent home by (kheap.mailed), not added
      * there yet: added once it reaches KH_DUE_MAX either way, at the

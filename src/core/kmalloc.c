@@ -202,7 +202,7 @@ static inline bool cpu_tick_due(kheap_t *h)
     due = due || (rc && rc->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
 #endif
 #if KH_HOMES
-    /* (its stashes and spares: cpu.c, kh_cpu_tick) */
+    /* (its stashes, spares and gathered empties: cpu.c, kh_cpu_tick) */
     const struct kh_mail *mail = kh_cpu_mail(h->cpu[cpu]);
     due = due || (mail && mail->epoch != __atomic_load_n(&h->decay_epochs, __ATOMIC_RELAXED));
 #endif
