@@ -21,6 +21,10 @@
  *                        slots for each operation, most often the one of
  *                        the CPU they run on (or, all busy, take the
  *                        locked path) and all balances.
+ *   slot_taken_after_borrowing
+ *                        a thread that found every owned slot taken
+ *                        borrows, and takes a slot given back within
+ *                        KH_HOSTED_SLOT_RETRY operations.
  *   reclaim_reach        objects cached by the calling thread go back to the
  *                        page layer on kheap_reclaim.
  *   large_block_cache    freed large blocks up to KHEAP_RUN_CACHE_MAX stay
@@ -1314,6 +1318,124 @@ static void *sr_main(void *arg)
     return NULL;
 }
 
+/* TEST(slot_taken_after_borrowing): holders take every owned slot and
+ * wait; a waiter borrows lent slots, then takes the slot a holder gives
+ * back by exiting. */
+static pthread_barrier_t g_st_bar;
+static pthread_mutex_t g_st_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_st_cond = PTHREAD_COND_INITIALIZER;
+static bool g_st_go[KHEAP_MAX_CPUS + 1];
+static unsigned g_st_slot[KHEAP_MAX_CPUS + 1];
+
+static void *st_holder(void *arg)
+{
+    unsigned i = (unsigned)(uintptr_t)arg;
+    kheap_free(g_h, kheap_alloc(g_h, 64)); /* takes a slot, if one is left */
+    g_st_slot[i] = kh_hosted_slot;
+    pthread_barrier_wait(&g_st_bar); /* every holder has looked */
+    pthread_mutex_lock(&g_st_lock);
+    while (!g_st_go[i])
+        pthread_cond_wait(&g_st_cond, &g_st_lock);
+    pthread_mutex_unlock(&g_st_lock);
+    return NULL; /* (its slot goes back at its exit) */
+}
+
+#define ST_BORROWS (4 * KH_HOSTED_SLOT_RETRY + 5)
+struct st_waiter {
+    pthread_barrier_t bar;
+    unsigned borrowed_ops, slot_before, ops_after, slot_after;
+};
+
+static void *st_waiter(void *arg)
+{
+    struct st_waiter *w = arg;
+    /* Every owned slot is taken: each operation borrows (a number of
+     * them that leaves the next look for a slot some way off). */
+    for (w->borrowed_ops = 0;
+         w->borrowed_ops < ST_BORROWS && kh_hosted_slot == KHEAP_CPU_NONE;
+         w->borrowed_ops++)
+        kheap_free(g_h, kheap_alloc(g_h, 64));
+    w->slot_before = kh_hosted_slot;
+    pthread_barrier_wait(&w->bar); /* borrowed */
+    pthread_barrier_wait(&w->bar); /* a holder has given its slot back */
+    for (w->ops_after = 0;
+         w->ops_after < 4 * KH_HOSTED_SLOT_RETRY && kh_hosted_slot == KHEAP_CPU_NONE;
+         w->ops_after++)
+        kheap_free(g_h, kheap_alloc(g_h, 64));
+    w->slot_after = kh_hosted_slot;
+    return NULL;
+}
+
+static void st_release(unsigned i)
+{
+    pthread_mutex_lock(&g_st_lock);
+    g_st_go[i] = true;
+    pthread_cond_broadcast(&g_st_cond);
+    pthread_mutex_unlock(&g_st_lock);
+}
+
+TEST(slot_taken_after_borrowing)
+{
+    /* KH_HOSTED_OWNED holders and the main thread: one more than there
+     * are owned slots, so every one is taken. */
+    enum { HOLDERS = KH_HOSTED_OWNED };
+    struct kt_heap t;
+    test_open(&t, (size_t)32 << 20, (size_t)8 << 20);
+    kheap_free(g_h, kheap_alloc(g_h, 64)); /* (the main thread's slot) */
+    memset(g_st_go, 0, sizeof g_st_go);
+    SCHECK(pthread_barrier_init(&g_st_bar, NULL, HOLDERS + 1) == 0, "pthread_barrier_init");
+    pthread_t tid[HOLDERS], wt;
+    for (unsigned i = 0; i < HOLDERS; i++) {
+        int err = pthread_create(&tid[i], NULL, st_holder, (void *)(uintptr_t)i);
+        if (err) { /* (a missing holder would leave the others on the barrier) */
+            fprintf(stderr, "test_percpu: pthread_create %u of %d failed: %d\n", i, HOLDERS,
+                    err);
+            abort();
+        }
+    }
+    pthread_barrier_wait(&g_st_bar);
+    unsigned owners = 0, leaver = HOLDERS;
+    for (unsigned i = 0; i < HOLDERS; i++)
+        if (g_st_slot[i] != KHEAP_CPU_NONE) {
+            owners++;
+            leaver = i;
+        }
+    struct st_waiter w = {.slot_before = 0};
+    SCHECK(pthread_barrier_init(&w.bar, NULL, 2) == 0, "pthread_barrier_init");
+    SCHECK(pthread_create(&wt, NULL, st_waiter, &w) == 0, "pthread_create failed");
+    pthread_barrier_wait(&w.bar); /* borrowed */
+    if (leaver < HOLDERS) {
+        st_release(leaver);
+        pthread_join(tid[leaver], NULL);
+    }
+    pthread_barrier_wait(&w.bar); /* given back */
+    SCHECK(pthread_join(wt, NULL) == 0, "pthread_join failed");
+    for (unsigned i = 0; i < HOLDERS; i++)
+        if (i != leaver) {
+            st_release(i);
+            pthread_join(tid[i], NULL);
+        }
+    pthread_barrier_destroy(&w.bar);
+    pthread_barrier_destroy(&g_st_bar);
+    printf("# slot_taken_after_borrowing: %u of %d holders took a slot; the waiter borrowed "
+           "for %u operations, then took the slot given back after %u more\n",
+           owners, HOLDERS, w.borrowed_ops, w.ops_after);
+    SCHECK(leaver < HOLDERS && owners < HOLDERS && w.slot_before == KHEAP_CPU_NONE &&
+               w.borrowed_ops == ST_BORROWS,
+           "%u of %d holders took a slot (want some, not all); the waiter's slot after %u "
+           "operations: %u (want none: %u)",
+           owners, HOLDERS, w.borrowed_ops, w.slot_before, KHEAP_CPU_NONE);
+    SCHECK(w.slot_after != KHEAP_CPU_NONE && w.slot_after < KH_HOSTED_OWNED &&
+               w.ops_after <= KH_HOSTED_SLOT_RETRY,
+           "after a holder gave its slot back, the waiter's slot is %u after %u operations "
+           "(want an owned one within %u)",
+           w.slot_after, w.ops_after, KH_HOSTED_SLOT_RETRY);
+    kheap_reclaim(g_h); /* (the lent slots' magazines) */
+    check_whole(g_h, "at the end");
+    check_no_reports("slot_taken_after_borrowing");
+    kt_heap_close(&t);
+}
+
 TEST(slot_reuse)
 {
     struct kt_heap t;
@@ -2554,6 +2676,7 @@ int main(void)
     TIMED_RUN(thread_churn);
     TIMED_RUN(large_block_cache);
     TIMED_RUN(slot_reuse);
+    TIMED_RUN(slot_taken_after_borrowing);
     TIMED_RUN(reclaim_reach);
     TIMED_RUN(reclaim_asks_running);
     TIMED_RUN(homes);

@@ -43,6 +43,10 @@
 #endif
 /* Slots threads own: 0 .. KH_HOSTED_OWNED - 1; the rest are lent. */
 #define KH_HOSTED_OWNED ((unsigned)(KHEAP_MAX_CPUS - KHEAP_HOSTED_SHARED_SLOTS))
+/* A thread that found every owned slot taken looks for one again once in
+ * this many enters, borrowing a lent slot for the others (hosted.c,
+ * slot_retry). */
+#define KH_HOSTED_SLOT_RETRY 64u
 
 /* The thread's slot (kh_hosted_slot) and, per thread, the default heap's
  * state of it (kh_hosted_cpu_local: see below), in one initial-exec TLS
