@@ -2037,6 +2037,7 @@ TEST(inboxes)
     struct kt_heap t;
     if (!homes_open(&t, "inboxes", size))
         return;
+    kheap_set_decay(g_h, 0); /* (as TEST(inbox_returns)) */
     struct kheap_cache *c = &g_h->kmalloc[kh_small_class[(size + 7) >> 3]];
     void *mine[(SENT + 1) * N], *back[SENT * N];
     for (size_t i = 0; i < (SENT + 1) * N; i++)
@@ -2186,6 +2187,10 @@ TEST(inbox_returns)
     struct kt_heap t;
     if (!homes_open(&t, "inbox_returns", size))
         return;
+    /* (no decay but the epochs ticked below: an epoch's end between the
+     * phases, a slow build's or a busy machine's, would move the inboxes
+     * to the depot and send the gathered empties on early) */
+    kheap_set_decay(g_h, 0);
     struct kheap_cache *c = &g_h->kmalloc[kh_small_class[(size + 7) >> 3]];
     /* (a multiple of the refill: the test thread's loaded magazine ends empty) */
     static void *mine[ALLOCS], *back[5 * N];

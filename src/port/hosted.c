@@ -132,8 +132,9 @@ void kheap_port_unlock(kheap_lock_t *lock)
  *
  * A thread that found every slot taken also gets the destructor (its
  * value then names no slot: SLOT_NONE_MARK), for the same reason: it
- * keeps trying for a slot at each slow path, and the first owners to exit
- * free theirs while it runs its own exit. Without the destructor to set
+ * keeps trying for a slot (once in KH_HOSTED_SLOT_RETRY enters:
+ * slot_retry), and the first owners to exit free theirs while it runs
+ * its own exit. Without the destructor to set
  * slot_gone, a slow path of its exit after the destructors had run took
  * a freed slot that no destructor then gave back: with 256 threads on 2
  * busy CPUs, every slot leaked so, and from then on every thread
@@ -883,8 +884,8 @@ static unsigned slot_take(void)
     unsigned orphan = slot_adopt();
     if (orphan != KHEAP_CPU_NONE)
         return slot_own(orphan, false);
-    /* Every slot taken: a lent slot (or the locked path), and the next
-     * slow path tries again. The destructor is set once, so that a slot
+    /* Every slot taken: a lent slot (or the locked path), and a later
+     * enter tries again (slot_retry). The destructor is set once, so that a slot
      * taken later, at this thread's exit, is never one that the
      * destructors have already been run for (the comment above). */
     if (!slot_marked) {
