@@ -2005,6 +2005,15 @@ static void *ithread_main(void *arg)
 #endif
 
 #if KH_HOMES
+/* The magazines on a list through next. */
+static unsigned mags_on(const struct kh_mag *m)
+{
+    unsigned n = 0;
+    for (; m; m = m->next)
+        n++;
+    return n;
+}
+
 /* The full magazines of class c in the CPUs' inboxes (inboxes), or in
  * their inboxes and stashes as the heap counts them (its count and the
  * CPUs' dues: cpu.c, "Inboxes"). The heap quiet. */
@@ -2014,8 +2023,7 @@ static int64_t mailed_in(const struct kheap_cache *c, bool inboxes)
     for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
         const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
         if (mail && inboxes)
-            for (const struct kh_mag *m = mail->inbox[c->cls].full; m; m = m->next)
-                n++;
+            n += mags_on(mail->inbox[c->cls].full);
         else if (mail)
             n += __atomic_load_n(&mail->due[c->cls], __ATOMIC_RELAXED);
     }
@@ -2070,11 +2078,8 @@ TEST(inboxes)
         gathered[round] = returned[round] = 0;
         for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
             const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
-            for (const struct kh_mag *m = mail ? mail->inbox[c->cls].empty : NULL; m;
-                 m = m->next)
-                returned[round]++;
-            for (const struct kh_mag *m = mail ? mail->ret[c->cls] : NULL; m; m = m->next)
-                gathered[round]++;
+            returned[round] += mail ? mags_on(mail->inbox[c->cls].empty) : 0;
+            gathered[round] += mail ? mags_on(mail->ret[c->cls]) : 0;
         }
         check_quiet(g_h, round ? "after six loads" : "after three loads");
     }
@@ -2099,8 +2104,7 @@ TEST(inboxes)
     unsigned spares = 0;
     for (unsigned k = 0; k < KHEAP_MAX_CPUS; k++) {
         const struct kh_mail *mail = __atomic_load_n(&g_h->cpu[k]->mail, __ATOMIC_ACQUIRE);
-        for (const struct kh_mag *m = mail ? mail->spare[c->cls] : NULL; m; m = m->next)
-            spares++;
+        spares += mail ? mags_on(mail->spare[c->cls]) : 0;
     }
     SCHECK(spares == KH_RET_MAX - 1 + 1,
            "after the other thread's seventh send: %u spare magazines (want %d: all but one "
@@ -2131,15 +2135,6 @@ TEST(inboxes)
 }
 
 #if KH_HOMES
-/* The magazines on a list through next. */
-static unsigned mags_on(const struct kh_mag *m)
-{
-    unsigned n = 0;
-    for (; m; m = m->next)
-        n++;
-    return n;
-}
-
 /* A sender of TEST(inbox_returns): at each of its phases, frees its
  * range of the test thread's objects between two barriers, then waits
  * until the test thread has looked (its magazines stay where they went). */
