@@ -540,8 +540,7 @@ unsigned kh_cpu_free_swap(kheap_t *h, struct kheap_cache *c, void *p)
  * that CPU's next send that finds no spare takes its empties whole the
  * same way into its spares. A producer and a consumer so pass magazines
  * back and forth with a few atomic operations a magazine and no lock.
- * With the
- * depot, four threads on two CPUs passing 64-byte blocks
+ * With the depot, four threads on two CPUs passing 64-byte blocks
  * (bench/workloads.c, xmalloc-test) made up to 8 000 futex calls a run,
  * nearly all waits for the depot's lock and their wake-ups, and took a
  * quarter more time than with inboxes (docs/BENCHMARKS.md). Keeping at most two
@@ -1278,9 +1277,8 @@ size_t kh_cache_drain(struct kheap_cache *c, bool all, struct kh_later *later)
     if ((c->flags & KH_CACHE_INTERNAL) || !kh_cache_whole(c))
         return 0; /* no magazines, no depot */
     /* Every CPU's inboxes, and with all every CPU's stash, spares and
-     * gathered empties,
-     * else the calling CPU's (the others', as their magazines, go when
-     * they answer: kh_cpu_owes): into this list. */
+     * gathered empties, else the calling CPU's (the others', as their
+     * magazines, go when they answer: kh_cpu_owes): into this list. */
     struct kh_mag *taken = NULL;
     uint32_t ntaken = 0;
     (void)ntaken; /* (a count inbox_drain keeps; none without homes) */
