@@ -685,6 +685,15 @@ void kheap_get_stats(kheap_t *heap, struct kheap_stats *out);
 void kheap_get_heap_stats(kheap_t *heap, size_t *total, size_t *used,
                           size_t *free_bytes);
 
+/* Bytes in the heap's longest run of free pages: the largest block it can
+ * hand out now without growing (heap_free may be larger, in pieces). An
+ * allocation needing more contiguous pages fails unless the port grows
+ * the heap: a large block of more pages, or an object of a class whose
+ * slabs are all full and whose slab (pagesperslab) is longer. 0 for a
+ * NULL heap. Takes the page lock; O(free runs of the longest length's
+ * bin). */
+size_t kheap_largest_free(kheap_t *heap);
+
 /* One slabinfo row (the /proc/slabinfo columns, plus counters). */
 struct kheap_cache_info {
     char name[KHEAP_NAME_MAX];

@@ -198,8 +198,14 @@ fail_at(int line, const char *cond, const char *fmt, ...)
             fail_at(__LINE__, #cond, __VA_ARGS__);                            \
     } while (0)
 
+/* What a test that fails leaves live, given back by its cleanup (set by
+ * the test, run once after a failure), so that its blocks do not fail
+ * the tests after it for want of memory. */
+static void (*fail_cleanup)(void);
+
 static void run_test(const char *name, void (*fn)(void))
 {
+    fail_cleanup = NULL;
     if (KT_SETJMP() == 0) {
         fn();
         kt_printf("ok - %s", name);
@@ -207,7 +213,10 @@ static void run_test(const char *name, void (*fn)(void))
     } else {
         kt_printf("not ok - %s: %s", name, fail_msg);
         kt_failed++;
+        if (fail_cleanup)
+            fail_cleanup();
     }
+    fail_cleanup = NULL;
     kt_release_reports();
 }
 
@@ -436,12 +445,61 @@ static void m_stats(size_t base_used, uint64_t base_net)
            (unsigned long long)net, (unsigned long long)(base_net + m_n));
 }
 
+/* The blocks a failed model test leaves live. */
+static void m_free_all(void)
+{
+    while (m_n)
+        kfree(m_live[--m_n].p);
+    m_sum = 0;
+}
+
+/* Pages in the longest free run that a request of size bytes (aligned to
+ * align, 0 for kmalloc's own) can need: its class's slab (with the slab's
+ * alignment, for classes of a power of two above a page), or its own
+ * pages and the lead before an alignment above a page. An aligned request
+ * may take either way; both bounds are taken. */
+static size_t m_need_pages(size_t size, size_t align)
+{
+    const size_t pg = KHEAP_PAGE_SIZE;
+    size_t n = size ? size : 1, need = (n + pg - 1) / pg + (align > pg ? align / pg - 1 : 0);
+    size_t u = rule_usable(n > align ? n : align);
+    if (u && u <= KHEAP_MAX_CLASS) {
+        static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
+        size_t i = kt_class_index(u);
+        kheap_slabinfo(kheap_default(), rows, i + 1);
+        size_t slab = rows[i].pagesperslab + (u > pg && lowbit(u) == u ? u / pg - 1 : 0);
+        need = slab > need ? slab : need;
+    }
+    return need;
+}
+
+/* An allocation of the model returned NULL. On a heap below
+ * KT_FULL_HEAP the model's blocks may pin slabs of many classes, up to
+ * eight pages each, and cut the free pages into runs too short for one
+ * more slab: a NULL is then the right answer, if no free run was long
+ * enough for the request (kheap_largest_free). Anywhere else it fails
+ * the test. The heap must be intact either way (checked after). */
+static unsigned long m_refusals;
+static void m_refused(const char *call, size_t size, size_t align)
+{
+    size_t longest = kheap_largest_free(kheap_default()) / KHEAP_PAGE_SIZE;
+    size_t need = m_need_pages(size, align);
+    MCHECK(small_heap() && longest < need,
+           "%s(%zu) returned NULL with %zu pages in the longest free run; it needs %zu"
+           " at most (a %zu KiB heap, %u blocks live)",
+           call, size, longest, need, kt_heap >> 10, m_n);
+    m_refusals++;
+    check_heap("after a refused allocation");
+}
+
 static void t_model_random(void)
 {
     kt_make_classes();
     m_rng = kt_rand_seed(env->seed, 0);
     m_n = 0;
     m_sum = 0;
+    m_refusals = 0;
+    fail_cleanup = m_free_all;
     m_cap = MODEL_LIVE;
     m_max = MODEL_MAX;
     m_align_steps = 14;
@@ -478,31 +536,39 @@ static void t_model_random(void)
             struct mblock *b = &m_live[i];
             size_t n = rnd_size(&m_rng, 1, m_max);
             unsigned char *q = krealloc(b->p, n);
-            MCHECK(q != NULL, "krealloc(%p, %zu) failed", (void *)b->p, n);
-            reallocs++;
-            moved += q != b->p;
-            size_t old_size = b->size;
-            b->p = q;
-            m_check_contents(b, n < old_size ? n : old_size, "after krealloc");
-            m_sum -= b->usable;
-            b->usable = ksize(q);
-            MCHECK(b->usable >= n, "ksize %zu after krealloc to %zu", b->usable, n);
-            m_no_overlap(q, b->usable, i);
-            b->size = n;
-            m_sum += b->usable;
-            fill(q, n, b->seed);
+            if (!q) { /* the block stays as it was */
+                m_refused("krealloc", n, 0);
+                m_check_contents(b, b->size, "after a refused krealloc");
+            } else {
+                reallocs++;
+                moved += q != b->p;
+                size_t old_size = b->size;
+                b->p = q;
+                m_check_contents(b, n < old_size ? n : old_size, "after krealloc");
+                m_sum -= b->usable;
+                b->usable = ksize(q);
+                MCHECK(b->usable >= n, "ksize %zu after krealloc to %zu", b->usable, n);
+                m_no_overlap(q, b->usable, i);
+                b->size = n;
+                m_sum += b->usable;
+                fill(q, n, b->seed);
+            }
         } else if (r < 60) { /* aligned */
             /* 8 .. 64 KiB unscaled */
             size_t align = (size_t)8 << kt_rand_below(&m_rng, m_align_steps);
             size_t n = rnd_size(&m_rng, 1, m_max / 2);
             unsigned char *p = kmalloc_aligned(n, align);
-            MCHECK(p != NULL, "kmalloc_aligned(%zu, %zu) failed", n, align);
-            m_add(p, n, align, M_ALIGNED);
+            if (p)
+                m_add(p, n, align, M_ALIGNED);
+            else
+                m_refused("kmalloc_aligned", n, align);
         } else if (r < 68) { /* calloc */
             size_t k = 1 + kt_rand_below(&m_rng, kt_heap < TINY_HEAP ? 4 : 16), each = rnd_size(&m_rng, 1, m_max < 256 ? m_max : 256);
             unsigned char *p = kcalloc(k, each);
-            MCHECK(p != NULL, "kcalloc(%zu, %zu) failed", k, each);
-            m_add(p, k * each, 0, M_CALLOC);
+            if (p)
+                m_add(p, k * each, 0, M_CALLOC);
+            else
+                m_refused("kcalloc", k * each, 0);
         } else if (r < 72 && m_n > 0) { /* usable size */
             unsigned i = (unsigned)kt_rand_below(&m_rng, m_n);
             MCHECK(ksize(m_live[i].p) == m_live[i].usable, "ksize(%p) %zu, was %zu",
@@ -510,8 +576,10 @@ static void t_model_random(void)
         } else {
             size_t n = rnd_size(&m_rng, 0, m_max);
             unsigned char *p = kmalloc(n);
-            MCHECK(p != NULL, "kmalloc(%zu) failed", n);
-            m_add(p, n, 0, M_KMALLOC);
+            if (p)
+                m_add(p, n, 0, M_KMALLOC);
+            else
+                m_refused("kmalloc", n, 0);
         }
         if (m_op % 64 == 0)
             m_stats(st0.used_bytes, base_net);
@@ -528,9 +596,14 @@ static void t_model_random(void)
     }
     m_stats(st0.used_bytes, base_net);
     check_heap("after the model test");
-    kt_printf("# model: %lu ops, seed %llu, %llu reallocs (%llu moved), %zu live at the end",
+    /* Each refusal was right (m_refused); many would say the page
+     * layer places slabs badly, which the test bounds. */
+    MCHECK(m_refusals * 100 <= m_op, "%lu of %lu operations refused for want of a free run",
+           m_refusals, m_op);
+    kt_printf("# model: %lu ops, seed %llu, %llu reallocs (%llu moved), %zu live at the end,"
+              " %lu refused (no free run long enough)",
               m_op, (unsigned long long)env->seed, (unsigned long long)reallocs,
-              (unsigned long long)moved, peak);
+              (unsigned long long)moved, peak, m_refusals);
 }
 
 /* ------------------------------------------------------------------ */

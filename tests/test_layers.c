@@ -484,6 +484,48 @@ TEST(runs_fit_in_their_own_bin_first)
     kt_heap_close(&t);
 }
 
+/* kheap_largest_free is the longest free run, even when it is not the
+ * first of its bin (70 and 71 pages share one). */
+TEST(largest_free_is_the_longest_run)
+{
+    struct kt_heap t;
+    kt_heap_open(&t, 4u << 20);
+    kheap_t *h = t.h;
+    size_t all = h->free_pages;
+    CHECK(kheap_largest_free(h) == all * KH_PAGE, "a fresh heap: %zu bytes, %zu pages free",
+          kheap_largest_free(h), all);
+    static const size_t len[3] = {17, 70, 71};
+    struct kh_page *r[3], *sep[3];
+    for (int k = 0; k < 3; k++) {
+        r[k] = run_alloc(h, len[k], 0);
+        sep[k] = run_alloc(h, 1, 0);
+        CHECK(r[k] && sep[k], "run of %zu pages and its separator", len[k]);
+    }
+    size_t rest_len = h->free_pages;
+    struct kh_page *rest = run_alloc(h, rest_len, 0);
+    CHECK(rest && kheap_largest_free(h) == 0, "a full heap: %zu bytes in the longest run",
+          kheap_largest_free(h));
+    run_free(h, r[2]);
+    run_free(h, r[1]); /* the bin's first, shorter than the 71 behind it */
+    run_free(h, r[0]);
+    CHECK(kheap_largest_free(h) == 71 * KH_PAGE, "free runs of 17, 70, 71 pages: %zu bytes",
+          kheap_largest_free(h));
+    run_free(h, sep[1]); /* 70 + 1 + 71 */
+    CHECK(kheap_largest_free(h) == 142 * KH_PAGE, "70 and 71 merged: %zu bytes",
+          kheap_largest_free(h));
+    run_free(h, rest);
+    CHECK(rest_len > 142 && kheap_largest_free(h) == rest_len * KH_PAGE,
+          "the rest of %zu pages free: %zu bytes", rest_len, kheap_largest_free(h));
+    run_free(h, sep[2]);
+    CHECK(kheap_largest_free(h) == (142 + 1 + rest_len) * KH_PAGE,
+          "the 142 merged with the rest: %zu bytes, want %zu pages", kheap_largest_free(h),
+          142 + 1 + rest_len);
+    run_free(h, sep[0]);
+    CHECK(kheap_largest_free(h) == all * KH_PAGE, "all free: %zu bytes", kheap_largest_free(h));
+    CHECK(kheap_largest_free(NULL) == 0, "a NULL heap: %zu", kheap_largest_free(NULL));
+    kt_heap_close(&t);
+}
+
 TEST(aligned_runs_and_in_place_resize)
 {
     struct kt_heap t;
@@ -613,6 +655,7 @@ int main(void)
     RUN(region_lookup_bounds_and_many_regions);
     RUN(runs_split_and_coalesce_both_sides);
     RUN(runs_fit_in_their_own_bin_first);
+    RUN(largest_free_is_the_longest_run);
     RUN(aligned_runs_and_in_place_resize);
     RUN(metadata_budget);
     RUN(check_finds_damage);

@@ -875,6 +875,8 @@ bool kh_large_resize(kheap_t *h, struct kh_page *head, size_t npages);
 enum kheap_report_kind kh_diagnose(kheap_t *h, struct kh_page *d,
                                    uintptr_t addr);
 void kh_pages_add(kheap_t *h, struct kh_region *r);
+/* Pages in the longest free run; page_lock held (pages.c). */
+size_t kh_pages_longest(const kheap_t *h);
 /* Pages for kheap's own structures (zeroed; metadata), or NULL; no lock
  * held. fresh: the caller knows the pages were never used and read as
  * zero (the heap was just made over zeroed memory), so they are not

@@ -144,6 +144,22 @@ static unsigned bins_find(const kheap_t *h, unsigned b)
     return w * (unsigned)KH_WORD_BITS + (unsigned)__builtin_ctzl(m);
 }
 
+/* Pages in the longest free run (0 if none): the highest non-empty bin,
+ * whose runs are walked, as its lengths may differ (above 16 pages).
+ * page_lock held. */
+size_t kh_pages_longest(const kheap_t *h)
+{
+    if (!h->bin_summary)
+        return 0;
+    unsigned w = (unsigned)(KH_WORD_BITS - 1) - (unsigned)__builtin_clzl(h->bin_summary);
+    unsigned b = w * (unsigned)KH_WORD_BITS + (unsigned)(KH_WORD_BITS - 1) -
+                 (unsigned)__builtin_clzl(h->bin_map[w]);
+    size_t n = 0;
+    for (const struct kh_page *d = h->bins[b]; d; d = d->next)
+        n = d->npages > n ? d->npages : n;
+    return n;
+}
+
 /* Write the boundary descriptors of run [i, i+n) of region r. */
 void kh_run_mark(kheap_t *h, struct kh_region *r, size_t i, size_t n,
                  enum kh_page_kind kind)

@@ -119,6 +119,16 @@ void kheap_get_heap_stats(kheap_t *h, size_t *total, size_t *used,
         *free_bytes = s.heap_free;
 }
 
+size_t kheap_largest_free(kheap_t *h)
+{
+    if (!h)
+        return 0;
+    kh_lock(&h->page_lock);
+    size_t n = kh_pages_longest(h);
+    kh_unlock(&h->page_lock);
+    return n * KH_PAGE;
+}
+
 /* ------------------------------------------------------------------ */
 /* Text. */
 

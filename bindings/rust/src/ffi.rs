@@ -141,6 +141,7 @@ extern "C" {
     pub fn kheap_reclaim(heap: *mut kheap_t) -> usize;
     pub fn kheap_cpu_poll(heap: *mut kheap_t) -> usize;
     pub fn kheap_get_stats(heap: *mut kheap_t, out: *mut kheap_stats);
+    pub fn kheap_largest_free(heap: *mut kheap_t) -> usize;
     pub fn kheap_slabinfo(heap: *mut kheap_t, rows: *mut kheap_cache_info, max: usize) -> usize;
     pub fn kheap_cache_info(cache: *mut kheap_cache_t, out: *mut kheap_cache_info);
     pub fn kheap_check(heap: *mut kheap_t, addr: *mut *const c_void) -> *const u8;

@@ -445,6 +445,18 @@ impl KHeap {
         (s.heap_total, s.heap_used, s.heap_free)
     }
 
+    /// Bytes in the longest run of free pages: the largest block the heap
+    /// can hand out now without growing (`get_heap_stats`' free bytes may
+    /// be more, in pieces). 0 before `init`.
+    pub fn largest_free(&self) -> usize {
+        let h = self.raw();
+        if h.is_null() {
+            return 0;
+        }
+        // SAFETY: h is an initialised heap.
+        unsafe { ffi::kheap_largest_free(h) }
+    }
+
     /// The heap's statistics, exact, taken under its locks.
     pub fn stats(&self) -> HeapStats {
         let h = self.raw();

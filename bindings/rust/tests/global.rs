@@ -253,6 +253,8 @@ fn main() {
     );
     let (total, used, free) = HEAP.get_heap_stats();
     ok(total == end.heap_total && used + free == total && total <= 256 << 20, "get_heap_stats: total = used + free");
+    let longest = HEAP.largest_free();
+    ok(longest > 0 && longest <= free && longest % 4096 == 0, "largest_free: a run of pages, at most the free bytes");
     ok(
         HEAP.heap_end_vaddr() == MEMORY.as_mut_ptr() as u64 + MEMORY.len() as u64,
         "heap_end_vaddr is the end of the static region",
