@@ -686,12 +686,15 @@ void kheap_get_heap_stats(kheap_t *heap, size_t *total, size_t *used,
                           size_t *free_bytes);
 
 /* Bytes in the heap's longest run of free pages: the largest block it can
- * hand out now without growing (heap_free may be larger, in pieces). An
- * allocation needing more contiguous pages fails unless the port grows
- * the heap: a large block of more pages, or an object of a class whose
- * slabs are all full and whose slab (pagesperslab) is longer. 0 for a
- * NULL heap. Takes the page lock; O(free runs of the longest length's
- * bin). */
+ * hand out now without growing or reclaiming (heap_free may be larger, in
+ * pieces). An allocation needing a longer run first reclaims the memory
+ * the caches and CPUs keep, which may free a longer one, and fails if
+ * none appears and the port cannot grow the heap: a large block of more
+ * pages, or an object of a class whose slabs are all full and whose slab
+ * (pagesperslab) is longer. A block aligned beyond a page, and the slab
+ * of a class whose size's lowest set bit is beyond a page, also need the
+ * pages before that boundary. 0 for a NULL heap. Takes the page lock;
+ * O(free runs in the longest length's bin), O(1) below 16 pages. */
 size_t kheap_largest_free(kheap_t *heap);
 
 /* One slabinfo row (the /proc/slabinfo columns, plus counters). */

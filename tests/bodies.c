@@ -199,8 +199,8 @@ fail_at(int line, const char *cond, const char *fmt, ...)
     } while (0)
 
 /* What a test that fails leaves live, given back by its cleanup (set by
- * the test, run once after a failure), so that its blocks do not fail
- * the tests after it for want of memory. */
+ * the test, run once after a failure if the heap is intact), so that its
+ * blocks do not fail the tests after it for want of memory. */
 static void (*fail_cleanup)(void);
 
 static void run_test(const char *name, void (*fn)(void))
@@ -213,7 +213,10 @@ static void run_test(const char *name, void (*fn)(void))
     } else {
         kt_printf("not ok - %s: %s", name, fail_msg);
         kt_failed++;
-        if (fail_cleanup)
+        /* Not into a damaged heap, whose frees could fault and lose the
+         * report of every test after this one. */
+        const void *addr;
+        if (fail_cleanup && kheap_check(kheap_default(), &addr) == NULL)
             fail_cleanup();
     }
     fail_cleanup = NULL;
@@ -377,6 +380,7 @@ static unsigned m_n;
 static size_t m_sum;          /* sum of usable sizes of live blocks */
 static unsigned long m_op;
 static uint64_t m_rng;
+static unsigned char *m_pending; /* the block m_add checks, not yet in m_live[] */
 
 #define MCHECK(cond, fmt, ...)                                                \
     CHECK(cond, "[seed %llu op %lu] " fmt, (unsigned long long)env->seed, m_op,   \
@@ -396,6 +400,7 @@ static void m_no_overlap(const unsigned char *p, size_t usable, unsigned skip)
 
 static void m_add(unsigned char *p, size_t size, size_t align, uint8_t kind)
 {
+    m_pending = p;
     size_t usable = ksize(p);
     MCHECK(usable >= size, "ksize %zu < %zu asked (kind %u)", usable, size, kind);
     if (kind == M_ALIGNED) {
@@ -420,6 +425,7 @@ static void m_add(unsigned char *p, size_t size, size_t align, uint8_t kind)
     b->kind = kind;
     fill(p, size, b->seed);
     m_sum += usable;
+    m_pending = NULL;
 }
 
 static void m_check_contents(const struct mblock *b, size_t upto, const char *when)
@@ -448,46 +454,58 @@ static void m_stats(size_t base_used, uint64_t base_net)
 /* The blocks a failed model test leaves live. */
 static void m_free_all(void)
 {
+    if (m_pending)
+        kfree(m_pending);
+    m_pending = NULL;
     while (m_n)
         kfree(m_live[--m_n].p);
     m_sum = 0;
 }
 
-/* Pages in the longest free run that a request of size bytes (aligned to
- * align, 0 for kmalloc's own) can need: its class's slab (with the slab's
- * alignment, for classes of a power of two above a page), or its own
- * pages and the lead before an alignment above a page. An aligned request
- * may take either way; both bounds are taken. */
-static size_t m_need_pages(size_t size, size_t align)
+/* How a request of size bytes aligned to align (0 up to 8: kmalloc's own)
+ * is served, as kmalloc.c's block_alloc chooses: an object of the
+ * smallest class of at least max(size, align) bytes whose size is a
+ * multiple of align, while both fit a class (align up to a page), else a
+ * large block. Returns the length of free run it needs: its class's slab,
+ * with the pages before the slab's alignment (its size's lowest set bit)
+ * when that is beyond a page; or the block's pages with those before an
+ * alignment beyond a page. *free_slots: the class's slots free in its
+ * slabs (0 for a large block). */
+static size_t m_need_pages(size_t size, size_t align, size_t *free_slots)
 {
-    const size_t pg = KHEAP_PAGE_SIZE;
-    size_t n = size ? size : 1, need = (n + pg - 1) / pg + (align > pg ? align / pg - 1 : 0);
-    size_t u = rule_usable(n > align ? n : align);
-    if (u && u <= KHEAP_MAX_CLASS) {
+    const size_t pg = KHEAP_PAGE_SIZE, amax = pg < KHEAP_MAX_CLASS ? pg : KHEAP_MAX_CLASS;
+    size_t n = size ? size : 1;
+    *free_slots = 0;
+    if (n <= KHEAP_MAX_CLASS && align <= amax) {
+        size_t i = kt_class_index(n > align ? n : align);
+        while (align > 8 && (kt_class[i] & (align - 1)))
+            i++;
         static struct kheap_cache_info rows[KHEAP_NUM_CLASSES];
-        size_t i = kt_class_index(u);
         kheap_slabinfo(kheap_default(), rows, i + 1);
-        size_t slab = rows[i].pagesperslab + (u > pg && lowbit(u) == u ? u / pg - 1 : 0);
-        need = slab > need ? slab : need;
+        size_t held = rows[i].active_objs + rows[i].cached_objs;
+        *free_slots = rows[i].num_objs > held ? rows[i].num_objs - held : 0;
+        size_t lead = lowbit(kt_class[i]) > pg ? lowbit(kt_class[i]) / pg - 1 : 0;
+        return rows[i].pagesperslab + lead;
     }
-    return need;
+    return (n + pg - 1) / pg + (align > pg ? align / pg - 1 : 0);
 }
 
 /* An allocation of the model returned NULL. On a heap below
  * KT_FULL_HEAP the model's blocks may pin slabs of many classes, up to
  * eight pages each, and cut the free pages into runs too short for one
- * more slab: a NULL is then the right answer, if no free run was long
- * enough for the request (kheap_largest_free). Anywhere else it fails
- * the test. The heap must be intact either way (checked after). */
+ * more slab: a NULL is then the right answer, if no free run is long
+ * enough for the request (kheap_largest_free, after the allocator's own
+ * reclaim) and, for a class, its slabs have no free slot. Anywhere else
+ * it fails the test. The heap must be intact either way. */
 static unsigned long m_refusals;
 static void m_refused(const char *call, size_t size, size_t align)
 {
-    size_t longest = kheap_largest_free(kheap_default()) / KHEAP_PAGE_SIZE;
-    size_t need = m_need_pages(size, align);
-    MCHECK(small_heap() && longest < need,
-           "%s(%zu) returned NULL with %zu pages in the longest free run; it needs %zu"
-           " at most (a %zu KiB heap, %u blocks live)",
-           call, size, longest, need, kt_heap >> 10, m_n);
+    size_t longest = kheap_largest_free(kheap_default()) / KHEAP_PAGE_SIZE, free_slots;
+    size_t need = m_need_pages(size, align, &free_slots);
+    MCHECK(small_heap() && longest < need && free_slots == 0,
+           "%s(%zu, align %zu) returned NULL with %zu pages in the longest free run and %zu"
+           " slots free in its class; it needs a run of %zu (a %zu KiB heap, %u blocks live)",
+           call, size, align, longest, free_slots, need, kt_heap >> 10, m_n);
     m_refusals++;
     check_heap("after a refused allocation");
 }
@@ -499,6 +517,7 @@ static void t_model_random(void)
     m_n = 0;
     m_sum = 0;
     m_refusals = 0;
+    m_pending = NULL;
     fail_cleanup = m_free_all;
     m_cap = MODEL_LIVE;
     m_max = MODEL_MAX;

@@ -485,11 +485,12 @@ TEST(runs_fit_in_their_own_bin_first)
 }
 
 /* kheap_largest_free is the longest free run, even when it is not the
- * first of its bin (70 and 71 pages share one). */
+ * first of its bin (70 and 71 pages share one); the heap's rest is long
+ * enough for a bin past the bitmap's first word. */
 TEST(largest_free_is_the_longest_run)
 {
     struct kt_heap t;
-    kt_heap_open(&t, 4u << 20);
+    kt_heap_open(&t, 16u << 20);
     kheap_t *h = t.h;
     size_t all = h->free_pages;
     CHECK(kheap_largest_free(h) == all * KH_PAGE, "a fresh heap: %zu bytes, %zu pages free",
@@ -502,6 +503,8 @@ TEST(largest_free_is_the_longest_run)
         CHECK(r[k] && sep[k], "run of %zu pages and its separator", len[k]);
     }
     size_t rest_len = h->free_pages;
+    CHECK(kh_bin_of(rest_len) >= KH_WORD_BITS, "the rest's bin %u is in the bitmap's first word",
+          kh_bin_of(rest_len));
     struct kh_page *rest = run_alloc(h, rest_len, 0);
     CHECK(rest && kheap_largest_free(h) == 0, "a full heap: %zu bytes in the longest run",
           kheap_largest_free(h));

@@ -144,9 +144,9 @@ static unsigned bins_find(const kheap_t *h, unsigned b)
     return w * (unsigned)KH_WORD_BITS + (unsigned)__builtin_ctzl(m);
 }
 
-/* Pages in the longest free run (0 if none): the highest non-empty bin,
- * whose runs are walked, as its lengths may differ (above 16 pages).
- * page_lock held. */
+/* Pages in the longest free run (0 if none): in the highest non-empty
+ * bin, whose runs are walked when its lengths differ (bins above 16
+ * pages), until one of the bin's longest length is met. page_lock held. */
 size_t kh_pages_longest(const kheap_t *h)
 {
     if (!h->bin_summary)
@@ -154,8 +154,8 @@ size_t kh_pages_longest(const kheap_t *h)
     unsigned w = (unsigned)(KH_WORD_BITS - 1) - (unsigned)__builtin_clzl(h->bin_summary);
     unsigned b = w * (unsigned)KH_WORD_BITS + (unsigned)(KH_WORD_BITS - 1) -
                  (unsigned)__builtin_clzl(h->bin_map[w]);
-    size_t n = 0;
-    for (const struct kh_page *d = h->bins[b]; d; d = d->next)
+    size_t most = b + 1 < KH_NBINS ? kh_bin_min(b + 1) - 1 : (size_t)UINT32_MAX, n = 0;
+    for (const struct kh_page *d = h->bins[b]; d && n < most; d = d->next)
         n = d->npages > n ? d->npages : n;
     return n;
 }

@@ -446,8 +446,8 @@ impl KHeap {
     }
 
     /// Bytes in the longest run of free pages: the largest block the heap
-    /// can hand out now without growing (`get_heap_stats`' free bytes may
-    /// be more, in pieces). 0 before `init`.
+    /// can hand out now without growing or reclaiming (`get_heap_stats`'
+    /// free bytes may be more, in pieces). 0 before `init`.
     pub fn largest_free(&self) -> usize {
         let h = self.raw();
         if h.is_null() {
